@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Push latency: from a config request returning to the node reporting the new version
+ACTIVE, over N changes (default 200).
+
+Starts a real master (with its managed ZooKeeper on a free port) and a real node as
+separate processes; the node's report is read from ZooKeeper with a watch, so the figure
+has no polling granularity. Target (issue 3): p50 <= 100 ms, p99 <= 500 ms.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from zk.client import connect  # noqa: E402
+from zk.store import ConfigStore, _loads  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args, log):
+    return subprocess.Popen([sys.executable, "-m", "master.cli", "--log-level", "WARNING",
+                             *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def percentile(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    tmp = Path(tempfile.mkdtemp(prefix="flume-bench-"))
+    zk_port, http_port = free_port(), free_port()
+    log = open(tmp / "procs.log", "ab")
+    master = start(["master", "--zk-port", str(zk_port), "--http-port", str(http_port),
+                    "--data-dir", str(tmp / "master")], log)
+    url = f"http://127.0.0.1:{http_port}"
+    node = None
+    try:
+        wait_http(url + "/api/health")
+        node = start(["node", "-n", "bench1", "--master", url, "--data-dir",
+                      str(tmp / "node"), "--http-port", str(free_port())], log)
+        client = connect(f"127.0.0.1:{zk_port}")
+        store = ConfigStore(client, "/flume")
+        reported: dict[int, float] = {}
+        cond = threading.Condition()
+
+        def on_status(data, stat, event=None):
+            st = (_loads(data) or {}).get("logical", {}).get("bench1", {}) if data else {}
+            if st.get("state") == "ACTIVE" and st.get("version") is not None:
+                with cond:
+                    reported.setdefault(st["version"], time.perf_counter())
+                    cond.notify_all()
+
+        client.DataWatch(store.status_path("bench1"), on_status)
+        latencies = []
+        with httpx.Client(base_url=url, timeout=30) as http:
+            for i in range(n + 5):
+                r = http.post("/api/commands", json={
+                    "command": "config",
+                    "args": ["bench1", "null", f'{{ value("i", "{i}") => null }}']})
+                returned = time.perf_counter()
+                if r.status_code != 200 or r.json().get("state") != "SUCCEEDED":
+                    raise SystemExit(f"config failed: {r.status_code} {r.text}")
+                version = store.get_logical("bench1").version
+                with cond:
+                    ok = cond.wait_for(lambda: version in reported, timeout=30)
+                if not ok:
+                    raise SystemExit(f"version {version} never reported ACTIVE")
+                if i >= 5:  # the first few warm up the node and the master
+                    latencies.append(max(0.0, reported[version] - returned) * 1000)
+        client.stop()
+        print(f"push latency over {len(latencies)} changes: "
+              f"p50 {percentile(latencies, 50):.1f} ms, p90 {percentile(latencies, 90):.1f} ms, "
+              f"p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms, "
+              f"mean {statistics.mean(latencies):.1f} ms")
+    finally:
+        for p in (node, master):
+            if p is not None:
+                p.terminate()
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+if __name__ == "__main__":
+    main()

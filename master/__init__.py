@@ -1,0 +1,1 @@
+"""The Flume master: command service, translations, REST API, flumectl."""

@@ -1,0 +1,264 @@
+"""The master's REST API (FastAPI; OpenAPI at ``/docs``): every command and every listing.
+
+Errors are JSON ``{"message": ...}``: a bad spec answers 400 with ``"errors"``, a list of
+``{message, line, column[, part]}`` and the message rendered with carets; a bad command
+400; something unknown 404; a valid command that cannot be performed 409; ZooKeeper
+unreachable 503. Bad input never gets a 5xx.
+
+With a token, every write (PUT, POST, DELETE; ``POST /api/validate`` excepted) needs
+``Authorization: Bearer <token>``; reads stay open.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from kazoo.exceptions import KazooException, ZookeeperError
+from kazoo.handlers.threading import KazooTimeoutError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from node.errors import SpecError
+from zk.client import ConflictError, ZkError
+
+from .service import (CommandError, CommandFailed, MasterService, NotFound,
+                      render_spec_error, spec_error_list)
+
+MAX_SPEC_HALF = 64 * 1024           # a source or a sink
+MAX_ARG = 8 * 1024 * 1024           # one command argument (a multiconfig spec)
+MAX_ARGS = 16
+MAX_NAME = 200
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: a lone surrogate in stored text cannot break it."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode()
+
+
+def _json(status: int, body: dict, headers: dict | None = None) -> SafeJSONResponse:
+    return SafeJSONResponse(body, status_code=status, headers=headers)
+
+
+def _raw(body: bytes) -> Response:
+    return Response(content=body, media_type="application/json")
+
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
+SpecHalf = Annotated[str, StringConstraints(max_length=MAX_SPEC_HALF)]
+Arg = Annotated[str, StringConstraints(max_length=MAX_ARG)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ConfigBody(_Body):
+    """A logical node's spec as entered; the flow is kept when omitted (default-flow for
+    a new node)."""
+    source: SpecHalf = Field(examples=['tail("/var/log/app.log")'])
+    sink: SpecHalf = Field(examples=['{ batch(100) => agentE2ESink("collector1") }'])
+    flow: Name | None = None
+
+
+class MappingBody(_Body):
+    physical: Name
+    logical: Name
+
+
+class CommandBody(_Body):
+    """Any command of the master, e.g. ``{"command": "config", "args": ["node1",
+    "tail(\\"/var/log/a.log\\")", "null"]}``."""
+    command: Annotated[str, StringConstraints(min_length=1, max_length=100)] = Field(
+        examples=["noop"])
+    args: Annotated[list[Arg], Field(max_length=MAX_ARGS)] = []
+
+
+class ValidateBody(_Body):
+    """Any of a source, a sink or a whole spec file (``name : source | sink ;`` ...)."""
+    source: SpecHalf | None = None
+    sink: SpecHalf | None = None
+    spec: Arg | None = None
+
+
+def create_app(service: MasterService, token: str | None = None) -> FastAPI:
+    """The REST API over ``service``. ``token``: required (Bearer) for writes if set."""
+    app = FastAPI(title="Flume master", version="1.0",
+                  description="Commands and listings of a Flume master. Every master of "
+                              "an ensemble serves every request.",
+                  default_response_class=SafeJSONResponse)
+    app.state.service = service
+    app.state.static_dir = None  # the web console mounts its files here
+    secret = token.encode() if token else None
+
+    def require_token(request: Request) -> None:
+        if secret is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode("utf-8", "surrogateescape"), secret):
+            raise _Unauthorized()
+
+    write = [Depends(require_token)]
+
+    def by(request: Request) -> str:
+        client = request.client.host if request.client else "?"
+        agent = request.headers.get("user-agent", "")[:60]
+        return f"{client} {agent}".strip()
+
+    # ------------------------------------------------------------ errors
+    @app.exception_handler(_Unauthorized)
+    def unauthorized(request, exc):
+        return _json(401, {"message": "a valid access token is required for writes "
+                                      "(Authorization: Bearer TOKEN)"},
+                     {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(SpecError)
+    def spec_error(request, exc: SpecError):
+        return _json(400, {"message": render_spec_error(exc),
+                           "errors": spec_error_list(exc)})
+
+    @app.exception_handler(CommandError)
+    def command_error(request, exc):
+        return _json(400, {"message": str(exc)})
+
+    @app.exception_handler(NotFound)
+    def not_found(request, exc):
+        return _json(404, {"message": str(exc)})
+
+    @app.exception_handler(CommandFailed)
+    def command_failed(request, exc):
+        return _json(409, {"message": str(exc)})
+
+    @app.exception_handler(ConflictError)
+    def conflict(request, exc):
+        return _json(409, {"message": str(exc)})
+
+    def unavailable(request, exc):
+        return _json(503, {"message": f"ZooKeeper is unavailable: {exc}"})
+    for cls in (ZkError, KazooException, ZookeeperError, KazooTimeoutError):
+        app.add_exception_handler(cls, unavailable)
+
+    @app.exception_handler(RequestValidationError)
+    def bad_request(request, exc: RequestValidationError):
+        errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: repr})
+        for e in errors:
+            e.pop("input", None)  # do not echo (possibly megabytes of) input back
+            e.pop("ctx", None)
+        first = errors[0] if errors else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return _json(422, {"message": f"{where}: {first.get('msg', 'invalid request')}",
+                           "detail": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request, exc: StarletteHTTPException):
+        return _json(exc.status_code, {"message": str(exc.detail)}, exc.headers)
+
+    # ------------------------------------------------------------ listings
+    @app.get("/api/health", tags=["listings"])
+    def health():
+        """200 when this master reaches ZooKeeper, 503 otherwise."""
+        ok = service.store.zk.connected
+        return _json(200 if ok else 503, {"ok": ok, "master": service.name,
+                                          "view": service.view.ready})
+
+    @app.get("/api/status", tags=["listings"])
+    def status():
+        """Every logical node (name, physical, host, state, running and configured
+        version, flow, entered and translated specs, last error, last seen) and every
+        physical node (alive, host, mapped logical nodes)."""
+        return _raw(service.status_json())
+
+    @app.get("/api/configs", tags=["configs"])
+    def configs():
+        """Every logical node's config: entered and translated specs, flow, version."""
+        return _raw(service.configs_json())
+
+    @app.get("/api/configs/{name}", tags=["configs"])
+    def config(name: str):
+        return service.config(name)
+
+    @app.put("/api/configs/{name}", tags=["configs"], dependencies=write)
+    def put_config(name: str, body: ConfigBody, request: Request):
+        """``config NAME [FLOW] SOURCE SINK``: validated like on the nodes; a bad spec
+        answers 400 with every problem's position."""
+        args = [name] + ([body.flow] if body.flow is not None else []) + [body.source,
+                                                                            body.sink]
+        cmd = service.execute("config", args, by=by(request), raise_failed=True)
+        return {"command": _cmd(cmd), "config": service.config(name)}
+
+    @app.delete("/api/configs/{name}", tags=["configs"], dependencies=write)
+    def delete_config(name: str, request: Request):
+        """``unconfig NAME``: 404 if it has no config."""
+        cmd = service.execute("unconfig", [name], by=by(request), raise_failed=True)
+        return {"command": _cmd(cmd)}
+
+    @app.get("/api/mappings", tags=["mappings"])
+    def mappings():
+        """``{physical: [logical, ...]}``."""
+        return service.mappings()
+
+    @app.post("/api/mappings", tags=["mappings"], dependencies=write)
+    def post_mapping(body: MappingBody, request: Request):
+        """``map PHYSICAL LOGICAL``: 409 if the logical node runs elsewhere."""
+        cmd = service.execute("map", [body.physical, body.logical], by=by(request),
+                              raise_failed=True)
+        return {"command": _cmd(cmd), "mappings": service.mappings()}
+
+    @app.delete("/api/mappings/{physical}/{logical}", tags=["mappings"],
+                dependencies=write)
+    def delete_mapping(physical: str, logical: str, request: Request):
+        """``unmap PHYSICAL LOGICAL``: 404 if it is not mapped there."""
+        cmd = service.execute("unmap", [physical, logical], by=by(request),
+                              raise_failed=True)
+        return {"command": _cmd(cmd)}
+
+    @app.get("/api/flows", tags=["listings"])
+    def flows():
+        """``{flow: {agents, collectors, pool, others, chains}}``."""
+        return _raw(service.flows_json())
+
+    @app.get("/api/commands", tags=["commands"])
+    def commands(limit: Annotated[int, Query(ge=1, le=1000)] = 100):
+        """The command history, newest first."""
+        return service.commands(limit)
+
+    @app.get("/api/commands/{cmd_id}", tags=["commands"])
+    def command(cmd_id: str):
+        return service.command(cmd_id)
+
+    @app.post("/api/commands", tags=["commands"], dependencies=write)
+    def post_command(body: CommandBody, request: Request):
+        """Run any command (REFERENCE section 7; names case-insensitive). Answers the
+        command record, whose ``state`` is SUCCEEDED or FAILED (with a message); bad
+        usage or a bad spec answers 400."""
+        return _cmd(service.execute(body.command, body.args, by=by(request)))
+
+    @app.post("/api/validate", tags=["configs"])
+    def validate(body: ValidateBody):
+        """Live validation (no token needed, nothing is stored): ``{ok, errors, message,
+        canonical}``."""
+        return service.validate(body.source, body.sink, body.spec)
+
+    return app
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def _cmd(cmd) -> dict:
+    return {"id": cmd.id, "command": cmd.command, "args": cmd.args, "state": cmd.state,
+            "message": cmd.message, "submitted": cmd.submitted, "finished": cmd.finished,
+            "by": cmd.by}
+
+
+__all__ = ["create_app", "SafeJSONResponse"]

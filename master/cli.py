@@ -1,0 +1,66 @@
+"""``flume``: the node commands of :mod:`node.cli` plus ``flume master``."""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from node import cli as node_cli
+from node.errors import FlumeError
+
+log = logging.getLogger("flume")
+
+
+def cmd_master(args) -> int:
+    from .server import Master, MasterConfigError, read_token
+    data_dir = Path(args.data_dir) if args.data_dir else node_cli.default_data_dir() / "master"
+    try:
+        master = Master(data_dir, zk_hosts=args.zk, zk_port=args.zk_port, root=args.zk_root,
+                        bind=args.bind, http_port=args.http_port,
+                        token=read_token(args.token_file))
+    except MasterConfigError as exc:
+        print(f"flume master: {exc}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        master.start()
+        master.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        master.stop()
+    return 0
+
+
+def build_parser():
+    parser = node_cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    m = sub.add_parser("master", help="run a master (REST API, web console, ZooKeeper)",
+                       description=(
+                           "Run a master. Without --zk it starts and manages a local "
+                           "ZooKeeper server under its data directory (port --zk-port). "
+                           "Several masters on one ensemble all serve every request."))
+    m.add_argument("--zk", metavar="CONNECT",
+                   help="ZooKeeper ensemble host:port[,host:port...]; default: run one")
+    m.add_argument("--zk-port", type=int, default=3181,
+                   help="client port of the managed ZooKeeper (default 3181)")
+    m.add_argument("--zk-root", default="/flume", help="root znode (default /flume)")
+    m.add_argument("--data-dir", help="master data directory (default: the per-user data "
+                   "directory + /master)")
+    m.add_argument("--http-port", type=int, default=35871,
+                   help="REST API and web console port (default 35871)")
+    m.add_argument("--bind", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; any other address "
+                   "needs --token-file)")
+    m.add_argument("--token-file", help="file holding the access token required for writes")
+    m.set_defaults(func=cmd_master)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return node_cli.main(argv, parser=build_parser())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

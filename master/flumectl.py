@@ -1,0 +1,431 @@
+"""``flumectl``: drive Flume masters from the command line, over their REST API.
+
+Exit status: 0 success; 1 the command failed, or the master is unreachable or refused;
+2 usage error or spec error (the spec is printed with a caret under each problem).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+DEFAULT_MASTER = "http://127.0.0.1:35871"
+POLL_SECONDS = 0.25
+CELL = 70                     # widest table cell before it is shortened
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# subcommand -> (master command, aliases, argument names, help)
+COMMANDS = {
+    "config": ("config", (), None,
+               "configure a logical node: config NODE [FLOW] SOURCE SINK"),
+    "multiconfig": ("multiconfig", (), ["SPEC"],
+                    "configure many nodes from a spec ('name : source | sink ; ...'); "
+                    "@FILE reads the spec from a local file, @- from stdin"),
+    "unconfig": ("unconfig", (), ["NODE"], "remove a logical node's configuration"),
+    "map": ("map", ("spawn",), ["PHYSICAL", "LOGICAL"],
+            "run logical node LOGICAL on physical node PHYSICAL"),
+    "unmap": ("unmap", (), ["PHYSICAL", "LOGICAL"],
+              "stop running LOGICAL on PHYSICAL"),
+    "unmapAll": ("unmapAll", ("unmap-all", "unmapall"), [],
+                 "remove every logical node from every physical node"),
+    "decommission": ("decommission", (), ["LOGICAL"],
+                     "remove a logical node: its configuration and every mapping"),
+    "refresh": ("refresh", (), ["NODE"], "restart a logical node's flow"),
+    "refreshAll": ("refreshAll", ("refresh-all", "refreshall"), [],
+                   "restart every logical node's flow"),
+    "purge": ("purge", (), ["PHYSICAL"],
+              "forget a physical node that is gone (its mapping and status)"),
+    "purgeAll": ("purgeAll", ("purge-all", "purgeall"), [],
+                 "forget every physical node that is gone"),
+    "save": ("save", (), ["FILE"],
+             "save every configuration as a spec file on the master (under its data "
+             "directory)"),
+    "load": ("load", (), ["FILE"],
+             "load a spec file from the master's data directory (like multiconfig)"),
+    "setChokeLimit": ("setChokeLimit", ("set-choke-limit", "setchokelimit"),
+                      ["PHYSICAL", "CHOKE", "KBPS"],
+                      "limit choke CHOKE on PHYSICAL to KBPS kilobytes per second"),
+    "noop": ("noop", (), None, "do nothing (optionally for MS milliseconds): noop [MS]"),
+}
+
+
+class Failure(Exception):
+    """Ends flumectl with a message and an exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILED, body: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+# ---------------------------------------------------------------- the master
+
+class Master:
+    """A thin client of one master's REST API; errors become :class:`Failure`."""
+
+    def __init__(self, url: str, token: str | None, timeout: float):
+        self.url = url.rstrip("/")
+        headers = {"User-Agent": "flumectl"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def request(self, method: str, path: str, **kw):
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.TimeoutException:
+            raise Failure(f"the master at {self.url} did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise Failure(f"cannot reach the master at {self.url}: "
+                          f"{exc.__class__.__name__} {exc}".rstrip(": ")) from None
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        if r.status_code < 400:
+            return body
+        message = body.get("message") if isinstance(body, dict) else None
+        message = message or r.text.strip()[:500] or r.reason_phrase
+        if r.status_code == 401:
+            raise Failure("the master refused: it needs an access token for writes "
+                          "(--token-file FILE or FLUME_TOKEN)", EXIT_FAILED, body)
+        if r.status_code == 400 and isinstance(body, dict) and "errors" in body:
+            raise Failure(message, EXIT_USAGE, body)
+        if r.status_code in (400, 422):
+            raise Failure(message, EXIT_USAGE, body)
+        if r.status_code == 503:
+            raise Failure(f"the master cannot reach ZooKeeper: {message}", EXIT_FAILED, body)
+        raise Failure(message, EXIT_FAILED, body)
+
+    def get(self, path: str, **kw):
+        return self.request("GET", path, **kw)
+
+    def command(self, command: str, args: list[str]) -> dict:
+        return self.request("POST", "/api/commands", json={"command": command,
+                                                           "args": args})
+
+
+# ---------------------------------------------------------------- output
+
+def _cell(value, width: int = CELL) -> str:
+    if value is None or value == "":
+        return "-"
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    """Aligned columns; the last column is not padded."""
+    cells = [[_cell(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = []
+    for row in [headers] + cells:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  "
+                     + row[-1] if len(row) > 1 else row[0])
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _version(row: dict) -> str:
+    """The configured version, starred while the node does not run it (yet)."""
+    running, wanted = row.get("version"), row.get("config_version")
+    if wanted is None:
+        return "-" if running is None else str(running)
+    return str(wanted) if running == wanted else f"{wanted}*"
+
+
+def _progress(row: dict | None) -> str:
+    if not row:
+        return "unknown"
+    running, wanted = row.get("version"), row.get("config_version")
+    label = f"{row.get('state')}"
+    if running is not None:
+        label += f" version {running}"
+    if wanted is not None and running != wanted:
+        label += f" (configured: version {wanted})"
+    if row.get("state") == "ERROR" and row.get("last_error"):
+        label += f": {row['last_error']}"
+    return label
+
+
+def show_status(st: dict) -> str:
+    rows = [[r["name"], r.get("physical"), r.get("host"), r.get("state"), _version(r),
+             r.get("flow"), r.get("last_error")] for r in st.get("logical", [])]
+    out = table(["LOGICAL NODE", "PHYSICAL", "HOST", "STATE", "VERSION", "FLOW",
+                 "LAST ERROR"], rows)
+    phys = [[p["name"], "yes" if p.get("alive") else "NO", p.get("host"),
+             ", ".join(p.get("logical") or [])] for p in st.get("physical", [])]
+    if phys:
+        out += "\n\n" + table(["PHYSICAL NODE", "ALIVE", "HOST", "LOGICAL NODES"], phys)
+    return out
+
+
+def show_configs(configs: list[dict]) -> str:
+    rows = []
+    for c in configs:
+        translated = "-"
+        if c.get("tsource") is not None or c.get("tsink") is not None:
+            translated = f"{c.get('tsource') or c['source']} | {c.get('tsink') or c['sink']}"
+        rows.append([c["name"], c.get("flow"), c.get("version"), c.get("source"),
+                     c.get("sink"), translated])
+    return table(["NAME", "FLOW", "VERSION", "SOURCE", "SINK", "TRANSLATED"], rows)
+
+
+def show_mappings(mappings: dict) -> str:
+    return table(["PHYSICAL NODE", "LOGICAL NODES"],
+                 [[p, ", ".join(names)] for p, names in sorted(mappings.items())])
+
+
+def show_flows(flows: dict) -> str:
+    rows = [[f, ", ".join(i.get("collectors", [])), ", ".join(i.get("pool", [])),
+             ", ".join(i.get("agents", [])), ", ".join(i.get("others", []))]
+            for f, i in sorted(flows.items())]
+    out = table(["FLOW", "COLLECTORS", "RUNNING", "AGENTS", "OTHERS"], rows)
+    chains = [[f, agent, " ? ".join(chain) or "(no collector)"]
+              for f, i in sorted(flows.items())
+              for agent, chain in sorted((i.get("chains") or {}).items())]
+    if chains:
+        out += "\n\n" + table(["FLOW", "AGENT", "CHAIN (primary first)"], chains)
+    return out
+
+
+def show_commands(commands: list[dict]) -> str:
+    rows = []
+    for c in commands:
+        when = time.strftime("%Y-%m-%d %H:%M:%S",
+                             time.localtime((c.get("submitted") or 0) / 1000))
+        args = " ".join(json.dumps(a) if (not a or any(ch.isspace() for ch in a)) else a
+                        for a in c.get("args", []))
+        rows.append([c["id"], when, c.get("state"), f"{c.get('command')} {args}".strip(),
+                     c.get("message")])
+    return table(["ID", "SUBMITTED", "STATE", "COMMAND", "MESSAGE"], rows)
+
+
+# ---------------------------------------------------------------- waiting
+
+def parse_timeout(text: str) -> float | None:
+    """Seconds from ``500ms``, ``30s``, ``2m`` or a bare number of milliseconds (as OG's
+    waitForNodes* took); 0 means forever (None)."""
+    t = text.strip().lower()
+    try:
+        if t.endswith("ms"):
+            value = float(t[:-2]) / 1000
+        elif t.endswith("s"):
+            value = float(t[:-1])
+        elif t.endswith("m"):
+            value = float(t[:-1]) * 60
+        else:
+            value = float(t) / 1000
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad timeout {text!r}: use milliseconds, or 30s, 500ms, 2m") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a timeout cannot be negative")
+    return None if value == 0 else value
+
+
+def wait_for(master: Master, nodes: list[str], want: str, timeout: float | None,
+             as_json: bool) -> int:
+    """Poll the status until every node is in state ``want`` at its configured version."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    shown: dict[str, str] = {}
+    rows: dict[str, dict] = {}
+    unreachable = None
+    while True:
+        try:
+            st = master.get("/api/status")
+            unreachable = None
+            rows = {r["name"]: r for r in st.get("logical", [])}
+        except Failure as exc:  # a master restarting: keep trying until the deadline
+            if unreachable is None and not as_json:
+                print(f"flumectl: {exc} (still waiting)", file=sys.stderr)
+            unreachable = str(exc)
+        done = []
+        for n in nodes:
+            r = rows.get(n)
+            ok = bool(r) and r.get("state") == want and (
+                r.get("config_version") is None or r.get("version") == r.get("config_version"))
+            done.append(ok)
+            label = _progress(r)
+            if shown.get(n) != label and not as_json:
+                print(f"{n}: {label}", flush=True)
+            shown[n] = label
+        if all(done) and unreachable is None:
+            if as_json:
+                print(json.dumps({n: rows.get(n) for n in nodes}, indent=2))
+            else:
+                print(f"all {len(nodes)} node(s) {want}")
+            return EXIT_OK
+        if deadline is not None and time.monotonic() >= deadline:
+            late = [n for n, ok in zip(nodes, done) if not ok]
+            what = ", ".join(f"{n} is {shown.get(n)}" for n in late) or unreachable
+            raise Failure(f"timed out after {timeout:g} s waiting for {want}: {what}")
+        time.sleep(POLL_SECONDS)
+
+
+# ---------------------------------------------------------------- the parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flumectl",
+        description="Drive Flume masters: configure logical nodes, map them to physical "
+                    "nodes, watch their status. Every command goes to one master's REST "
+                    "API; any master of the ensemble will do.",
+        epilog="examples:\n"
+               "  flumectl config node1 'tail(\"/var/log/app.log\")' "
+               "'agentE2ESink(\"collector1\")'\n"
+               "  flumectl multiconfig @cluster.flume\n"
+               "  flumectl map host1 node1\n"
+               "  flumectl wait-active 30s node1\n"
+               "  flumectl status\n\n"
+               "exit status: 0 success, 1 command failed or master unreachable, "
+               "2 usage or spec error",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--master", metavar="URL",
+                        default=os.environ.get("FLUME_MASTER") or DEFAULT_MASTER,
+                        help=f"the master's URL (default: $FLUME_MASTER, else "
+                             f"{DEFAULT_MASTER})")
+    parser.add_argument("--token-file", metavar="FILE",
+                        help="file holding the master's access token (default: the "
+                             "token in $FLUME_TOKEN); needed for writes when the master "
+                             "has one")
+    parser.add_argument("--json", action="store_true",
+                        help="print the master's JSON answers instead of tables")
+    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="how long to wait for each answer (default %(default)g)")
+    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+
+    for name, (_, aliases, argnames, help_text) in COMMANDS.items():
+        usage = {"config": "flumectl config [-h] NODE [FLOW] SOURCE SINK",
+                 "noop": "flumectl noop [-h] [MS]"}.get(name)
+        p = sub.add_parser(name, aliases=list(aliases), help=help_text, usage=usage,
+                           description=help_text[0].upper() + help_text[1:] + ".")
+        p.set_defaults(command=name, subparser=p)
+        if name == "config":
+            p.add_argument("args", nargs="+", metavar="NODE [FLOW] SOURCE SINK",
+                           help="the logical node, optionally its flow (kept when "
+                                "omitted; default-flow for a new node), its source and "
+                                "its sink, each one argument: quote them")
+        elif name == "noop":
+            p.add_argument("args", nargs="*", metavar="MS",
+                           help="milliseconds to spend (default 0)")
+        else:
+            for a in argnames:
+                p.add_argument(a.lower(), metavar=a)
+
+    p = sub.add_parser("status", help="every logical node's state, version and last "
+                                      "error, and every physical node",
+                       description="Every logical node: its physical node, host, state "
+                                   "(LOST when its physical node is gone, UNMAPPED when "
+                                   "no physical node runs it), configured version "
+                                   "(starred while the node does not run it yet), flow "
+                                   "and last error; then every physical node.")
+    p.set_defaults(command="status")
+    p = sub.add_parser("configs", help="every configuration, entered and translated")
+    p.set_defaults(command="configs")
+    p = sub.add_parser("mappings", help="which logical nodes each physical node runs")
+    p.set_defaults(command="mappings")
+    p = sub.add_parser("flows", help="flows: collectors, agents and their chains")
+    p.set_defaults(command="flows")
+    p = sub.add_parser("commands", help="the command history, newest first")
+    p.add_argument("--limit", type=int, default=20, help="how many (default %(default)s)")
+    p.set_defaults(command="commands")
+    for name, alias, want in (("wait-active", "waitForNodesActive", "ACTIVE"),
+                              ("wait-done", "waitForNodesDone", "IDLE")):
+        what = ("ACTIVE (running their flow)" if want == "ACTIVE" else
+                "done (IDLE: their source is exhausted and everything was written)")
+        p = sub.add_parser(name, aliases=[alias],
+                           help=f"wait until nodes are {what.split(' (')[0]}",
+                           description=f"Wait until every NODE is {what} at its "
+                                       f"configured version, printing each change. Exit "
+                                       f"1 on timeout.")
+        p.add_argument("wait_timeout", metavar="TIMEOUT", type=parse_timeout,
+                       help="milliseconds (as OG took it), or 30s, 500ms, 2m; 0 waits "
+                            "forever")
+        p.add_argument("nodes", nargs="+", metavar="NODE")
+        p.set_defaults(command=name, want=want)
+    return parser
+
+
+def read_token(path: str | None) -> str | None:
+    if path:
+        try:
+            return Path(path).read_text().strip() or None
+        except OSError as exc:
+            raise Failure(f"cannot read token file {path}: {exc.strerror}",
+                          EXIT_USAGE) from None
+    return os.environ.get("FLUME_TOKEN", "").strip() or None
+
+
+def command_args(ns) -> list[str]:
+    name = ns.command
+    _, _, argnames, _ = COMMANDS[name]
+    if argnames is None:
+        return list(ns.args)
+    args = [getattr(ns, a.lower()) for a in argnames]
+    if name == "multiconfig" and args[0].startswith("@"):
+        source = args[0][1:]
+        try:
+            args[0] = sys.stdin.read() if source == "-" else Path(source).read_text()
+        except (OSError, UnicodeError) as exc:
+            raise Failure(f"cannot read {source}: "
+                          f"{getattr(exc, 'strerror', None) or exc}", EXIT_USAGE) from None
+    return args
+
+
+def run(ns, parser) -> int:
+    master = Master(ns.master, read_token(ns.token_file), ns.timeout)
+    name = ns.command
+    if name in COMMANDS:
+        if name == "config" and len(ns.args) not in (3, 4):
+            ns.subparser.error("config takes NODE [FLOW] SOURCE SINK (3 or 4 arguments, "
+                         f"{len(ns.args)} given); quote each spec")
+        cmd = master.command(COMMANDS[name][0], command_args(ns))
+        if ns.json:
+            print(json.dumps(cmd, indent=2))
+        if cmd.get("state") != "SUCCEEDED":
+            raise Failure(f"{cmd.get('command')} failed: {cmd.get('message')}",
+                          EXIT_FAILED, {} if ns.json else None)
+        if not ns.json:
+            print(cmd.get("message") or "done")
+        return EXIT_OK
+    if name in ("wait-active", "wait-done"):
+        return wait_for(master, ns.nodes, ns.want, ns.wait_timeout, ns.json)
+    path, show = {"status": ("/api/status", show_status),
+                  "configs": ("/api/configs", show_configs),
+                  "mappings": ("/api/mappings", show_mappings),
+                  "flows": ("/api/flows", show_flows),
+                  "commands": ("/api/commands", show_commands)}[name]
+    params = {"limit": max(1, min(ns.limit, 1000))} if name == "commands" else None
+    body = master.get(path, params=params)
+    print(json.dumps(body, indent=2) if ns.json else show(body))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    try:
+        return run(ns, parser)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except Failure as exc:
+        if ns.json and exc.body:
+            print(json.dumps(exc.body, indent=2))
+        print(f"flumectl: {exc}" if exc.status != EXIT_USAGE or not exc.body
+              or "errors" not in exc.body else str(exc), file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

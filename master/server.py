@@ -1,0 +1,181 @@
+"""The ``flume master`` process: ZooKeeper (managed or given), leader duties, REST API.
+
+Every master serves every request; all state lives in ZooKeeper. Duties that need a single
+actor (re-translating specs when collectors or mappings change, trimming the command
+history) run on the elected leader and move to another master when it dies.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+import socket
+import threading
+from pathlib import Path
+
+from kazoo.recipe.election import Election
+from kazoo.recipe.watchers import ChildrenWatch
+
+from node.errors import FlumeError
+from zk.client import connect
+from zk.server import ManagedZooKeeper
+from zk.store import ConfigStore
+
+log = logging.getLogger(__name__)
+
+LEADER_SWEEP_SECONDS = 5.0
+
+
+class MasterConfigError(FlumeError):
+    """The master was asked to start in an unsafe or impossible way."""
+
+
+def is_loopback(addr: str) -> bool:
+    if addr in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise MasterConfigError(f"cannot read token file {path}: {exc.strerror}") from None
+    if len(token) < 16:
+        raise MasterConfigError(f"the token in {path} is shorter than 16 characters")
+    return token
+
+
+class LeaderDuties:
+    """Runs for election; while leader, re-translates on topology changes."""
+
+    def __init__(self, client, store: ConfigStore, identifier: str):
+        self.client = client
+        self.store = store
+        self.identifier = identifier
+        self.stop_event = threading.Event()
+        self.dirty = threading.Event()
+        self.is_leader = False
+        self.election = Election(client, store.election_path, identifier)
+        self.thread = threading.Thread(target=self._run, name="leader-election", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.dirty.set()
+        try:
+            self.election.cancel()
+        except Exception:
+            pass
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.election.run(self._lead)
+            except Exception as exc:
+                log.warning("leader election interrupted: %s", exc)
+                self.stop_event.wait(1.0)
+
+    def _mark(self, *_args) -> bool | None:
+        if self.stop_event.is_set() or not self.is_leader:
+            return False
+        self.dirty.set()
+        return None
+
+    def _lead(self) -> None:
+        from .translate import retranslate
+        self.is_leader = True
+        log.info("master %s is the leader", self.identifier)
+        for part in ("physical", "mappings", "logical"):
+            ChildrenWatch(self.client, self.store.path(part), self._mark)
+        try:
+            while not self.stop_event.is_set():
+                self.dirty.wait(LEADER_SWEEP_SECONDS)
+                self.dirty.clear()
+                if self.stop_event.is_set():
+                    break
+                try:
+                    retranslate(self.store)
+                    self.store.trim_commands()
+                except Exception as exc:
+                    log.warning("leader sweep failed: %s", exc)
+        finally:
+            self.is_leader = False
+
+
+class Master:
+    """A master process's parts, started and stopped together."""
+
+    def __init__(self, data_dir: Path, zk_hosts: str | None = None, zk_port: int = 3181,
+                 root: str = "/flume", bind: str = "127.0.0.1", http_port: int = 35871,
+                 token: str | None = None, name: str | None = None):
+        if not is_loopback(bind) and not token:
+            raise MasterConfigError(
+                f"refusing to listen on {bind} without an access token: create one "
+                f"(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "
+                f"token) and pass --token-file token")
+        self.data_dir = Path(data_dir)
+        self.zk_hosts = zk_hosts
+        self.zk_port = zk_port
+        self.root = root
+        self.bind = bind
+        self.http_port = http_port
+        self.token = token
+        self.name = name or f"{socket.gethostname()}:{http_port}-{secrets.token_hex(3)}"
+        self.managed_zk: ManagedZooKeeper | None = None
+        self.client = None
+        self.server = None
+        self.leader: LeaderDuties | None = None
+
+    def start(self) -> "Master":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.zk_hosts:
+            self.managed_zk = ManagedZooKeeper(self.data_dir / "zookeeper", port=self.zk_port)
+            self.managed_zk.start()
+            self.zk_hosts = self.managed_zk.connect_string
+        self.client = connect(self.zk_hosts)
+        self.store = ConfigStore(self.client, self.root)
+        self.store.ensure_layout()
+        from .service import MasterService
+        self.service = MasterService(self.store, self.data_dir, self.name)
+        self.leader = LeaderDuties(self.client, self.store, self.name)
+        self.leader.start()
+        return self
+
+    def app(self):
+        from .api import create_app
+        app = create_app(self.service, self.token)
+        app.state.zk_hosts = self.zk_hosts
+        app.state.zk_root = self.root
+
+        @app.get("/api/cluster", tags=["cluster"])
+        def cluster() -> dict:
+            """Where the nodes find the configuration: the ZooKeeper ensemble and root."""
+            return {"zk": self.zk_hosts, "root": self.root, "master": self.name}
+        return app
+
+    def serve(self) -> None:
+        """Serve the REST API and console until interrupted (SIGINT / SIGTERM)."""
+        import uvicorn
+        config = uvicorn.Config(self.app(), host=self.bind, port=self.http_port,
+                                log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        log.info("master %s serving http://%s:%d (ZooKeeper %s%s)", self.name, self.bind,
+                 self.http_port, self.zk_hosts, self.root)
+        self.server.run()
+
+    def stop(self) -> None:
+        if self.leader is not None:
+            self.leader.stop()
+        if self.client is not None:
+            self.client.stop()
+            self.client.close()
+        if self.managed_zk is not None:
+            self.managed_zk.stop()

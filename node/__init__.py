@@ -1,0 +1,1 @@
+"""The Flume node: spec language, component library, logical node driver."""

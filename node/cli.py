@@ -1,0 +1,273 @@
+"""``flume``: run a node, check a spec, list components, dump a source.
+
+Exit status: 0 success, 1 a flow failed, 2 usage or spec error.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+from .errors import FlumeError, SpecError
+from .logical_node import LogicalNode, State
+from .registry import all_components, validate_parts
+from .spec import Definition, format_spec, parse, parse_source
+
+log = logging.getLogger("flume")
+
+EPILOG = """examples:
+  flume node --one-shot -n web1 -c 'web1: text("/var/log/syslog") | console'
+  flume node --one-shot -c @flows.flume
+  flume check -c 'a: tail("/var/log/app.log") | { batch(100) => gzip => text("/srv/out") }'
+  flume dump 'asciisynth(5)'
+  flume components --kind decorator
+"""
+
+
+def default_data_dir() -> Path:
+    """Where a node keeps offsets and logs unless told otherwise: $FLUME_DATA_DIR, else the
+    per-user data directory (never /tmp)."""
+    env = os.environ.get("FLUME_DATA_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+    return Path(platformdirs.user_data_dir("flume", appauthor=False))
+
+
+def read_spec_arg(value: str) -> str:
+    """``-c`` takes the spec itself or ``@file``."""
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            return path.read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read spec file {path}: {exc.strerror}") from None
+    return value
+
+
+class UsageError(FlumeError):
+    pass
+
+
+def load_checked_spec(text: str):
+    """Parse and validate a whole spec; raises SpecError (every problem listed)."""
+    spec = parse(text)
+    errors = []
+    for d in spec.definitions:
+        try:
+            validate_parts(d.source, d.sink, text)
+        except SpecError as exc:
+            errors.extend(getattr(exc, "errors", [exc]))
+    if errors:
+        from .errors import SpecErrors
+        raise SpecErrors(errors)
+    names = [d.name for d in spec.definitions]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        d = next(d for d in spec.definitions if d.name in dup)
+        raise SpecError(f"logical node '{d.name}' is defined twice", *d.pos, text)
+    return spec
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_check(args) -> int:
+    text = read_spec_arg(args.config)
+    spec = load_checked_spec(text)
+    sys.stdout.write(format_spec(spec))
+    return 0
+
+
+def cmd_components(args) -> int:
+    kinds = [args.kind] if args.kind else ["source", "sink", "decorator"]
+    for kind in kinds:
+        infos = all_components(kind)
+        print(f"{kind}s ({len(infos)}):")
+        for info in infos:
+            alias = f"  (also: {', '.join(info.aliases)})" if info.aliases else ""
+            print(f"  {info.usage()}{alias}")
+            summary = info.summary()
+            if summary:
+                print(f"      {summary}")
+        print()
+    return 0
+
+
+def run_one_shot(definitions: list[Definition], data_dir: Path | None, physical: str,
+                 allow_exec: bool) -> int:
+    """Run the flows until every source is exhausted or a signal asks to stop."""
+    nodes = []
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("stopping on signal %s", signal.Signals(signum).name)
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for d in definitions:
+            node = LogicalNode(d.name, data_dir, physical_name=physical, allow_exec=allow_exec)
+            node.configure(d.source, d.sink)
+            nodes.append(node)
+        while not stop.is_set():
+            if all(n.state in (State.IDLE, State.ERROR) for n in nodes):
+                break
+            stop.wait(0.1)
+        for n in nodes:
+            n.stop()
+    finally:
+        for n in nodes:
+            n.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+    failed = [n for n in nodes if n.state is State.ERROR]
+    for n in failed:
+        print(f"flume: logical node {n.name} failed: {n.last_error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_node(args) -> int:
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    physical = args.name or socket.gethostname()
+    if not args.one_shot:
+        return run_managed(args, data_dir, physical)
+    if not args.config:
+        raise UsageError("--one-shot needs -c SPEC (or -c @file.flume)")
+    text = read_spec_arg(args.config)
+    spec = load_checked_spec(text)
+    if not spec.definitions:
+        raise UsageError("the spec defines no logical node")
+    return run_one_shot(list(spec.definitions), data_dir, physical, args.allow_exec)
+
+
+def zk_from_master(url: str) -> tuple[str, str]:
+    """Ask a master where the configuration lives (its ZooKeeper ensemble and root)."""
+    import httpx
+    try:
+        r = httpx.get(url.rstrip("/") + "/api/cluster", timeout=10)
+        r.raise_for_status()
+        info = r.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise UsageError(f"cannot reach the master at {url}: {exc}; give --zk instead or "
+                         f"start the master first") from None
+    return info["zk"], info.get("root", "/flume")
+
+
+def run_managed(args, data_dir: Path, physical: str) -> int:
+    """Run a physical node managed by the masters until SIGTERM / Ctrl-C."""
+    from .physical_node import PhysicalNode
+    if args.zk:
+        hosts, root = args.zk, args.zk_root
+    else:
+        hosts, root = zk_from_master(args.master)
+    stop = threading.Event()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, lambda *_: stop.set())
+    node = PhysicalNode(physical, hosts, root, data_dir=data_dir / "node" / physical,
+                        allow_exec=args.allow_exec, http_port=args.http_port)
+    node.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        node.stop()
+    return 0
+
+
+def cmd_dump(args) -> int:
+    text = args.source
+    source = parse_source(text)
+    from .spec import Call, Lit
+    sink = Call("console", (Lit(args.format, "string"),))
+    validate_parts(source, sink, text)
+    d = Definition("dump", source, sink)
+    return run_one_shot([d], None, socket.gethostname(), args.allow_exec)
+
+
+# ---------------------------------------------------------------- entry point
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="flume", description="Flume: reliable, master-managed log collection.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--log-level", default=os.environ.get("FLUME_LOG_LEVEL", "INFO"),
+                   help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    n = sub.add_parser("node", help="run a node", description=(
+        "Run a physical node. Managed (the default), it registers in ZooKeeper and runs "
+        "the logical nodes the masters map to it, reconfiguring the moment a spec changes. "
+        "With --one-shot it runs the flows given by -c without a master and exits once "
+        "every source is exhausted (or on SIGTERM / Ctrl-C, after writing what is "
+        "buffered and closing files)."))
+    n.add_argument("-n", "--name", help="physical node name (default: the host name)")
+    n.add_argument("-c", "--config", metavar="SPEC",
+                   help="dataflow spec 'name: source | sink;', or @file.flume")
+    n.add_argument("-1", "--one-shot", action="store_true",
+                   help="run the spec given by -c without a master")
+    n.add_argument("--data-dir", help="where offsets and write-ahead logs live "
+                   "(default: $FLUME_DATA_DIR or the per-user data directory)")
+    n.add_argument("--allow-exec", action="store_true",
+                   help="allow exec sources to run programs (off by default: a master's "
+                   "REST API must not be a remote shell)")
+    n.add_argument("--master", default=os.environ.get("FLUME_MASTER",
+                                                      "http://127.0.0.1:35871"),
+                   help="a master's URL, asked where ZooKeeper is (default "
+                   "$FLUME_MASTER or http://127.0.0.1:35871)")
+    n.add_argument("--zk", metavar="CONNECT", help="ZooKeeper ensemble host:port,... "
+                   "(instead of asking a master)")
+    n.add_argument("--zk-root", default="/flume", help="root znode (default /flume)")
+    n.add_argument("--http-port", type=int, default=35862,
+                   help="status page port (default 35862)")
+    n.set_defaults(func=cmd_node)
+
+    c = sub.add_parser("check", help="validate a spec and print its canonical form",
+                       description="Validate a spec; print its canonical form. Exit status 2 "
+                       "with the position of every problem when it is wrong.")
+    c.add_argument("-c", "--config", required=True, metavar="SPEC",
+                   help="the spec text, or @file.flume")
+    c.set_defaults(func=cmd_check)
+
+    k = sub.add_parser("components", help="list every source, sink and decorator")
+    k.add_argument("--kind", choices=["source", "sink", "decorator"])
+    k.set_defaults(func=cmd_components)
+
+    d = sub.add_parser("dump", help="print a source's events to the console",
+                       description="Run SOURCE and print its events, e.g. "
+                       "flume dump 'text(\"/var/log/syslog\")'.")
+    d.add_argument("source", help="a source spec such as 'tail(\"/var/log/app.log\")'")
+    d.add_argument("--format", default="debug", help="output format (default debug)")
+    d.add_argument("--allow-exec", action="store_true")
+    d.set_defaults(func=cmd_dump)
+    return p
+
+
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"flume: {exc}", file=sys.stderr)
+        return 2
+    except FlumeError as exc:
+        print(f"flume: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Base classes and contracts of every source, sink and decorator.
+
+Events move in batches (``list[Event]``): a source returns a batch, the driver appends it
+to the sink tree, and the sink tree passes batches down. Per-event Python calls are what
+make a Python data path slow; batches keep the per-event work to the component logic.
+
+Contracts, which every component keeps:
+
+* Constructors do no I/O: they only check and keep their arguments, so the master can
+  validate a spec by building it. ``open`` does the I/O.
+* ``append`` is never called before ``open`` or after ``close``; ``close`` may be called
+  after a failed ``open`` and must then do nothing harmful; ``close`` is idempotent.
+* ``append`` either accepts the whole batch or raises :class:`SinkError`.
+* ``when_durable(cp)``: the sink promises to pass ``cp`` to ``ctx.store.commit`` once every
+  event appended before the call is durable in its final place (a leaf writing a plain file:
+  flushed; a leaf writing a hidden file renamed on close: renamed; a network sink: sent and
+  acknowledged). A sink that loses events before that point (failure) may drop ``cp``:
+  the next checkpoint carries the cumulative position, so nothing is lost.
+* Every component keeps counters in ``self.metrics`` (events and bytes in and out, errors).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from .clock import SYSTEM_CLOCK, Clock
+from .event import Event
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint, CheckpointStore
+
+
+class Metrics(dict):
+    """Counters of one component: a dict of name -> number."""
+
+    def add(self, name: str, n: int = 1) -> None:
+        self[name] = self.get(name, 0) + n
+
+    def set(self, name: str, value) -> None:
+        self[name] = value
+
+
+@dataclass
+class NodeContext:
+    """What a running component may use: its logical node's identity, private data
+    directory, clock, checkpoint store and the physical node's shared state."""
+
+    logical_name: str
+    data_dir: Path
+    store: "CheckpointStore"
+    clock: Clock = SYSTEM_CLOCK
+    physical_name: str = ""
+    allow_exec: bool = True
+    shared: dict = field(default_factory=dict)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def component_dir(self, *parts: str) -> Path:
+        """A directory private to one component of this logical node (created)."""
+        p = self.data_dir.joinpath(*parts)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+class Component:
+    """Common part: the registered name (set by the registry) and counters."""
+
+    kind = "component"
+    spec_name = "?"
+
+    def __init__(self) -> None:
+        self.metrics = Metrics()
+
+    def children(self) -> list["Component"]:
+        """Inner components, for status reports."""
+        return []
+
+    def report(self) -> dict:
+        """A tree of this component's counters and its children's."""
+        out = {"name": self.spec_name, "kind": self.kind, "metrics": dict(self.metrics)}
+        kids = [c.report() for c in self.children()]
+        if kids:
+            out["children"] = kids
+        return out
+
+
+class Source(Component):
+    """A source of events.
+
+    ``next_batch(timeout)`` blocks up to ``timeout`` seconds and returns a list of events
+    (possibly empty when nothing arrived), or ``None`` once the source is exhausted for good
+    (a ``text`` file read to its end). ``close`` may be called from another thread to stop a
+    source and must make a blocked ``next_batch`` return promptly.
+
+    ``checkpoint()`` returns the position to record once every event returned so far is
+    durable: a dict of store keys to JSON values (``{}`` for sources with no position).
+    """
+
+    kind = "source"
+
+    def open(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+
+    def next_batch(self, timeout: float) -> list[Event] | None:
+        raise NotImplementedError
+
+    def checkpoint(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class Sink(Component):
+    """A sink of events. See the module docstring for the contract."""
+
+    kind = "sink"
+    ctx: NodeContext
+
+    def open(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+
+    def append(self, events: list[Event]) -> None:
+        raise NotImplementedError
+
+    def when_durable(self, cp: "Checkpoint") -> None:
+        """Default for sinks that hold nothing back: appended means durable."""
+        self.ctx.store.commit([cp])
+
+    def close(self) -> None:
+        pass
+
+
+class Decorator(Sink):
+    """A sink wrapping one inner sink; by default everything passes straight through."""
+
+    kind = "decorator"
+
+    def __init__(self, inner: Sink):
+        super().__init__()
+        self.inner = inner
+
+    def children(self) -> list[Component]:
+        return [self.inner]
+
+    def open(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.inner.open(ctx)
+
+    def append(self, events: list[Event]) -> None:
+        self.inner.append(events)
+
+    def when_durable(self, cp: "Checkpoint") -> None:
+        self.inner.when_durable(cp)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+SinkFactory = Callable[[], Sink]
+"""Builds a fresh, unopened instance of a sink subtree (what ``roll`` re-creates)."""

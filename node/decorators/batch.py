@@ -1,0 +1,275 @@
+"""``batch(n[, maxLatencyMs])`` packs events into batch events; ``unbatch`` unpacks them.
+
+A batch event's body is a compact binary encoding of its events, every field kept
+(format version 1, integers big-endian, lengths in bytes)::
+
+    header   b"FLB" version:u8 count:u32 nhosts:u32
+    hosts    nhosts times: len:u16 utf-8 bytes          (each distinct host once)
+    records  count times: timestamp:i64 nanos:i64 priority:u8 host:u32 bodylen:u32 nattrs:u16
+    bodies   the bodies, concatenated in event order
+    attrs    for each event with nattrs > 0, in order, nattrs times:
+             namelen:u16 valuelen:u32 name(utf-8) value
+
+Fixed-size records and one block of bodies let both sides work on whole lists instead of
+parsing field by field. The attribute ``batchSize`` (the count in ASCII decimal) marks a
+batch event; it takes the timestamp, nanos and host of its first event.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import struct
+import threading
+
+from ..checkpoint import Checkpoint
+from ..component import Decorator, NodeContext, Sink
+from ..errors import SinkError
+from ..event import Event, Priority
+from ..registry import decorator
+
+log = logging.getLogger(__name__)
+
+BATCH_ATTR = "batchSize"
+MAGIC = b"FLB"
+VERSION = 1
+
+_HEAD = struct.Struct(">3sBII")
+_HOST = struct.Struct(">H")
+_RECORD = struct.Struct(">qqBIIH")
+_ATTR = struct.Struct(">HI")
+_PRIORITIES = tuple(Priority)
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """The version-1 binary encoding of ``events`` (see the module docstring)."""
+    hosts: dict[str, int] = {}
+    index = [hosts.setdefault(e.host, len(hosts)) for e in events]
+    parts = [_HEAD.pack(MAGIC, VERSION, len(events), len(hosts))]
+    for h in hosts:
+        hb = h.encode()
+        parts.append(_HOST.pack(len(hb)))
+        parts.append(hb)
+    pack = _RECORD.pack
+    parts.append(b"".join([pack(e.timestamp, e.nanos, e.priority, i, len(e.body),
+                                len(e.attrs)) for e, i in zip(events, index)]))
+    parts.append(b"".join([e.body for e in events]))
+    for e in events:
+        if e.attrs:
+            for k, v in e.attrs.items():
+                kb = k.encode()
+                parts.append(_ATTR.pack(len(kb), len(v)))
+                parts.append(kb)
+                parts.append(v)
+    return b"".join(parts)
+
+
+def decode_events(data: bytes) -> list[Event]:
+    """Inverse of :func:`encode_events`; ValueError if ``data`` is not a valid batch."""
+    try:
+        magic, version, count, nhosts = _HEAD.unpack_from(data, 0)
+    except struct.error:
+        raise ValueError("batch too short") from None
+    if magic != MAGIC:
+        raise ValueError("not a batch (bad magic)")
+    if version != VERSION:
+        raise ValueError(f"unsupported batch format version {version}")
+    try:
+        off = _HEAD.size
+        hosts = []
+        for _ in range(nhosts):
+            (hl,) = _HOST.unpack_from(data, off)
+            off += 2
+            hosts.append(data[off:off + hl].decode())
+            off += hl
+        end = off + count * _RECORD.size
+        if end > len(data):
+            raise ValueError("batch truncated")
+        records = list(_RECORD.iter_unpack(data[off:end]))
+        bounds = list(itertools.accumulate([r[4] for r in records], initial=end))
+        off = bounds[-1]
+        if off > len(data):
+            raise ValueError("batch truncated")
+        prios = _PRIORITIES
+        out = [Event(data[a:b], r[0], r[1], prios[r[2]], hosts[r[3]], {})
+               for r, a, b in zip(records, bounds, bounds[1:])]
+        asize = _ATTR.size
+        for e, r in zip(out, records):
+            if r[5]:
+                attrs = e.attrs
+                for _ in range(r[5]):
+                    kl, vl = _ATTR.unpack_from(data, off)
+                    off += asize
+                    k = data[off:off + kl].decode()
+                    off += kl
+                    attrs[k] = data[off:off + vl]
+                    off += vl
+    except (struct.error, IndexError, UnicodeDecodeError) as exc:
+        raise ValueError(f"corrupt batch: {exc}") from None
+    if off != len(data):
+        raise ValueError("batch truncated" if off > len(data) else
+                         "trailing bytes after batch")
+    return out
+
+
+def is_batch(e: Event) -> bool:
+    return BATCH_ATTR in e.attrs
+
+
+def make_batch(events: list[Event]) -> Event:
+    """One batch event holding ``events`` (non-empty)."""
+    first = events[0]
+    return Event(encode_events(events), first.timestamp, first.nanos, Priority.INFO,
+                 first.host, {BATCH_ATTR: str(len(events)).encode()})
+
+
+@decorator("batch")
+class BatchDecorator(Decorator):
+    """Packs every ``n`` events into one batch event; with ``maxLatencyMs`` a partial batch
+    is passed on at the latest that long after its first event arrived.
+
+    Appends are all-or-nothing: if the inner sink refuses the batches, the new events are
+    not kept. A checkpoint is handed to the inner sink only once every event appended before
+    it has been passed on."""
+
+    def __init__(self, inner: Sink, n: int, maxLatencyMs: int = 0):
+        super().__init__(inner)
+        if n < 1:
+            raise ValueError(f"batch size must be at least 1, got {n}")
+        if maxLatencyMs < 0:
+            raise ValueError(f"maxLatencyMs must not be negative, got {maxLatencyMs}")
+        self.n = n
+        self.max_latency = maxLatencyMs / 1000.0
+        self._lock = threading.Lock()
+        self._buf: list[Event] = []
+        self._first_at = 0.0          # monotonic time the oldest buffered event arrived
+        self._appended = 0            # events accepted so far
+        self._passed = 0              # events passed on to the inner sink so far
+        self._held: list[tuple[int, Checkpoint]] = []
+        self._stop = threading.Event()
+        self._wake = threading.Event()  # set on stop and when a new partial batch starts
+        self._timer: threading.Thread | None = None
+
+    def open(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.inner.open(ctx)
+        self._buf = []
+        self._held = []
+        self._appended = self._passed = 0
+        if self.max_latency > 0:
+            self._stop = threading.Event()
+            self._wake = threading.Event()
+            self._timer = threading.Thread(target=self._run_timer, name="batch-timer",
+                                           daemon=True)
+            self._timer.start()
+
+    def append(self, events: list[Event]) -> None:
+        if not events:
+            return
+        n = self.n
+        with self._lock:
+            buf = self._buf + events if self._buf else list(events)
+            count = len(buf) // n * n
+            if count:
+                out = [make_batch(buf[i:i + n]) for i in range(0, count, n)]
+                self.inner.append(out)  # raises: nothing of this call is kept
+                self.metrics.add("events_out", len(out))
+                del buf[:count]
+            started = bool(buf) and (count > 0 or not self._buf)
+            if started:
+                # the oldest buffered event arrived now: restart the latency timer
+                self._first_at = self.ctx.clock.monotonic()
+            self._buf = buf
+            self._appended += len(events)
+            self._passed += count
+            self.metrics.add("events_in", len(events))
+            if self._held:
+                self._release()
+        if started:
+            self._wake.set()
+
+    def _flush(self) -> None:
+        """Pass the partial batch on (lock held). Raises SinkError, keeping the buffer."""
+        if self._buf:
+            self.inner.append([make_batch(self._buf)])
+            self.metrics.add("events_out")
+            self._passed += len(self._buf)
+            self._buf = []
+        self._release()
+
+    def _release(self) -> None:
+        held = self._held
+        while held and held[0][0] <= self._passed:
+            self.inner.when_durable(held.pop(0)[1])
+
+    def _run_timer(self) -> None:
+        clock = self.ctx.clock
+        stop, wake = self._stop, self._wake
+        while not stop.is_set():
+            wake.clear()
+            with self._lock:
+                due = self._first_at + self.max_latency if self._buf else None
+                now = clock.monotonic()
+                if due is not None and now >= due:
+                    try:
+                        self._flush()
+                        self.metrics.add("timeouts")
+                        due = None
+                    except Exception as exc:  # noqa: BLE001 - the timer must survive
+                        # Keep the events; try again one latency period later.
+                        self.metrics.add("errors")
+                        log.warning("batch: flushing a partial batch failed: %s", exc)
+                        self._first_at = now
+                        due = now + self.max_latency
+            wait = self.max_latency if due is None else max(due - now, 0.0)
+            clock.wait(wake, wait)
+
+    def when_durable(self, cp: Checkpoint) -> None:
+        with self._lock:
+            if self._passed >= self._appended and not self._held:
+                self.inner.when_durable(cp)
+            else:
+                self._held.append((self._appended, cp))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.join()
+        error = None
+        with self._lock:
+            try:
+                self._flush()
+            except SinkError as exc:
+                # The events are lost to this sink; their checkpoints are dropped so the
+                # source position is not recorded past them.
+                error = exc
+                self.metrics.add("errors")
+                self.metrics.add("events_dropped", len(self._buf))
+                self._buf = []
+                self._held = []
+        self.inner.close()
+        if error is not None:
+            raise SinkError(f"batch: could not pass the last batch on: {error}") from error
+
+
+@decorator("unbatch")
+class UnbatchDecorator(Decorator):
+    """Unpacks batch events into their events; other events pass through unchanged. A
+    corrupt batch is passed through as it is and counted in ``corrupt_batches``."""
+
+    def append(self, events: list[Event]) -> None:
+        out: list[Event] = []
+        for e in events:
+            if BATCH_ATTR in e.attrs:
+                try:
+                    out.extend(decode_events(e.body))
+                    continue
+                except ValueError as exc:
+                    self.metrics.add("corrupt_batches")
+                    log.warning("unbatch: passing on a corrupt batch event: %s", exc)
+            out.append(e)
+        self.metrics.add("events_in", len(events))
+        self.metrics.add("events_out", len(out))
+        if out:
+            self.inner.append(out)

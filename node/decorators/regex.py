@@ -1,0 +1,122 @@
+"""Extractors into attributes: ``regex``, ``regexAll`` and ``split``.
+
+Bodies are matched as UTF-8 text (undecodable bytes survive through surrogate escapes,
+so an extracted value is always the exact bytes of the body it came from).
+"""
+from __future__ import annotations
+
+import re
+
+from ..component import Decorator, Sink
+from ..event import Event
+from ..registry import decorator
+
+_ENC = ("utf-8", "surrogateescape")
+
+
+def _compile(regex: str) -> re.Pattern:
+    try:
+        return re.compile(regex)
+    except re.error as exc:
+        raise ValueError(f"bad regular expression {regex!r}: {exc}") from None
+
+
+def _with(e: Event, updates: dict) -> Event:
+    return Event(e.body, e.timestamp, e.nanos, e.priority, e.host, {**e.attrs, **updates})
+
+
+@decorator("regex")
+class RegexDecorator(Decorator):
+    """Sets ``attr`` to group ``idx`` of the first match of ``regex`` in the body (group 0 is
+    the whole match); the empty value when nothing matches."""
+
+    def __init__(self, inner: Sink, regex: str, idx: int, attr: str):
+        super().__init__(inner)
+        self.pattern = _compile(regex)
+        if not 0 <= idx <= self.pattern.groups:
+            raise ValueError(f"group {idx} does not exist: the expression has "
+                             f"{self.pattern.groups} groups")
+        self.idx = idx
+        self.attr = attr
+
+    def _value(self, body: bytes) -> bytes:
+        m = self.pattern.search(body.decode(*_ENC))
+        if m is None:
+            return b""
+        g = m.group(self.idx)
+        return b"" if g is None else g.encode(*_ENC)
+
+    def append(self, events: list[Event]) -> None:
+        attr, value = self.attr, self._value
+        out = [Event(e.body, e.timestamp, e.nanos, e.priority, e.host,
+                     {**e.attrs, attr: value(e.body)}) for e in events]
+        self.metrics.add("events_in", len(events))
+        self.inner.append(out)
+
+
+@decorator("regexAll")
+class RegexAllDecorator(Decorator):
+    """Sets attributes ``names[0]``, ``names[1]``, ... to groups 1, 2, ... of the first
+    match of ``regex`` in the body; an empty name skips its group. Nothing is set when the
+    body does not match."""
+
+    def __init__(self, inner: Sink, regex: str, *names: str):
+        super().__init__(inner)
+        self.pattern = _compile(regex)
+        if not names:
+            raise ValueError("regexAll needs at least one attribute name")
+        if len(names) > self.pattern.groups:
+            raise ValueError(f"{len(names)} names for an expression with "
+                             f"{self.pattern.groups} groups")
+        self.names = [(i, n) for i, n in enumerate(names, 1) if n]
+
+    def _extract(self, e: Event) -> Event:
+        m = self.pattern.search(e.body.decode(*_ENC))
+        if m is None:
+            return e
+        groups = m.groups("")
+        return _with(e, {n: groups[i - 1].encode(*_ENC) for i, n in self.names})
+
+    def append(self, events: list[Event]) -> None:
+        extract = self._extract
+        out = [extract(e) for e in events]
+        self.metrics.add("events_in", len(events))
+        self.inner.append(out)
+
+
+@decorator("split")
+class SplitDecorator(Decorator):
+    """Splits the body at every match of ``regex`` and sets ``attr`` to piece ``idx``
+    (0-based; trailing empty pieces do not count, as in Java); empty if there is none."""
+
+    def __init__(self, inner: Sink, regex: str, idx: int, attr: str):
+        super().__init__(inner)
+        self.pattern = _compile(regex)
+        if idx < 0:
+            raise ValueError(f"idx must not be negative, got {idx}")
+        self.idx = idx
+        self.attr = attr
+
+    def _piece(self, body: bytes) -> bytes:
+        text = body.decode(*_ENC)
+        if self.pattern.groups:
+            # re.split would interleave the groups; cut at the match spans instead.
+            pieces, pos = [], 0
+            for m in self.pattern.finditer(text):
+                if m.end() == 0:
+                    continue
+                pieces.append(text[pos:m.start()])
+                pos = m.end()
+            pieces.append(text[pos:])
+        else:
+            pieces = self.pattern.split(text)
+        while pieces and not pieces[-1]:
+            pieces.pop()
+        return pieces[self.idx].encode(*_ENC) if self.idx < len(pieces) else b""
+
+    def append(self, events: list[Event]) -> None:
+        attr, piece = self.attr, self._piece
+        out = [Event(e.body, e.timestamp, e.nanos, e.priority, e.host,
+                     {**e.attrs, attr: piece(e.body)}) for e in events]
+        self.metrics.add("events_in", len(events))
+        self.inner.append(out)

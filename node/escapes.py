@@ -1,0 +1,260 @@
+"""Escape expansion in paths, prefixes and patterns (REFERENCE section 6).
+
+Escapes:
+
+* ``%{host}`` (also ``%{hostname}``), ``%{nanos}``, ``%{priority}`` (the name, ``INFO``),
+  ``%{body}``, and ``%{name}`` for any attribute (``%{rolltag}`` is the attribute ``roll``
+  stamps). Bytes are decoded as UTF-8 with replacement; a missing attribute expands to "".
+* ``%%`` -> ``%``; ``%t`` -> epoch ms; ``%s`` -> epoch seconds.
+* Dates, from the **event's own timestamp** (so a late event lands in the bucket of its
+  time), local time by default or UTC: ``%a`` Mon, ``%A`` Monday, ``%b`` Jan, ``%B`` January,
+  ``%c`` ``Mon Jan 2 15:04:05 2006``, ``%d`` 02, ``%D`` 01/02/06, ``%H`` 15, ``%I`` 03,
+  ``%j`` 002, ``%k`` 15 (unpadded 0-23), ``%l`` 3 (unpadded 1-12), ``%m`` 01, ``%M`` 04,
+  ``%p`` AM/PM, ``%S`` 05, ``%y`` 06, ``%Y`` 2006, ``%z`` -0700. Names are English whatever
+  the process locale (as OG's Java formatting gave).
+
+Unknown ``%x`` escapes (and a ``%`` not followed by a word character or ``{name}``) are kept
+literally. **[beyond]** OG replaced unknown ``%x`` escapes with "" and logged a warning per
+event; keeping them literal makes a typo visible in the output name instead of silently
+merging buckets.
+
+A pattern is parsed once into a small generated function. The date fields of one second
+are computed once and cached, so expanding a million events of the same few seconds costs
+a dict lookup per event, not a date format.
+"""
+from __future__ import annotations
+
+import re
+import time
+from typing import Callable
+
+from .event import Event
+
+_TAG = re.compile(r"%(?:\{([\w.\-]+)\}|(\w|%))")
+
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")
+
+# tm: time.struct_time. Each returns the text of one date escape.
+_DATE_FIELDS: dict[str, Callable[[time.struct_time], str]] = {
+    "a": lambda tm: _DAYS[tm.tm_wday][:3],
+    "A": lambda tm: _DAYS[tm.tm_wday],
+    "b": lambda tm: _MONTHS[tm.tm_mon - 1][:3],
+    "B": lambda tm: _MONTHS[tm.tm_mon - 1],
+    "c": lambda tm: (f"{_DAYS[tm.tm_wday][:3]} {_MONTHS[tm.tm_mon - 1][:3]} {tm.tm_mday} "
+                     f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d} {tm.tm_year}"),
+    "d": lambda tm: f"{tm.tm_mday:02d}",
+    "D": lambda tm: f"{tm.tm_mon:02d}/{tm.tm_mday:02d}/{tm.tm_year % 100:02d}",
+    "H": lambda tm: f"{tm.tm_hour:02d}",
+    "I": lambda tm: f"{(tm.tm_hour % 12) or 12:02d}",
+    "j": lambda tm: f"{tm.tm_yday:03d}",
+    "k": lambda tm: str(tm.tm_hour),
+    "l": lambda tm: str((tm.tm_hour % 12) or 12),
+    "m": lambda tm: f"{tm.tm_mon:02d}",
+    "M": lambda tm: f"{tm.tm_min:02d}",
+    "p": lambda tm: "AM" if tm.tm_hour < 12 else "PM",
+    "S": lambda tm: f"{tm.tm_sec:02d}",
+    "y": lambda tm: f"{tm.tm_year % 100:02d}",
+    "Y": lambda tm: str(tm.tm_year),
+    "z": lambda tm: zone_offset(tm),
+}
+
+DATE_ESCAPES = frozenset(_DATE_FIELDS)
+_CACHE_LIMIT = 4096
+
+
+def zone_offset(tm: time.struct_time) -> str:
+    """``+hhmm`` / ``-hhmm`` of a struct_time (``+0000`` for gmtime)."""
+    off = tm.tm_gmtoff or 0
+    sign = "-" if off < 0 else "+"
+    off = abs(off) // 60
+    return f"{sign}{off // 60:02d}{off % 60:02d}"
+
+
+def to_struct(sec: int, utc: bool) -> time.struct_time:
+    return time.gmtime(sec) if utc else time.localtime(sec)
+
+
+class _Part:
+    __slots__ = ("kind", "value")
+
+    def __init__(self, kind: str, value: str):
+        self.kind = kind    # "lit", "field" (host/nanos/priority/body/attr), "date", "t", "s"
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"{self.kind}:{self.value!r}"
+
+
+def parse(pattern: str) -> list[_Part]:
+    """The pattern as parts, adjacent literals merged."""
+    parts: list[_Part] = []
+
+    def lit(text: str) -> None:
+        if not text:
+            return
+        if parts and parts[-1].kind == "lit":
+            parts[-1].value += text
+        else:
+            parts.append(_Part("lit", text))
+
+    pos = 0
+    for m in _TAG.finditer(pattern):
+        lit(pattern[pos:m.start()])
+        pos = m.end()
+        name, short = m.group(1), m.group(2)
+        if name is not None:
+            parts.append(_Part("field", "host" if name == "hostname" else name))
+        elif short == "%":
+            lit("%")
+        elif short in _DATE_FIELDS:
+            parts.append(_Part("date", short))
+        elif short in ("t", "s"):
+            parts.append(_Part(short, short))
+        else:
+            lit(m.group(0))  # unknown %x: kept literally (see module docstring)
+    lit(pattern[pos:])
+    return parts
+
+
+_FIELD_CODE = {
+    "host": "e.host",
+    "nanos": "str(e.nanos)",
+    "priority": "e.priority.name",
+    "body": "e.body.decode('utf-8', 'replace')",
+}
+
+
+class Escaper:
+    """A compiled escape pattern: ``Escaper("/logs/%Y-%m-%d/%{host}").expand(event)``.
+
+    ``has_escapes``: the expansion depends on the event (False: ``expand`` returns the
+    constant ``literal``). ``uses_time``: it depends on the event's timestamp.
+    """
+
+    __slots__ = ("pattern", "utc", "parts", "_fn", "_segments", "_cache", "literal")
+
+    def __init__(self, pattern: str, utc: bool = False):
+        self.pattern = pattern
+        self.utc = utc
+        self.parts = parse(pattern)
+        self._segments: list = []
+        self._cache: dict[int, object] = {}
+        self.literal = "".join(p.value for p in self.parts) if not self.has_escapes else None
+        self._fn = self._compile()
+
+    @property
+    def has_escapes(self) -> bool:
+        return any(p.kind != "lit" for p in self.parts)
+
+    @property
+    def uses_time(self) -> bool:
+        return any(p.kind in ("date", "t", "s") for p in self.parts)
+
+    def _compile(self) -> Callable[[Event], str]:
+        # Generated code, so expansion runs no per-part loop. Maximal runs of literals and
+        # second-resolution escapes (dates, %s) become "segments" whose text is computed
+        # once per second and cached: "/logs/%Y-%m-%d/%H00/%{host}" costs one cache lookup
+        # and one concatenation per event.
+        if not self.has_escapes:
+            const = self.literal
+            return lambda e: const
+        runs: list = []   # _Part (lit or event field) or list of parts (a segment)
+        for p in self.parts:
+            if p.kind in ("lit", "date", "s"):
+                if runs and isinstance(runs[-1], list):
+                    runs[-1].append(p)
+                    continue
+                runs.append([p])
+            else:
+                runs.append(p)
+        # a "segment" made of a literal only stays a literal
+        runs = [r[0] if isinstance(r, list) and len(r) == 1 and r[0].kind == "lit" else r
+                for r in runs]
+        segments = [r for r in runs if isinstance(r, list)]
+        self._segments = segments
+        exprs, seg_i = [], 0
+        for r in runs:
+            if isinstance(r, list):
+                exprs.append(f"d[{seg_i}]")
+                seg_i += 1
+            elif r.kind == "lit":
+                exprs.append(repr(r.value))
+            elif r.kind == "t":
+                exprs.append("str(e.timestamp)")
+            else:
+                exprs.append(_FIELD_CODE.get(
+                    r.value, f"e.attrs.get({r.value!r}, b'').decode('utf-8', 'replace')"))
+        joined = " + ".join(exprs)  # every expression is a str
+        lines = ["def expand(e):"]
+        if segments:
+            lines += ["    sec = e.timestamp // 1000",
+                      "    d = cache.get(sec)",
+                      "    if d is None:",
+                      "        d = segs(sec)"]
+        lines.append(f"    return {joined}")
+        src = "\n".join(["def segs(sec):",
+                         "    d = seg_values(sec)",
+                         "    if len(cache) >= LIMIT:",
+                         "        cache.clear()",
+                         "    cache[sec] = d",
+                         "    return d"] + lines)
+        ns = {"cache": self._cache, "seg_values": self._segment_values, "LIMIT": _CACHE_LIMIT}
+        exec(compile(src, f"<escape {self.pattern!r}>", "exec"), ns)
+        return ns["expand"]
+
+    def _segment_values(self, sec: int) -> tuple:
+        tm = to_struct(sec, self.utc)
+        out = []
+        for seg in self._segments:
+            out.append("".join(p.value if p.kind == "lit" else
+                               str(sec) if p.kind == "s" else _DATE_FIELDS[p.value](tm)
+                               for p in seg))
+        return tuple(out)
+
+    def expand(self, event: Event) -> str:
+        return self._fn(event)
+
+    def expand_all(self, events: list[Event]) -> list[str]:
+        fn = self._fn
+        return [fn(e) for e in events]
+
+    def group(self, events: list[Event]) -> dict[str, list[Event]]:
+        """Events bucketed by their expansion, each bucket in arrival order."""
+        if not self.has_escapes:
+            return {self.literal: events} if events else {}
+        fn = self._fn
+        keys = [fn(e) for e in events]
+        first = keys[0] if keys else None
+        if first is not None and keys.count(first) == len(keys):
+            return {first: events}
+        out: dict[str, list[Event]] = {}
+        for k, e in zip(keys, events):
+            b = out.get(k)
+            if b is None:
+                out[k] = [e]
+            else:
+                b.append(e)
+        return out
+
+    def __repr__(self) -> str:
+        return f"Escaper({self.pattern!r}, utc={self.utc})"
+
+
+_ESCAPERS: dict[tuple[str, bool], Escaper] = {}
+
+
+def expand(pattern: str, event: Event, utc: bool = False) -> str:
+    """Expand ``pattern`` for one event (compiled patterns are kept for reuse)."""
+    esc = _ESCAPERS.get((pattern, utc))
+    if esc is None:
+        if len(_ESCAPERS) >= 256:
+            _ESCAPERS.clear()
+        esc = _ESCAPERS[(pattern, utc)] = Escaper(pattern, utc)
+    return esc.expand(event)
+
+
+def has_escapes(pattern: str) -> bool:
+    """True if expanding ``pattern`` depends on the event."""
+    return any(p.kind != "lit" for p in parse(pattern))

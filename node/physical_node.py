@@ -1,0 +1,292 @@
+"""The physical node: reconciles its logical nodes with what ZooKeeper says.
+
+It registers itself (ephemeral znode), makes sure it has a mapping (by default a logical
+node named like itself), watches its mapping and each mapped logical node's config, and
+runs one :class:`LogicalNode` per mapped name.
+
+kazoo callbacks only enqueue; one reconciler thread does the work, in order:
+
+* a config whose znode is older (``mzxid``) than the one applied is ignored (stale);
+* a logical node is restarted only when what it runs changed (translated source and sink,
+  or the refresh counter); a flow or version change alone is recorded without a restart;
+* a spec that fails to build leaves the last good flow running and shows the node in ERROR
+  with the message;
+* when ZooKeeper is away, every flow keeps running; when the session comes back (or a new
+  one after expiry) the node registers again and the watches re-read everything.
+
+Status (state, version, last error, counters) is written to ``status/<physical>``: at once
+when a state, version or error changes, otherwise every few seconds.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from pathlib import Path
+
+from kazoo.client import KazooState
+from kazoo.recipe.watchers import DataWatch
+
+from zk.client import connect
+from zk.store import ConfigStore, LogicalConfig, _loads
+
+from .errors import FlumeError, SpecError
+from .logical_node import LogicalNode, State
+from .spec import parse_sink, parse_source
+
+log = logging.getLogger(__name__)
+
+STATUS_EVERY = 2.0
+# Components only a master's translation can make runnable: a config still naming one of
+# them is waiting for its translation (written right after it) and is not applied yet.
+NEEDS_TRANSLATION = ("logicalSource", "autoCollectorSource", "logicalSink", "autoE2EChain",
+                     "autoDFOChain", "autoBEChain")
+
+
+class PhysicalNode:
+    """One ``flume node`` process managed through ZooKeeper."""
+
+    def __init__(self, name: str, zk_hosts: str, root: str = "/flume",
+                 data_dir: Path | None = None, allow_exec: bool = False,
+                 http_port: int | None = None):
+        self.name = name
+        self.zk_hosts = zk_hosts
+        self.root = root
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.allow_exec = allow_exec
+        self.http_port = http_port
+        self.host = socket.gethostname()
+        self.shared: dict = {}
+        self.logical: dict[str, LogicalNode] = {}
+        self.running: dict[str, tuple] = {}      # name -> (source, sink, refresh) running
+        self.applied_zxid: dict[str, int] = {}   # name -> mzxid of the config applied
+        self.config_error: dict[str, str] = {}
+        self.flows: dict[str, str] = {}
+        self.mapped: list[str] = []
+        self._watch_gen: dict[str, int] = {}
+        self._gen = 0
+        self._queue: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._status_dirty = threading.Event()
+        self._lost = False
+        self._threads: list[threading.Thread] = []
+        self.client = None
+        self.store: ConfigStore | None = None
+        self.started_ms = int(time.time() * 1000)
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> "PhysicalNode":
+        self.client = connect(self.zk_hosts)
+        self.client.add_listener(self._on_connection)
+        self.store = ConfigStore(self.client, self.root)
+        self.store.ensure_layout()
+        self._register()
+        self.store.ensure_mapping(self.name, [self.name])
+        for target, tname in ((self._reconcile_loop, "reconciler"),
+                              (self._status_loop, "status")):
+            t = threading.Thread(target=target, name=f"{tname}-{self.name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        DataWatch(self.client, self.store.mapping_path(self.name), self._on_mapping)
+        DataWatch(self.client, self.store.path("chokes", self.name), self._on_chokes)
+        log.info("physical node %s is up", self.name)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop every flow cleanly (buffered events written, files closed), then leave."""
+        self._stop.set()
+        self._queue.put(("stop",))
+        for t in self._threads:
+            t.join(timeout)
+        for ln in list(self.logical.values()):
+            ln.stop(timeout)
+        if self.client is not None:
+            try:
+                self._write_status()
+                self.client.delete(self.store.physical_path(self.name))
+            except Exception:
+                pass
+            self.client.stop()
+            self.client.close()
+
+    def wait(self) -> None:
+        while not self._stop.wait(1.0):
+            pass
+
+    # ------------------------------------------------------------ kazoo callbacks (enqueue only)
+    def _on_connection(self, state) -> None:
+        if state == KazooState.LOST:
+            self._lost = True
+        elif state == KazooState.CONNECTED and self._lost:
+            self._lost = False
+            self._queue.put(("register",))
+
+    def _on_mapping(self, data, stat, event=None):
+        if self._stop.is_set():
+            return False
+        names = list(_loads(data) or []) if data is not None else []
+        self._queue.put(("mapping", names))
+
+    def _on_chokes(self, data, stat, event=None):
+        if self._stop.is_set():
+            return False
+        self._queue.put(("chokes", _loads(data) or {} if data else {}))
+
+    def _watch_logical(self, name: str) -> None:
+        self._gen += 1
+        gen = self._watch_gen[name] = self._gen
+
+        def on_config(data, stat, event=None):
+            if self._stop.is_set() or self._watch_gen.get(name) != gen:
+                return False  # unmapped meanwhile: drop this watch
+            cfg = None
+            zxid = 0
+            if data is not None and stat is not None:
+                cfg = ConfigStore._logical(name, data, stat.version)
+                zxid = stat.mzxid
+            self._queue.put(("config", name, cfg, zxid))
+
+        DataWatch(self.client, self.store.logical_path(name), on_config)
+
+    # ------------------------------------------------------------ reconciler
+    def _reconcile_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            kind = item[0]
+            if kind == "stop":
+                return
+            try:
+                if kind == "mapping":
+                    self._apply_mapping(item[1])
+                elif kind == "config":
+                    self._apply_config(*item[1:])
+                elif kind == "register":
+                    self._register()
+                elif kind == "chokes":
+                    self._apply_chokes(item[1])
+            except Exception as exc:  # keep reconciling whatever one item did
+                log.error("reconciling %s failed: %s", kind, exc, exc_info=True)
+            self._status_dirty.set()
+
+    def _register(self) -> None:
+        info = {"host": self.host, "pid": os.getpid(), "http_port": self.http_port,
+                "started": self.started_ms}
+        try:
+            self.store.register_physical(self.name, info)
+        except Exception as exc:
+            log.warning("could not register with ZooKeeper: %s", exc)
+
+    def _logical_node(self, name: str) -> LogicalNode:
+        ln = self.logical.get(name)
+        if ln is None:
+            ln = LogicalNode(name, self.data_dir / "logical" if self.data_dir else None,
+                             physical_name=self.name, allow_exec=self.allow_exec,
+                             shared=self.shared)
+            self.logical[name] = ln
+        return ln
+
+    def _apply_mapping(self, names: list[str]) -> None:
+        old = set(self.mapped)
+        self.mapped = names
+        for name in names:
+            if name not in old:
+                self._logical_node(name)
+                self._watch_logical(name)
+        for name in old - set(names):
+            self._watch_gen.pop(name, None)
+            ln = self.logical.pop(name, None)
+            if ln is not None:
+                ln.stop()
+            for d in (self.running, self.applied_zxid, self.config_error, self.flows):
+                d.pop(name, None)
+            log.info("logical node %s unmapped from %s", name, self.name)
+
+    def _apply_config(self, name: str, cfg: LogicalConfig | None, zxid: int) -> None:
+        if name not in self.mapped:
+            return
+        if zxid and zxid < self.applied_zxid.get(name, 0):
+            return  # stale: an older config arrived after a newer one
+        self.applied_zxid[name] = zxid
+        ln = self._logical_node(name)
+        if cfg is None:
+            if name in self.running:
+                ln.unconfigure()
+                self.running.pop(name, None)
+            self.config_error.pop(name, None)
+            return
+        self.flows[name] = cfg.flow
+        wanted = (cfg.running_source, cfg.running_sink, cfg.refresh)
+        if any(c in wanted[0] or c in wanted[1] for c in NEEDS_TRANSLATION):
+            self.config_error[name] = (f"spec version {cfg.version} is waiting for its "
+                                       f"translation by a master")
+            return
+        if self.running.get(name) == wanted and ln.state is not State.ERROR:
+            ln.version = cfg.version
+            return
+        try:
+            source, sink = parse_source(wanted[0]), parse_sink(wanted[1])
+            ln.configure(source, sink, version=cfg.version)
+        except SpecError as exc:
+            self.config_error[name] = f"spec version {cfg.version} rejected: {exc.message}"
+            ln.last_error = self.config_error[name]
+            if name not in self.running:
+                ln._set_state(State.ERROR)
+            log.error("logical node %s: %s", name, self.config_error[name])
+            return
+        except FlumeError as exc:
+            ln.last_error = str(exc)
+            ln._set_state(State.ERROR)
+        self.config_error.pop(name, None)
+        self.running[name] = wanted
+
+    def _apply_chokes(self, limits: dict) -> None:
+        try:
+            from .decorators.choke import set_choke_limit
+        except ImportError:
+            return
+        for choke_id, kbps in limits.items():
+            set_choke_limit(self.shared, choke_id, kbps)
+
+    # ------------------------------------------------------------ status
+    def status(self) -> dict:
+        logical = {}
+        for name, ln in list(self.logical.items()):
+            st = ln.status()
+            st.pop("components", None)
+            state = st["state"]
+            if name in self.config_error:
+                state = State.ERROR.value
+                st["last_error"] = self.config_error[name]
+            st["state"] = state
+            st["flow"] = self.flows.get(name)
+            logical[name] = st
+        return {"physical": self.name, "host": self.host, "logical": logical,
+                "updated": int(time.time() * 1000)}
+
+    @staticmethod
+    def _signature(status: dict) -> tuple:
+        return tuple(sorted((n, s["state"], s["version"], s["last_error"])
+                            for n, s in status["logical"].items()))
+
+    def _write_status(self) -> dict:
+        st = self.status()
+        self.store.put_status(self.name, st)
+        return st
+
+    def _status_loop(self) -> None:
+        last_sig, last_write = None, 0.0
+        while not self._stop.is_set():
+            self._status_dirty.wait(0.05)
+            self._status_dirty.clear()
+            st = self.status()
+            sig = self._signature(st)
+            now = time.monotonic()
+            if sig != last_sig or now - last_write >= STATUS_EVERY:
+                try:
+                    self.store.put_status(self.name, st)
+                    last_sig, last_write = sig, now
+                except Exception as exc:  # ZooKeeper away: flows go on, retry later
+                    log.debug("status not written: %s", exc)

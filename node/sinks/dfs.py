@@ -1,0 +1,292 @@
+"""The dfs family: ``dfs``, ``formatDfs``, ``escapedFormatDfs``, ``escapedCustomDfs``,
+``customdfs`` -- ``("path"[, "file"[, format]], compression="none", utc=false)``.
+
+Files on any filesystem URL fsspec knows (plain paths and ``file://`` here; ``hdfs://``,
+``s3://``... when their fsspec backend is installed).
+
+* **Target.** With ``file``, ``path`` is a directory and ``file`` the file name in it;
+  without, ``path`` is the whole file path. Escapes (``node.escapes``) are expanded in both
+  -- in every member of the family: OG left ``formatDfs``/``customdfs`` paths unescaped,
+  which only matters for a literal ``%`` (write ``%%``). Events are bucketed by their
+  expanded target, each bucket written to its own file, so events of different hours go to
+  different ``%H`` files by their *own* timestamps. Inside ``roll``, use ``%{rolltag}`` in
+  the file name for one file per roll: ``escapedCustomDfs("/logs/%Y%m%d", "web-%{rolltag}")``.
+* **Second argument.** A function value (``formatDfs("/x/f", json)``) is the format. For
+  ``formatDfs`` and ``customdfs``, whose second argument was the format in OG, a string
+  naming a known format (``"json"``) is the format too; everywhere else a string is a file.
+* **Hidden until complete.** Each file is written as ``.<final name>.tmp`` in its final
+  directory (created if missing) and renamed to its final name when the sink closes. Local
+  renames go through the checkpoint store together with the checkpoints received through
+  ``when_durable``: one journaled commit, rolled forward after a crash, so a file becomes
+  visible exactly when the source positions that produced it are recorded. For non-local
+  filesystems the commit is made first and the files are moved after it (``fs.mv``): a
+  crash between the two leaves complete hidden files behind -- roll-forward is local only.
+* **Names.** ``compression`` (``none``, ``gzip``, ``zstd``) compresses the whole file and
+  appends ``.gz``/``.zst`` to its name. A final name that already exists is never
+  overwritten: ``name.1``, ``name.2``... (before the compression extension) is used instead.
+* **Failures** (permission, disk full, a path under a regular file) raise SinkError. If a
+  file cannot be completed at close, nothing is committed or renamed: the hidden files stay
+  for inspection and the checkpoints are dropped, so after a restart the source resends.
+  Hidden files of a crashed run are overwritten when the same name is written again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import threading
+
+from ..checkpoint import Checkpoint
+from ..component import NodeContext, Sink
+from ..errors import SinkError
+from ..escapes import Escaper
+from ..formats import FORMATS, Compression, OutputFormat, open_compressed
+from ..registry import sink
+from ..spec import Func, Lit
+
+log = logging.getLogger(__name__)
+
+# In-process reservations: two open sinks (a roll's old and new instance, two logical nodes)
+# must not share a hidden file, nor pick the same free final name at the same time.
+_NAMES_LOCK = threading.Lock()
+_ACTIVE_HIDDEN: set[str] = set()
+_FINAL_LOCK = threading.Lock()
+
+
+class FileOrFormat:
+    """The second argument: a file name (string) or an output format (function)."""
+
+    spec_type_name = "string | format"
+
+    @classmethod
+    def from_spec(cls, value):
+        if isinstance(value, Lit):
+            if value.kind != "string":
+                raise ValueError(f"must be a file name or an output format, got "
+                                 f"{value.kind} {value.value!r}")
+            return value.value
+        if isinstance(value, Func):
+            return OutputFormat.from_spec(value)
+        raise ValueError(f"must be a file name or an output format, got {value!r}")
+
+
+class _File:
+    """One open bucket: hidden file, its streams, and where it goes on close."""
+
+    __slots__ = ("fs", "local", "dir", "final_name", "hidden", "raw", "stream", "writer",
+                 "events")
+
+    def __init__(self, fs, local: bool, d: str, final_name: str, hidden: str):
+        self.fs, self.local, self.dir = fs, local, d
+        self.final_name, self.hidden = final_name, hidden
+        self.raw = self.stream = self.writer = None
+        self.events = 0
+
+
+def _is_local(fs) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+    return isinstance(fs, LocalFileSystem)
+
+
+@sink("dfs", aliases=("escapedFormatDfs", "escapedCustomDfs"))
+class DfsSink(Sink):
+    """Writes events to files on any filesystem URL, bucketed by escapes, each file hidden
+    until the sink closes (see the module docstring)."""
+
+    format_second = False  # formatDfs/customdfs: a string naming a format is the format
+
+    def __init__(self, path: str, file: FileOrFormat | None = None,
+                 format: OutputFormat | None = None, *,
+                 compression: Compression = Compression("none"), utc: bool = False):
+        super().__init__()
+        if isinstance(file, str) and format is None and self.format_second \
+                and file in FORMATS:
+            file = OutputFormat.get(file)
+        if isinstance(file, OutputFormat):
+            if format is not None:
+                raise ValueError("the format is given twice")
+            file, format = None, file
+        if not path:
+            raise ValueError("the path is empty")
+        if file is not None and ("/" in file or not file):
+            raise ValueError(f"the file name {file!r} must be a plain name; put directories "
+                             f"in the path")
+        self.path = path
+        self.file = file
+        self.format = OutputFormat.of(format, "raw")
+        self.compression = Compression.of(compression)
+        self.utc = utc
+        target = path.rstrip("/") + "/" + file if file is not None else path
+        if target.endswith("/"):
+            raise ValueError(f"{path!r} names a directory: give a file name")
+        self.target = target
+        self.escaper = Escaper(target, utc=utc)
+        self.files: dict[str, _File] = {}
+        self.pending: list[Checkpoint] = []
+        self.lock = threading.Lock()
+        self.opened = False
+        self._fs_cache: dict[str, tuple] = {}
+
+    # -- lifecycle
+
+    def open(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.opened = True
+
+    def append(self, events) -> None:
+        with self.lock:
+            groups = self.escaper.group(events)
+            for target, evs in groups.items():
+                f = self.files.get(target)
+                if f is None:
+                    f = self._open_file(target)
+                try:
+                    n = f.writer.write(evs)
+                except (OSError, ValueError) as exc:
+                    self.metrics.add("errors")
+                    raise SinkError(f"dfs: cannot write {f.hidden}: {exc}") from exc
+                f.events += len(evs)
+                self.metrics.add("bytes_out", n)
+            self.metrics.add("events_in", len(events))
+
+    def when_durable(self, cp: Checkpoint) -> None:
+        # Durable means renamed: kept until close commits it with the renames.
+        with self.lock:
+            self.pending.append(cp)
+
+    def close(self) -> None:
+        with self.lock:
+            if not self.opened:
+                return
+            self.opened = False
+            files, self.files = list(self.files.values()), {}
+            pending, self.pending = self.pending, []
+            try:
+                self._finish(files, pending)
+            finally:
+                with _NAMES_LOCK:
+                    for f in files:
+                        _ACTIVE_HIDDEN.discard(f.hidden)
+
+    # -- files
+
+    def _resolve(self, target: str) -> tuple:
+        """(fs, directory, file name) of an expanded target."""
+        d, name = target.rsplit("/", 1) if "/" in target else ("", target)
+        hit = self._fs_cache.get(d)
+        if hit is None:
+            from fsspec.core import url_to_fs
+            try:
+                fs, fsdir = url_to_fs(d or ".")
+            except (ValueError, ImportError, OSError) as exc:
+                raise SinkError(f"dfs: cannot use {d!r}: {exc}") from exc
+            if len(self._fs_cache) > 1024:
+                self._fs_cache.clear()
+            hit = self._fs_cache[d] = (fs, fsdir)
+        fs, fsdir = hit
+        if not name or name in (".", ".."):
+            raise SinkError(f"dfs: the file name of {target!r} is empty after expansion")
+        return fs, fsdir, name
+
+    def _open_file(self, target: str) -> _File:
+        fs, d, name = self._resolve(target)
+        local = _is_local(fs)
+        final_name = name + self.compression.extension
+        join = os.path.join if local else posixpath.join
+        with _NAMES_LOCK:
+            hidden, n = join(d, f".{final_name}.tmp"), 0
+            while hidden in _ACTIVE_HIDDEN:
+                n += 1
+                hidden = join(d, f".{final_name}.{n}.tmp")
+            _ACTIVE_HIDDEN.add(hidden)
+        f = _File(fs, local, d, final_name, hidden)
+        try:
+            if local:
+                os.makedirs(d, exist_ok=True)
+                f.raw = open(hidden, "wb")
+            else:
+                fs.makedirs(d, exist_ok=True)
+                f.raw = fs.open(hidden, "wb")
+            f.stream = open_compressed(f.raw, self.compression)
+            f.writer = self.format.open_writer(f.stream)
+        except Exception as exc:  # fsspec backends raise their own types
+            with _NAMES_LOCK:
+                _ACTIVE_HIDDEN.discard(hidden)
+            if f.raw is not None:
+                try:
+                    f.raw.close()
+                except Exception:
+                    pass
+            self.metrics.add("errors")
+            raise SinkError(f"dfs: cannot create {hidden}: {exc}") from exc
+        self.files[target] = f
+        self.metrics.add("files_opened")
+        log.debug("dfs sink opened a file", extra={"hidden": hidden})
+        return f
+
+    def _finish(self, files: list[_File], pending: list[Checkpoint]) -> None:
+        errors = []
+        for f in files:
+            try:
+                f.writer.close()
+                if f.stream is not f.raw:
+                    f.stream.close()
+                f.raw.flush()
+                if f.local:
+                    os.fsync(f.raw.fileno())
+                f.raw.close()
+            except Exception as exc:
+                errors.append((f, exc))
+                try:
+                    f.raw.close()
+                except Exception:
+                    pass
+        if errors:
+            self.metrics.add("errors", len(errors))
+            f, exc = errors[0]
+            raise SinkError(f"dfs: cannot complete {len(errors)} file(s), first "
+                            f"{f.hidden}: {exc}; nothing was committed") from exc
+        with _FINAL_LOCK:
+            renames, remote = [], []
+            taken: set[str] = set()
+            for f in files:
+                final = self._free_name(f, taken)
+                taken.add(final)
+                (renames if f.local else remote).append((f, final))
+            try:
+                self.ctx.store.commit(pending, renames=[(f.hidden, fin) for f, fin in renames])
+            except OSError as exc:
+                self.metrics.add("errors")
+                raise SinkError(f"dfs: cannot commit the completed files: {exc}") from exc
+            for f, final in remote:
+                try:
+                    f.fs.mv(f.hidden, final)
+                except Exception as exc:
+                    self.metrics.add("errors")
+                    raise SinkError(f"dfs: cannot rename {f.hidden} to {final}: {exc}") \
+                        from exc
+        self.metrics.add("files_closed", len(files))
+        for f, final in renames + remote:
+            log.info("dfs sink completed a file",
+                     extra={"file": final, "events": f.events})
+
+    def _free_name(self, f: _File, taken: set[str]) -> str:
+        """The final path for ``f``: its name, or ``name.N`` (before the compression
+        extension) when that exists already."""
+        join = os.path.join if f.local else posixpath.join
+        exists = os.path.exists if f.local else f.fs.exists
+        ext = self.compression.extension
+        base = f.final_name[:len(f.final_name) - len(ext)] if ext else f.final_name
+        final, n = join(f.dir, f.final_name), 0
+        while final in taken or exists(final):
+            n += 1
+            final = join(f.dir, f"{base}.{n}{ext}")
+        return final
+
+
+@sink("formatDfs", aliases=("customdfs",))
+class FormatDfsSink(DfsSink):
+    """``formatDfs("path"[, format])``: like ``dfs``; a second string argument naming a
+    known format is the format (OG's argument order)."""
+
+    format_second = True

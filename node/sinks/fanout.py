@@ -1,0 +1,69 @@
+"""Fan-out ``[ s1, s2, ... ]``: every event goes to every branch."""
+from __future__ import annotations
+
+from ..checkpoint import Checkpoint, split_checkpoint
+from ..component import Component, NodeContext, Sink
+from ..errors import SinkError
+from ..event import Event
+
+
+class FanOutSink(Sink):
+    """Appends each batch to every branch, each branch getting its own copy of the events.
+    If any branch fails the append raises (after every branch was tried), naming the failed
+    branches. A checkpoint is committed only when every branch has made its share durable."""
+
+    spec_name = "fanout"
+
+    def __init__(self, branches: list[Sink]):
+        super().__init__()
+        self.branches = branches
+
+    def children(self) -> list[Component]:
+        return list(self.branches)
+
+    def open(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        opened = []
+        try:
+            for b in self.branches:
+                b.open(ctx)
+                opened.append(b)
+        except BaseException:
+            for b in opened:
+                b.close()
+            raise
+
+    def append(self, events) -> None:
+        failed = []
+        last = len(self.branches) - 1
+        for i, b in enumerate(self.branches):
+            # Each branch gets its own events (the last one the originals): decorators
+            # change events in place (attributes, rolltag, body), and a branch may keep a
+            # batch it was given, so branches must not see each other's changes.
+            batch = events if i == last else [
+                Event(e.body, e.timestamp, e.nanos, e.priority, e.host, dict(e.attrs))
+                for e in events]
+            try:
+                b.append(batch)
+            except SinkError as exc:
+                failed.append((i, exc))
+        self.metrics.add("events_in", len(events))
+        if failed:
+            self.metrics.add("errors", len(failed))
+            detail = "; ".join(f"branch {i}: {exc}" for i, exc in failed)
+            raise SinkError(f"fan-out: {len(failed)} of {len(self.branches)} branches failed: "
+                            f"{detail}") from failed[0][1]
+
+    def when_durable(self, cp: Checkpoint) -> None:
+        for b, part in zip(self.branches, split_checkpoint(cp, len(self.branches))):
+            b.when_durable(part)
+
+    def close(self) -> None:
+        errors = []
+        for b in self.branches:
+            try:
+                b.close()
+            except Exception as exc:  # close every branch, then report
+                errors.append(exc)
+        if errors:
+            raise SinkError(f"fan-out close: {errors[0]}") from errors[0]

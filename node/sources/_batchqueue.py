@@ -1,0 +1,158 @@
+"""A bounded queue of event batches between producer threads and ``next_batch``.
+
+Shared by the sources whose events arrive on their own threads (network servers, exec,
+console, memory). Capacity counts *events*, not batches, so backpressure does not depend on
+how a producer happens to slice its input.
+
+Contract:
+
+* ``put`` blocks while the queue is full (a batch larger than the whole capacity is still
+  accepted once the queue is empty, so it cannot wait forever) and returns a sequence
+  number, or ``None`` if it timed out or the queue was closed. ``offer`` never blocks.
+* ``get`` returns what is queued, several batches merged up to ``max_batch`` events, ``[]``
+  after ``timeout`` with nothing, and ``None`` once the queue is closed, or finished and
+  drained.
+* ``wait_taken(seq)`` waits until the batch ``seq`` has been handed to a ``get`` caller;
+  ``withdraw(seq)`` makes sure it never will be, unless that already happened (a producer
+  that gives up and must tell its client whether the batch went through).
+* ``close`` wakes every waiter at once; ``wake`` only wakes ``get`` callers so they can
+  check their own ``cancelled`` condition (a shared queue with several consumers).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+from ..event import Event
+
+
+class BatchQueue:
+    """Bounded FIFO of event batches (see the module docstring)."""
+
+    def __init__(self, capacity: int | None = 10_000, max_batch: int = 10_000):
+        self.capacity = capacity
+        self.max_batch = max_batch
+        self._cond = threading.Condition()
+        self._items: deque[tuple[int, list[Event]]] = deque()
+        self._size = 0
+        self._seq = 0       # sequence number of the last batch put
+        self._taken = 0     # sequence number of the last batch handed to get()
+        self._finished = False
+        self._closed = False
+
+    # ------------------------------------------------------------ producer side
+
+    def _room(self, n: int) -> bool:
+        return self.capacity is None or self._size == 0 or self._size + n <= self.capacity
+
+    def _append(self, events: list[Event]) -> int:
+        self._seq += 1
+        self._items.append((self._seq, events))
+        self._size += len(events)
+        self._cond.notify_all()
+        return self._seq
+
+    def put(self, events: list[Event], timeout: float | None = None) -> int | None:
+        """Queue ``events``; blocks while full. The batch's sequence number, or None."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._closed and not self._room(len(events)):
+                if deadline is None:
+                    self._cond.wait()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    self._cond.wait(left)
+            if self._closed or self._finished:
+                return None
+            return self._append(events)
+
+    def offer(self, events: list[Event]) -> bool:
+        """Queue ``events`` if there is room now; False if full, closed or finished."""
+        with self._cond:
+            if self._closed or self._finished or not self._room(len(events)):
+                return False
+            self._append(events)
+            return True
+
+    def finish(self) -> None:
+        """No more batches will come: ``get`` returns None once the queue is drained."""
+        with self._cond:
+            self._finished = True
+            self._cond.notify_all()
+
+    def wait_taken(self, seq: int, timeout: float) -> bool:
+        """True once batch ``seq`` was handed to a consumer; False on timeout or close."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._taken < seq:
+                left = deadline - time.monotonic()
+                if self._closed or left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def withdraw(self, seq: int) -> bool:
+        """Make sure batch ``seq`` will never reach a consumer: True if no consumer took it
+        (it is removed, or was dropped by ``close``), False if one already did."""
+        with self._cond:
+            if self._taken >= seq:
+                return False
+            for i, (s, events) in enumerate(self._items):
+                if s == seq:
+                    del self._items[i]
+                    self._size -= len(events)
+                    self._cond.notify_all()
+                    break
+            return True
+
+    # ------------------------------------------------------------ consumer side
+
+    def get(self, timeout: float, cancelled: Callable[[], bool] | None = None
+            ) -> list[Event] | None:
+        """Up to ``max_batch`` queued events; [] on timeout; None when closed or done."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._items:
+                if self._closed or self._finished or (cancelled is not None and cancelled()):
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                self._cond.wait(left)
+            if self._closed:
+                return None
+            seq, out = self._items.popleft()
+            if len(out) < self.max_batch and self._items:
+                out = list(out)
+                while self._items and len(out) + len(self._items[0][1]) <= self.max_batch:
+                    seq, more = self._items.popleft()
+                    out.extend(more)
+            self._size -= len(out)
+            self._taken = seq
+            self._cond.notify_all()
+            return out
+
+    def wake(self) -> None:
+        """Wake blocked ``get`` callers so they re-check their ``cancelled`` condition."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Drop everything queued and wake every waiter; puts fail from now on."""
+        with self._cond:
+            self._closed = True
+            self._items.clear()
+            self._size = 0
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        """Events queued."""
+        return self._size

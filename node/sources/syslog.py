@@ -1,0 +1,321 @@
+"""``syslogUdp([port=514])`` and ``syslogTcp([port=514])``: syslog servers.
+
+Both parse RFC 3164 (``<PRI>Mmm dd hh:mm:ss host msg``) and RFC 5424
+(``<PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG``). Every message becomes one event whose
+body is the original message unchanged (so the ``syslog`` output format can reproduce it)
+and whose attributes carry ``syslogfacility`` and ``syslogseverity`` as decimal text
+(``b"3"``); RFC 5424 adds ``syslog.appname``, ``syslog.procid`` and ``syslog.msgid`` (when
+not nil). The priority comes from the severity (0-2 FATAL, 3 ERROR, 4 WARN, 5-6 INFO,
+7 DEBUG), the host and the timestamp from the header when present and parseable (else the
+sender's address and the arrival time). RFC 3164 stamps carry no year: the current year is
+assumed, or last year if that puts the stamp more than a day in the future (and next year
+for a January stamp received on December 31st, so a clock slightly ahead across New Year
+does not move an event back a year).
+
+A message without a valid ``<PRI>`` is still emitted (raw body, INFO, no syslog attributes)
+and counted in ``malformed``; one whose RFC 5424 header is broken keeps its PRI-derived
+fields and is counted in ``malformed`` too; an RFC 3164 message with a PRI but no
+timestamp/host header (allowed by RFC 3164 section 4.3.3) is counted in ``noheader``.
+
+TCP accepts newline-delimited frames (a trailing CR is dropped) and RFC 6587 octet-counted
+frames (``123 <34>1 ...``), decided per frame. Both servers bind ``bind="0.0.0.0"`` by
+default, because syslog senders are other machines; ``port=0`` picks a free port, readable
+as ``self.port`` after ``open``. TCP readers block while the queue is full (backpressure);
+UDP drops and counts ``dropped``.
+"""
+from __future__ import annotations
+
+import datetime
+import functools
+import re
+import time
+
+from ..component import NodeContext, Source
+from ..event import LOCAL_HOST, Event, Priority
+from ..registry import source
+from ._batchqueue import BatchQueue
+from ._net import TcpServer, UdpServer
+
+QUEUE_EVENTS = 10_000
+MAX_FRAME = 1 << 20          # a newline frame longer than this is cut (counted: oversize)
+DAY_MS = 86_400_000
+
+SEVERITY_PRIORITY = (Priority.FATAL, Priority.FATAL, Priority.FATAL, Priority.ERROR,
+                     Priority.WARN, Priority.INFO, Priority.INFO, Priority.DEBUG)
+_FACILITY_BYTES = [str(i).encode() for i in range(24)]
+_SEVERITY_BYTES = [str(i).encode() for i in range(8)]
+_MONTHS = {m.encode(): i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+# Mmm dd hh:mm:ss, then an optional HOSTNAME token (see _looks_like_host).
+_RE_3164 = re.compile(rb"([A-Z][a-z]{2}) ([ 0-9]?[0-9]) ([0-9]{2}):([0-9]{2}):([0-9]{2})"
+                      rb"(?: +(\S+))?")
+_NIL = b"-"
+
+OK, NOHEADER, MALFORMED = 0, 1, 2
+
+
+@functools.lru_cache(maxsize=4096)
+def _local_ms(year: int, month: int, day: int, h: int, m: int, s: int) -> int:
+    return int(datetime.datetime(year, month, day, h, m, s).timestamp() * 1000)
+
+
+def _year_of(now_ms: int) -> int:
+    return time.localtime(now_ms / 1000).tm_year
+
+
+def _parse_3164(rest: bytes, now_ms: int) -> tuple[int, bytes | None] | None:
+    """(timestamp, host or None) from an RFC 3164 header, or None if there is none."""
+    m = _RE_3164.match(rest)
+    if m is None:
+        return None
+    mon = _MONTHS.get(m.group(1))
+    if mon is None:
+        return None
+    day, h, mi, s = int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5))
+    ts = now_ms               # if no year makes a valid date (25:61:61...): arrival time
+    this_year = _year_of(now_ms)
+    # the latest year that does not put the stamp more than a day in the future: this
+    # year, last year just after New Year, next year just before it (skewed clocks)
+    for year in (this_year + 1, this_year, this_year - 1):
+        try:
+            t = _local_ms(year, mon, day, h, mi, s)
+        except ValueError:    # Feb 29 of a common year, hour 25...
+            continue
+        if t <= now_ms + DAY_MS:
+            ts = t
+            break
+    host = m.group(6)
+    if host is not None and not _looks_like_host(host):
+        host = None           # "su: message" -- a TAG, the sender omitted its HOSTNAME
+    return ts, host
+
+
+def _looks_like_host(token: bytes) -> bool:
+    return not (token.endswith(b":") or b"[" in token)
+
+
+def _skip_sd(rest: bytes, i: int) -> int:
+    """Index just after the STRUCTURED-DATA starting at ``rest[i]``, or -1 if broken."""
+    if rest[i:i + 1] == _NIL:
+        return i + 1
+    n = len(rest)
+    if i >= n or rest[i] != 0x5B:          # "["
+        return -1
+    while i < n and rest[i] == 0x5B:
+        i += 1
+        quoted = False
+        while i < n:
+            c = rest[i]
+            if quoted:
+                if c == 0x5C:              # backslash escapes the next char in a value
+                    i += 1
+                elif c == 0x22:
+                    quoted = False
+            elif c == 0x22:
+                quoted = True
+            elif c == 0x5D:                # "]" closes the element
+                break
+            i += 1
+        if i >= n:
+            return -1
+        i += 1
+    return i
+
+
+def _parse_5424(rest: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes] | None:
+    """(timestamp, host, app, procid, msgid) of an RFC 5424 header after ``1 ``, or None."""
+    parts = rest.split(b" ", 5)
+    if len(parts) < 6:                     # a field or the STRUCTURED-DATA is missing
+        return None
+    ts, host, app, procid, msgid, tail = parts
+    if not all((ts, host, app, procid, msgid)):
+        return None
+    end = _skip_sd(tail, 0)
+    if end < 0 or (end < len(tail) and tail[end] != 0x20):
+        return None
+    return ts, host, app, procid, msgid
+
+
+def _parse_5424_time(ts: bytes, now_ms: int) -> int:
+    if ts == _NIL:
+        return now_ms
+    try:
+        dt = datetime.datetime.fromisoformat(ts.decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return now_ms
+    return int(dt.timestamp() * 1000)
+
+
+def parse_message(raw: bytes, now_ms: int, peer: str | None = None,
+                  nanos: int | None = None) -> tuple[Event, int]:
+    """One syslog message -> (event, status); status is OK, NOHEADER or MALFORMED.
+
+    ``raw`` is the message without its transport framing; it becomes the body unchanged.
+    ``peer`` (the sender's address) is the host when the header names none.
+    """
+    nanos = time.monotonic_ns() if nanos is None else nanos
+    fallback_host = peer or LOCAL_HOST
+    gt = raw.find(b">", 1, 5)
+    pri = -1
+    if raw[:1] == b"<" and gt > 1 and raw[1:gt].isdigit():
+        pri = int(raw[1:gt])
+    if not 0 <= pri <= 191:
+        return Event(raw, now_ms, nanos, Priority.INFO, fallback_host, {}), MALFORMED
+    fac, sev = pri >> 3, pri & 7
+    attrs = {"syslogfacility": _FACILITY_BYTES[fac], "syslogseverity": _SEVERITY_BYTES[sev]}
+    prio = SEVERITY_PRIORITY[sev]
+    rest = raw[gt + 1:]
+    if rest[:2] == b"1 ":
+        hdr = _parse_5424(rest[2:])
+        if hdr is None:
+            return Event(raw, now_ms, nanos, prio, fallback_host, attrs), MALFORMED
+        ts, host, app, procid, msgid = hdr
+        if app != _NIL:
+            attrs["syslog.appname"] = app
+        if procid != _NIL:
+            attrs["syslog.procid"] = procid
+        if msgid != _NIL:
+            attrs["syslog.msgid"] = msgid
+        hoststr = fallback_host if host == _NIL else host.decode("utf-8", "replace")
+        return Event(raw, _parse_5424_time(ts, now_ms), nanos, prio, hoststr, attrs), OK
+    hdr3 = _parse_3164(rest, now_ms)
+    if hdr3 is None:
+        return Event(raw, now_ms, nanos, prio, fallback_host, attrs), NOHEADER
+    ts3, host3 = hdr3
+    hoststr = fallback_host if host3 is None else host3.decode("utf-8", "replace")
+    return Event(raw, ts3, nanos, prio, hoststr, attrs), OK
+
+
+def parse_messages(raws: list[bytes], peers: list[str] | str | None, now_ms: int
+                   ) -> tuple[list[Event], int, int]:
+    """A batch of messages -> (events, malformed count, noheader count)."""
+    base = time.monotonic_ns()
+    events = []
+    counts = [0, 0, 0]
+    for i, raw in enumerate(raws):
+        peer = peers if peers is None or isinstance(peers, str) else peers[i]
+        ev, status = parse_message(raw, now_ms, peer, base + i)
+        events.append(ev)
+        counts[status] += 1
+    return events, counts[MALFORMED], counts[NOHEADER]
+
+
+def split_frames(buf: bytes) -> tuple[list[bytes], bytes, int]:
+    """Cut a TCP stream into syslog frames: (frames, unconsumed rest, oversize cuts).
+
+    A frame starting with a digit is RFC 6587 octet-counted (``LEN SP MSG``); any other is
+    terminated by LF (a CR before the LF is dropped). A LF frame longer than MAX_FRAME is
+    cut there and counted.
+    """
+    frames: list[bytes] = []
+    i, n, cuts = 0, len(buf), 0
+    while i < n:
+        if 0x30 <= buf[i] <= 0x39:
+            sp = buf.find(b" ", i, i + 11)
+            if sp < 0 and n - i < 11:
+                break                                  # the length may still be arriving
+            if sp > i and buf[i:sp].isdigit() and int(buf[i:sp]) <= MAX_FRAME:
+                end = sp + 1 + int(buf[i:sp])
+                if end > n:
+                    break
+                frames.append(buf[sp + 1:end])
+                i = end
+                continue
+        nl = buf.find(b"\n", i)
+        if nl < 0:
+            if n - i > MAX_FRAME:
+                frames.append(buf[i:i + MAX_FRAME])
+                i += MAX_FRAME
+                cuts += 1
+                continue
+            break
+        frame = buf[i:nl]
+        if frame.endswith(b"\r"):
+            frame = frame[:-1]
+        if frame:
+            frames.append(frame)
+        i = nl + 1
+    return frames, buf[i:], cuts
+
+
+class _SyslogTcpFramer:
+    def __init__(self, src: "SyslogTcpSource", peer: str):
+        self.src, self.peer, self.buf = src, peer, b""
+
+    def feed(self, data: bytes) -> list[Event]:
+        frames, self.buf, cuts = split_frames(self.buf + data if self.buf else data)
+        if cuts:
+            self.src.metrics.add("oversize", cuts)
+        return self.src._parse(frames, self.peer)
+
+    def eof(self) -> list[Event]:
+        rest, self.buf = self.buf.rstrip(b"\r\n"), b""
+        return self.src._parse([rest], self.peer) if rest else []
+
+
+class _SyslogSource(Source):
+    """Common part of the two syslog servers."""
+
+    def __init__(self, port: int = 514, *, bind: str = "0.0.0.0"):
+        super().__init__()
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be within 0..65535, got {port}")
+        self.port = port
+        self.bind = bind
+        self._queue: BatchQueue | None = None
+        self._server = None
+
+    def _parse(self, raws: list[bytes], peers) -> list[Event]:
+        events, bad, nohdr = parse_messages(raws, peers, self.ctx.clock.now_ms())
+        if bad:
+            self.metrics.add("malformed", bad)
+        if nohdr:
+            self.metrics.add("noheader", nohdr)
+        return events
+
+    def _make_server(self):
+        raise NotImplementedError
+
+    def open(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self._queue = BatchQueue(QUEUE_EVENTS)
+        self._server = self._make_server()
+        self._server.start()
+        self.port = self._server.port
+
+    def next_batch(self, timeout: float) -> list[Event] | None:
+        if self._queue is None:
+            return None
+        out = self._queue.get(timeout)
+        if out:
+            self.metrics.add("events_in", len(out))
+        return out
+
+    def close(self) -> None:
+        if self._queue is not None:
+            self._queue.close()
+        if self._server is not None:
+            self._server.stop()
+
+
+@source("syslogUdp")
+class SyslogUdpSource(_SyslogSource):
+    """Syslog server over UDP (RFC 3164 and RFC 5424); a datagram per message."""
+
+    def _make_server(self) -> UdpServer:
+        return UdpServer("syslogUdp", self.bind, self.port, self._parse_datagrams,
+                         self._queue, self.metrics)
+
+    def _parse_datagrams(self, datagrams: list[bytes], peers: list[str]) -> list[Event]:
+        # senders often end a datagram with LF (or NUL): framing, not message
+        return self._parse([d.rstrip(b"\r\n\x00") for d in datagrams], peers)
+
+
+@source("syslogTcp")
+class SyslogTcpSource(_SyslogSource):
+    """Syslog server over TCP: LF-delimited or RFC 6587 octet-counted frames."""
+
+    def _make_server(self) -> TcpServer:
+        return TcpServer("syslogTcp", self.bind, self.port,
+                         lambda peer: _SyslogTcpFramer(self, peer), self._queue, self.metrics)

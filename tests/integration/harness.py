@@ -1,0 +1,99 @@
+"""Real master and node processes for integration tests."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(cond, timeout=20.0, what="condition", interval=0.02):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = cond()
+        except (httpx.HTTPError, OSError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+class Proc:
+    """A flume process whose output goes to a log file in the test's directory."""
+
+    def __init__(self, args: list[str], log: Path, env: dict | None = None):
+        self.log = log
+        self.args = args
+        f = open(log, "ab")
+        self.p = subprocess.Popen([sys.executable, "-m", "master.cli", *args], cwd=ROOT,
+                                  stdout=f, stderr=subprocess.STDOUT,
+                                  env={**os.environ, **(env or {})})
+        f.close()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGKILL)
+            self.p.wait(10)
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+        return self.p.returncode
+
+
+class Master(Proc):
+    def __init__(self, tmp: Path, zk: str, root: str, token_file: Path | None = None,
+                 name: str = "m"):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = ["--log-level", "INFO", "master", "--zk", zk, "--zk-root", root,
+                "--http-port", str(self.port), "--data-dir", str(tmp / f"master-{name}")]
+        if token_file:
+            args += ["--token-file", str(token_file)]
+        super().__init__(args, tmp / f"master-{name}.log")
+        wait_until(lambda: httpx.get(self.url + "/api/health", timeout=2).status_code == 200,
+                   30, f"master {name} up: {self.output()[-2000:]}")
+
+    def get(self, path: str, **kw):
+        return httpx.get(self.url + path, timeout=10, **kw)
+
+    def post(self, path: str, json=None, **kw):
+        return httpx.post(self.url + path, json=json, timeout=30, **kw)
+
+    def command(self, command: str, *args: str, **kw):
+        return self.post("/api/commands", {"command": command, "args": list(args)}, **kw)
+
+    def logical(self, name: str) -> dict:
+        st = self.get("/api/status").json()
+        rows = st.get("logical", st) if isinstance(st, dict) else st
+        if isinstance(rows, dict):
+            return rows.get(name) or {}
+        return next((r for r in rows if r.get("name") == name), {})
+
+
+class Node(Proc):
+    def __init__(self, tmp: Path, zk: str, root: str, name: str = "p1"):
+        self.name = name
+        args = ["--log-level", "INFO", "node", "-n", name, "--zk", zk, "--zk-root", root,
+                "--data-dir", str(tmp / f"node-data-{name}"), "--http-port",
+                str(free_port())]
+        super().__init__(args, tmp / f"node-{name}.log")

@@ -1,0 +1,122 @@
+"""Masters and nodes as real processes on a real ZooKeeper."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+
+import pytest
+
+from .harness import Master, Node, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def cluster(tmp_path, zk_server, zk_root):
+    procs = []
+
+    def master(name="m1", **kw):
+        m = Master(tmp_path, zk_server.connect_string, zk_root, name=name, **kw)
+        procs.append(m)
+        return m
+
+    def node(name="p1"):
+        n = Node(tmp_path, zk_server.connect_string, zk_root, name)
+        procs.append(n)
+        return n
+    yield master, node
+    for p in procs:
+        p.stop()
+
+
+def active_version(m, name):
+    row = m.logical(name)
+    return row.get("state") == "ACTIVE" and row.get("version")
+
+
+def test_config_through_each_of_two_masters(cluster, tmp_path):
+    master, node = cluster
+    m1, m2 = master("m1"), master("m2")
+    node("p1")
+    wait_until(lambda: m1.logical("p1"), what="node registered")
+    out1 = tmp_path / "out1.log"
+    r = m1.command("config", "p1", 'asciisynth(0, 20)', f'{{ delay(5) => text("{out1}") }}')
+    assert r.status_code == 200 and r.json()["state"] == "SUCCEEDED", r.text
+    wait_until(lambda: active_version(m2, "p1") is not False and out1.exists(),
+               what="flow from m1 running, seen through m2")
+    r = m2.command("config", "p1", 'asciisynth(0, 20)', "null")
+    assert r.json()["state"] == "SUCCEEDED", r.text
+    v = r.json()
+    wait_until(lambda: m1.logical("p1").get("sink") == "null"
+               and m1.logical("p1").get("state") == "ACTIVE", what="m2's config applied")
+
+
+def test_kill_one_master_other_carries_on(cluster):
+    master, node = cluster
+    m1, m2 = master("m1"), master("m2")
+    node("p1")
+    m1.kill()
+    r = m2.command("config", "p1", "asciisynth(0)", "null")
+    assert r.json()["state"] == "SUCCEEDED"
+    wait_until(lambda: m2.logical("p1").get("state") == "ACTIVE", what="node active via m2")
+
+
+def test_node_restart_picks_up_specs(cluster):
+    master, node = cluster
+    m = master()
+    n = node("p1")
+    m.command("config", "p1", "asciisynth(0)", "{ delay(10) => null }")
+    wait_until(lambda: m.logical("p1").get("state") == "ACTIVE")
+    n.stop()
+    wait_until(lambda: m.logical("p1").get("state") in ("LOST", "IDLE"), what="node gone")
+    node("p1")
+    wait_until(lambda: m.logical("p1").get("state") == "ACTIVE"
+               and "delay" in m.logical("p1").get("sink", ""), what="specs picked up")
+
+
+def test_node_death_shows_lost_within_session_timeout(cluster):
+    master, node = cluster
+    m = master()
+    n = node("p1")
+    m.command("config", "p1", "asciisynth(0)", "null")
+    wait_until(lambda: m.logical("p1").get("state") == "ACTIVE")
+    n.kill()
+    wait_until(lambda: m.logical("p1").get("state") == "LOST", timeout=25,
+               what="LOST after SIGKILL")
+
+
+def test_concurrent_updates_from_two_masters_lose_nothing(cluster):
+    master, _ = cluster
+    m1, m2 = master("m1"), master("m2")
+    names = [f"l{i}" for i in range(40)]
+
+    def work(i_name):
+        i, name = i_name
+        m = (m1, m2)[i % 2]
+        a = m.command("map", "shared-phys", name)
+        b = m.command("config", name, "null", f'value("n", "{name}") null')
+        return a.json()["state"], b.json()["state"]
+
+    with cf.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(work, enumerate(names)))
+    assert all(r == ("SUCCEEDED", "SUCCEEDED") for r in results), results
+    mapping = m1.get("/api/mappings").json()
+    mapped = mapping.get("shared-phys") if isinstance(mapping, dict) else None
+    assert sorted(mapped) == sorted(names)
+    configs = m2.get("/api/configs").json()
+    got = configs if isinstance(configs, dict) else {c["name"]: c for c in configs}
+    for name in names:
+        assert name in got
+
+
+def test_writes_need_token_when_set(cluster, tmp_path):
+    master, _ = cluster
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token-0123456789\n")
+    m = master("m1", token_file=token_file)
+    r = m.command("noop")
+    assert r.status_code == 401
+    r = m.command("noop", headers={"Authorization": "Bearer wrong-token-xxxxxxxxxx"})
+    assert r.status_code == 401
+    r = m.command("noop", headers={"Authorization": "Bearer s3cret-token-0123456789"})
+    assert r.status_code == 200 and r.json()["state"] == "SUCCEEDED"
+    assert m.get("/api/status").status_code == 200  # reads stay open

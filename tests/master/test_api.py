@@ -1,0 +1,215 @@
+"""The REST API over a real MasterService on a real ZooKeeper (FastAPI TestClient)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from master.api import create_app
+from master.service import MasterService
+
+pytestmark = pytest.mark.timeout(60)
+
+TOKEN = "a-test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def service(store, tmp_path):
+    svc = MasterService(store, tmp_path / "master-data", name="api-master")
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def client(service):
+    with TestClient(create_app(service)) as c:
+        yield c
+
+
+@pytest.fixture
+def locked(service):
+    with TestClient(create_app(service, token=TOKEN)) as c:
+        yield c
+
+
+def test_health_and_docs(client):
+    r = client.get("/api/health")
+    assert r.status_code == 200 and r.json()["ok"] and r.json()["master"] == "api-master"
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/api/status", "/api/configs/{name}", "/api/commands", "/api/validate",
+                 "/api/mappings/{physical}/{logical}", "/api/flows"):
+        assert path in paths
+
+
+def test_put_get_delete_config(client, store):
+    r = client.put("/api/configs/web1", json={"source": 'tail("/var/log/a.log")',
+                                              "sink": "{ batch(10) => null }"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["command"]["state"] == "SUCCEEDED"
+    assert body["config"] == {**body["config"], "name": "web1", "flow": "default-flow",
+                              "source": 'tail("/var/log/a.log")', "version": 0}
+    assert client.get("/api/configs/web1").json()["sink"] == "{ batch(10) => null }"
+    r = client.put("/api/configs/web1", json={"source": "asciisynth(1)", "sink": "null",
+                                              "flow": "f2"})
+    assert r.json()["config"]["flow"] == "f2" and r.json()["config"]["version"] == 1
+    assert [c["name"] for c in client.get("/api/configs").json()] == ["web1"]
+    assert client.delete("/api/configs/web1").status_code == 200
+    assert store.get_logical("web1") is None
+    assert client.get("/api/configs/web1").status_code == 404
+    r = client.delete("/api/configs/web1")
+    assert r.status_code == 404 and "no configuration" in r.json()["message"]
+
+
+def test_bad_spec_answers_400_with_positions(client, store):
+    r = client.put("/api/configs/n1", json={"source": "asciisynth(1)",
+                                            "sink": "{ batch(10) => nosink }"})
+    assert r.status_code == 400
+    body = r.json()
+    assert body["errors"] == [{"message": "unknown sink 'nosink'", "line": 1,
+                               "column": 16, "part": "sink"}]
+    assert body["message"].endswith("\n" + " " * 17 + "^")
+    r = client.post("/api/commands", json={"command": "multiconfig",
+                                           "args": ["a : null | null ;\nb : null | ("]})
+    assert r.status_code == 400 and r.json()["errors"][0]["line"] == 2
+    assert store.list_logical() == {}
+
+
+def test_commands_endpoint_runs_any_command(client, store):
+    r = client.post("/api/commands", json={"command": "map", "args": ["p1", "n1"]})
+    assert r.status_code == 200 and r.json()["state"] == "SUCCEEDED"
+    cid = r.json()["id"]
+    assert client.get(f"/api/commands/{cid}").json()["command"] == "map"
+    failed = client.post("/api/commands", json={"command": "unmap", "args": ["p1", "zz"]})
+    assert failed.status_code == 200 and failed.json()["state"] == "FAILED"
+    usage = client.post("/api/commands", json={"command": "map", "args": ["p1"]})
+    assert usage.status_code == 400 and "usage: map" in usage.json()["message"]
+    unknown = client.post("/api/commands", json={"command": "explode", "args": []})
+    assert unknown.status_code == 400
+    history = client.get("/api/commands", params={"limit": 2}).json()
+    assert [c["state"] for c in history] == ["FAILED", "FAILED"]
+    assert client.get("/api/commands/99999999").status_code == 404
+    assert client.get("/api/commands/nope").status_code == 404
+    assert client.get("/api/commands", params={"limit": 0}).status_code == 422
+
+
+def test_mappings_endpoints(client, store):
+    r = client.post("/api/mappings", json={"physical": "p1", "logical": "a"})
+    assert r.status_code == 200 and r.json()["mappings"] == {"p1": ["a"]}
+    r = client.post("/api/mappings", json={"physical": "p2", "logical": "a"})
+    assert r.status_code == 409 and "already mapped to p1" in r.json()["message"]
+    assert client.get("/api/mappings").json() == {"p1": ["a"]}
+    assert client.delete("/api/mappings/p1/a").status_code == 200
+    assert client.delete("/api/mappings/p1/a").status_code == 404
+    assert store.get_mapping("p1") == []
+
+
+def test_status_and_flows(client, store):
+    store.register_physical("p1", {"host": "h1"})
+    client.post("/api/mappings", json={"physical": "p1", "logical": "coll"})
+    client.put("/api/configs/coll", json={"source": "autoCollectorSource", "sink": "null"})
+    client.put("/api/configs/agent", json={"source": "asciisynth(1)", "sink": "autoBEChain"})
+    st = client.get("/api/status").json()
+    rows = {r["name"]: r for r in st["logical"]}
+    assert rows["coll"]["state"] == "HELLO" and rows["coll"]["host"] == "h1"
+    assert rows["agent"]["state"] == "UNMAPPED"
+    assert rows["agent"]["tsink"].startswith('agentBEChain("h1:')
+    assert st["physical"][0] == {**st["physical"][0], "name": "p1", "alive": True}
+    flows = client.get("/api/flows").json()
+    assert flows["default-flow"]["chains"] == {"agent": ["coll"]}
+
+
+def test_validate_needs_no_token_and_stores_nothing(locked, store):
+    r = locked.post("/api/validate", json={"source": "nosource(", "sink": "null"})
+    assert r.status_code == 200
+    body = r.json()
+    assert not body["ok"] and body["errors"][0]["part"] == "source"
+    assert "^" in body["message"]
+    r = locked.post("/api/validate", json={"spec": "a : asciisynth(1) | null"})
+    assert r.json() == {"ok": True, "errors": [], "message": "",
+                        "canonical": {"spec": "a : asciisynth(1) | null ;\n"}}
+    assert store.list_logical() == {}
+
+
+def test_writes_need_the_token_when_set(locked, store):
+    attempts = [("put", "/api/configs/n1", {"source": "null", "sink": "null"}),
+                ("delete", "/api/configs/n1", None),
+                ("post", "/api/mappings", {"physical": "p", "logical": "n1"}),
+                ("delete", "/api/mappings/p/n1", None),
+                ("post", "/api/commands", {"command": "noop", "args": []})]
+    for method, path, body in attempts:
+        kw = {"json": body} if body is not None else {}
+        for headers in ({}, {"Authorization": "Bearer wrong"},
+                        {"Authorization": TOKEN}, {"Authorization": "Basic " + TOKEN},
+                        {"Authorization": "Bearer \u00e9t\u00e9".encode("latin-1")}):
+            r = locked.request(method, path, headers=headers, **kw)
+            assert r.status_code == 401, (method, path, headers, r.text)
+            assert r.headers["www-authenticate"] == "Bearer"
+    assert store.list_logical() == {} and store.list_commands() == []
+    assert locked.get("/api/status").status_code == 200
+    r = locked.put("/api/configs/n1", json={"source": "null", "sink": "null"}, headers=AUTH)
+    assert r.status_code == 200
+    r = locked.post("/api/commands", json={"command": "noop"}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["state"] == "SUCCEEDED"
+
+
+def test_bad_input_never_gets_a_5xx(client):
+    bad = [("put", "/api/configs/n1", {"source": 1, "sink": "null"}),
+           ("put", "/api/configs/n1", {"source": "null"}),
+           ("put", "/api/configs/n1", {"source": "null", "sink": "null", "extra": 1}),
+           ("put", "/api/configs/n1", {"source": "x" * 70000, "sink": "null"}),
+           ("put", "/api/configs/a%20b", {"source": "null", "sink": "null"}),
+           ("put", "/api/configs/n1", {"source": "\ud800", "sink": "null"}),
+           ("put", "/api/configs/\u00e9", {"source": 'text("\ud800")', "sink": "null"}),
+           ("put", "/api/configs/n1", {"source": "null", "sink": "null", "flow": ""}),
+           ("post", "/api/commands", {"command": "config", "args": [1, 2, 3]}),
+           ("post", "/api/commands", {"command": "", "args": []}),
+           ("post", "/api/commands", {"command": "noop", "args": ["99999999999"]}),
+           ("post", "/api/commands", {"command": "config",
+                                      "args": ["..", "null", "null"]}),
+           ("post", "/api/commands", {"command": "save", "args": ["../../x"]}),
+           ("post", "/api/commands", {"command": "multiconfig", "args": ["\x00"]}),
+           ("post", "/api/mappings", {"physical": "a/b", "logical": "x"}),
+           ("post", "/api/validate", {"spec": 5})]
+    for method, path, body in bad:
+        # json.dumps escapes lone surrogates as \\ud800, which a JSON client may send
+        r = client.request(method, path, content=json.dumps(body),
+                           headers={"content-type": "application/json"})
+        assert 400 <= r.status_code < 500, (path, body, r.status_code, r.text)
+        assert "message" in r.json() or "detail" in r.json()
+    for text in ("{" * 5000, "[" * 5000, "x(" * 3000, "\x00"):
+        r = client.post("/api/validate", json={"source": text, "sink": text})
+        assert r.status_code == 200 and not r.json()["ok"], r.text
+    r = client.post("/api/commands", content=b"{not json", headers={
+        "content-type": "application/json"})
+    assert 400 <= r.status_code < 500
+
+
+def test_zookeeper_unreachable_answers_503(zk_server, zk_root, tmp_path):
+    from zk.client import connect
+    from zk.store import ConfigStore
+    own = connect(zk_server.connect_string)
+    store = ConfigStore(own, zk_root)
+    store.ensure_layout()
+    svc = MasterService(store, tmp_path / "m")
+    try:
+        with TestClient(create_app(svc)) as c:
+            assert c.get("/api/status").status_code == 200
+            own.stop()  # this master's connection is gone
+            for method, path, body in (("get", "/api/status", None),
+                                       ("get", "/api/configs", None),
+                                       ("get", "/api/health", None),
+                                       ("post", "/api/commands", {"command": "noop"}),
+                                       ("put", "/api/configs/n", {"source": "null",
+                                                                  "sink": "null"})):
+                r = c.request(method, path, **({"json": body} if body else {}))
+                assert r.status_code == 503, (path, r.text)
+    finally:
+        svc.close()
+        own.start()
+        store.remove_tree()
+        own.stop()
+        own.close()

@@ -1,0 +1,109 @@
+"""The ``flume`` command line, run as a real process."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def flume(*args, data_dir=None, timeout=60, **kw):
+    env = dict(os.environ)
+    if data_dir is not None:
+        env["FLUME_DATA_DIR"] = str(data_dir)
+    return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def test_check_prints_canonical_form():
+    r = flume("check", "-c", 'a:text("x")|{batch(10)=>gzip=>null};b : null | console')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ('a : text("x") | { batch(10) => gzip => null } ;\n'
+                        'b : null | console ;\n')
+
+
+def test_check_reports_position_with_caret():
+    r = flume("check", "-c", 'a: text("x") | consle')
+    assert r.returncode == 2
+    assert "line 1, column 16" in r.stderr
+    assert "unknown sink 'consle'" in r.stderr and "did you mean 'console'" in r.stderr
+    lines = r.stderr.splitlines()
+    caret = next(i for i, l in enumerate(lines) if l.strip() == "^")
+    assert lines[caret].index("^") == lines[caret - 1].index("consle")
+
+
+def test_check_reads_file_and_reports_every_error(tmp_path):
+    f = tmp_path / "flows.flume"
+    f.write_text('a: text("x") | batch("ten") null ;\nb: nosource | null ;\n')
+    r = flume("check", "-c", f"@{f}")
+    assert r.returncode == 2
+    assert "line 1" in r.stderr and "must be an int" in r.stderr
+    assert "line 2" in r.stderr and "unknown source 'nosource'" in r.stderr
+
+
+def test_check_missing_file_is_usage_error(tmp_path):
+    r = flume("check", "-c", f"@{tmp_path}/missing.flume")
+    assert r.returncode == 2 and "cannot read spec file" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_components_lists_usage():
+    r = flume("components")
+    assert r.returncode == 0
+    for usage in ("tail(file: str", "roll(rollmillis: int", "batch(n: int",
+                  "collectorSink" if False else "text(file: str"):
+        assert usage in r.stdout, usage
+
+
+def test_one_shot_text_to_text(tmp_path):
+    src = tmp_path / "in.log"
+    src.write_bytes(b"".join(b"line %d\n" % i for i in range(1000)))
+    out = tmp_path / "out.log"
+    r = flume("node", "--one-shot", "-n", "t1", "-c", f't1: text("{src}") | text("{out}")',
+              data_dir=tmp_path / "data")
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == src.read_bytes()
+
+
+def test_one_shot_missing_input_is_clear_error(tmp_path):
+    r = flume("node", "--one-shot", "-c", f't1: text("{tmp_path}/nope.log") | null',
+              data_dir=tmp_path / "data")
+    assert r.returncode == 1
+    assert "nope.log" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_one_shot_bad_spec_exits_2(tmp_path):
+    r = flume("node", "--one-shot", "-c", "t1: text( | null", data_dir=tmp_path / "data")
+    assert r.returncode == 2 and "^" in r.stderr
+
+
+def test_dump_prints_events():
+    r = flume("dump", "asciisynth(3, 10)", "--format", "raw")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 3
+
+
+def test_sigterm_writes_buffered_events_and_renames(tmp_path):
+    """SIGTERM closes cleanly: the batch decorator's buffer is written and the roll's file
+    gets its final name."""
+    out = tmp_path / "out"
+    spec = (f't1: asciisynth(0, 20) | {{ delay(1) => roll(600000) '
+            f'{{ escapedCustomDfs("file://{out}", "data-%{{rolltag}}") }} }}')
+    env = dict(os.environ, FLUME_DATA_DIR=str(tmp_path / "data"))
+    p = subprocess.Popen([sys.executable, "-m", "node.cli", "node", "--one-shot", "-c", spec],
+                         cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not any(out.glob(".*")):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    finals = [f for f in out.iterdir() if not f.name.startswith(".")]
+    hidden = [f for f in out.iterdir() if f.name.startswith(".")]
+    assert len(finals) == 1 and not hidden
+    assert len(finals[0].read_bytes().splitlines()) > 10

@@ -1,0 +1,129 @@
+"""The physical node against a real ZooKeeper: watches, reconciliation, resilience."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from node.physical_node import PhysicalNode
+from node.sinks import collect
+from node.sources import memory
+from zk.store import LogicalConfig
+
+
+def wait_until(cond, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def logical_status(node: PhysicalNode, store, name: str) -> dict:
+    return store.get_status(node.name).get("logical", {}).get(name, {})
+
+
+@pytest.fixture
+def pnode(zk_server, zk_root, tmp_path, store):
+    nodes = []
+
+    def start(name="p1"):
+        n = PhysicalNode(name, zk_server.connect_string, zk_root, data_dir=tmp_path / name)
+        nodes.append(n.start())
+        return n
+    yield start
+    for n in nodes:
+        n.stop()
+
+
+def test_registers_and_maps_itself(pnode, store):
+    node = pnode("p1")
+    assert "p1" in store.list_physical()
+    assert store.get_mapping("p1") == ["p1"]
+
+
+def test_config_push_restarts_only_changed_nodes(pnode, store):
+    collect.reset("pn-a")
+    collect.reset("pn-b")
+    node = pnode("p1")
+    store.map("p1", "other")
+    store.put_logical(LogicalConfig("p1", 'memory("pn-a")', 'collect("pn-a")'))
+    store.put_logical(LogicalConfig("other", 'memory("pn-b")', 'collect("pn-b")'))
+    wait_until(lambda: logical_status(node, store, "p1").get("state") == "ACTIVE", what="p1")
+    wait_until(lambda: logical_status(node, store, "other").get("state") == "ACTIVE")
+    other_flow = node.logical["other"]._flow
+    v = store.put_logical(LogicalConfig("p1", 'memory("pn-a")',
+                                        '{ value("k", "v") => collect("pn-a") }'))
+    wait_until(lambda: logical_status(node, store, "p1").get("version") == v)
+    assert node.logical["other"]._flow is other_flow  # untouched
+    memory.push("pn-a", [b"x"])
+    got = wait_until(lambda: collect.collected("pn-a"))
+    assert got[0].attrs["k"] == b"v"
+
+
+def test_unmap_stops_logical_node(pnode, store):
+    node = pnode("p1")
+    store.map("p1", "gone")
+    store.put_logical(LogicalConfig("gone", 'memory("pn-gone")', "null"))
+    wait_until(lambda: logical_status(node, store, "gone").get("state") == "ACTIVE")
+    ln = node.logical["gone"]
+    store.unmap("p1", "gone")
+    wait_until(lambda: "gone" not in store.get_status("p1").get("logical", {}))
+    assert ln.state.value == "IDLE"
+
+
+def test_bad_spec_keeps_last_good_flow(pnode, store):
+    collect.reset("pn-good")
+    node = pnode("p1")
+    store.put_logical(LogicalConfig("p1", 'memory("pn-good")', 'collect("pn-good")'))
+    wait_until(lambda: logical_status(node, store, "p1").get("state") == "ACTIVE")
+    store.put_logical(LogicalConfig("p1", 'memory("pn-good")', 'nosuchsink(1)'))
+    st = wait_until(lambda: (s := logical_status(node, store, "p1")).get("state") == "ERROR"
+                    and s)
+    assert "nosuchsink" in st["last_error"]
+    memory.push("pn-good", [b"still running"])
+    wait_until(lambda: collect.collected("pn-good"), what="old flow still running")
+
+
+def test_spec_that_fails_to_open_is_error(pnode, store):
+    node = pnode("p1")
+    store.put_logical(LogicalConfig("p1", 'text("/nonexistent/in.log")', "null"))
+    st = wait_until(lambda: (s := logical_status(node, store, "p1")).get("state") == "ERROR"
+                    and s)
+    assert "/nonexistent/in.log" in st["last_error"]
+
+
+def test_zookeeper_restart_under_running_node(tmp_path):
+    """The node keeps its flows while ZooKeeper is away and resynchronises afterwards."""
+    from tests.conftest import free_port
+    from zk.client import connect
+    from zk.server import ManagedZooKeeper
+    from zk.store import ConfigStore
+    port = free_port()
+    zk = ManagedZooKeeper(tmp_path / "zk", port=port).start()
+    node = None
+    client = connect(zk.connect_string)
+    try:
+        store = ConfigStore(client, "/r")
+        store.ensure_layout()
+        collect.reset("zkr")
+        node = PhysicalNode("p1", zk.connect_string, "/r", data_dir=tmp_path / "n").start()
+        store.put_logical(LogicalConfig("p1", 'memory("zkr")', 'collect("zkr")'))
+        wait_until(lambda: store.get_status("p1").get("logical", {}).get("p1", {})
+                   .get("state") == "ACTIVE")
+        zk.stop()
+        memory.push("zkr", [b"while zk is down"])
+        wait_until(lambda: collect.collected("zkr"), what="flow runs without ZooKeeper")
+        zk = ManagedZooKeeper(tmp_path / "zk", port=port).start()
+        v = store.put_logical(LogicalConfig("p1", 'memory("zkr")',
+                                            '{ value("after", "1") => collect("zkr") }'))
+        wait_until(lambda: store.get_status("p1").get("logical", {}).get("p1", {})
+                   .get("version") == v, timeout=30, what="new spec after restart")
+        wait_until(lambda: "p1" in store.list_physical(), what="registered again")
+    finally:
+        if node:
+            node.stop()
+        client.stop()
+        zk.stop()

@@ -1,0 +1,261 @@
+"""Syslog message parsing (RFC 3164, RFC 5424, malformed) and TCP framing (LF, RFC 6587)."""
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from node.event import Priority
+from node.sources.syslog import (MALFORMED, MAX_FRAME, NOHEADER, OK, parse_message,
+                                 parse_messages, split_frames)
+
+PEER = "192.0.2.77"
+
+
+def local_ms(*args) -> int:
+    return int(datetime.datetime(*args).timestamp() * 1000)
+
+
+def utc_ms(*args) -> int:
+    return int(datetime.datetime(*args, tzinfo=datetime.timezone.utc).timestamp() * 1000)
+
+
+NOW = local_ms(2024, 6, 15, 12, 0, 0)
+
+
+def parse(raw: bytes, now: int = NOW):
+    return parse_message(raw, now, PEER)
+
+
+# ------------------------------------------------------------------ RFC 3164
+
+def test_3164_rfc_example():
+    raw = b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8"
+    ev, status = parse(raw)
+    assert status == OK
+    assert ev.body == raw
+    assert ev.attrs == {"syslogfacility": b"4", "syslogseverity": b"2"}
+    assert ev.priority is Priority.FATAL
+    assert ev.host == "mymachine"
+    # October 11th is more than a day after June 15th: last year
+    assert ev.timestamp == local_ms(2023, 10, 11, 22, 14, 15)
+
+
+def test_3164_space_padded_day_and_this_year():
+    raw = b"<13>Feb  5 17:32:18 10.0.0.99 Use the BFG!"
+    ev, status = parse(raw)
+    assert status == OK
+    assert ev.host == "10.0.0.99"
+    assert ev.attrs == {"syslogfacility": b"1", "syslogseverity": b"5"}
+    assert ev.priority is Priority.INFO
+    assert ev.timestamp == local_ms(2024, 2, 5, 17, 32, 18)
+
+
+def test_3164_stamp_less_than_a_day_ahead_keeps_this_year():
+    ev, _ = parse(b"<13>Jun 16 06:00:00 h m")
+    assert ev.timestamp == local_ms(2024, 6, 16, 6, 0, 0)
+    ev, _ = parse(b"<13>Jun 17 06:00:00 h m")          # over a day ahead: last year
+    assert ev.timestamp == local_ms(2023, 6, 17, 6, 0, 0)
+
+
+def test_3164_new_year_both_ways():
+    just_after = local_ms(2025, 1, 1, 0, 5, 0)
+    ev, _ = parse(b"<13>Dec 31 23:59:00 h m", just_after)
+    assert ev.timestamp == local_ms(2024, 12, 31, 23, 59, 0)
+    just_before = local_ms(2024, 12, 31, 23, 59, 0)
+    ev, _ = parse(b"<13>Jan  1 00:00:05 h m", just_before)   # sender's clock a bit ahead
+    assert ev.timestamp == local_ms(2025, 1, 1, 0, 0, 5)
+
+
+def test_3164_impossible_date_uses_arrival_time():
+    ev, status = parse(b"<13>Feb 30 10:00:00 host msg")
+    assert status == OK
+    assert ev.timestamp == NOW
+    assert ev.host == "host"
+
+
+def test_3164_tag_without_hostname_uses_peer():
+    ev, status = parse(b"<13>Feb  5 17:32:18 su: message")
+    assert status == OK
+    assert ev.host == PEER
+    ev, _ = parse(b"<13>Feb  5 17:32:18 sshd[123]: message")
+    assert ev.host == PEER
+
+
+def test_3164_pri_without_header():
+    raw = b"<11>something happened"
+    ev, status = parse(raw)
+    assert status == NOHEADER
+    assert ev.body == raw
+    assert ev.attrs == {"syslogfacility": b"1", "syslogseverity": b"3"}
+    assert ev.priority is Priority.ERROR
+    assert ev.host == PEER
+    assert ev.timestamp == NOW
+
+
+@pytest.mark.parametrize("sev,prio", [
+    (0, Priority.FATAL), (1, Priority.FATAL), (2, Priority.FATAL), (3, Priority.ERROR),
+    (4, Priority.WARN), (5, Priority.INFO), (6, Priority.INFO), (7, Priority.DEBUG)])
+def test_severity_to_priority(sev, prio):
+    ev, _ = parse(b"<%d>Oct 11 22:14:15 h m" % (8 * 16 + sev))
+    assert ev.priority is prio
+    assert ev.attrs["syslogseverity"] == str(sev).encode()
+    assert ev.attrs["syslogfacility"] == b"16"
+
+
+def test_pri_extremes():
+    ev, status = parse(b"<0>Oct 11 22:14:15 h m")
+    assert status == OK and ev.attrs == {"syslogfacility": b"0", "syslogseverity": b"0"}
+    ev, status = parse(b"<191>Oct 11 22:14:15 h m")
+    assert status == OK and ev.attrs == {"syslogfacility": b"23", "syslogseverity": b"7"}
+
+
+@pytest.mark.parametrize("raw", [b"", b"hello world", b"<>x", b"<12", b"<192>x", b"<999>x",
+                                 b"<1a>x", b"<-1>x", b" <13>x", b"<0013>x"])
+def test_malformed_is_emitted_raw(raw):
+    ev, status = parse(raw)
+    assert status == MALFORMED
+    assert ev.body == raw
+    assert ev.priority is Priority.INFO
+    assert ev.attrs == {}
+    assert ev.host == PEER
+    assert ev.timestamp == NOW
+
+
+def test_malformed_without_peer_uses_local_host():
+    from node.event import LOCAL_HOST
+    ev, status = parse_message(b"junk", NOW)
+    assert status == MALFORMED and ev.host == LOCAL_HOST
+
+
+# ------------------------------------------------------------------ RFC 5424
+
+def test_5424_rfc_example_1():
+    raw = (b"<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - "
+           b"\xef\xbb\xbf'su root' failed for lonvick on /dev/pts/8")
+    ev, status = parse(raw)
+    assert status == OK
+    assert ev.body == raw
+    assert ev.host == "mymachine.example.com"
+    assert ev.timestamp == utc_ms(2003, 10, 11, 22, 14, 15) + 3
+    assert ev.priority is Priority.FATAL
+    assert ev.attrs == {"syslogfacility": b"4", "syslogseverity": b"2",
+                        "syslog.appname": b"su", "syslog.msgid": b"ID47"}
+
+
+def test_5424_offset_and_microseconds():
+    raw = (b"<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - - "
+           b"%% It's time to make the do-nuts.")
+    ev, status = parse(raw)
+    assert status == OK
+    assert ev.timestamp == utc_ms(2003, 8, 24, 12, 14, 15)
+    assert ev.host == "192.0.2.1"
+    assert ev.priority is Priority.INFO
+    assert ev.attrs == {"syslogfacility": b"20", "syslogseverity": b"5",
+                        "syslog.appname": b"myproc", "syslog.procid": b"8710"}
+
+
+def test_5424_structured_data():
+    raw = (b'<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 '
+           b'[exampleSDID@32473 iut="3" eventSource="Application" eventID="1011"]'
+           b'[examplePriority@32473 class="high"] An application event log entry')
+    ev, status = parse(raw)
+    assert status == OK
+    assert ev.attrs["syslog.appname"] == b"evntslog"
+    assert ev.attrs["syslog.msgid"] == b"ID47"
+    assert ev.body == raw
+
+
+def test_5424_sd_with_escapes_and_no_message():
+    raw = b'<13>1 2024-01-02T03:04:05Z h app 1 m [x@1 a="q\\"]uote" b="br]ack\\]et"]'
+    ev, status = parse(raw)
+    assert status == OK
+    assert ev.attrs["syslog.procid"] == b"1"
+
+
+def test_5424_all_nil():
+    ev, status = parse(b"<14>1 - - - - - -")
+    assert status == OK
+    assert ev.host == PEER
+    assert ev.timestamp == NOW
+    assert ev.attrs == {"syslogfacility": b"1", "syslogseverity": b"6"}
+
+
+def test_5424_unparseable_timestamp_uses_arrival_time():
+    ev, status = parse(b"<14>1 yesterday host app - - - hi")
+    assert status == OK
+    assert ev.timestamp == NOW and ev.host == "host"
+
+
+@pytest.mark.parametrize("raw", [
+    b"<14>1 2003-10-11T22:14:15Z host",                       # fields missing
+    b"<14>1 2003-10-11T22:14:15Z host app proc msgid",        # no SD
+    b'<14>1 2003-10-11T22:14:15Z host app proc msgid [x a="b" unterminated',
+    b"<14>1 2003-10-11T22:14:15Z host app proc msgid {not sd} msg",
+    b'<14>1 2003-10-11T22:14:15Z host app proc msgid [x a="b"]glued',
+    b"<14>1 2003-10-11T22:14:15Z  app proc msgid - msg",     # empty field
+])
+def test_5424_broken_header_is_malformed_but_keeps_pri(raw):
+    ev, status = parse(raw)
+    assert status == MALFORMED
+    assert ev.body == raw
+    assert ev.priority is Priority.INFO   # severity 6
+    assert ev.attrs == {"syslogfacility": b"1", "syslogseverity": b"6"}
+    assert ev.host == PEER
+
+
+def test_parse_messages_counts_and_nanos():
+    raws = [b"<13>Feb  5 17:32:18 h a", b"junk", b"<13>no header", b"<14>1 - - - - - -"]
+    events, bad, nohdr = parse_messages(raws, [PEER] * 4, NOW)
+    assert [e.body for e in events] == raws
+    assert (bad, nohdr) == (1, 1)
+    nanos = [e.nanos for e in events]
+    assert nanos == sorted(set(nanos))
+
+
+# ------------------------------------------------------------------ TCP framing
+
+def octet(msg: bytes) -> bytes:
+    return b"%d " % len(msg) + msg
+
+
+def test_split_lf_frames_with_crlf_and_rest():
+    frames, rest, cuts = split_frames(b"<13>a\n<13>b\r\n\n<13>c")
+    assert frames == [b"<13>a", b"<13>b"]
+    assert rest == b"<13>c"
+    assert cuts == 0
+
+
+def test_split_octet_counted_frames_keep_newlines_inside():
+    m1, m2 = b"<34>1 - - - - - - line one\nline two", b"<13>x"
+    frames, rest, _ = split_frames(octet(m1) + octet(m2))
+    assert frames == [m1, m2]
+    assert rest == b""
+
+
+def test_split_mixed_and_partial_octet_frames():
+    m = b"<34>1 - h a - - - hello"
+    data = octet(m) + b"<13>lf framed\n" + octet(m)
+    frames, rest, _ = split_frames(data[:-3])
+    assert frames == [m, b"<13>lf framed"]
+    assert rest == octet(m)[:-3]
+    frames, rest, _ = split_frames(rest + data[-3:])
+    assert frames == [m] and rest == b""
+
+
+def test_split_waits_for_a_length_still_arriving():
+    frames, rest, _ = split_frames(b"12")
+    assert frames == [] and rest == b"12"
+
+
+def test_split_oversize_lf_frame_is_cut():
+    data = b"<13>" + b"x" * (MAX_FRAME + 10)
+    frames, rest, cuts = split_frames(data)
+    assert cuts == 1
+    assert frames == [data[:MAX_FRAME]]
+    assert rest == data[MAX_FRAME:]
+
+
+def test_split_bogus_octet_count_falls_back_to_lf():
+    frames, rest, _ = split_frames(b"99999999999 not a length\n")
+    assert frames == [b"99999999999 not a length"] and rest == b""

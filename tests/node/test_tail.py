@@ -1,0 +1,551 @@
+"""tail, multitail and tailDir on real files: delimiters, rotation, truncation, restarts."""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import pytest
+
+from node.checkpoint import Checkpoint
+from node.clock import ManualClock
+from node.errors import SpecError
+from node.registry import build_source
+from node.sources import tail as tail_mod
+from node.sources.tail import MultiTailSource, TailDirSource, TailSource
+from node.spec import parse_source
+
+
+def lines(a: int, b: int) -> bytes:
+    return b"".join(b"line %05d\n" % i for i in range(a, b))
+
+
+def bodies(a: int, b: int) -> list[bytes]:
+    return [b"line %05d" % i for i in range(a, b)]
+
+
+def append(path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def read_n(src, n: int, timeout: float = 5.0) -> list[bytes]:
+    """Bodies from ``src`` until ``n`` arrived or the deadline passed."""
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < deadline:
+        batch = src.next_batch(0.05)
+        if batch:
+            out.extend(e.body for e in batch)
+    return out
+
+
+def read_quiet(src, seconds: float = 0.3) -> list[bytes]:
+    """Everything ``src`` returns within ``seconds`` (to check that nothing more comes)."""
+    out: list[bytes] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        batch = src.next_batch(0.05)
+        if batch:
+            out.extend(e.body for e in batch)
+    return out
+
+
+def commit(ctx, src) -> None:
+    ctx.store.commit([Checkpoint(src.checkpoint())])
+
+
+@pytest.fixture
+def opened():
+    srcs = []
+
+    def open_(src, ctx):
+        src.open(ctx)
+        srcs.append(src)
+        return src
+    yield open_
+    for s in srcs:
+        s.close()
+
+
+# ---------------------------------------------------------------- basics
+
+def test_lines_and_incomplete_last_record(ctx, tmp_path, opened):
+    f = tmp_path / "a.log"
+    f.write_bytes(b"one\ntwo\nthr")
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 2) == [b"one", b"two"]
+    assert read_quiet(src, 0.2) == []          # "thr" has no delimiter yet
+    pos = src.checkpoint()["tail:" + str(f)]
+    assert pos["offset"] == 8 and pos["ino"] == os.stat(f).st_ino
+    assert bytes.fromhex(pos["fp"]) == b"one\ntwo\n"
+    append(f, b"ee\n\nfour\n")
+    batch = []
+    deadline = time.monotonic() + 5
+    while len(batch) < 3 and time.monotonic() < deadline:
+        batch.extend(src.next_batch(0.05) or [])
+    assert [e.body for e in batch] == [b"three", b"", b"four"]
+    assert all(e.attrs == {"tailSrcFile": b"a.log"} for e in batch)
+    assert src.checkpoint()["tail:" + str(f)]["offset"] == f.stat().st_size
+
+
+@pytest.mark.parametrize("delim,mode,expected,offset", [
+    # literal delimiters (fast path), written as regexes
+    ("\\|\\|", "exclude", [b"a", b"b", b"", b"c"], 11),
+    ("\\|\\|", "prev", [b"a||", b"b||", b"||", b"c||"], 11),
+    ("\\|\\|", "next", [b"a", b"||b", b"||", b"||c"], 9),
+    # true regexes
+    ("[;,]+", "exclude", [b"a", b"b", b"c"], 7),
+    ("[;,]+", "prev", [b"a;", b"b,,", b"c;"], 7),
+    ("[;,]+", "next", [b"a", b";b", b",,c"], 6),
+])
+def test_delim_modes(ctx, tmp_path, opened, delim, mode, expected, offset):
+    f = tmp_path / "d.log"
+    f.write_bytes(b"a||b||||c||d" if "|" in delim else b"a;b,,c;d")
+    src = opened(TailSource(str(f), delim=delim, delimMode=mode), ctx)
+    assert read_n(src, len(expected)) == expected
+    assert read_quiet(src, 0.2) == []
+    assert src.checkpoint()["tail:" + str(f)]["offset"] == offset
+
+
+def test_regex_delimiter_spanning_reads(ctx, tmp_path, opened, monkeypatch):
+    monkeypatch.setattr(tail_mod, "CHUNK", 7)   # force many small reads
+    f = tmp_path / "r.log"
+    f.write_bytes(b"rec1<END>rec22<END><END>rec333<END>tail")
+    src = opened(TailSource(str(f), delim="<END>(<END>)*", delimMode="exclude"), ctx)
+    assert read_n(src, 3) == [b"rec1", b"rec22", b"rec333"]
+    assert src.checkpoint()["tail:" + str(f)]["offset"] == len(
+        b"rec1<END>rec22<END><END>rec333<END>")
+
+
+def test_start_from_end(ctx, tmp_path, opened):
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 10))
+    src = opened(TailSource(str(f), True), ctx)
+    assert read_quiet(src, 0.2) == []
+    append(f, lines(10, 12))
+    assert read_n(src, 2) == bodies(10, 12)
+
+
+def test_start_from_end_ignored_with_saved_position(make_ctx, tmp_path, opened):
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 10))
+    ctx = make_ctx("n1")
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 10) == bodies(0, 10)
+    commit(ctx, src)
+    src.close()
+    append(f, lines(10, 15))
+    src2 = opened(TailSource(str(f), True), make_ctx("n1"))
+    assert read_n(src2, 5) == bodies(10, 15)
+
+
+def test_file_appearing_later(ctx, tmp_path, opened):
+    f = tmp_path / "later.log"
+    src = opened(TailSource(str(f), True), ctx)
+    assert src.next_batch(0.1) == []
+    assert src.checkpoint() == {}
+    f.write_bytes(lines(0, 3))      # appeared after open: read from its start
+    assert read_n(src, 3) == bodies(0, 3)
+
+
+def test_close_unblocks_next_batch(ctx, tmp_path):
+    src = TailSource(str(tmp_path / "none.log"))
+    src.open(ctx)
+    result = []
+    t = threading.Thread(target=lambda: result.append(src.next_batch(30)))
+    t.start()
+    time.sleep(0.1)     # let the reader block
+    t0 = time.monotonic()
+    src.close()
+    t.join(5)
+    assert not t.is_alive() and time.monotonic() - t0 < 1
+    assert result == [None]
+
+
+def test_spec_building_and_errors():
+    src = build_source(parse_source(
+        'tail("/tmp/x.log", true, delim="\\n\\n", delimMode="prev")'))
+    assert isinstance(src, TailSource)
+    assert isinstance(build_source(parse_source('multitail("a", "b")')), MultiTailSource)
+    assert isinstance(build_source(parse_source('tailDir("/tmp", fileregex=".*\\\\.log", '
+                                                'recurseDepth=2)')), TailDirSource)
+    with pytest.raises(SpecError, match="delimMode"):
+        build_source(parse_source('tail("x", delimMode="middle")'))
+    with pytest.raises(SpecError, match="empty string"):
+        build_source(parse_source('tail("x", delim="a*")'))
+    with pytest.raises(SpecError):
+        build_source(parse_source('tailDir("/tmp", fileregex="(")'))
+
+
+# ---------------------------------------------------------------- truncation and rotation
+
+def test_truncation_without_copy(ctx, tmp_path, opened):
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 20))
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 20) == bodies(0, 20)
+    with open(f, "r+b") as fh:
+        fh.truncate(0)
+    append(f, lines(100, 103))
+    assert read_n(src, 3) == bodies(100, 103)
+    assert read_quiet(src, 0.2) == []
+    assert src.metrics.get("truncations") == 1
+
+
+def test_truncation_regrown_past_offset_is_detected(ctx, tmp_path, opened):
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 5))
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 5) == bodies(0, 5)
+    with open(f, "r+b") as fh:      # truncated and rewritten longer before the next poll
+        fh.truncate(0)
+    append(f, lines(100, 120))
+    assert read_n(src, 20) == bodies(100, 120)
+
+
+def test_copytruncate_recovers_unread_rest(ctx, tmp_path, opened):
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 10))
+    (tmp_path / "a.log.2").write_bytes(lines(0, 30))   # an older copy: wrong bytes
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 10) == bodies(0, 10)
+    append(f, lines(10, 20) + b"line 000")    # not read yet; last line incomplete
+    shutil.copyfile(f, tmp_path / "a.log.1")
+    with open(f, "r+b") as fh:
+        fh.truncate(0)
+    append(f, b"20\n" + lines(21, 25))
+    # The incomplete copy line is emitted as it is when the copy is left.
+    assert read_n(src, 16) == bodies(10, 20) + [b"line 000", b"20"] + bodies(21, 25)
+    assert read_quiet(src, 0.2) == []
+    pos = src.checkpoint()["tail:" + str(f)]
+    assert pos["ino"] == f.stat().st_ino and pos["offset"] == f.stat().st_size
+
+
+def test_rename_rotation_drains_old_file_first(ctx, tmp_path, opened):
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 10))
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 10) == bodies(0, 10)
+    with open(f, "ab", buffering=0) as w:          # the writer's open file
+        w.write(lines(10, 15))
+        os.rename(f, tmp_path / "a.log.1")
+        f.write_bytes(b"")                           # logrotate "create"
+        assert read_n(src, 5) == bodies(10, 15)
+        assert read_quiet(src, 0.2) == []            # the new file is still empty
+        w.write(lines(15, 18))                       # still writing to the old inode
+        assert read_n(src, 3) == bodies(15, 18)
+        w.write(lines(18, 20))
+    append(f, lines(20, 25))                         # reopened: writes the new file
+    assert read_n(src, 7) == bodies(18, 25)
+    assert src.checkpoint()["tail:" + str(f)]["ino"] == f.stat().st_ino
+    assert src.metrics.get("rotations") == 1
+
+
+def test_rotated_file_left_after_idle(make_ctx, tmp_path, opened):
+    clock = ManualClock()
+    ctx = make_ctx("n1", clock=clock)
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 3))
+    old_ino = f.stat().st_ino
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 3) == bodies(0, 3)
+    os.rename(f, tmp_path / "a.log.1")
+    f.write_bytes(b"")
+    assert read_quiet(src, 0.2) == []
+    assert src.checkpoint()["tail:" + str(f)]["ino"] == old_ino     # new file empty: wait
+    append(tmp_path / "a.log.1", lines(3, 4))                      # a late line
+    assert read_n(src, 1) == bodies(3, 4)
+    clock.advance(tail_mod.IDLE_SWITCH + 0.1)
+    deadline = time.monotonic() + 5
+    while (src.checkpoint()["tail:" + str(f)]["ino"] == old_ino
+           and time.monotonic() < deadline):
+        src.next_batch(0.05)
+    assert src.checkpoint()["tail:" + str(f)] == {
+        "dev": f.stat().st_dev, "ino": f.stat().st_ino, "offset": 0, "fp": ""}
+    append(f, lines(4, 6))
+    assert read_n(src, 2) == bodies(4, 6)
+
+
+def test_lagging_follower_keeps_every_rotated_file(ctx, tmp_path, opened, monkeypatch):
+    """Two rename rotations while the follower is still busy with the first file: the
+    file in between is not skipped."""
+    monkeypatch.setattr(tail_mod, "POLL", 0.0)      # check the path on every poll
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 20_000))
+    src = opened(TailSource(str(f)), ctx)
+    got = [e.body for e in src.next_batch(1)]
+    os.rename(f, tmp_path / "a.log.1")
+    f.write_bytes(lines(20_000, 20_010))
+    got += [e.body for e in src.next_batch(1)]
+    assert src.metrics.get("rotations") == 1
+    os.rename(tmp_path / "a.log.1", tmp_path / "a.log.2")
+    os.rename(f, tmp_path / "a.log.1")
+    f.write_bytes(lines(20_010, 20_020))
+    got += read_n(src, 20_020 - len(got))
+    assert got == bodies(0, 20_020)
+
+
+def test_lagging_follower_recovers_copytruncated_next_file(ctx, tmp_path, opened,
+                                                           monkeypatch):
+    monkeypatch.setattr(tail_mod, "POLL", 0.0)
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 20_000))
+    src = opened(TailSource(str(f)), ctx)
+    got = [e.body for e in src.next_batch(1)]
+    os.rename(f, tmp_path / "a.log.1")
+    f.write_bytes(lines(20_000, 20_010))
+    got += [e.body for e in src.next_batch(1)]      # sees the new file and its head
+    append(f, lines(20_010, 20_012))
+    os.rename(tmp_path / "a.log.1", tmp_path / "a.log.2")
+    shutil.copyfile(f, tmp_path / "a.log.1")        # copytruncate of the file not reached
+    os.truncate(f, 0)
+    append(f, lines(20_012, 20_015))
+    got += read_n(src, 20_015 - len(got))
+    assert got == bodies(0, 20_015)
+    assert src.metrics.get("truncations") == 1
+
+
+class _Writer:
+    """Appends numbered lines at about ``rate`` lines/s to ``path`` through an O_APPEND
+    descriptor, like a logging program; ``reopen()`` makes it reopen the path (what a
+    program does on SIGHUP after logrotate)."""
+
+    def __init__(self, path, rate: int = 2000):
+        self.path = str(path)
+        self.lock = threading.Lock()
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.reopen_wanted = False
+        self.count = 0
+        self.stop = threading.Event()
+        self.rate = rate
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        per = 10
+        t0 = time.monotonic()
+        while not self.stop.is_set():
+            with self.lock:
+                if self.reopen_wanted:
+                    os.close(self.fd)
+                    self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                      0o644)
+                    self.reopen_wanted = False
+                i = self.count
+                os.write(self.fd, b"".join(b"%08d %s\n" % (n, b"x" * (n % 37))
+                                           for n in range(i, i + per)))
+                self.count = i + per
+            # pace: stay near `rate` lines per second
+            ahead = self.count / self.rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+        os.close(self.fd)
+
+    def reopen(self) -> None:
+        with self.lock:
+            self.reopen_wanted = True
+
+
+def _shift(path) -> None:
+    one = f"{path}.1"
+    if os.path.exists(one):
+        os.replace(one, f"{path}.2")
+
+
+def test_rotation_under_steady_writer(ctx, tmp_path, opened):
+    """20 rename-and-create and 20 copytruncate rotations done as logrotate does them, with
+    a writer at 2000 lines/s: every line arrives exactly once and in order."""
+    path = tmp_path / "app.log"
+    w = _Writer(path)
+    src = opened(TailSource(str(path)), ctx)
+    got: list[bytes] = []
+    reading = threading.Event()
+
+    def reader():
+        while not reading.is_set():
+            batch = src.next_batch(0.1)
+            if batch:
+                got.extend(e.body for e in batch)
+    rt = threading.Thread(target=reader, daemon=True)
+    rt.start()
+    w.thread.start()
+    try:
+        for k in range(40):
+            time.sleep(0.2)         # the interval between rotations (pacing, not waiting)
+            _shift(path)
+            if k % 2 == 0:          # rename and create, then the program reopens
+                os.rename(path, f"{path}.1")
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                time.sleep(0.03)
+                w.reopen()
+            else:                   # copytruncate with the writer held between lines
+                with w.lock:
+                    shutil.copyfile(path, f"{path}.1")
+                    os.truncate(path, 0)
+    finally:
+        w.stop.set()
+        w.thread.join(5)
+    total = w.count
+    deadline = time.monotonic() + 10
+    while len(got) < total and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reading.set()
+    rt.join(5)
+    assert total > 10_000
+    expected = [b"%08d %s" % (n, b"x" * (n % 37)) for n in range(total)]
+    if got != expected:
+        missing = sorted(set(expected) - set(got))[:5]
+        dup = len(got) - len(set(got))
+        pytest.fail(f"got {len(got)} of {total} lines; first missing {missing}; "
+                    f"duplicates {dup}")
+    assert src.metrics.get("rotations", 0) >= 20
+    assert src.metrics.get("truncations", 0) >= 20
+
+
+# ---------------------------------------------------------------- restarts
+
+def test_restart_resumes_without_loss_or_repeat(make_ctx, tmp_path, opened):
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 10_000))
+    ctx = make_ctx("n1")
+    src = opened(TailSource(str(f)), ctx)
+    first = src.next_batch(1)
+    n = len(first)
+    assert 0 < n < 10_000
+    commit(ctx, src)
+    second = src.next_batch(1)       # read but never committed: read again after restart
+    assert second
+    src.close()
+    append(f, lines(10_000, 10_010))
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    rest = read_n(src2, 10_010 - n)
+    assert [e.body for e in first] + rest == bodies(0, 10_010)
+    assert read_quiet(src2, 0.2) == []
+
+
+def test_rotated_while_stopped_is_finished_first(make_ctx, tmp_path, opened):
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 10))
+    ctx = make_ctx("n1")
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 10) == bodies(0, 10)
+    commit(ctx, src)
+    src.close()
+    append(f, lines(10, 15))
+    os.rename(f, tmp_path / "a.log.1")
+    (tmp_path / "a.log.2").write_bytes(lines(0, 10))   # same name pattern, other inode
+    f.write_bytes(lines(15, 20))
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src2, 10) == bodies(10, 20)
+    assert read_quiet(src2, 0.2) == []
+
+
+def test_rotated_away_while_stopped_reads_new_file(make_ctx, tmp_path, opened, caplog):
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 10))
+    ctx = make_ctx("n1")
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 10) == bodies(0, 10)
+    commit(ctx, src)
+    src.close()
+    os.unlink(f)
+    f.write_bytes(lines(50, 53))
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src2, 3) == bodies(50, 53)
+    assert "cannot be found" in caplog.text
+
+
+def test_copytruncated_while_stopped(make_ctx, tmp_path, opened):
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 10))
+    ctx = make_ctx("n1")
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 10) == bodies(0, 10)
+    commit(ctx, src)
+    src.close()
+    append(f, lines(10, 15))
+    shutil.copyfile(f, tmp_path / "a.log.1")
+    with open(f, "r+b") as fh:
+        fh.truncate(0)
+    append(f, lines(100, 130))       # regrown past the saved offset: same inode, new bytes
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src2, 35) == bodies(10, 15) + bodies(100, 130)
+    assert read_quiet(src2, 0.2) == []
+
+
+# ---------------------------------------------------------------- multitail, tailDir
+
+def test_multitail(ctx, tmp_path, opened):
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_bytes(b"a1\na2\n")
+    src = opened(MultiTailSource(str(a), str(b)), ctx)
+    b.write_bytes(b"b1\n")
+    got = []
+    deadline = time.monotonic() + 5
+    while len(got) < 3 and time.monotonic() < deadline:
+        got.extend(src.next_batch(0.05) or [])
+    assert sorted((e.attrs["tailSrcFile"], e.body) for e in got) == [
+        (b"a.log", b"a1"), (b"a.log", b"a2"), (b"b.log", b"b1")]
+    cp = src.checkpoint()
+    assert cp["tail:" + str(a)]["offset"] == 6 and cp["tail:" + str(b)]["offset"] == 3
+
+
+def _read_dir(src, n, timeout=5.0):
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        got.extend(src.next_batch(0.05) or [])
+    return sorted((e.attrs["tailSrcFile"], e.body) for e in got)
+
+
+def test_tail_dir(ctx, tmp_path, opened):
+    d = tmp_path / "logs"
+    (d / "sub" / "deeper").mkdir(parents=True)
+    (d / "a.log").write_bytes(b"a1\n")
+    (d / "x.txt").write_bytes(b"not matched\n")
+    (d / "sub" / "b.log").write_bytes(b"b1\n")
+    (d / "sub" / "deeper" / "z.log").write_bytes(b"too deep\n")
+    src = opened(TailDirSource(str(d), fileregex=r".*\.log", recurseDepth=1), ctx)
+    assert _read_dir(src, 2) == [(b"a.log", b"a1"), (b"b.log", b"b1")]
+    (d / "c.log").write_bytes(b"c1\n")                 # appears later
+    (d / "sub2").mkdir()                               # a subdirectory appearing later
+    (d / "sub2" / "e.log").write_bytes(b"e1\n")
+    append(d / "a.log", b"a2\n")
+    assert _read_dir(src, 3) == [(b"a.log", b"a2"), (b"c.log", b"c1"), (b"e.log", b"e1")]
+    # a rename rotation: the renamed file is not followed as a new file
+    os.rename(d / "a.log", d / "a.log.1")
+    (d / "a.log").write_bytes(b"a3\n")
+    assert _read_dir(src, 1) == [(b"a.log", b"a3")]
+    assert _read_dir(src, 1, timeout=2 * tail_mod.SCAN_EVERY + 0.3) == []
+    keys = set(src.checkpoint())
+    assert {"tail:" + str(d / n) for n in ("a.log", "c.log", "sub/b.log",
+                                           "sub2/e.log")} == keys
+
+
+def test_tail_dir_depth_zero_and_start_from_end(ctx, tmp_path, opened):
+    d = tmp_path / "logs"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.log").write_bytes(b"old\n")
+    (d / "sub" / "b.log").write_bytes(b"b1\n")
+    src = opened(TailDirSource(str(d), ".*", True), ctx)
+    append(d / "a.log", b"new\n")
+    (d / "c.log").write_bytes(b"c1\n")          # new files are read from their start
+    assert _read_dir(src, 2) == [(b"a.log", b"new"), (b"c.log", b"c1")]
+    assert _read_dir(src, 1, timeout=2 * tail_mod.SCAN_EVERY + 0.3) == []
+
+
+def test_tail_dir_resumes_per_file(make_ctx, tmp_path, opened):
+    d = tmp_path / "logs"
+    d.mkdir()
+    (d / "a.log").write_bytes(b"a1\n")
+    (d / "b.log").write_bytes(b"b1\n")
+    ctx = make_ctx("n1")
+    src = opened(TailDirSource(str(d)), ctx)
+    assert _read_dir(src, 2) == [(b"a.log", b"a1"), (b"b.log", b"b1")]
+    commit(ctx, src)
+    src.close()
+    append(d / "a.log", b"a2\n")
+    src2 = opened(TailDirSource(str(d)), make_ctx("n1"))
+    assert _read_dir(src2, 1) == [(b"a.log", b"a2")]
+    assert _read_dir(src2, 1, timeout=0.3) == []

@@ -1,0 +1,41 @@
+// Event transport between agents and collectors. Loaded at run time with thriftpy2
+// (module_name="flume_thrift"); this file is the source of truth.
+
+namespace py flume_thrift
+
+enum Priority {
+  FATAL = 0,
+  ERROR = 1,
+  WARN = 2,
+  INFO = 3,
+  DEBUG = 4,
+  TRACE = 5
+}
+
+struct ThriftFlumeEvent {
+  1: i64 timestamp,
+  2: Priority priority,
+  3: binary body,
+  4: i64 nanos,
+  5: string host,
+  6: map<string, binary> fieldss
+}
+
+enum Status {
+  OK = 0,          // every event of the batch is accepted
+  RETRY = 1,       // the receiver is busy: send the same batch again after a pause
+  FAILED = 2       // the receiver cannot take it (message says why)
+}
+
+struct AppendResult {
+  1: Status status,
+  2: string message
+}
+
+service ThriftFlumeEventServer {
+  // The original one-event append, kept for compatibility (no flow control).
+  oneway void append(1: ThriftFlumeEvent evt),
+  // Batched append: the sender learns the outcome, the receiver can push back.
+  AppendResult appendBatch(1: list<ThriftFlumeEvent> events),
+  void close()
+}

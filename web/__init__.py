@@ -1,0 +1,1 @@
+"""The master web console and the node status page (static files served by FastAPI)."""

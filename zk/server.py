@@ -1,0 +1,149 @@
+"""A real ZooKeeper server managed by this process (a master without ``--zk`` runs one).
+
+It uses the jars of Debian's ``zookeeper`` package (``/usr/share/java``) or of a
+``$ZOOKEEPER_HOME`` distribution, keeps its data under the given directory, waits until
+the server answers ``ruok``, and stops it on ``stop()`` (and at interpreter exit).
+"""
+from __future__ import annotations
+
+import atexit
+import glob
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from node.errors import FlumeError
+
+log = logging.getLogger(__name__)
+
+DEBIAN_JARS = ["zookeeper", "zookeeper-jute", "slf4j-api", "slf4j-simple", "netty-handler",
+               "netty-common", "netty-transport", "netty-buffer", "netty-codec",
+               "netty-resolver", "netty-transport-native-unix-common",
+               "netty-transport-native-epoll", "metrics-core", "commons-cli", "snappy-java"]
+
+INSTALL_HINT = ("install Java and ZooKeeper (Debian: apt-get install -y zookeeper "
+                "default-jre-headless), set $ZOOKEEPER_HOME to a ZooKeeper distribution, "
+                "or point the master at an ensemble with --zk host:port")
+
+
+class ZooKeeperUnavailable(FlumeError):
+    """No Java or no ZooKeeper jars, or the server did not come up."""
+
+
+def classpath() -> str:
+    """The class path of a ZooKeeper server, from $ZOOKEEPER_HOME or Debian's package."""
+    home = os.environ.get("ZOOKEEPER_HOME")
+    if home:
+        jars = glob.glob(os.path.join(home, "lib", "*.jar")) + glob.glob(
+            os.path.join(home, "*.jar"))
+        if any("zookeeper" in os.path.basename(j) for j in jars):
+            return os.pathsep.join(sorted(jars))
+        raise ZooKeeperUnavailable(f"no ZooKeeper jars under ZOOKEEPER_HOME={home}; "
+                                   + INSTALL_HINT)
+    java_dir = Path("/usr/share/java")
+    jars = [java_dir / f"{name}.jar" for name in DEBIAN_JARS]
+    missing = [j.name for j in jars if not j.exists()]
+    if "zookeeper.jar" in missing:
+        raise ZooKeeperUnavailable("ZooKeeper is not installed; " + INSTALL_HINT)
+    return os.pathsep.join(str(j) for j in jars if j.exists())
+
+
+def ruok(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True if a ZooKeeper server answers the ``ruok`` four-letter word."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(b"ruok")
+            s.shutdown(socket.SHUT_WR)
+            return s.recv(16) == b"imok"
+    except OSError:
+        return False
+
+
+class ManagedZooKeeper:
+    """One standalone ZooKeeper server process under ``data_dir``."""
+
+    def __init__(self, data_dir: Path, port: int = 3181, host: str = "127.0.0.1",
+                 tick_ms: int = 500):
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self.host = host
+        self.tick_ms = tick_ms
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def connect_string(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> "ManagedZooKeeper":
+        java = shutil.which("java")
+        if java is None:
+            raise ZooKeeperUnavailable("Java is not installed; " + INSTALL_HINT)
+        cp = classpath()
+        if ruok(self.host, self.port, 0.3):
+            raise ZooKeeperUnavailable(
+                f"port {self.port} already has a ZooKeeper server; use --zk "
+                f"{self.host}:{self.port} to use it, or --zk-port for another port")
+        (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
+        cfg = self.data_dir / "zoo.cfg"
+        cfg.write_text(
+            f"tickTime={self.tick_ms}\n"
+            f"dataDir={self.data_dir / 'data'}\n"
+            f"clientPort={self.port}\n"
+            f"clientPortAddress={self.host}\n"
+            "admin.enableServer=false\n"
+            "4lw.commands.whitelist=ruok,srvr,stat\n"
+            "maxClientCnxns=0\n"
+            "minSessionTimeout=1000\n"
+            "maxSessionTimeout=60000\n"
+            "autopurge.purgeInterval=1\n")
+        logf = open(self.data_dir / "zookeeper.log", "ab")
+        self.proc = subprocess.Popen(
+            [java, "-Xmx256m", "-Dzookeeper.admin.enableServer=false",
+             "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+             "-cp", cp, "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(cfg)],
+            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        logf.close()
+        atexit.register(self.stop)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ZooKeeperUnavailable(
+                    f"ZooKeeper exited with status {self.proc.returncode}; see "
+                    f"{self.data_dir / 'zookeeper.log'}")
+            if ruok(self.host, self.port, 0.5):
+                log.info("managed ZooKeeper is up", extra={"connect": self.connect_string})
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise ZooKeeperUnavailable(f"ZooKeeper did not answer within {timeout:.0f} s; see "
+                                   f"{self.data_dir / 'zookeeper.log'}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL, for tests of a ZooKeeper crash."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(5)
+            self.proc = None
+
+    def __enter__(self) -> "ManagedZooKeeper":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

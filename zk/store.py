@@ -1,0 +1,497 @@
+"""The configuration store: every path of the ZooKeeper layout lives here and nowhere else.
+
+Layout under the root (default ``/flume``)::
+
+    logical/<name>            {"flow", "source", "sink", "tsource", "tsink"} one znode per
+                              logical node; its znode version is the spec version
+    mappings/<physical>       ["logical", ...]   logical nodes a physical node runs
+    physical/<physical>       ephemeral {"host", "pid", "http_port", ...}: the node is alive
+    status/<physical>         {"logical": {name: {...state...}}, "updated": ms}
+    commands/cmd-<seq>        {"command", "args", "state", "message", ...}
+    ports/<physical>/<port>   a port handed to a logicalSource, data = logical name
+    chokes/<physical>         {"choke id": kbps}
+    election/                 the master leader election
+    commits/...               reserved for the data plane
+
+Every read-modify-write is a compare-and-set on the znode version, retried on conflict;
+writes of several znodes are transactions. Functions that change state succeed or raise.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
+
+from .client import ConflictError, ZkError
+
+CAS_TRIES = 50
+COMMANDS_KEPT = 1000
+
+
+def _dumps(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _loads(raw: bytes):
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+@dataclass
+class LogicalConfig:
+    """A logical node's spec as entered and as translated, with its flow and version."""
+
+    name: str
+    source: str = "null"
+    sink: str = "null"
+    flow: str = "default-flow"
+    tsource: str | None = None
+    tsink: str | None = None
+    refresh: int = 0           # bumped by ``refresh``: the node restarts the flow
+    version: int = -1
+
+    @property
+    def running_source(self) -> str:
+        return self.tsource if self.tsource is not None else self.source
+
+    @property
+    def running_sink(self) -> str:
+        return self.tsink if self.tsink is not None else self.sink
+
+    def data(self) -> dict:
+        d = asdict(self)
+        d.pop("name")
+        d.pop("version")
+        return d
+
+
+@dataclass
+class Command:
+    id: str
+    command: str
+    args: list = field(default_factory=list)
+    state: str = "QUEUED"
+    message: str = ""
+    submitted: int = 0
+    finished: int | None = None
+    by: str = ""
+
+
+class _Retrying:
+    """The kazoo client with the one retry policy applied to every znode operation
+    (connection loss and session expiry are retried; real answers are not)."""
+
+    RETRIED = frozenset({"get", "set", "create", "delete", "get_children", "exists",
+                         "ensure_path"})
+
+    def __init__(self, client: KazooClient):
+        self._client = client
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if name in self.RETRIED:
+            def call(*args, **kwargs):
+                return self._client.retry(attr, *args, **kwargs)
+            return call
+        return attr
+
+
+class ConfigStore:
+    """Typed access to the layout above through one kazoo client."""
+
+    def __init__(self, client: KazooClient, root: str = "/flume"):
+        self.client = client
+        self.zk = _Retrying(client)
+        self.root = root.rstrip("/") or "/flume"
+
+    # ------------------------------------------------------------ paths
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def logical_path(self, name: str) -> str:
+        return self.path("logical", name)
+
+    def mapping_path(self, physical: str) -> str:
+        return self.path("mappings", physical)
+
+    def physical_path(self, physical: str) -> str:
+        return self.path("physical", physical)
+
+    def status_path(self, physical: str) -> str:
+        return self.path("status", physical)
+
+    @property
+    def election_path(self) -> str:
+        return self.path("election")
+
+    def ensure_layout(self) -> None:
+        for part in ("logical", "mappings", "physical", "status", "commands", "ports",
+                     "chokes", "election", "commits"):
+            self.zk.ensure_path(self.path(part))
+
+    # ------------------------------------------------------------ logical nodes
+    def get_logical(self, name: str) -> LogicalConfig | None:
+        try:
+            raw, stat = self.zk.get(self.logical_path(name))
+        except NoNodeError:
+            return None
+        return self._logical(name, raw, stat.version)
+
+    @staticmethod
+    def _logical(name: str, raw: bytes, version: int) -> LogicalConfig:
+        d = _loads(raw) or {}
+        known = {k: d[k] for k in ("source", "sink", "flow", "tsource", "tsink", "refresh")
+                 if k in d}
+        return LogicalConfig(name=name, version=version, **known)
+
+    def list_logical(self) -> dict[str, LogicalConfig]:
+        out = {}
+        for name in sorted(self.zk.get_children(self.path("logical"))):
+            cfg = self.get_logical(name)
+            if cfg is not None:
+                out[name] = cfg
+        return out
+
+    def put_logical(self, cfg: LogicalConfig) -> int:
+        """Create or replace a logical node's config; returns the new version."""
+        path = self.logical_path(cfg.name)
+        data = _dumps(cfg.data())
+        for _ in range(CAS_TRIES):
+            try:
+                _, stat = self.zk.get(path)
+            except NoNodeError:
+                try:
+                    self.zk.create(path, data, makepath=True)
+                    return 0
+                except NodeExistsError:
+                    continue
+            try:
+                return self.zk.set(path, data, version=stat.version).version
+            except (BadVersionError, NoNodeError):
+                continue
+        raise ConflictError(f"could not update {cfg.name}: too many concurrent writers")
+
+    def put_many(self, cfgs: list[LogicalConfig], chunk: int = 200) -> None:
+        """Create or replace many configs, ``chunk`` znodes per transaction."""
+        existing = set(self.zk.get_children(self.path("logical")))
+        for i in range(0, len(cfgs), chunk):
+            tx = self.zk.transaction()
+            for cfg in cfgs[i:i + chunk]:
+                if cfg.name in existing:
+                    tx.set_data(self.logical_path(cfg.name), _dumps(cfg.data()))
+                else:
+                    tx.create(self.logical_path(cfg.name), _dumps(cfg.data()))
+            results = tx.commit()
+            failed = [r for r in results if isinstance(r, Exception)]
+            if failed:
+                # a concurrent create/delete: fall back to one compare-and-set per znode
+                for cfg in cfgs[i:i + chunk]:
+                    self.put_logical(cfg)
+
+    def update_logical(self, name: str, change) -> LogicalConfig | None:
+        """Apply ``change(LogicalConfig | None) -> LogicalConfig | None`` to ``name``'s
+        config with compare-and-set (None as input: no config yet; None as output: leave it
+        as it is). Returns the stored config with its new version, or None if unchanged."""
+        path = self.logical_path(name)
+        for _ in range(CAS_TRIES):
+            try:
+                raw, stat = self.zk.get(path)
+                old = self._logical(name, raw, stat.version)
+            except NoNodeError:
+                old = None
+            new = change(old)
+            if new is None:
+                return None
+            data = _dumps(new.data())
+            try:
+                if old is None:
+                    self.zk.create(path, data, makepath=True)
+                    version = 0
+                else:
+                    version = self.zk.set(path, data, version=old.version).version
+            except (BadVersionError, NoNodeError, NodeExistsError):
+                continue
+            return LogicalConfig(**{**new.data(), "name": name, "version": version})
+        raise ConflictError(f"could not update {name}: too many concurrent writers")
+
+    def set_translation(self, name: str, tsource: str | None, tsink: str | None,
+                        expected_version: int) -> bool:
+        """Record a translation computed from version ``expected_version``; False if the
+        config changed meanwhile (the translator then recomputes)."""
+        try:
+            raw, stat = self.zk.get(self.logical_path(name))
+        except NoNodeError:
+            return False
+        if stat.version != expected_version:
+            return False
+        cfg = self._logical(name, raw, stat.version)
+        cfg.tsource, cfg.tsink = tsource, tsink
+        try:
+            self.zk.set(self.logical_path(name), _dumps(cfg.data()), version=stat.version)
+            return True
+        except (BadVersionError, NoNodeError):
+            return False
+
+    def delete_logical(self, name: str) -> bool:
+        try:
+            self.zk.delete(self.logical_path(name))
+            return True
+        except NoNodeError:
+            return False
+
+    # ------------------------------------------------------------ mappings
+    def get_mapping(self, physical: str) -> list[str]:
+        try:
+            raw, _ = self.zk.get(self.mapping_path(physical))
+        except NoNodeError:
+            return []
+        return list(_loads(raw) or [])
+
+    def list_mappings(self) -> dict[str, list[str]]:
+        return {p: self.get_mapping(p)
+                for p in sorted(self.zk.get_children(self.path("mappings")))}
+
+    def update_mapping(self, physical: str, change) -> list[str]:
+        """Apply ``change(list) -> list`` to a mapping with compare-and-set."""
+        path = self.mapping_path(physical)
+        for _ in range(CAS_TRIES):
+            try:
+                raw, stat = self.zk.get(path)
+            except NoNodeError:
+                new = change([])
+                try:
+                    self.zk.create(path, _dumps(new), makepath=True)
+                    return new
+                except NodeExistsError:
+                    continue
+            new = change(list(_loads(raw) or []))
+            try:
+                self.zk.set(path, _dumps(new), version=stat.version)
+                return new
+            except (BadVersionError, NoNodeError):
+                continue
+        raise ConflictError(f"could not update the mapping of {physical}")
+
+    def map(self, physical: str, logical: str) -> list[str]:
+        return self.update_mapping(physical,
+                                   lambda m: m if logical in m else m + [logical])
+
+    def unmap(self, physical: str, logical: str) -> list[str]:
+        return self.update_mapping(physical, lambda m: [x for x in m if x != logical])
+
+    def ensure_mapping(self, physical: str, default: list[str]) -> None:
+        """Create the mapping with ``default`` if the physical node has none yet."""
+        try:
+            self.zk.create(self.mapping_path(physical), _dumps(default), makepath=True)
+        except NodeExistsError:
+            pass
+
+    def physical_of(self, logical: str) -> str | None:
+        for p, names in self.list_mappings().items():
+            if logical in names:
+                return p
+        return None
+
+    # ------------------------------------------------------------ physical nodes
+    def register_physical(self, physical: str, info: dict) -> None:
+        """Announce a live physical node (ephemeral: it disappears with the session)."""
+        path = self.physical_path(physical)
+        try:
+            self.zk.create(path, _dumps(info), ephemeral=True, makepath=True)
+        except NodeExistsError:
+            # our own previous session may still hold it until it expires
+            try:
+                _, stat = self.zk.get(path)
+                if stat.ephemeralOwner == self.zk.client_id[0]:
+                    self.zk.set(path, _dumps(info))
+                    return
+                self.zk.delete(path)
+            except NoNodeError:
+                pass
+            self.zk.create(path, _dumps(info), ephemeral=True, makepath=True)
+
+    def list_physical(self) -> dict[str, dict]:
+        out = {}
+        for p in sorted(self.zk.get_children(self.path("physical"))):
+            try:
+                raw, _ = self.zk.get(self.physical_path(p))
+            except NoNodeError:
+                continue
+            out[p] = _loads(raw) or {}
+        return out
+
+    # ------------------------------------------------------------ status
+    def put_status(self, physical: str, status: dict) -> None:
+        path = self.status_path(physical)
+        data = _dumps(status)
+        try:
+            self.zk.set(path, data)
+        except NoNodeError:
+            try:
+                self.zk.create(path, data, makepath=True)
+            except NodeExistsError:
+                self.zk.set(path, data)
+
+    def get_status(self, physical: str) -> dict:
+        try:
+            raw, _ = self.zk.get(self.status_path(physical))
+        except NoNodeError:
+            return {}
+        return _loads(raw) or {}
+
+    def list_status(self) -> dict[str, dict]:
+        return {p: self.get_status(p)
+                for p in sorted(self.zk.get_children(self.path("status")))}
+
+    def delete_physical(self, physical: str) -> None:
+        """Forget a physical node entirely (purge): mapping, status and ports."""
+        for path in (self.mapping_path(physical), self.status_path(physical)):
+            try:
+                self.zk.delete(path)
+            except NoNodeError:
+                pass
+        try:
+            self.zk.delete(self.path("ports", physical), recursive=True)
+        except NoNodeError:
+            pass
+
+    # ------------------------------------------------------------ commands
+    def new_command(self, command: str, args: list, by: str = "") -> Command:
+        cmd = Command(id="", command=command, args=list(args), state="QUEUED",
+                      submitted=int(time.time() * 1000), by=by)
+        data = asdict(cmd)
+        data.pop("id")
+        path = self.zk.create(self.path("commands", "cmd-"), _dumps(data), sequence=True,
+                              makepath=True)
+        cmd.id = path.rsplit("cmd-", 1)[1].lstrip("0") or "0"
+        return cmd
+
+    def _command_path(self, cmd_id: str) -> str:
+        return self.path("commands", f"cmd-{int(cmd_id):010d}")
+
+    def update_command(self, cmd: Command) -> None:
+        data = asdict(cmd)
+        data.pop("id")
+        self.zk.set(self._command_path(cmd.id), _dumps(data))
+
+    def get_command(self, cmd_id: str) -> Command | None:
+        try:
+            raw, _ = self.zk.get(self._command_path(cmd_id))
+        except (NoNodeError, ValueError):
+            return None
+        return Command(id=str(int(cmd_id)), **(_loads(raw) or {}))
+
+    def list_commands(self, limit: int = 100) -> list[Command]:
+        names = sorted(self.zk.get_children(self.path("commands")))[-limit:]
+        out = []
+        for n in reversed(names):
+            c = self.get_command(n.split("-", 1)[1])
+            if c is not None:
+                out.append(c)
+        return out
+
+    def trim_commands(self, keep: int = COMMANDS_KEPT) -> int:
+        names = sorted(self.zk.get_children(self.path("commands")))
+        old = names[:-keep] if len(names) > keep else []
+        for n in old:
+            try:
+                self.zk.delete(self.path("commands", n))
+            except NoNodeError:
+                pass
+        return len(old)
+
+    # ------------------------------------------------------------ ports
+    def port_of(self, physical: str, logical: str) -> int | None:
+        base = self.path("ports", physical)
+        try:
+            children = self.zk.get_children(base)
+        except NoNodeError:
+            return None
+        for c in children:
+            try:
+                raw, _ = self.zk.get(f"{base}/{c}")
+            except NoNodeError:
+                continue
+            if raw.decode() == logical:
+                return int(c)
+        return None
+
+    def ports_of(self, physical: str) -> dict[str, int]:
+        """Every port handed out on ``physical``: logical name -> port (the lowest, should
+        two masters ever have raced for the same name). One read per port znode."""
+        base = self.path("ports", physical)
+        try:
+            children = self.zk.get_children(base)
+        except NoNodeError:
+            return {}
+        out: dict[str, int] = {}
+        for c in sorted(children, key=int):
+            try:
+                raw, _ = self.zk.get(f"{base}/{c}")
+            except NoNodeError:
+                continue
+            out.setdefault(raw.decode(), int(c))
+        return out
+
+    def allocate_port(self, physical: str, logical: str, first: int = 35853) -> int:
+        """The port of ``logical``'s logicalSource on ``physical`` (allocated once)."""
+        port = self.port_of(physical, logical)
+        if port is not None:
+            return port
+        base = self.path("ports", physical)
+        self.zk.ensure_path(base)
+        taken = {int(c) for c in self.zk.get_children(base)}
+        port = first
+        while True:
+            while port in taken:
+                port += 1
+            try:
+                self.zk.create(f"{base}/{port}", logical.encode())
+                return port
+            except NodeExistsError:
+                taken.add(port)
+
+    # ------------------------------------------------------------ chokes
+    def set_choke(self, physical: str, choke: str, kbps: int) -> None:
+        path = self.path("chokes", physical)
+        for _ in range(CAS_TRIES):
+            try:
+                raw, stat = self.zk.get(path)
+            except NoNodeError:
+                try:
+                    self.zk.create(path, _dumps({choke: kbps}), makepath=True)
+                    return
+                except NodeExistsError:
+                    continue
+            limits = _loads(raw) or {}
+            limits[choke] = kbps
+            try:
+                self.zk.set(path, _dumps(limits), version=stat.version)
+                return
+            except (BadVersionError, NoNodeError):
+                continue
+        raise ConflictError(f"could not set choke {choke} on {physical}")
+
+    def get_chokes(self, physical: str) -> dict:
+        try:
+            raw, _ = self.zk.get(self.path("chokes", physical))
+        except NoNodeError:
+            return {}
+        return _loads(raw) or {}
+
+    def remove_tree(self) -> None:
+        """Delete everything under the root (tests)."""
+        try:
+            self.zk.delete(self.root, recursive=True)
+        except (NoNodeError, NotEmptyError):
+            pass
+
+
+__all__ = ["ConfigStore", "LogicalConfig", "Command", "ZkError", "ConflictError"]

@@ -30,7 +30,9 @@ listings read ZooKeeper directly.
 Node states in ``status``: what the node reports (HELLO, IDLE, CONFIGURING, ACTIVE,
 CLOSING, ERROR) while its physical node is alive; HELLO while a live node has not reported
 it yet; LOST when its physical node is not alive (its ephemeral znode is gone); UNMAPPED
-for a configured logical node that no physical node runs.
+for a configured logical node that no physical node runs; DECOMMISSIONED for one a live
+physical node still reports though it is neither configured nor mapped any more (being
+stopped).
 """
 from __future__ import annotations
 
@@ -86,12 +88,15 @@ class NotFound(CommandFailed):
 
 def render_spec_error(exc: SpecError) -> str:
     """The text shown to people: every problem, each with its spec line and a caret, and
-    which part (source, sink, file) it is in when the spec came in parts."""
+    which part it is in (``part``: "source", "sink", "spec" or a file name) when known."""
     errors = exc.errors if isinstance(exc, SpecErrors) else [exc]
     out = []
     for e in errors:
         part = getattr(e, "part", None)
-        out.append(f"in the {part}: {e.render()}" if part else e.render())
+        if part in ("source", "sink", "spec"):
+            out.append(f"in the {part}: {e.render()}")
+        else:  # a file name, or nothing
+            out.append(f"{part}: {e.render()}" if part else e.render())
     return "\n".join(out)
 
 
@@ -525,13 +530,9 @@ class MasterService:
             return None, None
 
     def _retranslate(self, names: list[str] | None) -> str:
-        """Recompute translations that depend on ``names``; '' or a note for the message."""
-        try:
-            from .translate import retranslate
-        except ModuleNotFoundError as exc:
-            if exc.name != "master.translate":
-                raise
-            return ""
+        """Recompute translations that depend on ``names``; '' or a note for the message
+        (the config itself is stored: the leader's sweeps finish a failed retranslation)."""
+        from .translate import retranslate
         try:
             retranslate(self.store, names, world=self._world())
         except (FlumeError, *_ZK_ERRORS) as exc:
@@ -1049,6 +1050,25 @@ class MasterService:
                 "events_in": rep.get("events_in"),
                 "bytes_in": rep.get("bytes_in"),
             })
+        # still reported by a live physical node, but neither configured nor mapped
+        # anywhere any more: decommissioned, its node has not stopped it yet
+        known = set(logical) | set(placement)
+        for p in sorted(physical):
+            st = status.get(p)
+            reports = st.get("logical") if isinstance(st, dict) else None
+            if not isinstance(reports, dict):
+                continue
+            for name in sorted(set(reports) - known):
+                rep = reports[name] if isinstance(reports[name], dict) else {}
+                known.add(name)
+                rows.append({
+                    "name": name, "physical": p, "host": physical[p].get("host"),
+                    "state": "DECOMMISSIONED", "version": rep.get("version"),
+                    "config_version": None, "flow": rep.get("flow"), "source": None,
+                    "sink": None, "tsource": None, "tsink": None,
+                    "last_error": rep.get("last_error"), "last_seen": st.get("updated"),
+                    "events_in": rep.get("events_in"), "bytes_in": rep.get("bytes_in")})
+        rows.sort(key=lambda r: r["name"])
         phys = []
         for p in sorted(set(mappings) | set(physical) | set(status)):
             info = physical.get(p) or {}

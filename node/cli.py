@@ -5,6 +5,7 @@ Exit status: 0 success, 1 a flow failed, 2 usage or spec error.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -250,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     parser = parser or build_parser()
     args = parser.parse_args(argv)
+    # Events are acyclic and short-lived; the default collector thresholds make the cyclic
+    # GC run every few hundred allocations, which costs a third of a line source's time.
+    gc.set_threshold(100_000, 50, 100)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)

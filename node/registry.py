@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import threading
 import types
 import typing
 from dataclasses import dataclass
@@ -135,14 +136,19 @@ def decorator(name: str, aliases: tuple = ()):
 
 
 _loaded = False
+_load_lock = threading.RLock()
 
 
 def load_components() -> None:
-    """Import every component module (each kind's ``__init__`` lists them explicitly)."""
+    """Import every component module (each kind's ``__init__`` lists them explicitly).
+    Thread-safe: no caller sees a half-filled registry."""
     global _loaded
-    if not _loaded:
-        _loaded = True
-        from . import decorators, sinks, sources  # noqa: F401
+    if _loaded:
+        return
+    with _load_lock:
+        if not _loaded:
+            from . import decorators, sinks, sources  # noqa: F401
+            _loaded = True
 
 
 def lookup(kind: str, name: str, pos=(None, None)) -> ComponentInfo:
@@ -215,6 +221,14 @@ def convert(value, annotation, what: str):
                      f"got {_describe(value)}")
 
 
+def _convert_at(value, annotation, what: str, call: Call):
+    """``convert``, with a failure reported at the value's own position."""
+    try:
+        return convert(value, annotation, what)
+    except ValueError as exc:
+        raise SpecError(str(exc), *getattr(value, "pos", call.pos)) from None
+
+
 def instantiate(info: ComponentInfo, call: Call, first: Any = None):
     """Bind ``call``'s arguments to ``info``'s constructor and build the object."""
     names = {p.name for p in info.params}
@@ -238,14 +252,11 @@ def instantiate(info: ComponentInfo, call: Call, first: Any = None):
             continue
         ann = info.hints.get(p.name, Any)
         raw = bound.arguments[p.name]
-        try:
-            if p.kind is p.VAR_POSITIONAL:
-                args.extend(convert(v, ann, f"{info.name} argument '{p.name}'") for v in raw)
-                continue
-            val = convert(raw, ann, f"{info.name} argument '{p.name}'")
-        except ValueError as exc:
-            bad = raw[0] if p.kind is p.VAR_POSITIONAL and raw else raw
-            raise SpecError(str(exc), *getattr(bad, "pos", call.pos)) from None
+        if p.kind is p.VAR_POSITIONAL:
+            args.extend(_convert_at(v, ann, f"{info.name} argument '{p.name}'", call)
+                        for v in raw)
+            continue
+        val = _convert_at(raw, ann, f"{info.name} argument '{p.name}'", call)
         if p.kind is p.KEYWORD_ONLY or skipped:
             kwargs[p.name] = val
         else:
@@ -364,6 +375,7 @@ def validate_parts(source: Call | None, sink: SinkNode | None, text: str | None 
     if sink is not None:
         _build(sink, {}, errors)
     if errors.errors:
+        errors.errors.sort(key=lambda e: (e.line or 0, e.column or 0))
         for e in errors.errors:
             if text is not None:
                 e.with_text(text)

@@ -37,5 +37,13 @@ service ThriftFlumeEventServer {
   oneway void append(1: ThriftFlumeEvent evt),
   // Batched append: the sender learns the outcome, the receiver can push back.
   AppendResult appendBatch(1: list<ThriftFlumeEvent> events),
+  // The same, with the events packed by the project's batch codec (node/codec.py): one
+  // binary field instead of a struct per event, so large batches decode fast.
+  AppendResult appendPacked(1: binary payload, 2: i32 count),
+  // End-to-end: one write-ahead-log group of an agent. `seq` numbers the agent's groups,
+  // `checksum` is the CRC-32 of `payload`. OK means the group was accepted (or was already
+  // committed); its acknowledgement comes later, through ZooKeeper (docs/e2e.md).
+  AppendResult appendGroup(1: string agent, 2: i64 seq, 3: i64 checksum,
+                           4: binary payload, 5: i32 count),
   void close()
 }

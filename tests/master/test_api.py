@@ -213,3 +213,50 @@ def test_zookeeper_unreachable_answers_503(zk_server, zk_root, tmp_path):
         store.remove_tree()
         own.stop()
         own.close()
+
+
+def test_fuzzed_requests_never_get_a_5xx(client, store):
+    """Random commands, arguments, names and bodies: every answer is below 500."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from urllib.parse import quote
+
+    text = st.text(max_size=40)
+    segment = text.map(lambda t: quote(t, safe=""))
+    names = st.sampled_from(["config", "multiconfig", "unconfig", "map", "unmap",
+                             "unmapAll", "decommission", "refresh", "refreshAll", "purge",
+                             "purgeAll", "save", "load", "setChokeLimit", "CONFIG",
+                             "set-choke-limit"]) | text
+    spec_bits = st.sampled_from(["null", "asciisynth(1)", "{ batch(2) => null }", "[",
+                                 "a : null | null ;", "tail(\"/x\")", "nosink", "<", "?"])
+    args = st.lists(spec_bits | text, max_size=5)
+    requests = st.one_of(
+        st.tuples(st.just("post"), st.just("/api/commands"),
+                  st.fixed_dictionaries({"command": names, "args": args})),
+        st.tuples(st.just("put"), segment.map(lambda n: f"/api/configs/{n}"),
+                  st.fixed_dictionaries({"source": spec_bits | text,
+                                         "sink": spec_bits | text})),
+        st.tuples(st.just("post"), st.just("/api/mappings"),
+                  st.fixed_dictionaries({"physical": text, "logical": text})),
+        st.tuples(st.just("post"), st.just("/api/validate"),
+                  st.fixed_dictionaries({"spec": spec_bits | text})),
+        st.tuples(st.sampled_from(["get", "delete"]),
+                  st.tuples(st.sampled_from(["/api/configs/", "/api/commands/",
+                                             "/api/mappings/p/"]), segment)
+                  .map("".join), st.none()))
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(requests)
+    def one(req):
+        method, path, body = req
+        r = client.request(method, path, **({"json": body} if body is not None else {}))
+        assert r.status_code < 500, (method, path, body, r.status_code, r.text)
+
+    one()
+    # what was stored is still valid for the nodes
+    from node.spec import parse_sink, parse_source
+    for cfg in store.list_logical().values():
+        parse_source(cfg.source)
+        parse_sink(cfg.sink)

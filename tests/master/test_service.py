@@ -345,11 +345,17 @@ def test_status_states(service, store):
     service.execute("map", ["live", "active"])
     service.execute("config", ["active", "fl", "asciisynth(0)", "null"])
     store.put_status("live", {"host": "hostL", "updated": 1234, "logical": {
-        "active": {"state": "ACTIVE", "version": 0, "last_error": None, "events_in": 5}}})
+        "active": {"state": "ACTIVE", "version": 0, "last_error": None, "events_in": 5},
+        "leaving": {"state": "CLOSING", "version": 3}}})
+    store.put_status("gone", {"updated": 1, "logical": {"stale": {"state": "ACTIVE"}}})
     wait_for(lambda: row(service, "active")["state"] == "ACTIVE", what="status seen")
     assert row(service, "unmapped")["state"] == "UNMAPPED"
     assert row(service, "lost")["state"] == "LOST"
     assert row(service, "hello")["state"] == "HELLO"
+    assert row(service, "leaving")["state"] == "DECOMMISSIONED"
+    assert row(service, "stale") is None  # reported by a dead node: forgotten
+    names = [r["name"] for r in service.status()["logical"]]
+    assert names == sorted(names)
     active = row(service, "active")
     assert active == {**active, "physical": "live", "host": "hostL", "version": 0,
                       "config_version": 0, "flow": "fl", "source": "asciisynth(0)",
@@ -444,3 +450,39 @@ def test_zookeeper_unreachable_raises_zkerror(zk_server, zk_root, tmp_path):
         store.remove_tree()
         own.stop()
         own.close()
+
+
+def test_view_reads_everything_again_after_zookeeper_restarts(tmp_path):
+    """kazoo drops every watch with the connection: the view must set them again."""
+    from tests.conftest import free_port
+    from zk.client import connect
+    from zk.server import ManagedZooKeeper
+    from zk.store import ConfigStore
+    server = ManagedZooKeeper(tmp_path / "zk", port=free_port()).start()
+    mine, other = connect(server.connect_string), connect(server.connect_string)
+    svc = None
+    try:
+        store, writer = ConfigStore(mine, "/r"), ConfigStore(other, "/r")
+        store.ensure_layout()
+        svc = MasterService(store, tmp_path / "m")
+        svc.execute("config", ["before", "null", "null"])
+        server.stop()
+        wait_for(lambda: not mine.connected, what="disconnected")
+        server.start()
+        wait_for(lambda: mine.connected and other.connected and svc.view.ready,
+                 timeout=30, what="reconnected")
+        writer.put_logical(LogicalConfig("after", "asciisynth(1)", "null"))
+        writer.map("p9", "after")
+        wait_for(lambda: {c["name"] for c in svc.configs()} == {"before", "after"},
+                 what="a config written after the restart")
+        wait_for(lambda: svc.mappings() == {"p9": ["after"]}, what="a mapping")
+        writer.delete_logical("before")
+        wait_for(lambda: [c["name"] for c in svc.configs()] == ["after"],
+                 what="a deletion after the restart")
+    finally:
+        if svc is not None:
+            svc.close()
+        for c in (mine, other):
+            c.stop()
+            c.close()
+        server.stop()

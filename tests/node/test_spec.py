@@ -140,7 +140,8 @@ def test_functions_and_keywords():
     c = parse_sink('dfs("p", json, seqfile("bzip2"), format=avro(codec=deflate(6)), n=-3)')
     assert c.args == (Lit("p", "string"), Func("json"),
                       Func("seqfile", (Lit("bzip2", "string"),)))
-    assert c.kwargs == (("format", Func("avro", (), (("codec", Func("deflate", (Lit(6, "int"),))),))),
+    deflate = Func("deflate", (Lit(6, "int"),))
+    assert c.kwargs == (("format", Func("avro", (), (("codec", deflate),))),
                         ("n", Lit(-3, "int")))
     # a bare name, an empty argument list and no argument list are the same function
     assert parse_sink("c(f)") == parse_sink("c(f())")

@@ -152,8 +152,6 @@ def test_missing_required_argument():
     assert "missing a required argument: 'rollmillis'" in msg
 
 
-@pytest.mark.xfail(strict=True, reason="registry.instantiate reports a bad *args value at the "
-                   "first vararg instead of the bad one")
 def test_bad_vararg_points_at_the_bad_one():
     text = 'a : null | mask("a", "b", 3) null'
     line, column, msg = one_problem(text)

@@ -15,6 +15,7 @@ mkdir -p "$FLUME_DATA_DIR" "$OUT"
 
 pids=()
 cleanup() {
+  trap - EXIT INT TERM
   echo; echo "== stopping"
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -34,10 +35,18 @@ echo "== starting node 'demo' (it registers itself in ZooKeeper)"
 $FLUME --log-level WARNING node -n demo >"$FLUME_DATA_DIR/node.log" 2>&1 &
 pids+=($!)
 
-echo "== configuring a sample flow through the master"
-$FLUMECTL config demo 'asciisynth(0, 60)' \
-  "{ delay(100) => roll(5000) { escapedCustomDfs(\"file://$OUT/%Y-%m-%d\", \"events-%{rolltag}\") } }"
-$FLUMECTL wait-active 30 demo
+APP_LOG="$FLUME_DATA_DIR/demo-app.log"
+echo "== a sample application writing $APP_LOG (5 lines a second)"
+( i=0; while true; do
+    i=$((i+1)); echo "$(date '+%F %T') demo-app INFO request $i served in $((RANDOM % 90 + 10)) ms"
+    sleep 0.2
+  done >>"$APP_LOG" ) &
+pids+=($!)
+
+echo "== configuring the flow through the master: tail the log, roll files every 5 s"
+$FLUMECTL config demo "tail(\"$APP_LOG\")" \
+  "roll(5000) { escapedCustomDfs(\"file://$OUT/%Y-%m-%d\", \"events-%{rolltag}\") }"
+$FLUMECTL wait-active 30s demo
 $FLUMECTL status
 
 echo "== data moving: events counted by the node, files rolled every 5 s into $OUT"
@@ -53,4 +62,6 @@ rows = rows.get("logical", rows) if isinstance(rows, dict) else rows
 rows = rows.values() if isinstance(rows, dict) else rows
 print(sum(r.get("events_in") or 0 for r in rows))' 2>/dev/null || echo "?")
   echo "$(date +%T)  events read: $events   files written: $files   lines in files: $lines"
+  newest=$(find "$OUT" -type f ! -name '.*' -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
+  [ -n "$newest" ] && echo "          last line of $(basename "$newest"): $(tail -1 "$newest")"
 done

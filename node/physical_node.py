@@ -14,11 +14,14 @@ kazoo callbacks only enqueue; one reconciler thread does the work, in order:
 * when ZooKeeper is away, every flow keeps running; when the session comes back (or a new
   one after expiry) the node registers again and the watches re-read everything.
 
-Status (state, version, last error, counters) is written to ``status/<physical>``: at once
-when a state, version or error changes, otherwise every few seconds.
+Status (state, version, last error, counters and per-component counters) is written to
+``status/<physical>``: at once when a state, version or error changes, otherwise every few
+seconds; the per-component counters are left out when they would make the znode large.
+With ``http_port`` set, the node also serves its status page (:mod:`node.status_server`).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -35,11 +38,13 @@ from zk.store import ConfigStore, LogicalConfig, _loads
 
 from .errors import FlumeError, SpecError
 from .logical_node import LogicalNode, State
+from .metrics import summarize
 from .spec import parse_sink, parse_source
 
 log = logging.getLogger(__name__)
 
 STATUS_EVERY = 2.0
+STATUS_ZNODE_BUDGET = 256 * 1024   # bytes; ZooKeeper refuses znodes above 1 MB
 # Components only a master's translation can make runnable: a config still naming one of
 # them is waiting for its translation (written right after it) and is not applied yet.
 NEEDS_TRANSLATION = ("logicalSource", "autoCollectorSource", "logicalSink", "autoE2EChain",
@@ -51,13 +56,15 @@ class PhysicalNode:
 
     def __init__(self, name: str, zk_hosts: str, root: str = "/flume",
                  data_dir: Path | None = None, allow_exec: bool = False,
-                 http_port: int | None = None):
+                 http_port: int | None = None, http_bind: str = "127.0.0.1"):
         self.name = name
         self.zk_hosts = zk_hosts
         self.root = root
         self.data_dir = Path(data_dir) if data_dir else None
         self.allow_exec = allow_exec
-        self.http_port = http_port
+        self.http_port = http_port   # wanted; the bound one once the page serves
+        self.http_bind = http_bind
+        self.status_server = None
         self.host = socket.gethostname()
         self.shared: dict = {}
         self.logical: dict[str, LogicalNode] = {}
@@ -79,10 +86,15 @@ class PhysicalNode:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "PhysicalNode":
+        if self.http_port is not None:
+            self._start_status_server()
         self.client = connect(self.zk_hosts)
         self.client.add_listener(self._on_connection)
         self.store = ConfigStore(self.client, self.root)
         self.store.ensure_layout()
+        # end-to-end mode (node/e2e.py) commits through ZooKeeper under this node's name
+        self.shared["zk_store"] = self.store
+        self.shared["physical_name"] = self.name
         self._register()
         self.store.ensure_mapping(self.name, [self.name])
         for target, tname in ((self._reconcile_loop, "reconciler"),
@@ -104,13 +116,36 @@ class PhysicalNode:
         for ln in list(self.logical.values()):
             ln.stop(timeout)
         if self.client is not None:
-            try:
-                self._write_status()
-                self.client.delete(self.store.physical_path(self.name))
-            except Exception:
-                pass
+            if self.client.connected:
+                # kazoo queues requests while disconnected: never let a goodbye block exit
+                bye = threading.Thread(target=self._goodbye, daemon=True)
+                bye.start()
+                bye.join(3.0)
             self.client.stop()
             self.client.close()
+        if self.status_server is not None:
+            self.status_server.stop()
+
+    def _goodbye(self) -> None:
+        try:
+            self._write_status()
+            self.client.delete(self.store.physical_path(self.name))
+        except Exception:
+            pass
+
+    def _start_status_server(self) -> None:
+        """Serve the status page; the node runs without it when no port can be had (its
+        job is moving events), and registers the port it got."""
+        from .status_server import StatusServer
+        try:
+            self.status_server = StatusServer(self.status, self.http_bind,
+                                              self.http_port).start()
+            self.http_port = self.status_server.port
+        except OSError as exc:
+            log.warning("no status page: cannot listen on %s:%s: %s", self.http_bind,
+                        self.http_port, exc.strerror or exc)
+            self.status_server = None
+            self.http_port = None
 
     def wait(self) -> None:
         while not self._stop.wait(1.0):
@@ -251,28 +286,41 @@ class PhysicalNode:
             set_choke_limit(self.shared, choke_id, kbps)
 
     # ------------------------------------------------------------ status
-    def status(self) -> dict:
+    def status(self, components: bool = True) -> dict:
+        """This node's status: every logical node's state, version, spec, last error,
+        ``counters`` (see :func:`node.metrics.summarize`) and, with ``components``, the
+        tree of its components' counters."""
         logical = {}
         for name, ln in list(self.logical.items()):
             st = ln.status()
-            st.pop("components", None)
-            state = st["state"]
+            st["counters"] = summarize(st)
+            if not components:
+                st.pop("components", None)
             if name in self.config_error:
-                state = State.ERROR.value
+                st["state"] = State.ERROR.value
                 st["last_error"] = self.config_error[name]
-            st["state"] = state
             st["flow"] = self.flows.get(name)
             logical[name] = st
-        return {"physical": self.name, "host": self.host, "logical": logical,
-                "updated": int(time.time() * 1000)}
+        return {"physical": self.name, "host": self.host, "pid": os.getpid(),
+                "http_port": self.http_port, "started": self.started_ms,
+                "logical": logical, "updated": int(time.time() * 1000)}
 
-    @staticmethod
-    def _signature(status: dict) -> tuple:
-        return tuple(sorted((n, s["state"], s["version"], s["last_error"])
-                            for n, s in status["logical"].items()))
+    def _signature(self) -> tuple:
+        """What, when it changes, is written to ZooKeeper at once (not only every few
+        seconds)."""
+        return tuple(sorted(
+            (n, ln.state.value, ln.version, ln.last_error, self.config_error.get(n),
+             self.flows.get(n)) for n, ln in list(self.logical.items())))
+
+    def _status_for_zk(self) -> dict:
+        st = self.status()
+        if len(json.dumps(st, default=str)) > STATUS_ZNODE_BUDGET:
+            for rep in st["logical"].values():
+                rep.pop("components", None)
+        return st
 
     def _write_status(self) -> dict:
-        st = self.status()
+        st = self._status_for_zk()
         self.store.put_status(self.name, st)
         return st
 
@@ -281,12 +329,13 @@ class PhysicalNode:
         while not self._stop.is_set():
             self._status_dirty.wait(0.05)
             self._status_dirty.clear()
-            st = self.status()
-            sig = self._signature(st)
+            if not self.client.connected:
+                continue  # flows go on; the status is written again once reconnected
+            sig = self._signature()
             now = time.monotonic()
             if sig != last_sig or now - last_write >= STATUS_EVERY:
                 try:
-                    self.store.put_status(self.name, st)
+                    self._write_status()
                     last_sig, last_write = sig, now
                 except Exception as exc:  # ZooKeeper away: flows go on, retry later
                     log.debug("status not written: %s", exc)

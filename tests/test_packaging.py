@@ -1,0 +1,36 @@
+"""A plain (non-editable) install carries everything: code, the IDL files, the web console."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(300)
+def test_plain_install_ships_code_idl_and_web(tmp_path):
+    target = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                        "--target", str(target), str(ROOT)],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert (target / "flume_idl" / "flume.thrift").is_file()
+    assert any((target / "web" / "static").rglob("*.html")) or not any(
+        (ROOT / "web" / "static").rglob("*.html"))
+    # run from an unrelated directory with the installed copy first on the path
+    probe = ("import node, master, zk, flume_idl, sys;"
+             "import node.cli, master.cli, master.flumectl;"
+             "print(node.__file__)")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
+                       text=True, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().startswith(str(target))
+    r = subprocess.run([sys.executable, "-m", "master.cli", "check", "-c",
+                        'a: text("x") | { batch(10) => null }'], cwd=tmp_path,
+                       capture_output=True, text=True, env={"PYTHONPATH": str(target),
+                                                             "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == 'a : text("x") | { batch(10) => null } ;\n'

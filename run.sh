@@ -4,7 +4,7 @@
 # http://127.0.0.1:35871/ until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")"
-bash scripts/setup.sh
+FLUME_SETUP_BROWSER=0 bash scripts/setup.sh
 
 export FLUME_DATA_DIR="${FLUME_DATA_DIR:-$PWD/.flume-data}"
 export FLUME_MASTER="${FLUME_MASTER:-http://127.0.0.1:35871}"

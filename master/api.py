@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hmac
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from kazoo.exceptions import KazooException, ZookeeperError
 from kazoo.handlers.threading import KazooTimeoutError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -248,7 +250,23 @@ def create_app(service: MasterService, token: str | None = None) -> FastAPI:
         canonical}``."""
         return service.validate(body.source, body.sink, body.spec)
 
+    _mount_console(app)
     return app
+
+
+def _mount_console(app: FastAPI) -> None:
+    """The web console (web/static, shipped as package data) at ``/``; its assets under
+    ``/static`` so that no API path is ever shadowed."""
+    import web
+    static = Path(web.__file__).resolve().parent / "static"
+    if not (static / "index.html").is_file():
+        return
+    app.state.static_dir = static
+    app.mount("/static", StaticFiles(directory=static), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def console():
+        return FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 class _Unauthorized(Exception):

@@ -165,6 +165,23 @@ def show_status(st: dict) -> str:
     return out
 
 
+MAIN_COUNTERS = ("events_in", "bytes_in", "events_out", "bytes_out", "errors")
+
+
+def show_metrics(st: dict) -> str:
+    """Every logical node's counters, as its physical node last reported them (``-`` when
+    no node runs it); counters beyond the main five follow as ``name=value``."""
+    rows = []
+    for r in st.get("logical", []):
+        counters = r.get("counters") or {}
+        main = [counters.get(k, r.get(k)) for k in MAIN_COUNTERS]
+        other = ", ".join(f"{k}={v}" for k, v in sorted(counters.items())
+                          if k not in MAIN_COUNTERS)
+        rows.append([r["name"], r.get("physical"), r.get("state"), *main, other])
+    return table(["LOGICAL NODE", "PHYSICAL", "STATE", "EVENTS IN", "BYTES IN",
+                  "EVENTS OUT", "BYTES OUT", "ERRORS", "OTHER COUNTERS"], rows)
+
+
 def show_configs(configs: list[dict]) -> str:
     rows = []
     for c in configs:
@@ -325,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "no physical node runs it), configured version "
                                    "(starred while the node does not run it yet), flow "
                                    "and last error; then every physical node.")
+    p.add_argument("--metrics", action="store_true",
+                   help="print every logical node's counters (events and bytes in and "
+                        "out, errors, and whatever its components count) instead")
     p.set_defaults(command="status")
     p = sub.add_parser("configs", help="every configuration, entered and translated")
     p.set_defaults(command="configs")
@@ -403,6 +423,8 @@ def run(ns, parser) -> int:
                   "commands": ("/api/commands", show_commands)}[name]
     params = {"limit": max(1, min(ns.limit, 1000))} if name == "commands" else None
     body = master.get(path, params=params)
+    if name == "status" and ns.metrics:
+        show = show_metrics
     print(json.dumps(body, indent=2) if ns.json else show(body))
     return EXIT_OK
 

@@ -166,6 +166,21 @@ def _flow_pragmas(text: str) -> list[tuple[int, str]]:
     return out
 
 
+def _counters(rep: dict) -> dict:
+    """A logical node's counters as its physical node reported them in its status znode
+    (see ``node.metrics.summarize``): the five main ones as fields, all of them under
+    ``counters``, and the per-component tree under ``components`` (None when the node
+    left it out)."""
+    counters = rep.get("counters")
+    counters = counters if isinstance(counters, dict) else {}
+    out = {k: counters.get(k, rep.get(k)) for k in ("events_in", "bytes_in", "events_out",
+                                                     "bytes_out", "errors")}
+    out["counters"] = counters or None
+    comps = rep.get("components")
+    out["components"] = comps if isinstance(comps, dict) else None
+    return out
+
+
 def _to_json(obj) -> bytes:
     # ASCII-only output: a lone surrogate in a stored string must not break a response
     return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode()
@@ -1047,8 +1062,7 @@ class MasterService:
                 "tsink": cfg.tsink if cfg else None,
                 "last_error": rep.get("last_error"),
                 "last_seen": st.get("updated"),
-                "events_in": rep.get("events_in"),
-                "bytes_in": rep.get("bytes_in"),
+                **_counters(rep),
             })
         # still reported by a live physical node, but neither configured nor mapped
         # anywhere any more: decommissioned, its node has not stopped it yet
@@ -1067,7 +1081,7 @@ class MasterService:
                     "config_version": None, "flow": rep.get("flow"), "source": None,
                     "sink": None, "tsource": None, "tsink": None,
                     "last_error": rep.get("last_error"), "last_seen": st.get("updated"),
-                    "events_in": rep.get("events_in"), "bytes_in": rep.get("bytes_in")})
+                    **_counters(rep)})
         rows.sort(key=lambda r: r["name"])
         phys = []
         for p in sorted(set(mappings) | set(physical) | set(status)):

@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 from .errors import FlumeError, SpecError
@@ -20,6 +21,8 @@ from .registry import all_components, validate_parts
 from .spec import Definition, format_spec, parse, parse_source
 
 log = logging.getLogger("flume")
+
+DEFAULT_HTTP_PORT = 35862
 
 EPILOG = """examples:
   flume node --one-shot -n web1 -c 'web1: text("/var/log/syslog") | console'
@@ -100,10 +103,15 @@ def cmd_components(args) -> int:
 
 
 def run_one_shot(definitions: list[Definition], data_dir: Path | None, physical: str,
-                 allow_exec: bool) -> int:
-    """Run the flows until every source is exhausted or a signal asks to stop."""
+                 allow_exec: bool, http_port: int | None = None,
+                 http_bind: str = "127.0.0.1") -> int:
+    """Run the flows until every source is exhausted or a signal asks to stop; with
+    ``http_port``, serve the status page meanwhile."""
     nodes = []
     stop = threading.Event()
+    server = None
+    if http_port is not None:
+        server = _one_shot_status_server(nodes, physical, http_port, http_bind)
 
     def on_signal(signum, _frame):
         log.info("stopping on signal %s", signal.Signals(signum).name)
@@ -126,10 +134,33 @@ def run_one_shot(definitions: list[Definition], data_dir: Path | None, physical:
             n.stop()
         for s, h in old.items():
             signal.signal(s, h)
+        if server is not None:
+            server.stop()
     failed = [n for n in nodes if n.state is State.ERROR]
     for n in failed:
         print(f"flume: logical node {n.name} failed: {n.last_error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _one_shot_status_server(nodes: list[LogicalNode], physical: str, port: int, bind: str):
+    from .metrics import summarize
+    from .status_server import StatusServer
+    started = int(time.time() * 1000)
+
+    def status() -> dict:
+        logical = {}
+        for n in list(nodes):
+            st = n.status()
+            st["counters"] = summarize(st)
+            logical[n.name] = st
+        return {"physical": physical, "host": socket.gethostname(), "pid": os.getpid(),
+                "started": started, "logical": logical, "updated": int(time.time() * 1000)}
+    try:
+        return StatusServer(status, bind, port).start()
+    except OSError as exc:
+        log.warning("no status page: cannot listen on %s:%s: %s", bind, port,
+                    exc.strerror or exc)
+        return None
 
 
 def cmd_node(args) -> int:
@@ -143,7 +174,8 @@ def cmd_node(args) -> int:
     spec = load_checked_spec(text)
     if not spec.definitions:
         raise UsageError("the spec defines no logical node")
-    return run_one_shot(list(spec.definitions), data_dir, physical, args.allow_exec)
+    return run_one_shot(list(spec.definitions), data_dir, physical, args.allow_exec,
+                        http_port=args.http_port, http_bind=args.http_bind)
 
 
 def zk_from_master(url: str) -> tuple[str, str]:
@@ -170,7 +202,9 @@ def run_managed(args, data_dir: Path, physical: str) -> int:
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, lambda *_: stop.set())
     node = PhysicalNode(physical, hosts, root, data_dir=data_dir / "node" / physical,
-                        allow_exec=args.allow_exec, http_port=args.http_port)
+                        allow_exec=args.allow_exec,
+                        http_port=DEFAULT_HTTP_PORT if args.http_port is None
+                        else args.http_port, http_bind=args.http_bind)
     node.start()
     try:
         while not stop.wait(0.5):
@@ -223,8 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--zk", metavar="CONNECT", help="ZooKeeper ensemble host:port,... "
                    "(instead of asking a master)")
     n.add_argument("--zk-root", default="/flume", help="root znode (default /flume)")
-    n.add_argument("--http-port", type=int, default=35862,
-                   help="status page port (default 35862)")
+    n.add_argument("--http-port", type=int, default=None,
+                   help=f"status page port (default {DEFAULT_HTTP_PORT}, or the next free "
+                   f"one; 0 picks any free port); a one-shot node serves a status page "
+                   f"only when given this option")
+    n.add_argument("--http-bind", default="127.0.0.1", metavar="ADDRESS",
+                   help="address the status page listens on (default 127.0.0.1)")
     n.set_defaults(func=cmd_node)
 
     c = sub.add_parser("check", help="validate a spec and print its canonical form",

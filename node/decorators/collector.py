@@ -1,25 +1,133 @@
 """``collector([rollmillis]) { sink }``: the generic collector.
 
-A roll (time trigger, checked every 250 ms) that will acknowledge E2E groups once the inner
-instance holding their events has durably closed. The acknowledgement part is not written
-yet: :meth:`CollectorRollSink.on_inner_closed` is where it goes.
+A roll (time trigger, checked every 250 ms) that acknowledges E2E groups once the inner
+instance holding their events has durably closed.
+
+With ZooKeeper (a node under a master), the groups ``collectorSource`` received reach the
+roll as checkpoint keys ``e2e:<agent>:<seq>``; they are kept per roll period and, when the
+instance of that period closes without error, committed in ZooKeeper (their claims
+checked and deleted, ``groups/<agent>/<seq>`` created: docs/e2e.md), which acknowledges
+them to the agents. An instance that fails to close gives its groups' claims up, so the
+agents send them again.
+
+The inner sink is arbitrary, so making its output final and recording the groups cannot
+be one step: a crash between the two makes the agents resend groups that are already in
+the output -- **at-least-once**. ``collectorSink`` commits its files and their groups in one
+transaction and is effectively once; use it where duplicates matter.
 """
 from __future__ import annotations
 
-from ..component import SinkFactory
+import logging
+
+from ..checkpoint import Checkpoint
+from ..component import NodeContext, SinkFactory
 from ..registry import decorator
 from .roll import RollSink
+
+log = logging.getLogger(__name__)
+
+CP_GRACE = 2.0       # seconds the trigger thread waits for an append's checkpoint
 
 
 @decorator("collector")
 class CollectorRollSink(RollSink):
-    """A roll every ``rollmillis`` whose closes will acknowledge the E2E groups written to
-    the closed instance (acknowledgements: not implemented yet)."""
+    """A roll every ``rollmillis`` whose closes acknowledge the E2E groups written to the
+    closed instance (at-least-once; see the module docstring)."""
 
     def __init__(self, inner_factory: SinkFactory, rollmillis: int = 30000):
         super().__init__(inner_factory, rollmillis)
+        self._state = None
+        self._tag_groups: dict[bytes, list] = {}
+        self._closed_tags: dict[bytes, bool] = {}
+        self._appended_tag: bytes | None = None
+        self._awaiting_since: float | None = None
+
+    def open(self, ctx: NodeContext) -> None:
+        from ..e2e import collector_state
+        self.ctx = ctx
+        self._state = collector_state(ctx) if ctx.shared.get("zk_store") is not None \
+            else None
+        if self._state is not None:
+            with self._state.lock:
+                self._state.sinks += 1
+        try:
+            super().open(ctx)
+        except Exception:
+            self._leave()
+            raise
+
+    def _leave(self) -> None:
+        st, self._state = self._state, None
+        if st is not None:
+            with st.lock:
+                st.sinks -= 1
+            st.release_queued()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._leave()
+
+    def append(self, events) -> None:
+        if self._state is None:
+            super().append(events)
+            return
+        with self._lock:
+            super().append(events)
+            self._appended_tag = self._tag
+            self._awaiting_since = self.ctx.clock.monotonic()
+
+    def when_durable(self, cp: Checkpoint) -> None:
+        if self._state is not None:
+            from ..e2e import take_groups
+            with self._lock:
+                self._awaiting_since = None
+                groups = take_groups([cp])
+                if groups:
+                    tag = self._appended_tag
+                    if tag == self._tag and self._current is not None and self._cur_events:
+                        self._tag_groups.setdefault(tag, []).extend(groups)
+                    else:   # the instance holding them was closed meanwhile
+                        self._settle(groups, self._closed_tags.get(tag, False))
+        super().when_durable(cp)
 
     def on_inner_closed(self, tag: bytes, durable: bool) -> None:
-        """The instance tagged ``tag`` was closed. When ``durable``, the E2E groups whose
-        events went to it may be acknowledged; when not, they must not be (the agent resends
-        them). E2E acknowledgement: to be added here."""
+        """The instance tagged ``tag`` was closed: acknowledge its groups when
+        ``durable``, else give their claims up (the agents resend them)."""
+        if self._state is None:
+            return
+        self._closed_tags[tag] = durable
+        while len(self._closed_tags) > 16:
+            self._closed_tags.pop(next(iter(self._closed_tags)))
+        groups = self._tag_groups.pop(tag, [])
+        if groups:
+            self._settle(groups, durable)
+
+    def _settle(self, groups: list, durable: bool) -> None:
+        st = self._state
+        st.forget(groups)
+        if not durable:
+            try:
+                st.store.release_claims(groups)
+            except Exception:
+                pass
+            return
+        try:
+            ok, why = st.store.commit_groups(st.collector_id, None, None, groups,
+                                             f"{st.collector_id}/collector".encode())
+        except Exception as exc:
+            ok, why = False, str(exc)
+        if ok:
+            self.metrics.add("groups_committed", len(groups))
+        else:
+            self.metrics.add("errors")
+            log.warning("collector %s: %d groups are in the output but could not be "
+                        "acknowledged (%s); the agents will send them again",
+                        st.collector_id, len(groups), why)
+
+    def _check(self) -> None:
+        t = self._awaiting_since
+        if t is not None and self.ctx.clock.monotonic() - t < CP_GRACE:
+            return
+        super()._check()

@@ -2,5 +2,5 @@
 
 ``fanout``, ``failover`` and ``shared`` are the spec language's own constructs
 (``[...]``, ``<...>``, ``let``), built directly by the builder."""
-from . import (collect, console, counter, dfs, failover, fanout, logical,  # noqa: F401
-               null_fail, shared, syslog_tcp, text)
+from . import (agent, agent_e2e, collect, collector_sink, console, counter,  # noqa: F401
+               dfs, failover, fanout, logical, null_fail, rpc, shared, syslog_tcp, text)

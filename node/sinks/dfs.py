@@ -225,6 +225,11 @@ class DfsSink(Sink):
         return f
 
     def _finish(self, files: list[_File], pending: list[Checkpoint]) -> None:
+        self._complete(files)
+        self._publish(files, pending)
+
+    def _complete(self, files: list[_File]) -> None:
+        """End, flush and fsync every file; SinkError (nothing committed) if one fails."""
         errors = []
         for f in files:
             try:
@@ -246,6 +251,10 @@ class DfsSink(Sink):
             f, exc = errors[0]
             raise SinkError(f"dfs: cannot complete {len(errors)} file(s), first "
                             f"{f.hidden}: {exc}; nothing was committed") from exc
+
+    def _publish(self, files: list[_File], pending: list[Checkpoint]) -> None:
+        """Commit ``pending`` and rename the completed ``files`` to their final names
+        (subclasses with another commit protocol override this: ``collectorSink``)."""
         with _FINAL_LOCK:
             renames, remote = [], []
             taken: set[str] = set()

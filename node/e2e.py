@@ -1,0 +1,918 @@
+"""End-to-end (E2E) mode: effectively-once delivery with ZooKeeper as the commit log.
+
+The protocol is written down in ``docs/e2e.md``; this module holds both halves.
+
+Agent side (used by ``ackedWriteAhead`` / ``agentE2ESink`` / ``agentE2EChain``):
+
+* :class:`AckTracker` learns acknowledgements: it watches ``groups/<agent>`` (a committed
+  group's znode *is* its acknowledgement), drops acknowledged groups from the WAL, raises
+  ``watermark/<agent>`` to the lowest unacknowledged seq and deletes group znodes below it.
+* :class:`GroupSender` sends the WAL's groups in seq order through a *transport*
+  (``send_group(agent, seq, crc, payload, count) -> (status, message, endpoint)``, raising
+  SinkError when no collector can be reached), resends a group unacknowledged
+  ``retransmitMs`` after it was last sent, resends at once what was sent to a collector
+  that then failed, and handles RETRY (the group is claimed by another collector) by
+  watching that claim go away.
+
+Collector side (used by ``collectorSource`` and ``collectorSink``):
+
+* :func:`collector_group_handler` answers ``appendGroup``: CRC and payload checks,
+  ``claim_group`` in ZooKeeper (OK without writing when the group is committed already or
+  this collector holds it; RETRY when another collector holds it), then the events go to
+  the flow with the checkpoint key ``e2e:<agent>:<seq>``.
+* :class:`Committer` is what ``collectorSink`` does at each roll: one transaction records
+  the completed files and their groups (claims checked and deleted, ``groups/...`` and
+  ``files/<collector>/<id>`` created), then the hidden files are renamed and the record
+  deleted; a refused transaction discards the files. At start it rolls recorded commits
+  forward and deletes hidden files of crashed runs.
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+import zlib
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+from .checkpoint import Checkpoint, fsync_dir
+from .component import Metrics, NodeContext
+from .errors import FlumeError, SinkError
+from .rpc import Status, decode_payload
+
+log = logging.getLogger(__name__)
+
+NEEDS_ZK = ("end-to-end mode needs a node managed through ZooKeeper "
+            "(flume node --zk or --master)")
+KEY_PREFIX = "e2e:"
+OK, RETRY, FAILED = Status.OK, Status.RETRY, Status.FAILED
+COMMITTED = "committed"     # the message of an OK meaning "acknowledged already"
+
+
+# ====================================================================== shared helpers
+
+def group_key(agent: str, seq: int) -> str:
+    """The checkpoint key carrying a group's identity from collectorSource to the sink."""
+    return f"{KEY_PREFIX}{agent}:{seq}"
+
+
+def parse_group_key(key: str) -> tuple[str, int] | None:
+    if not key.startswith(KEY_PREFIX):
+        return None
+    agent, _, seq = key[len(KEY_PREFIX):].rpartition(":")
+    try:
+        return agent, int(seq)
+    except ValueError:
+        return None
+
+
+def take_groups(checkpoints: list[Checkpoint]) -> list[tuple[str, int]]:
+    """Remove the group keys from ``checkpoints`` (in place: what is left are ordinary
+    positions for the local store) and return the groups, in order, without repeats."""
+    out: dict[tuple[str, int], None] = {}
+    for cp in checkpoints:
+        upd = cp.updates
+        if not upd:
+            continue
+        keys = [k for k in upd if k.startswith(KEY_PREFIX)]
+        for k in keys:
+            g = parse_group_key(k)
+            if g is not None:
+                out[g] = None
+            del upd[k]
+    return list(out)
+
+
+def has_groups(updates: dict) -> bool:
+    return any(k.startswith(KEY_PREFIX) for k in updates)
+
+
+def zk_store_of(ctx: NodeContext):
+    """The node's ZooKeeper store; SinkError when the node runs without ZooKeeper."""
+    store = ctx.shared.get("zk_store") if ctx.shared is not None else None
+    if store is None:
+        raise SinkError(NEEDS_ZK)
+    return store
+
+
+def agent_id(ctx: NodeContext) -> str:
+    """This agent's name in ZooKeeper: the logical node's name, ``name#k`` for the k-th
+    E2E sink of the same flow (k >= 2, in opening order)."""
+    n = getattr(ctx, "_e2e_agents", 0) + 1
+    ctx._e2e_agents = n
+    return ctx.logical_name if n == 1 else f"{ctx.logical_name}#{n}"
+
+
+def collector_id(ctx: NodeContext) -> str:
+    """This collector's name in ZooKeeper: ``<physical node>-<logical node>``, stable
+    across restarts (its commit records are rolled forward under it)."""
+    phys = ctx.physical_name or ctx.shared.get("physical_name") or socket.gethostname()
+    return f"{phys}-{ctx.logical_name}"
+
+
+# ====================================================================== agent side
+
+class AckTracker:
+    """Learns which groups of ``agent`` are committed (see the module docstring) and
+    passes them to ``on_acked(seqs)``. kazoo callbacks only enqueue; one thread works."""
+
+    REFRESH = 10.0   # seconds between full re-reads, a safety net under the watch
+
+    def __init__(self, store, agent: str, wal, on_acked: Callable[[list[int]], None],
+                 metrics: Metrics):
+        self.store = store
+        self.agent = agent
+        self.wal = wal
+        self.on_acked = on_acked
+        self.metrics = metrics
+        self.watermark = 0
+        self.synced = False
+        self._q: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watch = None
+
+    def sync(self) -> None:
+        """Read the watermark and the committed groups; make sure the WAL never gives a
+        seq at or below them (a lost WAL directory must not reuse committed seqs); drop
+        what is acknowledged. ZkError when ZooKeeper does not answer."""
+        from zk.client import translate
+        try:
+            w = self.store.get_watermark(self.agent)
+            committed = self.store.list_groups(self.agent)
+        except Exception as exc:
+            raise translate(exc, f"reading the acknowledgements of {self.agent}") from exc
+        self.watermark = w
+        self.wal.ensure_next_seq(max([w] + [s + 1 for s in committed]))
+        acked = [s for s in self.wal.live_seqs() if s < w]
+        acked += [s for s in committed if s >= w]
+        self._ack(acked)
+        self.synced = True
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"e2e-acks-{self.agent}")
+        self._thread.start()
+        self._start_watch()
+
+    def _start_watch(self) -> None:
+        from kazoo.recipe.watchers import ChildrenWatch
+        try:
+            path = self.store.groups_path(self.agent)
+            self._watch = ChildrenWatch(self.store.client, path, self._on_children)
+        except Exception as exc:   # ZooKeeper away: the refresh loop tries again
+            log.warning("agent %s: cannot watch its acknowledgements yet: %s",
+                        self.agent, exc)
+
+    def _on_children(self, children):
+        if self._stop.is_set():
+            return False
+        self._q.put(("children", children))
+
+    def ack_now(self, seqs: list[int]) -> None:
+        """Groups known committed by other means (a collector answered "committed")."""
+        self._q.put(("acked", seqs))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._q.put(("stop",))
+        t, self._thread = self._thread, None
+        if t is not None and t is not threading.current_thread():
+            t.join(10)
+
+    def _ack(self, seqs: list[int]) -> None:
+        if seqs:
+            self.on_acked(seqs)
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                item = self._q.get(timeout=self.REFRESH)
+            except queue.Empty:
+                item = ("refresh",)
+            items = [item]
+            while True:       # coalesce: only the latest children list matters
+                try:
+                    items.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            if any(i[0] == "stop" for i in items):
+                return
+            children = None
+            explicit: list[int] = []
+            refresh = False
+            for i in items:
+                if i[0] == "children":
+                    children = i[1]
+                elif i[0] == "acked":
+                    explicit.extend(i[1])
+                elif i[0] == "refresh":
+                    refresh = True
+            try:
+                if not self.synced:
+                    self.sync()
+                if self._watch is None:
+                    self._start_watch()
+                if children is None and (refresh or explicit):
+                    children = [str(s) for s in self.store.list_groups(self.agent)]
+                self._process(children or [], explicit)
+                backoff = 0.5
+            except Exception as exc:
+                self.metrics.add("ack_errors")
+                log.warning("agent %s: processing acknowledgements failed (retrying): %s",
+                            self.agent, exc)
+                if explicit:
+                    self._q.put(("acked", explicit))
+                self._q.put(("refresh",))
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _process(self, children: list[str], explicit: list[int]) -> None:
+        seqs = {int(c) for c in children if c.isdigit()}
+        wal = self.wal
+        newly = [s for s in seqs if wal.get(s) is not None]
+        newly += [s for s in explicit if wal.get(s) is not None]
+        self._ack(newly)
+        low = wal.lowest_live()
+        if low > self.watermark:
+            self.watermark = self.store.raise_watermark(self.agent, low)
+            self.metrics.set("watermark", self.watermark)
+        below = [s for s in seqs if s < self.watermark]
+        if below:
+            self.store.delete_groups(self.agent, below)
+
+
+class _Pending:
+    __slots__ = ("seq", "count", "crc", "state", "endpoint", "gen", "sends", "probe_wait",
+                 "fail_wait", "claimed_at")
+
+    def __init__(self, seq: int, count: int, crc: int):
+        self.seq, self.count, self.crc = seq, count, crc
+        self.state = "new"        # new | sent | claimed | failed
+        self.endpoint = -1
+        self.gen = 0              # bumped at each reschedule: stale heap entries skip
+        self.sends = 0
+        self.probe_wait = 0.0
+        self.fail_wait = 0.0
+        self.claimed_at = 0.0
+
+
+class GroupSender:
+    """Sends an agent's unacknowledged groups (see the module docstring). One thread."""
+
+    PROBE_FIRST, PROBE_MAX = 0.5, 5.0        # seconds between checks of a foreign claim
+    FAIL_FIRST = 1.0                         # after FAILED from every collector
+
+    def __init__(self, agent: str, wal, transport, clock, metrics: Metrics,
+                 retransmit: float, check: float,
+                 on_committed: Callable[[list[int]], None],
+                 claim_exists: Callable[[int], bool] | None = None, lanes: int = 1):
+        self.agent = agent
+        self.lanes = max(1, lanes)
+        self.wal = wal
+        self.transport = transport
+        self.clock = clock
+        self.metrics = metrics
+        self.retransmit = retransmit
+        self.check = check
+        self.on_committed = on_committed
+        self.claim_exists = claim_exists
+        self._cond = threading.Condition()
+        self._pending: dict[int, _Pending] = {}
+        self._new: deque[int] = deque()
+        self._heap: list[tuple[float, int, int]] = []
+        self._blocked_until = 0.0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._warned = False
+
+    # -------------------------------------------------------------- inputs
+
+    def add(self, groups) -> None:
+        with self._cond:
+            for g in groups:
+                if g.seq not in self._pending:
+                    self._pending[g.seq] = _Pending(g.seq, g.count, g.crc)
+                    self._new.append(g.seq)
+            self.metrics.set("acks_pending", len(self._pending))
+            self._cond.notify_all()
+
+    def acked(self, seqs) -> None:
+        with self._cond:
+            for s in seqs:
+                self._pending.pop(s, None)
+            self.metrics.set("acks_pending", len(self._pending))
+
+    def endpoint_failed(self, endpoint: int) -> None:
+        """A collector failed: what it took and did not commit yet is sent again now."""
+        with self._cond:
+            now = self.clock.monotonic()
+            n = 0
+            for p in self._pending.values():
+                if p.state == "sent" and p.endpoint == endpoint:
+                    self._schedule(p, now)
+                    n += 1
+            if n:
+                self.metrics.add("groups_requeued", n)
+                self._cond.notify_all()
+
+    # -------------------------------------------------------------- thread
+
+    def start(self) -> None:
+        for lane in range(self.lanes):
+            t = threading.Thread(target=self._run, args=(lane,), daemon=True,
+                                 name=f"e2e-send-{self.agent}-{lane}")
+            self._threads.append(t)
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        interrupt = getattr(self.transport, "interrupt", None)
+        threads, self._threads = self._threads, []
+        threads = [t for t in threads if t is not threading.current_thread()]
+        deadline = time.monotonic() + 0.5
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in threads) and interrupt is not None:
+            interrupt()
+        for t in threads:
+            t.join(30)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every group was sent at least once (True), a collector cannot be
+        reached, or ``timeout`` seconds passed (False). Used at close: the groups stay in
+        the WAL until acknowledged anyway, but sent ones reach the output now."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if not any(s in self._pending for s in self._new):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0 or self._blocked_until > self.clock.monotonic() or \
+                        not self._threads:
+                    return False
+                self._cond.wait(min(left, 0.05))
+
+    def _schedule(self, p: _Pending, when: float) -> None:
+        p.gen += 1
+        heapq.heappush(self._heap, (when, p.seq, p.gen))
+
+    def _next(self) -> _Pending | None:
+        """The next group to send, or None after waiting a little (lock held)."""
+        now = self.clock.monotonic()
+        if now < self._blocked_until:      # no collector could be reached just now
+            self._cond.wait(min(self._blocked_until - now, self.check))
+            return None
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, seq, gen = heapq.heappop(heap)
+            p = self._pending.get(seq)
+            if p is not None and p.gen == gen:
+                return p
+        while self._new:
+            p = self._pending.get(self._new.popleft())
+            if p is not None and p.state == "new":
+                return p
+        wait = self.check
+        if heap:
+            wait = min(wait, max(heap[0][0] - now, 0.001))
+        self._cond.wait(wait)
+        return None
+
+    def _run(self, lane: int) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                p = self._next()
+            if p is None:
+                continue
+            try:
+                self._send(p, lane)
+            except Exception as exc:   # the thread must survive anything
+                self.metrics.add("errors")
+                log.error("agent %s: sending group %d failed: %s", self.agent, p.seq, exc,
+                          exc_info=not isinstance(exc, FlumeError))
+                with self._cond:
+                    if p.seq in self._pending:
+                        self._schedule(p, self.clock.monotonic() + self.check * 4)
+
+    def _send(self, p: _Pending, lane: int = 0) -> None:
+        clock = self.clock
+        if p.state == "claimed" and self.claim_exists is not None:
+            # Another collector holds it in a file not yet complete: wait until that
+            # collector commits (the acknowledgement arrives) or loses the claim.
+            try:
+                held = self.claim_exists(p.seq)
+            except Exception:
+                held = True
+            if held and clock.monotonic() - p.claimed_at < self.retransmit:
+                with self._cond:
+                    if p.seq in self._pending:
+                        p.probe_wait = min(max(p.probe_wait * 2, self.PROBE_FIRST),
+                                           self.PROBE_MAX)
+                        self._schedule(p, clock.monotonic() + p.probe_wait)
+                return
+            p.claimed_at = clock.monotonic()   # sending again: the next wait starts now
+        payload = self.wal.read(p.seq)
+        if payload is None:
+            return            # acknowledged meanwhile
+        try:
+            status, message, endpoint = self.transport.send_group(
+                self.agent, p.seq, p.crc, payload, p.count, lane)
+        except SinkError as exc:
+            wait = max(0.05, min(getattr(exc, "retry_in", 0.0) or self.check, 1.0))
+            with self._cond:
+                if p.seq in self._pending:
+                    if p.state == "new":
+                        self._new.appendleft(p.seq)
+                    else:
+                        self._schedule(p, clock.monotonic())
+                self._blocked_until = clock.monotonic() + wait
+            self.metrics.add("send_errors")
+            if not self._warned:
+                self._warned = True
+                log.warning("agent %s: no collector takes groups now (%s); they wait in "
+                            "the WAL", self.agent, exc)
+            return
+        if self._warned:
+            self._warned = False
+            log.info("agent %s: a collector takes groups again", self.agent)
+        now = clock.monotonic()
+        if status == OK:
+            self.metrics.add("groups_resent" if p.sends else "groups_sent")
+            self.metrics.add("events_sent", p.count)
+            p.sends += 1
+            if message == COMMITTED:
+                self.metrics.add("groups_found_committed")
+                self.on_committed([p.seq])
+                return
+            with self._cond:
+                if p.seq in self._pending:
+                    p.state, p.endpoint, p.probe_wait, p.fail_wait = "sent", endpoint, 0, 0
+                    self._schedule(p, now + self.retransmit)
+        elif status == RETRY:
+            self.metrics.add("retries")
+            with self._cond:
+                if p.seq in self._pending:
+                    if p.state != "claimed":
+                        p.state, p.claimed_at = "claimed", now
+                    p.probe_wait = self.PROBE_FIRST if self.claim_exists else \
+                        min(max(p.probe_wait * 2, self.PROBE_FIRST), self.PROBE_MAX)
+                    self._schedule(p, now + p.probe_wait)
+        else:
+            self.metrics.add("groups_refused")
+            log.warning("agent %s: group %d refused by every collector: %s", self.agent,
+                        p.seq, message)
+            with self._cond:
+                if p.seq in self._pending:
+                    p.state = "failed"
+                    p.fail_wait = min(max(p.fail_wait * 2, self.FAIL_FIRST),
+                                      self.retransmit)
+                    self._schedule(p, now + p.fail_wait)
+
+
+class AckCheckpoint(Checkpoint):
+    """A checkpoint with nothing to record whose commit acknowledges a group (an
+    ``ackedWriteAhead`` over an ordinary sink: acknowledged when that sink made it
+    durable)."""
+
+    __slots__ = ("seq", "callback")
+
+    def __init__(self, seq: int, callback: Callable[[list[int]], None]):
+        super().__init__({})
+        self.seq = seq
+        self.callback = callback
+
+    def after_commit(self, store) -> None:
+        self.callback([self.seq])
+
+
+class LocalTransport:
+    """Sends groups into an ordinary (inner) sink: decoded, appended, acknowledged once
+    that sink commits the group's :class:`AckCheckpoint` (at-least-once: no ZooKeeper)."""
+
+    def __init__(self, inner, on_durable: Callable[[list[int]], None]):
+        self.inner = inner
+        self.on_durable = on_durable
+
+    def send_group(self, agent: str, seq: int, crc: int, payload: bytes, count: int,
+                   lane: int = 0):
+        events = decode_payload(payload)
+        self.inner.append(events)
+        self.inner.when_durable(AckCheckpoint(seq, self.on_durable))
+        return OK, "", 0
+
+
+# ====================================================================== collector side
+
+class CollectorState:
+    """What a collector's source and sink share (per logical node): the ZooKeeper store,
+    the collector id, and the groups this collector holds claims on:
+    ``held[(agent, seq)]`` is ``"claiming"``, ``"queued"`` (handed to the flow) or
+    ``"written"`` (in an open file)."""
+
+    def __init__(self, store, cid: str):
+        self.store = store
+        self.collector_id = cid
+        self.lock = threading.Lock()
+        self.held: dict[tuple[str, int], str] = {}
+        self.sinks = 0            # open E2E sinks of this logical node
+
+    def forget(self, groups) -> None:
+        with self.lock:
+            for g in groups:
+                self.held.pop(g, None)
+
+    def mark(self, groups, state: str) -> None:
+        with self.lock:
+            for g in groups:
+                if g in self.held:
+                    self.held[g] = state
+
+    def release_queued(self) -> None:
+        """Give up the claims of groups that never reached a file (the flow stopped)."""
+        with self.lock:
+            lost = [g for g, st in self.held.items() if st in ("queued", "claiming")]
+            for g in lost:
+                del self.held[g]
+        if lost:
+            try:
+                self.store.release_claims(lost)
+                log.info("collector %s released %d claims of groups it will not write",
+                         self.collector_id, len(lost))
+            except Exception as exc:
+                log.warning("collector %s: releasing claims failed (they go with its "
+                            "session): %s", self.collector_id, exc)
+
+
+_STATES_LOCK = threading.Lock()
+
+
+def collector_state(ctx: NodeContext) -> CollectorState:
+    """The :class:`CollectorState` of ``ctx``'s logical node (created once)."""
+    store = zk_store_of(ctx)
+    with _STATES_LOCK:
+        states = ctx.shared.setdefault("e2e_collectors", {})
+        st = states.get(ctx.logical_name)
+        if st is None or st.store is not store:
+            st = states[ctx.logical_name] = CollectorState(store, collector_id(ctx))
+        return st
+
+
+class GroupHandler:
+    """Answers ``appendGroup`` for a ``collectorSource`` (docs/e2e.md, collector step 1)."""
+
+    def __init__(self, ctx: NodeContext, enqueue: Callable[[list, dict], bool]):
+        self.ctx = ctx
+        self.enqueue = enqueue
+        self.state = collector_state(ctx)
+        self.metrics = Metrics()
+
+    def append_group(self, agent: str, seq: int, checksum: int, payload: bytes,
+                     count: int) -> tuple[int, str]:
+        m = self.metrics
+        if zlib.crc32(payload) != checksum & 0xFFFFFFFF:
+            m.add("groups_corrupt")
+            return FAILED, f"group {agent}:{seq}: checksum mismatch"
+        st = self.state
+        if st.sinks <= 0:
+            return FAILED, ("this collector's flow has no end-to-end sink (collectorSink): "
+                            "it cannot acknowledge groups")
+        key = (agent, seq)
+        with st.lock:
+            cur = st.held.get(key)
+            if cur is None:
+                st.held[key] = "claiming"
+        if cur is not None:
+            if cur == "claiming":
+                return RETRY, f"group {agent}:{seq} is being taken"
+            m.add("groups_duplicate")
+            return OK, ""            # ours already, in the flow or in an open file
+        try:
+            request = st.store.begin_claim(agent, seq, st.collector_id)
+        except Exception as exc:
+            st.forget([key])
+            m.add("zk_errors")
+            return RETRY, f"ZooKeeper unavailable: {exc}"
+        # decode while ZooKeeper answers
+        try:
+            events = decode_payload(payload)
+            bad = None if len(events) == count else \
+                f"group {agent}:{seq} holds {len(events)} events, the call says {count}"
+        except ValueError as exc:
+            bad = f"group {agent}:{seq}: bad payload: {exc}"
+        try:
+            outcome = request.result()
+        except Exception as exc:
+            st.forget([key])
+            m.add("zk_errors")
+            return RETRY, f"ZooKeeper unavailable: {exc}"
+        if bad is not None:
+            st.forget([key])
+            m.add("groups_corrupt")
+            if outcome in ("claimed", "ours"):
+                self._release([key])
+            return FAILED, bad
+        if outcome == "committed":
+            st.forget([key])
+            m.add("groups_committed_already")
+            return OK, COMMITTED
+        if outcome == "held":
+            st.forget([key])
+            m.add("groups_held_elsewhere")
+            return RETRY, f"group {agent}:{seq} is held by another collector"
+        st.mark([key], "queued")
+        if not self.enqueue(events, {group_key(agent, seq): count}):
+            st.forget([key])
+            self._release([key])
+            return RETRY, "collector busy: try again"
+        m.add("groups_accepted")
+        return OK, ""
+
+    def _release(self, groups) -> None:
+        try:
+            self.state.store.release_claims(groups)
+        except Exception:
+            pass    # it goes with the session, or a resend finds it ours
+
+    def close(self) -> None:
+        pass
+
+
+def collector_group_handler(ctx: NodeContext, enqueue) -> GroupHandler:
+    """The ``appendGroup`` handler a ``collectorSource`` delegates to (ZooKeeper needed)."""
+    return GroupHandler(ctx, enqueue)
+
+
+# ---------------------------------------------------------------------- commits
+
+def file_url(f, path: str) -> str:
+    """A dfs file's ``path`` as a URL (plain path for local files)."""
+    if f.local:
+        return path
+    return f.fs.unstrip_protocol(path)
+
+
+def _fs_of(url: str):
+    from fsspec.core import url_to_fs
+    return url_to_fs(url)
+
+
+class HiddenJournal:
+    """A local list of the hidden files a collector has open, so hidden files of a crashed
+    run are found and deleted at start (append-only: ``+path`` / ``-path`` lines)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def add(self, url: str) -> None:
+        self._write(f"+{url}\n")
+
+    def remove(self, urls) -> None:
+        self._write("".join(f"-{u}\n" for u in urls))
+
+    def _write(self, text: str) -> None:
+        if not text:
+            return
+        with self._lock:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(text)
+
+    def entries(self) -> list[str]:
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        live: dict[str, None] = {}
+        for line in lines:
+            if line.startswith("+"):
+                live[line[1:]] = None
+            elif line.startswith("-"):
+                live.pop(line[1:], None)
+        return list(live)
+
+    def reset(self, keep=()) -> None:
+        with self._lock:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(f"+{u}\n" for u in keep), encoding="utf-8")
+            os.replace(tmp, self.path)
+
+
+def _exists(url: str) -> bool:
+    if "://" not in url:
+        return os.path.exists(url)
+    fs, p = _fs_of(url)
+    return fs.exists(p)
+
+
+def _rename(src: str, dst: str) -> None:
+    if "://" not in src:
+        os.replace(src, dst)
+        return
+    fs, s = _fs_of(src)
+    _, d = _fs_of(dst)
+    fs.mv(s, d)
+
+
+def _remove(url: str) -> None:
+    try:
+        if "://" not in url:
+            os.unlink(url)
+        else:
+            fs, p = _fs_of(url)
+            fs.rm(p)
+    except FileNotFoundError:
+        pass
+
+
+class Committer:
+    """A collectorSink's commit protocol (docs/e2e.md, collector steps 2-4). With
+    ``state`` None (no ZooKeeper) only the hidden-file journal is kept."""
+
+    def __init__(self, ctx: NodeContext, state: CollectorState | None, metrics: Metrics):
+        self.ctx = ctx
+        self.state = state
+        self.metrics = metrics
+        self.journal = HiddenJournal(ctx.component_dir("collector") / "hidden-files")
+        self.unresolved: dict[str, tuple] = {}   # file id -> (pairs, groups, checkpoints)
+        self.records_left: list[str] = []        # applied, renamed, record not deleted
+
+    # -------------------------------------------------------------- start
+
+    def recover(self) -> None:
+        """Roll forward this collector's recorded commits, then delete the hidden files of
+        crashed runs that no record names."""
+        protected: set[str] = set()
+        if self.state is not None:
+            st = self.state
+            try:
+                records = st.store.file_records(st.collector_id)
+            except Exception as exc:
+                raise SinkError(f"collectorSink: cannot read the commit records of "
+                                f"{st.collector_id} from ZooKeeper: {exc}") from exc
+            for fid, rec in records.items():
+                pairs = [tuple(p) for p in rec.get("files", [])]
+                if self._finish_renames(pairs, fid, recovering=True):
+                    try:
+                        st.store.delete_file_record(st.collector_id, fid)
+                    except Exception as exc:
+                        log.warning("collector %s: cannot delete commit record %s yet: %s",
+                                    st.collector_id, fid, exc)
+                else:
+                    protected.update(h for h, _ in pairs)
+        orphans = [u for u in self.journal.entries() if u not in protected]
+        removed = 0
+        for u in orphans:
+            try:
+                if _exists(u):
+                    _remove(u)
+                    removed += 1
+            except Exception as exc:
+                protected.add(u)
+                log.warning("collectorSink: cannot delete the hidden file %s of a crashed "
+                            "run: %s", u, exc)
+        if removed:
+            self.metrics.add("orphans_removed", removed)
+            log.info("collectorSink removed %d incomplete hidden files of a crashed run",
+                     removed)
+        self.journal.reset(keep=[u for u in protected])
+
+    def _finish_renames(self, pairs: list[tuple[str, str]], fid: str,
+                        recovering: bool = False) -> bool:
+        """Rename every recorded hidden file still there; True once all are final."""
+        ok = True
+        for hidden, final in pairs:
+            try:
+                if _exists(final):
+                    continue
+                if _exists(hidden):
+                    _rename(hidden, final)
+                    if recovering:
+                        self.metrics.add("rolled_forward")
+                        log.info("collectorSink rolled a recorded commit forward",
+                                 extra={"final": final})
+                    if "://" not in final:
+                        fsync_dir(Path(os.path.dirname(final) or "."))
+                else:
+                    self.metrics.add("errors")
+                    log.error("collectorSink: a committed file is missing (neither %s nor "
+                              "%s exists); its events are lost", hidden, final)
+            except Exception as exc:
+                ok = False
+                self.metrics.add("errors")
+                log.error("collectorSink: cannot finish recorded commit %s (%s -> %s): %s",
+                          fid, hidden, final, exc)
+        return ok
+
+    # -------------------------------------------------------------- each roll
+
+    def commit(self, files: list, finals: list[str], pending: list[Checkpoint],
+               groups: list[tuple[str, int]]) -> bool:
+        """Make ``files`` (completed, fsynced hidden files) final under ``finals`` with
+        their ``groups`` committed, then commit ``pending`` (positions only now) locally.
+        False when the commit was refused and the files discarded. Never raises for a
+        refused or undecided commit (the agents resend what is not acknowledged)."""
+        self.resolve()
+        st = self.state
+        pairs = [(file_url(f, f.hidden), file_url(f, fin)) for f, fin in zip(files, finals)]
+        fid = f"{int(time.time() * 1000)}-{uuid.uuid4().hex[:12]}"
+        record = {"files": pairs, "groups": len(groups), "events": sum(f.events for f in files)}
+        try:
+            applied, why = st.store.commit_groups(st.collector_id, fid, record, groups,
+                                                  f"{st.collector_id}/{fid}".encode())
+        except Exception as exc:
+            self.metrics.add("commits_undecided")
+            self.unresolved[fid] = (pairs, groups, pending)
+            log.error("collector %s: the outcome of a commit is unknown (ZooKeeper: %s); "
+                      "its files stay hidden until it is known", st.collector_id, exc)
+            return False
+        if not applied:
+            self._discard(pairs, groups, why)
+            return False
+        self._after_applied(fid, pairs, groups, pending)
+        return True
+
+    def _after_applied(self, fid: str, pairs, groups, pending) -> None:
+        st = self.state
+        if self._finish_renames(pairs, fid):
+            try:
+                st.store.delete_file_record(st.collector_id, fid)
+            except Exception:
+                self.records_left.append(fid)
+        else:
+            self.records_left.append(fid)
+        st.forget(groups)
+        self.journal.remove([h for h, _ in pairs])
+        self.metrics.add("files_committed", len(pairs))
+        self.metrics.add("groups_committed", len(groups))
+        self.ctx.store.commit(pending)
+
+    def _discard(self, pairs, groups, why: str) -> None:
+        st = self.state
+        for hidden, _ in pairs:
+            try:
+                _remove(hidden)
+            except Exception as exc:
+                log.warning("collectorSink: cannot delete discarded file %s: %s", hidden, exc)
+        self.journal.remove([h for h, _ in pairs])
+        st.forget(groups)
+        try:
+            st.store.release_claims(groups)
+        except Exception:
+            pass
+        self.metrics.add("files_discarded", len(pairs))
+        self.metrics.add("groups_rejected", len(groups))
+        log.warning("collector %s discarded a file instead of committing it (%s); the "
+                    "agents send its %d groups again", st.collector_id, why, len(groups))
+
+    def resolve(self) -> None:
+        """Decide commits whose outcome was unknown, finish leftover record deletions."""
+        st = self.state
+        if st is None:
+            return
+        for fid in list(self.unresolved):
+            pairs, groups, pending = self.unresolved[fid]
+            try:
+                applied = st.store.zk.exists(st.store.e2e_path(
+                    "files", st.collector_id, fid)) is not None
+            except Exception:
+                return        # still no ZooKeeper
+            del self.unresolved[fid]
+            if applied:
+                self._after_applied(fid, pairs, groups, pending)
+            else:
+                self._discard(pairs, groups, "the commit did not happen")
+        for fid in list(self.records_left):
+            try:
+                st.store.delete_file_record(st.collector_id, fid)
+                self.records_left.remove(fid)
+            except Exception:
+                return
+
+    def commit_late(self, groups: list[tuple[str, int]]) -> None:
+        """Record groups whose events went to a file already made final without them (their
+        checkpoint came after the roll): not atomic with the file, so a crash right here
+        could duplicate them. Logged; counted in ``late_commits``."""
+        st = self.state
+        self.metrics.add("late_commits", len(groups))
+        log.warning("collector %s: %d groups reached a file before their checkpoint; "
+                    "committing them after the file", st.collector_id, len(groups))
+        try:
+            applied, why = st.store.commit_groups(st.collector_id, None, None, groups,
+                                                  f"{st.collector_id}/late".encode())
+        except Exception as exc:
+            applied, why = False, str(exc)
+        st.forget(groups)
+        if not applied:
+            self.metrics.add("errors")
+            log.error("collector %s: late groups could not be committed (%s); they may "
+                      "be written twice", st.collector_id, why)

@@ -1,0 +1,212 @@
+"""End-to-end agent sinks (REFERENCE section 5, docs/e2e.md):
+``agentE2ESink(["host"[, port=35853]])`` (= ``agentSink``) and
+``agentE2EChain("h1[:p1]", "h2[:p2]", ...)``.
+
+Both are ``ackedWriteAhead`` over a collector chain that sends whole WAL groups with
+``appendGroup``: every append is durable in the agent's write-ahead log before it returns,
+groups are sent in the background to the first collector that takes them, and deleted
+only once a collector committed them (learned through ZooKeeper). The node must run
+under ZooKeeper (``flume node --zk`` or ``--master``); without it ``open`` fails.
+
+Collector chain: the first collector not backing off is tried first; one that cannot be
+reached is skipped for 1 s, doubling up to 10 s, then preferred again. What a failed
+collector had taken and not yet committed is sent again at once to the next one (which
+answers RETRY while the failed one still holds the groups' claims; the agent then waits
+for the claims to go or the acknowledgements to come).
+
+Options: ``batchCount=n`` (gather appends into groups of at least n events; with
+``batchMillis=ms`` a partial group is written at the latest ``ms`` after its first event),
+``compression=true`` (gzip each group), ``retransmitMs`` (resend a group unacknowledged
+that long after it was sent; default 60000), ``maxMs``/``checkMs`` (the write-ahead log's,
+see ``ackedWriteAhead``), ``timeoutMs`` (one call).
+"""
+from __future__ import annotations
+
+import logging
+
+from ..checkpoint import Checkpoint
+from ..component import Component, NodeContext, Sink
+from ..decorators.acked_write_ahead import AckedWriteAhead
+from ..e2e import NEEDS_ZK
+from ..errors import SinkError
+from ..event import Event
+from ..registry import sink
+from ..rpc import DEFAULT_PORT, RpcClient, Status
+from .agent import _Gather, parse_address
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 10.0
+SEND_LANES = 3        # groups in flight at once (one connection to a collector each)
+
+
+class _Endpoint:
+    __slots__ = ("clients", "retry_at", "backoff", "address")
+
+    def __init__(self, clients: list[RpcClient]):
+        self.clients = clients
+        self.address = clients[0].address
+        self.retry_at = 0.0
+        self.backoff = 0.0
+
+
+class GroupChain(Sink):
+    """Sends E2E groups to an ordered list of collectors (``send_group``); the first that
+    answers wins. ``on_endpoint_failed(index)`` is called when a collector fails."""
+
+    spec_name = "collectors"
+
+    def __init__(self, addresses: list[tuple[str, int]], timeout: float = 20.0,
+                 lanes: int = SEND_LANES):
+        super().__init__()
+        self.addresses = addresses
+        self.timeout = timeout
+        self.lanes = lanes
+        self.endpoints: list[_Endpoint] = []
+        self.current: int | None = None
+        self.on_endpoint_failed = None
+
+    def open(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.endpoints = [_Endpoint([RpcClient(h, p, self.timeout,
+                                               connect_timeout=min(self.timeout, 5.0))
+                                     for _ in range(self.lanes)])
+                          for h, p in self.addresses]
+
+    def append(self, events: list[Event]) -> None:
+        raise SinkError("the E2E collector chain only sends write-ahead-log groups")
+
+    def send_group(self, agent: str, seq: int, crc: int, payload: bytes, count: int,
+                   lane: int = 0):
+        """``(status, message, index)`` from the first collector that answers; a FAILED
+        answer tries the next one too. SinkError (with ``retry_in``) if none answers.
+        ``lane``: which of the ``lanes`` connections to each collector to use (one per
+        sending thread)."""
+        now = self.ctx.clock.monotonic()
+        ready = [i for i, e in enumerate(self.endpoints) if e.retry_at <= now]
+        failed = None
+        errors = []
+        for i in ready:
+            e = self.endpoints[i]
+            try:
+                status, message = e.clients[lane].append_group(agent, seq, crc, payload,
+                                                               count)
+            except SinkError as exc:
+                errors.append(str(exc))
+                self._failed(i, lane)
+                continue
+            e.backoff = e.retry_at = 0.0
+            if status == Status.FAILED:
+                failed = (status, message, i)
+                self.metrics.add("refusals")
+                continue
+            if self.current != i:
+                if self.current is not None:
+                    log.info("agent %s: now sending groups to collector %s", agent,
+                             e.address)
+                self.current = i
+            if status == Status.OK:
+                self.metrics.add("events_out", count)
+                self.metrics.add("bytes_out", len(payload))
+            return status, message, i
+        if failed is not None:
+            return failed
+        self.metrics.add("errors")
+        exc = SinkError("no collector can be reached: " + ("; ".join(errors) if errors
+                                                            else "all are backing off"))
+        waits = [e.retry_at - now for e in self.endpoints]
+        exc.retry_in = max(0.05, min(waits)) if waits else 1.0
+        raise exc
+
+    def _failed(self, i: int, lane: int) -> None:
+        e = self.endpoints[i]
+        e.clients[lane].close()
+        e.backoff = BACKOFF_FIRST if e.backoff == 0 else min(e.backoff * 2, BACKOFF_MAX)
+        e.retry_at = self.ctx.clock.monotonic() + e.backoff
+        self.metrics.add("failovers")
+        if self.current == i:
+            self.current = None
+        cb = self.on_endpoint_failed
+        if cb is not None:
+            cb(i)
+
+    def interrupt(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for e in self.endpoints:
+            for c in e.clients:
+                c.close()
+
+
+class _E2EAgentSink(Sink):
+    """Common part of the E2E agent sinks: argument checks and the inner tree."""
+
+    def __init__(self, addresses: list[str], batchCount: int, batchMillis: int,
+                 compression: bool | str, maxMs: int, checkMs: int, timeoutMs: int,
+                 retransmitMs: int):
+        super().__init__()
+        if not addresses:
+            raise ValueError("at least one collector is needed")
+        self.addresses = [parse_address(a) for a in addresses]
+        if batchCount < 1:
+            raise ValueError(f"batchCount must be at least 1, got {batchCount}")
+        if batchMillis < 0:
+            raise ValueError(f"batchMillis must not be negative, got {batchMillis}")
+        if timeoutMs <= 0:
+            raise ValueError(f"timeoutMs must be > 0, got {timeoutMs}")
+        self.chain = GroupChain(self.addresses, timeoutMs / 1000)
+        self.wal = AckedWriteAhead(self.chain, maxMs, checkMs, retransmitMs=retransmitMs,
+                                   compression=compression)
+        self.tree: Sink = self.wal
+        if batchCount > 1:
+            self.tree = _Gather(self.tree, batchCount, batchMillis)
+
+    def children(self) -> list[Component]:
+        return [self.tree]
+
+    def open(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        if ctx.shared.get("zk_store") is None:
+            raise SinkError(NEEDS_ZK)
+        self.tree.open(ctx)
+
+    def append(self, events: list[Event]) -> None:
+        self.metrics.add("events_in", len(events))
+        self.tree.append(events)
+
+    def when_durable(self, cp: Checkpoint) -> None:
+        self.tree.when_durable(cp)
+
+    def close(self) -> None:
+        self.tree.close()
+
+
+def _one(host: str, port: int) -> str:
+    if not 0 < port <= 65535:
+        raise ValueError(f"port must be within 1..65535, got {port}")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@sink("agentE2ESink", aliases=("agentSink",))
+class AgentE2ESink(_E2EAgentSink):
+    """End-to-end to one collector: write-ahead log, resend until acknowledged,
+    effectively once."""
+
+    def __init__(self, host: str = "localhost", port: int = DEFAULT_PORT, *,
+                 batchCount: int = 1, batchMillis: int = 0, compression: bool | str = False,
+                 maxMs: int = 10_000, checkMs: int = 250, timeoutMs: int = 20_000,
+                 retransmitMs: int = 60_000):
+        super().__init__([_one(host, port)], batchCount, batchMillis, compression, maxMs,
+                         checkMs, timeoutMs, retransmitMs)
+
+
+@sink("agentE2EChain")
+class AgentE2EChain(_E2EAgentSink):
+    """End-to-end over an ordered failover list of collectors ``"host[:port]"``."""
+
+    def __init__(self, *collectors: str, batchCount: int = 1, batchMillis: int = 0,
+                 compression: bool | str = False, maxMs: int = 10_000, checkMs: int = 250,
+                 timeoutMs: int = 20_000, retransmitMs: int = 60_000):
+        super().__init__(list(collectors), batchCount, batchMillis, compression, maxMs,
+                         checkMs, timeoutMs, retransmitMs)

@@ -1,0 +1,242 @@
+"""``collectorSink("dir", "prefix"[, rollMs=30000[, format]], compression=, utc=)``.
+
+The collector's sink: a ``roll`` (its trigger thread closes files on time even when no
+event arrives) over a ``dfs`` sink writing ``dir/prefix<rolltag>``. ``dir`` and ``prefix``
+take the escapes of REFERENCE section 6, expanded from each event's own timestamp, so one
+roll period may write several bucket files (``"/logs/%Y-%m-%d/%H00"``). Files are written
+hidden (``.name.tmp``) and renamed when their roll period ends: a file is visible only
+when complete. Formats: any output format (default ``raw``); ``compression``: ``gzip`` or
+``zstd`` for the whole file. ``dir`` may be any fsspec URL.
+
+* **Without ZooKeeper** the files of each roll period are committed like ``dfs`` does:
+  renames and the checkpoints of the events in them in one local journaled commit.
+* **With ZooKeeper** (a node under a master) it is the E2E collector (docs/e2e.md): the
+  groups received by ``collectorSource`` reach it as checkpoint keys ``e2e:<agent>:<seq>``;
+  at each roll the completed files and their groups are committed in one ZooKeeper
+  transaction (:class:`node.e2e.Committer`), then renamed. The agents learn the
+  acknowledgements from ZooKeeper. A roll period is cut short once it holds ``maxGroups``
+  groups (the transaction stays well below ZooKeeper's request size limit). At start,
+  recorded commits are rolled forward.
+* Either way, hidden files of a crashed run (listed in a local journal in the node's data
+  directory) are deleted at start.
+
+Rolls never separate a batch from its checkpoint: the trigger thread does not roll between
+an append and the checkpoint that follows it (it waits up to ``CP_GRACE`` seconds for it;
+a batch without any checkpoint does not hold rolls back longer than that).
+"""
+from __future__ import annotations
+
+import logging
+
+from ..checkpoint import Checkpoint
+from ..component import NodeContext
+from ..e2e import KEY_PREFIX, Committer, collector_state, file_url, take_groups
+from ..errors import SinkError
+from ..formats import Compression, OutputFormat
+from ..registry import sink
+from ..decorators.roll import RollSink
+from .dfs import _FINAL_LOCK, DfsSink
+
+log = logging.getLogger(__name__)
+
+CP_GRACE = 2.0        # seconds the trigger thread waits for an append's checkpoint
+MAX_GROUPS = 500
+
+
+class _CollectorDfs(DfsSink):
+    """One roll period's files; commits them through the collector's :class:`Committer`."""
+
+    def __init__(self, target: str, owner: "CollectorSink"):
+        super().__init__(target, None, owner.format, compression=owner.compression,
+                         utc=owner.utc)
+        self.owner = owner
+        self.groups = 0
+        self.published = False
+
+    def when_durable(self, cp: Checkpoint) -> None:
+        self.groups += sum([1 for k in cp.updates if k.startswith(KEY_PREFIX)])
+        super().when_durable(cp)
+
+    def _open_file(self, target: str):
+        f = super()._open_file(target)
+        committer = self.owner.committer
+        if committer is not None:
+            committer.journal.add(file_url(f, f.hidden))
+        return f
+
+    def _finish(self, files, pending) -> None:
+        try:
+            super()._finish(files, pending)
+        except SinkError:
+            state = self.owner.state
+            if state is not None:
+                # the files could not be completed: their groups go back to the agents
+                groups = take_groups(pending)
+                state.forget(groups)
+                try:
+                    state.store.release_claims(groups)
+                except Exception:
+                    pass
+            raise
+
+    def _publish(self, files, pending) -> None:
+        owner = self.owner
+        groups = take_groups(pending) if owner.state is not None else []
+        if not groups:
+            super()._publish(files, pending)
+            self.published = True
+            if owner.committer is not None:
+                owner.committer.journal.remove([file_url(f, f.hidden) for f in files])
+            return
+        with _FINAL_LOCK:
+            taken: set[str] = set()
+            finals = []
+            for f in files:
+                final = self._free_name(f, taken)
+                taken.add(final)
+                finals.append(final)
+            ok = owner.committer.commit(files, finals, pending, groups)
+        self.published = ok
+        if ok:
+            self.metrics.add("files_closed", len(files))
+            for f, final in zip(files, finals):
+                log.info("collectorSink completed a file",
+                         extra={"file": final, "events": f.events})
+        elif any(cp.updates for cp in pending):
+            owner.positions_lost()
+
+
+@sink("collectorSink")
+class CollectorSink(RollSink):
+    """Writes to ``dir/prefix<rolltag>`` files rolled every ``rollMs``; with ZooKeeper,
+    commits E2E groups with the files (see the module docstring)."""
+
+    def __init__(self, dir: str, prefix: str = "", rollMs: int = 30_000,
+                 format: OutputFormat | None = None, *,
+                 compression: Compression = Compression("none"), utc: bool = False,
+                 checkMs: int = 250, maxGroups: int = MAX_GROUPS):
+        super().__init__(self._new_instance, rollMs, checkMs)
+        if not dir:
+            raise ValueError("the directory is empty")
+        if maxGroups < 1:
+            raise ValueError(f"maxGroups must be at least 1, got {maxGroups}")
+        self.dir = dir
+        self.prefix = prefix
+        self.format = OutputFormat.of(format, "raw")
+        self.compression = Compression.of(compression)
+        self.utc = utc
+        self.max_groups = maxGroups
+        self.target = dir.rstrip("/") + "/" + prefix + "%{rolltag}"
+        DfsSink(self.target, None, self.format, compression=self.compression, utc=utc)
+        self.state = None
+        self.committer: Committer | None = None
+        self._last_instance = None
+        self._awaiting_since: float | None = None
+        self._positions_lost = False
+        self._closed = False
+
+    def _new_instance(self) -> _CollectorDfs:
+        return _CollectorDfs(self.target, self)
+
+    @property
+    def e2e(self) -> bool:
+        return self.state is not None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self._closed = False
+        self.state = collector_state(ctx) if ctx.shared.get("zk_store") is not None \
+            else None
+        self.committer = Committer(ctx, self.state, self.metrics)
+        self.committer.recover()
+        if self.state is not None:
+            with self.state.lock:
+                self.state.sinks += 1
+        try:
+            super().open(ctx)
+        except Exception:
+            self._leave()
+            raise
+
+    def _leave(self) -> None:
+        st = self.state
+        if st is not None:
+            with st.lock:
+                st.sinks -= 1
+            st.release_queued()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            super().close()
+        finally:
+            if self.committer is not None:
+                try:
+                    self.committer.resolve()
+                except Exception:
+                    pass
+            self._leave()
+
+    # ------------------------------------------------------------------ data path
+
+    def append(self, events) -> None:
+        if self.state is None:
+            super().append(events)
+            return
+        with self._lock:
+            super().append(events)
+            self._last_instance = self._current
+            self._awaiting_since = self.ctx.clock.monotonic()
+
+    def positions_lost(self) -> None:
+        """A discarded file held events of ordinary (non-E2E) sources: later positions
+        would skip them, so none is committed from now on (as ``roll`` does)."""
+        if not self._positions_lost:
+            self._positions_lost = True
+            log.error("collectorSink: a file with events of a non-E2E source was discarded; "
+                      "source positions are no longer committed (a restart re-reads them)")
+
+    def when_durable(self, cp: Checkpoint) -> None:
+        if self.state is None:
+            super().when_durable(cp)
+            return
+        with self._lock:
+            self._awaiting_since = None
+            if self._positions_lost:
+                for k in [k for k in cp.updates if not k.startswith(KEY_PREFIX)]:
+                    del cp.updates[k]
+                self.metrics.add("checkpoints_dropped")
+            inst, last = self._current, self._last_instance
+            if last is not None and last is not inst:
+                # The trigger thread rolled between the append and this checkpoint
+                # (it waited CP_GRACE for it): the events are in a file closed already.
+                groups = take_groups([cp])
+                if groups:
+                    if last.published:
+                        self.committer.commit_late(groups)
+                    else:
+                        self.state.forget(groups)
+                        try:
+                            self.state.store.release_claims(groups)
+                        except Exception:
+                            pass
+                if last.published:
+                    self.ctx.store.commit([cp])
+                return
+            if inst is None:
+                self.ctx.store.commit([cp])
+                return
+            inst.when_durable(cp)
+            if inst.groups >= self.max_groups:
+                self.metrics.add("early_rolls")
+                self._roll()
+
+    def _check(self) -> None:
+        t = self._awaiting_since
+        if t is not None and self.ctx.clock.monotonic() - t < CP_GRACE:
+            return
+        super()._check()

@@ -1,0 +1,123 @@
+"""``rpcSink(["host"[, port=35853]])`` (= ``thriftSink``): sends each batch to an RPC source.
+
+Each append is one call: ``appendPacked`` (the batch codec, one binary field; default) or,
+with ``packed=false``, ``appendBatch`` (a ``ThriftFlumeEvent`` struct per event, what any
+Thrift client can produce). The call returns only when the receiver answered:
+
+* ``OK`` -- the receiver's flow took the events: the append returns (and a checkpoint
+  passed afterwards is committed at once);
+* ``RETRY`` -- the receiver is busy: the same batch is sent again after a short pause
+  (50 ms doubling to 1 s), up to ``RETRY_LIMIT`` times, then SinkError;
+* ``FAILED``, a broken connection or a timeout (``timeoutMs``) -- SinkError, so that
+  failover, ``stubbornAppend``, ``diskFailover``... react. The next call reconnects.
+
+``open`` connects (SinkError if the receiver is not there). Counters: ``events_out``,
+``bytes_out`` (payload bytes), ``retries`` (RETRY answers), ``errors``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from ..codec import encode_events
+from ..component import Metrics, NodeContext, Sink
+from ..errors import SinkError
+from ..event import Event
+from ..registry import sink
+from ..rpc import DEFAULT_PORT, RpcClient, Status
+
+log = logging.getLogger(__name__)
+
+RETRY_LIMIT = 10          # RETRY answers in a row before giving up on a batch
+RETRY_INITIAL = 0.05      # seconds before the first resend after RETRY
+RETRY_MAX = 1.0
+
+
+def deliver(call: Callable[[], tuple[int, str]], ctx: NodeContext, metrics: Metrics,
+            what: str, retry_limit: int = RETRY_LIMIT) -> None:
+    """Run ``call`` (one RPC returning ``(status, message)``) until it answers OK.
+
+    RETRY answers are retried after a pause (50 ms doubling to 1 s) up to ``retry_limit``
+    times; FAILED, too many RETRYs, or the node stopping raise SinkError. A SinkError from
+    ``call`` itself (transport failure) passes through."""
+    delay = RETRY_INITIAL
+    retries = 0
+    while True:
+        status, message = call()
+        if status == Status.OK:
+            return
+        if status != Status.RETRY:
+            raise SinkError(f"{what} refused the batch ({Status.NAMES.get(status, status)}): "
+                            f"{message}")
+        metrics.add("retries")
+        retries += 1
+        if retries > retry_limit:
+            raise SinkError(f"{what} still busy after {retry_limit} retries: {message}")
+        if ctx.clock.wait(ctx.stop_event, delay):
+            raise SinkError(f"{what}: node stopping while the receiver was busy")
+        delay = min(delay * 2, RETRY_MAX)
+
+
+@sink("rpcSink", aliases=("thriftSink",))
+class RpcSink(Sink):
+    """Sends each batch to ``host:port`` and waits for the receiver's answer."""
+
+    def __init__(self, host: str = "localhost", port: int = DEFAULT_PORT, *,
+                 packed: bool = True, timeoutMs: int = 20_000):
+        super().__init__()
+        if not host:
+            raise ValueError("host must not be empty")
+        if not 0 < port <= 65535:
+            raise ValueError(f"port must be within 1..65535, got {port}")
+        if timeoutMs <= 0:
+            raise ValueError(f"timeoutMs must be > 0, got {timeoutMs}")
+        self.host = host
+        self.port = port
+        self.packed = packed
+        self.timeoutMs = timeoutMs
+        self.retry_limit = RETRY_LIMIT
+        self.client: RpcClient | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def open(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        timeout = self.timeoutMs / 1000
+        self.client = RpcClient(self.host, self.port, timeout,
+                                connect_timeout=min(timeout, 5.0))
+        try:
+            self.client.connect()
+        except SinkError:
+            self.metrics.add("errors")
+            raise
+
+    def append(self, events: list[Event]) -> None:
+        if not events:
+            return
+        client = self.client
+        if self.packed:
+            payload = encode_events(events)
+            size = len(payload)
+
+            def call():
+                return client.append_payload(payload, len(events))
+        else:
+            size = sum([len(e.body) for e in events])
+
+            def call():
+                return client.append_batch(events)
+        try:
+            deliver(call, self.ctx, self.metrics, f"rpcSink {self.address}",
+                    self.retry_limit)
+        except SinkError:
+            self.metrics.add("errors")
+            raise
+        self.metrics.add("events_out", len(events))
+        self.metrics.add("bytes_out", size)
+
+    def close(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()

@@ -1,0 +1,296 @@
+"""``rpcSource(port)`` (= ``thriftSource``) and ``collectorSource([port=35853])``: the RPC
+server agents and ``rpcSink``s send to.
+
+Each received batch (``appendPacked``, ``appendBatch``, ``appendGroup``) is put in a bounded
+queue that ``next_batch`` drains. A call is answered ``OK`` only once its events went
+through the flow: taken by ``next_batch`` and appended to the sink (the driver calls
+``checkpoint()`` -- or ``next_batch`` again -- after appending, which tells the source), so
+a collector killed at any moment has written (to the OS) everything it answered OK for. If
+the events are not taken within ``timeoutMs`` (the queue stays full: the flow is slower
+than the senders) they are withdrawn and the answer is ``RETRY``: the sender pauses and
+sends the same batch again -- backpressure; nothing is dropped silently. If the source
+closes while the flow holds the events (and their append does not finish within 2 s) the
+answer is ``RETRY`` too: a resend may then duplicate them, never lose them. A payload that does not decode, or
+whose event count is wrong, is answered ``FAILED``. The original oneway one-event
+``append`` cannot be refused: when the queue stays full it is dropped and counted in
+``dropped``.
+
+``appendGroup`` (end-to-end groups, docs/e2e.md): a ``collectorSource`` on a node with
+ZooKeeper (``ctx.shared["zk_store"]``) hands every group to
+``node.e2e.collector_group_handler(ctx, enqueue)``, which answers it; ``enqueue(events,
+checkpoint_updates) -> bool`` puts the events in the queue, waits like any other call, and
+returns True once the flow appended them, False if not (withdrawn: they never reach the
+flow; or, rarely, the source closed while the flow held them). The ``checkpoint_updates`` of every batch come back, merged, from
+:meth:`checkpoint` after ``next_batch`` returned its events: each ``checkpoint()`` call
+returns the updates of the batches returned since the previous call (``{}`` if none).
+Without ZooKeeper (or without ``node.e2e``), and always on an ``rpcSource``, a group is
+only checked (CRC-32 of the payload) and then taken like ``appendPacked``: no
+acknowledgement ever follows, so an agent in E2E mode will resend it after its timeout.
+
+Binds ``bind="0.0.0.0"``; ``port=0`` picks a free port, readable as ``.port`` after
+``open``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+
+from ..component import NodeContext, Source
+from ..event import Event
+from ..registry import source
+from ..rpc import DEFAULT_PORT, RpcServer, Status, decode_payload, from_thrift, result
+from ._batchqueue import BatchQueue
+
+log = logging.getLogger(__name__)
+
+QUEUE_EVENTS = 20_000
+MAX_BATCH = 10_000
+CLOSE_GRACE = 2.0     # seconds a call waits, after close, for the flow's last append
+
+_local = threading.local()
+
+
+class _TaggedQueue(BatchQueue):
+    """A BatchQueue that also knows which taken batches the flow has *done* with (the
+    consumer calls :meth:`mark_done` once it appended what it took), and remembers
+    checkpoint updates per batch, recorded atomically with the batch's sequence number (so
+    no consumer can take a batch before its tag is known)."""
+
+    def __init__(self, capacity: int, max_batch: int):
+        super().__init__(capacity, max_batch)
+        self._tags: list[tuple[int, dict]] = []
+        self._done = 0          # every batch up to this sequence number was appended
+        self._closed_at = 0.0
+
+    def mark_done(self) -> None:
+        """Everything taken so far went through the flow's sink."""
+        with self._cond:
+            if self._done < self._taken:
+                self._done = self._taken
+                self._cond.notify_all()
+
+    def wait_done(self, seq: int, grace: float) -> bool:
+        """Wait until batch ``seq`` (already taken) is done; after ``close``, wait at most
+        ``grace`` seconds more (the flow may be finishing its last append). False if it
+        was not done."""
+        with self._cond:
+            while self._done < seq:
+                if self._closed:
+                    left = self._closed_at + grace - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(left)
+                else:
+                    self._cond.wait(1.0)
+            return True
+
+    def _append(self, events):
+        seq = super()._append(events)
+        tag = getattr(_local, "tag", None)
+        if tag:
+            self._tags.append((seq, tag))
+        return seq
+
+    def withdraw(self, seq: int) -> bool:
+        gone = super().withdraw(seq)
+        if gone:
+            with self._cond:
+                self._tags = [t for t in self._tags if t[0] != seq]
+        return gone
+
+    def taken_tags(self) -> dict:
+        """Merged tags of every batch handed to a consumer and not reported before."""
+        with self._cond:
+            taken = self._taken
+            out: dict = {}
+            n = 0
+            for seq, tag in self._tags:
+                if seq > taken:
+                    break
+                out.update(tag)
+                n += 1
+            del self._tags[:n]
+            return out
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed_at = time.monotonic()
+        super().close()
+        with self._cond:
+            self._tags = []
+
+
+class _Handler:
+    """The ThriftFlumeEventServer handler of one source."""
+
+    def __init__(self, src: "RpcSource"):
+        self.src = src
+
+    def append(self, tevent) -> None:
+        src = self.src
+        events = from_thrift([tevent])
+        if src._queue.put(events, src.timeoutMs / 1000) is None:
+            src._count("dropped")
+
+    def appendBatch(self, tevents):
+        events = from_thrift(tevents)
+        self.src._count("bytes_in", sum([len(e.body) for e in events]))
+        return self.src._answer(events)
+
+    def appendPacked(self, payload: bytes, count: int):
+        src = self.src
+        src._count("bytes_in", len(payload))
+        try:
+            events = decode_payload(payload)
+        except ValueError as exc:
+            src._count("failed")
+            return result(Status.FAILED, f"bad payload: {exc}")
+        if len(events) != count:
+            src._count("failed")
+            return result(Status.FAILED, f"payload holds {len(events)} events, "
+                                         f"the call says {count}")
+        return src._answer(events)
+
+    def appendGroup(self, agent: str, seq: int, checksum: int, payload: bytes, count: int):
+        src = self.src
+        src._count("groups_in")
+        groups = src._groups
+        if groups is not None:
+            status, message = groups.append_group(agent, seq, checksum, payload, count)
+            if status == Status.RETRY:
+                src._count("retries")
+            return result(status, message)
+        if zlib.crc32(payload) != checksum & 0xFFFFFFFF:
+            src._count("failed")
+            return result(Status.FAILED, f"group {agent}:{seq}: checksum mismatch")
+        return self.appendPacked(payload, count)
+
+    def close(self) -> None:
+        pass
+
+
+@source("rpcSource", aliases=("thriftSource",))
+class RpcSource(Source):
+    """RPC server receiving event batches; answers each call once the flow appended its
+    events, RETRY when they are not taken within ``timeoutMs``."""
+
+    def __init__(self, port: int, *, bind: str = "0.0.0.0", timeoutMs: int = 5000):
+        super().__init__()
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be within 0..65535, got {port}")
+        if timeoutMs <= 0:
+            raise ValueError(f"timeoutMs must be > 0, got {timeoutMs}")
+        self.port = port
+        self.bind = bind
+        self.timeoutMs = timeoutMs
+        self._queue: _TaggedQueue | None = None
+        self._server: RpcServer | None = None
+        self._groups = None
+        self._mlock = threading.Lock()   # connection threads count concurrently
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._mlock:
+            self.metrics.add(name, n)
+
+    def open(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self._queue = _TaggedQueue(QUEUE_EVENTS, MAX_BATCH)
+        self._groups = self._group_handler(ctx)
+        server = RpcServer(self.bind, self.port, _Handler(self), name=self.spec_name)
+        server.start()
+        self._server = server
+        self.port = server.port
+        log.info("%s listening on %s:%d", self.spec_name, self.bind, self.port)
+
+    def _group_handler(self, ctx: NodeContext):
+        return None
+
+    def _enqueue(self, events: list[Event], checkpoint_updates: dict | None = None) -> bool:
+        """Hand ``events`` to the flow; True once its sink took them, False if they were
+        withdrawn or the outcome is unknown (see the module docstring)."""
+        q = self._queue
+        if q is None:
+            return False
+        if not events:
+            return True
+        timeout = self.timeoutMs / 1000
+        deadline = time.monotonic() + timeout
+        _local.tag = checkpoint_updates
+        try:
+            seq = q.put(events, timeout)
+        finally:
+            _local.tag = None
+        if seq is None or (not q.wait_taken(seq, max(0.0, deadline - time.monotonic()))
+                           and q.withdraw(seq)):
+            self._count("refused", len(events))
+            return False
+        # taken: the flow is appending them; answer once that is done
+        if q.wait_done(seq, CLOSE_GRACE):
+            return True
+        self._count("unknown", len(events))
+        return False
+
+    def _answer(self, events: list[Event]):
+        if self._enqueue(events):
+            self._count("batches_in")
+            return result(Status.OK)
+        self._count("retries")
+        why = "source is closing" if self._queue.closed else "queue full: try again"
+        return result(Status.RETRY, why)
+
+    def next_batch(self, timeout: float) -> list[Event] | None:
+        q = self._queue
+        if q is None:
+            return None
+        q.mark_done()       # the driver asks for more only after appending what it took
+        out = q.get(timeout)
+        if out:
+            self._count("events_in", len(out))
+        return out
+
+    def checkpoint(self) -> dict:
+        q = self._queue
+        if q is None:
+            return {}
+        q.mark_done()       # the driver asks after appending the batch
+        return q.taken_tags()
+
+    def close(self) -> None:
+        if self._queue is not None:
+            # calls whose events were not taken are answered RETRY at once; calls whose
+            # events the flow holds wait up to CLOSE_GRACE for its append to finish
+            self._queue.close()
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+        groups, self._groups = self._groups, None
+        close = getattr(groups, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception as exc:
+                log.warning("%s: closing the E2E group handler failed: %s",
+                            self.spec_name, exc)
+
+
+@source("collectorSource")
+class CollectorSource(RpcSource):
+    """The collector's RPC server; with ZooKeeper, E2E groups go through ``node.e2e``."""
+
+    def __init__(self, port: int = DEFAULT_PORT, *, bind: str = "0.0.0.0",
+                 timeoutMs: int = 5000):
+        super().__init__(port, bind=bind, timeoutMs=timeoutMs)
+
+    def _group_handler(self, ctx: NodeContext):
+        if ctx.shared.get("zk_store") is None:
+            return None
+        try:
+            from .. import e2e
+            make = e2e.collector_group_handler
+        except (ImportError, AttributeError) as exc:
+            log.warning("collectorSource: E2E groups are taken without acknowledgement "
+                        "(node.e2e is not available: %s)", exc)
+            return None
+        return make(ctx, self._enqueue)

@@ -1,0 +1,237 @@
+"""A physical node's status page: ``/`` (HTML), ``/status.json`` and ``/metrics``
+(Prometheus text format 0.0.4).
+
+It serves whatever ``status()`` returns when asked — a dict ``{physical, host, pid,
+started, updated, logical: {name: {state, version, flow, source, sink, last_error,
+counters, components}}}`` — so it holds no state of its own and never blocks the node:
+each request runs on its own daemon thread (the stdlib's threading HTTP server; a status
+page needs no event loop).
+
+It binds 127.0.0.1 by default. When the port is taken it tries the next ones (as OG's
+node did), so several nodes can share a machine; ``port`` says where it listens, and 0
+picks a free port.
+"""
+from __future__ import annotations
+
+import errno
+import html
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from .metrics import MAIN, PROMETHEUS_CONTENT_TYPE, components, prometheus_text, summarize
+
+log = logging.getLogger(__name__)
+
+PORT_TRIES = 64
+REFRESH_SECONDS = 5
+
+
+class StatusServer:
+    """Serves ``status()`` over HTTP on ``bind``:``port`` until :meth:`stop`."""
+
+    def __init__(self, status: Callable[[], dict], bind: str = "127.0.0.1",
+                 port: int = 35862, autofind: bool = True):
+        self.status = status
+        self.bind = bind
+        self.wanted_port = port
+        self.autofind = autofind
+        self.port: int | None = None
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "StatusServer":
+        """Bind and serve; raises OSError when no port can be had."""
+        handler = type("Handler", (_Handler,), {"owner": self})
+        tries = PORT_TRIES if self.autofind and self.wanted_port else 1
+        last: OSError | None = None
+        for i in range(tries):
+            port = self.wanted_port + i if self.wanted_port else 0
+            try:
+                self._server = ThreadingHTTPServer((self.bind, port), handler)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or port >= 65535:
+                    raise
+                last = exc
+        else:
+            raise last  # type: ignore[misc]
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.2},
+                                        name=f"status-http-{self.port}", daemon=True)
+        self._thread.start()
+        log.info("node status page on http://%s:%d/", self.bind, self.port)
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.bind}:{self.port}/"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: StatusServer
+    server_version = "flume-node"
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        path = self.path.split("?", 1)[0]
+        try:
+            if path in ("/", "/index.html"):
+                self._send(200, "text/html; charset=utf-8",
+                           render_html(self.owner.status()).encode())
+            elif path == "/status.json":
+                body = json.dumps(self.owner.status(), ensure_ascii=True, default=str)
+                self._send(200, "application/json", body.encode())
+            elif path == "/metrics":
+                self._send(200, PROMETHEUS_CONTENT_TYPE,
+                           prometheus_text(self.owner.status()).encode())
+            else:
+                self._send(404, "text/plain; charset=utf-8", b"not found\n")
+        except Exception as exc:  # a status page must not take the node down
+            log.warning("status page %s failed: %s", path, exc, exc_info=True)
+            self._send(500, "text/plain; charset=utf-8", f"error: {exc}\n".encode())
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.do_GET()
+
+    def _send(self, code: int, ctype: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, fmt, *args) -> None:  # requests are not worth a log line
+        log.debug("status page: " + fmt, *args)
+
+
+# ---------------------------------------------------------------- the HTML page
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2330;background:#f4f6f9}
+header{background:#1f3b57;color:#fff;padding:10px 20px}
+header h1{font-size:18px;margin:0}header a{color:#cfe3ff;margin-right:12px}
+main{padding:16px 20px}
+section{background:#fff;border:1px solid #d8dee8;border-radius:6px;margin:0 0 16px;
+padding:12px 16px}
+h2{font-size:16px;margin:0 0 8px}
+table{border-collapse:collapse;width:100%}
+th,td{text-align:left;padding:3px 8px;border-bottom:1px solid #eef1f5;vertical-align:top}
+th{font-weight:600;color:#4a5568;font-size:12px;text-transform:uppercase}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+code{font:12px ui-monospace,monospace;background:#f0f3f7;padding:1px 4px;border-radius:3px;
+word-break:break-all}
+.state{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;
+font-weight:600;background:#e2e8f0}
+.ACTIVE{background:#c6f6d5;color:#22543d}.ERROR{background:#fed7d7;color:#822727}
+.IDLE{background:#e2e8f0}.CONFIGURING,.CLOSING,.HELLO{background:#fefcbf;color:#744210}
+.err{color:#9b2c2c;white-space:pre-wrap}
+.muted{color:#718096}
+table.kv{width:auto;margin-bottom:8px}table.kv th{padding-right:28px;white-space:nowrap}
+"""
+
+
+def _e(v) -> str:
+    return html.escape("" if v is None else str(v))
+
+
+def _num(v) -> str:
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:,.2f}"
+    return f"{int(v):,}" if isinstance(v, (int, float)) else _e(v)
+
+
+def _when(ms) -> str:
+    if not isinstance(ms, (int, float)):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
+
+
+def render_html(status: dict) -> str:
+    """The status page: the physical node, then every logical node with its spec,
+    counters and a table of its components' counters."""
+    physical = status.get("physical", "")
+    logical = status.get("logical") or {}
+    out = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+           f"<meta http-equiv=refresh content={REFRESH_SECONDS}>"
+           f"<title>Flume node {_e(physical)}</title><style>{_CSS}</style></head><body>"
+           f"<header><h1>Flume node {_e(physical)}</h1>"
+           f"<a href=/status.json>status.json</a><a href=/metrics>metrics</a></header><main>"
+           f"<section><h2>Physical node</h2><table class=kv>"
+           f"<tr><th>name</th><td>{_e(physical)}</td></tr>"
+           f"<tr><th>host</th><td>{_e(status.get('host'))}</td></tr>"
+           f"<tr><th>pid</th><td>{_e(status.get('pid'))}</td></tr>"
+           f"<tr><th>started</th><td>{_when(status.get('started'))}</td></tr>"
+           f"<tr><th>updated</th><td>{_when(status.get('updated'))}</td></tr>"
+           f"<tr><th>logical nodes</th><td>{len(logical)}</td></tr></table></section>"]
+    if logical:
+        out.append("<section><h2>Logical nodes</h2><table><thead><tr><th>name</th>"
+                   "<th>state</th><th>version</th><th>flow</th>"
+                   + "".join(f"<th>{k.replace('_', ' ')}</th>" for k in MAIN)
+                   + "</tr></thead><tbody>")
+        for name in sorted(logical):
+            st = logical[name]
+            c = st.get("counters") or summarize(st)
+            state = _e(st.get("state"))
+            out.append(f"<tr><td><a href='#ln-{_e(name)}'>{_e(name)}</a></td>"
+                       f"<td><span class='state {state}'>{state}</span></td>"
+                       f"<td>{_e(st.get('version'))}</td><td>{_e(st.get('flow'))}</td>"
+                       + "".join(f"<td class=n>{_num(c.get(k, 0))}</td>" for k in MAIN)
+                       + "</tr>")
+        out.append("</tbody></table></section>")
+    for name in sorted(logical):
+        out.append(_logical_section(name, logical[name]))
+    out.append("</main></body></html>")
+    return "".join(out)
+
+
+def _logical_section(name: str, st: dict) -> str:
+    state = _e(st.get("state"))
+    c = st.get("counters") or summarize(st)
+    out = [f"<section id='ln-{_e(name)}'><h2>{_e(name)} "
+           f"<span class='state {state}'>{state}</span></h2><table class=kv>"
+           f"<tr><th>version</th><td>{_e(st.get('version'))}</td></tr>"
+           f"<tr><th>flow</th><td>{_e(st.get('flow'))}</td></tr>"
+           f"<tr><th>source</th><td><code>{_e(st.get('source'))}</code></td></tr>"
+           f"<tr><th>sink</th><td><code>{_e(st.get('sink'))}</code></td></tr>"]
+    if st.get("last_error"):
+        out.append(f"<tr><th>last error</th><td class=err>{_e(st['last_error'])}</td></tr>")
+    out.append("<tr><th>counters</th><td>"
+               + ", ".join(f"{_e(k.replace('_', ' '))} <b>{_num(v)}</b>"
+                           for k, v in c.items())
+               + "</td></tr></table>")
+    comps = components(st)
+    if comps:
+        out.append("<table class=components><thead><tr><th>component</th><th>kind</th>"
+                   "<th>counters</th></tr></thead><tbody>")
+        for path, rep in comps:
+            depth = path.count("/") - 1
+            metrics = rep.get("metrics") or {}
+            cells = ", ".join(f"{_e(k)} <b>{_num(v)}</b>" for k, v in sorted(metrics.items()))
+            out.append(f"<tr><td style='padding-left:{8 + 18 * depth}px'>"
+                       f"<code>{_e(rep.get('name'))}</code></td>"
+                       f"<td class=muted>{_e(rep.get('kind'))}</td>"
+                       f"<td>{cells or '<span class=muted>-</span>'}</td></tr>")
+        out.append("</tbody></table>")
+    else:
+        out.append("<p class=muted>no flow running</p>")
+    out.append("</section>")
+    return "".join(out)
+
+
+__all__ = ["StatusServer", "render_html"]

@@ -1,0 +1,374 @@
+"""Agent sinks in best-effort and disk-failover mode against real collector sources on
+127.0.0.1 (stopped and restarted on the same port), and diskFailover's spool, including
+an agent process killed with SIGKILL."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from node.checkpoint import Checkpoint
+from node.errors import SinkError
+from node.event import Event
+from node.registry import build_sink, build_source
+from node.spec import parse_sink, parse_source
+from tests.node.test_rpc import Drain, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+FAST = "checkMs=50, maxMs=200"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Collector:
+    """A collectorSource with a consumer, restartable on the same port."""
+
+    def __init__(self, ctx, port: int = 0, start: bool = True):
+        self.ctx = ctx
+        self.port = port or free_port()
+        self.received: list[Event] = []
+        self.src = self.drain = None
+        if start:
+            self.start()
+
+    def start(self):
+        self.src = build_source(parse_source(
+            f'collectorSource({self.port}, bind="127.0.0.1")'))
+        self.src.open(self.ctx)
+        self.drain = Drain(self.src)
+
+    def stop(self):
+        if self.src is not None:
+            self.src.close()
+            self.drain.close()
+            self.received.extend(self.drain.events)
+            self.src = self.drain = None
+
+    def events(self) -> list[Event]:
+        return self.received + (self.drain.events if self.drain else [])
+
+    def bodies(self) -> list[int]:
+        return [int(e.body) for e in self.events()]
+
+
+def numbered(start: int, n: int) -> list[Event]:
+    return [Event(str(i).encode(), attrs={"n": str(i).encode()})
+            for i in range(start, start + n)]
+
+
+def opened(text: str, ctx):
+    s = build_sink(parse_sink(text))
+    s.open(ctx)
+    return s
+
+
+# ---------------------------------------------------------------- best effort
+
+def test_be_drops_while_the_collector_is_down_and_counts_every_drop(make_ctx):
+    ctx = make_ctx("agent")
+    col = Collector(make_ctx("collector"))
+    agent = opened(f'agentBESink("127.0.0.1", {col.port}, {FAST})', ctx)
+    sent = 0
+    for _ in range(5):
+        agent.append(numbered(sent, 10))
+        sent += 10
+    col.stop()
+    for _ in range(5):
+        agent.append(numbered(sent, 10))   # never raises
+        sent += 10
+    assert agent.metrics["dropped"] == 50
+    col.start()
+    # after its backoff the collector gets events again
+    deadline = time.monotonic() + 10
+    while len(col.events()) <= 50:
+        assert time.monotonic() < deadline, "BE agent never came back to the collector"
+        agent.append(numbered(sent, 10))
+        sent += 10
+        time.sleep(0.02)
+    agent.close()
+    got = col.bodies()
+    assert len(got) == len(set(got))
+    missing = sent - len(got)
+    assert missing == agent.metrics["dropped"] > 0
+    assert agent.metrics["events_out"] == len(got)
+    col.stop()
+
+
+def test_be_with_no_collector_at_all_opens_and_drops(ctx):
+    agent = opened(f'agentBEChain("127.0.0.1:{free_port()}", "127.0.0.1:{free_port()}", '
+                   f'{FAST})', ctx)
+    agent.append(numbered(0, 7))
+    agent.append(numbered(7, 3))
+    assert agent.metrics["dropped"] == 10
+    agent.when_durable(Checkpoint({"pos": 10}))   # best effort: the position moves on
+    assert ctx.store.get("pos") == 10
+    agent.close()
+
+
+def test_be_chain_fails_over_without_loss_and_returns_to_the_primary(make_ctx):
+    ctx = make_ctx("agent")
+    c1, c2 = Collector(make_ctx("c1")), Collector(make_ctx("c2"))
+    agent = opened(f'agentBEChain("127.0.0.1:{c1.port}", "127.0.0.1:{c2.port}", {FAST})',
+                   ctx)
+    agent.append(numbered(0, 10))
+    c1.stop()
+    start = time.monotonic()
+    agent.append(numbered(10, 10))        # fails on c1, goes to c2 in the same call
+    assert time.monotonic() - start < 2
+    agent.append(numbered(20, 10))
+    assert agent.metrics.get("dropped", 0) == 0
+    wait_for(lambda: len(c2.events()) == 20)
+    c1.start()
+    sent = 30
+    deadline = time.monotonic() + 10
+    while not c1.drain.events:
+        assert time.monotonic() < deadline, "never went back to the primary"
+        agent.append(numbered(sent, 1))
+        sent += 1
+        time.sleep(0.02)
+    agent.close()
+    got = sorted(c1.bodies() + c2.bodies())
+    assert got == list(range(sent))
+    assert agent.metrics["failovers"] >= 1
+    c1.stop()
+    c2.stop()
+
+
+def test_batching_and_compression_options(make_ctx):
+    ctx = make_ctx("agent")
+    col = Collector(make_ctx("collector"))
+    agent = opened(f'agentBESink("127.0.0.1", {col.port}, batchCount=50, batchMillis=100, '
+                   f'compression=true)', ctx)
+    for i in range(0, 120, 10):
+        agent.append(numbered(i, 10))
+    agent.when_durable(Checkpoint({"pos": 120}))
+    # 100 events went in calls of >= 50; the last 20 wait for batchMillis
+    wait_for(lambda: len(col.events()) == 120, 5, "the partial gathering")
+    wait_for(lambda: col.src.metrics.get("batches_in") == 3, 5, "the last answer")
+    wait_for(lambda: ctx.store.get("pos") == 120, 5, "the held checkpoint")
+    assert [e.attrs["n"] for e in col.events()] == [str(i).encode() for i in range(120)]
+    agent.close()
+    col.stop()
+
+
+# ---------------------------------------------------------------- disk failover
+
+def spool_files(ctx) -> list[str]:
+    d = ctx.data_dir / "dfo"
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*.dfo")) if d.exists() else []
+
+
+def test_dfo_spools_while_the_collector_is_down_and_replays_everything(make_ctx):
+    ctx = make_ctx("agent")
+    col = Collector(make_ctx("collector"))
+    agent = opened(f'agentDFOSink("127.0.0.1", {col.port}, {FAST})', ctx)
+    agent.append(numbered(0, 100))
+    col.stop()
+    for i in range(100, 1000, 100):
+        agent.append(numbered(i, 100))
+        agent.when_durable(Checkpoint({"pos": i + 100}))
+    assert ctx.store.get("pos") == 1000         # spooled counts as durable
+    assert agent.metrics["spooled"] == 900
+    assert agent.metrics["spool_bytes"] > 0
+    assert spool_files(ctx)
+    col.start()
+    wait_for(lambda: len(col.events()) == 1000, 10, "the replay")
+    wait_for(lambda: agent.dfo.metrics["replayed"] == 900, 5, "the replay's bookkeeping")
+    agent.append(numbered(1000, 10))             # spool empty again: straight through
+    wait_for(lambda: len(col.events()) == 1010)
+    assert col.bodies() == list(range(1010))     # nothing missing, in order
+    assert agent.metrics["replayed"] == 900
+    assert agent.metrics["spool_bytes"] == 0
+    assert spool_files(ctx) == []
+    agent.close()
+    col.stop()
+
+
+def test_dfo_keeps_order_while_replaying(make_ctx):
+    """Appends made while the spool is not empty go behind it, never ahead."""
+    ctx = make_ctx("agent")
+    col = Collector(make_ctx("collector"), start=False)
+    agent = opened(f'agentDFOSink("127.0.0.1", {col.port}, {FAST})', ctx)
+    sent = 0
+    for _ in range(20):
+        agent.append(numbered(sent, 50))
+        sent += 50
+    col.start()
+    while len(col.events()) < sent and sent < 5000:
+        agent.append(numbered(sent, 50))
+        sent += 50
+    wait_for(lambda: len(col.events()) == sent, 10)
+    assert col.bodies() == list(range(sent))
+    agent.close()
+    col.stop()
+
+
+def test_dfo_spool_is_replayed_after_an_agent_restart(make_ctx):
+    ctx = make_ctx("agent")
+    col = Collector(make_ctx("collector"), start=False)
+    spec = f'agentDFOChain("127.0.0.1:{col.port}", {FAST})'
+    agent = opened(spec, ctx)
+    agent.append(numbered(0, 300))
+    agent.close()                                  # leaves the spool on disk
+    assert spool_files(ctx)
+    col.start()
+    agent = opened(spec, make_ctx("agent"))        # same data directory
+    agent.append(numbered(300, 10))                # goes behind the old spool
+    wait_for(lambda: len(col.events()) == 310, 10, "replay after restart")
+    wait_for(lambda: agent.dfo.metrics["spool_bytes"] == 0, 5, "the replay's bookkeeping")
+    assert agent.dfo.metrics["replayed"] >= 300
+    assert col.bodies() == list(range(310))
+    agent.close()
+    col.stop()
+    assert spool_files(ctx) == []
+
+
+def test_dfo_survives_sigkill_of_the_agent_process(make_ctx, tmp_path):
+    ctx = make_ctx("agent")
+    col = Collector(make_ctx("collector"), start=False)
+    spec = f'agentDFOSink("127.0.0.1", {col.port}, {FAST})'
+    script = textwrap.dedent(f"""
+        import sys, time
+        from node.checkpoint import CheckpointStore
+        from node.component import NodeContext
+        from node.event import Event
+        from node.registry import build_sink
+        from node.spec import parse_sink
+        from pathlib import Path
+        d = Path({str(ctx.data_dir)!r})
+        ctx = NodeContext("agent", d, CheckpointStore(d / "checkpoint.json"))
+        sink = build_sink(parse_sink({spec!r}))
+        sink.open(ctx)
+        for i in range(0, 2000, 100):
+            sink.append([Event(str(j).encode()) for j in range(i, i + 100)])
+        print("spooled", sink.metrics["spooled"], flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            cwd=os.getcwd(), text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.split() == ["spooled", "2000"], line
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+    col.start()
+    agent = opened(spec, ctx)
+    wait_for(lambda: len(col.events()) == 2000, 10, "replay after SIGKILL")
+    assert col.bodies() == list(range(2000))
+    agent.close()
+    col.stop()
+
+
+def test_dfo_chain_fails_over_to_the_second_collector(make_ctx):
+    ctx = make_ctx("agent")
+    c1, c2 = Collector(make_ctx("c1")), Collector(make_ctx("c2"))
+    agent = opened(f'agentDFOChain("127.0.0.1:{c1.port}", "127.0.0.1:{c2.port}", {FAST})',
+                   ctx)
+    agent.append(numbered(0, 10))
+    c1.stop()
+    agent.append(numbered(10, 10))
+    assert agent.metrics.get("spooled", 0) == 0
+    c2.stop()
+    agent.append(numbered(20, 10))                 # both down: spooled
+    assert agent.metrics["spooled"] == 10
+    c2.start()
+    wait_for(lambda: len(c2.events()) == 20, 10)
+    assert sorted(c1.bodies() + c2.bodies()) == list(range(30))
+    agent.close()
+    c1.stop()
+    c2.stop()
+
+
+def test_disk_failover_over_an_rpc_sink_that_cannot_open(make_ctx):
+    ctx = make_ctx("agent")
+    col = Collector(make_ctx("collector"), start=False)
+    sink = opened(f'diskFailover(200, 50) rpcSink("127.0.0.1", {col.port})', ctx)
+    sink.append(numbered(0, 10))
+    sink.append(numbered(10, 10))
+    assert sink.metrics["spooled"] == 20 and sink.metrics["send_errors"] >= 1
+    col.start()
+    wait_for(lambda: len(col.events()) == 20, 10)
+    wait_for(lambda: sink.metrics.get("replayed") == 20, 5, "the replay's bookkeeping")
+    sink.append(numbered(20, 5))
+    wait_for(lambda: len(col.events()) == 25)
+    assert col.bodies() == list(range(25))
+    assert sink.metrics["events_out"] == 5 and sink.metrics["replayed"] == 20
+    sink.close()
+    col.stop()
+
+
+def test_a_corrupt_spool_tail_is_reported_not_replayed(make_ctx):
+    ctx = make_ctx("agent")
+    col = Collector(make_ctx("collector"), start=False)
+    spec = f'diskFailover(200, 50) rpcSink("127.0.0.1", {col.port})'
+    sink = opened(spec, ctx)
+    for i in range(0, 30, 10):
+        sink.append(numbered(i, 10))
+    sink.close()
+    [seg] = spool_files(ctx)
+    path = ctx.data_dir / "dfo" / seg
+    data = path.read_bytes()
+    path.write_bytes(data[:-5])                    # a torn last record
+    col.start()
+    sink = opened(spec, ctx)
+    wait_for(lambda: len(col.events()) == 20 and sink.metrics.get("corrupt") == 1, 10)
+    sink.append(numbered(100, 1))
+    wait_for(lambda: len(col.events()) == 21)
+    assert col.bodies() == list(range(20)) + [100]
+    sink.close()
+    col.stop()
+
+
+def test_a_record_failing_its_checksum_is_dropped_and_counted(make_ctx):
+    ctx = make_ctx("agent")
+    col = Collector(make_ctx("collector"), start=False)
+    spec = f'diskFailover(200, 50) rpcSink("127.0.0.1", {col.port})'
+    sink = opened(spec, ctx)
+    for i in range(0, 30, 10):
+        sink.append(numbered(i, 10))
+    sink.close()
+    [seg] = spool_files(ctx)
+    path = ctx.data_dir / "dfo" / seg
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF                  # inside the second record's payload
+    path.write_bytes(bytes(data))
+    col.start()
+    sink = opened(spec, ctx)
+    wait_for(lambda: len(col.events()) == 20 and sink.metrics.get("corrupt") == 1, 10)
+    assert col.bodies() == list(range(10)) + list(range(20, 30))
+    sink.close()
+    col.stop()
+
+
+def test_two_disk_failovers_of_one_node_get_their_own_spools(make_ctx):
+    ctx = make_ctx("agent")
+    port = free_port()
+    a = opened(f'diskFailover(200, 50) rpcSink("127.0.0.1", {port})', ctx)
+    b = opened(f'diskFailover(200, 50) rpcSink("127.0.0.1", {port})', ctx)
+    assert a.spool_dir != b.spool_dir
+    a.append(numbered(0, 1))
+    b.append(numbered(1, 1))
+    a.close()
+    b.close()
+    assert len(spool_files(ctx)) == 2
+
+
+def test_spool_write_failure_is_a_sinkerror(make_ctx):
+    ctx = make_ctx("agent")
+    sink = opened(f'diskFailover(200, 50) rpcSink("127.0.0.1", {free_port()})', ctx)
+    sink.close()
+    with pytest.raises(SinkError):
+        sink.append(numbered(0, 1))

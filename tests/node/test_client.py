@@ -1,0 +1,187 @@
+"""FlumeClient and FlumeLogHandler against a real rpcSource on 127.0.0.1."""
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from node.client import ClientError, FlumeClient, FlumeLogHandler, level_priority
+from node.event import Event, Priority
+from node.registry import build_source
+from node.spec import parse_source
+from tests.node.test_agent_modes import free_port
+from tests.node.test_rpc import Drain, every_field_events, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Receiver:
+    def __init__(self, ctx, port: int = 0, timeout_ms: int = 5000, drain: bool = True):
+        self.ctx = ctx
+        self.port = port or free_port()
+        self.timeout_ms = timeout_ms
+        self.events: list[Event] = []
+        self.src = self.drain = None
+        self.start(drain)
+
+    def start(self, drain: bool = True):
+        self.src = build_source(parse_source(
+            f'rpcSource({self.port}, bind="127.0.0.1", timeoutMs={self.timeout_ms})'))
+        self.src.open(self.ctx)
+        self.drain = Drain(self.src) if drain else None
+
+    def stop(self):
+        self.src.close()
+        if self.drain:
+            self.drain.close()
+            self.events.extend(self.drain.events)
+        self.drain = None
+
+    def all(self) -> list[Event]:
+        return self.events + (self.drain.events if self.drain else [])
+
+
+@pytest.fixture
+def receiver(ctx):
+    r = Receiver(ctx)
+    yield r
+    r.stop()
+
+
+def test_client_sends_events_with_every_field(receiver):
+    with FlumeClient("127.0.0.1", receiver.port, timeout=5) as c:
+        sent = every_field_events()
+        c.send(sent)
+        c.send_body("hello", Priority.WARN, {"k": b"v"}, host="h1")
+        assert c.metrics["sent"] == len(sent) + 1
+    got = receiver.drain.wait(len(sent) + 1)
+    assert got[:-1] == sent
+    last = got[-1]
+    assert (last.body, last.priority, last.attrs, last.host) == (b"hello", Priority.WARN,
+                                                                 {"k": b"v"}, "h1")
+
+
+def test_client_reconnects_after_the_receiver_restarts(receiver):
+    c = FlumeClient("127.0.0.1", receiver.port, timeout=5)
+    c.send([Event(b"1")])
+    receiver.drain.wait(1)
+    receiver.stop()
+    receiver.start()
+    c.send([Event(b"2")])              # the stale connection is replaced in the same call
+    assert [e.body for e in receiver.all()] == [b"1", b"2"]
+    c.close()
+
+
+def test_client_error_when_nobody_listens():
+    c = FlumeClient("127.0.0.1", free_port(), timeout=1)
+    start = time.monotonic()
+    with pytest.raises(ClientError, match="cannot send"):
+        c.send([Event(b"x")])
+    assert time.monotonic() - start < 2
+    c.close()
+
+
+def test_client_gives_up_on_a_busy_receiver_after_its_timeout(ctx):
+    r = Receiver(ctx, timeout_ms=100, drain=False)   # nobody takes the events
+    c = FlumeClient("127.0.0.1", r.port, timeout=0.6)
+    start = time.monotonic()
+    with pytest.raises(ClientError, match="busy"):
+        c.send([Event(b"x")])
+    assert 0.5 < time.monotonic() - start < 2
+    assert c.metrics["retries"] >= 2
+    c.close()
+    r.stop()
+
+
+def make_logger(name: str, handler) -> logging.Logger:
+    logger = logging.getLogger(f"test.client.{name}")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    return logger
+
+
+def test_log_handler_ships_records(receiver):
+    h = FlumeLogHandler("127.0.0.1", receiver.port, attrs={"app": "shop"})
+    h.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log = make_logger("ship", h)
+    log.info("hello %s", "world")
+    log.warning("careful")
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        log.exception("failed")
+    log.critical("down")
+    h.flush()
+    got = receiver.drain.wait(4)
+    assert [e.body.split(b"\n")[0] for e in got] == [
+        b"INFO hello world", b"WARNING careful", b"ERROR failed", b"CRITICAL down"]
+    assert [e.priority for e in got] == [Priority.INFO, Priority.WARN, Priority.ERROR,
+                                         Priority.FATAL]
+    assert got[0].attrs["logger"] == b"test.client.ship"
+    assert got[0].attrs["app"] == b"shop"
+    assert got[0].attrs["level"] == b"INFO"
+    assert int(got[0].attrs["line"]) > 0
+    assert got[2].attrs["exception"] == b"ValueError"
+    assert b"Traceback" in got[2].body
+    assert abs(got[0].timestamp - time.time() * 1000) < 60_000
+    h.close()
+    assert h.metrics["sent"] == 4 and h.metrics.get("dropped", 0) == 0
+
+
+def test_level_mapping():
+    assert level_priority(5) == Priority.TRACE
+    assert level_priority(logging.DEBUG) == Priority.DEBUG
+    assert level_priority(logging.INFO + 5) == Priority.INFO
+
+
+def test_log_handler_never_blocks_when_the_collector_is_gone():
+    h = FlumeLogHandler("127.0.0.1", free_port(), capacity=50, flush_timeout=0.5)
+    log = make_logger("gone", h)
+    worst = 0.0
+    start = time.monotonic()
+    for i in range(2000):
+        t = time.monotonic()
+        log.error("record %d", i)
+        worst = max(worst, time.monotonic() - t)
+    assert time.monotonic() - start < 2
+    # no waiting on the network (connect timeouts are seconds); only thread scheduling
+    assert worst < 0.25
+    assert h.metrics["dropped"] >= 2000 - 50
+    assert h.metrics["emitted"] + h.metrics["dropped"] == 2000
+    t = time.monotonic()
+    h.close()                                    # bounded by flush_timeout
+    assert time.monotonic() - t < 2
+
+
+def test_log_handler_waits_at_most_its_timeout_for_room():
+    h = FlumeLogHandler("127.0.0.1", free_port(), capacity=5, timeout=0.2,
+                        flush_timeout=0.2)
+    log = make_logger("wait", h)
+    for i in range(5):
+        log.info("fill %d", i)
+    t = time.monotonic()
+    log.info("one too many")
+    took = time.monotonic() - t
+    assert 0.15 < took < 1.0
+    assert h.metrics["dropped"] == 1
+    h.close()
+
+
+def test_log_handler_delivers_its_buffer_once_the_collector_is_back(ctx):
+    port = free_port()
+    h = FlumeLogHandler("127.0.0.1", port, capacity=1000)
+    log = make_logger("back", h)
+    for i in range(100):
+        log.info("early %d", i)
+    time.sleep(0.3)                              # the sender fails and backs off
+    assert h.metrics["errors"] >= 1
+    r = Receiver(ctx, port=port)
+    wait_for(lambda: len(r.all()) == 100, 15, "the buffered records")
+    log.info("late")
+    h.flush()
+    wait_for(lambda: len(r.all()) == 101)
+    assert [e.body for e in r.all()] == [f"early {i}".encode() for i in range(100)] + [b"late"]
+    h.close()
+    r.stop()

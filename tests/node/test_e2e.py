@@ -1,0 +1,565 @@
+"""End-to-end mode with real ZooKeeper and real RPC over loopback: agent -> collector,
+every event exactly once in the output files, through collector crashes, failover, agent
+restarts and duplicate sends (docs/e2e.md)."""
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import socket
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from node.codec import encode_events
+from node.event import events_from_lines
+from node.logical_node import LogicalNode, State
+from node.rpc import RpcClient, Status
+from node.sources import memory
+from node.spec import parse_sink, parse_source
+from zk.client import connect
+from zk.store import ConfigStore
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def wait_until(cond, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def output_lines(out: Path) -> collections.Counter:
+    """Every line of every *visible* file under ``out``."""
+    c: collections.Counter = collections.Counter()
+    if not out.exists():
+        return c
+    for root, _, names in os.walk(out):
+        for n in names:
+            if n.startswith("."):
+                continue
+            with open(os.path.join(root, n), "rb") as f:
+                c.update(f.read().splitlines())
+    return c
+
+
+def hidden_files(out: Path) -> list[str]:
+    return [n for _, _, names in os.walk(out) for n in names if n.startswith(".")]
+
+
+def bodies(prefix: str, start: int, n: int) -> list[bytes]:
+    return [f"{prefix}-{i:07d}".encode() for i in range(start, start + n)]
+
+
+def sink_metrics(ln: LogicalNode) -> dict:
+    """Counters of every component of a logical node's sink tree, summed by name."""
+    total: dict = collections.Counter()
+
+    def walk(r):
+        for k, v in r.get("metrics", {}).items():
+            if isinstance(v, (int, float)):
+                total[k] += v
+        for c in r.get("children", []):
+            walk(c)
+    comps = ln.status()["components"]
+    if comps:
+        walk(comps["sink"])
+    return total
+
+
+def wal_metrics(ln: LogicalNode) -> dict:
+    comps = ln.status()["components"]
+    rep = comps["sink"]
+    while rep["name"] != "ackedWriteAhead":
+        rep = rep["children"][0]
+    return rep["metrics"]
+
+
+class Cluster:
+    """Collectors and agents as in-process logical nodes sharing one ZooKeeper root, each
+    collector with its own ZooKeeper session (so it can 'crash')."""
+
+    def __init__(self, zk_server, root: str, tmp: Path, agent_store: ConfigStore):
+        self.zk_server = zk_server
+        self.root = root
+        self.tmp = tmp
+        self.agent_store = agent_store
+        self.out = tmp / "out"
+        self.nodes: list[LogicalNode] = []
+        self.clients = []
+
+    def collector_store(self) -> tuple:
+        client = connect(self.zk_server.connect_string)
+        self.clients.append(client)
+        return client, ConfigStore(client, self.root)
+
+    def collector(self, name: str, port: int = 0, roll_ms: int = 300, store=None,
+                  physical: str = "cphys") -> LogicalNode:
+        if store is None:
+            _, store = self.collector_store()
+        ln = LogicalNode(name, self.tmp / "collectors", physical_name=physical,
+                         shared={"zk_store": store})
+        ln.configure(parse_source(f"collectorSource({port}, bind=\"127.0.0.1\")"),
+                     parse_sink(f'collectorSink("{self.out}", "{name}-", {roll_ms})'))
+        assert ln.state is State.ACTIVE, ln.last_error
+        self.nodes.append(ln)
+        return ln
+
+    def agent(self, name: str, channel: str, sink: str, physical: str = "aphys",
+              store: ConfigStore | None = None) -> LogicalNode:
+        ln = LogicalNode(name, self.tmp / "agents", physical_name=physical,
+                         shared={"zk_store": store or self.agent_store})
+        ln.configure(parse_source(f'memory("{channel}")'), parse_sink(sink))
+        assert ln.state is State.ACTIVE, ln.last_error
+        self.nodes.append(ln)
+        return ln
+
+    def close(self):
+        for ln in self.nodes:
+            try:
+                ln.stop(10)
+            except Exception:
+                pass
+        for c in self.clients:
+            try:
+                c.stop()
+                c.close()
+            except Exception:
+                pass
+
+
+@pytest.fixture
+def cluster(zk_server, zk_root, store, tmp_path):
+    c = Cluster(zk_server, zk_root, tmp_path, store)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def channel(request):
+    name = f"e2e-{request.node.name}"
+    memory.reset(name)
+    yield name
+    memory.reset(name)
+
+
+def port_of(ln: LogicalNode) -> int:
+    return ln._flow.source.port
+
+
+def assert_exactly_once(out: Path, expected: list[bytes]) -> None:
+    got = output_lines(out)
+    missing = [b for b in expected if got[b] == 0]
+    dups = {b: n for b, n in got.items() if n > 1}
+    extra = set(got) - set(expected)
+    assert not missing, f"{len(missing)} events missing, first {missing[:3]}"
+    assert not dups, f"{len(dups)} events duplicated, e.g. {list(dups.items())[:3]}"
+    assert not extra, f"unexpected lines {list(extra)[:3]}"
+
+
+def all_acked(agent: LogicalNode, n_events: int) -> bool:
+    m = wal_metrics(agent)
+    return m.get("events_acked", 0) >= n_events and m.get("wal_groups", 1) == 0
+
+
+# ---------------------------------------------------------------------- the basic path
+
+def test_agent_to_collector_exactly_once(cluster, channel, store):
+    col = cluster.collector("col1", roll_ms=200)
+    agent = cluster.agent("agent1", channel, f'agentE2ESink("127.0.0.1", {port_of(col)})')
+    expected = []
+    for wave in range(5):
+        batch = bodies("basic", wave * 4000, 4000)
+        expected += batch
+        memory.push(channel, batch)
+        time.sleep(0.05)
+    wait_until(lambda: all_acked(agent, len(expected)), what="every group acknowledged")
+    wait_until(lambda: sum(output_lines(cluster.out).values()) >= len(expected))
+    assert_exactly_once(cluster.out, expected)
+    assert not hidden_files(cluster.out)
+    # the agent raised its watermark past everything and forgot the group znodes below it
+    m = wal_metrics(agent)
+    wait_until(lambda: store.get_watermark("agent1") == m["groups_written"] + 1,
+               what="watermark")
+    wait_until(lambda: store.list_groups("agent1") == [], what="group znodes deleted")
+    assert m["fsyncs"] >= 1 and m["wal_bytes"] == 0
+    assert sink_metrics(col).get("late_commits", 0) == 0
+    wal_dir = cluster.tmp / "agents" / "agent1" / "e2e" / "agent1"
+    assert not [p for p in os.listdir(wal_dir) if p.endswith(".wal")]
+
+
+def test_e2e_sink_needs_zookeeper(tmp_path):
+    ln = LogicalNode("lonely", tmp_path)
+    ln.configure(parse_source('memory("lonely")'), parse_sink('agentE2ESink("127.0.0.1")'))
+    assert ln.state is State.ERROR
+    assert "end-to-end mode needs a node managed through ZooKeeper" in ln.last_error
+    ln.configure(parse_source('memory("lonely")'),
+                 parse_sink('agentE2EChain("127.0.0.1:1", "127.0.0.1:2")'))
+    assert ln.state is State.ERROR and "ZooKeeper" in ln.last_error
+
+
+# ---------------------------------------------------------------------- collector crash
+
+def test_collector_crash_mid_stream_then_new_collector(cluster, channel, store):
+    client_a, store_a = cluster.collector_store()
+    # A rolls slowly: what it took is still in hidden files when it "crashes"
+    col_a = cluster.collector("colA", roll_ms=60_000, store=store_a)
+    col_b_port = free_port()
+    agent = cluster.agent(
+        "agent2", channel,
+        f'agentE2EChain("127.0.0.1:{port_of(col_a)}", "127.0.0.1:{col_b_port}")')
+    first = bodies("crash", 0, 6000)
+    memory.push(channel, first)
+    wait_until(lambda: sink_metrics(col_a).get("events_in", 0) >= len(first),
+               what="collector A took the first wave")
+    assert hidden_files(cluster.out) and not output_lines(cluster.out)
+    # crash: the session goes (and its claims with it), then the server and flow stop
+    # without being able to commit
+    client_a.stop()
+    col_a.stop(10)
+    assert not output_lines(cluster.out)
+    col_b = cluster.collector("colB", port=col_b_port, roll_ms=200)
+    second = bodies("crash", 6000, 6000)
+    memory.push(channel, second)
+    wait_until(lambda: all_acked(agent, len(first) + len(second)), what="all acked")
+    wait_until(lambda: sum(output_lines(cluster.out).values()) >= 12000)
+    assert_exactly_once(cluster.out, first + second)
+    assert wal_metrics(agent).get("groups_requeued", 0) >= 1
+    # the crashed collector comes back under its own name: its orphans are removed
+    _, store_a2 = cluster.collector_store()
+    col_a2 = cluster.collector("colA", roll_ms=200, store=store_a2)
+    assert sink_metrics(col_a2).get("orphans_removed", 0) >= 1
+    assert not hidden_files(cluster.out)
+    assert_exactly_once(cluster.out, first + second)
+    assert sink_metrics(col_b).get("late_commits", 0) == 0
+
+
+def test_crash_between_commit_and_rename_is_rolled_forward(cluster, channel, store,
+                                                            monkeypatch):
+    """The transaction is recorded, then the collector dies before renaming: the group is
+    acknowledged, and the restarted collector makes the file final."""
+    import node.e2e as e2e
+    client_a, store_a = cluster.collector_store()
+    col = cluster.collector("colR", roll_ms=60_000, store=store_a)
+    agent = cluster.agent("agentR", channel, f'agentE2ESink("127.0.0.1", {port_of(col)})')
+    evs = bodies("rf", 0, 3000)
+    memory.push(channel, evs)
+    wait_until(lambda: sink_metrics(col).get("events_in", 0) >= len(evs))
+
+    def crash(*a, **kw):
+        raise KeyboardInterrupt("simulated crash after the transaction")
+    monkeypatch.setattr(e2e.Committer, "_finish_renames", crash)
+    with pytest.raises(KeyboardInterrupt):
+        col._flow.sink.roll_now()
+    monkeypatch.undo()
+    client_a.stop()                         # the process is gone
+    assert not output_lines(cluster.out) and hidden_files(cluster.out)
+    wait_until(lambda: all_acked(agent, len(evs)), what="acknowledged before the rename")
+    assert store.file_records("cphys-colR")
+    _, store_a2 = cluster.collector_store()
+    col2 = cluster.collector("colR", roll_ms=200, store=store_a2)
+    assert sink_metrics(col2).get("rolled_forward", 0) >= 1
+    assert_exactly_once(cluster.out, evs)
+    assert not hidden_files(cluster.out)
+    assert store.file_records("cphys-colR") == {}
+
+
+# ---------------------------------------------------------------------- RETRY
+
+class Proxy:
+    """A TCP forwarder that can be cut (the network between agent and collector)."""
+
+    def __init__(self, target_port: int):
+        self.target = target_port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.cut_off = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.cut_off:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.cut_off:
+                c.close()
+                return
+            u = socket.create_connection(("127.0.0.1", self.target))
+            self.conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        self.cut_off = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+
+def test_resend_to_second_collector_while_first_holds_claims(cluster, channel, store):
+    col_a = cluster.collector("colP", roll_ms=3000)
+    col_b = cluster.collector("colQ", roll_ms=200)
+    proxy = Proxy(port_of(col_a))
+    agent = cluster.agent(
+        "agent3", channel,
+        f'agentE2EChain("127.0.0.1:{proxy.port}", "127.0.0.1:{port_of(col_b)}")')
+    first = bodies("retry", 0, 5000)
+    memory.push(channel, first)
+    wait_until(lambda: sink_metrics(col_a).get("events_in", 0) >= len(first),
+               what="A took the first wave")
+    proxy.cut()                # A is alive and holds the claims; the agent cannot reach it
+    second = bodies("retry", 5000, 5000)
+    memory.push(channel, second)
+    wait_until(lambda: wal_metrics(agent).get("retries", 0) >= 1,
+               what="B answered RETRY for a group A holds")
+    wait_until(lambda: all_acked(agent, 10000), what="all acked")
+    wait_until(lambda: sum(output_lines(cluster.out).values()) >= 10000)
+    assert_exactly_once(cluster.out, first + second)
+    a_lines = sum(v for k, v in output_lines(cluster.out).items() if k in set(first))
+    assert a_lines == len(first)
+    assert sink_metrics(col_a).get("groups_committed", 0) >= 1   # A committed its own
+
+
+# ---------------------------------------------------------------------- agent restart
+
+def test_agent_restart_resumes_from_its_wal(cluster, channel, store, tmp_path):
+    port = free_port()
+    sink = f'agentE2ESink("127.0.0.1", {port})'
+    agent = cluster.agent("agent4", channel, sink)
+    first = bodies("restart", 0, 7000)
+    memory.push(channel, first)
+    wait_until(lambda: wal_metrics(agent).get("wal_events", 0) == len(first),
+               what="first wave in the WAL")
+    agent.stop(10)                               # nobody listens: all of it stays there
+    wal_dir = cluster.tmp / "agents" / "agent4" / "e2e" / "agent4"
+    backup = tmp_path / "wal-backup"
+    shutil.copytree(wal_dir, backup, ignore=shutil.ignore_patterns("lock"))
+    cluster.collector("col4", port=port, roll_ms=200)
+    agent.configure(parse_source(f'memory("{channel}")'), parse_sink(sink))
+    second = bodies("restart", 7000, 3000)
+    memory.push(channel, second)
+    wait_until(lambda: all_acked(agent, len(second) + len(first)), what="all acked")
+    wait_until(lambda: sum(output_lines(cluster.out).values()) >= 10000)
+    assert_exactly_once(cluster.out, first + second)
+    agent.stop(10)
+    # a crash after the acknowledgements but before the WAL forgot the groups: the old
+    # WAL comes back; ZooKeeper's watermark says they are committed: nothing is resent
+    shutil.rmtree(wal_dir)
+    shutil.copytree(backup, wal_dir)
+    agent.configure(parse_source(f'memory("{channel}")'), parse_sink(sink))
+    wait_until(lambda: wal_metrics(agent).get("wal_groups", 1) == 0, what="old WAL dropped")
+    assert wal_metrics(agent).get("groups_sent", 0) == 0
+    assert_exactly_once(cluster.out, first + second)
+
+
+def test_lost_wal_directory_never_reuses_committed_seqs(cluster, channel, store):
+    col = cluster.collector("col5", roll_ms=200)
+    sink = f'agentE2ESink("127.0.0.1", {port_of(col)})'
+    agent = cluster.agent("agent5", channel, sink)
+    first = bodies("lost", 0, 2000)
+    memory.push(channel, first)
+    wait_until(lambda: all_acked(agent, len(first)))
+    agent.stop(10)
+    shutil.rmtree(cluster.tmp / "agents" / "agent5" / "e2e")      # the disk was replaced
+    agent.configure(parse_source(f'memory("{channel}")'), parse_sink(sink))
+    second = bodies("lost", 2000, 2000)
+    memory.push(channel, second)
+    wait_until(lambda: all_acked(agent, len(second)))
+    wait_until(lambda: sum(output_lines(cluster.out).values()) >= 4000)
+    assert_exactly_once(cluster.out, first + second)
+
+
+# ---------------------------------------------------------------------- duplicates
+
+def test_duplicate_append_group_is_not_written_twice(cluster, store):
+    col = cluster.collector("col6", roll_ms=60_000)
+    client = RpcClient("127.0.0.1", port_of(col), timeout=10)
+    payload = encode_events(events_from_lines([b"dup-1", b"dup-2", b"dup-3"]))
+    crc = zlib.crc32(payload)
+    assert client.append_group("dupagent", 1, crc, payload, 3) == (Status.OK, "")
+    # sent again while the collector holds it in an open file: accepted, not written again
+    assert client.append_group("dupagent", 1, crc, payload, 3)[0] == Status.OK
+    # a corrupt payload is refused
+    status, msg = client.append_group("dupagent", 2, crc ^ 1, payload, 3)
+    assert status == Status.FAILED and "checksum" in msg
+    col._flow.sink.roll_now()
+    wait_until(lambda: store.list_groups("dupagent") == [1], what="group committed")
+    # sent again after the commit: acknowledged as committed, no second copy
+    assert client.append_group("dupagent", 1, crc, payload, 3) == (Status.OK, "committed")
+    # and below the watermark too (the agent may have deleted the group znode)
+    store.raise_watermark("dupagent", 2)
+    store.delete_groups("dupagent", [1])
+    assert client.append_group("dupagent", 1, crc, payload, 3) == (Status.OK, "committed")
+    col._flow.sink.roll_now()
+    client.close()
+    assert output_lines(cluster.out) == collections.Counter({b"dup-1": 1, b"dup-2": 1,
+                                                             b"dup-3": 1})
+
+
+def test_group_claimed_by_another_collector_gets_retry(cluster, store):
+    col_a = cluster.collector("col7a", roll_ms=60_000)
+    col_b = cluster.collector("col7b", roll_ms=60_000)
+    payload = encode_events(events_from_lines([b"claimed"]))
+    crc = zlib.crc32(payload)
+    a = RpcClient("127.0.0.1", port_of(col_a), timeout=10)
+    b = RpcClient("127.0.0.1", port_of(col_b), timeout=10)
+    assert a.append_group("ag7", 5, crc, payload, 1)[0] == Status.OK
+    status, msg = b.append_group("ag7", 5, crc, payload, 1)
+    assert status == Status.RETRY and "another collector" in msg
+    assert store.claim_exists("ag7", 5)
+    col_a._flow.sink.roll_now()
+    wait_until(lambda: store.list_groups("ag7") == [5])
+    assert not store.claim_exists("ag7", 5)
+    assert b.append_group("ag7", 5, crc, payload, 1) == (Status.OK, "committed")
+    a.close()
+    b.close()
+    assert output_lines(cluster.out) == collections.Counter({b"claimed": 1})
+
+
+# ---------------------------------------------------------------------- collectorSink alone
+
+def test_collector_sink_without_zookeeper_is_a_plain_roll(tmp_path, channel):
+    out = tmp_path / "plain"
+    ln = LogicalNode("plain", tmp_path / "data")
+    ln.configure(parse_source(f'memory("{channel}")'),
+                 parse_sink(f'collectorSink("{out}/%Y", "ev-", 200, json, '
+                            f'compression="gzip", utc=true)'))
+    assert ln.state is State.ACTIVE, ln.last_error
+    from node.event import Event
+    memory.push(channel, [Event(b"old", 0, 0), Event(b"new", 1_700_000_000_000, 0)])
+    wait_until(lambda: len([p for p in out.rglob("ev-*.gz")]) == 2, what="two buckets")
+    ln.stop(10)
+    import gzip
+    import json
+    years = {p.parent.name: [json.loads(l)["body"] for l in gzip.open(p).read().splitlines()]
+             for p in out.rglob("ev-*.gz")}
+    assert years == {"1970": ["old"], "2023": ["new"]}
+    assert not hidden_files(out)
+
+
+def test_generic_collector_decorator_acknowledges_groups(cluster, channel, store):
+    _, cstore = cluster.collector_store()
+    col = LogicalNode("colG", cluster.tmp / "collectors", physical_name="cphys",
+                      shared={"zk_store": cstore})
+    col.configure(parse_source('collectorSource(0, bind="127.0.0.1")'),
+                  parse_sink(f'collector(200) {{ escapedCustomDfs("{cluster.out}", '
+                             f'"gen-%{{rolltag}}") }}'))
+    assert col.state is State.ACTIVE, col.last_error
+    cluster.nodes.append(col)
+    agent = cluster.agent("agentG", channel, f'agentE2ESink("127.0.0.1", {port_of(col)})')
+    evs = bodies("generic", 0, 5000)
+    memory.push(channel, evs)
+    wait_until(lambda: all_acked(agent, len(evs)), what="acknowledged by collector()")
+    assert_exactly_once(cluster.out, evs)
+    assert sink_metrics(col).get("groups_committed", 0) >= 1
+    assert store.list_groups("agentG") == [] or store.get_watermark("agentG") > 1
+
+
+def test_collector_source_without_an_e2e_sink_refuses_groups(cluster, store):
+    _, cstore = cluster.collector_store()
+    col = LogicalNode("colN", cluster.tmp / "collectors", physical_name="cphys",
+                      shared={"zk_store": cstore})
+    col.configure(parse_source('collectorSource(0, bind="127.0.0.1")'),
+                  parse_sink('null'))
+    cluster.nodes.append(col)
+    client = RpcClient("127.0.0.1", port_of(col), timeout=10)
+    payload = encode_events(events_from_lines([b"nowhere"]))
+    status, msg = client.append_group("agN", 1, zlib.crc32(payload), payload, 1)
+    client.close()
+    assert status == Status.FAILED and "collectorSink" in msg
+    assert not store.claim_exists("agN", 1)
+
+
+def expire_session(zk_server, client) -> None:
+    """Expire ``client``'s ZooKeeper session the way a long pause would: another
+    connection takes the session over and closes it. kazoo then starts a new session."""
+    from kazoo.client import KazooClient
+    old = client.client_id[0]
+    sid, pwd = client.client_id
+    thief = KazooClient(hosts=zk_server.connect_string, client_id=(sid, pwd))
+    thief.start(timeout=10)
+    thief.stop()
+    thief.close()
+    wait_until(lambda: client.connected and client.client_id and client.client_id[0] != old,
+               what="a new ZooKeeper session")
+
+
+def test_collector_session_expiry_discards_its_files_and_agents_resend(cluster, channel,
+                                                                       store, zk_server):
+    client_a, store_a = cluster.collector_store()
+    col = cluster.collector("colX", roll_ms=60_000, store=store_a)
+    agent = cluster.agent("agentX", channel,
+                          f'agentE2ESink("127.0.0.1", {port_of(col)}, retransmitMs=1000)')
+    evs = bodies("expiry", 0, 4000)
+    memory.push(channel, evs)
+    wait_until(lambda: sink_metrics(col).get("events_in", 0) >= len(evs))
+    expire_session(cluster.zk_server, client_a)        # the claims are gone
+    col._flow.sink.roll_now()                          # the commit is refused
+    m = sink_metrics(col)
+    assert m.get("files_discarded", 0) >= 1 and m.get("groups_rejected", 0) >= 1
+    assert not output_lines(cluster.out) and not hidden_files(cluster.out)
+    # the agent resends after retransmitMs; the collector writes them again and commits
+    wait_until(lambda: wal_metrics(agent).get("groups_resent", 0) >= 1, what="resent")
+    wait_until(lambda: sink_metrics(col).get("events_in", 0) >= 2 * len(evs))
+    col._flow.sink.roll_now()
+    wait_until(lambda: all_acked(agent, len(evs)), what="acknowledged")
+    assert_exactly_once(cluster.out, evs)
+
+
+def test_store_commit_needs_the_claims(cluster, store):
+    ca, sa = cluster.collector_store()
+    assert sa.claim_group("agS", 1, "colA") == "claimed"
+    assert sa.claim_group("agS", 1, "colA") == "ours"
+    _, sb = cluster.collector_store()
+    assert sb.claim_group("agS", 1, "colB") == "held"
+    ca.stop()                                         # A's session ends: its claim goes
+    _, sa2 = cluster.collector_store()
+    ok, why = sa2.commit_groups("colA", "f1", {"files": []}, [("agS", 1)])
+    assert not ok and "claim" in why
+    assert store.list_groups("agS") == [] and store.file_records("colA") == {}
+    assert sb.claim_group("agS", 1, "colB") == "claimed"
+    assert sb.commit_groups("colB", "f2", {"files": []}, [("agS", 1)]) == (True, "")
+    assert store.list_groups("agS") == [1] and list(store.file_records("colB")) == ["f2"]
+    assert sa2.claim_group("agS", 1, "colA") == "committed"
+    assert not store.claim_exists("agS", 1)

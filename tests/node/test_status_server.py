@@ -1,0 +1,234 @@
+"""The node status page (HTML, JSON, Prometheus text) and the counters behind it: unit
+cases on a fixed status, then a real physical node on a real ZooKeeper."""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+
+import httpx
+import pytest
+
+from node.metrics import prometheus_text, summarize
+from node.physical_node import PhysicalNode
+from node.sinks import collect
+from node.sources import memory
+from node.status_server import StatusServer
+from zk.store import LogicalConfig
+
+pytestmark = pytest.mark.timeout(60)
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.e+]+|NaN|[+-]Inf)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
+
+
+def wait_until(cond, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def parse_prometheus(text: str) -> dict[tuple, float]:
+    """``{(name, frozenset(labels)): value}``; asserts the format as it goes: every
+    sample's family was declared by a TYPE line, families are not interleaved."""
+    assert text.endswith("\n")
+    typed: dict[str, str] = {}
+    done: set[str] = set()
+    current = None
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge", "untyped"), line
+            assert name not in typed, f"family {name} declared twice"
+            if current:
+                done.add(current)
+            typed[name] = kind
+            current = name
+            continue
+        m = SAMPLE.match(line)
+        assert m, f"not a sample line: {line!r}"
+        name, labels_text = m.group(1), m.group(3) or ""
+        assert name == current and name not in done, f"{name} outside its family"
+        labels = {}
+        pos = 0
+        while pos < len(labels_text):
+            lm = LABEL.match(labels_text, pos)
+            assert lm, f"bad labels in {line!r}"
+            labels[lm.group(1)] = re.sub(r"\\(.)", lambda e: "\n" if e.group(1) == "n"
+                                         else e.group(1), lm.group(2))
+            pos = lm.end()
+        out[(name, frozenset(labels.items()))] = float(m.group(4))
+    return out
+
+
+def status_fixture() -> dict:
+    tricky = 'we"ird\\name\n2'
+    return {
+        "physical": "p1", "host": "h1", "pid": 42, "started": 1_700_000_000_000,
+        "updated": 1_700_000_005_000,
+        "logical": {
+            "web": {
+                "name": "web", "state": "ACTIVE", "version": 3, "flow": "f1",
+                "source": 'tail("/var/log/a.log")',
+                "sink": '[ text("/out/a"), { batch(10) => rpcSink("c1") } ]',
+                "last_error": None, "events_in": 100, "bytes_in": 5000,
+                "components": {
+                    "source": {"name": "tail", "kind": "source",
+                               "metrics": {"events_in": 100, "bytes_in": 5000}},
+                    "sink": {"name": "fanout", "kind": "sink", "metrics": {"events_in": 100},
+                             "children": [
+                                 {"name": "text", "kind": "sink",
+                                  "metrics": {"events_in": 100, "bytes_out": 5100}},
+                                 {"name": "batch", "kind": "decorator",
+                                  "metrics": {"events_in": 100, "events_out": 10},
+                                  "children": [
+                                      {"name": "rpcSink", "kind": "sink",
+                                       "metrics": {"events_in": 10, "events_out": 9,
+                                                   "errors": 1, "bytes_out": 700,
+                                                   "wal_bytes": 2048,
+                                                   "acks_pending": 2}}]}]}},
+            },
+            tricky: {"name": tricky, "state": "ERROR", "version": None, "flow": None,
+                     "source": "", "sink": "", "last_error": "<b>boom</b>",
+                     "events_in": 0, "bytes_in": 0, "components": None},
+        },
+    }
+
+
+def test_summarize_counts_leaf_sinks_errors_and_other_counters():
+    c = summarize(status_fixture()["logical"]["web"])
+    # out: text wrote 100, rpcSink sent 9 (its events_out wins over its events_in)
+    assert c["events_in"] == 100 and c["bytes_in"] == 5000
+    assert c["events_out"] == 109 and c["bytes_out"] == 5800
+    assert c["errors"] == 1 and c["wal_bytes"] == 2048 and c["acks_pending"] == 2
+    assert summarize({"events_in": 5, "bytes_in": 7, "components": None}) == {
+        "events_in": 5, "bytes_in": 7, "events_out": 0, "bytes_out": 0, "errors": 0}
+
+
+def test_prometheus_text_families_labels_and_values():
+    samples = parse_prometheus(prometheus_text(status_fixture()))
+    web = {"physical": "p1", "logical": "web"}
+
+    def value(name, **labels):
+        return samples[(name, frozenset(labels.items()))]
+    assert value("flume_logical_events_in_total", **web) == 100
+    assert value("flume_logical_events_out_total", **web) == 109
+    assert value("flume_logical_errors_total", **web) == 1
+    assert value("flume_logical_node_state", **web, state="ACTIVE") == 1
+    assert value("flume_logical_node_spec_version", **web) == 3
+    assert value("flume_component_wal_bytes", **web, component="rpcSink", kind="sink",
+                 path="sink/fanout/1.batch/rpcSink") == 2048
+    # a name with a quote, a backslash and a newline survives the label escaping
+    tricky = 'we"ird\\name\n2'
+    assert value("flume_logical_node_state", physical="p1", logical=tricky,
+                 state="ERROR") == 1
+
+
+@pytest.fixture
+def server():
+    servers = []
+
+    def start(status, **kw):
+        s = StatusServer(lambda: status, port=kw.pop("port", 0), **kw).start()
+        servers.append(s)
+        return s
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def test_page_json_metrics_and_404(server):
+    st = status_fixture()
+    s = server(st)
+    assert s.port and s.port != 0
+    base = f"http://127.0.0.1:{s.port}"
+    r = httpx.get(base + "/", timeout=5)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    page = r.text
+    for text in ("Flume node p1", "web", "ACTIVE", "rpcSink", "wal_bytes", "2,048",
+                 "acks_pending", "tail(&quot;/var/log/a.log&quot;)"):
+        assert text in page, text
+    assert "<b>boom</b>" not in page and "&lt;b&gt;boom&lt;/b&gt;" in page  # escaped
+    r = httpx.get(base + "/status.json", timeout=5)
+    assert r.headers["content-type"] == "application/json" and r.json() == st
+    r = httpx.get(base + "/metrics", timeout=5)
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert parse_prometheus(r.text)
+    assert httpx.get(base + "/nope", timeout=5).status_code == 404
+
+
+def test_taken_port_moves_to_the_next_one_unless_told_not_to(server):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        s = server({"physical": "p", "logical": {}}, port=port)
+        assert s.port != port and port < s.port <= port + 64
+        assert httpx.get(f"http://127.0.0.1:{s.port}/status.json", timeout=5).json() == {
+            "physical": "p", "logical": {}}
+        with pytest.raises(OSError):
+            StatusServer(lambda: {}, port=port, autofind=False).start()
+
+
+def test_physical_node_serves_its_status_and_writes_counters_to_zookeeper(
+        zk_server, zk_root, tmp_path, store):
+    collect.reset("ss")
+    memory.reset("ss")
+    node = PhysicalNode("p1", zk_server.connect_string, zk_root, data_dir=tmp_path / "n",
+                        http_port=0).start()
+    try:
+        assert node.http_port and node.status_server.port == node.http_port
+        assert store.list_physical()["p1"]["http_port"] == node.http_port  # registered
+        base = f"http://127.0.0.1:{node.http_port}"
+        store.put_logical(LogicalConfig("p1", 'memory("ss")',
+                                        '[ collect("ss"), { batch(2) => null } ]'))
+        memory.push("ss", [b"one", b"two", b"three", b"four"])
+        wait_until(lambda: len(collect.collected("ss")) == 4, what="events through")
+
+        def counters():
+            st = httpx.get(base + "/status.json", timeout=5).json()
+            return st["logical"].get("p1", {}).get("counters")
+        c = wait_until(lambda: (c := counters()) and c["events_out"] == 6 and c, what="out")
+        assert c["events_in"] == 4 and c["bytes_in"] == 15 and c["errors"] == 0
+        page = httpx.get(base + "/", timeout=5).text
+        assert "ACTIVE" in page and "collect" in page and "batch" in page
+        samples = parse_prometheus(httpx.get(base + "/metrics", timeout=5).text)
+        assert samples[("flume_logical_events_in_total",
+                        frozenset({"physical": "p1", "logical": "p1"}.items()))] == 4
+        # the same counters reach ZooKeeper (what every master shows), with components
+        zk_rep = wait_until(lambda: (r := store.get_status("p1").get("logical", {}).get("p1", {}))
+                            .get("counters", {}).get("events_out") == 6 and r,
+                            what="counters in the status znode")
+        assert zk_rep["counters"]["events_in"] == 4
+        assert zk_rep["components"]["sink"]["name"] == "fanout"
+        json.dumps(zk_rep)
+    finally:
+        node.stop()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{node.http_port}/", timeout=2)
+
+
+def test_large_status_leaves_components_out_of_the_znode(zk_server, zk_root, tmp_path,
+                                                         store, monkeypatch):
+    import node.physical_node as pn
+    monkeypatch.setattr(pn, "STATUS_ZNODE_BUDGET", 10)  # anything is "large"
+    memory.reset("big")
+    node = PhysicalNode("p1", zk_server.connect_string, zk_root,
+                        data_dir=tmp_path / "n").start()
+    try:
+        assert node.status_server is None  # no http_port: no page
+        store.put_logical(LogicalConfig("p1", 'memory("big")', "null"))
+        rep = wait_until(lambda: (r := store.get_status("p1").get("logical", {}).get("p1", {}))
+                         .get("state") == "ACTIVE" and r, what="active")
+        assert "components" not in rep and rep["counters"]["events_in"] == 0
+        assert node.status()["logical"]["p1"]["components"]  # still on the page
+    finally:
+        node.stop()

@@ -1,0 +1,110 @@
+// The master's REST API. Reads are open; when a write answers 401 the console asks for
+// the access token (a dialog), keeps it in sessionStorage and sends it as a Bearer token.
+
+const TOKEN_KEY = "flume.token";
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.message) || `HTTP ${status}`);
+    this.status = status;
+    this.body = body || {};
+    this.errors = (body && body.errors) || [];
+  }
+}
+
+export const token = {
+  get: () => sessionStorage.getItem(TOKEN_KEY),
+  set: (t) => (t ? sessionStorage.setItem(TOKEN_KEY, t) : sessionStorage.removeItem(TOKEN_KEY)),
+};
+
+let asking = null; // one dialog for concurrent requests
+
+/** Shows the token dialog; resolves to the token entered, or null if cancelled. */
+export function askToken(why) {
+  if (asking) return asking;
+  const dialog = document.getElementById("token-dialog");
+  const input = document.getElementById("token-input");
+  document.getElementById("token-why").textContent = why ||
+    "This master needs an access token for changes.";
+  input.value = token.get() || "";
+  asking = new Promise((resolve) => {
+    const done = (value) => {
+      dialog.removeEventListener("close", onClose);
+      asking = null;
+      resolve(value);
+    };
+    const onClose = () => {
+      const t = dialog.returnValue === "ok" ? input.value.trim() : null;
+      if (dialog.returnValue === "clear") token.set(null);
+      if (t) token.set(t);
+      document.dispatchEvent(new CustomEvent("token-changed"));
+      done(t);
+    };
+    dialog.returnValue = "";
+    dialog.addEventListener("close", onClose);
+    dialog.showModal();
+    input.focus();
+  });
+  return asking;
+}
+
+export function setupTokenDialog() {
+  const dialog = document.getElementById("token-dialog");
+  document.getElementById("token-cancel").addEventListener("click", () => dialog.close("cancel"));
+  document.getElementById("token-clear").addEventListener("click", () => dialog.close("clear"));
+}
+
+async function send(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const t = token.get();
+  if (t && method !== "GET") headers.Authorization = `Bearer ${t}`;
+  const r = await fetch(path, {
+    method, headers, cache: "no-store",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = { message: text.slice(0, 500) }; }
+  return { r, data, text };
+}
+
+/** A JSON request; throws ApiError for 4xx/5xx. Writes refused with 401 ask for the
+ * token and are retried with it. */
+export async function request(method, path, body) {
+  for (let attempt = 0; ; attempt++) {
+    const { r, data } = await send(method, path, body);
+    if (r.ok) return data;
+    if (r.status === 401 && method !== "GET" && attempt < 3) {
+      const why = attempt === 0 && !token.get()
+        ? "This master needs an access token for changes."
+        : "The master refused this token. Enter the right one.";
+      const t = await askToken(why);
+      if (t) continue;
+    }
+    throw new ApiError(r.status, data);
+  }
+}
+
+/** A GET answering ``{data, text}``: the raw text lets callers skip unchanged data. */
+export async function getRaw(path) {
+  const { r, data, text } = await send("GET", path);
+  if (!r.ok) throw new ApiError(r.status, data);
+  return { data, text };
+}
+
+export const api = {
+  status: () => getRaw("/api/status"),
+  flows: () => getRaw("/api/flows"),
+  mappings: () => getRaw("/api/mappings"),
+  commands: (limit = 100) => getRaw(`/api/commands?limit=${limit}`),
+  health: () => getRaw("/api/health"),
+  config: (name) => request("GET", `/api/configs/${encodeURIComponent(name)}`),
+  putConfig: (name, body) => request("PUT", `/api/configs/${encodeURIComponent(name)}`, body),
+  deleteConfig: (name) => request("DELETE", `/api/configs/${encodeURIComponent(name)}`),
+  map: (physical, logical) => request("POST", "/api/mappings", { physical, logical }),
+  unmap: (physical, logical) => request("DELETE",
+    `/api/mappings/${encodeURIComponent(physical)}/${encodeURIComponent(logical)}`),
+  command: (command, args = []) => request("POST", "/api/commands", { command, args }),
+  validate: (body) => request("POST", "/api/validate", body),
+};

@@ -8,7 +8,6 @@ has no polling granularity. Target (issue 3): p50 <= 100 ms, p99 <= 500 ms.
 """
 from __future__ import annotations
 
-import os
 import socket
 import statistics
 import subprocess

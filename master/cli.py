@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from node import cli as node_cli
-from node.errors import FlumeError
 
 log = logging.getLogger("flume")
 

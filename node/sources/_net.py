@@ -17,7 +17,7 @@ import socket
 import threading
 from typing import Callable, Protocol
 
-from ..component import Metrics
+from ..component import Metrics, NodeContext, Source
 from ..errors import SourceError
 from ..event import Event
 from ._batchqueue import BatchQueue
@@ -209,3 +209,44 @@ class UdpServer(_Server):
                     if self.queue.closed:
                         return
                     self.metrics.add("dropped", len(events))
+
+
+class ServerSource(Source):
+    """A source fed by one of the servers above through a :class:`BatchQueue`: subclasses
+    say which server in ``_make_server``; the queue, the port read back after binding
+    (port 0 works), ``next_batch`` and a prompt ``close`` are common."""
+
+    queue_events = 10_000
+
+    def __init__(self, port: int, bind: str):
+        super().__init__()
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be within 0..65535, got {port}")
+        self.port = port
+        self.bind = bind
+        self._queue: BatchQueue | None = None
+        self._server = None
+
+    def _make_server(self):
+        raise NotImplementedError
+
+    def open(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self._queue = BatchQueue(self.queue_events)
+        self._server = self._make_server()
+        self._server.start()
+        self.port = self._server.port
+
+    def next_batch(self, timeout: float) -> list[Event] | None:
+        if self._queue is None:
+            return None
+        out = self._queue.get(timeout)
+        if out:
+            self.metrics.add("events_in", len(out))
+        return out
+
+    def close(self) -> None:
+        if self._queue is not None:
+            self._queue.close()
+        if self._server is not None:
+            self._server.stop()

@@ -8,11 +8,9 @@ server stops reading, so senders block (backpressure).
 """
 from __future__ import annotations
 
-from ..component import NodeContext, Source
 from ..event import Event, events_from_lines
 from ..registry import source
-from ._batchqueue import BatchQueue
-from ._net import TcpServer
+from ._net import ServerSource, TcpServer
 
 QUEUE_EVENTS = 10_000
 MAX_LINE = 1 << 20
@@ -39,36 +37,16 @@ class _LineFramer:
 
 
 @source("netcat")
-class NetcatSource(Source):
+class NetcatSource(ServerSource):
     """A line per event from plain TCP connections on ``port``."""
 
     def __init__(self, port: int, *, bind: str = "0.0.0.0"):
-        super().__init__()
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port must be within 0..65535, got {port}")
-        self.port = port
-        self.bind = bind
-        self._queue: BatchQueue | None = None
-        self._server: TcpServer | None = None
+        super().__init__(port, bind)
 
-    def open(self, ctx: NodeContext) -> None:
-        self.ctx = ctx
-        self._queue = BatchQueue(QUEUE_EVENTS)
-        self._server = TcpServer("netcat", self.bind, self.port, lambda peer: _LineFramer(self),
-                                 self._queue, self.metrics)
-        self._server.start()
-        self.port = self._server.port
+    @property
+    def queue_events(self) -> int:
+        return QUEUE_EVENTS
 
-    def next_batch(self, timeout: float) -> list[Event] | None:
-        if self._queue is None:
-            return None
-        out = self._queue.get(timeout)
-        if out:
-            self.metrics.add("events_in", len(out))
-        return out
-
-    def close(self) -> None:
-        if self._queue is not None:
-            self._queue.close()
-        if self._server is not None:
-            self._server.stop()
+    def _make_server(self) -> TcpServer:
+        return TcpServer("netcat", self.bind, self.port, lambda peer: _LineFramer(self),
+                         self._queue, self.metrics)

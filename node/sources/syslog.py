@@ -30,11 +30,9 @@ import functools
 import re
 import time
 
-from ..component import NodeContext, Source
 from ..event import LOCAL_HOST, Event, Priority
 from ..registry import source
-from ._batchqueue import BatchQueue
-from ._net import TcpServer, UdpServer
+from ._net import ServerSource, TcpServer, UdpServer
 
 QUEUE_EVENTS = 10_000
 MAX_FRAME = 1 << 20          # a newline frame longer than this is cut (counted: oversize)
@@ -254,17 +252,15 @@ class _SyslogTcpFramer:
         return self.src._parse([rest], self.peer) if rest else []
 
 
-class _SyslogSource(Source):
+class _SyslogSource(ServerSource):
     """Common part of the two syslog servers."""
 
     def __init__(self, port: int = 514, *, bind: str = "0.0.0.0"):
-        super().__init__()
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port must be within 0..65535, got {port}")
-        self.port = port
-        self.bind = bind
-        self._queue: BatchQueue | None = None
-        self._server = None
+        super().__init__(port, bind)
+
+    @property
+    def queue_events(self) -> int:
+        return QUEUE_EVENTS
 
     def _parse(self, raws: list[bytes], peers) -> list[Event]:
         events, bad, nohdr = parse_messages(raws, peers, self.ctx.clock.now_ms())
@@ -273,30 +269,6 @@ class _SyslogSource(Source):
         if nohdr:
             self.metrics.add("noheader", nohdr)
         return events
-
-    def _make_server(self):
-        raise NotImplementedError
-
-    def open(self, ctx: NodeContext) -> None:
-        self.ctx = ctx
-        self._queue = BatchQueue(QUEUE_EVENTS)
-        self._server = self._make_server()
-        self._server.start()
-        self.port = self._server.port
-
-    def next_batch(self, timeout: float) -> list[Event] | None:
-        if self._queue is None:
-            return None
-        out = self._queue.get(timeout)
-        if out:
-            self.metrics.add("events_in", len(out))
-        return out
-
-    def close(self) -> None:
-        if self._queue is not None:
-            self._queue.close()
-        if self._server is not None:
-            self._server.stop()
 
 
 @source("syslogUdp")

@@ -45,7 +45,6 @@ def test_config_through_each_of_two_masters(cluster, tmp_path):
                what="flow from m1 running, seen through m2")
     r = m2.command("config", "p1", 'asciisynth(0, 20)', "null")
     assert r.json()["state"] == "SUCCEEDED", r.text
-    v = r.json()
     wait_until(lambda: m1.logical("p1").get("sink") == "null"
                and m1.logical("p1").get("state") == "ACTIVE", what="m2's config applied")
 

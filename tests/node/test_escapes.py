@@ -1,7 +1,6 @@
 """Escape expansion: every escape, time zones, the per-second cache, bucketing."""
 from __future__ import annotations
 
-import os
 import time
 
 import pytest

@@ -39,7 +39,7 @@ def pnode(zk_server, zk_root, tmp_path, store):
 
 
 def test_registers_and_maps_itself(pnode, store):
-    node = pnode("p1")
+    pnode("p1")
     assert "p1" in store.list_physical()
     assert store.get_mapping("p1") == ["p1"]
 

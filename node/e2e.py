@@ -89,10 +89,6 @@ def take_groups(checkpoints: list[Checkpoint]) -> list[tuple[str, int]]:
     return list(out)
 
 
-def has_groups(updates: dict) -> bool:
-    return any(k.startswith(KEY_PREFIX) for k in updates)
-
-
 def zk_store_of(ctx: NodeContext):
     """The node's ZooKeeper store; SinkError when the node runs without ZooKeeper."""
     store = ctx.shared.get("zk_store") if ctx.shared is not None else None
@@ -265,7 +261,8 @@ class _Pending:
 
 
 class GroupSender:
-    """Sends an agent's unacknowledged groups (see the module docstring). One thread."""
+    """Sends an agent's unacknowledged groups (see the module docstring) from ``lanes``
+    threads, each using its own connections (``transport.send_group(..., lane)``)."""
 
     PROBE_FIRST, PROBE_MAX = 0.5, 5.0        # seconds between checks of a foreign claim
     FAIL_FIRST = 1.0                         # after FAILED from every collector
@@ -525,6 +522,9 @@ class CollectorState:
         self.lock = threading.Lock()
         self.held: dict[tuple[str, int], str] = {}
         self.sinks = 0            # open E2E sinks of this logical node
+        # the flow's source is a collectorSource: its events have no source position to
+        # be read again from, so a crashed run's files without E2E groups are salvaged
+        self.rpc_source = False
 
     def forget(self, groups) -> None:
         with self.lock:
@@ -649,7 +649,9 @@ class GroupHandler:
 
 def collector_group_handler(ctx: NodeContext, enqueue) -> GroupHandler:
     """The ``appendGroup`` handler a ``collectorSource`` delegates to (ZooKeeper needed)."""
-    return GroupHandler(ctx, enqueue)
+    handler = GroupHandler(ctx, enqueue)
+    handler.state.rpc_source = True
+    return handler
 
 
 # ---------------------------------------------------------------------- commits
@@ -667,15 +669,20 @@ def _fs_of(url: str):
 
 
 class HiddenJournal:
-    """A local list of the hidden files a collector has open, so hidden files of a crashed
-    run are found and deleted at start (append-only: ``+path`` / ``-path`` lines)."""
+    """A local list of the hidden files a collector has open, so the hidden files of a
+    crashed run are found at start. Append-only lines: ``+path`` (opened), ``~path``
+    (opened, salvageable), ``!path`` (holds E2E groups: never salvage), ``-path`` (done).
+    Each line is written before the data it describes."""
 
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.Lock()
 
-    def add(self, url: str) -> None:
-        self._write(f"+{url}\n")
+    def add(self, url: str, mark: str = "+") -> None:
+        self._write(f"{mark}{url}\n")
+
+    def mark(self, urls, mark: str) -> None:
+        self._write("".join(f"{mark}{u}\n" for u in urls))
 
     def remove(self, urls) -> None:
         self._write("".join(f"-{u}\n" for u in urls))
@@ -687,23 +694,25 @@ class HiddenJournal:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(text)
 
-    def entries(self) -> list[str]:
+    def entries(self) -> dict[str, str]:
+        """Hidden files not done: path -> mark (``+``, ``~`` or ``!``; ``!`` sticks)."""
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
-            return []
-        live: dict[str, None] = {}
+            return {}
+        live: dict[str, str] = {}
         for line in lines:
-            if line.startswith("+"):
-                live[line[1:]] = None
-            elif line.startswith("-"):
-                live.pop(line[1:], None)
-        return list(live)
+            mark, url = line[:1], line[1:]
+            if mark in "+~!" and mark and url:
+                live[url] = "!" if live.get(url) == "!" else mark
+            elif mark == "-":
+                live.pop(url, None)
+        return live
 
     def reset(self, keep=()) -> None:
         with self._lock:
             tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(f"+{u}\n" for u in keep), encoding="utf-8")
+            tmp.write_text("".join(f"!{u}\n" for u in keep), encoding="utf-8")
             os.replace(tmp, self.path)
 
 
@@ -732,6 +741,77 @@ def _remove(url: str) -> None:
             fs.rm(p)
     except FileNotFoundError:
         pass
+
+
+def _final_of(hidden: str) -> tuple[str, str, str]:
+    """(directory, base name, compression extension) of the final file a dfs hidden file
+    ``dir/.NAME[.N].tmp`` was to become."""
+    sep = "/" if "://" in hidden else os.sep
+    d, _, name = hidden.rpartition(sep)
+    name = name[1:-len(".tmp")] if name.startswith(".") and name.endswith(".tmp") else name
+    for ext in (".gz", ".zst"):
+        stem, e, n = name.rpartition(ext + ".")
+        if e and n.isdigit():        # NAME.gz.1 -> the reserved hidden variant
+            name = stem + ext
+    ext = ".gz" if name.endswith(".gz") else ".zst" if name.endswith(".zst") else ""
+    base = name[:len(name) - len(ext)] if ext else name
+    return d, base, ext
+
+
+def salvage(hidden: str) -> str:
+    """Make the hidden file of a crashed run final, cut after its last complete line
+    (line formats; gzip and zstd streams are decoded as far as they go and written
+    again). Returns the final path."""
+    d, base, ext = _final_of(hidden)
+    sep = "/" if "://" in hidden else os.sep
+    final, n = f"{d}{sep}{base}{ext}", 0
+    while _exists(final):
+        n += 1
+        final = f"{d}{sep}{base}.{n}{ext}"
+    if "://" in hidden:
+        fs, hp = _fs_of(hidden)
+        data = fs.cat_file(hp)
+    else:
+        with open(hidden, "rb") as f:
+            data = f.read()
+    if ext == ".gz":
+        plain = zlib.decompressobj(31).decompress(data)
+    elif ext == ".zst":
+        import zstandard
+        plain = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    else:
+        plain = data
+    plain = plain[:plain.rfind(b"\n") + 1]
+    if ext == ".gz":
+        c = zlib.compressobj(6, zlib.DEFLATED, 31)
+        out = c.compress(plain) + c.flush()
+    elif ext == ".zst":
+        import zstandard
+        out = zstandard.ZstdCompressor(level=3).compress(plain)
+    else:
+        out = plain
+    # Each step leaves the hidden file with the same events, so a crash here and a second
+    # salvage at the next start give the same final file.
+    if "://" in hidden:
+        if out is not data:
+            fs.pipe_file(hp, out)
+        _rename(hidden, final)
+        return final
+    if out is not data:
+        if ext:
+            tmp = hidden + ".salvage"
+            with open(tmp, "wb") as f:
+                f.write(out)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, hidden)
+        else:
+            with open(hidden, "r+b") as f:
+                f.truncate(len(out))
+                os.fsync(f.fileno())
+    os.replace(hidden, final)
+    fsync_dir(Path(d or "."))
+    return final
 
 
 class Committer:
@@ -769,21 +849,30 @@ class Committer:
                                     st.collector_id, fid, exc)
                 else:
                     protected.update(h for h, _ in pairs)
-        orphans = [u for u in self.journal.entries() if u not in protected]
-        removed = 0
-        for u in orphans:
+        orphans = {u: m for u, m in self.journal.entries().items() if u not in protected}
+        removed = salvaged = 0
+        for u, mark in orphans.items():
             try:
-                if _exists(u):
+                if not _exists(u):
+                    continue
+                if mark == "~":
+                    final = salvage(u)
+                    salvaged += 1
+                    log.info("collectorSink salvaged the events of a crashed run (no E2E "
+                             "group among them)", extra={"file": final})
+                else:
                     _remove(u)
                     removed += 1
             except Exception as exc:
                 protected.add(u)
-                log.warning("collectorSink: cannot delete the hidden file %s of a crashed "
+                log.warning("collectorSink: cannot clean up the hidden file %s of a crashed "
                             "run: %s", u, exc)
         if removed:
             self.metrics.add("orphans_removed", removed)
             log.info("collectorSink removed %d incomplete hidden files of a crashed run",
                      removed)
+        if salvaged:
+            self.metrics.add("files_salvaged", salvaged)
         self.journal.reset(keep=[u for u in protected])
 
     def _finish_renames(self, pairs: list[tuple[str, str]], fid: str,

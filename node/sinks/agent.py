@@ -286,8 +286,10 @@ class _AgentSink(Sink):
                 m[k] = dfo.metrics.get(k, 0)
 
     def report(self) -> dict:
+        """One component from the operator's view: the chain's and spool's counters are
+        summarised here, so the inner parts are not reported again (no double count)."""
         self._summarise()
-        return super().report()
+        return {"name": self.spec_name, "kind": self.kind, "metrics": dict(self.metrics)}
 
     def when_durable(self, cp: Checkpoint) -> None:
         self.tree.when_durable(cp)

@@ -17,8 +17,13 @@ when complete. Formats: any output format (default ``raw``); ``compression``: ``
   acknowledgements from ZooKeeper. A roll period is cut short once it holds ``maxGroups``
   groups (the transaction stays well below ZooKeeper's request size limit). At start,
   recorded commits are rolled forward.
-* Either way, hidden files of a crashed run (listed in a local journal in the node's data
-  directory) are deleted at start.
+* Every append is handed to the OS at once (flushed), and every hidden file is listed in a
+  local journal (``<node data>/collector/hidden-files``) before data goes into it. At start,
+  the hidden files of a crashed run are deleted -- except, under ZooKeeper with a
+  ``collectorSource``, those that cannot hold an E2E group (no group was in flight when
+  their events were written; line formats): their events (best-effort and disk-failover
+  batches the collector had answered OK) have no source to be read again from, so they are
+  *salvaged*: cut after their last complete line and made final.
 
 Rolls never separate a batch from its checkpoint: the trigger thread does not roll between
 an append and the checkpoint that follows it (it waits up to ``CP_GRACE`` seconds for it;
@@ -52,16 +57,48 @@ class _CollectorDfs(DfsSink):
         self.owner = owner
         self.groups = 0
         self.published = False
+        self.tainted = False      # may hold E2E group events: never salvaged
 
     def when_durable(self, cp: Checkpoint) -> None:
         self.groups += sum([1 for k in cp.updates if k.startswith(KEY_PREFIX)])
         super().when_durable(cp)
 
+    def append(self, events) -> None:
+        st = self.owner.state
+        if st is None:
+            super().append(events)
+            return
+        if st.held and not self.tainted:
+            # A group is in flight, so this batch may hold its events: recorded before
+            # they are written, so a crashed run's file is never salvaged with them.
+            self.tainted = True
+            with self.lock:
+                urls = [file_url(f, f.hidden) for f in self.files.values()]
+            self.owner.committer.journal.mark(urls, "!")
+        super().append(events)
+        # Handed to the OS: a SIGKILL loses nothing of what was appended (salvage).
+        with self.lock:
+            for f in self.files.values():
+                try:
+                    f.writer.flush()
+                    if f.stream is not f.raw:
+                        f.raw.flush()
+                except (OSError, ValueError) as exc:
+                    self.metrics.add("errors")
+                    raise SinkError(f"collectorSink: cannot write {f.hidden}: {exc}") \
+                        from exc
+
     def _open_file(self, target: str):
         f = super()._open_file(target)
-        committer = self.owner.committer
+        committer, st = self.owner.committer, self.owner.state
         if committer is not None:
-            committer.journal.add(file_url(f, f.hidden))
+            if self.tainted:
+                mark = "!"
+            elif st is not None and st.rpc_source and not self.format.container:
+                mark = "~"
+            else:
+                mark = "+"
+            committer.journal.add(file_url(f, f.hidden), mark)
         return f
 
     def _finish(self, files, pending) -> None:
@@ -134,6 +171,7 @@ class CollectorSink(RollSink):
         self._awaiting_since: float | None = None
         self._positions_lost = False
         self._closed = False
+        self._joined = False
 
     def _new_instance(self) -> _CollectorDfs:
         return _CollectorDfs(self.target, self)
@@ -154,6 +192,7 @@ class CollectorSink(RollSink):
         if self.state is not None:
             with self.state.lock:
                 self.state.sinks += 1
+            self._joined = True
         try:
             super().open(ctx)
         except Exception:
@@ -162,7 +201,8 @@ class CollectorSink(RollSink):
 
     def _leave(self) -> None:
         st = self.state
-        if st is not None:
+        if st is not None and self._joined:
+            self._joined = False
             with st.lock:
                 st.sinks -= 1
             st.release_queued()
@@ -207,9 +247,11 @@ class CollectorSink(RollSink):
         with self._lock:
             self._awaiting_since = None
             if self._positions_lost:
-                for k in [k for k in cp.updates if not k.startswith(KEY_PREFIX)]:
+                dropped = [k for k in cp.updates if not k.startswith(KEY_PREFIX)]
+                for k in dropped:
                     del cp.updates[k]
-                self.metrics.add("checkpoints_dropped")
+                if dropped:
+                    self.metrics.add("checkpoints_dropped")
             inst, last = self._current, self._last_instance
             if last is not None and last is not inst:
                 # The trigger thread rolled between the append and this checkpoint
@@ -226,6 +268,8 @@ class CollectorSink(RollSink):
                             pass
                 if last.published:
                     self.ctx.store.commit([cp])
+                elif cp.updates:
+                    self.positions_lost()
                 return
             if inst is None:
                 self.ctx.store.commit([cp])

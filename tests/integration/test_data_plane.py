@@ -187,7 +187,8 @@ def test_be_missing_counters_equal_dropped(cluster, tmp_path):
 
     def dropped() -> int | None:
         row = cluster.master.logical("agent")
-        return row.get("dropped") if row else None
+        counters = (row or {}).get("counters") or {}
+        return counters.get("dropped")
 
     def settled():
         lines = set(output_lines(out))

@@ -563,3 +563,98 @@ def test_store_commit_needs_the_claims(cluster, store):
     assert store.list_groups("agS") == [1] and list(store.file_records("colB")) == ["f2"]
     assert sa2.claim_group("agS", 1, "colA") == "committed"
     assert not store.claim_exists("agS", 1)
+
+
+# ---------------------------------------------------------------------- salvage
+
+def test_crashed_collector_salvages_files_without_groups(cluster, store, monkeypatch):
+    """Best-effort / disk-failover batches (no E2E group) that a collector had taken when
+    it died are made final at its next start instead of being lost."""
+    from node.sinks.collector_sink import _CollectorDfs
+    client_a, store_a = cluster.collector_store()
+    col = cluster.collector("colS", roll_ms=60_000, store=store_a)
+    rpc = RpcClient("127.0.0.1", port_of(col), timeout=10)
+    sent = bodies("salvage", 0, 3000)
+    for i in range(0, len(sent), 500):
+        assert rpc.append_packed(events_from_lines(sent[i:i + 500]))[0] == Status.OK
+    rpc.close()
+    wait_until(lambda: sink_metrics(col).get("events_in", 0) >= len(sent))
+    hidden = [p for p in cluster.out.rglob(".*.tmp")]
+    assert len(hidden) == 1
+    with open(hidden[0], "ab") as f:
+        f.write(b"torn-half-li")            # a write cut short by the kill
+
+    def crash(*a, **kw):
+        raise KeyboardInterrupt("killed")
+    monkeypatch.setattr(_CollectorDfs, "_publish", crash)
+    with pytest.raises(KeyboardInterrupt):
+        col._flow.sink.roll_now()
+    monkeypatch.undo()
+    client_a.stop()
+    assert not output_lines(cluster.out)
+    _, store_a2 = cluster.collector_store()
+    col2 = cluster.collector("colS", roll_ms=200, store=store_a2)
+    assert sink_metrics(col2).get("files_salvaged", 0) == 1
+    assert_exactly_once(cluster.out, sent)
+    assert not hidden_files(cluster.out)
+
+
+@pytest.mark.parametrize("ext", ["", ".gz", ".zst"])
+def test_salvage_cuts_after_the_last_complete_line(tmp_path, ext):
+    import gzip as gz
+    import zstandard
+    from node.e2e import salvage
+    lines = b"".join(b"line %d\n" % i for i in range(100))
+    hidden = tmp_path / f".data-1{ext}.tmp"
+    if ext == ".gz":
+        raw = gz.compress(lines + b"partial")
+        data = raw[:-8]                                  # no gzip trailer
+    elif ext == ".zst":
+        import io
+        buf = io.BytesIO()
+        w = zstandard.ZstdCompressor().stream_writer(buf, closefd=False)
+        w.write(lines)
+        w.flush()                          # what the sink does after each append
+        w.write(b"partial")
+        w.flush()
+        data = buf.getvalue()[:-2]
+    else:
+        data = lines + b"partial"
+    hidden.write_bytes(data)
+    (tmp_path / f"data-1{ext}").write_bytes(b"taken\n")  # the name is taken already
+    final = salvage(str(hidden))
+    assert final == str(tmp_path / f"data-1.1{ext}")
+    out = Path(final).read_bytes()
+    if ext == ".gz":
+        out = gz.decompress(out)
+    elif ext == ".zst":
+        out = zstandard.ZstdDecompressor().decompressobj().decompress(out)
+    assert out == lines and not hidden.exists()
+
+
+def test_e2e_to_an_fsspec_url(cluster, channel, store):
+    """collectorSink on a non-local filesystem (fsspec's in-memory one): the same commit
+    protocol, renames through fsspec."""
+    import fsspec
+    fs = fsspec.filesystem("memory")
+    root = f"/e2e-{channel}"
+    _, cstore = cluster.collector_store()
+    col = LogicalNode("colM", cluster.tmp / "collectors", physical_name="cphys",
+                      shared={"zk_store": cstore})
+    col.configure(parse_source('collectorSource(0, bind="127.0.0.1")'),
+                  parse_sink(f'collectorSink("memory://{root}/%Y", "m-", 200, '
+                             f'compression="gzip")'))
+    assert col.state is State.ACTIVE, col.last_error
+    cluster.nodes.append(col)
+    agent = cluster.agent("agentM", channel, f'agentE2ESink("127.0.0.1", {port_of(col)})')
+    evs = bodies("mem", 0, 3000)
+    memory.push(channel, evs)
+    wait_until(lambda: all_acked(agent, len(evs)), what="acknowledged")
+    import gzip
+    got = collections.Counter()
+    for p in fs.find(root):
+        name = p.rsplit("/", 1)[1]
+        assert not name.startswith("."), p
+        got.update(gzip.decompress(fs.cat_file(p)).splitlines())
+    assert got == collections.Counter(evs)
+    fs.rm(root, recursive=True)

@@ -50,6 +50,13 @@ CHAIN_COUNTERS = ("events_out", "bytes_out", "retries", "failovers", "dropped")
 DFO_COUNTERS = ("spooled", "replayed", "spool_bytes", "send_errors", "corrupt")
 
 
+def collector_address(host: str, port: int) -> str:
+    """The ``"host:port"`` text of a single-collector sink's arguments; ValueError."""
+    if not 0 < port <= 65535:
+        raise ValueError(f"port must be within 1..65535, got {port}")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
     """``"host"``, ``"host:port"`` or ``"[v6addr]:port"`` -> (host, port); ValueError."""
     text = text.strip()
@@ -320,10 +327,8 @@ class AgentBESink(_BE):
     def __init__(self, host: str = "localhost", port: int = DEFAULT_PORT, *,
                  batchCount: int = 1, batchMillis: int = 0, compression: bool | str = False,
                  maxMs: int = 10_000, checkMs: int = 1000, timeoutMs: int = 20_000):
-        if not 0 < port <= 65535:
-            raise ValueError(f"port must be within 1..65535, got {port}")
-        super().__init__([f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
-                         batchCount, batchMillis, compression, maxMs, checkMs, timeoutMs)
+        super().__init__([collector_address(host, port)], batchCount, batchMillis,
+                         compression, maxMs, checkMs, timeoutMs)
 
 
 @sink("agentBEChain")
@@ -344,10 +349,8 @@ class AgentDFOSink(_DFO):
     def __init__(self, host: str = "localhost", port: int = DEFAULT_PORT, *,
                  batchCount: int = 1, batchMillis: int = 0, compression: bool | str = False,
                  maxMs: int = 10_000, checkMs: int = 1000, timeoutMs: int = 20_000):
-        if not 0 < port <= 65535:
-            raise ValueError(f"port must be within 1..65535, got {port}")
-        super().__init__([f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
-                         batchCount, batchMillis, compression, maxMs, checkMs, timeoutMs)
+        super().__init__([collector_address(host, port)], batchCount, batchMillis,
+                         compression, maxMs, checkMs, timeoutMs)
 
 
 @sink("agentDFOChain")

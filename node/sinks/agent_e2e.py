@@ -32,7 +32,7 @@ from ..errors import SinkError
 from ..event import Event
 from ..registry import sink
 from ..rpc import DEFAULT_PORT, RpcClient, Status
-from .agent import _Gather, parse_address
+from .agent import _Gather, collector_address, parse_address
 
 log = logging.getLogger(__name__)
 
@@ -182,12 +182,6 @@ class _E2EAgentSink(Sink):
         self.tree.close()
 
 
-def _one(host: str, port: int) -> str:
-    if not 0 < port <= 65535:
-        raise ValueError(f"port must be within 1..65535, got {port}")
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 @sink("agentE2ESink", aliases=("agentSink",))
 class AgentE2ESink(_E2EAgentSink):
     """End-to-end to one collector: write-ahead log, resend until acknowledged,
@@ -197,8 +191,8 @@ class AgentE2ESink(_E2EAgentSink):
                  batchCount: int = 1, batchMillis: int = 0, compression: bool | str = False,
                  maxMs: int = 10_000, checkMs: int = 250, timeoutMs: int = 20_000,
                  retransmitMs: int = 60_000):
-        super().__init__([_one(host, port)], batchCount, batchMillis, compression, maxMs,
-                         checkMs, timeoutMs, retransmitMs)
+        super().__init__([collector_address(host, port)], batchCount, batchMillis,
+                         compression, maxMs, checkMs, timeoutMs, retransmitMs)
 
 
 @sink("agentE2EChain")

@@ -58,7 +58,7 @@ def output_bytes(out: Path) -> int:
 
 
 def make_input(path: Path, n: int) -> None:
-    pad = b"x" * 86
+    pad = b"x" * (LINE - 17)     # "counter %07d " is 16 bytes, then the newline
     with open(path, "wb") as f:
         for s in range(0, n, 100_000):
             f.write(b"".join(b"counter %07d %s\n" % (i, pad) for i in range(s, min(n, s + 100_000))))
@@ -157,6 +157,9 @@ def main() -> None:
             if f.is_file() and not f.name.startswith("."):
                 lines.extend(f.read_bytes().splitlines())
         dups = len(lines) - len(set(lines))
+        if len(set(lines)) != args.n:
+            print(f"LOSS: {args.n - len(set(lines)):,} of {args.n:,} lines are missing",
+                  flush=True)
         print(f"{args.mode}: {args.n:,} events durable in {dt:.2f} s = {args.n / dt:,.0f} "
               f"events/s; lines {len(lines):,}, duplicates {dups}; peak RSS agent "
               f"{rss_peak_mb(agent.pid):.0f} MB, collector {rss_peak_mb(collector.pid):.0f} MB",

@@ -1,18 +1,23 @@
 """The batch codec: a list of events <-> one compact binary string, every field kept.
 
 Used by ``batch``/``unbatch`` (a batch event's body), the RPC transport (``appendPacked``,
-``appendGroup``), the E2E write-ahead log and the DFO spool. Format version 1, integers
+``appendGroup``), the E2E write-ahead log and the DFO spool. Format version 2, integers
 big-endian, lengths in bytes::
 
     header   b"FLB" version:u8 count:u32 nhosts:u32
     hosts    nhosts times: len:u16 utf-8 bytes          (each distinct host once)
-    records  count times: timestamp:i64 nanos:i64 priority:u8 host:u32 bodylen:u32 nattrs:u16
+    attrsets nsets:u32, then nsets times: len:u32 and a block of len bytes holding
+             namelen:u16 valuelen:u32 name(utf-8) value, repeated (each distinct set of
+             attributes once)
+    records  count times: timestamp:i64 nanos:i64 priority:u8 host:u32 bodylen:u32
+             attrset:u32 (0: no attributes; k: the k-th set)
     bodies   the bodies, concatenated in event order
-    attrs    for each event with nattrs > 0, in order, nattrs times:
-             namelen:u16 valuelen:u32 name(utf-8) value
 
 Fixed-size records and one block of bodies let both sides work on whole lists instead of
-parsing field by field.
+parsing field by field; attributes repeat from event to event (a tail source gives every
+event of a file the same ``tailSrcFile``), so each distinct set is sent and parsed once
+per batch and every event gets its own copy. Version 1 (attributes after the bodies, per
+event) is still read, so spools and logs written before stay readable.
 """
 from __future__ import annotations
 
@@ -22,47 +27,76 @@ import struct
 from .event import Event, Priority
 
 MAGIC = b"FLB"
-VERSION = 1
+VERSION = 2
 
 _HEAD = struct.Struct(">3sBII")
 _HOST = struct.Struct(">H")
-_RECORD = struct.Struct(">qqBIIH")
+_RECORD = struct.Struct(">qqBIII")
+_RECORD_V1 = struct.Struct(">qqBIIH")
 _ATTR = struct.Struct(">HI")
+_COUNT = struct.Struct(">I")
 _PRIORITIES = tuple(Priority)
 
 
 def encode_events(events: list[Event]) -> bytes:
-    """The version-1 binary encoding of ``events`` (see the module docstring)."""
+    """The version-2 binary encoding of ``events`` (see the module docstring)."""
     hosts: dict[str, int] = {}
     index = [hosts.setdefault(e.host, len(hosts)) for e in events]
+    sets: dict[tuple, int] = {}
+    set_index = [(sets.get(key) or sets.setdefault(key, len(sets) + 1))
+                 if (key := tuple(e.attrs.items())) else 0 for e in events]
     parts = [_HEAD.pack(MAGIC, VERSION, len(events), len(hosts))]
     for h in hosts:
         hb = h.encode()
         parts.append(_HOST.pack(len(hb)))
         parts.append(hb)
+    parts.append(_COUNT.pack(len(sets)))
+    for key in sets:
+        block = _pack_attrs(key)
+        parts.append(_COUNT.pack(len(block)))
+        parts.append(block)
     pack = _RECORD.pack
-    parts.append(b"".join([pack(e.timestamp, e.nanos, e.priority, i, len(e.body),
-                                len(e.attrs)) for e, i in zip(events, index)]))
+    parts.append(b"".join([pack(e.timestamp, e.nanos, e.priority, i, len(e.body), a)
+                           for e, i, a in zip(events, index, set_index)]))
     parts.append(b"".join([e.body for e in events]))
-    for e in events:
-        if e.attrs:
-            for k, v in e.attrs.items():
-                kb = k.encode()
-                parts.append(_ATTR.pack(len(kb), len(v)))
-                parts.append(kb)
-                parts.append(v)
     return b"".join(parts)
 
 
+def _pack_attrs(items) -> bytes:
+    parts = []
+    for k, v in items:
+        kb = k.encode()
+        parts.append(_ATTR.pack(len(kb), len(v)))
+        parts.append(kb)
+        parts.append(v)
+    return b"".join(parts)
+
+
+def _parse_attrs(block: bytes) -> dict[str, bytes]:
+    attrs = {}
+    off, end, asize = 0, len(block), _ATTR.size
+    while off < end:
+        kl, vl = _ATTR.unpack_from(block, off)
+        off += asize
+        k = block[off:off + kl].decode()
+        off += kl
+        if off + vl > end:
+            raise ValueError("corrupt batch: an attribute runs past its set")
+        attrs[k] = block[off:off + vl]
+        off += vl
+    return attrs
+
+
 def decode_events(data: bytes) -> list[Event]:
-    """Inverse of :func:`encode_events`; ValueError if ``data`` is not a valid batch."""
+    """Inverse of :func:`encode_events` (versions 1 and 2); ValueError if ``data`` is not
+    a valid batch."""
     try:
         magic, version, count, nhosts = _HEAD.unpack_from(data, 0)
     except struct.error:
         raise ValueError("batch too short") from None
     if magic != MAGIC:
         raise ValueError("not a batch (bad magic)")
-    if version != VERSION:
+    if version not in (1, VERSION):
         raise ValueError(f"unsupported batch format version {version}")
     try:
         off = _HEAD.size
@@ -72,30 +106,56 @@ def decode_events(data: bytes) -> list[Event]:
             off += 2
             hosts.append(data[off:off + hl].decode())
             off += hl
-        end = off + count * _RECORD.size
+        sets: list[dict] = [{}]
+        if version == VERSION:
+            (nsets,) = _COUNT.unpack_from(data, off)
+            off += 4
+            for _ in range(nsets):
+                (sl,) = _COUNT.unpack_from(data, off)
+                off += 4
+                if off + sl > len(data):
+                    raise ValueError("batch truncated")
+                sets.append(_parse_attrs(data[off:off + sl]))
+                off += sl
+        record = _RECORD if version == VERSION else _RECORD_V1
+        end = off + count * record.size
         if end > len(data):
             raise ValueError("batch truncated")
-        records = list(_RECORD.iter_unpack(data[off:end]))
+        records = list(record.iter_unpack(data[off:end]))
         bounds = list(itertools.accumulate([r[4] for r in records], initial=end))
         off = bounds[-1]
         if off > len(data):
             raise ValueError("batch truncated")
+        if version == 1:
+            return _decode_v1_rest(data, records, bounds, hosts)
         prios = _PRIORITIES
-        out = [Event(data[a:b], r[0], r[1], prios[r[2]], hosts[r[3]], {})
+        out = [Event(data[a:b], r[0], r[1], prios[r[2]], hosts[r[3]],
+                     sets[r[5]].copy() if r[5] else {})
                for r, a, b in zip(records, bounds, bounds[1:])]
-        asize = _ATTR.size
-        for e, r in zip(out, records):
-            if r[5]:
-                attrs = e.attrs
-                for _ in range(r[5]):
-                    kl, vl = _ATTR.unpack_from(data, off)
-                    off += asize
-                    k = data[off:off + kl].decode()
-                    off += kl
-                    attrs[k] = data[off:off + vl]
-                    off += vl
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
         raise ValueError(f"corrupt batch: {exc}") from None
+    if off != len(data):
+        raise ValueError("trailing bytes after batch")
+    return out
+
+
+def _decode_v1_rest(data: bytes, records: list, bounds: list[int],
+                    hosts: list[str]) -> list[Event]:
+    prios = _PRIORITIES
+    off = bounds[-1]
+    out = [Event(data[a:b], r[0], r[1], prios[r[2]], hosts[r[3]], {})
+           for r, a, b in zip(records, bounds, bounds[1:])]
+    asize = _ATTR.size
+    for e, r in zip(out, records):
+        if r[5]:
+            attrs = e.attrs
+            for _ in range(r[5]):
+                kl, vl = _ATTR.unpack_from(data, off)
+                off += asize
+                k = data[off:off + kl].decode()
+                off += kl
+                attrs[k] = data[off:off + vl]
+                off += vl
     if off != len(data):
         raise ValueError("batch truncated" if off > len(data) else
                          "trailing bytes after batch")

@@ -12,7 +12,11 @@ detected), encoded once whichever collector takes it:
   is preferred as soon as it is back).
 * **BE**: when no collector takes a batch, it is dropped and every dropped event is counted
   in ``dropped``; the sink never raises. Collectors still backing off are not tried, so an
-  outage costs no time per batch.
+  outage costs no time per batch. Up to ``lanes`` batches (default 3) are in flight at
+  once, each lane a thread with its own connection to each collector: ``append`` returns as
+  soon as a lane took the batch (it blocks while every lane is busy), and a checkpoint is
+  committed once every batch appended before it was sent or dropped. Batches may therefore
+  reach the collector out of order; ``lanes=1`` keeps the order.
 * **DFO**: the collector list sits under :mod:`diskFailover <node.decorators.disk_failover>`
   (``maxMs``, ``checkMs``): a batch no collector takes is spooled to disk and replayed in
   the background, in order; the replay tries every collector, backing off or not.
@@ -32,6 +36,9 @@ Counters of the agent sink (summed from its parts after each append): ``events_i
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+import time
 
 from ..checkpoint import Checkpoint
 from ..codec import encode_events
@@ -47,6 +54,8 @@ from .rpc import RETRY_LIMIT, deliver
 log = logging.getLogger(__name__)
 
 CHAIN_COUNTERS = ("events_out", "bytes_out", "retries", "failovers", "dropped")
+BE_LANES = 3        # batches in flight at once in best-effort mode
+CLOSE_GRACE = 5.0   # seconds BE's close waits for batches in flight before cutting them
 DFO_COUNTERS = ("spooled", "replayed", "spool_bytes", "send_errors", "corrupt")
 
 
@@ -91,12 +100,18 @@ def _port(p: str, text: str) -> int:
 
 
 class _Collector:
-    __slots__ = ("client", "retry_at", "backoff")
+    """One collector of the list: a connection per lane and the shared backoff state."""
 
-    def __init__(self, client: RpcClient):
-        self.client = client
+    __slots__ = ("clients", "retry_at", "backoff")
+
+    def __init__(self, clients: list[RpcClient]):
+        self.clients = clients
         self.retry_at = 0.0
         self.backoff = 0.0
+
+    @property
+    def address(self) -> str:
+        return self.clients[0].address
 
 
 class CollectorChain(Sink):
@@ -104,13 +119,15 @@ class CollectorChain(Sink):
 
     ``drop``: when none takes it, count ``dropped`` and return (BE) instead of raising
     SinkError. ``last_resort``: when every collector not backing off failed, try the ones
-    backing off too (DFO's replay). ``open`` never fails: connections are made on use."""
+    backing off too (DFO's replay). ``open`` never fails: connections are made on use.
+    ``lanes``: how many threads may call :meth:`append_encoded` at once, each with its own
+    ``lane`` number (and so its own connections); the backoff state is shared."""
 
     spec_name = "collectors"
 
     def __init__(self, addresses: list[tuple[str, int]], *, compress: bool = False,
                  timeout: float = 20.0, initial: float = 1.0, maximum: float = 10.0,
-                 drop: bool = False, last_resort: bool = False):
+                 drop: bool = False, last_resort: bool = False, lanes: int = 1):
         super().__init__()
         self.addresses = addresses
         self.compress = compress
@@ -119,74 +136,203 @@ class CollectorChain(Sink):
         self.maximum = maximum
         self.drop = drop
         self.last_resort = last_resort
+        self.lanes = max(1, lanes)
         self.retry_limit = RETRY_LIMIT
         self.collectors: list[_Collector] = []
         self.current: str | None = None
         self._dropping = False
+        self._cut = False                # interrupted: calls fail at once from now on
+        self._lock = threading.Lock()    # backoff state and counters, shared by lanes
 
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
-        self.collectors = [_Collector(RpcClient(h, p, self.timeout,
-                                                connect_timeout=min(self.timeout, 5.0)))
-                           for h, p in self.addresses]
+        self._cut = False
+        self.collectors = [
+            _Collector([RpcClient(h, p, self.timeout, connect_timeout=min(self.timeout, 5.0))
+                        for _ in range(self.lanes)])
+            for h, p in self.addresses]
 
     def append(self, events: list[Event]) -> None:
         if events:
             self.append_encoded(encode_events(events), len(events))
 
-    def append_encoded(self, data: bytes, count: int) -> None:
-        """Send one batch already in the codec encoding (what diskFailover spools)."""
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.metrics.add(name, n)
+
+    def append_encoded(self, data: bytes, count: int, lane: int = 0) -> None:
+        """Send one batch already in the codec encoding (what diskFailover spools) on
+        connection ``lane``."""
         payload = gzip_payload(data) if self.compress else data
         now = self.ctx.clock.monotonic()
         ready = [c for c in self.collectors if c.retry_at <= now]
         if self.last_resort:
             ready += [c for c in self.collectors if c.retry_at > now]
         errors = []
+        counters = _LockedCounters(self)
         for c in ready:
-            client = c.client
+            client = c.clients[lane]
+
+            def call():
+                if self._cut:
+                    raise SinkError("agent sink closing: call cut")
+                return client.append_payload(payload, count)
             try:
-                deliver(lambda: client.append_payload(payload, count), self.ctx,
-                        self.metrics, f"collector {client.address}", self.retry_limit)
+                deliver(call, self.ctx, counters, f"collector {client.address}",
+                        self.retry_limit)
             except SinkError as exc:
                 errors.append(str(exc))
-                self._failed(c)
+                self._failed(c, lane)
                 continue
-            c.backoff = c.retry_at = 0.0
-            if self.current != client.address:
-                if self.current is not None:
-                    log.info("agent: now sending to collector %s", client.address)
-                self.current = client.address
-            if self._dropping:
-                self._dropping = False
-                log.info("agent: collector %s reachable again", client.address)
-            self.metrics.add("events_out", count)
-            self.metrics.add("bytes_out", len(payload))
+            with self._lock:
+                c.backoff = c.retry_at = 0.0
+                if self.current != client.address:
+                    if self.current is not None:
+                        log.info("agent: now sending to collector %s", client.address)
+                    self.current = client.address
+                if self._dropping:
+                    self._dropping = False
+                    log.info("agent: collector %s reachable again", client.address)
+                self.metrics.add("events_out", count)
+                self.metrics.add("bytes_out", len(payload))
             return
-        self.metrics.add("errors")
         why = "; ".join(errors) if errors else "every collector is backing off"
-        if self.drop:
-            self.metrics.add("dropped", count)
-            if not self._dropping:
-                self._dropping = True
-                log.warning("agent (best effort): dropping events, no collector takes "
-                            "them: %s", why)
-            return
+        with self._lock:
+            self.metrics.add("errors")
+            if self.drop:
+                self.metrics.add("dropped", count)
+                if not self._dropping:
+                    self._dropping = True
+                    log.warning("agent (best effort): dropping events, no collector takes "
+                                "them: %s", why)
+                return
         raise SinkError(f"no collector of {len(self.collectors)} took the batch: {why}")
 
-    def _failed(self, c: _Collector) -> None:
-        c.client.close()
-        c.backoff = self.initial if c.backoff == 0 else min(c.backoff * 2, self.maximum)
-        c.retry_at = self.ctx.clock.monotonic() + c.backoff
-        self.metrics.add("failovers")
+    def _failed(self, c: _Collector, lane: int) -> None:
+        c.clients[lane].close()
+        with self._lock:
+            if c.retry_at > self.ctx.clock.monotonic():
+                return      # another lane found it down meanwhile: one backoff step
+            c.backoff = self.initial if c.backoff == 0 else min(c.backoff * 2, self.maximum)
+            c.retry_at = self.ctx.clock.monotonic() + c.backoff
+            self.metrics.add("failovers")
 
     def interrupt(self) -> None:
-        """Make a call in progress fail at once (another thread is closing)."""
-        for c in self.collectors:
-            c.client.close()
+        """Make calls in progress, and every later call, fail at once (another thread is
+        closing); ``open`` undoes it."""
+        self._cut = True
+        self.close()
 
     def close(self) -> None:
         for c in self.collectors:
-            c.client.close()
+            for client in c.clients:
+                client.close()
+
+
+class _LockedCounters:
+    """What :func:`deliver` counts into, for a chain whose lanes count concurrently."""
+
+    def __init__(self, chain: CollectorChain):
+        self.chain = chain
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.chain._count(name, n)
+
+
+class _Lanes(Sink):
+    """BE's pipelining (see the module docstring): ``append`` hands each batch to one of
+    ``lanes`` sender threads and returns; checkpoints are committed in order, each once
+    every batch appended before it was sent or dropped. Never raises (BE)."""
+
+    spec_name = "lanes"
+
+    def __init__(self, chain: CollectorChain):
+        super().__init__()
+        self.chain = chain
+        self._queue: queue.Queue = queue.Queue(maxsize=chain.lanes)
+        self._threads: list[threading.Thread] = []
+        self._cond = threading.Condition()
+        self._last = 0              # sequence number of the newest appended batch
+        self._done_upto = 0         # every batch up to this one was sent or dropped
+        self._done: set[int] = set()
+        self._held: list[tuple[int, Checkpoint]] = []
+
+    def children(self) -> list[Component]:
+        return [self.chain]
+
+    def open(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.chain.open(ctx)
+        for lane in range(self.chain.lanes):
+            t = threading.Thread(target=self._run, args=(lane,), daemon=True,
+                                 name=f"be-send-{ctx.logical_name}-{lane}")
+            t.start()
+            self._threads.append(t)
+
+    def append(self, events: list[Event]) -> None:
+        if not events:
+            return
+        with self._cond:
+            self._last += 1
+            seq = self._last
+        self._queue.put((seq, events))
+
+    def _run(self, lane: int) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            seq, events = item
+            try:
+                self.chain.append_encoded(encode_events(events), len(events), lane)
+            except Exception as exc:     # BE drops; a bug must not stop the lane
+                self.chain._count("dropped", len(events))
+                log.error("agent (best effort): batch dropped: %s", exc)
+            self._finished(seq)
+
+    def _finished(self, seq: int) -> None:
+        with self._cond:
+            self._done.add(seq)
+            while self._done_upto + 1 in self._done:
+                self._done_upto += 1
+                self._done.discard(self._done_upto)
+            n = 0
+            while n < len(self._held) and self._held[n][0] <= self._done_upto:
+                n += 1
+            ready, self._held = self._held[:n], self._held[n:]
+            if ready:       # under the lock: checkpoints are committed in order
+                self.ctx.store.commit([cp for _, cp in ready])
+            self._cond.notify_all()
+
+    def when_durable(self, cp: Checkpoint) -> None:
+        with self._cond:
+            if self._done_upto >= self._last and not self._held:
+                self.ctx.store.commit([cp])
+            else:
+                self._held.append((self._last, cp))
+
+    def wait_sent(self, timeout: float = 30.0) -> bool:
+        """Wait until every batch appended so far was sent or dropped."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._done_upto >= self._last, timeout)
+
+    def interrupt(self) -> None:
+        self.chain.interrupt()
+
+    def close(self) -> None:
+        """Sends (or drops) what was appended, then stops the lanes. Calls still hanging
+        after ``CLOSE_GRACE`` seconds are cut (their batches count as dropped)."""
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + CLOSE_GRACE
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in self._threads):
+            self.chain.interrupt()
+            for t in self._threads:
+                t.join()
+        self._threads = []
+        self.chain.close()
 
 
 class _Gather(BatchDecorator):
@@ -233,7 +379,8 @@ class _AgentSink(Sink):
     mode = "?"
 
     def __init__(self, addresses: list[str], batchCount: int, batchMillis: int,
-                 compression: bool | str, maxMs: int, checkMs: int, timeoutMs: int):
+                 compression: bool | str, maxMs: int, checkMs: int, timeoutMs: int,
+                 lanes: int = 1):
         super().__init__()
         if not addresses:
             raise ValueError("at least one collector is needed")
@@ -252,6 +399,8 @@ class _AgentSink(Sink):
                              f"maxMs={maxMs}")
         if timeoutMs <= 0:
             raise ValueError(f"timeoutMs must be > 0, got {timeoutMs}")
+        if not 1 <= lanes <= 16:
+            raise ValueError(f"lanes must be within 1..16, got {lanes}")
         self.batch_count = batchCount
         self.batch_millis = batchMillis
         self.compress = bool(compression)
@@ -261,7 +410,7 @@ class _AgentSink(Sink):
         self.chain = CollectorChain(self.addresses, compress=self.compress,
                                     timeout=timeoutMs / 1000, initial=checkMs / 1000,
                                     maximum=maxMs / 1000, drop=self.mode == "BE",
-                                    last_resort=self.mode == "DFO")
+                                    last_resort=self.mode == "DFO", lanes=lanes)
         self.tree: Sink = self._build(self.chain)
         if batchCount > 1:
             self.tree = _Gather(self.tree, batchCount, batchMillis)
@@ -301,6 +450,13 @@ class _AgentSink(Sink):
     def when_durable(self, cp: Checkpoint) -> None:
         self.tree.when_durable(cp)
 
+    def wait_sent(self, timeout: float = 30.0) -> bool:
+        """Wait until every batch appended so far was sent, dropped or spooled."""
+        lanes = getattr(self, "lanes", None)
+        done = lanes.wait_sent(timeout) if lanes is not None else True
+        self._summarise()
+        return done
+
     def close(self) -> None:
         try:
             self.tree.close()
@@ -310,6 +466,10 @@ class _AgentSink(Sink):
 
 class _BE(_AgentSink):
     mode = "BE"
+
+    def _build(self, chain: Sink) -> Sink:
+        self.lanes = _Lanes(chain)
+        return self.lanes
 
 
 class _DFO(_AgentSink):
@@ -326,9 +486,10 @@ class AgentBESink(_BE):
 
     def __init__(self, host: str = "localhost", port: int = DEFAULT_PORT, *,
                  batchCount: int = 1, batchMillis: int = 0, compression: bool | str = False,
-                 maxMs: int = 10_000, checkMs: int = 1000, timeoutMs: int = 20_000):
+                 maxMs: int = 10_000, checkMs: int = 1000, timeoutMs: int = 20_000,
+                 lanes: int = BE_LANES):
         super().__init__([collector_address(host, port)], batchCount, batchMillis,
-                         compression, maxMs, checkMs, timeoutMs)
+                         compression, maxMs, checkMs, timeoutMs, lanes)
 
 
 @sink("agentBEChain")
@@ -337,9 +498,9 @@ class AgentBEChain(_BE):
 
     def __init__(self, *collectors: str, batchCount: int = 1, batchMillis: int = 0,
                  compression: bool | str = False, maxMs: int = 10_000, checkMs: int = 1000,
-                 timeoutMs: int = 20_000):
+                 timeoutMs: int = 20_000, lanes: int = BE_LANES):
         super().__init__(list(collectors), batchCount, batchMillis, compression, maxMs,
-                         checkMs, timeoutMs)
+                         checkMs, timeoutMs, lanes)
 
 
 @sink("agentDFOSink")

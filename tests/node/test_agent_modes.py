@@ -83,10 +83,12 @@ def test_be_drops_while_the_collector_is_down_and_counts_every_drop(make_ctx):
     for _ in range(5):
         agent.append(numbered(sent, 10))
         sent += 10
+    assert agent.wait_sent()
     col.stop()
     for _ in range(5):
         agent.append(numbered(sent, 10))   # never raises
         sent += 10
+    assert agent.wait_sent()
     assert agent.metrics["dropped"] == 50
     col.start()
     # after its backoff the collector gets events again
@@ -110,6 +112,7 @@ def test_be_with_no_collector_at_all_opens_and_drops(ctx):
                    f'{FAST})', ctx)
     agent.append(numbered(0, 7))
     agent.append(numbered(7, 3))
+    assert agent.wait_sent()
     assert agent.metrics["dropped"] == 10
     agent.when_durable(Checkpoint({"pos": 10}))   # best effort: the position moves on
     assert ctx.store.get("pos") == 10
@@ -122,9 +125,11 @@ def test_be_chain_fails_over_without_loss_and_returns_to_the_primary(make_ctx):
     agent = opened(f'agentBEChain("127.0.0.1:{c1.port}", "127.0.0.1:{c2.port}", {FAST})',
                    ctx)
     agent.append(numbered(0, 10))
+    assert agent.wait_sent()
     c1.stop()
     start = time.monotonic()
     agent.append(numbered(10, 10))        # fails on c1, goes to c2 in the same call
+    assert agent.wait_sent()
     assert time.monotonic() - start < 2
     agent.append(numbered(20, 10))
     assert agent.metrics.get("dropped", 0) == 0
@@ -149,7 +154,7 @@ def test_batching_and_compression_options(make_ctx):
     ctx = make_ctx("agent")
     col = Collector(make_ctx("collector"))
     agent = opened(f'agentBESink("127.0.0.1", {col.port}, batchCount=50, batchMillis=100, '
-                   f'compression=true)', ctx)
+                   f'compression=true, lanes=1)', ctx)     # one lane keeps the order
     for i in range(0, 120, 10):
         agent.append(numbered(i, 10))
     agent.when_durable(Checkpoint({"pos": 120}))

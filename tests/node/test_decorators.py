@@ -152,7 +152,7 @@ def test_batch_format_round_trip_keeps_every_field():
         Event(b"x" * 70000, -5, 7, Priority.WARN, "h", {"k" * 300: b"v" * 100000}),
     ]
     data = encode_events(events)
-    assert data[:3] == b"FLB" and data[3] == 1
+    assert data[:3] == b"FLB" and data[3] == 2
     assert decode_events(data) == events
     with pytest.raises(ValueError):
         decode_events(data[:-1])
@@ -160,6 +160,38 @@ def test_batch_format_round_trip_keeps_every_field():
         decode_events(data + b"\x00")
     with pytest.raises(ValueError):
         decode_events(b"XXX" + data[3:])
+
+
+def test_equal_attributes_are_packed_once_and_decoded_into_separate_dicts():
+    events = [Event(b"%d" % i, i, i, Priority.INFO, "h", {"tailSrcFile": b"app.log"})
+              for i in range(3)] + [Event(b"other", 9, 9, Priority.INFO, "h", {"k": b"v"})]
+    data = encode_events(events)
+    assert data.count(b"app.log") == 1
+    out = decode_events(data)
+    assert out == events
+    out[0].attrs["new"] = b"1"            # a decorator setting an attribute on one event
+    assert "new" not in out[1].attrs
+    # an attribute block whose value runs past the block is refused
+    broken = bytearray(data)
+    at = data.index(b"tailSrcFile") - 4   # valuelen of the shared block
+    broken[at:at + 4] = (1000).to_bytes(4, "big")
+    with pytest.raises(ValueError):
+        decode_events(bytes(broken))
+
+
+def test_version_1_batches_are_still_read():
+    import struct
+    ev = [(b"one", 1, 2, 3, {"a": b"x", "bb": b""}), (b"two", 4, 5, 0, {})]
+    head = struct.pack(">3sBII", b"FLB", 1, len(ev), 1) + struct.pack(">H", 1) + b"h"
+    recs = b"".join(struct.pack(">qqBIIH", ts, ns, pr, 0, len(body), len(attrs))
+                    for body, ts, ns, pr, attrs in ev)
+    bodies = b"".join(e[0] for e in ev)
+    attrs = b"".join(struct.pack(">HI", len(k), len(v)) + k.encode() + v
+                     for e in ev for k, v in e[4].items())
+    out = decode_events(head + recs + bodies + attrs)
+    assert out == [Event(body, ts, ns, Priority(pr), "h", a) for body, ts, ns, pr, a in ev]
+    with pytest.raises(ValueError):
+        decode_events(head + recs + bodies + attrs[:-1])
 
 
 def test_batch_packs_n_events_and_flushes_the_rest_at_close(ctx):

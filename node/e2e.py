@@ -513,8 +513,9 @@ class LocalTransport:
 class CollectorState:
     """What a collector's source and sink share (per logical node): the ZooKeeper store,
     the collector id, and the groups this collector holds claims on:
-    ``held[(agent, seq)]`` is ``"claiming"``, ``"queued"`` (handed to the flow) or
-    ``"written"`` (in an open file)."""
+    ``held[(agent, seq)]`` is ``"claiming"``, ``"queued"`` (handed to the flow, its
+    checkpoint key not yet at the sink) or ``"written"`` (the sink has it: in a file not
+    yet committed)."""
 
     def __init__(self, store, cid: str):
         self.store = store
@@ -536,6 +537,11 @@ class CollectorState:
             for g in groups:
                 if g in self.held:
                     self.held[g] = state
+
+    def any_queued(self) -> bool:
+        """Some group is in the flow and its checkpoint has not reached the sink yet."""
+        with self.lock:
+            return any(st == "queued" for st in self.held.values())
 
     def release_queued(self) -> None:
         """Give up the claims of groups that never reached a file (the flow stopped)."""

@@ -1,7 +1,9 @@
 """``collector([rollmillis]) { sink }``: the generic collector.
 
 A roll (time trigger, checked every 250 ms) that acknowledges E2E groups once the inner
-instance holding their events has durably closed.
+instance holding their events has durably closed. Like ``collectorSink``, its trigger
+thread does not roll between an append and its checkpoint while a group handed to the
+flow has not reached it.
 
 With ZooKeeper (a node under a master), the groups ``collectorSource`` received reach the
 roll as checkpoint keys ``e2e:<agent>:<seq>``; they are kept per roll period and, when the
@@ -26,7 +28,6 @@ from .roll import RollSink
 
 log = logging.getLogger(__name__)
 
-CP_GRACE = 2.0       # seconds the trigger thread waits for an append's checkpoint
 
 
 @decorator("collector")
@@ -40,7 +41,7 @@ class CollectorRollSink(RollSink):
         self._tag_groups: dict[bytes, list] = {}
         self._closed_tags: dict[bytes, bool] = {}
         self._appended_tag: bytes | None = None
-        self._awaiting_since: float | None = None
+        self._awaiting = False     # appended, and the driver has not passed a checkpoint
 
     def open(self, ctx: NodeContext) -> None:
         from ..e2e import collector_state
@@ -76,15 +77,16 @@ class CollectorRollSink(RollSink):
         with self._lock:
             super().append(events)
             self._appended_tag = self._tag
-            self._awaiting_since = self.ctx.clock.monotonic()
+            self._awaiting = True
 
     def when_durable(self, cp: Checkpoint) -> None:
         if self._state is not None:
             from ..e2e import take_groups
             with self._lock:
-                self._awaiting_since = None
+                self._awaiting = False
                 groups = take_groups([cp])
                 if groups:
+                    self._state.mark(groups, "written")
                     tag = self._appended_tag
                     if tag == self._tag and self._current is not None and self._cur_events:
                         self._tag_groups.setdefault(tag, []).extend(groups)
@@ -127,7 +129,7 @@ class CollectorRollSink(RollSink):
                         st.collector_id, len(groups), why)
 
     def _check(self) -> None:
-        t = self._awaiting_since
-        if t is not None and self.ctx.clock.monotonic() - t < CP_GRACE:
-            return
-        super()._check()
+        with self._lock:
+            if self._awaiting and self._state is not None and self._state.any_queued():
+                return      # the checkpoint of a group may be on its way: no roll now
+            super()._check()

@@ -25,9 +25,11 @@ when complete. Formats: any output format (default ``raw``); ``compression``: ``
   batches the collector had answered OK) have no source to be read again from, so they are
   *salvaged*: cut after their last complete line and made final.
 
-Rolls never separate a batch from its checkpoint: the trigger thread does not roll between
-an append and the checkpoint that follows it (it waits up to ``CP_GRACE`` seconds for it;
-a batch without any checkpoint does not hold rolls back longer than that).
+Rolls never separate an E2E group from its file: between an append and the checkpoint that
+follows it, the trigger thread does not roll while any group handed to the flow has not
+reached this sink in a checkpoint (``CollectorState.any_queued``) -- however long the
+driver takes. A batch without groups (best effort, disk failover) holds no roll back: its
+checkpoint, if any, only carries positions, which are committed once its file is.
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ import logging
 
 from ..checkpoint import Checkpoint
 from ..component import NodeContext
-from ..e2e import KEY_PREFIX, Committer, collector_state, file_url, take_groups
+from ..e2e import (KEY_PREFIX, Committer, collector_state, file_url, parse_group_key,
+                   take_groups)
 from ..errors import SinkError
 from ..formats import Compression, OutputFormat
 from ..registry import sink
@@ -44,7 +47,6 @@ from .dfs import _FINAL_LOCK, DfsSink
 
 log = logging.getLogger(__name__)
 
-CP_GRACE = 2.0        # seconds the trigger thread waits for an append's checkpoint
 MAX_GROUPS = 500
 
 
@@ -168,7 +170,7 @@ class CollectorSink(RollSink):
         self.state = None
         self.committer: Committer | None = None
         self._last_instance = None
-        self._awaiting_since: float | None = None
+        self._awaiting = False     # appended, and the driver has not passed a checkpoint
         self._positions_lost = False
         self._closed = False
         self._joined = False
@@ -230,7 +232,7 @@ class CollectorSink(RollSink):
         with self._lock:
             super().append(events)
             self._last_instance = self._current
-            self._awaiting_since = self.ctx.clock.monotonic()
+            self._awaiting = True
 
     def positions_lost(self) -> None:
         """A discarded file held events of ordinary (non-E2E) sources: later positions
@@ -245,7 +247,10 @@ class CollectorSink(RollSink):
             super().when_durable(cp)
             return
         with self._lock:
-            self._awaiting_since = None
+            self._awaiting = False
+            groups = [g for k in cp.updates if (g := parse_group_key(k)) is not None]
+            if groups:
+                self.state.mark(groups, "written")
             if self._positions_lost:
                 dropped = [k for k in cp.updates if not k.startswith(KEY_PREFIX)]
                 for k in dropped:
@@ -254,8 +259,9 @@ class CollectorSink(RollSink):
                     self.metrics.add("checkpoints_dropped")
             inst, last = self._current, self._last_instance
             if last is not None and last is not inst:
-                # The trigger thread rolled between the append and this checkpoint
-                # (it waited CP_GRACE for it): the events are in a file closed already.
+                # Rolled between the append and this checkpoint (``roll_now``; the trigger
+                # thread does not while a group is on its way): the events are in a file
+                # closed already.
                 groups = take_groups([cp])
                 if groups:
                     if last.published:
@@ -280,7 +286,7 @@ class CollectorSink(RollSink):
                 self._roll()
 
     def _check(self) -> None:
-        t = self._awaiting_since
-        if t is not None and self.ctx.clock.monotonic() - t < CP_GRACE:
-            return
-        super()._check()
+        with self._lock:
+            if self._awaiting and self.state is not None and self.state.any_queued():
+                return      # the checkpoint of a group may be on its way: no roll now
+            super()._check()

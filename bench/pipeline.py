@@ -9,7 +9,9 @@ peak RSS, and checks for loss and duplicates.
 
 --backlog  also measures the agent's RSS while a backlog grows on disk (collector down).
 --failover also measures the failover time to a second collector (E2E chain): from the
-           SIGKILL of the first collector to the second receiving events.
+           SIGKILL of the first collector to the second receiving events, and to every
+           line written so far being final (including the groups the first collector
+           held uncommitted when it died).
 Targets (issue 4, N = 1,000,000): BE >= 150,000 events/s, E2E >= 100,000 events/s with no
 loss and no duplicate, agent RSS <= 100 MB and flat while a backlog grows, failover <= 2 s.
 """
@@ -20,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,6 +58,18 @@ def output_bytes(out: Path) -> int:
             if f.is_file() and not f.name.startswith("."):
                 total += f.stat().st_size
     return total
+
+
+def all_lines(out: Path) -> list[bytes]:
+    lines = []
+    for f in sorted(out.rglob("*")) if out.exists() else []:
+        if f.is_file() and not f.name.startswith("."):
+            lines.extend(f.read_bytes().splitlines())
+    return lines
+
+
+def final_lines(out: Path) -> int:
+    return len(all_lines(out))
 
 
 def make_input(path: Path, n: int) -> None:
@@ -152,10 +167,7 @@ def main() -> None:
             if time.perf_counter() - t0 > 900:
                 raise SystemExit("gave up after 900 s")
         dt = time.perf_counter() - t0
-        lines = []
-        for f in sorted(out.rglob("*")):
-            if f.is_file() and not f.name.startswith("."):
-                lines.extend(f.read_bytes().splitlines())
+        lines = all_lines(out)
         dups = len(lines) - len(set(lines))
         if len(set(lines)) != args.n:
             print(f"LOSS: {args.n - len(set(lines)):,} of {args.n:,} lines are missing",
@@ -197,22 +209,42 @@ def main() -> None:
             b.config("agent", f'tail("{src2}")',
                      f'agentE2EChain("127.0.0.1:{c1port}", "127.0.0.1:{c2port}")')
             b.wait_active("agent")
-            with open(src2, "ab") as f:
-                f.write(b"warm-up line\n")
-            time.sleep(2)
+            # a steady stream, so c1 holds groups in a file not yet committed when killed
+            written = [0]
+            stop = threading.Event()
+
+            def writer():
+                with open(src2, "ab", buffering=0) as f:
+                    while not stop.is_set():
+                        f.write(b"".join(b"failover %d\n" % (written[0] + i)
+                                         for i in range(20)))
+                        written[0] += 20
+                        time.sleep(0.01)
+            t = threading.Thread(target=writer, daemon=True)
+            t.start()
+            time.sleep(1.5)
             base = node_events_in(c2http)
             c1.kill()
             killed = time.perf_counter()
-            with open(src2, "ab", buffering=0) as f:
-                i = 0
-                while node_events_in(c2http) <= base:
-                    f.write(b"after failover %d\n" % i)
-                    i += 1
-                    time.sleep(0.01)
-                    if time.perf_counter() - killed > 60:
-                        raise SystemExit("no failover within 60 s")
-            print(f"failover: the second collector received events "
-                  f"{time.perf_counter() - killed:.2f} s after the first was killed")
+            while node_events_in(c2http) <= base:
+                time.sleep(0.01)
+                if time.perf_counter() - killed > 60:
+                    raise SystemExit("no failover within 60 s")
+            receiving = time.perf_counter() - killed
+            time.sleep(max(0.0, 1.0 - receiving))
+            stop.set()
+            t.join()
+            while final_lines(out2) < written[0]:
+                time.sleep(0.02)
+                if time.perf_counter() - killed > 120:
+                    raise SystemExit(f"only {final_lines(out2):,} of {written[0]:,} lines "
+                                     f"final 120 s after the kill")
+            every = time.perf_counter() - killed
+            dups = final_lines(out2) - len(set(all_lines(out2)))
+            print(f"failover: the second collector received events {receiving:.2f} s after "
+                  f"the first was killed; all {written[0]:,} lines (those the first held "
+                  f"uncommitted included) were final {every:.2f} s after the kill "
+                  f"(rollMs 1000), {dups} duplicates", flush=True)
     finally:
         b.close()
 

@@ -53,6 +53,7 @@ NEEDS_ZK = ("end-to-end mode needs a node managed through ZooKeeper "
 KEY_PREFIX = "e2e:"
 OK, RETRY, FAILED = Status.OK, Status.RETRY, Status.FAILED
 COMMITTED = "committed"     # the message of an OK meaning "acknowledged already"
+TAKEN_BY = "taken by "      # the message of an OK: "taken by <collector id>"
 
 
 # ====================================================================== shared helpers
@@ -262,7 +263,14 @@ class _Pending:
 
 class GroupSender:
     """Sends an agent's unacknowledged groups (see the module docstring) from ``lanes``
-    threads, each using its own connections (``transport.send_group(..., lane)``)."""
+    threads, each using its own connections (``transport.send_group(..., lane)``).
+
+    ``claim_holder(seq)`` tells which collector id holds a group's claim (None: nobody).
+    ``reclaim(seq, holder) -> bool`` (optional) deletes the claim of a collector whose
+    connection failed and whose port now refuses connections (``transport.refuses``: its
+    process is gone), so the group goes to the next collector at once instead of when that
+    collector's ZooKeeper session expires. Collector ids are learned from OK answers
+    (``"taken by <id>"``)."""
 
     PROBE_FIRST, PROBE_MAX = 0.5, 5.0        # seconds between checks of a foreign claim
     FAIL_FIRST = 1.0                         # after FAILED from every collector
@@ -270,8 +278,13 @@ class GroupSender:
     def __init__(self, agent: str, wal, transport, clock, metrics: Metrics,
                  retransmit: float, check: float,
                  on_committed: Callable[[list[int]], None],
-                 claim_exists: Callable[[int], bool] | None = None, lanes: int = 1):
+                 claim_holder: Callable[[int], str | None] | None = None, lanes: int = 1,
+                 reclaim: Callable[[int, str], bool] | None = None):
         self.agent = agent
+        self.reclaim = reclaim
+        self._ids: dict[int, str] = {}        # endpoint -> collector id (from OK answers)
+        self._down: dict[int, float] = {}     # endpoint -> when its connection failed
+        self._refusing: dict[int, tuple[float, bool]] = {}   # probe results, cached
         self.lanes = max(1, lanes)
         self.wal = wal
         self.transport = transport
@@ -280,7 +293,7 @@ class GroupSender:
         self.retransmit = retransmit
         self.check = check
         self.on_committed = on_committed
-        self.claim_exists = claim_exists
+        self.claim_holder = claim_holder
         self._cond = threading.Condition()
         self._pending: dict[int, _Pending] = {}
         self._new: deque[int] = deque()
@@ -312,6 +325,7 @@ class GroupSender:
         with self._cond:
             now = self.clock.monotonic()
             n = 0
+            self._down[endpoint] = now
             for p in self._pending.values():
                 if p.state == "sent" and p.endpoint == endpoint:
                     self._schedule(p, now)
@@ -403,13 +417,16 @@ class GroupSender:
 
     def _send(self, p: _Pending, lane: int = 0) -> None:
         clock = self.clock
-        if p.state == "claimed" and self.claim_exists is not None:
+        if p.state == "claimed" and self.claim_holder is not None:
             # Another collector holds it in a file not yet complete: wait until that
             # collector commits (the acknowledgement arrives) or loses the claim.
             try:
-                held = self.claim_exists(p.seq)
+                holder = self.claim_holder(p.seq)
             except Exception:
-                held = True
+                holder = ""
+            held = holder is not None
+            if holder and self._reclaimed(p, holder):
+                held = False
             if held and clock.monotonic() - p.claimed_at < self.retransmit:
                 with self._cond:
                     if p.seq in self._pending:
@@ -455,13 +472,16 @@ class GroupSender:
                 if p.seq in self._pending:
                     p.state, p.endpoint, p.probe_wait, p.fail_wait = "sent", endpoint, 0, 0
                     self._schedule(p, now + self.retransmit)
+                if message.startswith(TAKEN_BY):
+                    self._ids[endpoint] = message[len(TAKEN_BY):]
+                self._down.pop(endpoint, None)
         elif status == RETRY:
             self.metrics.add("retries")
             with self._cond:
                 if p.seq in self._pending:
                     if p.state != "claimed":
                         p.state, p.claimed_at = "claimed", now
-                    p.probe_wait = self.PROBE_FIRST if self.claim_exists else \
+                    p.probe_wait = self.PROBE_FIRST if self.claim_holder else \
                         min(max(p.probe_wait * 2, self.PROBE_FIRST), self.PROBE_MAX)
                     self._schedule(p, now + p.probe_wait)
         else:
@@ -474,6 +494,37 @@ class GroupSender:
                     p.fail_wait = min(max(p.fail_wait * 2, self.FAIL_FIRST),
                                       self.retransmit)
                     self._schedule(p, now + p.fail_wait)
+
+
+    def _reclaimed(self, p: _Pending, holder: str) -> bool:
+        """``holder`` claims ``p``: if it is a collector whose connection failed and whose
+        port now refuses connections (its process is gone), delete the claim. True if the
+        group can be sent again now."""
+        refuses = getattr(self.transport, "refuses", None)
+        if self.reclaim is None or refuses is None:
+            return False
+        with self._cond:
+            gone_endpoints = [e for e in self._down if self._ids.get(e) == holder]
+        if not gone_endpoints:
+            return False
+        e = gone_endpoints[0]
+        now = self.clock.monotonic()
+        when, refused = self._refusing.get(e, (-1.0, False))
+        if now - when > self.PROBE_FIRST:
+            refused = bool(refuses(e))
+            self._refusing[e] = (now, refused)
+        if not refused:
+            return False
+        try:
+            gone = self.reclaim(p.seq, holder)
+        except Exception as exc:
+            log.debug("agent %s: cannot take back group %d: %s", self.agent, p.seq, exc)
+            return False
+        if gone:
+            self.metrics.add("claims_reclaimed")
+            log.info("agent %s: took back group %d from collector %s (its process is "
+                     "gone)", self.agent, p.seq, holder)
+        return gone
 
 
 class AckCheckpoint(Checkpoint):
@@ -601,7 +652,7 @@ class GroupHandler:
             if cur == "claiming":
                 return RETRY, f"group {agent}:{seq} is being taken"
             m.add("groups_duplicate")
-            return OK, ""            # ours already, in the flow or in an open file
+            return OK, TAKEN_BY + st.collector_id   # ours already: in the flow or a file
         try:
             request = st.store.begin_claim(agent, seq, st.collector_id)
         except Exception as exc:
@@ -641,7 +692,7 @@ class GroupHandler:
             self._release([key])
             return RETRY, "collector busy: try again"
         m.add("groups_accepted")
-        return OK, ""
+        return OK, TAKEN_BY + st.collector_id
 
     def _release(self, groups) -> None:
         try:

@@ -551,10 +551,43 @@ class ConfigStore:
             w = self.client.get_async(self.e2e_path("watermark", agent))
         except (KazooException, ZookeeperError, KazooTimeoutError) as exc:
             raise self._zk_error(exc, f"claiming group {agent}:{seq}") from exc
-        return ClaimRequest(self, agent, seq, claim, c, g, w)
+        return ClaimRequest(self, agent, seq, claim, c, g, w, owner)
 
     def claim_exists(self, agent: str, seq: int) -> bool:
         return self.zk.exists(self.e2e_path("claims", agent, seq)) is not None
+
+    def claim_holder(self, agent: str, seq: int) -> str | None:
+        """The collector id holding the claim on ``agent``'s group ``seq``; None if none."""
+        try:
+            data, _ = self.zk.get(self.e2e_path("claims", agent, seq))
+        except NoNodeError:
+            return None
+        return data.decode(errors="replace")
+
+    def reclaim_group(self, agent: str, seq: int, holder: str) -> bool:
+        """Delete the claim on ``agent``'s group ``seq`` if collector ``holder`` holds it
+        (the agent knows that collector's process is gone while its session lingers).
+        True when no claim is left; False when another collector holds it. Safe even if
+        ``holder`` is alive after all: a group is committed only by the transaction that
+        creates its znode, which succeeds once (docs/e2e.md)."""
+        path = self.e2e_path("claims", agent, seq)
+        try:
+            data, stat = self.zk.get(path)
+        except NoNodeError:
+            return True
+        except (KazooException, ZookeeperError, KazooTimeoutError) as exc:
+            raise self._zk_error(exc, f"reading the claim on group {agent}:{seq}") from exc
+        if data.decode(errors="replace") != holder:
+            return False
+        try:
+            self.zk.delete(path, version=stat.version)
+        except NoNodeError:
+            pass
+        except BadVersionError:
+            return False
+        except (KazooException, ZookeeperError, KazooTimeoutError) as exc:
+            raise self._zk_error(exc, f"deleting the claim on group {agent}:{seq}") from exc
+        return True
 
     def release_claims(self, groups: list[tuple[str, int]]) -> int:
         """Delete the claims among ``groups`` that this session holds; how many."""
@@ -725,9 +758,33 @@ class ConfigStore:
 class ClaimRequest:
     """A claim in flight (:meth:`ConfigStore.begin_claim`)."""
 
-    def __init__(self, store: ConfigStore, agent: str, seq: int, claim: str, c, g, w):
+    def __init__(self, store: ConfigStore, agent: str, seq: int, claim: str, c, g, w,
+                 owner: str = ""):
         self.store, self.agent, self.seq, self.claim = store, agent, seq, claim
+        self.owner = owner
         self._c, self._g, self._w = c, g, w
+
+    def _existing(self) -> str:
+        """The claim existed already: ``"ours"`` (this session's), ``"held"`` (another
+        collector's, or gone meanwhile: the agent tries again), or ``"claimed"`` after
+        replacing a claim of this same collector id left by its previous run (a process
+        that is gone and whose session has not expired yet: collector ids are unique,
+        and its hidden files were deleted when this run opened)."""
+        store = self.store
+        try:
+            data, stat = store.client.get(self.claim)
+        except NoNodeError:
+            return "held"
+        if stat.ephemeralOwner == store._session():
+            return "ours"
+        if not self.owner or data.decode(errors="replace") != self.owner:
+            return "held"
+        try:
+            store.client.delete(self.claim, version=stat.version)
+            store.client.create(self.claim, self.owner.encode(), ephemeral=True)
+        except (NoNodeError, NodeExistsError, BadVersionError):
+            return "held"
+        return "claimed"
 
     def result(self) -> str:
         store, seq = self.store, self.seq
@@ -736,13 +793,7 @@ class ClaimRequest:
             try:
                 self._c.get(E2E_TIMEOUT)
             except NodeExistsError:
-                stat = store.client.exists(self.claim)
-                if stat is None:
-                    state = "held"   # it went away meanwhile: the agent tries again
-                elif stat.ephemeralOwner == store._session():
-                    state = "ours"
-                else:
-                    state = "held"
+                state = self._existing()
             committed = self._g.get(E2E_TIMEOUT) is not None
             try:
                 raw, _ = self._w.get(E2E_TIMEOUT)

@@ -131,18 +131,21 @@ class AckedWriteAhead(Decorator):
                                 "acknowledgements will be read when it answers",
                                 self.agent, exc)
                 transport = self.inner
-                claim_exists = (lambda seq, s=store, a=self.agent: s.claim_exists(a, seq))
+                claim_holder = (lambda seq, s=store, a=self.agent: s.claim_holder(a, seq))
+                reclaim = (lambda seq, holder, s=store, a=self.agent:
+                           s.reclaim_group(a, seq, holder))
             else:
                 transport = LocalTransport(self.inner, self._acked)
-                claim_exists = None
+                claim_holder = reclaim = None
             self.inner.open(ctx)
             if hasattr(self.inner, "on_endpoint_failed"):
                 self.inner.on_endpoint_failed = self._endpoint_failed
             self.sender = GroupSender(
                 self.agent, self.wal, transport, ctx.clock, self.metrics,
                 self.retransmitMs / 1000, self.checkMs / 1000,
-                on_committed=self._committed, claim_exists=claim_exists,
-                lanes=getattr(self.inner, "lanes", 1) if store is not None else 1)
+                on_committed=self._committed, claim_holder=claim_holder,
+                lanes=getattr(self.inner, "lanes", 1) if store is not None else 1,
+                reclaim=reclaim)
             self.sender.add(g for g in (self.wal.get(s) for s in self.wal.live_seqs())
                             if g is not None)
         except Exception:

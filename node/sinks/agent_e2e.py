@@ -12,7 +12,9 @@ Collector chain: the first collector not backing off is tried first; one that ca
 reached is skipped for 1 s, doubling up to 10 s, then preferred again. What a failed
 collector had taken and not yet committed is sent again at once to the next one (which
 answers RETRY while the failed one still holds the groups' claims; the agent then waits
-for the claims to go or the acknowledgements to come).
+for the claims to go or the acknowledgements to come). When the failed collector's port
+refuses connections (its process is gone, its ZooKeeper session not expired yet), the
+agent deletes those claims itself and the groups move on at once.
 
 Options: ``batchCount=n`` (gather appends into groups of at least n events; with
 ``batchMillis=ms`` a partial group is written at the latest ``ms`` after its first event),
@@ -23,6 +25,7 @@ see ``ackedWriteAhead``), ``timeoutMs`` (one call).
 from __future__ import annotations
 
 import logging
+import socket
 
 from ..checkpoint import Checkpoint
 from ..component import Component, NodeContext, Sink
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 10.0
 SEND_LANES = 3        # groups in flight at once (one connection to a collector each)
+REFUSE_PROBE = 1.0    # seconds to tell whether a failed collector's port refuses connections
 
 
 class _Endpoint:
@@ -129,6 +133,18 @@ class GroupChain(Sink):
         cb = self.on_endpoint_failed
         if cb is not None:
             cb(i)
+
+    def refuses(self, i: int) -> bool:
+        """Collector ``i``'s port refuses connections now (nothing listens: its process is
+        gone). False when it accepts, or when that cannot be told (timeout)."""
+        host, port = self.addresses[i]
+        try:
+            socket.create_connection((host, port), timeout=REFUSE_PROBE).close()
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False
+        return False
 
     def interrupt(self) -> None:
         self.close()

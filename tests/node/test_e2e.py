@@ -314,7 +314,9 @@ def test_crash_between_commit_and_rename_is_rolled_forward(cluster, channel, sto
 # ---------------------------------------------------------------------- RETRY
 
 class Proxy:
-    """A TCP forwarder that can be cut (the network between agent and collector)."""
+    """A TCP forwarder in front of a collector. ``cut()``: the network between agent and
+    collector fails (connections still open, then dropped at once: the collector may be
+    alive); ``vanish()``: nothing listens on the port any more (the process is gone)."""
 
     def __init__(self, target_port: int):
         self.target = target_port
@@ -327,14 +329,14 @@ class Proxy:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
-        while not self.cut_off:
+        while True:
             try:
                 c, _ = self.sock.accept()
             except OSError:
                 return
             if self.cut_off:
                 c.close()
-                return
+                continue
             u = socket.create_connection(("127.0.0.1", self.target))
             self.conns += [c, u]
             for a, b in ((c, u), (u, c)):
@@ -358,17 +360,16 @@ class Proxy:
 
     def cut(self):
         self.cut_off = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
         for c in self.conns:
             try:
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
             c.close()
+
+    def vanish(self):
+        self.cut()
+        self.sock.close()
 
 
 def test_resend_to_second_collector_while_first_holds_claims(cluster, channel, store):
@@ -393,6 +394,35 @@ def test_resend_to_second_collector_while_first_holds_claims(cluster, channel, s
     a_lines = sum(v for k, v in output_lines(cluster.out).items() if k in set(first))
     assert a_lines == len(first)
     assert sink_metrics(col_a).get("groups_committed", 0) >= 1   # A committed its own
+
+
+def test_claims_of_a_vanished_collector_are_taken_back_at_once(cluster, channel, store):
+    """A's port stops answering (connection refused: its process is gone) while its
+    ZooKeeper session lingers: the agent deletes A's claims itself and B gets the groups
+    at once, without waiting for the session to expire. Exactly once even though A is in
+    fact alive here and later tries to commit the same groups."""
+    client_a, store_a = cluster.collector_store()
+    col_a = cluster.collector("colV", roll_ms=60_000, store=store_a)
+    col_b = cluster.collector("colW", roll_ms=200)
+    proxy = Proxy(port_of(col_a))
+    agent = cluster.agent(
+        "agent-v", channel,
+        f'agentE2EChain("127.0.0.1:{proxy.port}", "127.0.0.1:{port_of(col_b)}")')
+    first = bodies("vanish", 0, 3000)
+    memory.push(channel, first)
+    wait_until(lambda: sink_metrics(col_a).get("events_in", 0) >= len(first),
+               what="A took the first wave")
+    proxy.vanish()
+    second = bodies("vanish", 3000, 3000)
+    memory.push(channel, second)
+    wait_until(lambda: all_acked(agent, 6000), what="all acked")
+    assert client_a.connected                       # A's session never went away
+    assert wal_metrics(agent).get("claims_reclaimed", 0) >= 1
+    wait_until(lambda: sum(output_lines(cluster.out).values()) >= 6000)
+    assert_exactly_once(cluster.out, first + second)
+    col_a.stop(10)                 # A's own commit of those groups is refused now
+    assert sink_metrics(col_a).get("groups_committed", 0) == 0
+    assert_exactly_once(cluster.out, first + second)
 
 
 # ---------------------------------------------------------------------- agent restart
@@ -451,9 +481,11 @@ def test_duplicate_append_group_is_not_written_twice(cluster, store):
     client = RpcClient("127.0.0.1", port_of(col), timeout=10)
     payload = encode_events(events_from_lines([b"dup-1", b"dup-2", b"dup-3"]))
     crc = zlib.crc32(payload)
-    assert client.append_group("dupagent", 1, crc, payload, 3) == (Status.OK, "")
+    assert client.append_group("dupagent", 1, crc, payload, 3) == (Status.OK,
+                                                                   "taken by cphys-col6")
     # sent again while the collector holds it in an open file: accepted, not written again
-    assert client.append_group("dupagent", 1, crc, payload, 3)[0] == Status.OK
+    assert client.append_group("dupagent", 1, crc, payload, 3) == (Status.OK,
+                                                                   "taken by cphys-col6")
     # a corrupt payload is refused
     status, msg = client.append_group("dupagent", 2, crc ^ 1, payload, 3)
     assert status == Status.FAILED and "checksum" in msg
@@ -597,6 +629,24 @@ def test_store_commit_needs_the_claims(cluster, store):
     assert store.list_groups("agS") == [1] and list(store.file_records("colB")) == ["f2"]
     assert sa2.claim_group("agS", 1, "colA") == "committed"
     assert not store.claim_exists("agS", 1)
+
+
+def test_a_restarted_collector_takes_over_its_previous_runs_claims(cluster, store):
+    """The previous run of collector "colA" died while its session lingers: the new run
+    (same collector id, new session) replaces that run's claims at once; another
+    collector still gets "held"."""
+    _, old_run = cluster.collector_store()
+    assert old_run.claim_group("agT", 1, "colA") == "claimed"
+    _, new_run = cluster.collector_store()
+    assert new_run.claim_group("agT", 1, "colA") == "claimed"
+    assert new_run.claim_group("agT", 1, "colA") == "ours"
+    _, other = cluster.collector_store()
+    assert other.claim_group("agT", 1, "colB") == "held"
+    # should the old run still be alive after all, only one of the two commits succeeds
+    outcomes = [old_run.commit_groups("colA", "f-old", {"files": []}, [("agT", 1)])[0],
+                new_run.commit_groups("colA", "f-new", {"files": []}, [("agT", 1)])[0]]
+    assert outcomes.count(True) == 1
+    assert store.list_groups("agT") == [1]
 
 
 # ---------------------------------------------------------------------- salvage

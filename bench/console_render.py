@@ -14,17 +14,14 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.push_latency import free_port, start, wait_http  # noqa: E402
+from bench._common import check_succeeded, multiconfig_spec, running_master  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -35,21 +32,11 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     loads = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     from playwright.sync_api import sync_playwright
-    tmp = Path(tempfile.mkdtemp(prefix="flume-bench-"))
-    zk_port, http_port = free_port(), free_port()
-    log = open(tmp / "procs.log", "ab")
-    master = start(["master", "--zk-port", str(zk_port), "--http-port", str(http_port),
-                    "--data-dir", str(tmp / "master")], log)
-    url = f"http://127.0.0.1:{http_port}"
-    try:
-        wait_http(url + "/api/health")
-        spec = "".join(f'agent{i:04d} : tail("/var/log/app{i}.log") | '
-                       f'{{ batch(100) => gzip => text("/srv/out/{i}.log") }} ;\n'
-                       for i in range(n))
+    with running_master() as (_, _, url, _):
+        spec = multiconfig_spec(n)
         r = httpx.post(url + "/api/commands", json={"command": "multiconfig", "args": [spec]},
                        timeout=120)
-        if r.status_code != 200 or r.json().get("state") != "SUCCEEDED":
-            raise SystemExit(f"multiconfig failed: {r.status_code} {r.text[:500]}")
+        check_succeeded(r, "multiconfig")
         size = len(httpx.get(url + "/api/status", timeout=30).content)
         print(f"{n} logical nodes configured; /api/status is {size / 1024:.0f} KiB")
         firsts, builds = [], []
@@ -74,12 +61,6 @@ def main() -> None:
         print(f"median over {loads} loads: first full render of {n} rows "
               f"{statistics.median(firsts):.0f} ms (target < 1000 ms); table build + layout "
               f"{statistics.median(builds):.0f} ms")
-    finally:
-        master.terminate()
-        try:
-            master.wait(20)
-        except subprocess.TimeoutExpired:
-            master.kill()
 
 
 if __name__ == "__main__":

@@ -28,10 +28,9 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.push_latency import free_port, start, wait_http  # noqa: E402
+from bench._common import check_succeeded, free_port, start, start_master  # noqa: E402
 
 SINKS = {"e2e": "agentE2ESink", "dfo": "agentDFOSink", "be": "agentBESink"}
 LINE = 101  # 100 bytes and the newline
@@ -83,12 +82,8 @@ class Bench:
     def __init__(self, tmp: Path):
         self.tmp = tmp
         self.log = open(tmp / "procs.log", "ab")
-        self.procs: list[subprocess.Popen] = []
-        zk_port, http_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{http_port}"
-        self.master = self.spawn(["master", "--zk-port", str(zk_port), "--http-port",
-                                  str(http_port), "--data-dir", str(tmp / "master")])
-        wait_http(self.url + "/api/health")
+        self.master, self.url, _ = start_master(tmp, self.log)
+        self.procs: list[subprocess.Popen] = [self.master]
         self.http = httpx.Client(base_url=self.url, timeout=60)
 
     def spawn(self, args) -> subprocess.Popen:
@@ -105,8 +100,7 @@ class Bench:
     def config(self, name: str, source: str, sink: str) -> None:
         r = self.http.post("/api/commands", json={"command": "config",
                                                   "args": [name, source, sink]})
-        if r.status_code != 200 or r.json().get("state") != "SUCCEEDED":
-            raise SystemExit(f"config {name} failed: {r.text}")
+        check_succeeded(r, f"config {name}")
 
     def wait_active(self, name: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

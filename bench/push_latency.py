@@ -8,9 +8,7 @@ has no polling granularity. Target (issue 3): p50 <= 100 ms, p99 <= 500 ms.
 """
 from __future__ import annotations
 
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -19,52 +17,21 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import (check_succeeded, free_port, percentile, start,  # noqa: E402
+                           start_master, stop)
 from zk.client import connect  # noqa: E402
 from zk.store import ConfigStore, _loads  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(args, log):
-    return subprocess.Popen([sys.executable, "-m", "master.cli", "--log-level", "WARNING",
-                             *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
-
-
-def percentile(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     tmp = Path(tempfile.mkdtemp(prefix="flume-bench-"))
-    zk_port, http_port = free_port(), free_port()
     log = open(tmp / "procs.log", "ab")
-    master = start(["master", "--zk-port", str(zk_port), "--http-port", str(http_port),
-                    "--data-dir", str(tmp / "master")], log)
-    url = f"http://127.0.0.1:{http_port}"
+    master, url, zk_port = start_master(tmp, log)
     node = None
     try:
-        wait_http(url + "/api/health")
         node = start(["node", "-n", "bench1", "--master", url, "--data-dir",
                       str(tmp / "node"), "--http-port", str(free_port())], log)
         client = connect(f"127.0.0.1:{zk_port}")
@@ -87,8 +54,7 @@ def main() -> None:
                     "command": "config",
                     "args": ["bench1", "null", f'{{ value("i", "{i}") => null }}']})
                 returned = time.perf_counter()
-                if r.status_code != 200 or r.json().get("state") != "SUCCEEDED":
-                    raise SystemExit(f"config failed: {r.status_code} {r.text}")
+                check_succeeded(r, "config")
                 version = store.get_logical("bench1").version
                 with cond:
                     ok = cond.wait_for(lambda: version in reported, timeout=30)
@@ -102,13 +68,7 @@ def main() -> None:
               f"p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms, "
               f"mean {statistics.mean(latencies):.1f} ms")
     finally:
-        for p in (node, master):
-            if p is not None:
-                p.terminate()
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop(node, master)
 
 
 if __name__ == "__main__":

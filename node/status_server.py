@@ -17,11 +17,11 @@ import errno
 import html
 import json
 import logging
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
+from .http_thread import HttpServerThread
 from .metrics import MAIN, PROMETHEUS_CONTENT_TYPE, components, prometheus_text, summarize
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,7 @@ class StatusServer:
         self.wanted_port = port
         self.autofind = autofind
         self.port: int | None = None
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: HttpServerThread | None = None
 
     def start(self) -> "StatusServer":
         """Bind and serve; raises OSError when no port can be had."""
@@ -51,7 +50,7 @@ class StatusServer:
         for i in range(tries):
             port = self.wanted_port + i if self.wanted_port else 0
             try:
-                self._server = ThreadingHTTPServer((self.bind, port), handler)
+                server = ThreadingHTTPServer((self.bind, port), handler)
                 break
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE or port >= 65535:
@@ -59,22 +58,16 @@ class StatusServer:
                 last = exc
         else:
             raise last  # type: ignore[misc]
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.2},
-                                        name=f"status-http-{self.port}", daemon=True)
-        self._thread.start()
+        self._serving = HttpServerThread(server, "status-http-", poll_interval=0.2)
+        self._serving.start()
+        self.port = self._serving.port
         log.info("node status page on http://%s:%d/", self.bind, self.port)
         return self
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.stop()
 
     @property
     def url(self) -> str:

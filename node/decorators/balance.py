@@ -17,24 +17,13 @@ from ..errors import SinkError
 from ..escapes import Escaper
 from ..event import Event
 from ..registry import decorator
+from ..sinks.failover import Branch, close_branches
 
 log = logging.getLogger(__name__)
 
 POLICIES = ("roundRobin", "random", "hash")
 INITIAL_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
-
-
-class _Branch:
-    __slots__ = ("sink", "index", "opened", "retry_at", "backoff", "dirty")
-
-    def __init__(self, sink: Sink, index: int):
-        self.sink = sink
-        self.index = index
-        self.opened = False
-        self.retry_at = 0.0
-        self.backoff = 0.0
-        self.dirty = False  # took events since the last checkpoint
 
 
 @decorator("balance")
@@ -59,7 +48,7 @@ class BalanceSink(Sink):
                              + ", ".join(f'"{p}"' for p in POLICIES))
         if not branches:
             raise ValueError("balance needs at least one branch")
-        self.branches = [_Branch(b, i) for i, b in enumerate(branches)]
+        self.branches = [Branch(b, i) for i, b in enumerate(branches)]
         self.policy = policy
         self.key = key
         # "%{host}" (the default) is read directly: no expansion per event
@@ -82,7 +71,7 @@ class BalanceSink(Sink):
         if not any(br.opened for br in self.branches):
             raise SinkError(f"balance: none of the {len(self.branches)} branches opened")
 
-    def _fail(self, br: _Branch, exc: BaseException) -> None:
+    def _fail(self, br: Branch, exc: BaseException) -> None:
         if br.dirty:
             self._lost = True
             br.dirty = False
@@ -92,16 +81,15 @@ class BalanceSink(Sink):
                 br.sink.close()
             except Exception as close_exc:  # noqa: BLE001 - already failing
                 log.debug("balance: closing failed branch %d: %s", br.index, close_exc)
-        br.backoff = INITIAL_BACKOFF if br.backoff == 0 else min(br.backoff * 2, MAX_BACKOFF)
-        br.retry_at = self.ctx.clock.monotonic() + br.backoff
+        br.back_off(self.ctx.clock, INITIAL_BACKOFF, MAX_BACKOFF)
         self.metrics.add("branch_failures")
         log.warning("balance: branch %d failed (%s); retrying it in %.0f s",
                     br.index, exc, br.backoff)
 
-    def _usable(self, br: _Branch) -> bool:
+    def _usable(self, br: Branch) -> bool:
         if br.opened:
             return True
-        if br.retry_at and self.ctx.clock.monotonic() < br.retry_at:
+        if br.waiting(self.ctx.clock):
             return False
         try:
             br.sink.open(self.ctx)
@@ -129,9 +117,7 @@ class BalanceSink(Sink):
             except SinkError as exc:
                 self._fail(br, exc)
                 continue
-            br.dirty = True
-            br.backoff = 0.0
-            br.retry_at = 0.0
+            br.took()
             return br.index
         self.metrics.add("errors")
         raise SinkError(f"balance: all {n} branches failed")
@@ -178,13 +164,4 @@ class BalanceSink(Sink):
             br.sink.when_durable(part)
 
     def close(self) -> None:
-        errors = []
-        for br in self.branches:
-            if br.opened:
-                br.opened = False
-                try:
-                    br.sink.close()
-                except Exception as exc:  # close every branch, then report
-                    errors.append(exc)
-        if errors:
-            raise SinkError(f"balance close: {errors[0]}") from errors[0]
+        close_branches(self.branches, "balance")

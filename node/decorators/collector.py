@@ -29,28 +29,28 @@ from .roll import RollSink
 log = logging.getLogger(__name__)
 
 
+class CollectorRoll(RollSink):
+    """What ``collector`` and ``collectorSink`` share: while open, the roll is counted in
+    the node's CollectorState (``self.state``, set before :meth:`open`; None without
+    ZooKeeper); and with a state, its trigger thread does not roll between an append and
+    the checkpoint that follows it while a group handed to the flow has not reached a
+    collector in a checkpoint (``any_queued``). ``_last_instance`` and ``_last_tag`` say
+    where the last batch went."""
 
-@decorator("collector")
-class CollectorRollSink(RollSink):
-    """A roll every ``rollmillis`` whose closes acknowledge the E2E groups written to the
-    closed instance (at-least-once; see the module docstring)."""
-
-    def __init__(self, inner_factory: SinkFactory, rollmillis: int = 30000):
-        super().__init__(inner_factory, rollmillis)
-        self._state = None
-        self._tag_groups: dict[bytes, list] = {}
-        self._closed_tags: dict[bytes, bool] = {}
-        self._appended_tag: bytes | None = None
+    def __init__(self, inner_factory: SinkFactory, rollmillis: int, checkmillis: int = 250):
+        super().__init__(inner_factory, rollmillis, checkmillis)
+        self.state = None
+        self._joined = False
         self._awaiting = False     # appended, and the driver has not passed a checkpoint
+        self._last_instance = None
+        self._last_tag: bytes | None = None
 
     def open(self, ctx: NodeContext) -> None:
-        from ..e2e import collector_state
-        self.ctx = ctx
-        self._state = collector_state(ctx) if ctx.shared.get("zk_store") is not None \
-            else None
-        if self._state is not None:
-            with self._state.lock:
-                self._state.sinks += 1
+        st = self.state
+        if st is not None:
+            with st.lock:
+                st.sinks += 1
+            self._joined = True
         try:
             super().open(ctx)
         except Exception:
@@ -58,11 +58,46 @@ class CollectorRollSink(RollSink):
             raise
 
     def _leave(self) -> None:
-        st, self._state = self._state, None
-        if st is not None:
+        """No longer counted in the state (idempotent); called by ``close``."""
+        st = self.state
+        if st is not None and self._joined:
+            self._joined = False
             with st.lock:
                 st.sinks -= 1
             st.release_queued()
+
+    def append(self, events) -> None:
+        if self.state is None:
+            super().append(events)
+            return
+        with self._lock:
+            super().append(events)
+            self._last_instance, self._last_tag = self._current, self._tag
+            self._awaiting = True
+
+    def _check(self) -> None:
+        with self._lock:
+            if self._awaiting and self.state is not None and self.state.any_queued():
+                return      # the checkpoint of a group may be on its way: no roll now
+            super()._check()
+
+
+@decorator("collector")
+class CollectorRollSink(CollectorRoll):
+    """A roll every ``rollmillis`` whose closes acknowledge the E2E groups written to the
+    closed instance (at-least-once; see the module docstring)."""
+
+    def __init__(self, inner_factory: SinkFactory, rollmillis: int = 30000):
+        super().__init__(inner_factory, rollmillis)
+        self._tag_groups: dict[bytes, list] = {}
+        self._closed_tags: dict[bytes, bool] = {}
+
+    def open(self, ctx: NodeContext) -> None:
+        from ..e2e import collector_state
+        self.ctx = ctx
+        self.state = collector_state(ctx) if ctx.shared.get("zk_store") is not None \
+            else None
+        super().open(ctx)
 
     def close(self) -> None:
         try:
@@ -70,24 +105,15 @@ class CollectorRollSink(RollSink):
         finally:
             self._leave()
 
-    def append(self, events) -> None:
-        if self._state is None:
-            super().append(events)
-            return
-        with self._lock:
-            super().append(events)
-            self._appended_tag = self._tag
-            self._awaiting = True
-
     def when_durable(self, cp: Checkpoint) -> None:
-        if self._state is not None:
+        if self.state is not None:
             from ..e2e import take_groups
             with self._lock:
                 self._awaiting = False
                 groups = take_groups([cp])
                 if groups:
-                    self._state.mark(groups, "written")
-                    tag = self._appended_tag
+                    self.state.mark(groups, "written")
+                    tag = self._last_tag
                     if tag == self._tag and self._current is not None and self._cur_events:
                         self._tag_groups.setdefault(tag, []).extend(groups)
                     else:   # the instance holding them was closed meanwhile
@@ -97,7 +123,7 @@ class CollectorRollSink(RollSink):
     def on_inner_closed(self, tag: bytes, durable: bool) -> None:
         """The instance tagged ``tag`` was closed: acknowledge its groups when
         ``durable``, else give their claims up (the agents resend them)."""
-        if self._state is None:
+        if self.state is None:
             return
         self._closed_tags[tag] = durable
         while len(self._closed_tags) > 16:
@@ -107,7 +133,7 @@ class CollectorRollSink(RollSink):
             self._settle(groups, durable)
 
     def _settle(self, groups: list, durable: bool) -> None:
-        st = self._state
+        st = self.state
         st.forget(groups)
         if not durable:
             try:
@@ -127,9 +153,3 @@ class CollectorRollSink(RollSink):
             log.warning("collector %s: %d groups are in the output but could not be "
                         "acknowledged (%s); the agents will send them again",
                         st.collector_id, len(groups), why)
-
-    def _check(self) -> None:
-        with self._lock:
-            if self._awaiting and self._state is not None and self._state.any_queued():
-                return      # the checkpoint of a group may be on its way: no roll now
-            super()._check()

@@ -9,6 +9,7 @@ from ..component import Decorator, Sink
 from ..errors import SinkError
 from ..event import Event
 from ..registry import decorator
+from .samplers import check_at_least_one, check_probability
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +20,7 @@ class FlakeyAppend(Decorator):
 
     def __init__(self, inner: Sink, p: float):
         super().__init__(inner)
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be between 0 and 1, got {p}")
-        self.p = p
+        self.p = check_probability(p)
         self.random = random.Random()
 
     def append(self, events: list[Event]) -> None:
@@ -37,9 +36,7 @@ class IntervalFlakeyAppend(Decorator):
 
     def __init__(self, inner: Sink, n: int):
         super().__init__(inner)
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
-        self.n = n
+        self.n = check_at_least_one("n", n)
         self.count = 0
 
     def append(self, events: list[Event]) -> None:
@@ -58,9 +55,7 @@ class IntervalDroppyAppend(Decorator):
 
     def __init__(self, inner: Sink, n: int):
         super().__init__(inner)
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
-        self.n = n
+        self.n = check_at_least_one("n", n)
         self.count = 0  # events seen so far
 
     def append(self, events: list[Event]) -> None:

@@ -3,29 +3,20 @@ from __future__ import annotations
 
 import logging
 
-from ..component import Decorator, Sink
 from ..errors import SinkError
 from ..event import Event
 from ..registry import decorator
-from .insistent_open import Backoff, check_backoff_args
+from .insistent_open import InsistentDecorator
 
 log = logging.getLogger(__name__)
 
 
 @decorator("insistentAppend")
-class InsistentAppendDecorator(Decorator):
+class InsistentAppendDecorator(InsistentDecorator):
     """Retries a batch the inner sink refused after ``initMs``, doubling the wait up to
     ``maxMs``, until it is accepted, the waits add up to ``cumulativeMaxMs`` (then the
     last error is raised) or the node stops. The inner sink is not reopened: put
     ``stubbornAppend`` inside for that."""
-
-    def __init__(self, inner: Sink, maxMs: int = 60000, initMs: int = 1000,
-                 cumulativeMaxMs: int | None = None):
-        super().__init__(inner)
-        check_backoff_args(maxMs, initMs, cumulativeMaxMs)
-        self.max_ms = maxMs
-        self.init_ms = initMs
-        self.cumulative_ms = cumulativeMaxMs
 
     def append(self, events: list[Event]) -> None:
         try:
@@ -34,8 +25,7 @@ class InsistentAppendDecorator(Decorator):
         except SinkError as exc:
             error = exc
         ctx = self.ctx
-        backoff = Backoff(self.init_ms / 1000, self.max_ms / 1000,
-                          None if self.cumulative_ms is None else self.cumulative_ms / 1000)
+        backoff = self.new_backoff()
         attempt = 1
         while True:
             self.metrics.add("append_failures")

@@ -1,6 +1,7 @@
 """``insistentOpen([maxMs[, initMs[, cumulativeMaxMs]]])``: retries ``inner.open`` with
 capped exponential backoff. Also home of :class:`Backoff`, the retry policy shared by the
-insistent decorators and ``balance``."""
+insistent decorators and ``diskFailover``, and of :class:`InsistentDecorator`, their common
+arguments."""
 from __future__ import annotations
 
 import logging
@@ -40,31 +41,36 @@ class Backoff:
         return delay
 
 
-def check_backoff_args(maxMs: int, initMs: int, cumulativeMaxMs: int | None) -> None:
-    if initMs <= 0 or maxMs <= 0:
-        raise ValueError(f"maxMs and initMs must be positive, got {maxMs} and {initMs}")
-    if cumulativeMaxMs is not None and cumulativeMaxMs < 0:
-        raise ValueError(f"cumulativeMaxMs must not be negative, got {cumulativeMaxMs}")
-
-
-@decorator("insistentOpen")
-class InsistentOpenDecorator(Decorator):
-    """Retries a failing ``inner.open`` after ``initMs``, doubling the wait up to ``maxMs``,
-    until it succeeds, the waits add up to ``cumulativeMaxMs`` (then the last error is
-    raised) or the node stops (SinkError at once)."""
+class InsistentDecorator(Decorator):
+    """The arguments the insistent decorators share: ``maxMs``, ``initMs`` and
+    ``cumulativeMaxMs`` of the backoff between retries."""
 
     def __init__(self, inner: Sink, maxMs: int = 60000, initMs: int = 1000,
                  cumulativeMaxMs: int | None = None):
         super().__init__(inner)
-        check_backoff_args(maxMs, initMs, cumulativeMaxMs)
+        if initMs <= 0 or maxMs <= 0:
+            raise ValueError(f"maxMs and initMs must be positive, got {maxMs} and {initMs}")
+        if cumulativeMaxMs is not None and cumulativeMaxMs < 0:
+            raise ValueError(f"cumulativeMaxMs must not be negative, got {cumulativeMaxMs}")
         self.max_ms = maxMs
         self.init_ms = initMs
         self.cumulative_ms = cumulativeMaxMs
 
+    def new_backoff(self) -> Backoff:
+        """A fresh backoff for one retried call."""
+        return Backoff(self.init_ms / 1000, self.max_ms / 1000,
+                       None if self.cumulative_ms is None else self.cumulative_ms / 1000)
+
+
+@decorator("insistentOpen")
+class InsistentOpenDecorator(InsistentDecorator):
+    """Retries a failing ``inner.open`` after ``initMs``, doubling the wait up to ``maxMs``,
+    until it succeeds, the waits add up to ``cumulativeMaxMs`` (then the last error is
+    raised) or the node stops (SinkError at once)."""
+
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
-        backoff = Backoff(self.init_ms / 1000, self.max_ms / 1000,
-                          None if self.cumulative_ms is None else self.cumulative_ms / 1000)
+        backoff = self.new_backoff()
         attempt = 0
         while True:
             attempt += 1

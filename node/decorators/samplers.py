@@ -8,6 +8,20 @@ from ..event import Event
 from ..registry import decorator
 
 
+def check_probability(p: float) -> float:
+    """``p`` if it is a probability (0 to 1); ValueError otherwise."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be between 0 and 1, got {p}")
+    return p
+
+
+def check_at_least_one(name: str, value: int) -> int:
+    """``value`` if it is 1 or more; ValueError naming ``name`` otherwise."""
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
 class _Sampler(Decorator):
     def _pass(self, events: list[Event], kept: list[Event]) -> None:
         self.metrics.add("events_in", len(events))
@@ -22,9 +36,7 @@ class IntervalSampler(_Sampler):
 
     def __init__(self, inner: Sink, n: int):
         super().__init__(inner)
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
-        self.n = n
+        self.n = check_at_least_one("n", n)
         self.count = 0  # events seen so far
 
     def append(self, events: list[Event]) -> None:
@@ -41,9 +53,7 @@ class ProbSampler(_Sampler):
 
     def __init__(self, inner: Sink, p: float):
         super().__init__(inner)
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be between 0 and 1, got {p}")
-        self.p = p
+        self.p = check_probability(p)
         self.random = random.Random()
 
     def append(self, events: list[Event]) -> None:
@@ -58,9 +68,7 @@ class ReservoirSampler(_Sampler):
 
     def __init__(self, inner: Sink, k: int):
         super().__init__(inner)
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        self.k = k
+        self.k = check_at_least_one("k", k)
         self.random = random.Random()
 
     def append(self, events: list[Event]) -> None:

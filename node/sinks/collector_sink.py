@@ -42,7 +42,7 @@ from ..e2e import (KEY_PREFIX, Committer, collector_state, file_url, parse_group
 from ..errors import SinkError
 from ..formats import Compression, OutputFormat
 from ..registry import sink
-from ..decorators.roll import RollSink
+from ..decorators.collector import CollectorRoll
 from .dfs import _FINAL_LOCK, DfsSink
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class _CollectorDfs(DfsSink):
 
 
 @sink("collectorSink")
-class CollectorSink(RollSink):
+class CollectorSink(CollectorRoll):
     """Writes to ``dir/prefix<rolltag>`` files rolled every ``rollMs``; with ZooKeeper,
     commits E2E groups with the files (see the module docstring)."""
 
@@ -167,13 +167,9 @@ class CollectorSink(RollSink):
         self.max_groups = maxGroups
         self.target = dir.rstrip("/") + "/" + prefix + "%{rolltag}"
         DfsSink(self.target, None, self.format, compression=self.compression, utc=utc)
-        self.state = None
         self.committer: Committer | None = None
-        self._last_instance = None
-        self._awaiting = False     # appended, and the driver has not passed a checkpoint
         self._positions_lost = False
         self._closed = False
-        self._joined = False
 
     def _new_instance(self) -> _CollectorDfs:
         return _CollectorDfs(self.target, self)
@@ -191,23 +187,7 @@ class CollectorSink(RollSink):
             else None
         self.committer = Committer(ctx, self.state, self.metrics)
         self.committer.recover()
-        if self.state is not None:
-            with self.state.lock:
-                self.state.sinks += 1
-            self._joined = True
-        try:
-            super().open(ctx)
-        except Exception:
-            self._leave()
-            raise
-
-    def _leave(self) -> None:
-        st = self.state
-        if st is not None and self._joined:
-            self._joined = False
-            with st.lock:
-                st.sinks -= 1
-            st.release_queued()
+        super().open(ctx)
 
     def close(self) -> None:
         if self._closed:
@@ -224,15 +204,6 @@ class CollectorSink(RollSink):
             self._leave()
 
     # ------------------------------------------------------------------ data path
-
-    def append(self, events) -> None:
-        if self.state is None:
-            super().append(events)
-            return
-        with self._lock:
-            super().append(events)
-            self._last_instance = self._current
-            self._awaiting = True
 
     def positions_lost(self) -> None:
         """A discarded file held events of ordinary (non-E2E) sources: later positions
@@ -284,9 +255,3 @@ class CollectorSink(RollSink):
             if inst.groups >= self.max_groups:
                 self.metrics.add("early_rolls")
                 self._roll()
-
-    def _check(self) -> None:
-        with self._lock:
-            if self._awaiting and self.state is not None and self.state.any_queued():
-                return      # the checkpoint of a group may be on its way: no roll now
-            super()._check()

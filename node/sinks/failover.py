@@ -4,21 +4,60 @@ from __future__ import annotations
 import logging
 
 from ..checkpoint import Checkpoint, split_checkpoint
+from ..clock import Clock
 from ..component import Component, NodeContext, Sink
 from ..errors import SinkError
 
 log = logging.getLogger(__name__)
 
 
-class _Branch:
-    __slots__ = ("sink", "opened", "retry_at", "backoff", "dirty")
+class Branch:
+    """A branch of a failover or ``balance``: its sink, whether it is open, when it may be
+    tried again after a failure, and whether it took events not yet known to be durable
+    (``dirty``: since it was opened for a failover, since the last checkpoint for
+    ``balance``)."""
 
-    def __init__(self, sink: Sink):
+    __slots__ = ("sink", "index", "opened", "retry_at", "backoff", "dirty")
+
+    def __init__(self, sink: Sink, index: int = 0):
         self.sink = sink
+        self.index = index
         self.opened = False
         self.retry_at = 0.0
         self.backoff = 0.0
-        self.dirty = False  # took a batch since it was opened
+        self.dirty = False
+
+    def waiting(self, clock: Clock) -> bool:
+        """True while the backoff after its last failure runs."""
+        return bool(self.retry_at) and clock.monotonic() < self.retry_at
+
+    def back_off(self, clock: Clock, initial: float, maximum: float) -> None:
+        """After a failure: wait ``initial`` seconds, doubling up to ``maximum`` while
+        failures repeat."""
+        self.backoff = initial if self.backoff == 0 else min(self.backoff * 2, maximum)
+        self.retry_at = clock.monotonic() + self.backoff
+
+    def took(self) -> None:
+        """After an accepted append: it holds events, and its backoff is over."""
+        self.dirty = True
+        self.backoff = 0.0
+        self.retry_at = 0.0
+
+
+def close_branches(branches: list[Branch], what: str) -> None:
+    """Close every open branch; then, if any close failed, SinkError (``what``: the
+    construct's name) with the first failure."""
+    errors = []
+    for br in branches:
+        if br.opened:
+            br.opened = False
+            try:
+                br.sink.close()
+            except Exception as exc:  # close every branch, then report
+                errors.append(exc)
+            br.dirty = False
+    if errors:
+        raise SinkError(f"{what} close: {errors[0]}") from errors[0]
 
 
 class FailoverSink(Sink):
@@ -37,10 +76,10 @@ class FailoverSink(Sink):
 
     def __init__(self, branches: list[Sink], initial: float = 1.0, maximum: float = 60.0):
         super().__init__()
-        self.branches = [_Branch(b) for b in branches]
+        self.branches = [Branch(b) for b in branches]
         self.initial = initial
         self.maximum = maximum
-        self.current: _Branch | None = None
+        self.current: Branch | None = None
         self.lost = False
 
     def children(self) -> list[Component]:
@@ -54,7 +93,7 @@ class FailoverSink(Sink):
                 return
         raise SinkError("failover: no branch could be opened")
 
-    def _fail(self, br: _Branch) -> None:
+    def _fail(self, br: Branch) -> None:
         if br.opened:
             br.opened = False
             try:
@@ -63,8 +102,7 @@ class FailoverSink(Sink):
                 if br.dirty:
                     self._lose(exc)
         br.dirty = False
-        br.backoff = self.initial if br.backoff == 0 else min(br.backoff * 2, self.maximum)
-        br.retry_at = self.ctx.clock.monotonic() + br.backoff
+        br.back_off(self.ctx.clock, self.initial, self.maximum)
         self.metrics.add("failovers")
 
     def _lose(self, exc: Exception) -> None:
@@ -74,10 +112,10 @@ class FailoverSink(Sink):
         self.lost = True
         self.metrics.add("errors")
 
-    def _try_open(self, br: _Branch) -> bool:
+    def _try_open(self, br: Branch) -> bool:
         if br.opened:
             return True
-        if br.retry_at and self.ctx.clock.monotonic() < br.retry_at:
+        if br.waiting(self.ctx.clock):
             return False
         try:
             br.sink.open(self.ctx)
@@ -98,9 +136,7 @@ class FailoverSink(Sink):
             except SinkError:
                 self._fail(br)
                 continue
-            br.backoff = 0.0
-            br.retry_at = 0.0
-            br.dirty = True
+            br.took()
             self.current = br
             self.metrics.add("events_in", len(events))
             return
@@ -122,14 +158,4 @@ class FailoverSink(Sink):
                 br.sink.when_durable(part)
 
     def close(self) -> None:
-        errors = []
-        for br in self.branches:
-            if br.opened:
-                br.opened = False
-                try:
-                    br.sink.close()
-                except Exception as exc:  # close every branch, then report
-                    errors.append(exc)
-                br.dirty = False
-        if errors:
-            raise SinkError(f"failover close: {errors[0]}") from errors[0]
+        close_branches(self.branches, "failover")

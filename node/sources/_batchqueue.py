@@ -25,6 +25,7 @@ import time
 from collections import deque
 from typing import Callable
 
+from ..component import Source
 from ..event import Event
 
 
@@ -156,3 +157,23 @@ class BatchQueue:
     def __len__(self) -> int:
         """Events queued."""
         return self._size
+
+
+class QueuedSource(Source):
+    """A source whose events arrive on its own threads: ``open`` sets ``self._queue``,
+    ``next_batch`` takes from it (None before ``open`` and once the queue is closed or
+    finished and drained), and ``close`` closes it, which wakes ``next_batch`` at once."""
+
+    _queue: BatchQueue | None = None
+
+    def next_batch(self, timeout: float) -> list[Event] | None:
+        if self._queue is None:
+            return None
+        out = self._queue.get(timeout)
+        if out:
+            self.metrics.add("events_in", len(out))
+        return out
+
+    def close(self) -> None:
+        if self._queue is not None:
+            self._queue.close()

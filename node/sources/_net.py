@@ -1,4 +1,5 @@
-"""Small socket servers shared by the network sources (syslog, netcat).
+"""Small socket servers shared by the network sources (syslog, netcat), and
+:class:`ServerSource`, the base of every network source.
 
 Each server runs one thread that turns what it receives into events and puts them in a
 :class:`BatchQueue`. TCP uses a selector for every connection on that one thread: while the
@@ -17,10 +18,10 @@ import socket
 import threading
 from typing import Callable, Protocol
 
-from ..component import Metrics, NodeContext, Source
+from ..component import Metrics, NodeContext
 from ..errors import SourceError
 from ..event import Event
-from ._batchqueue import BatchQueue
+from ._batchqueue import BatchQueue, QueuedSource
 
 log = logging.getLogger(__name__)
 
@@ -211,10 +212,11 @@ class UdpServer(_Server):
                     self.metrics.add("dropped", len(events))
 
 
-class ServerSource(Source):
-    """A source fed by one of the servers above through a :class:`BatchQueue`: subclasses
-    say which server in ``_make_server``; the queue, the port read back after binding
-    (port 0 works), ``next_batch`` and a prompt ``close`` are common."""
+class ServerSource(QueuedSource):
+    """A source fed by a server through a :class:`BatchQueue`: subclasses say which server
+    in ``_make_server`` (one of the above, or any object with ``start()``, ``stop()`` and
+    ``port``); the port check, the port read back after binding (port 0 works),
+    ``next_batch`` and a prompt ``close`` are common."""
 
     queue_events = 10_000
 
@@ -237,16 +239,8 @@ class ServerSource(Source):
         self._server.start()
         self.port = self._server.port
 
-    def next_batch(self, timeout: float) -> list[Event] | None:
-        if self._queue is None:
-            return None
-        out = self._queue.get(timeout)
-        if out:
-            self.metrics.add("events_in", len(out))
-        return out
-
     def close(self) -> None:
-        if self._queue is not None:
-            self._queue.close()
-        if self._server is not None:
-            self._server.stop()
+        super().close()
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()

@@ -10,11 +10,12 @@ import logging
 import sys
 import threading
 
-from ..component import NodeContext, Source
+from ..component import NodeContext
 from ..errors import SourceError
-from ..event import Event, events_from_lines
+from ..event import events_from_lines
 from ..registry import source
-from ._batchqueue import BatchQueue
+from ._batchqueue import BatchQueue, QueuedSource
+from ._lines import LineBuffer
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ READ_SIZE = 1 << 16
 
 
 @source("console", aliases=("stdin",))
-class ConsoleSource(Source):
+class ConsoleSource(QueuedSource):
     """Reads standard input, an event per line; exhausted at end of input."""
 
     def __init__(self):
@@ -41,36 +42,22 @@ class ConsoleSource(Source):
     def _read(self, stream, queue: BatchQueue) -> None:
         # read1 returns what one read(2) gives, so interactive lines arrive at once
         read = getattr(stream, "read1", stream.read)
-        rest = b""
+        buf = LineBuffer()
         try:
             while not queue.closed:
                 data = read(READ_SIZE)
                 if not data:
                     break
                 self.metrics.add("bytes_in", len(data))
-                lines = data.split(b"\n")
-                if rest:
-                    lines[0] = rest + lines[0]
-                rest = lines.pop()
+                lines = buf.feed(data)
                 if lines and queue.put(events_from_lines(lines)) is None:
                     return
-            if rest:
-                queue.put(events_from_lines([rest]))
+            last = buf.finish()
+            if last:
+                queue.put(events_from_lines(last))
         except (OSError, ValueError) as exc:   # stdin closed under us
             if not queue.closed:
                 log.warning("console: reading standard input failed: %s", exc)
                 self.metrics.add("errors")
         finally:
             queue.finish()
-
-    def next_batch(self, timeout: float) -> list[Event] | None:
-        if self._queue is None:
-            return None
-        out = self._queue.get(timeout)
-        if out:
-            self.metrics.add("events_in", len(out))
-        return out
-
-    def close(self) -> None:
-        if self._queue is not None:
-            self._queue.close()

@@ -23,11 +23,12 @@ import signal
 import subprocess
 import threading
 
-from ..component import NodeContext, Source
+from ..component import NodeContext
 from ..errors import SourceError
 from ..event import Event, events_from_lines
 from ..registry import source
-from ._batchqueue import BatchQueue
+from ._batchqueue import BatchQueue, QueuedSource
+from ._lines import LineBuffer
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ DISABLED = "exec sources are disabled on this node; start it with --allow-exec"
 
 
 @source("exec")
-class ExecSource(Source):
+class ExecSource(QueuedSource):
     """Runs a program (no shell); a line of its output per event, or all of it per run."""
 
     def __init__(self, cmd: str, aggregate: bool = False, restart: bool = False,
@@ -135,21 +136,19 @@ class ExecSource(Source):
 
     def _read_lines(self, proc: subprocess.Popen) -> bool:
         """Stream one run's lines into the queue; False if the queue was closed."""
-        out, rest, cmd = proc.stdout, b"", self._cmd_bytes
+        out, buf, cmd = proc.stdout, LineBuffer(), self._cmd_bytes
         while True:
             data = out.read(READ_SIZE)
             if not data:
                 break
             self.metrics.add("bytes_in", len(data))
-            lines = data.split(b"\n")
-            if rest:
-                lines[0] = rest + lines[0]
-            rest = lines.pop()
+            lines = buf.feed(data)
             if lines and not self._put_lines(lines, cmd):
                 return False
         out.close()
         self._exited(proc)
-        return not rest or self._put_lines([rest], cmd)
+        last = buf.finish()
+        return not last or self._put_lines(last, cmd)
 
     def _put_lines(self, lines: list[bytes], cmd: bytes) -> bool:
         events = events_from_lines(lines)
@@ -178,12 +177,8 @@ class ExecSource(Source):
     # ------------------------------------------------------------ consumer side
 
     def next_batch(self, timeout: float) -> list[Event] | None:
-        if self._queue is None:
-            return None
-        out = self._queue.get(timeout)
-        if out:
-            self.metrics.add("events_in", len(out))
-        elif out is None and self._error is not None and not self._stop.is_set():
+        out = super().next_batch(timeout)
+        if out is None and self._error is not None and not self._stop.is_set():
             raise self._error
         return out
 
@@ -193,8 +188,7 @@ class ExecSource(Source):
                 return
             self._stop.set()
             proc = self._proc
-        if self._queue is not None:
-            self._queue.close()
+        super().close()
         if proc is not None:
             _terminate(proc, self.cmd)
         for t in self._threads:

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from ..component import NodeContext, Source
 from ..errors import SourceError
 from ..event import LOCAL_HOST, Event, Priority, events_from_lines
+from ..http_thread import HttpServerThread
 from ..registry import source
-from ._batchqueue import BatchQueue
+from ._net import ServerSource
 
 log = logging.getLogger(__name__)
 
@@ -162,37 +161,25 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @source("httpSource")
-class HttpSource(Source):
+class HttpSource(ServerSource):
     """HTTP server taking events as JSON or raw lines; answers once they are accepted."""
 
+    queue_events = QUEUE_EVENTS
+
     def __init__(self, port: int, *, bind: str = "0.0.0.0", timeoutMs: int = 10_000):
-        super().__init__()
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port must be within 0..65535, got {port}")
+        super().__init__(port, bind)
         if timeoutMs <= 0:
             raise ValueError(f"timeoutMs must be > 0, got {timeoutMs}")
-        self.port = port
-        self.bind = bind
         self.timeoutMs = timeoutMs
-        self._queue: BatchQueue | None = None
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def open(self, ctx: NodeContext) -> None:
-        self.ctx = ctx
-        self._queue = BatchQueue(QUEUE_EVENTS)
+    def _make_server(self) -> HttpServerThread:
         handler = type("HttpSourceHandler", (_Handler,), {"src": self})
         try:
             server = ThreadingHTTPServer((self.bind, self.port), handler)
         except OSError as exc:
             raise SourceError(f"httpSource: cannot bind {self.bind}:{self.port}: "
                               f"{exc.strerror or exc}") from exc
-        server.daemon_threads = True
-        self._server = server
-        self.port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.1,),
-                                        name=f"httpSource:{self.port}", daemon=True)
-        self._thread.start()
+        return HttpServerThread(server, "httpSource:", poll_interval=0.1)
 
     def _accept(self, events: list[Event]) -> tuple[int, dict]:
         """Hand ``events`` to the consumer; (status, answer) for the client."""
@@ -206,21 +193,3 @@ class HttpSource(Source):
         self.metrics.add("refused", len(events))
         why = "source is closing" if self._queue.closed else "events not accepted in time"
         return 503, {"error": why}
-
-    def next_batch(self, timeout: float) -> list[Event] | None:
-        if self._queue is None:
-            return None
-        out = self._queue.get(timeout)
-        if out:
-            self.metrics.add("events_in", len(out))
-        return out
-
-    def close(self) -> None:
-        if self._queue is not None:
-            self._queue.close()
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..event import Event, events_from_lines
 from ..registry import source
+from ._lines import LineBuffer
 from ._net import ServerSource, TcpServer
 
 QUEUE_EVENTS = 10_000
@@ -18,22 +19,20 @@ MAX_LINE = 1 << 20
 
 class _LineFramer:
     def __init__(self, src: "NetcatSource"):
-        self.src, self.rest = src, b""
+        self.src, self.buf = src, LineBuffer()
 
     def feed(self, data: bytes) -> list[Event]:
-        lines = data.split(b"\n")
-        if self.rest:
-            lines[0] = self.rest + lines[0]
-        self.rest = lines.pop()
-        if len(self.rest) > MAX_LINE:
-            lines.append(self.rest[:MAX_LINE])
-            self.rest = self.rest[MAX_LINE:]
+        buf = self.buf
+        lines = buf.feed(data)
+        if len(buf.rest) > MAX_LINE:
+            lines.append(buf.rest[:MAX_LINE])
+            buf.rest = buf.rest[MAX_LINE:]
             self.src.metrics.add("oversize")
         return events_from_lines(lines) if lines else []
 
     def eof(self) -> list[Event]:
-        rest, self.rest = self.rest, b""
-        return events_from_lines([rest]) if rest else []
+        last = self.buf.finish()
+        return events_from_lines(last) if last else []
 
 
 @source("netcat")

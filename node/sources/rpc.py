@@ -37,11 +37,12 @@ import threading
 import time
 import zlib
 
-from ..component import NodeContext, Source
+from ..component import NodeContext
 from ..event import Event
 from ..registry import source
 from ..rpc import DEFAULT_PORT, RpcServer, Status, decode_payload, from_thrift, result
 from ._batchqueue import BatchQueue
+from ._net import ServerSource
 
 log = logging.getLogger(__name__)
 
@@ -172,18 +173,16 @@ class _Handler:
 
 
 @source("rpcSource", aliases=("thriftSource",))
-class RpcSource(Source):
+class RpcSource(ServerSource):
     """RPC server receiving event batches; answers each call once the flow appended its
     events, RETRY when they are not taken within ``timeoutMs``."""
 
+    queue_events = QUEUE_EVENTS
+
     def __init__(self, port: int, *, bind: str = "0.0.0.0", timeoutMs: int = 5000):
-        super().__init__()
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port must be within 0..65535, got {port}")
+        super().__init__(port, bind)
         if timeoutMs <= 0:
             raise ValueError(f"timeoutMs must be > 0, got {timeoutMs}")
-        self.port = port
-        self.bind = bind
         self.timeoutMs = timeoutMs
         self._queue: _TaggedQueue | None = None
         self._server: RpcServer | None = None
@@ -195,8 +194,9 @@ class RpcSource(Source):
             self.metrics.add(name, n)
 
     def open(self, ctx: NodeContext) -> None:
+        # not ServerSource.open: a tagged queue, and the group handler made before the server
         self.ctx = ctx
-        self._queue = _TaggedQueue(QUEUE_EVENTS, MAX_BATCH)
+        self._queue = _TaggedQueue(self.queue_events, MAX_BATCH)
         self._groups = self._group_handler(ctx)
         server = RpcServer(self.bind, self.port, _Handler(self), name=self.spec_name)
         server.start()
@@ -258,13 +258,9 @@ class RpcSource(Source):
         return q.taken_tags()
 
     def close(self) -> None:
-        if self._queue is not None:
-            # calls whose events were not taken are answered RETRY at once; calls whose
-            # events the flow holds wait up to CLOSE_GRACE for its append to finish
-            self._queue.close()
-        server, self._server = self._server, None
-        if server is not None:
-            server.stop()
+        # Closing the queue answers RETRY at once to the calls whose events were not
+        # taken; calls whose events the flow holds wait up to CLOSE_GRACE for its append.
+        super().close()
         groups, self._groups = self._groups, None
         close = getattr(groups, "close", None)
         if close is not None:

@@ -22,21 +22,19 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat as stat_mod
-import threading
 import time
 
-from ..component import NodeContext, Source
+from ..component import NodeContext
 from ..errors import SourceError
 from ..event import LOCAL_HOST, Event, Priority
 from ..registry import source
+from ._files import PollingSource, compile_fileregex
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20          # bytes per read
 MAX_BATCH = 4096         # events per next_batch
-POLL = 0.05              # seconds between polls when idle
 SCAN_EVERY = 0.5         # seconds between directory scans when idle
 FP_LEN = 64              # bytes kept before a position to recognise the file
 
@@ -78,7 +76,7 @@ class _File:
 
 
 @source("spoolDir")
-class SpoolDirSource(Source):
+class SpoolDirSource(PollingSource):
     """Ingests each complete file dropped into a directory, an event per line, then
     renames it with ``completedSuffix`` once its events are durable."""
 
@@ -88,15 +86,9 @@ class SpoolDirSource(Source):
             raise ValueError("dir must not be empty")
         if not completedSuffix:
             raise ValueError("completedSuffix must not be empty")
-        try:
-            self.regex = re.compile(fileregex)
-        except re.error as exc:
-            raise ValueError(f"fileregex {fileregex!r} is not a valid regex: {exc}") from None
+        self.regex = compile_fileregex(fileregex)
         self.dir = dir
         self.suffix = completedSuffix
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._closed = False
         self._cur: _File | None = None
         self._queue: list[str] = []
         self._done: dict[str, dict] = {}    # path -> done record, until renamed
@@ -105,9 +97,7 @@ class SpoolDirSource(Source):
     # ------------------------------------------------------------------ lifecycle
 
     def open(self, ctx: NodeContext) -> None:
-        self.ctx = ctx
-        self._closed = False
-        self._stop.clear()
+        self._start(ctx)
         self._root = os.path.abspath(self.dir)
         self._cur, self._queue, self._done = None, [], {}
         prefix = "spool:" + self._root + os.sep
@@ -120,13 +110,10 @@ class SpoolDirSource(Source):
         except OSError as exc:
             raise SourceError(f"spoolDir: cannot open {self.dir!r}: {exc}") from exc
 
-    def close(self) -> None:
-        self._closed = True
-        self._stop.set()
-        with self._lock:
-            if self._cur is not None:
-                os.close(self._cur.fd)
-                self._cur = None
+    def _close_files(self) -> None:
+        if self._cur is not None:
+            os.close(self._cur.fd)
+            self._cur = None
 
     def checkpoint(self) -> dict:
         out = {"spool:" + p: dict(rec) for p, rec in self._done.items()}
@@ -307,6 +294,13 @@ class SpoolDirSource(Source):
             self._done[f.path] = f.record(True)
 
     def _gather(self) -> list[Event]:
+        try:
+            return self._read_events()
+        except OSError as exc:
+            self.metrics.add("errors")
+            raise SourceError(f"spoolDir: {exc}") from exc
+
+    def _read_events(self) -> list[Event]:
         self._rename_committed()
         now = self.ctx.clock.monotonic()
         recs: list[bytes] = []
@@ -336,21 +330,3 @@ class SpoolDirSource(Source):
         base = time.monotonic_ns()
         info, host = Priority.INFO, LOCAL_HOST
         return [Event(r, ts, base + i, info, host, {}) for i, r in enumerate(recs)]
-
-    def next_batch(self, timeout: float) -> list[Event] | None:
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                if self._closed:
-                    return None
-                try:
-                    out = self._gather()
-                except OSError as exc:
-                    self.metrics.add("errors")
-                    raise SourceError(f"spoolDir: {exc}") from exc
-            if out:
-                return out
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return []
-            self._stop.wait(min(POLL, left))

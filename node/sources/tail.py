@@ -49,13 +49,13 @@ import logging
 import os
 import re
 import stat as stat_mod
-import threading
 import time
 
-from ..component import NodeContext, Source
+from ..component import NodeContext
 from ..errors import SourceError
 from ..event import LOCAL_HOST, Event, Priority
 from ..registry import source
+from ._files import PollingSource, compile_fileregex
 
 try:
     import re._parser as _sre_parse        # Python >= 3.11
@@ -629,21 +629,16 @@ class _Cursor:
         return best
 
 
-class _TailBase(Source):
-    """The polling loop shared by tail, multitail and tailDir: cursors read in turn."""
+class _TailBase(PollingSource):
+    """What tail, multitail and tailDir share: cursors read in turn."""
 
     def __init__(self) -> None:
         super().__init__()
         self._cursors: list[_Cursor] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._closed = False
         self._rr = 0
 
     def open(self, ctx: NodeContext) -> None:
-        self.ctx = ctx
-        self._closed = False
-        self._stop.clear()
+        self._start(ctx)
         now = ctx.clock.monotonic()
         try:
             for c in self._cursors:
@@ -654,20 +649,6 @@ class _TailBase(Source):
 
     def _discover(self, now: float) -> None:
         """Add cursors for files that appeared (tailDir)."""
-
-    def next_batch(self, timeout: float) -> list[Event] | None:
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                if self._closed:
-                    return None
-                out = self._gather()
-            if out:
-                return out
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return []
-            self._stop.wait(min(POLL, left))
 
     def _gather(self) -> list[Event]:
         now = self.ctx.clock.monotonic()
@@ -732,12 +713,9 @@ class _TailBase(Source):
                 out[c.key] = pos
         return out
 
-    def close(self) -> None:
-        self._closed = True
-        self._stop.set()
-        with self._lock:
-            for c in self._cursors:
-                c.close()
+    def _close_files(self) -> None:
+        for c in self._cursors:
+            c.close()
 
 
 @source("tail")
@@ -781,10 +759,7 @@ class TailDirSource(_TailBase):
         super().__init__()
         if not dir:
             raise ValueError("dir must not be empty")
-        try:
-            self.regex = re.compile(fileregex)
-        except re.error as exc:
-            raise ValueError(f"fileregex {fileregex!r} is not a valid regex: {exc}") from None
+        self.regex = compile_fileregex(fileregex)
         if recurseDepth < 0:
             raise ValueError("recurseDepth must be >= 0")
         self.dir = dir
@@ -797,9 +772,7 @@ class TailDirSource(_TailBase):
         self._next_scan = 0.0
 
     def open(self, ctx: NodeContext) -> None:
-        self.ctx = ctx
-        self._closed = False
-        self._stop.clear()
+        self._start(ctx)
         self._root = os.path.abspath(self.dir)
         self._cursors, self._by_path, self._ignored = [], {}, {}
         try:

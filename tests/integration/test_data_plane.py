@@ -85,6 +85,26 @@ def start_collector(cluster: Cluster, name: str, port: int, out: Path) -> Node:
     return node
 
 
+def start_agent(cluster: Cluster, src: Path, sink: str) -> Node:
+    """Node ``agent`` tailing ``src`` into ``sink``, once ACTIVE."""
+    node = cluster.node("agent")
+    cluster.config("agent", f'tail("{src}")', sink)
+    cluster.active("agent")
+    return node
+
+
+def tail_to_one_collector(cluster: Cluster, tmp_path: Path,
+                          agent_sink: str) -> tuple[Path, Node, Node, threading.Event]:
+    """A collector writing ``tmp_path/out`` and an agent tailing ``tmp_path/app.log`` with
+    ``agent_sink("127.0.0.1", port)``, then counters written at about 10,000 lines/s:
+    (out, collector, agent, set when the writer is done)."""
+    src, out, port = tmp_path / "app.log", tmp_path / "out", free_port()
+    src.touch()
+    collector = start_collector(cluster, "collector", port, out)
+    agent = start_agent(cluster, src, f'{agent_sink}("127.0.0.1", {port})')
+    return out, collector, agent, run_writer(src, pace=0.02)
+
+
 def run_writer(src: Path, **kw) -> threading.Event:
     done = threading.Event()
     threading.Thread(target=write_counters, args=(src,), kwargs={"done": done, **kw},
@@ -102,37 +122,16 @@ def expect_exactly_once(out: Path, timeout: float = 120) -> None:
     assert sorted(lines) == expected
 
 
-def test_e2e_collector_sigkilled_and_restarted_several_times(cluster, tmp_path):
-    src, out, port = tmp_path / "app.log", tmp_path / "out", free_port()
-    src.touch()
-    collector = start_collector(cluster, "collector", port, out)
-    cluster.node("agent")
-    cluster.config("agent", f'tail("{src}")', f'agentE2ESink("127.0.0.1", {port})')
-    cluster.active("agent")
-    done = run_writer(src, pace=0.02)
-    rnd = random.Random(3)
+@pytest.mark.parametrize("victim, seed, down", [("collector", 3, 0.5), ("agent", 5, 0.0)])
+def test_e2e_node_sigkilled_and_restarted_three_times(cluster, tmp_path, victim, seed, down):
+    out, collector, agent, done = tail_to_one_collector(cluster, tmp_path, "agentE2ESink")
+    node = collector if victim == "collector" else agent
+    rnd = random.Random(seed)
     for _ in range(3):
         time.sleep(rnd.uniform(0.5, 1.5))
-        collector.kill()
-        time.sleep(0.5)
-        collector = cluster.node("collector")
-    assert done.wait(120)
-    expect_exactly_once(out)
-
-
-def test_e2e_agent_sigkilled_and_restarted(cluster, tmp_path):
-    src, out, port = tmp_path / "app.log", tmp_path / "out", free_port()
-    src.touch()
-    start_collector(cluster, "collector", port, out)
-    agent = cluster.node("agent")
-    cluster.config("agent", f'tail("{src}")', f'agentE2ESink("127.0.0.1", {port})')
-    cluster.active("agent")
-    done = run_writer(src, pace=0.02)
-    rnd = random.Random(5)
-    for _ in range(3):
-        time.sleep(rnd.uniform(0.5, 1.5))
-        agent.kill()
-        agent = cluster.node("agent")
+        node.kill()
+        time.sleep(down)
+        node = cluster.node(victim)
     assert done.wait(120)
     expect_exactly_once(out)
 
@@ -143,10 +142,7 @@ def test_e2e_failover_to_second_collector(cluster, tmp_path):
     src.touch()
     c1 = start_collector(cluster, "c1", p1, out)
     start_collector(cluster, "c2", p2, out)
-    cluster.node("agent")
-    cluster.config("agent", f'tail("{src}")',
-                   f'agentE2EChain("127.0.0.1:{p1}", "127.0.0.1:{p2}")')
-    cluster.active("agent")
+    start_agent(cluster, src, f'agentE2EChain("127.0.0.1:{p1}", "127.0.0.1:{p2}")')
     done = run_writer(src, pace=0.02)
     time.sleep(1.0)
     c1.kill()  # c2 takes over; c1's unacknowledged groups are sent again
@@ -154,35 +150,26 @@ def test_e2e_failover_to_second_collector(cluster, tmp_path):
     expect_exactly_once(out)
 
 
-def test_dfo_collector_down_then_back_nothing_missing(cluster, tmp_path):
-    src, out, port = tmp_path / "app.log", tmp_path / "out", free_port()
-    src.touch()
-    collector = start_collector(cluster, "collector", port, out)
-    cluster.node("agent")
-    cluster.config("agent", f'tail("{src}")', f'agentDFOSink("127.0.0.1", {port})')
-    cluster.active("agent")
-    done = run_writer(src, pace=0.02)
+def collector_outage(cluster: Cluster, collector: Node, seconds: float) -> None:
+    """After a second of traffic, the collector is SIGKILLed and started again
+    ``seconds`` later."""
     time.sleep(1.0)
     collector.kill()
-    time.sleep(2.0)  # the agent spools to disk meanwhile
+    time.sleep(seconds)
     cluster.node("collector")
+
+
+def test_dfo_collector_down_then_back_nothing_missing(cluster, tmp_path):
+    out, collector, _, done = tail_to_one_collector(cluster, tmp_path, "agentDFOSink")
+    collector_outage(cluster, collector, 2.0)  # the agent spools to disk meanwhile
     assert done.wait(120)
     wait_until(lambda: set(output_lines(out)) >= {b"counter %07d" % i for i in range(N)},
                120, "every counter delivered")
 
 
 def test_be_missing_counters_equal_dropped(cluster, tmp_path):
-    src, out, port = tmp_path / "app.log", tmp_path / "out", free_port()
-    src.touch()
-    collector = start_collector(cluster, "collector", port, out)
-    cluster.node("agent")
-    cluster.config("agent", f'tail("{src}")', f'agentBESink("127.0.0.1", {port})')
-    cluster.active("agent")
-    done = run_writer(src, pace=0.02)
-    time.sleep(1.0)
-    collector.kill()
-    time.sleep(1.5)
-    cluster.node("collector")
+    out, collector, _, done = tail_to_one_collector(cluster, tmp_path, "agentBESink")
+    collector_outage(cluster, collector, 1.5)
     assert done.wait(120)
 
     def dropped() -> int | None:

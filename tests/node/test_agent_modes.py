@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,17 +17,12 @@ from node.errors import SinkError
 from node.event import Event
 from node.registry import build_sink, build_source
 from node.spec import parse_sink, parse_source
+from tests.conftest import free_port
 from tests.node.test_rpc import Drain, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
 FAST = "checkMs=50, maxMs=200"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Collector:
@@ -71,6 +65,15 @@ def opened(text: str, ctx):
     s = build_sink(parse_sink(text))
     s.open(ctx)
     return s
+
+
+def chain_over_two_collectors(make_ctx, chain: str):
+    """Collectors c1 and c2 and a ``chain`` sink (agentBEChain, agentDFOChain) over them,
+    c1 first, opened: (c1, c2, the sink)."""
+    c1, c2 = Collector(make_ctx("c1")), Collector(make_ctx("c2"))
+    sink = opened(f'{chain}("127.0.0.1:{c1.port}", "127.0.0.1:{c2.port}", {FAST})',
+                  make_ctx("agent"))
+    return c1, c2, sink
 
 
 # ---------------------------------------------------------------- best effort
@@ -120,10 +123,7 @@ def test_be_with_no_collector_at_all_opens_and_drops(ctx):
 
 
 def test_be_chain_fails_over_without_loss_and_returns_to_the_primary(make_ctx):
-    ctx = make_ctx("agent")
-    c1, c2 = Collector(make_ctx("c1")), Collector(make_ctx("c2"))
-    agent = opened(f'agentBEChain("127.0.0.1:{c1.port}", "127.0.0.1:{c2.port}", {FAST})',
-                   ctx)
+    c1, c2, agent = chain_over_two_collectors(make_ctx, "agentBEChain")
     agent.append(numbered(0, 10))
     assert agent.wait_sent()
     c1.stop()
@@ -278,10 +278,7 @@ def test_dfo_survives_sigkill_of_the_agent_process(make_ctx, tmp_path):
 
 
 def test_dfo_chain_fails_over_to_the_second_collector(make_ctx):
-    ctx = make_ctx("agent")
-    c1, c2 = Collector(make_ctx("c1")), Collector(make_ctx("c2"))
-    agent = opened(f'agentDFOChain("127.0.0.1:{c1.port}", "127.0.0.1:{c2.port}", {FAST})',
-                   ctx)
+    c1, c2, agent = chain_over_two_collectors(make_ctx, "agentDFOChain")
     agent.append(numbered(0, 10))
     c1.stop()
     agent.append(numbered(10, 10))
@@ -315,7 +312,10 @@ def test_disk_failover_over_an_rpc_sink_that_cannot_open(make_ctx):
     col.stop()
 
 
-def test_a_corrupt_spool_tail_is_reported_not_replayed(make_ctx):
+def replay_damaged_spool(make_ctx, damage):
+    """Spools events 0-29 as three records with the collector down, rewrites the spool
+    segment as ``damage(bytes)`` returns it, then starts the collector and reopens the
+    sink: (collector, sink) once 20 events arrived and one record was counted corrupt."""
     ctx = make_ctx("agent")
     col = Collector(make_ctx("collector"), start=False)
     spec = f'diskFailover(200, 50) rpcSink("127.0.0.1", {col.port})'
@@ -325,11 +325,15 @@ def test_a_corrupt_spool_tail_is_reported_not_replayed(make_ctx):
     sink.close()
     [seg] = spool_files(ctx)
     path = ctx.data_dir / "dfo" / seg
-    data = path.read_bytes()
-    path.write_bytes(data[:-5])                    # a torn last record
+    path.write_bytes(damage(path.read_bytes()))
     col.start()
     sink = opened(spec, ctx)
     wait_for(lambda: len(col.events()) == 20 and sink.metrics.get("corrupt") == 1, 10)
+    return col, sink
+
+
+def test_a_corrupt_spool_tail_is_reported_not_replayed(make_ctx):
+    col, sink = replay_damaged_spool(make_ctx, lambda data: data[:-5])  # a torn last record
     sink.append(numbered(100, 1))
     wait_for(lambda: len(col.events()) == 21)
     assert col.bodies() == list(range(20)) + [100]
@@ -337,22 +341,15 @@ def test_a_corrupt_spool_tail_is_reported_not_replayed(make_ctx):
     col.stop()
 
 
+def flip_a_middle_byte(data: bytes) -> bytes:
+    """``data`` with the byte in its middle inverted (inside the second record's payload)."""
+    damaged = bytearray(data)
+    damaged[len(damaged) // 2] ^= 0xFF
+    return bytes(damaged)
+
+
 def test_a_record_failing_its_checksum_is_dropped_and_counted(make_ctx):
-    ctx = make_ctx("agent")
-    col = Collector(make_ctx("collector"), start=False)
-    spec = f'diskFailover(200, 50) rpcSink("127.0.0.1", {col.port})'
-    sink = opened(spec, ctx)
-    for i in range(0, 30, 10):
-        sink.append(numbered(i, 10))
-    sink.close()
-    [seg] = spool_files(ctx)
-    path = ctx.data_dir / "dfo" / seg
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF                  # inside the second record's payload
-    path.write_bytes(bytes(data))
-    col.start()
-    sink = opened(spec, ctx)
-    wait_for(lambda: len(col.events()) == 20 and sink.metrics.get("corrupt") == 1, 10)
+    col, sink = replay_damaged_spool(make_ctx, flip_a_middle_byte)
     assert col.bodies() == list(range(10)) + list(range(20, 30))
     sink.close()
     col.stop()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
@@ -11,6 +10,7 @@ from node.errors import SpecError
 from node.registry import build_source
 from node.sources.spooldir import SpoolDirSource
 from node.spec import parse_source
+from tests.node.reading import commit, poll_until, read_n, read_quiet
 
 
 def lines(a: int, b: int, tag: bytes = b"l") -> bytes:
@@ -30,44 +30,6 @@ def drop(d, name: str, data: bytes, mtime: int | None = None) -> None:
     os.rename(tmp, d / name)
 
 
-def read_n(src, n: int, timeout: float = 5.0) -> list[bytes]:
-    out: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n and time.monotonic() < deadline:
-        batch = src.next_batch(0.05)
-        if batch:
-            out.extend(e.body for e in batch)
-    return out
-
-
-def poll_until(src, cond, timeout: float = 5.0) -> list[bytes]:
-    """Keep polling ``src`` until ``cond()``; returns any bodies read meanwhile."""
-    out: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    while not cond() and time.monotonic() < deadline:
-        batch = src.next_batch(0.05)
-        if batch:
-            out.extend(e.body for e in batch)
-    return out
-
-
-def commit(ctx, src) -> None:
-    ctx.store.commit([Checkpoint(src.checkpoint())])
-
-
-@pytest.fixture
-def opened():
-    srcs = []
-
-    def open_(src, ctx):
-        src.open(ctx)
-        srcs.append(src)
-        return src
-    yield open_
-    for s in srcs:
-        s.close()
-
-
 def test_happy_path_renames_only_after_commit(ctx, tmp_path, opened):
     d = tmp_path / "spool"
     d.mkdir()
@@ -79,7 +41,7 @@ def test_happy_path_renames_only_after_commit(ctx, tmp_path, opened):
     src = opened(SpoolDirSource(str(d), r".*\.csv"), ctx)
     assert read_n(src, 6) == bodies(0, 5) + [b"no newline"]
     # Read, but not durable yet: nothing renamed.
-    assert poll_until(src, lambda: False, 0.3) == []
+    assert read_quiet(src, 0.3) == []
     assert (d / "a.csv").exists() and (d / "b.csv").exists()
     cp = src.checkpoint()
     assert cp["spool:" + str(d / "a.csv")]["done"] is True
@@ -132,7 +94,7 @@ def test_done_committed_before_stop_is_renamed_not_reread(make_ctx, tmp_path, op
     assert (d / "a.log").exists()
     src2 = opened(SpoolDirSource(str(d)), make_ctx("n1"))
     assert (d / "a.log.COMPLETED").exists()     # renamed at open
-    assert poll_until(src2, lambda: False, 0.3) == []
+    assert read_quiet(src2, 0.3) == []
 
 
 def test_offset_at_end_counts_as_done(make_ctx, tmp_path, opened):
@@ -147,7 +109,7 @@ def test_offset_at_end_counts_as_done(make_ctx, tmp_path, opened):
         "ino": st.st_ino, "mtime": st.st_mtime_ns, "offset": st.st_size,
         "fp": lines(0, 4)[-64:].hex(), "done": False}})
     src = opened(SpoolDirSource(str(d)), make_ctx("n1"))
-    assert poll_until(src, lambda: False, 0.3) == []
+    assert read_quiet(src, 0.3) == []
     assert (d / "a.log.COMPLETED").exists()
 
 

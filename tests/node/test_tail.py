@@ -5,16 +5,17 @@ import os
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from node.checkpoint import Checkpoint
 from node.clock import ManualClock
 from node.errors import SpecError
 from node.registry import build_source
 from node.sources import tail as tail_mod
 from node.sources.tail import MultiTailSource, TailDirSource, TailSource
 from node.spec import parse_source
+from tests.node.reading import commit, read_events, read_n, read_quiet
 
 
 def lines(a: int, b: int) -> bytes:
@@ -30,43 +31,29 @@ def append(path, data: bytes) -> None:
         f.write(data)
 
 
-def read_n(src, n: int, timeout: float = 5.0) -> list[bytes]:
-    """Bodies from ``src`` until ``n`` arrived or the deadline passed."""
-    out: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n and time.monotonic() < deadline:
-        batch = src.next_batch(0.05)
-        if batch:
-            out.extend(e.body for e in batch)
-    return out
+def read_commit_and_stop(make_ctx, opened, f) -> None:
+    """Lines 0-9 in ``f``, read by a tail of node n1, its position committed, the tail
+    closed: what the restart tests start from."""
+    f.write_bytes(lines(0, 10))
+    ctx = make_ctx("n1")
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 10) == bodies(0, 10)
+    commit(ctx, src)
+    src.close()
 
 
-def read_quiet(src, seconds: float = 0.3) -> list[bytes]:
-    """Everything ``src`` returns within ``seconds`` (to check that nothing more comes)."""
-    out: list[bytes] = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        batch = src.next_batch(0.05)
-        if batch:
-            out.extend(e.body for e in batch)
-    return out
-
-
-def commit(ctx, src) -> None:
-    ctx.store.commit([Checkpoint(src.checkpoint())])
-
-
-@pytest.fixture
-def opened():
-    srcs = []
-
-    def open_(src, ctx):
-        src.open(ctx)
-        srcs.append(src)
-        return src
-    yield open_
-    for s in srcs:
-        s.close()
+def lag_behind_a_rotation(ctx, opened, tmp_path) -> tuple[TailSource, Path, list[bytes]]:
+    """A tail of ``a.log`` still busy with its 20,000 lines when the file is renamed to
+    ``a.log.1`` and a new ``a.log`` of 10 lines appears: (the tail, the path of a.log,
+    the bodies it returned so far)."""
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 20_000))
+    src = opened(TailSource(str(f)), ctx)
+    got = [e.body for e in src.next_batch(1)]
+    os.rename(f, tmp_path / "a.log.1")
+    f.write_bytes(lines(20_000, 20_010))
+    got += [e.body for e in src.next_batch(1)]
+    return src, f, got
 
 
 # ---------------------------------------------------------------- basics
@@ -81,10 +68,7 @@ def test_lines_and_incomplete_last_record(ctx, tmp_path, opened):
     assert pos["offset"] == 8 and pos["ino"] == os.stat(f).st_ino
     assert bytes.fromhex(pos["fp"]) == b"one\ntwo\n"
     append(f, b"ee\n\nfour\n")
-    batch = []
-    deadline = time.monotonic() + 5
-    while len(batch) < 3 and time.monotonic() < deadline:
-        batch.extend(src.next_batch(0.05) or [])
+    batch = read_events(src, 3)
     assert [e.body for e in batch] == [b"three", b"", b"four"]
     assert all(e.attrs == {"tailSrcFile": b"a.log"} for e in batch)
     assert src.checkpoint()["tail:" + str(f)]["offset"] == f.stat().st_size
@@ -130,12 +114,7 @@ def test_start_from_end(ctx, tmp_path, opened):
 
 def test_start_from_end_ignored_with_saved_position(make_ctx, tmp_path, opened):
     f = tmp_path / "a.log"
-    f.write_bytes(lines(0, 10))
-    ctx = make_ctx("n1")
-    src = opened(TailSource(str(f)), ctx)
-    assert read_n(src, 10) == bodies(0, 10)
-    commit(ctx, src)
-    src.close()
+    read_commit_and_stop(make_ctx, opened, f)
     append(f, lines(10, 15))
     src2 = opened(TailSource(str(f), True), make_ctx("n1"))
     assert read_n(src2, 5) == bodies(10, 15)
@@ -272,13 +251,7 @@ def test_lagging_follower_keeps_every_rotated_file(ctx, tmp_path, opened, monkey
     """Two rename rotations while the follower is still busy with the first file: the
     file in between is not skipped."""
     monkeypatch.setattr(tail_mod, "POLL", 0.0)      # check the path on every poll
-    f = tmp_path / "a.log"
-    f.write_bytes(lines(0, 20_000))
-    src = opened(TailSource(str(f)), ctx)
-    got = [e.body for e in src.next_batch(1)]
-    os.rename(f, tmp_path / "a.log.1")
-    f.write_bytes(lines(20_000, 20_010))
-    got += [e.body for e in src.next_batch(1)]
+    src, f, got = lag_behind_a_rotation(ctx, opened, tmp_path)
     assert src.metrics.get("rotations") == 1
     os.rename(tmp_path / "a.log.1", tmp_path / "a.log.2")
     os.rename(f, tmp_path / "a.log.1")
@@ -290,13 +263,7 @@ def test_lagging_follower_keeps_every_rotated_file(ctx, tmp_path, opened, monkey
 def test_lagging_follower_recovers_copytruncated_next_file(ctx, tmp_path, opened,
                                                            monkeypatch):
     monkeypatch.setattr(tail_mod, "POLL", 0.0)
-    f = tmp_path / "a.log"
-    f.write_bytes(lines(0, 20_000))
-    src = opened(TailSource(str(f)), ctx)
-    got = [e.body for e in src.next_batch(1)]
-    os.rename(f, tmp_path / "a.log.1")
-    f.write_bytes(lines(20_000, 20_010))
-    got += [e.body for e in src.next_batch(1)]      # sees the new file and its head
+    src, f, got = lag_behind_a_rotation(ctx, opened, tmp_path)   # sees the new file's head
     append(f, lines(20_010, 20_012))
     os.rename(tmp_path / "a.log.1", tmp_path / "a.log.2")
     shutil.copyfile(f, tmp_path / "a.log.1")        # copytruncate of the file not reached
@@ -426,12 +393,7 @@ def test_restart_resumes_without_loss_or_repeat(make_ctx, tmp_path, opened):
 
 def test_rotated_while_stopped_is_finished_first(make_ctx, tmp_path, opened):
     f = tmp_path / "a.log"
-    f.write_bytes(lines(0, 10))
-    ctx = make_ctx("n1")
-    src = opened(TailSource(str(f)), ctx)
-    assert read_n(src, 10) == bodies(0, 10)
-    commit(ctx, src)
-    src.close()
+    read_commit_and_stop(make_ctx, opened, f)
     append(f, lines(10, 15))
     os.rename(f, tmp_path / "a.log.1")
     (tmp_path / "a.log.2").write_bytes(lines(0, 10))   # same name pattern, other inode
@@ -443,12 +405,7 @@ def test_rotated_while_stopped_is_finished_first(make_ctx, tmp_path, opened):
 
 def test_rotated_away_while_stopped_reads_new_file(make_ctx, tmp_path, opened, caplog):
     f = tmp_path / "a.log"
-    f.write_bytes(lines(0, 10))
-    ctx = make_ctx("n1")
-    src = opened(TailSource(str(f)), ctx)
-    assert read_n(src, 10) == bodies(0, 10)
-    commit(ctx, src)
-    src.close()
+    read_commit_and_stop(make_ctx, opened, f)
     os.unlink(f)
     f.write_bytes(lines(50, 53))
     src2 = opened(TailSource(str(f)), make_ctx("n1"))
@@ -458,12 +415,7 @@ def test_rotated_away_while_stopped_reads_new_file(make_ctx, tmp_path, opened, c
 
 def test_copytruncated_while_stopped(make_ctx, tmp_path, opened):
     f = tmp_path / "a.log"
-    f.write_bytes(lines(0, 10))
-    ctx = make_ctx("n1")
-    src = opened(TailSource(str(f)), ctx)
-    assert read_n(src, 10) == bodies(0, 10)
-    commit(ctx, src)
-    src.close()
+    read_commit_and_stop(make_ctx, opened, f)
     append(f, lines(10, 15))
     shutil.copyfile(f, tmp_path / "a.log.1")
     with open(f, "r+b") as fh:
@@ -481,10 +433,7 @@ def test_multitail(ctx, tmp_path, opened):
     a.write_bytes(b"a1\na2\n")
     src = opened(MultiTailSource(str(a), str(b)), ctx)
     b.write_bytes(b"b1\n")
-    got = []
-    deadline = time.monotonic() + 5
-    while len(got) < 3 and time.monotonic() < deadline:
-        got.extend(src.next_batch(0.05) or [])
+    got = read_events(src, 3)
     assert sorted((e.attrs["tailSrcFile"], e.body) for e in got) == [
         (b"a.log", b"a1"), (b"a.log", b"a2"), (b"b.log", b"b1")]
     cp = src.checkpoint()
@@ -492,11 +441,7 @@ def test_multitail(ctx, tmp_path, opened):
 
 
 def _read_dir(src, n, timeout=5.0):
-    got = []
-    deadline = time.monotonic() + timeout
-    while len(got) < n and time.monotonic() < deadline:
-        got.extend(src.next_batch(0.05) or [])
-    return sorted((e.attrs["tailSrcFile"], e.body) for e in got)
+    return sorted((e.attrs["tailSrcFile"], e.body) for e in read_events(src, n, timeout))
 
 
 def test_tail_dir(ctx, tmp_path, opened):

@@ -1,0 +1,36 @@
+"""A bound stdlib ``ThreadingHTTPServer`` served on a daemon thread: the node's status page
+and ``httpSource``."""
+from __future__ import annotations
+
+import threading
+from http.server import ThreadingHTTPServer
+
+
+class HttpServerThread:
+    """Serves ``server`` (already bound; ``port`` is where) from :meth:`start` until
+    :meth:`stop`, on a daemon thread named ``name`` + the port; each request runs on a
+    daemon thread of its own."""
+
+    def __init__(self, server: ThreadingHTTPServer, name: str, poll_interval: float):
+        server.daemon_threads = True
+        self.server: ThreadingHTTPServer | None = server
+        self.port: int = server.server_address[1]
+        self.name = name
+        self.poll_interval = poll_interval
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.server.serve_forever,
+                                        kwargs={"poll_interval": self.poll_interval},
+                                        name=f"{self.name}{self.port}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving, close the socket and join the thread (5 s at most); idempotent."""
+        server, self.server = self.server, None
+        if server is not None:
+            if self._thread is not None:   # shutdown() waits for a serve_forever
+                server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)

@@ -267,9 +267,9 @@ class GroupSender:
 
     ``claim_holder(seq)`` tells which collector id holds a group's claim (None: nobody).
     ``reclaim(seq, holder) -> bool`` (optional) deletes the claim of a collector whose
-    connection failed and whose port now refuses connections (``transport.refuses``: its
-    process is gone), so the group goes to the next collector at once instead of when that
-    collector's ZooKeeper session expires. Collector ids are learned from OK answers
+    port now refuses connections (``transport.refuses``: its process is gone), so the
+    group goes to the next collector at once instead of when that collector's ZooKeeper
+    session expires. Collector ids are learned from OK answers
     (``"taken by <id>"``)."""
 
     PROBE_FIRST, PROBE_MAX = 0.5, 5.0        # seconds between checks of a foreign claim
@@ -283,7 +283,6 @@ class GroupSender:
         self.agent = agent
         self.reclaim = reclaim
         self._ids: dict[int, str] = {}        # endpoint -> collector id (from OK answers)
-        self._down: dict[int, float] = {}     # endpoint -> when its connection failed
         self._refusing: dict[int, tuple[float, bool]] = {}   # probe results, cached
         self.lanes = max(1, lanes)
         self.wal = wal
@@ -325,7 +324,6 @@ class GroupSender:
         with self._cond:
             now = self.clock.monotonic()
             n = 0
-            self._down[endpoint] = now
             for p in self._pending.values():
                 if p.state == "sent" and p.endpoint == endpoint:
                     self._schedule(p, now)
@@ -474,7 +472,6 @@ class GroupSender:
                     self._schedule(p, now + self.retransmit)
                 if message.startswith(TAKEN_BY):
                     self._ids[endpoint] = message[len(TAKEN_BY):]
-                self._down.pop(endpoint, None)
         elif status == RETRY:
             self.metrics.add("retries")
             with self._cond:
@@ -497,17 +494,17 @@ class GroupSender:
 
 
     def _reclaimed(self, p: _Pending, holder: str) -> bool:
-        """``holder`` claims ``p``: if it is a collector whose connection failed and whose
-        port now refuses connections (its process is gone), delete the claim. True if the
+        """``holder`` claims ``p``: if it is a collector of the chain whose port now refuses
+        connections (nothing listens: its process is gone), delete the claim. True if the
         group can be sent again now."""
         refuses = getattr(self.transport, "refuses", None)
         if self.reclaim is None or refuses is None:
             return False
         with self._cond:
-            gone_endpoints = [e for e in self._down if self._ids.get(e) == holder]
-        if not gone_endpoints:
+            endpoints = [e for e, cid in self._ids.items() if cid == holder]
+        if not endpoints:
             return False
-        e = gone_endpoints[0]
+        e = endpoints[0]
         now = self.clock.monotonic()
         when, refused = self._refusing.get(e, (-1.0, False))
         if now - when > self.PROBE_FIRST:
@@ -577,6 +574,10 @@ class CollectorState:
         # the flow's source is a collectorSource: its events have no source position to
         # be read again from, so a crashed run's files without E2E groups are salvaged
         self.rpc_source = False
+        # set by the collectorSource for each batch it returns (driver thread): True if
+        # it holds E2E groups, False if not; None: not known (collectorSink then treats
+        # it as possibly holding groups)
+        self.batch_has_groups: bool | None = None
 
     def forget(self, groups) -> None:
         with self.lock:

@@ -17,6 +17,10 @@ when complete. Formats: any output format (default ``raw``); ``compression``: ``
   acknowledgements from ZooKeeper. A roll period is cut short once it holds ``maxGroups``
   groups (the transaction stays well below ZooKeeper's request size limit). At start,
   recorded commits are rolled forward.
+* Under a ``collectorSource`` with ZooKeeper, batches without E2E groups (best effort,
+  disk failover: the source never mixes them with groups in one batch) go to the roll
+  period's own *plain* files, so a group file discarded (refused commit) or deleted after
+  a crash never takes them along; plain files are salvaged after a crash.
 * Every append is handed to the OS at once (flushed), and every hidden file is listed in a
   local journal (``<node data>/collector/hidden-files``) before data goes into it. At start,
   the hidden files of a crashed run are deleted -- except, under ZooKeeper with a
@@ -43,6 +47,7 @@ from ..errors import SinkError
 from ..formats import Compression, OutputFormat
 from ..registry import sink
 from ..decorators.collector import CollectorRoll
+from ..decorators.roll import ROLLTAG
 from .dfs import _FINAL_LOCK, DfsSink
 
 log = logging.getLogger(__name__)
@@ -51,12 +56,15 @@ MAX_GROUPS = 500
 
 
 class _CollectorDfs(DfsSink):
-    """One roll period's files; commits them through the collector's :class:`Committer`."""
+    """One roll period's files; commits them through the collector's :class:`Committer`.
+    ``plain``: the period's files for batches known to hold no E2E group (never tainted,
+    so salvaged after a crash)."""
 
-    def __init__(self, target: str, owner: "CollectorSink"):
+    def __init__(self, target: str, owner: "CollectorSink", plain: bool = False):
         super().__init__(target, None, owner.format, compression=owner.compression,
                          utc=owner.utc)
         self.owner = owner
+        self.plain = plain
         self.groups = 0
         self.published = False
         self.tainted = False      # may hold E2E group events: never salvaged
@@ -70,7 +78,7 @@ class _CollectorDfs(DfsSink):
         if st is None:
             super().append(events)
             return
-        if st.held and not self.tainted:
+        if st.held and not self.tainted and not self.plain:
             # A group is in flight, so this batch may hold its events: recorded before
             # they are written, so a crashed run's file is never salvaged with them.
             self.tainted = True
@@ -170,6 +178,8 @@ class CollectorSink(CollectorRoll):
         self.committer: Committer | None = None
         self._positions_lost = False
         self._closed = False
+        self._plain: _CollectorDfs | None = None   # this period's files without groups
+        self._plain_tag = b""
 
     def _new_instance(self) -> _CollectorDfs:
         return _CollectorDfs(self.target, self)
@@ -189,12 +199,20 @@ class CollectorSink(CollectorRoll):
         self.committer.recover()
         super().open(ctx)
 
+    def children(self):
+        plain = self._plain
+        return super().children() + ([plain] if plain is not None else [])
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         try:
-            super().close()
+            try:
+                super().close()
+            finally:
+                with self._lock:
+                    self._close_plain()
         finally:
             if self.committer is not None:
                 try:
@@ -204,6 +222,54 @@ class CollectorSink(CollectorRoll):
             self._leave()
 
     # ------------------------------------------------------------------ data path
+
+    def append(self, events) -> None:
+        st = self.state
+        if st is None or st.batch_has_groups is not False:
+            super().append(events)
+            return
+        # A batch the collectorSource knows holds no E2E group: into this period's plain
+        # files, which never share a fate with group files (a refused or crashed commit
+        # of those does not take these events with it; they are salvaged after a crash).
+        with self._lock:
+            if self._time_due():
+                self._roll()
+            plain = self._plain
+            if plain is None:
+                plain = _CollectorDfs(self.target, self, plain=True)
+                try:
+                    plain.open(self.ctx)
+                except Exception as exc:
+                    self.metrics.add("errors")
+                    raise SinkError(f"collectorSink: cannot open a file: {exc}") from exc
+                self._plain = plain
+                self._plain_tag = self._tagger.new_tag(self.ctx.clock.now_ms())
+            tag = self._plain_tag
+            for e in events:
+                e.attrs[ROLLTAG] = tag
+            plain.append(events)
+            self.metrics.add("events_in", len(events))
+            self.metrics.add("plain_events", len(events))
+
+    def _roll(self) -> None:
+        self._close_plain()
+        super()._roll()
+
+    def _close_plain(self) -> None:
+        """Complete this period's plain files (lock held). A failure leaves them hidden
+        and listed in the journal: the next start salvages them."""
+        plain, self._plain = self._plain, None
+        if plain is None:
+            return
+        try:
+            plain.close()
+        except Exception as exc:
+            self.metrics.add("rollfails")
+            self.metrics.add("errors")
+            log.error("collectorSink: files without E2E groups could not be completed (%s); "
+                      "they stay hidden and are salvaged at the next start", exc)
+        else:
+            self.metrics.add("rolls")
 
     def positions_lost(self) -> None:
         """A discarded file held events of ordinary (non-E2E) sources: later positions

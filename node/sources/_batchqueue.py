@@ -127,15 +127,21 @@ class BatchQueue:
             if self._closed:
                 return None
             seq, out = self._items.popleft()
+            first = seq
             if len(out) < self.max_batch and self._items:
                 out = list(out)
-                while self._items and len(out) + len(self._items[0][1]) <= self.max_batch:
+                while (self._items and len(out) + len(self._items[0][1]) <= self.max_batch
+                       and self._joinable(first, self._items[0][0])):
                     seq, more = self._items.popleft()
                     out.extend(more)
             self._size -= len(out)
             self._taken = seq
             self._cond.notify_all()
             return out
+
+    def _joinable(self, first: int, seq: int) -> bool:
+        """May batch ``seq`` be merged into a ``get`` that started with batch ``first``?"""
+        return True
 
     def wake(self) -> None:
         """Wake blocked ``get`` callers so they re-check their ``cancelled`` condition."""

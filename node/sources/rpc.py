@@ -62,6 +62,8 @@ class _TaggedQueue(BatchQueue):
     def __init__(self, capacity: int, max_batch: int):
         super().__init__(capacity, max_batch)
         self._tags: list[tuple[int, dict]] = []
+        self._tagged: set[int] = set()   # sequence numbers of the tagged batches
+        self.last_tagged = False         # the batches the last ``get`` returned had tags
         self._done = 0          # every batch up to this sequence number was appended
         self._closed_at = 0.0
 
@@ -92,13 +94,27 @@ class _TaggedQueue(BatchQueue):
         tag = getattr(_local, "tag", None)
         if tag:
             self._tags.append((seq, tag))
+            self._tagged.add(seq)
         return seq
+
+    def _joinable(self, first: int, seq: int) -> bool:
+        """Tagged and untagged batches are never merged into one ``get``: a consumer can
+        tell batches holding E2E groups from the others (:attr:`last_tagged`)."""
+        return (first in self._tagged) == (seq in self._tagged)
+
+    def get(self, timeout: float, cancelled=None):
+        out = super().get(timeout, cancelled)
+        if out:
+            with self._cond:
+                self.last_tagged = self._taken in self._tagged
+        return out
 
     def withdraw(self, seq: int) -> bool:
         gone = super().withdraw(seq)
         if gone:
             with self._cond:
                 self._tags = [t for t in self._tags if t[0] != seq]
+                self._tagged.discard(seq)
         return gone
 
     def taken_tags(self) -> dict:
@@ -111,6 +127,7 @@ class _TaggedQueue(BatchQueue):
                 if seq > taken:
                     break
                 out.update(tag)
+                self._tagged.discard(seq)
                 n += 1
             del self._tags[:n]
             return out
@@ -121,6 +138,7 @@ class _TaggedQueue(BatchQueue):
         super().close()
         with self._cond:
             self._tags = []
+            self._tagged.clear()
 
 
 class _Handler:
@@ -248,6 +266,9 @@ class RpcSource(ServerSource):
         out = q.get(timeout)
         if out:
             self._count("events_in", len(out))
+            groups = self._groups
+            if groups is not None:    # tells collectorSink where this batch may go
+                groups.state.batch_has_groups = q.last_tagged
         return out
 
     def checkpoint(self) -> dict:

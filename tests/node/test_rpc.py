@@ -320,6 +320,33 @@ def test_checkpoint_returns_the_updates_of_returned_batches(ctx, rpc_source):
     assert answers["b"] is True and answers["c"] is True
 
 
+def test_batches_with_and_without_groups_are_never_merged(ctx, rpc_source):
+    threads = []
+
+    def enqueue(name, updates):
+        t = threading.Thread(target=rpc_source._enqueue, args=([Event(name)], updates))
+        threads.append(t)
+        t.start()
+        wait_for(lambda: len(rpc_source._queue) == len(threads))
+    enqueue(b"plain-1", None)
+    enqueue(b"plain-2", None)
+    enqueue(b"group-1", {"e2e:ag:1": 1})
+    enqueue(b"group-2", {"e2e:ag:2": 2})
+    enqueue(b"plain-3", None)
+    got = []
+    while len(got) < 3:
+        batch = rpc_source.next_batch(1)
+        if batch:
+            got.append(([e.body for e in batch], rpc_source._queue.last_tagged,
+                        rpc_source.checkpoint()))
+    assert got == [([b"plain-1", b"plain-2"], False, {}),
+                   ([b"group-1", b"group-2"], True, {"e2e:ag:1": 1, "e2e:ag:2": 2}),
+                   ([b"plain-3"], False, {})]
+    rpc_source.next_batch(0.01)          # marks the last one done
+    for t in threads:
+        t.join(5)
+
+
 def test_withdrawn_batch_updates_never_reported(ctx):
     src = build_source(parse_source('rpcSource(0, bind="127.0.0.1", timeoutMs=100)'))
     src.open(ctx)

@@ -377,17 +377,28 @@ class Proxy:
         self.sock.close()
 
 
-def test_resend_to_second_collector_while_first_holds_claims(cluster, channel, store):
-    col_a = cluster.collector("colP", roll_ms=3000)
-    col_b = cluster.collector("colQ", roll_ms=200)
+def first_wave_through_a_proxy(cluster, channel, names: str, roll_a: int, n: int,
+                               store_a=None):
+    """Collectors A (behind a :class:`Proxy`, rolling every ``roll_a`` ms) and B, an agent
+    chaining them, and a first wave of ``n`` events that A took; ``names`` is
+    "colA colB agent prefix"."""
+    a, b, agent_name, prefix = names.split()
+    col_a = cluster.collector(a, roll_ms=roll_a, store=store_a)
+    col_b = cluster.collector(b, roll_ms=200)
     proxy = Proxy(port_of(col_a))
     agent = cluster.agent(
-        "agent3", channel,
+        agent_name, channel,
         f'agentE2EChain("127.0.0.1:{proxy.port}", "127.0.0.1:{port_of(col_b)}")')
-    first = bodies("retry", 0, 5000)
+    first = bodies(prefix, 0, n)
     memory.push(channel, first)
     wait_until(lambda: sink_metrics(col_a).get("events_in", 0) >= len(first),
                what="A took the first wave")
+    return col_a, proxy, agent, first
+
+
+def test_resend_to_second_collector_while_first_holds_claims(cluster, channel, store):
+    col_a, proxy, agent, first = first_wave_through_a_proxy(
+        cluster, channel, "colP colQ agent3 retry", 3000, 5000)
     proxy.cut()                # A is alive and holds the claims; the agent cannot reach it
     second = bodies("retry", 5000, 5000)
     memory.push(channel, second)
@@ -407,16 +418,8 @@ def test_claims_of_a_vanished_collector_are_taken_back_at_once(cluster, channel,
     at once, without waiting for the session to expire. Exactly once even though A is in
     fact alive here and later tries to commit the same groups."""
     client_a, store_a = cluster.collector_store()
-    col_a = cluster.collector("colV", roll_ms=60_000, store=store_a)
-    col_b = cluster.collector("colW", roll_ms=200)
-    proxy = Proxy(port_of(col_a))
-    agent = cluster.agent(
-        "agent-v", channel,
-        f'agentE2EChain("127.0.0.1:{proxy.port}", "127.0.0.1:{port_of(col_b)}")')
-    first = bodies("vanish", 0, 3000)
-    memory.push(channel, first)
-    wait_until(lambda: sink_metrics(col_a).get("events_in", 0) >= len(first),
-               what="A took the first wave")
+    col_a, proxy, agent, first = first_wave_through_a_proxy(
+        cluster, channel, "colV colW agent-v vanish", 60_000, 3000, store_a)
     proxy.vanish()
     second = bodies("vanish", 3000, 3000)
     memory.push(channel, second)
@@ -656,10 +659,21 @@ def test_a_restarted_collector_takes_over_its_previous_runs_claims(cluster, stor
 
 # ---------------------------------------------------------------------- salvage
 
+def crash_while_committing(col: LogicalNode, monkeypatch) -> None:
+    """The collector 'dies' at its next roll, before anything is made final."""
+    from node.sinks.collector_sink import _CollectorDfs
+
+    def crash(*a, **kw):
+        raise KeyboardInterrupt("killed")
+    monkeypatch.setattr(_CollectorDfs, "_publish", crash)
+    with pytest.raises(KeyboardInterrupt):
+        col._flow.sink.roll_now()
+    monkeypatch.undo()
+
+
 def test_crashed_collector_salvages_files_without_groups(cluster, store, monkeypatch):
     """Best-effort / disk-failover batches (no E2E group) that a collector had taken when
     it died are made final at its next start instead of being lost."""
-    from node.sinks.collector_sink import _CollectorDfs
     client_a, store_a = cluster.collector_store()
     col = cluster.collector("colS", roll_ms=60_000, store=store_a)
     rpc = RpcClient("127.0.0.1", port_of(col), timeout=10)
@@ -672,13 +686,7 @@ def test_crashed_collector_salvages_files_without_groups(cluster, store, monkeyp
     assert len(hidden) == 1
     with open(hidden[0], "ab") as f:
         f.write(b"torn-half-li")            # a write cut short by the kill
-
-    def crash(*a, **kw):
-        raise KeyboardInterrupt("killed")
-    monkeypatch.setattr(_CollectorDfs, "_publish", crash)
-    with pytest.raises(KeyboardInterrupt):
-        col._flow.sink.roll_now()
-    monkeypatch.undo()
+    crash_while_committing(col, monkeypatch)
     client_a.stop()
     assert not output_lines(cluster.out)
     _, store_a2 = cluster.collector_store()
@@ -693,7 +701,6 @@ def test_plain_batches_survive_a_crash_that_loses_the_group_file(cluster, store,
     """Best-effort batches and E2E groups reach one collector at the same time; it dies
     before committing. The plain batches were kept apart from the groups, so they are
     salvaged at the next start; the groups come back from their senders, exactly once."""
-    from node.sinks.collector_sink import _CollectorDfs
     client_a, store_a = cluster.collector_store()
     col = cluster.collector("colM", roll_ms=60_000, store=store_a)
     rpc = RpcClient("127.0.0.1", port_of(col), timeout=10)
@@ -710,13 +717,7 @@ def test_plain_batches_survive_a_crash_that_loses_the_group_file(cluster, store,
     wait_until(lambda: sink_metrics(col).get("events_in", 0) >= 3000)
     assert sink_metrics(col).get("plain_events", 0) == len(plain)
     assert len(list(cluster.out.rglob(".*.tmp"))) == 2       # one plain, one group file
-
-    def crash(*a, **kw):
-        raise KeyboardInterrupt("killed")
-    monkeypatch.setattr(_CollectorDfs, "_publish", crash)
-    with pytest.raises(KeyboardInterrupt):
-        col._flow.sink.roll_now()
-    monkeypatch.undo()
+    crash_while_committing(col, monkeypatch)
     client_a.stop()                       # the session ends: the group claims go
     rpc.close()
     _, store_a2 = cluster.collector_store()

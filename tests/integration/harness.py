@@ -91,9 +91,12 @@ class Master(Proc):
 
 
 class Node(Proc):
+    """A node process; its own status page is on ``http_port``."""
+
     def __init__(self, tmp: Path, zk: str, root: str, name: str = "p1"):
         self.name = name
+        self.http_port = free_port()
         args = ["--log-level", "INFO", "node", "-n", name, "--zk", zk, "--zk-root", root,
                 "--data-dir", str(tmp / f"node-data-{name}"), "--http-port",
-                str(free_port())]
+                str(self.http_port)]
         super().__init__(args, tmp / f"node-{name}.log")

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import time
 
+import httpx
 import pytest
 
 from .harness import Master, Node, wait_until
@@ -119,3 +121,45 @@ def test_writes_need_token_when_set(cluster, tmp_path):
     r = m.command("noop", headers={"Authorization": "Bearer s3cret-token-0123456789"})
     assert r.status_code == 200 and r.json()["state"] == "SUCCEEDED"
     assert m.get("/api/status").status_code == 200  # reads stay open
+
+
+def test_zookeeper_restart_under_running_master_and_node(tmp_path):
+    """ZooKeeper (a separate server process) goes away for longer than the session
+    timeout, then comes back: the node's flow keeps moving events meanwhile, master and
+    node reconnect, and a config made through the master afterwards reaches the node."""
+    from tests.conftest import free_port
+    from zk.server import ManagedZooKeeper
+    port = free_port()
+    zk = ManagedZooKeeper(tmp_path / "zk", port=port).start()
+    procs = []
+    try:
+        m = Master(tmp_path, zk.connect_string, "/flume")
+        procs.append(m)
+        n = Node(tmp_path, zk.connect_string, "/flume", "p1")
+        procs.append(n)
+        wait_until(lambda: m.logical("p1"), what="node registered")
+        r = m.command("config", "p1", "asciisynth(0, 20)", "null")
+        assert r.json()["state"] == "SUCCEEDED", r.text
+        wait_until(lambda: m.logical("p1").get("state") == "ACTIVE", what="flow running")
+
+        def events_in() -> int:
+            st = httpx.get(f"http://127.0.0.1:{n.http_port}/status.json", timeout=2).json()
+            return st["logical"]["p1"]["events_in"]
+        zk.stop()
+        before = events_in()
+        wait_until(lambda: events_in() > before + 50, 30,
+                   what="the flow moving events while ZooKeeper is away")
+        time.sleep(12)               # away for longer than the 10 s session timeout
+        zk = ManagedZooKeeper(tmp_path / "zk", port=port).start()
+        wait_until(lambda: m.get("/api/health").status_code == 200 and m.logical("p1")
+                   .get("state") == "ACTIVE", 60, what="node registered again")
+        r = m.command("config", "p1", "asciisynth(0, 30)", "null")
+        assert r.json()["state"] == "SUCCEEDED", r.text
+        wait_until(lambda: m.logical("p1").get("source") == "asciisynth(0, 30)"
+                   and m.logical("p1").get("state") == "ACTIVE", 60,
+                   what="a config made after the restart applied")
+        assert all(p.p.poll() is None for p in procs)
+    finally:
+        for p in procs:
+            p.stop()
+        zk.stop()

@@ -642,8 +642,8 @@ class GroupHandler:
             return FAILED, f"group {agent}:{seq}: checksum mismatch"
         st = self.state
         if st.sinks <= 0:
-            return FAILED, ("this collector's flow has no end-to-end sink (collectorSink): "
-                            "it cannot acknowledge groups")
+            return FAILED, ("this collector's flow has no end-to-end sink (collectorSink "
+                            "directly under its source): it cannot acknowledge groups")
         key = (agent, seq)
         with st.lock:
             cur = st.held.get(key)

@@ -47,6 +47,13 @@ class CollectorRoll(RollSink):
 
     def open(self, ctx: NodeContext) -> None:
         st = self.state
+        if st is not None and getattr(self, "under_fanout", False):
+            # its checkpoints come split by the fan-out, without the group keys: it
+            # could never acknowledge a group, so it does not offer to take any
+            log.warning("%s under a fan-out cannot acknowledge end-to-end groups: the "
+                        "collector refuses them (put it directly under the source)",
+                        self.spec_name)
+            st = None
         if st is not None:
             with st.lock:
                 st.sinks += 1

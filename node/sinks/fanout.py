@@ -7,6 +7,14 @@ from ..errors import SinkError
 from ..event import Event
 
 
+def _mark_under_fanout(c: Component) -> None:
+    """Tell every component of a branch that it sits under a fan-out: checkpoints reach
+    it split, without E2E group keys (``collectorSink`` then refuses groups)."""
+    c.under_fanout = True
+    for k in c.children():
+        _mark_under_fanout(k)
+
+
 class FanOutSink(Sink):
     """Appends each batch to every branch, each branch getting its own copy of the events.
     If any branch fails the append raises (after every branch was tried), naming the failed
@@ -17,6 +25,8 @@ class FanOutSink(Sink):
     def __init__(self, branches: list[Sink]):
         super().__init__()
         self.branches = branches
+        for b in branches:
+            _mark_under_fanout(b)
 
     def children(self) -> list[Component]:
         return list(self.branches)

@@ -570,16 +570,22 @@ def test_generic_collector_decorator_acknowledges_groups(cluster, channel, store
     assert store.list_groups("agentG") == [] or store.get_watermark("agentG") > 1
 
 
-def test_collector_source_without_an_e2e_sink_refuses_groups(cluster, store):
+@pytest.mark.parametrize("sink", ["null", 'FANOUT'])
+def test_collector_source_without_an_e2e_sink_refuses_groups(cluster, store, sink):
+    """No collectorSink, or one under a fan-out (which would never see the group keys):
+    groups are refused at once instead of being taken and never acknowledged; other
+    batches still flow."""
     _, cstore = cluster.collector_store()
     col = LogicalNode("colN", cluster.tmp / "collectors", physical_name="cphys",
                       shared={"zk_store": cstore})
-    col.configure(parse_source('collectorSource(0, bind="127.0.0.1")'),
-                  parse_sink('null'))
+    sink = sink.replace("FANOUT", f'[ collectorSink("{cluster.out}", "f-", 100), null ]')
+    col.configure(parse_source('collectorSource(0, bind="127.0.0.1")'), parse_sink(sink))
+    assert col.state is State.ACTIVE, col.last_error
     cluster.nodes.append(col)
     client = RpcClient("127.0.0.1", port_of(col), timeout=10)
     payload = encode_events(events_from_lines([b"nowhere"]))
     status, msg = client.append_group("agN", 1, zlib.crc32(payload), payload, 1)
+    assert client.append_packed(events_from_lines([b"plain"]))[0] == Status.OK
     client.close()
     assert status == Status.FAILED and "collectorSink" in msg
     assert not store.claim_exists("agN", 1)

@@ -702,7 +702,11 @@ class GroupHandler:
             pass    # it goes with the session, or a resend finds it ours
 
     def close(self) -> None:
-        pass
+        """The collectorSource closed: what it told the sink no longer holds (the next
+        flow of this logical node may have another source)."""
+        st = self.state
+        st.rpc_source = False
+        st.batch_has_groups = None
 
 
 def collector_group_handler(ctx: NodeContext, enqueue) -> GroupHandler:

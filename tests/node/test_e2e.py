@@ -533,6 +533,26 @@ def test_group_claimed_by_another_collector_gets_retry(cluster, store):
 
 # ---------------------------------------------------------------------- collectorSink alone
 
+def test_a_new_source_on_the_collector_node_starts_from_a_clean_state(cluster, store,
+                                                                      channel):
+    """What a collectorSource told the sink (an rpc source; this batch has no group) must
+    not outlive it: the next flow of the same logical node reads from another source."""
+    from node.e2e import collector_state
+    col = cluster.collector("colX", roll_ms=200)
+    rpc = RpcClient("127.0.0.1", port_of(col), timeout=10)
+    assert rpc.append_packed(events_from_lines([b"plain-x"]))[0] == Status.OK
+    rpc.close()
+    st = collector_state(col._flow.ctx)
+    assert st.rpc_source is True and st.batch_has_groups is False
+    col.configure(parse_source(f'memory("{channel}")'),
+                  parse_sink(f'collectorSink("{cluster.out}", "colX-", 200)'))
+    assert col.state is State.ACTIVE, col.last_error
+    assert st.rpc_source is False and st.batch_has_groups is None
+    memory.push(channel, [b"from-memory"])
+    wait_until(lambda: output_lines(cluster.out)[b"from-memory"] == 1)
+    assert sink_metrics(col).get("plain_events", 0) == 0
+
+
 def test_collector_sink_without_zookeeper_is_a_plain_roll(tmp_path, channel):
     out = tmp_path / "plain"
     ln = LogicalNode("plain", tmp_path / "data")

@@ -248,7 +248,7 @@ class AckTracker:
 
 class _Pending:
     __slots__ = ("seq", "count", "crc", "state", "endpoint", "gen", "sends", "probe_wait",
-                 "fail_wait", "claimed_at")
+                 "fail_wait", "claimed_at", "sent_at")
 
     def __init__(self, seq: int, count: int, crc: int):
         self.seq, self.count, self.crc = seq, count, crc
@@ -259,6 +259,7 @@ class _Pending:
         self.probe_wait = 0.0
         self.fail_wait = 0.0
         self.claimed_at = 0.0
+        self.sent_at = 0.0
 
 
 class GroupSender:
@@ -270,18 +271,29 @@ class GroupSender:
     port now refuses connections (``transport.refuses``: its process is gone), so the
     group goes to the next collector at once instead of when that collector's ZooKeeper
     session expires. Collector ids are learned from OK answers
-    (``"taken by <id>"``)."""
+    (``"taken by <id>"``).
+
+    A watchdog (every ``WATCH`` seconds, on lane 0) checks, for each collector, the oldest
+    group it took more than ``WATCH`` seconds ago and has not committed: if that
+    collector's port refuses connections, or the group's claim is gone while
+    ``group_committed(seq)`` says it is not committed (the collector lost it: session
+    expired, file discarded), everything that collector took is sent again now instead of
+    after ``retransmitMs`` -- even when no new event comes to reveal the failure."""
 
     PROBE_FIRST, PROBE_MAX = 0.5, 5.0        # seconds between checks of a foreign claim
+    WATCH = 5.0                              # seconds between the watchdog's checks
     FAIL_FIRST = 1.0                         # after FAILED from every collector
 
     def __init__(self, agent: str, wal, transport, clock, metrics: Metrics,
                  retransmit: float, check: float,
                  on_committed: Callable[[list[int]], None],
                  claim_holder: Callable[[int], str | None] | None = None, lanes: int = 1,
-                 reclaim: Callable[[int, str], bool] | None = None):
+                 reclaim: Callable[[int, str], bool] | None = None,
+                 group_committed: Callable[[int], bool] | None = None):
         self.agent = agent
         self.reclaim = reclaim
+        self.group_committed = group_committed
+        self._watch_at = 0.0
         self._ids: dict[int, str] = {}        # endpoint -> collector id (from OK answers)
         self._refusing: dict[int, tuple[float, bool]] = {}   # probe results, cached
         self.lanes = max(1, lanes)
@@ -399,6 +411,12 @@ class GroupSender:
 
     def _run(self, lane: int) -> None:
         while not self._stop.is_set():
+            if lane == 0 and self.clock.monotonic() >= self._watch_at:
+                self._watch_at = self.clock.monotonic() + self.WATCH
+                try:
+                    self._watch()
+                except Exception as exc:     # a check that fails is made again later
+                    log.debug("agent %s: watchdog check failed: %s", self.agent, exc)
             with self._cond:
                 p = self._next()
             if p is None:
@@ -469,6 +487,7 @@ class GroupSender:
             with self._cond:
                 if p.seq in self._pending:
                     p.state, p.endpoint, p.probe_wait, p.fail_wait = "sent", endpoint, 0, 0
+                    p.sent_at = now
                     self._schedule(p, now + self.retransmit)
                 if message.startswith(TAKEN_BY):
                     self._ids[endpoint] = message[len(TAKEN_BY):]
@@ -493,24 +512,27 @@ class GroupSender:
                     self._schedule(p, now + p.fail_wait)
 
 
-    def _reclaimed(self, p: _Pending, holder: str) -> bool:
-        """``holder`` claims ``p``: if it is a collector of the chain whose port now refuses
-        connections (nothing listens: its process is gone), delete the claim. True if the
-        group can be sent again now."""
+    def _refuses(self, e: int) -> bool:
+        """Collector ``e``'s port refuses connections (probed at most every 0.5 s)."""
         refuses = getattr(self.transport, "refuses", None)
-        if self.reclaim is None or refuses is None:
+        if refuses is None:
             return False
-        with self._cond:
-            endpoints = [e for e, cid in self._ids.items() if cid == holder]
-        if not endpoints:
-            return False
-        e = endpoints[0]
         now = self.clock.monotonic()
         when, refused = self._refusing.get(e, (-1.0, False))
         if now - when > self.PROBE_FIRST:
             refused = bool(refuses(e))
             self._refusing[e] = (now, refused)
-        if not refused:
+        return refused
+
+    def _reclaimed(self, p: _Pending, holder: str) -> bool:
+        """``holder`` claims ``p``: if it is a collector of the chain whose port now refuses
+        connections (nothing listens: its process is gone), delete the claim. True if the
+        group can be sent again now."""
+        if self.reclaim is None:
+            return False
+        with self._cond:
+            endpoints = [e for e, cid in self._ids.items() if cid == holder]
+        if not endpoints or not self._refuses(endpoints[0]):
             return False
         try:
             gone = self.reclaim(p.seq, holder)
@@ -522,6 +544,30 @@ class GroupSender:
             log.info("agent %s: took back group %d from collector %s (its process is "
                      "gone)", self.agent, p.seq, holder)
         return gone
+
+    def _watch(self) -> None:
+        """The watchdog (see the class docstring)."""
+        now = self.clock.monotonic()
+        oldest: dict[int, _Pending] = {}
+        with self._cond:
+            for p in self._pending.values():
+                if p.state == "sent" and now - p.sent_at >= self.WATCH:
+                    q = oldest.get(p.endpoint)
+                    if q is None or p.seq < q.seq:
+                        oldest[p.endpoint] = p
+        for e, p in oldest.items():
+            if self._refuses(e):
+                why = "its port refuses connections"
+            elif (self.claim_holder is not None and self.group_committed is not None
+                  and self.claim_holder(p.seq) is None and p.seq in self._pending
+                  and not self.group_committed(p.seq)):
+                why = f"it no longer holds group {p.seq} and did not commit it"
+            else:
+                continue
+            self.metrics.add("collectors_lost")
+            log.warning("agent %s: collector %d lost what it took (%s); sending it again",
+                        self.agent, e, why)
+            self.endpoint_failed(e)
 
 
 class AckCheckpoint(Checkpoint):

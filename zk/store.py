@@ -691,6 +691,11 @@ class ConfigStore:
         self._e2e_ensure("groups", agent)
         return self.e2e_path("groups", agent)
 
+    def group_committed(self, agent: str, seq: int) -> bool:
+        """``agent``'s group ``seq`` is committed (its znode exists; valid for groups the
+        agent has not acknowledged yet, whose znodes it never deletes)."""
+        return self.zk.exists(self.e2e_path("groups", agent, seq)) is not None
+
     def list_groups(self, agent: str) -> list[int]:
         try:
             names = self.zk.get_children(self.e2e_path("groups", agent))

@@ -134,9 +134,10 @@ class AckedWriteAhead(Decorator):
                 claim_holder = (lambda seq, s=store, a=self.agent: s.claim_holder(a, seq))
                 reclaim = (lambda seq, holder, s=store, a=self.agent:
                            s.reclaim_group(a, seq, holder))
+                committed = (lambda seq, s=store, a=self.agent: s.group_committed(a, seq))
             else:
                 transport = LocalTransport(self.inner, self._acked)
-                claim_holder = reclaim = None
+                claim_holder = reclaim = committed = None
             self.inner.open(ctx)
             if hasattr(self.inner, "on_endpoint_failed"):
                 self.inner.on_endpoint_failed = self._endpoint_failed
@@ -145,7 +146,7 @@ class AckedWriteAhead(Decorator):
                 self.retransmitMs / 1000, self.checkMs / 1000,
                 on_committed=self._committed, claim_holder=claim_holder,
                 lanes=getattr(self.inner, "lanes", 1) if store is not None else 1,
-                reclaim=reclaim)
+                reclaim=reclaim, group_committed=committed)
             self.sender.add(g for g in (self.wal.get(s) for s in self.wal.live_seqs())
                             if g is not None)
         except Exception:

@@ -412,25 +412,52 @@ def test_resend_to_second_collector_while_first_holds_claims(cluster, channel, s
     assert sink_metrics(col_a).get("groups_committed", 0) >= 1   # A committed its own
 
 
-def test_claims_of_a_vanished_collector_are_taken_back_at_once(cluster, channel, store):
+@pytest.mark.parametrize("more_events", [True, False], ids=["busy", "idle"])
+def test_claims_of_a_vanished_collector_are_taken_back_at_once(cluster, channel, store,
+                                                                more_events):
     """A's port stops answering (connection refused: its process is gone) while its
     ZooKeeper session lingers: the agent deletes A's claims itself and B gets the groups
-    at once, without waiting for the session to expire. Exactly once even though A is in
-    fact alive here and later tries to commit the same groups."""
+    at once, without waiting for the session to expire -- found by the next send, or by
+    the watchdog when no more events come. Exactly once even though A is in fact alive
+    here and later tries to commit the same groups."""
     client_a, store_a = cluster.collector_store()
     col_a, proxy, agent, first = first_wave_through_a_proxy(
         cluster, channel, "colV colW agent-v vanish", 60_000, 3000, store_a)
     proxy.vanish()
-    second = bodies("vanish", 3000, 3000)
+    second = bodies("vanish", 3000, 3000) if more_events else []
     memory.push(channel, second)
-    wait_until(lambda: all_acked(agent, 6000), what="all acked")
+    wait_until(lambda: all_acked(agent, len(first) + len(second)), what="all acked")
     assert client_a.connected                       # A's session never went away
     assert wal_metrics(agent).get("claims_reclaimed", 0) >= 1
-    wait_until(lambda: sum(output_lines(cluster.out).values()) >= 6000)
+    if not more_events:
+        assert wal_metrics(agent).get("collectors_lost", 0) >= 1
+    wait_until(lambda: sum(output_lines(cluster.out).values()) >= len(first + second))
     assert_exactly_once(cluster.out, first + second)
     col_a.stop(10)                 # A's own commit of those groups is refused now
     assert sink_metrics(col_a).get("groups_committed", 0) == 0
     assert_exactly_once(cluster.out, first + second)
+
+
+def test_groups_a_collector_lost_are_sent_again_without_new_events(cluster, channel,
+                                                                   store):
+    """The only collector takes a wave, then loses its ZooKeeper session (its claims go,
+    so its commit is refused and the file discarded) while the agent has nothing more to
+    send: the agent's watchdog sees the groups neither claimed nor committed and sends
+    them again, long before retransmitMs (here 10 minutes)."""
+    client_a, store_a = cluster.collector_store()
+    col_a = cluster.collector("colL", roll_ms=1500, store=store_a)
+    agent = cluster.agent("agent-l", channel,
+                          f'agentE2ESink("127.0.0.1", {port_of(col_a)}, '
+                          f'retransmitMs=600000)')
+    first = bodies("lost", 0, 2000)
+    memory.push(channel, first)
+    wait_until(lambda: sink_metrics(col_a).get("events_in", 0) >= len(first),
+               what="A took the wave")
+    expire_session(cluster.zk_server, client_a)      # A's claims vanish with the session
+    wait_until(lambda: all_acked(agent, len(first)), 40, what="all acked")
+    assert wal_metrics(agent).get("collectors_lost", 0) >= 1
+    wait_until(lambda: sum(output_lines(cluster.out).values()) >= len(first))
+    assert_exactly_once(cluster.out, first)
 
 
 # ---------------------------------------------------------------------- agent restart

@@ -426,7 +426,7 @@ def test_claims_of_a_vanished_collector_are_taken_back_at_once(cluster, channel,
     proxy.vanish()
     second = bodies("vanish", 3000, 3000) if more_events else []
     memory.push(channel, second)
-    wait_until(lambda: all_acked(agent, len(first) + len(second)), what="all acked")
+    wait_until(lambda: all_acked(agent, len(first) + len(second)), 40, what="all acked")
     assert client_a.connected                       # A's session never went away
     assert wal_metrics(agent).get("claims_reclaimed", 0) >= 1
     if not more_events:

@@ -624,6 +624,31 @@ class CollectorState:
         # it holds E2E groups, False if not; None: not known (collectorSink then treats
         # it as possibly holding groups)
         self.batch_has_groups: bool | None = None
+        self._after_sinks_left: list[Callable[[], None]] = []
+
+    def when_sinks_left(self, action: Callable[[], None]) -> bool:
+        """Run ``action`` once no E2E sink of this node is open any more (from the last
+        one's close); False, without running it, if none is open now."""
+        with self.lock:
+            if self.sinks <= 0:
+                return False
+            self._after_sinks_left.append(action)
+            return True
+
+    def sink_left(self) -> None:
+        """An E2E sink closed (or failed to open): count it out, then give up the claims
+        of groups no sink will write, then run what waited for the last sink."""
+        with self.lock:
+            self.sinks -= 1
+            actions = self._after_sinks_left if self.sinks <= 0 else []
+            if actions:
+                self._after_sinks_left = []
+        self.release_queued()
+        for action in actions:
+            try:
+                action()
+            except Exception as exc:
+                log.warning("collector %s: %s", self.collector_id, exc)
 
     def forget(self, groups) -> None:
         with self.lock:

@@ -69,9 +69,7 @@ class CollectorRoll(RollSink):
         st = self.state
         if st is not None and self._joined:
             self._joined = False
-            with st.lock:
-                st.sinks -= 1
-            st.release_queued()
+            st.sink_left()
 
     def append(self, events) -> None:
         if self.state is None:

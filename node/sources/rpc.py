@@ -204,6 +204,7 @@ class RpcSource(ServerSource):
         self.timeoutMs = timeoutMs
         self._queue: _TaggedQueue | None = None
         self._server: RpcServer | None = None
+        self._stop_deferred = False   # the server stops when the E2E sink has closed
         self._groups = None
         self._mlock = threading.Lock()   # connection threads count concurrently
 
@@ -278,11 +279,28 @@ class RpcSource(ServerSource):
         q.mark_done()       # the driver asks after appending the batch
         return q.taken_tags()
 
+    def _stop_server(self) -> None:
+        self._stop_deferred = False
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+
     def close(self) -> None:
         # Closing the queue answers RETRY at once to the calls whose events were not
         # taken; calls whose events the flow holds wait up to CLOSE_GRACE for its append.
-        super().close()
+        if self._queue is not None:
+            self._queue.close()
         groups, self._groups = self._groups, None
+        # An E2E collector keeps its port open (answering RETRY) until its sink has made
+        # its last commit: a port refusing connections tells agents the collector is gone
+        # and they take back its claims (docs/e2e.md).
+        state = getattr(groups, "state", None)
+        if self._stop_deferred:
+            pass                        # a second close: the sink's close stops it
+        elif state is not None and state.when_sinks_left(self._stop_server):
+            self._stop_deferred = True
+        else:
+            self._stop_server()
         close = getattr(groups, "close", None)
         if close is not None:
             try:

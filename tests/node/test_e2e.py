@@ -460,6 +460,30 @@ def test_groups_a_collector_lost_are_sent_again_without_new_events(cluster, chan
     assert_exactly_once(cluster.out, first)
 
 
+def test_a_stopping_collector_keeps_its_port_until_its_last_commit(cluster, monkeypatch):
+    """Agents read a refused connection as "that collector is gone" and take back its
+    claims, so a collector that stops normally must not refuse connections while its sink
+    is still making its last commit."""
+    from node.sinks.collector_sink import CollectorSink
+    original = CollectorSink.close
+    closing = threading.Event()
+
+    def slow_close(self):
+        closing.set()
+        time.sleep(1.0)                       # a last commit that takes a while
+        original(self)
+    monkeypatch.setattr(CollectorSink, "close", slow_close)
+    col = cluster.collector("colK", roll_ms=60_000)
+    port = port_of(col)
+    stopper = threading.Thread(target=col.stop, args=(10,))
+    stopper.start()
+    wait_until(closing.is_set, what="the sink closing")
+    socket.create_connection(("127.0.0.1", port), timeout=2).close()   # still accepted
+    stopper.join(10)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
 # ---------------------------------------------------------------------- agent restart
 
 def test_agent_restart_resumes_from_its_wal(cluster, channel, store, tmp_path):

@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+export FLUME_TEST_BROWSER=required   # setup.sh installed it: never skip the web tests
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from node.metrics import summarize
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,3 +101,13 @@ class Node(Proc):
                 "--data-dir", str(tmp / f"node-data-{name}"), "--http-port",
                 str(self.http_port)]
         super().__init__(args, tmp / f"node-{name}.log")
+
+    def counters(self, logical: str) -> dict:
+        """``logical``'s counters, live from this node's own status page ({} before the
+        node answers)."""
+        try:
+            st = httpx.get(f"http://127.0.0.1:{self.http_port}/status.json", timeout=5).json()
+        except (httpx.HTTPError, ValueError):
+            return {}
+        row = (st.get("logical") or {}).get(logical) or {}
+        return row.get("counters") or (summarize(row) if row else {})

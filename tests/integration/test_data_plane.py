@@ -112,11 +112,14 @@ def run_writer(src: Path, **kw) -> threading.Event:
     return done
 
 
-def expect_exactly_once(out: Path, timeout: float = 120) -> None:
+def expect_exactly_once(out: Path, agent: Node, timeout: float = 120) -> None:
     expected = [b"counter %07d" % i for i in range(N)]
     wait_until(lambda: len(output_lines(out)) >= N, timeout,
                f"all {N} counters in the output")
-    time.sleep(2.5)  # a late duplicate would land within a roll or two
+    # once the agent's write-ahead log holds no group, nothing can be sent again: a
+    # duplicate could not come later
+    wait_until(lambda: agent.counters("agent").get("wal_groups") == 0, timeout,
+               "every group acknowledged")
     lines = output_lines(out)
     assert len(lines) == len(set(lines)), f"{len(lines) - len(set(lines))} duplicates"
     assert sorted(lines) == expected
@@ -128,12 +131,12 @@ def test_e2e_node_sigkilled_and_restarted_three_times(cluster, tmp_path, victim,
     node = collector if victim == "collector" else agent
     rnd = random.Random(seed)
     for _ in range(3):
-        time.sleep(rnd.uniform(0.5, 1.5))
+        time.sleep(rnd.uniform(0.5, 1.5))   # the chaos schedule: a kill at a random moment
         node.kill()
-        time.sleep(down)
+        time.sleep(down)                    # how long the victim stays dead
         node = cluster.node(victim)
     assert done.wait(120)
-    expect_exactly_once(out)
+    expect_exactly_once(out, node if victim == "agent" else agent)
 
 
 def test_e2e_failover_to_second_collector(cluster, tmp_path):
@@ -142,20 +145,21 @@ def test_e2e_failover_to_second_collector(cluster, tmp_path):
     src.touch()
     c1 = start_collector(cluster, "c1", p1, out)
     start_collector(cluster, "c2", p2, out)
-    start_agent(cluster, src, f'agentE2EChain("127.0.0.1:{p1}", "127.0.0.1:{p2}")')
+    agent = start_agent(cluster, src, f'agentE2EChain("127.0.0.1:{p1}", "127.0.0.1:{p2}")')
     done = run_writer(src, pace=0.02)
-    time.sleep(1.0)
+    wait_until(lambda: c1.counters("c1").get("events_in", 0) > 0, 60, "c1 receiving")
     c1.kill()  # c2 takes over; c1's unacknowledged groups are sent again
     assert done.wait(120)
-    expect_exactly_once(out)
+    expect_exactly_once(out, agent)
 
 
 def collector_outage(cluster: Cluster, collector: Node, seconds: float) -> None:
-    """After a second of traffic, the collector is SIGKILLed and started again
-    ``seconds`` later."""
-    time.sleep(1.0)
+    """Once events reach the collector, it is SIGKILLed and started again ``seconds``
+    later."""
+    wait_until(lambda: collector.counters("collector").get("events_in", 0) > 0, 60,
+               "the collector receiving")
     collector.kill()
-    time.sleep(seconds)
+    time.sleep(seconds)                     # how long the collector stays dead
     cluster.node("collector")
 
 

@@ -5,30 +5,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from node.metrics import summarize
+from tests import waiting
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_until(cond, timeout=20.0, what="condition", interval=0.02):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = cond()
-        except (httpx.HTTPError, OSError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
+    """:func:`tests.waiting.wait_until`, counting an HTTP or socket error as "not yet"
+    (a process still starting)."""
+    return waiting.wait_until(cond, timeout, what, interval,
+                              ignore=(httpx.HTTPError, OSError))
 
 class Proc:
     """A flume process whose output goes to a log file in the test's directory."""

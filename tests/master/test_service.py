@@ -12,6 +12,7 @@ from master.service import (CommandError, MasterService, NotFound, name_problem,
 from node.errors import SpecError, SpecErrors
 from zk.client import ZkError
 from zk.store import LogicalConfig
+from tests.waiting import wait_until as wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,15 +24,6 @@ def service(store, tmp_path):
     svc.close()
 
 
-def wait_for(cond, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def row(service, name):

@@ -2,7 +2,6 @@
 write-ahead log, and the source position recorded with its group."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -12,17 +11,11 @@ from node.event import events_from_lines
 from node.registry import build_sink
 from node.sinks import collect
 from node.spec import parse_sink
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def wait_until(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError("timed out")
 
 
 def test_delivers_to_an_ordinary_sink_and_empties_the_wal(make_ctx):

@@ -25,6 +25,7 @@ from node.event import Event, Priority
 from node.registry import build_sink
 from node.sinks.collect import collected, reset
 from node.spec import parse_sink
+from tests.waiting import wait_until as wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -58,13 +59,6 @@ def evs(n: int, start: int = 0, **kw) -> list[Event]:
     return [ev(f"line {i}", i, **kw) for i in range(start, start + n)]
 
 
-def wait_for(cond, timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def bodies(events) -> list[bytes]:

@@ -22,18 +22,11 @@ from node.sources import memory
 from node.spec import parse_sink, parse_source
 from zk.client import connect
 from zk.store import ConfigStore
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def wait_until(cond, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def free_port() -> int:

@@ -1,7 +1,6 @@
 """The logical node driver: states, reconfiguration, exhaustion, errors."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -10,15 +9,9 @@ from node.logical_node import LogicalNode, State
 from node.sinks import collect
 from node.sources import memory
 from node.spec import parse_sink, parse_source
+from tests.waiting import wait_until
 
 
-def wait_until(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_runs_until_source_exhausted(tmp_path):

@@ -1,7 +1,6 @@
 """The physical node against a real ZooKeeper: watches, reconciliation, resilience."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -9,16 +8,9 @@ from node.physical_node import PhysicalNode
 from node.sinks import collect
 from node.sources import memory
 from zk.store import LogicalConfig
+from tests.waiting import wait_until
 
 
-def wait_until(cond, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def logical_status(node: PhysicalNode, store, name: str) -> dict:

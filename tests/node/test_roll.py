@@ -18,14 +18,9 @@ from node.errors import SinkError, SpecError
 from node.event import Event
 from node.registry import build_sink
 from node.spec import Func, Lit, parse_sink
+from tests.waiting import wait_until as wait_for
 
 
-def wait_for(cond, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
 
 
 def evs(*bodies: bytes) -> list[Event]:

@@ -16,16 +16,11 @@ from node.registry import build_sink, build_source
 from node.rpc import (RpcClient, RpcServer, Status, decode_payload, encode_payload, idl,
                       idl_path, result)
 from node.spec import parse_sink, parse_source
+from tests.waiting import wait_until as wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def wait_for(cond, deadline: float = 10.0, what: str = "condition") -> None:
-    end = time.monotonic() + deadline
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 class Drain:

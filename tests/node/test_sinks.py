@@ -28,6 +28,7 @@ from node.sinks import collect, counter
 from node.sinks.dfs import DfsSink
 from node.sinks.text import TextSink
 from node.spec import parse_sink
+from tests.waiting import wait_until as wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 HOUR = 3_600_000
@@ -47,13 +48,6 @@ def sink(spec: str):
     return build_sink(parse_sink(spec))
 
 
-def wait_for(cond, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # ---------------------------------------------------------------- console

@@ -19,6 +19,7 @@ from node.event import Event, Priority
 from node.registry import build_source
 from node.sources import memory, syslog
 from node.spec import parse_source, quote
+from tests.waiting import wait_until as wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,12 +50,6 @@ def collect(src, n: int | None = None, deadline: float = 10.0) -> list[Event]:
     raise AssertionError(f"timed out with {len(out)} events (wanted {n})")
 
 
-def wait_for(cond, deadline: float = 10.0, what: str = "condition") -> None:
-    end = time.monotonic() + deadline
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def blocked_next_batch_returns_on_close(src) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import time
 
 import httpx
 import pytest
@@ -16,6 +15,7 @@ from node.sinks import collect
 from node.sources import memory
 from node.status_server import StatusServer
 from zk.store import LogicalConfig
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,14 +23,6 @@ SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.e+]+|NaN|[+
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
 
 
-def wait_until(cond, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def parse_prometheus(text: str) -> dict[tuple, float]:

@@ -99,19 +99,35 @@ def _port(p: str, text: str) -> int:
     return port
 
 
-class _Collector:
-    """One collector of the list: a connection per lane and the shared backoff state."""
+class Collector:
+    """One collector of an agent's list: a connection per sending lane, and the backoff
+    state the lanes share (the E2E chain uses it too)."""
 
     __slots__ = ("clients", "retry_at", "backoff")
 
-    def __init__(self, clients: list[RpcClient]):
-        self.clients = clients
+    def __init__(self, host: str, port: int, timeout: float, lanes: int = 1):
+        self.clients = [RpcClient(host, port, timeout, connect_timeout=min(timeout, 5.0))
+                        for _ in range(lanes)]
         self.retry_at = 0.0
         self.backoff = 0.0
 
     @property
     def address(self) -> str:
         return self.clients[0].address
+
+    def back_off(self, now: float, initial: float, maximum: float) -> None:
+        """After a failure: skip it for ``initial`` seconds, doubling up to ``maximum``
+        while failures repeat."""
+        self.backoff = initial if self.backoff == 0 else min(self.backoff * 2, maximum)
+        self.retry_at = now + self.backoff
+
+    def took(self) -> None:
+        """It answered: no backoff."""
+        self.backoff = self.retry_at = 0.0
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
 
 
 class CollectorChain(Sink):
@@ -138,7 +154,7 @@ class CollectorChain(Sink):
         self.last_resort = last_resort
         self.lanes = max(1, lanes)
         self.retry_limit = RETRY_LIMIT
-        self.collectors: list[_Collector] = []
+        self.collectors: list[Collector] = []
         self.current: str | None = None
         self._dropping = False
         self._cut = False                # interrupted: calls fail at once from now on
@@ -147,10 +163,7 @@ class CollectorChain(Sink):
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         self._cut = False
-        self.collectors = [
-            _Collector([RpcClient(h, p, self.timeout, connect_timeout=min(self.timeout, 5.0))
-                        for _ in range(self.lanes)])
-            for h, p in self.addresses]
+        self.collectors = [Collector(h, p, self.timeout, self.lanes) for h, p in self.addresses]
 
     def append(self, events: list[Event]) -> None:
         if events:
@@ -185,7 +198,7 @@ class CollectorChain(Sink):
                 self._failed(c, lane)
                 continue
             with self._lock:
-                c.backoff = c.retry_at = 0.0
+                c.took()
                 if self.current != client.address:
                     if self.current is not None:
                         log.info("agent: now sending to collector %s", client.address)
@@ -208,13 +221,13 @@ class CollectorChain(Sink):
                 return
         raise SinkError(f"no collector of {len(self.collectors)} took the batch: {why}")
 
-    def _failed(self, c: _Collector, lane: int) -> None:
+    def _failed(self, c: Collector, lane: int) -> None:
         c.clients[lane].close()
         with self._lock:
-            if c.retry_at > self.ctx.clock.monotonic():
+            now = self.ctx.clock.monotonic()
+            if c.retry_at > now:
                 return      # another lane found it down meanwhile: one backoff step
-            c.backoff = self.initial if c.backoff == 0 else min(c.backoff * 2, self.maximum)
-            c.retry_at = self.ctx.clock.monotonic() + c.backoff
+            c.back_off(now, self.initial, self.maximum)
             self.metrics.add("failovers")
 
     def interrupt(self) -> None:
@@ -225,8 +238,7 @@ class CollectorChain(Sink):
 
     def close(self) -> None:
         for c in self.collectors:
-            for client in c.clients:
-                client.close()
+            c.close()
 
 
 class _LockedCounters:

@@ -34,24 +34,14 @@ from ..e2e import NEEDS_ZK
 from ..errors import SinkError
 from ..event import Event
 from ..registry import sink
-from ..rpc import DEFAULT_PORT, RpcClient, Status
-from .agent import _Gather, collector_address, parse_address
+from ..rpc import DEFAULT_PORT, Status
+from .agent import Collector, _Gather, collector_address, parse_address
 
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 10.0
 SEND_LANES = 3        # groups in flight at once (one connection to a collector each)
 REFUSE_PROBE = 1.0    # seconds to tell whether a failed collector's port refuses connections
-
-
-class _Endpoint:
-    __slots__ = ("clients", "retry_at", "backoff", "address")
-
-    def __init__(self, clients: list[RpcClient]):
-        self.clients = clients
-        self.address = clients[0].address
-        self.retry_at = 0.0
-        self.backoff = 0.0
 
 
 class GroupChain(Sink):
@@ -66,16 +56,13 @@ class GroupChain(Sink):
         self.addresses = addresses
         self.timeout = timeout
         self.lanes = lanes
-        self.endpoints: list[_Endpoint] = []
+        self.endpoints: list[Collector] = []
         self.current: int | None = None
         self.on_endpoint_failed = None
 
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
-        self.endpoints = [_Endpoint([RpcClient(h, p, self.timeout,
-                                               connect_timeout=min(self.timeout, 5.0))
-                                     for _ in range(self.lanes)])
-                          for h, p in self.addresses]
+        self.endpoints = [Collector(h, p, self.timeout, self.lanes) for h, p in self.addresses]
 
     def append(self, events: list[Event]) -> None:
         raise SinkError("the E2E collector chain only sends write-ahead-log groups")
@@ -99,7 +86,7 @@ class GroupChain(Sink):
                 errors.append(str(exc))
                 self._failed(i, lane)
                 continue
-            e.backoff = e.retry_at = 0.0
+            e.took()
             if status == Status.FAILED:
                 failed = (status, message, i)
                 self.metrics.add("refusals")
@@ -125,8 +112,7 @@ class GroupChain(Sink):
     def _failed(self, i: int, lane: int) -> None:
         e = self.endpoints[i]
         e.clients[lane].close()
-        e.backoff = BACKOFF_FIRST if e.backoff == 0 else min(e.backoff * 2, BACKOFF_MAX)
-        e.retry_at = self.ctx.clock.monotonic() + e.backoff
+        e.back_off(self.ctx.clock.monotonic(), BACKOFF_FIRST, BACKOFF_MAX)
         self.metrics.add("failovers")
         if self.current == i:
             self.current = None
@@ -151,8 +137,7 @@ class GroupChain(Sink):
 
     def close(self) -> None:
         for e in self.endpoints:
-            for c in e.clients:
-                c.close()
+            e.close()
 
 
 class _E2EAgentSink(Sink):

@@ -100,13 +100,15 @@ class Cluster:
         return client, ConfigStore(client, self.root)
 
     def collector(self, name: str, port: int = 0, roll_ms: int = 300, store=None,
-                  physical: str = "cphys") -> LogicalNode:
+                  physical: str = "cphys", sink: str | None = None) -> LogicalNode:
+        """A collectorSource node with its own ZooKeeper session; its sink is ``sink``, by
+        default a collectorSink writing ``<out>/<name>-...`` every ``roll_ms``."""
         if store is None:
             _, store = self.collector_store()
         ln = LogicalNode(name, self.tmp / "collectors", physical_name=physical,
                          shared={"zk_store": store})
         ln.configure(parse_source(f"collectorSource({port}, bind=\"127.0.0.1\")"),
-                     parse_sink(f'collectorSink("{self.out}", "{name}-", {roll_ms})'))
+                     parse_sink(sink or f'collectorSink("{self.out}", "{name}-", {roll_ms})'))
         assert ln.state is State.ACTIVE, ln.last_error
         self.nodes.append(ln)
         return ln
@@ -617,14 +619,8 @@ def test_collector_sink_without_zookeeper_is_a_plain_roll(tmp_path, channel):
 
 
 def test_generic_collector_decorator_acknowledges_groups(cluster, channel, store):
-    _, cstore = cluster.collector_store()
-    col = LogicalNode("colG", cluster.tmp / "collectors", physical_name="cphys",
-                      shared={"zk_store": cstore})
-    col.configure(parse_source('collectorSource(0, bind="127.0.0.1")'),
-                  parse_sink(f'collector(200) {{ escapedCustomDfs("{cluster.out}", '
-                             f'"gen-%{{rolltag}}") }}'))
-    assert col.state is State.ACTIVE, col.last_error
-    cluster.nodes.append(col)
+    col = cluster.collector("colG", sink=f'collector(200) {{ escapedCustomDfs('
+                                         f'"{cluster.out}", "gen-%{{rolltag}}") }}')
     agent = cluster.agent("agentG", channel, f'agentE2ESink("127.0.0.1", {port_of(col)})')
     evs = bodies("generic", 0, 5000)
     memory.push(channel, evs)
@@ -639,13 +635,8 @@ def test_collector_source_without_an_e2e_sink_refuses_groups(cluster, store, sin
     """No collectorSink, or one under a fan-out (which would never see the group keys):
     groups are refused at once instead of being taken and never acknowledged; other
     batches still flow."""
-    _, cstore = cluster.collector_store()
-    col = LogicalNode("colN", cluster.tmp / "collectors", physical_name="cphys",
-                      shared={"zk_store": cstore})
-    sink = sink.replace("FANOUT", f'[ collectorSink("{cluster.out}", "f-", 100), null ]')
-    col.configure(parse_source('collectorSource(0, bind="127.0.0.1")'), parse_sink(sink))
-    assert col.state is State.ACTIVE, col.last_error
-    cluster.nodes.append(col)
+    col = cluster.collector("colN", sink=sink.replace(
+        "FANOUT", f'[ collectorSink("{cluster.out}", "f-", 100), null ]'))
     client = RpcClient("127.0.0.1", port_of(col), timeout=10)
     payload = encode_events(events_from_lines([b"nowhere"]))
     status, msg = client.append_group("agN", 1, zlib.crc32(payload), payload, 1)
@@ -844,14 +835,8 @@ def test_e2e_to_an_fsspec_url(cluster, channel, store):
     import fsspec
     fs = fsspec.filesystem("memory")
     root = f"/e2e-{channel}"
-    _, cstore = cluster.collector_store()
-    col = LogicalNode("colM", cluster.tmp / "collectors", physical_name="cphys",
-                      shared={"zk_store": cstore})
-    col.configure(parse_source('collectorSource(0, bind="127.0.0.1")'),
-                  parse_sink(f'collectorSink("memory://{root}/%Y", "m-", 200, '
-                             f'compression="gzip")'))
-    assert col.state is State.ACTIVE, col.last_error
-    cluster.nodes.append(col)
+    col = cluster.collector("colM", sink=f'collectorSink("memory://{root}/%Y", "m-", 200, '
+                                         f'compression="gzip")')
     agent = cluster.agent("agentM", channel, f'agentE2ESink("127.0.0.1", {port_of(col)})')
     evs = bodies("mem", 0, 3000)
     memory.push(channel, evs)

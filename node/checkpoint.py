@@ -87,6 +87,24 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _parse(raw: bytes) -> tuple[dict, list] | None:
+    """``(positions, renames)`` of a checkpoint file's bytes, or None if they are not one
+    (not UTF-8, not JSON, or not the expected shape)."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    positions, renames = data.get("positions", {}), data.get("renames", [])
+    if not isinstance(positions, dict) or not isinstance(renames, list):
+        return None
+    if not all(isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r)
+               for r in renames):
+        return None
+    return positions, renames
+
+
 class CheckpointStore:
     """The checkpoint file of one logical node. Thread-safe."""
 
@@ -94,6 +112,7 @@ class CheckpointStore:
         self.path = Path(path) if path is not None else None
         self._lock = threading.Lock()
         self._state: dict = {}
+        self.corrupt = False      # the file existed but could not be read as a checkpoint
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._load()
@@ -105,21 +124,27 @@ class CheckpointStore:
 
     def _load(self) -> None:
         try:
-            raw = self.path.read_text()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            log.error("checkpoint file is corrupt; starting without positions",
-                      extra={"path": str(self.path)})
+        data = _parse(raw)
+        if data is None:
+            # Any undecodable state is corruption, whatever the bytes are: the owners fall
+            # back to what they can prove (the WAL's own position, the start of a file).
+            self.corrupt = True
+            kept = self.path.with_name(self.path.name + ".corrupt")
+            try:
+                os.replace(self.path, kept)
+            except OSError:
+                kept = self.path
+            log.error("checkpoint file %s is corrupt (%d bytes, kept as %s); starting "
+                      "without its positions", self.path, len(raw), kept.name)
             return
-        self._state = data.get("positions", {})
-        renames = data.get("renames", [])
+        self._state, renames = data
         for hidden, final in renames:
             if os.path.exists(hidden) and not os.path.exists(final):
                 os.replace(hidden, final)
-                log.info("rolled forward a recorded rename", extra={"final": final})
+                log.info("rolled forward a recorded rename to %s", final)
         if renames:
             self._write([])
 

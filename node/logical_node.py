@@ -240,6 +240,7 @@ class LogicalNode:
             "source": self.source_text,
             "sink": self.sink_text,
             "last_error": self.last_error,
+            "checkpoint_corrupt": bool(self._store is not None and self._store.corrupt),
             "events_in": self.events_in,
             "bytes_in": self.bytes_in,
             "components": ({"source": flow.source.report(), "sink": flow.sink.report()}

@@ -95,3 +95,22 @@ def test_sigkill_roll_sink_exactly_once(tmp_path):
     lines = run_kill_restart(tmp_path, sink, out, kills=4)
     assert len(lines) == len(set(lines)), "duplicated lines in the output"
     assert sorted(lines) == [b"line %07d" % i for i in range(LINES)]
+
+
+@pytest.mark.parametrize("junk", [b"\xff\xfe\x00garbage\x80", b"[1, 2]",
+                                  b'{"positions": {}, "renames": [["a"]]}'])
+def test_undecodable_checkpoint_is_corruption_not_a_stuck_node(tmp_path, junk):
+    """A checkpoint file holding bytes that are not UTF-8 (or JSON of the wrong shape) is
+    set aside as corrupt; the flow starts from scratch and runs to the end."""
+    src = tmp_path / "in.log"
+    src.write_bytes(b"".join(b"line %d\n" % i for i in range(100)))
+    out = tmp_path / "out.log"
+    data = tmp_path / "data"
+    (data / "k").mkdir(parents=True)
+    (data / "k" / "checkpoint.json").write_bytes(junk)
+    node = start_node(f'k: text("{src}") | text("{out}")', data)
+    _, err = node.communicate(timeout=60)
+    assert node.returncode == 0, err.decode(errors="replace")
+    assert out.read_bytes().splitlines() == [b"line %d" % i for i in range(100)]
+    assert (data / "k" / "checkpoint.json.corrupt").read_bytes() == junk
+    assert b"is corrupt" in err

@@ -45,6 +45,7 @@ from ..e2e import (KEY_PREFIX, Committer, collector_state, file_url, parse_group
                    take_groups)
 from ..errors import SinkError
 from ..formats import Compression, OutputFormat
+from ..limits import Refusals
 from ..registry import sink
 from ..decorators.collector import CollectorRoll
 from ..decorators.roll import ROLLTAG
@@ -64,6 +65,7 @@ class _CollectorDfs(DfsSink):
         super().__init__(target, None, owner.format, compression=owner.compression,
                          utc=owner.utc)
         self.owner = owner
+        self.refusals = owner.refusals    # counted on the collectorSink, which outlives us
         self.plain = plain
         self.groups = 0
         self.published = False
@@ -175,6 +177,7 @@ class CollectorSink(CollectorRoll):
         self.max_groups = maxGroups
         self.target = dir.rstrip("/") + "/" + prefix + "%{rolltag}"
         DfsSink(self.target, None, self.format, compression=self.compression, utc=utc)
+        self.refusals = Refusals(self.metrics, log, f"collectorSink({dir!r}, {prefix!r})")
         self.committer: Committer | None = None
         self._positions_lost = False
         self._closed = False

@@ -24,6 +24,22 @@ Files on any filesystem URL fsspec knows (plain paths and ``file://`` here; ``hd
 * **Names.** ``compression`` (``none``, ``gzip``, ``zstd``) compresses the whole file and
   appends ``.gz``/``.zst`` to its name. A final name that already exists is never
   overwritten: ``name.1``, ``name.2``... (before the compression extension) is used instead.
+* **Paths from events.** Values of the event in the path are percent-encoded
+  (``node.escapes``: never ``/``, ``..``, NUL, a leading ``.``). The *base* is the
+  directory of the text before the first escape (``/srv/base/`` for
+  ``/srv/base/%{host}/f``); every file the sink opens is checked before it is opened:
+  below the base, no segment may be empty, ``.`` or ``..`` (an empty value: ``%{host}``
+  of an event without host), no name longer than 255 bytes (the file name 242, room for
+  ``.name.N.tmp``), the whole path at most 4096 bytes, and the directory, resolved
+  (``os.path.realpath`` locally, ``posixpath.normpath`` on other filesystems), must lie
+  inside the resolved base. An event whose path fails goes to the **error bucket**
+  ``<base>_rejected/rejected-<yyyyMMdd-HHmmssSSS>`` (one file per sink instance, so one
+  per roll, written, hidden and committed like any other file: nothing is lost), counted
+  in ``refused`` and ``refused_path`` and logged (rate-limited). Symbolic links someone
+  plants inside the base are followed by the check but not guarded against
+  (time-of-check to time-of-use): the base belongs to the collector's user. A pattern
+  whose own text has an empty, ``.`` or ``..`` segment after its first escape, or a
+  control character, is refused when the spec is checked.
 * **Failures** (permission, disk full, a path under a regular file) raise SinkError. If a
   file cannot be completed at close, nothing is committed or renamed: the hidden files stay
   for inspection and the checkpoints are dropped, so after a restart the source resends.
@@ -35,16 +51,23 @@ import logging
 import os
 import posixpath
 import threading
+import time
 
 from ..checkpoint import Checkpoint
 from ..component import NodeContext, Sink
 from ..errors import SinkError
 from ..escapes import Escaper
 from ..formats import FORMATS, Compression, OutputFormat, open_compressed
+from ..limits import Refusals
 from ..registry import sink
 from ..spec import Func, Lit
 
 log = logging.getLogger(__name__)
+
+NAME_MAX = 255             # bytes in one path segment (Linux, most filesystems)
+PATH_MAX = 4096            # bytes in a whole path
+_NAME_ROOM = 13            # ".", ".N" and ".tmp" the hidden and the free names may add
+REJECTED_DIR = "_rejected"
 
 # In-process reservations: two open sinks (a roll's old and new instance, two logical nodes)
 # must not share a hidden file, nor pick the same free final name at the same time.
@@ -119,13 +142,24 @@ class DfsSink(Sink):
         target = path.rstrip("/") + "/" + file if file is not None else path
         if target.endswith("/"):
             raise ValueError(f"{path!r} names a directory: give a file name")
+        if any(ch < " " or ch == "\x7f" for ch in target):
+            raise ValueError(f"the path {target!r} has a control character")
         self.target = target
-        self.escaper = Escaper(target, utc=utc)
+        self.escaper = Escaper(target, utc=utc, path=True)
+        fixed = self.escaper.fixed_prefix
+        self.base = fixed[:fixed.rfind("/") + 1]   # "" when the path starts with an escape
+        shape = "".join([p.value if p.kind == "lit" else "x" for p in self.escaper.parts])
+        if any(seg in ("", ".", "..") for seg in shape[len(self.base):].split("/")):
+            raise ValueError(f"the path {target!r} has an empty, '.' or '..' segment after "
+                             f"its first escape")
+        self.refusals = Refusals(self.metrics, log, f"{self.spec_name}({target!r})")
         self.files: dict[str, _File] = {}
         self.pending: list[Checkpoint] = []
         self.lock = threading.Lock()
         self.opened = False
         self._fs_cache: dict[str, tuple] = {}
+        self._root: tuple | None = None        # (fs, resolved base directory)
+        self._rejected: str | None = None      # this instance's error bucket
 
     # -- lifecycle
 
@@ -139,7 +173,7 @@ class DfsSink(Sink):
             for target, evs in groups.items():
                 f = self.files.get(target)
                 if f is None:
-                    f = self._open_file(target)
+                    f = self._open_checked(target, len(evs))
                 try:
                     n = f.writer.write(evs)
                 except (OSError, ValueError) as exc:
@@ -161,6 +195,7 @@ class DfsSink(Sink):
             self.opened = False
             files, self.files = list(self.files.values()), {}
             pending, self.pending = self.pending, []
+            self._rejected = None
             try:
                 self._finish(files, pending)
             finally:
@@ -171,25 +206,80 @@ class DfsSink(Sink):
     # -- files
 
     def _resolve(self, target: str) -> tuple:
-        """(fs, directory, file name) of an expanded target."""
+        """(fs, directory, file name, inside the base?) of an expanded target."""
         d, name = target.rsplit("/", 1) if "/" in target else ("", target)
         hit = self._fs_cache.get(d)
         if hit is None:
-            from fsspec.core import url_to_fs
-            try:
-                fs, fsdir = url_to_fs(d or ".")
-            except (ValueError, ImportError, OSError) as exc:
-                raise SinkError(f"dfs: cannot use {d!r}: {exc}") from exc
+            fs, fsdir = self._url_to_fs(d or ".")
             if len(self._fs_cache) > 1024:
                 self._fs_cache.clear()
-            hit = self._fs_cache[d] = (fs, fsdir)
-        fs, fsdir = hit
-        if not name or name in (".", ".."):
-            raise SinkError(f"dfs: the file name of {target!r} is empty after expansion")
-        return fs, fsdir, name
+            hit = self._fs_cache[d] = (fs, fsdir, self._inside(fs, fsdir))
+        return hit[0], hit[1], name, hit[2]
+
+    @staticmethod
+    def _url_to_fs(url: str) -> tuple:
+        from fsspec.core import url_to_fs
+        try:
+            return url_to_fs(url)
+        except (ValueError, ImportError, OSError) as exc:
+            raise SinkError(f"dfs: cannot use {url!r}: {exc}") from exc
+
+    def _inside(self, fs, fsdir: str) -> bool:
+        """True if the directory ``fsdir`` of ``fs``, resolved, is the base or below it."""
+        if self._root is None:
+            root_fs, root = self._url_to_fs(self.base or ".")
+            local = _is_local(root_fs)
+            root = os.path.realpath(root) if local else posixpath.normpath(root)
+            self._root = (root_fs, root)
+        root_fs, root = self._root
+        if type(fs) is not type(root_fs):
+            return False
+        if _is_local(fs):
+            real, sep = os.path.realpath(fsdir), os.sep
+        else:
+            real, sep = posixpath.normpath(fsdir), "/"
+        return real == root or real.startswith(root.rstrip(sep) + sep)
+
+    def _refusal(self, target: str) -> str | None:
+        """Why ``target`` (an expansion) may not be opened, or None (module docstring)."""
+        if len(target.encode("utf-8", "surrogatepass")) > PATH_MAX:
+            return f"the path is longer than {PATH_MAX} bytes"
+        segs = target[len(self.base):].split("/")
+        for seg in segs:
+            if seg in ("", ".", ".."):
+                return "a value expanded to an empty path segment"
+            if len(seg.encode("utf-8", "surrogatepass")) > NAME_MAX:
+                return f"a path segment is longer than {NAME_MAX} bytes"
+        name = segs[-1] + self.compression.extension
+        if len(name.encode("utf-8", "surrogatepass")) > NAME_MAX - _NAME_ROOM:
+            return f"the file name is longer than {NAME_MAX - _NAME_ROOM} bytes"
+        return None
+
+    def _open_checked(self, target: str, n: int) -> _File:
+        """The file for the ``n`` events expanding to ``target``: its own if the target
+        passes the checks, else this instance's error bucket (counted and logged)."""
+        why = self._refusal(target)
+        if why is None:
+            if self._resolve(target)[3]:
+                return self._open_file(target)
+            why = f"the resolved directory is outside of {self.base or '.'!r}"
+        self.refusals.refuse("path", f"{n} events for {target[:300]!r} went to the error "
+                                     f"bucket: {why}", n)
+        if self._rejected is None:
+            now = self.ctx.clock.now_ms()
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now // 1000))
+            self._rejected = f"{self.base}{REJECTED_DIR}/rejected-{stamp}{now % 1000:03d}"
+        f = self.files.get(self._rejected)
+        if f is None:
+            if not self._resolve(self._rejected)[3]:
+                self.metrics.add("errors")
+                raise SinkError(f"dfs: the error bucket {self._rejected!r} resolves outside "
+                                f"of {self.base or '.'!r}")
+            f = self._open_file(self._rejected)
+        return f
 
     def _open_file(self, target: str) -> _File:
-        fs, d, name = self._resolve(target)
+        fs, d, name, _ = self._resolve(target)
         local = _is_local(fs)
         final_name = name + self.compression.extension
         join = os.path.join if local else posixpath.join

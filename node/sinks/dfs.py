@@ -1,5 +1,6 @@
 """The dfs family: ``dfs``, ``formatDfs``, ``escapedFormatDfs``, ``escapedCustomDfs``,
-``customdfs`` -- ``("path"[, "file"[, format]], compression="none", utc=false)``.
+``customdfs`` -- ``("path"[, "file"[, format]], compression="none", utc=false,
+maxOpen=256)``.
 
 Files on any filesystem URL fsspec knows (plain paths and ``file://`` here; ``hdfs://``,
 ``s3://``... when their fsspec backend is installed).
@@ -40,6 +41,11 @@ Files on any filesystem URL fsspec knows (plain paths and ``file://`` here; ``hd
   (time-of-check to time-of-use): the base belongs to the collector's user. A pattern
   whose own text has an empty, ``.`` or ``..`` segment after its first escape, or a
   control character, is refused when the spec is checked.
+* **Open files.** At most ``maxOpen`` files (one per distinct expansion) are open at
+  once: opening one more first completes the least recently written (flushed, fsynced,
+  still hidden; it becomes final with the others at close, and a later event for it starts
+  ``name.1``). So a sender inventing a new ``%{host}`` per event costs file descriptors and
+  compressor memory for ``maxOpen`` files, not one per value.
 * **Failures** (permission, disk full, a path under a regular file) raise SinkError. If a
   file cannot be completed at close, nothing is committed or renamed: the hidden files stay
   for inspection and the checkpoints are dropped, so after a restart the source resends.
@@ -68,6 +74,7 @@ NAME_MAX = 255             # bytes in one path segment (Linux, most filesystems)
 PATH_MAX = 4096            # bytes in a whole path
 _NAME_ROOM = 13            # ".", ".N" and ".tmp" the hidden and the free names may add
 REJECTED_DIR = "_rejected"
+MAX_OPEN = 256             # open files per sink instance (maxOpen)
 
 # In-process reservations: two open sinks (a roll's old and new instance, two logical nodes)
 # must not share a hidden file, nor pick the same free final name at the same time.
@@ -97,13 +104,14 @@ class _File:
     """One open bucket: hidden file, its streams, and where it goes on close."""
 
     __slots__ = ("fs", "local", "dir", "final_name", "hidden", "raw", "stream", "writer",
-                 "events")
+                 "events", "completed")
 
     def __init__(self, fs, local: bool, d: str, final_name: str, hidden: str):
         self.fs, self.local, self.dir = fs, local, d
         self.final_name, self.hidden = final_name, hidden
         self.raw = self.stream = self.writer = None
         self.events = 0
+        self.completed = False
 
 
 def _is_local(fs) -> bool:
@@ -120,8 +128,11 @@ class DfsSink(Sink):
 
     def __init__(self, path: str, file: FileOrFormat | None = None,
                  format: OutputFormat | None = None, *,
-                 compression: Compression = Compression("none"), utc: bool = False):
+                 compression: Compression = Compression("none"), utc: bool = False,
+                 maxOpen: int = MAX_OPEN):
         super().__init__()
+        if maxOpen < 1:
+            raise ValueError(f"maxOpen must be at least 1, got {maxOpen}")
         if isinstance(file, str) and format is None and self.format_second \
                 and file in FORMATS:
             file = OutputFormat.get(file)
@@ -153,7 +164,9 @@ class DfsSink(Sink):
             raise ValueError(f"the path {target!r} has an empty, '.' or '..' segment after "
                              f"its first escape")
         self.refusals = Refusals(self.metrics, log, f"{self.spec_name}({target!r})")
-        self.files: dict[str, _File] = {}
+        self.max_open = maxOpen
+        self.files: dict[str, _File] = {}      # open, least recently written first
+        self.done: list[_File] = []            # completed early (maxOpen), not yet final
         self.pending: list[Checkpoint] = []
         self.lock = threading.Lock()
         self.opened = False
@@ -171,9 +184,10 @@ class DfsSink(Sink):
         with self.lock:
             groups = self.escaper.group(events)
             for target, evs in groups.items():
-                f = self.files.get(target)
+                key, f = target, self.files.pop(target, None)
                 if f is None:
-                    f = self._open_checked(target, len(evs))
+                    key, f = self._open_checked(target, len(evs))
+                self.files[key] = f                   # now the most recently written
                 try:
                     n = f.writer.write(evs)
                 except (OSError, ValueError) as exc:
@@ -193,7 +207,8 @@ class DfsSink(Sink):
             if not self.opened:
                 return
             self.opened = False
-            files, self.files = list(self.files.values()), {}
+            files, self.files = self.done + list(self.files.values()), {}
+            self.done = []
             pending, self.pending = self.pending, []
             self._rejected = None
             try:
@@ -255,13 +270,13 @@ class DfsSink(Sink):
             return f"the file name is longer than {NAME_MAX - _NAME_ROOM} bytes"
         return None
 
-    def _open_checked(self, target: str, n: int) -> _File:
-        """The file for the ``n`` events expanding to ``target``: its own if the target
-        passes the checks, else this instance's error bucket (counted and logged)."""
+    def _open_checked(self, target: str, n: int) -> tuple[str, _File]:
+        """(key, file) for the ``n`` events expanding to ``target``: its own file if the
+        target passes the checks, else this instance's error bucket (counted, logged)."""
         why = self._refusal(target)
         if why is None:
             if self._resolve(target)[3]:
-                return self._open_file(target)
+                return target, self._open_file(target)
             why = f"the resolved directory is outside of {self.base or '.'!r}"
         self.refusals.refuse("path", f"{n} events for {target[:300]!r} went to the error "
                                      f"bucket: {why}", n)
@@ -269,16 +284,18 @@ class DfsSink(Sink):
             now = self.ctx.clock.now_ms()
             stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now // 1000))
             self._rejected = f"{self.base}{REJECTED_DIR}/rejected-{stamp}{now % 1000:03d}"
-        f = self.files.get(self._rejected)
+        f = self.files.pop(self._rejected, None)
         if f is None:
             if not self._resolve(self._rejected)[3]:
                 self.metrics.add("errors")
                 raise SinkError(f"dfs: the error bucket {self._rejected!r} resolves outside "
                                 f"of {self.base or '.'!r}")
             f = self._open_file(self._rejected)
-        return f
+        return self._rejected, f
 
     def _open_file(self, target: str) -> _File:
+        if len(self.files) >= self.max_open:
+            self._complete_early()
         fs, d, name, _ = self._resolve(target)
         local = _is_local(fs)
         final_name = name + self.compression.extension
@@ -314,6 +331,15 @@ class DfsSink(Sink):
         log.debug("dfs sink opened a file", extra={"hidden": hidden})
         return f
 
+    def _complete_early(self) -> None:
+        """Complete the least recently written open file (``maxOpen`` reached): it stays
+        hidden and becomes final with the others at close."""
+        target = next(iter(self.files))
+        f = self.files.pop(target)
+        self.done.append(f)
+        self._complete([f])
+        self.metrics.add("files_completed_early")
+
     def _finish(self, files: list[_File], pending: list[Checkpoint]) -> None:
         self._complete(files)
         self._publish(files, pending)
@@ -322,6 +348,9 @@ class DfsSink(Sink):
         """End, flush and fsync every file; SinkError (nothing committed) if one fails."""
         errors = []
         for f in files:
+            if f.completed:
+                continue
+            f.completed = True
             try:
                 f.writer.close()
                 if f.stream is not f.raw:

@@ -265,3 +265,30 @@ def test_rpc_attributes_into_collector_sink_stay_under_the_base(tmp_path, source
         got = [f for f in written if f.parent == base / enc]
         assert len(got) == 1 and got[0].name.startswith(enc + "-"), (v, got)
         assert got[0].read_bytes() == f"e{i}\n".encode()
+
+
+def test_dfs_keeps_at_most_max_open_files_open(ctx, tmp_path):
+    import gzip
+    s = build_sink(parse_sink(f'dfs("{tmp_path}/%{{host}}/f", compression="gzip", '
+                              f'maxOpen=8)'))
+    s.open(ctx)
+    fds = len(os.listdir("/proc/self/fd"))
+    for i in range(0, 60, 20):
+        s.append([ev(host=f"h{j}", body=b"%d" % j) for j in range(i, i + 20)])
+    s.append([ev(host="h0", body=b"again")])        # h0 was completed early: a new file
+    assert len(os.listdir("/proc/self/fd")) - fds <= 8
+    assert len(s.files) == 8 and s.metrics["files_completed_early"] == 61 - 8
+    s.when_durable(Checkpoint({"pos": 9}))
+    s.close()
+    for j in range(60):
+        assert gzip.decompress((tmp_path / f"h{j}" / "f.gz").read_bytes()) == b"%d\n" % j
+    assert gzip.decompress((tmp_path / "h0" / "f.1.gz").read_bytes()) == b"again\n"
+    assert not [p for p in tmp_path.rglob(".*")]    # every hidden file made final
+    assert ctx.store.get("pos") == 9
+
+
+def test_max_open_must_be_positive():
+    with pytest.raises(SpecError, match="maxOpen"):
+        build_sink(parse_sink('dfs("/x/%{host}", maxOpen=0)'))
+    with pytest.raises(SpecError, match="maxOpen"):
+        build_sink(parse_sink('collectorSink("/x/", "d", maxOpen=0)'))

@@ -18,6 +18,31 @@ literally. **[beyond]** OG replaced unknown ``%x`` escapes with "" and logged a 
 event; keeping them literal makes a typo visible in the output name instead of silently
 merging buckets.
 
+**Bound.** A pattern holds at most :data:`MAX_ESCAPES` (128) escapes (``%%`` is not one);
+a longer one is refused with :class:`PatternError` (a ``ValueError``, so a component
+building it reports a spec error at its position).
+
+**In paths** (``Escaper(pattern, path=True)``, used by every sink that names files: the
+``dfs`` family and ``collectorSink``), a value taken from the event -- ``%{host}``,
+``%{body}``, ``%{priority}``, ``%{nanos}``, any attribute, ``%{rolltag}`` included -- is
+*percent-encoded* (:func:`path_value`) so that it can never add a directory level nor
+climb out of one:
+
+* ``%`` ``/`` ``\\`` ``:`` ``*`` ``?`` ``[`` ``]``, the control characters U+0000-U+001F
+  and U+007F (NUL and newline included) and lone surrogates become ``%XX`` -- each UTF-8
+  byte, upper-case hex (``/`` -> ``%2F``, NUL -> ``%00``, ``%`` -> ``%25``);
+* a leading ``.`` or ``~`` becomes ``%2E`` / ``%7E``: a value is never ``.``, ``..`` or a
+  hidden name, and never the start of a home-directory path;
+* everything else (letters of any script, digits, ``-`` ``_`` ``+`` ``.`` after the first
+  character, spaces) is kept.
+
+The encoding is reversible (``urllib.parse.unquote``), since ``%`` itself is encoded, and
+its output contains no ``/``, no ``..`` segment, no NUL and no character that fsspec
+treats specially (``::`` chains filesystems, ``*?[`` are globs in ``mv``/``rm``). Dates,
+``%t`` and ``%s`` come from the event's timestamp, a number, and are written as they are
+(``%D`` gives ``01/02/06``, three levels, on purpose). An empty value stays empty: the
+sink refuses a path whose expansion leaves an empty segment (see ``node.sinks.dfs``).
+
 A pattern is parsed once into a small generated function. The date fields of one second
 are computed once and cached, so expanding a million events of the same few seconds costs
 a dict lookup per event, not a date format.
@@ -28,6 +53,7 @@ import re
 import time
 from typing import Callable
 
+from .errors import FlumeError
 from .event import Event
 
 _TAG = re.compile(r"%(?:\{([\w.\-]+)\}|(\w|%))")
@@ -62,6 +88,35 @@ _DATE_FIELDS: dict[str, Callable[[time.struct_time], str]] = {
 
 DATE_ESCAPES = frozenset(_DATE_FIELDS)
 _CACHE_LIMIT = 4096
+MAX_ESCAPES = 128
+
+
+class PatternError(FlumeError, ValueError):
+    """An escape pattern is refused (too many escapes)."""
+
+
+# What a value from an event never brings into a path as such (module docstring).
+_PATH_UNSAFE = re.compile(r"^[.~]|[\x00-\x1f\x7f%/\\:*?\[\]\ud800-\udfff]")
+_PATH_VALUES: dict[str, str] = {}
+
+
+def _percent(m: re.Match) -> str:
+    return "".join([f"%{b:02X}" for b in m.group().encode("utf-8", "surrogatepass")])
+
+
+def path_value(text: str) -> str:
+    """``text`` percent-encoded to be a part of one path segment (module docstring):
+    never a separator, ``.``/``..``, NUL, a control character or an fsspec special."""
+    # A collector sees the same few hosts and tags again and again: a dict hit is several
+    # times cheaper than the regex.
+    out = _PATH_VALUES.get(text)
+    if out is None:
+        out = _PATH_UNSAFE.sub(_percent, text)
+        if len(_PATH_VALUES) >= _CACHE_LIMIT:
+            _PATH_VALUES.clear()
+        if len(text) <= 256:
+            _PATH_VALUES[text] = out
+    return out
 
 
 def zone_offset(tm: time.struct_time) -> str:
@@ -88,33 +143,37 @@ class _Part:
 
 
 def parse(pattern: str) -> list[_Part]:
-    """The pattern as parts, adjacent literals merged."""
+    """The pattern as parts, adjacent literals merged. One pass over the matches, no
+    recursion: a pattern of any length parses in linear time."""
     parts: list[_Part] = []
+    text: list[str] = []     # literal pieces not yet added (joined once: no quadratic +=)
 
-    def lit(text: str) -> None:
-        if not text:
-            return
-        if parts and parts[-1].kind == "lit":
-            parts[-1].value += text
-        else:
-            parts.append(_Part("lit", text))
+    def flush() -> None:
+        joined = "".join(text)
+        text.clear()
+        if joined:
+            parts.append(_Part("lit", joined))
 
     pos = 0
     for m in _TAG.finditer(pattern):
-        lit(pattern[pos:m.start()])
+        text.append(pattern[pos:m.start()])
         pos = m.end()
         name, short = m.group(1), m.group(2)
         if name is not None:
+            flush()
             parts.append(_Part("field", "host" if name == "hostname" else name))
         elif short == "%":
-            lit("%")
+            text.append("%")
         elif short in _DATE_FIELDS:
+            flush()
             parts.append(_Part("date", short))
         elif short in ("t", "s"):
+            flush()
             parts.append(_Part(short, short))
         else:
-            lit(m.group(0))  # unknown %x: kept literally (see module docstring)
-    lit(pattern[pos:])
+            text.append(m.group(0))  # unknown %x: kept literally (see module docstring)
+    text.append(pattern[pos:])
+    flush()
     return parts
 
 
@@ -131,14 +190,22 @@ class Escaper:
 
     ``has_escapes``: the expansion depends on the event (False: ``expand`` returns the
     constant ``literal``). ``uses_time``: it depends on the event's timestamp.
+    ``path=True``: values from the event are encoded by :func:`path_value`.
+    ``fixed_prefix``: the text before the first escape, the same in every expansion.
+    PatternError past :data:`MAX_ESCAPES` escapes.
     """
 
-    __slots__ = ("pattern", "utc", "parts", "_fn", "_segments", "_cache", "literal")
+    __slots__ = ("pattern", "utc", "path", "parts", "_fn", "_segments", "_cache", "literal")
 
-    def __init__(self, pattern: str, utc: bool = False):
+    def __init__(self, pattern: str, utc: bool = False, path: bool = False):
         self.pattern = pattern
         self.utc = utc
+        self.path = path
         self.parts = parse(pattern)
+        n = sum([1 for p in self.parts if p.kind != "lit"])
+        if n > MAX_ESCAPES:
+            raise PatternError(f"the pattern has {n} escapes; at most {MAX_ESCAPES} are "
+                               f"allowed in one pattern")
         self._segments: list = []
         self._cache: dict[int, object] = {}
         self.literal = "".join(p.value for p in self.parts) if not self.has_escapes else None
@@ -152,11 +219,21 @@ class Escaper:
     def uses_time(self) -> bool:
         return any(p.kind in ("date", "t", "s") for p in self.parts)
 
+    @property
+    def fixed_prefix(self) -> str:
+        if not self.has_escapes:
+            return self.literal
+        first = self.parts[0]
+        return first.value if first.kind == "lit" else ""
+
     def _compile(self) -> Callable[[Event], str]:
         # Generated code, so expansion runs no per-part loop. Maximal runs of literals and
         # second-resolution escapes (dates, %s) become "segments" whose text is computed
         # once per second and cached: "/logs/%Y-%m-%d/%H00/%{host}" costs one cache lookup
-        # and one concatenation per event.
+        # and one concatenation per event. The result is one flat f-string (a single
+        # BUILD_STRING, whatever the number of parts: no nested expression for the
+        # compiler to recurse into), and no text of the pattern is pasted into the code:
+        # literals and attribute names are passed in as names.
         if not self.has_escapes:
             const = self.literal
             return lambda e: const
@@ -174,34 +251,39 @@ class Escaper:
                 for r in runs]
         segments = [r for r in runs if isinstance(r, list)]
         self._segments = segments
+        ns: dict = {"cache": self._cache, "seg_values": self._segment_values,
+                    "LIMIT": _CACHE_LIMIT, "q": path_value}
         exprs, seg_i = [], 0
-        for r in runs:
+        for i, r in enumerate(runs):
             if isinstance(r, list):
                 exprs.append(f"d[{seg_i}]")
                 seg_i += 1
             elif r.kind == "lit":
-                exprs.append(repr(r.value))
+                ns[f"L{i}"] = r.value
+                exprs.append(f"L{i}")
             elif r.kind == "t":
-                exprs.append("str(e.timestamp)")
+                exprs.append("e.timestamp")
             else:
-                exprs.append(_FIELD_CODE.get(
-                    r.value, f"e.attrs.get({r.value!r}, b'').decode('utf-8', 'replace')"))
-        joined = " + ".join(exprs)  # every expression is a str
+                code = _FIELD_CODE.get(r.value)
+                if code is None:
+                    ns[f"A{i}"] = r.value
+                    code = f"e.attrs.get(A{i}, b'').decode('utf-8', 'replace')"
+                exprs.append(f"q({code})" if self.path else code)
+        body = "".join(f"{{{x}}}" for x in exprs)
         lines = ["def expand(e):"]
         if segments:
             lines += ["    sec = e.timestamp // 1000",
                       "    d = cache.get(sec)",
                       "    if d is None:",
                       "        d = segs(sec)"]
-        lines.append(f"    return {joined}")
+        lines.append(f'    return f"{body}"')
         src = "\n".join(["def segs(sec):",
                          "    d = seg_values(sec)",
                          "    if len(cache) >= LIMIT:",
                          "        cache.clear()",
                          "    cache[sec] = d",
                          "    return d"] + lines)
-        ns = {"cache": self._cache, "seg_values": self._segment_values, "LIMIT": _CACHE_LIMIT}
-        exec(compile(src, f"<escape {self.pattern!r}>", "exec"), ns)
+        exec(compile(src, "<escape pattern>", "exec"), ns)
         return ns["expand"]
 
     def _segment_values(self, sec: int) -> tuple:

@@ -27,6 +27,10 @@ Decisions (where OG was vague):
   instance meanwhile; the failure shows in ``rollfails``/``errors`` and the log.
 * If opening a new instance fails, the roll retries at every trigger check and every
   append; ``append`` raises :class:`SinkError` while there is no open instance.
+* The refusal counters (``refused``, ``refused_<reason>``: ``node.limits``) of an instance
+  are added to the roll's own when the instance is closed, so they outlive it.
+* ``rolltag`` is stamped by the roll on every event (whatever tag the event came with), so
+  a file name built from it holds no sender's text; the dfs sinks encode it all the same.
 """
 from __future__ import annotations
 
@@ -171,6 +175,8 @@ class RollSink(Sink):
             except Exception as exc:
                 self._close_failed(exc, had_events)
                 raise SinkError(f"roll: closing the last instance failed: {exc}") from exc
+            finally:
+                self._keep_refusals(cur)
             if had_events:
                 self.metrics.add("rolls")
                 self.on_inner_closed(self._tag, True)
@@ -281,8 +287,20 @@ class RollSink(Sink):
             else:
                 self.metrics.add("rolls")
                 self.on_inner_closed(self._tag, True)
+            finally:
+                self._keep_refusals(cur)
         self._start_period()
         self._open_inner()
+
+    def _keep_refusals(self, inst: Sink) -> None:
+        """Add the refusal counters of the closed instance ``inst`` (and its children)."""
+        todo = [inst]
+        while todo:
+            c = todo.pop()
+            for k, v in list(c.metrics.items()):
+                if k.startswith("refused"):
+                    self.metrics.add(k, v)
+            todo.extend(c.children())
 
     def roll_now(self) -> None:
         """Roll at once (tests, administrative flush)."""

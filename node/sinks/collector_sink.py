@@ -1,11 +1,15 @@
-"""``collectorSink("dir", "prefix"[, rollMs=30000[, format]], compression=, utc=)``.
+"""``collectorSink("dir", "prefix"[, rollMs=30000[, format]], compression=, utc=,
+maxGroups=500, maxOpen=256)``.
 
 The collector's sink: a ``roll`` (its trigger thread closes files on time even when no
 event arrives) over a ``dfs`` sink writing ``dir/prefix<rolltag>``. ``dir`` and ``prefix``
 take the escapes of REFERENCE section 6, expanded from each event's own timestamp, so one
 roll period may write several bucket files (``"/logs/%Y-%m-%d/%H00"``). Files are written
 hidden (``.name.tmp``) and renamed when their roll period ends: a file is visible only
-when complete. Formats: any output format (default ``raw``); ``compression``: ``gzip`` or
+when complete. Values of the event in ``dir`` and ``prefix`` are percent-encoded, and an
+event whose file would not be safely below the directory of the text before the first
+escape goes to ``<that directory>/_rejected/`` (counted in ``refused_path``); at most
+``maxOpen`` files are open at once per roll period (``node.sinks.dfs``). Formats: any output format (default ``raw``); ``compression``: ``gzip`` or
 ``zstd`` for the whole file. ``dir`` may be any fsspec URL.
 
 * **Without ZooKeeper** the files of each roll period are committed like ``dfs`` does:
@@ -45,10 +49,11 @@ from ..e2e import (KEY_PREFIX, Committer, collector_state, file_url, parse_group
                    take_groups)
 from ..errors import SinkError
 from ..formats import Compression, OutputFormat
+from ..limits import Refusals
 from ..registry import sink
 from ..decorators.collector import CollectorRoll
 from ..decorators.roll import ROLLTAG
-from .dfs import _FINAL_LOCK, DfsSink
+from .dfs import _FINAL_LOCK, MAX_OPEN, DfsSink
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +67,9 @@ class _CollectorDfs(DfsSink):
 
     def __init__(self, target: str, owner: "CollectorSink", plain: bool = False):
         super().__init__(target, None, owner.format, compression=owner.compression,
-                         utc=owner.utc)
+                         utc=owner.utc, maxOpen=owner.max_open)
         self.owner = owner
+        self.refusals = owner.refusals    # counted on the collectorSink, which outlives us
         self.plain = plain
         self.groups = 0
         self.published = False
@@ -161,7 +167,7 @@ class CollectorSink(CollectorRoll):
     def __init__(self, dir: str, prefix: str = "", rollMs: int = 30_000,
                  format: OutputFormat | None = None, *,
                  compression: Compression = Compression("none"), utc: bool = False,
-                 checkMs: int = 250, maxGroups: int = MAX_GROUPS):
+                 checkMs: int = 250, maxGroups: int = MAX_GROUPS, maxOpen: int = MAX_OPEN):
         super().__init__(self._new_instance, rollMs, checkMs)
         if not dir:
             raise ValueError("the directory is empty")
@@ -173,8 +179,11 @@ class CollectorSink(CollectorRoll):
         self.compression = Compression.of(compression)
         self.utc = utc
         self.max_groups = maxGroups
+        self.max_open = maxOpen
         self.target = dir.rstrip("/") + "/" + prefix + "%{rolltag}"
-        DfsSink(self.target, None, self.format, compression=self.compression, utc=utc)
+        DfsSink(self.target, None, self.format, compression=self.compression, utc=utc,
+                maxOpen=maxOpen)
+        self.refusals = Refusals(self.metrics, log, f"collectorSink({dir!r}, {prefix!r})")
         self.committer: Committer | None = None
         self._positions_lost = False
         self._closed = False

@@ -1,5 +1,6 @@
 """The dfs family: ``dfs``, ``formatDfs``, ``escapedFormatDfs``, ``escapedCustomDfs``,
-``customdfs`` -- ``("path"[, "file"[, format]], compression="none", utc=false)``.
+``customdfs`` -- ``("path"[, "file"[, format]], compression="none", utc=false,
+maxOpen=256)``.
 
 Files on any filesystem URL fsspec knows (plain paths and ``file://`` here; ``hdfs://``,
 ``s3://``... when their fsspec backend is installed).
@@ -24,6 +25,27 @@ Files on any filesystem URL fsspec knows (plain paths and ``file://`` here; ``hd
 * **Names.** ``compression`` (``none``, ``gzip``, ``zstd``) compresses the whole file and
   appends ``.gz``/``.zst`` to its name. A final name that already exists is never
   overwritten: ``name.1``, ``name.2``... (before the compression extension) is used instead.
+* **Paths from events.** Values of the event in the path are percent-encoded
+  (``node.escapes``: never ``/``, ``..``, NUL, a leading ``.``). The *base* is the
+  directory of the text before the first escape (``/srv/base/`` for
+  ``/srv/base/%{host}/f``); every file the sink opens is checked before it is opened:
+  below the base, no segment may be empty, ``.`` or ``..`` (an empty value: ``%{host}``
+  of an event without host), no name longer than 255 bytes (the file name 242, room for
+  ``.name.N.tmp``), the whole path at most 4096 bytes, and the directory, resolved
+  (``os.path.realpath`` locally, ``posixpath.normpath`` on other filesystems), must lie
+  inside the resolved base. An event whose path fails goes to the **error bucket**
+  ``<base>_rejected/rejected-<yyyyMMdd-HHmmssSSS>`` (one file per sink instance, so one
+  per roll, written, hidden and committed like any other file: nothing is lost), counted
+  in ``refused`` and ``refused_path`` and logged (rate-limited). Symbolic links someone
+  plants inside the base are followed by the check but not guarded against
+  (time-of-check to time-of-use): the base belongs to the collector's user. A pattern
+  whose own text has an empty, ``.`` or ``..`` segment after its first escape, or a
+  control character, is refused when the spec is checked.
+* **Open files.** At most ``maxOpen`` files (one per distinct expansion) are open at
+  once: opening one more first completes the least recently written (flushed, fsynced,
+  still hidden; it becomes final with the others at close, and a later event for it starts
+  ``name.1``). So a sender inventing a new ``%{host}`` per event costs file descriptors and
+  compressor memory for ``maxOpen`` files, not one per value.
 * **Failures** (permission, disk full, a path under a regular file) raise SinkError. If a
   file cannot be completed at close, nothing is committed or renamed: the hidden files stay
   for inspection and the checkpoints are dropped, so after a restart the source resends.
@@ -35,16 +57,24 @@ import logging
 import os
 import posixpath
 import threading
+import time
 
 from ..checkpoint import Checkpoint
 from ..component import NodeContext, Sink
 from ..errors import SinkError
 from ..escapes import Escaper
 from ..formats import FORMATS, Compression, OutputFormat, open_compressed
+from ..limits import Refusals
 from ..registry import sink
 from ..spec import Func, Lit
 
 log = logging.getLogger(__name__)
+
+NAME_MAX = 255             # bytes in one path segment (Linux, most filesystems)
+PATH_MAX = 4096            # bytes in a whole path
+_NAME_ROOM = 13            # ".", ".N" and ".tmp" the hidden and the free names may add
+REJECTED_DIR = "_rejected"
+MAX_OPEN = 256             # open files per sink instance (maxOpen)
 
 # In-process reservations: two open sinks (a roll's old and new instance, two logical nodes)
 # must not share a hidden file, nor pick the same free final name at the same time.
@@ -74,13 +104,14 @@ class _File:
     """One open bucket: hidden file, its streams, and where it goes on close."""
 
     __slots__ = ("fs", "local", "dir", "final_name", "hidden", "raw", "stream", "writer",
-                 "events")
+                 "events", "completed")
 
     def __init__(self, fs, local: bool, d: str, final_name: str, hidden: str):
         self.fs, self.local, self.dir = fs, local, d
         self.final_name, self.hidden = final_name, hidden
         self.raw = self.stream = self.writer = None
         self.events = 0
+        self.completed = False
 
 
 def _is_local(fs) -> bool:
@@ -97,8 +128,11 @@ class DfsSink(Sink):
 
     def __init__(self, path: str, file: FileOrFormat | None = None,
                  format: OutputFormat | None = None, *,
-                 compression: Compression = Compression("none"), utc: bool = False):
+                 compression: Compression = Compression("none"), utc: bool = False,
+                 maxOpen: int = MAX_OPEN):
         super().__init__()
+        if maxOpen < 1:
+            raise ValueError(f"maxOpen must be at least 1, got {maxOpen}")
         if isinstance(file, str) and format is None and self.format_second \
                 and file in FORMATS:
             file = OutputFormat.get(file)
@@ -119,13 +153,26 @@ class DfsSink(Sink):
         target = path.rstrip("/") + "/" + file if file is not None else path
         if target.endswith("/"):
             raise ValueError(f"{path!r} names a directory: give a file name")
+        if any(ch < " " or ch == "\x7f" for ch in target):
+            raise ValueError(f"the path {target!r} has a control character")
         self.target = target
-        self.escaper = Escaper(target, utc=utc)
-        self.files: dict[str, _File] = {}
+        self.escaper = Escaper(target, utc=utc, path=True)
+        fixed = self.escaper.fixed_prefix
+        self.base = fixed[:fixed.rfind("/") + 1]   # "" when the path starts with an escape
+        shape = "".join([p.value if p.kind == "lit" else "x" for p in self.escaper.parts])
+        if any(seg in ("", ".", "..") for seg in shape[len(self.base):].split("/")):
+            raise ValueError(f"the path {target!r} has an empty, '.' or '..' segment after "
+                             f"its first escape")
+        self.refusals = Refusals(self.metrics, log, f"{self.spec_name}({target!r})")
+        self.max_open = maxOpen
+        self.files: dict[str, _File] = {}      # open, least recently written first
+        self.done: list[_File] = []            # completed early (maxOpen), not yet final
         self.pending: list[Checkpoint] = []
         self.lock = threading.Lock()
         self.opened = False
         self._fs_cache: dict[str, tuple] = {}
+        self._root: tuple | None = None        # (fs, resolved base directory)
+        self._rejected: str | None = None      # this instance's error bucket
 
     # -- lifecycle
 
@@ -137,9 +184,10 @@ class DfsSink(Sink):
         with self.lock:
             groups = self.escaper.group(events)
             for target, evs in groups.items():
-                f = self.files.get(target)
+                key, f = target, self.files.pop(target, None)
                 if f is None:
-                    f = self._open_file(target)
+                    key, f = self._open_checked(target, len(evs))
+                self.files[key] = f                   # now the most recently written
                 try:
                     n = f.writer.write(evs)
                 except (OSError, ValueError) as exc:
@@ -159,8 +207,10 @@ class DfsSink(Sink):
             if not self.opened:
                 return
             self.opened = False
-            files, self.files = list(self.files.values()), {}
+            files, self.files = self.done + list(self.files.values()), {}
+            self.done = []
             pending, self.pending = self.pending, []
+            self._rejected = None
             try:
                 self._finish(files, pending)
             finally:
@@ -171,25 +221,82 @@ class DfsSink(Sink):
     # -- files
 
     def _resolve(self, target: str) -> tuple:
-        """(fs, directory, file name) of an expanded target."""
+        """(fs, directory, file name, inside the base?) of an expanded target."""
         d, name = target.rsplit("/", 1) if "/" in target else ("", target)
         hit = self._fs_cache.get(d)
         if hit is None:
-            from fsspec.core import url_to_fs
-            try:
-                fs, fsdir = url_to_fs(d or ".")
-            except (ValueError, ImportError, OSError) as exc:
-                raise SinkError(f"dfs: cannot use {d!r}: {exc}") from exc
+            fs, fsdir = self._url_to_fs(d or ".")
             if len(self._fs_cache) > 1024:
                 self._fs_cache.clear()
-            hit = self._fs_cache[d] = (fs, fsdir)
-        fs, fsdir = hit
-        if not name or name in (".", ".."):
-            raise SinkError(f"dfs: the file name of {target!r} is empty after expansion")
-        return fs, fsdir, name
+            hit = self._fs_cache[d] = (fs, fsdir, self._inside(fs, fsdir))
+        return hit[0], hit[1], name, hit[2]
+
+    @staticmethod
+    def _url_to_fs(url: str) -> tuple:
+        from fsspec.core import url_to_fs
+        try:
+            return url_to_fs(url)
+        except (ValueError, ImportError, OSError) as exc:
+            raise SinkError(f"dfs: cannot use {url!r}: {exc}") from exc
+
+    def _inside(self, fs, fsdir: str) -> bool:
+        """True if the directory ``fsdir`` of ``fs``, resolved, is the base or below it."""
+        if self._root is None:
+            root_fs, root = self._url_to_fs(self.base or ".")
+            local = _is_local(root_fs)
+            root = os.path.realpath(root) if local else posixpath.normpath(root)
+            self._root = (root_fs, root)
+        root_fs, root = self._root
+        if type(fs) is not type(root_fs):
+            return False
+        if _is_local(fs):
+            real, sep = os.path.realpath(fsdir), os.sep
+        else:
+            real, sep = posixpath.normpath(fsdir), "/"
+        return real == root or real.startswith(root.rstrip(sep) + sep)
+
+    def _refusal(self, target: str) -> str | None:
+        """Why ``target`` (an expansion) may not be opened, or None (module docstring)."""
+        if len(target.encode("utf-8", "surrogatepass")) > PATH_MAX:
+            return f"the path is longer than {PATH_MAX} bytes"
+        segs = target[len(self.base):].split("/")
+        for seg in segs:
+            if seg in ("", ".", ".."):
+                return "a value expanded to an empty path segment"
+            if len(seg.encode("utf-8", "surrogatepass")) > NAME_MAX:
+                return f"a path segment is longer than {NAME_MAX} bytes"
+        name = segs[-1] + self.compression.extension
+        if len(name.encode("utf-8", "surrogatepass")) > NAME_MAX - _NAME_ROOM:
+            return f"the file name is longer than {NAME_MAX - _NAME_ROOM} bytes"
+        return None
+
+    def _open_checked(self, target: str, n: int) -> tuple[str, _File]:
+        """(key, file) for the ``n`` events expanding to ``target``: its own file if the
+        target passes the checks, else this instance's error bucket (counted, logged)."""
+        why = self._refusal(target)
+        if why is None:
+            if self._resolve(target)[3]:
+                return target, self._open_file(target)
+            why = f"the resolved directory is outside of {self.base or '.'!r}"
+        self.refusals.refuse("path", f"{n} events for {target[:300]!r} went to the error "
+                                     f"bucket: {why}", n)
+        if self._rejected is None:
+            now = self.ctx.clock.now_ms()
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now // 1000))
+            self._rejected = f"{self.base}{REJECTED_DIR}/rejected-{stamp}{now % 1000:03d}"
+        f = self.files.pop(self._rejected, None)
+        if f is None:
+            if not self._resolve(self._rejected)[3]:
+                self.metrics.add("errors")
+                raise SinkError(f"dfs: the error bucket {self._rejected!r} resolves outside "
+                                f"of {self.base or '.'!r}")
+            f = self._open_file(self._rejected)
+        return self._rejected, f
 
     def _open_file(self, target: str) -> _File:
-        fs, d, name = self._resolve(target)
+        if len(self.files) >= self.max_open:
+            self._complete_early()
+        fs, d, name, _ = self._resolve(target)
         local = _is_local(fs)
         final_name = name + self.compression.extension
         join = os.path.join if local else posixpath.join
@@ -224,6 +331,15 @@ class DfsSink(Sink):
         log.debug("dfs sink opened a file", extra={"hidden": hidden})
         return f
 
+    def _complete_early(self) -> None:
+        """Complete the least recently written open file (``maxOpen`` reached): it stays
+        hidden and becomes final with the others at close."""
+        target = next(iter(self.files))
+        f = self.files.pop(target)
+        self.done.append(f)
+        self._complete([f])
+        self.metrics.add("files_completed_early")
+
     def _finish(self, files: list[_File], pending: list[Checkpoint]) -> None:
         self._complete(files)
         self._publish(files, pending)
@@ -232,6 +348,9 @@ class DfsSink(Sink):
         """End, flush and fsync every file; SinkError (nothing committed) if one fails."""
         errors = []
         for f in files:
+            if f.completed:
+                continue
+            f.completed = True
             try:
                 f.writer.close()
                 if f.stream is not f.raw:

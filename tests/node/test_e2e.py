@@ -198,6 +198,27 @@ def test_agent_to_collector_exactly_once(cluster, channel, store):
     wal_dir = cluster.tmp / "agents" / "agent1" / "e2e" / "agent1"
     wait_until(lambda: not [p for p in os.listdir(wal_dir) if p.endswith(".wal")],
                what="WAL segment files deleted")
+def test_hostile_attribute_paths_stay_under_the_base_and_are_acknowledged(cluster, channel):
+    """E2E groups whose events name unsafe paths: committed with the error bucket file in
+    the same ZooKeeper transaction, acknowledged, exactly once, nothing outside the base."""
+    base = cluster.out / "base"
+    col = cluster.collector("col1", roll_ms=200,
+                            sink=f'collectorSink("{base}/%{{svc}}/", "%{{svc}}-", 200)')
+    for svc, name in (("../x", "up"), ("", "empty"), ("ok", "fine")):
+        agent = cluster.agent(f"agent-{name}", f"{channel}-{name}",
+                              f'{{ value("svc", "{svc}") => agentE2ESink("127.0.0.1", '
+                              f'{port_of(col)}) }}')
+        memory.push(f"{channel}-{name}", bodies(name, 0, 50))
+        wait_until(lambda: all_acked(agent, 50), what=f"the {name} groups acknowledged")
+    expected = bodies("up", 0, 50) + bodies("empty", 0, 50) + bodies("fine", 0, 50)
+    wait_until(lambda: sum(output_lines(cluster.out).values()) >= len(expected))
+    assert_exactly_once(base, expected)
+    assert_exactly_once(cluster.out, expected)          # nothing above the base either
+    assert sorted(os.listdir(base)) == ["%2E.%2Fx", "_rejected", "ok"]
+    assert sorted(output_lines(base / "_rejected")) == bodies("empty", 0, 50)
+    assert sink_metrics(col)["refused_path"] == 50
+
+
 
 
 def test_a_stalled_driver_never_separates_a_group_from_its_file(cluster, channel, store,

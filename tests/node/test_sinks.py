@@ -355,12 +355,14 @@ def test_dfs_failure_raises_sink_error(ctx, tmp_path):
     s.close()
 
 
-def test_dfs_empty_expanded_name_raises(ctx, tmp_path):
+def test_dfs_empty_expanded_name_goes_to_the_error_bucket(ctx, tmp_path):
     s = sink(f'dfs("{tmp_path}", "%{{missing}}")')
     s.open(ctx)
-    with pytest.raises(SinkError, match="empty"):
-        s.append(events(1))
+    s.append(events(1))
     s.close()
+    (bucket,) = (tmp_path / "_rejected").iterdir()
+    assert bucket.read_bytes() == b"line 00000\n"
+    assert s.metrics["refused_path"] == 1
 
 
 def test_dfs_close_without_events_commits_pending(ctx, tmp_path):

@@ -5,7 +5,8 @@ It uses the jars of Debian's ``zookeeper`` package (``/usr/share/java``) or of a
 the server answers ``ruok``, and stops it on ``stop()`` (and at interpreter exit).
 
 It listens on ``host`` only (127.0.0.1 unless told otherwise), answers no four-letter word
-but ``ruok`` and runs no admin server (no HTTP port). With ``super_digest`` (a digest id,
+but ``ruok`` (and ``srvr``, which ZooKeeper always answers: version, counts, no clients)
+and runs no admin server (no HTTP port). With ``super_digest`` (a digest id,
 ``user:base64``) that identity is ZooKeeper's super user: it passes every ACL check, so the
 master can always repair the ACLs of its own tree.
 """
@@ -112,7 +113,7 @@ class ManagedZooKeeper:
             f"clientPort={self.port}\n"
             f"clientPortAddress={self.host}\n"
             "admin.enableServer=false\n"
-            "4lw.commands.whitelist=ruok\n"   # srvr/stat would list clients
+            "4lw.commands.whitelist=ruok\n"   # stat, cons, dump list clients
             "maxClientCnxns=0\n"
             "minSessionTimeout=1000\n"
             "maxSessionTimeout=60000\n"

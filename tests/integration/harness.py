@@ -54,12 +54,25 @@ class Proc:
 
 
 class Master(Proc):
-    def __init__(self, tmp: Path, zk: str, root: str, token_file: Path | None = None,
-                 name: str = "m"):
+    """A master on ZooKeeper ``zk`` (None: its own managed ZooKeeper on a free port);
+    with ``auth_file`` it protects the tree with ACLs, else it runs with --zk-insecure."""
+
+    def __init__(self, tmp: Path, zk: str | None, root: str, token_file: Path | None = None,
+                 name: str = "m", auth_file: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = ["--log-level", "INFO", "master", "--zk", zk, "--zk-root", root,
-                "--http-port", str(self.port), "--data-dir", str(tmp / f"master-{name}")]
+        self.data_dir = tmp / f"master-{name}"
+        args = ["--log-level", "INFO", "master", "--zk-root", root,
+                "--http-port", str(self.port), "--data-dir", str(self.data_dir)]
+        if zk is None:
+            self.zk_port = free_port()
+            args += ["--zk-port", str(self.zk_port)]
+        else:
+            args += ["--zk", zk]
+        if auth_file:
+            args += ["--zk-auth-file", str(auth_file)]
+        elif zk is not None:
+            args += ["--zk-insecure"]
         if token_file:
             args += ["--token-file", str(token_file)]
         super().__init__(args, tmp / f"master-{name}.log")
@@ -86,12 +99,18 @@ class Master(Proc):
 class Node(Proc):
     """A node process; its own status page is on ``http_port``."""
 
-    def __init__(self, tmp: Path, zk: str, root: str, name: str = "p1"):
+    def __init__(self, tmp: Path, zk: str | None, root: str, name: str = "p1",
+                 auth_file: Path | None = None, extra: tuple[str, ...] = ()):
+        """``zk`` None: ``extra`` says where (``--master URL``)."""
         self.name = name
         self.http_port = free_port()
-        args = ["--log-level", "INFO", "node", "-n", name, "--zk", zk, "--zk-root", root,
+        args = ["--log-level", "INFO", "node", "-n", name, "--zk-root", root,
                 "--data-dir", str(tmp / f"node-data-{name}"), "--http-port",
-                str(self.http_port)]
+                str(self.http_port), *extra]
+        if zk is not None:
+            args += ["--zk", zk]
+        if auth_file:
+            args += ["--zk-auth-file", str(auth_file)]
         super().__init__(args, tmp / f"node-{name}.log")
 
     def counters(self, logical: str) -> dict:

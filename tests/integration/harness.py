@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 import httpx
+from kazoo.exceptions import NoNodeError
 
 from node.metrics import summarize
+from zk.acl import Credential
+from zk.client import connect
 from tests import waiting
 from tests.conftest import free_port
 
@@ -21,6 +24,36 @@ def wait_until(cond, timeout=20.0, what="condition", interval=0.02):
     (a process still starting)."""
     return waiting.wait_until(cond, timeout, what, interval,
                               ignore=(httpx.HTTPError, OSError))
+
+MASTER_CRED = Credential("flume-master", "master-secret-0123456789")
+NODE_CRED = Credential("flume-node", "node-secret-0123456789ab")
+
+
+def auth_file(path: Path, *lines: str) -> Path:
+    """An auth file (zk/acl.py) of ``lines``, readable by its owner only."""
+    path.write_text("".join(line + "\n" for line in lines))
+    os.chmod(path, 0o600)
+    return path
+
+
+def auth_files(tmp: Path) -> tuple[Path, Path]:
+    """(a master's auth file, a node's) with MASTER_CRED and NODE_CRED."""
+    return (auth_file(tmp / "master.auth", MASTER_CRED.line("master"),
+                      NODE_CRED.line("node")),
+            auth_file(tmp / "node.auth", NODE_CRED.line("node")))
+
+
+def remove_protected(zk: str, root: str) -> None:
+    """Delete a tree protected with MASTER_CRED (no other client may)."""
+    c = connect(zk, auth=MASTER_CRED)
+    try:
+        c.delete(root, recursive=True)
+    except NoNodeError:
+        pass
+    finally:
+        c.stop()
+        c.close()
+
 
 class Proc:
     """A flume process whose output goes to a log file in the test's directory."""

@@ -10,27 +10,18 @@ import uuid
 import pytest
 from kazoo.exceptions import NoAuthError
 
-from zk.acl import Credential, read_auth_file
+from zk.acl import read_auth_file
 from zk.client import connect
 
-from .harness import Master, Node, wait_until
+from .harness import NODE_CRED as NODE
+from .harness import Master, Node, auth_file, auth_files, remove_protected, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-MASTER = Credential("flume-master", "master-secret-0123456789")
-NODE = Credential("flume-node", "node-secret-0123456789ab")
-
-
-def auth_file(path, *lines: str):
-    path.write_text("".join(line + "\n" for line in lines))
-    os.chmod(path, 0o600)
-    return path
 
 
 @pytest.fixture
 def files(tmp_path):
-    return (auth_file(tmp_path / "master.auth", MASTER.line("master"), NODE.line("node")),
-            auth_file(tmp_path / "node.auth", NODE.line("node")))
+    return auth_files(tmp_path)
 
 
 @pytest.fixture
@@ -43,25 +34,23 @@ def procs():
 
 @pytest.fixture
 def cleanup(zk_server):
-    """Removes the roots a test protected (only the master credential can)."""
+    """Removes the roots a test protected (only the master credential can); asked for
+    before ``procs`` so that the processes stop first."""
     roots = []
     yield roots
-    c = connect(zk_server.connect_string, auth=MASTER)
     for root in roots:
-        c.delete(root, recursive=True)
-    c.stop()
-    c.close()
+        remove_protected(zk_server.connect_string, root)
 
 
-def run_flow(m: Master, node: str, out) -> None:
-    r = m.command("config", node, "asciisynth(0, 20)", f'{{ delay(5) => text("{out}") }}')
+def run_flow(m: Master, n: Node, out) -> None:
+    r = m.command("config", n.name, "asciisynth(0, 20)", f'{{ delay(5) => text("{out}") }}')
     assert r.status_code == 200 and r.json()["state"] == "SUCCEEDED", r.text
-    wait_until(lambda: m.logical(node).get("state") == "ACTIVE" and out.exists()
-               and out.stat().st_size > 0, 30, "the flow running on the node")
+    wait_until(lambda: m.logical(n.name).get("state") == "ACTIVE" and out.exists()
+               and n.counters(n.name).get("events_in", 0) > 0, 30, "the flow running")
 
 
 def test_exec_spec_written_into_zookeeper_is_refused(tmp_path, zk_server, zk_root, files,
-                                                     procs, cleanup):
+                                                     cleanup, procs):
     """Issue 9 case 10: an anonymous client wrote a logical node with an exec source and
     mapped it to a node started with --allow-exec. Now both writes are refused, also with
     the node credential, while master and node work under their credentials."""
@@ -73,7 +62,7 @@ def test_exec_spec_written_into_zookeeper_is_refused(tmp_path, zk_server, zk_roo
              extra=("--allow-exec",))
     procs.append(n)
     wait_until(lambda: m.logical("p1"), 30, "p1 registered and mapped by the master")
-    run_flow(m, "p1", tmp_path / "out.log")
+    run_flow(m, n, tmp_path / "out.log")
 
     marker = tmp_path / "pwned"
     evil = ('{"source": "exec(\\"touch %s\\")", "sink": "null"}' % marker).encode()
@@ -95,7 +84,7 @@ def test_exec_spec_written_into_zookeeper_is_refused(tmp_path, zk_server, zk_roo
 
 
 def test_node_without_the_node_credential_is_refused(tmp_path, zk_server, zk_root, files,
-                                                     procs, cleanup):
+                                                     cleanup, procs):
     cleanup.append(zk_root)
     m = Master(tmp_path, zk_server.connect_string, zk_root, auth_file=files[0])
     procs.append(m)
@@ -138,7 +127,7 @@ def test_managed_zookeeper_is_protected_by_default(tmp_path, procs):
     n = Node(tmp_path, None, "/flume", "p1", extra=("--master", m.url))
     procs.append(n)
     wait_until(lambda: m.logical("p1"), 30, "p1 registered through the master's answer")
-    run_flow(m, "p1", tmp_path / "out.log")
+    run_flow(m, n, tmp_path / "out.log")
 
     zk = f"127.0.0.1:{m.zk_port}"
     anon = connect(zk)
@@ -166,7 +155,7 @@ def test_managed_zookeeper_is_protected_by_default(tmp_path, procs):
 
 
 def test_open_tree_protected_when_a_master_starts_with_credentials(tmp_path, zk_server,
-                                                                   files, procs, cleanup):
+                                                                   files, cleanup, procs):
     root = f"/test-open-{uuid.uuid4().hex[:10]}"
     cleanup.append(root)
     m = Master(tmp_path, zk_server.connect_string, root, name="open")

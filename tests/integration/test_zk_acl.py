@@ -124,6 +124,8 @@ def test_managed_zookeeper_is_protected_by_default(tmp_path, procs):
     for name in ("zk-auth", "zk-auth-node"):
         assert (m.data_dir / name).stat().st_mode & 0o777 == 0o600
     creds = read_auth_file(m.data_dir / "zk-auth")
+    node = creds["node"]
+    assert m.get("/api/cluster").json()["zk_auth"] == f"{node.user}:{node.password}"
     n = Node(tmp_path, None, "/flume", "p1", extra=("--master", m.url))
     procs.append(n)
     wait_until(lambda: m.logical("p1"), 30, "p1 registered through the master's answer")
@@ -178,3 +180,20 @@ def test_open_tree_protected_when_a_master_starts_with_credentials(tmp_path, zk_
     finally:
         anon.stop()
         anon.close()
+
+
+def test_master_with_a_token_hands_out_no_credential(tmp_path, procs):
+    """A master with a token may be reachable from other hosts: it does not hand the node
+    credential to whoever asks; a local node uses the file the master wrote."""
+    token = tmp_path / "token"
+    token.write_text("a-token-of-more-than-16-chars\n")
+    m = Master(tmp_path, None, "/flume", token_file=token)
+    procs.append(m)
+    info = m.get("/api/cluster").json()
+    assert info["acl"] is True and info["zk_auth"] is None
+    n = Node(tmp_path, None, "/flume", "p1", extra=("--master", m.url))
+    assert n.p.wait(30) == 2 and "pass --zk-auth-file" in n.output()
+    n = Node(tmp_path, None, "/flume", "p2", extra=("--master", m.url),
+             auth_file=m.data_dir / "zk-auth-node")
+    procs.append(n)
+    wait_until(lambda: m.logical("p2"), 30, "p2 registered with the file's credential")

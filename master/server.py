@@ -13,10 +13,9 @@ import socket
 import threading
 from pathlib import Path
 
+from kazoo.exceptions import NoAuthError
 from kazoo.recipe.election import Election
 from kazoo.recipe.watchers import ChildrenWatch
-
-from kazoo.exceptions import NoAuthError
 
 from node.errors import FlumeError
 from zk.acl import AclPolicy, Credential, managed_credentials, protect_tree
@@ -175,7 +174,9 @@ class Master:
         self.store = ConfigStore(self.client, self.root)
         try:
             self.store.ensure_layout()
-            if self.acl is not None:
+            if self.acl is None:
+                self.client.get_children(self.root)   # refused if the tree is protected
+            else:
                 self.acl.publish(self.client)
                 checked, changed = protect_tree(self.client, self.root, self.acl)
                 if changed:

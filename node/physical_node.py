@@ -97,7 +97,14 @@ class PhysicalNode:
         self.client = connect(self.zk_hosts, auth=self.zk_auth)
         self.client.add_listener(self._on_connection)
         self.store = ConfigStore(self.client, self.root)
-        self._learn_acl()
+        try:
+            self._learn_acl()
+        except ZkError:
+            self.client.stop()
+            self.client.close()
+            if self.status_server is not None:
+                self.status_server.stop()
+            raise
         # end-to-end mode (node/e2e.py) commits through ZooKeeper under this node's name
         self.shared["zk_store"] = self.store
         self.shared["physical_name"] = self.name
@@ -117,13 +124,11 @@ class PhysicalNode:
         return self
 
     def _learn_acl(self) -> None:
-        """Create znodes with the ACLs the masters chose (read from the root's ACL); make
-        the layout of an open tree. ZkError when the credential does not fit the tree."""
+        """Create znodes with the ACLs the masters chose (learnt from the root); make the
+        layout of an open tree. ZkError when the credential does not fit the tree."""
         try:
             policy = AclPolicy.learn(self.client, self.root, self.zk_auth)
         except NoAuthError:
-            self.client.stop()
-            self.client.close()
             raise ZkError(
                 f"ZooKeeper refused access to {self.root}: " + (
                     f"the credential of user {self.zk_auth.user} is not the node "
@@ -131,8 +136,6 @@ class PhysicalNode:
                     "the tree is protected by ACLs; pass --zk-auth-file with the node "
                     "credential")) from None
         if policy is None and self.zk_auth is not None:
-            self.client.stop()
-            self.client.close()
             raise ZkError(f"ZooKeeper has no {self.root} yet: a master creates it with its "
                           f"ACLs; start one first")
         if policy is not None and policy.protected:

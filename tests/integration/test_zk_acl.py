@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -14,7 +16,10 @@ from zk.acl import read_auth_file
 from zk.client import connect
 
 from .harness import NODE_CRED as NODE
-from .harness import Master, Node, auth_file, auth_files, remove_protected, wait_until
+from tests.conftest import free_port
+
+from .harness import (ROOT, Master, Node, auth_file, auth_files, remove_protected,
+                      wait_until)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -102,16 +107,17 @@ def test_node_without_the_node_credential_is_refused(tmp_path, zk_server, zk_roo
     assert not any(m.logical(name) for name in ("anon", "wrong", "loose"))
 
 
+def run_master(tmp_path, zk: str, root: str, *extra: str) -> subprocess.CompletedProcess:
+    """A master process expected to refuse to start."""
+    return subprocess.run([sys.executable, "-m", "master.cli", "master", "--zk", zk,
+                           "--zk-root", root, "--data-dir", str(tmp_path / "refused"),
+                           "--http-port", str(free_port()), *extra], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
 def test_master_refuses_an_external_ensemble_without_credentials(tmp_path, zk_server,
                                                                  zk_root):
-    import subprocess
-    import sys
-
-    from .harness import ROOT
-    r = subprocess.run([sys.executable, "-m", "master.cli", "master", "--zk",
-                        zk_server.connect_string, "--zk-root", zk_root, "--data-dir",
-                        str(tmp_path / "m"), "--http-port", "0"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
+    r = run_master(tmp_path, zk_server.connect_string, zk_root)
     assert r.returncode == 2 and "--zk-auth-file" in r.stderr and "--zk-insecure" in r.stderr
 
 
@@ -177,6 +183,8 @@ def test_open_tree_protected_when_a_master_starts_with_credentials(tmp_path, zk_
         with pytest.raises(NoAuthError):
             anon.set(f"{root}/logical/web1", b"{}")
         assert m.get("/api/configs").status_code == 200
+        r = run_master(tmp_path, zk_server.connect_string, root, "--zk-insecure")
+        assert r.returncode == 1 and "protected by ACLs that do not name" in r.stderr
     finally:
         anon.stop()
         anon.close()

@@ -161,6 +161,18 @@ def test_managed_zookeeper_is_protected_by_default(tmp_path, procs):
             answer = s.recv(4096)
         assert b"not in the whitelist" in answer, (word, answer)
 
+    # credentials lost: new ones are generated, and the master, super user of its managed
+    # ZooKeeper, takes its tree back
+    n.stop()
+    m.stop()
+    for name in ("zk-auth", "zk-auth-node"):
+        (m.data_dir / name).unlink()
+    m = Master(tmp_path, None, "/flume")
+    procs.append(m)
+    assert read_auth_file(m.data_dir / "zk-auth") != creds
+    assert "set the ZooKeeper ACLs of" in m.output()
+    assert m.get("/api/configs").json()
+
 
 def test_open_tree_protected_when_a_master_starts_with_credentials(tmp_path, zk_server,
                                                                    files, cleanup, procs):

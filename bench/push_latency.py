@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (check_succeeded, free_port, percentile, start,  # noqa: E402
                            start_master, stop)
+from zk.acl import read_auth_file  # noqa: E402
 from zk.client import connect  # noqa: E402
 from zk.store import ConfigStore, _loads  # noqa: E402
 
@@ -34,7 +35,9 @@ def main() -> None:
     try:
         node = start(["node", "-n", "bench1", "--master", url, "--data-dir",
                       str(tmp / "node"), "--http-port", str(free_port())], log)
-        client = connect(f"127.0.0.1:{zk_port}")
+        # the managed ZooKeeper is protected: read it with the master's credential
+        creds = read_auth_file(tmp / "master" / "zk-auth")
+        client = connect(f"127.0.0.1:{zk_port}", auth=creds["master"])
         store = ConfigStore(client, "/flume")
         reported: dict[int, float] = {}
         cond = threading.Condition()

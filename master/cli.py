@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -12,13 +13,17 @@ log = logging.getLogger("flume")
 
 
 def cmd_master(args) -> int:
+    from zk.acl import ROLES, AuthFileError, read_auth_file
+
     from .server import Master, MasterConfigError, read_token
     data_dir = Path(args.data_dir) if args.data_dir else node_cli.default_data_dir() / "master"
     try:
+        zk_auth = read_auth_file(args.zk_auth_file, need=ROLES) if args.zk_auth_file else None
         master = Master(data_dir, zk_hosts=args.zk, zk_port=args.zk_port, root=args.zk_root,
                         bind=args.bind, http_port=args.http_port,
-                        token=read_token(args.token_file))
-    except MasterConfigError as exc:
+                        token=read_token(args.token_file), zk_auth=zk_auth,
+                        zk_insecure=args.zk_insecure, zk_bind=args.zk_bind)
+    except (MasterConfigError, AuthFileError) as exc:
         print(f"flume master: {exc}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -45,6 +50,16 @@ def build_parser():
     m.add_argument("--zk-port", type=int, default=3181,
                    help="client port of the managed ZooKeeper (default 3181)")
     m.add_argument("--zk-root", default="/flume", help="root znode (default /flume)")
+    m.add_argument("--zk-bind", default="127.0.0.1", metavar="ADDRESS",
+                   help="address the managed ZooKeeper listens on (default 127.0.0.1)")
+    m.add_argument("--zk-auth-file", metavar="FILE",
+                   default=os.environ.get("FLUME_ZK_AUTH_FILE"),
+                   help="ZooKeeper credentials, lines master=USER:PASSWORD and "
+                   "node=USER:PASSWORD, mode 0600 (default $FLUME_ZK_AUTH_FILE; the managed "
+                   "ZooKeeper generates them in the data directory: zk-auth, zk-auth-node)")
+    m.add_argument("--zk-insecure", action="store_true",
+                   help="use the --zk ensemble without credentials and ACLs (anyone "
+                   "reaching ZooKeeper can then rewrite every spec)")
     m.add_argument("--data-dir", help="master data directory (default: the per-user data "
                    "directory + /master)")
     m.add_argument("--http-port", type=int, default=35871,

@@ -13,10 +13,12 @@ import socket
 import threading
 from pathlib import Path
 
+from kazoo.exceptions import NoAuthError
 from kazoo.recipe.election import Election
 from kazoo.recipe.watchers import ChildrenWatch
 
 from node.errors import FlumeError
+from zk.acl import AclPolicy, Credential, managed_credentials, protect_tree
 from zk.client import connect
 from zk.server import ManagedZooKeeper
 from zk.store import ConfigStore
@@ -102,6 +104,10 @@ class LeaderDuties:
                 if self.stop_event.is_set():
                     break
                 try:
+                    made = self.store.ensure_default_mappings()
+                    if made:
+                        log.info("mapped new physical node(s) %s to their default logical "
+                                 "node", ", ".join(made))
                     retranslate(self.store)
                     self.store.trim_commands()
                 except Exception as exc:
@@ -115,12 +121,23 @@ class Master:
 
     def __init__(self, data_dir: Path, zk_hosts: str | None = None, zk_port: int = 3181,
                  root: str = "/flume", bind: str = "127.0.0.1", http_port: int = 35871,
-                 token: str | None = None, name: str | None = None):
+                 token: str | None = None, name: str | None = None,
+                 zk_auth: dict[str, Credential] | None = None, zk_insecure: bool = False,
+                 zk_bind: str = "127.0.0.1"):
+        """``zk_auth``: the master and node credentials (zk/acl.py); without them the
+        managed ZooKeeper uses generated ones, and an external ensemble is refused unless
+        ``zk_insecure`` (its tree is then open to anyone reaching ZooKeeper)."""
         if not is_loopback(bind) and not token:
             raise MasterConfigError(
                 f"refusing to listen on {bind} without an access token: create one "
                 f"(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "
                 f"token) and pass --token-file token")
+        if zk_hosts and not zk_auth and not zk_insecure:
+            raise MasterConfigError(
+                "refusing to use ZooKeeper at " + zk_hosts + " without credentials: anyone "
+                "reaching it could rewrite every spec. Pass --zk-auth-file FILE with the "
+                "lines master=USER:PASSWORD and node=USER:PASSWORD (docs/security.md), or "
+                "--zk-insecure to keep the tree open")
         self.data_dir = Path(data_dir)
         self.zk_hosts = zk_hosts
         self.zk_port = zk_port
@@ -129,6 +146,9 @@ class Master:
         self.http_port = http_port
         self.token = token
         self.name = name or f"{socket.gethostname()}:{http_port}-{secrets.token_hex(3)}"
+        self.zk_auth = zk_auth
+        self.zk_bind = zk_bind
+        self.acl: AclPolicy | None = None
         self.managed_zk: ManagedZooKeeper | None = None
         self.client = None
         self.server = None
@@ -137,12 +157,35 @@ class Master:
     def start(self) -> "Master":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.zk_hosts:
-            self.managed_zk = ManagedZooKeeper(self.data_dir / "zookeeper", port=self.zk_port)
+            self.zk_auth = self.zk_auth or managed_credentials(self.data_dir)
+            self.managed_zk = ManagedZooKeeper(
+                self.data_dir / "zookeeper", port=self.zk_port, host=self.zk_bind,
+                super_digest=self.zk_auth["master"].id.id)
             self.managed_zk.start()
             self.zk_hosts = self.managed_zk.connect_string
-        self.client = connect(self.zk_hosts)
+        self.client = connect(self.zk_hosts,
+                              auth=self.zk_auth["master"] if self.zk_auth else None)
+        if self.zk_auth:
+            self.acl = self.client.acl_policy = AclPolicy.for_master(self.root, self.zk_auth)
+        else:
+            log.warning("ZooKeeper at %s is used WITHOUT ACLs (--zk-insecure): anyone who "
+                        "can reach it may read and rewrite every spec and mapping",
+                        self.zk_hosts)
         self.store = ConfigStore(self.client, self.root)
-        self.store.ensure_layout()
+        try:
+            self.store.ensure_layout()
+            if self.acl is None:
+                self.client.get_children(self.root)   # refused if the tree is protected
+            else:
+                self.acl.publish(self.client)
+                checked, changed = protect_tree(self.client, self.root, self.acl)
+                if changed:
+                    log.warning("set the ZooKeeper ACLs of %d of %d znodes under %s",
+                                changed, checked, self.root)
+        except NoAuthError:
+            raise MasterConfigError(
+                f"ZooKeeper refused access to {self.root}: it is protected by ACLs that do "
+                f"not name this master's credential (--zk-auth-file)") from None
         from .service import MasterService
         self.service = MasterService(self.store, self.data_dir, self.name)
         self.leader = LeaderDuties(self.client, self.store, self.name)
@@ -155,10 +198,21 @@ class Master:
         app.state.zk_hosts = self.zk_hosts
         app.state.zk_root = self.root
 
+        # A master without a token listens on loopback only and lets every local user
+        # configure anything through this API: handing those users the node credential
+        # gives them less than they have. With a token, nodes read it from a file.
+        serve_cred = self.acl is not None and not self.token and is_loopback(self.bind)
+        node_cred = self.zk_auth["node"] if serve_cred else None
+
         @app.get("/api/cluster", tags=["cluster"])
         def cluster() -> dict:
-            """Where the nodes find the configuration: the ZooKeeper ensemble and root."""
-            return {"zk": self.zk_hosts, "root": self.root, "master": self.name}
+            """Where the nodes find the configuration: the ZooKeeper ensemble and root;
+            ``acl``: the tree is protected; ``zk_auth``: the node credential
+            (``user:password``), given only by a loopback master without a token."""
+            return {"zk": self.zk_hosts, "root": self.root, "master": self.name,
+                    "acl": self.acl is not None,
+                    "zk_auth": f"{node_cred.user}:{node_cred.password}" if node_cred
+                    else None}
         return app
 
     def serve(self) -> None:

@@ -178,8 +178,9 @@ def cmd_node(args) -> int:
                         http_port=args.http_port, http_bind=args.http_bind)
 
 
-def zk_from_master(url: str) -> tuple[str, str]:
-    """Ask a master where the configuration lives (its ZooKeeper ensemble and root)."""
+def zk_from_master(url: str) -> tuple[str, str, bool, str | None]:
+    """Ask a master where the configuration lives: (ZooKeeper ensemble, root, whether the
+    tree is protected by ACLs, the node credential ``user:password`` if it hands it out)."""
     import httpx
     try:
         r = httpx.get(url.rstrip("/") + "/api/cluster", timeout=10)
@@ -188,21 +189,43 @@ def zk_from_master(url: str) -> tuple[str, str]:
     except (httpx.HTTPError, ValueError) as exc:
         raise UsageError(f"cannot reach the master at {url}: {exc}; give --zk instead or "
                          f"start the master first") from None
-    return info["zk"], info.get("root", "/flume")
+    return (info["zk"], info.get("root", "/flume"), bool(info.get("acl")),
+            info.get("zk_auth"))
+
+
+def node_credential(args):
+    """The node credential of ``--zk-auth-file`` (its ``node=`` line), or None."""
+    if not args.zk_auth_file:
+        return None
+    from zk.acl import AuthFileError, read_auth_file
+    try:
+        return read_auth_file(args.zk_auth_file, need=("node",))["node"]
+    except AuthFileError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def run_managed(args, data_dir: Path, physical: str) -> int:
     """Run a physical node managed by the masters until SIGTERM / Ctrl-C."""
     from .physical_node import PhysicalNode
+    auth = node_credential(args)
     if args.zk:
         hosts, root = args.zk, args.zk_root
     else:
-        hosts, root = zk_from_master(args.master)
+        hosts, root, protected, served = zk_from_master(args.master)
+        if auth is None and served:
+            from zk.acl import Credential
+            auth = Credential.parse(served, f"the node credential from {args.master}")
+        if protected and auth is None:
+            raise UsageError(
+                f"the master at {args.master} protects ZooKeeper with ACLs and hands the "
+                f"node credential only to local nodes of a master without a token: pass "
+                f"--zk-auth-file FILE (a master managing ZooKeeper writes it to "
+                f"zk-auth-node in its data directory)")
     stop = threading.Event()
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, lambda *_: stop.set())
     node = PhysicalNode(physical, hosts, root, data_dir=data_dir / "node" / physical,
-                        allow_exec=args.allow_exec,
+                        allow_exec=args.allow_exec, zk_auth=auth,
                         http_port=DEFAULT_HTTP_PORT if args.http_port is None
                         else args.http_port, http_bind=args.http_bind)
     node.start()
@@ -257,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--zk", metavar="CONNECT", help="ZooKeeper ensemble host:port,... "
                    "(instead of asking a master)")
     n.add_argument("--zk-root", default="/flume", help="root znode (default /flume)")
+    n.add_argument("--zk-auth-file", metavar="FILE",
+                   default=os.environ.get("FLUME_ZK_AUTH_FILE"),
+                   help="file holding the node's ZooKeeper credential, a line "
+                   "node=USER:PASSWORD, mode 0600 (default $FLUME_ZK_AUTH_FILE; without it "
+                   "a node asks a local master without a token for it)")
     n.add_argument("--http-port", type=int, default=None,
                    help=f"status page port (default {DEFAULT_HTTP_PORT}, or the next free "
                    f"one; 0 picks any free port); a one-shot node serves a status page "

@@ -31,9 +31,11 @@ import time
 from pathlib import Path
 
 from kazoo.client import KazooState
+from kazoo.exceptions import NoAuthError
 from kazoo.recipe.watchers import DataWatch
 
-from zk.client import connect
+from zk.acl import AclPolicy, Credential
+from zk.client import ZkError, connect
 from zk.store import ConfigStore, LogicalConfig, _loads
 
 from .errors import FlumeError, SpecError
@@ -56,8 +58,12 @@ class PhysicalNode:
 
     def __init__(self, name: str, zk_hosts: str, root: str = "/flume",
                  data_dir: Path | None = None, allow_exec: bool = False,
-                 http_port: int | None = None, http_bind: str = "127.0.0.1"):
+                 http_port: int | None = None, http_bind: str = "127.0.0.1",
+                 zk_auth: Credential | None = None):
+        """``zk_auth``: the node role's ZooKeeper credential (zk/acl.py); needed when the
+        masters protect the tree with ACLs."""
         self.name = name
+        self.zk_auth = zk_auth
         self.zk_hosts = zk_hosts
         self.root = root
         self.data_dir = Path(data_dir) if data_dir else None
@@ -88,15 +94,25 @@ class PhysicalNode:
     def start(self) -> "PhysicalNode":
         if self.http_port is not None:
             self._start_status_server()
-        self.client = connect(self.zk_hosts)
+        self.client = connect(self.zk_hosts, auth=self.zk_auth)
         self.client.add_listener(self._on_connection)
         self.store = ConfigStore(self.client, self.root)
-        self.store.ensure_layout()
+        try:
+            self._learn_acl()
+        except ZkError:
+            self.client.stop()
+            self.client.close()
+            if self.status_server is not None:
+                self.status_server.stop()
+            raise
         # end-to-end mode (node/e2e.py) commits through ZooKeeper under this node's name
         self.shared["zk_store"] = self.store
         self.shared["physical_name"] = self.name
         self._register()
-        self.store.ensure_mapping(self.name, [self.name])
+        try:
+            self.store.ensure_mapping(self.name, [self.name])
+        except NoAuthError:
+            pass   # under ACLs the leading master maps a new node (zk/acl.py)
         for target, tname in ((self._reconcile_loop, "reconciler"),
                               (self._status_loop, "status")):
             t = threading.Thread(target=target, name=f"{tname}-{self.name}", daemon=True)
@@ -106,6 +122,26 @@ class PhysicalNode:
         DataWatch(self.client, self.store.path("chokes", self.name), self._on_chokes)
         log.info("physical node %s is up", self.name)
         return self
+
+    def _learn_acl(self) -> None:
+        """Create znodes with the ACLs the masters chose (learnt from the root); make the
+        layout of an open tree. ZkError when the credential does not fit the tree."""
+        try:
+            policy = AclPolicy.learn(self.client, self.root, self.zk_auth)
+        except NoAuthError:
+            raise ZkError(
+                f"ZooKeeper refused access to {self.root}: " + (
+                    f"the credential of user {self.zk_auth.user} is not the node "
+                    f"credential of its masters" if self.zk_auth else
+                    "the tree is protected by ACLs; pass --zk-auth-file with the node "
+                    "credential")) from None
+        if policy is None and self.zk_auth is not None:
+            raise ZkError(f"ZooKeeper has no {self.root} yet: a master creates it with its "
+                          f"ACLs; start one first")
+        if policy is not None and policy.protected:
+            self.client.acl_policy = policy
+        else:
+            self.store.ensure_layout()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop every flow cleanly (buffered events written, files closed), then leave."""

@@ -1,9 +1,10 @@
-"""The kazoo client with one retry policy and errors translated at the boundary."""
+"""The kazoo client with one retry policy, the ACL policy applied to every create, and
+errors translated at the boundary."""
 from __future__ import annotations
 
 import logging
 
-from kazoo.client import KazooClient
+from kazoo.client import KazooClient, TransactionRequest
 from kazoo.exceptions import KazooException, ZookeeperError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
@@ -26,13 +27,48 @@ class ConflictError(ZkError):
     """A compare-and-set lost against a concurrent writer after every retry."""
 
 
+class Client(KazooClient):
+    """A KazooClient whose every create (``create``, ``create_async``, ``ensure_path``,
+    ``makepath`` parents, transactions, kazoo's recipes) gets the ACL that ``acl_policy``
+    (:class:`zk.acl.AclPolicy`) gives its path, whatever ACL the caller passed: a create
+    cannot forget it. No policy: kazoo's default (``world:anyone``)."""
+
+    acl_policy = None
+
+    # kazoo funnels every single create, parents included, through this method
+    def _create_async_inner(self, path, value, acl, flags, trailing=False,
+                            include_data=False):
+        if self.acl_policy is not None:
+            acl = self.acl_policy.acl(path)
+        return super()._create_async_inner(path, value, acl, flags, trailing=trailing,
+                                           include_data=include_data)
+
+    def transaction(self) -> TransactionRequest:
+        return _Transaction(self)
+
+
+class _Transaction(TransactionRequest):
+    def create(self, path, value=b"", acl=None, ephemeral=False, sequence=False):
+        policy = self.client.acl_policy
+        if policy is not None:
+            acl = policy.acl(path)
+        return super().create(path, value, acl, ephemeral, sequence)
+
+
+if not hasattr(KazooClient, "_create_async_inner"):
+    raise ImportError("this kazoo has no KazooClient._create_async_inner: zk.client.Client "
+                      "cannot apply ACLs")
+
+
 def connect(hosts: str, timeout: float = 15.0, session_timeout: float = 10.0,
-            read_only: bool = False) -> KazooClient:
-    """A started KazooClient for ``hosts`` (``host:port,...[/chroot]``)."""
-    client = KazooClient(hosts=hosts, timeout=session_timeout,
-                         connection_retry=dict(max_tries=-1, delay=0.1, backoff=2,
-                                               max_delay=2.0),
-                         command_retry=RETRY, read_only=read_only)
+            read_only: bool = False, auth=None) -> Client:
+    """A started client for ``hosts`` (``host:port,...[/chroot]``), authenticated with
+    ``auth`` (a :class:`zk.acl.Credential`) if given."""
+    client = Client(hosts=hosts, timeout=session_timeout,
+                    connection_retry=dict(max_tries=-1, delay=0.1, backoff=2,
+                                          max_delay=2.0),
+                    command_retry=RETRY, read_only=read_only,
+                    auth_data=[auth.auth_data] if auth is not None else None)
     try:
         client.start(timeout=timeout)
     except KazooTimeoutError as exc:

@@ -3,6 +3,12 @@
 It uses the jars of Debian's ``zookeeper`` package (``/usr/share/java``) or of a
 ``$ZOOKEEPER_HOME`` distribution, keeps its data under the given directory, waits until
 the server answers ``ruok``, and stops it on ``stop()`` (and at interpreter exit).
+
+It listens on ``host`` only (127.0.0.1 unless told otherwise), answers no four-letter word
+but ``ruok`` (and ``srvr``, which ZooKeeper always answers: version, counts, no clients)
+and runs no admin server (no HTTP port). With ``super_digest`` (a digest id,
+``user:base64``) that identity is ZooKeeper's super user: it passes every ACL check, so the
+master can always repair the ACLs of its own tree.
 """
 from __future__ import annotations
 
@@ -68,23 +74,34 @@ class ManagedZooKeeper:
     """One standalone ZooKeeper server process under ``data_dir``."""
 
     def __init__(self, data_dir: Path, port: int = 3181, host: str = "127.0.0.1",
-                 tick_ms: int = 500):
+                 tick_ms: int = 500, super_digest: str | None = None):
         self.data_dir = Path(data_dir)
         self.port = port
         self.host = host
         self.tick_ms = tick_ms
+        self.super_digest = super_digest
         self.proc: subprocess.Popen | None = None
 
     @property
+    def _wildcard(self) -> bool:
+        return self.host in ("0.0.0.0", "::", "")
+
+    @property
     def connect_string(self) -> str:
-        return f"{self.host}:{self.port}"
+        """Where clients connect: the bound address, or this host's name when the server
+        listens on every address."""
+        return f"{socket.getfqdn() if self._wildcard else self.host}:{self.port}"
+
+    @property
+    def _probe_host(self) -> str:
+        return "127.0.0.1" if self._wildcard else self.host
 
     def start(self, timeout: float = 30.0) -> "ManagedZooKeeper":
         java = shutil.which("java")
         if java is None:
             raise ZooKeeperUnavailable("Java is not installed; " + INSTALL_HINT)
         cp = classpath()
-        if ruok(self.host, self.port, 0.3):
+        if ruok(self._probe_host, self.port, 0.3):
             raise ZooKeeperUnavailable(
                 f"port {self.port} already has a ZooKeeper server; use --zk "
                 f"{self.host}:{self.port} to use it, or --zk-port for another port")
@@ -96,16 +113,19 @@ class ManagedZooKeeper:
             f"clientPort={self.port}\n"
             f"clientPortAddress={self.host}\n"
             "admin.enableServer=false\n"
-            "4lw.commands.whitelist=ruok,srvr,stat\n"
+            "4lw.commands.whitelist=ruok\n"   # stat, cons, dump list clients
             "maxClientCnxns=0\n"
             "minSessionTimeout=1000\n"
             "maxSessionTimeout=60000\n"
             "autopurge.purgeInterval=1\n")
         logf = open(self.data_dir / "zookeeper.log", "ab")
+        props = ["-Dzookeeper.admin.enableServer=false",
+                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"]
+        if self.super_digest:
+            props.append("-Dzookeeper.DigestAuthenticationProvider.superDigest="
+                         + self.super_digest)
         self.proc = subprocess.Popen(
-            [java, "-Xmx256m", "-Dzookeeper.admin.enableServer=false",
-             "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-             "-cp", cp, "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(cfg)],
+            [java, "-Xmx256m", *props, "-cp", cp, "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(cfg)],
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
         logf.close()
@@ -116,7 +136,7 @@ class ManagedZooKeeper:
                 raise ZooKeeperUnavailable(
                     f"ZooKeeper exited with status {self.proc.returncode}; see "
                     f"{self.data_dir / 'zookeeper.log'}")
-            if ruok(self.host, self.port, 0.5):
+            if ruok(self._probe_host, self.port, 0.5):
                 log.info("managed ZooKeeper is up", extra={"connect": self.connect_string})
                 return self
             time.sleep(0.05)

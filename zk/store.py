@@ -1,6 +1,7 @@
 """The configuration store: every path of the ZooKeeper layout lives here and nowhere else.
 
-Layout under the root (default ``/flume``)::
+Layout under the root (default ``/flume``), whose own data holds the master ids nodes
+grant access to what they create (zk/acl.py)::
 
     logical/<name>            {"flow", "source", "sink", "tsource", "tsink"} one znode per
                               logical node; its znode version is the spec version
@@ -305,6 +306,15 @@ class ConfigStore:
             self.zk.create(self.mapping_path(physical), _dumps(default), makepath=True)
         except NodeExistsError:
             pass
+
+    def ensure_default_mappings(self) -> list[str]:
+        """Map every live physical node that has no mapping to a logical node named like
+        it (a node may not write ``mappings/`` itself when ACLs are on); the names mapped."""
+        alive = set(self.zk.get_children(self.path("physical")))
+        unmapped = sorted(alive - set(self.zk.get_children(self.path("mappings"))))
+        for physical in unmapped:
+            self.ensure_mapping(physical, [physical])
+        return unmapped
 
     def physical_of(self, logical: str) -> str | None:
         for p, names in self.list_mappings().items():

@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 import httpx
+from kazoo.exceptions import NoNodeError
 
 from node.metrics import summarize
+from zk.acl import Credential
+from zk.client import connect
 from tests import waiting
 from tests.conftest import free_port
 
@@ -21,6 +24,36 @@ def wait_until(cond, timeout=20.0, what="condition", interval=0.02):
     (a process still starting)."""
     return waiting.wait_until(cond, timeout, what, interval,
                               ignore=(httpx.HTTPError, OSError))
+
+MASTER_CRED = Credential("flume-master", "master-secret-0123456789")
+NODE_CRED = Credential("flume-node", "node-secret-0123456789ab")
+
+
+def auth_file(path: Path, *lines: str) -> Path:
+    """An auth file (zk/acl.py) of ``lines``, readable by its owner only."""
+    path.write_text("".join(line + "\n" for line in lines))
+    os.chmod(path, 0o600)
+    return path
+
+
+def auth_files(tmp: Path) -> tuple[Path, Path]:
+    """(a master's auth file, a node's) with MASTER_CRED and NODE_CRED."""
+    return (auth_file(tmp / "master.auth", MASTER_CRED.line("master"),
+                      NODE_CRED.line("node")),
+            auth_file(tmp / "node.auth", NODE_CRED.line("node")))
+
+
+def remove_protected(zk: str, root: str) -> None:
+    """Delete a tree protected with MASTER_CRED (no other client may)."""
+    c = connect(zk, auth=MASTER_CRED)
+    try:
+        c.delete(root, recursive=True)
+    except NoNodeError:
+        pass
+    finally:
+        c.stop()
+        c.close()
+
 
 class Proc:
     """A flume process whose output goes to a log file in the test's directory."""
@@ -54,12 +87,25 @@ class Proc:
 
 
 class Master(Proc):
-    def __init__(self, tmp: Path, zk: str, root: str, token_file: Path | None = None,
-                 name: str = "m"):
+    """A master on ZooKeeper ``zk`` (None: its own managed ZooKeeper on a free port);
+    with ``auth_file`` it protects the tree with ACLs, else it runs with --zk-insecure."""
+
+    def __init__(self, tmp: Path, zk: str | None, root: str, token_file: Path | None = None,
+                 name: str = "m", auth_file: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = ["--log-level", "INFO", "master", "--zk", zk, "--zk-root", root,
-                "--http-port", str(self.port), "--data-dir", str(tmp / f"master-{name}")]
+        self.data_dir = tmp / f"master-{name}"
+        args = ["--log-level", "INFO", "master", "--zk-root", root,
+                "--http-port", str(self.port), "--data-dir", str(self.data_dir)]
+        if zk is None:
+            self.zk_port = free_port()
+            args += ["--zk-port", str(self.zk_port)]
+        else:
+            args += ["--zk", zk]
+        if auth_file:
+            args += ["--zk-auth-file", str(auth_file)]
+        elif zk is not None:
+            args += ["--zk-insecure"]
         if token_file:
             args += ["--token-file", str(token_file)]
         super().__init__(args, tmp / f"master-{name}.log")
@@ -86,12 +132,18 @@ class Master(Proc):
 class Node(Proc):
     """A node process; its own status page is on ``http_port``."""
 
-    def __init__(self, tmp: Path, zk: str, root: str, name: str = "p1"):
+    def __init__(self, tmp: Path, zk: str | None, root: str, name: str = "p1",
+                 auth_file: Path | None = None, extra: tuple[str, ...] = ()):
+        """``zk`` None: ``extra`` says where (``--master URL``)."""
         self.name = name
         self.http_port = free_port()
-        args = ["--log-level", "INFO", "node", "-n", name, "--zk", zk, "--zk-root", root,
+        args = ["--log-level", "INFO", "node", "-n", name, "--zk-root", root,
                 "--data-dir", str(tmp / f"node-data-{name}"), "--http-port",
-                str(self.http_port)]
+                str(self.http_port), *extra]
+        if zk is not None:
+            args += ["--zk", zk]
+        if auth_file:
+            args += ["--zk-auth-file", str(auth_file)]
         super().__init__(args, tmp / f"node-{name}.log")
 
     def counters(self, logical: str) -> dict:

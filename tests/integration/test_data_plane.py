@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import free_port
 
-from .harness import Master, Node, wait_until
+from .harness import Master, Node, auth_files, remove_protected, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -43,14 +43,18 @@ def output_lines(out: Path) -> list[bytes]:
 
 
 class Cluster:
-    def __init__(self, tmp: Path, zk: str, root: str):
+    """A master and nodes; with ``acl`` under ZooKeeper ACLs (master and node
+    credentials, harness.auth_files)."""
+
+    def __init__(self, tmp: Path, zk: str, root: str, acl: bool = False):
         self.tmp, self.zk, self.root = tmp, zk, root
         self.procs = []
-        self.master = Master(tmp, zk, root)
+        self.auth = auth_files(tmp) if acl else (None, None)
+        self.master = Master(tmp, zk, root, auth_file=self.auth[0])
         self.procs.append(self.master)
 
     def node(self, name: str) -> Node:
-        n = Node(self.tmp, self.zk, self.root, name)
+        n = Node(self.tmp, self.zk, self.root, name, auth_file=self.auth[1])
         self.procs.append(n)
         return n
 
@@ -65,11 +69,20 @@ class Cluster:
     def stop(self) -> None:
         for p in reversed(self.procs):
             p.stop()
+        if self.auth[0] is not None:
+            remove_protected(self.zk, self.root)
 
 
 @pytest.fixture
 def cluster(tmp_path, zk_server, zk_root):
     c = Cluster(tmp_path, zk_server.connect_string, zk_root)
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def acl_cluster(tmp_path, zk_server, zk_root):
+    c = Cluster(tmp_path, zk_server.connect_string, zk_root, acl=True)
     yield c
     c.stop()
 
@@ -149,6 +162,14 @@ def test_e2e_failover_to_second_collector(cluster, tmp_path):
     done = run_writer(src, pace=0.02)
     wait_until(lambda: c1.counters("c1").get("events_in", 0) > 0, 60, "c1 receiving")
     c1.kill()  # c2 takes over; c1's unacknowledged groups are sent again
+    assert done.wait(120)
+    expect_exactly_once(out, agent)
+
+
+def test_e2e_exactly_once_under_zookeeper_acls(acl_cluster, tmp_path):
+    """The commit log (claims, groups, watermark, file records) works with the node
+    credential: agent and collector nodes may do everything E2E needs."""
+    out, _, agent, done = tail_to_one_collector(acl_cluster, tmp_path, "agentE2ESink")
     assert done.wait(120)
     expect_exactly_once(out, agent)
 

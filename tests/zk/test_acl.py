@@ -1,0 +1,263 @@
+"""ZooKeeper ACLs (zk/acl.py) on a real ZooKeeper: the auth file, what an anonymous client,
+a node and a master may do, every znode operation a node process makes, and the ACLs set
+on a tree made open before."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from kazoo.exceptions import NoAuthError
+from kazoo.security import OPEN_ACL_UNSAFE, Permissions
+
+from zk.acl import (AclPolicy, AuthFileError, Credential, managed_credentials,
+                    protect_tree, read_auth_file)
+from zk.client import connect
+from zk.store import ConfigStore, LogicalConfig
+
+MASTER = Credential("flume-master", "m" * 8 + "-master-secret-0123")
+NODE = Credential("flume-node", "n" * 8 + "-node-secret-01234")
+CREDS = {"master": MASTER, "node": NODE}
+
+
+def write(path, text: str, mode: int = 0o600):
+    path.write_text(text)
+    os.chmod(path, mode)
+    return path
+
+
+# ---------------------------------------------------------------- the auth file
+
+def test_auth_file_read_when_only_its_owner_may(tmp_path):
+    f = write(tmp_path / "auth", f"# comment\n\n{MASTER.line('master')}\n"
+              f" node = {NODE.user}:{NODE.password} \n")
+    assert read_auth_file(f, need=("master", "node")) == CREDS
+    os.chmod(f, 0o640)
+    with pytest.raises(AuthFileError, match="chmod 600"):
+        read_auth_file(f)
+    os.chmod(f, 0o604)
+    with pytest.raises(AuthFileError, match="accessible by others"):
+        read_auth_file(f)
+
+
+@pytest.mark.parametrize("text, error", [
+    ("node=flume-node:short\n", "16 characters"),
+    ("nodes=flume-node:0123456789abcdef\n", "expected master="),
+    ("node flume-node:0123456789abcdef\n", "expected master="),
+    ("node=0123456789abcdef0123\n", "USER:PASSWORD"),
+    ("node=a:0123456789abcdef\nnode=b:0123456789abcdef\n", "second node"),
+    ("node=a:0123456789abcdef\nmaster=a:fedcba9876543210\n", "different users"),
+    ("node=a:0123456789 abcdef\n", "no spaces"),
+])
+def test_auth_file_malformed_refused(tmp_path, text, error):
+    with pytest.raises(AuthFileError, match=error):
+        read_auth_file(write(tmp_path / "auth", text))
+
+
+def test_auth_file_missing_role_refused(tmp_path):
+    f = write(tmp_path / "auth", NODE.line("node") + "\n")
+    assert read_auth_file(f, need=("node",)) == {"node": NODE}
+    with pytest.raises(AuthFileError, match="no master line"):
+        read_auth_file(f, need=("master", "node"))
+
+
+def test_managed_credentials_generated_once_owner_only(tmp_path):
+    creds = managed_credentials(tmp_path / "m")
+    assert set(creds) == {"master", "node"} and creds["master"] != creds["node"]
+    for name in ("zk-auth", "zk-auth-node"):
+        assert (tmp_path / "m" / name).stat().st_mode & 0o777 == 0o600
+    assert read_auth_file(tmp_path / "m" / "zk-auth-node") == {"node": creds["node"]}
+    assert managed_credentials(tmp_path / "m") == creds   # read back, not generated again
+
+
+# ---------------------------------------------------------------- a protected tree
+
+@pytest.fixture
+def clients(zk_server, zk_root):
+    """(master store, node store, anonymous client) over a tree made by a master with
+    credentials; the node's policy is learnt from the root, as a node process does."""
+    made = []
+
+    def client(auth=None):
+        c = connect(zk_server.connect_string, auth=auth)
+        made.append(c)
+        return c
+    m = client(MASTER)
+    m.acl_policy = AclPolicy.for_master(zk_root, CREDS)
+    master = ConfigStore(m, zk_root)
+    master.ensure_layout()
+    m.acl_policy.publish(m)
+    n = client(NODE)
+    n.acl_policy = AclPolicy.learn(n, zk_root, NODE)
+    assert n.acl_policy.masters == [MASTER.id] and n.acl_policy.node == NODE.id
+    yield master, ConfigStore(n, zk_root), client(), client
+    master.remove_tree()
+    for c in made:
+        c.stop()
+        c.close()
+
+
+EXEC_SPEC = b'{"source":"exec(\\"touch /tmp/pwned\\")","sink":"null"}'
+
+
+def test_anonymous_client_can_neither_read_nor_write(clients, zk_root):
+    master, _, anon, _ = clients
+    master.put_logical(LogicalConfig("web1", 'tail("/var/log/a")', "null"))
+    master.map("p1", "web1")
+    for read in (lambda: anon.get_children(zk_root),
+                 lambda: anon.get(f"{zk_root}/logical/web1"),
+                 lambda: anon.get_children(f"{zk_root}/logical"),
+                 lambda: anon.get(f"{zk_root}/mappings/p1"),
+                 lambda: anon.get_children(f"{zk_root}/commits")):
+        with pytest.raises(NoAuthError):
+            read()
+    # the attack of the issue: a logical node running a program, mapped to a node
+    with pytest.raises(NoAuthError):
+        anon.create(f"{zk_root}/logical/evil", EXEC_SPEC)
+    with pytest.raises(NoAuthError):
+        anon.set(f"{zk_root}/mappings/p1", b'["evil"]')
+    with pytest.raises(NoAuthError):
+        anon.create(f"{zk_root}/mappings/p2", b'["evil"]')
+    with pytest.raises(NoAuthError):
+        anon.set_acls(f"{zk_root}/logical", OPEN_ACL_UNSAFE)
+    assert master.get_mapping("p1") == ["web1"]
+    assert master.get_logical("evil") is None
+
+
+def test_node_credential_cannot_change_what_nodes_run(clients, zk_root):
+    master, node, _, _ = clients
+    master.put_logical(LogicalConfig("web1", 'tail("/var/log/a")', "null"))
+    master.map("p1", "web1")
+    master.set_choke("p1", "c1", 100)
+    master.new_command("noop", [])
+    master.allocate_port("p1", "web1")
+    nz = node.client
+    refused = [
+        lambda: nz.create(f"{zk_root}/logical/evil", EXEC_SPEC),
+        lambda: nz.set(f"{zk_root}/logical/web1", EXEC_SPEC),
+        lambda: nz.delete(f"{zk_root}/logical/web1"),
+        lambda: nz.set(f"{zk_root}/mappings/p1", b'["evil"]'),
+        lambda: nz.create(f"{zk_root}/mappings/p2", b'["evil"]'),
+        lambda: nz.delete(f"{zk_root}/mappings/p1"),
+        lambda: nz.set(f"{zk_root}/chokes/p1", b'{"c1": 1}'),
+        lambda: nz.create(f"{zk_root}/commands/cmd-", b"{}", sequence=True),
+        lambda: nz.get_children(f"{zk_root}/commands"),
+        lambda: nz.get_children(f"{zk_root}/election"),
+        lambda: nz.create(f"{zk_root}/ports/p1/40000", b"evil"),
+        lambda: nz.set_acls(f"{zk_root}/logical", OPEN_ACL_UNSAFE),
+        lambda: nz.set_acls(f"{zk_root}/status", OPEN_ACL_UNSAFE),
+        lambda: nz.create(f"{zk_root}/extra", b""),
+    ]
+    for i, op in enumerate(refused):
+        with pytest.raises(NoAuthError):
+            op()
+            pytest.fail(f"operation {i} was allowed")
+    assert master.get_logical("web1").source == 'tail("/var/log/a")'
+    assert master.get_mapping("p1") == ["web1"]
+    # what a node reads
+    assert node.get_logical("web1").source == 'tail("/var/log/a")'
+    assert node.get_mapping("p1") == ["web1"]
+    assert node.get_chokes("p1") == {"c1": 100}
+
+
+def test_every_node_operation_works_under_the_node_credential(clients, zk_root):
+    """Registration, status, goodbye and the whole E2E commit log (node/e2e.py), as a
+    node process makes them; the master reads all of it; nodes never get ADMIN."""
+    master, node, _, client = clients
+    node.register_physical("p1", {"pid": 1})
+    node.register_physical("p1", {"pid": 2})                   # again, same session
+    other = ConfigStore(client(NODE), zk_root)
+    other.client.acl_policy = node.client.acl_policy
+    other.register_physical("p1", {"pid": 3})                  # a new session takes over
+    node.put_status("p1", {"logical": {}})
+    node.put_status("p1", {"logical": {"a": 1}})
+    assert master.list_physical() == {"p1": {"pid": 3}}
+    assert master.get_status("p1") == {"logical": {"a": 1}}
+    other.client.delete(other.physical_path("p1"))             # the goodbye
+    assert master.list_physical() == {}
+    # the E2E commit log: collector claims and commits, agent watches, acknowledges
+    assert node.claim_group("agent1", 1, "coll") == "claimed"
+    assert node.claim_group("agent1", 2, "coll") == "claimed"
+    assert node.claim_holder("agent1", 1) == "coll"
+    assert node.release_claims([("agent1", 2)]) == 1
+    ok, why = node.commit_groups("coll", "f1", {"files": [["h", "f"]]}, [("agent1", 1)])
+    assert ok, why
+    assert node.file_records("coll") == {"f1": {"files": [["h", "f"]]}}
+    node.delete_file_record("coll", "f1")
+    assert other.claim_group("agent1", 3, "coll2") == "claimed"
+    assert node.reclaim_group("agent1", 3, "coll2")
+    node.groups_path("agent1")
+    assert node.group_committed("agent1", 1) and node.list_groups("agent1") == [1]
+    assert node.raise_watermark("agent1", 2) == 2 and node.get_watermark("agent1") == 2
+    node.delete_groups("agent1", [1])
+    assert master.list_groups("agent1") == [] and master.get_watermark("agent1") == 2
+    # every znode a node made names the master and gives the node no ADMIN
+    for path in (f"{zk_root}/status/p1", f"{zk_root}/commits/claims/agent1",
+                 f"{zk_root}/commits/watermark/agent1", f"{zk_root}/commits/files/coll"):
+        acls, _ = master.client.get_acls(path)
+        assert {(a.perms, a.id) for a in acls} == {
+            (Permissions.ALL, MASTER.id), (Permissions.ALL & ~Permissions.ADMIN, NODE.id)}
+
+
+def test_master_creates_the_default_mapping_of_a_new_node(clients):
+    master, node, _, _ = clients
+    node.register_physical("p9", {})
+    with pytest.raises(NoAuthError):
+        node.ensure_mapping("p9", ["p9"])
+    assert master.ensure_default_mappings() == ["p9"]
+    assert node.get_mapping("p9") == ["p9"]
+    assert master.ensure_default_mappings() == []
+
+
+def test_wrong_node_password_refused(clients, zk_root):
+    *_, client = clients
+    wrong = Credential(NODE.user, "not-the-node-password")
+    c = client(wrong)
+    with pytest.raises(NoAuthError):
+        AclPolicy.learn(c, zk_root, wrong)
+    with pytest.raises(NoAuthError):
+        c.get(f"{zk_root}/logical")
+
+
+def test_open_tree_gets_its_acls_once(zk_client, zk_server, zk_root):
+    """A tree made before ACLs (world:anyone everywhere) is protected by a master's first
+    start with credentials; a second pass changes nothing."""
+    open_store = ConfigStore(zk_client, zk_root)
+    open_store.ensure_layout()
+    open_store.put_logical(LogicalConfig("web1", "null", "null"))
+    open_store.map("p1", "web1")
+    open_store.put_status("p1", {})
+    assert open_store.claim_group("a", 1, "c") == "claimed"
+    m = connect(zk_server.connect_string, auth=MASTER)
+    try:
+        policy = AclPolicy.for_master(zk_root, CREDS)
+        checked, changed = protect_tree(m, zk_root, policy)
+        assert changed == checked >= 14   # root, 9 folders, logical, mapping, status, ...
+        with pytest.raises(NoAuthError):
+            zk_client.get(open_store.logical_path("web1"))
+        with pytest.raises(NoAuthError):
+            zk_client.set(open_store.mapping_path("p1"), b'["evil"]')
+        assert protect_tree(m, zk_root, policy) == (checked, 0)
+        acls, _ = m.get_acls(f"{zk_root}/commits/claims/a/1")
+        assert set(acls) == set(policy.acl(f"{zk_root}/commits/claims/a/1"))
+    finally:
+        ConfigStore(m, zk_root).remove_tree()
+        m.stop()
+        m.close()
+
+
+def test_policy_by_path():
+    p = AclPolicy("/flume", [MASTER.id], NODE.id)
+
+    def node_perms(path):
+        return {a.id: a.perms for a in p.acl(path)}.get(NODE.id, 0)
+    R = Permissions.READ
+    assert node_perms("/flume") == R and node_perms("/flume/logical/x") == R
+    assert node_perms("/flume/mappings/p") == R and node_perms("/flume/chokes/p") == R
+    assert node_perms("/flume/physical") == Permissions.CREATE | Permissions.DELETE
+    assert node_perms("/flume/status/p") == Permissions.ALL & ~Permissions.ADMIN
+    assert node_perms("/flume/commits/groups/a/1") == Permissions.ALL & ~Permissions.ADMIN
+    for master_only in ("/flume/commands/cmd-", "/flume/election/x", "/flume/ports/p/1"):
+        assert node_perms(master_only) == 0
+    assert node_perms("/flumex/logical") == R          # not under the root: the root's
+    assert all(a.id.scheme != "world" for a in p.acl("/flume/commits"))
+    assert AclPolicy("/flume", [], None).acl("/flume/logical/x") == OPEN_ACL_UNSAFE

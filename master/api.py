@@ -5,17 +5,19 @@ Errors are JSON ``{"message": ...}``: a bad spec answers 400 with ``"errors"``, 
 400; something unknown 404; a valid command that cannot be performed 409; ZooKeeper
 unreachable 503. Bad input never gets a 5xx.
 
-With a token, every write (PUT, POST, DELETE; ``POST /api/validate`` excepted) needs
-``Authorization: Bearer <token>``; reads stay open.
+Requests pass :class:`master.http_guard.Guard` first (Host, tokens, body size, before any
+body is read). With a token, every write (PUT, POST, DELETE; ``POST /api/validate``
+excepted) needs ``Authorization: Bearer <token>``; reads stay open unless a read token is
+set. Listings hide the passwords of URLs (``s3://KEY:***@bucket``); a spec holding such a
+redacted URL is refused (400) rather than stored with ``***`` in place of the secret.
 """
 from __future__ import annotations
 
-import hmac
 import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -25,9 +27,12 @@ from kazoo.handlers.threading import KazooTimeoutError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from node.component import Metrics
 from node.errors import SpecError
+from node.redact import has_redacted, redact_tree
 from zk.client import ConflictError, ZkError
 
+from .http_guard import DEFAULT_MAX_BODY, Guard, HostPolicy
 from .service import (CommandError, CommandFailed, MasterService, NotFound,
                       render_spec_error, spec_error_list)
 
@@ -90,26 +95,22 @@ class ValidateBody(_Body):
     spec: Arg | None = None
 
 
-def create_app(service: MasterService, token: str | None = None) -> FastAPI:
-    """The REST API over ``service``. ``token``: required (Bearer) for writes if set."""
+def create_app(service: MasterService, token: str | None = None, *,
+               read_token: str | None = None, hosts: HostPolicy | None = None,
+               max_body: int = DEFAULT_MAX_BODY, metrics: Metrics | None = None) -> FastAPI:
+    """The REST API over ``service``, behind a :class:`Guard`. ``token``: required (Bearer)
+    for writes if set; ``read_token``: required for reads if set (the write token reads
+    too); ``hosts``: the Host headers answered (None: any); ``max_body``: bytes per
+    request body; ``metrics``: where refusals are counted (shown by ``/api/health``)."""
     app = FastAPI(title="Flume master", version="1.0",
                   description="Commands and listings of a Flume master. Every master of "
                               "an ensemble serves every request.",
                   default_response_class=SafeJSONResponse)
     app.state.service = service
     app.state.static_dir = None  # the web console mounts its files here
-    secret = token.encode() if token else None
-
-    def require_token(request: Request) -> None:
-        if secret is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode("utf-8", "surrogateescape"), secret):
-            raise _Unauthorized()
-
-    write = [Depends(require_token)]
+    app.state.metrics = metrics = metrics if metrics is not None else Metrics()
+    app.add_middleware(Guard, metrics=metrics, hosts=hosts, write_token=token or read_token,
+                       read_token=read_token, max_body=max_body)
 
     def by(request: Request) -> str:
         client = request.client.host if request.client else "?"
@@ -117,12 +118,6 @@ def create_app(service: MasterService, token: str | None = None) -> FastAPI:
         return f"{client} {agent}".strip()
 
     # ------------------------------------------------------------ errors
-    @app.exception_handler(_Unauthorized)
-    def unauthorized(request, exc):
-        return _json(401, {"message": "a valid access token is required for writes "
-                                      "(Authorization: Bearer TOKEN)"},
-                     {"WWW-Authenticate": "Bearer"})
-
     @app.exception_handler(SpecError)
     def spec_error(request, exc: SpecError):
         return _json(400, {"message": render_spec_error(exc),
@@ -167,10 +162,13 @@ def create_app(service: MasterService, token: str | None = None) -> FastAPI:
     # ------------------------------------------------------------ listings
     @app.get("/api/health", tags=["listings"])
     def health():
-        """200 when this master reaches ZooKeeper, 503 otherwise."""
+        """200 when this master reaches ZooKeeper, 503 otherwise; ``refused`` counts the
+        requests and connections refused by reason (``refused_host``, ``refused_token``,
+        ``refused_oversize``, ``refused_connections``, ``refused_header_timeout``...)."""
         ok = service.store.zk.connected
         return _json(200 if ok else 503, {"ok": ok, "master": service.name,
-                                          "view": service.view.ready})
+                                          "view": service.view.ready,
+                                          "refused": dict(metrics)})
 
     @app.get("/api/status", tags=["listings"])
     def status():
@@ -188,16 +186,18 @@ def create_app(service: MasterService, token: str | None = None) -> FastAPI:
     def config(name: str):
         return service.config(name)
 
-    @app.put("/api/configs/{name}", tags=["configs"], dependencies=write)
+    @app.put("/api/configs/{name}", tags=["configs"])
     def put_config(name: str, body: ConfigBody, request: Request):
         """``config NAME [FLOW] SOURCE SINK``: validated like on the nodes; a bad spec
         answers 400 with every problem's position."""
+        _refuse_redacted("source", body.source)
+        _refuse_redacted("sink", body.sink)
         args = [name] + ([body.flow] if body.flow is not None else []) + [body.source,
                                                                             body.sink]
         cmd = service.execute("config", args, by=by(request), raise_failed=True)
         return {"command": _cmd(cmd), "config": service.config(name)}
 
-    @app.delete("/api/configs/{name}", tags=["configs"], dependencies=write)
+    @app.delete("/api/configs/{name}", tags=["configs"])
     def delete_config(name: str, request: Request):
         """``unconfig NAME``: 404 if it has no config."""
         cmd = service.execute("unconfig", [name], by=by(request), raise_failed=True)
@@ -208,15 +208,14 @@ def create_app(service: MasterService, token: str | None = None) -> FastAPI:
         """``{physical: [logical, ...]}``."""
         return service.mappings()
 
-    @app.post("/api/mappings", tags=["mappings"], dependencies=write)
+    @app.post("/api/mappings", tags=["mappings"])
     def post_mapping(body: MappingBody, request: Request):
         """``map PHYSICAL LOGICAL``: 409 if the logical node runs elsewhere."""
         cmd = service.execute("map", [body.physical, body.logical], by=by(request),
                               raise_failed=True)
         return {"command": _cmd(cmd), "mappings": service.mappings()}
 
-    @app.delete("/api/mappings/{physical}/{logical}", tags=["mappings"],
-                dependencies=write)
+    @app.delete("/api/mappings/{physical}/{logical}", tags=["mappings"])
     def delete_mapping(physical: str, logical: str, request: Request):
         """``unmap PHYSICAL LOGICAL``: 404 if it is not mapped there."""
         cmd = service.execute("unmap", [physical, logical], by=by(request),
@@ -237,11 +236,13 @@ def create_app(service: MasterService, token: str | None = None) -> FastAPI:
     def command(cmd_id: str):
         return service.command(cmd_id)
 
-    @app.post("/api/commands", tags=["commands"], dependencies=write)
+    @app.post("/api/commands", tags=["commands"])
     def post_command(body: CommandBody, request: Request):
         """Run any command (REFERENCE section 7; names case-insensitive). Answers the
         command record, whose ``state`` is SUCCEEDED or FAILED (with a message); bad
         usage or a bad spec answers 400."""
+        for arg in body.args:
+            _refuse_redacted("argument", arg)
         return _cmd(service.execute(body.command, body.args, by=by(request)))
 
     @app.post("/api/validate", tags=["configs"])
@@ -269,14 +270,18 @@ def _mount_console(app: FastAPI) -> None:
         return FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-class _Unauthorized(Exception):
-    pass
-
-
 def _cmd(cmd) -> dict:
-    return {"id": cmd.id, "command": cmd.command, "args": cmd.args, "state": cmd.state,
-            "message": cmd.message, "submitted": cmd.submitted, "finished": cmd.finished,
-            "by": cmd.by}
+    return redact_tree({"id": cmd.id, "command": cmd.command, "args": cmd.args,
+                        "state": cmd.state, "message": cmd.message,
+                        "submitted": cmd.submitted, "finished": cmd.finished, "by": cmd.by})
+
+
+def _refuse_redacted(what: str, text: str | None) -> None:
+    """A listing shows ``s3://KEY:***@...``; storing that back would replace the secret."""
+    if text and has_redacted(text):
+        raise CommandError(f"the {what} holds a URL whose password a listing hid "
+                           f"('user:***@'); give the real password, or leave the spec "
+                           f"unchanged")
 
 
 __all__ = ["create_app", "SafeJSONResponse"]

@@ -260,3 +260,51 @@ def test_fuzzed_requests_never_get_a_5xx(client, store):
     for cfg in store.list_logical().values():
         parse_source(cfg.source)
         parse_sink(cfg.sink)
+
+
+SECRET_SINK = '{ batch(10) => dfs("s3://AKIAKEY:SeCrEt@bucket/p") }'
+
+
+def test_listings_hide_url_passwords_and_refuse_them_back(client, store):
+    r = client.put("/api/configs/web1", json={"source": 'tail("/var/log/a.log")',
+                                              "sink": SECRET_SINK})
+    assert r.status_code == 200, r.text
+    shown = SECRET_SINK.replace("AKIAKEY:SeCrEt@", "AKIAKEY:***@")
+    assert r.json()["config"]["sink"] == shown
+    assert "SeCrEt" not in json.dumps(r.json()["command"])
+    client.post("/api/commands", json={"command": "config",
+                                       "args": ["web2", "null", "dfs(\"https://tok@h/x\")"]})
+    for path in ("/api/configs", "/api/configs/web1", "/api/status", "/api/commands",
+                 "/api/flows"):
+        text = client.get(path).text
+        assert "SeCrEt" not in text and "tok@" not in text, path
+    assert client.get("/api/configs/web1").json()["sink"] == shown
+    assert "https://***@h/x" in client.get("/api/commands").text
+    assert store.get_logical("web1").sink == SECRET_SINK   # ZooKeeper keeps the secret
+    # a listing pasted back would store '***' as the password: refused, nothing changes
+    r = client.put("/api/configs/web1", json={"source": "null", "sink": shown})
+    assert r.status_code == 400 and "password a listing hid" in r.json()["message"]
+    r = client.post("/api/commands", json={"command": "multiconfig",
+                                           "args": [f"web1 : null | {shown} ;"]})
+    assert r.status_code == 400 and "password a listing hid" in r.json()["message"]
+    assert store.get_logical("web1").sink == SECRET_SINK
+
+
+def test_read_token_guards_listings_but_not_health_or_console(service):
+    with TestClient(create_app(service, token=TOKEN, read_token="read-token-0123456789")) as c:
+        for path in ("/api/status", "/api/configs", "/api/commands", "/api/mappings",
+                     "/api/flows"):
+            r = c.get(path)
+            assert r.status_code == 401 and "to read" in r.json()["message"], path
+            assert c.get(path, headers={"Authorization": "Bearer read-token-0123456789"}
+                         ).status_code == 200
+            assert c.get(path, headers=AUTH).status_code == 200   # the write token reads
+        assert c.post("/api/validate", json={"source": "null"}).status_code == 401
+        assert c.get("/api/health").status_code == 200 and c.get("/").status_code == 200
+        assert c.get("/api/health").json()["refused"]["refused_token"] == 6
+        # the read token does not write
+        r = c.post("/api/commands", json={"command": "noop"},
+                   headers={"Authorization": "Bearer read-token-0123456789"})
+        assert r.status_code == 401 and "for writes" in r.json()["message"]
+        assert c.post("/api/commands", json={"command": "noop"}, headers=AUTH).json()[
+            "state"] == "SUCCEEDED"

@@ -224,3 +224,17 @@ def test_large_status_leaves_components_out_of_the_znode(zk_server, zk_root, tmp
         assert node.status()["logical"]["p1"]["components"]  # still on the page
     finally:
         node.stop()
+
+
+def test_a_reachable_address_is_refused_and_passwords_are_hidden(server):
+    from node.status_server import UnsafeBindError
+    for bind in ("0.0.0.0", "::", "192.0.2.1", "example.com"):
+        with pytest.raises(UnsafeBindError, match="refusing to serve the node status page"):
+            StatusServer(lambda: {}, bind=bind, port=0)
+    st = status_fixture()
+    st["logical"]["web"]["sink"] = 'dfs("s3://AKIA:SeCrEt@bucket/logs")'
+    s = server(st)
+    base = f"http://127.0.0.1:{s.port}"
+    for path in ("/", "/status.json"):
+        text = httpx.get(base + path, timeout=5).text
+        assert "SeCrEt" not in text and "s3://AKIA:***@bucket/logs" in text, path

@@ -239,3 +239,11 @@ def test_out_of_descriptors_the_master_neither_spins_nor_floods_its_log(zk_serve
     assert r.status_code == 200 and r.json()["refused"]["refused_descriptors"] >= 1
     assert m.output().count("Too many open files") <= 3
     m.stop()
+
+
+def test_a_flood_of_bad_requests_is_one_log_line(master):
+    before = master.output().count("Invalid HTTP request")
+    for _ in range(30):
+        answer, _ = raw(master.port, b"NOT HTTP AT ALL\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 400")
+    assert master.output().count("Invalid HTTP request") - before <= 1

@@ -2,7 +2,8 @@
 
 :func:`serve` runs an ASGI app on ``bind``:``port`` until ``server.should_exit``:
 
-* **connections**: at most ``max_connections`` open at once; one more is answered 503 and
+* **connections**: at most ``max_connections`` open at once (fewer if the process's
+  descriptors do not allow them: :func:`fit_to_descriptors`); one more is answered 503 and
   closed at once (uvicorn's own ``limit_concurrency`` accepts the connection, keeps it
   until it sends a request and logs every refusal);
 * **time**: a request's line and headers must arrive within ``header_timeout`` seconds of
@@ -25,8 +26,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import h11
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
 BACKLOG = 128           # also the number of accept() calls per wake-up of the loop
 _SHED_PER_WAKEUP = 1024
+RESERVED_FDS = 64       # descriptors kept for ZooKeeper, logs and files, not connections
 
 _BUSY_BODY = b'{"message": "too many connections to this master; retry later"}\n'
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
@@ -200,6 +203,29 @@ class _RateLimitFilter(logging.Filter):
 _uvicorn_filter = _RateLimitFilter(RateLimitedLog(logging.getLogger("uvicorn.warnings")))
 
 
+def fit_to_descriptors(limits: HttpLimits) -> HttpLimits:
+    """``limits`` with ``max_connections`` that fit this process's descriptors: the soft
+    RLIMIT_NOFILE is raised toward the hard one when the connections need it, and
+    ``max_connections`` is lowered (with a warning) when they still do not fit beside
+    ``RESERVED_FDS`` descriptors for ZooKeeper, logs and files."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = limits.max_connections + BACKLOG + RESERVED_FDS
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft - RESERVED_FDS >= limits.max_connections:
+        return limits
+    cap = max(1, soft - RESERVED_FDS)
+    log.warning("only %d file descriptors for this process: at most %d HTTP connections "
+                "at once instead of %d (raise the limit with ulimit -n)", soft, cap,
+                limits.max_connections)
+    return replace(limits, max_connections=cap)
+
+
 def server(app, sock: socket.socket, limits: HttpLimits, refusals: Refusals):
     """A ``uvicorn.Server`` for ``app`` on ``sock`` (from :func:`listening_socket`); run
     it with ``server.run(sockets=[sock])``."""
@@ -215,4 +241,5 @@ def server(app, sock: socket.socket, limits: HttpLimits, refusals: Refusals):
 
 
 __all__ = ["HttpLimits", "GuardedH11Protocol", "listening_socket", "server",
+           "fit_to_descriptors",
            "MAX_HEADER_BYTES"]

@@ -182,7 +182,8 @@ class Master:
         refusals = Refusals(self.http_metrics, http_server.log,
                             f"the master's HTTP server on port {self.http_port}")
         sock = http_server.listening_socket(self.bind, self.http_port, refusals)
-        self.server = http_server.server(self.app(), sock, self.limits, refusals)
+        limits = http_server.fit_to_descriptors(self.limits)
+        self.server = http_server.server(self.app(), sock, limits, refusals)
         log.info("master %s serving http://%s:%d (ZooKeeper %s%s)", self.name, self.bind,
                  self.http_port, self.zk_hosts, self.root)
         try:

@@ -8,8 +8,9 @@ unreachable 503. Bad input never gets a 5xx.
 Requests pass :class:`master.http_guard.Guard` first (Host, tokens, body size, before any
 body is read). With a token, every write (PUT, POST, DELETE; ``POST /api/validate``
 excepted) needs ``Authorization: Bearer <token>``; reads stay open unless a read token is
-set. Listings hide the passwords of URLs (``s3://KEY:***@bucket``); a spec holding such a
-redacted URL is refused (400) rather than stored with ``***`` in place of the secret.
+set. Listings hide the passwords of URLs (``s3://KEY:***@bucket``); a spec pasted back from
+a listing gets its passwords back from the stored configs (same scheme and user), and is
+refused (400) when one cannot be found, rather than stored with ``***`` as a password.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from node.component import Metrics
 from node.errors import SpecError
-from node.redact import has_redacted, redact_tree
+from node.redact import has_redacted, redact_tree, unredact
 from zk.client import ConflictError, ZkError
 
 from .http_guard import DEFAULT_MAX_BODY, Guard, HostPolicy
@@ -190,10 +191,9 @@ def create_app(service: MasterService, token: str | None = None, *,
     def put_config(name: str, body: ConfigBody, request: Request):
         """``config NAME [FLOW] SOURCE SINK``: validated like on the nodes; a bad spec
         answers 400 with every problem's position."""
-        _refuse_redacted("source", body.source)
-        _refuse_redacted("sink", body.sink)
-        args = [name] + ([body.flow] if body.flow is not None else []) + [body.source,
-                                                                            body.sink]
+        source = _unredacted(service, "source", body.source)
+        sink = _unredacted(service, "sink", body.sink)
+        args = [name] + ([body.flow] if body.flow is not None else []) + [source, sink]
         cmd = service.execute("config", args, by=by(request), raise_failed=True)
         return {"command": _cmd(cmd), "config": service.config(name)}
 
@@ -241,9 +241,8 @@ def create_app(service: MasterService, token: str | None = None, *,
         """Run any command (REFERENCE section 7; names case-insensitive). Answers the
         command record, whose ``state`` is SUCCEEDED or FAILED (with a message); bad
         usage or a bad spec answers 400."""
-        for arg in body.args:
-            _refuse_redacted("argument", arg)
-        return _cmd(service.execute(body.command, body.args, by=by(request)))
+        args = [_unredacted(service, "argument", a) for a in body.args]
+        return _cmd(service.execute(body.command, args, by=by(request)))
 
     @app.post("/api/validate", tags=["configs"])
     def validate(body: ValidateBody):
@@ -276,12 +275,18 @@ def _cmd(cmd) -> dict:
                         "submitted": cmd.submitted, "finished": cmd.finished, "by": cmd.by})
 
 
-def _refuse_redacted(what: str, text: str | None) -> None:
-    """A listing shows ``s3://KEY:***@...``; storing that back would replace the secret."""
-    if text and has_redacted(text):
+def _unredacted(service: MasterService, what: str, text: str) -> str:
+    """``text`` with the passwords a listing hid (``s3://KEY:***@...``) put back from the
+    stored configs; CommandError (400) when one cannot be, rather than storing ``***``."""
+    if not has_redacted(text):
+        return text
+    logical = service.view.snapshot()[1]
+    text = unredact(text, (t for cfg in logical.values() for t in (cfg.source, cfg.sink)))
+    if has_redacted(text):
         raise CommandError(f"the {what} holds a URL whose password a listing hid "
-                           f"('user:***@'); give the real password, or leave the spec "
-                           f"unchanged")
+                           f"('user:***@') and no stored config has that user's password "
+                           f"for that scheme; give the real password")
+    return text
 
 
 __all__ = ["create_app", "SafeJSONResponse"]

@@ -281,13 +281,23 @@ def test_listings_hide_url_passwords_and_refuse_them_back(client, store):
     assert client.get("/api/configs/web1").json()["sink"] == shown
     assert "https://***@h/x" in client.get("/api/commands").text
     assert store.get_logical("web1").sink == SECRET_SINK   # ZooKeeper keeps the secret
-    # a listing pasted back would store '***' as the password: refused, nothing changes
-    r = client.put("/api/configs/web1", json={"source": "null", "sink": shown})
-    assert r.status_code == 400 and "password a listing hid" in r.json()["message"]
-    r = client.post("/api/commands", json={"command": "multiconfig",
-                                           "args": [f"web1 : null | {shown} ;"]})
-    assert r.status_code == 400 and "password a listing hid" in r.json()["message"]
+    # a listing pasted back gets its password back: a new flow, then an edited spec
+    r = client.put("/api/configs/web1", json={"source": 'tail("/var/log/a.log")',
+                                              "sink": shown, "flow": "f2"})
+    assert r.status_code == 200 and r.json()["config"]["flow"] == "f2", r.text
     assert store.get_logical("web1").sink == SECRET_SINK
+    r = client.post("/api/commands", json={"command": "multiconfig", "args": [
+        f"web1 : null | {shown.replace('batch(10)', 'batch(20)')} ;"]})
+    assert r.status_code == 200 and r.json()["state"] == "SUCCEEDED", r.text
+    assert store.get_logical("web1").sink == SECRET_SINK.replace("batch(10)", "batch(20)")
+    # a hidden password that no stored config holds is refused, not stored as '***'
+    for sink in ('dfs("s3://OTHER:***@bucket/p")', 'dfs("https://***@elsewhere/x")'):
+        r = client.put("/api/configs/web1", json={"source": "null", "sink": sink})
+        assert r.status_code == 400 and "password a listing hid" in r.json()["message"]
+    r = client.post("/api/commands", json={"command": "config", "args": [
+        "web3", "null", 'dfs("s3://OTHER:***@bucket/p")']})
+    assert r.status_code == 400 and store.get_logical("web3") is None
+    assert "***" not in store.get_logical("web1").sink
 
 
 def test_read_token_guards_listings_but_not_health_or_console(service):

@@ -15,6 +15,9 @@ refused (400) when one cannot be found, rather than stored with ``***`` as a pas
 from __future__ import annotations
 
 import json
+import threading
+from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +28,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from kazoo.exceptions import KazooException, ZookeeperError
 from kazoo.handlers.threading import KazooTimeoutError
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from node.component import Metrics
@@ -38,9 +41,15 @@ from .service import (CommandError, CommandFailed, MasterService, NotFound,
                       render_spec_error, spec_error_list)
 
 MAX_SPEC_HALF = 64 * 1024           # a source or a sink
-MAX_ARG = 8 * 1024 * 1024           # one command argument (a multiconfig spec)
+MAX_ARG = 1024 * 1024               # one command argument (a multiconfig spec): parsing
+                                    # costs ~200 bytes of memory per byte of spec
+HEAVY_SPEC = 64 * 1024              # spec text above which a request takes a slot ...
+HEAVY_AT_ONCE = 2                   # ... of so many, waiting HEAVY_WAIT s at most (503)
+HEAVY_WAIT = 30.0
 MAX_ARGS = 16
 MAX_NAME = 200
+MAX_ERRORS_SHOWN = 20               # validation errors in a 422 answer
+MAX_KEYS = 16                       # keys of a request body object
 
 
 class SafeJSONResponse(JSONResponse):
@@ -66,6 +75,16 @@ Arg = Annotated[str, StringConstraints(max_length=MAX_ARG)]
 
 class _Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _few_keys(cls, data):
+        # one error for a body of 300,000 unknown keys, not one each (0.5 GB of errors)
+        if isinstance(data, dict) and len(data) > MAX_KEYS:
+            unknown = list(islice((k for k in data if k not in cls.model_fields), 3))
+            raise ValueError(f"{len(data)} fields given, at most {MAX_KEYS} taken; "
+                             f"unknown: {', '.join(map(repr, unknown))}...")
+        return data
 
 
 class ConfigBody(_Body):
@@ -113,12 +132,33 @@ def create_app(service: MasterService, token: str | None = None, *,
     app.add_middleware(Guard, metrics=metrics, hosts=hosts, write_token=token or read_token,
                        read_token=read_token, max_body=max_body)
 
+    heavy = threading.BoundedSemaphore(HEAVY_AT_ONCE)
+
+    @contextmanager
+    def parsing(*texts: str | None):
+        """Bounds the memory of concurrent requests (not of one: MAX_ARG does): those
+        carrying more than HEAVY_SPEC of spec text parse HEAVY_AT_ONCE at a time."""
+        if sum(len(t) for t in texts if t) <= HEAVY_SPEC:
+            yield
+            return
+        if not heavy.acquire(timeout=HEAVY_WAIT):
+            raise _Busy()
+        try:
+            yield
+        finally:
+            heavy.release()
+
     def by(request: Request) -> str:
         client = request.client.host if request.client else "?"
         agent = request.headers.get("user-agent", "")[:60]
         return f"{client} {agent}".strip()
 
     # ------------------------------------------------------------ errors
+    @app.exception_handler(_Busy)
+    def busy(request, exc):
+        return _json(503, {"message": "the master is busy parsing other large specs; "
+                                      "retry in a moment"}, {"Retry-After": "5"})
+
     @app.exception_handler(SpecError)
     def spec_error(request, exc: SpecError):
         return _json(400, {"message": render_spec_error(exc),
@@ -147,7 +187,10 @@ def create_app(service: MasterService, token: str | None = None, *,
 
     @app.exception_handler(RequestValidationError)
     def bad_request(request, exc: RequestValidationError):
-        errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: repr})
+        # the first few: a body with 300,000 unknown keys has as many errors
+        errors = jsonable_encoder(
+            [{k: v for k, v in e.items() if k not in ("input", "ctx")}
+             for e in exc.errors()[:MAX_ERRORS_SHOWN]], custom_encoder={bytes: repr})
         for e in errors:
             e.pop("input", None)  # do not echo (possibly megabytes of) input back
             e.pop("ctx", None)
@@ -194,7 +237,8 @@ def create_app(service: MasterService, token: str | None = None, *,
         source = _unredacted(service, "source", body.source)
         sink = _unredacted(service, "sink", body.sink)
         args = [name] + ([body.flow] if body.flow is not None else []) + [source, sink]
-        cmd = service.execute("config", args, by=by(request), raise_failed=True)
+        with parsing(source, sink):
+            cmd = service.execute("config", args, by=by(request), raise_failed=True)
         return {"command": _cmd(cmd), "config": service.config(name)}
 
     @app.delete("/api/configs/{name}", tags=["configs"])
@@ -242,13 +286,15 @@ def create_app(service: MasterService, token: str | None = None, *,
         command record, whose ``state`` is SUCCEEDED or FAILED (with a message); bad
         usage or a bad spec answers 400."""
         args = [_unredacted(service, "argument", a) for a in body.args]
-        return _cmd(service.execute(body.command, args, by=by(request)))
+        with parsing(*args):
+            return _cmd(service.execute(body.command, args, by=by(request)))
 
     @app.post("/api/validate", tags=["configs"])
     def validate(body: ValidateBody):
         """Live validation (no token needed, nothing is stored): ``{ok, errors, message,
         canonical}``."""
-        return service.validate(body.source, body.sink, body.spec)
+        with parsing(body.source, body.sink, body.spec):
+            return service.validate(body.source, body.sink, body.spec)
 
     _mount_console(app)
     return app
@@ -267,6 +313,10 @@ def _mount_console(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     def console():
         return FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+class _Busy(Exception):
+    pass
 
 
 def _cmd(cmd) -> dict:

@@ -318,3 +318,41 @@ def test_read_token_guards_listings_but_not_health_or_console(service):
         assert r.status_code == 401 and "for writes" in r.json()["message"]
         assert c.post("/api/commands", json={"command": "noop"}, headers=AUTH).json()[
             "state"] == "SUCCEEDED"
+
+
+def test_large_specs_parse_two_at_a_time_and_past_max_arg_are_refused(monkeypatch):
+    import threading
+    import time as _time
+
+    import master.api as api
+
+    class SlowValidation:   # stands for a parse of a large spec
+        name = "slow"
+        running = peak = 0
+        lock = threading.Lock()
+
+        def validate(self, source, sink, spec):
+            with self.lock:
+                self.running += 1
+                self.peak = max(self.peak, self.running)
+            _time.sleep(0.6)
+            with self.lock:
+                self.running -= 1
+            return {"ok": True}
+
+    monkeypatch.setattr(api, "HEAVY_WAIT", 0.3)
+    svc = SlowValidation()
+    big = {"spec": "a : null | null ;\n" * 5000}          # 90 kB: a heavy request
+    with TestClient(create_app(svc)) as c:
+        codes = []
+        threads = [threading.Thread(target=lambda: codes.append(
+            c.post("/api/validate", json=big).status_code)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert sorted(codes) == [200, 200, 503] and svc.peak == 2
+        # small specs never wait
+        assert c.post("/api/validate", json={"spec": "a : null | null ;"}).status_code == 200
+        r = c.post("/api/validate", json={"spec": "a : null | null ;\n" * 70000})  # 1.2 MB
+        assert r.status_code == 422 and "at most 1048576 characters" in r.json()["message"]

@@ -33,10 +33,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from node.component import Metrics
 from node.errors import SpecError
+from node.hosts import HostPolicy
 from node.redact import has_redacted, redact_tree, unredact
 from zk.client import ConflictError, ZkError
 
-from .http_guard import DEFAULT_MAX_BODY, Guard, HostPolicy
+from .http_guard import DEFAULT_MAX_BODY, Guard
 from .service import (CommandError, CommandFailed, MasterService, NotFound,
                       render_spec_error, spec_error_list)
 

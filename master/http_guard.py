@@ -7,7 +7,9 @@
 2. **Tokens**, from the headers alone: with a write token, every write (any method but
    GET, HEAD and OPTIONS; ``POST /api/validate`` excepted) needs ``Authorization: Bearer
    WRITE_TOKEN``; with a read token, every ``/api/`` request but ``/api/health`` and
-   ``/api/cluster`` needs the read or the write token. Missing or wrong: 401.
+   ``/api/cluster`` needs the read or the write token. Missing or wrong: 401. (The API
+   passes the read token as the write token too when it has no write token: a master
+   that guards its reads does not leave its writes open.)
 3. **Body size**: a ``Content-Length`` above ``max_body`` answers 413 at once; a body
    without one (chunked) is counted as it arrives and refused with 413 past ``max_body``.
    The body is read here, whole, before the application sees it: no request moves the
@@ -20,12 +22,10 @@ rate-limited (:class:`node.limits.Refusals`).
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
-import socket
-from typing import Iterable
 
+from node.hosts import HostPolicy
 from node.limits import Refusals
 
 log = logging.getLogger(__name__)
@@ -34,42 +34,6 @@ DEFAULT_MAX_BODY = 4 * 1024 * 1024
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_READS = frozenset({"/api/health", "/api/cluster"})
 TOKEN_FREE_WRITES = frozenset({"/api/validate"})
-
-
-class HostPolicy:
-    """Which ``Host`` headers a master answers: any IP address (a rebinding page is
-    always served under a name), ``localhost``, this machine's host name, the name the
-    master binds, and ``extra`` names; ``"*"`` in ``extra`` accepts every name (behind a
-    proxy that checks names itself). Names compare case-insensitively, without the port."""
-
-    def __init__(self, bind: str, extra: Iterable[str] = ()):
-        names = {"localhost", socket.gethostname(), bind, *extra}
-        self.any = "*" in names
-        self.names = {n.lower().rstrip(".") for n in names if n and n != "*"}
-
-    def allows(self, host: str) -> bool:
-        if self.any:
-            return True
-        name = _hostname(host)
-        if name is None:
-            return False
-        try:
-            ipaddress.ip_address(name)
-            return True
-        except ValueError:
-            return name in self.names
-
-
-def _hostname(host: str) -> str | None:
-    """The name of a ``Host`` header (``name``, ``name:port``, ``[v6]:port``), lowered."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        end = host.find("]")
-        return host[1:end] if end > 0 else None
-    name, _, port = host.partition(":")
-    if port and not port.isdigit():
-        return None
-    return name.rstrip(".") or None
 
 
 class Guard:
@@ -168,4 +132,4 @@ class Guard:
         await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["Guard", "HostPolicy", "DEFAULT_MAX_BODY"]
+__all__ = ["Guard", "DEFAULT_MAX_BODY"]

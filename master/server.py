@@ -162,7 +162,7 @@ class Master:
 
     def app(self):
         from .api import create_app
-        from .http_guard import HostPolicy
+        from node.hosts import HostPolicy
         app = create_app(self.service, self.token, read_token=self.read_token,
                          hosts=HostPolicy(self.bind, self.allowed_hosts),
                          max_body=self.max_body, metrics=self.http_metrics)

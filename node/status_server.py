@@ -9,8 +9,10 @@ page needs no event loop).
 
 It binds 127.0.0.1 by default and refuses any address that is not loopback
 (:class:`UnsafeBindError`): the page has no access control and shows every spec and
-counter; reach it remotely through SSH or a reverse proxy that authenticates. Specs are
-shown with the passwords of their URLs hidden (:func:`node.redact.redact`). When the port is
+counter; reach it remotely through SSH or a reverse proxy that authenticates. It answers
+421 to a ``Host`` header that names another site (:class:`node.hosts.HostPolicy`: DNS
+rebinding). Specs are shown with the passwords of their URLs hidden
+(:func:`node.redact.redact`). When the port is
 taken it tries the next ones (as OG's node did), so several nodes can share a machine;
 ``port`` says where it listens, and 0 picks a free port.
 """
@@ -26,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 from .errors import FlumeError
+from .hosts import HostPolicy
 from .http_thread import HttpServerThread
 from .metrics import MAIN, PROMETHEUS_CONTENT_TYPE, components, prometheus_text, summarize
 from .redact import redact_tree
@@ -61,6 +64,7 @@ class StatusServer:
     def __init__(self, status: Callable[[], dict], bind: str = "127.0.0.1",
                  port: int = 35862, autofind: bool = True):
         check_bind(bind)
+        self.hosts = HostPolicy(bind)
         self.status = status
         self.bind = bind
         self.wanted_port = port
@@ -107,6 +111,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
         path = self.path.split("?", 1)[0]
+        host = self.headers.get("Host")
+        if host is not None and not self.owner.hosts.allows(host):
+            self.close_connection = True
+            self._send(421, "text/plain; charset=utf-8",
+                       b"this node's status page does not answer for that host name\n")
+            return
         try:
             if path in ("/", "/index.html"):
                 self._send(200, "text/html; charset=utf-8",

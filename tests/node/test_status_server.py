@@ -238,3 +238,13 @@ def test_a_reachable_address_is_refused_and_passwords_are_hidden(server):
     for path in ("/", "/status.json"):
         text = httpx.get(base + path, timeout=5).text
         assert "SeCrEt" not in text and "s3://AKIA:***@bucket/logs" in text, path
+
+
+def test_a_foreign_host_name_is_refused(server):
+    s = server(status_fixture())
+    base = f"http://127.0.0.1:{s.port}"
+    for path in ("/", "/status.json", "/metrics"):
+        r = httpx.get(base + path, headers={"Host": "evil.example"}, timeout=5)
+        assert r.status_code == 421 and "web" not in r.text, path
+    for host in (f"127.0.0.1:{s.port}", "localhost", socket.gethostname()):
+        assert httpx.get(base + "/", headers={"Host": host}, timeout=5).status_code == 200

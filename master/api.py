@@ -5,36 +5,52 @@ Errors are JSON ``{"message": ...}``: a bad spec answers 400 with ``"errors"``, 
 400; something unknown 404; a valid command that cannot be performed 409; ZooKeeper
 unreachable 503. Bad input never gets a 5xx.
 
-With a token, every write (PUT, POST, DELETE; ``POST /api/validate`` excepted) needs
-``Authorization: Bearer <token>``; reads stay open.
+Requests pass :class:`master.http_guard.Guard` first (Host, tokens, body size, before any
+body is read). With a token, every write (PUT, POST, DELETE; ``POST /api/validate``
+excepted) needs ``Authorization: Bearer <token>``; reads stay open unless a read token is
+set. Listings hide the passwords of URLs (``s3://KEY:***@bucket``); a spec pasted back from
+a listing gets its passwords back from the stored configs (same scheme and user), and is
+refused (400) when one cannot be found, rather than stored with ``***`` as a password.
 """
 from __future__ import annotations
 
-import hmac
 import json
+import threading
+from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from kazoo.exceptions import KazooException, ZookeeperError
 from kazoo.handlers.threading import KazooTimeoutError
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from node.component import Metrics
 from node.errors import SpecError
+from node.hosts import HostPolicy
+from node.redact import has_redacted, redact_tree, unredact
 from zk.client import ConflictError, ZkError
 
+from .http_guard import DEFAULT_MAX_BODY, Guard
 from .service import (CommandError, CommandFailed, MasterService, NotFound,
                       render_spec_error, spec_error_list)
 
 MAX_SPEC_HALF = 64 * 1024           # a source or a sink
-MAX_ARG = 8 * 1024 * 1024           # one command argument (a multiconfig spec)
+MAX_ARG = 1024 * 1024               # one command argument (a multiconfig spec): parsing
+                                    # costs ~200 bytes of memory per byte of spec
+HEAVY_SPEC = 64 * 1024              # spec text above which a request takes a slot ...
+HEAVY_AT_ONCE = 2                   # ... of so many, waiting HEAVY_WAIT s at most (503)
+HEAVY_WAIT = 30.0
 MAX_ARGS = 16
 MAX_NAME = 200
+MAX_ERRORS_SHOWN = 20               # validation errors in a 422 answer
+MAX_KEYS = 16                       # keys of a request body object
 
 
 class SafeJSONResponse(JSONResponse):
@@ -60,6 +76,16 @@ Arg = Annotated[str, StringConstraints(max_length=MAX_ARG)]
 
 class _Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _few_keys(cls, data):
+        # one error for a body of 300,000 unknown keys, not one each (0.5 GB of errors)
+        if isinstance(data, dict) and len(data) > MAX_KEYS:
+            unknown = list(islice((k for k in data if k not in cls.model_fields), 3))
+            raise ValueError(f"{len(data)} fields given, at most {MAX_KEYS} taken; "
+                             f"unknown: {', '.join(map(repr, unknown))}...")
+        return data
 
 
 class ConfigBody(_Body):
@@ -90,26 +116,38 @@ class ValidateBody(_Body):
     spec: Arg | None = None
 
 
-def create_app(service: MasterService, token: str | None = None) -> FastAPI:
-    """The REST API over ``service``. ``token``: required (Bearer) for writes if set."""
+def create_app(service: MasterService, token: str | None = None, *,
+               read_token: str | None = None, hosts: HostPolicy | None = None,
+               max_body: int = DEFAULT_MAX_BODY, metrics: Metrics | None = None) -> FastAPI:
+    """The REST API over ``service``, behind a :class:`Guard`. ``token``: required (Bearer)
+    for writes if set; ``read_token``: required for reads if set (the write token reads
+    too); ``hosts``: the Host headers answered (None: any); ``max_body``: bytes per
+    request body; ``metrics``: where refusals are counted (shown by ``/api/health``)."""
     app = FastAPI(title="Flume master", version="1.0",
                   description="Commands and listings of a Flume master. Every master of "
                               "an ensemble serves every request.",
                   default_response_class=SafeJSONResponse)
     app.state.service = service
     app.state.static_dir = None  # the web console mounts its files here
-    secret = token.encode() if token else None
+    app.state.metrics = metrics = metrics if metrics is not None else Metrics()
+    app.add_middleware(Guard, metrics=metrics, hosts=hosts, write_token=token or read_token,
+                       read_token=read_token, max_body=max_body)
 
-    def require_token(request: Request) -> None:
-        if secret is None:
+    heavy = threading.BoundedSemaphore(HEAVY_AT_ONCE)
+
+    @contextmanager
+    def parsing(*texts: str | None):
+        """Bounds the memory of concurrent requests (not of one: MAX_ARG does): those
+        carrying more than HEAVY_SPEC of spec text parse HEAVY_AT_ONCE at a time."""
+        if sum(len(t) for t in texts if t) <= HEAVY_SPEC:
+            yield
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode("utf-8", "surrogateescape"), secret):
-            raise _Unauthorized()
-
-    write = [Depends(require_token)]
+        if not heavy.acquire(timeout=HEAVY_WAIT):
+            raise _Busy()
+        try:
+            yield
+        finally:
+            heavy.release()
 
     def by(request: Request) -> str:
         client = request.client.host if request.client else "?"
@@ -117,11 +155,10 @@ def create_app(service: MasterService, token: str | None = None) -> FastAPI:
         return f"{client} {agent}".strip()
 
     # ------------------------------------------------------------ errors
-    @app.exception_handler(_Unauthorized)
-    def unauthorized(request, exc):
-        return _json(401, {"message": "a valid access token is required for writes "
-                                      "(Authorization: Bearer TOKEN)"},
-                     {"WWW-Authenticate": "Bearer"})
+    @app.exception_handler(_Busy)
+    def busy(request, exc):
+        return _json(503, {"message": "the master is busy parsing other large specs; "
+                                      "retry in a moment"}, {"Retry-After": "5"})
 
     @app.exception_handler(SpecError)
     def spec_error(request, exc: SpecError):
@@ -151,7 +188,10 @@ def create_app(service: MasterService, token: str | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     def bad_request(request, exc: RequestValidationError):
-        errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: repr})
+        # the first few: a body with 300,000 unknown keys has as many errors
+        errors = jsonable_encoder(
+            [{k: v for k, v in e.items() if k not in ("input", "ctx")}
+             for e in exc.errors()[:MAX_ERRORS_SHOWN]], custom_encoder={bytes: repr})
         for e in errors:
             e.pop("input", None)  # do not echo (possibly megabytes of) input back
             e.pop("ctx", None)
@@ -167,10 +207,13 @@ def create_app(service: MasterService, token: str | None = None) -> FastAPI:
     # ------------------------------------------------------------ listings
     @app.get("/api/health", tags=["listings"])
     def health():
-        """200 when this master reaches ZooKeeper, 503 otherwise."""
+        """200 when this master reaches ZooKeeper, 503 otherwise; ``refused`` counts the
+        requests and connections refused by reason (``refused_host``, ``refused_token``,
+        ``refused_oversize``, ``refused_connections``, ``refused_header_timeout``...)."""
         ok = service.store.zk.connected
         return _json(200 if ok else 503, {"ok": ok, "master": service.name,
-                                          "view": service.view.ready})
+                                          "view": service.view.ready,
+                                          "refused": dict(metrics)})
 
     @app.get("/api/status", tags=["listings"])
     def status():
@@ -188,16 +231,18 @@ def create_app(service: MasterService, token: str | None = None) -> FastAPI:
     def config(name: str):
         return service.config(name)
 
-    @app.put("/api/configs/{name}", tags=["configs"], dependencies=write)
+    @app.put("/api/configs/{name}", tags=["configs"])
     def put_config(name: str, body: ConfigBody, request: Request):
         """``config NAME [FLOW] SOURCE SINK``: validated like on the nodes; a bad spec
         answers 400 with every problem's position."""
-        args = [name] + ([body.flow] if body.flow is not None else []) + [body.source,
-                                                                            body.sink]
-        cmd = service.execute("config", args, by=by(request), raise_failed=True)
+        source = _unredacted(service, "source", body.source)
+        sink = _unredacted(service, "sink", body.sink)
+        args = [name] + ([body.flow] if body.flow is not None else []) + [source, sink]
+        with parsing(source, sink):
+            cmd = service.execute("config", args, by=by(request), raise_failed=True)
         return {"command": _cmd(cmd), "config": service.config(name)}
 
-    @app.delete("/api/configs/{name}", tags=["configs"], dependencies=write)
+    @app.delete("/api/configs/{name}", tags=["configs"])
     def delete_config(name: str, request: Request):
         """``unconfig NAME``: 404 if it has no config."""
         cmd = service.execute("unconfig", [name], by=by(request), raise_failed=True)
@@ -208,15 +253,14 @@ def create_app(service: MasterService, token: str | None = None) -> FastAPI:
         """``{physical: [logical, ...]}``."""
         return service.mappings()
 
-    @app.post("/api/mappings", tags=["mappings"], dependencies=write)
+    @app.post("/api/mappings", tags=["mappings"])
     def post_mapping(body: MappingBody, request: Request):
         """``map PHYSICAL LOGICAL``: 409 if the logical node runs elsewhere."""
         cmd = service.execute("map", [body.physical, body.logical], by=by(request),
                               raise_failed=True)
         return {"command": _cmd(cmd), "mappings": service.mappings()}
 
-    @app.delete("/api/mappings/{physical}/{logical}", tags=["mappings"],
-                dependencies=write)
+    @app.delete("/api/mappings/{physical}/{logical}", tags=["mappings"])
     def delete_mapping(physical: str, logical: str, request: Request):
         """``unmap PHYSICAL LOGICAL``: 404 if it is not mapped there."""
         cmd = service.execute("unmap", [physical, logical], by=by(request),
@@ -237,18 +281,21 @@ def create_app(service: MasterService, token: str | None = None) -> FastAPI:
     def command(cmd_id: str):
         return service.command(cmd_id)
 
-    @app.post("/api/commands", tags=["commands"], dependencies=write)
+    @app.post("/api/commands", tags=["commands"])
     def post_command(body: CommandBody, request: Request):
         """Run any command (REFERENCE section 7; names case-insensitive). Answers the
         command record, whose ``state`` is SUCCEEDED or FAILED (with a message); bad
         usage or a bad spec answers 400."""
-        return _cmd(service.execute(body.command, body.args, by=by(request)))
+        args = [_unredacted(service, "argument", a) for a in body.args]
+        with parsing(*args):
+            return _cmd(service.execute(body.command, args, by=by(request)))
 
     @app.post("/api/validate", tags=["configs"])
     def validate(body: ValidateBody):
         """Live validation (no token needed, nothing is stored): ``{ok, errors, message,
         canonical}``."""
-        return service.validate(body.source, body.sink, body.spec)
+        with parsing(body.source, body.sink, body.spec):
+            return service.validate(body.source, body.sink, body.spec)
 
     _mount_console(app)
     return app
@@ -269,14 +316,28 @@ def _mount_console(app: FastAPI) -> None:
         return FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-class _Unauthorized(Exception):
+class _Busy(Exception):
     pass
 
 
 def _cmd(cmd) -> dict:
-    return {"id": cmd.id, "command": cmd.command, "args": cmd.args, "state": cmd.state,
-            "message": cmd.message, "submitted": cmd.submitted, "finished": cmd.finished,
-            "by": cmd.by}
+    return redact_tree({"id": cmd.id, "command": cmd.command, "args": cmd.args,
+                        "state": cmd.state, "message": cmd.message,
+                        "submitted": cmd.submitted, "finished": cmd.finished, "by": cmd.by})
+
+
+def _unredacted(service: MasterService, what: str, text: str) -> str:
+    """``text`` with the passwords a listing hid (``s3://KEY:***@...``) put back from the
+    stored configs; CommandError (400) when one cannot be, rather than storing ``***``."""
+    if not has_redacted(text):
+        return text
+    logical = service.view.snapshot()[1]
+    text = unredact(text, (t for cfg in logical.values() for t in (cfg.source, cfg.sink)))
+    if has_redacted(text):
+        raise CommandError(f"the {what} holds a URL whose password a listing hid "
+                           f"('user:***@') and no stored config has that user's password "
+                           f"for that scheme; give the real password")
+    return text
 
 
 __all__ = ["create_app", "SafeJSONResponse"]

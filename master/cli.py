@@ -22,7 +22,8 @@ def cmd_master(args) -> int:
         master = Master(data_dir, zk_hosts=args.zk, zk_port=args.zk_port, root=args.zk_root,
                         bind=args.bind, http_port=args.http_port,
                         token=read_token(args.token_file), zk_auth=zk_auth,
-                        zk_insecure=args.zk_insecure, zk_bind=args.zk_bind)
+                        zk_insecure=args.zk_insecure, zk_bind=args.zk_bind,
+                        **_http_options(args))
     except (MasterConfigError, AuthFileError) as exc:
         print(f"flume master: {exc}", file=sys.stderr)
         return 2
@@ -32,6 +33,10 @@ def cmd_master(args) -> int:
         master.serve()
     except KeyboardInterrupt:
         pass
+    except OSError as exc:
+        print(f"flume master: cannot listen on {args.bind}:{args.http_port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
     finally:
         master.stop()
     return 0
@@ -68,8 +73,45 @@ def build_parser():
                    help="address to listen on (default 127.0.0.1; any other address "
                    "needs --token-file)")
     m.add_argument("--token-file", help="file holding the access token required for writes")
+    _add_http_options(m)
     m.set_defaults(func=cmd_master)
     return parser
+
+
+def _add_http_options(m) -> None:
+    """The REST API's read token, allowed Host names and bounds (master/http_guard.py,
+    master/http_server.py)."""
+    from .http_guard import DEFAULT_MAX_BODY
+    from .http_server import HttpLimits
+    d = HttpLimits()
+    m.add_argument("--read-token-file", metavar="FILE",
+                   help="file holding a token required to read the API's listings (the "
+                   "write token reads too); default: listings are open")
+    m.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a host name clients use for this master, besides IP addresses, "
+                   "localhost, the machine's host name and --bind (repeatable; '*' accepts "
+                   "any name, e.g. behind a proxy that checks them)")
+    m.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, metavar="BYTES",
+                   help=f"largest request body (default {DEFAULT_MAX_BODY}); larger: 413")
+    m.add_argument("--max-connections", type=int, default=d.max_connections, metavar="N",
+                   help=f"open HTTP connections at most (default {d.max_connections}); "
+                   f"more: 503")
+    m.add_argument("--header-timeout", type=float, default=d.header_timeout,
+                   metavar="SECONDS", help=f"time a client has to send a request's line "
+                   f"and headers (default {d.header_timeout:g}); later: the connection "
+                   f"is closed")
+
+
+def _http_options(args) -> dict:
+    from .http_server import HttpLimits
+    from .server import MasterConfigError, read_token
+    if args.max_body < 1 or args.max_connections < 1 or args.header_timeout <= 0:
+        raise MasterConfigError("--max-body, --max-connections and --header-timeout "
+                                "must be positive")
+    return {"read_token": read_token(args.read_token_file),
+            "allowed_hosts": tuple(args.allowed_host), "max_body": args.max_body,
+            "limits": HttpLimits(max_connections=args.max_connections,
+                                 header_timeout=args.header_timeout)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,8 +93,9 @@ class Master:
         message = body.get("message") if isinstance(body, dict) else None
         message = message or r.text.strip()[:500] or r.reason_phrase
         if r.status_code == 401:
-            raise Failure("the master refused: it needs an access token for writes "
-                          "(--token-file FILE or FLUME_TOKEN)", EXIT_FAILED, body)
+            what = "to read" if method == "GET" else "for writes"
+            raise Failure(f"the master refused: it needs an access token {what} "
+                          f"(--token-file FILE or FLUME_TOKEN)", EXIT_FAILED, body)
         if r.status_code == 400 and isinstance(body, dict) and "errors" in body:
             raise Failure(message, EXIT_USAGE, body)
         if r.status_code in (400, 422):
@@ -310,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token-file", metavar="FILE",
                         help="file holding the master's access token (default: the "
                              "token in $FLUME_TOKEN); needed for writes when the master "
-                             "has one")
+                             "has one, and for reads when it has a read token (either "
+                             "token reads)")
     parser.add_argument("--json", action="store_true",
                         help="print the master's JSON answers instead of tables")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",

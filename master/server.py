@@ -17,7 +17,9 @@ from kazoo.exceptions import NoAuthError
 from kazoo.recipe.election import Election
 from kazoo.recipe.watchers import ChildrenWatch
 
+from node.component import Metrics
 from node.errors import FlumeError
+from node.limits import Refusals
 from zk.acl import AclPolicy, Credential, managed_credentials, protect_tree
 from zk.client import connect
 from zk.server import ManagedZooKeeper
@@ -123,7 +125,9 @@ class Master:
                  root: str = "/flume", bind: str = "127.0.0.1", http_port: int = 35871,
                  token: str | None = None, name: str | None = None,
                  zk_auth: dict[str, Credential] | None = None, zk_insecure: bool = False,
-                 zk_bind: str = "127.0.0.1"):
+                 zk_bind: str = "127.0.0.1", read_token: str | None = None,
+                 allowed_hosts: tuple[str, ...] = (), max_body: int | None = None,
+                 limits=None):
         """``zk_auth``: the master and node credentials (zk/acl.py); without them the
         managed ZooKeeper uses generated ones, and an external ensemble is refused unless
         ``zk_insecure`` (its tree is then open to anyone reaching ZooKeeper)."""
@@ -145,6 +149,13 @@ class Master:
         self.bind = bind
         self.http_port = http_port
         self.token = token
+        self.read_token = read_token
+        self.allowed_hosts = tuple(allowed_hosts)
+        from .http_guard import DEFAULT_MAX_BODY
+        from .http_server import HttpLimits
+        self.max_body = max_body or DEFAULT_MAX_BODY
+        self.limits = limits or HttpLimits()
+        self.http_metrics = Metrics()
         self.name = name or f"{socket.gethostname()}:{http_port}-{secrets.token_hex(3)}"
         self.zk_auth = zk_auth
         self.zk_bind = zk_bind
@@ -194,7 +205,10 @@ class Master:
 
     def app(self):
         from .api import create_app
-        app = create_app(self.service, self.token)
+        from node.hosts import HostPolicy
+        app = create_app(self.service, self.token, read_token=self.read_token,
+                         hosts=HostPolicy(self.bind, self.allowed_hosts),
+                         max_body=self.max_body, metrics=self.http_metrics)
         app.state.zk_hosts = self.zk_hosts
         app.state.zk_root = self.root
 
@@ -216,14 +230,20 @@ class Master:
         return app
 
     def serve(self) -> None:
-        """Serve the REST API and console until interrupted (SIGINT / SIGTERM)."""
-        import uvicorn
-        config = uvicorn.Config(self.app(), host=self.bind, port=self.http_port,
-                                log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
+        """Serve the REST API and console until interrupted (SIGINT / SIGTERM), within
+        the bounds of :mod:`master.http_server`."""
+        from . import http_server
+        refusals = Refusals(self.http_metrics, http_server.log,
+                            f"the master's HTTP server on port {self.http_port}")
+        sock = http_server.listening_socket(self.bind, self.http_port, refusals)
+        limits = http_server.fit_to_descriptors(self.limits)
+        self.server = http_server.server(self.app(), sock, limits, refusals)
         log.info("master %s serving http://%s:%d (ZooKeeper %s%s)", self.name, self.bind,
                  self.http_port, self.zk_hosts, self.root)
-        self.server.run()
+        try:
+            self.server.run(sockets=[sock])
+        finally:
+            sock.close()
 
     def stop(self) -> None:
         if self.leader is not None:

@@ -25,7 +25,8 @@ since kazoo drops watches with the connection). Listings
 are memoised per change of the view, so ``status`` with thousands of nodes answers in
 about a millisecond when nothing changed. A master reads its own writes: each command waits
 (briefly) until its change is visible in the view. While the view is not initialised,
-listings read ZooKeeper directly.
+listings read ZooKeeper directly. Every listing (and every command record shown) hides the
+passwords of URLs (:func:`node.redact.redact`); ZooKeeper keeps them.
 
 Node states in ``status``: what the node reports (HELLO, IDLE, CONFIGURING, ACTIVE,
 CLOSING, ERROR) while its physical node is alive; HELLO while a live node has not reported
@@ -51,6 +52,7 @@ from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import EventType, KazooState
 
 from node.errors import FlumeError, SpecError, SpecErrors
+from node.redact import redact_tree
 from node.registry import load_components, validate_parts
 from node.spec import (Definition, format_definition, format_sink, format_source, parse,
                        parse_sink, parse_source)
@@ -1007,7 +1009,7 @@ class MasterService:
                 return hit[1], hit[2]
         snap = self.view.snapshot()
         gen = snap[0]
-        value = build(*snap[1:])
+        value = redact_tree(build(*snap[1:]))   # listings never show passwords
         raw = _to_json(value)
         if gen is not None:
             with self._memo_lock:
@@ -1123,7 +1125,7 @@ class MasterService:
         cfg = logical.get(name)
         if cfg is None:
             raise NotFound(f"{name} has no configuration")
-        return self._config_row(cfg, self._placement(mappings).get(name))
+        return redact_tree(self._config_row(cfg, self._placement(mappings).get(name)))
 
     def mappings(self) -> dict[str, list[str]]:
         """``{physical: [logical...]}``."""
@@ -1152,7 +1154,7 @@ class MasterService:
         """The newest ``limit`` commands, newest first."""
         self._require_zk()
         limit = max(1, min(int(limit), 1000))
-        return [asdict(c) for c in self.store.list_commands(limit)]
+        return [redact_tree(asdict(c)) for c in self.store.list_commands(limit)]
 
     def command(self, cmd_id: str) -> dict:
         self._require_zk()
@@ -1161,7 +1163,7 @@ class MasterService:
         cmd = self.store.get_command(cmd_id)
         if cmd is None:
             raise NotFound(f"no command {cmd_id}")
-        return asdict(cmd)
+        return redact_tree(asdict(cmd))
 
 
 __all__ = ["MasterService", "ClusterView", "CommandError", "CommandFailed", "NotFound",

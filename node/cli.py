@@ -164,6 +164,11 @@ def _one_shot_status_server(nodes: list[LogicalNode], physical: str, port: int, 
 
 
 def cmd_node(args) -> int:
+    from .status_server import UnsafeBindError, check_bind
+    try:
+        check_bind(args.http_bind)
+    except UnsafeBindError as exc:
+        raise UsageError(str(exc)) from None
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     physical = args.name or socket.gethostname()
     if not args.one_shot:
@@ -290,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"one; 0 picks any free port); a one-shot node serves a status page "
                    f"only when given this option")
     n.add_argument("--http-bind", default="127.0.0.1", metavar="ADDRESS",
-                   help="address the status page listens on (default 127.0.0.1)")
+                   help="address the status page listens on (default 127.0.0.1); a "
+                   "loopback address only: the page has no access control")
     n.set_defaults(func=cmd_node)
 
     c = sub.add_parser("check", help="validate a spec and print its canonical form",

@@ -7,22 +7,31 @@ counters, components}}}`` — so it holds no state of its own and never blocks t
 each request runs on its own daemon thread (the stdlib's threading HTTP server; a status
 page needs no event loop).
 
-It binds 127.0.0.1 by default. When the port is taken it tries the next ones (as OG's
-node did), so several nodes can share a machine; ``port`` says where it listens, and 0
-picks a free port.
+It binds 127.0.0.1 by default and refuses any address that is not loopback
+(:class:`UnsafeBindError`): the page has no access control and shows every spec and
+counter; reach it remotely through SSH or a reverse proxy that authenticates. It answers
+421 to a ``Host`` header that names another site (:class:`node.hosts.HostPolicy`: DNS
+rebinding). Specs are shown with the passwords of their URLs hidden
+(:func:`node.redact.redact`). When the port is
+taken it tries the next ones (as OG's node did), so several nodes can share a machine;
+``port`` says where it listens, and 0 picks a free port.
 """
 from __future__ import annotations
 
 import errno
 import html
+import ipaddress
 import json
 import logging
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
+from .errors import FlumeError
+from .hosts import HostPolicy
 from .http_thread import HttpServerThread
 from .metrics import MAIN, PROMETHEUS_CONTENT_TYPE, components, prometheus_text, summarize
+from .redact import redact_tree
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +39,32 @@ PORT_TRIES = 64
 REFRESH_SECONDS = 5
 
 
+class UnsafeBindError(FlumeError):
+    """The status page was asked to listen on an address other hosts can reach."""
+
+
+def check_bind(bind: str) -> None:
+    """Raise :class:`UnsafeBindError` unless ``bind`` is a loopback address (or
+    ``localhost``)."""
+    try:
+        loopback = bind == "localhost" or ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise UnsafeBindError(
+            f"refusing to serve the node status page on {bind}: it has no access control "
+            f"and shows every spec and counter; keep the default 127.0.0.1 and reach it "
+            f"through SSH or a reverse proxy that authenticates")
+
+
 class StatusServer:
-    """Serves ``status()`` over HTTP on ``bind``:``port`` until :meth:`stop`."""
+    """Serves ``status()`` over HTTP on ``bind``:``port`` until :meth:`stop`; ``bind``
+    must be a loopback address (:func:`check_bind`)."""
 
     def __init__(self, status: Callable[[], dict], bind: str = "127.0.0.1",
                  port: int = 35862, autofind: bool = True):
+        check_bind(bind)
+        self.hosts = HostPolicy(bind)
         self.status = status
         self.bind = bind
         self.wanted_port = port
@@ -81,16 +111,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
         path = self.path.split("?", 1)[0]
+        host = self.headers.get("Host")
+        if host is not None and not self.owner.hosts.allows(host):
+            self.close_connection = True
+            self._send(421, "text/plain; charset=utf-8",
+                       b"this node's status page does not answer for that host name\n")
+            return
         try:
             if path in ("/", "/index.html"):
                 self._send(200, "text/html; charset=utf-8",
-                           render_html(self.owner.status()).encode())
+                           render_html(redact_tree(self.owner.status())).encode())
             elif path == "/status.json":
-                body = json.dumps(self.owner.status(), ensure_ascii=True, default=str)
+                body = json.dumps(redact_tree(self.owner.status()), ensure_ascii=True,
+                                  default=str)
                 self._send(200, "application/json", body.encode())
             elif path == "/metrics":
                 self._send(200, PROMETHEUS_CONTENT_TYPE,
-                           prometheus_text(self.owner.status()).encode())
+                           prometheus_text(redact_tree(self.owner.status())).encode())
             else:
                 self._send(404, "text/plain; charset=utf-8", b"not found\n")
         except Exception as exc:  # a status page must not take the node down
@@ -227,4 +264,4 @@ def _logical_section(name: str, st: dict) -> str:
     return "".join(out)
 
 
-__all__ = ["StatusServer", "render_html"]
+__all__ = ["StatusServer", "UnsafeBindError", "check_bind", "render_html"]

@@ -260,3 +260,99 @@ def test_fuzzed_requests_never_get_a_5xx(client, store):
     for cfg in store.list_logical().values():
         parse_source(cfg.source)
         parse_sink(cfg.sink)
+
+
+SECRET_SINK = '{ batch(10) => dfs("s3://AKIAKEY:SeCrEt@bucket/p") }'
+
+
+def test_listings_hide_url_passwords_and_refuse_them_back(client, store):
+    r = client.put("/api/configs/web1", json={"source": 'tail("/var/log/a.log")',
+                                              "sink": SECRET_SINK})
+    assert r.status_code == 200, r.text
+    shown = SECRET_SINK.replace("AKIAKEY:SeCrEt@", "AKIAKEY:***@")
+    assert r.json()["config"]["sink"] == shown
+    assert "SeCrEt" not in json.dumps(r.json()["command"])
+    client.post("/api/commands", json={"command": "config",
+                                       "args": ["web2", "null", "dfs(\"https://tok@h/x\")"]})
+    for path in ("/api/configs", "/api/configs/web1", "/api/status", "/api/commands",
+                 "/api/flows"):
+        text = client.get(path).text
+        assert "SeCrEt" not in text and "tok@" not in text, path
+    assert client.get("/api/configs/web1").json()["sink"] == shown
+    assert "https://***@h/x" in client.get("/api/commands").text
+    assert store.get_logical("web1").sink == SECRET_SINK   # ZooKeeper keeps the secret
+    # a listing pasted back gets its password back: a new flow, then an edited spec
+    r = client.put("/api/configs/web1", json={"source": 'tail("/var/log/a.log")',
+                                              "sink": shown, "flow": "f2"})
+    assert r.status_code == 200 and r.json()["config"]["flow"] == "f2", r.text
+    assert store.get_logical("web1").sink == SECRET_SINK
+    r = client.post("/api/commands", json={"command": "multiconfig", "args": [
+        f"web1 : null | {shown.replace('batch(10)', 'batch(20)')} ;"]})
+    assert r.status_code == 200 and r.json()["state"] == "SUCCEEDED", r.text
+    assert store.get_logical("web1").sink == SECRET_SINK.replace("batch(10)", "batch(20)")
+    # a hidden password that no stored config holds is refused, not stored as '***'
+    for sink in ('dfs("s3://OTHER:***@bucket/p")', 'dfs("https://***@elsewhere/x")'):
+        r = client.put("/api/configs/web1", json={"source": "null", "sink": sink})
+        assert r.status_code == 400 and "password a listing hid" in r.json()["message"]
+    r = client.post("/api/commands", json={"command": "config", "args": [
+        "web3", "null", 'dfs("s3://OTHER:***@bucket/p")']})
+    assert r.status_code == 400 and store.get_logical("web3") is None
+    assert "***" not in store.get_logical("web1").sink
+
+
+def test_read_token_guards_listings_but_not_health_or_console(service):
+    with TestClient(create_app(service, token=TOKEN, read_token="read-token-0123456789")) as c:
+        for path in ("/api/status", "/api/configs", "/api/commands", "/api/mappings",
+                     "/api/flows"):
+            r = c.get(path)
+            assert r.status_code == 401 and "to read" in r.json()["message"], path
+            assert c.get(path, headers={"Authorization": "Bearer read-token-0123456789"}
+                         ).status_code == 200
+            assert c.get(path, headers=AUTH).status_code == 200   # the write token reads
+        assert c.post("/api/validate", json={"source": "null"}).status_code == 401
+        assert c.get("/api/health").status_code == 200 and c.get("/").status_code == 200
+        assert c.get("/api/health").json()["refused"]["refused_token"] == 6
+        # the read token does not write
+        r = c.post("/api/commands", json={"command": "noop"},
+                   headers={"Authorization": "Bearer read-token-0123456789"})
+        assert r.status_code == 401 and "for writes" in r.json()["message"]
+        assert c.post("/api/commands", json={"command": "noop"}, headers=AUTH).json()[
+            "state"] == "SUCCEEDED"
+
+
+def test_large_specs_parse_two_at_a_time_and_past_max_arg_are_refused(monkeypatch):
+    import threading
+    import time as _time
+
+    import master.api as api
+
+    class SlowValidation:   # stands for a parse of a large spec
+        name = "slow"
+        running = peak = 0
+        lock = threading.Lock()
+
+        def validate(self, source, sink, spec):
+            with self.lock:
+                self.running += 1
+                self.peak = max(self.peak, self.running)
+            _time.sleep(0.6)
+            with self.lock:
+                self.running -= 1
+            return {"ok": True}
+
+    monkeypatch.setattr(api, "HEAVY_WAIT", 0.3)
+    svc = SlowValidation()
+    big = {"spec": "a : null | null ;\n" * 5000}          # 90 kB: a heavy request
+    with TestClient(create_app(svc)) as c:
+        codes = []
+        threads = [threading.Thread(target=lambda: codes.append(
+            c.post("/api/validate", json=big).status_code)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert sorted(codes) == [200, 200, 503] and svc.peak == 2
+        # small specs never wait
+        assert c.post("/api/validate", json={"spec": "a : null | null ;"}).status_code == 200
+        r = c.post("/api/validate", json={"spec": "a : null | null ;\n" * 70000})  # 1.2 MB
+        assert r.status_code == 422 and "at most 1048576 characters" in r.json()["message"]

@@ -215,3 +215,23 @@ def test_help(capsys):
     assert code == 0 and "wait-active" in out and "exit status" in out
     code, out, _ = ctl(capsys, "config", "--help")
     assert code == 0 and "NODE [FLOW] SOURCE SINK" in out
+
+
+def test_read_token_and_hidden_passwords(service, capsys, tmp_path, monkeypatch, store):
+    monkeypatch.delenv("FLUME_TOKEN", raising=False)
+    server, thread, url = serve(create_app(service, token=TOKEN,
+                                           read_token="ctl-read-token-0123456789"))
+    try:
+        code, _, err = ctl(capsys, "--master", url, "configs")
+        assert code == 1 and "needs an access token to read" in err
+        monkeypatch.setenv("FLUME_TOKEN", TOKEN)
+        assert ctl(capsys, "--master", url, "config", "n1", "null",
+                   'dfs("s3://KEY:SeCrEt@bucket/x")')[0] == 0
+        monkeypatch.setenv("FLUME_TOKEN", "ctl-read-token-0123456789")
+        for cmd in ("configs", "status", "commands"):
+            code, out, _ = ctl(capsys, "--master", url, "--json", cmd)
+            assert code == 0 and "SeCrEt" not in out and "KEY:***@bucket" in out, cmd
+        assert store.get_logical("n1").sink == 'dfs("s3://KEY:SeCrEt@bucket/x")'
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -107,3 +107,10 @@ def test_sigterm_writes_buffered_events_and_renames(tmp_path):
     hidden = [f for f in out.iterdir() if f.name.startswith(".")]
     assert len(finals) == 1 and not hidden
     assert len(finals[0].read_bytes().splitlines()) > 10
+
+
+def test_node_refuses_a_status_page_on_a_reachable_address(tmp_path):
+    r = flume("node", "--one-shot", "-c", "n: asciisynth(1) | null", "--http-port", "0",
+              "--http-bind", "0.0.0.0", "--data-dir", str(tmp_path))
+    assert r.returncode == 2
+    assert "refusing to serve the node status page on 0.0.0.0" in r.stderr

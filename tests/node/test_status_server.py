@@ -224,3 +224,27 @@ def test_large_status_leaves_components_out_of_the_znode(zk_server, zk_root, tmp
         assert node.status()["logical"]["p1"]["components"]  # still on the page
     finally:
         node.stop()
+
+
+def test_a_reachable_address_is_refused_and_passwords_are_hidden(server):
+    from node.status_server import UnsafeBindError
+    for bind in ("0.0.0.0", "::", "192.0.2.1", "example.com"):
+        with pytest.raises(UnsafeBindError, match="refusing to serve the node status page"):
+            StatusServer(lambda: {}, bind=bind, port=0)
+    st = status_fixture()
+    st["logical"]["web"]["sink"] = 'dfs("s3://AKIA:SeCrEt@bucket/logs")'
+    s = server(st)
+    base = f"http://127.0.0.1:{s.port}"
+    for path in ("/", "/status.json"):
+        text = httpx.get(base + path, timeout=5).text
+        assert "SeCrEt" not in text and "s3://AKIA:***@bucket/logs" in text, path
+
+
+def test_a_foreign_host_name_is_refused(server):
+    s = server(status_fixture())
+    base = f"http://127.0.0.1:{s.port}"
+    for path in ("/", "/status.json", "/metrics"):
+        r = httpx.get(base + path, headers={"Host": "evil.example"}, timeout=5)
+        assert r.status_code == 421 and "web" not in r.text, path
+    for host in (f"127.0.0.1:{s.port}", "localhost", socket.gethostname()):
+        assert httpx.get(base + "/", headers={"Host": host}, timeout=5).status_code == 200

@@ -219,3 +219,31 @@ def test_thousand_logical_nodes_all_render(page, zk_server, tmp_path):
         page.screenshot(path=str(SCREENSHOTS / "nodes-1000.png"))  # the first screen
     finally:
         m.stop()
+
+
+def test_read_token_dialog_and_hidden_passwords(page, zk_server, tmp_path):
+    """A master with a read token: the console asks for it before showing anything, then
+    shows specs with their URL passwords hidden."""
+    from tests.master.test_http_limits import LimitedMaster
+    ex = expect()
+    (tmp_path / "token").write_text(TOKEN)
+    (tmp_path / "read").write_text("web-read-token-0123456789")
+    m = LimitedMaster(tmp_path, zk_server.connect_string, "--token-file",
+                      str(tmp_path / "token"), "--read-token-file", str(tmp_path / "read"),
+                      name="read-locked")
+    try:
+        r = httpx.put(m.url + "/api/configs/s3agent", timeout=30,
+                      headers={"Authorization": f"Bearer {TOKEN}"},
+                      json={"source": "null", "sink": 'dfs("s3://AKIA:SeCrEt@bucket/x")'})
+        assert r.status_code == 200, r.text
+        page.goto(m.url + "/#specs")
+        ex(page.locator("#token-dialog")).to_be_visible()
+        ex(page.locator("#token-why")).to_contain_text("to show its nodes")
+        page.fill("#token-input", "web-read-token-0123456789")
+        page.click("#token-ok")
+        ex(page.locator("#token-dialog")).to_be_hidden()
+        ex(page.locator("#specs-table")).to_contain_text('dfs("s3://AKIA:***@bucket/x")')
+        assert "SeCrEt" not in page.content()
+        screenshot(page, "read-token")
+    finally:
+        m.stop()

@@ -1,5 +1,6 @@
-// The master's REST API. Reads are open; when a write answers 401 the console asks for
-// the access token (a dialog), keeps it in sessionStorage and sends it as a Bearer token.
+// The master's REST API. When a request answers 401 (a write, or a read on a master with a
+// read token) the console asks for the access token (a dialog), keeps it in sessionStorage
+// and sends it as a Bearer token with every request.
 
 const TOKEN_KEY = "flume.token";
 
@@ -58,7 +59,7 @@ async function send(method, path, body) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const t = token.get();
-  if (t && method !== "GET") headers.Authorization = `Bearer ${t}`;
+  if (t) headers.Authorization = `Bearer ${t}`;
   const r = await fetch(path, {
     method, headers, cache: "no-store",
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -69,26 +70,29 @@ async function send(method, path, body) {
   return { r, data, text };
 }
 
-/** A JSON request; throws ApiError for 4xx/5xx. Writes refused with 401 ask for the
- * token and are retried with it. */
-export async function request(method, path, body) {
+/** ``send``, asking for the token (and retrying with it) while the answer is 401. */
+async function sendAuthorized(method, path, body) {
   for (let attempt = 0; ; attempt++) {
-    const { r, data } = await send(method, path, body);
-    if (r.ok) return data;
-    if (r.status === 401 && method !== "GET" && attempt < 3) {
-      const why = attempt === 0 && !token.get()
-        ? "This master needs an access token for changes."
-        : "The master refused this token. Enter the right one.";
-      const t = await askToken(why);
-      if (t) continue;
-    }
-    throw new ApiError(r.status, data);
+    const answer = await send(method, path, body);
+    if (answer.r.status !== 401 || attempt >= 3) return answer;
+    const why = attempt > 0 || token.get()
+      ? "The master refused this token. Enter the right one."
+      : method === "GET" ? "This master needs an access token to show its nodes."
+        : "This master needs an access token for changes.";
+    if (!(await askToken(why))) return answer;
   }
+}
+
+/** A JSON request; throws ApiError for 4xx/5xx. A 401 asks for the token and retries. */
+export async function request(method, path, body) {
+  const { r, data } = await sendAuthorized(method, path, body);
+  if (r.ok) return data;
+  throw new ApiError(r.status, data);
 }
 
 /** A GET answering ``{data, text}``: the raw text lets callers skip unchanged data. */
 export async function getRaw(path) {
-  const { r, data, text } = await send("GET", path);
+  const { r, data, text } = await sendAuthorized("GET", path);
   if (!r.ok) throw new ApiError(r.status, data);
   return { data, text };
 }

@@ -1,0 +1,245 @@
+"""The master's HTTP server: uvicorn (h11) with bounds on connections, time and log lines.
+
+:func:`serve` runs an ASGI app on ``bind``:``port`` until ``server.should_exit``:
+
+* **connections**: at most ``max_connections`` open at once (fewer if the process's
+  descriptors do not allow them: :func:`fit_to_descriptors`); one more is answered 503 and
+  closed at once (uvicorn's own ``limit_concurrency`` accepts the connection, keeps it
+  until it sends a request and logs every refusal);
+* **time**: a request's line and headers must arrive within ``header_timeout`` seconds of
+  the connection (or of the first byte of a next request on a kept-alive connection),
+  however slowly they trickle in (slowloris); a body may pause at most ``body_timeout``
+  seconds between two reads; an idle kept-alive connection closes after ``keep_alive``;
+* **headers**: at most ``MAX_HEADER_BYTES`` of request line and headers (h11's limit;
+  past it uvicorn answers 400);
+* **descriptors**: when accept() fails for want of file descriptors (EMFILE, ENFILE), the
+  waiting connections are accepted with a reserved descriptor and closed at once, instead
+  of asyncio's loop, which retries accept() ``backlog`` times per wake-up and logs each
+  failure (100 % CPU and thousands of identical lines a second);
+* **logs**: uvicorn's warnings (one per bad request) are rate-limited.
+
+Every refusal is counted in ``metrics`` (``refused_connections``, ``refused_header_timeout``,
+``refused_body_timeout``, ``refused_descriptors``) and logged, rate-limited.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import resource
+import socket
+from dataclasses import dataclass, replace
+from functools import partial
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from node.limits import RateLimitedLog, Refusals
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 64 * 1024
+BACKLOG = 128           # also the number of accept() calls per wake-up of the loop
+_SHED_PER_WAKEUP = 1024
+RESERVED_FDS = 64       # descriptors kept for ZooKeeper, logs and files, not connections
+
+_BUSY_BODY = b'{"message": "too many connections to this master; retry later"}\n'
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+         b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
+
+
+@dataclass
+class HttpLimits:
+    """The bounds of the module docstring (seconds, counts)."""
+    max_connections: int = 256
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive: float = 5.0
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a connection cap and header and body timeouts."""
+
+    def __init__(self, *args, limits: HttpLimits, refusals: Refusals, **kw):
+        super().__init__(*args, **kw)
+        self.limits = limits
+        self.refusals = refusals
+        self._timer = None
+        self._phase: str | None = None    # "headers" or "body" while a timer runs
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self.refusals.refuse("connections", f"more than {self.limits.max_connections} "
+                                 f"connections at once (--max-connections)")
+            transport.write(_BUSY)
+            transport.close()
+            return
+        self._start("headers", self.limits.header_timeout)
+
+    def connection_lost(self, exc) -> None:
+        self._stop()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        state = self.conn.their_state
+        if state is h11.IDLE:            # a request line or headers still incomplete
+            if self._phase != "headers":
+                self._start("headers", self.limits.header_timeout)
+        elif state is h11.SEND_BODY:     # each read restarts the body's clock
+            self._start("body", self.limits.body_timeout)
+        else:
+            self._stop()
+
+    def _start(self, phase: str, delay: float) -> None:
+        self._stop()
+        self._phase = phase
+        self._timer = self.loop.call_later(delay, self._expired)
+
+    def _stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._phase = None
+
+    def _expired(self) -> None:
+        phase, self._timer, self._phase = self._phase, None, None
+        if self.transport.is_closing():
+            return
+        if phase == "body" and self.flow.read_paused:   # the app is slow, not the client
+            self._start("body", self.limits.body_timeout)
+            return
+        limit = self.limits.header_timeout if phase == "headers" else self.limits.body_timeout
+        self.refusals.refuse("header_timeout" if phase == "headers" else "body_timeout",
+                             f"a client sent its request {phase} too slowly "
+                             f"(more than {limit:g} s)")
+        self.transport.close()
+
+
+class _ListeningSocket(socket.socket):
+    """A listening socket whose accept() sheds connections when out of descriptors.
+
+    Out of descriptors, the kernel keeps the pending connections and keeps the socket
+    readable: asyncio would wake up and fail again at once. Instead, a reserved
+    descriptor is released, the pending connections are accepted and closed (the clients
+    see the connection closed), and the descriptor is reserved again; asyncio sees an
+    empty queue."""
+
+    refusals: Refusals
+
+    def reserve(self) -> None:
+        try:
+            self._spare = os.open(os.devnull, os.O_RDONLY)
+        except OSError:
+            self._spare = None
+
+    def accept(self):
+        try:
+            return super().accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            self.refusals.refuse("descriptors", f"{exc.strerror}: closing new connections "
+                                 f"until descriptors are free", self._shed())
+            raise BlockingIOError(errno.EAGAIN, "out of descriptors") from None
+
+    def _shed(self) -> int:
+        spare, self._spare = getattr(self, "_spare", None), None
+        if spare is not None:
+            os.close(spare)
+        shed = 0
+        try:
+            for _ in range(_SHED_PER_WAKEUP):
+                fd, _ = self._accept()
+                os.close(fd)
+                shed += 1
+        except OSError:   # the queue is empty (or still no descriptor: next wake-up)
+            pass
+        self.reserve()
+        return max(shed, 1)
+
+    def close(self) -> None:
+        spare, self._spare = getattr(self, "_spare", None), None
+        if spare is not None:
+            os.close(spare)
+        super().close()
+
+
+def listening_socket(bind: str, port: int, refusals: Refusals,
+                     backlog: int = BACKLOG) -> socket.socket:
+    """A bound, listening socket for :func:`serve` (port 0: any free port)."""
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        bind, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = _ListeningSocket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    sock.refusals = refusals
+    sock.reserve()
+    return sock
+
+
+class _RateLimitFilter(logging.Filter):
+    """Passes a logger's WARNING records through a :class:`RateLimitedLog` (one line per
+    message per interval, with a count of the others)."""
+
+    def __init__(self, limiter: RateLimitedLog):
+        super().__init__()
+        self.limiter = limiter
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        self.limiter.warning(str(record.msg), "%s", record.getMessage())
+        return False
+
+
+_uvicorn_filter = _RateLimitFilter(RateLimitedLog(logging.getLogger("uvicorn.warnings")))
+
+
+def fit_to_descriptors(limits: HttpLimits) -> HttpLimits:
+    """``limits`` with ``max_connections`` that fit this process's descriptors: the soft
+    RLIMIT_NOFILE is raised toward the hard one when the connections need it, and
+    ``max_connections`` is lowered (with a warning) when they still do not fit beside
+    ``RESERVED_FDS`` descriptors for ZooKeeper, logs and files."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = limits.max_connections + BACKLOG + RESERVED_FDS
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft - RESERVED_FDS >= limits.max_connections:
+        return limits
+    cap = max(1, soft - RESERVED_FDS)
+    log.warning("only %d file descriptors for this process: at most %d HTTP connections "
+                "at once instead of %d (raise the limit with ulimit -n)", soft, cap,
+                limits.max_connections)
+    return replace(limits, max_connections=cap)
+
+
+def server(app, sock: socket.socket, limits: HttpLimits, refusals: Refusals):
+    """A ``uvicorn.Server`` for ``app`` on ``sock`` (from :func:`listening_socket`); run
+    it with ``server.run(sockets=[sock])``."""
+    import uvicorn
+    logging.getLogger("uvicorn.error").addFilter(_uvicorn_filter)   # idempotent
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False,
+        loop="asyncio",     # accept() must go through _ListeningSocket (uvloop's does not)
+        http=partial(GuardedH11Protocol, limits=limits, refusals=refusals),
+        timeout_keep_alive=limits.keep_alive, backlog=BACKLOG,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES, ws="none")
+    return uvicorn.Server(config)
+
+
+__all__ = ["HttpLimits", "GuardedH11Protocol", "listening_socket", "server",
+           "fit_to_descriptors",
+           "MAX_HEADER_BYTES"]

@@ -32,7 +32,7 @@ class LimitedMaster(Proc):
         self.url = f"http://127.0.0.1:{self.port}"
         args = ["--log-level", "INFO", "master", "--zk", zk, "--zk-root",
                 f"/test-http-{uuid.uuid4().hex[:10]}", "--http-port", str(self.port),
-                "--data-dir", str(tmp / f"master-{name}"), *extra]
+                "--data-dir", str(tmp / f"master-{name}"), "--zk-insecure", *extra]
         self.log = tmp / f"master-{name}.log"
         with open(self.log, "ab") as f:
             self.p = subprocess.Popen([sys.executable, "-m", "master.cli", *args], cwd=ROOT,

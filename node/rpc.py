@@ -11,6 +11,35 @@ Python ones otherwise; the bytes on the wire are the same).
   ``FAILED`` with its message (the connection stays usable). ``port=0`` picks a free port,
   readable as ``.port`` after :meth:`RpcServer.start`; :meth:`RpcServer.stop` closes the
   listener and every connection at once.
+
+  Bounds (every refusal is counted, ``refused_<reason>``, and warned about, rate-limited:
+  :mod:`node.limits`):
+
+  - ``max_connections`` (512) open at once: one more is closed as soon as it is accepted
+    (``connections``), so threads never exceed that number plus one.
+  - ``idle_timeout`` (60 s): a connection silent that long is closed (``idle_closed``);
+    one that stops in the middle of a message is refused (``slow``).
+  - ``max_message_bytes`` (16 MiB) per message, counted as its bytes arrive; a length
+    announcing more than twice that is refused before a byte of it is read (and before
+    anything is allocated but address space). ``appendBatch`` and ``append`` get an
+    eighth of it: they are made of structs, one Python object each. ``max_batch_events``
+    (20,000) structs per message at most (``events``). Past a bound the connection is
+    closed (``oversize``, ``events``): the rest of the message cannot be skipped safely.
+    Anything that does not parse as a message of the IDL closes it too (``malformed``).
+  - Memory: while a message is read a connection holds about 4x its size (the read
+    buffer, the byte string, the copy the protocol makes), at most ~4 x 16 MiB; an
+    ``appendBatch`` of 2 MiB of small structs and map entries holds at most ~20 x its
+    size; 20,000 events of a decoded payload at most the payload plus ~200 bytes each.
+    Between messages a connection keeps a 4 KiB buffer (a larger one is dropped after
+    the message), so idle connections cost a thread and a socket each.
+  - Accepting: when ``accept`` fails (EMFILE, ENFILE...) or a connection's thread cannot
+    be started, the connection is refused and the loop backs off (0.05 s doubling to
+    1 s, warnings rate-limited). After ``ACCEPT_GIVE_UP`` (10 s) of failures without a
+    single success -- or if the loop itself fails -- the server gives up: it closes its
+    port, sets ``failure`` (the reason), counts ``accept_failed`` and calls
+    ``on_failure``; the RPC source then fails, which puts its logical node in ERROR
+    with that reason. It is never silently dead.
+
 * :class:`RpcClient` ``(host, port, timeout)`` connects lazily and reconnects on the next
   call after any failure. Every call either returns ``(status, message)`` or raises
   :class:`SinkError` (transport failure, timeout, or an answer it cannot read); after a
@@ -19,24 +48,34 @@ Python ones otherwise; the bytes on the wire are the same).
 
 Payloads of ``appendPacked`` / ``appendGroup`` are :mod:`node.codec` encodings, optionally
 gzip-compressed as a whole (``agent*Sink(compression=true)``): :func:`decode_payload`
-recognises the gzip magic, so no IDL field marks compression.
+recognises the gzip magic, so no IDL field marks compression, and stops inflating one byte
+past its bound (a compression bomb costs the receiver that bound, nothing more).
+
+This project's senders keep every call under half the receivers' default bounds
+(``SEND_BATCH_EVENTS``, ``SEND_BATCH_BYTES``, ``SEND_STRUCT_BATCH_BYTES``), splitting larger
+batches with :func:`node.codec.split_events`.
 """
 from __future__ import annotations
 
 import importlib.resources
 import logging
+import select
 import socket
 import threading
 import time
 import zlib
 from pathlib import Path
+from typing import Callable
 
 import thriftpy2
-from thriftpy2.thrift import TClient, TProcessor
+from thriftpy2.thrift import TApplicationException, TClient, TProcessor, TType
+from thriftpy2.transport import TTransportException
 
-from .codec import decode_events, encode_events
+from .codec import BatchTooLarge, decode_events, encode_events
+from .component import Metrics
 from .errors import SinkError, SourceError
 from .event import Event, Priority
+from .limits import RateLimitedLog, Refusals
 
 try:  # the Cython protocol and transport are several times faster
     from thriftpy2.protocol import TCyBinaryProtocolFactory as _ProtoFactory
@@ -51,6 +90,22 @@ log = logging.getLogger(__name__)
 IDL_MODULE = "flume_thrift"
 DEFAULT_PORT = 35853
 DEFAULT_TIMEOUT = 20.0   # seconds a call may take before the client gives up on it
+
+# The server's bounds (rpcSource/collectorSource arguments default to these).
+MAX_CONNECTIONS = 512           # connections open at once
+IDLE_TIMEOUT = 60.0             # seconds a connection may stay silent
+MAX_MESSAGE_BYTES = 16 << 20    # one message on the wire, and one payload decompressed
+MAX_BATCH_EVENTS = 20_000       # events in one call
+STRUCT_SHARE = 8                # appendBatch/append get MAX_MESSAGE_BYTES // STRUCT_SHARE
+_STRUCT_METHODS = ("appendBatch", "append")
+RECYCLE_BYTES = 1 << 20         # after a larger message, a connection gets a new buffer
+ACCEPT_GIVE_UP = 10.0           # seconds of failed accepts (no success) before failing
+_BUFFER = 4096                  # the buffered transport's initial buffer
+
+# What this project's senders keep every call under: half the receiver's defaults.
+SEND_BATCH_EVENTS = MAX_BATCH_EVENTS // 2
+SEND_BATCH_BYTES = MAX_MESSAGE_BYTES // 2                     # appendPacked/appendGroup
+SEND_STRUCT_BATCH_BYTES = MAX_MESSAGE_BYTES // STRUCT_SHARE // 2   # appendBatch
 
 _idl = None
 _idl_lock = threading.Lock()
@@ -124,14 +179,27 @@ def gzip_payload(data: bytes) -> bytes:
     return c.compress(data) + c.flush()
 
 
-def decode_payload(data: bytes) -> list[Event]:
-    """Inverse of :func:`encode_payload` (plain or gzip); ValueError if it is not one."""
+def decode_payload(data: bytes, max_bytes: int | None = None,
+                   max_events: int | None = None) -> list[Event]:
+    """Inverse of :func:`encode_payload` (plain or gzip); ValueError if it is not one,
+    :class:`BatchTooLarge` if it holds more than ``max_bytes`` (after decompression: the
+    inflater stops one byte past the bound, so a compression bomb costs at most that) or
+    more than ``max_events`` events."""
     if data[:2] == _GZIP_MAGIC:
+        inflater = zlib.decompressobj(31)
         try:
-            data = zlib.decompress(data, 31)
+            data = inflater.decompress(data, max_bytes + 1 if max_bytes else 0)
         except zlib.error as exc:
             raise ValueError(f"corrupt compressed payload: {exc}") from None
-    return decode_events(data)
+        if max_bytes and len(data) > max_bytes:
+            raise BatchTooLarge("decompressed", f"payload inflates to more than "
+                                                f"{max_bytes} bytes")
+        if not inflater.eof:
+            raise ValueError("corrupt compressed payload: truncated")
+    elif max_bytes and len(data) > max_bytes:
+        raise BatchTooLarge("bytes", f"payload of {len(data)} bytes, more than the "
+                                     f"{max_bytes} allowed")
+    return decode_events(data, max_events)
 
 
 # ---------------------------------------------------------------- server
@@ -174,14 +242,184 @@ class _Dispatch:
                 log.debug("rpc: close call failed: %s", exc)
 
 
-class RpcServer:
-    """Threaded ``ThriftFlumeEventServer`` on ``bind:port`` (see the module docstring)."""
+class MessageRefused(Exception):
+    """A message over a bound of the server (``reason``: ``oversize``, ``events``)."""
 
-    def __init__(self, bind: str, port: int, handler, name: str = "rpc"):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class LockedCounter:
+    """``add(name, n)`` into a :class:`~node.component.Metrics` under a lock: connection
+    threads count concurrently."""
+
+    def __init__(self, metrics, lock: threading.Lock | None = None):
+        self.metrics = metrics
+        self.lock = lock or threading.Lock()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            self.metrics.add(name, n)
+
+    def set(self, name: str, value) -> None:
+        with self.lock:
+            self.metrics[name] = value
+
+
+_conn = threading.local()     # .meter: the _Meter of the connection this thread serves
+
+
+class _Meter:
+    """What the buffered transport of one connection reads from: the socket, with a
+    budget of bytes and of event structs per message (see the module docstring)."""
+
+    def __init__(self, conn: socket.socket, max_bytes: int, max_structs: int):
+        self.sock = conn
+        self.max_bytes = max_bytes
+        self.max_structs = max_structs
+        self.begin()
+
+    def begin(self) -> None:
+        """A new message starts."""
+        self.budget = self.left = self.max_bytes
+        self.structs = self.max_structs
+        self.read_bytes = 0
+        self.api = ""
+
+    def narrow(self, budget: int) -> None:
+        """The method named by the message has a smaller byte budget."""
+        self.left -= self.budget - budget
+        self.budget = budget
+        if self.left < 0:
+            raise MessageRefused("oversize", f"{self.api} message over {budget} bytes")
+
+    def read(self, n: int) -> bytes:
+        # The transport asks for room for the length the message announced: more than
+        # twice the budget (its buffer may legitimately be that large) is refused before
+        # a byte of it is read.
+        if n > 2 * (self.budget + _BUFFER):
+            raise MessageRefused("oversize", f"{self.api or 'a'} message announces "
+                                             f"{n} bytes, over the bound of {self.budget}")
+        data = self.sock.recv(min(n, self.left + 1))
+        if not data:
+            raise TTransportException(TTransportException.END_OF_FILE, "connection closed")
+        self.left -= len(data)
+        self.read_bytes += len(data)
+        if self.left < 0:
+            raise MessageRefused("oversize", f"{self.api or 'a'} message over "
+                                             f"{self.budget} bytes")
+        return data
+
+    def count_struct(self) -> None:
+        self.structs -= 1
+        if self.structs < 0:
+            raise MessageRefused("events", f"{self.api} message with more than "
+                                           f"{self.max_structs} events")
+
+    def write(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def flush(self) -> None:
+        pass
+
+    def is_open(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass    # the server closes the socket
+
+
+def _count_struct() -> None:
+    meter = getattr(_conn, "meter", None)
+    if meter is not None:
+        meter.count_struct()
+
+
+_service = None
+
+
+def _bounded_service():
+    """The server's view of ``ThriftFlumeEventServer``: the same methods, but the event
+    structs of ``appendBatch`` and ``append`` count against the message's budget as
+    they are read (one Python object per struct, whatever few bytes it took)."""
+    global _service
+    if _service is None:
+        m = idl()
+        svc = m.ThriftFlumeEventServer
+
+        class CountedEvent(m.ThriftFlumeEvent):
+            def __init__(self, *args, **kwargs):
+                _count_struct()
+                super().__init__(*args, **kwargs)
+
+        def counted(spec):
+            if spec is m.ThriftFlumeEvent:
+                return CountedEvent
+            if isinstance(spec, tuple):
+                return tuple(counted(s) for s in spec)
+            return spec
+
+        ns = {"thrift_services": svc.thrift_services}
+        for api in svc.thrift_services:
+            args = getattr(svc, api + "_args")
+            ns[api + "_args"] = type(args.__name__, (args,), {
+                "thrift_spec": {k: counted(v) for k, v in args.thrift_spec.items()}})
+            ns[api + "_result"] = getattr(svc, api + "_result")
+        _service = type("BoundedFlumeEventServer", (), ns)
+    return _service
+
+
+class _Processor(TProcessor):
+    """TProcessor that narrows the byte budget of the methods made of structs once the
+    message names its method."""
+
+    def process_in(self, iprot):
+        api, _, seqid = iprot.read_message_begin()
+        meter = _conn.meter
+        meter.api = api
+        if api in _STRUCT_METHODS:
+            meter.narrow(meter.max_bytes // STRUCT_SHARE)
+        if api not in self._service.thrift_services:
+            iprot.skip(TType.STRUCT)
+            iprot.read_message_end()
+            return api, seqid, TApplicationException(
+                TApplicationException.UNKNOWN_METHOD), None
+        args = getattr(self._service, api + "_args")()
+        args.read(iprot)
+        iprot.read_message_end()
+        result_ = getattr(self._service, api + "_result")()
+        names = [item[1] for item in args.thrift_spec.values()]
+        handler = getattr(self._handler, api)
+        return api, seqid, result_, lambda: handler(*(args.__dict__[k] for k in names))
+
+
+class RpcServer:
+    """Threaded ``ThriftFlumeEventServer`` on ``bind:port`` (see the module docstring).
+
+    Bounds: ``max_connections`` open at once (more are closed at once and counted),
+    ``idle_timeout`` seconds a connection may send nothing, ``max_message_bytes`` and
+    ``max_batch_events`` per message. ``metrics`` (an object with ``add``) receives the
+    counters, ``on_failure(reason)`` is called once if it can accept no more."""
+
+    def __init__(self, bind: str, port: int, handler, name: str = "rpc", *,
+                 max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 max_batch_events: int = MAX_BATCH_EVENTS, metrics=None,
+                 on_failure: Callable[[str], None] | None = None):
         self.bind = bind
         self.port = port
         self.name = name
-        self._processor = TProcessor(idl().ThriftFlumeEventServer, _Dispatch(handler))
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.max_message_bytes = max_message_bytes
+        self.max_batch_events = max_batch_events
+        self.metrics = metrics if metrics is not None else LockedCounter(Metrics())
+        self.on_failure = on_failure
+        self.failure: str | None = None
+        self._refusals = Refusals(self.metrics, log, name)
+        self._quiet = RateLimitedLog(log)
+        self._processor = _Processor(_bounded_service(), _Dispatch(handler))
         self._proto = _ProtoFactory()
         self._trans = _TransFactory()
         self._listener: socket.socket | None = None
@@ -189,7 +427,13 @@ class RpcServer:
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._trouble_since: float | None = None
+        self._backoff = 0.0
         self.connections = 0
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._conns)
 
     def start(self) -> None:
         """Bind and start serving; SourceError if the address cannot be bound."""
@@ -204,24 +448,44 @@ class RpcServer:
             raise SourceError(f"{self.name}: cannot bind {self.bind}:{self.port}: "
                               f"{exc.strerror or exc}") from exc
         self.port = sock.getsockname()[1]
+        self._refusals.what = f"{self.name} on port {self.port}"
         self._listener = sock
-        self._thread = threading.Thread(target=self._accept_loop, args=(sock,),
+        self._thread = threading.Thread(target=self._accept_guard, args=(sock,),
                                         name=f"{self.name}:{self.port}", daemon=True)
         self._thread.start()
+
+    def _accept_guard(self, sock: socket.socket) -> None:
+        try:
+            self._accept_loop(sock)
+        except Exception as exc:  # a bug: never a silently dead server
+            if not self._stopped.is_set():
+                log.exception("%s on port %d: the accept loop failed", self.name, self.port)
+                self._fail(f"the accept loop failed: {type(exc).__name__}: {exc}")
 
     def _accept_loop(self, sock: socket.socket) -> None:
         while not self._stopped.is_set():
             try:
                 conn, addr = sock.accept()
-            except OSError:
+            except OSError as exc:
                 if self._stopped.is_set():
                     return
-                log.warning("%s on port %d: accept failed", self.name, self.port,
-                            exc_info=True)
-                self._stopped.wait(0.1)
+                # EMFILE, ENFILE, ENOBUFS...: connections stay in the backlog meanwhile
+                self.metrics.add("accept_errors")
+                self._quiet.warning("accept", "%s on port %d cannot accept connections: "
+                                    "%s", self.name, self.port, exc.strerror or exc)
+                if not self._trouble(f"accept failed: {exc.strerror or exc}"):
+                    return
+                continue
+            with self._lock:
+                full = len(self._conns) >= self.max_connections
+            if full:
+                conn.close()
+                self._refusals.refuse("connections", f"{addr[0]}: {self.max_connections} "
+                                                     f"connections open already")
                 continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True,
+            conn.settimeout(self.idle_timeout)
+            t = threading.Thread(target=self._serve, args=(conn, addr), daemon=True,
                                  name=f"{self.name}:{self.port}:{addr[1]}")
             with self._lock:
                 if self._stopped.is_set():
@@ -229,19 +493,83 @@ class RpcServer:
                     return
                 self._conns[conn] = t
                 self.connections += 1
-            t.start()
+            try:
+                t.start()
+            except RuntimeError as exc:     # "can't start new thread": pids/memory limit
+                with self._lock:
+                    self._conns.pop(conn, None)
+                conn.close()
+                self._refusals.refuse("threads", f"{addr[0]}: cannot start a thread: {exc}")
+                if not self._trouble(f"cannot start a thread for a connection: {exc}"):
+                    return
+                continue
+            self.metrics.add("connections")
+            self._trouble_since, self._backoff = None, 0.0
 
-    def _serve(self, conn: socket.socket) -> None:
-        trans = self._trans.get_transport(TSocket(sock=conn))
+    def _trouble(self, reason: str) -> bool:
+        """Accepting failed: back off (0.05 s doubling to 1 s) and True; after
+        ``ACCEPT_GIVE_UP`` seconds without one success, fail and False."""
+        now = time.monotonic()
+        if self._trouble_since is None:
+            self._trouble_since = now
+        elif now - self._trouble_since >= ACCEPT_GIVE_UP:
+            self._fail(f"{reason} (for {now - self._trouble_since:.0f} s)")
+            return False
+        self._backoff = min(self._backoff * 2 or 0.05, 1.0)
+        self._stopped.wait(self._backoff)
+        return True
+
+    def _fail(self, reason: str) -> None:
+        """Give up: stop accepting (clients see the port refuse and fail over), keep the
+        reason in ``failure``, count it, tell ``on_failure``."""
+        if self.failure is not None:
+            return
+        self.failure = reason
+        log.error("%s on port %d stops accepting connections: %s", self.name, self.port,
+                  reason)
+        self.metrics.add("errors")
+        self.metrics.add("accept_failed")
+        sock, self._listener = self._listener, None
+        if sock is not None:
+            sock.close()
+        if self.on_failure is not None:
+            self.on_failure(reason)
+
+    def _serve(self, conn: socket.socket, addr) -> None:
+        meter = _Meter(conn, self.max_message_bytes, self.max_batch_events)
+        _conn.meter = meter
+        trans = self._trans.get_transport(meter)
         prot = self._proto.get_protocol(trans)
         process = self._processor.process
+        peer = addr[0]
         try:
             while not self._stopped.is_set():
+                meter.begin()
                 process(prot, prot)
-        except Exception as exc:  # EOF, reset, or a shut-down socket: the connection ends
+                if meter.read_bytes > RECYCLE_BYTES and meter.api != "append":
+                    # the read buffer keeps the size of the largest message: start a new
+                    # one (a client waits for the answer, so nothing of it is buffered)
+                    trans = self._trans.get_transport(meter)
+                    prot = self._proto.get_protocol(trans)
+        except MessageRefused as exc:
+            self._refusals.refuse(exc.reason, f"{peer}: {exc}; connection closed")
+        except MemoryError:
+            self._refusals.refuse("oversize", f"{peer}: {meter.api or 'a'} message "
+                                              f"announces a length too large to allocate")
+        except TimeoutError:
+            if meter.read_bytes:
+                self._refusals.refuse("slow", f"{peer}: {meter.api or 'a'} message "
+                                              f"incomplete after {self.idle_timeout:g} s")
+            else:
+                self.metrics.add("idle_closed")
+        except (TTransportException, OSError) as exc:  # EOF, reset, shut down
             if not self._stopped.is_set():
                 log.debug("%s on port %d: connection ended: %s", self.name, self.port, exc)
+        except Exception as exc:     # what does not parse as a message of the IDL
+            if not self._stopped.is_set():
+                self._refusals.refuse("malformed", f"{peer}: {type(exc).__name__}: {exc}")
         finally:
+            _conn.meter = None
             with self._lock:
                 self._conns.pop(conn, None)
             try:
@@ -289,7 +617,9 @@ class RpcClient:
     """A connection to one ``ThriftFlumeEventServer``; thread-safe (calls are serialised).
 
     ``timeout`` (seconds) bounds connecting and each call. Any failure closes the
-    connection and raises :class:`SinkError`; the next call connects again."""
+    connection and raises :class:`SinkError`; the next call connects again. A connection
+    the receiver closed while it was idle is noticed before a call and replaced (no
+    error)."""
 
     def __init__(self, host: str, port: int = DEFAULT_PORT, timeout: float = DEFAULT_TIMEOUT,
                  connect_timeout: float | None = None):
@@ -302,6 +632,7 @@ class RpcClient:
         self._trans = None
         self._sock: TSocket | None = None
         self.connects = 0
+        self.stale_reconnects = 0
 
     @property
     def address(self) -> str:
@@ -333,8 +664,23 @@ class RpcClient:
             except Exception:
                 pass
 
+    def _peer_closed(self) -> bool:
+        """The idle connection is readable: the peer closed it (EOF), or sent what no
+        call asked for. Either way it is not usable."""
+        raw = getattr(self._sock, "sock", None)
+        if raw is None:
+            return True
+        poller = select.poll()
+        poller.register(raw, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+
     def _call(self, name: str, *args):
         with self._lock:
+            if self._client is not None and self._peer_closed():
+                # a receiver closes connections idle for long (its idleTimeoutMs):
+                # reconnect before sending instead of failing the call
+                self._drop()
+                self.stale_reconnects += 1
             client = self._client or self._connect()
             try:
                 return getattr(client, name)(*args)

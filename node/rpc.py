@@ -442,7 +442,7 @@ class RpcServer:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.bind, self.port))
-            sock.listen(128)
+            sock.listen(1024)      # a burst of agents reconnecting at once
         except OSError as exc:
             sock.close()
             raise SourceError(f"{self.name}: cannot bind {self.bind}:{self.port}: "

@@ -20,7 +20,7 @@ import pytest
 
 from node import rpc
 from node.client import FlumeClient
-from node.codec import BatchTooLarge, _HEAD, encode_events, split_events
+from node.codec import _HEAD, _RECORD, BatchTooLarge, encode_events, split_events
 from node.event import Event
 from node.logical_node import LogicalNode, State
 from node.registry import build_sink, build_source
@@ -75,7 +75,7 @@ def victim():
 
 def empty_events_payload(count: int) -> bytes:
     """A valid batch of ``count`` empty events, built without making them (gzip)."""
-    raw = _HEAD.pack(b"FLB", 2, count, 1) + b"\0\0" + b"\0\0\0\0" + bytes(37 * count)
+    raw = _HEAD.pack(b"FLB", 2, count, 1) + b"\0\0" + b"\0\0\0\0" + bytes(_RECORD.size * count)
     c = zlib.compressobj(9, zlib.DEFLATED, 31)
     return c.compress(raw) + c.flush()
 

@@ -1,9 +1,10 @@
 """The event transport: the Thrift IDL, a threaded RPC server and a reconnecting client.
 
 The IDL (``thrift/flume.thrift``, shipped as package data of ``flume_idl``) is loaded once
-per process with thriftpy2 as the module ``flume_thrift`` (:func:`idl`). Both sides use
+per process with thriftpy2 as the module ``flume_thrift`` (:func:`idl`). The client uses
 thriftpy2's Cython binary protocol and buffered transport when they are built (the pure
-Python ones otherwise; the bytes on the wire are the same).
+Python ones otherwise; the bytes on the wire are the same); the server reads requests with
+its own bounded reader (:mod:`node.rpc_wire`).
 
 * :class:`RpcServer` ``(bind, port, handler)`` serves ``ThriftFlumeEventServer``: a thread
   accepts connections and each connection gets its own thread. ``handler`` has the IDL's
@@ -19,19 +20,19 @@ Python ones otherwise; the bytes on the wire are the same).
     (``connections``), so threads never exceed that number plus one.
   - ``idle_timeout`` (60 s): a connection silent that long is closed (``idle_closed``);
     one that stops in the middle of a message is refused (``slow``).
-  - ``max_message_bytes`` (16 MiB) per message, counted as its bytes arrive; a length
-    announcing more than twice that is refused before a byte of it is read (and before
-    anything is allocated but address space). ``appendBatch`` and ``append`` get an
-    eighth of it: they are made of structs, one Python object each. ``max_batch_events``
-    (20,000) structs per message at most (``events``). Past a bound the connection is
-    closed (``oversize``, ``events``): the rest of the message cannot be skipped safely.
-    Anything that does not parse as a message of the IDL closes it too (``malformed``).
-  - Memory: while a message is read a connection holds about 4x its size (the read
-    buffer, the byte string, the copy the protocol makes), at most ~4 x 16 MiB; an
-    ``appendBatch`` of 2 MiB of small structs and map entries holds at most ~20 x its
-    size; 20,000 events of a decoded payload at most the payload plus ~200 bytes each.
-    Between messages a connection keeps a 4 KiB buffer (a larger one is dropped after
-    the message), so idle connections cost a thread and a socket each.
+  - ``max_message_bytes`` (16 MiB) per message. Requests are read by
+    :mod:`node.rpc_wire`, not thriftpy2: every announced length is checked against what
+    is left of the budget before anything is read or allocated, and bytes are held only
+    as they arrive. ``appendBatch`` and ``append`` get an eighth of it (they are made of
+    structs and map entries, one Python object each); ``max_batch_events`` (20,000)
+    event structs per message. Past a bound (``oversize``, ``events``), or on what does
+    not parse as a message of the IDL (``malformed``), the connection is closed: the rest
+    of the message cannot be skipped safely.
+  - Memory and time: a message in progress holds at most about twice its bytes (the
+    pieces received, then joined); an ``appendBatch`` of 2 MiB of tiny structs or map
+    entries about 15 times that; a decoded payload its events (~200 bytes each, at most
+    20,000). Every element of a container takes at least a byte, so the work a message
+    causes is bounded by its size. An idle connection costs a thread and a socket.
   - Accepting: when ``accept`` fails (EMFILE, ENFILE...) or a connection's thread cannot
     be started, the connection is refused and the loop backs off (0.05 s doubling to
     1 s, warnings rate-limited). After ``ACCEPT_GIVE_UP`` (10 s) of failures without a
@@ -68,9 +69,9 @@ from pathlib import Path
 from typing import Callable
 
 import thriftpy2
-from thriftpy2.thrift import TApplicationException, TClient, TProcessor, TType
-from thriftpy2.transport import TTransportException
+from thriftpy2.thrift import TClient
 
+from . import rpc_wire as wire
 from .codec import BatchTooLarge, decode_events, encode_events
 from .component import Metrics
 from .errors import SinkError, SourceError
@@ -97,10 +98,7 @@ IDLE_TIMEOUT = 60.0             # seconds a connection may stay silent
 MAX_MESSAGE_BYTES = 16 << 20    # one message on the wire, and one payload decompressed
 MAX_BATCH_EVENTS = 20_000       # events in one call
 STRUCT_SHARE = 8                # appendBatch/append get MAX_MESSAGE_BYTES // STRUCT_SHARE
-_STRUCT_METHODS = ("appendBatch", "append")
-RECYCLE_BYTES = 1 << 20         # after a larger message, a connection gets a new buffer
 ACCEPT_GIVE_UP = 10.0           # seconds of failed accepts (no success) before failing
-_BUFFER = 4096                  # the buffered transport's initial buffer
 
 # What this project's senders keep every call under: half the receiver's defaults.
 SEND_BATCH_EVENTS = MAX_BATCH_EVENTS // 2
@@ -242,14 +240,6 @@ class _Dispatch:
                 log.debug("rpc: close call failed: %s", exc)
 
 
-class MessageRefused(Exception):
-    """A message over a bound of the server (``reason``: ``oversize``, ``events``)."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-
-
 class LockedCounter:
     """``add(name, n)`` into a :class:`~node.component.Metrics` under a lock: connection
     threads count concurrently."""
@@ -265,133 +255,6 @@ class LockedCounter:
     def set(self, name: str, value) -> None:
         with self.lock:
             self.metrics[name] = value
-
-
-_conn = threading.local()     # .meter: the _Meter of the connection this thread serves
-
-
-class _Meter:
-    """What the buffered transport of one connection reads from: the socket, with a
-    budget of bytes and of event structs per message (see the module docstring)."""
-
-    def __init__(self, conn: socket.socket, max_bytes: int, max_structs: int):
-        self.sock = conn
-        self.max_bytes = max_bytes
-        self.max_structs = max_structs
-        self.begin()
-
-    def begin(self) -> None:
-        """A new message starts."""
-        self.budget = self.left = self.max_bytes
-        self.structs = self.max_structs
-        self.read_bytes = 0
-        self.api = ""
-
-    def narrow(self, budget: int) -> None:
-        """The method named by the message has a smaller byte budget."""
-        self.left -= self.budget - budget
-        self.budget = budget
-        if self.left < 0:
-            raise MessageRefused("oversize", f"{self.api} message over {budget} bytes")
-
-    def read(self, n: int) -> bytes:
-        # The transport asks for room for the length the message announced: more than
-        # twice the budget (its buffer may legitimately be that large) is refused before
-        # a byte of it is read.
-        if n > 2 * (self.budget + _BUFFER):
-            raise MessageRefused("oversize", f"{self.api or 'a'} message announces "
-                                             f"{n} bytes, over the bound of {self.budget}")
-        data = self.sock.recv(min(n, self.left + 1))
-        if not data:
-            raise TTransportException(TTransportException.END_OF_FILE, "connection closed")
-        self.left -= len(data)
-        self.read_bytes += len(data)
-        if self.left < 0:
-            raise MessageRefused("oversize", f"{self.api or 'a'} message over "
-                                             f"{self.budget} bytes")
-        return data
-
-    def count_struct(self) -> None:
-        self.structs -= 1
-        if self.structs < 0:
-            raise MessageRefused("events", f"{self.api} message with more than "
-                                           f"{self.max_structs} events")
-
-    def write(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def flush(self) -> None:
-        pass
-
-    def is_open(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass    # the server closes the socket
-
-
-def _count_struct() -> None:
-    meter = getattr(_conn, "meter", None)
-    if meter is not None:
-        meter.count_struct()
-
-
-_service = None
-
-
-def _bounded_service():
-    """The server's view of ``ThriftFlumeEventServer``: the same methods, but the event
-    structs of ``appendBatch`` and ``append`` count against the message's budget as
-    they are read (one Python object per struct, whatever few bytes it took)."""
-    global _service
-    if _service is None:
-        m = idl()
-        svc = m.ThriftFlumeEventServer
-
-        class CountedEvent(m.ThriftFlumeEvent):
-            def __init__(self, *args, **kwargs):
-                _count_struct()
-                super().__init__(*args, **kwargs)
-
-        def counted(spec):
-            if spec is m.ThriftFlumeEvent:
-                return CountedEvent
-            if isinstance(spec, tuple):
-                return tuple(counted(s) for s in spec)
-            return spec
-
-        ns = {"thrift_services": svc.thrift_services}
-        for api in svc.thrift_services:
-            args = getattr(svc, api + "_args")
-            ns[api + "_args"] = type(args.__name__, (args,), {
-                "thrift_spec": {k: counted(v) for k, v in args.thrift_spec.items()}})
-            ns[api + "_result"] = getattr(svc, api + "_result")
-        _service = type("BoundedFlumeEventServer", (), ns)
-    return _service
-
-
-class _Processor(TProcessor):
-    """TProcessor that narrows the byte budget of the methods made of structs once the
-    message names its method."""
-
-    def process_in(self, iprot):
-        api, _, seqid = iprot.read_message_begin()
-        meter = _conn.meter
-        meter.api = api
-        if api in _STRUCT_METHODS:
-            meter.narrow(meter.max_bytes // STRUCT_SHARE)
-        if api not in self._service.thrift_services:
-            iprot.skip(TType.STRUCT)
-            iprot.read_message_end()
-            return api, seqid, TApplicationException(
-                TApplicationException.UNKNOWN_METHOD), None
-        args = getattr(self._service, api + "_args")()
-        args.read(iprot)
-        iprot.read_message_end()
-        result_ = getattr(self._service, api + "_result")()
-        names = [item[1] for item in args.thrift_spec.values()]
-        handler = getattr(self._handler, api)
-        return api, seqid, result_, lambda: handler(*(args.__dict__[k] for k in names))
 
 
 class RpcServer:
@@ -419,9 +282,7 @@ class RpcServer:
         self.failure: str | None = None
         self._refusals = Refusals(self.metrics, log, name)
         self._quiet = RateLimitedLog(log)
-        self._processor = _Processor(_bounded_service(), _Dispatch(handler))
-        self._proto = _ProtoFactory()
-        self._trans = _TransFactory()
+        self._dispatch = _Dispatch(handler)
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._conns: dict[socket.socket, threading.Thread] = {}
@@ -536,40 +397,44 @@ class RpcServer:
             self.on_failure(reason)
 
     def _serve(self, conn: socket.socket, addr) -> None:
-        meter = _Meter(conn, self.max_message_bytes, self.max_batch_events)
-        _conn.meter = meter
-        trans = self._trans.get_transport(meter)
-        prot = self._proto.get_protocol(trans)
-        process = self._processor.process
+        reader = wire.Reader(conn, self.max_batch_events, idl().ThriftFlumeEvent)
+        dispatch = self._dispatch
         peer = addr[0]
+        api = ""
         try:
             while not self._stopped.is_set():
-                meter.begin()
-                process(prot, prot)
-                if meter.read_bytes > RECYCLE_BYTES and meter.api != "append":
-                    # the read buffer keeps the size of the largest message: start a new
-                    # one (a client waits for the answer, so nothing of it is buffered)
-                    trans = self._trans.get_transport(meter)
-                    prot = self._proto.get_protocol(trans)
-        except MessageRefused as exc:
-            self._refusals.refuse(exc.reason, f"{peer}: {exc}; connection closed")
-        except MemoryError:
-            self._refusals.refuse("oversize", f"{peer}: {meter.api or 'a'} message "
-                                              f"announces a length too large to allocate")
+                reader.begin(self.max_message_bytes)
+                api = ""
+                api, mtype, seqid = reader.message_begin()
+                method = wire.METHODS.get(api)
+                if method is None:
+                    reader.skip(wire.T_STRUCT, 0)
+                    conn.sendall(wire.exception_reply(api, seqid, 1, f"unknown method {api}"))
+                    continue
+                spec, names, of_structs = method
+                if of_structs:
+                    reader.narrow(self.max_message_bytes // STRUCT_SHARE, api)
+                args = reader.fields(spec)
+                answer = getattr(dispatch, api)(*(args.get(n) for n in names))
+                if mtype == wire.ONEWAY:
+                    continue
+                if answer is None:
+                    conn.sendall(wire.void_reply(api, seqid))
+                else:
+                    conn.sendall(wire.reply(api, seqid, answer.status, answer.message or ""))
+        except wire.Refused as exc:
+            self._refusals.refuse(exc.reason, f"{peer}: {api or 'a'} message: {exc}; "
+                                              f"connection closed")
         except TimeoutError:
-            if meter.read_bytes:
-                self._refusals.refuse("slow", f"{peer}: {meter.api or 'a'} message "
-                                              f"incomplete after {self.idle_timeout:g} s")
+            if reader.consumed:
+                self._refusals.refuse("slow", f"{peer}: {api or 'a'} message incomplete "
+                                              f"after {self.idle_timeout:g} s")
             else:
                 self.metrics.add("idle_closed")
-        except (TTransportException, OSError) as exc:  # EOF, reset, shut down
+        except (wire.Closed, OSError) as exc:  # EOF, reset, shut down
             if not self._stopped.is_set():
                 log.debug("%s on port %d: connection ended: %s", self.name, self.port, exc)
-        except Exception as exc:     # what does not parse as a message of the IDL
-            if not self._stopped.is_set():
-                self._refusals.refuse("malformed", f"{peer}: {type(exc).__name__}: {exc}")
         finally:
-            _conn.meter = None
             with self._lock:
                 self._conns.pop(conn, None)
             try:

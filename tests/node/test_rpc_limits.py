@@ -156,21 +156,38 @@ def test_announced_lengths_past_the_bound_are_refused_without_allocation(victim)
                   + b"x" * 1000)
         assert closed_by_peer(s)
         s.close()
-    # appendBatch announcing 2^31 - 1 events, then sending empty structs (1 byte each)
-    s = socket.create_connection(("127.0.0.1", v.port))
-    s.sendall(call_header(b"appendBatch") + b"\x0f\x00\x01\x0c" + struct.pack(">i", 2**31 - 1))
-    try:
-        for _ in range(100):
-            s.sendall(b"\x00" * 10_000)
-    except OSError:
-        pass
-    assert closed_by_peer(s)
-    s.close()
+    # appendBatch announcing 2^31 - 1 events, then 30,000 (within the bytes, over the
+    # events): both refused before the first element, whatever follows
+    for size in (2**31 - 1, 30_000):
+        s = socket.create_connection(("127.0.0.1", v.port))
+        s.sendall(call_header(b"appendBatch") + b"\x0f\x00\x01\x0c" + struct.pack(">i", size))
+        try:
+            for _ in range(100):
+                s.sendall(b"\x00" * 10_000)
+        except OSError:
+            pass
+        assert closed_by_peer(s)
+        s.close()
     after = v.status()
-    assert after["metrics"]["refused_oversize"] == 2
+    assert after["metrics"]["refused_oversize"] == 3
     assert after["metrics"]["refused_events"] == 1
     assert after["hwm"] - base["hwm"] < 30 * 1024, (base, after)
     with FlumeClient("127.0.0.1", v.port) as c:
+        c.send([Event(b"served")])
+
+
+def test_containers_of_nothing_cannot_make_the_receiver_loop(victim):
+    """An unknown field holding lists of 2^31 elements of a type that takes no bytes:
+    thriftpy2 would loop over them holding the GIL (the whole receiver frozen)."""
+    v = victim("rpcSource(0)")
+    nothing = b"\x00" + struct.pack(">i", 2**31 - 1)            # list<STOP> of 2^31 - 1
+    s = socket.create_connection(("127.0.0.1", v.port))
+    s.sendall(call_header(b"appendPacked") + b"\x0f\x00\x63\x0f" + struct.pack(">i", 1000)
+              + nothing * 1000)
+    assert closed_by_peer(s, 5)
+    s.close()
+    assert v.status()["metrics"]["refused_malformed"] == 1
+    with FlumeClient("127.0.0.1", v.port, timeout=5) as c:
         c.send([Event(b"served")])
 
 

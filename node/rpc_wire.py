@@ -1,0 +1,297 @@
+"""The receiving side of the Thrift binary protocol for ``ThriftFlumeEventServer``, bounded.
+
+thriftpy2's readers trust what a message announces: a string length is allocated before
+its bytes arrive, a list of 2^31 elements is looped over, and its Cython ``skip`` loops
+over a container of a type that takes no bytes while holding the GIL (a 5 kB message
+froze a whole receiver). The RPC server therefore reads requests with :class:`Reader`,
+which knows the IDL's five methods and keeps three bounds per message:
+
+* **bytes**: every length is checked against what is left of the message's budget
+  *before* anything is read or allocated (:class:`Refused` ``oversize``), and bytes are
+  held only as they arrive (an announced length costs nothing until it is sent);
+* **structs**: at most ``max_structs`` event structs (``events``; a list announcing more
+  is refused before its first element);
+* **work**: every element of a container takes at least one byte, so the time spent on a
+  message is bounded by its bytes; a container of a type that takes no bytes, an unknown
+  type, a negative length or nesting deeper than ``MAX_DEPTH`` is ``malformed``.
+
+Fields of unknown ids or unexpected types are skipped within these bounds, as Thrift
+requires. Answers are written by :func:`reply`, :func:`void_reply`, :func:`exception_reply`
+(strict binary protocol, what every Thrift client reads). Wire format: strict or old-style
+message header, fields as ``type:i8 id:i16 value``, strings ``len:i32 bytes``, lists
+``etype:i8 size:i32``, maps ``ktype:i8 vtype:i8 size:i32``, all big-endian.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+
+T_STOP, T_BOOL, T_BYTE, T_DOUBLE, T_I16, T_I32, T_I64 = 0, 2, 3, 4, 6, 8, 10
+T_STRING, T_STRUCT, T_MAP, T_SET, T_LIST = 11, 12, 13, 14, 15
+CALL, REPLY, EXCEPTION, ONEWAY = 1, 2, 3, 4
+MAX_DEPTH = 8
+RECV_SIZE = 1 << 16           # read-ahead for small reads
+BIG_RECV = 1 << 20            # the most one recv asks for when a long string arrives
+
+# the fewest bytes one element of each type takes on the wire
+_MIN_SIZE = {T_BOOL: 1, T_BYTE: 1, T_DOUBLE: 8, T_I16: 2, T_I32: 4, T_I64: 8,
+             T_STRING: 4, T_STRUCT: 1, T_MAP: 6, T_SET: 5, T_LIST: 5}
+_FIXED = {T_BOOL: 1, T_BYTE: 1, T_DOUBLE: 8, T_I16: 2, T_I32: 4, T_I64: 8}
+_I16, _I32, _I64 = struct.Struct(">h"), struct.Struct(">i"), struct.Struct(">q")
+_VERSION_1 = 0x80010000
+
+
+class Refused(Exception):
+    """A message over a bound, or not a message of the IDL (``reason``: ``oversize``,
+    ``events``, ``malformed``). The connection cannot be read further."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class Closed(Exception):
+    """The peer closed the connection."""
+
+
+class Reader:
+    """Reads the requests of one connection (see the module docstring). ``begin(budget)``
+    starts a message; ``consumed`` is what the current message took so far."""
+
+    def __init__(self, sock: socket.socket, max_structs: int, event_class=dict):
+        self.sock = sock
+        self.max_structs = max_structs
+        self.event_class = event_class      # what an event struct is read into
+        self._buf = b""
+        self._pos = 0
+        self.begin(0)
+
+    def begin(self, budget: int) -> None:
+        self.budget = self.left = budget
+        self.structs = self.max_structs
+
+    def narrow(self, budget: int, what: str) -> None:
+        """The rest of the message gets a smaller budget (methods made of structs)."""
+        if self.consumed > budget:
+            raise Refused("oversize", f"{what} message over {budget} bytes")
+        self.left = budget - self.consumed
+        self.budget = budget
+
+    @property
+    def consumed(self) -> int:
+        return self.budget - self.left
+
+    # ------------------------------------------------------------ bytes
+
+    def _recv(self, n: int) -> bytes:
+        data = self.sock.recv(n)
+        if not data:
+            raise Closed("connection closed by the peer")
+        return data
+
+    def take(self, n: int) -> bytes:
+        """The next ``n`` bytes of the message; Refused before reading if over budget."""
+        if n < 0:
+            raise Refused("malformed", f"negative length {n}")
+        if n > self.left:
+            raise Refused("oversize", f"a length of {n} bytes where {self.left} of the "
+                                      f"{self.budget}-byte bound are left")
+        buf, pos = self._buf, self._pos
+        avail = len(buf) - pos
+        if n <= avail:
+            self._pos = pos + n
+            self.left -= n
+            return buf[pos:pos + n]
+        parts = [buf[pos:]] if avail else []
+        need = n - avail
+        self._buf, self._pos = b"", 0
+        while need > 0:
+            # small reads read ahead; a long string is read exactly, in pieces
+            chunk = self._recv(RECV_SIZE if n <= RECV_SIZE else min(need, BIG_RECV))
+            if len(chunk) > need:
+                parts.append(chunk[:need])
+                self._buf, self._pos = chunk, need
+                break
+            parts.append(chunk)
+            need -= len(chunk)
+        self.left -= n        # only now: a silent peer has consumed nothing (idle, not slow)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def i16(self) -> int:
+        return _I16.unpack(self.take(2))[0]
+
+    def i32(self) -> int:
+        return _I32.unpack(self.take(4))[0]
+
+    def i64(self) -> int:
+        return _I64.unpack(self.take(8))[0]
+
+    def binary(self) -> bytes:
+        return self.take(self.i32())
+
+    def text(self) -> str:
+        return self.binary().decode("utf-8", "replace")
+
+    # ------------------------------------------------------------ structure
+
+    def message_begin(self) -> tuple[str, int, int]:
+        """``(method, type, seqid)`` of the next message."""
+        first = self.i32()
+        if first < 0:
+            if first & 0xFFFF0000 != _VERSION_1:
+                raise Refused("malformed", f"bad protocol version {first & 0xFFFFFFFF:#x}")
+            mtype = first & 0xFF
+            name = self.take(self.i32())
+        else:
+            name = self.take(first)
+            mtype = self.u8()
+        seqid = self.i32()
+        if mtype not in (CALL, ONEWAY):
+            raise Refused("malformed", f"message of type {mtype}, not a call")
+        return name.decode("utf-8", "replace"), mtype, seqid
+
+    def fields(self, spec: dict, depth: int = 0) -> dict:
+        """A struct's fields: ``spec`` maps field id -> (type, name, read); fields not in
+        it, or of another type, are skipped."""
+        if depth > MAX_DEPTH:
+            raise Refused("malformed", "structs nested too deep")
+        out = {}
+        while True:
+            ftype = self.u8()
+            if ftype == T_STOP:
+                return out
+            fid = self.i16()
+            want = spec.get(fid)
+            if want is None or want[0] != ftype:
+                self.skip(ftype, depth + 1)
+                continue
+            out[want[1]] = want[2](self, depth + 1)
+
+    def _size(self, etype: int, size: int, per: int) -> int:
+        """Check a container's announced size against the bytes left."""
+        if size < 0:
+            raise Refused("malformed", f"negative container size {size}")
+        if size and per == 0:
+            raise Refused("malformed", f"container of type {etype}, which takes no bytes")
+        if size * per > self.left:
+            raise Refused("oversize", f"a container of {size} elements where "
+                                      f"{self.left} bytes of the {self.budget}-byte bound "
+                                      f"are left")
+        return size
+
+    def skip(self, ttype: int, depth: int) -> None:
+        """Skip one value of ``ttype``, within the bounds."""
+        if depth > MAX_DEPTH:
+            raise Refused("malformed", "values nested too deep")
+        fixed = _FIXED.get(ttype)
+        if fixed is not None:
+            self.take(fixed)
+        elif ttype == T_STRING:
+            n = self.i32()
+            while n > 0:         # in pieces: skipped bytes are never held at once
+                piece = min(n, BIG_RECV)
+                self.take(piece)
+                n -= piece
+        elif ttype == T_STRUCT:
+            self.fields({}, depth)
+        elif ttype in (T_LIST, T_SET):
+            etype = self.u8()
+            for _ in range(self._size(etype, self.i32(), _MIN_SIZE.get(etype, 0))):
+                self.skip(etype, depth + 1)
+        elif ttype == T_MAP:
+            self.skip_map_entries(self.u8(), self.u8(), depth)
+        else:
+            raise Refused("malformed", f"unknown type {ttype}")
+
+    # ------------------------------------------------------------ the IDL's values
+
+    def event(self, depth: int):
+        """One ``ThriftFlumeEvent`` (counted against ``max_structs``)."""
+        self.structs -= 1
+        if self.structs < 0:
+            raise Refused("events", f"more than {self.max_structs} events in a message")
+        return self.event_class(**self.fields(EVENT_FIELDS, depth))
+
+    def events(self, depth: int) -> list:
+        etype = self.u8()
+        size = self._size(etype, self.i32(), _MIN_SIZE.get(etype, 0))
+        if etype != T_STRUCT:
+            for _ in range(size):
+                self.skip(etype, depth + 1)
+            return []
+        if size > self.structs:
+            raise Refused("events", f"a list of {size} events, more than "
+                                    f"{self.max_structs}")
+        return [self.event(depth + 1) for _ in range(size)]
+
+    def attrs(self, depth: int) -> dict:
+        ktype, vtype = self.u8(), self.u8()
+        if ktype != T_STRING or vtype != T_STRING:
+            self.skip_map_entries(ktype, vtype, depth)
+            return {}
+        size = self._size(ktype, self.i32(), 8)
+        return {self.text(): self.binary() for _ in range(size)}
+
+    def skip_map_entries(self, ktype: int, vtype: int, depth: int) -> None:
+        # an entry takes the bytes of both types; 0 when either takes none (refused)
+        per = min(_MIN_SIZE.get(ktype, 0), _MIN_SIZE.get(vtype, 0)) and \
+            _MIN_SIZE[ktype] + _MIN_SIZE[vtype]
+        for _ in range(self._size(ktype, self.i32(), per)):
+            self.skip(ktype, depth + 1)
+            self.skip(vtype, depth + 1)
+
+
+def _value(read):
+    return lambda r, depth: read(r)
+
+
+EVENT_FIELDS = {1: (T_I64, "timestamp", _value(Reader.i64)),
+                2: (T_I32, "priority", _value(Reader.i32)),
+                3: (T_STRING, "body", _value(Reader.binary)),
+                4: (T_I64, "nanos", _value(Reader.i64)),
+                5: (T_STRING, "host", _value(Reader.text)),
+                6: (T_MAP, "fieldss", Reader.attrs)}
+
+# method -> (argument fields, names in the IDL's order, made of structs)
+METHODS = {
+    "append": ({1: (T_STRUCT, "evt", Reader.event)}, ("evt",), True),
+    "appendBatch": ({1: (T_LIST, "events", Reader.events)}, ("events",), True),
+    "appendPacked": ({1: (T_STRING, "payload", _value(Reader.binary)),
+                      2: (T_I32, "count", _value(Reader.i32))}, ("payload", "count"), False),
+    "appendGroup": ({1: (T_STRING, "agent", _value(Reader.text)),
+                     2: (T_I64, "seq", _value(Reader.i64)),
+                     3: (T_I64, "checksum", _value(Reader.i64)),
+                     4: (T_STRING, "payload", _value(Reader.binary)),
+                     5: (T_I32, "count", _value(Reader.i32))},
+                    ("agent", "seq", "checksum", "payload", "count"), False),
+    "close": ({}, (), False),
+}
+
+
+def _header(name: str, mtype: int, seqid: int) -> bytes:
+    nb = name.encode()
+    return _I32.pack(_VERSION_1 - (1 << 32) | mtype) + _I32.pack(len(nb)) + nb + \
+        _I32.pack(seqid)
+
+
+def reply(name: str, seqid: int, status: int, message: str) -> bytes:
+    """The answer of an ``AppendResult`` method."""
+    mb = message.encode()
+    return (_header(name, REPLY, seqid) + b"\x0c\x00\x00"           # field 0: success
+            + b"\x08\x00\x01" + _I32.pack(status)
+            + b"\x0b\x00\x02" + _I32.pack(len(mb)) + mb + b"\x00\x00")
+
+
+def void_reply(name: str, seqid: int) -> bytes:
+    """The answer of a ``void`` method (``close``)."""
+    return _header(name, REPLY, seqid) + b"\x00"
+
+
+def exception_reply(name: str, seqid: int, kind: int, message: str) -> bytes:
+    """A ``TApplicationException`` of ``kind`` (1: unknown method)."""
+    mb = message.encode()
+    return (_header(name, EXCEPTION, seqid) + b"\x0b\x00\x01" + _I32.pack(len(mb)) + mb
+            + b"\x08\x00\x02" + _I32.pack(kind) + b"\x00")

@@ -209,11 +209,39 @@ class Reader:
     # ------------------------------------------------------------ the IDL's values
 
     def event(self, depth: int):
-        """One ``ThriftFlumeEvent`` (counted against ``max_structs``)."""
+        """One ``ThriftFlumeEvent`` (counted against ``max_structs``). Written out field
+        by field: it is read once per event of an ``appendBatch``."""
         self.structs -= 1
         if self.structs < 0:
             raise Refused("events", f"more than {self.max_structs} events in a message")
-        return self.event_class(**self.fields(EVENT_FIELDS, depth))
+        buf, pos = self._buf, self._pos
+        fast = _parse_event(buf, pos, len(buf))
+        if fast is not None and fast[1] - pos <= self.left:
+            self.left -= fast[1] - pos
+            self._pos = fast[1]
+            return self.event_class(*fast[0])
+        take, i32, i64 = self.take, _I32.unpack, _I64.unpack
+        timestamp = priority = body = nanos = host = attrs = None
+        while True:
+            head = take(1)[0]
+            if head == T_STOP:
+                break
+            fid = _I16.unpack(take(2))[0]
+            if fid == 3 and head == T_STRING:
+                body = take(i32(take(4))[0])
+            elif fid == 1 and head == T_I64:
+                timestamp = i64(take(8))[0]
+            elif fid == 4 and head == T_I64:
+                nanos = i64(take(8))[0]
+            elif fid == 2 and head == T_I32:
+                priority = i32(take(4))[0]
+            elif fid == 5 and head == T_STRING:
+                host = take(i32(take(4))[0]).decode("utf-8", "replace")
+            elif fid == 6 and head == T_MAP:
+                attrs = self.attrs(depth + 1)
+            else:
+                self.skip(head, depth + 1)
+        return self.event_class(timestamp, priority, body, nanos, host, attrs)
 
     def events(self, depth: int) -> list:
         etype = self.u8()
@@ -244,16 +272,72 @@ class Reader:
             self.skip(vtype, depth + 1)
 
 
+def _parse_event(buf: bytes, pos: int, end: int):
+    """``((timestamp, priority, body, nanos, host, fieldss), end)`` of an event struct held
+    whole in ``buf[pos:end]`` with only the IDL's fields; None otherwise (then
+    :meth:`Reader.event` reads it piece by piece, with every check)."""
+    timestamp = priority = body = nanos = host = attrs = None
+    i32, i64 = _I32.unpack_from, _I64.unpack_from
+    while pos < end:
+        head = buf[pos]
+        if head == T_STOP:
+            return (timestamp, priority, body, nanos, host, attrs), pos + 1
+        if pos + 3 > end:
+            return None
+        fid = buf[pos + 1] << 8 | buf[pos + 2]
+        pos += 3
+        if head == T_STRING and (fid == 3 or fid == 5):
+            if pos + 4 > end:
+                return None
+            n = i32(buf, pos)[0]
+            pos += 4
+            if n < 0 or pos + n > end:
+                return None
+            if fid == 3:
+                body = buf[pos:pos + n]
+            else:
+                host = buf[pos:pos + n].decode("utf-8", "replace")
+            pos += n
+        elif head == T_I64 and (fid == 1 or fid == 4):
+            if pos + 8 > end:
+                return None
+            if fid == 1:
+                timestamp = i64(buf, pos)[0]
+            else:
+                nanos = i64(buf, pos)[0]
+            pos += 8
+        elif head == T_I32 and fid == 2:
+            if pos + 4 > end:
+                return None
+            priority = i32(buf, pos)[0]
+            pos += 4
+        elif head == T_MAP and fid == 6:
+            if pos + 6 > end or buf[pos] != T_STRING or buf[pos + 1] != T_STRING:
+                return None
+            size = i32(buf, pos + 2)[0]
+            pos += 6
+            if size < 0 or pos + size * 8 > end:
+                return None
+            attrs = {}
+            for _ in range(size):
+                n = i32(buf, pos)[0]
+                if n < 0 or pos + 8 + n > end:
+                    return None
+                key = buf[pos + 4:pos + 4 + n].decode("utf-8", "replace")
+                pos += 4 + n
+                n = i32(buf, pos)[0]
+                if n < 0 or pos + 4 + n > end:
+                    return None
+                attrs[key] = buf[pos + 4:pos + 4 + n]
+                pos += 4 + n
+        else:
+            return None
+    return None
+
+
 def _value(read):
     return lambda r, depth: read(r)
 
-
-EVENT_FIELDS = {1: (T_I64, "timestamp", _value(Reader.i64)),
-                2: (T_I32, "priority", _value(Reader.i32)),
-                3: (T_STRING, "body", _value(Reader.binary)),
-                4: (T_I64, "nanos", _value(Reader.i64)),
-                5: (T_STRING, "host", _value(Reader.text)),
-                6: (T_MAP, "fieldss", Reader.attrs)}
 
 # method -> (argument fields, names in the IDL's order, made of structs)
 METHODS = {

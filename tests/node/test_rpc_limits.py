@@ -342,3 +342,38 @@ def test_real_thread_limit_puts_the_logical_node_in_error(victim):
     finally:
         for s in conns:
             s.close()
+
+
+def test_unknown_fields_and_old_style_headers_are_read_as_thrift_requires(ctx, opened):
+    """The bounded reader (node/rpc_wire.py) skips fields it does not know, or of
+    another type, and reads the old unversioned message header."""
+    src = opened(build_source(parse_source("rpcSource(0)")), ctx)
+    got = []
+
+    def drain():            # the driver: take, append, then tell the source (checkpoint)
+        got.extend(src.next_batch(5) or [])
+        src.checkpoint()
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    name = b"appendBatch"
+    event = (b"\x0b\x00\x03" + struct.pack(">i", 2) + b"hi"               # body
+             + b"\x08\x00\x09" + struct.pack(">i", 7)                     # unknown i32
+             + b"\x0f\x00\x0a\x0b" + struct.pack(">ii", 1, 1) + b"z"      # unknown list
+             + b"\x08\x00\x01" + struct.pack(">i", 5)                     # timestamp as i32
+             + b"\x0d\x00\x06\x0b\x0b" + struct.pack(">ii", 1, 1) + b"k"
+             + struct.pack(">i", 1) + b"v"                                # fieldss
+             + b"\x00")
+    msg = (struct.pack(">i", len(name)) + name + b"\x01" + struct.pack(">i", 42)  # old style
+           + b"\x0f\x00\x01\x0c" + struct.pack(">i", 1) + event + b"\x00")
+    s = socket.create_connection(("127.0.0.1", src.port))
+    s.sendall(msg)
+    s.settimeout(5)
+    answer = s.recv(1000)
+    t.join(5)
+    assert answer.startswith(struct.pack(">I", 0x80010002) + struct.pack(">i", len(name))
+                             + name + struct.pack(">i", 42))
+    assert b"\x08\x00\x01" + struct.pack(">i", Status.OK) in answer
+    assert [(e.body, e.attrs, e.timestamp) for e in got] == [(b"hi", {"k": b"v"}, 0)]
+    s.sendall(call_header(b"noSuchMethod", 7) + b"\x00")       # answered, not fatal
+    assert struct.pack(">I", 0x80010003) in s.recv(1000)
+    s.close()

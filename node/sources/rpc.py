@@ -204,6 +204,11 @@ class _Handler:
     def appendGroup(self, agent: str, seq: int, checksum: int, payload: bytes, count: int):
         src = self.src
         src._count("groups_in")
+        if count > src.maxBatchEvents:
+            src._count("failed")
+            src._refusals.refuse("events", f"group {agent}:{seq} of {count} events")
+            return result(Status.FAILED, f"group of {count} events, more than the "
+                                         f"{src.maxBatchEvents} allowed")
         groups = src._groups
         if groups is not None:
             status, message = groups.append_group(agent, seq, checksum, payload, count)
@@ -392,4 +397,7 @@ class CollectorSource(RpcSource):
             log.warning("collectorSource: E2E groups are taken without acknowledgement "
                         "(node.e2e is not available: %s)", exc)
             return None
-        return make(ctx, self._enqueue)
+        handler = make(ctx, self._enqueue)
+        handler.limits = (self.maxMessageBytes, self.maxBatchEvents)
+        handler.on_refused = lambda exc: self._refusals.refuse(exc.reason, str(exc))
+        return handler

@@ -29,7 +29,10 @@ its own bounded reader (:mod:`node.rpc_wire`).
     not parse as a message of the IDL (``malformed``), the connection is closed: the rest
     of the message cannot be skipped safely.
   - Memory and time: a message in progress holds at most about twice its bytes (the
-    pieces received, then joined); an ``appendBatch`` of 2 MiB of tiny structs or map
+    pieces received, then joined), and the long strings of all connections together at
+    most ``INFLIGHT_MESSAGES`` (16) x ``max_message_bytes`` (256 MiB by default): a
+    string that does not fit waits for room, up to ``idle_timeout``, then its connection
+    is closed (``busy``); an ``appendBatch`` of 2 MiB of tiny structs or map
     entries about 15 times that; a decoded payload its events (~200 bytes each, at most
     20,000). Every element of a container takes at least a byte, so the work a message
     causes is bounded by its size. An idle connection costs a thread and a socket.
@@ -98,6 +101,7 @@ IDLE_TIMEOUT = 60.0             # seconds a connection may stay silent
 MAX_MESSAGE_BYTES = 16 << 20    # one message on the wire, and one payload decompressed
 MAX_BATCH_EVENTS = 20_000       # events in one call
 STRUCT_SHARE = 8                # appendBatch/append get MAX_MESSAGE_BYTES // STRUCT_SHARE
+INFLIGHT_MESSAGES = 16          # long strings held at once: this many maximal messages
 ACCEPT_GIVE_UP = 10.0           # seconds of failed accepts (no success) before failing
 
 # What this project's senders keep every call under: half the receiver's defaults.
@@ -252,10 +256,6 @@ class LockedCounter:
         with self.lock:
             self.metrics.add(name, n)
 
-    def set(self, name: str, value) -> None:
-        with self.lock:
-            self.metrics[name] = value
-
 
 class RpcServer:
     """Threaded ``ThriftFlumeEventServer`` on ``bind:port`` (see the module docstring).
@@ -283,6 +283,7 @@ class RpcServer:
         self._refusals = Refusals(self.metrics, log, name)
         self._quiet = RateLimitedLog(log)
         self._dispatch = _Dispatch(handler)
+        self._inflight = wire.ByteBudget(INFLIGHT_MESSAGES * max_message_bytes, idle_timeout)
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._conns: dict[socket.socket, threading.Thread] = {}
@@ -291,10 +292,6 @@ class RpcServer:
         self._trouble_since: float | None = None
         self._backoff = 0.0
         self.connections = 0
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._conns)
 
     def start(self) -> None:
         """Bind and start serving; SourceError if the address cannot be bound."""
@@ -397,10 +394,10 @@ class RpcServer:
             self.on_failure(reason)
 
     def _serve(self, conn: socket.socket, addr) -> None:
-        reader = wire.Reader(conn, self.max_batch_events, idl().ThriftFlumeEvent)
+        reader = wire.Reader(conn, self.max_batch_events, idl().ThriftFlumeEvent,
+                             self._inflight)
         dispatch = self._dispatch
         peer = addr[0]
-        api = ""
         try:
             while not self._stopped.is_set():
                 reader.begin(self.max_message_bytes)
@@ -434,7 +431,11 @@ class RpcServer:
         except (wire.Closed, OSError) as exc:  # EOF, reset, shut down
             if not self._stopped.is_set():
                 log.debug("%s on port %d: connection ended: %s", self.name, self.port, exc)
+        except Exception:       # a bug: this connection ends, the server goes on
+            self.metrics.add("errors")
+            log.exception("%s on port %d: serving %s failed", self.name, self.port, peer)
         finally:
+            reader.release()
             with self._lock:
                 self._conns.pop(conn, None)
             try:

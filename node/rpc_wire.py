@@ -11,6 +11,8 @@ which knows the IDL's five methods and keeps three bounds per message:
   held only as they arrive (an announced length costs nothing until it is sent);
 * **structs**: at most ``max_structs`` event structs (``events``; a list announcing more
   is refused before its first element);
+* **bytes of every connection**: a long string is received only once its length fits
+  in the server's :class:`ByteBudget` (``busy`` when it does not within the wait);
 * **work**: every element of a container takes at least one byte, so the time spent on a
   message is bounded by its bytes; a container of a type that takes no bytes, an unknown
   type, a negative length or nesting deeper than ``MAX_DEPTH`` is ``malformed``.
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
+import time
 
 T_STOP, T_BOOL, T_BYTE, T_DOUBLE, T_I16, T_I32, T_I64 = 0, 2, 3, 4, 6, 8, 10
 T_STRING, T_STRUCT, T_MAP, T_SET, T_LIST = 11, 12, 13, 14, 15
@@ -43,7 +47,7 @@ _VERSION_1 = 0x80010000
 
 class Refused(Exception):
     """A message over a bound, or not a message of the IDL (``reason``: ``oversize``,
-    ``events``, ``malformed``). The connection cannot be read further."""
+    ``events``, ``busy``, ``malformed``). The connection cannot be read further."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -54,21 +58,61 @@ class Closed(Exception):
     """The peer closed the connection."""
 
 
+class ByteBudget:
+    """Bytes that the connections of one server may hold in long strings at once: a long
+    string is received only once its length is reserved here (waiting up to ``wait``
+    seconds), and the reservation is returned when the next message starts (the call was
+    answered) or the connection ends."""
+
+    def __init__(self, total: int, wait: float):
+        self.total = total
+        self.wait = wait
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> bool:
+        deadline = time.monotonic() + self.wait
+        with self._cond:
+            while self.used + n > self.total:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            self.used += n
+            return True
+
+    def release(self, n: int) -> None:
+        if n:
+            with self._cond:
+                self.used -= n
+                self._cond.notify_all()
+
+
 class Reader:
     """Reads the requests of one connection (see the module docstring). ``begin(budget)``
     starts a message; ``consumed`` is what the current message took so far."""
 
-    def __init__(self, sock: socket.socket, max_structs: int, event_class=dict):
+    def __init__(self, sock: socket.socket, max_structs: int, event_class=dict,
+                 shared: ByteBudget | None = None):
         self.sock = sock
         self.max_structs = max_structs
         self.event_class = event_class      # what an event struct is read into
+        self.shared = shared
+        self.held = 0                       # bytes reserved in ``shared``
         self._buf = b""
         self._pos = 0
         self.begin(0)
 
     def begin(self, budget: int) -> None:
+        self.release()
         self.budget = self.left = budget
         self.structs = self.max_structs
+
+    def release(self) -> None:
+        """Give back what this connection reserved in the shared budget."""
+        if self.shared is not None:
+            self.shared.release(self.held)
+        self.held = 0
 
     def narrow(self, budget: int, what: str) -> None:
         """The rest of the message gets a smaller budget (methods made of structs)."""
@@ -102,8 +146,14 @@ class Reader:
             self._pos = pos + n
             self.left -= n
             return buf[pos:pos + n]
-        parts = [buf[pos:]] if avail else []
         need = n - avail
+        if n > RECV_SIZE and self.shared is not None:
+            if not self.shared.acquire(n):
+                raise Refused("busy", f"no room for a string of {n} bytes within "
+                                      f"{self.shared.wait:g} s: other connections hold "
+                                      f"{self.shared.total} bytes")
+            self.held += n
+        parts = [buf[pos:]] if avail else []
         self._buf, self._pos = b"", 0
         while need > 0:
             # small reads read ahead; a long string is read exactly, in pieces

@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -174,6 +175,32 @@ def test_announced_lengths_past_the_bound_are_refused_without_allocation(victim)
     assert after["hwm"] - base["hwm"] < 30 * 1024, (base, after)
     with FlumeClient("127.0.0.1", v.port) as c:
         c.send([Event(b"served")])
+
+
+def test_long_strings_of_all_connections_share_one_budget(victim):
+    """16 x maxMessageBytes of long strings at once: a 17th waits for room, then its
+    connection is closed (busy) -- connections x bound is not what the receiver holds."""
+    v = victim("rpcSource(0, maxMessageBytes=1048576, idleTimeoutMs=1500)")
+    base = v.status()
+    conns = []
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", v.port))
+        s.sendall(call_header(b"appendPacked") + b"\x0b\x00\x01"
+                  + struct.pack(">i", 1_000_000) + bytes(900_000))
+        conns.append(s)
+    deadline = time.monotonic() + 10
+    while v.metric("refused_busy") < 4 and time.monotonic() < deadline:
+        for s in conns:            # the 16 that got room keep their messages going
+            try:
+                s.send(b"\0")
+            except OSError:
+                pass
+        time.sleep(0.2)
+    st = v.status()
+    assert st["metrics"]["refused_busy"] == 4, st
+    assert st["hwm"] - base["hwm"] < 40 * 1024, (base, st)
+    for s in conns:
+        s.close()
 
 
 def test_containers_of_nothing_cannot_make_the_receiver_loop(victim):

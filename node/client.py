@@ -7,7 +7,9 @@ through it.
     with FlumeClient("agent1", 35853) as c:
         c.send([Event(b"hello")])            # or c.send_body(b"hello", attrs={...})
 
-``send`` returns once the receiver's flow took the events, and raises
+``send`` returns once the receiver's flow took the events (a batch over the receivers'
+default bounds, ``node.rpc.SEND_BATCH_EVENTS`` events or ``SEND_BATCH_BYTES`` bytes, is
+sent as several calls in order; when one fails, the earlier ones were delivered), and raises
 :class:`ClientError` (a SinkError) if that did not happen within ``timeout`` seconds: a
 broken connection is retried at once on a fresh one (a collector restarted since the last
 call), a busy receiver (RETRY) after short pauses. Delivery is at-least-once: when a
@@ -40,6 +42,8 @@ import time
 from .component import Metrics
 from .errors import SinkError
 from .event import LOCAL_HOST, Event, Priority
+from . import rpc
+from .codec import split_events
 from .rpc import DEFAULT_PORT, RpcClient, Status, idl
 
 __all__ = ["ClientError", "FlumeClient", "FlumeLogHandler"]
@@ -66,7 +70,12 @@ class FlumeClient:
         self._lock = threading.Lock()
 
     def send(self, events: list[Event]) -> None:
-        """Deliver ``events`` (one call); ClientError if not done within ``timeout``."""
+        """Deliver ``events`` (one call, or one per piece of a batch over the receivers'
+        bounds); ClientError if not done within ``timeout``."""
+        for piece in split_events(events, rpc.SEND_BATCH_EVENTS, rpc.SEND_BATCH_BYTES):
+            self._send(piece)
+
+    def _send(self, events: list[Event]) -> None:
         if not events:
             return
         deadline = time.monotonic() + self.timeout

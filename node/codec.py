@@ -18,6 +18,12 @@ parsing field by field; attributes repeat from event to event (a tail source giv
 event of a file the same ``tailSrcFile``), so each distinct set is sent and parsed once
 per batch and every event gets its own copy. Version 1 (attributes after the bodies, per
 event) is still read, so spools and logs written before stay readable.
+
+Bounds: :func:`decode_events` refuses a header announcing more than ``max_events`` events
+(:class:`BatchTooLarge`) before decoding any record; every other length is checked against
+the bytes actually present, so decoding never allocates more than a small multiple of
+``len(data)``. Senders keep their batches under the receivers' bounds with
+:func:`split_events` (a count and an estimated encoded size per piece).
 """
 from __future__ import annotations
 
@@ -36,6 +42,46 @@ _RECORD_V1 = struct.Struct(">qqBIIH")
 _ATTR = struct.Struct(">HI")
 _COUNT = struct.Struct(">I")
 _PRIORITIES = tuple(Priority)
+
+
+class BatchTooLarge(ValueError):
+    """A batch over a bound of the receiver; ``reason`` names the bound (``events``,
+    ``bytes``, ``decompressed``)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def encoded_size(event: Event) -> int:
+    """An upper bound of the bytes ``event`` adds to an encoded batch (its host and
+    attributes counted as if no other event shared them)."""
+    size = _RECORD.size + len(event.body) + _HOST.size + len(event.host) * 4
+    for k, v in event.attrs.items():
+        size += _ATTR.size + len(k) * 4 + len(v) + _COUNT.size
+    return size
+
+
+def split_events(events: list[Event], max_events: int, max_bytes: int) -> list[list[Event]]:
+    """``events`` cut, in order, into pieces of at most ``max_events`` events and at most
+    ``max_bytes`` estimated encoded bytes each (:func:`encoded_size`; an event larger than
+    ``max_bytes`` alone is a piece of its own). One piece, ``events`` itself, when it fits.
+    """
+    sizes = [encoded_size(e) for e in events]
+    if len(events) <= max_events and sum(sizes) + _HEAD.size <= max_bytes:
+        return [events]
+    pieces: list[list[Event]] = []
+    piece: list[Event] = []
+    size = _HEAD.size
+    for e, n in zip(events, sizes):
+        if piece and (len(piece) >= max_events or size + n > max_bytes):
+            pieces.append(piece)
+            piece, size = [], _HEAD.size
+        piece.append(e)
+        size += n
+    if piece:
+        pieces.append(piece)
+    return pieces
 
 
 def encode_events(events: list[Event]) -> bytes:
@@ -87,9 +133,9 @@ def _parse_attrs(block: bytes) -> dict[str, bytes]:
     return attrs
 
 
-def decode_events(data: bytes) -> list[Event]:
+def decode_events(data: bytes, max_events: int | None = None) -> list[Event]:
     """Inverse of :func:`encode_events` (versions 1 and 2); ValueError if ``data`` is not
-    a valid batch."""
+    a valid batch, :class:`BatchTooLarge` if it announces more than ``max_events``."""
     try:
         magic, version, count, nhosts = _HEAD.unpack_from(data, 0)
     except struct.error:
@@ -98,6 +144,9 @@ def decode_events(data: bytes) -> list[Event]:
         raise ValueError("not a batch (bad magic)")
     if version not in (1, VERSION):
         raise ValueError(f"unsupported batch format version {version}")
+    if max_events is not None and count > max_events:
+        raise BatchTooLarge("events", f"batch of {count} events, more than the "
+                                      f"{max_events} allowed")
     try:
         off = _HEAD.size
         hosts = []

@@ -44,6 +44,7 @@ from typing import Callable
 from .checkpoint import Checkpoint, fsync_dir
 from .component import Metrics, NodeContext
 from .errors import FlumeError, SinkError
+from .codec import BatchTooLarge
 from .rpc import Status, decode_payload
 
 log = logging.getLogger(__name__)
@@ -697,11 +698,15 @@ def collector_state(ctx: NodeContext) -> CollectorState:
 
 
 class GroupHandler:
-    """Answers ``appendGroup`` for a ``collectorSource`` (docs/e2e.md, collector step 1)."""
+    """Answers ``appendGroup`` for a ``collectorSource`` (docs/e2e.md, collector step 1).
+    ``limits``: the source's ``(max_bytes, max_events)`` per decoded payload; a group over
+    them is answered FAILED and passed to ``on_refused``."""
 
     def __init__(self, ctx: NodeContext, enqueue: Callable[[list, dict], bool]):
         self.ctx = ctx
         self.enqueue = enqueue
+        self.limits: tuple[int | None, int | None] = (None, None)
+        self.on_refused: Callable[[BatchTooLarge], None] | None = None
         self.state = collector_state(ctx)
         self.metrics = Metrics()
 
@@ -733,9 +738,13 @@ class GroupHandler:
             return RETRY, f"ZooKeeper unavailable: {exc}"
         # decode while ZooKeeper answers
         try:
-            events = decode_payload(payload)
+            events = decode_payload(payload, *self.limits)
             bad = None if len(events) == count else \
                 f"group {agent}:{seq} holds {len(events)} events, the call says {count}"
+        except BatchTooLarge as exc:
+            bad = f"group {agent}:{seq}: batch too large: {exc}"
+            if self.on_refused is not None:
+                self.on_refused(exc)
         except ValueError as exc:
             bad = f"group {agent}:{seq}: bad payload: {exc}"
         try:

@@ -1,9 +1,10 @@
 """The event transport: the Thrift IDL, a threaded RPC server and a reconnecting client.
 
 The IDL (``thrift/flume.thrift``, shipped as package data of ``flume_idl``) is loaded once
-per process with thriftpy2 as the module ``flume_thrift`` (:func:`idl`). Both sides use
+per process with thriftpy2 as the module ``flume_thrift`` (:func:`idl`). The client uses
 thriftpy2's Cython binary protocol and buffered transport when they are built (the pure
-Python ones otherwise; the bytes on the wire are the same).
+Python ones otherwise; the bytes on the wire are the same); the server reads requests with
+its own bounded reader (:mod:`node.rpc_wire`).
 
 * :class:`RpcServer` ``(bind, port, handler)`` serves ``ThriftFlumeEventServer``: a thread
   accepts connections and each connection gets its own thread. ``handler`` has the IDL's
@@ -11,6 +12,38 @@ Python ones otherwise; the bytes on the wire are the same).
   ``FAILED`` with its message (the connection stays usable). ``port=0`` picks a free port,
   readable as ``.port`` after :meth:`RpcServer.start`; :meth:`RpcServer.stop` closes the
   listener and every connection at once.
+
+  Bounds (every refusal is counted, ``refused_<reason>``, and warned about, rate-limited:
+  :mod:`node.limits`):
+
+  - ``max_connections`` (512) open at once: one more is closed as soon as it is accepted
+    (``connections``), so threads never exceed that number plus one.
+  - ``idle_timeout`` (60 s): a connection silent that long is closed (``idle_closed``);
+    one that stops in the middle of a message is refused (``slow``).
+  - ``max_message_bytes`` (16 MiB) per message. Requests are read by
+    :mod:`node.rpc_wire`, not thriftpy2: every announced length is checked against what
+    is left of the budget before anything is read or allocated, and bytes are held only
+    as they arrive. ``appendBatch`` and ``append`` get an eighth of it (they are made of
+    structs and map entries, one Python object each); ``max_batch_events`` (20,000)
+    event structs per message. Past a bound (``oversize``, ``events``), or on what does
+    not parse as a message of the IDL (``malformed``), the connection is closed: the rest
+    of the message cannot be skipped safely.
+  - Memory and time: a message in progress holds at most about twice its bytes (the
+    pieces received, then joined), and the long strings of all connections together at
+    most ``INFLIGHT_MESSAGES`` (16) x ``max_message_bytes`` (256 MiB by default): a
+    string that does not fit waits for room, up to ``idle_timeout``, then its connection
+    is closed (``busy``); an ``appendBatch`` of 2 MiB of tiny structs or map
+    entries about 15 times that; a decoded payload its events (~200 bytes each, at most
+    20,000). Every element of a container takes at least a byte, so the work a message
+    causes is bounded by its size. An idle connection costs a thread and a socket.
+  - Accepting: when ``accept`` fails (EMFILE, ENFILE...) or a connection's thread cannot
+    be started, the connection is refused and the loop backs off (0.05 s doubling to
+    1 s, warnings rate-limited). After ``ACCEPT_GIVE_UP`` (10 s) of failures without a
+    single success -- or if the loop itself fails -- the server gives up: it closes its
+    port, sets ``failure`` (the reason), counts ``accept_failed`` and calls
+    ``on_failure``; the RPC source then fails, which puts its logical node in ERROR
+    with that reason. It is never silently dead.
+
 * :class:`RpcClient` ``(host, port, timeout)`` connects lazily and reconnects on the next
   call after any failure. Every call either returns ``(status, message)`` or raises
   :class:`SinkError` (transport failure, timeout, or an answer it cannot read); after a
@@ -19,24 +52,34 @@ Python ones otherwise; the bytes on the wire are the same).
 
 Payloads of ``appendPacked`` / ``appendGroup`` are :mod:`node.codec` encodings, optionally
 gzip-compressed as a whole (``agent*Sink(compression=true)``): :func:`decode_payload`
-recognises the gzip magic, so no IDL field marks compression.
+recognises the gzip magic, so no IDL field marks compression, and stops inflating one byte
+past its bound (a compression bomb costs the receiver that bound, nothing more).
+
+This project's senders keep every call under half the receivers' default bounds
+(``SEND_BATCH_EVENTS``, ``SEND_BATCH_BYTES``, ``SEND_STRUCT_BATCH_BYTES``), splitting larger
+batches with :func:`node.codec.split_events`.
 """
 from __future__ import annotations
 
 import importlib.resources
 import logging
+import select
 import socket
 import threading
 import time
 import zlib
 from pathlib import Path
+from typing import Callable
 
 import thriftpy2
-from thriftpy2.thrift import TClient, TProcessor
+from thriftpy2.thrift import TClient
 
-from .codec import decode_events, encode_events
+from . import rpc_wire as wire
+from .codec import BatchTooLarge, decode_events, encode_events
+from .component import Metrics
 from .errors import SinkError, SourceError
 from .event import Event, Priority
+from .limits import RateLimitedLog, Refusals
 
 try:  # the Cython protocol and transport are several times faster
     from thriftpy2.protocol import TCyBinaryProtocolFactory as _ProtoFactory
@@ -51,6 +94,20 @@ log = logging.getLogger(__name__)
 IDL_MODULE = "flume_thrift"
 DEFAULT_PORT = 35853
 DEFAULT_TIMEOUT = 20.0   # seconds a call may take before the client gives up on it
+
+# The server's bounds (rpcSource/collectorSource arguments default to these).
+MAX_CONNECTIONS = 512           # connections open at once
+IDLE_TIMEOUT = 60.0             # seconds a connection may stay silent
+MAX_MESSAGE_BYTES = 16 << 20    # one message on the wire, and one payload decompressed
+MAX_BATCH_EVENTS = 20_000       # events in one call
+STRUCT_SHARE = 8                # appendBatch/append get MAX_MESSAGE_BYTES // STRUCT_SHARE
+INFLIGHT_MESSAGES = 16          # long strings held at once: this many maximal messages
+ACCEPT_GIVE_UP = 10.0           # seconds of failed accepts (no success) before failing
+
+# What this project's senders keep every call under: half the receiver's defaults.
+SEND_BATCH_EVENTS = MAX_BATCH_EVENTS // 2
+SEND_BATCH_BYTES = MAX_MESSAGE_BYTES // 2                     # appendPacked/appendGroup
+SEND_STRUCT_BATCH_BYTES = MAX_MESSAGE_BYTES // STRUCT_SHARE // 2   # appendBatch
 
 _idl = None
 _idl_lock = threading.Lock()
@@ -124,14 +181,27 @@ def gzip_payload(data: bytes) -> bytes:
     return c.compress(data) + c.flush()
 
 
-def decode_payload(data: bytes) -> list[Event]:
-    """Inverse of :func:`encode_payload` (plain or gzip); ValueError if it is not one."""
+def decode_payload(data: bytes, max_bytes: int | None = None,
+                   max_events: int | None = None) -> list[Event]:
+    """Inverse of :func:`encode_payload` (plain or gzip); ValueError if it is not one,
+    :class:`BatchTooLarge` if it holds more than ``max_bytes`` (after decompression: the
+    inflater stops one byte past the bound, so a compression bomb costs at most that) or
+    more than ``max_events`` events."""
     if data[:2] == _GZIP_MAGIC:
+        inflater = zlib.decompressobj(31)
         try:
-            data = zlib.decompress(data, 31)
+            data = inflater.decompress(data, max_bytes + 1 if max_bytes else 0)
         except zlib.error as exc:
             raise ValueError(f"corrupt compressed payload: {exc}") from None
-    return decode_events(data)
+        if max_bytes and len(data) > max_bytes:
+            raise BatchTooLarge("decompressed", f"payload inflates to more than "
+                                                f"{max_bytes} bytes")
+        if not inflater.eof:
+            raise ValueError("corrupt compressed payload: truncated")
+    elif max_bytes and len(data) > max_bytes:
+        raise BatchTooLarge("bytes", f"payload of {len(data)} bytes, more than the "
+                                     f"{max_bytes} allowed")
+    return decode_events(data, max_events)
 
 
 # ---------------------------------------------------------------- server
@@ -174,21 +244,53 @@ class _Dispatch:
                 log.debug("rpc: close call failed: %s", exc)
 
 
-class RpcServer:
-    """Threaded ``ThriftFlumeEventServer`` on ``bind:port`` (see the module docstring)."""
+class LockedCounter:
+    """``add(name, n)`` into a :class:`~node.component.Metrics` under a lock: connection
+    threads count concurrently."""
 
-    def __init__(self, bind: str, port: int, handler, name: str = "rpc"):
+    def __init__(self, metrics, lock: threading.Lock | None = None):
+        self.metrics = metrics
+        self.lock = lock or threading.Lock()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            self.metrics.add(name, n)
+
+
+class RpcServer:
+    """Threaded ``ThriftFlumeEventServer`` on ``bind:port`` (see the module docstring).
+
+    Bounds: ``max_connections`` open at once (more are closed at once and counted),
+    ``idle_timeout`` seconds a connection may send nothing, ``max_message_bytes`` and
+    ``max_batch_events`` per message. ``metrics`` (an object with ``add``) receives the
+    counters, ``on_failure(reason)`` is called once if it can accept no more."""
+
+    def __init__(self, bind: str, port: int, handler, name: str = "rpc", *,
+                 max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 max_batch_events: int = MAX_BATCH_EVENTS, metrics=None,
+                 on_failure: Callable[[str], None] | None = None):
         self.bind = bind
         self.port = port
         self.name = name
-        self._processor = TProcessor(idl().ThriftFlumeEventServer, _Dispatch(handler))
-        self._proto = _ProtoFactory()
-        self._trans = _TransFactory()
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.max_message_bytes = max_message_bytes
+        self.max_batch_events = max_batch_events
+        self.metrics = metrics if metrics is not None else LockedCounter(Metrics())
+        self.on_failure = on_failure
+        self.failure: str | None = None
+        self._refusals = Refusals(self.metrics, log, name)
+        self._quiet = RateLimitedLog(log)
+        self._dispatch = _Dispatch(handler)
+        self._inflight = wire.ByteBudget(INFLIGHT_MESSAGES * max_message_bytes, idle_timeout)
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._trouble_since: float | None = None
+        self._backoff = 0.0
         self.connections = 0
 
     def start(self) -> None:
@@ -198,30 +300,50 @@ class RpcServer:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.bind, self.port))
-            sock.listen(128)
+            sock.listen(1024)      # a burst of agents reconnecting at once
         except OSError as exc:
             sock.close()
             raise SourceError(f"{self.name}: cannot bind {self.bind}:{self.port}: "
                               f"{exc.strerror or exc}") from exc
         self.port = sock.getsockname()[1]
+        self._refusals.what = f"{self.name} on port {self.port}"
         self._listener = sock
-        self._thread = threading.Thread(target=self._accept_loop, args=(sock,),
+        self._thread = threading.Thread(target=self._accept_guard, args=(sock,),
                                         name=f"{self.name}:{self.port}", daemon=True)
         self._thread.start()
+
+    def _accept_guard(self, sock: socket.socket) -> None:
+        try:
+            self._accept_loop(sock)
+        except Exception as exc:  # a bug: never a silently dead server
+            if not self._stopped.is_set():
+                log.exception("%s on port %d: the accept loop failed", self.name, self.port)
+                self._fail(f"the accept loop failed: {type(exc).__name__}: {exc}")
 
     def _accept_loop(self, sock: socket.socket) -> None:
         while not self._stopped.is_set():
             try:
                 conn, addr = sock.accept()
-            except OSError:
+            except OSError as exc:
                 if self._stopped.is_set():
                     return
-                log.warning("%s on port %d: accept failed", self.name, self.port,
-                            exc_info=True)
-                self._stopped.wait(0.1)
+                # EMFILE, ENFILE, ENOBUFS...: connections stay in the backlog meanwhile
+                self.metrics.add("accept_errors")
+                self._quiet.warning("accept", "%s on port %d cannot accept connections: "
+                                    "%s", self.name, self.port, exc.strerror or exc)
+                if not self._trouble(f"accept failed: {exc.strerror or exc}"):
+                    return
+                continue
+            with self._lock:
+                full = len(self._conns) >= self.max_connections
+            if full:
+                conn.close()
+                self._refusals.refuse("connections", f"{addr[0]}: {self.max_connections} "
+                                                     f"connections open already")
                 continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True,
+            conn.settimeout(self.idle_timeout)
+            t = threading.Thread(target=self._serve, args=(conn, addr), daemon=True,
                                  name=f"{self.name}:{self.port}:{addr[1]}")
             with self._lock:
                 if self._stopped.is_set():
@@ -229,19 +351,91 @@ class RpcServer:
                     return
                 self._conns[conn] = t
                 self.connections += 1
-            t.start()
+            try:
+                t.start()
+            except RuntimeError as exc:     # "can't start new thread": pids/memory limit
+                with self._lock:
+                    self._conns.pop(conn, None)
+                conn.close()
+                self._refusals.refuse("threads", f"{addr[0]}: cannot start a thread: {exc}")
+                if not self._trouble(f"cannot start a thread for a connection: {exc}"):
+                    return
+                continue
+            self.metrics.add("connections")
+            self._trouble_since, self._backoff = None, 0.0
 
-    def _serve(self, conn: socket.socket) -> None:
-        trans = self._trans.get_transport(TSocket(sock=conn))
-        prot = self._proto.get_protocol(trans)
-        process = self._processor.process
+    def _trouble(self, reason: str) -> bool:
+        """Accepting failed: back off (0.05 s doubling to 1 s) and True; after
+        ``ACCEPT_GIVE_UP`` seconds without one success, fail and False."""
+        now = time.monotonic()
+        if self._trouble_since is None:
+            self._trouble_since = now
+        elif now - self._trouble_since >= ACCEPT_GIVE_UP:
+            self._fail(f"{reason} (for {now - self._trouble_since:.0f} s)")
+            return False
+        self._backoff = min(self._backoff * 2 or 0.05, 1.0)
+        self._stopped.wait(self._backoff)
+        return True
+
+    def _fail(self, reason: str) -> None:
+        """Give up: stop accepting (clients see the port refuse and fail over), keep the
+        reason in ``failure``, count it, tell ``on_failure``."""
+        if self.failure is not None:
+            return
+        self.failure = reason
+        log.error("%s on port %d stops accepting connections: %s", self.name, self.port,
+                  reason)
+        self.metrics.add("errors")
+        self.metrics.add("accept_failed")
+        sock, self._listener = self._listener, None
+        if sock is not None:
+            sock.close()
+        if self.on_failure is not None:
+            self.on_failure(reason)
+
+    def _serve(self, conn: socket.socket, addr) -> None:
+        reader = wire.Reader(conn, self.max_batch_events, idl().ThriftFlumeEvent,
+                             self._inflight)
+        dispatch = self._dispatch
+        peer = addr[0]
         try:
             while not self._stopped.is_set():
-                process(prot, prot)
-        except Exception as exc:  # EOF, reset, or a shut-down socket: the connection ends
+                reader.begin(self.max_message_bytes)
+                api = ""
+                api, mtype, seqid = reader.message_begin()
+                method = wire.METHODS.get(api)
+                if method is None:
+                    reader.skip(wire.T_STRUCT, 0)
+                    conn.sendall(wire.exception_reply(api, seqid, 1, f"unknown method {api}"))
+                    continue
+                spec, names, of_structs = method
+                if of_structs:
+                    reader.narrow(self.max_message_bytes // STRUCT_SHARE, api)
+                args = reader.fields(spec)
+                answer = getattr(dispatch, api)(*(args.get(n) for n in names))
+                if mtype == wire.ONEWAY:
+                    continue
+                if answer is None:
+                    conn.sendall(wire.void_reply(api, seqid))
+                else:
+                    conn.sendall(wire.reply(api, seqid, answer.status, answer.message or ""))
+        except wire.Refused as exc:
+            self._refusals.refuse(exc.reason, f"{peer}: {api or 'a'} message: {exc}; "
+                                              f"connection closed")
+        except TimeoutError:
+            if reader.consumed:
+                self._refusals.refuse("slow", f"{peer}: {api or 'a'} message incomplete "
+                                              f"after {self.idle_timeout:g} s")
+            else:
+                self.metrics.add("idle_closed")
+        except (wire.Closed, OSError) as exc:  # EOF, reset, shut down
             if not self._stopped.is_set():
                 log.debug("%s on port %d: connection ended: %s", self.name, self.port, exc)
+        except Exception:       # a bug: this connection ends, the server goes on
+            self.metrics.add("errors")
+            log.exception("%s on port %d: serving %s failed", self.name, self.port, peer)
         finally:
+            reader.release()
             with self._lock:
                 self._conns.pop(conn, None)
             try:
@@ -289,7 +483,9 @@ class RpcClient:
     """A connection to one ``ThriftFlumeEventServer``; thread-safe (calls are serialised).
 
     ``timeout`` (seconds) bounds connecting and each call. Any failure closes the
-    connection and raises :class:`SinkError`; the next call connects again."""
+    connection and raises :class:`SinkError`; the next call connects again. A connection
+    the receiver closed while it was idle is noticed before a call and replaced (no
+    error)."""
 
     def __init__(self, host: str, port: int = DEFAULT_PORT, timeout: float = DEFAULT_TIMEOUT,
                  connect_timeout: float | None = None):
@@ -302,6 +498,7 @@ class RpcClient:
         self._trans = None
         self._sock: TSocket | None = None
         self.connects = 0
+        self.stale_reconnects = 0
 
     @property
     def address(self) -> str:
@@ -333,8 +530,23 @@ class RpcClient:
             except Exception:
                 pass
 
+    def _peer_closed(self) -> bool:
+        """The idle connection is readable: the peer closed it (EOF), or sent what no
+        call asked for. Either way it is not usable."""
+        raw = getattr(self._sock, "sock", None)
+        if raw is None:
+            return True
+        poller = select.poll()
+        poller.register(raw, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+
     def _call(self, name: str, *args):
         with self._lock:
+            if self._client is not None and self._peer_closed():
+                # a receiver closes connections idle for long (its idleTimeoutMs):
+                # reconnect before sending instead of failing the call
+                self._drop()
+                self.stale_reconnects += 1
             client = self._client or self._connect()
             try:
                 return getattr(client, name)(*args)

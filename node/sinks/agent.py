@@ -25,7 +25,9 @@ Options (OG's names): ``batchCount=n`` (> 1: appends are gathered until n events
 waiting, then sent as one call), ``batchMillis=ms`` (a partial gathering is sent at the
 latest ``ms`` after its first event; 0 = only when n is reached or at close -- as OG),
 ``compression=true`` (or ``"gzip"``: each call's payload is gzip-compressed; the receiving
-RPC source recognises it, the events arrive as they were). Unlike OG there are no batch
+RPC source recognises it, the events arrive as they were). A batch over
+``node.rpc.SEND_BATCH_EVENTS`` (10,000) events or ``SEND_BATCH_BYTES`` (8 MiB encoded) is
+sent as several calls, so that a receiver with default bounds takes every call. Unlike OG there are no batch
 events on the wire: the collector needs no ``unbatch``/``gunzip``. ``timeoutMs`` bounds a
 call (connect: at most 5 s).
 
@@ -41,13 +43,14 @@ import threading
 import time
 
 from ..checkpoint import Checkpoint
-from ..codec import encode_events
-from ..component import Component, NodeContext, Sink
+from ..codec import decode_events, encode_events, split_events
+from ..component import Component, Decorator, NodeContext, Sink
 from ..decorators.batch import BatchDecorator
 from ..decorators.disk_failover import DiskFailoverDecorator
 from ..errors import SinkError
 from ..event import Event
 from ..registry import sink
+from .. import rpc
 from ..rpc import DEFAULT_PORT, RpcClient, gzip_payload
 from .rpc import RETRY_LIMIT, deliver
 
@@ -175,7 +178,13 @@ class CollectorChain(Sink):
 
     def append_encoded(self, data: bytes, count: int, lane: int = 0) -> None:
         """Send one batch already in the codec encoding (what diskFailover spools) on
-        connection ``lane``."""
+        connection ``lane``; one over the senders' bounds (a spool written before them) is
+        sent in pieces."""
+        if count > rpc.SEND_BATCH_EVENTS or len(data) > rpc.SEND_BATCH_BYTES:
+            for piece in split_events(decode_events(data), rpc.SEND_BATCH_EVENTS,
+                                      rpc.SEND_BATCH_BYTES):
+                self.append_encoded(encode_events(piece), len(piece), lane)
+            return
         payload = gzip_payload(data) if self.compress else data
         now = self.ctx.clock.monotonic()
         ready = [c for c in self.collectors if c.retry_at <= now]
@@ -347,6 +356,18 @@ class _Lanes(Sink):
         self.chain.close()
 
 
+class Split(Decorator):
+    """Cuts every append into pieces under the receivers' default bounds
+    (:data:`node.rpc.SEND_BATCH_EVENTS`, :data:`node.rpc.SEND_BATCH_BYTES`), appended in
+    order; checkpoints pass after the last piece."""
+
+    spec_name = "split"
+
+    def append(self, events: list[Event]) -> None:
+        for piece in split_events(events, rpc.SEND_BATCH_EVENTS, rpc.SEND_BATCH_BYTES):
+            self.inner.append(piece)
+
+
 class _Gather(BatchDecorator):
     """``batchCount``/``batchMillis``: gathers appends into calls of at least ``n`` events
     (the batch decorator's buffering, timer and checkpoint holding, without batch events).
@@ -423,7 +444,7 @@ class _AgentSink(Sink):
                                     timeout=timeoutMs / 1000, initial=checkMs / 1000,
                                     maximum=maxMs / 1000, drop=self.mode == "BE",
                                     last_resort=self.mode == "DFO", lanes=lanes)
-        self.tree: Sink = self._build(self.chain)
+        self.tree: Sink = Split(self._build(self.chain))
         if batchCount > 1:
             self.tree = _Gather(self.tree, batchCount, batchMillis)
 

@@ -18,7 +18,8 @@ agent deletes those claims itself and the groups move on at once.
 
 Options: ``batchCount=n`` (gather appends into groups of at least n events; with
 ``batchMillis=ms`` a partial group is written at the latest ``ms`` after its first event),
-``compression=true`` (gzip each group), ``retransmitMs`` (resend a group unacknowledged
+``compression=true`` (gzip each group; a batch over ``node.rpc.SEND_BATCH_EVENTS`` events
+or ``SEND_BATCH_BYTES`` encoded bytes becomes several groups), ``retransmitMs`` (resend a group unacknowledged
 that long after it was sent; default 60000), ``maxMs``/``checkMs`` (the write-ahead log's,
 see ``ackedWriteAhead``), ``timeoutMs`` (one call).
 """
@@ -35,7 +36,7 @@ from ..errors import SinkError
 from ..event import Event
 from ..registry import sink
 from ..rpc import DEFAULT_PORT, Status
-from .agent import Collector, _Gather, collector_address, parse_address
+from .agent import Collector, Split, _Gather, collector_address, parse_address
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class _E2EAgentSink(Sink):
         self.chain = GroupChain(self.addresses, timeoutMs / 1000)
         self.wal = AckedWriteAhead(self.chain, maxMs, checkMs, retransmitMs=retransmitMs,
                                    compression=compression)
-        self.tree: Sink = self.wal
+        self.tree: Sink = Split(self.wal)     # every group under the receivers' bounds
         if batchCount > 1:
             self.tree = _Gather(self.tree, batchCount, batchMillis)
 

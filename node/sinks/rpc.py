@@ -11,6 +11,10 @@ Thrift client can produce). The call returns only when the receiver answered:
 * ``FAILED``, a broken connection or a timeout (``timeoutMs``) -- SinkError, so that
   failover, ``stubbornAppend``, ``diskFailover``... react. The next call reconnects.
 
+A batch over the receivers' default bounds (``node.rpc.SEND_BATCH_EVENTS`` events,
+``SEND_BATCH_BYTES`` encoded bytes; ``SEND_STRUCT_BATCH_BYTES`` with ``packed=false``) is
+sent as several calls, in order.
+
 ``open`` connects (SinkError if the receiver is not there). Counters: ``events_out``,
 ``bytes_out`` (payload bytes), ``retries`` (RETRY answers), ``errors``.
 """
@@ -19,7 +23,8 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from ..codec import encode_events
+from .. import rpc
+from ..codec import encode_events, split_events
 from ..component import Metrics, NodeContext, Sink
 from ..errors import SinkError
 from ..event import Event
@@ -96,6 +101,11 @@ class RpcSink(Sink):
     def append(self, events: list[Event]) -> None:
         if not events:
             return
+        limit = rpc.SEND_BATCH_BYTES if self.packed else rpc.SEND_STRUCT_BATCH_BYTES
+        for piece in split_events(events, rpc.SEND_BATCH_EVENTS, limit):
+            self._send(piece)
+
+    def _send(self, events: list[Event]) -> None:
         client = self.client
         if self.packed:
             payload = encode_events(events)

@@ -29,6 +29,18 @@ acknowledgement ever follows, so an agent in E2E mode will resend it after its t
 
 Binds ``bind="0.0.0.0"``; ``port=0`` picks a free port, readable as ``.port`` after
 ``open``.
+
+Bounds (:class:`node.rpc.RpcServer` says what each costs): ``maxConnections=512`` open at
+once (more are closed at once), ``idleTimeoutMs=60000`` of silence closes a connection,
+``maxMessageBytes=16777216`` per message on the wire and per payload once decompressed,
+``maxBatchEvents=20000`` per call. A payload over a bound is answered ``FAILED`` with the
+reason; a message over a bound on the wire closes its connection. Every refusal is counted
+(``refused``, ``refused_<reason>``: ``connections``, ``oversize``, ``decompressed``,
+``bytes``, ``events``, ``malformed``, ``slow``, ``threads``) and logged at WARNING,
+rate-limited. When the server can no longer accept connections (see
+:class:`node.rpc.RpcServer`), ``next_batch`` raises :class:`SourceError` with the reason:
+the logical node goes to ERROR, visibly. This project's senders split their batches to stay
+under half of these defaults.
 """
 from __future__ import annotations
 
@@ -37,10 +49,15 @@ import threading
 import time
 import zlib
 
+from ..codec import BatchTooLarge
 from ..component import NodeContext
+from ..errors import SourceError
 from ..event import Event
+from ..limits import Refusals
 from ..registry import source
-from ..rpc import DEFAULT_PORT, RpcServer, Status, decode_payload, from_thrift, result
+from ..rpc import (DEFAULT_PORT, IDLE_TIMEOUT, MAX_BATCH_EVENTS, MAX_CONNECTIONS,
+                   MAX_MESSAGE_BYTES, LockedCounter, RpcServer, Status, decode_payload,
+                   from_thrift, result)
 from ._batchqueue import BatchQueue
 from ._net import ServerSource
 
@@ -161,13 +178,25 @@ class _Handler:
     def appendPacked(self, payload: bytes, count: int):
         src = self.src
         src._count("bytes_in", len(payload))
+        if count > src.maxBatchEvents:
+            src._count("failed")
+            src._refusals.refuse("events", f"a batch of {count} events")
+            return result(Status.FAILED, f"batch of {count} events, more than the "
+                                         f"{src.maxBatchEvents} allowed")
         try:
-            events = decode_payload(payload)
+            events = decode_payload(payload, src.maxMessageBytes, src.maxBatchEvents)
+        except BatchTooLarge as exc:
+            src._count("failed")
+            src._refusals.refuse(exc.reason, str(exc))
+            return result(Status.FAILED, f"batch too large: {exc}")
         except ValueError as exc:
             src._count("failed")
+            src._refusals.refuse("malformed", f"bad payload: {exc}")
             return result(Status.FAILED, f"bad payload: {exc}")
         if len(events) != count:
             src._count("failed")
+            src._refusals.refuse("malformed", f"payload of {len(events)} events, the call "
+                                              f"says {count}")
             return result(Status.FAILED, f"payload holds {len(events)} events, "
                                          f"the call says {count}")
         return src._answer(events)
@@ -175,6 +204,11 @@ class _Handler:
     def appendGroup(self, agent: str, seq: int, checksum: int, payload: bytes, count: int):
         src = self.src
         src._count("groups_in")
+        if count > src.maxBatchEvents:
+            src._count("failed")
+            src._refusals.refuse("events", f"group {agent}:{seq} of {count} events")
+            return result(Status.FAILED, f"group of {count} events, more than the "
+                                         f"{src.maxBatchEvents} allowed")
         groups = src._groups
         if groups is not None:
             status, message = groups.append_group(agent, seq, checksum, payload, count)
@@ -183,6 +217,7 @@ class _Handler:
             return result(status, message)
         if zlib.crc32(payload) != checksum & 0xFFFFFFFF:
             src._count("failed")
+            src._refusals.refuse("malformed", f"group {agent}:{seq}: checksum mismatch")
             return result(Status.FAILED, f"group {agent}:{seq}: checksum mismatch")
         return self.appendPacked(payload, count)
 
@@ -193,34 +228,57 @@ class _Handler:
 @source("rpcSource", aliases=("thriftSource",))
 class RpcSource(ServerSource):
     """RPC server receiving event batches; answers each call once the flow appended its
-    events, RETRY when they are not taken within ``timeoutMs``."""
+    events, RETRY when they are not taken within ``timeoutMs``. At most
+    ``maxConnections`` connections, each closed after ``idleTimeoutMs`` of silence; a
+    message over ``maxMessageBytes`` or ``maxBatchEvents`` is refused."""
 
     queue_events = QUEUE_EVENTS
 
-    def __init__(self, port: int, *, bind: str = "0.0.0.0", timeoutMs: int = 5000):
+    def __init__(self, port: int, *, bind: str = "0.0.0.0", timeoutMs: int = 5000,
+                 maxConnections: int = MAX_CONNECTIONS,
+                 idleTimeoutMs: int = int(IDLE_TIMEOUT * 1000),
+                 maxMessageBytes: int = MAX_MESSAGE_BYTES,
+                 maxBatchEvents: int = MAX_BATCH_EVENTS):
         super().__init__(port, bind)
         if timeoutMs <= 0:
             raise ValueError(f"timeoutMs must be > 0, got {timeoutMs}")
+        for name, value, least in (("maxConnections", maxConnections, 1),
+                                   ("idleTimeoutMs", idleTimeoutMs, 1),
+                                   ("maxMessageBytes", maxMessageBytes, 1024),
+                                   ("maxBatchEvents", maxBatchEvents, 1)):
+            if value < least:
+                raise ValueError(f"{name} must be at least {least}, got {value}")
         self.timeoutMs = timeoutMs
+        self.maxConnections = maxConnections
+        self.idleTimeoutMs = idleTimeoutMs
+        self.maxMessageBytes = maxMessageBytes
+        self.maxBatchEvents = maxBatchEvents
         self._queue: _TaggedQueue | None = None
         self._server: RpcServer | None = None
         self._stop_deferred = False   # the server stops when the E2E sink has closed
         self._groups = None
         self._mlock = threading.Lock()   # connection threads count concurrently
+        self._counter = LockedCounter(self.metrics, self._mlock)
+        self._refusals = Refusals(self._counter, log, self.spec_name)
 
     def _count(self, name: str, n: int = 1) -> None:
-        with self._mlock:
-            self.metrics.add(name, n)
+        self._counter.add(name, n)
 
     def open(self, ctx: NodeContext) -> None:
         # not ServerSource.open: a tagged queue, and the group handler made before the server
         self.ctx = ctx
         self._queue = _TaggedQueue(self.queue_events, MAX_BATCH)
         self._groups = self._group_handler(ctx)
-        server = RpcServer(self.bind, self.port, _Handler(self), name=self.spec_name)
+        server = RpcServer(self.bind, self.port, _Handler(self), name=self.spec_name,
+                           max_connections=self.maxConnections,
+                           idle_timeout=self.idleTimeoutMs / 1000,
+                           max_message_bytes=self.maxMessageBytes,
+                           max_batch_events=self.maxBatchEvents, metrics=self._counter,
+                           on_failure=lambda reason: self._queue.wake())
         server.start()
         self._server = server
         self.port = server.port
+        self._refusals.what = f"{self.spec_name} on port {self.port}"
         log.info("%s listening on %s:%d", self.spec_name, self.bind, self.port)
 
     def _group_handler(self, ctx: NodeContext):
@@ -264,7 +322,13 @@ class RpcSource(ServerSource):
         if q is None:
             return None
         q.mark_done()       # the driver asks for more only after appending what it took
-        out = q.get(timeout)
+        server = self._server
+        out = q.get(timeout, cancelled=lambda: server is not None and
+                     server.failure is not None)
+        if not out and server is not None and server.failure is not None:
+            # the flow fails: its logical node goes to ERROR with this reason
+            raise SourceError(f"{self.spec_name} on port {self.port} cannot accept "
+                              f"connections: {server.failure}")
         if out:
             self._count("events_in", len(out))
             groups = self._groups
@@ -315,8 +379,13 @@ class CollectorSource(RpcSource):
     """The collector's RPC server; with ZooKeeper, E2E groups go through ``node.e2e``."""
 
     def __init__(self, port: int = DEFAULT_PORT, *, bind: str = "0.0.0.0",
-                 timeoutMs: int = 5000):
-        super().__init__(port, bind=bind, timeoutMs=timeoutMs)
+                 timeoutMs: int = 5000, maxConnections: int = MAX_CONNECTIONS,
+                 idleTimeoutMs: int = int(IDLE_TIMEOUT * 1000),
+                 maxMessageBytes: int = MAX_MESSAGE_BYTES,
+                 maxBatchEvents: int = MAX_BATCH_EVENTS):
+        super().__init__(port, bind=bind, timeoutMs=timeoutMs,
+                         maxConnections=maxConnections, idleTimeoutMs=idleTimeoutMs,
+                         maxMessageBytes=maxMessageBytes, maxBatchEvents=maxBatchEvents)
 
     def _group_handler(self, ctx: NodeContext):
         if ctx.shared.get("zk_store") is None:
@@ -328,4 +397,7 @@ class CollectorSource(RpcSource):
             log.warning("collectorSource: E2E groups are taken without acknowledgement "
                         "(node.e2e is not available: %s)", exc)
             return None
-        return make(ctx, self._enqueue)
+        handler = make(ctx, self._enqueue)
+        handler.limits = (self.maxMessageBytes, self.maxBatchEvents)
+        handler.on_refused = lambda exc: self._refusals.refuse(exc.reason, str(exc))
+        return handler

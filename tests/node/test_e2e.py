@@ -551,6 +551,23 @@ def test_lost_wal_directory_never_reuses_committed_seqs(cluster, channel, store)
 
 # ---------------------------------------------------------------------- duplicates
 
+def test_group_over_the_collectors_bounds_is_refused(cluster, store):
+    """A compression bomb sent as an E2E group (checksum right) is answered FAILED once
+    inflating passes maxMessageBytes, and counted; nothing is claimed."""
+    col = cluster.collector("colbomb", roll_ms=60_000)
+    client = RpcClient("127.0.0.1", port_of(col), timeout=10)
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = b"".join(c.compress(bytes(1 << 20)) for _ in range(64)) + c.flush()
+    status, msg = client.append_group("bombagent", 1, zlib.crc32(bomb), bomb, 1)
+    assert status == Status.FAILED and "batch too large" in msg
+    status, msg = client.append_group("bombagent", 2, 0, b"", 10**6)
+    assert status == Status.FAILED and "1000000 events" in msg
+    metrics = col.status()["components"]["source"]["metrics"]
+    assert metrics["refused_decompressed"] == 1 and metrics["refused_events"] == 1
+    client.close()
+    assert store.list_groups("bombagent") == []
+
+
 def test_duplicate_append_group_is_not_written_twice(cluster, store):
     col = cluster.collector("col6", roll_ms=60_000)
     client = RpcClient("127.0.0.1", port_of(col), timeout=10)

@@ -1,0 +1,406 @@
+"""Bounds of the RPC transport under hostile input, over real sockets: compression bombs,
+announced lengths, floods of idle connections, a server that cannot start threads.
+RSS and thread counts are measured on a receiver in its own process
+(tests/node/rpc_victim.py)."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from node import rpc
+from node.client import FlumeClient
+from node.codec import _HEAD, _RECORD, BatchTooLarge, encode_events, split_events
+from node.event import Event
+from node.logical_node import LogicalNode, State
+from node.registry import build_sink, build_source
+from node.rpc import RpcClient, Status, decode_payload, gzip_payload
+from node.spec import parse_sink, parse_source
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parents[2]
+MB = 1 << 20
+
+
+class Victim:
+    """A logical node ``SOURCE | null`` in its own process (see rpc_victim.py)."""
+
+    def __init__(self, source: str, give_up: float | None = None, prefix=()):
+        args = [*prefix, sys.executable, "-m", "tests.node.rpc_victim", source]
+        if give_up is not None:
+            args.append(str(give_up))
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
+
+    def status(self) -> dict:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def metric(self, name: str) -> int:
+        return self.status()["metrics"].get(name, 0)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def victim():
+    made = []
+
+    def make(source: str, **kw) -> Victim:
+        v = Victim(source, **kw)
+        made.append(v)
+        return v
+    yield make
+    for v in made:
+        if v.proc.poll() is None:
+            v.proc.kill()
+            v.proc.wait()
+
+
+def empty_events_payload(count: int) -> bytes:
+    """A valid batch of ``count`` empty events, built without making them (gzip)."""
+    raw = _HEAD.pack(b"FLB", 2, count, 1) + b"\0\0" + b"\0\0\0\0" + bytes(_RECORD.size * count)
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    return c.compress(raw) + c.flush()
+
+
+def zeros_bomb(mbytes: int) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = bytes(MB)
+    return b"".join(c.compress(chunk) for _ in range(mbytes)) + c.flush()
+
+
+# ------------------------------------------------------------------ payloads
+
+def test_decode_payload_stops_inflating_at_its_bound():
+    bomb = zeros_bomb(64)
+    assert len(bomb) < 100_000
+    with pytest.raises(BatchTooLarge) as err:
+        decode_payload(bomb, max_bytes=MB)
+    assert err.value.reason == "decompressed"
+    with pytest.raises(BatchTooLarge) as err:
+        decode_payload(encode_events([Event(b"x")] * 30), max_events=20)
+    assert err.value.reason == "events"
+    events = [Event(b"y" * 100)] * 5
+    assert decode_payload(gzip_payload(encode_events(events)), max_bytes=MB,
+                          max_events=5) == events
+
+
+def test_split_events_keeps_every_piece_under_both_bounds():
+    events = [Event(bytes([i % 256]) * (i % 700), attrs={"k": b"v" * (i % 50)})
+              for i in range(3000)]
+    pieces = split_events(events, 400, 64 * 1024)
+    assert [e for p in pieces for e in p] == events
+    assert all(len(p) <= 400 and len(encode_events(p)) <= 64 * 1024 for p in pieces)
+    assert split_events(events[:10], 400, 64 * 1024) == [events[:10]]
+
+
+def test_compression_bomb_and_three_million_events_answered_failed(victim):
+    v = victim("collectorSource(0)")
+    before = v.status()
+    client = RpcClient("127.0.0.1", v.port, 30)
+    bomb = zeros_bomb(256)                       # 256 MiB of zeros in ~250 kB
+    status, message = client.append_payload(bomb, 1)
+    assert status == Status.FAILED and "inflates to more than" in message
+    many = empty_events_payload(3_000_000)       # a valid batch, ~110 kB
+    status, message = client.append_payload(many, 3_000_000)
+    assert status == Status.FAILED and "3000000 events" in message
+    status, message = client.append_payload(many, 1)    # the count lies
+    assert status == Status.FAILED and "batch too large" in message
+    after = v.status()
+    m = after["metrics"]
+    assert m["refused_decompressed"] == 2 and m["refused_events"] == 1
+    # what the receiver paid: its bound (16 MiB) and a copy, never the 256 MiB
+    assert after["hwm"] - before["hwm"] < 60 * 1024, (before, after)
+    assert client.append_packed([Event(b"still served")]) == (Status.OK, "")
+    client.close()
+
+
+# ------------------------------------------------------------------ the wire
+
+def call_header(name: bytes, seqid: int = 1) -> bytes:
+    return struct.pack(">Ii", 0x80010001, len(name)) + name + struct.pack(">i", seqid)
+
+
+def closed_by_peer(sock: socket.socket, timeout: float = 10.0) -> bool:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_announced_lengths_past_the_bound_are_refused_without_allocation(victim):
+    v = victim("rpcSource(0)")
+    base = v.status()
+    # appendPacked whose payload announces 2 GiB - 1 bytes, and a 200 MiB one
+    for length in (2**31 - 1, 200 * MB):
+        s = socket.create_connection(("127.0.0.1", v.port))
+        s.sendall(call_header(b"appendPacked") + b"\x0b\x00\x01" + struct.pack(">i", length)
+                  + b"x" * 1000)
+        assert closed_by_peer(s)
+        s.close()
+    # appendBatch announcing 2^31 - 1 events, then 30,000 (within the bytes, over the
+    # events): both refused before the first element, whatever follows
+    for size in (2**31 - 1, 30_000):
+        s = socket.create_connection(("127.0.0.1", v.port))
+        s.sendall(call_header(b"appendBatch") + b"\x0f\x00\x01\x0c" + struct.pack(">i", size))
+        try:
+            for _ in range(100):
+                s.sendall(b"\x00" * 10_000)
+        except OSError:
+            pass
+        assert closed_by_peer(s)
+        s.close()
+    after = v.status()
+    assert after["metrics"]["refused_oversize"] == 3
+    assert after["metrics"]["refused_events"] == 1
+    assert after["hwm"] - base["hwm"] < 30 * 1024, (base, after)
+    with FlumeClient("127.0.0.1", v.port) as c:
+        c.send([Event(b"served")])
+
+
+def test_long_strings_of_all_connections_share_one_budget(victim):
+    """16 x maxMessageBytes of long strings at once: a 17th waits for room, then its
+    connection is closed (busy) -- connections x bound is not what the receiver holds."""
+    v = victim("rpcSource(0, maxMessageBytes=1048576, idleTimeoutMs=1500)")
+    base = v.status()
+    conns = []
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", v.port))
+        s.sendall(call_header(b"appendPacked") + b"\x0b\x00\x01"
+                  + struct.pack(">i", 1_000_000) + bytes(900_000))
+        conns.append(s)
+    deadline = time.monotonic() + 10
+    while v.metric("refused_busy") < 4 and time.monotonic() < deadline:
+        for s in conns:            # the 16 that got room keep their messages going
+            try:
+                s.send(b"\0")
+            except OSError:
+                pass
+        time.sleep(0.2)
+    st = v.status()
+    assert st["metrics"]["refused_busy"] == 4, st
+    assert st["hwm"] - base["hwm"] < 40 * 1024, (base, st)
+    for s in conns:
+        s.close()
+
+
+def test_containers_of_nothing_cannot_make_the_receiver_loop(victim):
+    """An unknown field holding lists of 2^31 elements of a type that takes no bytes:
+    thriftpy2 would loop over them holding the GIL (the whole receiver frozen)."""
+    v = victim("rpcSource(0)")
+    nothing = b"\x00" + struct.pack(">i", 2**31 - 1)            # list<STOP> of 2^31 - 1
+    s = socket.create_connection(("127.0.0.1", v.port))
+    s.sendall(call_header(b"appendPacked") + b"\x0f\x00\x63\x0f" + struct.pack(">i", 1000)
+              + nothing * 1000)
+    assert closed_by_peer(s, 5)
+    s.close()
+    assert v.status()["metrics"]["refused_malformed"] == 1
+    with FlumeClient("127.0.0.1", v.port, timeout=5) as c:
+        c.send([Event(b"served")])
+
+
+def test_garbage_is_counted_and_warned_about(ctx, opened, caplog):
+    src = opened(build_source(parse_source("rpcSource(0)")), ctx)
+    for junk in (b"GET / HTTP/1.0\r\n\r\n", b"\x80\x01\x00\x01" + b"\xff" * 64):
+        s = socket.create_connection(("127.0.0.1", src.port))
+        s.sendall(junk)
+        assert closed_by_peer(s)
+        s.close()
+    wait_until(lambda: src.metrics.get("refused_malformed", 0) >= 1, 5, "refusal counted")
+    assert src.metrics["refused"] >= 1
+    assert any(r.levelname == "WARNING" and "refused input (malformed)" in r.getMessage()
+               for r in caplog.records)
+
+
+# ------------------------------------------------------------------ connections
+
+def test_idle_flood_is_capped_and_a_client_is_served_once_it_idles_out(victim):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    v = victim("rpcSource(0, maxConnections=200, idleTimeoutMs=2000)")
+    base = v.status()["threads"]
+    flood = []
+    try:
+        for i in range(2000):
+            flood.append(socket.create_connection(("127.0.0.1", v.port)))
+            if i % 500 == 499:
+                assert v.status()["threads"] <= base + 200 + 1
+        wait_until(lambda: (lambda m: m.get("connections", 0) +
+                            m.get("refused_connections", 0) == 2000)(v.status()["metrics"]),
+                   20, "every connection accepted or refused")
+        st = v.status()
+        assert st["threads"] <= base + 200 + 1, st
+        assert st["metrics"]["refused_connections"] >= 1, st
+        # the flood's connections are closed once idle; then a client gets through
+        wait_until(lambda: (lambda m: m.get("idle_closed", 0) == m["connections"])(
+            v.status()["metrics"]), 20, "idle connections closed")
+        with FlumeClient("127.0.0.1", v.port) as c:
+            c.send([Event(b"legitimate")])
+        assert v.status()["threads"] <= base + 2
+    finally:
+        for s in flood:
+            s.close()
+
+
+def test_connection_closed_while_idle_is_reconnected_transparently(ctx, opened):
+    src = opened(build_source(parse_source("rpcSource(0, idleTimeoutMs=200)")), ctx)
+    drained = []
+    stop = threading.Event()
+
+    def drain():
+        while not stop.is_set():
+            if b := src.next_batch(0.05):
+                drained.extend(b)
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    try:
+        client = RpcClient("127.0.0.1", src.port, 5)
+        assert client.append_packed([Event(b"1")]) == (Status.OK, "")
+        wait_until(lambda: src.metrics.get("idle_closed", 0) == 1, 5, "idle close")
+        assert client.append_packed([Event(b"2")]) == (Status.OK, "")
+        assert client.stale_reconnects == 1 and client.connects == 2
+        assert [e.body for e in drained] == [b"1", b"2"]
+        client.close()
+    finally:
+        stop.set()
+        t.join(2)
+
+
+def test_senders_split_batches_the_receiver_would_refuse(ctx, opened):
+    src = opened(build_source(parse_source("rpcSource(0)")), ctx)
+    got = []
+    stop = threading.Event()
+
+    def drain():
+        while not stop.is_set():
+            if b := src.next_batch(0.05):
+                got.extend(b)
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    try:
+        many = [Event(b"%d" % i) for i in range(25_000)]       # > maxBatchEvents
+        with FlumeClient("127.0.0.1", src.port) as c:
+            c.send(many)
+        big = [Event(b"b" * 30_000) for _ in range(100)]      # 3 MB: > appendBatch's 2 MiB
+        sink = build_sink(parse_sink(f"rpcSink(\"127.0.0.1\", {src.port}, packed=false)"))
+        sink.open(ctx)
+        sink.append(big)
+        sink.close()
+        wait_until(lambda: len(got) == 25_100, 10, "every event")
+        assert [e.body for e in got[:25_000]] == [e.body for e in many]
+        assert src.metrics.get("refused", 0) == 0
+    finally:
+        stop.set()
+        t.join(2)
+
+
+# ------------------------------------------------------------------ accept failures
+
+def test_thread_start_failure_puts_the_logical_node_in_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(rpc, "ACCEPT_GIVE_UP", 0.5)
+    node = LogicalNode("col", tmp_path)
+    node.configure(parse_source("rpcSource(0)"), parse_sink("null"))
+    port = node._flow.source.port
+    real_start = threading.Thread.start
+
+    def start(self):
+        if self.name.startswith(f"rpcSource:{port}:"):
+            raise RuntimeError("can't start new thread")
+        return real_start(self)
+    monkeypatch.setattr(threading.Thread, "start", start)
+
+    def knock():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            pass
+        return node.state is State.ERROR
+    wait_until(knock, 10, "logical node in ERROR")
+    assert "cannot start a thread for a connection" in node.last_error
+    metrics = node.status()["components"]["source"]["metrics"]
+    assert metrics["accept_failed"] == 1 and metrics["refused_threads"] >= 1
+    with pytest.raises(OSError):      # its port is closed: agents fail over at once
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    node.stop(5)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv")
+                    or not shutil.which("prlimit"), reason="needs root, setpriv and prlimit")
+def test_real_thread_limit_puts_the_logical_node_in_error(victim):
+    """A real limit on threads (RLIMIT_NPROC): the receiver runs with the real uid of
+    ``nobody`` (its effective uid stays root, to read this checkout) and without the
+    capabilities that exempt from the limit."""
+    v = victim("rpcSource(0)", give_up=0.5,
+               prefix=("setpriv", "--ruid=65534", "--bounding-set=-sys_resource,-sys_admin",
+                       "prlimit", "--nproc=12"))
+    conns = []
+    try:
+        def flood():
+            try:
+                conns.append(socket.create_connection(("127.0.0.1", v.port), timeout=1))
+            except OSError:
+                pass
+            return v.status()["state"] == "ERROR"
+        wait_until(flood, 30, "receiver in ERROR")
+        st = v.status()
+        assert "cannot start a thread" in st["last_error"], st
+        assert st["metrics"]["refused_threads"] >= 1 and st["metrics"]["accept_failed"] == 1
+        assert st["threads"] <= 12
+    finally:
+        for s in conns:
+            s.close()
+
+
+def test_unknown_fields_and_old_style_headers_are_read_as_thrift_requires(ctx, opened):
+    """The bounded reader (node/rpc_wire.py) skips fields it does not know, or of
+    another type, and reads the old unversioned message header."""
+    src = opened(build_source(parse_source("rpcSource(0)")), ctx)
+    got = []
+
+    def drain():            # the driver: take, append, then tell the source (checkpoint)
+        got.extend(src.next_batch(5) or [])
+        src.checkpoint()
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    name = b"appendBatch"
+    event = (b"\x0b\x00\x03" + struct.pack(">i", 2) + b"hi"               # body
+             + b"\x08\x00\x09" + struct.pack(">i", 7)                     # unknown i32
+             + b"\x0f\x00\x0a\x0b" + struct.pack(">ii", 1, 1) + b"z"      # unknown list
+             + b"\x08\x00\x01" + struct.pack(">i", 5)                     # timestamp as i32
+             + b"\x0d\x00\x06\x0b\x0b" + struct.pack(">ii", 1, 1) + b"k"
+             + struct.pack(">i", 1) + b"v"                                # fieldss
+             + b"\x00")
+    msg = (struct.pack(">i", len(name)) + name + b"\x01" + struct.pack(">i", 42)  # old style
+           + b"\x0f\x00\x01\x0c" + struct.pack(">i", 1) + event + b"\x00")
+    s = socket.create_connection(("127.0.0.1", src.port))
+    s.sendall(msg)
+    s.settimeout(5)
+    answer = s.recv(1000)
+    t.join(5)
+    assert answer.startswith(struct.pack(">I", 0x80010002) + struct.pack(">i", len(name))
+                             + name + struct.pack(">i", 42))
+    assert b"\x08\x00\x01" + struct.pack(">i", Status.OK) in answer
+    assert [(e.body, e.attrs, e.timestamp) for e in got] == [(b"hi", {"k": b"v"}, 0)]
+    s.sendall(call_header(b"noSuchMethod", 7) + b"\x00")       # answered, not fatal
+    assert struct.pack(">I", 0x80010003) in s.recv(1000)
+    s.close()

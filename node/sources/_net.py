@@ -386,7 +386,8 @@ class ServerSource(QueuedSource):
         self.max_queue_bytes = max_queue_bytes
         self._queue: BatchQueue | None = None
         self._server = None
-        self.refusals = Refusals(self.metrics, log, self.spec_name)
+        self.refusals = Refusals(self.metrics, logging.getLogger(type(self).__module__),
+                                 self.spec_name)
 
     def _make_server(self):
         raise NotImplementedError

@@ -46,7 +46,8 @@ from ._batchqueue import DEFAULT_MAX_BYTES, BatchQueue, QueuedSource
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 1 << 16
-UDP_BURST = 512       # datagrams read per wake-up before handing a batch over
+UDP_BURST = 512       # datagrams read per wake-up before handing a batch over...
+UDP_BURST_BYTES = 1 << 20   # ...or this many bytes: the most a queue takes past its bound
 ACCEPT_BURST = 64     # connections accepted per wake-up, so reading is not starved
 ACCEPT_PAUSE = 0.05   # first pause after a failed accept; doubles up to ACCEPT_PAUSE_MAX
 ACCEPT_PAUSE_MAX = 1.0
@@ -338,7 +339,10 @@ class UdpServer(_Server):
                 datagrams: list[bytes] = []
                 peers: list[str] = []
                 kernel_dropped = None
+                burst_bytes = 0
                 for _ in range(UDP_BURST):
+                    if burst_bytes >= UDP_BURST_BYTES:
+                        break
                     try:
                         data, anc, _flags, addr = sock.recvmsg(RECV_SIZE, self._ancsize)
                     except (BlockingIOError, InterruptedError):
@@ -354,11 +358,12 @@ class UdpServer(_Server):
                         data = data[:limit]
                     datagrams.append(data)
                     peers.append(addr[0])
+                    burst_bytes += len(data)
                 if kernel_dropped is not None:
                     self.metrics.set("kernel_dropped", kernel_dropped)
                 if not datagrams:
                     continue
-                self.metrics.add("bytes_in", sum(map(len, datagrams)))
+                self.metrics.add("bytes_in", burst_bytes)
                 events = self.parse(datagrams, peers)
                 if not self.queue.offer(events):
                     if self.queue.closed:

@@ -43,6 +43,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +51,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ..errors import SourceError
 from ..event import LOCAL_HOST, Event, Priority, events_from_lines
 from ..http_thread import HttpServerThread
+from ..limits import RateLimitedLog
 from ..registry import source
 from ._batchqueue import DEFAULT_MAX_BYTES
 from ._net import DEFAULT_MAX_EVENT_BYTES, ServerSource, check_positive
@@ -199,6 +201,7 @@ class _Server(ThreadingHTTPServer):
         self.src = src
         self._lock = threading.Lock()
         self._open: dict[socket.socket, float | None] = {}   # connection -> deadline
+        self._errors = RateLimitedLog(log)
         super().__init__(addr, handler)
 
     def process_request(self, request, client_address) -> None:
@@ -227,6 +230,17 @@ class _Server(ThreadingHTTPServer):
         finally:
             with self._lock:
                 self._open.pop(request, None)
+
+    def handle_error(self, request, client_address) -> None:
+        # the stdlib prints a traceback per failed connection: a hostile client could
+        # flood stderr with them. A client that went away is routine; anything else is
+        # logged, at most every 10 s.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.debug("httpSource: connection from %s ended: %s", client_address[0], exc)
+            return
+        self._errors.log(logging.ERROR, "handler", "httpSource on port %d: a request from "
+                         "%s failed: %r", self.server_address[1], client_address[0], exc)
 
     def set_deadline(self, request: socket.socket, deadline: float | None) -> None:
         with self._lock:

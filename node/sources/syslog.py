@@ -38,15 +38,19 @@ from __future__ import annotations
 
 import datetime
 import functools
+import logging
 import re
 import time
 
 from ..event import LOCAL_HOST, Event, Priority
+from ..limits import RateLimitedLog
 from ..registry import source
 from ._batchqueue import DEFAULT_MAX_BYTES
 from ._net import (DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_EVENT_BYTES,
                    ServerSource, TcpServer, UdpServer, check_positive,
                    idle_seconds)
+
+log = logging.getLogger(__name__)
 
 QUEUE_EVENTS = 10_000
 DAY_MS = 86_400_000
@@ -325,11 +329,16 @@ class _SyslogSource(ServerSource):
         super().__init__(port, bind, max_queue_bytes=maxQueueBytes)
         check_positive(maxEventBytes=maxEventBytes)
         self.maxEventBytes = maxEventBytes
+        self._malformed_log = RateLimitedLog(log)
 
     def _parse(self, raws: list[bytes], peers) -> list[Event]:
         events, bad, nohdr = parse_messages(raws, peers, self.ctx.clock.now_ms())
         if bad:
             self.metrics.add("malformed", bad)
+            # kept (raw, INFO), but a sender is misconfigured or hostile: say so, rarely
+            self._malformed_log.warning(
+                "malformed", "%s on port %d received %d message(s) without a valid syslog "
+                "header; kept raw and counted in malformed", self.spec_name, self.port, bad)
         if nohdr:
             self.metrics.add("noheader", nohdr)
         return events

@@ -118,6 +118,20 @@ def test_netcat_long_line_is_truncated_counted_and_the_next_one_intact(ctx):
         src.close()
 
 
+def test_malformed_syslog_is_counted_and_warned_about_once(ctx, caplog):
+    src = opened('syslogUdp(0, bind="127.0.0.1")', ctx)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(50):
+                s.sendto(b"no pri %d" % i, ("127.0.0.1", src.port))
+        assert len(drain(src, 50)) == 50
+        assert src.metrics["malformed"] == 50
+        warned = [r for r in caplog.records if "without a valid syslog header" in r.message]
+        assert len(warned) == 1 and warned[0].levelname == "WARNING"
+    finally:
+        src.close()
+
+
 def test_syslog_tcp_long_message_is_truncated_to_max_event_bytes(ctx):
     src = opened('syslogTcp(0, bind="127.0.0.1", maxEventBytes=64)', ctx)
     try:
@@ -221,6 +235,21 @@ def test_http_8_mib_of_newlines_is_413_before_reading(ctx):
     finally:
         src.close()
     assert [e.body for e in consumer.events] == [b"fine"]
+
+
+def test_http_expect_100_continue_is_refused_before_the_body(ctx):
+    src = opened('httpSource(0, bind="127.0.0.1")', ctx)
+    try:
+        with socket.create_connection(("127.0.0.1", src.port), timeout=5) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                      b"Content-Length: 8388608\r\nExpect: 100-continue\r\n\r\n")
+            answer = b""
+            while chunk := s.recv(65536):        # the answer, then the server closes
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 413 ") and b"request_bytes" in answer
+        assert src.metrics["refused_request_bytes"] == 1
+    finally:
+        src.close()
 
 
 def test_http_too_many_lines_or_events_is_413(ctx):

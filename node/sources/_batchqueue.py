@@ -1,12 +1,18 @@
 """A bounded queue of event batches between producer threads and ``next_batch``.
 
 Shared by the sources whose events arrive on their own threads (network servers, exec,
-console, memory). Capacity counts *events*, not batches, so backpressure does not depend on
-how a producer happens to slice its input.
+console, memory). It is bounded twice: by *events* (``capacity``) and by *bytes*
+(``max_bytes``, measured by :func:`batch_bytes`), not by batches, so backpressure does not
+depend on how a producer happens to slice its input, and a few huge events cannot take
+the memory a count bound allows (10,000 events of 1 MiB).
 
 Contract:
 
-* ``put`` blocks while the queue is full (a batch larger than the whole capacity is still
+* The queue is *full* when one more batch would take it past ``capacity`` events, or when
+  it holds ``max_bytes`` bytes or more: it never holds more than ``max_bytes`` plus one
+  batch, so a producer bounds the overshoot by bounding its batches. ``capacity=None``
+  removes both bounds (the in-process test channels).
+* ``put`` blocks while the queue is full (a batch larger than a whole bound is still
   accepted once the queue is empty, so it cannot wait forever) and returns a sequence
   number, or ``None`` if it timed out or the queue was closed. ``offer`` never blocks.
 * ``get`` returns what is queued, several batches merged up to ``max_batch`` events, ``[]``
@@ -28,16 +34,34 @@ from typing import Callable
 from ..component import Source
 from ..event import Event
 
+DEFAULT_MAX_BYTES = 64 << 20
+EVENT_OVERHEAD = 100   # bytes of Python objects around each event's body, roughly
+
+
+def batch_bytes(events: list[Event]) -> int:
+    """What ``events`` weigh in a queue: body and attribute bytes, plus
+    ``EVENT_OVERHEAD`` per event."""
+    n = EVENT_OVERHEAD * len(events)
+    for e in events:
+        n += len(e.body)
+        if e.attrs:
+            for k, v in e.attrs.items():
+                n += len(k) + len(v)
+    return n
+
 
 class BatchQueue:
     """Bounded FIFO of event batches (see the module docstring)."""
 
-    def __init__(self, capacity: int | None = 10_000, max_batch: int = 10_000):
+    def __init__(self, capacity: int | None = 10_000, max_batch: int = 10_000,
+                 max_bytes: int = DEFAULT_MAX_BYTES):
         self.capacity = capacity
         self.max_batch = max_batch
+        self.max_bytes = max_bytes
         self._cond = threading.Condition()
-        self._items: deque[tuple[int, list[Event]]] = deque()
+        self._items: deque[tuple[int, list[Event], int]] = deque()
         self._size = 0
+        self._bytes = 0
         self._seq = 0       # sequence number of the last batch put
         self._taken = 0     # sequence number of the last batch handed to get()
         self._finished = False
@@ -46,12 +70,15 @@ class BatchQueue:
     # ------------------------------------------------------------ producer side
 
     def _room(self, n: int) -> bool:
-        return self.capacity is None or self._size == 0 or self._size + n <= self.capacity
+        return (self.capacity is None or self._size == 0
+                or (self._size + n <= self.capacity and self._bytes < self.max_bytes))
 
     def _append(self, events: list[Event]) -> int:
         self._seq += 1
-        self._items.append((self._seq, events))
+        nbytes = batch_bytes(events)
+        self._items.append((self._seq, events, nbytes))
         self._size += len(events)
+        self._bytes += nbytes
         self._cond.notify_all()
         return self._seq
 
@@ -102,10 +129,11 @@ class BatchQueue:
         with self._cond:
             if self._taken >= seq:
                 return False
-            for i, (s, events) in enumerate(self._items):
+            for i, (s, events, nbytes) in enumerate(self._items):
                 if s == seq:
                     del self._items[i]
                     self._size -= len(events)
+                    self._bytes -= nbytes
                     self._cond.notify_all()
                     break
             return True
@@ -126,15 +154,17 @@ class BatchQueue:
                 self._cond.wait(left)
             if self._closed:
                 return None
-            seq, out = self._items.popleft()
+            seq, out, nbytes = self._items.popleft()
             first = seq
             if len(out) < self.max_batch and self._items:
                 out = list(out)
                 while (self._items and len(out) + len(self._items[0][1]) <= self.max_batch
                        and self._joinable(first, self._items[0][0])):
-                    seq, more = self._items.popleft()
+                    seq, more, more_bytes = self._items.popleft()
                     out.extend(more)
+                    nbytes += more_bytes
             self._size -= len(out)
+            self._bytes -= nbytes
             self._taken = seq
             self._cond.notify_all()
             return out
@@ -154,6 +184,7 @@ class BatchQueue:
             self._closed = True
             self._items.clear()
             self._size = 0
+            self._bytes = 0
             self._cond.notify_all()
 
     @property
@@ -163,6 +194,11 @@ class BatchQueue:
     def __len__(self) -> int:
         """Events queued."""
         return self._size
+
+    @property
+    def bytes(self) -> int:
+        """What the queued events weigh (:func:`batch_bytes`)."""
+        return self._bytes
 
 
 class QueuedSource(Source):

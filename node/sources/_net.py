@@ -2,10 +2,26 @@
 :class:`ServerSource`, the base of every network source.
 
 Each server runs one thread that turns what it receives into events and puts them in a
-:class:`BatchQueue`. TCP uses a selector for every connection on that one thread: while the
-queue is full the thread blocks in ``put``, stops reading, and the senders' TCP windows fill
-up -- that is the backpressure. UDP cannot push back, so a full queue drops the datagrams and
-counts them in ``dropped``.
+:class:`BatchQueue` bounded by events and by bytes. What a server accepts, and what it does
+past each bound (every refusal is counted in the source's metrics as ``refused`` and
+``refused_<reason>`` and logged at WARNING at most every 10 s, see :mod:`node.limits`):
+
+* **Queue full.** TCP: the thread blocks in ``put``, stops reading, and the senders' TCP
+  windows fill up -- backpressure, nothing is dropped. UDP cannot push back: the datagrams
+  are dropped (``refused_queue_full``). Datagrams the kernel dropped because the socket's
+  buffer was full are read from the socket where Linux reports them (``SO_RXQ_OVFL``) and
+  shown as ``kernel_dropped`` (the socket's total).
+* **Events.** Framers cut the byte stream into events of at most ``max_event_bytes``
+  (each source says how it treats a longer one); a connection's unfinished event is
+  therefore never buffered past that bound.
+* **Connections.** At most ``max_connections`` at once: one more is accepted and closed at
+  once (``refused_connections``). A connection that sends nothing for ``idle_timeout``
+  seconds is closed (``refused_idle``); time the server spends blocked on a full queue does
+  not count as idle.
+* **Accept errors** (no file descriptor left: EMFILE, ENFILE; or no memory): the server
+  stops accepting for a while (50 ms, doubling up to 1 s while it keeps failing) instead of
+  spinning on a listening socket that stays readable, counts ``accept_errors`` and warns at
+  most every 10 s. Connections waiting in the backlog are accepted once descriptors free up.
 
 ``stop()`` is prompt: it wakes the thread through a socket pair, closes every socket and
 joins the thread; the owner closes the queue first so a thread blocked in ``put`` returns.
@@ -15,18 +31,34 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
+import struct
+import sys
 import threading
+import time
 from typing import Callable, Protocol
 
 from ..component import Metrics, NodeContext
 from ..errors import SourceError
 from ..event import Event
-from ._batchqueue import BatchQueue, QueuedSource
+from ..limits import RateLimitedLog, Refusals
+from ._batchqueue import DEFAULT_MAX_BYTES, BatchQueue, QueuedSource
 
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 1 << 16
-UDP_BURST = 512      # datagrams read per wake-up before handing a batch over
+UDP_BURST = 512       # datagrams read per wake-up before handing a batch over...
+UDP_BURST_BYTES = 1 << 20   # ...or this many bytes: the most a queue takes past its bound
+ACCEPT_BURST = 64     # connections accepted per wake-up, so reading is not starved
+ACCEPT_PAUSE = 0.05   # first pause after a failed accept; doubles up to ACCEPT_PAUSE_MAX
+ACCEPT_PAUSE_MAX = 1.0
+IDLE_CHECK = 1.0      # seconds between two looks for idle connections
+
+DEFAULT_MAX_EVENT_BYTES = 32 << 10
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_IDLE_TIMEOUT_MS = 600_000
+
+# Linux: ancillary data on each datagram with the socket's count of dropped datagrams
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40 if sys.platform.startswith("linux") else None)
 
 
 class Framer(Protocol):
@@ -35,6 +67,20 @@ class Framer(Protocol):
     def feed(self, data: bytes) -> list[Event]: ...
 
     def eof(self) -> list[Event]: ...
+
+
+def check_positive(**values: int) -> None:
+    """ValueError naming the first argument that is not > 0."""
+    for name, v in values.items():
+        if v <= 0:
+            raise ValueError(f"{name} must be > 0, got {v}")
+
+
+def idle_seconds(idle_timeout_ms: int) -> float | None:
+    """``idleTimeoutMs`` checked and in seconds; None for 0 (never)."""
+    if idle_timeout_ms < 0:
+        raise ValueError(f"idleTimeoutMs must be >= 0 (0: never), got {idle_timeout_ms}")
+    return idle_timeout_ms / 1000 if idle_timeout_ms else None
 
 
 def _family(bind: str) -> socket.AddressFamily:
@@ -53,10 +99,11 @@ def _bind(kind: int, bind: str, port: int, what: str) -> socket.socket:
 
 
 class _Server:
-    def __init__(self, name: str, queue: BatchQueue, metrics: Metrics):
+    def __init__(self, name: str, queue: BatchQueue, metrics: Metrics, refusals: Refusals):
         self.name = name
         self.queue = queue
         self.metrics = metrics
+        self.refusals = refusals
         self.port = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -97,14 +144,34 @@ class _Server:
         self._wake_w.close()
 
 
+class _Conn:
+    __slots__ = ("sock", "framer", "peer", "last")
+
+    def __init__(self, sock: socket.socket, framer: Framer, peer: str, last: float):
+        self.sock, self.framer, self.peer, self.last = sock, framer, peer, last
+
+
 class TcpServer(_Server):
-    """Accepts connections on ``bind:port``; ``make_framer(peer_host)`` per connection."""
+    """Accepts connections on ``bind:port``; ``make_framer(peer_host)`` per connection.
+    Bounds: ``max_connections`` open at once, ``idle_timeout`` seconds without data (None:
+    never), and the accept back-off (see the module docstring)."""
 
     def __init__(self, name: str, bind: str, port: int,
-                 make_framer: Callable[[str], Framer], queue: BatchQueue, metrics: Metrics):
-        super().__init__(name, queue, metrics)
+                 make_framer: Callable[[str], Framer], queue: BatchQueue, metrics: Metrics,
+                 refusals: Refusals, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT_MS / 1000):
+        super().__init__(name, queue, metrics, refusals)
         self.bind, self.port = bind, port
         self.make_framer = make_framer
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self._listener: socket.socket | None = None
+        self._conns: dict[socket.socket, _Conn] = {}
+        self._accept_pause = 0.0       # the current pause after failed accepts
+        self._accept_at: float | None = None   # when to accept again (None: accepting)
+        self._accept_log = RateLimitedLog(log)
+        self._stalled = 0.0            # seconds spent blocked on a full queue
+        self._next_idle_check = 0.0
 
     def start(self) -> None:
         try:
@@ -115,60 +182,131 @@ class TcpServer(_Server):
         sock.listen(128)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
+        self._listener = sock
         self._sel.register(sock, selectors.EVENT_READ, "listen")
         self._start(self._run)
 
+    def _active_now(self) -> float:
+        """A clock that stands still while the thread is blocked on a full queue: idle
+        time is measured on it, so backpressure never closes a connection."""
+        return time.monotonic() - self._stalled
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            for key, _ in self._sel.select():
+            for key, _ in self._sel.select(self._select_timeout()):
                 if key.data is None:          # woken by stop()
                     return
                 if key.data == "listen":
                     self._accept(key.fileobj)
-                    continue
-                conn, framer = key.fileobj, key.data
-                try:
-                    data = conn.recv(RECV_SIZE)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if data:
-                    self.metrics.add("bytes_in", len(data))
-                    events = framer.feed(data)
-                else:
-                    events = framer.eof()
-                    self._sel.unregister(conn)
-                    conn.close()
-                    self.metrics.add("connections_open", -1)
-                if events and self.queue.put(events) is None:
+                elif not self._read(key.data):
                     return                    # queue closed: the source is closing
+            self._housekeeping()
+
+    def _select_timeout(self) -> float | None:
+        waits = []
+        if self._accept_at is not None:
+            waits.append(self._accept_at - time.monotonic())
+        if self.idle_timeout is not None and self._conns:
+            waits.append(self._next_idle_check - time.monotonic())
+        return max(0.0, min(waits)) if waits else None
+
+    def _read(self, c: _Conn) -> bool:
+        """Read what ``c`` sent and queue its events; False once the queue is closed."""
+        try:
+            data = c.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if data:
+            self.metrics.add("bytes_in", len(data))
+            c.last = self._active_now()
+            events = c.framer.feed(data)
+        else:
+            events = c.framer.eof()
+            self._close(c)
+        return self._put(events)
+
+    def _put(self, events: list[Event]) -> bool:
+        if not events:
+            return True
+        start = time.monotonic()
+        seq = self.queue.put(events)
+        self._stalled += time.monotonic() - start
+        return seq is not None
+
+    def _close(self, c: _Conn) -> None:
+        self._sel.unregister(c.sock)
+        c.sock.close()
+        del self._conns[c.sock]
+        self.metrics.add("connections_open", -1)
 
     def _accept(self, listener: socket.socket) -> None:
-        while True:
+        for _ in range(ACCEPT_BURST):
             try:
                 conn, addr = listener.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:
-                log.warning("%s on port %d: accept failed: %s", self.name, self.port, exc)
+                # EMFILE, ENFILE, ENOBUFS, ENOMEM: the listener stays readable, so retrying
+                # at once would spin; pause accepting and let the backlog wait
+                self._pause_accepting(exc)
                 return
+            if len(self._conns) >= self.max_connections:
+                conn.close()
+                self.refusals.refuse("connections", f"{self.max_connections} connections "
+                                     f"are open already; closed the one from {addr[0]}")
+                continue
             conn.setblocking(False)
-            self._sel.register(conn, selectors.EVENT_READ, self.make_framer(addr[0]))
+            c = _Conn(conn, self.make_framer(addr[0]), addr[0], self._active_now())
+            self._conns[conn] = c
+            self._sel.register(conn, selectors.EVENT_READ, c)
             self.metrics.add("connections")
             self.metrics.add("connections_open")
             log.debug("%s on port %d: connection from %s", self.name, self.port, addr)
+        self._accept_pause = 0.0
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        self._accept_pause = min(ACCEPT_PAUSE_MAX, max(ACCEPT_PAUSE, self._accept_pause * 2))
+        self._accept_at = time.monotonic() + self._accept_pause
+        self._sel.unregister(self._listener)
+        self.metrics.add("accept_errors")
+        self._accept_log.warning(
+            "accept", "%s on port %d cannot accept connections (%s); pausing accepts for "
+            "%g s, with %d connections open", self.name, self.port, exc.strerror or exc,
+            self._accept_pause, len(self._conns))
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if self._accept_at is not None and now >= self._accept_at:
+            self._accept_at = None
+            self._sel.register(self._listener, selectors.EVENT_READ, "listen")
+        if self.idle_timeout is None or now < self._next_idle_check:
+            return
+        self._next_idle_check = now + min(IDLE_CHECK, self.idle_timeout)
+        cutoff = self._active_now() - self.idle_timeout
+        for c in [c for c in self._conns.values() if c.last < cutoff]:
+            self.refusals.refuse("idle", f"closed the connection from {c.peer}, idle for "
+                                 f"{self.idle_timeout:g} s")
+            events = c.framer.eof()
+            self._close(c)
+            if not self._put(events):
+                return
 
 
 class UdpServer(_Server):
-    """Receives datagrams on ``bind:port``; ``parse(datagrams, peers)`` makes the events."""
+    """Receives datagrams on ``bind:port``; ``parse(datagrams, peers)`` makes the events.
+    A datagram longer than ``max_event_bytes`` is truncated to it (``refused_oversize``)."""
 
     def __init__(self, name: str, bind: str, port: int,
                  parse: Callable[[list[bytes], list[str]], list[Event]],
-                 queue: BatchQueue, metrics: Metrics):
-        super().__init__(name, queue, metrics)
+                 queue: BatchQueue, metrics: Metrics, refusals: Refusals,
+                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+        super().__init__(name, queue, metrics, refusals)
         self.bind, self.port = bind, port
         self.parse = parse
+        self.max_event_bytes = max_event_bytes
+        self._ancsize = 0
 
     def start(self) -> None:
         try:
@@ -180,12 +318,19 @@ class UdpServer(_Server):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         except OSError:
             pass
+        if SO_RXQ_OVFL is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+                self._ancsize = socket.CMSG_SPACE(4)
+            except OSError:
+                pass       # not offered here: kernel drops stay invisible
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
         self._sel.register(sock, selectors.EVENT_READ, "udp")
         self._start(self._run)
 
     def _run(self) -> None:
+        limit = self.max_event_bytes
         while not self._stop.is_set():
             for key, _ in self._sel.select():
                 if key.data is None:
@@ -193,51 +338,72 @@ class UdpServer(_Server):
                 sock = key.fileobj
                 datagrams: list[bytes] = []
                 peers: list[str] = []
+                kernel_dropped = None
+                burst_bytes = 0
                 for _ in range(UDP_BURST):
+                    if burst_bytes >= UDP_BURST_BYTES:
+                        break
                     try:
-                        data, addr = sock.recvfrom(RECV_SIZE)
+                        data, anc, _flags, addr = sock.recvmsg(RECV_SIZE, self._ancsize)
                     except (BlockingIOError, InterruptedError):
                         break
                     except OSError:
                         break  # e.g. ICMP-reported errors; the socket stays usable
+                    for level, kind, value in anc:
+                        if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL:
+                            kernel_dropped = struct.unpack("=I", value[:4])[0]
+                    if len(data) > limit:
+                        self.refusals.refuse("oversize", f"truncated a datagram of {len(data)} "
+                                             f"bytes from {addr[0]} to {limit}")
+                        data = data[:limit]
                     datagrams.append(data)
                     peers.append(addr[0])
+                    burst_bytes += len(data)
+                if kernel_dropped is not None:
+                    self.metrics.set("kernel_dropped", kernel_dropped)
                 if not datagrams:
                     continue
-                self.metrics.add("bytes_in", sum(map(len, datagrams)))
+                self.metrics.add("bytes_in", burst_bytes)
                 events = self.parse(datagrams, peers)
                 if not self.queue.offer(events):
                     if self.queue.closed:
                         return
-                    self.metrics.add("dropped", len(events))
+                    self.refusals.refuse("queue_full", "the queue is full: dropped "
+                                         "datagrams (UDP cannot push back)", len(events))
 
 
 class ServerSource(QueuedSource):
-    """A source fed by a server through a :class:`BatchQueue`: subclasses say which server
-    in ``_make_server`` (one of the above, or any object with ``start()``, ``stop()`` and
-    ``port``); the port check, the port read back after binding (port 0 works),
-    ``next_batch`` and a prompt ``close`` are common."""
+    """A source fed by a server through a :class:`BatchQueue` of at most ``queue_events``
+    events and ``max_queue_bytes`` bytes: subclasses say which server in ``_make_server``
+    (one of the above, or any object with ``start()``, ``stop()`` and ``port``); the port
+    check, the port read back after binding (port 0 works), ``refusals`` (counted in this
+    source's metrics), ``next_batch`` and a prompt ``close`` are common."""
 
     queue_events = 10_000
 
-    def __init__(self, port: int, bind: str):
+    def __init__(self, port: int, bind: str, *, max_queue_bytes: int = DEFAULT_MAX_BYTES):
         super().__init__()
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be within 0..65535, got {port}")
+        check_positive(maxQueueBytes=max_queue_bytes)
         self.port = port
         self.bind = bind
+        self.max_queue_bytes = max_queue_bytes
         self._queue: BatchQueue | None = None
         self._server = None
+        self.refusals = Refusals(self.metrics, logging.getLogger(type(self).__module__),
+                                 self.spec_name)
 
     def _make_server(self):
         raise NotImplementedError
 
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
-        self._queue = BatchQueue(self.queue_events)
+        self._queue = BatchQueue(self.queue_events, max_bytes=self.max_queue_bytes)
         self._server = self._make_server()
         self._server.start()
         self.port = self._server.port
+        self.refusals.what = f"{self.spec_name} on port {self.port}"
 
     def close(self) -> None:
         super().close()

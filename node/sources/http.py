@@ -9,8 +9,30 @@ is raw text: an event per LF-terminated line.
 The answer is ``200 {"accepted": n}`` only after the whole request's events were taken by
 the source's consumer (the driver's ``next_batch``); if that does not happen within
 ``timeoutMs`` the events are withdrawn and the answer is ``503``, so a client that retries
-never duplicates. Bad JSON or a bad event is ``400`` with a message; a request without a
-length is ``411``, one over 64 MiB ``413``.
+never duplicates. A request is taken whole or not at all. Every refusal answers
+``{"error": sentence, "reason": word}`` and is counted as ``refused_<reason>``:
+
+* ``411`` without a Content-Length; ``400`` (``malformed``) for a bad length, bad JSON,
+  a JSON document nested deeper than the event format allows (4 levels) or a bad event;
+* ``413`` (``request_bytes``) for a body over ``maxRequestBytes`` (4 MiB), answered from
+  the Content-Length before the body is read (the body is then read and discarded for at
+  most 2 s, so the client sees the answer, never more than a fixed buffer in memory);
+  ``413`` (``request_events``) for more than ``maxRequestEvents`` (10,000) events and
+  (``event_bytes``) for an event body over ``maxEventBytes`` (32 KiB);
+* ``503`` (``queue_full``, counted per event) when the flow did not take the events within
+  ``timeoutMs``;
+* ``503`` (``connections``) to a connection past ``maxConnections`` (64) open at once;
+* a connection that does not deliver a whole request (line, headers and body) within
+  ``requestTimeoutMs`` (30 s) of connecting or of its previous answer is closed
+  (``timeout``): slow senders cannot hold connections forever.
+
+Why JSON cannot amplify: before ``json.loads``, a linear scan of the raw text (strings
+blanked by one regular expression, then three passes removing innermost brackets) refuses
+documents nested deeper than 4 levels and counts the containers (at most two per event),
+so the parser never recurses deeper than 4 -- whatever ``sys.getrecursionlimit()`` is --
+and never builds more than about ``2 * maxRequestEvents`` containers. Requests are parsed
+one at a time (parsing holds the GIL anyway), so memory stays under ``maxConnections *
+maxRequestBytes`` for bodies, one parse, and ``maxQueueBytes`` (64 MiB) for the queue.
 
 Binds ``bind="0.0.0.0"`` by default like every network source (``port=0`` picks a free
 port, readable as ``self.port`` after ``open``). Standard library only.
@@ -19,24 +41,70 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import socket
+import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ..errors import SourceError
 from ..event import LOCAL_HOST, Event, Priority, events_from_lines
 from ..http_thread import HttpServerThread
+from ..limits import RateLimitedLog
 from ..registry import source
-from ._net import ServerSource
+from ._batchqueue import DEFAULT_MAX_BYTES
+from ._net import DEFAULT_MAX_EVENT_BYTES, ServerSource, check_positive
 
 log = logging.getLogger(__name__)
 
 QUEUE_EVENTS = 10_000
-MAX_REQUEST = 64 << 20
 RESERVED = ("timestamp", "host", "priority")
+# array of events > event object > headers object, and one more level so that a bad header
+# value ({"a": [1]}) is reported as such
+MAX_DEPTH = 4
+DRAIN_SECONDS = 2.0      # how long a refused body is read and discarded
+DEFAULT_MAX_REQUEST_BYTES = 4 << 20
+DEFAULT_MAX_REQUEST_EVENTS = 10_000
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_REQUEST_TIMEOUT_MS = 30_000
+
+# a JSON string, or an unterminated one up to the end (linear: no backtracking)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.S)
+_INNERMOST = re.compile(rb"[\[{][^\[\]{}]*[\]}]")
 
 
 class BadRequest(ValueError):
-    """The request's content is wrong (answered 400)."""
+    """The request's content is wrong (answered 400, or ``status``)."""
+
+    status = 400
+    reason = "malformed"
+
+
+class TooLarge(BadRequest):
+    """The request is over a bound (answered 413); ``reason`` names the bound."""
+
+    status = 413
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def check_json_shape(data: bytes, max_events: int) -> None:
+    """Refuse, before parsing, a JSON text nested deeper than ``MAX_DEPTH`` (BadRequest)
+    or holding more containers than ``max_events`` events can (TooLarge)."""
+    bare = _STRING.sub(b'""', data)
+    opened = bare.count(b"[") + bare.count(b"{")
+    if opened != bare.count(b"]") + bare.count(b"}"):
+        raise BadRequest("bad JSON: brackets or braces do not balance")
+    for _ in range(MAX_DEPTH):
+        bare = _INNERMOST.sub(b"0", bare)
+    if b"[" in bare or b"{" in bare:
+        raise BadRequest(f"JSON nested deeper than {MAX_DEPTH} levels: expected "
+                         f'[{{"headers": {{...}}, "body": "..."}}, ...]')
+    if opened > 2 * max_events + 1:
+        raise TooLarge("request_events", f"more than {max_events} events in one request")
 
 
 def _attr_value(i: int, key: str, v) -> bytes:
@@ -48,14 +116,20 @@ def _attr_value(i: int, key: str, v) -> bytes:
                      f"got {type(v).__name__}")
 
 
-def events_from_json(data: bytes, now_ms: int) -> list[Event]:
-    """Parse ``[{"headers": {...}, "body": "..."}, ...]``; BadRequest names what is wrong."""
+def events_from_json(data: bytes, now_ms: int, max_events: int = DEFAULT_MAX_REQUEST_EVENTS,
+                     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> list[Event]:
+    """Parse ``[{"headers": {...}, "body": "..."}, ...]``; BadRequest (or TooLarge, past
+    ``max_events`` events or a body over ``max_event_bytes``) names what is wrong."""
+    check_json_shape(data, max_events)
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"bad JSON: {exc}") from None
     if not isinstance(doc, list):
         raise BadRequest(f"expected a JSON array of events, got {type(doc).__name__}")
+    if len(doc) > max_events:
+        raise TooLarge("request_events", f"{len(doc)} events in one request, over "
+                       f"maxRequestEvents={max_events}")
     base = time.monotonic_ns()
     events = []
     for i, item in enumerate(doc):
@@ -64,6 +138,10 @@ def events_from_json(data: bytes, now_ms: int) -> list[Event]:
         body = item.get("body", "")
         if not isinstance(body, str):
             raise BadRequest(f"event {i}: body must be a string, got {type(body).__name__}")
+        body = body.encode()
+        if len(body) > max_event_bytes:
+            raise TooLarge("event_bytes", f"event {i}: body of {len(body)} bytes, over "
+                           f"maxEventBytes={max_event_bytes}")
         headers = item.get("headers") or {}
         if not isinstance(headers, dict):
             raise BadRequest(f"event {i}: headers must be an object, "
@@ -90,22 +168,119 @@ def events_from_json(data: bytes, now_ms: int) -> list[Event]:
                 raise BadRequest(f"event {i}: unknown priority {v!r}; use one of "
                                  f"{', '.join(p.name for p in Priority)}") from None
         attrs = {k: _attr_value(i, k, v) for k, v in headers.items() if k not in RESERVED}
-        events.append(Event(body.encode(), ts, base + i, prio, host, attrs))
+        events.append(Event(body, ts, base + i, prio, host, attrs))
     return events
 
 
-def events_from_text(data: bytes) -> list[Event]:
+def events_from_text(data: bytes, max_events: int = DEFAULT_MAX_REQUEST_EVENTS,
+                     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> list[Event]:
+    """An event per LF-terminated line (and one for an unterminated last line); TooLarge
+    past ``max_events`` lines (counted before splitting) or a line over
+    ``max_event_bytes``."""
+    n = data.count(b"\n") + (not data.endswith(b"\n"))
+    if n > max_events:
+        raise TooLarge("request_events", f"{n} lines in one request, over "
+                       f"maxRequestEvents={max_events}")
     lines = data.split(b"\n")
     if not lines[-1]:
         lines.pop()
+    if lines and max(map(len, lines)) > max_event_bytes:
+        raise TooLarge("event_bytes", f"a line of {max(map(len, lines))} bytes, over "
+                       f"maxEventBytes={max_event_bytes}")
     return events_from_lines(lines)
+
+
+class _Server(ThreadingHTTPServer):
+    """The stdlib threading server, with the connection bound and the request deadlines
+    (checked by the serving thread between two polls)."""
+
+    daemon_threads = True
+    block_on_close = False     # stop() shuts the open connections down instead
+
+    def __init__(self, addr, handler, src: "HttpSource"):
+        self.src = src
+        self._lock = threading.Lock()
+        self._open: dict[socket.socket, float | None] = {}   # connection -> deadline
+        self._errors = RateLimitedLog(log)
+        super().__init__(addr, handler)
+
+    def process_request(self, request, client_address) -> None:
+        with self._lock:
+            full = len(self._open) >= self.src.maxConnections
+            if not full:
+                self._open[request] = self.src.request_deadline()
+        if not full:
+            return super().process_request(request, client_address)
+        self.src.refusals.refuse("connections", f"{self.src.maxConnections} connections are "
+                                 f"open already; answered 503 to {client_address[0]}")
+        body = json.dumps({"error": "too many connections: try again later",
+                           "reason": "connections"}).encode()
+        try:
+            request.settimeout(0)
+            request.send(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+                         b"Content-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._open.pop(request, None)
+
+    def handle_error(self, request, client_address) -> None:
+        # the stdlib prints a traceback per failed connection: a hostile client could
+        # flood stderr with them. A client that went away is routine; anything else is
+        # logged, at most every 10 s.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.debug("httpSource: connection from %s ended: %s", client_address[0], exc)
+            return
+        self._errors.log(logging.ERROR, "handler", "httpSource on port %d: a request from "
+                         "%s failed: %r", self.server_address[1], client_address[0], exc)
+
+    def set_deadline(self, request: socket.socket, deadline: float | None) -> None:
+        with self._lock:
+            if request in self._open:
+                self._open[request] = deadline
+
+    def service_actions(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            late = [r for r, d in self._open.items() if d is not None and d <= now]
+            for r in late:
+                self._open[r] = None
+        for r in late:
+            self.src.refusals.refuse("timeout", "closed a connection that did not send a "
+                                     f"whole request within {self.src.requestTimeoutMs} ms")
+            _shutdown(r)
+
+    def server_close(self) -> None:
+        super().server_close()
+        with self._lock:
+            conns = list(self._open)
+        for r in conns:
+            _shutdown(r)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)    # wakes the handler thread blocked reading it
+    except OSError:
+        pass
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "flume-httpSource"
-    timeout = 60  # an idle keep-alive connection is closed after this many seconds
     src: "HttpSource"
+
+    def setup(self) -> None:
+        self.timeout = self.src.requestTimeoutMs / 1000   # no single read waits longer
+        super().setup()
 
     def log_message(self, fmt, *args) -> None:
         log.debug("httpSource %s: " + fmt, self.address_string(), *args)
@@ -121,6 +296,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _refuse(self, code: int, reason: str, message: str, close: bool = False) -> None:
+        self.src.refusals.refuse(reason, message)
+        self._reply(code, {"error": message, "reason": reason}, close)
+
+    def handle_one_request(self) -> None:
+        super().handle_one_request()
+        # the next request (keep-alive) gets a deadline of its own
+        self.server.set_deadline(self.connection, self.src.request_deadline())
+
     def do_GET(self) -> None:
         self.send_response(405)
         self.send_header("Allow", "POST")
@@ -129,31 +313,74 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_PUT = do_DELETE = do_HEAD = do_GET
 
-    def do_POST(self) -> None:
-        src = self.src
+    def _length(self) -> int | None:
+        """The Content-Length, or None once a refusal was answered."""
         length = self.headers.get("Content-Length")
         if length is None:
-            return self._reply(411, {"error": "Content-Length is required"}, close=True)
+            self._refuse(411, "no_length", "Content-Length is required", close=True)
+            return None
         try:
             n = int(length)
             if n < 0:
                 raise ValueError
         except ValueError:
-            return self._reply(400, {"error": f"bad Content-Length {length!r}"}, close=True)
-        if n > MAX_REQUEST:
-            src.metrics.add("rejected")
-            return self._reply(413, {"error": f"request over {MAX_REQUEST} bytes"},
-                               close=True)
+            self._refuse(400, "malformed", f"bad Content-Length {length!r}", close=True)
+            return None
+        limit = self.src.maxRequestBytes
+        if n > limit:
+            self._refuse(413, "request_bytes", f"a request of {n} bytes is over "
+                         f"maxRequestBytes={limit}", close=True)
+            return None
+        return n
+
+    def handle_expect_100(self) -> bool:
+        # "Expect: 100-continue": refuse an oversized body before the client sends it
+        if self.command == "POST" and self._length() is None:
+            return False
+        return super().handle_expect_100()
+
+    def _drain(self, n: int) -> None:
+        """Read and discard up to ``n`` bytes for at most DRAIN_SECONDS, so that a client
+        still sending a refused body reads the answer instead of a reset."""
+        end = time.monotonic() + DRAIN_SECONDS
+        buf = bytearray(1 << 16)
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            while n > 0 and time.monotonic() < end:
+                self.connection.settimeout(max(0.01, end - time.monotonic()))
+                got = self.connection.recv_into(buf, min(n, len(buf)))
+                if not got:
+                    break
+                n -= got
+        except OSError:
+            pass
+
+    def do_POST(self) -> None:
+        src = self.src
+        length = self.headers.get("Content-Length")
+        n = self._length()
+        if n is None:
+            if length is not None and length.isdigit():
+                self.wfile.flush()
+                self._drain(int(length))
+            return
         data = self.rfile.read(n)
+        if len(data) < n:            # the client went away, or the deadline closed it
+            self.close_connection = True
+            return
+        self.server.set_deadline(self.connection, None)   # now waiting on us, not on it
         src.metrics.add("bytes_in", len(data))
         try:
-            if self.headers.get_content_type() == "application/json":
-                events = events_from_json(data, src.ctx.clock.now_ms())
-            else:
-                events = events_from_text(data)
+            with src.parse_lock:      # one parse at a time: memory of one, same speed (GIL)
+                if self.headers.get_content_type() == "application/json":
+                    events = events_from_json(data, src.ctx.clock.now_ms(),
+                                              src.maxRequestEvents, src.maxEventBytes)
+                else:
+                    events = events_from_text(data, src.maxRequestEvents, src.maxEventBytes)
         except BadRequest as exc:
-            src.metrics.add("rejected")
-            return self._reply(400, {"error": str(exc)})
+            return self._refuse(exc.status, exc.reason, str(exc))
+        finally:
+            del data
         if not events:
             return self._reply(200, {"accepted": 0})
         code, doc = src._accept(events)
@@ -166,16 +393,32 @@ class HttpSource(ServerSource):
 
     queue_events = QUEUE_EVENTS
 
-    def __init__(self, port: int, *, bind: str = "0.0.0.0", timeoutMs: int = 10_000):
-        super().__init__(port, bind)
-        if timeoutMs <= 0:
-            raise ValueError(f"timeoutMs must be > 0, got {timeoutMs}")
+    def __init__(self, port: int, *, bind: str = "0.0.0.0", timeoutMs: int = 10_000,
+                 maxRequestBytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                 maxRequestEvents: int = DEFAULT_MAX_REQUEST_EVENTS,
+                 maxEventBytes: int = DEFAULT_MAX_EVENT_BYTES,
+                 maxConnections: int = DEFAULT_MAX_CONNECTIONS,
+                 requestTimeoutMs: int = DEFAULT_REQUEST_TIMEOUT_MS,
+                 maxQueueBytes: int = DEFAULT_MAX_BYTES):
+        super().__init__(port, bind, max_queue_bytes=maxQueueBytes)
+        check_positive(timeoutMs=timeoutMs, maxRequestBytes=maxRequestBytes,
+                       maxRequestEvents=maxRequestEvents, maxEventBytes=maxEventBytes,
+                       maxConnections=maxConnections, requestTimeoutMs=requestTimeoutMs)
         self.timeoutMs = timeoutMs
+        self.maxRequestBytes = maxRequestBytes
+        self.maxRequestEvents = maxRequestEvents
+        self.maxEventBytes = maxEventBytes
+        self.maxConnections = maxConnections
+        self.requestTimeoutMs = requestTimeoutMs
+        self.parse_lock = threading.Lock()
+
+    def request_deadline(self) -> float:
+        return time.monotonic() + self.requestTimeoutMs / 1000
 
     def _make_server(self) -> HttpServerThread:
         handler = type("HttpSourceHandler", (_Handler,), {"src": self})
         try:
-            server = ThreadingHTTPServer((self.bind, self.port), handler)
+            server = _Server((self.bind, self.port), handler, self)
         except OSError as exc:
             raise SourceError(f"httpSource: cannot bind {self.bind}:{self.port}: "
                               f"{exc.strerror or exc}") from exc
@@ -190,6 +433,8 @@ class HttpSource(ServerSource):
             return 200, {"accepted": len(events)}
         if seq is not None and not self._queue.withdraw(seq):
             return 200, {"accepted": len(events)}   # taken just as we gave up
-        self.metrics.add("refused", len(events))
-        why = "source is closing" if self._queue.closed else "events not accepted in time"
-        return 503, {"error": why}
+        if self._queue.closed:
+            return 503, {"error": "source is closing", "reason": "closing"}
+        why = f"events not accepted in time ({self.timeoutMs} ms): the flow is behind"
+        self.refusals.refuse("queue_full", why, len(events))
+        return 503, {"error": why, "reason": "queue_full"}

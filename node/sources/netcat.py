@@ -1,33 +1,61 @@
 """``netcat(port)``: a line per event from plain TCP connections, any number at once.
 
 A line is the bytes up to LF (kept as sent, CR included); what a connection sends after its
-last LF becomes an event when it closes. A line longer than 1 MiB is cut there (counted in
-``oversize``). Binds ``bind="0.0.0.0"`` by default like every network source; ``port=0``
-picks a free port, readable as ``self.port`` after ``open``. While the queue is full the
-server stops reading, so senders block (backpressure).
+last LF becomes an event when it closes. Binds ``bind="0.0.0.0"`` by default like every
+network source; ``port=0`` picks a free port, readable as ``self.port`` after ``open``.
+
+Bounds (arguments, with their defaults; see ``node/sources/_net.py``):
+
+* ``maxEventBytes=32768``: a longer line is *truncated* to its first ``maxEventBytes``
+  bytes and the rest of it, up to its LF, is discarded (``refused_oversize``); so a
+  connection never holds more than that of an unfinished line.
+* ``maxQueueBytes=64 MiB`` (and 10,000 events): while the queue is full the server stops
+  reading, so senders block (backpressure).
+* ``maxConnections=256`` open at once (one more is closed at once,
+  ``refused_connections``); ``idleTimeoutMs=600000`` without data closes a connection
+  (``refused_idle``; 0: never).
 """
 from __future__ import annotations
 
 from ..event import Event, events_from_lines
 from ..registry import source
+from ._batchqueue import DEFAULT_MAX_BYTES
 from ._lines import LineBuffer
-from ._net import ServerSource, TcpServer
+from ._net import (DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_EVENT_BYTES,
+                   ServerSource, TcpServer, check_positive, idle_seconds)
 
 QUEUE_EVENTS = 10_000
-MAX_LINE = 1 << 20
 
 
 class _LineFramer:
-    def __init__(self, src: "NetcatSource"):
-        self.src, self.buf = src, LineBuffer()
+    def __init__(self, src: "NetcatSource", peer: str):
+        self.src, self.peer, self.buf = src, peer, LineBuffer()
+        self.skipping = False    # discarding the rest of a truncated line
 
     def feed(self, data: bytes) -> list[Event]:
+        limit = self.src.maxEventBytes
+        if self.skipping:
+            nl = data.find(b"\n")
+            if nl < 0:
+                return []
+            self.skipping = False
+            data = data[nl + 1:]
         buf = self.buf
         lines = buf.feed(data)
-        if len(buf.rest) > MAX_LINE:
-            lines.append(buf.rest[:MAX_LINE])
-            buf.rest = buf.rest[MAX_LINE:]
-            self.src.metrics.add("oversize")
+        cuts = 0
+        if lines and max(map(len, lines)) > limit:
+            for i, line in enumerate(lines):
+                if len(line) > limit:
+                    lines[i] = line[:limit]
+                    cuts += 1
+        if len(buf.rest) > limit:
+            lines.append(buf.rest[:limit])
+            buf.rest = b""
+            self.skipping = True
+            cuts += 1
+        if cuts:
+            self.src.refusals.refuse("oversize", f"truncated a line from {self.peer} to "
+                                     f"maxEventBytes={limit}", cuts)
         return events_from_lines(lines) if lines else []
 
     def eof(self) -> list[Event]:
@@ -39,13 +67,21 @@ class _LineFramer:
 class NetcatSource(ServerSource):
     """A line per event from plain TCP connections on ``port``."""
 
-    def __init__(self, port: int, *, bind: str = "0.0.0.0"):
-        super().__init__(port, bind)
+    queue_events = QUEUE_EVENTS
 
-    @property
-    def queue_events(self) -> int:
-        return QUEUE_EVENTS
+    def __init__(self, port: int, *, bind: str = "0.0.0.0",
+                 maxEventBytes: int = DEFAULT_MAX_EVENT_BYTES,
+                 maxQueueBytes: int = DEFAULT_MAX_BYTES,
+                 maxConnections: int = DEFAULT_MAX_CONNECTIONS,
+                 idleTimeoutMs: int = DEFAULT_IDLE_TIMEOUT_MS):
+        super().__init__(port, bind, max_queue_bytes=maxQueueBytes)
+        check_positive(maxEventBytes=maxEventBytes, maxConnections=maxConnections)
+        self._idle = idle_seconds(idleTimeoutMs)
+        self.maxEventBytes = maxEventBytes
+        self.maxConnections = maxConnections
+        self.idleTimeoutMs = idleTimeoutMs
 
     def _make_server(self) -> TcpServer:
-        return TcpServer("netcat", self.bind, self.port, lambda peer: _LineFramer(self),
-                         self._queue, self.metrics)
+        return TcpServer("netcat", self.bind, self.port,
+                         lambda peer: _LineFramer(self, peer), self._queue, self.metrics,
+                         self.refusals, self.maxConnections, self._idle)

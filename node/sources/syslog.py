@@ -20,22 +20,39 @@ timestamp/host header (allowed by RFC 3164 section 4.3.3) is counted in ``nohead
 TCP accepts newline-delimited frames (a trailing CR is dropped) and RFC 6587 octet-counted
 frames (``123 <34>1 ...``), decided per frame. Both servers bind ``bind="0.0.0.0"`` by
 default, because syslog senders are other machines; ``port=0`` picks a free port, readable
-as ``self.port`` after ``open``. TCP readers block while the queue is full (backpressure);
-UDP drops and counts ``dropped``.
+as ``self.port`` after ``open``.
+
+Bounds (arguments, with their defaults; see ``node/sources/_net.py`` for the common ones):
+
+* ``maxEventBytes=32768``: a message (frame or datagram) longer than this is *truncated*
+  to its first ``maxEventBytes`` bytes -- the header, which syslog puts first, survives --
+  and the rest is discarded; counted as ``refused_oversize``.
+* ``maxQueueBytes=64 MiB`` (and 10,000 events): while the queue is full, TCP stops reading
+  (backpressure: senders block, nothing is lost); UDP drops the datagrams
+  (``refused_queue_full``); datagrams the kernel dropped show as ``kernel_dropped``.
+* TCP only: ``maxConnections=256`` open at once (one more is closed at once,
+  ``refused_connections``), ``idleTimeoutMs=600000`` without data closes a connection
+  (``refused_idle``; 0: never).
 """
 from __future__ import annotations
 
 import datetime
 import functools
+import logging
 import re
 import time
 
 from ..event import LOCAL_HOST, Event, Priority
+from ..limits import RateLimitedLog
 from ..registry import source
-from ._net import ServerSource, TcpServer, UdpServer
+from ._batchqueue import DEFAULT_MAX_BYTES
+from ._net import (DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_EVENT_BYTES,
+                   ServerSource, TcpServer, UdpServer, check_positive,
+                   idle_seconds)
+
+log = logging.getLogger(__name__)
 
 QUEUE_EVENTS = 10_000
-MAX_FRAME = 1 << 20          # a newline frame longer than this is cut (counted: oversize)
 DAY_MS = 86_400_000
 
 SEVERITY_PRIORITY = (Priority.FATAL, Priority.FATAL, Priority.FATAL, Priority.ERROR,
@@ -199,73 +216,129 @@ def parse_messages(raws: list[bytes], peers: list[str] | str | None, now_ms: int
     return events, counts[MALFORMED], counts[NOHEADER]
 
 
-def split_frames(buf: bytes) -> tuple[list[bytes], bytes, int]:
-    """Cut a TCP stream into syslog frames: (frames, unconsumed rest, oversize cuts).
+class SyslogFramer:
+    """Cuts a TCP stream into syslog frames of at most ``max_frame`` bytes.
 
     A frame starting with a digit is RFC 6587 octet-counted (``LEN SP MSG``); any other is
-    terminated by LF (a CR before the LF is dropped). A LF frame longer than MAX_FRAME is
-    cut there and counted.
+    terminated by LF (a CR before the LF is dropped). A frame longer than ``max_frame`` is
+    *truncated*: its first ``max_frame`` bytes become the frame (counted by the caller:
+    ``feed`` returns how many were truncated) and the rest of it is read and discarded,
+    so the framer never holds more than ``max_frame`` plus one read of a connection.
     """
-    frames: list[bytes] = []
-    i, n, cuts = 0, len(buf), 0
-    while i < n:
-        if 0x30 <= buf[i] <= 0x39:
-            sp = buf.find(b" ", i, i + 11)
-            if sp < 0 and n - i < 11:
-                break                                  # the length may still be arriving
-            if sp > i and buf[i:sp].isdigit() and int(buf[i:sp]) <= MAX_FRAME:
-                end = sp + 1 + int(buf[i:sp])
-                if end > n:
+
+    __slots__ = ("max_frame", "buf", "skip", "skip_line")
+
+    def __init__(self, max_frame: int):
+        self.max_frame = max_frame
+        self.buf = b""
+        self.skip = 0            # bytes of a truncated octet-counted frame still to discard
+        self.skip_line = False   # discarding the rest of a truncated LF frame
+
+    def feed(self, data: bytes) -> tuple[list[bytes], int]:
+        """(frames ``data`` completes, how many of them were truncated)."""
+        buf = self.buf + data if self.buf else data
+        frames: list[bytes] = []
+        limit, i, n, cuts = self.max_frame, 0, len(buf), 0
+        while i < n:
+            if self.skip:
+                k = min(self.skip, n - i)
+                self.skip -= k
+                i += k
+                continue
+            if self.skip_line:
+                nl = buf.find(b"\n", i)
+                if nl < 0:
+                    i = n
                     break
-                frames.append(buf[sp + 1:end])
-                i = end
+                self.skip_line = False
+                i = nl + 1
                 continue
-        nl = buf.find(b"\n", i)
-        if nl < 0:
-            if n - i > MAX_FRAME:
-                frames.append(buf[i:i + MAX_FRAME])
-                i += MAX_FRAME
+            if 0x30 <= buf[i] <= 0x39:
+                sp = buf.find(b" ", i, i + 11)
+                if sp < 0 and n - i < 11:
+                    break                                  # the length may still be arriving
+                if sp > i and buf[i:sp].isdigit():
+                    start = sp + 1
+                    end = start + int(buf[i:sp])
+                    if end - start > limit:
+                        if n - start < limit:
+                            break                          # wait for the head we keep
+                        frames.append(buf[start:start + limit])
+                        cuts += 1
+                        self.skip = max(0, end - n)
+                        i = min(end, n)
+                        continue
+                    if end > n:
+                        break
+                    frames.append(buf[start:end])
+                    i = end
+                    continue
+            nl = buf.find(b"\n", i, i + limit + 2)        # + CR LF
+            if nl < 0:
+                if n - i > limit + 1:
+                    frames.append(buf[i:i + limit])
+                    cuts += 1
+                    self.skip_line = True
+                    i += limit
+                    continue
+                break
+            frame = buf[i:nl]
+            if frame.endswith(b"\r"):
+                frame = frame[:-1]
+            if len(frame) > limit:
+                frames.append(frame[:limit])
                 cuts += 1
-                continue
-            break
-        frame = buf[i:nl]
-        if frame.endswith(b"\r"):
-            frame = frame[:-1]
-        if frame:
-            frames.append(frame)
-        i = nl + 1
-    return frames, buf[i:], cuts
+            elif frame:
+                frames.append(frame)
+            i = nl + 1
+        self.buf = buf[i:]
+        return frames, cuts
+
+    def finish(self) -> bytes:
+        """At the end of the stream: what is left of an unterminated frame (b"" if none)."""
+        rest, self.buf = self.buf, b""
+        return b"" if self.skip or self.skip_line else rest.rstrip(b"\r\n")
 
 
 class _SyslogTcpFramer:
     def __init__(self, src: "SyslogTcpSource", peer: str):
-        self.src, self.peer, self.buf = src, peer, b""
+        self.src, self.peer = src, peer
+        self.framer = SyslogFramer(src.maxEventBytes)
 
     def feed(self, data: bytes) -> list[Event]:
-        frames, self.buf, cuts = split_frames(self.buf + data if self.buf else data)
+        frames, cuts = self.framer.feed(data)
         if cuts:
-            self.src.metrics.add("oversize", cuts)
+            self.src.refusals.refuse(
+                "oversize", f"truncated a message from {self.peer} to "
+                f"maxEventBytes={self.src.maxEventBytes}", cuts)
         return self.src._parse(frames, self.peer)
 
     def eof(self) -> list[Event]:
-        rest, self.buf = self.buf.rstrip(b"\r\n"), b""
+        rest = self.framer.finish()
         return self.src._parse([rest], self.peer) if rest else []
 
 
 class _SyslogSource(ServerSource):
     """Common part of the two syslog servers."""
 
-    def __init__(self, port: int = 514, *, bind: str = "0.0.0.0"):
-        super().__init__(port, bind)
+    queue_events = QUEUE_EVENTS
 
-    @property
-    def queue_events(self) -> int:
-        return QUEUE_EVENTS
+    def __init__(self, port: int = 514, *, bind: str = "0.0.0.0",
+                 maxEventBytes: int = DEFAULT_MAX_EVENT_BYTES,
+                 maxQueueBytes: int = DEFAULT_MAX_BYTES):
+        super().__init__(port, bind, max_queue_bytes=maxQueueBytes)
+        check_positive(maxEventBytes=maxEventBytes)
+        self.maxEventBytes = maxEventBytes
+        self._malformed_log = RateLimitedLog(log)
 
     def _parse(self, raws: list[bytes], peers) -> list[Event]:
         events, bad, nohdr = parse_messages(raws, peers, self.ctx.clock.now_ms())
         if bad:
             self.metrics.add("malformed", bad)
+            # kept (raw, INFO), but a sender is misconfigured or hostile: say so, rarely
+            self._malformed_log.warning(
+                "malformed", "%s on port %d received %d message(s) without a valid syslog "
+                "header; kept raw and counted in malformed", self.spec_name, self.port, bad)
         if nohdr:
             self.metrics.add("noheader", nohdr)
         return events
@@ -277,7 +350,7 @@ class SyslogUdpSource(_SyslogSource):
 
     def _make_server(self) -> UdpServer:
         return UdpServer("syslogUdp", self.bind, self.port, self._parse_datagrams,
-                         self._queue, self.metrics)
+                         self._queue, self.metrics, self.refusals, self.maxEventBytes)
 
     def _parse_datagrams(self, datagrams: list[bytes], peers: list[str]) -> list[Event]:
         # senders often end a datagram with LF (or NUL): framing, not message
@@ -288,6 +361,19 @@ class SyslogUdpSource(_SyslogSource):
 class SyslogTcpSource(_SyslogSource):
     """Syslog server over TCP: LF-delimited or RFC 6587 octet-counted frames."""
 
+    def __init__(self, port: int = 514, *, bind: str = "0.0.0.0",
+                 maxEventBytes: int = DEFAULT_MAX_EVENT_BYTES,
+                 maxQueueBytes: int = DEFAULT_MAX_BYTES,
+                 maxConnections: int = DEFAULT_MAX_CONNECTIONS,
+                 idleTimeoutMs: int = DEFAULT_IDLE_TIMEOUT_MS):
+        super().__init__(port, bind=bind, maxEventBytes=maxEventBytes,
+                         maxQueueBytes=maxQueueBytes)
+        check_positive(maxConnections=maxConnections)
+        self._idle = idle_seconds(idleTimeoutMs)
+        self.maxConnections = maxConnections
+        self.idleTimeoutMs = idleTimeoutMs
+
     def _make_server(self) -> TcpServer:
         return TcpServer("syslogTcp", self.bind, self.port,
-                         lambda peer: _SyslogTcpFramer(self, peer), self._queue, self.metrics)
+                         lambda peer: _SyslogTcpFramer(self, peer), self._queue, self.metrics,
+                         self.refusals, self.maxConnections, self._idle)

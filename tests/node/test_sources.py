@@ -275,7 +275,7 @@ def test_syslog_udp(ctx):
 
 
 def test_syslog_udp_full_queue_drops_and_counts(ctx, monkeypatch):
-    monkeypatch.setattr(syslog, "QUEUE_EVENTS", 5)
+    monkeypatch.setattr(syslog.SyslogUdpSource, "queue_events", 5)
     src = opened('syslogUdp(0, bind="127.0.0.1")', ctx)
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -286,7 +286,7 @@ def test_syslog_udp_full_queue_drops_and_counts(ctx, monkeypatch):
                     len(b"<13>msg %d" % j) for j in range(i + 1)), 5, "datagram")
         events = collect(src, 5)
         assert len(events) == 5
-        assert src.metrics["dropped"] == 35
+        assert src.metrics["refused_queue_full"] == src.metrics["refused"] == 35
     finally:
         src.close()
 
@@ -317,7 +317,7 @@ def test_syslog_tcp_framings_and_connections(ctx):
 
 
 def test_syslog_tcp_backpressure_loses_nothing(ctx, monkeypatch):
-    monkeypatch.setattr(syslog, "QUEUE_EVENTS", 10)
+    monkeypatch.setattr(syslog.SyslogTcpSource, "queue_events", 10)
     src = opened('syslogTcp(0, bind="127.0.0.1")', ctx)
     n = 20_000
     try:

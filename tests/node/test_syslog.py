@@ -6,8 +6,8 @@ import datetime
 import pytest
 
 from node.event import Priority
-from node.sources.syslog import (MALFORMED, MAX_FRAME, NOHEADER, OK, parse_message,
-                                 parse_messages, split_frames)
+from node.sources.syslog import (MALFORMED, NOHEADER, OK, SyslogFramer, parse_message,
+                                 parse_messages)
 
 PEER = "192.0.2.77"
 
@@ -219,6 +219,13 @@ def octet(msg: bytes) -> bytes:
     return b"%d " % len(msg) + msg
 
 
+def split_frames(data: bytes, max_frame: int = 1 << 20):
+    """(frames, rest kept for the next read, truncations) of one feed of a fresh framer."""
+    f = SyslogFramer(max_frame)
+    frames, cuts = f.feed(data)
+    return frames, f.buf, cuts
+
+
 def test_split_lf_frames_with_crlf_and_rest():
     frames, rest, cuts = split_frames(b"<13>a\n<13>b\r\n\n<13>c")
     assert frames == [b"<13>a", b"<13>b"]
@@ -236,11 +243,10 @@ def test_split_octet_counted_frames_keep_newlines_inside():
 def test_split_mixed_and_partial_octet_frames():
     m = b"<34>1 - h a - - - hello"
     data = octet(m) + b"<13>lf framed\n" + octet(m)
-    frames, rest, _ = split_frames(data[:-3])
-    assert frames == [m, b"<13>lf framed"]
-    assert rest == octet(m)[:-3]
-    frames, rest, _ = split_frames(rest + data[-3:])
-    assert frames == [m] and rest == b""
+    f = SyslogFramer(1 << 20)
+    assert f.feed(data[:-3]) == ([m, b"<13>lf framed"], 0)
+    assert f.buf == octet(m)[:-3]
+    assert f.feed(data[-3:]) == ([m], 0) and f.buf == b""
 
 
 def test_split_waits_for_a_length_still_arriving():
@@ -248,12 +254,39 @@ def test_split_waits_for_a_length_still_arriving():
     assert frames == [] and rest == b"12"
 
 
-def test_split_oversize_lf_frame_is_cut():
-    data = b"<13>" + b"x" * (MAX_FRAME + 10)
-    frames, rest, cuts = split_frames(data)
-    assert cuts == 1
-    assert frames == [data[:MAX_FRAME]]
-    assert rest == data[MAX_FRAME:]
+def test_oversize_lf_frame_is_truncated_and_its_rest_discarded():
+    f = SyslogFramer(100)
+    head = b"<13>" + b"x" * 96
+    # the long frame arrives in pieces; the framer never holds more than one piece past it
+    assert f.feed(head + b"y" * 50) == ([head], 1)
+    assert f.buf == b""
+    for _ in range(100):
+        assert f.feed(b"z" * 1000) == ([], 0) and f.buf == b""
+    assert f.feed(b"zz\n<13>next\n") == ([b"<13>next"], 0)
+    # a complete line one byte over: truncated too; exactly at the bound (with CR): kept
+    assert f.feed(head + b"!\n" + head + b"\r\n") == ([head, head], 1)
+
+
+def test_oversize_octet_frame_keeps_its_head_and_skips_the_rest():
+    f = SyslogFramer(100)
+    big = b"<13>" + b"o" * 996
+    data = octet(big) + octet(b"<13>after")
+    frames, cuts = f.feed(data[:50])
+    assert (frames, cuts) == ([], 0)          # waiting for the head it keeps
+    frames, cuts = f.feed(data[50:300])
+    assert (frames, cuts) == ([big[:100]], 1)
+    assert f.skip == len(octet(big)) - 300 and f.buf == b""
+    assert f.feed(data[300:]) == ([b"<13>after"], 0)
+    assert f.finish() == b""
+
+
+def test_finish_drops_the_rest_of_a_truncated_frame():
+    f = SyslogFramer(10)
+    assert f.feed(b"<13>0123456789abc") == ([b"<13>012345"], 1)
+    assert f.finish() == b""
+    g = SyslogFramer(10)
+    assert g.feed(b"<13>abc\r") == ([], 0)
+    assert g.finish() == b"<13>abc"
 
 
 def test_split_bogus_octet_count_falls_back_to_lf():

@@ -107,3 +107,13 @@ def test_sigterm_writes_buffered_events_and_renames(tmp_path):
     hidden = [f for f in out.iterdir() if f.name.startswith(".")]
     assert len(finals) == 1 and not hidden
     assert len(finals[0].read_bytes().splitlines()) > 10
+
+
+def test_check_refuses_a_spec_nesting_too_deeply_with_a_caret():
+    chained = "a: null | { " + "batch(1) => " * 1000 + "null }"
+    r = flume("check", "-c", chained)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "nests too deeply" in r.stderr
+    lines = r.stderr.splitlines()
+    caret = next(i for i, line in enumerate(lines) if line.strip() == "^")
+    assert lines[caret - 1][lines[caret].index("^"):].startswith("batch(1)")

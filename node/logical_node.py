@@ -167,7 +167,8 @@ class LogicalNode:
     # -- control ----------------------------------------------------------------
     def configure(self, source: Call, sink: SinkNode, version: int | None = None) -> None:
         """Build the new flow (SpecError leaves the old one running), stop the old flow
-        cleanly, then open and start the new one. Opening failures put the node in ERROR."""
+        cleanly, then open and start the new one. Failures from there on (the data
+        directory, opening the sink or the source) put the node in ERROR with the reason."""
         with self._lock:
             new_source = build_source(source)
             new_sink = build_sink(sink)
@@ -178,11 +179,17 @@ class LogicalNode:
             self.last_error = None
             self._set_state(State.CONFIGURING)
             data_dir = (self.data_root / self.name) if self.data_root else Path(".")
-            if self.data_root:
-                data_dir.mkdir(parents=True, exist_ok=True)
-            ctx = NodeContext(logical_name=self.name, data_dir=data_dir, store=self.store(),
-                              clock=self.clock, physical_name=self.physical_name,
-                              allow_exec=self.allow_exec, shared=self.shared)
+            try:
+                if self.data_root:
+                    data_dir.mkdir(parents=True, exist_ok=True)
+                ctx = NodeContext(logical_name=self.name, data_dir=data_dir,
+                                  store=self.store(), clock=self.clock,
+                                  physical_name=self.physical_name,
+                                  allow_exec=self.allow_exec, shared=self.shared)
+            except Exception as exc:
+                self._fail(FlumeError(f"cannot prepare the data directory {data_dir}: "
+                                      f"{exc}"))
+                return
             try:
                 new_sink.open(ctx)
             except Exception as exc:

@@ -301,17 +301,27 @@ class PhysicalNode:
             source, sink = parse_source(wanted[0]), parse_sink(wanted[1])
             ln.configure(source, sink, version=cfg.version)
         except SpecError as exc:
-            self.config_error[name] = f"spec version {cfg.version} rejected: {exc.message}"
-            ln.last_error = self.config_error[name]
-            if name not in self.running:
-                ln._set_state(State.ERROR)
-            log.error("logical node %s: %s", name, self.config_error[name])
+            self._reject(name, ln, f"spec version {cfg.version} rejected: {exc.message}")
             return
         except FlumeError as exc:
             ln.last_error = str(exc)
             ln._set_state(State.ERROR)
+        except Exception as exc:  # a spec that reached ZooKeeper without a master's check
+            log.debug("logical node %s: configuring failed", name, exc_info=True)
+            self._reject(name, ln, f"spec version {cfg.version} could not be configured: "
+                                   f"{type(exc).__name__}: {exc}")
+            return
         self.config_error.pop(name, None)
         self.running[name] = wanted
+
+    def _reject(self, name: str, ln: LogicalNode, reason: str) -> None:
+        """Show ``name`` in ERROR with ``reason`` (in the status the master reads), whatever
+        it still runs: a running last good flow keeps running."""
+        self.config_error[name] = reason
+        ln.last_error = reason
+        if name not in self.running:
+            ln._set_state(State.ERROR)
+        log.error("logical node %s: %s", name, reason)
 
     def _apply_chokes(self, limits: dict) -> None:
         try:

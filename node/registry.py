@@ -271,6 +271,9 @@ def instantiate(info: ComponentInfo, call: Call, first: Any = None):
         raise
     except ValueError as exc:
         raise SpecError(f"{info.name}: {exc}", *call.pos) from None
+    except Exception as exc:  # a constructor's own failure: still this call's fault
+        raise SpecError(f"{info.name} cannot be built: {type(exc).__name__}: {exc}",
+                        *call.pos) from None
 
 
 # ---------------------------------------------------------------- building

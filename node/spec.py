@@ -7,6 +7,14 @@ The tree is made of frozen dataclasses; positions are excluded from equality so 
 ``parse(print(parse(s))) == parse(s)`` holds. Decorators of both spellings, ``roll`` and
 ``collector`` all become :class:`Decorated` nodes: ``{ a => b => s }``, ``a b s`` and
 ``a { b => s }`` are the same tree.
+
+Bounds: a spec text holds at most ``MAX_SPEC_CHARS`` characters, nests at most
+``MAX_DEPTH`` levels (decorators, braces, fan-outs, failovers, ``let`` and function arguments
+each add one) and a definition (or a source or sink half) holds at most ``MAX_COMPONENTS``
+component calls. They are checked on Lark's parse tree without recursion, before anything
+that recurses (the transformer, the printer, hashing, the builder) sees it; past a bound the
+parse raises SpecError at the first construct beyond it. Within them, every recursive walk
+of the tree stays far below Python's recursion limit.
 """
 from __future__ import annotations
 
@@ -152,6 +160,10 @@ class Spec:
 
 
 # ---------------------------------------------------------------- parsing
+
+MAX_SPEC_CHARS = 1 << 20  # characters of spec text (a ZooKeeper znode holds 1 MiB)
+MAX_DEPTH = 64            # nesting levels; real specs use fewer than 10
+MAX_COMPONENTS = 1000     # component calls per definition (or per source or sink half)
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0",
             '"': '"', "'": "'", "\\": "\\"}
@@ -344,22 +356,73 @@ def _translate(exc: lark.exceptions.UnexpectedInput, text: str) -> SpecError:
     return SpecError(msg, line, column, text)
 
 
+def _text_pos(text: str, index: int) -> Pos:
+    """The (line, column) of character ``index``, lines counted on "\n" as Lark does."""
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def _tree_pos(node, default: Pos) -> Pos:
+    if isinstance(node, Token):
+        return _tokpos(node)
+    meta = node.meta
+    return (meta.line, meta.column) if not meta.empty else default
+
+
+# Children of these Lark rules sit one level deeper than the rule itself; ``braced``
+# nests its i-th decorator i+1 levels deep and its sink as deep as its last decorator.
+_NESTS = frozenset({"decorated", "fanout", "failover", "let", "call", "func"})
+_CONSTRUCTS = _NESTS | {"braced"}  # what a level is made of (literals are leaves)
+
+
+def _check_bounds(tree: lark.Tree, text: str) -> None:
+    """Raise SpecError at the first construct (in text order) past ``MAX_DEPTH`` or
+    ``MAX_COMPONENTS``. Iterative: the tree may be arbitrarily deep here."""
+    calls = 0
+    stack = [(child, 1, (1, 1)) for child in reversed(tree.children)]
+    while stack:
+        node, depth, parent_pos = stack.pop()
+        if isinstance(node, Token):
+            continue
+        pos = _tree_pos(node, parent_pos)
+        kind = node.data
+        if depth > MAX_DEPTH and kind in _CONSTRUCTS:
+            raise SpecError(f"the spec nests too deeply: more than {MAX_DEPTH} levels "
+                            f"(decorators, braces, fan-outs, failovers, let and function "
+                            f"arguments each add one)", *pos, text)
+        if kind == "definition":
+            calls = 0
+        elif kind == "call":
+            calls += 1
+            if calls > MAX_COMPONENTS:
+                raise SpecError(f"more than {MAX_COMPONENTS} components in one definition",
+                                *pos, text)
+        if kind == "braced":
+            *decos, inner = node.children
+            stack.append((inner, depth + len(decos), pos))
+            stack.extend((d, depth + i + 1, pos) for i, d in reversed(list(enumerate(decos))))
+            continue
+        inner_depth = depth + 1 if kind in _NESTS else depth
+        stack.extend((child, inner_depth, pos) for child in reversed(node.children))
+
+
 def _parse(text: str, start: str):
     if not isinstance(text, str):
         raise SpecError("a spec must be text")
+    if len(text) > MAX_SPEC_CHARS:
+        raise SpecError(f"the spec is longer than {MAX_SPEC_CHARS} characters",
+                        *_text_pos(text, MAX_SPEC_CHARS), text)
     try:
         tree = _PARSER.parse(text, start=start)
-        return _TO_TREE.transform(tree)
     except lark.exceptions.UnexpectedInput as exc:
         raise _translate(exc, text) from None
+    _check_bounds(tree, text)
+    try:
+        return _TO_TREE.transform(tree)
     except lark.exceptions.VisitError as exc:
         if isinstance(exc.orig_exc, SpecError):
             raise exc.orig_exc.with_text(text) from None
-        if isinstance(exc.orig_exc, RecursionError):
-            raise SpecError("spec nests too deeply", 1, 1, text) from None
         raise SpecError(f"malformed spec: {exc.orig_exc}", 1, 1, text) from None
-    except RecursionError:
-        raise SpecError("spec nests too deeply", 1, 1, text) from None
 
 
 def parse(text: str) -> Spec:

@@ -1,24 +1,15 @@
 """Extractors into attributes: ``regex``, ``regexAll`` and ``split``.
 
-Bodies are matched as UTF-8 text (undecodable bytes survive through surrogate escapes,
-so an extracted value is always the exact bytes of the body it came from).
+Bodies are matched as UTF-8 text by RE2 (:mod:`node.regexes`): in time linear in the
+body's length whatever the pattern; a pattern RE2 refuses (backreferences, lookaround) is
+a spec error. An extracted value is always the exact bytes of the body it came from.
 """
 from __future__ import annotations
 
-import re
-
 from ..component import Decorator, Sink
 from ..event import Event
+from ..regexes import compile_text
 from ..registry import decorator
-
-_ENC = ("utf-8", "surrogateescape")
-
-
-def _compile(regex: str) -> re.Pattern:
-    try:
-        return re.compile(regex)
-    except re.error as exc:
-        raise ValueError(f"bad regular expression {regex!r}: {exc}") from None
 
 
 def _with(e: Event, updates: dict) -> Event:
@@ -32,7 +23,7 @@ class RegexDecorator(Decorator):
 
     def __init__(self, inner: Sink, regex: str, idx: int, attr: str):
         super().__init__(inner)
-        self.pattern = _compile(regex)
+        self.pattern = compile_text(regex)
         if not 0 <= idx <= self.pattern.groups:
             raise ValueError(f"group {idx} does not exist: the expression has "
                              f"{self.pattern.groups} groups")
@@ -40,11 +31,11 @@ class RegexDecorator(Decorator):
         self.attr = attr
 
     def _value(self, body: bytes) -> bytes:
-        m = self.pattern.search(body.decode(*_ENC))
+        m = self.pattern.search(body)
         if m is None:
             return b""
         g = m.group(self.idx)
-        return b"" if g is None else g.encode(*_ENC)
+        return b"" if g is None else g
 
     def append(self, events: list[Event]) -> None:
         attr, value = self.attr, self._value
@@ -62,7 +53,7 @@ class RegexAllDecorator(Decorator):
 
     def __init__(self, inner: Sink, regex: str, *names: str):
         super().__init__(inner)
-        self.pattern = _compile(regex)
+        self.pattern = compile_text(regex)
         if not names:
             raise ValueError("regexAll needs at least one attribute name")
         if len(names) > self.pattern.groups:
@@ -71,11 +62,11 @@ class RegexAllDecorator(Decorator):
         self.names = [(i, n) for i, n in enumerate(names, 1) if n]
 
     def _extract(self, e: Event) -> Event:
-        m = self.pattern.search(e.body.decode(*_ENC))
+        m = self.pattern.search(e.body)
         if m is None:
             return e
-        groups = m.groups("")
-        return _with(e, {n: groups[i - 1].encode(*_ENC) for i, n in self.names})
+        groups = m.groups(b"")
+        return _with(e, {n: groups[i - 1] for i, n in self.names})
 
     def append(self, events: list[Event]) -> None:
         extract = self._extract
@@ -91,28 +82,26 @@ class SplitDecorator(Decorator):
 
     def __init__(self, inner: Sink, regex: str, idx: int, attr: str):
         super().__init__(inner)
-        self.pattern = _compile(regex)
+        self.pattern = compile_text(regex)
         if idx < 0:
             raise ValueError(f"idx must not be negative, got {idx}")
         self.idx = idx
         self.attr = attr
 
     def _piece(self, body: bytes) -> bytes:
-        text = body.decode(*_ENC)
-        if self.pattern.groups:
-            # re.split would interleave the groups; cut at the match spans instead.
-            pieces, pos = [], 0
-            for m in self.pattern.finditer(text):
-                if m.end() == 0:
-                    continue
-                pieces.append(text[pos:m.start()])
-                pos = m.end()
-            pieces.append(text[pos:])
-        else:
-            pieces = self.pattern.split(text)
+        # cut at the match spans (groups, unlike re.split's, are not pieces); an empty
+        # match at the very start cuts nothing, as in Java
+        pieces, pos = [], 0
+        for m in self.pattern.finditer(body):
+            start, end = m.span()
+            if end == 0:
+                continue
+            pieces.append(body[pos:start])
+            pos = end
+        pieces.append(body[pos:])
         while pieces and not pieces[-1]:
             pieces.pop()
-        return pieces[self.idx].encode(*_ENC) if self.idx < len(pieces) else b""
+        return pieces[self.idx] if self.idx < len(pieces) else b""
 
     def append(self, events: list[Event]) -> None:
         attr, piece = self.attr, self._piece

@@ -2,22 +2,23 @@
 polling loop on the caller's thread and the ``fileregex`` argument."""
 from __future__ import annotations
 
-import re
+import os
 import threading
 import time
+from typing import Callable
 
 from ..component import NodeContext, Source
 from ..event import Event
+from ..regexes import compile_text
 
 POLL = 0.05              # seconds between two looks at the files while nothing comes
 
 
-def compile_fileregex(fileregex: str) -> re.Pattern:
-    """``fileregex`` compiled; ValueError naming it if it is not a valid regex."""
-    try:
-        return re.compile(fileregex)
-    except re.error as exc:
-        raise ValueError(f"fileregex {fileregex!r} is not a valid regex: {exc}") from None
+def compile_fileregex(fileregex: str) -> Callable[[str], bool]:
+    """Whether a file name matches ``fileregex`` as a whole (RE2, :mod:`node.regexes`; an
+    undecodable name is matched by its bytes). ValueError naming it if RE2 refuses it."""
+    rx = compile_text(fileregex, "fileregex")
+    return lambda name: rx.fullmatch(os.fsencode(name)) is not None
 
 
 class PollingSource(Source):

@@ -86,7 +86,7 @@ class SpoolDirSource(PollingSource):
             raise ValueError("dir must not be empty")
         if not completedSuffix:
             raise ValueError("completedSuffix must not be empty")
-        self.regex = compile_fileregex(fileregex)
+        self.matches = compile_fileregex(fileregex)
         self.dir = dir
         self.suffix = completedSuffix
         self._cur: _File | None = None
@@ -126,7 +126,7 @@ class SpoolDirSource(PollingSource):
 
     def _wanted(self, name: str) -> bool:
         return (not name.startswith(".") and not name.endswith(self.suffix)
-                and self.regex.fullmatch(name) is not None)
+                and self.matches(name))
 
     def _scan(self, now: float) -> None:
         self._next_scan = now + SCAN_EVERY

@@ -1,6 +1,7 @@
 """``tail``, ``multitail`` and ``tailDir``: follow growing files like ``tail -F``.
 
-A file is cut into records by ``delim`` (a regex, default newline) in one of three modes:
+A file is cut into records by ``delim`` (a regex over bytes, run by RE2: see
+:mod:`node.regexes`; default newline) in one of three modes:
 ``exclude`` (the delimiter is dropped), ``prev`` (it ends the record before it), ``next`` (it
 starts the record after it). A record is emitted only once the delimiter that ends it has
 been read; an incomplete last record stays unread (and is read again after a restart). It is
@@ -54,6 +55,7 @@ import time
 from ..component import NodeContext
 from ..errors import SourceError
 from ..event import LOCAL_HOST, Event, Priority
+from ..regexes import compile_bytes
 from ..registry import source
 from ._files import PollingSource, compile_fileregex
 
@@ -108,10 +110,7 @@ class Splitter:
             raise ValueError(f"delimMode must be one of exclude, prev, next, got {mode!r}")
         if not delim:
             raise ValueError("delim must not be empty")
-        try:
-            self.rx = re.compile(delim.encode())
-        except re.error as exc:
-            raise ValueError(f"delim {delim!r} is not a valid regex: {exc}") from None
+        self.rx = compile_bytes(delim, "delim")
         if self.rx.search(b"") is not None:
             raise ValueError(f"delim {delim!r} matches the empty string")
         self.mode = mode
@@ -759,7 +758,7 @@ class TailDirSource(_TailBase):
         super().__init__()
         if not dir:
             raise ValueError("dir must not be empty")
-        self.regex = compile_fileregex(fileregex)
+        self.matches = compile_fileregex(fileregex)
         if recurseDepth < 0:
             raise ValueError("recurseDepth must be >= 0")
         self.dir = dir
@@ -802,7 +801,7 @@ class TailDirSource(_TailBase):
                 if e.is_dir(follow_symlinks=False):
                     if depth > 0:
                         self._walk(e.path, depth - 1, found)
-                elif e.is_file() and self.regex.fullmatch(e.name):
+                elif e.is_file() and self.matches(e.name):
                     found[e.path] = e.inode()
             except OSError:
                 continue

@@ -356,3 +356,28 @@ def test_large_specs_parse_two_at_a_time_and_past_max_arg_are_refused(monkeypatc
         assert c.post("/api/validate", json={"spec": "a : null | null ;"}).status_code == 200
         r = c.post("/api/validate", json={"spec": "a : null | null ;\n" * 70000})  # 1.2 MB
         assert r.status_code == 422 and "at most 1048576 characters" in r.json()["message"]
+
+
+def test_specs_past_the_nesting_and_size_bounds_answer_400_with_positions(client, store):
+    from node.spec import MAX_COMPONENTS, MAX_DEPTH
+    chained = "{ " + "batch(1) => " * 1000 + "null }"
+    r = client.put("/api/configs/n1", json={"source": "null", "sink": chained})
+    assert r.status_code == 400, r.text
+    [err] = r.json()["errors"]
+    assert "nests too deeply" in err["message"] and err["part"] == "sink"
+    assert (err["line"], err["column"]) == (1, 3 + len("batch(1) => ") * (MAX_DEPTH - 1))
+    assert r.json()["message"].splitlines()[-1].strip() == "^"
+    fanout = "[ " * 10_000 + "null" + " ]" * 10_000
+    r = client.post("/api/commands", json={"command": "multiconfig",
+                                           "args": [f"a : null | null ;\nb : null | {fanout}"]})
+    assert r.status_code == 400 and r.json()["errors"][0]["line"] == 2, r.text
+    wide = "[ " + ", ".join(["null"] * (MAX_COMPONENTS + 1)) + " ]"
+    r = client.post("/api/validate", json={"source": "null", "sink": wide})
+    assert r.status_code == 200 and not r.json()["ok"]
+    assert "components" in r.text
+    assert store.list_logical() == {}
+    # just under the bound, the same shapes are accepted and stored
+    ok = "{ " + "batch(1) => " * (MAX_DEPTH - 1) + "null }"
+    r = client.put("/api/configs/n1", json={"source": "null", "sink": ok})
+    assert r.status_code == 200, r.text
+    assert client.get("/api/configs/n1").json()["sink"] == ok

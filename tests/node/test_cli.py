@@ -114,3 +114,20 @@ def test_node_refuses_a_status_page_on_a_reachable_address(tmp_path):
               "--http-bind", "0.0.0.0", "--data-dir", str(tmp_path))
     assert r.returncode == 2
     assert "refusing to serve the node status page on 0.0.0.0" in r.stderr
+
+
+def test_check_refuses_a_spec_nesting_too_deeply_with_a_caret():
+    chained = "a: null | { " + "batch(1) => " * 1000 + "null }"
+    r = flume("check", "-c", chained)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "nests too deeply" in r.stderr
+    lines = r.stderr.splitlines()
+    caret = next(i for i, line in enumerate(lines) if line.strip() == "^")
+    assert lines[caret - 1][lines[caret].index("^"):].startswith("batch(1)")
+
+
+def test_check_names_a_regex_construct_the_engine_refuses():
+    r = flume("check", "-c", 'a: null | { regex("(\\\\w+) \\\\1", 1, "word") => null }')
+    assert r.returncode == 2, r.stderr
+    assert "line 1, column 13" in r.stderr and "backreferences are not supported" in r.stderr
+    assert "Traceback" not in r.stderr

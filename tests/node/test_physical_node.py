@@ -119,3 +119,45 @@ def test_zookeeper_restart_under_running_node(tmp_path):
             node.stop()
         client.stop()
         zk.stop()
+
+
+def _error_status(node, store, name):
+    return wait_until(lambda: (s := logical_status(node, store, name)).get("state") == "ERROR"
+                      and s, what=f"{name} in ERROR")
+
+
+def test_spec_nesting_too_deeply_written_straight_to_zookeeper_is_error(pnode, store):
+    node = pnode("p1")
+    chained = "{ " + "batch(1) => " * 1000 + "null }"
+    store.put_logical(LogicalConfig("p1", "null", chained))   # no master checked it
+    st = _error_status(node, store, "p1")
+    assert "nests too deeply" in st["last_error"] and "version 0" in st["last_error"]
+
+
+def test_unexpected_failure_while_building_is_error_with_the_reason(pnode, store,
+                                                                    monkeypatch):
+    import node.logical_node as logical_node
+    real = logical_node.build_sink
+
+    def build_sink(tree):
+        if getattr(tree, "name", None) == "console":
+            raise RuntimeError("no console here")
+        return real(tree)
+    monkeypatch.setattr(logical_node, "build_sink", build_sink)
+    node = pnode("p1")
+    store.put_logical(LogicalConfig("p1", "null", "console"))
+    st = _error_status(node, store, "p1")
+    assert st["last_error"] == ("spec version 0 could not be configured: "
+                                "RuntimeError: no console here")
+    store.put_logical(LogicalConfig("p1", "null", "null"))   # the next good spec runs
+    wait_until(lambda: logical_status(node, store, "p1").get("state") == "ACTIVE")
+    assert logical_status(node, store, "p1").get("last_error") is None
+
+
+def test_data_directory_that_cannot_be_made_is_error(pnode, store, tmp_path):
+    (tmp_path / "p1" / "logical").mkdir(parents=True)
+    (tmp_path / "p1" / "logical" / "p1").write_text("a file where a directory goes")
+    node = pnode("p1")
+    store.put_logical(LogicalConfig("p1", "null", "null"))
+    st = _error_status(node, store, "p1")
+    assert "cannot prepare the data directory" in st["last_error"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 
 from node.errors import SpecError
-from node.spec import (Call, Decorated, Definition, Failover, FanOut, Func, Let, Lit, Spec,
-                       format_sink, format_spec, format_value, parse, parse_sink,
-                       parse_source, quote, unescape, walk_calls)
+from node.spec import (MAX_COMPONENTS, MAX_DEPTH, MAX_SPEC_CHARS, Call, Decorated, Definition,
+                       Failover, FanOut, Func, Let, Lit, Spec, format_sink, format_spec,
+                       format_value, parse, parse_sink, parse_source, quote, unescape,
+                       walk_calls)
 
 
 def error_of(fn, text) -> SpecError:
@@ -258,10 +259,78 @@ def test_trees_ignore_positions():
     assert parse("a:b|c").definitions[0].pos != parse("\n a:b|c").definitions[0].pos
 
 
-def test_deep_nesting_is_a_spec_error():
-    err = error_of(parse_sink, "[ " * 3000 + "s" + " ]" * 3000)
-    assert "nests too deeply" in err.message
-    err = error_of(parse_sink, "a " * 3000 + "s")
-    assert "nests too deeply" in err.message
-    # ordinary depths are fine
-    assert format_sink(parse_sink("[ " * 50 + "s" + " ]" * 50)).count("[") == 50
+def _nested(kind: str, levels: int) -> str:
+    """A sink half nesting ``levels`` levels deep through one kind of construct."""
+    n = levels - 1
+    return {
+        "braced": "{ " + "batch(1) => " * n + "null }",
+        "spaced": "batch(1) " * n + "null",
+        "fanout": "[ " * n + "null" + " ]" * n,
+        "failover": "< " * n + "null" + " >" * n,
+        "let": "let x := null in " * n + "null",
+        "roll": "roll(1000) { " * n + "null" + " }" * n,
+        "function": "{ value(\"k\", " + "f(" * (n - 1) + "1" + ")" * (n - 1) + ") => null }",
+    }[kind]
+
+
+KINDS = ("braced", "spaced", "fanout", "failover", "let", "roll", "function")
+
+
+def _use_stack(frames: int, fn):
+    """Call ``fn`` with ``frames`` frames already on the stack (a server thread's depth)."""
+    return fn() if frames == 0 else _use_stack(frames - 1, fn)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nesting_up_to_the_limit_goes_through_every_recursive_path(kind):
+    text = _nested(kind, MAX_DEPTH)
+    tree = _use_stack(500, lambda: parse_sink(text))
+    printed = _use_stack(500, lambda: format_sink(tree))
+    assert _use_stack(500, lambda: parse_sink(printed) == tree)
+    assert _use_stack(500, lambda: hash(tree) == hash(parse_sink(printed)))
+    assert len(_use_stack(500, lambda: list(walk_calls(tree)))) >= 1
+
+
+@pytest.mark.parametrize("kind, levels", [(k, n) for k in KINDS for n in (MAX_DEPTH + 1, 1000)]
+                         + [("fanout", 10_000), ("function", 10_000)])
+def test_nesting_past_the_limit_is_a_spec_error_at_the_first_construct_past_it(kind, levels):
+    text = _nested(kind, levels)
+    err = error_of(parse_sink, text)
+    assert "nests too deeply" in err.message and f"more than {MAX_DEPTH}" in err.message
+    # the caret is under the first construct past the limit: the level of the construct
+    # there, counted from the text before it, is MAX_DEPTH + 1
+    assert err.line == 1
+    before = text[:err.column - 1]
+    level = {"braced": before.count("=>") + 2,      # the braces, each decorator
+             "spaced": before.count(" ") + 2,       # the first chain, each decorator
+             "fanout": before.count("[") + 1, "failover": before.count("<") + 1,
+             "let": before.count("let") + 1,        # the value of the innermost let
+             "roll": before.count("{") + 2,         # roll's own call inside its Decorated
+             "function": before.count("(") + 2}[kind]
+    assert level == MAX_DEPTH + 1, (level, before[-40:])
+    err = error_of(parse, f"a : null | {text} ;")
+    assert "nests too deeply" in err.message and err.text is not None
+
+
+def test_deep_definitions_are_checked_one_by_one_and_by_position():
+    ok = _nested("fanout", MAX_DEPTH)
+    err = error_of(parse, f"a : null | {ok} ;\nb : null | {_nested('fanout', MAX_DEPTH + 1)}")
+    assert (err.line, err.column) == (2, len("b : null | ") + 2 * MAX_DEPTH + 1)
+
+
+def test_component_count_is_bounded_per_definition():
+    wide = "[ " + ", ".join(["null"] * (MAX_COMPONENTS - 1)) + " ]"
+    spec = parse(f"a : null | {wide} ;\nb : null | {wide} ;")   # the source is one
+    assert len(list(walk_calls(spec.definitions[1].sink))) == MAX_COMPONENTS - 1
+    err = error_of(parse, f"a : null | {wide[:-2]}, console ]")
+    assert f"more than {MAX_COMPONENTS} components" in err.message
+    assert err.column == len(f"a : null | {wide[:-2]}, ") + 1
+    err = error_of(parse_sink, "[ " + ", ".join(["null"] * 5000) + " ]")
+    assert f"more than {MAX_COMPONENTS} components" in err.message
+
+
+def test_spec_text_length_is_bounded():
+    parse_sink("null" + " " * (MAX_SPEC_CHARS - 4))
+    err = error_of(parse_sink, "null\n" + " " * MAX_SPEC_CHARS)
+    assert f"longer than {MAX_SPEC_CHARS} characters" in err.message
+    assert (err.line, err.column) == (2, MAX_SPEC_CHARS - 5 + 1)

@@ -232,3 +232,14 @@ def test_valid_specs_build():
     sink.close()
     source = build_source(parse_source('tail("x", delim="\\n\\n+", delimMode="exclude")'))
     assert source is not None
+
+
+def test_a_constructor_failing_unexpectedly_is_a_spec_error_at_its_call(monkeypatch):
+    from node.registry import lookup
+
+    class Broken:
+        def __init__(self, *args):
+            raise RecursionError("maximum recursion depth exceeded")
+    monkeypatch.setattr(lookup("sink", "console"), "cls", Broken)
+    assert one_problem("a : null | { batch(2) => console }") == (
+        1, 26, "console cannot be built: RecursionError: maximum recursion depth exceeded")

@@ -39,11 +39,12 @@ import threading
 from urllib.parse import quote
 
 from ..checkpoint import Checkpoint
-from ..codec import encode_events
+from ..codec import encode_events, split_events
 from ..component import Decorator, NodeContext, Sink
 from ..e2e import AckTracker, GroupSender, LocalTransport, agent_id, zk_store_of
 from ..errors import SinkError
 from ..registry import decorator
+from .. import rpc
 from ..rpc import gzip_payload
 from ..wal import WalError, WriteAheadLog
 
@@ -203,6 +204,13 @@ class AckedWriteAhead(Decorator):
         if not events:
             return
         data = encode_events(events)
+        if len(events) > 1 and (len(events) > rpc.SEND_BATCH_EVENTS
+                                or len(data) > rpc.SEND_BATCH_BYTES):
+            # a group is what a collector takes whole: keep each under the receivers'
+            # default bounds (checked on the encoding, so the common case costs nothing)
+            for piece in split_events(events, rpc.SEND_BATCH_EVENTS, rpc.SEND_BATCH_BYTES):
+                self.append(piece)
+            return
         if self.compress:
             data = gzip_payload(data)
         with self._wlock:

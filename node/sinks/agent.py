@@ -44,7 +44,7 @@ import time
 
 from ..checkpoint import Checkpoint
 from ..codec import decode_events, encode_events, split_events
-from ..component import Component, Decorator, NodeContext, Sink
+from ..component import Component, NodeContext, Sink
 from ..decorators.batch import BatchDecorator
 from ..decorators.disk_failover import DiskFailoverDecorator
 from ..errors import SinkError
@@ -180,7 +180,8 @@ class CollectorChain(Sink):
         """Send one batch already in the codec encoding (what diskFailover spools) on
         connection ``lane``; one over the senders' bounds (a spool written before them) is
         sent in pieces."""
-        if count > rpc.SEND_BATCH_EVENTS or len(data) > rpc.SEND_BATCH_BYTES:
+        if count > 1 and (count > rpc.SEND_BATCH_EVENTS or len(data) > rpc.SEND_BATCH_BYTES):
+            # (one event alone over the bound is sent as it is: the receiver decides)
             for piece in split_events(decode_events(data), rpc.SEND_BATCH_EVENTS,
                                       rpc.SEND_BATCH_BYTES):
                 self.append_encoded(encode_events(piece), len(piece), lane)
@@ -356,18 +357,6 @@ class _Lanes(Sink):
         self.chain.close()
 
 
-class Split(Decorator):
-    """Cuts every append into pieces under the receivers' default bounds
-    (:data:`node.rpc.SEND_BATCH_EVENTS`, :data:`node.rpc.SEND_BATCH_BYTES`), appended in
-    order; checkpoints pass after the last piece."""
-
-    spec_name = "split"
-
-    def append(self, events: list[Event]) -> None:
-        for piece in split_events(events, rpc.SEND_BATCH_EVENTS, rpc.SEND_BATCH_BYTES):
-            self.inner.append(piece)
-
-
 class _Gather(BatchDecorator):
     """``batchCount``/``batchMillis``: gathers appends into calls of at least ``n`` events
     (the batch decorator's buffering, timer and checkpoint holding, without batch events).
@@ -444,7 +433,7 @@ class _AgentSink(Sink):
                                     timeout=timeoutMs / 1000, initial=checkMs / 1000,
                                     maximum=maxMs / 1000, drop=self.mode == "BE",
                                     last_resort=self.mode == "DFO", lanes=lanes)
-        self.tree: Sink = Split(self._build(self.chain))
+        self.tree: Sink = self._build(self.chain)   # append_encoded keeps the bounds
         if batchCount > 1:
             self.tree = _Gather(self.tree, batchCount, batchMillis)
 

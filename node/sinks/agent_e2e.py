@@ -36,7 +36,7 @@ from ..errors import SinkError
 from ..event import Event
 from ..registry import sink
 from ..rpc import DEFAULT_PORT, Status
-from .agent import Collector, Split, _Gather, collector_address, parse_address
+from .agent import Collector, _Gather, collector_address, parse_address
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class _E2EAgentSink(Sink):
         self.chain = GroupChain(self.addresses, timeoutMs / 1000)
         self.wal = AckedWriteAhead(self.chain, maxMs, checkMs, retransmitMs=retransmitMs,
                                    compression=compression)
-        self.tree: Sink = Split(self.wal)     # every group under the receivers' bounds
+        self.tree: Sink = self.wal     # its groups stay under the receivers' bounds
         if batchCount > 1:
             self.tree = _Gather(self.tree, batchCount, batchMillis)
 

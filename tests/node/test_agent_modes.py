@@ -374,3 +374,21 @@ def test_spool_write_failure_is_a_sinkerror(make_ctx):
     sink.close()
     with pytest.raises(SinkError):
         sink.append(numbered(0, 1))
+
+
+def test_be_batch_over_the_receivers_bounds_is_sent_in_pieces(ctx):
+    """One append of more events than a collector takes in one call arrives whole, in
+    order, in several calls; one event alone over the byte bound is sent as it is (the
+    receiver refuses it and it is counted), never split without end."""
+    col = Collector(ctx)
+    try:
+        sink = opened(f'agentBESink("127.0.0.1", {col.port}, lanes=1)', ctx)
+        sink.append(numbered(0, 25_000))
+        wait_for(lambda: len(col.events()) == 25_000, 20)
+        assert col.bodies() == list(range(25_000))
+        assert col.src.metrics.get("refused", 0) == 0
+        sink.append([Event(b"x" * (17 << 20))])           # > the receiver's 16 MiB
+        wait_for(lambda: col.src.metrics.get("refused", 0) >= 1, 20)
+        sink.close()
+    finally:
+        col.stop()

@@ -887,3 +887,19 @@ def test_e2e_to_an_fsspec_url(cluster, channel, store):
         got.update(gzip.decompress(fs.cat_file(p)).splitlines())
     assert got == collections.Counter(evs)
     fs.rm(root, recursive=True)
+
+
+def test_a_batch_over_the_receivers_bounds_becomes_several_groups(cluster, channel):
+    """One append of more events than a collector takes in one call is written to the WAL
+    as several groups, each under the bounds: all arrive exactly once, none refused."""
+    col = cluster.collector("colsplit", roll_ms=200)
+    agent = cluster.agent("agentsplit", channel,
+                          f'agentE2ESink("127.0.0.1", {port_of(col)})')
+    expected = bodies("split", 0, 25_000)                 # > SEND_BATCH_EVENTS (10,000)
+    memory.push(channel, expected)
+    wait_until(lambda: all_acked(agent, len(expected)), what="every group acknowledged")
+    wait_until(lambda: sum(output_lines(cluster.out).values()) >= len(expected))
+    assert_exactly_once(cluster.out, expected)
+    assert wal_metrics(agent)["groups_written"] >= 3
+    src = col.status()["components"]["source"]["metrics"]
+    assert src.get("refused", 0) == 0, src

@@ -50,6 +50,9 @@ class ConsoleSource(QueuedSource):
                     break
                 self.metrics.add("bytes_in", len(data))
                 lines = buf.feed(data)
+                if buf.cuts:
+                    self.metrics.add("refused_oversize", buf.cuts)
+                    self.metrics.add("refused", buf.take_cuts())
                 if lines and queue.put(events_from_lines(lines)) is None:
                     return
             last = buf.finish()

@@ -28,11 +28,13 @@ from ..errors import SourceError
 from ..event import Event, events_from_lines
 from ..registry import source
 from ._batchqueue import BatchQueue, QueuedSource
+from ..limits import Refusals
 from ._lines import LineBuffer
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 1 << 16
+MAX_AGGREGATE = 16 << 20   # the most of one run's output kept as one event (aggregate)
 QUEUE_EVENTS = 10_000
 GRACE_S = 3.0
 DISABLED = "exec sources are disabled on this node; start it with --allow-exec"
@@ -64,6 +66,7 @@ class ExecSource(QueuedSource):
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._error: SourceError | None = None
+        self._refusals = Refusals(self.metrics, log, f"exec({cmd!r})")
 
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
@@ -143,12 +146,18 @@ class ExecSource(QueuedSource):
                 break
             self.metrics.add("bytes_in", len(data))
             lines = buf.feed(data)
+            if buf.cuts:
+                self._oversize(f"truncated {buf.take_cuts()} line(s) to {buf.max_line} "
+                               f"bytes")
             if lines and not self._put_lines(lines, cmd):
                 return False
         out.close()
         self._exited(proc)
         last = buf.finish()
         return not last or self._put_lines(last, cmd)
+
+    def _oversize(self, detail: str) -> None:
+        self._refusals.refuse("oversize", detail)
 
     def _put_lines(self, lines: list[bytes], cmd: bytes) -> bool:
         events = events_from_lines(lines)
@@ -158,15 +167,24 @@ class ExecSource(QueuedSource):
 
     def _read_aggregate(self, proc: subprocess.Popen) -> bool:
         """One run's whole output as one event; False if the queue was closed."""
-        chunks = []
+        chunks, kept, dropped = [], 0, 0
         while True:
             data = proc.stdout.read(READ_SIZE)
             if not data:
                 break
-            chunks.append(data)
+            room = MAX_AGGREGATE - kept
+            if len(data) > room:          # read on, so the program is not blocked
+                dropped += len(data) - room
+                data = data[:room]
+            if data:
+                chunks.append(data)
+                kept += len(data)
         proc.stdout.close()
         body = b"".join(chunks)
-        self.metrics.add("bytes_in", len(body))
+        self.metrics.add("bytes_in", len(body) + dropped)
+        if dropped:
+            self._oversize(f"kept the first {MAX_AGGREGATE} bytes of one run's output, "
+                           f"dropped {dropped}")
         rc = self._exited(proc)
         if self._stop.is_set():
             return False

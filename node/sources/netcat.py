@@ -29,33 +29,15 @@ QUEUE_EVENTS = 10_000
 
 class _LineFramer:
     def __init__(self, src: "NetcatSource", peer: str):
-        self.src, self.peer, self.buf = src, peer, LineBuffer()
-        self.skipping = False    # discarding the rest of a truncated line
+        self.src, self.peer = src, peer
+        self.buf = LineBuffer(src.maxEventBytes)
 
     def feed(self, data: bytes) -> list[Event]:
-        limit = self.src.maxEventBytes
-        if self.skipping:
-            nl = data.find(b"\n")
-            if nl < 0:
-                return []
-            self.skipping = False
-            data = data[nl + 1:]
-        buf = self.buf
-        lines = buf.feed(data)
-        cuts = 0
-        if lines and max(map(len, lines)) > limit:
-            for i, line in enumerate(lines):
-                if len(line) > limit:
-                    lines[i] = line[:limit]
-                    cuts += 1
-        if len(buf.rest) > limit:
-            lines.append(buf.rest[:limit])
-            buf.rest = b""
-            self.skipping = True
-            cuts += 1
+        lines = self.buf.feed(data)
+        cuts = self.buf.take_cuts()
         if cuts:
             self.src.refusals.refuse("oversize", f"truncated a line from {self.peer} to "
-                                     f"maxEventBytes={limit}", cuts)
+                                     f"maxEventBytes={self.buf.max_line}", cuts)
         return events_from_lines(lines) if lines else []
 
     def eof(self) -> list[Event]:

@@ -621,3 +621,34 @@ def test_memory_close_unblocks(ctx, channels):
     memory.push("m3", [b"x"])
     again = opened('memory("m3")', ctx)
     assert [e.body for e in collect(again, 1)] == [b"x"]
+
+
+def test_exec_lines_and_aggregate_output_are_bounded(ctx):
+    """A program writing one endless line, or more output than one event may hold, is cut
+    at the bound and counted; the source's memory never holds more than that."""
+    from node.sources import exec_source
+    from node.sources._lines import MAX_LINE
+    src = build_source(parse_source(
+        'exec("python3 -c \\"import sys; sys.stdout.write(\'x\' * 3000000 + \'\\\\nok\\\\n\')\\"")'))
+    src.open(ctx)
+    got = []
+    try:
+        while (b := src.next_batch(0.5)) is not None:
+            got.extend(b)
+            if len(got) >= 2:
+                break
+    finally:
+        src.close()
+    assert [len(e.body) for e in got[:2]] == [MAX_LINE, 2]
+    assert src.metrics["refused_oversize"] == 1
+    src = build_source(parse_source(
+        'exec("head -c 20000000 /dev/zero", aggregate=true)'))
+    src.open(ctx)
+    try:
+        batch = None
+        while not batch:
+            batch = src.next_batch(1.0)
+    finally:
+        src.close()
+    assert len(batch[0].body) == exec_source.MAX_AGGREGATE
+    assert src.metrics["refused_oversize"] == 1

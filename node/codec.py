@@ -19,10 +19,13 @@ event of a file the same ``tailSrcFile``), so each distinct set is sent and pars
 per batch and every event gets its own copy. Version 1 (attributes after the bodies, per
 event) is still read, so spools and logs written before stay readable.
 
-Bounds: :func:`decode_events` refuses a header announcing more than ``max_events`` events
-(:class:`BatchTooLarge`) before decoding any record; every other length is checked against
+Bounds: :func:`decode_events` refuses (:class:`BatchTooLarge`), before building any event,
+a header announcing more than ``max_events`` events, a batch longer than ``max_bytes``, and
+a batch whose events would hold more than ``max_bytes // ATTR_ENTRY_BYTES`` attribute
+entries in all (one set named by every event is copied into every event: without this
+bound a few kB of shared set would cost gigabytes). Every other length is checked against
 the bytes actually present, so decoding never allocates more than a small multiple of
-``len(data)``. Senders keep their batches under the receivers' bounds with
+``max_bytes``. Senders keep their batches under the receivers' bounds with
 :func:`split_events` (a count and an estimated encoded size per piece).
 """
 from __future__ import annotations
@@ -42,6 +45,18 @@ _RECORD_V1 = struct.Struct(">qqBIIH")
 _ATTR = struct.Struct(">HI")
 _COUNT = struct.Struct(">I")
 _PRIORITIES = tuple(Priority)
+
+MAX_BATCH_EVENTS = 20_000
+"""The default bound on one batch, in events: the RPC ``maxBatchEvents`` default."""
+MAX_BATCH_BYTES = 16 << 20
+"""The default bound on one batch, in bytes: the RPC ``maxMessageBytes`` default."""
+ATTR_ENTRY_BYTES = 8
+"""What one attribute entry of a decoded event counts against ``max_bytes``. Names and
+values are shared between the events of a set; each event's own dict costs 26-37 bytes per
+entry (CPython 3.11), so the attributes decoded from a batch stay under about 5 times
+``max_bytes``, the same multiple as the events themselves (a 29-byte record becomes an
+Event, a body and a dict of about 300 bytes), while a legitimate batch of 10,000 events
+may still carry 200 attributes each."""
 
 
 class BatchTooLarge(ValueError):
@@ -133,9 +148,18 @@ def _parse_attrs(block: bytes) -> dict[str, bytes]:
     return attrs
 
 
-def decode_events(data: bytes, max_events: int | None = None) -> list[Event]:
+def decode_events(data: bytes, max_events: int | None = None,
+                  max_bytes: int | None = None) -> list[Event]:
     """Inverse of :func:`encode_events` (versions 1 and 2); ValueError if ``data`` is not
-    a valid batch, :class:`BatchTooLarge` if it announces more than ``max_events``."""
+    a valid batch, :class:`BatchTooLarge` if it announces more than ``max_events`` events
+    (reason ``events``), is longer than ``max_bytes`` (``bytes``) or would give its events
+    more than ``max_bytes // ATTR_ENTRY_BYTES`` attribute entries in all (``attributes``).
+
+    Without ``max_bytes`` (a node decoding its own spool or log) the length is not bounded
+    and the attribute entries are bounded by ``max(MAX_BATCH_BYTES, len(data))``."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise BatchTooLarge("bytes", f"batch of {len(data)} bytes, more than the "
+                                     f"{max_bytes} allowed")
     try:
         magic, version, count, nhosts = _HEAD.unpack_from(data, 0)
     except struct.error:
@@ -171,6 +195,9 @@ def decode_events(data: bytes, max_events: int | None = None) -> list[Event]:
         if end > len(data):
             raise ValueError("batch truncated")
         records = list(record.iter_unpack(data[off:end]))
+        if len(sets) > 1:
+            _check_attr_entries(sets, records, count, max_bytes if max_bytes is not None
+                                else max(MAX_BATCH_BYTES, len(data)))
         bounds = list(itertools.accumulate([r[4] for r in records], initial=end))
         off = bounds[-1]
         if off > len(data):
@@ -186,6 +213,20 @@ def decode_events(data: bytes, max_events: int | None = None) -> list[Event]:
     if off != len(data):
         raise ValueError("trailing bytes after batch")
     return out
+
+
+def _check_attr_entries(sets: list[dict], records: list, count: int, budget: int) -> None:
+    """BatchTooLarge if the events of ``records`` would hold more than ``budget //
+    ATTR_ENTRY_BYTES`` attribute entries in all (each gets a copy of the set it names)."""
+    limit = budget // ATTR_ENTRY_BYTES
+    sizes = [len(s) for s in sets]
+    if count * max(sizes) <= limit:   # the usual case: no need to look at every record
+        return
+    total = sum([sizes[r[5]] for r in records])
+    if total > limit:
+        raise BatchTooLarge("attributes", f"batch whose {count} events would hold {total} "
+                                          f"attribute entries, more than the {limit} "
+                                          f"allowed")
 
 
 def _decode_v1_rest(data: bytes, records: list, bounds: list[int],

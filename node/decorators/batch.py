@@ -10,10 +10,12 @@ import logging
 import threading
 
 from ..checkpoint import Checkpoint
-from ..codec import decode_events, encode_events  # noqa: F401 - re-exported
+from ..codec import (MAX_BATCH_BYTES, MAX_BATCH_EVENTS, BatchTooLarge, decode_events,
+                     encode_events)
 from ..component import Decorator, NodeContext, Sink
 from ..errors import SinkError
 from ..event import Event, Priority
+from ..limits import Refusals
 from ..registry import decorator
 
 log = logging.getLogger(__name__)
@@ -165,21 +167,52 @@ class BatchDecorator(Decorator):
 
 @decorator("unbatch")
 class UnbatchDecorator(Decorator):
-    """Unpacks batch events into their events; other events pass through unchanged. A
-    corrupt batch is passed through as it is and counted in ``corrupt_batches``."""
+    """Unpacks batch events into their events; other events pass through unchanged.
+
+    Bounds: a batch of more than ``maxEvents`` events (default 20,000) or ``maxBytes``
+    bytes (default 16 MiB, the RPC defaults), or whose events would hold more attribute
+    entries than :func:`node.codec.decode_events` allows for ``maxBytes``, is refused
+    (``refused_events``, ``refused_bytes``, ``refused_attributes``) before any of its
+    events is built, and a corrupt batch is refused as ``refused_malformed``; either is
+    passed on as it is, so nothing is lost (a rate-limited warning says so). The events of
+    one append are passed on in pieces of about ``maxEvents`` events (a piece is passed on
+    as soon as it holds that many); if the inner sink fails on a later piece, the earlier
+    pieces have already been passed on."""
+
+    def __init__(self, inner: Sink, maxEvents: int = MAX_BATCH_EVENTS,
+                 maxBytes: int = MAX_BATCH_BYTES):
+        super().__init__(inner)
+        if maxEvents < 1:
+            raise ValueError(f"maxEvents must be at least 1, got {maxEvents}")
+        if maxBytes < 1024:
+            raise ValueError(f"maxBytes must be at least 1024, got {maxBytes}")
+        self.max_events = maxEvents
+        self.max_bytes = maxBytes
+        self.refusals = Refusals(self.metrics, log, "unbatch")
 
     def append(self, events: list[Event]) -> None:
         out: list[Event] = []
+        passed = 0
         for e in events:
             if BATCH_ATTR in e.attrs:
                 try:
-                    out.extend(decode_events(e.body))
-                    continue
+                    out.extend(decode_events(e.body, self.max_events, self.max_bytes))
+                except BatchTooLarge as exc:
+                    self.refusals.refuse(exc.reason, f"passing on a batch event as it is: "
+                                                     f"{exc}")
+                    out.append(e)
                 except ValueError as exc:
-                    self.metrics.add("corrupt_batches")
-                    log.warning("unbatch: passing on a corrupt batch event: %s", exc)
-            out.append(e)
+                    self.refusals.refuse("malformed", f"passing on a corrupt batch event "
+                                                      f"as it is: {exc}")
+                    out.append(e)
+            else:
+                out.append(e)
+            if len(out) >= self.max_events:
+                self.inner.append(out)
+                passed += len(out)
+                out = []
         self.metrics.add("events_in", len(events))
-        self.metrics.add("events_out", len(out))
         if out:
             self.inner.append(out)
+            passed += len(out)
+        self.metrics.add("events_out", passed)

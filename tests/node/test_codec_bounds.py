@@ -1,16 +1,40 @@
-"""Bounds of the batch codec: one attribute set named by every event of a batch,
-oversized batches."""
+"""Bounds of the batch codec and of the decorators that undo ``batch => gzip`` on a
+receiver: one attribute set named by every event of a batch, gzip bombs, oversized
+batches. The RSS of a flow under attack is measured in its own process
+(tests/node/flow_victim.py)."""
 from __future__ import annotations
 
+import json
 import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
 
 import pytest
 
 from node.codec import (_ATTR, _HEAD, _RECORD, ATTR_ENTRY_BYTES, MAX_BATCH_BYTES,
                         BatchTooLarge, decode_events, encode_events)
+from node.decorators.batch import BATCH_ATTR, make_batch
+from node.decorators.gzip import GZIP_ATTR
 from node.event import Event, Priority
+from node.registry import build_sink
+from node.rpc import RpcClient, Status
+from node.sinks.collect import collected, reset
+from node.spec import parse_sink
+from tests.waiting import wait_until
 
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parents[2]
 MB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def _clean_collect():
+    reset("x")
+    yield
+    reset("x")
 
 
 def shared_set_batch(count: int, k: int) -> bytes:
@@ -20,6 +44,26 @@ def shared_set_batch(count: int, k: int) -> bytes:
     return (_HEAD.pack(b"FLB", 2, count, 1) + struct.pack(">H", 1) + b"h"
             + struct.pack(">II", 1, len(block)) + block
             + _RECORD.pack(1, 0, 3, 0, 0, 1) * count)
+
+
+def gzip(data: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    return c.compress(data) + c.flush()
+
+
+def zeros_bomb(mbytes: int) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    return b"".join(c.compress(bytes(MB)) for _ in range(mbytes)) + c.flush()
+
+
+def build(text: str, ctx):
+    s = build_sink(parse_sink(text))
+    s.open(ctx)
+    return s
+
+
+def gz_event(body: bytes, i: int = 0) -> Event:
+    return Event(body, 1_700_000_000_000 + i, i, Priority.INFO, "h", {GZIP_ATTR: b"1"})
 
 
 # ------------------------------------------------------------------ the codec
@@ -60,3 +104,126 @@ def test_decode_events_refuses_a_batch_longer_than_max_bytes():
         decode_events(data, max_bytes=1024)
     assert err.value.reason == "bytes"
     assert len(decode_events(data, max_bytes=len(data))) == 1
+
+
+# ------------------------------------------------------------------ gunzip
+
+def test_gunzip_passes_a_bomb_on_as_it_is_and_counts_it(ctx):
+    s = build('{ gunzip(maxBytes=65536) => collect("x") }', ctx)
+    bomb = gz_event(zeros_bomb(1))                             # 1 MiB of zeros in ~1 kB
+    fine = gz_event(gzip(b"a" * 65536), 1)
+    broken = gz_event(b"\x1f\x8b not gzip", 2)
+    truncated = gz_event(gzip(b"b" * 1000)[:-12], 3)
+    s.append([bomb, fine, broken, truncated])
+    out = collected("x")
+    assert out[0] is bomb and GZIP_ATTR in out[0].attrs       # still compressed, kept
+    assert out[1].body == b"a" * 65536 and GZIP_ATTR not in out[1].attrs
+    assert out[2:] == [broken, truncated]
+    assert s.metrics["refused_decompressed"] == 1
+    assert s.metrics["refused_malformed"] == 2 and s.metrics["refused"] == 3
+
+
+def test_gunzip_passes_one_append_on_in_pieces_of_its_bound(ctx):
+    s = build('{ gunzip(maxBytes=65536) => collect("x") }', ctx)
+    seen = []
+    s.inner.append = lambda events: seen.append(sum(len(e.body) for e in events))
+    events = [gz_event(gzip(bytes([i]) * 40_000), i) for i in range(5)]
+    s.append(events + [Event(b"plain")])
+    assert seen == [40_000] * 4 + [40_005]
+    with pytest.raises(Exception):
+        build_sink(parse_sink('{ gunzip(maxBytes=10) => null }'))
+
+
+# ------------------------------------------------------------------ unbatch
+
+def test_unbatch_refuses_batches_over_its_bounds_and_passes_them_on(ctx):
+    s = build('{ unbatch(maxEvents=100, maxBytes=65536) => collect("x") }', ctx)
+    many = make_batch([Event(b"%d" % i, i, i, Priority.INFO, "h", {}) for i in range(101)])
+    bomb = Event(shared_set_batch(100, 900), 0, 0, Priority.INFO, "h", {BATCH_ATTR: b"100"})
+    big = make_batch([Event(b"z" * 70_000, 1, 1, Priority.INFO, "h", {})])
+    bad = Event(b"not a batch", 2, 2, Priority.INFO, "h", {BATCH_ATTR: b"3"})
+    good = [Event(b"ok %d" % i, i, i, Priority.INFO, "h", {"k": b"v"}) for i in range(3)]
+    s.append([many, bomb, big, bad, make_batch(good)])
+    assert collected("x") == [many, bomb, big, bad] + good
+    m = s.metrics
+    assert (m["refused_events"], m["refused_attributes"], m["refused_bytes"],
+            m["refused_malformed"], m["refused"]) == (1, 1, 1, 1, 4)
+
+
+def test_unbatch_passes_one_append_on_in_pieces_of_max_events(ctx):
+    s = build('{ unbatch(maxEvents=100) => collect("x") }', ctx)
+    seen = []
+    s.inner.append = lambda events: seen.append(len(events))
+    batches = [make_batch([Event(b"%d" % i, i, i, Priority.INFO, "h", {})] * 60)
+               for i in range(4)]
+    s.append(batches)
+    assert seen == [120, 120]
+
+
+# ------------------------------------------------------------------ a receiver under attack
+
+class FlowVictim:
+    """``SOURCE | SINK`` in its own process (tests/node/flow_victim.py)."""
+
+    def __init__(self, source: str, sink: str):
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.node.flow_victim",
+                                      source, sink], cwd=ROOT, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
+
+    def status(self) -> dict:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def metrics(self, *path: int) -> dict:
+        """Metrics of the source (no path) or of the sink tree's node at ``path``."""
+        comp = self.status()["components"]
+        node = comp["source"] if not path else comp["sink"]
+        for i in path[1:]:
+            node = node["children"][i]
+        return node["metrics"]
+
+
+@pytest.fixture
+def flow_victim():
+    made = []
+
+    def make(source: str, sink: str) -> FlowVictim:
+        v = FlowVictim(source, sink)
+        made.append(v)
+        return v
+    yield make
+    for v in made:
+        v.proc.stdin.close()
+        try:
+            v.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            v.proc.kill()
+            v.proc.wait()
+
+
+def test_gzip_bomb_and_shared_attribute_set_cost_a_receiver_its_bounds(flow_victim):
+    # the receiving end of `batch => gzip` agents
+    v = flow_victim("collectorSource(0)", "{ gunzip => unbatch => null }")
+    before = v.status()
+    client = RpcClient("127.0.0.1", v.port, 30)
+    bomb = Event(zeros_bomb(256), 1, 0, Priority.INFO, "h", {GZIP_ATTR: b"1"})
+    assert len(bomb.body) < 300_000                           # 256 MiB of zeros
+    assert client.append_packed([bomb]) == (Status.OK, "")
+    wait_until(lambda: v.metrics(0).get("refused_decompressed") == 1, timeout=20)
+    # one attribute set of 4,000 entries named by 19,999 events, in an 11 kB payload
+    status, message = client.append_payload(gzip(shared_set_batch(19_999, 4_000)), 19_999)
+    assert status == Status.FAILED and "attribute entries" in message
+    assert v.metrics()["refused_attributes"] == 1
+    # and the same inside a gzip-marked batch event
+    inner = Event(gzip(shared_set_batch(19_999, 4_000)), 1, 0, Priority.INFO, "h",
+                  {GZIP_ATTR: b"1", BATCH_ATTR: b"19999"})
+    assert client.append_packed([inner]) == (Status.OK, "")
+    wait_until(lambda: v.metrics(0, 0).get("refused_attributes") == 1, timeout=20)
+    after = v.status()
+    assert after["state"] == "ACTIVE", after
+    # what the receiver paid: about its 16 MiB bound, never the 256 MiB or gigabytes
+    assert after["hwm"] - before["hwm"] < 80 * 1024, (before["hwm"], after["hwm"])
+    assert client.append_packed([Event(b"still served")]) == (Status.OK, "")
+    client.close()

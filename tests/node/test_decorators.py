@@ -303,7 +303,7 @@ def test_unbatch_passes_a_corrupt_batch_on_and_counts_it(ctx):
     bad = ev(b"not a batch", attrs={BATCH_ATTR: b"3"})
     s.append([bad] + evs(1))
     assert collected("x") == [bad] + evs(1)
-    assert s.metrics["corrupt_batches"] == 1
+    assert s.metrics["refused_malformed"] == 1 and s.metrics["refused"] == 1
 
 
 def test_gzip_does_not_change_the_events_it_is_given(ctx):

@@ -25,7 +25,7 @@ a batch whose events would hold more than ``max_bytes // ATTR_ENTRY_BYTES`` attr
 entries in all (one set named by every event is copied into every event: without this
 bound a few kB of shared set would cost gigabytes). Every other length is checked against
 the bytes actually present, so decoding never allocates more than a small multiple of
-``max_bytes``. Senders keep their batches under the receivers' bounds with
+its byte bound. Senders keep their batches under the receivers' bounds with
 :func:`split_events` (a count and an estimated encoded size per piece).
 """
 from __future__ import annotations

@@ -17,6 +17,7 @@ from node.codec import (_ATTR, _HEAD, _RECORD, ATTR_ENTRY_BYTES, MAX_BATCH_BYTES
                         BatchTooLarge, decode_events, encode_events)
 from node.decorators.batch import BATCH_ATTR, make_batch
 from node.decorators.gzip import GZIP_ATTR
+from node.errors import SpecError
 from node.event import Event, Priority
 from node.registry import build_sink
 from node.rpc import RpcClient, Status
@@ -130,7 +131,7 @@ def test_gunzip_passes_one_append_on_in_pieces_of_its_bound(ctx):
     events = [gz_event(gzip(bytes([i]) * 40_000), i) for i in range(5)]
     s.append(events + [Event(b"plain")])
     assert seen == [40_000] * 4 + [40_005]
-    with pytest.raises(Exception):
+    with pytest.raises(SpecError, match="maxBytes must be at least 1024"):
         build_sink(parse_sink('{ gunzip(maxBytes=10) => null }'))
 
 
@@ -158,6 +159,8 @@ def test_unbatch_passes_one_append_on_in_pieces_of_max_events(ctx):
                for i in range(4)]
     s.append(batches)
     assert seen == [120, 120]
+    with pytest.raises(SpecError, match="maxEvents must be at least 1"):
+        build_sink(parse_sink('{ unbatch(maxEvents=0) => null }'))
 
 
 # ------------------------------------------------------------------ a receiver under attack

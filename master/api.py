@@ -1,16 +1,18 @@
 """The master's REST API (FastAPI; OpenAPI at ``/docs``): every command and every listing.
 
 Errors are JSON ``{"message": ...}``: a bad spec answers 400 with ``"errors"``, a list of
-``{message, line, column[, part]}`` and the message rendered with carets; a bad command
-400; something unknown 404; a valid command that cannot be performed 409; ZooKeeper
-unreachable 503. Bad input never gets a 5xx.
+``{message, line, column[, part]}`` (the first 20 problems, then one saying how many more)
+and the message rendered with carets (each under at most 120 characters of its line); a
+bad command 400; something unknown 404; a valid command that cannot be performed 409;
+ZooKeeper unreachable 503. Bad input never gets a 5xx.
 
 Requests pass :class:`master.http_guard.Guard` first (Host, tokens, body size, before any
-body is read). With a token, every write (PUT, POST, DELETE; ``POST /api/validate``
-excepted) needs ``Authorization: Bearer <token>``; reads stay open unless a read token is
-set. Listings hide the passwords of URLs (``s3://KEY:***@bucket``); a spec pasted back from
-a listing gets its passwords back from the stored configs (same scheme and user), and is
-refused (400) when one cannot be found, rather than stored with ``***`` as a password.
+body is read). With a token, every write (PUT, POST, DELETE) needs ``Authorization: Bearer
+<token>``; reads stay open unless a read token is set. ``POST /api/validate`` stores
+nothing and is a read: open, or guarded by the read token when one is set. Listings hide
+the passwords of URLs (``s3://KEY:***@bucket``); a spec pasted back from a listing gets
+its passwords back from the stored configs (same scheme, user and host), and is refused
+(400) when one cannot be put back safely, rather than stored with ``***`` as a password.
 """
 from __future__ import annotations
 
@@ -292,8 +294,9 @@ def create_app(service: MasterService, token: str | None = None, *,
 
     @app.post("/api/validate", tags=["configs"])
     def validate(body: ValidateBody):
-        """Live validation (no token needed, nothing is stored): ``{ok, errors, message,
-        canonical}``."""
+        """Live validation (a read: nothing is stored; needs the read token if one is
+        set): ``{ok, errors, message, canonical}``; the first 20 problems are listed, then
+        how many more there are."""
         with parsing(body.source, body.sink, body.spec):
             return service.validate(body.source, body.sink, body.spec)
 

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from node.component import Metrics
-from node.errors import SpecError
+from node.errors import RestoreError, SpecError
 from node.hosts import HostPolicy
 from node.redact import has_redacted, redact_tree, unredact
 from zk.client import ConflictError, ZkError
@@ -331,16 +331,17 @@ def _cmd(cmd) -> dict:
 
 def _unredacted(service: MasterService, what: str, text: str) -> str:
     """``text`` with the passwords a listing hid (``s3://KEY:***@...``) put back from the
-    stored configs; CommandError (400) when one cannot be, rather than storing ``***``."""
+    stored configs; CommandError (400) when one cannot be, rather than storing ``***`` or
+    sending a password to another host."""
     if not has_redacted(text):
         return text
     logical = service.view.snapshot()[1]
-    text = unredact(text, (t for cfg in logical.values() for t in (cfg.source, cfg.sink)))
-    if has_redacted(text):
+    try:
+        return unredact(text, (t for cfg in logical.values() for t in (cfg.source, cfg.sink)))
+    except RestoreError as exc:
         raise CommandError(f"the {what} holds a URL whose password a listing hid "
-                           f"('user:***@') and no stored config has that user's password "
-                           f"for that scheme; give the real password")
-    return text
+                           f"('user:***@') and it cannot be put back: {exc}; type the "
+                           f"password again") from None
 
 
 __all__ = ["create_app", "SafeJSONResponse"]

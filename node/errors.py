@@ -99,6 +99,10 @@ def _window(s: str, at: int, width: int) -> tuple[str, int]:
             at - start + (1 if start else 0))
 
 
+class RestoreError(FlumeError):
+    """A password hidden by a listing (``user:***@``) cannot be put back safely."""
+
+
 class ComponentError(FlumeError):
     """A component failed to open, read or write."""
 

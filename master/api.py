@@ -1,16 +1,18 @@
 """The master's REST API (FastAPI; OpenAPI at ``/docs``): every command and every listing.
 
 Errors are JSON ``{"message": ...}``: a bad spec answers 400 with ``"errors"``, a list of
-``{message, line, column[, part]}`` and the message rendered with carets; a bad command
-400; something unknown 404; a valid command that cannot be performed 409; ZooKeeper
-unreachable 503. Bad input never gets a 5xx.
+``{message, line, column[, part]}`` (the first 20 problems, then one saying how many more)
+and the message rendered with carets (each under at most 120 characters of its line); a
+bad command 400; something unknown 404; a valid command that cannot be performed 409;
+ZooKeeper unreachable 503. Bad input never gets a 5xx.
 
 Requests pass :class:`master.http_guard.Guard` first (Host, tokens, body size, before any
-body is read). With a token, every write (PUT, POST, DELETE; ``POST /api/validate``
-excepted) needs ``Authorization: Bearer <token>``; reads stay open unless a read token is
-set. Listings hide the passwords of URLs (``s3://KEY:***@bucket``); a spec pasted back from
-a listing gets its passwords back from the stored configs (same scheme and user), and is
-refused (400) when one cannot be found, rather than stored with ``***`` as a password.
+body is read). With a token, every write (PUT, POST, DELETE) needs ``Authorization: Bearer
+<token>``; reads stay open unless a read token is set. ``POST /api/validate`` stores
+nothing and is a read: open, or guarded by the read token when one is set. Listings hide
+the passwords of URLs (``s3://KEY:***@bucket``); a spec pasted back from a listing gets
+its passwords back from the stored configs (same scheme, user and host), and is refused
+(400) when one cannot be put back safely, rather than stored with ``***`` as a password.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from node.component import Metrics
-from node.errors import SpecError
+from node.errors import RestoreError, SpecError
 from node.hosts import HostPolicy
 from node.redact import has_redacted, redact_tree, unredact
 from zk.client import ConflictError, ZkError
@@ -292,8 +294,9 @@ def create_app(service: MasterService, token: str | None = None, *,
 
     @app.post("/api/validate", tags=["configs"])
     def validate(body: ValidateBody):
-        """Live validation (no token needed, nothing is stored): ``{ok, errors, message,
-        canonical}``."""
+        """Live validation (a read: nothing is stored; needs the read token if one is
+        set): ``{ok, errors, message, canonical}``; the first 20 problems are listed, then
+        how many more there are."""
         with parsing(body.source, body.sink, body.spec):
             return service.validate(body.source, body.sink, body.spec)
 
@@ -328,16 +331,17 @@ def _cmd(cmd) -> dict:
 
 def _unredacted(service: MasterService, what: str, text: str) -> str:
     """``text`` with the passwords a listing hid (``s3://KEY:***@...``) put back from the
-    stored configs; CommandError (400) when one cannot be, rather than storing ``***``."""
+    stored configs; CommandError (400) when one cannot be, rather than storing ``***`` or
+    sending a password to another host."""
     if not has_redacted(text):
         return text
     logical = service.view.snapshot()[1]
-    text = unredact(text, (t for cfg in logical.values() for t in (cfg.source, cfg.sink)))
-    if has_redacted(text):
+    try:
+        return unredact(text, (t for cfg in logical.values() for t in (cfg.source, cfg.sink)))
+    except RestoreError as exc:
         raise CommandError(f"the {what} holds a URL whose password a listing hid "
-                           f"('user:***@') and no stored config has that user's password "
-                           f"for that scheme; give the real password")
-    return text
+                           f"('user:***@') and it cannot be put back: {exc}; type the "
+                           f"password again") from None
 
 
 __all__ = ["create_app", "SafeJSONResponse"]

@@ -51,7 +51,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import EventType, KazooState
 
-from node.errors import FlumeError, SpecError, SpecErrors
+from node.errors import FlumeError, SpecError, SpecErrors, more_problems
 from node.redact import redact_tree
 from node.registry import load_components, validate_parts
 from node.spec import (Definition, format_definition, format_sink, format_source, parse,
@@ -88,10 +88,15 @@ class NotFound(CommandFailed):
 
 # ---------------------------------------------------------------- helpers
 
+def _shown(exc: SpecError) -> tuple[list[SpecError], int]:
+    return exc.shown() if isinstance(exc, SpecErrors) else ([exc], 0)
+
+
 def render_spec_error(exc: SpecError) -> str:
-    """The text shown to people: every problem, each with its spec line and a caret, and
-    which part it is in (``part``: "source", "sink", "spec" or a file name) when known."""
-    errors = exc.errors if isinstance(exc, SpecErrors) else [exc]
+    """The text shown to people: the first problems (``SpecErrors.shown``), each with its
+    spec line (cut around the column) and a caret, and which part it is in (``part``:
+    "source", "sink", "spec" or a file name) when known; then how many more there are."""
+    errors, more = _shown(exc)
     out = []
     for e in errors:
         part = getattr(e, "part", None)
@@ -99,17 +104,27 @@ def render_spec_error(exc: SpecError) -> str:
             out.append(f"in the {part}: {e.render()}")
         else:  # a file name, or nothing
             out.append(f"{part}: {e.render()}" if part else e.render())
+    if more:
+        out.append(more_problems(more))
     return "\n".join(out)
 
 
 def spec_error_list(exc: SpecError) -> list[dict]:
-    """``[{message, line, column[, part]}]`` for every problem in ``exc``."""
-    errors = exc.errors if isinstance(exc, SpecErrors) else [exc]
+    """``[{message, line, column[, part]}]`` for the first problems in ``exc``, and one
+    without a position saying how many more there are (with their ``part`` if they all
+    have the same)."""
+    errors, more = _shown(exc)
     out = []
     for e in errors:
         d = e.to_dict()
         if getattr(e, "part", None):
             d["part"] = e.part
+        out.append(d)
+    if more:
+        d = {"message": more_problems(more), "line": None, "column": None}
+        parts = {getattr(e, "part", None) for e in exc.errors[len(errors):]}
+        if len(parts) == 1 and None not in parts:
+            d["part"] = parts.pop()
         out.append(d)
     return out
 

@@ -296,6 +296,8 @@ class _ToTree(Transformer):
 
 _PARSER = Lark(GRAMMAR, parser="lalr", start=["start", "source_only", "sink_only"],
                propagate_positions=True, maybe_placeholders=False)
+# the lexer's own string literal, for those who look for strings in spec text (redaction)
+STRING_RE = re.compile(_PARSER.get_terminal("STRING").pattern.to_regexp())
 _TO_TREE = _ToTree()
 
 _READABLE = {"$END": "end of spec", "NAME": "a name", "STRING": "a string",

@@ -134,6 +134,28 @@ def test_validate_needs_no_token_and_stores_nothing(locked, store):
     assert store.list_logical() == {}
 
 
+def test_errors_of_a_long_one_line_spec_stay_small(client, store):
+    # every error used to quote the whole line: 300 errors on a 7 kB line answered 2.2 MB
+    # (a 76 kB spec 339 MB in 30 s); now the first 20, each quoting 120 characters
+    spec = "".join(f"a{i}: nosuch{i} | null; " for i in range(300))
+    r = client.post("/api/validate", json={"spec": spec})
+    assert r.status_code == 200 and not r.json()["ok"]
+    assert len(r.content) < 12_000, len(r.content)
+    errors = r.json()["errors"]
+    assert len(errors) == 21 and errors[0]["column"] == 5
+    assert errors[-1] == {"message": "... and 280 more problems (the first 20 are shown)",
+                          "line": None, "column": None, "part": "spec"}
+    assert max(len(line) for line in r.json()["message"].split("\n")) <= 125
+    sink = "[ " + ", ".join(f"nosink{i}" for i in range(300)) + " ]"
+    r = client.put("/api/configs/n1", json={"source": "nosource", "sink": sink})
+    assert r.status_code == 400 and len(r.content) < 12_000, len(r.content)
+    assert r.json()["errors"][0] == {"message": "unknown source 'nosource'", "line": 1,
+                                     "column": 1, "part": "source"}
+    assert r.json()["errors"][-1]["part"] == "sink"
+    assert r.json()["message"].endswith("... and 281 more problems (the first 20 are shown)")
+    assert store.list_logical() == {}
+
+
 def test_writes_need_the_token_when_set(locked, store):
     attempts = [("put", "/api/configs/n1", {"source": "null", "sink": "null"}),
                 ("delete", "/api/configs/n1", None),
@@ -298,6 +320,27 @@ def test_listings_hide_url_passwords_and_refuse_them_back(client, store):
         "web3", "null", 'dfs("s3://OTHER:***@bucket/p")']})
     assert r.status_code == 400 and store.get_logical("web3") is None
     assert "***" not in store.get_logical("web1").sink
+
+
+def test_a_pasted_back_password_never_goes_to_another_host(client, store):
+    victim = 'dfs("ftp://ops:S3cretPw@ftp.corp/logs/app")'
+    aws = 'dfs("s3://AKIA:wJalr/K7MDENG+bPxRfiCY@bucket/logs")'
+    for name, sink in (("victim", victim), ("aws", aws)):
+        assert client.put(f"/api/configs/{name}", json={"source": "null", "sink": sink}
+                          ).status_code == 200
+    assert client.get("/api/configs/aws").json()["sink"] == 'dfs("s3://AKIA:***@bucket/logs")'
+    assert "wJalr" not in client.get("/api/configs").text
+    # the review's paste: stored, fsspec sent the password to evil.example
+    thief = 'dfs("ftp://ops:***@ftp.corp\\\\@evil.example/x/y")'
+    r = client.put("/api/configs/thief", json={"source": "null", "sink": thief})
+    assert r.status_code == 400, r.text
+    assert "cannot be put back" in r.json()["message"]
+    assert "type the password again" in r.json()["message"]
+    assert "S3cretPw" not in r.text and store.get_logical("thief") is None
+    # pasted back unchanged, both are restored
+    r = client.put("/api/configs/aws", json={"source": "null", "flow": "f2",
+                                             "sink": 'dfs("s3://AKIA:***@bucket/logs")'})
+    assert r.status_code == 200 and store.get_logical("aws").sink == aws
 
 
 def test_read_token_guards_listings_but_not_health_or_console(service):

@@ -45,6 +45,17 @@ def test_check_reads_file_and_reports_every_error(tmp_path):
     assert "line 2" in r.stderr and "unknown source 'nosource'" in r.stderr
 
 
+def test_check_shows_twenty_errors_each_under_a_short_piece_of_the_line():
+    line = "".join(f"a{i}: nosuch{i} | null; " for i in range(100))   # one 2.4 kB line
+    r = flume("check", "-c", line)
+    assert r.returncode == 2
+    lines = r.stderr.splitlines()
+    assert len(lines) == 3 * 20 + 1 and lines[-1].startswith("... and 80 more problems")
+    assert max(len(x) for x in lines) <= 125
+    caret = lines[2].index("^")
+    assert lines[1][caret:].startswith("nosuch0") and lines[1].endswith("…")
+
+
 def test_check_missing_file_is_usage_error(tmp_path):
     r = flume("check", "-c", f"@{tmp_path}/missing.flume")
     assert r.returncode == 2 and "cannot read spec file" in r.stderr

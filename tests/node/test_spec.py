@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from node.errors import SpecError
+from node.cli import load_checked_spec
+from node.errors import MAX_MESSAGE_CHARS, MAX_SHOWN, QUOTE_CHARS, SpecError, SpecErrors
+from node.registry import validate_parts
 from node.spec import (MAX_COMPONENTS, MAX_DEPTH, MAX_SPEC_CHARS, Call, Decorated, Definition,
                        Failover, FanOut, Func, Let, Lit, Spec, format_sink, format_spec,
                        format_value, parse, parse_sink, parse_source, quote, unescape,
@@ -51,6 +53,35 @@ def test_render_without_text_or_position():
     assert SpecError("boom", 3, 4).render() == "spec error at line 3, column 4: boom"
     # a line beyond the text: just the head
     assert SpecError("boom", 9, 1, "a\nb").render() == "spec error at line 9, column 1: boom"
+
+
+def test_a_long_line_is_quoted_around_the_column_only():
+    # one line of 20,000 characters: every error used to quote all of it
+    line = "".join(f"a{i}: null | null; " for i in range(1000)) + "b: null | nosink;"
+    err = error_of(lambda t: validate_parts(None, parse(t).definitions[-1].sink, t), line)
+    head, src, caret = err.render().split("\n")
+    assert head.endswith("unknown sink 'nosink'")
+    assert src.startswith("  …") and len(src) <= 2 + QUOTE_CHARS + 1
+    assert src[caret.index("^"):].startswith("nosink")
+    middle = error_of(parse, "x" * 5000 + " $ " + "y" * 5000)
+    _, src, caret = middle.render().split("\n")
+    assert src.startswith("  …") and src.endswith("…") and len(src) == 2 + QUOTE_CHARS + 2
+    assert src[caret.index("^")] == "$"
+    start = error_of(parse, "$" + "y" * 5000)
+    _, src, caret = start.render().split("\n")
+    assert src == "  $" + "y" * (QUOTE_CHARS - 1) + "…" and caret == "  ^"
+
+
+def test_many_errors_show_the_first_twenty_and_messages_are_bounded():
+    text = "".join(f"a{i}: nosuch{i} | null;\n" for i in range(100))
+    with pytest.raises(SpecErrors) as info:
+        load_checked_spec(text)
+    shown = info.value.render().split("\n")
+    assert len(shown) == 3 * MAX_SHOWN + 1
+    assert shown[-1] == f"... and {100 - MAX_SHOWN} more problems (the first 20 are shown)"
+    long = SpecError("unknown sink '" + "n" * 100_000 + "'", 1, 1)
+    assert len(long.message) == MAX_MESSAGE_CHARS + 1 and long.message.endswith("…")
+    assert len(long.render()) < MAX_MESSAGE_CHARS + 100
 
 
 def test_lines_are_counted_like_the_parser_counts_them():

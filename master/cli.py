@@ -80,9 +80,9 @@ def build_parser():
 
 def _add_http_options(m) -> None:
     """The REST API's read token, allowed Host names and bounds (master/http_guard.py,
-    master/http_server.py)."""
+    node/http_server.py)."""
     from .http_guard import DEFAULT_MAX_BODY
-    from .http_server import HttpLimits
+    from node.http_server import HttpLimits
     d = HttpLimits()
     m.add_argument("--read-token-file", metavar="FILE",
                    help="file holding a token required to read the API's listings (the "
@@ -103,7 +103,7 @@ def _add_http_options(m) -> None:
 
 
 def _http_options(args) -> dict:
-    from .http_server import HttpLimits
+    from node.http_server import HttpLimits
     from .server import MasterConfigError, read_token
     if args.max_body < 1 or args.max_connections < 1 or args.header_timeout <= 0:
         raise MasterConfigError("--max-body, --max-connections and --header-timeout "

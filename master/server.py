@@ -152,7 +152,7 @@ class Master:
         self.read_token = read_token
         self.allowed_hosts = tuple(allowed_hosts)
         from .http_guard import DEFAULT_MAX_BODY
-        from .http_server import HttpLimits
+        from node.http_server import HttpLimits
         self.max_body = max_body or DEFAULT_MAX_BODY
         self.limits = limits or HttpLimits()
         self.http_metrics = Metrics()
@@ -231,8 +231,8 @@ class Master:
 
     def serve(self) -> None:
         """Serve the REST API and console until interrupted (SIGINT / SIGTERM), within
-        the bounds of :mod:`master.http_server`."""
-        from . import http_server
+        the bounds of :mod:`node.http_server`."""
+        from node import http_server
         refusals = Refusals(self.http_metrics, http_server.log,
                             f"the master's HTTP server on port {self.http_port}")
         sock = http_server.listening_socket(self.bind, self.http_port, refusals)

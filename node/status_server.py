@@ -3,9 +3,24 @@
 
 It serves whatever ``status()`` returns when asked — a dict ``{physical, host, pid,
 started, updated, logical: {name: {state, version, flow, source, sink, last_error,
-counters, components}}}`` — so it holds no state of its own and never blocks the node:
-each request runs on its own daemon thread (the stdlib's threading HTTP server; a status
-page needs no event loop).
+counters, components}}}`` — plus ``status_page``, its own refusal counters; it keeps no
+other state and never blocks the node. It runs on the bounded HTTP server the master uses
+(:mod:`node.http_server`: uvicorn, one event loop on a daemon thread of its own) within
+:data:`STATUS_LIMITS` (or ``limits``):
+
+* at most ``max_connections`` (32) connections at once; one more is answered 503 and
+  closed (``refused_connections``);
+* a request's line and headers must arrive within ``header_timeout`` (10 s), however
+  slowly they trickle in (``refused_header_timeout``); an idle kept-alive connection
+  closes after ``keep_alive`` (5 s); at most 64 KiB of line and headers (past it, 400);
+* a request that is not whole is never answered, so a client that goes away costs no
+  rendering; the page is rendered on a worker thread only for whole requests (at most one
+  per connection), so a slow ``status()`` does not stop the loop from closing slow
+  clients.
+
+Every refusal is counted (``status_page`` in ``/status.json``, the HTML page and
+``flume_status_page_refused_total`` in ``/metrics``) and logged, rate-limited
+(:class:`node.limits.Refusals`).
 
 It binds 127.0.0.1 by default and refuses any address that is not loopback
 (:class:`UnsafeBindError`): the page has no access control and shows every spec and
@@ -24,19 +39,25 @@ import ipaddress
 import json
 import logging
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
+from . import http_server
+from .component import Metrics
 from .errors import FlumeError
 from .hosts import HostPolicy
-from .http_thread import HttpServerThread
-from .metrics import MAIN, PROMETHEUS_CONTENT_TYPE, components, prometheus_text, summarize
+from .http_server import HttpLimits
+from .http_thread import AsgiServerThread
+from .limits import RateLimitedLog, Refusals
+from .metrics import (MAIN, PROMETHEUS_CONTENT_TYPE, _labels, components, prometheus_text,
+                      summarize)
 from .redact import redact_tree
 
 log = logging.getLogger(__name__)
 
 PORT_TRIES = 64
 REFRESH_SECONDS = 5
+# one reader is a browser tab or a scraper: a few connections each, far below the master's
+STATUS_LIMITS = HttpLimits(max_connections=32)
 
 
 class UnsafeBindError(FlumeError):
@@ -58,29 +79,34 @@ def check_bind(bind: str) -> None:
 
 
 class StatusServer:
-    """Serves ``status()`` over HTTP on ``bind``:``port`` until :meth:`stop`; ``bind``
-    must be a loopback address (:func:`check_bind`)."""
+    """Serves ``status()`` over HTTP on ``bind``:``port`` until :meth:`stop`, within
+    ``limits`` (default :data:`STATUS_LIMITS`); ``bind`` must be a loopback address
+    (:func:`check_bind`). ``metrics`` counts its refusals."""
 
     def __init__(self, status: Callable[[], dict], bind: str = "127.0.0.1",
-                 port: int = 35862, autofind: bool = True):
+                 port: int = 35862, autofind: bool = True,
+                 limits: HttpLimits = STATUS_LIMITS):
         check_bind(bind)
         self.hosts = HostPolicy(bind)
         self.status = status
         self.bind = bind
         self.wanted_port = port
         self.autofind = autofind
+        self.limits = limits
+        self.metrics = Metrics()
         self.port: int | None = None
-        self._serving: HttpServerThread | None = None
+        self._errors = RateLimitedLog(log)
+        self._serving: AsgiServerThread | None = None
 
     def start(self) -> "StatusServer":
         """Bind and serve; raises OSError when no port can be had."""
-        handler = type("Handler", (_Handler,), {"owner": self})
+        refusals = Refusals(self.metrics, log, "the node status page")
         tries = PORT_TRIES if self.autofind and self.wanted_port else 1
         last: OSError | None = None
         for i in range(tries):
             port = self.wanted_port + i if self.wanted_port else 0
             try:
-                server = ThreadingHTTPServer((self.bind, port), handler)
+                sock = http_server.listening_socket(self.bind, port, refusals)
                 break
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE or port >= 65535:
@@ -88,9 +114,11 @@ class StatusServer:
                 last = exc
         else:
             raise last  # type: ignore[misc]
-        self._serving = HttpServerThread(server, "status-http-", poll_interval=0.2)
+        self.port = sock.getsockname()[1]
+        refusals.what = f"the node status page on {self.bind}:{self.port}"
+        server = http_server.server(self._app(), sock, self.limits, refusals)
+        self._serving = AsgiServerThread(server, sock, "status-http-")
         self._serving.start()
-        self.port = self._serving.port
         log.info("node status page on http://%s:%d/", self.bind, self.port)
         return self
 
@@ -103,51 +131,64 @@ class StatusServer:
     def url(self) -> str:
         return f"http://{self.bind}:{self.port}/"
 
+    def served_status(self) -> dict:
+        """``status()`` with passwords hidden and this page's own counters
+        (``status_page``)."""
+        return {**redact_tree(self.status()), "status_page": dict(self.metrics)}
 
-class _Handler(BaseHTTPRequestHandler):
-    owner: StatusServer
-    server_version = "flume-node"
-    protocol_version = "HTTP/1.1"
+    def _app(self):
+        from starlette.applications import Starlette
+        from starlette.responses import Response
+        from starlette.routing import Route
 
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-        path = self.path.split("?", 1)[0]
-        host = self.headers.get("Host")
-        if host is not None and not self.owner.hosts.allows(host):
-            self.close_connection = True
-            self._send(421, "text/plain; charset=utf-8",
-                       b"this node's status page does not answer for that host name\n")
-            return
-        try:
-            if path in ("/", "/index.html"):
-                self._send(200, "text/html; charset=utf-8",
-                           render_html(redact_tree(self.owner.status())).encode())
-            elif path == "/status.json":
-                body = json.dumps(redact_tree(self.owner.status()), ensure_ascii=True,
-                                  default=str)
-                self._send(200, "application/json", body.encode())
-            elif path == "/metrics":
-                self._send(200, PROMETHEUS_CONTENT_TYPE,
-                           prometheus_text(redact_tree(self.owner.status())).encode())
-            else:
-                self._send(404, "text/plain; charset=utf-8", b"not found\n")
-        except Exception as exc:  # a status page must not take the node down
-            log.warning("status page %s failed: %s", path, exc, exc_info=True)
-            self._send(500, "text/plain; charset=utf-8", f"error: {exc}\n".encode())
+        def page(render: Callable[[dict], str], content_type: str):
+            # a plain function: Starlette runs it on a worker thread, off the event loop
+            def endpoint(request) -> Response:
+                host = request.headers.get("host")
+                if host is not None and not self.hosts.allows(host):
+                    return Response(b"this node's status page does not answer for that "
+                                    b"host name\n", 421, media_type="text/plain",
+                                    headers={"Connection": "close"})
+                try:
+                    body = render(self.served_status())
+                except Exception as exc:  # a status page must not take the node down
+                    self._errors.warning("render", "status page %s failed: %r",
+                                         request.url.path, exc)
+                    log.debug("status page %s failed", request.url.path, exc_info=True)
+                    return Response(f"error: {exc}\n", 500, media_type="text/plain")
+                return Response(body, media_type=content_type,
+                                headers={"Cache-Control": "no-store"})
+            return endpoint
 
-    def do_HEAD(self) -> None:  # noqa: N802
-        self.do_GET()
+        html_page = page(render_html, "text/html; charset=utf-8")
+        return Starlette(routes=[
+            Route("/", html_page), Route("/index.html", html_page),
+            Route("/status.json", page(lambda st: json.dumps(st, ensure_ascii=True,
+                                                                 default=str),
+                                       "application/json")),
+            Route("/metrics", page(metrics_text, PROMETHEUS_CONTENT_TYPE))])
 
-    def _send(self, code: int, ctype: str, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
 
-    def log_message(self, fmt, *args) -> None:  # requests are not worth a log line
-        log.debug("status page: " + fmt, *args)
+def _refused(counters: dict | None) -> dict:
+    """``{reason: count}`` of the ``refused_<reason>`` counters in ``counters``."""
+    return {k[len("refused_"):]: v for k, v in (counters or {}).items()
+            if k.startswith("refused_")}
+
+
+def metrics_text(status: dict) -> str:
+    """:func:`node.metrics.prometheus_text` of ``status``, and the status page's own
+    refusals (``flume_status_page_refused_total``, by reason)."""
+    text = prometheus_text(status)
+    refused = _refused(status.get("status_page"))
+    if not refused:
+        return text
+    physical = status.get("physical", "")
+    name = "flume_status_page_refused_total"
+    lines = [f"# HELP {name} Connections and requests the status page refused, by reason.",
+             f"# TYPE {name} counter"]
+    lines += [f"{name}{_labels({'physical': physical, 'reason': r})} {v}"
+              for r, v in sorted(refused.items())]
+    return text + "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- the HTML page
@@ -208,7 +249,8 @@ def render_html(status: dict) -> str:
            f"<tr><th>pid</th><td>{_e(status.get('pid'))}</td></tr>"
            f"<tr><th>started</th><td>{_when(status.get('started'))}</td></tr>"
            f"<tr><th>updated</th><td>{_when(status.get('updated'))}</td></tr>"
-           f"<tr><th>logical nodes</th><td>{len(logical)}</td></tr></table></section>"]
+           f"<tr><th>logical nodes</th><td>{len(logical)}</td></tr>"
+           f"{_refused_row(status.get('status_page'))}</table></section>"]
     if logical:
         out.append("<section><h2>Logical nodes</h2><table><thead><tr><th>name</th>"
                    "<th>state</th><th>version</th><th>flow</th>"
@@ -228,6 +270,16 @@ def render_html(status: dict) -> str:
         out.append(_logical_section(name, logical[name]))
     out.append("</main></body></html>")
     return "".join(out)
+
+
+def _refused_row(counters: dict | None) -> str:
+    """The status page's own refusals by reason, when there were any."""
+    refused = _refused(counters)
+    if not refused:
+        return ""
+    return ("<tr><th>status page refused</th><td>"
+            + ", ".join(f"{_e(k.replace('_', ' '))} <b>{_num(v)}</b>"
+                        for k, v in sorted(refused.items())) + "</td></tr>")
 
 
 def _logical_section(name: str, st: dict) -> str:

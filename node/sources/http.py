@@ -12,8 +12,14 @@ the source's consumer (the driver's ``next_batch``); if that does not happen wit
 never duplicates. A request is taken whole or not at all. Every refusal answers
 ``{"error": sentence, "reason": word}`` and is counted as ``refused_<reason>``:
 
-* ``411`` without a Content-Length; ``400`` (``malformed``) for a bad length, bad JSON,
-  a JSON document nested deeper than the event format allows (4 levels) or a bad event;
+* ``411`` (``no_length``) without a Content-Length, chunked bodies included;
+* ``400`` (``framing``) for anything a proxy in front could read as another request's
+  end (request smuggling): a ``Transfer-Encoding`` with a Content-Length, any
+  ``Transfer-Encoding`` other than ``chunked``, two Content-Length headers, a length that
+  is not plain ASCII digits (``1_0``, ``+5``, ``٣``). The connection is closed after
+  these answers;
+* ``400`` (``malformed``) for bad JSON, a JSON document nested deeper than the event
+  format allows (4 levels) or a bad event;
 * ``413`` (``request_bytes``) for a body over ``maxRequestBytes`` (4 MiB), answered from
   the Content-Length before the body is read (the body is then read and discarded for at
   most 2 s, so the client sees the answer, never more than a fixed buffer in memory);
@@ -89,6 +95,50 @@ class TooLarge(BadRequest):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
+
+
+class LengthRequired(BadRequest):
+    """The request has no Content-Length (answered 411)."""
+
+    status = 411
+    reason = "no_length"
+
+
+class BadFraming(BadRequest):
+    """The headers do not say plainly where the body ends (answered 400)."""
+
+    reason = "framing"
+
+
+def content_length(headers) -> int:
+    """The body's length: exactly one Content-Length of ASCII digits (optional spaces or
+    tabs around them) and no Transfer-Encoding; otherwise LengthRequired or BadFraming
+    (or TooLarge past 18 digits).
+    ``headers`` is an ``email.message.Message`` (what ``http.server`` parses)."""
+    lengths = headers.get_all("Content-Length") or []
+    codings = headers.get_all("Transfer-Encoding") or []
+    if codings:
+        if lengths:
+            raise BadFraming("Transfer-Encoding together with Content-Length: where the "
+                             "body ends is ambiguous")
+        if [c.strip(" \t").lower() for c in codings] == ["chunked"]:
+            raise LengthRequired("Content-Length is required: chunked bodies are not "
+                                 "supported")
+        raise BadFraming(f"Transfer-Encoding {', '.join(codings)[:60]!r} is not supported; "
+                         f"send a Content-Length")
+    if not lengths:
+        raise LengthRequired("Content-Length is required")
+    if len(lengths) > 1:
+        raise BadFraming(f"Content-Length given {len(lengths)} times")
+    value = lengths[0].strip(" \t")
+    # int() would also take "1_0", "+5", "\f5" and other scripts' digits ("٣")
+    if not (value.isascii() and value.isdigit()):
+        raise BadFraming(f"bad Content-Length {value[:40]!r}: expected ASCII digits")
+    digits = value.lstrip("0")
+    if len(digits) > 18:      # int() would refuse past 4,300 digits, and no bound is near
+        raise TooLarge("request_bytes", f"a Content-Length of {len(digits)} digits is "
+                       f"over any bound")
+    return int(digits or "0")
 
 
 def check_json_shape(data: bytes, max_events: int) -> None:
@@ -313,29 +363,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_PUT = do_DELETE = do_HEAD = do_GET
 
-    def _length(self) -> int | None:
-        """The Content-Length, or None once a refusal was answered."""
-        length = self.headers.get("Content-Length")
-        if length is None:
-            self._refuse(411, "no_length", "Content-Length is required", close=True)
-            return None
+    def _length(self, drain: bool) -> int | None:
+        """The Content-Length (:func:`content_length`) within maxRequestBytes, or None once
+        a refusal was answered (the connection then closes). With ``drain``, the body of
+        a request over the bound is read and discarded first (:meth:`_drain`)."""
         try:
-            n = int(length)
-            if n < 0:
-                raise ValueError
-        except ValueError:
-            self._refuse(400, "malformed", f"bad Content-Length {length!r}", close=True)
+            n = content_length(self.headers)
+        except BadRequest as exc:
+            self._refuse(exc.status, exc.reason, str(exc), close=True)
             return None
         limit = self.src.maxRequestBytes
         if n > limit:
             self._refuse(413, "request_bytes", f"a request of {n} bytes is over "
                          f"maxRequestBytes={limit}", close=True)
+            if drain:
+                self.wfile.flush()
+                self._drain(n)
             return None
         return n
 
     def handle_expect_100(self) -> bool:
         # "Expect: 100-continue": refuse an oversized body before the client sends it
-        if self.command == "POST" and self._length() is None:
+        if self.command == "POST" and self._length(drain=False) is None:
             return False
         return super().handle_expect_100()
 
@@ -357,12 +406,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         src = self.src
-        length = self.headers.get("Content-Length")
-        n = self._length()
+        n = self._length(drain=True)
         if n is None:
-            if length is not None and length.isdigit():
-                self.wfile.flush()
-                self._drain(int(length))
             return
         data = self.rfile.read(n)
         if len(data) < n:            # the client went away, or the deadline closed it

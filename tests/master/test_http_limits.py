@@ -263,7 +263,7 @@ def test_a_stalled_body_is_cut_off_after_the_body_timeout():
     """In-process (uvicorn on a thread) with a half-second body timeout."""
     import threading
 
-    from master.http_server import HttpLimits, listening_socket, server
+    from node.http_server import HttpLimits, listening_socket, server
     from node.component import Metrics
     from node.limits import Refusals
 

@@ -3,8 +3,12 @@ cases on a fixed status, then a real physical node on a real ZooKeeper."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+import select
 import socket
+import time
 
 import httpx
 import pytest
@@ -150,7 +154,8 @@ def test_page_json_metrics_and_404(server):
         assert text in page, text
     assert "<b>boom</b>" not in page and "&lt;b&gt;boom&lt;/b&gt;" in page  # escaped
     r = httpx.get(base + "/status.json", timeout=5)
-    assert r.headers["content-type"] == "application/json" and r.json() == st
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == {**st, "status_page": {}}     # and the page's own refusals: none
     r = httpx.get(base + "/metrics", timeout=5)
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert parse_prometheus(r.text)
@@ -165,7 +170,7 @@ def test_taken_port_moves_to_the_next_one_unless_told_not_to(server):
         s = server({"physical": "p", "logical": {}}, port=port)
         assert s.port != port and port < s.port <= port + 64
         assert httpx.get(f"http://127.0.0.1:{s.port}/status.json", timeout=5).json() == {
-            "physical": "p", "logical": {}}
+            "physical": "p", "logical": {}, "status_page": {}}
         with pytest.raises(OSError):
             StatusServer(lambda: {}, port=port, autofind=False).start()
 
@@ -248,3 +253,158 @@ def test_a_foreign_host_name_is_refused(server):
         assert r.status_code == 421 and "web" not in r.text, path
     for host in (f"127.0.0.1:{s.port}", "localhost", socket.gethostname()):
         assert httpx.get(base + "/", headers={"Host": host}, timeout=5).status_code == 200
+
+
+# ------------------------------------------------------------ bounds (issue 9, review 12)
+
+def _proc_threads(pid: int | str = "self") -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def _proc_rss_kb(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS line")
+
+
+def _read_to_end(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """What the server sends until it closes (a reset counts as closed)."""
+    sock.settimeout(timeout)
+    out = b""
+    try:
+        while chunk := sock.recv(65536):
+            out += chunk
+    except ConnectionResetError:
+        pass
+    return out
+
+
+def test_a_request_head_trickling_in_is_closed_at_the_header_timeout(server):
+    from node.http_server import HttpLimits
+    s = server(status_fixture(), limits=HttpLimits(header_timeout=0.5))
+    head = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 1000
+    with socket.create_connection(("127.0.0.1", s.port), timeout=5) as c:
+        t0 = time.monotonic()
+        closed = None
+        for i in range(len(head)):          # a byte every 50 ms: each read is quick
+            try:
+                c.sendall(head[i:i + 1])
+            except OSError:
+                closed = time.monotonic() - t0
+                break
+            c.settimeout(0.05)
+            try:
+                if c.recv(100) == b"":
+                    closed = time.monotonic() - t0
+                    break
+            except TimeoutError:
+                pass
+            if time.monotonic() - t0 > 4:
+                break
+    assert closed is not None and 0.4 < closed < 2, closed
+    assert s.metrics["refused_header_timeout"] == 1
+    r = httpx.get(f"http://127.0.0.1:{s.port}/status.json", timeout=5)
+    assert r.json()["status_page"] == {"refused": 1, "refused_header_timeout": 1}
+    assert "flume_status_page_refused_total" in httpx.get(
+        f"http://127.0.0.1:{s.port}/metrics", timeout=5).text
+
+
+def test_a_half_sent_request_that_goes_away_is_neither_rendered_nor_logged(server, caplog):
+    calls = []
+
+    def status():
+        calls.append(1)
+        return status_fixture()
+    s = server(None)
+    s.status = status
+    # a first request: the server's loop runs (its descriptors are open) before counting
+    assert httpx.get(f"http://127.0.0.1:{s.port}/", timeout=5).status_code == 200
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        c.sendall(b"GET / HTTP/1.1\r\n")      # an unfinished request head
+        c.close()
+    # the server closed its side of each once the process is back to its descriptors
+    wait_until(lambda: len(os.listdir("/proc/self/fd")) <= fds, 10, "connections closed")
+    assert httpx.get(f"http://127.0.0.1:{s.port}/", timeout=5).status_code == 200
+    assert len(calls) == 2                           # only the whole requests were rendered
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_idle_connections_past_the_cap_get_503_and_cost_no_thread(server):
+    from node.status_server import STATUS_LIMITS
+    cap = STATUS_LIMITS.max_connections
+    s = server(status_fixture())
+    threads = _proc_threads()
+    held, answers = [], []
+    try:
+        for _ in range(cap):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            c.sendall(b"GET / HTTP/1.1\r\n")           # never finished
+            held.append(c)
+        wait_until(lambda: len(s._serving.server.server_state.connections) == cap, 5,
+                   "every held connection accepted", ignore=(AttributeError,))
+        for _ in range(8):
+            with socket.create_connection(("127.0.0.1", s.port), timeout=5) as extra:
+                answers.append(_read_to_end(extra))
+        grown = _proc_threads() - threads
+    finally:
+        for c in held:
+            c.close()
+    assert all(a.startswith(b"HTTP/1.1 503 ") for a in answers), answers[:1]
+    assert s.metrics["refused_connections"] == 8
+    assert grown <= 2, f"{grown} more threads for {cap + 8} connections"
+    wait_until(lambda: httpx.get(f"http://127.0.0.1:{s.port}/status.json",
+                                 timeout=5).status_code == 200, 5, "a slot free again",
+               ignore=(httpx.HTTPError,))
+
+
+def test_a_node_process_under_300_idle_connections_keeps_its_threads_and_memory(tmp_path):
+    """The review's attack on a real one-shot node: 300 unfinished request heads."""
+    import subprocess
+    import sys
+    from tests.conftest import free_port
+    from tests.node.victim import REPO
+    port = free_port()
+    log_path = tmp_path / "node.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "master.cli", "node", "--one-shot", "-n", "v", "-c",
+             'v: syslogTcp(0, bind="127.0.0.1") | null', "--data-dir", str(tmp_path / "d"),
+             "--http-port", str(port)], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    socks = []
+    try:
+        url = f"http://127.0.0.1:{port}/status.json"
+        wait_until(lambda: httpx.get(url, timeout=2).status_code == 200, 30,
+                   "the node's status page", ignore=(httpx.HTTPError,))
+        threads, rss = _proc_threads(proc.pid), _proc_rss_kb(proc.pid)
+        for _ in range(300):
+            c = socket.create_connection(("127.0.0.1", port), timeout=5)
+            c.sendall(b"GET / HTTP/1.1\r\n")
+            socks.append(c)
+        # every connection past the first 32 is answered 503 at once (so readable)
+        wait_until(lambda: len(select.select(socks[32:], [], [], 0)[0]) == 300 - 32, 20,
+                   "the connections past the cap answered")
+        after_threads, after_rss = _proc_threads(proc.pid), _proc_rss_kb(proc.pid)
+        print(f"300 idle connections: threads {threads} -> {after_threads}, "
+              f"RSS {rss // 1024} -> {after_rss // 1024} MiB")
+        assert all(_read_to_end(c).startswith(b"HTTP/1.1 503 ") for c in socks[32:])
+        assert after_threads <= threads + 2
+        assert after_rss - rss < 8 * 1024
+        for c in socks:
+            c.close()
+        refused = wait_until(lambda: httpx.get(url, timeout=5).json()["status_page"], 10,
+                             "the status page again", ignore=(httpx.HTTPError, KeyError))
+        assert refused == {"refused": 300 - 32, "refused_connections": 300 - 32}
+    finally:
+        for c in socks:
+            c.close()
+        proc.kill()
+        proc.wait(10)
+    lines = log_path.read_text(errors="replace").splitlines()
+    assert not [line for line in lines if "Traceback" in line], lines[-20:]
+    assert len(lines) < 20, lines

@@ -1,6 +1,9 @@
-"""The master's HTTP server: uvicorn (h11) with bounds on connections, time and log lines.
+"""An HTTP server for an ASGI app: uvicorn (h11) with bounds on connections, time and log
+lines. The master's REST API and console run on it, and so does the node's status page
+(:mod:`node.status_server`, on a thread: :class:`node.http_thread.AsgiServerThread`).
 
-:func:`serve` runs an ASGI app on ``bind``:``port`` until ``server.should_exit``:
+:func:`server` runs an ASGI app on a socket from :func:`listening_socket` until
+``server.should_exit``; one event loop serves every connection (no thread each):
 
 * **connections**: at most ``max_connections`` open at once (fewer if the process's
   descriptors do not allow them: :func:`fit_to_descriptors`); one more is answered 503 and
@@ -43,7 +46,7 @@ BACKLOG = 128           # also the number of accept() calls per wake-up of the l
 _SHED_PER_WAKEUP = 1024
 RESERVED_FDS = 64       # descriptors kept for ZooKeeper, logs and files, not connections
 
-_BUSY_BODY = b'{"message": "too many connections to this master; retry later"}\n'
+_BUSY_BODY = b'{"message": "too many connections to this server; retry later"}\n'
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
          b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
@@ -71,7 +74,7 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             self.refusals.refuse("connections", f"more than {self.limits.max_connections} "
-                                 f"connections at once (--max-connections)")
+                                 f"connections at once")
             transport.write(_BUSY)
             transport.close()
             return

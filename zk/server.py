@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +36,13 @@ DEBIAN_JARS = ["zookeeper", "zookeeper-jute", "slf4j-api", "slf4j-simple", "nett
 INSTALL_HINT = ("install Java and ZooKeeper (Debian: apt-get install -y zookeeper "
                 "default-jre-headless), set $ZOOKEEPER_HOME to a ZooKeeper distribution, "
                 "or point the master at an ensemble with --zk host:port")
+
+
+DEFAULT_HEAP_MB = 1024
+# ZooKeeper's own default (0xfffff), set explicitly so that server and clients agree on it
+JUTE_MAXBUFFER = 1024 * 1024 - 1
+RESTART_DELAYS = (1.0, 60.0)    # first and longest wait before restarting a dead server
+STABLE_SECONDS = 60.0           # up this long: the next crash waits the first delay again
 
 
 class ZooKeeperUnavailable(FlumeError):
@@ -74,13 +82,21 @@ class ManagedZooKeeper:
     """One standalone ZooKeeper server process under ``data_dir``."""
 
     def __init__(self, data_dir: Path, port: int = 3181, host: str = "127.0.0.1",
-                 tick_ms: int = 500, super_digest: str | None = None):
+                 tick_ms: int = 500, super_digest: str | None = None,
+                 heap_mb: int = DEFAULT_HEAP_MB):
         self.data_dir = Path(data_dir)
         self.port = port
         self.host = host
         self.tick_ms = tick_ms
         self.super_digest = super_digest
+        self.heap_mb = heap_mb
         self.proc: subprocess.Popen | None = None
+        self.restarts = 0               # by the supervisor, since this object was made
+        self.last_exit: int | None = None
+        self._lock = threading.Lock()   # one start or stop at a time
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        atexit.register(self.stop)
 
     @property
     def _wildcard(self) -> bool:
@@ -97,6 +113,12 @@ class ManagedZooKeeper:
         return "127.0.0.1" if self._wildcard else self.host
 
     def start(self, timeout: float = 30.0) -> "ManagedZooKeeper":
+        """Start the server and wait until it answers; ZooKeeperUnavailable otherwise."""
+        with self._lock:
+            self._stopping.clear()
+            return self._start(timeout)
+
+    def _start(self, timeout: float) -> "ManagedZooKeeper":
         java = shutil.which("java")
         if java is None:
             raise ZooKeeperUnavailable("Java is not installed; " + INSTALL_HINT)
@@ -120,18 +142,20 @@ class ManagedZooKeeper:
             "autopurge.purgeInterval=1\n")
         logf = open(self.data_dir / "zookeeper.log", "ab")
         props = ["-Dzookeeper.admin.enableServer=false",
-                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"]
+                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                 f"-Djute.maxbuffer={JUTE_MAXBUFFER}",
+                 "-Dzookeeper.enforceQuota=true"]
         if self.super_digest:
             props.append("-Dzookeeper.DigestAuthenticationProvider.superDigest="
                          + self.super_digest)
         self.proc = subprocess.Popen(
-            [java, "-Xmx256m", *props, "-cp", cp, "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(cfg)],
+            [java, f"-Xmx{self.heap_mb}m", "-XX:+ExitOnOutOfMemoryError", *props,
+             "-cp", cp, "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(cfg)],
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
         logf.close()
-        atexit.register(self.stop)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._stopping.is_set():
             if self.proc.poll() is not None:
                 raise ZooKeeperUnavailable(
                     f"ZooKeeper exited with status {self.proc.returncode}; see "
@@ -140,11 +164,66 @@ class ManagedZooKeeper:
                 log.info("managed ZooKeeper is up", extra={"connect": self.connect_string})
                 return self
             time.sleep(0.05)
-        self.stop()
+        self._terminate()
         raise ZooKeeperUnavailable(f"ZooKeeper did not answer within {timeout:.0f} s; see "
                                    f"{self.data_dir / 'zookeeper.log'}")
 
+    @property
+    def alive(self) -> bool:
+        proc = self.proc
+        return proc is not None and proc.poll() is None
+
+    def state(self) -> dict:
+        """What the status shows: alive, restarts so far, the last exit status, the heap."""
+        return {"alive": self.alive, "restarts": self.restarts,
+                "last_exit": self.last_exit, "heap_mb": self.heap_mb}
+
+    def supervise(self) -> None:
+        """Watch the server from a daemon thread and start it again whenever it exits
+        without :meth:`stop` (out of memory, killed): after RESTART_DELAYS[0] seconds, the
+        delay doubling on every failed or short-lived run up to RESTART_DELAYS[1]. Each
+        exit is logged as a WARNING and counted in ``restarts``."""
+        if self._supervisor is None:
+            self._supervisor = threading.Thread(target=self._supervise, daemon=True,
+                                                name="zookeeper-supervisor")
+            self._supervisor.start()
+
+    def _supervise(self) -> None:
+        delay = RESTART_DELAYS[0]
+        while not self._stopping.is_set():
+            proc, started = self.proc, time.monotonic()
+            if proc is not None:
+                status = proc.wait()
+                if self._stopping.is_set():
+                    return
+                self.last_exit = status
+                if time.monotonic() - started > STABLE_SECONDS:
+                    delay = RESTART_DELAYS[0]
+                log.warning("the managed ZooKeeper exited with status %s (see %s); starting "
+                            "it again in %.0f s", status, self.data_dir / "zookeeper.log",
+                            delay)
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, RESTART_DELAYS[1])
+            self.restarts += 1
+            try:
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    self._start(30.0)
+                log.warning("the managed ZooKeeper is running again (restart %d)",
+                            self.restarts)
+            except (ZooKeeperUnavailable, OSError) as exc:
+                self.proc = None
+                log.warning("the managed ZooKeeper did not start again: %s", exc)
+
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server (and its supervisor: a stopped server stays stopped)."""
+        self._stopping.set()
+        with self._lock:
+            self._terminate(timeout)
+
+    def _terminate(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
@@ -156,11 +235,11 @@ class ManagedZooKeeper:
             proc.wait(5)
 
     def kill(self) -> None:
-        """SIGKILL, for tests of a ZooKeeper crash."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(5)
-            self.proc = None
+        """SIGKILL, for tests of a ZooKeeper crash (a supervisor starts it again)."""
+        proc = self.proc
+        if proc is not None:
+            proc.kill()
+            proc.wait(5)
 
     def __enter__(self) -> "ManagedZooKeeper":
         return self.start()

@@ -236,7 +236,8 @@ class LeaderDuties:
         from .translate import retranslate
         self.is_leader = True
         log.info("master %s is the leader", self.identifier)
-        for part in ("physical", "mappings", "logical"):
+        # status/: a new child there is checked at once (Registrations), not at the sweep
+        for part in ("physical", "status", "mappings", "logical"):
             ChildrenWatch(self.client, self.store.path(part), self._mark)
         try:
             while not self.stop_event.is_set():

@@ -67,15 +67,26 @@ def classpath() -> str:
     return os.pathsep.join(str(j) for j in jars if j.exists())
 
 
-def ruok(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True if a ZooKeeper server answers the ``ruok`` four-letter word."""
+def _four_letters(host: str, port: int, word: bytes, timeout: float) -> bytes:
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
-            s.sendall(b"ruok")
+            s.sendall(word)
             s.shutdown(socket.SHUT_WR)
-            return s.recv(16) == b"imok"
+            return s.recv(64)
     except OSError:
-        return False
+        return b""
+
+
+def ruok(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True if a ZooKeeper server answers the ``ruok`` four-letter word (it does as soon
+    as it listens, before its data is loaded)."""
+    return _four_letters(host, port, b"ruok", timeout) == b"imok"
+
+
+def serving(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True if a ZooKeeper server serves requests: its data is loaded (``srvr`` answers
+    "not currently serving requests" until then)."""
+    return _four_letters(host, port, b"srvr", timeout).startswith(b"Zookeeper version")
 
 
 class ManagedZooKeeper:
@@ -93,6 +104,8 @@ class ManagedZooKeeper:
         self.proc: subprocess.Popen | None = None
         self.restarts = 0               # by the supervisor, since this object was made
         self.last_exit: int | None = None
+        self.out_of_memory = 0          # exits of which the log says OutOfMemoryError
+        self._log_offset = 0
         self._lock = threading.Lock()   # one start or stop at a time
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -141,6 +154,7 @@ class ManagedZooKeeper:
             "maxSessionTimeout=60000\n"
             "autopurge.purgeInterval=1\n")
         logf = open(self.data_dir / "zookeeper.log", "ab")
+        self._log_offset = logf.tell()
         props = ["-Dzookeeper.admin.enableServer=false",
                  "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
                  f"-Djute.maxbuffer={JUTE_MAXBUFFER}",
@@ -160,7 +174,7 @@ class ManagedZooKeeper:
                 raise ZooKeeperUnavailable(
                     f"ZooKeeper exited with status {self.proc.returncode}; see "
                     f"{self.data_dir / 'zookeeper.log'}")
-            if ruok(self._probe_host, self.port, 0.5):
+            if serving(self._probe_host, self.port, 0.5):
                 log.info("managed ZooKeeper is up", extra={"connect": self.connect_string})
                 return self
             time.sleep(0.05)
@@ -176,7 +190,24 @@ class ManagedZooKeeper:
     def state(self) -> dict:
         """What the status shows: alive, restarts so far, the last exit status, the heap."""
         return {"alive": self.alive, "restarts": self.restarts,
-                "last_exit": self.last_exit, "heap_mb": self.heap_mb}
+                "last_exit": self.last_exit, "out_of_memory": self.out_of_memory,
+                "heap_mb": self.heap_mb}
+
+    def _ran_out_of_memory(self) -> bool:
+        """The log of the last run says the JVM ran out of memory (its last 64 kB read)."""
+        try:
+            with open(self.data_dir / "zookeeper.log", "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(self._log_offset, size - 65536))
+                oom = b"OutOfMemoryError" in f.read()
+        except OSError:
+            return False
+        if oom:
+            self.out_of_memory += 1
+            log.warning("the managed ZooKeeper ran out of memory (heap %d MiB): its data "
+                        "may no longer fit; if it keeps dying, start the master with a "
+                        "larger --zk-heap-mb", self.heap_mb)
+        return oom
 
     def supervise(self) -> None:
         """Watch the server from a daemon thread and start it again whenever it exits
@@ -197,6 +228,7 @@ class ManagedZooKeeper:
                 if self._stopping.is_set():
                     return
                 self.last_exit = status
+                self._ran_out_of_memory()
                 if time.monotonic() - started > STABLE_SECONDS:
                     delay = RESTART_DELAYS[0]
                 log.warning("the managed ZooKeeper exited with status %s (see %s); starting "
@@ -216,6 +248,7 @@ class ManagedZooKeeper:
             except (ZooKeeperUnavailable, OSError) as exc:
                 self.proc = None
                 log.warning("the managed ZooKeeper did not start again: %s", exc)
+                self._ran_out_of_memory()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server (and its supervisor: a stopped server stays stopped)."""

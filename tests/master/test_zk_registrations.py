@@ -55,12 +55,13 @@ def tree(zk_server, zk_root):
 
 
 def test_a_nodes_own_registration_has_no_create_and_no_admin(tree, zk_root):
-    """Before: a node's registration granted it CREATE (a sub-tree could hang below it)."""
+    """Before: a node's status znode (persistent) granted it CREATE: a sub-tree could hang
+    below it. (Its registration is ephemeral: ZooKeeper refuses children there anyway.)"""
     _, node, _, _, check, metrics = tree
     node.register_physical("p1", {"host": "h", "pid": 1})
     node.put_status("p1", {"logical": {}})
     nz = node.client
-    for path in (node.physical_path("p1"), node.status_path("p1")):
+    for path in (node.status_path("p1"), node.physical_path("p1")):
         with pytest.raises(NoAuthError):
             nz.create(f"{path}/sub", b"")
         with pytest.raises(NoAuthError):

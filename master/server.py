@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 LEADER_SWEEP_SECONDS = 5.0
 MAX_REGISTRATION_BYTES = 64 * 1024   # a physical node's registration is a small JSON object
+MAX_HOST = 255                       # a host name is at most 253 characters
 
 
 def quota(heap_mb: int) -> tuple[int, int]:
@@ -83,7 +84,8 @@ class Registrations:
     * no children, else they are deleted;
     * the ACL of its path (zk/acl.py: the masters ALL, the node READ|WRITE), else it is
       given that ACL, or deleted when this master may not change it;
-    * for ``physical/``: a JSON object of at most MAX_REGISTRATION_BYTES, else deleted.
+    * for ``physical/``: a JSON object of at most MAX_REGISTRATION_BYTES with a ``host``
+      string of 1 to MAX_HOST characters (what a node registers), else deleted.
 
     Each is a refusal counted in ``metrics`` (``refused_registration_name``,
     ``..._subtree``, ``..._acl``, ``..._data``). :meth:`check` returns the physical names
@@ -179,12 +181,17 @@ class Registrations:
 
 
 def _registration(data: bytes) -> bool:
+    """``data`` looks like what a node registers (node/physical_node.py): a JSON object
+    naming its host."""
     if len(data) > MAX_REGISTRATION_BYTES:
         return False
     try:
-        return isinstance(json.loads(data), dict)
+        info = json.loads(data)
     except ValueError:
         return False
+    return isinstance(info, dict) and isinstance(info.get("host"), str) and \
+        0 < len(info["host"]) <= MAX_HOST
+
 
 
 def _acl_text(acls) -> str:

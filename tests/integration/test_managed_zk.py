@@ -104,7 +104,8 @@ def test_hostile_registration_repaired_by_the_master(master, clients):
     m = master()
     zk = f"127.0.0.1:{m.zk_port}"
     anon, nc = clients(zk), clients(zk, read_auth_file(m.data_dir / "zk-auth")["node"])
-    nc.create("/flume/physical/evil", b"{}", acl=OPEN_ACL_UNSAFE, ephemeral=True)
+    nc.create("/flume/physical/evil", b'{"host": "x"}', acl=OPEN_ACL_UNSAFE, ephemeral=True)
+    nc.create("/flume/physical/empty", b"{}", acl=OPEN_ACL_UNSAFE)  # the review's data
     nc.create("/flume/physical/" + "y" * 500, b"{}", acl=OPEN_ACL_UNSAFE, ephemeral=True)
     nc.create("/flume/status/evil", b"{}", acl=OPEN_ACL_UNSAFE)
     nc.create("/flume/status/evil/sub", MB, acl=OPEN_ACL_UNSAFE)
@@ -120,12 +121,14 @@ def test_hostile_registration_repaired_by_the_master(master, clients):
     refused = wait_until(repaired, 20, "the leader repairing physical/evil")
     assert refused["refused_registration_acl"] >= 2
     assert refused["refused_registration_name"] == 1
+    assert refused["refused_registration_data"] == 1
     with pytest.raises(NoAuthError):
         nc.set_acls("/flume/physical/evil", OPEN_ACL_UNSAFE)
     with pytest.raises(NoAuthError):
         anon.get("/flume/status/evil")
     wait_until(lambda: "y" * 500 not in m.get("/api/status").text, 20, "bad name gone")
-    assert not any(len(p) > 200 for p in m.get("/api/mappings").json())
+    wait_until(lambda: "evil" in m.get("/api/mappings").json(), 20, "evil mapped")
+    assert set(m.get("/api/mappings").json()) == {"evil"}     # not empty, not y*500
 
 
 def test_zookeeper_started_again_when_it_dies(master, clients):

@@ -73,22 +73,23 @@ def test_a_nodes_own_registration_has_no_create_and_no_admin(tree, zk_root):
 def test_hostile_registrations_are_repaired_removed_or_never_mapped(tree, zk_root):
     """The review's case: with the raw node credential, a world:ALL ``physical/evil``
     (readable by anonymous, ADMIN for its creator) with a sub-tree, and names or data no
-    node registers. After one check: the ACL is the policy's, the sub-tree is gone, the
+    node registers (the review's ``{}`` included). After one check: the ACL is the policy's, the sub-tree is gone, the
     rest is deleted, nothing malformed is mapped, and each refusal is counted."""
     master, node, raw, anon, check, metrics = tree
     node.register_physical("p1", {"host": "h"})
     phys = f"{zk_root}/physical"
-    raw.create(f"{phys}/evil", b"{}", acl=OPEN_ACL_UNSAFE)
+    raw.create(f"{phys}/evil", b'{"host": "h"}', acl=OPEN_ACL_UNSAFE)
     raw.create(f"{phys}/evil/sub", b"", acl=OPEN_ACL_UNSAFE)
     raw.create(f"{phys}/" + "x" * 300, b"{}", acl=OPEN_ACL_UNSAFE)
     raw.create(f"{phys}/a b", b"{}", acl=OPEN_ACL_UNSAFE)
     raw.create(f"{phys}/junk", b"\xff" * 1000, acl=OPEN_ACL_UNSAFE)
+    raw.create(f"{phys}/hostless", b"{}", acl=OPEN_ACL_UNSAFE)
     raw.create(f"{zk_root}/status/evil", b"{}", acl=OPEN_ACL_UNSAFE)
     # only the node may even read this one: the master can neither repair nor delete it
     mine = [make_digest_acl(NODE.user, NODE.password, all=True)]
-    raw.create(f"{phys}/locked", b"{}", acl=mine)
+    raw.create(f"{phys}/locked", b'{"host": "h"}', acl=mine)
     raw.create(f"{phys}/locked/sub", b"", acl=mine)
-    assert anon.get(f"{phys}/evil")[0] == b"{}"          # before the check: world-readable
+    assert anon.get(f"{phys}/evil")[0]                   # before the check: world-readable
 
     accepted = check.check()
     assert accepted == {"p1", "evil"}
@@ -105,14 +106,15 @@ def test_hostile_registrations_are_repaired_removed_or_never_mapped(tree, zk_roo
     assert metrics["refused_registration_name"] == 2
     assert metrics["refused_registration_subtree"] >= 1
     assert metrics["refused_registration_acl"] >= 3      # evil, status/evil, locked
-    assert metrics["refused_registration_data"] == 1
+    assert metrics["refused_registration_data"] == 2      # junk, hostless
     # the check's own deletions changed the folder: the next check looks again (and
     # counts what it still cannot remove); after that, nothing changed, nothing is counted
     assert check.check() == accepted
     before = dict(metrics)
     assert check.check() == accepted and metrics == before
     # a registration made after the check is checked too
-    raw.create(f"{phys}/late", json.dumps({"pid": 2}).encode(), acl=OPEN_ACL_UNSAFE)
+    raw.create(f"{phys}/late", json.dumps({"host": "h2", "pid": 2}).encode(),
+               acl=OPEN_ACL_UNSAFE)
     assert anon.get(f"{phys}/late")[0]
     assert check.check() == {"p1", "evil", "late"}
     assert metrics["refused_registration_acl"] > before["refused_registration_acl"]

@@ -129,7 +129,11 @@ class ManagedZooKeeper:
         """Start the server and wait until it answers; ZooKeeperUnavailable otherwise."""
         with self._lock:
             self._stopping.clear()
-            return self._start(timeout)
+            try:
+                return self._start(timeout)
+            except ZooKeeperUnavailable:
+                self._ran_out_of_memory()   # says so, with the way out
+                raise
 
     def _start(self, timeout: float) -> "ManagedZooKeeper":
         java = shutil.which("java")

@@ -6,7 +6,7 @@ history, checking what nodes registered) run on the elected leader and move to a
 master when it dies.
 
 A managed ZooKeeper is this master's own server: the master locks ``/`` and
-``/zookeeper`` (world READ, master ALL), puts a hard quota on the root (:data:`QUOTA`) and
+``/zookeeper`` (world READ, master ALL), puts a hard quota on the root (:func:`quota`) and
 starts the server again whenever it dies (zk/server.py). An external ensemble is left as
 it is outside the root: it is shared with others (docs/security.md says what to do).
 """
@@ -26,7 +26,7 @@ from kazoo.recipe.watchers import ChildrenWatch
 
 from node.component import Metrics
 from node.errors import FlumeError
-from node.limits import Refusals
+from node.limits import RateLimitedLog, Refusals
 from zk.acl import (AclPolicy, Credential, lock_server, managed_credentials,
                     protect_tree, set_quota)
 from zk.client import connect
@@ -100,6 +100,7 @@ class Registrations:
         self.store = store
         self.policy = policy
         self.refusals = refusals
+        self._locked_log = RateLimitedLog(log)
         self._seen: dict[str, tuple[int, set[str]]] = {}   # folder -> (cversion, accepted)
 
     def check(self) -> set[str]:
@@ -140,6 +141,11 @@ class Registrations:
                                      f"{folder}/{name} has {stat.numChildren} children")
                 if not self._delete_children(path):
                     continue
+            if folder == "physical" and not _registration(data):
+                self._remove(path, "registration_data",
+                             f"{folder}/{name} holds {len(data)} bytes that are not a "
+                             f"registration")
+                continue
             if self.policy is not None and set(acls) != set(self.policy.acl(path)):
                 self.refusals.refuse("registration_acl", f"{folder}/{name} has the ACL "
                                      f"{_acl_text(acls)}")
@@ -150,11 +156,6 @@ class Registrations:
                 except NoAuthError:
                     self._remove(path, None, "")
                     continue
-            if folder == "physical" and not _registration(data):
-                self._remove(path, "registration_data",
-                             f"{folder}/{name} holds {len(data)} bytes that are not a "
-                             f"registration")
-                continue
             accepted.add(name)
         return accepted
 
@@ -176,8 +177,8 @@ class Registrations:
         except NoNodeError:
             pass
         except (NoAuthError, NotEmptyError):
-            log.warning("cannot delete %s from ZooKeeper: its ACL shuts this master out; "
-                        "it is ignored", path[:200])
+            self._locked_log.warning("locked", "cannot delete %s from ZooKeeper: its ACL "
+                                     "shuts this master out; it is ignored", path[:200])
 
 
 def _registration(data: bytes) -> bool:

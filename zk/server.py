@@ -41,6 +41,8 @@ INSTALL_HINT = ("install Java and ZooKeeper (Debian: apt-get install -y zookeepe
 DEFAULT_HEAP_MB = 1024
 # ZooKeeper's own default (0xfffff), set explicitly so that server and clients agree on it
 JUTE_MAXBUFFER = 1024 * 1024 - 1
+RESPONSE_CACHE = 16                          # answers cached, per kind (ZooKeeper: 400)
+LARGE_REQUESTS_BYTES = 64 * 1024 * 1024      # (ZooKeeper: 100 MiB)
 RESTART_DELAYS = (1.0, 60.0)    # first and longest wait before restarting a dead server
 STABLE_SECONDS = 60.0           # up this long: the next crash waits the first delay again
 
@@ -162,7 +164,14 @@ class ManagedZooKeeper:
         props = ["-Dzookeeper.admin.enableServer=false",
                  "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
                  f"-Djute.maxbuffer={JUTE_MAXBUFFER}",
-                 "-Dzookeeper.enforceQuota=true"]
+                 "-Dzookeeper.enforceQuota=true",
+                 # serialized answers kept for reuse: 400 of up to 1 MiB each by default
+                 f"-Dzookeeper.maxResponseCacheSize={RESPONSE_CACHE}",
+                 f"-Dzookeeper.maxGetChildrenResponseCacheSize={RESPONSE_CACHE}",
+                 # requests of 64 kB or more held at once, all connections together:
+                 # past it ZooKeeper closes the connection that sent one more
+                 "-Dzookeeper.largeRequestThreshold=65536",
+                 f"-Dzookeeper.largeRequestMaxBytes={LARGE_REQUESTS_BYTES}"]
         if self.super_digest:
             props.append("-Dzookeeper.DigestAuthenticationProvider.superDigest="
                          + self.super_digest)

@@ -151,3 +151,4 @@ def test_zookeeper_started_again_when_it_dies(master, clients):
     cmd = open(f"/proc/{new}/cmdline", "rb").read().split(b"\0")
     assert b"-Xmx1024m" in cmd and b"-XX:+ExitOnOutOfMemoryError" in cmd
     assert b"-Djute.maxbuffer=1048575" in cmd and b"-Dzookeeper.enforceQuota=true" in cmd
+    assert b"-Dzookeeper.largeRequestMaxBytes=67108864" in cmd

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from node import cli as node_cli
+from zk.server import DEFAULT_HEAP_MB
 
 log = logging.getLogger("flume")
 
@@ -23,7 +24,7 @@ def cmd_master(args) -> int:
                         bind=args.bind, http_port=args.http_port,
                         token=read_token(args.token_file), zk_auth=zk_auth,
                         zk_insecure=args.zk_insecure, zk_bind=args.zk_bind,
-                        **_http_options(args))
+                        zk_heap_mb=args.zk_heap_mb, **_http_options(args))
     except (MasterConfigError, AuthFileError) as exc:
         print(f"flume master: {exc}", file=sys.stderr)
         return 2
@@ -57,6 +58,10 @@ def build_parser():
     m.add_argument("--zk-root", default="/flume", help="root znode (default /flume)")
     m.add_argument("--zk-bind", default="127.0.0.1", metavar="ADDRESS",
                    help="address the managed ZooKeeper listens on (default 127.0.0.1)")
+    m.add_argument("--zk-heap-mb", type=int, default=DEFAULT_HEAP_MB, metavar="MIB",
+                   help="Java heap of the managed ZooKeeper in MiB; its hard quota on the "
+                   f"root follows: MIB*256 znodes, MIB/4 MiB of data (default "
+                   f"{DEFAULT_HEAP_MB})")
     m.add_argument("--zk-auth-file", metavar="FILE",
                    default=os.environ.get("FLUME_ZK_AUTH_FILE"),
                    help="ZooKeeper credentials, lines master=USER:PASSWORD and "

@@ -2,32 +2,49 @@
 
 Every master serves every request; all state lives in ZooKeeper. Duties that need a single
 actor (re-translating specs when collectors or mappings change, trimming the command
-history) run on the elected leader and move to another master when it dies.
+history, checking what nodes registered) run on the elected leader and move to another
+master when it dies.
+
+A managed ZooKeeper is this master's own server: the master locks ``/`` and
+``/zookeeper`` (world READ, master ALL), puts a hard quota on the root (:func:`quota`) and
+starts the server again whenever it dies (zk/server.py). An external ensemble is left as
+it is outside the root: it is shared with others (docs/security.md says what to do).
 """
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import secrets
 import socket
 import threading
 from pathlib import Path
 
-from kazoo.exceptions import NoAuthError
+from kazoo.exceptions import NoAuthError, NoNodeError, NotEmptyError
 from kazoo.recipe.election import Election
 from kazoo.recipe.watchers import ChildrenWatch
 
 from node.component import Metrics
 from node.errors import FlumeError
-from node.limits import Refusals
-from zk.acl import AclPolicy, Credential, managed_credentials, protect_tree
+from node.limits import RateLimitedLog, Refusals
+from zk.acl import (AclPolicy, Credential, lock_server, managed_credentials,
+                    protect_tree, set_quota)
 from zk.client import connect
-from zk.server import ManagedZooKeeper
+from zk.server import DEFAULT_HEAP_MB, ManagedZooKeeper
 from zk.store import ConfigStore
 
 log = logging.getLogger(__name__)
 
 LEADER_SWEEP_SECONDS = 5.0
+MAX_REGISTRATION_BYTES = 64 * 1024   # a physical node's registration is a small JSON object
+MAX_HOST = 255                       # a host name is at most 253 characters
+
+
+def quota(heap_mb: int) -> tuple[int, int]:
+    """The hard quota of the root on a managed ZooKeeper of ``heap_mb`` MiB: (znodes, data
+    bytes). A znode costs the server roughly 1 kB of heap besides its data, so both
+    together stay within about half the heap (1024 MiB: 262,144 znodes, 256 MiB)."""
+    return heap_mb * 256, heap_mb * 1024 * 1024 // 4
 
 
 class MasterConfigError(FlumeError):
@@ -55,13 +72,143 @@ def read_token(path: str | None) -> str | None:
     return token
 
 
-class LeaderDuties:
-    """Runs for election; while leader, re-translates on topology changes."""
+class Registrations:
+    """The leader's check of what the node credential may create: the children of
+    ``physical/`` and ``status/``. ZooKeeper lets the creator of a znode choose its ACL
+    and lets it hang children below it when that ACL grants CREATE, so a client with the
+    node credential can register anything. Each child, whenever its folder's children
+    changed, must have
 
-    def __init__(self, client, store: ConfigStore, identifier: str):
+    * a name a physical node can have (master/service.py ``name_problem``: at most 200
+      characters, no '/', blanks or control characters), else it is deleted;
+    * no children, else they are deleted;
+    * the ACL of its path (zk/acl.py: the masters ALL, the node READ|WRITE), else it is
+      given that ACL, or deleted when this master may not change it;
+    * for ``physical/``: a JSON object of at most MAX_REGISTRATION_BYTES with a ``host``
+      string of 1 to MAX_HOST characters (what a node registers), else deleted.
+
+    Each is a refusal counted in ``metrics`` (``refused_registration_name``,
+    ``..._subtree``, ``..._acl``, ``..._data``). :meth:`check` returns the physical names
+    that passed: only those get a default mapping. A znode this master can neither repair
+    nor delete (an external ZooKeeper, where it is not the super user) stays, is counted
+    and is never mapped."""
+
+    FOLDERS = ("physical", "status")
+
+    def __init__(self, client, store: ConfigStore, policy: AclPolicy | None, refusals):
+        self.client = client
+        self.store = store
+        self.policy = policy
+        self.refusals = refusals
+        self._locked_log = RateLimitedLog(log)
+        self._seen: dict[str, tuple[int, set[str]]] = {}   # folder -> (cversion, accepted)
+
+    def check(self) -> set[str]:
+        for folder in self.FOLDERS:
+            path = self.store.path(folder)
+            children, stat = self.client.get_children(path, include_data=True)
+            seen = self._seen.get(folder)
+            if seen is None or seen[0] != stat.cversion:
+                self._seen[folder] = (stat.cversion, self._check(folder, path, children))
+        return set(self._seen["physical"][1])
+
+    def _check(self, folder: str, base: str, children: list[str]) -> set[str]:
+        from .service import name_problem
+        accepted = set()
+        named = []
+        for name in children:
+            problem = name_problem(name)
+            if problem:
+                self._remove(f"{base}/{name}", "registration_name",
+                             f"{folder}/{name[:60]!r}: {problem[:120]}")
+            else:
+                named.append(name)
+        reads = [(n, self.client.get_async(f"{base}/{n}"),
+                  self.client.get_acls_async(f"{base}/{n}")) for n in named]
+        for name, data_r, acl_r in reads:
+            path = f"{base}/{name}"
+            try:
+                acls, stat = acl_r.get()
+                data, _ = data_r.get()
+            except NoNodeError:
+                continue
+            except NoAuthError:
+                self._remove(path, "registration_acl", f"{folder}/{name}: this master "
+                             f"may not read it")
+                continue
+            if stat.numChildren:
+                self.refusals.refuse("registration_subtree",
+                                     f"{folder}/{name} has {stat.numChildren} children")
+                if not self._delete_children(path):
+                    continue
+            if folder == "physical" and not _registration(data):
+                self._remove(path, "registration_data",
+                             f"{folder}/{name} holds {len(data)} bytes that are not a "
+                             f"registration")
+                continue
+            if self.policy is not None and set(acls) != set(self.policy.acl(path)):
+                self.refusals.refuse("registration_acl", f"{folder}/{name} has the ACL "
+                                     f"{_acl_text(acls)}")
+                try:
+                    self.client.set_acls(path, self.policy.acl(path))
+                except NoNodeError:
+                    continue
+                except NoAuthError:
+                    self._remove(path, None, "")
+                    continue
+            accepted.add(name)
+        return accepted
+
+    def _delete_children(self, path: str) -> bool:
+        try:
+            for child in self.client.get_children(path):
+                self.client.delete(f"{path}/{child}", recursive=True)
+            return True
+        except NoNodeError:
+            return True
+        except NoAuthError:
+            return False
+
+    def _remove(self, path: str, reason: str | None, detail: str) -> None:
+        if reason:
+            self.refusals.refuse(reason, detail)
+        try:
+            self.client.delete(path, recursive=True)
+        except NoNodeError:
+            pass
+        except (NoAuthError, NotEmptyError):
+            self._locked_log.warning("locked", "cannot delete %s from ZooKeeper: its ACL "
+                                     "shuts this master out; it is ignored", path[:200])
+
+
+def _registration(data: bytes) -> bool:
+    """``data`` looks like what a node registers (node/physical_node.py): a JSON object
+    naming its host."""
+    if len(data) > MAX_REGISTRATION_BYTES:
+        return False
+    try:
+        info = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(info, dict) and isinstance(info.get("host"), str) and \
+        0 < len(info["host"]) <= MAX_HOST
+
+
+
+def _acl_text(acls) -> str:
+    return ", ".join(f"{a.id.scheme}:{a.id.id[:40]}={a.perms}" for a in acls)
+
+
+class LeaderDuties:
+    """Runs for election; while leader, checks registrations (:class:`Registrations`)
+    and re-translates on topology changes."""
+
+    def __init__(self, client, store: ConfigStore, identifier: str,
+                 registrations: Registrations | None = None):
         self.client = client
         self.store = store
         self.identifier = identifier
+        self.registrations = registrations
         self.stop_event = threading.Event()
         self.dirty = threading.Event()
         self.is_leader = False
@@ -97,7 +244,8 @@ class LeaderDuties:
         from .translate import retranslate
         self.is_leader = True
         log.info("master %s is the leader", self.identifier)
-        for part in ("physical", "mappings", "logical"):
+        # status/: a new child there is checked at once (Registrations), not at the sweep
+        for part in ("physical", "status", "mappings", "logical"):
             ChildrenWatch(self.client, self.store.path(part), self._mark)
         try:
             while not self.stop_event.is_set():
@@ -106,7 +254,8 @@ class LeaderDuties:
                 if self.stop_event.is_set():
                     break
                 try:
-                    made = self.store.ensure_default_mappings()
+                    accept = self.registrations.check() if self.registrations else None
+                    made = self.store.ensure_default_mappings(accept)
                     if made:
                         log.info("mapped new physical node(s) %s to their default logical "
                                  "node", ", ".join(made))
@@ -127,10 +276,11 @@ class Master:
                  zk_auth: dict[str, Credential] | None = None, zk_insecure: bool = False,
                  zk_bind: str = "127.0.0.1", read_token: str | None = None,
                  allowed_hosts: tuple[str, ...] = (), max_body: int | None = None,
-                 limits=None):
+                 limits=None, zk_heap_mb: int = DEFAULT_HEAP_MB):
         """``zk_auth``: the master and node credentials (zk/acl.py); without them the
         managed ZooKeeper uses generated ones, and an external ensemble is refused unless
-        ``zk_insecure`` (its tree is then open to anyone reaching ZooKeeper)."""
+        ``zk_insecure`` (its tree is then open to anyone reaching ZooKeeper).
+        ``zk_heap_mb``: the Java heap of the managed ZooKeeper (its quota follows)."""
         if not is_loopback(bind) and not token:
             raise MasterConfigError(
                 f"refusing to listen on {bind} without an access token: create one "
@@ -159,6 +309,8 @@ class Master:
         self.name = name or f"{socket.gethostname()}:{http_port}-{secrets.token_hex(3)}"
         self.zk_auth = zk_auth
         self.zk_bind = zk_bind
+        self.zk_heap_mb = zk_heap_mb
+        self.zk_metrics = Metrics()
         self.acl: AclPolicy | None = None
         self.managed_zk: ManagedZooKeeper | None = None
         self.client = None
@@ -171,8 +323,9 @@ class Master:
             self.zk_auth = self.zk_auth or managed_credentials(self.data_dir)
             self.managed_zk = ManagedZooKeeper(
                 self.data_dir / "zookeeper", port=self.zk_port, host=self.zk_bind,
-                super_digest=self.zk_auth["master"].id.id)
+                super_digest=self.zk_auth["master"].id.id, heap_mb=self.zk_heap_mb)
             self.managed_zk.start()
+            self.managed_zk.supervise()
             self.zk_hosts = self.managed_zk.connect_string
         self.client = connect(self.zk_hosts,
                               auth=self.zk_auth["master"] if self.zk_auth else None)
@@ -193,13 +346,20 @@ class Master:
                 if changed:
                     log.warning("set the ZooKeeper ACLs of %d of %d znodes under %s",
                                 changed, checked, self.root)
+                if self.managed_zk is not None:
+                    if lock_server(self.client, self.acl.masters):
+                        log.info("the managed ZooKeeper's / and /zookeeper are now "
+                                 "read-only for anyone but masters")
+                    set_quota(self.client, self.root, *quota(self.zk_heap_mb))
         except NoAuthError:
             raise MasterConfigError(
                 f"ZooKeeper refused access to {self.root}: it is protected by ACLs that do "
                 f"not name this master's credential (--zk-auth-file)") from None
         from .service import MasterService
         self.service = MasterService(self.store, self.data_dir, self.name)
-        self.leader = LeaderDuties(self.client, self.store, self.name)
+        refusals = Refusals(self.zk_metrics, log, "the check of node registrations")
+        self.leader = LeaderDuties(self.client, self.store, self.name,
+                                   Registrations(self.client, self.store, self.acl, refusals))
         self.leader.start()
         return self
 
@@ -222,11 +382,16 @@ class Master:
         def cluster() -> dict:
             """Where the nodes find the configuration: the ZooKeeper ensemble and root;
             ``acl``: the tree is protected; ``zk_auth``: the node credential
-            (``user:password``), given only by a loopback master without a token."""
+            (``user:password``), given only by a loopback master without a token;
+            ``zookeeper``: the managed server (alive, restarts, last exit status, heap;
+            None for an external ensemble); ``refused``: node registrations this master
+            refused or repaired while leader (``refused_registration_*``)."""
             return {"zk": self.zk_hosts, "root": self.root, "master": self.name,
                     "acl": self.acl is not None,
                     "zk_auth": f"{node_cred.user}:{node_cred.password}" if node_cred
-                    else None}
+                    else None,
+                    "zookeeper": self.managed_zk.state() if self.managed_zk else None,
+                    "refused": dict(self.zk_metrics)}
         return app
 
     def serve(self) -> None:

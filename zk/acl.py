@@ -4,15 +4,27 @@ Two roles authenticate with ZooKeeper's built-in ``digest`` scheme (no server
 configuration needed):
 
 * ``master``: everything under the root.
-* ``node``: read the specs (``logical/``), mappings and choke limits; create, change and
-  delete its registration (``physical/<name>``) and status (``status/<name>``); everything
-  under ``commits/`` (the end-to-end commit log, written by agents and collectors). Nothing
+* ``node``: read the specs (``logical/``), mappings and choke limits; create and delete
+  children of ``physical/`` and ``status/`` (its registration and status), then read and
+  write them (READ|WRITE: no CREATE below them, no ADMIN); everything but ADMIN under
+  ``commits/`` (the end-to-end commit log, written by agents and collectors). Nothing
   else: no write to ``logical/``, ``mappings/``, ``chokes/``, ``ports/``, and no access at
   all to ``commands/`` and ``election/``.
 
 Anyone else (ZooKeeper's ``world:anyone``) gets nothing, not even READ: specs may hold
 secrets. ZooKeeper ACLs are per znode and not inherited, so every create passes the ACL of
 its path (:meth:`AclPolicy.acl`); :func:`protect_tree` sets them on a tree made before.
+
+What ZooKeeper cannot express: the ACL of a new znode is whatever its creator sends, so a
+client holding the node credential can create a child of ``physical/``, ``status/`` or
+``commits/`` that grants itself ADMIN or the world everything. The master therefore checks
+the children of ``physical/`` and ``status/`` (master/server.py) and repairs their ACLs;
+``commits/`` is too large to check and is bounded by the quota only (:func:`set_quota`).
+
+On a managed ZooKeeper the master also owns the server: :func:`lock_server` gives ``/``
+and ``/zookeeper`` world READ and the masters ALL (out of the box both grant the world
+everything, so anyone reaching the port could fill the server's memory), and
+:func:`set_quota` puts a hard quota on the root.
 
 Credentials come from an auth file, one ``role=user:password`` a line (``#`` comments),
 readable by its owner only (refused otherwise, as ssh refuses a private key)::
@@ -45,6 +57,12 @@ MIN_PASSWORD = 16
 # what a node may do on the znodes it creates and on the commit log: everything but ADMIN,
 # so that it can never take the master's access away by changing an ACL
 NODE_RWCD = Permissions.READ | Permissions.WRITE | Permissions.CREATE | Permissions.DELETE
+# a node's registration and status: leaves it reads and rewrites; deleting them takes
+# DELETE on the folder, and CREATE would let a node hang a sub-tree below them
+NODE_OWN = Permissions.READ | Permissions.WRITE
+# outside the root on a managed ZooKeeper: anyone may look, only masters may change
+SERVER_PATHS = ("/", "/zookeeper", "/zookeeper/quota")
+QUOTA_PATH = "/zookeeper/quota"
 PROTECT_BATCH = 500     # znodes whose ACL is read at once by protect_tree
 
 
@@ -214,10 +232,50 @@ class AclPolicy:
         if top in ("physical", "status"):
             # the folder: a node adds and removes its own child; the child: the node's
             return self._acl(Permissions.CREATE | Permissions.DELETE if len(parts) == 1
-                             else NODE_RWCD)
+                             else NODE_OWN)
         if top in ("", "logical", "mappings", "chokes"):
             return self._acl(R)
         return self._acl(0)                 # commands, election, ports: masters only
+
+
+def lock_server(client, masters: list[Id]) -> int:
+    """Give ``/``, ``/zookeeper`` and ``/zookeeper/quota`` world READ and ``masters`` ALL
+    (only for a ZooKeeper this master runs: an ensemble shared with others is theirs to
+    lock). How many ACLs changed."""
+    want = [ACL(Permissions.READ, Id("world", "anyone"))] + [
+        ACL(Permissions.ALL, m) for m in masters]
+    client.ensure_path(QUOTA_PATH)
+    changed = 0
+    for path in SERVER_PATHS:
+        if set(client.get_acls(path)[0]) != set(want):
+            client.set_acls(path, want)
+            changed += 1
+    return changed
+
+
+def _quota_value(count: int, nbytes: int) -> bytes:
+    # ZooKeeper's StatsTrack text: the hard limits are the enforced ones
+    return f"count=-1,bytes=-1,countHardLimit={count},byteHardLimit={nbytes}".encode()
+
+
+def set_quota(client, path: str, count: int, nbytes: int) -> None:
+    """Put a hard quota on the tree at ``path``: at most ``count`` znodes and ``nbytes``
+    bytes of data (path names are not counted: ZooKeeper counts data only). Enforced by a
+    server started with ``zookeeper.enforceQuota=true`` (zk/server.py), which answers a
+    create or set past it with QuotaExceeded; any other server only logs it. Writes
+    ZooKeeper's own quota znodes, as its ``setquota`` command does."""
+    base = QUOTA_PATH + path.rstrip("/")
+    limits, stats = f"{base}/zookeeper_limits", f"{base}/zookeeper_stats"
+    client.ensure_path(base)
+    value = _quota_value(count, nbytes)
+    try:
+        if client.get(limits)[0] != value:
+            client.set(limits, value)
+    except NoNodeError:
+        client.create(limits, value)
+    if client.exists(stats) is None:
+        # ZooKeeper fills in the current usage when this znode is created
+        client.create(stats, b"count=0,bytes=0")
 
 
 def protect_tree(client, root: str, policy: AclPolicy) -> tuple[int, int]:

@@ -1,5 +1,5 @@
-"""The kazoo client with one retry policy, the ACL policy applied to every create, and
-errors translated at the boundary."""
+"""The kazoo client with one retry policy, the ACL policy applied to every create, requests
+bounded by the server's ``jute.maxbuffer``, and errors translated at the boundary."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +10,8 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
 from node.errors import FlumeError
+
+from .server import JUTE_MAXBUFFER
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,34 @@ class ConflictError(ZkError):
     """A compare-and-set lost against a concurrent writer after every retry."""
 
 
+class RequestTooLarge(ZkError, KazooException):
+    """A request whose paths and data exceed what the server accepts (``jute.maxbuffer``);
+    refused before it is sent. (Sent, the server would drop the connection, and the
+    client would reconnect and send it again.) A KazooException too, so that callers
+    translating kazoo's errors handle it."""
+
+
+# what a request may carry in paths and data: jute.maxbuffer less room for the header,
+# ACLs and lengths (a few hundred bytes)
+MAX_REQUEST_BYTES = JUTE_MAXBUFFER - 4096
+
+
+def request_bytes(request) -> int:
+    """The bytes of paths and data in a kazoo request (a transaction: all of its
+    operations)."""
+    ops = getattr(request, "operations", None)
+    if ops is not None:
+        return sum(request_bytes(op) for op in ops)
+    n = 0
+    for attr in ("path", "data"):
+        v = getattr(request, attr, None)
+        if isinstance(v, str):
+            n += len(v.encode())
+        elif isinstance(v, (bytes, bytearray)):
+            n += len(v)
+    return n
+
+
 class Client(KazooClient):
     """A KazooClient whose every create (``create``, ``create_async``, ``ensure_path``,
     ``makepath`` parents, transactions, kazoo's recipes) gets the ACL that ``acl_policy``
@@ -34,6 +64,16 @@ class Client(KazooClient):
     cannot forget it. No policy: kazoo's default (``world:anyone``)."""
 
     acl_policy = None
+
+    # every request, of every kind, is queued through this method
+    def _call(self, request, async_object):
+        size = request_bytes(request)
+        if size > MAX_REQUEST_BYTES:
+            async_object.set_exception(RequestTooLarge(
+                f"a ZooKeeper request of {size} bytes of paths and data (at most "
+                f"{MAX_REQUEST_BYTES}: jute.maxbuffer)"))
+            return False
+        return super()._call(request, async_object)
 
     # kazoo funnels every single create, parents included, through this method
     def _create_async_inner(self, path, value, acl, flags, trailing=False,
@@ -55,9 +95,9 @@ class _Transaction(TransactionRequest):
         return super().create(path, value, acl, ephemeral, sequence)
 
 
-if not hasattr(KazooClient, "_create_async_inner"):
-    raise ImportError("this kazoo has no KazooClient._create_async_inner: zk.client.Client "
-                      "cannot apply ACLs")
+if not hasattr(KazooClient, "_create_async_inner") or not hasattr(KazooClient, "_call"):
+    raise ImportError("this kazoo has no KazooClient._create_async_inner or _call: "
+                      "zk.client.Client cannot apply ACLs or bound requests")
 
 
 def connect(hosts: str, timeout: float = 15.0, session_timeout: float = 10.0,

@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +36,15 @@ DEBIAN_JARS = ["zookeeper", "zookeeper-jute", "slf4j-api", "slf4j-simple", "nett
 INSTALL_HINT = ("install Java and ZooKeeper (Debian: apt-get install -y zookeeper "
                 "default-jre-headless), set $ZOOKEEPER_HOME to a ZooKeeper distribution, "
                 "or point the master at an ensemble with --zk host:port")
+
+
+DEFAULT_HEAP_MB = 1024
+# ZooKeeper's own default (0xfffff), set explicitly so that server and clients agree on it
+JUTE_MAXBUFFER = 1024 * 1024 - 1
+RESPONSE_CACHE = 16                          # answers cached, per kind (ZooKeeper: 400)
+LARGE_REQUESTS_BYTES = 64 * 1024 * 1024      # (ZooKeeper: 100 MiB)
+RESTART_DELAYS = (1.0, 60.0)    # first and longest wait before restarting a dead server
+STABLE_SECONDS = 60.0           # up this long: the next crash waits the first delay again
 
 
 class ZooKeeperUnavailable(FlumeError):
@@ -59,28 +69,49 @@ def classpath() -> str:
     return os.pathsep.join(str(j) for j in jars if j.exists())
 
 
-def ruok(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True if a ZooKeeper server answers the ``ruok`` four-letter word."""
+def _four_letters(host: str, port: int, word: bytes, timeout: float) -> bytes:
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
-            s.sendall(b"ruok")
+            s.sendall(word)
             s.shutdown(socket.SHUT_WR)
-            return s.recv(16) == b"imok"
+            return s.recv(64)
     except OSError:
-        return False
+        return b""
+
+
+def ruok(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True if a ZooKeeper server answers the ``ruok`` four-letter word (it does as soon
+    as it listens, before its data is loaded)."""
+    return _four_letters(host, port, b"ruok", timeout) == b"imok"
+
+
+def serving(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True if a ZooKeeper server serves requests: its data is loaded (``srvr`` answers
+    "not currently serving requests" until then)."""
+    return _four_letters(host, port, b"srvr", timeout).startswith(b"Zookeeper version")
 
 
 class ManagedZooKeeper:
     """One standalone ZooKeeper server process under ``data_dir``."""
 
     def __init__(self, data_dir: Path, port: int = 3181, host: str = "127.0.0.1",
-                 tick_ms: int = 500, super_digest: str | None = None):
+                 tick_ms: int = 500, super_digest: str | None = None,
+                 heap_mb: int = DEFAULT_HEAP_MB):
         self.data_dir = Path(data_dir)
         self.port = port
         self.host = host
         self.tick_ms = tick_ms
         self.super_digest = super_digest
+        self.heap_mb = heap_mb
         self.proc: subprocess.Popen | None = None
+        self.restarts = 0               # by the supervisor, since this object was made
+        self.last_exit: int | None = None
+        self.out_of_memory = 0          # exits of which the log says OutOfMemoryError
+        self._log_offset = 0
+        self._lock = threading.Lock()   # one start or stop at a time
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        atexit.register(self.stop)
 
     @property
     def _wildcard(self) -> bool:
@@ -97,6 +128,16 @@ class ManagedZooKeeper:
         return "127.0.0.1" if self._wildcard else self.host
 
     def start(self, timeout: float = 30.0) -> "ManagedZooKeeper":
+        """Start the server and wait until it answers; ZooKeeperUnavailable otherwise."""
+        with self._lock:
+            self._stopping.clear()
+            try:
+                return self._start(timeout)
+            except ZooKeeperUnavailable:
+                self._ran_out_of_memory()   # says so, with the way out
+                raise
+
+    def _start(self, timeout: float) -> "ManagedZooKeeper":
         java = shutil.which("java")
         if java is None:
             raise ZooKeeperUnavailable("Java is not installed; " + INSTALL_HINT)
@@ -119,32 +160,116 @@ class ManagedZooKeeper:
             "maxSessionTimeout=60000\n"
             "autopurge.purgeInterval=1\n")
         logf = open(self.data_dir / "zookeeper.log", "ab")
+        self._log_offset = logf.tell()
         props = ["-Dzookeeper.admin.enableServer=false",
-                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"]
+                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                 f"-Djute.maxbuffer={JUTE_MAXBUFFER}",
+                 "-Dzookeeper.enforceQuota=true",
+                 # serialized answers kept for reuse: 400 of up to 1 MiB each by default
+                 f"-Dzookeeper.maxResponseCacheSize={RESPONSE_CACHE}",
+                 f"-Dzookeeper.maxGetChildrenResponseCacheSize={RESPONSE_CACHE}",
+                 # requests of 64 kB or more held at once, all connections together:
+                 # past it ZooKeeper closes the connection that sent one more
+                 "-Dzookeeper.largeRequestThreshold=65536",
+                 f"-Dzookeeper.largeRequestMaxBytes={LARGE_REQUESTS_BYTES}"]
         if self.super_digest:
             props.append("-Dzookeeper.DigestAuthenticationProvider.superDigest="
                          + self.super_digest)
         self.proc = subprocess.Popen(
-            [java, "-Xmx256m", *props, "-cp", cp, "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(cfg)],
+            [java, f"-Xmx{self.heap_mb}m", "-XX:+ExitOnOutOfMemoryError", *props,
+             "-cp", cp, "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(cfg)],
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
         logf.close()
-        atexit.register(self.stop)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._stopping.is_set():
             if self.proc.poll() is not None:
                 raise ZooKeeperUnavailable(
                     f"ZooKeeper exited with status {self.proc.returncode}; see "
                     f"{self.data_dir / 'zookeeper.log'}")
-            if ruok(self._probe_host, self.port, 0.5):
+            if serving(self._probe_host, self.port, 0.5):
                 log.info("managed ZooKeeper is up", extra={"connect": self.connect_string})
                 return self
             time.sleep(0.05)
-        self.stop()
+        self._terminate()
         raise ZooKeeperUnavailable(f"ZooKeeper did not answer within {timeout:.0f} s; see "
                                    f"{self.data_dir / 'zookeeper.log'}")
 
+    @property
+    def alive(self) -> bool:
+        proc = self.proc
+        return proc is not None and proc.poll() is None
+
+    def state(self) -> dict:
+        """What the status shows: alive, restarts so far, the last exit status, the heap."""
+        return {"alive": self.alive, "restarts": self.restarts,
+                "last_exit": self.last_exit, "out_of_memory": self.out_of_memory,
+                "heap_mb": self.heap_mb}
+
+    def _ran_out_of_memory(self) -> bool:
+        """The log of the last run says the JVM ran out of memory (its last 64 kB read)."""
+        try:
+            with open(self.data_dir / "zookeeper.log", "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(self._log_offset, size - 65536))
+                oom = b"OutOfMemoryError" in f.read()
+        except OSError:
+            return False
+        if oom:
+            self.out_of_memory += 1
+            log.warning("the managed ZooKeeper ran out of memory (heap %d MiB): its data "
+                        "may no longer fit; if it keeps dying, start the master with a "
+                        "larger --zk-heap-mb", self.heap_mb)
+        return oom
+
+    def supervise(self) -> None:
+        """Watch the server from a daemon thread and start it again whenever it exits
+        without :meth:`stop` (out of memory, killed): after RESTART_DELAYS[0] seconds, the
+        delay doubling on every failed or short-lived run up to RESTART_DELAYS[1]. Each
+        exit is logged as a WARNING and counted in ``restarts``."""
+        if self._supervisor is None:
+            self._supervisor = threading.Thread(target=self._supervise, daemon=True,
+                                                name="zookeeper-supervisor")
+            self._supervisor.start()
+
+    def _supervise(self) -> None:
+        delay = RESTART_DELAYS[0]
+        while not self._stopping.is_set():
+            proc, started = self.proc, time.monotonic()
+            if proc is not None:
+                status = proc.wait()
+                if self._stopping.is_set():
+                    return
+                self.last_exit = status
+                self._ran_out_of_memory()
+                if time.monotonic() - started > STABLE_SECONDS:
+                    delay = RESTART_DELAYS[0]
+                log.warning("the managed ZooKeeper exited with status %s (see %s); starting "
+                            "it again in %.0f s", status, self.data_dir / "zookeeper.log",
+                            delay)
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, RESTART_DELAYS[1])
+            self.restarts += 1
+            try:
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    self._start(30.0)
+                log.warning("the managed ZooKeeper is running again (restart %d)",
+                            self.restarts)
+            except (ZooKeeperUnavailable, OSError) as exc:
+                self.proc = None
+                log.warning("the managed ZooKeeper did not start again: %s", exc)
+                self._ran_out_of_memory()
+
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server (and its supervisor: a stopped server stays stopped)."""
+        self._stopping.set()
+        with self._lock:
+            self._terminate(timeout)
+
+    def _terminate(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
@@ -156,11 +281,11 @@ class ManagedZooKeeper:
             proc.wait(5)
 
     def kill(self) -> None:
-        """SIGKILL, for tests of a ZooKeeper crash."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(5)
-            self.proc = None
+        """SIGKILL, for tests of a ZooKeeper crash (a supervisor starts it again)."""
+        proc = self.proc
+        if proc is not None:
+            proc.kill()
+            proc.wait(5)
 
     def __enter__(self) -> "ManagedZooKeeper":
         return self.start()

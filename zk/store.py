@@ -307,10 +307,13 @@ class ConfigStore:
         except NodeExistsError:
             pass
 
-    def ensure_default_mappings(self) -> list[str]:
+    def ensure_default_mappings(self, accept=None) -> list[str]:
         """Map every live physical node that has no mapping to a logical node named like
-        it (a node may not write ``mappings/`` itself when ACLs are on); the names mapped."""
+        it (a node may not write ``mappings/`` itself when ACLs are on); the names mapped.
+        ``accept``: the physical names that may be mapped (None: every one)."""
         alive = set(self.zk.get_children(self.path("physical")))
+        if accept is not None:
+            alive &= set(accept)
         unmapped = sorted(alive - set(self.zk.get_children(self.path("mappings"))))
         for physical in unmapped:
             self.ensure_mapping(physical, [physical])

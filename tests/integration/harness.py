@@ -91,7 +91,8 @@ class Master(Proc):
     with ``auth_file`` it protects the tree with ACLs, else it runs with --zk-insecure."""
 
     def __init__(self, tmp: Path, zk: str | None, root: str, token_file: Path | None = None,
-                 name: str = "m", auth_file: Path | None = None):
+                 name: str = "m", auth_file: Path | None = None,
+                 extra: tuple[str, ...] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = tmp / f"master-{name}"
@@ -108,7 +109,7 @@ class Master(Proc):
             args += ["--zk-insecure"]
         if token_file:
             args += ["--token-file", str(token_file)]
-        super().__init__(args, tmp / f"master-{name}.log")
+        super().__init__(args + list(extra), tmp / f"master-{name}.log")
         wait_until(lambda: httpx.get(self.url + "/api/health", timeout=2).status_code == 200,
                    30, f"master {name} up: {self.output()[-2000:]}")
 

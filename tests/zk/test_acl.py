@@ -190,12 +190,16 @@ def test_every_node_operation_works_under_the_node_credential(clients, zk_root):
     assert node.raise_watermark("agent1", 2) == 2 and node.get_watermark("agent1") == 2
     node.delete_groups("agent1", [1])
     assert master.list_groups("agent1") == [] and master.get_watermark("agent1") == 2
-    # every znode a node made names the master and gives the node no ADMIN
-    for path in (f"{zk_root}/status/p1", f"{zk_root}/commits/claims/agent1",
-                 f"{zk_root}/commits/watermark/agent1", f"{zk_root}/commits/files/coll"):
+    # every znode a node made names the master and gives the node no ADMIN; its status
+    # (and registration) no CREATE either: nothing can hang below them
+    for path in (f"{zk_root}/commits/claims/agent1", f"{zk_root}/commits/watermark/agent1",
+                 f"{zk_root}/commits/files/coll"):
         acls, _ = master.client.get_acls(path)
         assert {(a.perms, a.id) for a in acls} == {
             (Permissions.ALL, MASTER.id), (Permissions.ALL & ~Permissions.ADMIN, NODE.id)}
+    acls, _ = master.client.get_acls(f"{zk_root}/status/p1")
+    assert {(a.perms, a.id) for a in acls} == {
+        (Permissions.ALL, MASTER.id), (Permissions.READ | Permissions.WRITE, NODE.id)}
 
 
 def test_master_creates_the_default_mapping_of_a_new_node(clients):
@@ -254,7 +258,8 @@ def test_policy_by_path():
     assert node_perms("/flume") == R and node_perms("/flume/logical/x") == R
     assert node_perms("/flume/mappings/p") == R and node_perms("/flume/chokes/p") == R
     assert node_perms("/flume/physical") == Permissions.CREATE | Permissions.DELETE
-    assert node_perms("/flume/status/p") == Permissions.ALL & ~Permissions.ADMIN
+    assert node_perms("/flume/status/p") == Permissions.READ | Permissions.WRITE
+    assert node_perms("/flume/physical/p") == Permissions.READ | Permissions.WRITE
     assert node_perms("/flume/commits/groups/a/1") == Permissions.ALL & ~Permissions.ADMIN
     for master_only in ("/flume/commands/cmd-", "/flume/election/x", "/flume/ports/p/1"):
         assert node_perms(master_only) == 0

@@ -1,0 +1,40 @@
+"""zk/client.py against a real ZooKeeper: requests past jute.maxbuffer are refused before
+they are sent (review case 1a: a 3 MiB agent id made ZooKeeper drop the connection, again
+and again)."""
+from __future__ import annotations
+
+import pytest
+from kazoo.protocol.states import KazooState
+
+from zk.client import MAX_REQUEST_BYTES, RequestTooLarge, ZkError
+from zk.store import ConfigStore
+
+
+def test_oversized_requests_refused_without_losing_the_connection(zk_client, zk_root):
+    states = []
+    zk_client.add_listener(states.append)
+    session = zk_client.client_id
+    huge = "a" * (MAX_REQUEST_BYTES + 1)
+    zk_client.ensure_path(zk_root)
+    for op in (lambda: zk_client.create(f"{zk_root}/{huge}", b""),
+               lambda: zk_client.create(f"{zk_root}/x", huge.encode()),
+               lambda: zk_client.exists(f"{zk_root}/{huge}"),
+               lambda: zk_client.get(f"{zk_root}/{huge}"),
+               lambda: zk_client.ensure_path(f"{zk_root}/{huge}")):
+        with pytest.raises(RequestTooLarge):
+            op()
+    tx = zk_client.transaction()
+    for i in range(3):
+        tx.create(f"{zk_root}/t{i}", b"a" * (MAX_REQUEST_BYTES // 2))
+    with pytest.raises(RequestTooLarge):
+        tx.commit()
+    # the store's pipelined E2E claim: a ZkError at once, not a retry loop
+    store = ConfigStore(zk_client, zk_root)
+    with pytest.raises(ZkError):
+        store.claim_group("/" * (MAX_REQUEST_BYTES // 3 + 1), 1, "c")
+    # what fits still goes through, on the same session that never left CONNECTED
+    zk_client.create(f"{zk_root}/ok", b"a" * (MAX_REQUEST_BYTES - len(zk_root) - 3))
+    assert len(zk_client.get(f"{zk_root}/ok")[0]) > 1_000_000
+    assert zk_client.client_id == session and zk_client.state == KazooState.CONNECTED
+    assert states == []
+    zk_client.delete(zk_root, recursive=True)

@@ -233,7 +233,8 @@ def test_syslog_tcp_long_message_is_truncated_to_max_event_bytes(ctx):
 
 
 @pytest.mark.parametrize("arg", ["maxConnections=0", "maxEventBytes=0", "maxQueueBytes=-1",
-                                 "idleTimeoutMs=-5"])
+                                 "idleTimeoutMs=-5", "maxConnectionsPerPeer=0",
+                                 "messageTimeoutMs=-1"])
 def test_bounds_are_checked(arg):
     from node.errors import SpecError
     with pytest.raises(SpecError, match=arg.split("=")[0]):

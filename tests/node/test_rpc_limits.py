@@ -458,9 +458,6 @@ class OneBytePerRecv(socket.socket):
     def recv(self, n, *flags):
         return super().recv(1, *flags)
 
-    def recv_into(self, buf, nbytes=0, *flags):
-        return super().recv_into(buf, 1, *flags)
-
 
 def test_a_string_received_a_byte_at_a_time_costs_its_length():
     """Each recv() result was kept as a bytes object of its own until the string was
@@ -568,3 +565,10 @@ def test_oneway_append_without_an_event_is_counted_not_logged_each_time(ctx, ope
     assert 1 <= len(warnings) <= 2, [r.getMessage() for r in warnings]
     assert not any(r.exc_info for r in warnings)
     s.close()
+
+
+@pytest.mark.parametrize("arg", ["maxConnectionsPerPeer=0", "messageTimeoutMs=0"])
+def test_connection_bounds_are_checked(arg):
+    from node.errors import SpecError
+    with pytest.raises(SpecError, match=arg.split("=")[0]):
+        build_source(parse_source(f"collectorSource(0, {arg})"))

@@ -470,12 +470,14 @@ class RpcServer:
                 method = wire.METHODS.get(api)
                 if method is None:
                     reader.skip(wire.T_STRUCT, 0)
+                    reader.end_message()
                     conn.sendall(wire.exception_reply(api, seqid, 1, f"unknown method {api}"))
                     continue
                 spec, names, of_structs = method
                 if of_structs:
                     reader.narrow(self.max_message_bytes // STRUCT_SHARE, api)
                 args = reader.fields(spec)
+                reader.end_message()
                 answer = getattr(dispatch, api)(*(args.get(n) for n in names))
                 if mtype == wire.ONEWAY:
                     continue

@@ -129,12 +129,17 @@ class Reader:
         self.release()
         self.budget = self.left = budget
         self.structs = self.max_structs
-        if self.deadline is not None:
-            self.deadline = None
-            self.sock.settimeout(self.idle_timeout)
+        self.end_message()
         self.idle_since = time.monotonic()
         if self._pos < len(self._buf):      # the next message has begun arriving already
             self._started()
+
+    def end_message(self) -> None:
+        """The message is read: the deadline no longer applies (writing the answer waits
+        up to ``idle_timeout``, as before the message)."""
+        if self.deadline is not None:
+            self.deadline = None
+            self.sock.settimeout(self.idle_timeout)
 
     @property
     def started(self) -> bool:

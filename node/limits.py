@@ -76,4 +76,69 @@ class Refusals:
                           f": {detail}" if detail else "")
 
 
-__all__ = ["RateLimitedLog", "Refusals", "DEFAULT_INTERVAL"]
+class ConnectionSlots:
+    """The connections a server holds: at most ``max_total`` at once and ``max_per_peer``
+    from one address.
+
+    :meth:`admit` past a bound makes room by evicting the connection -- of that address,
+    for the per-address bound -- that has been idle the longest: ``idle_since(conn)`` says
+    since when a connection is idle (between two messages, nothing of the next one
+    received) and None while a message is in progress, which is never cut off. When no
+    connection is idle the new one is refused. So idle connections, from one address or
+    many, never keep a sender out, and one address cannot hold every slot with messages
+    it never finishes (each server also bounds a message's time). Not thread-safe: the
+    caller serialises."""
+
+    def __init__(self, max_total: int, max_per_peer: int,
+                 idle_since: Callable[[object], float | None]):
+        self.max_total = max_total
+        self.max_per_peer = max_per_peer
+        self._idle_since = idle_since
+        self._peer: dict[object, str] = {}
+        self._per_peer: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._peer)
+
+    def admit(self, conn, peer: str) -> tuple[str | None, tuple[object, str] | None]:
+        """Take ``conn`` from ``peer``: ``(None, evicted)``, where ``evicted`` is the
+        ``(connection, its peer)`` the caller must now close, or None; or ``(reason,
+        None)`` if it is refused (``peer_connections``, ``connections``)."""
+        evicted = None
+        if self._per_peer.get(peer, 0) >= self.max_per_peer:
+            evicted = self._evict(peer)
+            if evicted is None:
+                return "peer_connections", None
+        elif len(self._peer) >= self.max_total:
+            evicted = self._evict(None)
+            if evicted is None:
+                return "connections", None
+        self._peer[conn] = peer
+        self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+        return None, evicted
+
+    def remove(self, conn) -> str | None:
+        """``conn`` is gone: its peer, or None if it held no slot (already evicted)."""
+        peer = self._peer.pop(conn, None)
+        if peer is not None:
+            left = self._per_peer[peer] - 1
+            if left:
+                self._per_peer[peer] = left
+            else:
+                del self._per_peer[peer]
+        return peer
+
+    def _evict(self, peer: str | None) -> tuple[object, str] | None:
+        oldest, since = None, None
+        for conn, p in self._peer.items():
+            if peer is not None and p != peer:
+                continue
+            idle = self._idle_since(conn)
+            if idle is not None and (since is None or idle < since):
+                oldest, since = conn, idle
+        if oldest is None:
+            return None
+        return oldest, self.remove(oldest)
+
+
+__all__ = ["ConnectionSlots", "RateLimitedLog", "Refusals", "DEFAULT_INTERVAL"]

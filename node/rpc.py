@@ -16,10 +16,18 @@ its own bounded reader (:mod:`node.rpc_wire`).
   Bounds (every refusal is counted, ``refused_<reason>``, and warned about, rate-limited:
   :mod:`node.limits`):
 
-  - ``max_connections`` (512) open at once: one more is closed as soon as it is accepted
-    (``connections``), so threads never exceed that number plus one.
-  - ``idle_timeout`` (60 s): a connection silent that long is closed (``idle_closed``);
-    one that stops in the middle of a message is refused (``slow``).
+  - ``max_connections`` (512) open at once, at most ``max_connections_per_peer`` (256)
+    of them from one address. A connection past either cap makes room by closing the
+    connection (of that address, for the per-address cap) that has been idle -- between
+    two messages -- the longest (``evicted``); when none is idle, the new one is closed as
+    soon as it is accepted (``connections``, ``peer_connections``). Threads therefore
+    never exceed ``max_connections`` plus one, plus evicted ones on their way out.
+  - ``idle_timeout`` (60 s): a connection silent that long between messages is closed
+    (``idle_closed``); one that stops that long in the middle of a message is refused
+    (``slow``).
+  - ``message_timeout`` (30 s): once the first byte of a message arrived, the whole
+    message must arrive within that time, however the peer spaces its bytes (``slow``):
+    a connection cannot hold its slot by sending a byte now and then.
   - ``max_message_bytes`` (16 MiB) per message. Requests are read by
     :mod:`node.rpc_wire`, not thriftpy2: every announced length is checked against what
     is left of the budget before anything is read or allocated, and bytes are held only
@@ -28,10 +36,16 @@ its own bounded reader (:mod:`node.rpc_wire`).
     event structs per message. Past a bound (``oversize``, ``events``), or on what does
     not parse as a message of the IDL (``malformed``), the connection is closed: the rest
     of the message cannot be skipped safely.
-  - Memory and time: a message in progress holds at most about twice its bytes (the
-    pieces received, then joined), and the long strings of all connections together at
-    most ``INFLIGHT_MESSAGES`` (16) x ``max_message_bytes`` (256 MiB by default): a
-    string that does not fit waits for room, up to ``idle_timeout``, then its connection
+  - Method names: at most ``wire.MAX_NAME_BYTES`` (64) bytes, checked before the name is
+    read (``malformed``); an unknown one is answered with a ``TApplicationException``.
+    Names shown in answers and logs are cut to ``SHOWN_CHARS`` (200) characters, and an
+    answer's message to ``ANSWER_CHARS`` (1,000). A oneway ``append`` without its event
+    is counted (``malformed``) and ignored.
+  - Memory and time: a message in progress holds at most about twice its bytes (one
+    buffer per string, filled as the bytes arrive however small the pieces, then the
+    string), and the long strings of all connections together at most
+    ``INFLIGHT_MESSAGES`` (16) x ``max_message_bytes`` (256 MiB by default): a string
+    that does not fit waits for room, up to ``idle_timeout``, then its connection
     is closed (``busy``); an ``appendBatch`` of 2 MiB of tiny structs or map
     entries about 15 times that; a decoded payload its events (~200 bytes each, at most
     20,000). Every element of a container takes at least a byte, so the work a message
@@ -79,7 +93,7 @@ from .codec import BatchTooLarge, decode_events, encode_events
 from .component import Metrics
 from .errors import SinkError, SourceError
 from .event import Event, Priority
-from .limits import RateLimitedLog, Refusals
+from .limits import ConnectionSlots, RateLimitedLog, Refusals
 
 try:  # the Cython protocol and transport are several times faster
     from thriftpy2.protocol import TCyBinaryProtocolFactory as _ProtoFactory
@@ -97,12 +111,16 @@ DEFAULT_TIMEOUT = 20.0   # seconds a call may take before the client gives up on
 
 # The server's bounds (rpcSource/collectorSource arguments default to these).
 MAX_CONNECTIONS = 512           # connections open at once
-IDLE_TIMEOUT = 60.0             # seconds a connection may stay silent
+MAX_CONNECTIONS_PER_PEER = 256  # ...from one address (agents behind a NAT share one)
+IDLE_TIMEOUT = 60.0             # seconds a connection may stay silent between messages
+MESSAGE_TIMEOUT = 30.0          # seconds from a message's first byte to its last
 MAX_MESSAGE_BYTES = 16 << 20    # one message on the wire, and one payload decompressed
 MAX_BATCH_EVENTS = 20_000       # events in one call
 STRUCT_SHARE = 8                # appendBatch/append get MAX_MESSAGE_BYTES // STRUCT_SHARE
 INFLIGHT_MESSAGES = 16          # long strings held at once: this many maximal messages
 ACCEPT_GIVE_UP = 10.0           # seconds of failed accepts (no success) before failing
+SHOWN_CHARS = 200               # of a name from the wire, in answers and logs
+ANSWER_CHARS = 1000             # of an answer's message
 
 # What this project's senders keep every call under: half the receiver's defaults.
 SEND_BATCH_EVENTS = MAX_BATCH_EVENTS // 2
@@ -148,6 +166,14 @@ class Status:
 def result(status: int, message: str = ""):
     """An ``AppendResult`` to answer a call with."""
     return idl().AppendResult(status=status, message=message)
+
+
+def clip(text: str, limit: int = SHOWN_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (saying how long it was): what a sender chose,
+    shown in an answer or a log line, never costs more than that."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
 
 
 # ---------------------------------------------------------------- conversions
@@ -207,23 +233,33 @@ def decode_payload(data: bytes, max_bytes: int | None = None,
 # ---------------------------------------------------------------- server
 
 class _Dispatch:
-    """Calls the user handler; an exception in an AppendResult method becomes FAILED."""
+    """Calls the user handler; an exception in an AppendResult method becomes FAILED.
+    Warnings are rate-limited: a sender can cause one per call."""
 
-    def __init__(self, handler):
+    def __init__(self, handler, refusals: Refusals):
         self._h = handler
+        self._refusals = refusals
+        self._quiet = RateLimitedLog(log)
 
     def append(self, evt) -> None:
+        if evt is None:
+            self._refusals.refuse("malformed", "a one-event append without its event")
+            return
         try:
             self._h.append(evt)
         except Exception as exc:  # oneway: nobody to answer
-            log.warning("rpc: one-event append failed: %s", exc)
+            self._quiet.warning("append", "rpc: one-event append failed: %s",
+                                clip(str(exc)))
+            log.debug("rpc: one-event append failed", exc_info=True)
 
     def _guard(self, name, *args):
         try:
             return getattr(self._h, name)(*args)
         except Exception as exc:
-            log.warning("rpc: %s failed: %s", name, exc, exc_info=True)
-            return result(Status.FAILED, f"{type(exc).__name__}: {exc}")
+            why = clip(f"{type(exc).__name__}: {exc}")
+            self._quiet.warning(name, "rpc: %s failed: %s", name, why)
+            log.debug("rpc: %s failed", name, exc_info=True)
+            return result(Status.FAILED, why)
 
     def appendBatch(self, events):
         return self._guard("appendBatch", events or [])
@@ -260,13 +296,19 @@ class LockedCounter:
 class RpcServer:
     """Threaded ``ThriftFlumeEventServer`` on ``bind:port`` (see the module docstring).
 
-    Bounds: ``max_connections`` open at once (more are closed at once and counted),
-    ``idle_timeout`` seconds a connection may send nothing, ``max_message_bytes`` and
-    ``max_batch_events`` per message. ``metrics`` (an object with ``add``) receives the
-    counters, ``on_failure(reason)`` is called once if it can accept no more."""
+    Bounds: ``max_connections`` open at once and ``max_connections_per_peer`` from one
+    address (past either, the longest idle connection is closed to make room, else the new
+    one), ``idle_timeout`` seconds a connection may send nothing between messages,
+    ``message_timeout`` seconds from a message's first byte to its last,
+    ``max_message_bytes`` and ``max_batch_events`` per message. ``metrics`` (an object
+    with ``add``) receives the counters, ``on_failure(reason)`` is called once if it can
+    accept no more."""
 
     def __init__(self, bind: str, port: int, handler, name: str = "rpc", *,
-                 max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS,
+                 max_connections_per_peer: int = MAX_CONNECTIONS_PER_PEER,
+                 idle_timeout: float = IDLE_TIMEOUT,
+                 message_timeout: float = MESSAGE_TIMEOUT,
                  max_message_bytes: int = MAX_MESSAGE_BYTES,
                  max_batch_events: int = MAX_BATCH_EVENTS, metrics=None,
                  on_failure: Callable[[str], None] | None = None):
@@ -274,7 +316,9 @@ class RpcServer:
         self.port = port
         self.name = name
         self.max_connections = max_connections
+        self.max_connections_per_peer = max_connections_per_peer
         self.idle_timeout = idle_timeout
+        self.message_timeout = message_timeout
         self.max_message_bytes = max_message_bytes
         self.max_batch_events = max_batch_events
         self.metrics = metrics if metrics is not None else LockedCounter(Metrics())
@@ -282,11 +326,14 @@ class RpcServer:
         self.failure: str | None = None
         self._refusals = Refusals(self.metrics, log, name)
         self._quiet = RateLimitedLog(log)
-        self._dispatch = _Dispatch(handler)
+        self._dispatch = _Dispatch(handler, self._refusals)
         self._inflight = wire.ByteBudget(INFLIGHT_MESSAGES * max_message_bytes, idle_timeout)
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
-        self._conns: dict[socket.socket, threading.Thread] = {}
+        # connection -> (its thread, its reader); _slots: which hold a slot, per address
+        self._conns: dict[socket.socket, tuple[threading.Thread, wire.Reader]] = {}
+        self._slots = ConnectionSlots(max_connections, max_connections_per_peer,
+                                      lambda conn: self._conns[conn][1].idle_since)
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._trouble_since: float | None = None
@@ -334,28 +381,43 @@ class RpcServer:
                 if not self._trouble(f"accept failed: {exc.strerror or exc}"):
                     return
                 continue
-            with self._lock:
-                full = len(self._conns) >= self.max_connections
-            if full:
-                conn.close()
-                self._refusals.refuse("connections", f"{addr[0]}: {self.max_connections} "
-                                                     f"connections open already")
-                continue
+            peer = addr[0]
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.settimeout(self.idle_timeout)
-            t = threading.Thread(target=self._serve, args=(conn, addr), daemon=True,
+            reader = wire.Reader(conn, self.max_batch_events, idl().ThriftFlumeEvent,
+                                 self._inflight, idle_timeout=self.idle_timeout,
+                                 message_timeout=self.message_timeout)
+            t = threading.Thread(target=self._serve, args=(conn, peer, reader), daemon=True,
                                  name=f"{self.name}:{self.port}:{addr[1]}")
             with self._lock:
                 if self._stopped.is_set():
                     conn.close()
                     return
-                self._conns[conn] = t
-                self.connections += 1
+                refused, evicted = self._slots.admit(conn, peer)
+                if refused is None:
+                    self._conns[conn] = (t, reader)
+                    self.connections += 1
+                if evicted is not None:
+                    self._conns.pop(evicted[0], None)
+            if evicted is not None:
+                try:        # its thread sees the end of the stream and exits
+                    evicted[0].shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                self._refusals.refuse("evicted", f"{evicted[1]}: closed its connection "
+                                      f"idle the longest to make room for {peer}")
+            if refused is not None:
+                conn.close()
+                self._refusals.refuse(refused, f"{peer}: " + (
+                    f"{self.max_connections} connections open already, none idle"
+                    if refused == "connections" else
+                    f"{self.max_connections_per_peer} connections from that address open "
+                    f"already, none idle"))
+                continue
             try:
                 t.start()
             except RuntimeError as exc:     # "can't start new thread": pids/memory limit
                 with self._lock:
-                    self._conns.pop(conn, None)
+                    self._forget(conn)
                 conn.close()
                 self._refusals.refuse("threads", f"{addr[0]}: cannot start a thread: {exc}")
                 if not self._trouble(f"cannot start a thread for a connection: {exc}"):
@@ -363,6 +425,11 @@ class RpcServer:
                 continue
             self.metrics.add("connections")
             self._trouble_since, self._backoff = None, 0.0
+
+    def _forget(self, conn: socket.socket) -> None:
+        """Under the lock: ``conn`` is gone (a no-op if it was evicted)."""
+        self._conns.pop(conn, None)
+        self._slots.remove(conn)
 
     def _trouble(self, reason: str) -> bool:
         """Accepting failed: back off (0.05 s doubling to 1 s) and True; after
@@ -393,11 +460,8 @@ class RpcServer:
         if self.on_failure is not None:
             self.on_failure(reason)
 
-    def _serve(self, conn: socket.socket, addr) -> None:
-        reader = wire.Reader(conn, self.max_batch_events, idl().ThriftFlumeEvent,
-                             self._inflight)
+    def _serve(self, conn: socket.socket, peer: str, reader: wire.Reader) -> None:
         dispatch = self._dispatch
-        peer = addr[0]
         try:
             while not self._stopped.is_set():
                 reader.begin(self.max_message_bytes)
@@ -406,26 +470,31 @@ class RpcServer:
                 method = wire.METHODS.get(api)
                 if method is None:
                     reader.skip(wire.T_STRUCT, 0)
+                    reader.end_message()
                     conn.sendall(wire.exception_reply(api, seqid, 1, f"unknown method {api}"))
                     continue
                 spec, names, of_structs = method
                 if of_structs:
                     reader.narrow(self.max_message_bytes // STRUCT_SHARE, api)
                 args = reader.fields(spec)
+                reader.end_message()
                 answer = getattr(dispatch, api)(*(args.get(n) for n in names))
                 if mtype == wire.ONEWAY:
                     continue
                 if answer is None:
                     conn.sendall(wire.void_reply(api, seqid))
                 else:
-                    conn.sendall(wire.reply(api, seqid, answer.status, answer.message or ""))
+                    conn.sendall(wire.reply(api, seqid, answer.status,
+                                            clip(answer.message or "", ANSWER_CHARS)))
         except wire.Refused as exc:
             self._refusals.refuse(exc.reason, f"{peer}: {api or 'a'} message: {exc}; "
                                               f"connection closed")
         except TimeoutError:
-            if reader.consumed:
-                self._refusals.refuse("slow", f"{peer}: {api or 'a'} message incomplete "
-                                              f"after {self.idle_timeout:g} s")
+            if reader.started:
+                late = reader.deadline is not None and time.monotonic() >= reader.deadline
+                self._refusals.refuse("slow", f"{peer}: {api or 'a'} message incomplete " + (
+                    f"{self.message_timeout:g} s after its first byte" if late else
+                    f"after {self.idle_timeout:g} s of silence"))
             else:
                 self.metrics.add("idle_closed")
         except (wire.Closed, OSError) as exc:  # EOF, reset, shut down
@@ -437,7 +506,7 @@ class RpcServer:
         finally:
             reader.release()
             with self._lock:
-                self._conns.pop(conn, None)
+                self._forget(conn)
             try:
                 conn.close()
             except OSError:
@@ -466,10 +535,10 @@ class RpcServer:
                 pass
         me = threading.current_thread()
         deadline = time.monotonic() + timeout
-        for t in [self._thread, *(t for _, t in conns)]:
+        for t in [self._thread, *(t for _, (t, _r) in conns)]:
             if t is not None and t is not me and t.is_alive():
                 t.join(max(0.0, deadline - time.monotonic()))
-        for conn, t in conns:
+        for conn, (t, _r) in conns:
             if t.is_alive():           # still stuck: cut it off completely
                 try:
                     conn.shutdown(socket.SHUT_RDWR)

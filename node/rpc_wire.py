@@ -15,7 +15,13 @@ which knows the IDL's five methods and keeps three bounds per message:
   in the server's :class:`ByteBudget` (``busy`` when it does not within the wait);
 * **work**: every element of a container takes at least one byte, so the time spent on a
   message is bounded by its bytes; a container of a type that takes no bytes, an unknown
-  type, a negative length or nesting deeper than ``MAX_DEPTH`` is ``malformed``.
+  type, a negative length, a method name longer than ``MAX_NAME_BYTES`` (refused before
+  it is read) or nesting deeper than ``MAX_DEPTH`` is ``malformed``;
+* **time**: once the first byte of a message arrived, the whole message must arrive
+  within ``message_timeout`` seconds (``slow``), however the peer spaces its bytes.
+
+Small received pieces are gathered into one buffer, so a string sent a byte per segment
+costs its length, not a Python object per piece.
 
 Fields of unknown ids or unexpected types are skipped within these bounds, as Thrift
 requires. Answers are written by :func:`reply`, :func:`void_reply`, :func:`exception_reply`
@@ -34,8 +40,10 @@ T_STOP, T_BOOL, T_BYTE, T_DOUBLE, T_I16, T_I32, T_I64 = 0, 2, 3, 4, 6, 8, 10
 T_STRING, T_STRUCT, T_MAP, T_SET, T_LIST = 11, 12, 13, 14, 15
 CALL, REPLY, EXCEPTION, ONEWAY = 1, 2, 3, 4
 MAX_DEPTH = 8
+MAX_NAME_BYTES = 64           # a method name: the IDL's longest is 12
 RECV_SIZE = 1 << 16           # read-ahead for small reads
 BIG_RECV = 1 << 20            # the most one recv asks for when a long string arrives
+PIECE = 1 << 14               # a received piece shorter than this is gathered, not kept
 
 # the fewest bytes one element of each type takes on the wire
 _MIN_SIZE = {T_BOOL: 1, T_BYTE: 1, T_DOUBLE: 8, T_I16: 2, T_I32: 4, T_I64: 8,
@@ -47,7 +55,8 @@ _VERSION_1 = 0x80010000
 
 class Refused(Exception):
     """A message over a bound, or not a message of the IDL (``reason``: ``oversize``,
-    ``events``, ``busy``, ``malformed``). The connection cannot be read further."""
+    ``events``, ``busy``, ``malformed``, ``slow``). The connection cannot be read
+    further."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -90,23 +99,52 @@ class ByteBudget:
 
 class Reader:
     """Reads the requests of one connection (see the module docstring). ``begin(budget)``
-    starts a message; ``consumed`` is what the current message took so far."""
+    starts a message; ``consumed`` is what the current message took so far.
+
+    Time: between messages the socket waits up to ``idle_timeout`` seconds for a first
+    byte (then ``TimeoutError``); from the first byte of a message on, every wait is cut
+    to what is left of ``message_timeout`` (None: no deadline) and past it the message is
+    refused (``slow``). ``idle_since`` is when the connection went idle (between
+    messages, nothing of the next one received), None while a message is in progress:
+    the server may close an idle connection to make room for another."""
 
     def __init__(self, sock: socket.socket, max_structs: int, event_class=dict,
-                 shared: ByteBudget | None = None):
+                 shared: ByteBudget | None = None, *, idle_timeout: float | None = None,
+                 message_timeout: float | None = None):
         self.sock = sock
         self.max_structs = max_structs
         self.event_class = event_class      # what an event struct is read into
         self.shared = shared
+        self.idle_timeout = idle_timeout
+        self.message_timeout = message_timeout
         self.held = 0                       # bytes reserved in ``shared``
+        self.deadline: float | None = None  # when the message in progress must be read
+        self.idle_since: float | None = None
         self._buf = b""
         self._pos = 0
+        sock.settimeout(idle_timeout)
         self.begin(0)
 
     def begin(self, budget: int) -> None:
         self.release()
         self.budget = self.left = budget
         self.structs = self.max_structs
+        self.end_message()
+        self.idle_since = time.monotonic()
+        if self._pos < len(self._buf):      # the next message has begun arriving already
+            self._started()
+
+    def end_message(self) -> None:
+        """The message is read: the deadline no longer applies (writing the answer waits
+        up to ``idle_timeout``, as before the message)."""
+        if self.deadline is not None:
+            self.deadline = None
+            self.sock.settimeout(self.idle_timeout)
+
+    @property
+    def started(self) -> bool:
+        """Some of the current message has arrived."""
+        return self.idle_since is None
 
     def release(self) -> None:
         """Give back what this connection reserved in the shared budget."""
@@ -127,10 +165,28 @@ class Reader:
 
     # ------------------------------------------------------------ bytes
 
+    def _started(self) -> None:
+        self.idle_since = None
+        if self.message_timeout is not None:
+            self.deadline = time.monotonic() + self.message_timeout
+
+    def _arm(self) -> None:
+        """Before a wait within a message: cut it to what is left of the deadline."""
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise Refused("slow", f"message not complete within "
+                                      f"{self.message_timeout:g} s of its first byte")
+            self.sock.settimeout(left if self.idle_timeout is None
+                                 else min(left, self.idle_timeout))
+
     def _recv(self, n: int) -> bytes:
+        self._arm()
         data = self.sock.recv(n)
         if not data:
             raise Closed("connection closed by the peer")
+        if self.idle_since is not None:
+            self._started()
         return data
 
     def take(self, n: int) -> bytes:
@@ -146,8 +202,31 @@ class Reader:
             self._pos = pos + n
             self.left -= n
             return buf[pos:pos + n]
-        need = n - avail
-        if n > RECV_SIZE and self.shared is not None:
+        if n > RECV_SIZE:
+            data = self._take_long(n, buf, pos, avail)
+        else:
+            # small reads read ahead; what arrives beyond ``n`` stays in ``_buf``
+            chunk = self._recv(RECV_SIZE)
+            if not avail and len(chunk) >= n:
+                data = chunk
+            else:           # one growing buffer, however small the pieces arrive
+                acc = bytearray(buf[pos:])
+                acc += chunk
+                while len(acc) < n:
+                    acc += self._recv(RECV_SIZE)
+                data = bytes(acc)
+            self._buf, self._pos = data, n
+            data = data[:n]
+        self.left -= n        # only now: a silent peer has consumed nothing
+        return data
+
+    def _take_long(self, n: int, buf: bytes, pos: int, avail: int) -> bytes:
+        """A long string, read once its ``n`` bytes are reserved in the shared budget.
+        Pieces of at least ``PIECE`` bytes are kept as they arrive (then joined: the
+        string costs about twice its length, and no extra copy on the hot path); smaller
+        ones are gathered into one buffer first, so a peer sending a byte per segment
+        costs the same, not a Python object (~40 bytes) per byte."""
+        if self.shared is not None:
             if not self.shared.acquire(n):
                 raise Refused("busy", f"no room for a string of {n} bytes within "
                                       f"{self.shared.wait:g} s: other connections hold "
@@ -155,16 +234,20 @@ class Reader:
             self.held += n
         parts = [buf[pos:]] if avail else []
         self._buf, self._pos = b"", 0
+        need = n - avail
+        small = bytearray()
         while need > 0:
-            # small reads read ahead; a long string is read exactly, in pieces
-            chunk = self._recv(RECV_SIZE if n <= RECV_SIZE else min(need, BIG_RECV))
-            if len(chunk) > need:
-                parts.append(chunk[:need])
-                self._buf, self._pos = chunk, need
-                break
-            parts.append(chunk)
+            chunk = self._recv(min(need, BIG_RECV))
             need -= len(chunk)
-        self.left -= n        # only now: a silent peer has consumed nothing (idle, not slow)
+            if small or len(chunk) < PIECE:
+                small += chunk
+                if len(small) >= PIECE:
+                    parts.append(bytes(small))
+                    small.clear()
+            else:
+                parts.append(chunk)
+        if small:
+            parts.append(bytes(small))
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def u8(self) -> int:
@@ -194,14 +277,22 @@ class Reader:
             if first & 0xFFFF0000 != _VERSION_1:
                 raise Refused("malformed", f"bad protocol version {first & 0xFFFFFFFF:#x}")
             mtype = first & 0xFF
-            name = self.take(self.i32())
+            name = self.take(self._name_length(self.i32()))
         else:
-            name = self.take(first)
+            name = self.take(self._name_length(first))
             mtype = self.u8()
         seqid = self.i32()
         if mtype not in (CALL, ONEWAY):
             raise Refused("malformed", f"message of type {mtype}, not a call")
         return name.decode("utf-8", "replace"), mtype, seqid
+
+    @staticmethod
+    def _name_length(n: int) -> int:
+        # refused before reading it: an unknown name is echoed in the answer
+        if not 0 <= n <= MAX_NAME_BYTES:
+            raise Refused("malformed", f"a method name of {n} bytes (at most "
+                                       f"{MAX_NAME_BYTES})")
+        return n
 
     def fields(self, spec: dict, depth: int = 0) -> dict:
         """A struct's fields: ``spec`` maps field id -> (type, name, read); fields not in

@@ -47,6 +47,11 @@ class LineBuffer:
             self.cuts += 1
         return lines
 
+    @property
+    def pending(self) -> bool:
+        """Part of a line is held, or the rest of a truncated one is being discarded."""
+        return bool(self.rest) or self._skipping
+
     def take_cuts(self) -> int:
         """Lines truncated since the last call."""
         n, self.cuts = self.cuts, 0

@@ -14,10 +14,15 @@ past each bound (every refusal is counted in the source's metrics as ``refused``
 * **Events.** Framers cut the byte stream into events of at most ``max_event_bytes``
   (each source says how it treats a longer one); a connection's unfinished event is
   therefore never buffered past that bound.
-* **Connections.** At most ``max_connections`` at once: one more is accepted and closed at
-  once (``refused_connections``). A connection that sends nothing for ``idle_timeout``
-  seconds is closed (``refused_idle``); time the server spends blocked on a full queue does
-  not count as idle.
+* **Connections.** At most ``max_connections`` at once, and ``max_connections_per_peer``
+  from one address. A connection past either cap makes room by closing the connection (of
+  that address, for the per-address cap) idle the longest -- between two messages, no
+  unfinished event buffered (``refused_evicted``); when none is idle the new one is closed
+  at once (``refused_connections``, ``refused_peer_connections``). A connection that
+  sends nothing for ``idle_timeout`` seconds is closed (``refused_idle``); one whose
+  unfinished event is not complete ``message_timeout`` seconds after its first byte is
+  closed and that event discarded (``refused_slow``), so a byte now and then cannot hold
+  a slot. Time the server spends blocked on a full queue counts toward neither.
 * **Accept errors** (no file descriptor left: EMFILE, ENFILE; or no memory): the server
   stops accepting for a while (50 ms, doubling up to 1 s while it keeps failing) instead of
   spinning on a listening socket that stays readable, counts ``accept_errors`` and warns at
@@ -40,7 +45,7 @@ from typing import Callable, Protocol
 from ..component import Metrics, NodeContext
 from ..errors import SourceError
 from ..event import Event
-from ..limits import RateLimitedLog, Refusals
+from ..limits import ConnectionSlots, RateLimitedLog, Refusals
 from ._batchqueue import DEFAULT_MAX_BYTES, BatchQueue, QueuedSource
 
 log = logging.getLogger(__name__)
@@ -55,7 +60,9 @@ IDLE_CHECK = 1.0      # seconds between two looks for idle connections
 
 DEFAULT_MAX_EVENT_BYTES = 32 << 10
 DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_MAX_CONNECTIONS_PER_PEER = 128   # relays and NATs send from one address
 DEFAULT_IDLE_TIMEOUT_MS = 600_000
+DEFAULT_MESSAGE_TIMEOUT_MS = 30_000      # from an event's first byte to its last
 
 # Linux: ancillary data on each datagram with the socket's count of dropped datagrams
 SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40 if sys.platform.startswith("linux") else None)
@@ -68,6 +75,10 @@ class Framer(Protocol):
 
     def eof(self) -> list[Event]: ...
 
+    @property
+    def pending(self) -> bool:
+        """Part of an event has arrived (or a truncated one is being discarded)."""
+
 
 def check_positive(**values: int) -> None:
     """ValueError naming the first argument that is not > 0."""
@@ -76,10 +87,10 @@ def check_positive(**values: int) -> None:
             raise ValueError(f"{name} must be > 0, got {v}")
 
 
-def idle_seconds(idle_timeout_ms: int) -> float | None:
-    """``idleTimeoutMs`` checked and in seconds; None for 0 (never)."""
+def idle_seconds(idle_timeout_ms: int, name: str = "idleTimeoutMs") -> float | None:
+    """A timeout in ms (``name``) checked and in seconds; None for 0 (never)."""
     if idle_timeout_ms < 0:
-        raise ValueError(f"idleTimeoutMs must be >= 0 (0: never), got {idle_timeout_ms}")
+        raise ValueError(f"{name} must be >= 0 (0: never), got {idle_timeout_ms}")
     return idle_timeout_ms / 1000 if idle_timeout_ms else None
 
 
@@ -145,28 +156,37 @@ class _Server:
 
 
 class _Conn:
-    __slots__ = ("sock", "framer", "peer", "last")
+    __slots__ = ("sock", "framer", "peer", "last", "started")
 
     def __init__(self, sock: socket.socket, framer: Framer, peer: str, last: float):
         self.sock, self.framer, self.peer, self.last = sock, framer, peer, last
+        self.started: float | None = None   # when its unfinished event began arriving
 
 
 class TcpServer(_Server):
     """Accepts connections on ``bind:port``; ``make_framer(peer_host)`` per connection.
-    Bounds: ``max_connections`` open at once, ``idle_timeout`` seconds without data (None:
-    never), and the accept back-off (see the module docstring)."""
+    Bounds: ``max_connections`` open at once and ``max_connections_per_peer`` from one
+    address (the longest idle one makes room), ``idle_timeout`` seconds without data and
+    ``message_timeout`` seconds from an event's first byte to its last (None: never), and
+    the accept back-off (see the module docstring)."""
 
     def __init__(self, name: str, bind: str, port: int,
                  make_framer: Callable[[str], Framer], queue: BatchQueue, metrics: Metrics,
                  refusals: Refusals, max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT_MS / 1000):
+                 idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT_MS / 1000, *,
+                 max_connections_per_peer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER,
+                 message_timeout: float | None = DEFAULT_MESSAGE_TIMEOUT_MS / 1000):
         super().__init__(name, queue, metrics, refusals)
         self.bind, self.port = bind, port
         self.make_framer = make_framer
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.message_timeout = message_timeout
         self._listener: socket.socket | None = None
         self._conns: dict[socket.socket, _Conn] = {}
+        self._slots = ConnectionSlots(max_connections, max_connections_per_peer,
+                                      self._idle_since)
+        self._timeouts = [t for t in (idle_timeout, message_timeout) if t is not None]
         self._accept_pause = 0.0       # the current pause after failed accepts
         self._accept_at: float | None = None   # when to accept again (None: accepting)
         self._accept_log = RateLimitedLog(log)
@@ -206,7 +226,7 @@ class TcpServer(_Server):
         waits = []
         if self._accept_at is not None:
             waits.append(self._accept_at - time.monotonic())
-        if self.idle_timeout is not None and self._conns:
+        if self._timeouts and self._conns:
             waits.append(self._next_idle_check - time.monotonic())
         return max(0.0, min(waits)) if waits else None
 
@@ -220,8 +240,13 @@ class TcpServer(_Server):
             data = b""
         if data:
             self.metrics.add("bytes_in", len(data))
-            c.last = self._active_now()
-            events = c.framer.feed(data)
+            c.last = now = self._active_now()
+            framer = c.framer
+            events = framer.feed(data)
+            if not framer.pending:
+                c.started = None
+            elif events or c.started is None:    # an event began in this piece
+                c.started = now
         else:
             events = c.framer.eof()
             self._close(c)
@@ -239,7 +264,12 @@ class TcpServer(_Server):
         self._sel.unregister(c.sock)
         c.sock.close()
         del self._conns[c.sock]
+        self._slots.remove(c.sock)
         self.metrics.add("connections_open", -1)
+
+    def _idle_since(self, sock: socket.socket) -> float | None:
+        c = self._conns[sock]
+        return c.last if c.started is None else None
 
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(ACCEPT_BURST):
@@ -252,13 +282,23 @@ class TcpServer(_Server):
                 # at once would spin; pause accepting and let the backlog wait
                 self._pause_accepting(exc)
                 return
-            if len(self._conns) >= self.max_connections:
+            peer = addr[0]
+            refused, evicted = self._slots.admit(conn, peer)
+            if evicted is not None:
+                # idle: nothing of an event is buffered, so nothing is lost
+                self._close(self._conns[evicted[0]])
+                self.refusals.refuse("evicted", f"closed the connection from {evicted[1]} "
+                                     f"idle the longest to make room for one from {peer}")
+            if refused is not None:
                 conn.close()
-                self.refusals.refuse("connections", f"{self.max_connections} connections "
-                                     f"are open already; closed the one from {addr[0]}")
+                self.refusals.refuse(refused, f"closed the one from {peer}: " + (
+                    f"{self.max_connections} connections are open already, none idle"
+                    if refused == "connections" else
+                    f"{self._slots.max_per_peer} connections from that address are open "
+                    f"already, none idle"))
                 continue
             conn.setblocking(False)
-            c = _Conn(conn, self.make_framer(addr[0]), addr[0], self._active_now())
+            c = _Conn(conn, self.make_framer(peer), peer, self._active_now())
             self._conns[conn] = c
             self._sel.register(conn, selectors.EVENT_READ, c)
             self.metrics.add("connections")
@@ -281,10 +321,20 @@ class TcpServer(_Server):
         if self._accept_at is not None and now >= self._accept_at:
             self._accept_at = None
             self._sel.register(self._listener, selectors.EVENT_READ, "listen")
-        if self.idle_timeout is None or now < self._next_idle_check:
+        if not self._timeouts or now < self._next_idle_check:
             return
-        self._next_idle_check = now + min(IDLE_CHECK, self.idle_timeout)
-        cutoff = self._active_now() - self.idle_timeout
+        self._next_idle_check = now + min(IDLE_CHECK, *self._timeouts)
+        active = self._active_now()
+        late = None if self.message_timeout is None else active - self.message_timeout
+        for c in [c for c in self._conns.values()
+                  if late is not None and c.started is not None and c.started < late]:
+            self.refusals.refuse("slow", f"closed the connection from {c.peer}: an event "
+                                 f"not complete {self.message_timeout:g} s after its "
+                                 f"first byte (discarded)")
+            self._close(c)
+        if self.idle_timeout is None:
+            return
+        cutoff = active - self.idle_timeout
         for c in [c for c in self._conns.values() if c.last < cutoff]:
             self.refusals.refuse("idle", f"closed the connection from {c.peer}, idle for "
                                  f"{self.idle_timeout:g} s")

@@ -11,9 +11,13 @@ Bounds (arguments, with their defaults; see ``node/sources/_net.py``):
   connection never holds more than that of an unfinished line.
 * ``maxQueueBytes=64 MiB`` (and 10,000 events): while the queue is full the server stops
   reading, so senders block (backpressure).
-* ``maxConnections=256`` open at once (one more is closed at once,
-  ``refused_connections``); ``idleTimeoutMs=600000`` without data closes a connection
-  (``refused_idle``; 0: never).
+* ``maxConnections=256`` open at once and ``maxConnectionsPerPeer=128`` from one address
+  (past either, the connection idle the longest is closed to make room,
+  ``refused_evicted``; with none idle the new one is closed at once,
+  ``refused_connections``, ``refused_peer_connections``); ``idleTimeoutMs=600000``
+  without data closes a connection (``refused_idle``; 0: never); a line not complete
+  ``messageTimeoutMs=30000`` after its first byte closes it and is discarded
+  (``refused_slow``; 0: never).
 """
 from __future__ import annotations
 
@@ -21,8 +25,10 @@ from ..event import Event, events_from_lines
 from ..registry import source
 from ._batchqueue import DEFAULT_MAX_BYTES
 from ._lines import LineBuffer
-from ._net import (DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_EVENT_BYTES,
-                   ServerSource, TcpServer, check_positive, idle_seconds)
+from ._net import (DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS,
+                   DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_EVENT_BYTES,
+                   DEFAULT_MESSAGE_TIMEOUT_MS, ServerSource, TcpServer, check_positive,
+                   idle_seconds)
 
 QUEUE_EVENTS = 10_000
 
@@ -40,6 +46,10 @@ class _LineFramer:
                                      f"maxEventBytes={self.buf.max_line}", cuts)
         return events_from_lines(lines) if lines else []
 
+    @property
+    def pending(self) -> bool:
+        return self.buf.pending
+
     def eof(self) -> list[Event]:
         last = self.buf.finish()
         return events_from_lines(last) if last else []
@@ -55,15 +65,23 @@ class NetcatSource(ServerSource):
                  maxEventBytes: int = DEFAULT_MAX_EVENT_BYTES,
                  maxQueueBytes: int = DEFAULT_MAX_BYTES,
                  maxConnections: int = DEFAULT_MAX_CONNECTIONS,
-                 idleTimeoutMs: int = DEFAULT_IDLE_TIMEOUT_MS):
+                 maxConnectionsPerPeer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER,
+                 idleTimeoutMs: int = DEFAULT_IDLE_TIMEOUT_MS,
+                 messageTimeoutMs: int = DEFAULT_MESSAGE_TIMEOUT_MS):
         super().__init__(port, bind, max_queue_bytes=maxQueueBytes)
-        check_positive(maxEventBytes=maxEventBytes, maxConnections=maxConnections)
+        check_positive(maxEventBytes=maxEventBytes, maxConnections=maxConnections,
+                       maxConnectionsPerPeer=maxConnectionsPerPeer)
         self._idle = idle_seconds(idleTimeoutMs)
+        self._message = idle_seconds(messageTimeoutMs, "messageTimeoutMs")
         self.maxEventBytes = maxEventBytes
         self.maxConnections = maxConnections
+        self.maxConnectionsPerPeer = maxConnectionsPerPeer
         self.idleTimeoutMs = idleTimeoutMs
+        self.messageTimeoutMs = messageTimeoutMs
 
     def _make_server(self) -> TcpServer:
         return TcpServer("netcat", self.bind, self.port,
                          lambda peer: _LineFramer(self, peer), self._queue, self.metrics,
-                         self.refusals, self.maxConnections, self._idle)
+                         self.refusals, self.maxConnections, self._idle,
+                         max_connections_per_peer=self.maxConnectionsPerPeer,
+                         message_timeout=self._message)

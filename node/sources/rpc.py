@@ -31,12 +31,15 @@ Binds ``bind="0.0.0.0"``; ``port=0`` picks a free port, readable as ``.port`` af
 ``open``.
 
 Bounds (:class:`node.rpc.RpcServer` says what each costs): ``maxConnections=512`` open at
-once (more are closed at once), ``idleTimeoutMs=60000`` of silence closes a connection,
-``maxMessageBytes=16777216`` per message on the wire and per payload once decompressed,
-``maxBatchEvents=20000`` per call. A payload over a bound is answered ``FAILED`` with the
-reason; a message over a bound on the wire closes its connection. Every refusal is counted
-(``refused``, ``refused_<reason>``: ``connections``, ``oversize``, ``decompressed``,
-``bytes``, ``events``, ``malformed``, ``slow``, ``threads``) and logged at WARNING,
+once and ``maxConnectionsPerPeer=256`` from one address (past either, the connection idle
+the longest is closed to make room, else the new one), ``idleTimeoutMs=60000`` of silence
+between messages closes a connection, ``messageTimeoutMs=30000`` from a message's first
+byte to its last, ``maxMessageBytes=16777216`` per message on the wire and per payload
+once decompressed, ``maxBatchEvents=20000`` per call. A payload over a bound is answered
+``FAILED`` with the reason; a message over a bound on the wire closes its connection. Every
+refusal is counted (``refused``, ``refused_<reason>``: ``connections``,
+``peer_connections``, ``evicted``, ``oversize``, ``decompressed``, ``bytes``, ``events``,
+``malformed``, ``slow``, ``threads``) and logged at WARNING,
 rate-limited. When the server can no longer accept connections (see
 :class:`node.rpc.RpcServer`), ``next_batch`` raises :class:`SourceError` with the reason:
 the logical node goes to ERROR, visibly. This project's senders split their batches to stay
@@ -56,8 +59,9 @@ from ..event import Event
 from ..limits import Refusals
 from ..registry import source
 from ..rpc import (DEFAULT_PORT, IDLE_TIMEOUT, MAX_BATCH_EVENTS, MAX_CONNECTIONS,
-                   MAX_MESSAGE_BYTES, LockedCounter, RpcServer, Status, decode_payload,
-                   from_thrift, result)
+                   MAX_CONNECTIONS_PER_PEER, MAX_MESSAGE_BYTES, MESSAGE_TIMEOUT,
+                   LockedCounter, RpcServer, Status, clip, decode_payload, from_thrift,
+                   result)
 from ._batchqueue import BatchQueue
 from ._net import ServerSource
 
@@ -206,7 +210,7 @@ class _Handler:
         src._count("groups_in")
         if count > src.maxBatchEvents:
             src._count("failed")
-            src._refusals.refuse("events", f"group {agent}:{seq} of {count} events")
+            src._refusals.refuse("events", f"group {clip(agent)}:{seq} of {count} events")
             return result(Status.FAILED, f"group of {count} events, more than the "
                                          f"{src.maxBatchEvents} allowed")
         groups = src._groups
@@ -217,8 +221,9 @@ class _Handler:
             return result(status, message)
         if zlib.crc32(payload) != checksum & 0xFFFFFFFF:
             src._count("failed")
-            src._refusals.refuse("malformed", f"group {agent}:{seq}: checksum mismatch")
-            return result(Status.FAILED, f"group {agent}:{seq}: checksum mismatch")
+            src._refusals.refuse("malformed", f"group {clip(agent)}:{seq}: checksum "
+                                              f"mismatch")
+            return result(Status.FAILED, f"group {clip(agent)}:{seq}: checksum mismatch")
         return self.appendPacked(payload, count)
 
     def close(self) -> None:
@@ -229,28 +234,36 @@ class _Handler:
 class RpcSource(ServerSource):
     """RPC server receiving event batches; answers each call once the flow appended its
     events, RETRY when they are not taken within ``timeoutMs``. At most
-    ``maxConnections`` connections, each closed after ``idleTimeoutMs`` of silence; a
-    message over ``maxMessageBytes`` or ``maxBatchEvents`` is refused."""
+    ``maxConnections`` connections (``maxConnectionsPerPeer`` from one address), each
+    closed after ``idleTimeoutMs`` of silence between messages or when a message takes
+    more than ``messageTimeoutMs``; a message over ``maxMessageBytes`` or
+    ``maxBatchEvents`` is refused."""
 
     queue_events = QUEUE_EVENTS
 
     def __init__(self, port: int, *, bind: str = "0.0.0.0", timeoutMs: int = 5000,
                  maxConnections: int = MAX_CONNECTIONS,
+                 maxConnectionsPerPeer: int = MAX_CONNECTIONS_PER_PEER,
                  idleTimeoutMs: int = int(IDLE_TIMEOUT * 1000),
+                 messageTimeoutMs: int = int(MESSAGE_TIMEOUT * 1000),
                  maxMessageBytes: int = MAX_MESSAGE_BYTES,
                  maxBatchEvents: int = MAX_BATCH_EVENTS):
         super().__init__(port, bind)
         if timeoutMs <= 0:
             raise ValueError(f"timeoutMs must be > 0, got {timeoutMs}")
         for name, value, least in (("maxConnections", maxConnections, 1),
+                                   ("maxConnectionsPerPeer", maxConnectionsPerPeer, 1),
                                    ("idleTimeoutMs", idleTimeoutMs, 1),
+                                   ("messageTimeoutMs", messageTimeoutMs, 1),
                                    ("maxMessageBytes", maxMessageBytes, 1024),
                                    ("maxBatchEvents", maxBatchEvents, 1)):
             if value < least:
                 raise ValueError(f"{name} must be at least {least}, got {value}")
         self.timeoutMs = timeoutMs
         self.maxConnections = maxConnections
+        self.maxConnectionsPerPeer = maxConnectionsPerPeer
         self.idleTimeoutMs = idleTimeoutMs
+        self.messageTimeoutMs = messageTimeoutMs
         self.maxMessageBytes = maxMessageBytes
         self.maxBatchEvents = maxBatchEvents
         self._queue: _TaggedQueue | None = None
@@ -271,7 +284,9 @@ class RpcSource(ServerSource):
         self._groups = self._group_handler(ctx)
         server = RpcServer(self.bind, self.port, _Handler(self), name=self.spec_name,
                            max_connections=self.maxConnections,
+                           max_connections_per_peer=self.maxConnectionsPerPeer,
                            idle_timeout=self.idleTimeoutMs / 1000,
+                           message_timeout=self.messageTimeoutMs / 1000,
                            max_message_bytes=self.maxMessageBytes,
                            max_batch_events=self.maxBatchEvents, metrics=self._counter,
                            on_failure=lambda reason: self._queue.wake())
@@ -380,11 +395,15 @@ class CollectorSource(RpcSource):
 
     def __init__(self, port: int = DEFAULT_PORT, *, bind: str = "0.0.0.0",
                  timeoutMs: int = 5000, maxConnections: int = MAX_CONNECTIONS,
+                 maxConnectionsPerPeer: int = MAX_CONNECTIONS_PER_PEER,
                  idleTimeoutMs: int = int(IDLE_TIMEOUT * 1000),
+                 messageTimeoutMs: int = int(MESSAGE_TIMEOUT * 1000),
                  maxMessageBytes: int = MAX_MESSAGE_BYTES,
                  maxBatchEvents: int = MAX_BATCH_EVENTS):
         super().__init__(port, bind=bind, timeoutMs=timeoutMs,
-                         maxConnections=maxConnections, idleTimeoutMs=idleTimeoutMs,
+                         maxConnections=maxConnections,
+                         maxConnectionsPerPeer=maxConnectionsPerPeer,
+                         idleTimeoutMs=idleTimeoutMs, messageTimeoutMs=messageTimeoutMs,
                          maxMessageBytes=maxMessageBytes, maxBatchEvents=maxBatchEvents)
 
     def _group_handler(self, ctx: NodeContext):

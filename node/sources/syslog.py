@@ -30,9 +30,13 @@ Bounds (arguments, with their defaults; see ``node/sources/_net.py`` for the com
 * ``maxQueueBytes=64 MiB`` (and 10,000 events): while the queue is full, TCP stops reading
   (backpressure: senders block, nothing is lost); UDP drops the datagrams
   (``refused_queue_full``); datagrams the kernel dropped show as ``kernel_dropped``.
-* TCP only: ``maxConnections=256`` open at once (one more is closed at once,
-  ``refused_connections``), ``idleTimeoutMs=600000`` without data closes a connection
-  (``refused_idle``; 0: never).
+* TCP only: ``maxConnections=256`` open at once and ``maxConnectionsPerPeer=128`` from one
+  address (past either, the connection idle the longest is closed to make room,
+  ``refused_evicted``; with none idle the new one is closed at once,
+  ``refused_connections``, ``refused_peer_connections``), ``idleTimeoutMs=600000``
+  without data closes a connection (``refused_idle``; 0: never), and a message not
+  complete ``messageTimeoutMs=30000`` after its first byte closes it and is discarded
+  (``refused_slow``; 0: never).
 """
 from __future__ import annotations
 
@@ -46,9 +50,10 @@ from ..event import LOCAL_HOST, Event, Priority
 from ..limits import RateLimitedLog
 from ..registry import source
 from ._batchqueue import DEFAULT_MAX_BYTES
-from ._net import (DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_EVENT_BYTES,
-                   ServerSource, TcpServer, UdpServer, check_positive,
-                   idle_seconds)
+from ._net import (DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS,
+                   DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_EVENT_BYTES,
+                   DEFAULT_MESSAGE_TIMEOUT_MS, ServerSource, TcpServer, UdpServer,
+                   check_positive, idle_seconds)
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +299,11 @@ class SyslogFramer:
         self.buf = buf[i:]
         return frames, cuts
 
+    @property
+    def pending(self) -> bool:
+        """Part of a frame is held, or the rest of a truncated one is being discarded."""
+        return bool(self.buf or self.skip or self.skip_line)
+
     def finish(self) -> bytes:
         """At the end of the stream: what is left of an unterminated frame (b"" if none)."""
         rest, self.buf = self.buf, b""
@@ -312,6 +322,10 @@ class _SyslogTcpFramer:
                 "oversize", f"truncated a message from {self.peer} to "
                 f"maxEventBytes={self.src.maxEventBytes}", cuts)
         return self.src._parse(frames, self.peer)
+
+    @property
+    def pending(self) -> bool:
+        return self.framer.pending
 
     def eof(self) -> list[Event]:
         rest = self.framer.finish()
@@ -365,15 +379,23 @@ class SyslogTcpSource(_SyslogSource):
                  maxEventBytes: int = DEFAULT_MAX_EVENT_BYTES,
                  maxQueueBytes: int = DEFAULT_MAX_BYTES,
                  maxConnections: int = DEFAULT_MAX_CONNECTIONS,
-                 idleTimeoutMs: int = DEFAULT_IDLE_TIMEOUT_MS):
+                 maxConnectionsPerPeer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER,
+                 idleTimeoutMs: int = DEFAULT_IDLE_TIMEOUT_MS,
+                 messageTimeoutMs: int = DEFAULT_MESSAGE_TIMEOUT_MS):
         super().__init__(port, bind=bind, maxEventBytes=maxEventBytes,
                          maxQueueBytes=maxQueueBytes)
-        check_positive(maxConnections=maxConnections)
+        check_positive(maxConnections=maxConnections,
+                       maxConnectionsPerPeer=maxConnectionsPerPeer)
         self._idle = idle_seconds(idleTimeoutMs)
+        self._message = idle_seconds(messageTimeoutMs, "messageTimeoutMs")
         self.maxConnections = maxConnections
+        self.maxConnectionsPerPeer = maxConnectionsPerPeer
         self.idleTimeoutMs = idleTimeoutMs
+        self.messageTimeoutMs = messageTimeoutMs
 
     def _make_server(self) -> TcpServer:
         return TcpServer("syslogTcp", self.bind, self.port,
                          lambda peer: _SyslogTcpFramer(self, peer), self._queue, self.metrics,
-                         self.refusals, self.maxConnections, self._idle)
+                         self.refusals, self.maxConnections, self._idle,
+                         max_connections_per_peer=self.maxConnectionsPerPeer,
+                         message_timeout=self._message)

@@ -53,22 +53,109 @@ def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
 # ------------------------------------------------------------------ TCP: in process
 
 def test_tcp_connection_past_max_connections_is_closed_and_counted(ctx):
+    """Past the cap the connection idle the longest makes room; with none idle (each
+    holds part of a line) the new one is closed."""
     src = opened('netcat(0, bind="127.0.0.1", maxConnections=2)', ctx)
     try:
         a = socket.create_connection(("127.0.0.1", src.port))
         b = socket.create_connection(("127.0.0.1", src.port))
-        wait_until(lambda: src.metrics.get("connections_open") == 2, 5, "two connections")
-        c = socket.create_connection(("127.0.0.1", src.port))
-        assert closed_by_peer(c)
-        assert src.metrics["refused_connections"] == 1
-        a.sendall(b"from a\n")
+        a.sendall(b"from ")
+        wait_until(lambda: src.metrics.get("bytes_in") == 5, 5, "a's first bytes")
+        c = socket.create_connection(("127.0.0.1", src.port))     # b is idle: b goes
+        assert closed_by_peer(b)
+        wait_until(lambda: src.metrics.get("refused_evicted") == 1, 5, "b evicted")
+        c.sendall(b"from c")
+        wait_until(lambda: src.metrics.get("bytes_in") == 11, 5, "c's first bytes")
+        d = socket.create_connection(("127.0.0.1", src.port))     # none idle: d goes
+        assert closed_by_peer(d)
+        wait_until(lambda: src.metrics.get("refused_connections") == 1, 5, "d refused")
+        a.sendall(b"a\n")
         a.close()
         wait_until(lambda: src.metrics.get("connections_open") == 1, 5, "a closed")
-        with socket.create_connection(("127.0.0.1", src.port)) as d:   # a slot again
-            d.sendall(b"from d\n")
-        b.close()
-        assert sorted(e.body for e in drain(src, 2)) == [b"from a", b"from d"]
+        with socket.create_connection(("127.0.0.1", src.port)) as e:   # a slot again
+            e.sendall(b"from e\n")
+        c.sendall(b"\n")
+        c.close()
+        assert sorted(e.body for e in drain(src, 3)) == [b"from a", b"from c", b"from e"]
         assert src.metrics["refused_connections"] == 1
+        assert src.metrics["refused_evicted"] == 1
+        b.close()
+        d.close()
+    finally:
+        src.close()
+
+
+def test_syslog_tcp_message_must_arrive_within_message_timeout(ctx):
+    """A message begun and sent a byte now and then (under idleTimeoutMs) held its slot
+    forever. Now it is closed messageTimeoutMs after its first byte; a connection that is
+    silent between messages, or streams whole messages in pieces, is not."""
+    src = opened('syslogTcp(0, bind="127.0.0.1", messageTimeoutMs=800)', ctx)
+    try:
+        silent = socket.create_connection(("127.0.0.1", src.port))
+        stream = socket.create_connection(("127.0.0.1", src.port))
+        drip = socket.create_connection(("127.0.0.1", src.port))
+        drip.sendall(b"<1")
+        start = time.monotonic()
+        closed = False
+        sent = 0
+        while time.monotonic() - start < 4 and not closed:
+            try:
+                drip.send(b"3")
+                # every piece ends in the middle of a message, each message is whole soon
+                stream.sendall(b"%d>stream %d\n<13" % (sent % 10, sent))
+                sent += 1
+            except OSError:
+                closed = True
+            time.sleep(0.1)
+        assert closed or closed_by_peer(drip, 3)
+        assert time.monotonic() - start < 4
+        wait_until(lambda: src.metrics.get("refused_slow") == 1, 5, "counted slow")
+        stream.sendall(b">end\n")
+        got = drain(src, sent + 1)
+        assert len(got) == sent + 1 and got[-1].body == b"<13>end", got[-1:]
+        assert not any(e.body.startswith(b"<13333") for e in got)   # the drip's: dropped
+        for s in (silent, stream):         # both still open
+            s.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                s.recv(1)
+        assert src.metrics["refused_slow"] == 1 and src.metrics.get("refused_idle", 0) == 0
+        for s in (silent, stream, drip):
+            s.close()
+    finally:
+        src.close()
+
+
+def test_syslog_tcp_one_address_cannot_hold_every_slot(ctx):
+    """256 connections from one address, each holding a begun message, kept every other
+    sender out. Now one address gets maxConnectionsPerPeer slots, and a full server closes
+    the connection idle the longest for a new sender."""
+    src = opened('syslogTcp(0, maxConnections=4, maxConnectionsPerPeer=2)', ctx)
+
+    def connect(host: str) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", src.port), timeout=5,
+                                        source_address=(host, 0))
+    try:
+        hogs = [connect("127.0.0.2") for _ in range(2)]
+        for h in hogs:
+            h.sendall(b"<1")
+        wait_until(lambda: src.metrics.get("bytes_in") == 4, 5, "two messages begun")
+        extra = connect("127.0.0.2")
+        assert closed_by_peer(extra)
+        wait_until(lambda: src.metrics.get("refused_peer_connections") == 1, 5, "refused")
+        idle = [connect("127.0.0.3"), connect("127.0.0.4")]
+        wait_until(lambda: src.metrics.get("connections_open") == 4, 5, "server full")
+        with connect("127.0.0.5") as legit:
+            legit.sendall(b"<13>legitimate\n")
+            assert closed_by_peer(idle[0])         # idle the longest: made room
+            assert [e.body for e in drain(src, 1)] == [b"<13>legitimate"]
+        wait_until(lambda: src.metrics.get("refused_evicted") == 1, 5, "evicted")
+        for h in hogs:                             # begun messages are never cut off
+            h.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                h.recv(1)
+        assert src.metrics.get("refused_connections", 0) == 0
+        for s in hogs + idle + [extra]:
+            s.close()
     finally:
         src.close()
 
@@ -146,7 +233,8 @@ def test_syslog_tcp_long_message_is_truncated_to_max_event_bytes(ctx):
 
 
 @pytest.mark.parametrize("arg", ["maxConnections=0", "maxEventBytes=0", "maxQueueBytes=-1",
-                                 "idleTimeoutMs=-5"])
+                                 "idleTimeoutMs=-5", "maxConnectionsPerPeer=0",
+                                 "messageTimeoutMs=-1"])
 def test_bounds_are_checked(arg):
     from node.errors import SpecError
     with pytest.raises(SpecError, match=arg.split("=")[0]):
@@ -375,7 +463,8 @@ def test_big_lines_block_the_sender_within_a_memory_bound(tmp_path):
 
 def test_partial_lines_on_many_connections_are_capped(tmp_path):
     """300 connections each sending 1 MiB without a newline: before, 366 MiB RSS."""
-    v = Victim(tmp_path, 'netcat(0, bind="127.0.0.1", maxConnections=300)')
+    v = Victim(tmp_path, 'netcat(0, bind="127.0.0.1", maxConnections=300, '
+                         'maxConnectionsPerPeer=300)')
     conns = []
     try:
         chunk = b"p" * MiB

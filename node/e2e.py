@@ -16,10 +16,11 @@ Agent side (used by ``ackedWriteAhead`` / ``agentE2ESink`` / ``agentE2EChain``):
 
 Collector side (used by ``collectorSource`` and ``collectorSink``):
 
-* :func:`collector_group_handler` answers ``appendGroup``: CRC and payload checks,
-  ``claim_group`` in ZooKeeper (OK without writing when the group is committed already or
-  this collector holds it; RETRY when another collector holds it), then the events go to
-  the flow with the checkpoint key ``e2e:<agent>:<seq>``.
+* :func:`collector_group_handler` answers ``appendGroup``: agent id, CRC, payload and
+  distinct-agent checks before ZooKeeper is asked anything, then ``claim_group`` (OK
+  without writing when the group is committed already or this collector holds it; RETRY
+  when another collector holds it), then the events go to the flow with the checkpoint
+  key ``e2e:<agent>:<seq>``.
 * :class:`Committer` is what ``collectorSink`` does at each roll: one transaction records
   the completed files and their groups (claims checked and deleted, ``groups/...`` and
   ``files/<collector>/<id>`` created), then the hidden files are renamed and the record

@@ -118,7 +118,7 @@ def agent_id_problem(agent: str) -> str | None:
     the id itself (it may be megabytes)."""
     if len(agent) > AGENT_ID_MAX_BYTES:
         return (f"an agent id of {len(agent)} characters (at most "
-                f"{AGENT_ID_MAX_BYTES} bytes)")
+                f"{AGENT_ID_MAX_BYTES})")
     if not _AGENT_ID.fullmatch(agent) or agent in (".", ".."):
         return (f"agent id {agent!r} is not 1 to {AGENT_ID_MAX_BYTES} characters of "
                 f"{AGENT_ID_CHARS} (and not . or ..)")

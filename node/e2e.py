@@ -16,10 +16,11 @@ Agent side (used by ``ackedWriteAhead`` / ``agentE2ESink`` / ``agentE2EChain``):
 
 Collector side (used by ``collectorSource`` and ``collectorSink``):
 
-* :func:`collector_group_handler` answers ``appendGroup``: CRC and payload checks,
-  ``claim_group`` in ZooKeeper (OK without writing when the group is committed already or
-  this collector holds it; RETRY when another collector holds it), then the events go to
-  the flow with the checkpoint key ``e2e:<agent>:<seq>``.
+* :func:`collector_group_handler` answers ``appendGroup``: agent id, CRC, payload and
+  distinct-agent checks before ZooKeeper is asked anything, then ``claim_group`` (OK
+  without writing when the group is committed already or this collector holds it; RETRY
+  when another collector holds it), then the events go to the flow with the checkpoint
+  key ``e2e:<agent>:<seq>``.
 * :class:`Committer` is what ``collectorSink`` does at each roll: one transaction records
   the completed files and their groups (claims checked and deleted, ``groups/...`` and
   ``files/<collector>/<id>`` created), then the hidden files are renamed and the record
@@ -28,10 +29,12 @@ Collector side (used by ``collectorSource`` and ``collectorSink``):
 """
 from __future__ import annotations
 
+import hashlib
 import heapq
 import logging
 import os
 import queue
+import re
 import socket
 import threading
 import time
@@ -45,6 +48,7 @@ from .checkpoint import Checkpoint, fsync_dir
 from .component import Metrics, NodeContext
 from .errors import FlumeError, SinkError
 from .codec import BatchTooLarge
+from .limits import Refusals
 from .rpc import Status, decode_payload
 
 log = logging.getLogger(__name__)
@@ -99,12 +103,45 @@ def zk_store_of(ctx: NodeContext):
     return store
 
 
+# Agent ids name znodes (commits/claims/<agent>, groups/<agent>, watermark/<agent>) and
+# come from unauthenticated senders: a collector takes only ids of at most
+# AGENT_ID_MAX_BYTES characters of AGENT_ID_CHARS -- hostnames, logical node names, uuids
+# fit, and none of these characters is quoted in a znode name, so the znode name is the id.
+AGENT_ID_MAX_BYTES = 128
+AGENT_ID_CHARS = "A-Za-z0-9 and . _ : @ # ~ + = , -"
+_AGENT_ID = re.compile(r"[A-Za-z0-9._:@#~+=,-]+")
+MAX_AGENTS = 10_000     # distinct agent ids one collector takes groups from (maxAgents)
+
+
+def agent_id_problem(agent: str) -> str | None:
+    """Why ``agent`` is not an agent id a collector takes; None if it is one. Never quotes
+    the id itself (it may be megabytes)."""
+    if len(agent) > AGENT_ID_MAX_BYTES:
+        return (f"an agent id of {len(agent)} characters (at most "
+                f"{AGENT_ID_MAX_BYTES})")
+    if not _AGENT_ID.fullmatch(agent) or agent in (".", ".."):
+        return (f"agent id {agent!r} is not 1 to {AGENT_ID_MAX_BYTES} characters of "
+                f"{AGENT_ID_CHARS} (and not . or ..)")
+    return None
+
+
+def fit_agent_id(name: str) -> str:
+    """``name`` if it is a valid agent id, else a stable id that is: up to 100 of its
+    valid characters, ``~`` and 16 hex digits of its SHA-256 (logical node names may hold
+    any printable character and 200 of them)."""
+    if agent_id_problem(name) is None:
+        return name
+    kept = "".join(_AGENT_ID.findall(name))[:100]
+    return f"{kept}~{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+
+
 def agent_id(ctx: NodeContext) -> str:
     """This agent's name in ZooKeeper: the logical node's name, ``name#k`` for the k-th
-    E2E sink of the same flow (k >= 2, in opening order)."""
+    E2E sink of the same flow (k >= 2, in opening order); made to fit by
+    :func:`fit_agent_id` when that is not a valid agent id."""
     n = getattr(ctx, "_e2e_agents", 0) + 1
     ctx._e2e_agents = n
-    return ctx.logical_name if n == 1 else f"{ctx.logical_name}#{n}"
+    return fit_agent_id(ctx.logical_name if n == 1 else f"{ctx.logical_name}#{n}")
 
 
 def collector_id(ctx: NodeContext) -> str:
@@ -626,6 +663,20 @@ class CollectorState:
         # it as possibly holding groups)
         self.batch_has_groups: bool | None = None
         self._after_sinks_left: list[Callable[[], None]] = []
+        # every agent id this collector took a group from (for as long as the node runs):
+        # each leaves persistent znodes, so their number is bounded (admit_agent)
+        self.agents: set[str] = set()
+
+    def admit_agent(self, agent: str, limit: int) -> bool:
+        """True if groups of ``agent`` may be taken: known already, or one of the first
+        ``limit`` distinct agents."""
+        with self.lock:
+            if agent in self.agents:
+                return True
+            if len(self.agents) >= limit:
+                return False
+            self.agents.add(agent)
+            return True
 
     def when_sinks_left(self, action: Callable[[], None]) -> bool:
         """Run ``action`` once no E2E sink of this node is open any more (from the last
@@ -699,27 +750,58 @@ def collector_state(ctx: NodeContext) -> CollectorState:
 
 class GroupHandler:
     """Answers ``appendGroup`` for a ``collectorSource`` (docs/e2e.md, collector step 1).
-    ``limits``: the source's ``(max_bytes, max_events)`` per decoded payload; a group over
-    them is answered FAILED and passed to ``on_refused``."""
+
+    Everything is checked before ZooKeeper is asked anything, so a call answered FAILED
+    leaves no znode: the agent id (:func:`agent_id_problem`), the checksum, the payload
+    (decoded within ``limits``: the source's ``(max_bytes, max_events)``), its event
+    count, and the number of distinct agents (at most ``max_agents``; a group of one more
+    agent is FAILED until the node restarts). Each refusal is counted and logged through
+    ``refusals`` (the source's: ``refused_malformed``, ``refused_agents``,
+    ``refused_bytes``/``refused_decompressed``/``refused_events``)."""
 
     def __init__(self, ctx: NodeContext, enqueue: Callable[[list, dict], bool]):
         self.ctx = ctx
         self.enqueue = enqueue
         self.limits: tuple[int | None, int | None] = (None, None)
-        self.on_refused: Callable[[BatchTooLarge], None] | None = None
+        self.max_agents = MAX_AGENTS
         self.state = collector_state(ctx)
         self.metrics = Metrics()
+        self.refusals = Refusals(self.metrics, log, f"collector {self.state.collector_id}")
+
+    def _refuse(self, reason: str, message: str) -> tuple[int, str]:
+        self.refusals.refuse(reason, message)
+        return FAILED, message
 
     def append_group(self, agent: str, seq: int, checksum: int, payload: bytes,
                      count: int) -> tuple[int, str]:
         m = self.metrics
+        problem = agent_id_problem(agent)
+        if problem is not None:
+            m.add("groups_corrupt")
+            return self._refuse("malformed", f"group {seq} refused: {problem}")
         if zlib.crc32(payload) != checksum & 0xFFFFFFFF:
             m.add("groups_corrupt")
-            return FAILED, f"group {agent}:{seq}: checksum mismatch"
+            return self._refuse("malformed", f"group {agent}:{seq}: checksum mismatch")
         st = self.state
         if st.sinks <= 0:
             return FAILED, ("this collector's flow has no end-to-end sink (collectorSink "
                             "directly under its source): it cannot acknowledge groups")
+        try:
+            events = decode_payload(payload, *self.limits)
+        except BatchTooLarge as exc:
+            m.add("groups_corrupt")
+            return self._refuse(exc.reason, f"group {agent}:{seq}: batch too large: {exc}")
+        except ValueError as exc:
+            m.add("groups_corrupt")
+            return self._refuse("malformed", f"group {agent}:{seq}: bad payload: {exc}")
+        if len(events) != count:
+            m.add("groups_corrupt")
+            return self._refuse("malformed", f"group {agent}:{seq} holds {len(events)} "
+                                             f"events, the call says {count}")
+        if not st.admit_agent(agent, self.max_agents):
+            return self._refuse("agents", f"group {agent}:{seq}: this collector takes "
+                                          f"groups from {self.max_agents} distinct agents "
+                                          f"at most (maxAgents)")
         key = (agent, seq)
         with st.lock:
             cur = st.held.get(key)
@@ -731,34 +813,11 @@ class GroupHandler:
             m.add("groups_duplicate")
             return OK, TAKEN_BY + st.collector_id   # ours already: in the flow or a file
         try:
-            request = st.store.begin_claim(agent, seq, st.collector_id)
+            outcome = st.store.claim_group(agent, seq, st.collector_id)
         except Exception as exc:
             st.forget([key])
             m.add("zk_errors")
             return RETRY, f"ZooKeeper unavailable: {exc}"
-        # decode while ZooKeeper answers
-        try:
-            events = decode_payload(payload, *self.limits)
-            bad = None if len(events) == count else \
-                f"group {agent}:{seq} holds {len(events)} events, the call says {count}"
-        except BatchTooLarge as exc:
-            bad = f"group {agent}:{seq}: batch too large: {exc}"
-            if self.on_refused is not None:
-                self.on_refused(exc)
-        except ValueError as exc:
-            bad = f"group {agent}:{seq}: bad payload: {exc}"
-        try:
-            outcome = request.result()
-        except Exception as exc:
-            st.forget([key])
-            m.add("zk_errors")
-            return RETRY, f"ZooKeeper unavailable: {exc}"
-        if bad is not None:
-            st.forget([key])
-            m.add("groups_corrupt")
-            if outcome in ("claimed", "ours"):
-                self._release([key])
-            return FAILED, bad
         if outcome == "committed":
             st.forget([key])
             m.add("groups_committed_already")

@@ -89,7 +89,8 @@ import thriftpy2
 from thriftpy2.thrift import TClient
 
 from . import rpc_wire as wire
-from .codec import BatchTooLarge, decode_events, encode_events
+from .codec import (MAX_BATCH_BYTES, MAX_BATCH_EVENTS, BatchTooLarge, decode_events,
+                    encode_events)
 from .component import Metrics
 from .errors import SinkError, SourceError
 from .event import Event, Priority
@@ -114,8 +115,8 @@ MAX_CONNECTIONS = 512           # connections open at once
 MAX_CONNECTIONS_PER_PEER = 256  # ...from one address (agents behind a NAT share one)
 IDLE_TIMEOUT = 60.0             # seconds a connection may stay silent between messages
 MESSAGE_TIMEOUT = 30.0          # seconds from a message's first byte to its last
-MAX_MESSAGE_BYTES = 16 << 20    # one message on the wire, and one payload decompressed
-MAX_BATCH_EVENTS = 20_000       # events in one call
+MAX_MESSAGE_BYTES = MAX_BATCH_BYTES   # one message on the wire, and one payload decompressed
+# MAX_BATCH_EVENTS (from codec): events in one call
 STRUCT_SHARE = 8                # appendBatch/append get MAX_MESSAGE_BYTES // STRUCT_SHARE
 INFLIGHT_MESSAGES = 16          # long strings held at once: this many maximal messages
 ACCEPT_GIVE_UP = 10.0           # seconds of failed accepts (no success) before failing
@@ -227,7 +228,7 @@ def decode_payload(data: bytes, max_bytes: int | None = None,
     elif max_bytes and len(data) > max_bytes:
         raise BatchTooLarge("bytes", f"payload of {len(data)} bytes, more than the "
                                      f"{max_bytes} allowed")
-    return decode_events(data, max_events)
+    return decode_events(data, max_events, max_bytes)
 
 
 # ---------------------------------------------------------------- server

@@ -1,17 +1,17 @@
-"""The kazoo client with one retry policy, the ACL policy applied to every create, requests
-bounded by the server's ``jute.maxbuffer``, and errors translated at the boundary."""
+"""The kazoo client with one retry policy, the ACL policy applied to every create, a size
+bound on every request (``MAX_PATH_BYTES``, ``MAX_REQUEST_BYTES``), and errors translated
+at the boundary."""
 from __future__ import annotations
 
 import logging
 
 from kazoo.client import KazooClient, TransactionRequest
-from kazoo.exceptions import KazooException, ZookeeperError
+from kazoo.exceptions import BadArgumentsError, KazooException, ZookeeperError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
 from node.errors import FlumeError
 
-from .server import JUTE_MAXBUFFER
 
 log = logging.getLogger(__name__)
 
@@ -29,32 +29,36 @@ class ConflictError(ZkError):
     """A compare-and-set lost against a concurrent writer after every retry."""
 
 
-class RequestTooLarge(ZkError, KazooException):
-    """A request whose paths and data exceed what the server accepts (``jute.maxbuffer``);
-    refused before it is sent. (Sent, the server would drop the connection, and the
-    client would reconnect and send it again.) A KazooException too, so that callers
-    translating kazoo's errors handle it."""
+# ZooKeeper drops the connection (and with it every request in flight, and watches)
+# when a request is longer than its jute.maxbuffer (1 MiB - 1 by default), and keeps
+# every znode name and value in its heap. So no request leaves this client that comes
+# near that: a path longer than MAX_PATH_BYTES, or a request (a transaction with all its
+# operations) longer than MAX_REQUEST_BYTES once serialized, fails at once with
+# RequestTooLargeError -- a ZookeeperError (BadArgumentsError), so every caller handles
+# it as the refusal it is, and it is never retried.
+MAX_PATH_BYTES = 4096
+MAX_REQUEST_BYTES = 768 * 1024
 
 
-# what a request may carry in paths and data: jute.maxbuffer less room for the header,
-# ACLs and lengths (a few hundred bytes)
-MAX_REQUEST_BYTES = JUTE_MAXBUFFER - 4096
+class RequestTooLargeError(ZkError, BadArgumentsError):
+    """A request this client refused to send to ZooKeeper because of its size."""
 
 
-def request_bytes(request) -> int:
-    """The bytes of paths and data in a kazoo request (a transaction: all of its
-    operations)."""
-    ops = getattr(request, "operations", None)
-    if ops is not None:
-        return sum(request_bytes(op) for op in ops)
-    n = 0
-    for attr in ("path", "data"):
-        v = getattr(request, attr, None)
-        if isinstance(v, str):
-            n += len(v.encode())
-        elif isinstance(v, (bytes, bytearray)):
-            n += len(v)
-    return n
+def request_problem(request) -> str | None:
+    """Why ``request`` (a kazoo protocol request) must not be sent; None if it may."""
+    for op in getattr(request, "operations", None) or (request,):
+        path = getattr(op, "path", None)
+        n = len(path.encode("utf-8", "surrogatepass")) if isinstance(path, str) else 0
+        if n > MAX_PATH_BYTES:
+            return f"a znode path of {n} bytes (at most {MAX_PATH_BYTES}): {path[:80]!r}..."
+    try:
+        size = len(request.serialize())
+    except Exception:
+        return None          # not ours to judge: the connection reports it as before
+    if size > MAX_REQUEST_BYTES:
+        return (f"a {type(request).__name__.lower()} request of {size} bytes (at most "
+                f"{MAX_REQUEST_BYTES}, far below ZooKeeper's jute.maxbuffer)")
+    return None
 
 
 class Client(KazooClient):
@@ -64,16 +68,6 @@ class Client(KazooClient):
     cannot forget it. No policy: kazoo's default (``world:anyone``)."""
 
     acl_policy = None
-
-    # every request, of every kind, is queued through this method
-    def _call(self, request, async_object):
-        size = request_bytes(request)
-        if size > MAX_REQUEST_BYTES:
-            async_object.set_exception(RequestTooLarge(
-                f"a ZooKeeper request of {size} bytes of paths and data (at most "
-                f"{MAX_REQUEST_BYTES}: jute.maxbuffer)"))
-            return False
-        return super()._call(request, async_object)
 
     # kazoo funnels every single create, parents included, through this method
     def _create_async_inner(self, path, value, acl, flags, trailing=False,
@@ -86,6 +80,15 @@ class Client(KazooClient):
     def transaction(self) -> TransactionRequest:
         return _Transaction(self)
 
+    # and every request, transactions included, through this one
+    def _call(self, request, async_object):
+        problem = request_problem(request)
+        if problem is not None:
+            async_object.set_exception(RequestTooLargeError(
+                f"refused to send ZooKeeper {problem}"))
+            return False
+        return super()._call(request, async_object)
+
 
 class _Transaction(TransactionRequest):
     def create(self, path, value=b"", acl=None, ephemeral=False, sequence=False):
@@ -97,7 +100,7 @@ class _Transaction(TransactionRequest):
 
 if not hasattr(KazooClient, "_create_async_inner") or not hasattr(KazooClient, "_call"):
     raise ImportError("this kazoo has no KazooClient._create_async_inner or _call: "
-                      "zk.client.Client cannot apply ACLs or bound requests")
+                      "zk.client.Client cannot apply ACLs and size bounds")
 
 
 def connect(hosts: str, timeout: float = 15.0, session_timeout: float = 10.0,

@@ -41,6 +41,7 @@ from .client import ConflictError, ZkError
 CAS_TRIES = 50
 COMMANDS_KEPT = 1000
 E2E_TIMEOUT = 15.0      # seconds one pipelined end-to-end request may take
+ENSURED_KEPT = 20_000   # parent paths known to exist, remembered (a cache: then forgotten)
 
 
 def _dumps(obj) -> bytes:
@@ -533,6 +534,8 @@ class ConfigStore:
             return
         self.zk.ensure_path(path)
         with self._ensured_lock:
+            if len(self._ensured) >= ENSURED_KEPT:
+                self._ensured.clear()      # forgetting costs one ensure_path each, later
             self._ensured.add(path)
 
     def _session(self) -> int | None:

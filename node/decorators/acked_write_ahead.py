@@ -26,7 +26,8 @@ the agent half of end-to-end mode (docs/e2e.md).
 * ``compression``: gzip each group's payload (``true``/``"gzip"``).
 
 The log lives in ``<node data>/e2e/<agent>`` (``agent``: the logical node's name, with
-``#k`` for the k-th E2E sink of the flow). Counters: ``events_in``, ``groups_written``, the
+``#k`` for the k-th E2E sink of the flow, fitted to the agent id bounds by
+:func:`node.e2e.fit_agent_id`). Counters: ``events_in``, ``groups_written``, the
 log's ``wal_bytes``/``wal_groups``/``wal_events``/``fsyncs``/``wal_corrupt``,
 ``groups_sent``, ``groups_resent``, ``events_sent``, ``retries`` (RETRY: claimed by
 another collector), ``groups_requeued`` (sent again after their collector failed),

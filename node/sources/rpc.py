@@ -54,6 +54,7 @@ import zlib
 
 from ..codec import BatchTooLarge
 from ..component import NodeContext
+from ..e2e import MAX_AGENTS
 from ..errors import SourceError
 from ..event import Event
 from ..limits import Refusals
@@ -391,7 +392,9 @@ class RpcSource(ServerSource):
 
 @source("collectorSource")
 class CollectorSource(RpcSource):
-    """The collector's RPC server; with ZooKeeper, E2E groups go through ``node.e2e``."""
+    """The collector's RPC server; with ZooKeeper, E2E groups go through ``node.e2e``,
+    from at most ``maxAgents`` distinct agent ids (more are answered FAILED and counted in
+    ``refused_agents``)."""
 
     def __init__(self, port: int = DEFAULT_PORT, *, bind: str = "0.0.0.0",
                  timeoutMs: int = 5000, maxConnections: int = MAX_CONNECTIONS,
@@ -399,12 +402,15 @@ class CollectorSource(RpcSource):
                  idleTimeoutMs: int = int(IDLE_TIMEOUT * 1000),
                  messageTimeoutMs: int = int(MESSAGE_TIMEOUT * 1000),
                  maxMessageBytes: int = MAX_MESSAGE_BYTES,
-                 maxBatchEvents: int = MAX_BATCH_EVENTS):
+                 maxBatchEvents: int = MAX_BATCH_EVENTS, maxAgents: int = MAX_AGENTS):
         super().__init__(port, bind=bind, timeoutMs=timeoutMs,
                          maxConnections=maxConnections,
                          maxConnectionsPerPeer=maxConnectionsPerPeer,
                          idleTimeoutMs=idleTimeoutMs, messageTimeoutMs=messageTimeoutMs,
                          maxMessageBytes=maxMessageBytes, maxBatchEvents=maxBatchEvents)
+        if maxAgents < 1:
+            raise ValueError(f"maxAgents must be at least 1, got {maxAgents}")
+        self.maxAgents = maxAgents
 
     def _group_handler(self, ctx: NodeContext):
         if ctx.shared.get("zk_store") is None:
@@ -418,5 +424,6 @@ class CollectorSource(RpcSource):
             return None
         handler = make(ctx, self._enqueue)
         handler.limits = (self.maxMessageBytes, self.maxBatchEvents)
-        handler.on_refused = lambda exc: self._refusals.refuse(exc.reason, str(exc))
+        handler.max_agents = self.maxAgents
+        handler.refusals = self._refusals
         return handler

@@ -100,14 +100,16 @@ class Cluster:
         return client, ConfigStore(client, self.root)
 
     def collector(self, name: str, port: int = 0, roll_ms: int = 300, store=None,
-                  physical: str = "cphys", sink: str | None = None) -> LogicalNode:
+                  physical: str = "cphys", sink: str | None = None,
+                  source_args: str = "") -> LogicalNode:
         """A collectorSource node with its own ZooKeeper session; its sink is ``sink``, by
         default a collectorSink writing ``<out>/<name>-...`` every ``roll_ms``."""
         if store is None:
             _, store = self.collector_store()
         ln = LogicalNode(name, self.tmp / "collectors", physical_name=physical,
                          shared={"zk_store": store})
-        ln.configure(parse_source(f"collectorSource({port}, bind=\"127.0.0.1\")"),
+        ln.configure(parse_source(f"collectorSource({port}, bind=\"127.0.0.1\""
+                                  f"{source_args})"),
                      parse_sink(sink or f'collectorSink("{self.out}", "{name}-", {roll_ms})'))
         assert ln.state is State.ACTIVE, ln.last_error
         self.nodes.append(ln)
@@ -409,6 +411,10 @@ def first_wave_through_a_proxy(cluster, channel, names: str, roll_a: int, n: int
     memory.push(channel, first)
     wait_until(lambda: sink_metrics(col_a).get("events_in", 0) >= len(first),
                what="A took the first wave")
+    # and its OK reached the agent (which learns A's collector id from it): cutting the
+    # proxy before would leave the agent without a way to tell that A holds the claims
+    wait_until(lambda: wal_metrics(agent).get("events_sent", 0) >= len(first),
+               what="the agent heard A's answers")
     return col_a, proxy, agent, first
 
 
@@ -903,3 +909,127 @@ def test_a_batch_over_the_receivers_bounds_becomes_several_groups(cluster, chann
     assert wal_metrics(agent)["groups_written"] >= 3
     src = col.status()["components"]["source"]["metrics"]
     assert src.get("refused", 0) == 0, src
+
+
+# ---------------------------------------------------------------------- hostile agent ids
+
+def claimed_agents(store) -> set[str]:
+    """The agent names under commits/claims (each a persistent znode)."""
+    from kazoo.exceptions import NoNodeError
+    try:
+        return set(store.zk.get_children(store.path("commits", "claims")))
+    except NoNodeError:
+        return set()
+
+
+def test_hostile_agent_ids_and_junk_payloads_leave_no_znode(cluster, store):
+    """appendGroup from an unauthenticated sender: an agent id of 1 MiB, one of slashes
+    (tripled by quoting), others outside the character set, and valid ids with junk
+    payloads, wrong counts or wrong checksums are all answered FAILED and counted as
+    malformed before ZooKeeper is asked anything: no znode, the collector keeps its
+    ZooKeeper session, and a legitimate group is taken and committed afterwards."""
+    client, cstore = cluster.collector_store()
+    col = cluster.collector("colhostile", roll_ms=60_000, store=cstore)
+    session = client.client_id[0]
+    before = claimed_agents(store)
+    rpc = RpcClient("127.0.0.1", port_of(col), timeout=20)
+    payload = encode_events(events_from_lines([b"hostile"]))
+    crc = zlib.crc32(payload)
+    calls = [("A" * (1 << 20), 1, crc, payload, 1),          # ZooKeeper: Len error
+             ("/" * 200_000, 1, crc, payload, 1),            # 600 kB once quoted
+             ("A" * 129, 1, crc, payload, 1), ("..", 1, crc, payload, 1),
+             ("", 1, crc, payload, 1), ("a/b", 1, crc, payload, 1),
+             ("ag\x00", 1, crc, payload, 1), ("ägent", 1, crc, payload, 1),
+             ("okagent", 1, crc, payload, 2),                  # count disagrees
+             ("okagent", 2, crc ^ 1, payload, 1)]              # checksum disagrees
+    calls += [(f"junk-{i}-" + "B" * 100, 1, zlib.crc32(b"junk"), b"junk", 1)
+              for i in range(30)]
+    for agent, seq, c, pl, n in calls:
+        status, msg = rpc.append_group(agent, seq, c, pl, n)
+        assert status == Status.FAILED, (agent[:20], msg)
+        assert len(msg) < 400, msg[:400]             # the id is never echoed whole
+    metrics = col.status()["components"]["source"]["metrics"]
+    assert metrics["refused_malformed"] == len(calls)
+    assert claimed_agents(store) == before
+    assert client.client_id[0] == session and client.connected
+    assert rpc.append_group("okagent", 3, crc, payload, 1) == (Status.OK,
+                                                               "taken by cphys-colhostile")
+    col._flow.sink.roll_now()
+    wait_until(lambda: store.list_groups("okagent") == [3], what="legitimate group committed")
+    rpc.close()
+    assert output_lines(cluster.out) == collections.Counter({b"hostile": 1})
+    assert claimed_agents(store) - before == {"okagent"}
+
+
+def test_distinct_agents_past_max_agents_are_refused(cluster, store):
+    col = cluster.collector("colcap", roll_ms=60_000, source_args=", maxAgents=2")
+    rpc = RpcClient("127.0.0.1", port_of(col), timeout=10)
+    payload = encode_events(events_from_lines([b"cap"]))
+    crc = zlib.crc32(payload)
+    assert rpc.append_group("cap-1", 1, crc, payload, 1)[0] == Status.OK
+    assert rpc.append_group("cap-2", 1, crc, payload, 1)[0] == Status.OK
+    status, msg = rpc.append_group("cap-3", 1, crc, payload, 1)
+    assert status == Status.FAILED and "maxAgents" in msg
+    assert rpc.append_group("cap-1", 2, crc, payload, 1)[0] == Status.OK   # known: taken
+    rpc.close()
+    metrics = col.status()["components"]["source"]["metrics"]
+    assert metrics["refused_agents"] == 1
+    assert "cap-3" not in claimed_agents(store)
+    from node.sources.rpc import CollectorSource
+    with pytest.raises(ValueError, match="maxAgents must be at least 1"):
+        CollectorSource(0, maxAgents=0)
+
+
+def test_an_agent_named_outside_the_id_characters_still_delivers_exactly_once(cluster,
+                                                                             channel, store):
+    """A logical node name may hold characters (and a length) an agent id may not: the
+    agent's id is then a stable fitted one, which collectors take."""
+    from node.e2e import agent_id_problem, fit_agent_id
+    name = "agent ü (eu)!"
+    fitted = fit_agent_id(name)
+    assert agent_id_problem(fitted) is None and fitted == fit_agent_id(name)
+    assert fitted.startswith("agenteu~") and fit_agent_id("plain-agent") == "plain-agent"
+    assert agent_id_problem(fit_agent_id("x" * 200 + "#2")) is None
+    col = cluster.collector("colfit", roll_ms=200)
+    agent = cluster.agent(name, channel, f'agentE2ESink("127.0.0.1", {port_of(col)})')
+    expected = bodies("fit", 0, 3000)
+    memory.push(channel, expected)
+    wait_until(lambda: all_acked(agent, len(expected)), what="every group acknowledged")
+    wait_until(lambda: sum(output_lines(cluster.out).values()) >= len(expected))
+    assert_exactly_once(cluster.out, expected)
+    assert col.status()["components"]["source"]["metrics"].get("refused", 0) == 0
+    assert fitted in claimed_agents(store)
+
+
+def test_zookeeper_client_refuses_requests_near_jute_maxbuffer(zk_client, zk_root):
+    """No request ZooKeeper would choke on (jute.maxbuffer, 1 MiB) leaves our client: a
+    long path, long data, a transaction too long altogether fail at once with a clear
+    ZookeeperError; the session stays and ordinary requests go on."""
+    from kazoo.exceptions import ZookeeperError
+    from zk.client import MAX_PATH_BYTES, MAX_REQUEST_BYTES, RequestTooLargeError
+    session = zk_client.client_id[0]
+    zk_client.ensure_path(zk_root)
+    with pytest.raises(RequestTooLargeError, match="znode path of"):
+        zk_client.ensure_path(f"{zk_root}/" + "p" * MAX_PATH_BYTES)
+    with pytest.raises(RequestTooLargeError, match="request of"):
+        zk_client.create(f"{zk_root}/big", b"x" * (MAX_REQUEST_BYTES + 1))
+    with pytest.raises(ZookeeperError):                 # what callers already catch
+        zk_client.create(f"{zk_root}/huge", b"x" * (3 << 20))
+    tx = zk_client.transaction()
+    for i in range(8):
+        tx.create(f"{zk_root}/t{i}", b"y" * (MAX_REQUEST_BYTES // 8))
+    with pytest.raises(RequestTooLargeError):
+        tx.commit()
+    assert zk_client.get_children(zk_root) == []
+    zk_client.create(f"{zk_root}/fine", b"z" * 1000)
+    assert zk_client.client_id[0] == session and zk_client.connected
+    zk_client.delete(zk_root, recursive=True)
+
+
+def test_the_store_forgets_ensured_paths_past_its_bound(store, monkeypatch):
+    import zk.store
+    monkeypatch.setattr(zk.store, "ENSURED_KEPT", 3)
+    for i in range(10):
+        store.groups_path(f"ensured-{i}")
+        assert len(store._ensured) <= 3
+    assert store.list_groups("ensured-9") == []

@@ -42,9 +42,11 @@ MAX_HOST = 255                       # a host name is at most 253 characters
 
 def quota(heap_mb: int) -> tuple[int, int]:
     """The hard quota of the root on a managed ZooKeeper of ``heap_mb`` MiB: (znodes, data
-    bytes). A znode costs the server roughly 1 kB of heap besides its data, so both
-    together stay within about half the heap (1024 MiB: 262,144 znodes, 256 MiB)."""
-    return heap_mb * 256, heap_mb * 1024 * 1024 // 4
+    bytes). A znode costs the server roughly 1 kB of heap besides its data, and the data is
+    held more than once while it is written (requests in flight, the log, snapshots): a
+    128 MiB heap died of 28 MiB of data written in 700 kB pieces. So the data quota is an
+    eighth of the heap (1024 MiB: 262,144 znodes, 128 MiB of data)."""
+    return heap_mb * 256, heap_mb * 1024 * 1024 // 8
 
 
 class MasterConfigError(FlumeError):

@@ -2,7 +2,6 @@
 record in the history, the listings and the watch-driven view."""
 from __future__ import annotations
 
-import statistics
 import time
 
 import pytest
@@ -392,7 +391,9 @@ def drop_all(store, *parts):
             tx.commit()
 
 
-def test_status_with_1000_nodes_is_fast(service, store):
+def test_status_with_1000_nodes_is_built_once_per_change(service, store):
+    """The listing of 1,000 nodes is rebuilt only when the view changed, whatever the number
+    of reads (its latency is measured by bench/master_scale.py, not here)."""
     spec = "".join(f"n{i:04d} : asciisynth(0) | null ;\n" for i in range(1000))
     service.execute("multiconfig", [spec])
     for p in range(10):
@@ -403,19 +404,18 @@ def test_status_with_1000_nodes_is_fast(service, store):
     wait_for(lambda: len(service.status()["logical"]) == 1000
              and all(r["state"] == "ACTIVE" for r in service.status()["logical"]),
              what="1000 active rows")
-    times = []
+    builds = []
+    build = service._build_status
+    service._build_status = lambda *a: builds.append(1) or build(*a)
     for i in range(200):
         if i % 20 == 0:  # a node reports: the next call rebuilds the listing
             store.put_status("p0", {"updated": i, "logical": {}})
             wait_for(lambda i=i: service.view.tables["status"]["p0"].get("updated") == i)
-        t = time.perf_counter()
         body = service.status_json()
-        times.append(time.perf_counter() - t)
         assert body.startswith(b'{"logical":[')
     drop_all(store, "logical", "status", "mappings", "commands")
-    times.sort()
-    p99 = times[int(len(times) * 0.99) - 1]
-    assert p99 < 0.05, f"p99 {p99 * 1000:.1f} ms (median {statistics.median(times) * 1000:.2f})"
+    # one build per report (a watch may deliver a change in two steps: at most two)
+    assert 10 <= len(builds) <= 20, len(builds)
 
 
 def test_zookeeper_unreachable_raises_zkerror(zk_server, zk_root, tmp_path):

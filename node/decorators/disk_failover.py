@@ -98,6 +98,9 @@ class Spool:
                 rseg, roff = int(pos["segment"]), int(pos["offset"])
         except (ValueError, KeyError, TypeError):
             pass
+        # a new segment numbered below the recorded position would be taken for one
+        # replayed already at the next open (replay.pos can outlive its segments)
+        self.log.next_number = max(self.log.next_number, rseg + 1)
         for seg in segs:
             seg.sealed = True     # appends after a restart go to a fresh segment
             if seg.number < rseg:

@@ -78,3 +78,17 @@ def test_the_spool_reads_a_spool_written_before(tmp_path):
     s.advance(3)
     assert s.empty and s.peek() is None
     s.close()
+
+
+def test_a_spool_left_with_only_its_replay_position_loses_nothing_later(tmp_path):
+    """A crash while an emptied spool deletes its files can leave ``replay.pos`` naming a
+    segment that is gone; records spooled afterwards must not be taken for replayed ones
+    at the next open (new segments are numbered past the recorded position)."""
+    write_files(tmp_path / "dfo" / "spool", {"replay.pos": b'{"segment": 5, "offset": 40}'})
+    s, _ = Spool.claim(tmp_path / "dfo", "spool")
+    assert s.empty
+    s.write(b"kept", 1)
+    s.close()
+    s, _ = Spool.claim(tmp_path / "dfo", "spool")
+    assert s.pending_records == 1 and s.peek() == (b"kept", 1)
+    s.close()

@@ -1,34 +1,29 @@
 """A durable log on local disk: a directory of numbered segment files of CRC-framed records,
 one writer at a time. The E2E write-ahead log (:mod:`node.wal`) and diskFailover's spool
-(:mod:`node.decorators.disk_failover`) are built on it; each keeps its own record format
-(a :class:`Framing`), its own consumption bookkeeping and its own state file.
+(:mod:`node.decorators.disk_failover`) are built on it; each owner keeps its record fields
+(a :class:`Framing`), its bookkeeping of what was consumed, and its state files.
 
-* **Directory.** ``open`` creates it and takes an exclusive ``flock`` on its ``lock`` file
-  (:class:`LogInUse` if another writer holds it; released by ``close``). Segments are the
-  files ``<prefix><number, zero-padded to digits><suffix>``, oldest (lowest number) first;
-  other files are left alone.
+* **Directory.** ``open`` takes an exclusive ``flock`` on its ``lock`` file (:class:`LogInUse`
+  if another writer holds it) and lists the segments ``seg-<number, digits wide><suffix>``,
+  oldest first. Other files are left alone.
 * **Records.** ``magic:4s  <the owner's fields>  length:u32  crc32(payload):u32  payload``,
   then, for the magics that have one, a trailer ``tlen:u32  crc32(tdata):u32  tdata``
   (big-endian). A length above :data:`MAX_RECORD` or past the end of the file is damage.
-* **Writing.** :meth:`SegmentLog.write` appends whole records with one ``writev``; if the
-  log is ``durable`` it also makes them durable with one ``fdatasync`` before returning,
-  and creating a segment or cutting one is fsynced too. Otherwise records are only handed to
-  the OS (they survive the death of the process, not of the machine). A failed write
-  leaves nothing behind (the segment is cut back, or sealed if even that fails) and raises
-  :class:`LogError`.
-* **Torn-tail repair.** :meth:`SegmentLog.scan` reads a segment's records in order; the
-  first that fails its framing, its checksums or the owner's check ends the segment: the
-  rest is cut off on disk, counted (``corrupt``, ``truncated_bytes``) and logged -- a
-  warning for the tail of the newest segment (a crash while writing), an error anywhere
-  else (disk corruption). Nothing past it is ever returned.
+* **Writing.** Whole records with one ``writev``. A ``durable`` log makes them durable with
+  one ``fdatasync`` before returning, and fsyncs the creation and the cutting of segments
+  and the replacement of state files; otherwise records are handed to the OS only (they
+  survive the death of the process, not of the machine). A failed write keeps nothing (the
+  segment is cut back, or sealed if even that fails) and raises :class:`LogError`.
+* **Torn-tail repair.** :meth:`SegmentLog.scan` reads a segment in order; the first record
+  failing its framing, its checksums or the owner's check ends the segment: the rest is
+  cut off on disk, counted (``corrupt``, ``truncated_bytes``) and logged -- a warning at
+  the end of the newest segment (a crash while writing), an error anywhere else (disk
+  corruption). Nothing past it is ever returned.
 * **Rotation and removal.** Appends go to the newest segment until it is sealed or holds
-  ``segment_bytes``; then a new one is created. The owner removes a segment
-  (:meth:`SegmentLog.remove`) once it consumed every record of it.
-* **Open files.** A segment's file is opened when first needed. With ``keep_open`` it stays
-  open until removed; without, a sealed segment's file is closed once scanned or sealed
-  (so a long log holds two files open: the one read and the one written).
-* **State files.** :meth:`SegmentLog.write_state` replaces a small file atomically
-  (fsynced, with the directory, if the log is durable).
+  ``segment_bytes``, then to a new one. The owner removes a segment once it consumed it.
+* **Open files.** A segment's file is opened when first needed; without ``keep_open``, a
+  sealed segment's file is closed once scanned or sealed, so a long log holds two open
+  (the one read and the one written).
 
 Not thread-safe: the owner serialises calls.
 """
@@ -40,14 +35,13 @@ import os
 import struct
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoint import fsync_dir
 
 MAX_RECORD = 1 << 30           # a length above this is damage, not data
 _TRAILER = struct.Struct(">II")
-_LOCK = "lock"
 
 
 class LogError(OSError):
@@ -58,26 +52,25 @@ class LogInUse(LogError):
     """Another writer holds the log's directory."""
 
 
+@dataclass(slots=True, eq=False)
 class Segment:
-    """One segment file: ``number`` (from its name), ``size`` (bytes of whole records),
-    ``sealed`` (no more appends), ``created`` (monotonic time it was created or opened),
-    ``fd`` (open while the log needs it, None otherwise)."""
+    """One segment file: ``fd`` (None while closed), ``size`` (bytes of whole records),
+    ``created`` (monotonic time it was created or opened), ``sealed`` (no more appends),
+    ``live`` (the owner's: keys of the records of it that it still needs)."""
 
-    __slots__ = ("number", "path", "fd", "size", "sealed", "created")
-
-    def __init__(self, number: int, path: Path, fd: int | None, size: int, created: float):
-        self.number = number
-        self.path = path
-        self.fd = fd
-        self.size = size
-        self.sealed = False
-        self.created = created
+    number: int
+    path: Path
+    fd: int | None
+    size: int
+    created: float
+    sealed: bool = False
+    live: set = field(default_factory=set)
 
 
 @dataclass(slots=True)
 class Record:
-    """A record as read: ``offset`` of its start, ``size`` of the whole record, ``fields``
-    (the owner's), ``payload`` (None if not read), ``trailer`` (None if its magic has none)."""
+    """A record as read: where it starts, its whole ``size``, the owner's ``fields``, the
+    payload's ``length`` and ``crc``, ``payload`` (None unless verified), ``trailer``."""
 
     magic: bytes
     fields: tuple
@@ -91,7 +84,7 @@ class Record:
 
 class Framing:
     """A record format: the owner's header ``fields`` (a :mod:`struct` format between the
-    magic and the length) and ``magics`` (magic -> whether records carry a trailer)."""
+    magic and the length) and its ``magics`` (magic -> whether it has a trailer)."""
 
     def __init__(self, fields: str, magics: dict[bytes, bool]):
         self.head = struct.Struct(">4s" + fields + "II")
@@ -100,8 +93,7 @@ class Framing:
     def pack(self, magic: bytes, fields: tuple, payload: bytes, trailer: bytes | None = None,
              crc: int | None = None) -> list[bytes]:
         """The buffers of one record (for ``writev``); ``crc``: the payload's, if known."""
-        if crc is None:
-            crc = zlib.crc32(payload)
+        crc = zlib.crc32(payload) if crc is None else crc
         bufs = [self.head.pack(magic, *fields, len(payload), crc), payload]
         if trailer is not None:
             bufs += [_TRAILER.pack(len(trailer), zlib.crc32(trailer)), trailer]
@@ -110,55 +102,46 @@ class Framing:
     def read(self, fd: int, off: int, end: int, verify: bool = True
              ) -> tuple[Record | None, str | None]:
         """The record at ``off`` of a file whose records end at ``end``: ``(record, None)``;
-        ``(None, reason)`` if its framing is damaged (nothing after it can be found);
-        ``(record, reason)`` if only its payload fails its checksum. ``verify=False``
-        reads and checks headers only."""
+        ``(None, reason)`` if its framing is damaged (no record after it can be found);
+        ``(record, reason)`` if only its payload fails its checksum. Without ``verify``
+        the payload is neither read nor checked."""
         head = os.pread(fd, self.head.size, off)
         if len(head) < self.head.size or off + self.head.size > end:
             return None, "torn record header"
         magic, *fields, length, crc = self.head.unpack(head)
         if magic not in self.magics:
             return None, "bad record magic"
-        pos = off + self.head.size
-        if length > MAX_RECORD or pos + length > end:
+        pos = off + self.head.size + length
+        if length > MAX_RECORD or pos > end:
             return None, "record longer than the file (torn write)"
-        payload = os.pread(fd, length, pos) if verify else None
-        pos += length
         trailer = None
         if self.magics[magic]:
             t = os.pread(fd, _TRAILER.size, pos)
-            if len(t) < _TRAILER.size:
-                return None, "torn record trailer"
-            tlen, tcrc = _TRAILER.unpack(t)
-            pos += _TRAILER.size
-            if tlen > MAX_RECORD or pos + tlen > end:
-                return None, "record trailer longer than the file (torn write)"
-            trailer = os.pread(fd, tlen, pos)
-            if len(trailer) < tlen or zlib.crc32(trailer) != tcrc:
+            tlen, tcrc = _TRAILER.unpack(t) if len(t) == _TRAILER.size else (-1, 0)
+            pos += _TRAILER.size + tlen
+            if not 0 <= tlen <= MAX_RECORD or pos > end:
+                return None, "record trailer torn (longer than the file)"
+            trailer = os.pread(fd, tlen, pos - tlen)
+            if zlib.crc32(trailer) != tcrc:
                 return None, "record trailer checksum mismatch"
-            pos += tlen
+        payload = os.pread(fd, length, off + self.head.size) if verify else None
         rec = Record(magic, tuple(fields), off, pos - off, length, crc, payload, trailer)
-        if verify and (len(payload) < length or zlib.crc32(payload) != crc):
+        if verify and zlib.crc32(payload) != crc:
             return rec, "record checksum mismatch"
         return rec, None
 
 
 class SegmentLog:
     """The segments of ``directory`` (see the module docstring). ``what`` names the log in
-    messages ("the WAL"); ``log`` is the owner's logger; ``clock`` gives ``monotonic``."""
+    messages ("the WAL"), ``log`` is the owner's logger, ``clock`` gives ``monotonic``."""
 
     def __init__(self, directory: Path | str, framing: Framing, *, what: str, suffix: str,
                  digits: int, durable: bool, segment_bytes: int, log: logging.Logger,
-                 keep_open: bool = True, segment_type: type[Segment] = Segment, clock=None):
+                 keep_open: bool = True, clock=None):
         self.dir = Path(directory)
-        self.framing = framing
-        self.what = what
-        self.prefix, self.suffix, self.digits = "seg-", suffix, digits
-        self.durable = durable
-        self.segment_bytes = segment_bytes
-        self.log = log
-        self.keep_open = keep_open
-        self.segment_type = segment_type
+        self.framing, self.what, self.log = framing, what, log
+        self.suffix, self.digits = suffix, digits
+        self.durable, self.segment_bytes, self.keep_open = durable, segment_bytes, keep_open
         self._clock = clock
         self.segments: list[Segment] = []
         self.next_number = 0           # a created segment gets at least this number
@@ -169,16 +152,11 @@ class SegmentLog:
     def now(self) -> float:
         return self._clock.monotonic() if self._clock is not None else time.monotonic()
 
-    def path_of(self, number: int) -> Path:
-        return self.dir / f"{self.prefix}{number:0{self.digits}d}{self.suffix}"
-
-    # -------------------------------------------------------------- open
-
     def open(self) -> list[Segment]:
-        """Lock the directory and list its segments (unsealed), oldest first."""
+        """Lock the directory and list its segments (unsealed, closed), oldest first."""
         self.corrupt = self.truncated_bytes = 0
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -186,28 +164,25 @@ class SegmentLog:
             raise LogInUse(f"{self.what} in {self.dir} is in use by another writer")
         self._lock_fd = fd
         found = []
-        for p in self.dir.iterdir():
-            if p.name.startswith(self.prefix) and p.name.endswith(self.suffix):
-                try:
-                    found.append((int(p.name[len(self.prefix):-len(self.suffix)]), p))
-                except ValueError:
-                    self.log.warning("ignoring a file in the directory of %s", self.what,
-                                     extra={"file": str(p)})
+        for p in self.dir.glob(f"seg-*{self.suffix}"):
+            try:
+                found.append((int(p.name[4:-len(self.suffix)]), p))
+            except ValueError:
+                self.log.warning("ignoring a file in the directory of %s", self.what,
+                                 extra={"file": str(p)})
         for number, path in sorted(found):
-            self.segments.append(self.segment_type(number, path, None, path.stat().st_size,
-                                                   self.now()))
+            self.segments.append(Segment(number, path, None, path.stat().st_size, self.now()))
             self.next_number = number + 1
         return list(self.segments)
 
     def fd(self, seg: Segment) -> int:
-        """``seg``'s file descriptor, opened if it is not open."""
+        """``seg``'s file descriptor, opened if it is closed."""
         if seg.fd is None:
             seg.fd = os.open(seg.path, os.O_RDWR | os.O_APPEND)
         return seg.fd
 
     def release(self, seg: Segment) -> None:
-        """Close ``seg``'s file until it is needed again (bounds the open files of a long
-        log)."""
+        """Close ``seg``'s file until it is needed again."""
         fd, seg.fd = seg.fd, None
         if fd is not None:
             try:
@@ -215,31 +190,27 @@ class SegmentLog:
             except OSError:
                 pass
 
-    def read_record(self, seg: Segment, off: int, verify: bool = True
-                    ) -> tuple[Record | None, str | None]:
-        """The record at ``off`` of ``seg`` (see :meth:`Framing.read`)."""
-        return self.framing.read(self.fd(seg), off, seg.size, verify)
-
     def scan(self, seg: Segment, accept=None, start: int = 0, verify: bool = True,
-             last: bool = False) -> None:
+             last: bool = False) -> tuple[int, int]:
         """Read ``seg``'s records from ``start`` in order, giving each to ``accept`` (which
-        returns a reason to refuse it, or None). The first damaged or refused record ends
-        the segment: it and the rest are cut off and reported (``last``: ``seg`` is the
-        newest segment, so damage at its end is a torn write)."""
-        fd, off = self.fd(seg), start
+        returns a reason to refuse it, or None); returns the records and bytes accepted.
+        The first damaged or refused record and the rest are cut off and reported
+        (``last``: ``seg`` is the newest segment, where damage at the end is a torn write)."""
+        fd, off, records = self.fd(seg), start, 0
         while off < seg.size:
             rec, bad = self.framing.read(fd, off, seg.size, verify)
             if bad is None and accept is not None:
                 bad = accept(rec)
             if bad is not None:
-                self.cut(seg, off, bad, last)
+                self._cut(seg, off, bad, last)
                 break
             off += rec.size
+            records += 1
         if seg.sealed and not self.keep_open:
             self.release(seg)
+        return records, off - start
 
-    def cut(self, seg: Segment, off: int, reason: str, last: bool) -> None:
-        """Cut ``seg`` off at ``off`` (a damaged record starts there) and report it."""
+    def _cut(self, seg: Segment, off: int, reason: str, last: bool) -> None:
         cut = seg.size - off
         self.corrupt += 1
         self.truncated_bytes += cut
@@ -250,16 +221,13 @@ class SegmentLog:
         (self.log.warning if last else self.log.error)(
             msg, extra={"segment": str(seg.path), "offset": off, "bytes_cut": cut,
                         "reason": reason})
-        fd = self.fd(seg)
-        os.ftruncate(fd, off)
+        os.ftruncate(seg.fd, off)
         if self.durable:
-            os.fsync(fd)
+            os.fsync(seg.fd)
         seg.size = off
 
-    # -------------------------------------------------------------- writing
-
     def writable(self, number: int | None = None) -> Segment:
-        """The segment to append to: the newest, unless it is sealed or full; then it is
+        """The segment to append to: the newest, unless it is sealed or full; then that is
         sealed and a new one is created, numbered ``number`` (default :attr:`next_number`)."""
         seg = self.segments[-1] if self.segments else None
         if seg is not None and not seg.sealed and seg.size < self.segment_bytes:
@@ -269,23 +237,18 @@ class SegmentLog:
             if not self.keep_open:
                 self.release(seg)
         n = self.next_number if number is None else number
-        path = self.path_of(n)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            os.ftruncate(fd, 0)
-        except OSError:
-            pass
+        path = self.dir / f"seg-{n:0{self.digits}d}{self.suffix}"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         if self.durable:
             fsync_dir(self.dir)
-        seg = self.segment_type(n, path, fd, 0, self.now())
+        seg = Segment(n, path, fd, 0, self.now())
         self.segments.append(seg)
         self.next_number = max(self.next_number, n + 1)
         return seg
 
     def write(self, seg: Segment, bufs: list[bytes], total: int) -> None:
         """Append ``bufs`` (whole records, ``total`` bytes) to ``seg`` with one write (and
-        one fdatasync if durable). On failure nothing is kept and :class:`LogError` is
-        raised."""
+        one fdatasync if durable). On failure nothing is kept; raises :class:`LogError`."""
         start = seg.size
         try:
             fd = self.fd(seg)
@@ -306,16 +269,14 @@ class SegmentLog:
             raise LogError(f"cannot write {self.what} in {self.dir}: {exc}") from exc
         seg.size = start + total
 
-    # -------------------------------------------------------------- removal and state
-
     def remove(self, seg: Segment) -> None:
-        """Close and delete ``seg`` (every record of it was consumed)."""
+        """Close and delete ``seg`` (its records were consumed)."""
         self.segments.remove(seg)
         self.release(seg)
         seg.path.unlink(missing_ok=True)
 
     def read_state(self, name: str) -> str | None:
-        """The text of state file ``name`` (None if there is none)."""
+        """The text of state file ``name``, None if there is none."""
         (self.dir / f"{name}.tmp").unlink(missing_ok=True)   # a replace cut short
         try:
             return (self.dir / name).read_text()
@@ -323,7 +284,7 @@ class SegmentLog:
             return None
 
     def write_state(self, name: str, text: str) -> None:
-        """Replace state file ``name`` atomically (durably if the log is durable)."""
+        """Replace state file ``name`` atomically (and durably if the log is durable)."""
         tmp = self.dir / f"{name}.tmp"
         with open(tmp, "w") as f:
             f.write(text)

@@ -1,17 +1,13 @@
 """The agent's write-ahead log: numbered groups of events, and the source position that
 goes with them, durable before they are sent or committed.
 
-Layout: a :mod:`node.segment_log` directory (durable: fdatasync per append) of segment files
-``seg-<first seq>.wal`` (20 digits, so names sort in seq order), a file ``meta.json`` and a
-``lock`` file. A segment is a sequence of records::
-
-    magic  seq:u64  count:u32  length:u32  crc32(payload):u32  payload  [trailer]
-    trailer (magic FWAX and FWAP only): tlen:u32  crc32(tdata):u32  tdata
-
-(big-endian). ``FWAL`` is a group; ``FWAX`` a group with a trailer carrying the source
-position recorded with it (JSON ``{"n": position number, "p": checkpoint updates}``);
-``FWAP`` a position alone (no events; its seq repeats the last group's). The payload is a
-:mod:`node.codec` encoding, possibly gzip-compressed -- the log does not look inside it.
+Layout: a durable :mod:`node.segment_log` (fdatasync per append) of segment files
+``seg-<first seq>.wal`` (20 digits, so names sort in seq order), with ``meta.json``. Each
+record's fields are ``seq:u64 count:u32``: ``FWAL`` is a group; ``FWAX`` a group with a
+trailer carrying the source position recorded with it (JSON ``{"n": position number, "p":
+checkpoint updates}``); ``FWAP`` a position alone (no payload; its seq repeats the last
+group's). The payload is a :mod:`node.codec` encoding, possibly gzip-compressed -- the log
+does not look inside it.
 
 Guarantees:
 
@@ -23,11 +19,10 @@ Guarantees:
   :attr:`position` is, after :meth:`open`, the newest position the log holds (from a
   record or from ``meta.json``); the agent gives it back to the checkpoint store before
   its source opens.
-* **Read back on open.** Every record is checked (magic, lengths, seq order, CRCs). The
-  first bad record ends its segment: the rest of that segment is cut off (``truncate``),
-  reported in the log and in the metrics ``wal_corrupt``/``wal_truncated_bytes``, and never
-  returned. After a crash that is the torn tail of the last segment; anywhere else it is
-  disk corruption (logged as an error).
+* **Read back on open.** Every record is checked (framing, CRCs, seq order); the first bad
+  one ends its segment, which is cut off there as :mod:`node.segment_log` says (a torn tail
+  after a crash, else disk corruption), counted in ``wal_corrupt``/``wal_truncated_bytes``
+  and never returned.
 * **Deletion by acknowledgement.** :meth:`ack` forgets groups; a segment whose groups are
   all acknowledged is deleted (the segment being written is sealed first, so the next
   append starts a fresh one). Before a segment is deleted, ``meta.json`` records the next
@@ -75,19 +70,9 @@ class Group:
     count: int
     length: int
     crc: int
-    segment: "_Segment"
-    offset: int      # of the payload in the segment file
-    size: int = 0    # of the whole record
-
-
-class _Segment(Segment):
-    """A segment and the seqs of its groups not yet acknowledged."""
-
-    __slots__ = ("live",)
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.live: set[int] = set()
+    segment: Segment   # whose ``live`` holds the seqs of its groups not acknowledged
+    offset: int        # of the payload in the segment file
+    size: int          # of the whole record
 
 
 class WriteAheadLog:
@@ -99,7 +84,7 @@ class WriteAheadLog:
         self.metrics = metrics if metrics is not None else {}
         self.log = SegmentLog(self.dir, FRAMING, what="the WAL", suffix=".wal", digits=20,
                               durable=True, segment_bytes=segment_bytes, log=log,
-                              segment_type=_Segment, clock=clock)
+                              clock=clock)
         self._lock = threading.RLock()
         self._groups: dict[int, Group] = {}
         self._next_seq = 1
@@ -158,16 +143,14 @@ class WriteAheadLog:
     def _read_meta(self) -> None:
         try:
             text = self.log.read_state(META)
-            if text is None:
-                return
-            meta = json.loads(text)
+            meta = json.loads(text) if text is not None else {}
             self._stored_next = int(meta.get("next_seq", 0))
             self._take_position(int(meta.get("pos_no", 0)), meta.get("position"))
         except (ValueError, TypeError, AttributeError):
             log.error("the WAL's meta.json is unreadable; deriving the next seq from the "
                       "segments", extra={"dir": str(self.dir)})
 
-    def _read_segment(self, seg: _Segment, last_seq: int, last: bool) -> int:
+    def _read_segment(self, seg: Segment, last_seq: int, last: bool) -> int:
         """Take the groups and positions of ``seg``; returns the last seq read."""
         def accept(rec) -> str | None:
             nonlocal last_seq
@@ -196,7 +179,7 @@ class WriteAheadLog:
 
     # ------------------------------------------------------------------ writing
 
-    def _writable(self) -> _Segment:
+    def _writable(self) -> Segment:
         prev = self.log.segments[-1] if self.log.segments else None
         seg = self.log.writable(self._next_seq)
         if prev is not None and prev is not seg and not prev.live:
@@ -207,7 +190,7 @@ class WriteAheadLog:
         n = self._pos_no + 1
         return json.dumps({"n": n, "p": position}, separators=(",", ":")).encode(), n
 
-    def _write(self, seg: _Segment, bufs: list, total: int) -> None:
+    def _write(self, seg: Segment, bufs: list, total: int) -> None:
         self.log.write(seg, bufs, total)
         self._add("fsyncs", 1)
 
@@ -303,7 +286,7 @@ class WriteAheadLog:
             self._gauges()
         return done
 
-    def _delete_segment(self, seg: _Segment) -> None:
+    def _delete_segment(self, seg: Segment) -> None:
         # Its records may hold the next seq's lower bound and the newest position:
         # meta.json takes them over first.
         self._write_meta()

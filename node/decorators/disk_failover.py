@@ -116,20 +116,13 @@ class Spool:
         """Scan the unreplayed records (headers only) to count them. A segment whose
         framing is damaged (torn by a crash) is cut off there and reported; a record whose
         checksum is wrong is caught by :meth:`peek`."""
-        total = records = 0
-
-        def count(rec) -> None:
-            nonlocal total, records
-            total += rec.size
-            records += 1
-        before = self.log.corrupt
-        segs = self.log.segments
-        for i, seg in enumerate(segs):
-            self.log.scan(seg, count, self._roff if seg is self._read else 0,
-                          verify=False, last=i == len(segs) - 1)
+        before, segs = self.log.corrupt, self.log.segments
+        counts = [self.log.scan(seg, start=self._roff if seg is self._read else 0,
+                                verify=False, last=i == len(segs) - 1)
+                  for i, seg in enumerate(segs)]
         self.corrupt += self.log.corrupt - before
-        self.pending_bytes = total
-        self.pending_records = records
+        self.pending_records = sum(n for n, _ in counts)
+        self.pending_bytes = sum(b for _, b in counts)
 
     # -------------------------------------------------------------- writing
 
@@ -159,7 +152,7 @@ class Spool:
             if off >= seg.size and seg.sealed:
                 self._next_segment()          # clean end of a finished segment
                 continue
-            rec, bad = self.log.read_record(seg, off)
+            rec, bad = FRAMING.read(self.log.fd(seg), off, seg.size)
             if bad is None:
                 return rec.payload, rec.fields[0]
             self.corrupt += 1

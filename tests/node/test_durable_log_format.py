@@ -92,3 +92,14 @@ def test_a_spool_left_with_only_its_replay_position_loses_nothing_later(tmp_path
     s, _ = Spool.claim(tmp_path / "dfo", "spool")
     assert s.pending_records == 1 and s.peek() == (b"kept", 1)
     s.close()
+
+
+def test_the_wal_opens_with_an_unreadable_meta_json(tmp_path, caplog):
+    files = dict(WAL_FILES, **{"meta.json": b"\xff\xfe not json"})
+    write_files(tmp_path / "wal", files)
+    w = WriteAheadLog(tmp_path / "wal")
+    assert [g.seq for g in w.open()] == [1, 2]
+    assert any("meta.json is unreadable" in r.getMessage() for r in caplog.records)
+    assert w.position == {"tail:f": 12}        # from the position record
+    assert w.append([(b"next", 1)])[0].seq == 3    # derived from the segments
+    w.close()

@@ -52,8 +52,8 @@ def test_records_read_back_with_fields_payload_and_trailer(tmp_path):
 
 
 @pytest.mark.parametrize("damage,reason", [       # of the last record, from ``good`` on
-    (lambda b, good: b[:-2], "record trailer longer than the file (torn write)"),
-    (lambda b, good: b[:-6], "torn record trailer"),
+    (lambda b, good: b[:-2], "record trailer torn (longer than the file)"),
+    (lambda b, good: b[:-6], "record trailer torn (longer than the file)"),
     (lambda b, good: b[:-14], "record longer than the file (torn write)"),
     (lambda b, good: b[:good + 5], "torn record header"),
     (lambda b, good: b[:good] + b"\0" * 40, "bad record magic"),
@@ -104,7 +104,7 @@ def test_damage_before_the_newest_segment_is_an_error_and_checksums_are_checked(
     with open(seg.path, "r+b") as f:
         f.seek(FRAMING.head.size)
         f.write(b"y")
-    rec, bad = lg.read_record(seg, 0)
+    rec, bad = FRAMING.read(lg.fd(seg), 0, seg.size)
     assert bad == "record checksum mismatch" and rec.size == seg.size
     lg.close()
 

@@ -275,14 +275,6 @@ class SegmentLog:
         self.release(seg)
         seg.path.unlink(missing_ok=True)
 
-    def read_state(self, name: str) -> str | None:
-        """The text of state file ``name``, None if there is none."""
-        (self.dir / f"{name}.tmp").unlink(missing_ok=True)   # a replace cut short
-        try:
-            return (self.dir / name).read_text()
-        except FileNotFoundError:
-            return None
-
     def write_state(self, name: str, text: str) -> None:
         """Replace state file ``name`` atomically (and durably if the log is durable)."""
         tmp = self.dir / f"{name}.tmp"

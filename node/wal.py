@@ -141,11 +141,13 @@ class WriteAheadLog:
             return [self._groups[s] for s in sorted(self._groups)]
 
     def _read_meta(self) -> None:
+        (self.dir / f"{META}.tmp").unlink(missing_ok=True)     # a replace cut short
         try:
-            text = self.log.read_state(META)
-            meta = json.loads(text) if text is not None else {}
+            meta = json.loads((self.dir / META).read_text())
             self._stored_next = int(meta.get("next_seq", 0))
             self._take_position(int(meta.get("pos_no", 0)), meta.get("position"))
+        except FileNotFoundError:
+            pass
         except (ValueError, TypeError, AttributeError):
             log.error("the WAL's meta.json is unreadable; deriving the next seq from the "
                       "segments", extra={"dir": str(self.dir)})
@@ -190,10 +192,6 @@ class WriteAheadLog:
         n = self._pos_no + 1
         return json.dumps({"n": n, "p": position}, separators=(",", ":")).encode(), n
 
-    def _write(self, seg: Segment, bufs: list, total: int) -> None:
-        self.log.write(seg, bufs, total)
-        self._add("fsyncs", 1)
-
     def append(self, items: list[tuple[bytes, int]], position: dict | None = None
                ) -> list[Group]:
         """Write ``(payload, event count)`` records, one seq each (``position`` goes with
@@ -223,7 +221,8 @@ class WriteAheadLog:
                 off += size
                 seq += 1
             total = off - seg.size
-            self._write(seg, bufs, total)
+            self.log.write(seg, bufs, total)
+            self._add("fsyncs", 1)
             self._next_seq = seq
             if pos_no:
                 self._take_position(pos_no, position)
@@ -243,7 +242,8 @@ class WriteAheadLog:
             seg = self._writable()
             trailer, n = self._trailer(position)
             rec = FRAMING.pack(MAGIC_MARK, (self._next_seq - 1, 0), b"", trailer)
-            self._write(seg, rec, sum(map(len, rec)))
+            self.log.write(seg, rec, sum(map(len, rec)))
+            self._add("fsyncs", 1)
             self._take_position(n, position)
 
     def read(self, seq: int) -> bytes | None:

@@ -92,11 +92,9 @@ class Spool:
         segs = self.log.open()
         rseg, roff = -1, 0
         try:
-            text = self.log.read_state(_POS_FILE)
-            if text is not None:
-                pos = json.loads(text)
-                rseg, roff = int(pos["segment"]), int(pos["offset"])
-        except (ValueError, KeyError, TypeError):
+            pos = json.loads((self.dir / _POS_FILE).read_text())
+            rseg, roff = int(pos["segment"]), int(pos["offset"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
             pass
         # a new segment numbered below the recorded position would be taken for one
         # replayed already at the next open (replay.pos can outlive its segments)

@@ -192,14 +192,17 @@ def test_rotation_numbers_and_open_files(tmp_path):
     lg.close()
 
 
-def test_state_files_replace_atomically(tmp_path):
+def test_state_files_are_replaced_whole_and_durably(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(segment_log.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
     lg = make(tmp_path)
     lg.open()
-    assert lg.read_state("state") is None
     lg.write_state("state", "one")
-    (tmp_path / "state.tmp").write_text("a replace cut short")
-    assert lg.read_state("state") == "one"
+    lg.write_state("state", "two")
+    assert (tmp_path / "state").read_text() == "two"
     assert not (tmp_path / "state.tmp").exists()
+    assert len(synced) == 4            # each time the file, then the directory
     lg.close()
 
 

@@ -168,8 +168,8 @@ class SegmentLog:
             try:
                 found.append((int(p.name[4:-len(self.suffix)]), p))
             except ValueError:
-                self.log.warning("ignoring a file in the directory of %s", self.what,
-                                 extra={"file": str(p)})
+                self.log.warning("ignoring %s in the directory of %s: not a segment", p,
+                                 self.what, extra={"file": str(p)})
         for number, path in sorted(found):
             self.segments.append(Segment(number, path, None, path.stat().st_size, self.now()))
             self.next_number = number + 1
@@ -214,13 +214,13 @@ class SegmentLog:
         cut = seg.size - off
         self.corrupt += 1
         self.truncated_bytes += cut
-        msg = (f"{self.what} ends with a torn record (a crash while writing); it is cut off "
-               f"and not replayed" if last else
-               f"{self.what} holds a corrupt record before its end (disk corruption); the "
-               f"rest of that segment is cut off and lost")
+        msg = ("%s ends with a torn record (a crash while writing): the last %d bytes of %s, "
+               "from offset %d, are cut off and not replayed (%s)" if last else
+               "%s holds a corrupt record before its end (disk corruption): the %d bytes of %s "
+               "from offset %d on are cut off and lost (%s)")
         (self.log.warning if last else self.log.error)(
-            msg, extra={"segment": str(seg.path), "offset": off, "bytes_cut": cut,
-                        "reason": reason})
+            msg, self.what, cut, seg.path, off, reason,
+            extra={"segment": str(seg.path), "offset": off, "bytes_cut": cut, "reason": reason})
         os.ftruncate(seg.fd, off)
         if self.durable:
             os.fsync(seg.fd)

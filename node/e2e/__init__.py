@@ -44,12 +44,12 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import Checkpoint, fsync_dir
-from .component import Metrics, NodeContext
-from .errors import FlumeError, SinkError
-from .codec import BatchTooLarge
-from .limits import Refusals
-from .rpc import Status, decode_payload
+from ..checkpoint import Checkpoint, fsync_dir
+from ..component import Metrics, NodeContext
+from ..errors import FlumeError, SinkError
+from ..codec import BatchTooLarge
+from ..limits import Refusals
+from ..rpc import Status, decode_payload
 
 log = logging.getLogger(__name__)
 

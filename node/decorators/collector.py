@@ -142,13 +142,13 @@ class CollectorRollSink(CollectorRoll):
         st.forget(groups)
         if not durable:
             try:
-                st.store.release_claims(groups)
+                st.commits.release_claims(groups)
             except Exception:
                 pass
             return
         try:
-            ok, why = st.store.commit_groups(st.collector_id, None, None, groups,
-                                             f"{st.collector_id}/collector".encode())
+            ok, why = st.commits.commit_groups(st.collector_id, None, None, groups,
+                                               f"{st.collector_id}/collector".encode())
         except Exception as exc:
             ok, why = False, str(exc)
         if ok:

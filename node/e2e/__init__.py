@@ -1,12 +1,15 @@
 """End-to-end (E2E) mode: effectively-once delivery with ZooKeeper as the commit log.
 
-The protocol is written down in ``docs/e2e.md``; this module holds both halves.
+The protocol is written down in ``docs/e2e.md``; its ZooKeeper side (claims, committed
+groups, watermarks, file records, the acknowledgement watch) is ``zk/commit_log.py``.
+This module holds the node's side, both halves.
 
 Agent side (used by ``ackedWriteAhead`` / ``agentE2ESink`` / ``agentE2EChain``):
 
-* :class:`AckTracker` learns acknowledgements: it watches ``groups/<agent>`` (a committed
-  group's znode *is* its acknowledgement), drops acknowledged groups from the WAL, raises
-  ``watermark/<agent>`` to the lowest unacknowledged seq and deletes group znodes below it.
+* :class:`AckTracker` learns acknowledgements: it watches the agent's committed groups in
+  the commit log (a committed group's znode *is* its acknowledgement), drops acknowledged
+  groups from the WAL, raises the agent's watermark to the lowest unacknowledged seq and
+  deletes the group znodes below it.
 * :class:`GroupSender` sends the WAL's groups in seq order through a *transport*
   (``send_group(agent, seq, crc, payload, count) -> (status, message, endpoint)``, raising
   SinkError when no collector can be reached), resends a group unacknowledged
@@ -17,7 +20,7 @@ Agent side (used by ``ackedWriteAhead`` / ``agentE2ESink`` / ``agentE2EChain``):
 Collector side (used by ``collectorSource`` and ``collectorSink``):
 
 * :func:`collector_group_handler` answers ``appendGroup``: agent id, CRC, payload and
-  distinct-agent checks before ZooKeeper is asked anything, then ``claim_group`` (OK
+  distinct-agent checks before ZooKeeper is asked anything, then a claim (OK
   without writing when the group is committed already or this collector holds it; RETRY
   when another collector holds it), then the events go to the flow with the checkpoint
   key ``e2e:<agent>:<seq>``.
@@ -43,6 +46,8 @@ import zlib
 from collections import deque
 from pathlib import Path
 from typing import Callable
+
+from zk.commit_log import ClaimOutcome
 
 from ..checkpoint import Checkpoint, fsync_dir
 from ..component import Metrics, NodeContext
@@ -103,6 +108,11 @@ def zk_store_of(ctx: NodeContext):
     return store
 
 
+def commit_log_of(ctx: NodeContext):
+    """The node's E2E commit log (zk/commit_log.py); SinkError without ZooKeeper."""
+    return zk_store_of(ctx).commits
+
+
 # Agent ids name znodes (commits/claims/<agent>, groups/<agent>, watermark/<agent>) and
 # come from unauthenticated senders: a collector takes only ids of at most
 # AGENT_ID_MAX_BYTES characters of AGENT_ID_CHARS -- hostnames, logical node names, uuids
@@ -154,14 +164,15 @@ def collector_id(ctx: NodeContext) -> str:
 # ====================================================================== agent side
 
 class AckTracker:
-    """Learns which groups of ``agent`` are committed (see the module docstring) and
-    passes them to ``on_acked(seqs)``. kazoo callbacks only enqueue; one thread works."""
+    """Learns which groups of ``agent`` are committed in ``commits`` (the node's
+    :class:`zk.commit_log.CommitLog`; see the module docstring) and passes them to
+    ``on_acked(seqs)``. Watch callbacks only enqueue; one thread works."""
 
     REFRESH = 10.0   # seconds between full re-reads, a safety net under the watch
 
-    def __init__(self, store, agent: str, wal, on_acked: Callable[[list[int]], None],
+    def __init__(self, commits, agent: str, wal, on_acked: Callable[[list[int]], None],
                  metrics: Metrics):
-        self.store = store
+        self.commits = commits
         self.agent = agent
         self.wal = wal
         self.on_acked = on_acked
@@ -179,8 +190,8 @@ class AckTracker:
         what is acknowledged. ZkError when ZooKeeper does not answer."""
         from zk.client import translate
         try:
-            w = self.store.get_watermark(self.agent)
-            committed = self.store.list_groups(self.agent)
+            w = self.commits.get_watermark(self.agent)
+            committed = self.commits.list_groups(self.agent)
         except Exception as exc:
             raise translate(exc, f"reading the acknowledgements of {self.agent}") from exc
         self.watermark = w
@@ -197,18 +208,16 @@ class AckTracker:
         self._start_watch()
 
     def _start_watch(self) -> None:
-        from kazoo.recipe.watchers import ChildrenWatch
         try:
-            path = self.store.groups_path(self.agent)
-            self._watch = ChildrenWatch(self.store.client, path, self._on_children)
+            self._watch = self.commits.watch_groups(self.agent, self._on_committed)
         except Exception as exc:   # ZooKeeper away: the refresh loop tries again
             log.warning("agent %s: cannot watch its acknowledgements yet: %s",
                         self.agent, exc)
 
-    def _on_children(self, children):
+    def _on_committed(self, seqs: list[int]):
         if self._stop.is_set():
             return False
-        self._q.put(("children", children))
+        self._q.put(("committed", seqs))
 
     def ack_now(self, seqs: list[int]) -> None:
         """Groups known committed by other means (a collector answered "committed")."""
@@ -233,19 +242,19 @@ class AckTracker:
             except queue.Empty:
                 item = ("refresh",)
             items = [item]
-            while True:       # coalesce: only the latest children list matters
+            while True:       # coalesce: only the latest list of committed groups matters
                 try:
                     items.append(self._q.get_nowait())
                 except queue.Empty:
                     break
             if any(i[0] == "stop" for i in items):
                 return
-            children = None
+            committed = None
             explicit: list[int] = []
             refresh = False
             for i in items:
-                if i[0] == "children":
-                    children = i[1]
+                if i[0] == "committed":
+                    committed = i[1]
                 elif i[0] == "acked":
                     explicit.extend(i[1])
                 elif i[0] == "refresh":
@@ -255,9 +264,9 @@ class AckTracker:
                     self.sync()
                 if self._watch is None:
                     self._start_watch()
-                if children is None and (refresh or explicit):
-                    children = [str(s) for s in self.store.list_groups(self.agent)]
-                self._process(children or [], explicit)
+                if committed is None and (refresh or explicit):
+                    committed = self.commits.list_groups(self.agent)
+                self._process(committed or [], explicit)
                 backoff = 0.5
             except Exception as exc:
                 self.metrics.add("ack_errors")
@@ -269,19 +278,19 @@ class AckTracker:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    def _process(self, children: list[str], explicit: list[int]) -> None:
-        seqs = {int(c) for c in children if c.isdigit()}
+    def _process(self, committed: list[int], explicit: list[int]) -> None:
+        seqs = set(committed)
         wal = self.wal
         newly = [s for s in seqs if wal.get(s) is not None]
         newly += [s for s in explicit if wal.get(s) is not None]
         self._ack(newly)
         low = wal.lowest_live()
         if low > self.watermark:
-            self.watermark = self.store.raise_watermark(self.agent, low)
+            self.watermark = self.commits.raise_watermark(self.agent, low)
             self.metrics.set("watermark", self.watermark)
         below = [s for s in seqs if s < self.watermark]
         if below:
-            self.store.delete_groups(self.agent, below)
+            self.commits.delete_groups(self.agent, below)
 
 
 class _Pending:
@@ -643,14 +652,15 @@ class LocalTransport:
 # ====================================================================== collector side
 
 class CollectorState:
-    """What a collector's source and sink share (per logical node): the ZooKeeper store,
-    the collector id, and the groups this collector holds claims on:
+    """What a collector's source and sink share (per logical node): the commit log
+    (:class:`zk.commit_log.CommitLog`), the collector id, and the groups this collector
+    holds claims on:
     ``held[(agent, seq)]`` is ``"claiming"``, ``"queued"`` (handed to the flow, its
     checkpoint key not yet at the sink) or ``"written"`` (the sink has it: in a file not
     yet committed)."""
 
-    def __init__(self, store, cid: str):
-        self.store = store
+    def __init__(self, commits, cid: str):
+        self.commits = commits
         self.collector_id = cid
         self.lock = threading.Lock()
         self.held: dict[tuple[str, int], str] = {}
@@ -726,7 +736,7 @@ class CollectorState:
                 del self.held[g]
         if lost:
             try:
-                self.store.release_claims(lost)
+                self.commits.release_claims(lost)
                 log.info("collector %s released %d claims of groups it will not write",
                          self.collector_id, len(lost))
             except Exception as exc:
@@ -739,12 +749,12 @@ _STATES_LOCK = threading.Lock()
 
 def collector_state(ctx: NodeContext) -> CollectorState:
     """The :class:`CollectorState` of ``ctx``'s logical node (created once)."""
-    store = zk_store_of(ctx)
+    commits = commit_log_of(ctx)
     with _STATES_LOCK:
         states = ctx.shared.setdefault("e2e_collectors", {})
         st = states.get(ctx.logical_name)
-        if st is None or st.store is not store:
-            st = states[ctx.logical_name] = CollectorState(store, collector_id(ctx))
+        if st is None or st.commits is not commits:
+            st = states[ctx.logical_name] = CollectorState(commits, collector_id(ctx))
         return st
 
 
@@ -813,16 +823,16 @@ class GroupHandler:
             m.add("groups_duplicate")
             return OK, TAKEN_BY + st.collector_id   # ours already: in the flow or a file
         try:
-            outcome = st.store.claim_group(agent, seq, st.collector_id)
+            outcome = st.commits.claim_group(agent, seq, st.collector_id)
         except Exception as exc:
             st.forget([key])
             m.add("zk_errors")
             return RETRY, f"ZooKeeper unavailable: {exc}"
-        if outcome == "committed":
+        if outcome == ClaimOutcome.COMMITTED:
             st.forget([key])
             m.add("groups_committed_already")
             return OK, COMMITTED
-        if outcome == "held":
+        if outcome == ClaimOutcome.HELD:
             st.forget([key])
             m.add("groups_held_elsewhere")
             return RETRY, f"group {agent}:{seq} is held by another collector"
@@ -836,7 +846,7 @@ class GroupHandler:
 
     def _release(self, groups) -> None:
         try:
-            self.state.store.release_claims(groups)
+            self.state.commits.release_claims(groups)
         except Exception:
             pass    # it goes with the session, or a resend finds it ours
 
@@ -1036,7 +1046,7 @@ class Committer:
         if self.state is not None:
             st = self.state
             try:
-                records = st.store.file_records(st.collector_id)
+                records = st.commits.file_records(st.collector_id)
             except Exception as exc:
                 raise SinkError(f"collectorSink: cannot read the commit records of "
                                 f"{st.collector_id} from ZooKeeper: {exc}") from exc
@@ -1044,7 +1054,7 @@ class Committer:
                 pairs = [tuple(p) for p in rec.get("files", [])]
                 if self._finish_renames(pairs, fid, recovering=True):
                     try:
-                        st.store.delete_file_record(st.collector_id, fid)
+                        st.commits.delete_file_record(st.collector_id, fid)
                     except Exception as exc:
                         log.warning("collector %s: cannot delete commit record %s yet: %s",
                                     st.collector_id, fid, exc)
@@ -1117,7 +1127,7 @@ class Committer:
         fid = f"{int(time.time() * 1000)}-{uuid.uuid4().hex[:12]}"
         record = {"files": pairs, "groups": len(groups), "events": sum(f.events for f in files)}
         try:
-            applied, why = st.store.commit_groups(st.collector_id, fid, record, groups,
+            applied, why = st.commits.commit_groups(st.collector_id, fid, record, groups,
                                                   f"{st.collector_id}/{fid}".encode())
         except Exception as exc:
             self.metrics.add("commits_undecided")
@@ -1135,7 +1145,7 @@ class Committer:
         st = self.state
         if self._finish_renames(pairs, fid):
             try:
-                st.store.delete_file_record(st.collector_id, fid)
+                st.commits.delete_file_record(st.collector_id, fid)
             except Exception:
                 self.records_left.append(fid)
         else:
@@ -1156,7 +1166,7 @@ class Committer:
         self.journal.remove([h for h, _ in pairs])
         st.forget(groups)
         try:
-            st.store.release_claims(groups)
+            st.commits.release_claims(groups)
         except Exception:
             pass
         self.metrics.add("files_discarded", len(pairs))
@@ -1172,8 +1182,7 @@ class Committer:
         for fid in list(self.unresolved):
             pairs, groups, pending = self.unresolved[fid]
             try:
-                applied = st.store.zk.exists(st.store.e2e_path(
-                    "files", st.collector_id, fid)) is not None
+                applied = st.commits.file_recorded(st.collector_id, fid)
             except Exception:
                 return        # still no ZooKeeper
             del self.unresolved[fid]
@@ -1183,7 +1192,7 @@ class Committer:
                 self._discard(pairs, groups, "the commit did not happen")
         for fid in list(self.records_left):
             try:
-                st.store.delete_file_record(st.collector_id, fid)
+                st.commits.delete_file_record(st.collector_id, fid)
                 self.records_left.remove(fid)
             except Exception:
                 return
@@ -1197,7 +1206,7 @@ class Committer:
         log.warning("collector %s: %d groups reached a file before their checkpoint; "
                     "committing them after the file", st.collector_id, len(groups))
         try:
-            applied, why = st.store.commit_groups(st.collector_id, None, None, groups,
+            applied, why = st.commits.commit_groups(st.collector_id, None, None, groups,
                                                   f"{st.collector_id}/late".encode())
         except Exception as exc:
             applied, why = False, str(exc)

@@ -127,7 +127,7 @@ class _CollectorDfs(DfsSink):
                 groups = take_groups(pending)
                 state.forget(groups)
                 try:
-                    state.store.release_claims(groups)
+                    state.commits.release_claims(groups)
                 except Exception:
                     pass
             raise
@@ -315,7 +315,7 @@ class CollectorSink(CollectorRoll):
                     else:
                         self.state.forget(groups)
                         try:
-                            self.state.store.release_claims(groups)
+                            self.state.commits.release_claims(groups)
                         except Exception:
                             pass
                 if last.published:

@@ -105,7 +105,7 @@ class PhysicalNode:
             if self.status_server is not None:
                 self.status_server.stop()
             raise
-        # end-to-end mode (node/e2e.py) commits through ZooKeeper under this node's name
+        # end-to-end mode (node/e2e/) commits through ZooKeeper under this node's name
         self.shared["zk_store"] = self.store
         self.shared["physical_name"] = self.name
         self._register()

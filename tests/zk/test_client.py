@@ -31,7 +31,7 @@ def test_oversized_requests_refused_without_losing_the_connection(zk_client, zk_
     # the store's pipelined E2E claim: a ZkError at once, not a retry loop
     store = ConfigStore(zk_client, zk_root)
     with pytest.raises(ZkError):
-        store.claim_group("/" * (MAX_REQUEST_BYTES // 3 + 1), 1, "c")
+        store.commits.claim_group("/" * (MAX_REQUEST_BYTES // 3 + 1), 1, "c")
     # what fits still goes through, on the same session that never left CONNECTED
     zk_client.create(f"{zk_root}/ok", b"a" * (MAX_REQUEST_BYTES - len(zk_root) - 200))
     assert len(zk_client.get(f"{zk_root}/ok")[0]) > 780_000

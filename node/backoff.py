@@ -8,14 +8,23 @@ the previous delay times ``multiplier``, never more than ``maximum``; :meth:`Bac
 add up to at most that many seconds: the last one is cut to what is left, and
 :meth:`Backoff.next_delay` returns None once it is spent (the caller gives up).
 
+:func:`step` is the same rule for state kept elsewhere (one float per pending item, where
+an object each would cost memory): the delay after ``previous`` (0: none yet).
+
 It only computes: the caller waits, on its own clock and stop event, so that waiting stays
 interruptible and tests move a :class:`node.clock.ManualClock` instead of sleeping. There
-is no jitter (no caller had any). Not thread-safe: callers sharing one across threads hold
-their own lock, as they already do for the state around it.
+is no jitter (no caller had any). It holds no lock: callers sharing one between threads
+lock around it, or accept that a race repeats or skips one step.
 """
 from __future__ import annotations
 
-__all__ = ["Backoff"]
+__all__ = ["Backoff", "step"]
+
+
+def step(previous: float, initial: float, maximum: float, multiplier: float = 2.0) -> float:
+    """The delay after ``previous``: ``initial`` when it is 0, else ``previous`` times
+    ``multiplier``; never more than ``maximum``."""
+    return min(initial if previous == 0 else previous * multiplier, maximum)
 
 
 class Backoff:
@@ -27,13 +36,11 @@ class Backoff:
 
     def __init__(self, initial: float, maximum: float, cumulative: float | None = None,
                  multiplier: float = 2.0):
-        if initial <= 0 or maximum <= 0:
-            raise ValueError(f"initial and maximum must be positive, got {initial} and "
-                             f"{maximum}")
-        if cumulative is not None and cumulative < 0:
-            raise ValueError(f"cumulative must not be negative, got {cumulative}")
-        if multiplier < 1:
-            raise ValueError(f"multiplier must be at least 1, got {multiplier}")
+        if not (initial > 0 and maximum > 0 and multiplier >= 1
+                and (cumulative is None or cumulative >= 0)):
+            raise ValueError(f"a backoff needs initial > 0, maximum > 0, multiplier >= 1 and "
+                             f"cumulative >= 0 or None; got {initial}, {maximum}, "
+                             f"{multiplier}, {cumulative}")
         self.initial = initial
         self.maximum = maximum
         self.cumulative = cumulative
@@ -50,9 +57,7 @@ class Backoff:
     def next_delay(self) -> float | None:
         """The delay before the next attempt, in seconds; None once ``cumulative`` is
         spent."""
-        self.current = (min(self.initial, self.maximum) if self.current == 0 else
-                        min(self.current * self.multiplier, self.maximum))
-        delay = self.current
+        self.current = delay = step(self.current, self.initial, self.maximum, self.multiplier)
         if self.cumulative is not None:
             left = self.cumulative - self.total
             if left <= 0:

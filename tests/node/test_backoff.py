@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.backoff import Backoff
+from node.backoff import Backoff, step
 
 
 def delays(b: Backoff, n: int) -> list:
@@ -24,6 +24,16 @@ def test_doubles_from_initial_up_to_maximum():
 ])
 def test_call_site_sequences(initial, maximum, expected):
     assert delays(Backoff(initial, maximum), len(expected)) == expected
+
+
+def test_step_is_the_same_rule_for_state_kept_elsewhere():
+    # e.g. a wait kept per pending group: 0 (none yet), then doubling up to the cap
+    waits, w = [], 0.0
+    for _ in range(5):
+        w = step(w, 0.25, 1.5)
+        waits.append(w)
+    assert waits == [0.25, 0.5, 1.0, 1.5, 1.5]
+    assert step(0, 3.0, 2.0) == 2.0 and step(1.0, 1.0, 30.0, multiplier=3) == 3.0
 
 
 def test_reset_starts_again_from_initial():

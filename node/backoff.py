@@ -8,8 +8,9 @@ the previous delay times ``multiplier``, never more than ``maximum``; :meth:`Bac
 add up to at most that many seconds: the last one is cut to what is left, and
 :meth:`Backoff.next_delay` returns None once it is spent (the caller gives up).
 
-:func:`step` is the same rule for state kept elsewhere (one float per pending item, where
-an object each would cost memory): the delay after ``previous`` (0: none yet).
+:func:`step` is the same rule for state kept elsewhere, where an object would cost more
+than the retry it paces (a local in a loop run for every batch, a float per pending item):
+the delay after ``previous`` (0: none yet).
 
 It only computes: the caller waits, on its own clock and stop event, so that waiting stays
 interruptible and tests move a :class:`node.clock.ManualClock` instead of sleeping. There

@@ -39,7 +39,7 @@ import os
 import threading
 import time
 
-from .backoff import Backoff
+from .backoff import Backoff, step
 from .component import Metrics
 from .errors import SinkError
 from .event import LOCAL_HOST, Event, Priority
@@ -83,7 +83,7 @@ class FlumeClient:
         if not events:
             return
         deadline = time.monotonic() + self.timeout
-        backoff = Backoff(BUSY_PAUSE_FIRST, BUSY_PAUSE_MAX)
+        delay = 0.0     # a local, not a Backoff: this runs for every call
         reconnected = False
         with self._lock:
             while True:
@@ -108,7 +108,8 @@ class FlumeClient:
                 if left <= 0:
                     raise ClientError(f"{self.host}:{self.port} stayed busy for "
                                       f"{self.timeout} s: {message}")
-                time.sleep(min(backoff.next_delay(), left))
+                delay = step(delay, BUSY_PAUSE_FIRST, BUSY_PAUSE_MAX)
+                time.sleep(min(delay, left))
 
     def send_body(self, body: bytes | str, priority: Priority = Priority.INFO,
                   attrs: dict[str, bytes] | None = None, host: str = LOCAL_HOST) -> None:

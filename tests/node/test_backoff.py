@@ -4,6 +4,10 @@ from __future__ import annotations
 import pytest
 
 from node.backoff import Backoff, step
+from node.clock import Clock
+from node.component import Metrics
+from node.rpc import Status
+from node.sinks.rpc import deliver
 
 
 def delays(b: Backoff, n: int) -> list:
@@ -77,3 +81,26 @@ def test_disk_failover_import_path_still_works():
     # diskFailover imports Backoff from insistent_open: the same class
     from node.decorators import insistent_open
     assert insistent_open.Backoff is Backoff
+
+
+class RecordingClock(Clock):
+    """Records each wait's length and returns at once (nothing is waited for)."""
+
+    def __init__(self):
+        self.waits: list[float] = []
+
+    def wait(self, event, seconds: float) -> bool:
+        self.waits.append(seconds)
+        return False
+
+
+def test_rpc_sink_pauses_between_busy_answers_double_up_to_a_second(make_ctx):
+    clock = RecordingClock()
+    ctx = make_ctx(clock=clock)
+    answers = [Status.RETRY] * 7 + [Status.OK]
+    deliver(lambda: (answers.pop(0), ""), ctx, Metrics(), "test receiver")
+    assert clock.waits == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    clock.waits.clear()                      # each batch starts again from 50 ms
+    answers = [Status.RETRY, Status.OK]
+    deliver(lambda: (answers.pop(0), ""), ctx, Metrics(), "test receiver")
+    assert clock.waits == [0.05]

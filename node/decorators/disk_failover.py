@@ -36,6 +36,7 @@ import logging
 import threading
 from pathlib import Path
 
+from ..backoff import Backoff
 from ..checkpoint import Checkpoint
 from ..codec import decode_events, encode_events
 from ..component import Decorator, NodeContext, Sink
@@ -43,7 +44,6 @@ from ..errors import SinkError
 from ..event import Event
 from ..registry import decorator
 from ..segment_log import Framing, LogInUse, SegmentLog
-from .insistent_open import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,5 @@
 """``insistentOpen([maxMs[, initMs[, cumulativeMaxMs]]])``: retries ``inner.open`` with
-capped exponential backoff (:class:`node.backoff.Backoff`, importable from here too, where
-``diskFailover`` takes it). Also home of :class:`InsistentDecorator`, the arguments the
+capped exponential backoff (:class:`node.backoff.Backoff`). Also home of :class:`InsistentDecorator`, the arguments the
 insistent decorators share."""
 from __future__ import annotations
 

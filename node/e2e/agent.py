@@ -25,6 +25,7 @@ import time
 from collections import deque
 from typing import Callable
 
+from ..backoff import Backoff, step
 from ..checkpoint import Checkpoint
 from ..component import Metrics
 from ..errors import FlumeError, SinkError
@@ -106,7 +107,7 @@ class AckTracker:
             self.on_acked(seqs)
 
     def _run(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, 5.0)
         while not self._stop.is_set():
             try:
                 item = self._q.get(timeout=self.REFRESH)
@@ -138,7 +139,7 @@ class AckTracker:
                 if committed is None and (refresh or explicit):
                     committed = self.commits.list_groups(self.agent)
                 self._process(committed or [], explicit)
-                backoff = 0.5
+                backoff.reset()
             except Exception as exc:
                 self.metrics.add("ack_errors")
                 log.warning("agent %s: processing acknowledgements failed (retrying): %s",
@@ -146,8 +147,7 @@ class AckTracker:
                 if explicit:
                     self._q.put(("acked", explicit))
                 self._q.put(("refresh",))
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                self._stop.wait(backoff.next_delay())
 
     def _process(self, committed: list[int], explicit: list[int]) -> None:
         seqs = set(committed)
@@ -391,8 +391,7 @@ class GroupSender:
             return False
         with self._cond:
             if p.seq in self._pending:
-                p.probe_wait = min(max(p.probe_wait * 2, self.PROBE_FIRST),
-                                   self.PROBE_MAX)
+                p.probe_wait = step(p.probe_wait, self.PROBE_FIRST, self.PROBE_MAX)
                 self._schedule(p, self.clock.monotonic() + p.probe_wait)
         return True
 
@@ -442,7 +441,7 @@ class GroupSender:
                 if p.state is not SendState.CLAIMED:
                     p.state, p.claimed_at = SendState.CLAIMED, now
                 p.probe_wait = self.PROBE_FIRST if self.claim_holder else \
-                    min(max(p.probe_wait * 2, self.PROBE_FIRST), self.PROBE_MAX)
+                    step(p.probe_wait, self.PROBE_FIRST, self.PROBE_MAX)
                 self._schedule(p, now + p.probe_wait)
 
     def _refused(self, p: _Pending, message: str, now: float) -> None:
@@ -454,8 +453,7 @@ class GroupSender:
         with self._cond:
             if p.seq in self._pending:
                 p.state = SendState.FAILED
-                p.fail_wait = min(max(p.fail_wait * 2, self.FAIL_FIRST),
-                                  self.retransmit)
+                p.fail_wait = step(p.fail_wait, self.FAIL_FIRST, self.retransmit)
                 self._schedule(p, now + p.fail_wait)
 
     def _refuses(self, e: int) -> bool:

@@ -77,12 +77,6 @@ def test_rejects_arguments_that_would_not_back_off(kwargs):
         Backoff(**kwargs)
 
 
-def test_disk_failover_import_path_still_works():
-    # diskFailover imports Backoff from insistent_open: the same class
-    from node.decorators import insistent_open
-    assert insistent_open.Backoff is Backoff
-
-
 class RecordingClock(Clock):
     """Records each wait's length and returns at once (nothing is waited for)."""
 

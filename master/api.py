@@ -28,8 +28,6 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from kazoo.exceptions import KazooException, ZookeeperError
-from kazoo.handlers.threading import KazooTimeoutError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -39,9 +37,11 @@ from node.hosts import HostPolicy
 from node.redact import has_redacted, redact_tree, unredact
 from zk.client import ConflictError, ZkError
 
+from . import command_table
+from .errors import CommandError, CommandFailed, NotFound
 from .http_guard import DEFAULT_MAX_BODY, Guard
-from .service import (CommandError, CommandFailed, MasterService, NotFound,
-                      render_spec_error, spec_error_list)
+from .service import MasterService
+from .validation import render_spec_error, spec_error_list
 
 MAX_SPEC_HALF = 64 * 1024           # a source or a sink
 MAX_ARG = 1024 * 1024               # one command argument (a multiconfig spec): parsing
@@ -107,7 +107,8 @@ class CommandBody(_Body):
     """Any command of the master, e.g. ``{"command": "config", "args": ["node1",
     "tail(\\"/var/log/a.log\\")", "null"]}``."""
     command: Annotated[str, StringConstraints(min_length=1, max_length=100)] = Field(
-        examples=["noop"])
+        examples=["noop"], description="one of: " + "; ".join(
+            c.usage for c in command_table.COMMANDS) + " (any case; - and _ ignored)")
     args: Annotated[list[Arg], Field(max_length=MAX_ARGS)] = []
 
 
@@ -183,10 +184,9 @@ def create_app(service: MasterService, token: str | None = None, *,
     def conflict(request, exc):
         return _json(409, {"message": str(exc)})
 
+    @app.exception_handler(ZkError)
     def unavailable(request, exc):
         return _json(503, {"message": f"ZooKeeper is unavailable: {exc}"})
-    for cls in (ZkError, KazooException, ZookeeperError, KazooTimeoutError):
-        app.add_exception_handler(cls, unavailable)
 
     @app.exception_handler(RequestValidationError)
     def bad_request(request, exc: RequestValidationError):
@@ -283,11 +283,17 @@ def create_app(service: MasterService, token: str | None = None, *,
     def command(cmd_id: str):
         return service.command(cmd_id)
 
+    @app.get("/api/command-table", tags=["commands"])
+    def commands_taken():
+        """Every command the master takes: ``[{name, aliases, usage, writes, help}]``
+        (``writes``: whether it changes anything; ``[ARG]`` in a usage is optional)."""
+        return [c.public() for c in command_table.COMMANDS]
+
     @app.post("/api/commands", tags=["commands"])
     def post_command(body: CommandBody, request: Request):
-        """Run any command (REFERENCE section 7; names case-insensitive). Answers the
-        command record, whose ``state`` is SUCCEEDED or FAILED (with a message); bad
-        usage or a bad spec answers 400."""
+        """Run any command of ``GET /api/command-table`` (names case-insensitive).
+        Answers the command record, whose ``state`` is SUCCEEDED or FAILED (with a
+        message); bad usage or a bad spec answers 400."""
         args = [_unredacted(service, "argument", a) for a in body.args]
         with parsing(*args):
             return _cmd(service.execute(body.command, args, by=by(request)))
@@ -335,9 +341,8 @@ def _unredacted(service: MasterService, what: str, text: str) -> str:
     sending a password to another host."""
     if not has_redacted(text):
         return text
-    logical = service.view.snapshot()[1]
     try:
-        return unredact(text, (t for cfg in logical.values() for t in (cfg.source, cfg.sink)))
+        return unredact(text, service.stored_specs())
     except RestoreError as exc:
         raise CommandError(f"the {what} holds a URL whose password a listing hid "
                            f"('user:***@') and it cannot be put back: {exc}; type the "

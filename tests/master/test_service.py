@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from master.service import (CommandError, MasterService, NotFound, name_problem,
-                            render_spec_error)
+from master.errors import CommandError, NotFound
+from master.service import MasterService
+from master.validation import name_problem, render_spec_error
 from node.errors import SpecError, SpecErrors
 from zk.client import ZkError
 from zk.store import LogicalConfig
@@ -303,7 +304,7 @@ def test_noop(service):
 # ---------------------------------------------------------------- history
 
 def test_history_is_newest_first_and_bounded(service, store):
-    service.trim_every, service.keep_commands = 5, 8
+    service.runner.trim_every, service.runner.keep_commands = 5, 8
     ids = [service.execute("noop", []).id for _ in range(23)]
     listed = service.commands(100)
     assert len(listed) <= 8 + 5
@@ -405,12 +406,12 @@ def test_status_with_1000_nodes_is_built_once_per_change(service, store):
              and all(r["state"] == "ACTIVE" for r in service.status()["logical"]),
              what="1000 active rows")
     builds = []
-    build = service._build_status
-    service._build_status = lambda *a: builds.append(1) or build(*a)
+    build = service.listings._build_status
+    service.listings._build_status = lambda *a: builds.append(1) or build(*a)
     for i in range(200):
         if i % 20 == 0:  # a node reports: the next call rebuilds the listing
             store.put_status("p0", {"updated": i, "logical": {}})
-            wait_for(lambda i=i: service.view.tables["status"]["p0"].get("updated") == i)
+            wait_for(lambda i=i: service.view.snapshot().status["p0"].get("updated") == i)
         body = service.status_json()
         assert body.startswith(b'{"logical":[')
     drop_all(store, "logical", "status", "mappings", "commands")

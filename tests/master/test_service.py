@@ -479,3 +479,27 @@ def test_view_reads_everything_again_after_zookeeper_restarts(tmp_path):
             c.stop()
             c.close()
         server.stop()
+
+
+def test_zookeeper_failures_reach_callers_as_zkerror(store, tmp_path, monkeypatch):
+    """zk/ translates kazoo's exceptions: the view's direct reads (while it is not
+    ready) and the history raise ZkError, which the REST API answers with 503."""
+    from kazoo.exceptions import ConnectionLoss
+    svc = MasterService(store, tmp_path / "m", watch=False)   # never ready: reads ZK
+
+    def lost(*args, **kw):
+        raise ConnectionLoss()
+    monkeypatch.setattr(store, "list_logical", lost)
+    monkeypatch.setattr(store, "list_commands", lost)
+    try:
+        for call in (svc.status, svc.configs, svc.commands, svc.stored_specs):
+            with pytest.raises(ZkError, match="ConnectionLoss"):
+                call()
+        with pytest.raises(ZkError, match="ConnectionLoss"):
+            svc.execute("refreshAll", [])
+    finally:
+        monkeypatch.undo()
+        svc.close()
+    record = store.list_commands(1)[0]
+    assert (record.command, record.state) == ("refreshAll", "FAILED")
+    assert record.message == "ZooKeeper: ConnectionLoss"

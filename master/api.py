@@ -136,28 +136,46 @@ def create_app(service: MasterService, token: str | None = None, *,
     app.add_middleware(Guard, metrics=metrics, hosts=hosts, write_token=token or read_token,
                        read_token=read_token, max_body=max_body)
 
-    heavy = threading.BoundedSemaphore(HEAVY_AT_ONCE)
+    parsing = _ParseSlots()
+    _add_error_handlers(app)
+    _add_listings(app, service, metrics)
+    _add_configs(app, service, parsing)
+    _add_mappings(app, service)
+    _add_commands(app, service, parsing)
+    _mount_console(app)
+    return app
+
+
+class _ParseSlots:
+    """Bounds the memory of concurrent requests (not of one: MAX_ARG does): those carrying
+    more than HEAVY_SPEC of spec text parse HEAVY_AT_ONCE at a time, waiting HEAVY_WAIT s
+    at most for a slot (then 503)."""
+
+    def __init__(self):
+        self._heavy = threading.BoundedSemaphore(HEAVY_AT_ONCE)
 
     @contextmanager
-    def parsing(*texts: str | None):
-        """Bounds the memory of concurrent requests (not of one: MAX_ARG does): those
-        carrying more than HEAVY_SPEC of spec text parse HEAVY_AT_ONCE at a time."""
+    def __call__(self, *texts: str | None):
         if sum(len(t) for t in texts if t) <= HEAVY_SPEC:
             yield
             return
-        if not heavy.acquire(timeout=HEAVY_WAIT):
+        if not self._heavy.acquire(timeout=HEAVY_WAIT):
             raise _Busy()
         try:
             yield
         finally:
-            heavy.release()
+            self._heavy.release()
 
-    def by(request: Request) -> str:
-        client = request.client.host if request.client else "?"
-        agent = request.headers.get("user-agent", "")[:60]
-        return f"{client} {agent}".strip()
 
-    # ------------------------------------------------------------ errors
+def _by(request: Request) -> str:
+    """Who sent a command, for its record."""
+    client = request.client.host if request.client else "?"
+    agent = request.headers.get("user-agent", "")[:60]
+    return f"{client} {agent}".strip()
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as a JSON ``{"message"}`` with the status the module docstring gives."""
     @app.exception_handler(_Busy)
     def busy(request, exc):
         return _json(503, {"message": "the master is busy parsing other large specs; "
@@ -206,7 +224,9 @@ def create_app(service: MasterService, token: str | None = None, *,
     def http_error(request, exc: StarletteHTTPException):
         return _json(exc.status_code, {"message": str(exc.detail)}, exc.headers)
 
-    # ------------------------------------------------------------ listings
+
+def _add_listings(app: FastAPI, service: MasterService, metrics: Metrics) -> None:
+    """Health, status and flows (served as the memoised JSON of the listings)."""
     @app.get("/api/health", tags=["listings"])
     def health():
         """200 when this master reaches ZooKeeper, 503 otherwise; ``refused`` counts the
@@ -224,6 +244,14 @@ def create_app(service: MasterService, token: str | None = None, *,
         physical node (alive, host, mapped logical nodes)."""
         return _raw(service.status_json())
 
+    @app.get("/api/flows", tags=["listings"])
+    def flows():
+        """``{flow: {agents, collectors, pool, others, chains}}``."""
+        return _raw(service.flows_json())
+
+
+def _add_configs(app: FastAPI, service: MasterService, parsing: _ParseSlots) -> None:
+    """Configs as resources (``config`` and ``unconfig`` underneath) and live validation."""
     @app.get("/api/configs", tags=["configs"])
     def configs():
         """Every logical node's config: entered and translated specs, flow, version."""
@@ -241,15 +269,26 @@ def create_app(service: MasterService, token: str | None = None, *,
         sink = _unredacted(service, "sink", body.sink)
         args = [name] + ([body.flow] if body.flow is not None else []) + [source, sink]
         with parsing(source, sink):
-            cmd = service.execute("config", args, by=by(request), raise_failed=True)
+            cmd = service.execute("config", args, by=_by(request), raise_failed=True)
         return {"command": _cmd(cmd), "config": service.config(name)}
 
     @app.delete("/api/configs/{name}", tags=["configs"])
     def delete_config(name: str, request: Request):
         """``unconfig NAME``: 404 if it has no config."""
-        cmd = service.execute("unconfig", [name], by=by(request), raise_failed=True)
+        cmd = service.execute("unconfig", [name], by=_by(request), raise_failed=True)
         return {"command": _cmd(cmd)}
 
+    @app.post("/api/validate", tags=["configs"])
+    def validate(body: ValidateBody):
+        """Live validation (a read: nothing is stored; needs the read token if one is
+        set): ``{ok, errors, message, canonical}``; the first 20 problems are listed, then
+        how many more there are."""
+        with parsing(body.source, body.sink, body.spec):
+            return service.validate(body.source, body.sink, body.spec)
+
+
+def _add_mappings(app: FastAPI, service: MasterService) -> None:
+    """Mappings as resources (``map`` and ``unmap`` underneath)."""
     @app.get("/api/mappings", tags=["mappings"])
     def mappings():
         """``{physical: [logical, ...]}``."""
@@ -258,22 +297,20 @@ def create_app(service: MasterService, token: str | None = None, *,
     @app.post("/api/mappings", tags=["mappings"])
     def post_mapping(body: MappingBody, request: Request):
         """``map PHYSICAL LOGICAL``: 409 if the logical node runs elsewhere."""
-        cmd = service.execute("map", [body.physical, body.logical], by=by(request),
+        cmd = service.execute("map", [body.physical, body.logical], by=_by(request),
                               raise_failed=True)
         return {"command": _cmd(cmd), "mappings": service.mappings()}
 
     @app.delete("/api/mappings/{physical}/{logical}", tags=["mappings"])
     def delete_mapping(physical: str, logical: str, request: Request):
         """``unmap PHYSICAL LOGICAL``: 404 if it is not mapped there."""
-        cmd = service.execute("unmap", [physical, logical], by=by(request),
+        cmd = service.execute("unmap", [physical, logical], by=_by(request),
                               raise_failed=True)
         return {"command": _cmd(cmd)}
 
-    @app.get("/api/flows", tags=["listings"])
-    def flows():
-        """``{flow: {agents, collectors, pool, others, chains}}``."""
-        return _raw(service.flows_json())
 
+def _add_commands(app: FastAPI, service: MasterService, parsing: _ParseSlots) -> None:
+    """The command table, the history, and running any command."""
     @app.get("/api/commands", tags=["commands"])
     def commands(limit: Annotated[int, Query(ge=1, le=1000)] = 100):
         """The command history, newest first."""
@@ -296,18 +333,7 @@ def create_app(service: MasterService, token: str | None = None, *,
         message); bad usage or a bad spec answers 400."""
         args = [_unredacted(service, "argument", a) for a in body.args]
         with parsing(*args):
-            return _cmd(service.execute(body.command, args, by=by(request)))
-
-    @app.post("/api/validate", tags=["configs"])
-    def validate(body: ValidateBody):
-        """Live validation (a read: nothing is stored; needs the read token if one is
-        set): ``{ok, errors, message, canonical}``; the first 20 problems are listed, then
-        how many more there are."""
-        with parsing(body.source, body.sink, body.spec):
-            return service.validate(body.source, body.sink, body.spec)
-
-    _mount_console(app)
-    return app
+            return _cmd(service.execute(body.command, args, by=_by(request)))
 
 
 def _mount_console(app: FastAPI) -> None:

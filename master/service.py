@@ -4,7 +4,7 @@
 :class:`zk.cluster_view.ClusterView` they read. Any master serves any request: the service
 keeps no state of its own beyond that view of ZooKeeper.
 
-Every call but ``validate`` raises :class:`ZkError` at once while this master is not
+Every command and listing raises :class:`ZkError` at once while this master is not
 connected to ZooKeeper (a request is never queued until ZooKeeper returns).
 """
 from __future__ import annotations

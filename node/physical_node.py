@@ -226,7 +226,7 @@ class PhysicalNode:
             cfg = None
             zxid = 0
             if data is not None and stat is not None:
-                cfg = ConfigStore._logical(name, data, stat.version)
+                cfg = ConfigStore.parse_logical(name, data, stat.version)
                 zxid = stat.mzxid
             self._queue.put(("config", name, cfg, zxid))
 

@@ -146,10 +146,12 @@ class ConfigStore:
             raw, stat = self.zk.get(self.logical_path(name))
         except NoNodeError:
             return None
-        return self._logical(name, raw, stat.version)
+        return self.parse_logical(name, raw, stat.version)
 
     @staticmethod
-    def _logical(name: str, raw: bytes, version: int) -> LogicalConfig:
+    def parse_logical(name: str, raw: bytes, version: int) -> LogicalConfig:
+        """The config a ``logical/<name>`` znode holds (``raw``, at ``version``); keys it
+        does not know are ignored, bad JSON gives the defaults."""
         d = _loads(raw) or {}
         known = {k: d[k] for k in ("source", "sink", "flow", "tsource", "tsink", "refresh")
                  if k in d}
@@ -207,7 +209,7 @@ class ConfigStore:
         for _ in range(CAS_TRIES):
             try:
                 raw, stat = self.zk.get(path)
-                old = self._logical(name, raw, stat.version)
+                old = self.parse_logical(name, raw, stat.version)
             except NoNodeError:
                 old = None
             new = change(old)
@@ -235,7 +237,7 @@ class ConfigStore:
             return False
         if stat.version != expected_version:
             return False
-        cfg = self._logical(name, raw, stat.version)
+        cfg = self.parse_logical(name, raw, stat.version)
         cfg.tsource, cfg.tsink = tsource, tsink
         try:
             self.zk.set(self.logical_path(name), _dumps(cfg.data()), version=stat.version)

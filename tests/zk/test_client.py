@@ -38,3 +38,19 @@ def test_oversized_requests_refused_without_losing_the_connection(zk_client, zk_
     assert zk_client.client_id == session and zk_client.state == KazooState.CONNECTED
     assert states == []
     zk_client.delete(zk_root, recursive=True)
+
+
+def test_zk_errors_translates_kazoo_exceptions_and_keeps_its_own():
+    from kazoo.exceptions import ConnectionLoss, NoNodeError
+    from zk.client import ConflictError, zk_errors
+    with pytest.raises(ZkError, match="^reading x: NoNodeError") as got:
+        with zk_errors("reading x"):
+            raise NoNodeError()
+    assert isinstance(got.value.__cause__, NoNodeError)
+    with pytest.raises(ConflictError):          # already ours: passes unchanged
+        with zk_errors("writing x"):
+            raise ConflictError("lost")
+    with pytest.raises(ValueError):             # not ZooKeeper's: not touched
+        with zk_errors("x"):
+            raise ValueError()
+    assert not isinstance(ConnectionLoss(), ZkError)

@@ -133,6 +133,13 @@ SEND_STRUCT_BATCH_BYTES = MAX_MESSAGE_BYTES // STRUCT_SHARE // 2   # appendBatch
 
 _idl = None
 _idl_lock = threading.Lock()
+_serving = threading.local()     # .peer: the address a server thread is answering
+
+
+def current_peer() -> str:
+    """The sender's address of the call a ``ThriftServer`` thread is answering ("" in
+    any other thread): for bounds per address in the handlers."""
+    return getattr(_serving, "peer", "")
 _PRIORITIES = tuple(Priority)
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -466,6 +473,7 @@ class RpcServer:
 
     def _serve(self, conn: socket.socket, peer: str, reader: wire.Reader) -> None:
         dispatch = self._dispatch
+        _serving.peer = peer
         try:
             while not self._stopped.is_set():
                 reader.begin(self.max_message_bytes)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import zlib
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from zk.commit_log import ClaimOutcome
 
@@ -25,10 +26,79 @@ from ..codec import BatchTooLarge
 from ..component import Metrics, NodeContext
 from ..limits import Refusals
 from ..rpc import decode_payload
-from .protocol import (COMMITTED, FAILED, MAX_AGENTS, OK, RETRY, TAKEN_BY, HeldState,
+from .protocol import (AGENT_IDLE_MS, COMMITTED, FAILED, MAX_AGENTS,
+                       MAX_NEW_AGENTS_PER_MINUTE, OK, RETRY, TAKEN_BY, HeldState,
                        agent_id_problem, collector_id, commit_log_of, group_key)
 
 log = logging.getLogger(__name__)
+
+NEW_AGENTS_WINDOW = 60.0   # seconds over which new agent ids are counted per address
+
+
+class AgentLimits(NamedTuple):
+    """Bounds on the agent ids a collector takes groups from (collectorSource's
+    ``maxAgents``, ``agentIdleMs``, ``maxNewAgentsPerMinute``)."""
+
+    max_agents: int = MAX_AGENTS
+    idle: float = AGENT_IDLE_MS / 1000
+    max_new_per_minute: int = MAX_NEW_AGENTS_PER_MINUTE
+
+
+class AgentTable:
+    """The agent ids a collector keeps track of, bounded (not thread-safe: the caller
+    holds :attr:`CollectorState.lock`).
+
+    An agent is *live* while the collector holds one of its groups (``busy``) or took one
+    within ``limits.idle`` seconds; at most ``limits.max_agents`` are live, and at most
+    ``limits.max_new_per_minute`` ids that are not live are admitted per sender address
+    per minute. An agent neither busy nor seen for ``idle`` seconds is forgotten: it is
+    admitted again later as a new one. Memory is O(live agents + addresses that brought a
+    new id within the last minute)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.seen: dict[str, float] = {}        # agent -> last taken; oldest first
+        self.new_by_peer: dict[str, tuple[float, int]] = {}   # window start, ids admitted
+
+    def admit(self, agent: str, peer: str, limits: AgentLimits,
+              busy: Callable[[], set[str]]) -> str | None:
+        """None if a group of ``agent`` from ``peer`` may be taken (``agent`` is then
+        live); else the refusal reason: ``new_agents`` (this address brought
+        ``max_new_per_minute`` new ids within the last minute) or ``agents``
+        (``max_agents`` are live)."""
+        now = self.clock()
+        if self.seen.pop(agent, None) is not None:
+            self.seen[agent] = now           # to the newest end
+            return None
+        self._expire(now - limits.idle, busy)
+        start, n = self.new_by_peer.get(peer, (now, 0))
+        if now - start >= NEW_AGENTS_WINDOW:
+            start, n = now, 0
+        if n >= limits.max_new_per_minute:
+            return "new_agents"
+        if len(self.seen) >= limits.max_agents:
+            return "agents"
+        if len(self.new_by_peer) >= limits.max_agents and peer not in self.new_by_peer:
+            self.new_by_peer = {p: w for p, w in self.new_by_peer.items()
+                                if now - w[0] < NEW_AGENTS_WINDOW}
+        self.new_by_peer[peer] = (start, n + 1)
+        self.seen[agent] = now
+        return None
+
+    def _expire(self, before: float, busy: Callable[[], set[str]]) -> None:
+        """Forget agents last seen before ``before`` (the oldest first) unless busy: a
+        busy one counts as seen now."""
+        held: set[str] | None = None
+        now = self.clock()
+        while self.seen:
+            agent, last = next(iter(self.seen.items()))
+            if last >= before:
+                return
+            if held is None:
+                held = busy()
+            del self.seen[agent]
+            if agent in held:
+                self.seen[agent] = now       # to the newest end: the loop ends there
 
 
 class CollectorState:
@@ -50,20 +120,16 @@ class CollectorState:
         # it as possibly holding groups)
         self.batch_has_groups: bool | None = None
         self._after_sinks_left: list[Callable[[], None]] = []
-        # every agent id this collector took a group from (for as long as the node runs):
-        # each leaves persistent znodes, so their number is bounded (admit_agent)
-        self.agents: set[str] = set()
+        # the agents this collector takes groups from: each leaves znodes, so the live
+        # ones and the rate of new ones are bounded (admit_agent)
+        self.agents = AgentTable()
 
-    def admit_agent(self, agent: str, limit: int) -> bool:
-        """True if groups of ``agent`` may be taken: known already, or one of the first
-        ``limit`` distinct agents."""
+    def admit_agent(self, agent: str, peer: str, limits: AgentLimits) -> str | None:
+        """None if groups of ``agent`` (sent from address ``peer``) may be taken; else
+        why not (:meth:`AgentTable.admit`)."""
         with self.lock:
-            if agent in self.agents:
-                return True
-            if len(self.agents) >= limit:
-                return False
-            self.agents.add(agent)
-            return True
+            return self.agents.admit(agent, peer, limits,
+                                     lambda: {a for a, _ in self.held})
 
     def when_sinks_left(self, action: Callable[[], None]) -> bool:
         """Run ``action`` once no E2E sink of this node is open any more (from the last
@@ -142,16 +208,17 @@ class GroupHandler:
     Everything is checked before ZooKeeper is asked anything, so a call answered FAILED
     leaves no znode: the agent id (:func:`agent_id_problem`), the checksum, the payload
     (decoded within ``limits``: the source's ``(max_bytes, max_events)``), its event
-    count, and the number of distinct agents (at most ``max_agents``; a group of one more
-    agent is FAILED until the node restarts). Each refusal is counted and logged through
-    ``refusals`` (the source's: ``refused_malformed``, ``refused_agents``,
+    count, and the agent (``agent_limits``, :class:`AgentTable`: a group of an agent past
+    ``max_agents`` live ones, or past ``max_new_per_minute`` new ids from its sender's
+    address, is FAILED). Each refusal is counted and logged through ``refusals`` (the
+    source's: ``refused_malformed``, ``refused_agents``, ``refused_new_agents``,
     ``refused_bytes``/``refused_decompressed``/``refused_events``)."""
 
     def __init__(self, ctx: NodeContext, enqueue: Callable[[list, dict], bool]):
         self.ctx = ctx
         self.enqueue = enqueue
         self.limits: tuple[int | None, int | None] = (None, None)
-        self.max_agents = MAX_AGENTS
+        self.agent_limits = AgentLimits()
         self.state = collector_state(ctx)
         self.metrics = Metrics()
         self.refusals = Refusals(self.metrics, log, f"collector {self.state.collector_id}")
@@ -161,7 +228,8 @@ class GroupHandler:
         return FAILED, message
 
     def append_group(self, agent: str, seq: int, checksum: int, payload: bytes,
-                     count: int) -> tuple[int, str]:
+                     count: int, peer: str = "") -> tuple[int, str]:
+        """Answer one ``appendGroup`` sent from address ``peer``."""
         m = self.metrics
         problem = agent_id_problem(agent)
         if problem is not None:
@@ -186,10 +254,17 @@ class GroupHandler:
             m.add("groups_corrupt")
             return self._refuse("malformed", f"group {agent}:{seq} holds {len(events)} "
                                              f"events, the call says {count}")
-        if not st.admit_agent(agent, self.max_agents):
-            return self._refuse("agents", f"group {agent}:{seq}: this collector takes "
-                                          f"groups from {self.max_agents} distinct agents "
-                                          f"at most (maxAgents)")
+        refused = st.admit_agent(agent, peer, self.agent_limits)
+        if refused == "new_agents":
+            return self._refuse(refused, f"group {agent}:{seq} from {peer or '?'}: this "
+                                         f"collector takes {self.agent_limits.max_new_per_minute}"
+                                         f" new agent ids per address per minute at most "
+                                         f"(maxNewAgentsPerMinute)")
+        if refused is not None:
+            return self._refuse(refused, f"group {agent}:{seq}: this collector keeps track"
+                                         f" of {self.agent_limits.max_agents} agents at "
+                                         f"most (maxAgents), all active within the last "
+                                         f"{self.agent_limits.idle:g} s (agentIdleMs)")
         key = (agent, seq)
         with st.lock:
             cur = st.held.get(key)

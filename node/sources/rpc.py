@@ -54,15 +54,15 @@ import zlib
 
 from ..codec import BatchTooLarge
 from ..component import NodeContext
-from ..e2e import MAX_AGENTS
+from ..e2e import AGENT_IDLE_MS, MAX_AGENTS, MAX_NEW_AGENTS_PER_MINUTE
 from ..errors import SourceError
 from ..event import Event
 from ..limits import Refusals
 from ..registry import source
 from ..rpc import (DEFAULT_PORT, IDLE_TIMEOUT, MAX_BATCH_EVENTS, MAX_CONNECTIONS,
                    MAX_CONNECTIONS_PER_PEER, MAX_MESSAGE_BYTES, MESSAGE_TIMEOUT,
-                   LockedCounter, RpcServer, Status, clip, decode_payload, from_thrift,
-                   result)
+                   LockedCounter, RpcServer, Status, clip, current_peer, decode_payload,
+                   from_thrift, result)
 from ._batchqueue import BatchQueue
 from ._net import ServerSource
 
@@ -216,7 +216,8 @@ class _Handler:
                                          f"{src.maxBatchEvents} allowed")
         groups = src._groups
         if groups is not None:
-            status, message = groups.append_group(agent, seq, checksum, payload, count)
+            status, message = groups.append_group(agent, seq, checksum, payload, count,
+                                                  current_peer())
             if status == Status.RETRY:
                 src._count("retries")
             return result(status, message)
@@ -392,9 +393,11 @@ class RpcSource(ServerSource):
 
 @source("collectorSource")
 class CollectorSource(RpcSource):
-    """The collector's RPC server; with ZooKeeper, E2E groups go through ``node.e2e``,
-    from at most ``maxAgents`` distinct agent ids (more are answered FAILED and counted in
-    ``refused_agents``)."""
+    """The collector's RPC server; with ZooKeeper, E2E groups go through ``node.e2e``.
+    Agents are bounded (``node.e2e.collector.AgentTable``): at most ``maxAgents`` live
+    agent ids (with a group held, or one taken within ``agentIdleMs``; more are answered
+    FAILED, ``refused_agents``), and at most ``maxNewAgentsPerMinute`` ids not live yet
+    per sender address per minute (FAILED, ``refused_new_agents``)."""
 
     def __init__(self, port: int = DEFAULT_PORT, *, bind: str = "0.0.0.0",
                  timeoutMs: int = 5000, maxConnections: int = MAX_CONNECTIONS,
@@ -402,28 +405,35 @@ class CollectorSource(RpcSource):
                  idleTimeoutMs: int = int(IDLE_TIMEOUT * 1000),
                  messageTimeoutMs: int = int(MESSAGE_TIMEOUT * 1000),
                  maxMessageBytes: int = MAX_MESSAGE_BYTES,
-                 maxBatchEvents: int = MAX_BATCH_EVENTS, maxAgents: int = MAX_AGENTS):
+                 maxBatchEvents: int = MAX_BATCH_EVENTS, maxAgents: int = MAX_AGENTS,
+                 agentIdleMs: int = AGENT_IDLE_MS,
+                 maxNewAgentsPerMinute: int = MAX_NEW_AGENTS_PER_MINUTE):
         super().__init__(port, bind=bind, timeoutMs=timeoutMs,
                          maxConnections=maxConnections,
                          maxConnectionsPerPeer=maxConnectionsPerPeer,
                          idleTimeoutMs=idleTimeoutMs, messageTimeoutMs=messageTimeoutMs,
                          maxMessageBytes=maxMessageBytes, maxBatchEvents=maxBatchEvents)
-        if maxAgents < 1:
-            raise ValueError(f"maxAgents must be at least 1, got {maxAgents}")
+        for name, value in (("maxAgents", maxAgents), ("agentIdleMs", agentIdleMs),
+                            ("maxNewAgentsPerMinute", maxNewAgentsPerMinute)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
         self.maxAgents = maxAgents
+        self.agentIdleMs = agentIdleMs
+        self.maxNewAgentsPerMinute = maxNewAgentsPerMinute
 
     def _group_handler(self, ctx: NodeContext):
         if ctx.shared.get("zk_store") is None:
             return None
         try:
             from .. import e2e
-            make = e2e.collector_group_handler
+            make, limits = e2e.collector_group_handler, e2e.AgentLimits
         except (ImportError, AttributeError) as exc:
             log.warning("collectorSource: E2E groups are taken without acknowledgement "
                         "(node.e2e is not available: %s)", exc)
             return None
         handler = make(ctx, self._enqueue)
         handler.limits = (self.maxMessageBytes, self.maxBatchEvents)
-        handler.max_agents = self.maxAgents
+        handler.agent_limits = limits(
+            self.maxAgents, self.agentIdleMs / 1000, self.maxNewAgentsPerMinute)
         handler.refusals = self._refusals
         return handler

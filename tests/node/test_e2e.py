@@ -982,6 +982,70 @@ def test_distinct_agents_past_max_agents_are_refused(cluster, store):
         CollectorSource(0, maxAgents=0)
 
 
+def test_max_agents_bounds_live_agents_only_an_idle_one_is_forgotten(cluster, store):
+    """maxAgents is not a lifetime budget: once the groups of the first agents are
+    committed and they stay idle past agentIdleMs, a new agent is taken."""
+    col = cluster.collector("colidle", roll_ms=100,
+                            source_args=", maxAgents=2, agentIdleMs=300")
+    rpc = RpcClient("127.0.0.1", port_of(col), timeout=10)
+    payload = encode_events(events_from_lines([b"idle"]))
+    crc = zlib.crc32(payload)
+    for a in ("old-1", "old-2"):
+        assert rpc.append_group(a, 1, crc, payload, 1)[0] == Status.OK
+    status, msg = rpc.append_group("new-1", 1, crc, payload, 1)
+    assert status == Status.FAILED and "maxAgents" in msg
+    wait_until(lambda: store.commits.list_groups("old-1") == [1]
+               and store.commits.list_groups("old-2") == [1], what="old groups committed")
+    wait_until(lambda: rpc.append_group("new-1", 1, crc, payload, 1)[0] == Status.OK,
+               timeout=10, what="a new agent taken once the old ones are idle")
+    wait_until(lambda: store.commits.list_groups("new-1") == [1], what="new group committed")
+    rpc.close()
+    metrics = col.status()["components"]["source"]["metrics"]
+    assert metrics["refused_agents"] >= 1
+    assert output_lines(cluster.out) == collections.Counter({b"idle": 3})
+
+
+def test_new_agent_ids_per_address_per_minute_are_bounded(cluster, store):
+    col = cluster.collector("colrate", roll_ms=100, source_args=", maxNewAgentsPerMinute=3")
+    rpc = RpcClient("127.0.0.1", port_of(col), timeout=10)
+    payload = encode_events(events_from_lines([b"rate"]))
+    crc = zlib.crc32(payload)
+    for i in range(3):
+        assert rpc.append_group(f"rate-{i}", 1, crc, payload, 1)[0] == Status.OK
+    status, msg = rpc.append_group("rate-3", 1, crc, payload, 1)
+    assert status == Status.FAILED, msg
+    assert "maxNewAgentsPerMinute" in msg and "127.0.0.1" in msg
+    assert rpc.append_group("rate-0", 2, crc, payload, 1)[0] == Status.OK   # live: taken
+    rpc.close()
+    metrics = col.status()["components"]["source"]["metrics"]
+    assert metrics["refused_new_agents"] == 1
+    assert "rate-3" not in claimed_agents(store)
+    from node.sources.rpc import CollectorSource
+    with pytest.raises(ValueError, match="maxNewAgentsPerMinute must be at least 1"):
+        CollectorSource(0, maxNewAgentsPerMinute=0)
+
+
+def test_agent_table_counts_new_ids_per_address_and_keeps_busy_agents():
+    from node.e2e.collector import AgentLimits, AgentTable
+    now = [0.0]
+    table = AgentTable(clock=lambda: now[0])
+    limits = AgentLimits(max_agents=3, idle=10.0, max_new_per_minute=2)
+    busy: set[str] = set()
+    assert table.admit("a", "10.0.0.1", limits, lambda: busy) is None
+    assert table.admit("b", "10.0.0.1", limits, lambda: busy) is None
+    assert table.admit("c", "10.0.0.1", limits, lambda: busy) == "new_agents"
+    assert table.admit("c", "10.0.0.2", limits, lambda: busy) is None   # another address
+    assert table.admit("d", "10.0.0.3", limits, lambda: busy) == "agents"
+    busy = {"a"}                   # a group of "a" is still held: never forgotten
+    now[0] = 11.0
+    assert table.admit("d", "10.0.0.3", limits, lambda: busy) is None
+    assert set(table.seen) == {"a", "d"}
+    now[0] = 30.0
+    assert table.admit("e", "10.0.0.1", limits, lambda: busy) == "new_agents"
+    now[0] = 61.0                  # a new minute for 10.0.0.1
+    assert table.admit("e", "10.0.0.1", limits, lambda: busy) is None
+
+
 def test_an_agent_named_outside_the_id_characters_still_delivers_exactly_once(cluster,
                                                                              channel, store):
     """A logical node name may hold characters (and a length) an agent id may not: the

@@ -125,6 +125,25 @@ class CommitLog:
             raise _zk_error(exc, f"claiming group {agent}:{seq}") from exc
         return ClaimRequest(self, agent, seq, claim, c, g, w, owner)
 
+    def drop_claim_folders(self, agents) -> None:
+        """Delete ``claims/<agent>`` of each of ``agents`` where it is empty (ZooKeeper
+        refuses to delete one holding a claim): the folders of agents a collector forgot
+        (node/e2e/collector.py). Sent without waiting for the answers. Safe for
+        exactly-once: claims are ephemeral, and a claim created meanwhile (by any
+        collector) whose folder is gone makes it again (:meth:`ClaimRequest.result`)."""
+        for agent in agents:
+            path = self.path("claims", agent)
+            with self._ensured_lock:
+                self._ensured.discard(path)
+            try:
+                self.client.delete_async(path)
+            except _KAZOO_ERRORS:
+                pass        # left for the next time this agent is forgotten
+
+    def _unensure(self, kind: str, owner: str) -> None:
+        with self._ensured_lock:
+            self._ensured.discard(self.path(kind, owner))
+
     def claim_exists(self, agent: str, seq: int) -> bool:
         return self.zk.exists(self.path("claims", agent, seq)) is not None
 
@@ -379,7 +398,7 @@ class ClaimRequest:
             return ClaimOutcome.HELD
         return ClaimOutcome.CLAIMED
 
-    def result(self) -> ClaimOutcome:
+    def result(self, again: bool = True) -> ClaimOutcome:
         seq = self.seq
         try:
             state = ClaimOutcome.CLAIMED
@@ -387,6 +406,14 @@ class ClaimRequest:
                 self._c.get(E2E_TIMEOUT)
             except NodeExistsError:
                 state = self._existing()
+            except NoNodeError:
+                if not again:
+                    raise
+                # claims/<agent> was removed (drop_claim_folders) after it was known to
+                # exist: make it and claim again, with the committed checks read anew
+                # *after* the claim (the reads sent with the failed create came before)
+                self.log._unensure("claims", self.agent)
+                return self.log.begin_claim(self.agent, seq, self.owner).result(False)
             committed = self._g.get(E2E_TIMEOUT) is not None
             try:
                 raw, _ = self._w.get(E2E_TIMEOUT)

@@ -59,6 +59,7 @@ class AgentTable:
         self.clock = clock
         self.seen: dict[str, float] = {}        # agent -> last taken; oldest first
         self.new_by_peer: dict[str, tuple[float, int]] = {}   # window start, ids admitted
+        self.forgotten: list[str] = []          # forgotten since the caller last took them
 
     def admit(self, agent: str, peer: str, limits: AgentLimits,
               busy: Callable[[], set[str]]) -> str | None:
@@ -99,6 +100,8 @@ class AgentTable:
             del self.seen[agent]
             if agent in held:
                 self.seen[agent] = now       # to the newest end: the loop ends there
+            else:
+                self.forgotten.append(agent)
 
 
 class CollectorState:
@@ -126,10 +129,16 @@ class CollectorState:
 
     def admit_agent(self, agent: str, peer: str, limits: AgentLimits) -> str | None:
         """None if groups of ``agent`` (sent from address ``peer``) may be taken; else
-        why not (:meth:`AgentTable.admit`)."""
+        why not (:meth:`AgentTable.admit`). The ``claims/<agent>`` folders of agents
+        forgotten meanwhile are deleted where empty (their other znodes stay: the
+        committed groups are the agents' acknowledgements, docs/e2e.md)."""
         with self.lock:
-            return self.agents.admit(agent, peer, limits,
-                                     lambda: {a for a, _ in self.held})
+            refused = self.agents.admit(agent, peer, limits,
+                                        lambda: {a for a, _ in self.held})
+            forgotten, self.agents.forgotten = self.agents.forgotten, []
+        if forgotten:
+            self.commits.drop_claim_folders(forgotten)
+        return refused
 
     def when_sinks_left(self, action: Callable[[], None]) -> bool:
         """Run ``action`` once no E2E sink of this node is open any more (from the last

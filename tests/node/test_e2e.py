@@ -999,10 +999,34 @@ def test_max_agents_bounds_live_agents_only_an_idle_one_is_forgotten(cluster, st
     wait_until(lambda: rpc.append_group("new-1", 1, crc, payload, 1)[0] == Status.OK,
                timeout=10, what="a new agent taken once the old ones are idle")
     wait_until(lambda: store.commits.list_groups("new-1") == [1], what="new group committed")
+    # a forgotten agent's empty claims/<agent> folder is deleted (one at least was
+    # forgotten to make room; the other too unless its group was still held then);
+    # its committed groups (the acknowledgements) stay
+    gone = wait_until(lambda: {"old-1", "old-2"} - claimed_agents(store),
+                      what="the claim folder of a forgotten agent deleted")
+    old = sorted(gone)[0]
+    assert store.commits.list_groups(old) == [1]
+    # a forgotten agent comes back: its folder is made again (the cache knew it)
+    wait_until(lambda: rpc.append_group(old, 2, crc, payload, 1)[0] == Status.OK,
+               timeout=10, what="a forgotten agent taken again")
+    wait_until(lambda: store.commits.list_groups(old) == [1, 2], what="its group committed")
+    assert rpc.append_group(old, 1, crc, payload, 1) == (Status.OK, "committed")
     rpc.close()
     metrics = col.status()["components"]["source"]["metrics"]
     assert metrics["refused_agents"] >= 1
-    assert output_lines(cluster.out) == collections.Counter({b"idle": 3})
+    assert output_lines(cluster.out) == collections.Counter({b"idle": 4})
+
+
+def test_a_claim_whose_folder_was_removed_meanwhile_is_made_again(cluster, store):
+    """Another collector deleted claims/<agent> of an agent it forgot, after this one had
+    made (and remembered) it: the claim makes the folder again instead of failing."""
+    other, other_store = cluster.collector_store()
+    assert store.commits.claim_group("fold", 1, "c1") == "claimed"
+    store.commits.release_claims([("fold", 1)])
+    other_store.commits.drop_claim_folders(["fold"])
+    wait_until(lambda: "fold" not in claimed_agents(store), what="folder deleted")
+    assert store.commits.claim_group("fold", 2, "c1") == "claimed"
+    assert store.commits.claim_holder("fold", 2) == "c1"
 
 
 def test_new_agent_ids_per_address_per_minute_are_bounded(cluster, store):

@@ -19,6 +19,7 @@ import secrets
 import socket
 import threading
 from pathlib import Path
+from typing import Callable
 
 from kazoo.exceptions import NoAuthError, NoNodeError, NotEmptyError
 from kazoo.recipe.election import Election
@@ -203,14 +204,20 @@ def _acl_text(acls) -> str:
 
 class LeaderDuties:
     """Runs for election; while leader, checks registrations (:class:`Registrations`)
-    and re-translates on topology changes."""
+    and re-translates on topology changes. ``protect`` (if given) runs once each time
+    this master becomes the leader, in a thread of its own (the tree's ACLs,
+    :meth:`Master.protect`: it may take long on a big tree, and nothing waits for it);
+    ``protected`` is set when it has ended."""
 
     def __init__(self, client, store: ConfigStore, identifier: str,
-                 registrations: Registrations | None = None):
+                 registrations: Registrations | None = None,
+                 protect: Callable[[], None] | None = None):
         self.client = client
         self.store = store
         self.identifier = identifier
         self.registrations = registrations
+        self.protect = protect
+        self.protected = threading.Event()
         self.stop_event = threading.Event()
         self.dirty = threading.Event()
         self.is_leader = False
@@ -249,6 +256,8 @@ class LeaderDuties:
         # status/: a new child there is checked at once (Registrations), not at the sweep
         for part in ("physical", "status", "mappings", "logical"):
             ChildrenWatch(self.client, self.store.path(part), self._mark)
+        if self.protect is not None:
+            threading.Thread(target=self._protect, name="protect-tree", daemon=True).start()
         try:
             while not self.stop_event.is_set():
                 self.dirty.wait(LEADER_SWEEP_SECONDS)
@@ -267,6 +276,15 @@ class LeaderDuties:
                     log.warning("leader sweep failed: %s", exc)
         finally:
             self.is_leader = False
+
+    def _protect(self) -> None:
+        try:
+            self.protect()
+        except Exception as exc:
+            log.warning("setting the ZooKeeper ACLs of the tree failed (the next leader "
+                        "tries again): %s", exc)
+        finally:
+            self.protected.set()
 
 
 class Master:
@@ -340,14 +358,10 @@ class Master:
         self.store = ConfigStore(self.client, self.root)
         try:
             self.store.ensure_layout()
-            if self.acl is None:
-                self.client.get_children(self.root)   # refused if the tree is protected
-            else:
+            # refused if the tree is protected by ACLs not naming this master
+            self.client.get_children(self.root)
+            if self.acl is not None:
                 self.acl.publish(self.client)
-                checked, changed = protect_tree(self.client, self.root, self.acl)
-                if changed:
-                    log.warning("set the ZooKeeper ACLs of %d of %d znodes under %s",
-                                changed, checked, self.root)
                 if self.managed_zk is not None:
                     if lock_server(self.client, self.acl.masters):
                         log.info("the managed ZooKeeper's / and /zookeeper are now "
@@ -361,9 +375,36 @@ class Master:
         self.service = MasterService(self.store, self.data_dir, self.name)
         refusals = Refusals(self.zk_metrics, log, "the check of node registrations")
         self.leader = LeaderDuties(self.client, self.store, self.name,
-                                   Registrations(self.client, self.store, self.acl, refusals))
+                                   Registrations(self.client, self.store, self.acl, refusals),
+                                   self.protect if self.acl is not None else None)
         self.leader.start()
         return self
+
+    def protect(self) -> None:
+        """Give a tree made before ACLs (or under other credentials) the ACLs of the
+        policy (:func:`zk.acl.protect_tree`). The leader runs it in the background once it
+        leads, so the API serves at once whatever the tree's size; what nodes may
+        register is repaired by :class:`Registrations` meanwhile.
+
+        ``commits/<kind>/`` holds most of a big tree (claims, groups and watermark per
+        agent, and the committed groups), made by nodes with the policy's ACL: it is
+        walked only when the folder's own ACL differs from the policy's (a tree made
+        open, or a changed node credential). protect_tree sets a folder's ACL after
+        everything under it, so a pass cut short is done again at the next lead."""
+        commits = self.store.path("commits")
+        checked, changed = protect_tree(self.client, self.root, self.acl, [commits])
+        for kind in ("claims", "groups", "watermark", "files"):
+            folder = self.store.path("commits", kind)
+            try:
+                current, _ = self.client.get_acls(folder)
+            except NoNodeError:
+                continue
+            if set(current) != set(self.acl.acl(folder)):
+                c, n = protect_tree(self.client, folder, self.acl)
+                checked, changed = checked + c, changed + n
+        if changed:
+            log.warning("set the ZooKeeper ACLs of %d of %d znodes under %s",
+                        changed, checked, self.root)
 
     def app(self):
         from .api import create_app

@@ -39,6 +39,7 @@ import logging
 import os
 import secrets
 import stat as stat_mod
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,13 +279,18 @@ def set_quota(client, path: str, count: int, nbytes: int) -> None:
         client.create(stats, b"count=0,bytes=0")
 
 
-def protect_tree(client, root: str, policy: AclPolicy) -> tuple[int, int]:
+def protect_tree(client, root: str, policy: AclPolicy,
+                 skip: Collection[str] = ()) -> tuple[int, int]:
     """Give every znode under ``root`` (and the root) the ACL of its path: (znodes
     checked, znodes changed). Idempotent; one pass, level by level, the reads of a level
-    pipelined. A znode this session may not read is reported, not fixed (on the managed
-    ZooKeeper the master is the super user and may read everything); NoAuthError when
-    that znode is the root."""
+    pipelined; it costs about one round trip per ``PROTECT_BATCH`` znodes. The children
+    of a path in ``skip`` are not walked (the path itself is checked). The root's ACL is
+    set last, so a root with the right ACL tells that the pass ended under it. A znode
+    this session may not read is reported, not fixed (on the managed ZooKeeper the master
+    is the super user and may read everything); NoAuthError when that znode is the
+    root."""
     checked = changed = denied = 0
+    root_acl = None
     level = [root]
     while level:
         nxt: list[str] = []
@@ -304,9 +310,14 @@ def protect_tree(client, root: str, policy: AclPolicy) -> tuple[int, int]:
                     continue
                 checked += 1
                 want = policy.acl(path)
-                if set(current) != set(want):
+                if set(current) == set(want):
+                    pass
+                elif path == root:
+                    root_acl = want
+                else:
                     sets.append((path, client.set_acls_async(path, want)))
-                nxt.extend(f"{path.rstrip('/')}/{c}" for c in children)
+                if path not in skip:
+                    nxt.extend(f"{path.rstrip('/')}/{c}" for c in children)
             for path, r in sets:
                 try:
                     r.get()
@@ -318,6 +329,9 @@ def protect_tree(client, root: str, policy: AclPolicy) -> tuple[int, int]:
         if not checked and level == [root] and denied:
             raise NoAuthError(f"no access to {root}")
         level = nxt
+    if root_acl is not None:
+        client.set_acls(root, root_acl)
+        changed += 1
     if denied:
         log.warning("ZooKeeper refused this master %d znode(s) under %s: their ACLs do "
                     "not name the master credential and were left as they are", denied, root)

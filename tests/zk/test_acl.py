@@ -257,6 +257,89 @@ def test_open_tree_gets_its_acls_once(zk_client, zk_server, zk_root):
         m.close()
 
 
+@pytest.fixture
+def in_process_master(zk_server, zk_root, tmp_path):
+    """Start a Master (no HTTP) on the test ZooKeeper; removes its tree afterwards."""
+    from master.server import Master
+    made = []
+
+    def start(wait=True):
+        m = Master(tmp_path, zk_server.connect_string, root=zk_root, zk_auth=CREDS,
+                   http_port=0)
+        made.append(m)
+        if wait:
+            m.start()
+        return m
+    yield start
+    for m in made:
+        if m.client is not None:
+            ConfigStore(m.client, zk_root).remove_tree()
+        m.stop()
+
+
+def test_master_serves_before_the_tree_is_protected_and_skips_commits(
+        zk_server, zk_root, in_process_master, monkeypatch):
+    """Review M3: the master walked the whole tree before serving (30,038 znodes: 32 s
+    without an API). Now start() returns at once and the leader sets the ACLs in the
+    background; below commits/<kind>/ only when that folder's ACL is not the policy's
+    (nodes create those znodes with the policy's ACL)."""
+    import threading
+
+    from master import server as master_server
+    m = connect(zk_server.connect_string, auth=MASTER)
+    try:
+        m.acl_policy = AclPolicy.for_master(zk_root, CREDS)
+        protected = ConfigStore(m, zk_root)
+        protected.ensure_layout()
+        protected.commits.raise_watermark("a", 1)     # commits/watermark made protected
+        m.acl_policy = None                 # what follows is created open
+        m.create(f"{zk_root}/logical/web1", b"{}", acl=OPEN_ACL_UNSAFE)
+        mark = f"{zk_root}/commits/watermark/b"
+        m.create(mark, b"1", acl=OPEN_ACL_UNSAFE)
+    finally:
+        m.stop()
+        m.close()
+    release, walking = threading.Event(), threading.Event()
+    real = master_server.protect_tree
+
+    def slow_protect(*args, **kwargs):     # a tree that takes long to walk
+        walking.set()
+        release.wait(30)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(master_server, "protect_tree", slow_protect)
+    master = in_process_master(wait=False)
+    started = threading.Thread(target=master.start, daemon=True)
+    try:
+        started.start()
+        started.join(10)
+        assert not started.is_alive(), "start() waited for the walk of the tree"
+        wait_until(walking.is_set, what="the leader walks the tree")
+        assert not master.leader.protected.is_set()
+        release.set()
+        wait_until(master.leader.protected.is_set, what="the tree protected")
+        web1 = f"{zk_root}/logical/web1"
+        assert set(master.client.get_acls(web1)[0]) == set(master.acl.acl(web1))
+        assert set(master.client.get_acls(mark)[0]) == set(OPEN_ACL_UNSAFE)    # skipped
+    finally:
+        release.set()
+        started.join(10)
+
+
+def test_master_protects_commits_of_a_tree_made_open(zk_client, zk_root,
+                                                     in_process_master):
+    open_store = ConfigStore(zk_client, zk_root)
+    open_store.ensure_layout()
+    assert open_store.commits.claim_group("a", 1, "c") == "claimed"
+    open_store.commits.raise_watermark("a", 3)
+    master = in_process_master()
+    wait_until(master.leader.protected.is_set, what="the tree protected")
+    for path in (f"{zk_root}/commits/claims/a/1", f"{zk_root}/commits/watermark/a",
+                 f"{zk_root}/commits/claims"):
+        assert set(master.client.get_acls(path)[0]) == set(master.acl.acl(path)), path
+    with pytest.raises(NoAuthError):
+        zk_client.get(f"{zk_root}/commits/watermark/a")
+
+
 def test_policy_by_path():
     p = AclPolicy("/flume", [MASTER.id], NODE.id)
 

@@ -263,17 +263,18 @@ class GroupHandler:
             m.add("groups_corrupt")
             return self._refuse("malformed", f"group {agent}:{seq} holds {len(events)} "
                                              f"events, the call says {count}")
-        refused = st.admit_agent(agent, peer, self.agent_limits)
+        lim = self.agent_limits
+        refused = st.admit_agent(agent, peer, lim)
         if refused == "new_agents":
             return self._refuse(refused, f"group {agent}:{seq} from {peer or '?'}: this "
-                                         f"collector takes {self.agent_limits.max_new_per_minute}"
-                                         f" new agent ids per address per minute at most "
+                                         f"collector takes {lim.max_new_per_minute} new "
+                                         f"agent ids per address per minute at most "
                                          f"(maxNewAgentsPerMinute)")
         if refused is not None:
             return self._refuse(refused, f"group {agent}:{seq}: this collector keeps track"
-                                         f" of {self.agent_limits.max_agents} agents at "
-                                         f"most (maxAgents), all active within the last "
-                                         f"{self.agent_limits.idle:g} s (agentIdleMs)")
+                                         f" of {lim.max_agents} agents at most (maxAgents),"
+                                         f" all active within the last {lim.idle:g} s "
+                                         f"(agentIdleMs)")
         key = (agent, seq)
         with st.lock:
             cur = st.held.get(key)

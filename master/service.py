@@ -567,7 +567,7 @@ class MasterService:
         from .translate import retranslate
         try:
             retranslate(self.store, names, world=self._world())
-        except (FlumeError, *_ZK_ERRORS) as exc:
+        except (FlumeError, ZkError, *_ZK_ERRORS) as exc:
             log.warning("retranslation after a change failed: %s", exc)
             return f" (translations pending: {exc})"
         return ""

@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+from zk.errors import CoordinationError
+
 from .errors import FlumeError, SpecError
 from .logical_node import LogicalNode, State
 from .registry import all_components, validate_parts
@@ -340,7 +342,7 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     except UsageError as exc:
         print(f"flume: {exc}", file=sys.stderr)
         return 2
-    except FlumeError as exc:
+    except (FlumeError, CoordinationError) as exc:
         print(f"flume: {exc}", file=sys.stderr)
         return 1
 

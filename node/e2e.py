@@ -44,6 +44,8 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
+from zk.errors import CoordinationError
+
 from .checkpoint import Checkpoint, fsync_dir
 from .component import Metrics, NodeContext
 from .errors import FlumeError, SinkError
@@ -464,7 +466,7 @@ class GroupSender:
             except Exception as exc:   # the thread must survive anything
                 self.metrics.add("errors")
                 log.error("agent %s: sending group %d failed: %s", self.agent, p.seq, exc,
-                          exc_info=not isinstance(exc, FlumeError))
+                          exc_info=not isinstance(exc, (FlumeError, CoordinationError)))
                 with self._cond:
                     if p.seq in self._pending:
                         self._schedule(p, self.clock.monotonic() + self.check * 4)

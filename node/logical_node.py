@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from zk.errors import CoordinationError
+
 from .checkpoint import Checkpoint, CheckpointStore
 from .clock import SYSTEM_CLOCK, Clock
 from .component import NodeContext, Sink, Source
@@ -79,7 +81,7 @@ class _Flow:
         except Exception as exc:  # the flow failed: report it, close what can be closed
             error = exc
             log.error("logical node %s failed: %s", node.name, exc,
-                      exc_info=not isinstance(exc, FlumeError))
+                      exc_info=not isinstance(exc, (FlumeError, CoordinationError)))
         finally:
             node._set_state(State.CLOSING)
             for closer in (source.close, sink.close):

@@ -36,6 +36,7 @@ from kazoo.recipe.watchers import DataWatch
 
 from zk.acl import AclPolicy, Credential
 from zk.client import ZkError, connect
+from zk.errors import CoordinationError
 from zk.store import ConfigStore, LogicalConfig, _loads
 
 from .errors import FlumeError, SpecError
@@ -303,7 +304,7 @@ class PhysicalNode:
         except SpecError as exc:
             self._reject(name, ln, f"spec version {cfg.version} rejected: {exc.message}")
             return
-        except FlumeError as exc:
+        except (FlumeError, CoordinationError) as exc:
             ln.last_error = str(exc)
             ln._set_state(State.ERROR)
         except Exception as exc:  # a spec that reached ZooKeeper without a master's check

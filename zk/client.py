@@ -10,7 +10,7 @@ from kazoo.exceptions import BadArgumentsError, KazooException, ZookeeperError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
-from node.errors import FlumeError
+from .errors import CoordinationError
 
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ RETRY = dict(max_tries=-1, delay=0.05, backoff=2, max_delay=2.0, deadline=30.0,
              ignore_expire=True)
 
 
-class ZkError(FlumeError):
+class ZkError(CoordinationError):
     """ZooKeeper could not be reached or refused an operation."""
 
 

@@ -1,4 +1,5 @@
-"""Escape expansion in paths, prefixes and patterns (REFERENCE section 6).
+"""Escape expansion in paths, prefixes and patterns (docs/spec-language.md, "Escapes in
+file names").
 
 Escapes:
 

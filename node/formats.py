@@ -1,4 +1,4 @@
-"""Output formats and whole-file compression (REFERENCE section 6).
+"""Output formats and whole-file compression.
 
 A format turns batches of events into bytes. It is a spec value: ``console(json)``,
 ``text("f", "json")``, ``escapedFormatDfs("dir", "f", avrodata("deflate"))`` -- a string

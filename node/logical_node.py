@@ -1,6 +1,6 @@
 """The logical node driver: runs one ``source | sink`` flow on a thread.
 
-States (REFERENCE section 7): HELLO (created), CONFIGURING (building and opening a flow),
+States: HELLO (created), CONFIGURING (building and opening a flow),
 ACTIVE (moving events), CLOSING (closing a flow), IDLE (no flow, or the source is
 exhausted and everything was written), ERROR (the flow failed; ``last_error`` says why),
 LOST and DECOMMISSIONED are set by the master's view, never by the driver.

@@ -1,4 +1,4 @@
-"""The decorators of REFERENCE section 4, each built through the real spec builder."""
+"""Every decorator, each built through the real spec builder."""
 from __future__ import annotations
 
 import base64

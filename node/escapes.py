@@ -87,7 +87,6 @@ _DATE_FIELDS: dict[str, Callable[[time.struct_time], str]] = {
     "z": lambda tm: zone_offset(tm),
 }
 
-DATE_ESCAPES = frozenset(_DATE_FIELDS)
 _CACHE_LIMIT = 4096
 MAX_ESCAPES = 128
 

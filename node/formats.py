@@ -394,11 +394,6 @@ AVRO_SCHEMA = {
 }
 
 
-def avro_record(e: Event) -> dict:
-    return {"timestamp": e.timestamp, "nanos": e.nanos, "priority": _PRIO_NAMES[e.priority],
-            "host": e.host, "body": e.body, "attrs": e.attrs}
-
-
 def event_from_avro(r: dict) -> Event:
     return Event(r["body"], r["timestamp"], r["nanos"], Priority[r["priority"]], r["host"],
                  dict(r["attrs"]))

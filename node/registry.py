@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from .component import Sink, Source
 from .errors import SpecError, SpecErrors
-from .spec import (Call, Decorated, Definition, Failover, FanOut, Func, Let, Lit, SinkNode,
+from .spec import (Call, Decorated, Failover, FanOut, Func, Let, Lit, SinkNode,
                    format_value)
 
 SPECIAL_FIRST = ("inner", "inner_factory", "branches")
@@ -363,10 +363,6 @@ class _Unbuilt:
 def build_sink(node: SinkNode) -> Sink:
     """Build a runtime sink tree from a sink node. Raises the first SpecError."""
     return _build(node, {}, _Collector(False))
-
-
-def build_definition(d: Definition) -> tuple[Source, Sink]:
-    return build_source(d.source), build_sink(d.sink)
 
 
 def validate_parts(source: Call | None, sink: SinkNode | None, text: str | None = None) -> None:

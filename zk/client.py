@@ -8,7 +8,6 @@ import logging
 from kazoo.client import KazooClient, TransactionRequest
 from kazoo.exceptions import BadArgumentsError, KazooException, ZookeeperError
 from kazoo.handlers.threading import KazooTimeoutError
-from kazoo.retry import KazooRetry
 
 from .errors import CoordinationError
 
@@ -119,11 +118,6 @@ def connect(hosts: str, timeout: float = 15.0, session_timeout: float = 10.0,
         client.close()
         raise ZkError(f"cannot reach ZooKeeper at {hosts} within {timeout:.0f} s") from exc
     return client
-
-
-def retrying(client: KazooClient) -> KazooRetry:
-    """The one retry policy, bound to ``client``."""
-    return KazooRetry(**RETRY)
 
 
 def translate(exc: Exception, what: str) -> ZkError:

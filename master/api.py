@@ -28,8 +28,6 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from kazoo.exceptions import KazooException, ZookeeperError
-from kazoo.handlers.threading import KazooTimeoutError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -39,9 +37,11 @@ from node.hosts import HostPolicy
 from node.redact import has_redacted, redact_tree, unredact
 from zk.client import ConflictError, ZkError
 
+from . import command_table
+from .errors import CommandError, CommandFailed, NotFound
 from .http_guard import DEFAULT_MAX_BODY, Guard
-from .service import (CommandError, CommandFailed, MasterService, NotFound,
-                      render_spec_error, spec_error_list)
+from .service import MasterService
+from .validation import render_spec_error, spec_error_list
 
 MAX_SPEC_HALF = 64 * 1024           # a source or a sink
 MAX_ARG = 1024 * 1024               # one command argument (a multiconfig spec): parsing
@@ -107,7 +107,8 @@ class CommandBody(_Body):
     """Any command of the master, e.g. ``{"command": "config", "args": ["node1",
     "tail(\\"/var/log/a.log\\")", "null"]}``."""
     command: Annotated[str, StringConstraints(min_length=1, max_length=100)] = Field(
-        examples=["noop"])
+        examples=["noop"], description="one of: " + "; ".join(
+            c.usage for c in command_table.COMMANDS) + " (any case; - and _ ignored)")
     args: Annotated[list[Arg], Field(max_length=MAX_ARGS)] = []
 
 
@@ -135,28 +136,46 @@ def create_app(service: MasterService, token: str | None = None, *,
     app.add_middleware(Guard, metrics=metrics, hosts=hosts, write_token=token or read_token,
                        read_token=read_token, max_body=max_body)
 
-    heavy = threading.BoundedSemaphore(HEAVY_AT_ONCE)
+    parsing = _ParseSlots()
+    _add_error_handlers(app)
+    _add_listings(app, service, metrics)
+    _add_configs(app, service, parsing)
+    _add_mappings(app, service)
+    _add_commands(app, service, parsing)
+    _mount_console(app)
+    return app
+
+
+class _ParseSlots:
+    """Bounds the memory of concurrent requests (not of one: MAX_ARG does): those carrying
+    more than HEAVY_SPEC of spec text parse HEAVY_AT_ONCE at a time, waiting HEAVY_WAIT s
+    at most for a slot (then 503)."""
+
+    def __init__(self):
+        self._heavy = threading.BoundedSemaphore(HEAVY_AT_ONCE)
 
     @contextmanager
-    def parsing(*texts: str | None):
-        """Bounds the memory of concurrent requests (not of one: MAX_ARG does): those
-        carrying more than HEAVY_SPEC of spec text parse HEAVY_AT_ONCE at a time."""
+    def __call__(self, *texts: str | None):
         if sum(len(t) for t in texts if t) <= HEAVY_SPEC:
             yield
             return
-        if not heavy.acquire(timeout=HEAVY_WAIT):
+        if not self._heavy.acquire(timeout=HEAVY_WAIT):
             raise _Busy()
         try:
             yield
         finally:
-            heavy.release()
+            self._heavy.release()
 
-    def by(request: Request) -> str:
-        client = request.client.host if request.client else "?"
-        agent = request.headers.get("user-agent", "")[:60]
-        return f"{client} {agent}".strip()
 
-    # ------------------------------------------------------------ errors
+def _by(request: Request) -> str:
+    """Who sent a command, for its record."""
+    client = request.client.host if request.client else "?"
+    agent = request.headers.get("user-agent", "")[:60]
+    return f"{client} {agent}".strip()
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as a JSON ``{"message"}`` with the status the module docstring gives."""
     @app.exception_handler(_Busy)
     def busy(request, exc):
         return _json(503, {"message": "the master is busy parsing other large specs; "
@@ -183,10 +202,9 @@ def create_app(service: MasterService, token: str | None = None, *,
     def conflict(request, exc):
         return _json(409, {"message": str(exc)})
 
+    @app.exception_handler(ZkError)
     def unavailable(request, exc):
         return _json(503, {"message": f"ZooKeeper is unavailable: {exc}"})
-    for cls in (ZkError, KazooException, ZookeeperError, KazooTimeoutError):
-        app.add_exception_handler(cls, unavailable)
 
     @app.exception_handler(RequestValidationError)
     def bad_request(request, exc: RequestValidationError):
@@ -206,7 +224,9 @@ def create_app(service: MasterService, token: str | None = None, *,
     def http_error(request, exc: StarletteHTTPException):
         return _json(exc.status_code, {"message": str(exc.detail)}, exc.headers)
 
-    # ------------------------------------------------------------ listings
+
+def _add_listings(app: FastAPI, service: MasterService, metrics: Metrics) -> None:
+    """Health, status and flows (served as the memoised JSON of the listings)."""
     @app.get("/api/health", tags=["listings"])
     def health():
         """200 when this master reaches ZooKeeper, 503 otherwise; ``refused`` counts the
@@ -224,6 +244,14 @@ def create_app(service: MasterService, token: str | None = None, *,
         physical node (alive, host, mapped logical nodes)."""
         return _raw(service.status_json())
 
+    @app.get("/api/flows", tags=["listings"])
+    def flows():
+        """``{flow: {agents, collectors, pool, others, chains}}``."""
+        return _raw(service.flows_json())
+
+
+def _add_configs(app: FastAPI, service: MasterService, parsing: _ParseSlots) -> None:
+    """Configs as resources (``config`` and ``unconfig`` underneath) and live validation."""
     @app.get("/api/configs", tags=["configs"])
     def configs():
         """Every logical node's config: entered and translated specs, flow, version."""
@@ -241,56 +269,14 @@ def create_app(service: MasterService, token: str | None = None, *,
         sink = _unredacted(service, "sink", body.sink)
         args = [name] + ([body.flow] if body.flow is not None else []) + [source, sink]
         with parsing(source, sink):
-            cmd = service.execute("config", args, by=by(request), raise_failed=True)
+            cmd = service.execute("config", args, by=_by(request), raise_failed=True)
         return {"command": _cmd(cmd), "config": service.config(name)}
 
     @app.delete("/api/configs/{name}", tags=["configs"])
     def delete_config(name: str, request: Request):
         """``unconfig NAME``: 404 if it has no config."""
-        cmd = service.execute("unconfig", [name], by=by(request), raise_failed=True)
+        cmd = service.execute("unconfig", [name], by=_by(request), raise_failed=True)
         return {"command": _cmd(cmd)}
-
-    @app.get("/api/mappings", tags=["mappings"])
-    def mappings():
-        """``{physical: [logical, ...]}``."""
-        return service.mappings()
-
-    @app.post("/api/mappings", tags=["mappings"])
-    def post_mapping(body: MappingBody, request: Request):
-        """``map PHYSICAL LOGICAL``: 409 if the logical node runs elsewhere."""
-        cmd = service.execute("map", [body.physical, body.logical], by=by(request),
-                              raise_failed=True)
-        return {"command": _cmd(cmd), "mappings": service.mappings()}
-
-    @app.delete("/api/mappings/{physical}/{logical}", tags=["mappings"])
-    def delete_mapping(physical: str, logical: str, request: Request):
-        """``unmap PHYSICAL LOGICAL``: 404 if it is not mapped there."""
-        cmd = service.execute("unmap", [physical, logical], by=by(request),
-                              raise_failed=True)
-        return {"command": _cmd(cmd)}
-
-    @app.get("/api/flows", tags=["listings"])
-    def flows():
-        """``{flow: {agents, collectors, pool, others, chains}}``."""
-        return _raw(service.flows_json())
-
-    @app.get("/api/commands", tags=["commands"])
-    def commands(limit: Annotated[int, Query(ge=1, le=1000)] = 100):
-        """The command history, newest first."""
-        return service.commands(limit)
-
-    @app.get("/api/commands/{cmd_id}", tags=["commands"])
-    def command(cmd_id: str):
-        return service.command(cmd_id)
-
-    @app.post("/api/commands", tags=["commands"])
-    def post_command(body: CommandBody, request: Request):
-        """Run any command (REFERENCE section 7; names case-insensitive). Answers the
-        command record, whose ``state`` is SUCCEEDED or FAILED (with a message); bad
-        usage or a bad spec answers 400."""
-        args = [_unredacted(service, "argument", a) for a in body.args]
-        with parsing(*args):
-            return _cmd(service.execute(body.command, args, by=by(request)))
 
     @app.post("/api/validate", tags=["configs"])
     def validate(body: ValidateBody):
@@ -300,8 +286,54 @@ def create_app(service: MasterService, token: str | None = None, *,
         with parsing(body.source, body.sink, body.spec):
             return service.validate(body.source, body.sink, body.spec)
 
-    _mount_console(app)
-    return app
+
+def _add_mappings(app: FastAPI, service: MasterService) -> None:
+    """Mappings as resources (``map`` and ``unmap`` underneath)."""
+    @app.get("/api/mappings", tags=["mappings"])
+    def mappings():
+        """``{physical: [logical, ...]}``."""
+        return service.mappings()
+
+    @app.post("/api/mappings", tags=["mappings"])
+    def post_mapping(body: MappingBody, request: Request):
+        """``map PHYSICAL LOGICAL``: 409 if the logical node runs elsewhere."""
+        cmd = service.execute("map", [body.physical, body.logical], by=_by(request),
+                              raise_failed=True)
+        return {"command": _cmd(cmd), "mappings": service.mappings()}
+
+    @app.delete("/api/mappings/{physical}/{logical}", tags=["mappings"])
+    def delete_mapping(physical: str, logical: str, request: Request):
+        """``unmap PHYSICAL LOGICAL``: 404 if it is not mapped there."""
+        cmd = service.execute("unmap", [physical, logical], by=_by(request),
+                              raise_failed=True)
+        return {"command": _cmd(cmd)}
+
+
+def _add_commands(app: FastAPI, service: MasterService, parsing: _ParseSlots) -> None:
+    """The command table, the history, and running any command."""
+    @app.get("/api/commands", tags=["commands"])
+    def commands(limit: Annotated[int, Query(ge=1, le=1000)] = 100):
+        """The command history, newest first."""
+        return service.commands(limit)
+
+    @app.get("/api/commands/{cmd_id}", tags=["commands"])
+    def command(cmd_id: str):
+        return service.command(cmd_id)
+
+    @app.get("/api/command-table", tags=["commands"])
+    def commands_taken():
+        """Every command the master takes: ``[{name, aliases, usage, writes, help}]``
+        (``writes``: whether it changes anything; ``[ARG]`` in a usage is optional)."""
+        return [c.public() for c in command_table.COMMANDS]
+
+    @app.post("/api/commands", tags=["commands"])
+    def post_command(body: CommandBody, request: Request):
+        """Run any command of ``GET /api/command-table`` (names case-insensitive).
+        Answers the command record, whose ``state`` is SUCCEEDED or FAILED (with a
+        message); bad usage or a bad spec answers 400."""
+        args = [_unredacted(service, "argument", a) for a in body.args]
+        with parsing(*args):
+            return _cmd(service.execute(body.command, args, by=_by(request)))
 
 
 def _mount_console(app: FastAPI) -> None:
@@ -335,9 +367,8 @@ def _unredacted(service: MasterService, what: str, text: str) -> str:
     sending a password to another host."""
     if not has_redacted(text):
         return text
-    logical = service.view.snapshot()[1]
     try:
-        return unredact(text, (t for cfg in logical.values() for t in (cfg.source, cfg.sink)))
+        return unredact(text, service.stored_specs())
     except RestoreError as exc:
         raise CommandError(f"the {what} holds a URL whose password a listing hid "
                            f"('user:***@') and it cannot be put back: {exc}; type the "

@@ -14,46 +14,13 @@ from pathlib import Path
 
 import httpx
 
+from master.command_table import COMMANDS, MasterCommand
+
 DEFAULT_MASTER = "http://127.0.0.1:35871"
 POLL_SECONDS = 0.25
 CELL = 70                     # widest table cell before it is shortened
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-# subcommand -> (master command, aliases, argument names, help)
-COMMANDS = {
-    "config": ("config", (), None,
-               "configure a logical node: config NODE [FLOW] SOURCE SINK"),
-    "multiconfig": ("multiconfig", (), ["SPEC"],
-                    "configure many nodes from a spec ('name : source | sink ; ...'); "
-                    "@FILE reads the spec from a local file, @- from stdin"),
-    "unconfig": ("unconfig", (), ["NODE"], "remove a logical node's configuration"),
-    "map": ("map", ("spawn",), ["PHYSICAL", "LOGICAL"],
-            "run logical node LOGICAL on physical node PHYSICAL"),
-    "unmap": ("unmap", (), ["PHYSICAL", "LOGICAL"],
-              "stop running LOGICAL on PHYSICAL"),
-    "unmapAll": ("unmapAll", ("unmap-all", "unmapall"), [],
-                 "remove every logical node from every physical node"),
-    "decommission": ("decommission", (), ["LOGICAL"],
-                     "remove a logical node: its configuration and every mapping"),
-    "refresh": ("refresh", (), ["NODE"], "restart a logical node's flow"),
-    "refreshAll": ("refreshAll", ("refresh-all", "refreshall"), [],
-                   "restart every logical node's flow"),
-    "purge": ("purge", (), ["PHYSICAL"],
-              "forget a physical node that is gone (its mapping and status)"),
-    "purgeAll": ("purgeAll", ("purge-all", "purgeall"), [],
-                 "forget every physical node that is gone"),
-    "save": ("save", (), ["FILE"],
-             "save every configuration as a spec file on the master (under its data "
-             "directory)"),
-    "load": ("load", (), ["FILE"],
-             "load a spec file from the master's data directory (like multiconfig)"),
-    "setChokeLimit": ("setChokeLimit", ("set-choke-limit", "setchokelimit"),
-                      ["PHYSICAL", "CHOKE", "KBPS"],
-                      "limit choke CHOKE on PHYSICAL to KBPS kilobytes per second"),
-    "noop": ("noop", (), None, "do nothing (optionally for MS milliseconds): noop [MS]"),
-}
-
 
 class Failure(Exception):
     """Ends flumectl with a message and an exit status."""
@@ -288,6 +255,35 @@ def wait_for(master: Master, nodes: list[str], want: str, timeout: float | None,
 
 # ---------------------------------------------------------------- the parser
 
+def cli_aliases(command: MasterCommand) -> list[str]:
+    """The table's aliases, and ``unmap-all`` and ``unmapall`` for ``unmapAll``."""
+    out = list(command.aliases)
+    if command.name != command.name.lower():
+        kebab = "".join(f"-{c.lower()}" if c.isupper() else c for c in command.name)
+        out += [kebab, command.name.lower()]
+    return out
+
+
+def add_command_parser(sub, command: MasterCommand) -> None:
+    """A subcommand for one of the master's commands: one positional argument each, or,
+    for a command with optional arguments, all of them in ``args`` (their number checked
+    in :func:`command_args`)."""
+    text = command.help
+    fewest, most = command.arity
+    p = sub.add_parser(command.name, aliases=cli_aliases(command), help=text,
+                       usage=(f"flumectl {command.name} [-h] {' '.join(command.args)}"
+                              if fewest < most else None),
+                       description=text[0].upper() + text[1:] + ".")
+    p.set_defaults(command=command.name, subparser=p, master_command=command)
+    if fewest < most:
+        shape = " ".join(a if fewest else a.strip("[]") for a in command.args)
+        p.add_argument("args", nargs="+" if fewest else "*", metavar=shape,
+                       help=command.args_help)
+    else:
+        for a in command.args:
+            p.add_argument(a.lower(), metavar=a, help=command.args_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flumectl",
@@ -319,23 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long to wait for each answer (default %(default)g)")
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
 
-    for name, (_, aliases, argnames, help_text) in COMMANDS.items():
-        usage = {"config": "flumectl config [-h] NODE [FLOW] SOURCE SINK",
-                 "noop": "flumectl noop [-h] [MS]"}.get(name)
-        p = sub.add_parser(name, aliases=list(aliases), help=help_text, usage=usage,
-                           description=help_text[0].upper() + help_text[1:] + ".")
-        p.set_defaults(command=name, subparser=p)
-        if name == "config":
-            p.add_argument("args", nargs="+", metavar="NODE [FLOW] SOURCE SINK",
-                           help="the logical node, optionally its flow (kept when "
-                                "omitted; default-flow for a new node), its source and "
-                                "its sink, each one argument: quote them")
-        elif name == "noop":
-            p.add_argument("args", nargs="*", metavar="MS",
-                           help="milliseconds to spend (default 0)")
-        else:
-            for a in argnames:
-                p.add_argument(a.lower(), metavar=a)
+    for command in COMMANDS:
+        add_command_parser(sub, command)
 
     p = sub.add_parser("status", help="every logical node's state, version and last "
                                       "error, and every physical node",
@@ -385,12 +366,16 @@ def read_token(path: str | None) -> str | None:
 
 
 def command_args(ns) -> list[str]:
-    name = ns.command
-    _, _, argnames, _ = COMMANDS[name]
-    if argnames is None:
+    command: MasterCommand = ns.master_command
+    fewest, most = command.arity
+    if fewest < most:
+        if not fewest <= len(ns.args) <= most:
+            ns.subparser.error(f"{command.name} takes {' '.join(command.args)} ({fewest} or "
+                               f"{most} arguments, {len(ns.args)} given); quote each "
+                               f"argument that holds spaces")
         return list(ns.args)
-    args = [getattr(ns, a.lower()) for a in argnames]
-    if name == "multiconfig" and args[0].startswith("@"):
+    args = [getattr(ns, a.lower()) for a in command.args]
+    if command.name == "multiconfig" and args[0].startswith("@"):
         source = args[0][1:]
         try:
             args[0] = sys.stdin.read() if source == "-" else Path(source).read_text()
@@ -403,11 +388,8 @@ def command_args(ns) -> list[str]:
 def run(ns, parser) -> int:
     master = Master(ns.master, read_token(ns.token_file), ns.timeout)
     name = ns.command
-    if name in COMMANDS:
-        if name == "config" and len(ns.args) not in (3, 4):
-            ns.subparser.error("config takes NODE [FLOW] SOURCE SINK (3 or 4 arguments, "
-                         f"{len(ns.args)} given); quote each spec")
-        cmd = master.command(COMMANDS[name][0], command_args(ns))
+    if getattr(ns, "master_command", None) is not None:
+        cmd = master.command(name, command_args(ns))
         if ns.json:
             print(json.dumps(cmd, indent=2))
         if cmd.get("state") != "SUCCEEDED":

@@ -115,7 +115,7 @@ class Registrations:
         return set(self._seen["physical"][1])
 
     def _check(self, folder: str, base: str, children: list[str]) -> set[str]:
-        from .service import name_problem
+        from .validation import name_problem
         accepted = set()
         named = []
         for name in children:

@@ -26,13 +26,14 @@ from __future__ import annotations
 import bisect
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from node.errors import SpecError
+from node.registry import master_only
 from node.spec import (Call, Decorated, Failover, FanOut, Let, Lit, SinkNode, format_sink,
-                       format_source, parse_sink, parse_source)
+                       format_source, parse_sink, parse_source, sink_components)
 from zk.client import ConflictError
 from zk.store import ConfigStore, LogicalConfig
 
@@ -43,17 +44,19 @@ VIRTUAL_NODES = 64        # ring points per collector: spreads agents evenly
 CAS_ROUNDS = 5            # passes over configs whose compare-and-set lost
 DEFAULT_COLLECTOR_PORT = 35853
 
-SOURCE_TRANSLATIONS = {"logicalSource": "rpcSource", "autoCollectorSource": "collectorSource"}
-CHAIN_TRANSLATIONS = {"autoE2EChain": "agentE2EChain", "autoDFOChain": "agentDFOChain",
-                      "autoBEChain": "agentBEChain"}
 COLLECTOR_SOURCE = "autoCollectorSource"
 LOGICAL_SINK = "logicalSink"
+# What to translate comes from the components marked master_only (node/sources/logical.py,
+# node/sinks/logical.py): name -> the component the master puts in its place.
+SOURCE_TRANSLATIONS = {n: cls.translation for n, cls in master_only("source").items()}
+SINK_TRANSLATIONS = {n: cls.translation for n, cls in master_only("sink").items()}
+CHAIN_TRANSLATIONS = {n: t for n, t in SINK_TRANSLATIONS.items() if n != LOGICAL_SINK}
 # sources whose port a logicalSink may target when the target spells it out itself
 _EXPLICIT_RPC_SOURCES = {"rpcSource": None, "thriftSource": None,
                          "collectorSource": DEFAULT_COLLECTOR_PORT}
 
 _SOURCE_MARKERS = tuple(SOURCE_TRANSLATIONS)
-_SINK_MARKERS = (LOGICAL_SINK, *CHAIN_TRANSLATIONS)
+_SINK_MARKERS = tuple(SINK_TRANSLATIONS)
 _CHAIN_MARKERS = tuple(CHAIN_TRANSLATIONS)
 
 
@@ -85,22 +88,6 @@ def source_name(text: str) -> str | None:
     """The component name of an entered source text (None if it does not parse)."""
     call = _parse_source(text)
     return call.name if call is not None else None
-
-
-def sink_components(node: SinkNode, env: frozenset = frozenset()) -> Iterator[Call]:
-    """The leaf sink components of a tree, depth first, without ``let`` references (a bare
-    name bound by an enclosing ``let`` is a reference, not a component)."""
-    if isinstance(node, Call):
-        if node.args or node.kwargs or node.name not in env:
-            yield node
-    elif isinstance(node, Decorated):
-        yield from sink_components(node.inner, env)
-    elif isinstance(node, (FanOut, Failover)):
-        for b in node.branches:
-            yield from sink_components(b, env)
-    elif isinstance(node, Let):
-        yield from sink_components(node.value, env)
-        yield from sink_components(node.body, env | {node.name})
 
 
 def map_sink(node: SinkNode, fn: Callable[[Call], SinkNode | None],
@@ -310,7 +297,7 @@ def _logical_sink(call: Call, world: World, store: ConfigStore) -> SinkNode:
         what = source.name if source is not None else "unreadable"
         return _fail(f"logicalSink {target}: {target} does not receive over RPC "
                      f"(its source is {what}; use logicalSource)")
-    return _call("rpcSink", world.host_of(target), port)
+    return _call(SINK_TRANSLATIONS[LOGICAL_SINK], world.host_of(target), port)
 
 
 def _auto_chain(call: Call, cfg: LogicalConfig, world: World,

@@ -39,6 +39,7 @@ import os
 import threading
 import time
 
+from .backoff import Backoff, step
 from .component import Metrics
 from .errors import SinkError
 from .event import LOCAL_HOST, Event, Priority
@@ -47,6 +48,9 @@ from .codec import split_events
 from .rpc import DEFAULT_PORT, RpcClient, Status, idl
 
 __all__ = ["ClientError", "FlumeClient", "FlumeLogHandler"]
+
+BUSY_PAUSE_FIRST, BUSY_PAUSE_MAX = 0.05, 1.0     # seconds between sends a busy receiver refused
+RETRY_PAUSE_FIRST, RETRY_PAUSE_MAX = 0.1, 5.0    # the log handler's, while sends fail
 
 
 class ClientError(SinkError):
@@ -79,7 +83,7 @@ class FlumeClient:
         if not events:
             return
         deadline = time.monotonic() + self.timeout
-        delay = 0.05
+        delay = 0.0     # a local, not a Backoff: this runs for every call
         reconnected = False
         with self._lock:
             while True:
@@ -104,8 +108,8 @@ class FlumeClient:
                 if left <= 0:
                     raise ClientError(f"{self.host}:{self.port} stayed busy for "
                                       f"{self.timeout} s: {message}")
+                delay = step(delay, BUSY_PAUSE_FIRST, BUSY_PAUSE_MAX)
                 time.sleep(min(delay, left))
-                delay = min(delay * 2, 1.0)
 
     def send_body(self, body: bytes | str, priority: Priority = Priority.INFO,
                   attrs: dict[str, bytes] | None = None, host: str = LOCAL_HOST) -> None:
@@ -241,7 +245,7 @@ class FlumeLogHandler(logging.Handler):
     # -------------------------------------------------------------- sender thread
 
     def _run(self) -> None:
-        delay = 0.0
+        backoff = Backoff(RETRY_PAUSE_FIRST, RETRY_PAUSE_MAX)
         while True:
             with self._cond:
                 while not self._buf and not self._closing:
@@ -255,8 +259,7 @@ class FlumeLogHandler(logging.Handler):
                 self.client.send(batch)
             except Exception:
                 self.metrics.add("errors")
-                delay = 0.1 if delay == 0 else min(delay * 2, 5.0)
-                end = time.monotonic() + delay
+                end = time.monotonic() + backoff.next_delay()
                 with self._cond:
                     self._inflight = 0
                     self._cond.notify_all()
@@ -266,7 +269,7 @@ class FlumeLogHandler(logging.Handler):
                             break
                         self._cond.wait(left)
                 continue
-            delay = 0.0
+            backoff.reset()
             with self._cond:
                 for _ in range(n):
                     self._buf.popleft()

@@ -68,6 +68,11 @@ class Component:
 
     kind = "component"
     spec_name = "?"
+    # Only a master's translation makes it runnable (logicalSink, auto*Chain, logicalSource,
+    # autoCollectorSource): a node holds a config naming one until the translation comes.
+    # ``translation`` is the component the master puts in its place.
+    master_only = False
+    translation: str | None = None
 
     def __init__(self) -> None:
         self.metrics = Metrics()

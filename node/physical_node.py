@@ -42,16 +42,26 @@ from zk.store import ConfigStore, LogicalConfig, _loads
 from .errors import FlumeError, SpecError
 from .logical_node import LogicalNode, State
 from .metrics import summarize
+from .registry import master_only, master_only_in
 from .spec import parse_sink, parse_source
 
 log = logging.getLogger(__name__)
 
 STATUS_EVERY = 2.0
 STATUS_ZNODE_BUDGET = 256 * 1024   # bytes; ZooKeeper refuses znodes above 1 MB
-# Components only a master's translation can make runnable: a config still naming one of
-# them is waiting for its translation (written right after it) and is not applied yet.
-NEEDS_TRANSLATION = ("logicalSource", "autoCollectorSource", "logicalSink", "autoE2EChain",
-                     "autoDFOChain", "autoBEChain")
+
+
+def waits_for_translation(source: str, sink: str) -> bool:
+    """True if ``source`` or ``sink`` (spec texts) uses a component marked ``master_only``:
+    the config waits for its translation (written right after it) and is not applied yet.
+    Such a name inside an argument (a path, a host, a regex) does not count."""
+    if not (any(n in source for n in master_only("source"))
+            or any(n in sink for n in master_only("sink"))):
+        return False    # the usual case, decided without parsing
+    try:
+        return bool(master_only_in(parse_source(source), parse_sink(sink)))
+    except SpecError:
+        return False    # not waiting: configuring it reports the error
 
 
 class PhysicalNode:
@@ -106,7 +116,7 @@ class PhysicalNode:
             if self.status_server is not None:
                 self.status_server.stop()
             raise
-        # end-to-end mode (node/e2e.py) commits through ZooKeeper under this node's name
+        # end-to-end mode (node/e2e/) commits through ZooKeeper under this node's name
         self.shared["zk_store"] = self.store
         self.shared["physical_name"] = self.name
         self._register()
@@ -217,7 +227,7 @@ class PhysicalNode:
             cfg = None
             zxid = 0
             if data is not None and stat is not None:
-                cfg = ConfigStore._logical(name, data, stat.version)
+                cfg = ConfigStore.parse_logical(name, data, stat.version)
                 zxid = stat.mzxid
             self._queue.put(("config", name, cfg, zxid))
 
@@ -291,7 +301,7 @@ class PhysicalNode:
             return
         self.flows[name] = cfg.flow
         wanted = (cfg.running_source, cfg.running_sink, cfg.refresh)
-        if any(c in wanted[0] or c in wanted[1] for c in NEEDS_TRANSLATION):
+        if waits_for_translation(wanted[0], wanted[1]):
             self.config_error[name] = (f"spec version {cfg.version} is waiting for its "
                                        f"translation by a master")
             return

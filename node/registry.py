@@ -22,13 +22,14 @@ import inspect
 import threading
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from .component import Sink, Source
 from .errors import SpecError, SpecErrors
-from .spec import (Call, Decorated, Failover, FanOut, Func, Let, Lit, SinkNode,
-                   format_value)
+from .spec import (Call, Decorated, Failover, FanOut, Func, Let, Lit, SinkNode, format_value,
+                   sink_components)
 
 SPECIAL_FIRST = ("inner", "inner_factory", "branches")
 
@@ -96,6 +97,8 @@ def _type_name(t) -> str:
 
 
 _REGISTRY: dict[str, dict[str, ComponentInfo]] = {"source": {}, "sink": {}, "decorator": {}}
+# name -> class of the components marked ``master_only`` (filled as they register)
+_MASTER_ONLY: dict[str, dict[str, type]] = {"source": {}, "sink": {}, "decorator": {}}
 
 
 def _register(kind: str, name: str, aliases: tuple) -> Callable[[type], type]:
@@ -115,6 +118,8 @@ def _register(kind: str, name: str, aliases: tuple) -> Callable[[type], type]:
             if n in _REGISTRY[kind]:
                 raise ValueError(f"{kind} {n!r} is registered twice")
             _REGISTRY[kind][n] = info
+            if cls.master_only:
+                _MASTER_ONLY[kind][n] = cls
         cls.spec_name = name
         return cls
     return wrap
@@ -178,6 +183,26 @@ def all_components(kind: str) -> list[ComponentInfo]:
             seen.add(id(info))
             out.append(info)
     return sorted(out, key=lambda i: i.name.lower())
+
+
+def master_only(kind: str) -> Mapping[str, type]:
+    """The ``kind`` components only a master's translation makes runnable (their class says
+    ``master_only``), by name and alias; ``cls.translation`` is what the master makes of
+    each."""
+    load_components()
+    return types.MappingProxyType(_MASTER_ONLY[kind])
+
+
+def master_only_in(source: Call | None, sink: SinkNode | None) -> list[str]:
+    """The names of the master-only components ``source`` and ``sink`` use, in order (a
+    ``let`` reference is not a component, whatever its name)."""
+    found = []
+    if source is not None and source.name in master_only("source"):
+        found.append(source.name)
+    if sink is not None:
+        sinks = master_only("sink")
+        found += [c.name for c in sink_components(sink) if c.name in sinks]
+    return found
 
 
 # ---------------------------------------------------------------- argument conversion

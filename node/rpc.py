@@ -89,6 +89,7 @@ import thriftpy2
 from thriftpy2.thrift import TClient
 
 from . import rpc_wire as wire
+from .backoff import Backoff
 from .codec import (MAX_BATCH_BYTES, MAX_BATCH_EVENTS, BatchTooLarge, decode_events,
                     encode_events)
 from .component import Metrics
@@ -120,6 +121,8 @@ MAX_MESSAGE_BYTES = MAX_BATCH_BYTES   # one message on the wire, and one payload
 STRUCT_SHARE = 8                # appendBatch/append get MAX_MESSAGE_BYTES // STRUCT_SHARE
 INFLIGHT_MESSAGES = 16          # long strings held at once: this many maximal messages
 ACCEPT_GIVE_UP = 10.0           # seconds of failed accepts (no success) before failing
+ACCEPT_PAUSE_FIRST = 0.05       # seconds after a failed accept; doubling up to the next
+ACCEPT_PAUSE_MAX = 1.0
 SHOWN_CHARS = 200               # of a name from the wire, in answers and logs
 ANSWER_CHARS = 1000             # of an answer's message
 
@@ -338,7 +341,7 @@ class RpcServer:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._trouble_since: float | None = None
-        self._backoff = 0.0
+        self._backoff = Backoff(ACCEPT_PAUSE_FIRST, ACCEPT_PAUSE_MAX)
         self.connections = 0
 
     def start(self) -> None:
@@ -425,7 +428,8 @@ class RpcServer:
                     return
                 continue
             self.metrics.add("connections")
-            self._trouble_since, self._backoff = None, 0.0
+            self._trouble_since = None
+            self._backoff.reset()
 
     def _forget(self, conn: socket.socket) -> None:
         """Under the lock: ``conn`` is gone (a no-op if it was evicted)."""
@@ -441,8 +445,7 @@ class RpcServer:
         elif now - self._trouble_since >= ACCEPT_GIVE_UP:
             self._fail(f"{reason} (for {now - self._trouble_since:.0f} s)")
             return False
-        self._backoff = min(self._backoff * 2 or 0.05, 1.0)
-        self._stopped.wait(self._backoff)
+        self._stopped.wait(self._backoff.next_delay())
         return True
 
     def _fail(self, reason: str) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -548,3 +549,19 @@ def walk_calls(node: SinkNode):
     elif isinstance(node, Let):
         yield from walk_calls(node.value)
         yield from walk_calls(node.body)
+
+
+def sink_components(node: SinkNode, env: frozenset = frozenset()) -> Iterator[Call]:
+    """The leaf sink components of a tree, depth first, without ``let`` references (a bare
+    name bound by an enclosing ``let`` is a reference, not a component)."""
+    if isinstance(node, Call):
+        if node.args or node.kwargs or node.name not in env:
+            yield node
+    elif isinstance(node, Decorated):
+        yield from sink_components(node.inner, env)
+    elif isinstance(node, (FanOut, Failover)):
+        for b in node.branches:
+            yield from sink_components(b, env)
+    elif isinstance(node, Let):
+        yield from sink_components(node.value, env)
+        yield from sink_components(node.body, env | {node.name})

@@ -4,6 +4,7 @@ at the boundary."""
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 from kazoo.client import KazooClient, TransactionRequest
 from kazoo.exceptions import BadArgumentsError, KazooException, ZookeeperError
@@ -124,3 +125,16 @@ def translate(exc: Exception, what: str) -> ZkError:
     if isinstance(exc, (KazooException, ZookeeperError, KazooTimeoutError)):
         return ZkError(f"{what}: {type(exc).__name__} {exc}".rstrip())
     return ZkError(f"{what}: {exc}")
+
+
+@contextmanager
+def zk_errors(what: str):
+    """Raises what kazoo raises inside as :class:`ZkError` ("``what``: ConnectionLoss
+    ..."), the kazoo exception as its ``__cause__``; a ZkError passes unchanged. Callers
+    outside zk/ then handle ZooKeeper's failures without knowing kazoo."""
+    try:
+        yield
+    except ZkError:
+        raise
+    except (KazooException, ZookeeperError, KazooTimeoutError) as exc:
+        raise translate(exc, what) from exc

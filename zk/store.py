@@ -12,13 +12,8 @@ grant access to what they create (zk/acl.py)::
     ports/<physical>/<port>   a port handed to a logicalSource, data = logical name
     chokes/<physical>         {"choke id": kbps}
     election/                 the master leader election
-    commits/claims/<agent>/<seq>      ephemeral, data = collector id: a collector holds the
-                                      E2E group in a file not yet complete
-    commits/groups/<agent>/<seq>      data = final file: the group is committed (its
-                                      existence is the acknowledgement, docs/e2e.md)
-    commits/watermark/<agent>         W: every group of the agent below W is committed
-    commits/files/<collector>/<id>    {"files": [[hidden, final], ...], ...}: a commit whose
-                                      renames may not have happened yet (roll-forward)
+    commits/                  the end-to-end commit log: zk/commit_log.py owns it
+                              (reached as ``ConfigStore.commits``)
 
 Every read-modify-write is a compare-and-set on the znode version, retried on conflict;
 writes of several znodes are transactions. Functions that change state succeed or raise.
@@ -26,22 +21,17 @@ writes of several znodes are transactions. Functions that change state succeed o
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import asdict, dataclass, field
-from urllib.parse import quote
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import (BadVersionError, KazooException, NodeExistsError, NoNodeError,
-                              NotEmptyError, RolledBackError, ZookeeperError)
-from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 
 from .client import ConflictError, ZkError
+from .commit_log import CommitLog
 
 CAS_TRIES = 50
 COMMANDS_KEPT = 1000
-E2E_TIMEOUT = 15.0      # seconds one pipelined end-to-end request may take
-ENSURED_KEPT = 20_000   # parent paths known to exist, remembered (a cache: then forgotten)
 
 
 def _dumps(obj) -> bytes:
@@ -123,8 +113,7 @@ class ConfigStore:
         self.client = client
         self.zk = _Retrying(client)
         self.root = root.rstrip("/") or "/flume"
-        self._ensured: set[str] = set()
-        self._ensured_lock = threading.Lock()
+        self.commits = CommitLog(client, self.zk, self.root)
 
     # ------------------------------------------------------------ paths
     def path(self, *parts: str) -> str:
@@ -157,10 +146,12 @@ class ConfigStore:
             raw, stat = self.zk.get(self.logical_path(name))
         except NoNodeError:
             return None
-        return self._logical(name, raw, stat.version)
+        return self.parse_logical(name, raw, stat.version)
 
     @staticmethod
-    def _logical(name: str, raw: bytes, version: int) -> LogicalConfig:
+    def parse_logical(name: str, raw: bytes, version: int) -> LogicalConfig:
+        """The config a ``logical/<name>`` znode holds (``raw``, at ``version``); keys it
+        does not know are ignored, bad JSON gives the defaults."""
         d = _loads(raw) or {}
         known = {k: d[k] for k in ("source", "sink", "flow", "tsource", "tsink", "refresh")
                  if k in d}
@@ -218,7 +209,7 @@ class ConfigStore:
         for _ in range(CAS_TRIES):
             try:
                 raw, stat = self.zk.get(path)
-                old = self._logical(name, raw, stat.version)
+                old = self.parse_logical(name, raw, stat.version)
             except NoNodeError:
                 old = None
             new = change(old)
@@ -246,7 +237,7 @@ class ConfigStore:
             return False
         if stat.version != expected_version:
             return False
-        cfg = self._logical(name, raw, stat.version)
+        cfg = self.parse_logical(name, raw, stat.version)
         cfg.tsource, cfg.tsink = tsource, tsink
         try:
             self.zk.set(self.logical_path(name), _dumps(cfg.data()), version=stat.version)
@@ -507,260 +498,6 @@ class ConfigStore:
             return {}
         return _loads(raw) or {}
 
-    # ------------------------------------------------------------ end-to-end commits
-    # Protocol: docs/e2e.md. Agents and collectors are named by opaque strings, quoted into
-    # znode names; seqs are decimal integers.
-
-    @staticmethod
-    def _e2e_name(name: str) -> str:
-        return quote(name, safe="#:@,+=-_.~") if name not in (".", "..") else quote(name + "~")
-
-    def e2e_path(self, kind: str, owner: str, item: str | int | None = None) -> str:
-        """``commits/<kind>/<owner>[/<item>]`` (kind: claims, groups, watermark, files)."""
-        parts = ["commits", kind, self._e2e_name(owner)]
-        if item is not None:
-            parts.append(str(item))
-        return self.path(*parts)
-
-    def _e2e_ensure(self, kind: str, owner: str) -> None:
-        path = self.e2e_path(kind, owner)
-        if path in self._ensured:
-            return
-        self.zk.ensure_path(path)
-        with self._ensured_lock:
-            if len(self._ensured) >= ENSURED_KEPT:
-                self._ensured.clear()      # forgetting costs one ensure_path each, later
-            self._ensured.add(path)
-
-    def _session(self) -> int | None:
-        cid = self.client.client_id
-        return cid[0] if cid else None
-
-    @staticmethod
-    def _zk_error(exc: Exception, what: str) -> ZkError:
-        return ZkError(f"{what}: {type(exc).__name__} {exc}".rstrip())
-
-    def claim_group(self, agent: str, seq: int, owner: str) -> str:
-        """Claim an agent's group for this session: ``"claimed"`` (the claim is ours now
-        and the group is not committed), ``"ours"`` (this session already held it),
-        ``"held"`` (another live session holds it) or ``"committed"`` (the group is
-        committed already: no claim is kept). ZkError when ZooKeeper does not answer.
-
-        The committed checks are read *after* the claim is created, so a group committed
-        and then forgotten below the watermark is never taken for uncommitted."""
-        return self.begin_claim(agent, seq, owner).result()
-
-    def begin_claim(self, agent: str, seq: int, owner: str) -> "ClaimRequest":
-        """Send the requests of :meth:`claim_group` (pipelined) and return at once; the
-        caller does other work, then calls ``.result()``."""
-        try:
-            self._e2e_ensure("claims", agent)
-            claim = self.e2e_path("claims", agent, seq)
-            c = self.client.create_async(claim, owner.encode(), ephemeral=True)
-            g = self.client.exists_async(self.e2e_path("groups", agent, seq))
-            w = self.client.get_async(self.e2e_path("watermark", agent))
-        except (KazooException, ZookeeperError, KazooTimeoutError) as exc:
-            raise self._zk_error(exc, f"claiming group {agent}:{seq}") from exc
-        return ClaimRequest(self, agent, seq, claim, c, g, w, owner)
-
-    def claim_exists(self, agent: str, seq: int) -> bool:
-        return self.zk.exists(self.e2e_path("claims", agent, seq)) is not None
-
-    def claim_holder(self, agent: str, seq: int) -> str | None:
-        """The collector id holding the claim on ``agent``'s group ``seq``; None if none."""
-        try:
-            data, _ = self.zk.get(self.e2e_path("claims", agent, seq))
-        except NoNodeError:
-            return None
-        return data.decode(errors="replace")
-
-    def reclaim_group(self, agent: str, seq: int, holder: str) -> bool:
-        """Delete the claim on ``agent``'s group ``seq`` if collector ``holder`` holds it
-        (the agent knows that collector's process is gone while its session lingers).
-        True when no claim is left; False when another collector holds it. Safe even if
-        ``holder`` is alive after all: a group is committed only by the transaction that
-        creates its znode, which succeeds once (docs/e2e.md)."""
-        path = self.e2e_path("claims", agent, seq)
-        try:
-            data, stat = self.zk.get(path)
-        except NoNodeError:
-            return True
-        except (KazooException, ZookeeperError, KazooTimeoutError) as exc:
-            raise self._zk_error(exc, f"reading the claim on group {agent}:{seq}") from exc
-        if data.decode(errors="replace") != holder:
-            return False
-        try:
-            self.zk.delete(path, version=stat.version)
-        except NoNodeError:
-            pass
-        except BadVersionError:
-            return False
-        except (KazooException, ZookeeperError, KazooTimeoutError) as exc:
-            raise self._zk_error(exc, f"deleting the claim on group {agent}:{seq}") from exc
-        return True
-
-    def release_claims(self, groups: list[tuple[str, int]]) -> int:
-        """Delete the claims among ``groups`` that this session holds; how many."""
-        if not groups:
-            return 0
-        me = self._session()
-        paths = [self.e2e_path("claims", a, s) for a, s in groups]
-        try:
-            stats = [self.client.exists_async(p) for p in paths]
-            mine = []
-            for p, r in zip(paths, stats):
-                st = r.get(E2E_TIMEOUT)
-                if st is not None and st.ephemeralOwner == me:
-                    mine.append(p)
-            for r in [self.client.delete_async(p) for p in mine]:
-                try:
-                    r.get(E2E_TIMEOUT)
-                except NoNodeError:
-                    pass
-        except (KazooException, ZookeeperError, KazooTimeoutError) as exc:
-            raise self._zk_error(exc, "releasing group claims") from exc
-        return len(mine)
-
-    def commit_groups(self, collector: str, file_id: str | None, record: dict | None,
-                      groups: list[tuple[str, int]], data: bytes = b"") -> tuple[bool, str]:
-        """One transaction: every claim of ``groups`` still there, ``groups/<a>/<seq>``
-        created for each (``data``), ``files/<collector>/<file_id>`` created with
-        ``record`` (unless ``file_id`` is None), the claims deleted.
-
-        ``(True, "")`` applied; ``(False, reason)`` refused (a claim vanished, a group is
-        committed already) and nothing changed. When the answer is lost (connection loss,
-        session expiry) the outcome is decided by reading the file record back; ZkError
-        if that is impossible too (the outcome is then unknown)."""
-        try:
-            for a in {a for a, _ in groups}:
-                self._e2e_ensure("groups", a)
-            if file_id is not None:
-                self._e2e_ensure("files", collector)
-        except (KazooException, ZookeeperError, KazooTimeoutError) as exc:
-            raise self._zk_error(exc, "preparing a commit") from exc
-        claims = [self.e2e_path("claims", a, s) for a, s in groups]
-        tx = self.client.transaction()
-        for c in claims:
-            tx.check(c, 0)
-        for a, s in groups:
-            tx.create(self.e2e_path("groups", a, s), data)
-        fpath = None
-        if file_id is not None:
-            fpath = self.e2e_path("files", collector, file_id)
-            tx.create(fpath, _dumps(record or {}))
-        for c in claims:
-            tx.delete(c)
-        try:
-            results = tx.commit()
-        except (KazooException, ZookeeperError, KazooTimeoutError) as exc:
-            if fpath is None:
-                raise self._zk_error(exc, "committing groups") from exc
-            try:   # did it happen? the file record says
-                applied = self.zk.exists(fpath) is not None
-            except (KazooException, ZookeeperError, KazooTimeoutError) as exc2:
-                raise self._zk_error(exc2, "committing a file (outcome unknown)") from exc
-            return (True, "") if applied else (False, f"commit lost: {type(exc).__name__}")
-        for i, r in enumerate(results):
-            if isinstance(r, Exception) and not isinstance(r, RolledBackError):
-                n = len(groups)
-                if i < n:
-                    a, s = groups[i]
-                    return False, f"the claim on group {a}:{s} is gone"
-                if i < 2 * n:
-                    a, s = groups[i - n]
-                    return False, f"group {a}:{s} is committed already"
-                if fpath is not None and i == 2 * n and isinstance(r, NodeExistsError):
-                    return True, ""        # this very commit was applied before
-                return False, f"{type(r).__name__} on operation {i}"
-        return True, ""
-
-    def file_records(self, collector: str) -> dict[str, dict]:
-        """Every recorded commit of ``collector`` whose renames may be pending."""
-        base = self.e2e_path("files", collector)
-        try:
-            names = self.zk.get_children(base)
-        except NoNodeError:
-            return {}
-        out = {}
-        for n in sorted(names):
-            try:
-                raw, _ = self.zk.get(f"{base}/{n}")
-            except NoNodeError:
-                continue
-            out[n] = _loads(raw) or {}
-        return out
-
-    def delete_file_record(self, collector: str, file_id: str) -> None:
-        try:
-            self.zk.delete(self.e2e_path("files", collector, file_id))
-        except NoNodeError:
-            pass
-
-    def groups_path(self, agent: str) -> str:
-        """The parent of an agent's committed groups (watched by the agent); created."""
-        self._e2e_ensure("groups", agent)
-        return self.e2e_path("groups", agent)
-
-    def group_committed(self, agent: str, seq: int) -> bool:
-        """``agent``'s group ``seq`` is committed (its znode exists; valid for groups the
-        agent has not acknowledged yet, whose znodes it never deletes)."""
-        return self.zk.exists(self.e2e_path("groups", agent, seq)) is not None
-
-    def list_groups(self, agent: str) -> list[int]:
-        try:
-            names = self.zk.get_children(self.e2e_path("groups", agent))
-        except NoNodeError:
-            return []
-        return sorted(int(n) for n in names if n.isdigit())
-
-    def delete_groups(self, agent: str, seqs) -> None:
-        """Forget committed groups (only below the watermark: docs/e2e.md)."""
-        try:
-            for r in [self.client.delete_async(self.e2e_path("groups", agent, s))
-                      for s in seqs]:
-                try:
-                    r.get(E2E_TIMEOUT)
-                except NoNodeError:
-                    pass
-        except (KazooException, ZookeeperError, KazooTimeoutError) as exc:
-            raise self._zk_error(exc, f"deleting committed groups of {agent}") from exc
-
-    def get_watermark(self, agent: str) -> int:
-        try:
-            raw, _ = self.zk.get(self.e2e_path("watermark", agent))
-        except NoNodeError:
-            return 0
-        try:
-            return int(raw or b"0")
-        except ValueError:
-            return 0
-
-    def raise_watermark(self, agent: str, value: int) -> int:
-        """Set the agent's watermark to ``value`` unless it is higher already; returns the
-        watermark now stored."""
-        path = self.e2e_path("watermark", agent)
-        for _ in range(CAS_TRIES):
-            try:
-                raw, stat = self.zk.get(path)
-            except NoNodeError:
-                try:
-                    self.zk.create(path, str(value).encode(), makepath=True)
-                    return value
-                except NodeExistsError:
-                    continue
-            try:
-                old = int(raw or b"0")
-            except ValueError:
-                old = 0
-            if old >= value:
-                return old
-            try:
-                self.zk.set(path, str(value).encode(), version=stat.version)
-                return value
-            except (BadVersionError, NoNodeError):
-                continue
-        raise ConflictError(f"could not raise the watermark of {agent}")
-
     def remove_tree(self) -> None:
         """Delete everything under the root (tests)."""
         try:
@@ -769,59 +506,4 @@ class ConfigStore:
             pass
 
 
-
-class ClaimRequest:
-    """A claim in flight (:meth:`ConfigStore.begin_claim`)."""
-
-    def __init__(self, store: ConfigStore, agent: str, seq: int, claim: str, c, g, w,
-                 owner: str = ""):
-        self.store, self.agent, self.seq, self.claim = store, agent, seq, claim
-        self.owner = owner
-        self._c, self._g, self._w = c, g, w
-
-    def _existing(self) -> str:
-        """The claim existed already: ``"ours"`` (this session's), ``"held"`` (another
-        collector's, or gone meanwhile: the agent tries again), or ``"claimed"`` after
-        replacing a claim of this same collector id left by its previous run (a process
-        that is gone and whose session has not expired yet: collector ids are unique,
-        and its hidden files were deleted when this run opened)."""
-        store = self.store
-        try:
-            data, stat = store.client.get(self.claim)
-        except NoNodeError:
-            return "held"
-        if stat.ephemeralOwner == store._session():
-            return "ours"
-        if not self.owner or data.decode(errors="replace") != self.owner:
-            return "held"
-        try:
-            store.client.delete(self.claim, version=stat.version)
-            store.client.create(self.claim, self.owner.encode(), ephemeral=True)
-        except (NoNodeError, NodeExistsError, BadVersionError):
-            return "held"
-        return "claimed"
-
-    def result(self) -> str:
-        store, seq = self.store, self.seq
-        try:
-            state = "claimed"
-            try:
-                self._c.get(E2E_TIMEOUT)
-            except NodeExistsError:
-                state = self._existing()
-            committed = self._g.get(E2E_TIMEOUT) is not None
-            try:
-                raw, _ = self._w.get(E2E_TIMEOUT)
-                committed = committed or seq < int(raw or b"0")
-            except NoNodeError:
-                pass
-        except (KazooException, ZookeeperError, KazooTimeoutError, ValueError) as exc:
-            raise store._zk_error(exc, f"claiming group {self.agent}:{seq}") from exc
-        if committed and state in ("claimed", "ours"):
-            store.release_claims([(self.agent, seq)])
-            return "committed"
-        return state
-
-
-__all__ = ["ConfigStore", "LogicalConfig", "Command", "ClaimRequest", "ZkError",
-           "ConflictError"]
+__all__ = ["ConfigStore", "LogicalConfig", "Command", "ZkError", "ConflictError"]

@@ -42,7 +42,7 @@ from urllib.parse import quote
 from ..checkpoint import Checkpoint
 from ..codec import encode_events, split_events
 from ..component import Decorator, NodeContext, Sink
-from ..e2e import AckTracker, GroupSender, LocalTransport, agent_id, zk_store_of
+from ..e2e import AckTracker, GroupSender, LocalTransport, agent_id, commit_log_of
 from ..errors import SinkError
 from ..registry import decorator
 from .. import rpc
@@ -99,7 +99,7 @@ class AckedWriteAhead(Decorator):
 
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
-        store = zk_store_of(ctx) if self.group_mode else None
+        commits = commit_log_of(ctx) if self.group_mode else None
         self.agent = agent_id(ctx)
         wal_dir = ctx.component_dir("e2e", quote(self.agent, safe="#-_.~@+"))
         self.wal = WriteAheadLog(wal_dir, self.metrics, clock=ctx.clock)
@@ -119,8 +119,8 @@ class AckedWriteAhead(Decorator):
             ctx.store.commit([Checkpoint(dict(self.wal.position))])
         self._stop = threading.Event()
         try:
-            if store is not None:
-                self.tracker = AckTracker(store, self.agent, self.wal, self._acked,
+            if commits is not None:
+                self.tracker = AckTracker(commits, self.agent, self.wal, self._acked,
                                           self.metrics)
                 try:
                     self.tracker.sync()
@@ -133,10 +133,10 @@ class AckedWriteAhead(Decorator):
                                 "acknowledgements will be read when it answers",
                                 self.agent, exc)
                 transport = self.inner
-                claim_holder = (lambda seq, s=store, a=self.agent: s.claim_holder(a, seq))
-                reclaim = (lambda seq, holder, s=store, a=self.agent:
-                           s.reclaim_group(a, seq, holder))
-                committed = (lambda seq, s=store, a=self.agent: s.group_committed(a, seq))
+                claim_holder = (lambda seq, c=commits, a=self.agent: c.claim_holder(a, seq))
+                reclaim = (lambda seq, holder, c=commits, a=self.agent:
+                           c.reclaim_group(a, seq, holder))
+                committed = (lambda seq, c=commits, a=self.agent: c.group_committed(a, seq))
             else:
                 transport = LocalTransport(self.inner, self._acked)
                 claim_holder = reclaim = committed = None
@@ -147,7 +147,7 @@ class AckedWriteAhead(Decorator):
                 self.agent, self.wal, transport, ctx.clock, self.metrics,
                 self.retransmitMs / 1000, self.checkMs / 1000,
                 on_committed=self._committed, claim_holder=claim_holder,
-                lanes=getattr(self.inner, "lanes", 1) if store is not None else 1,
+                lanes=getattr(self.inner, "lanes", 1) if commits is not None else 1,
                 reclaim=reclaim, group_committed=committed)
             self.sender.add(g for g in (self.wal.get(s) for s in self.wal.live_seqs())
                             if g is not None)

@@ -11,6 +11,7 @@ import logging
 import random
 import zlib
 
+from ..backoff import Backoff
 from ..checkpoint import Checkpoint, split_checkpoint
 from ..component import Component, NodeContext, Sink
 from ..errors import SinkError
@@ -48,7 +49,8 @@ class BalanceSink(Sink):
                              + ", ".join(f'"{p}"' for p in POLICIES))
         if not branches:
             raise ValueError("balance needs at least one branch")
-        self.branches = [Branch(b, i) for i, b in enumerate(branches)]
+        self.branches = [Branch(b, Backoff(INITIAL_BACKOFF, MAX_BACKOFF), i)
+                         for i, b in enumerate(branches)]
         self.policy = policy
         self.key = key
         # "%{host}" (the default) is read directly: no expansion per event
@@ -66,7 +68,8 @@ class BalanceSink(Sink):
         self.ctx = ctx
         self._lost = False
         for br in self.branches:
-            br.opened, br.retry_at, br.backoff, br.dirty = False, 0.0, 0.0, False
+            br.opened, br.retry_at, br.dirty = False, 0.0, False
+            br.backoff.reset()
             self._usable(br)
         if not any(br.opened for br in self.branches):
             raise SinkError(f"balance: none of the {len(self.branches)} branches opened")
@@ -81,10 +84,10 @@ class BalanceSink(Sink):
                 br.sink.close()
             except Exception as close_exc:  # noqa: BLE001 - already failing
                 log.debug("balance: closing failed branch %d: %s", br.index, close_exc)
-        br.back_off(self.ctx.clock, INITIAL_BACKOFF, MAX_BACKOFF)
+        br.back_off(self.ctx.clock)
         self.metrics.add("branch_failures")
         log.warning("balance: branch %d failed (%s); retrying it in %.0f s",
-                    br.index, exc, br.backoff)
+                    br.index, exc, br.backoff.current)
 
     def _usable(self, br: Branch) -> bool:
         if br.opened:

@@ -112,12 +112,12 @@ class CollectorRollSink(CollectorRoll):
 
     def when_durable(self, cp: Checkpoint) -> None:
         if self.state is not None:
-            from ..e2e import take_groups
+            from ..e2e import HeldState, take_groups
             with self._lock:
                 self._awaiting = False
                 groups = take_groups([cp])
                 if groups:
-                    self.state.mark(groups, "written")
+                    self.state.mark(groups, HeldState.WRITTEN)
                     tag = self._last_tag
                     if tag == self._tag and self._current is not None and self._cur_events:
                         self._tag_groups.setdefault(tag, []).extend(groups)
@@ -142,13 +142,13 @@ class CollectorRollSink(CollectorRoll):
         st.forget(groups)
         if not durable:
             try:
-                st.store.release_claims(groups)
+                st.commits.release_claims(groups)
             except Exception:
                 pass
             return
         try:
-            ok, why = st.store.commit_groups(st.collector_id, None, None, groups,
-                                             f"{st.collector_id}/collector".encode())
+            ok, why = st.commits.commit_groups(st.collector_id, None, None, groups,
+                                               f"{st.collector_id}/collector".encode())
         except Exception as exc:
             ok, why = False, str(exc)
         if ok:

@@ -9,14 +9,17 @@ fails, replay in the background.
   time; after a failure it waits ``checkMs``, doubling up to ``maxMs``. A record is removed
   from the spool only once the inner sink took it.
 * The spool lives in ``<node data>/dfo/<name>`` (``name="spool"``; a second diskFailover of
-  the same logical node gets ``spool-2``...): segment files of length-prefixed,
-  CRC-checked records, each record one batch in the :mod:`node.codec` encoding. Writes are
-  flushed to the OS, not fsynced: nothing is lost while the process lives and its disk
+  the same logical node gets ``spool-2``...): a :mod:`node.segment_log` of segment files
+  ``seg-<n>.dfo`` (12 digits) of CRC-checked records ``DFO1 count:u32 length:u32
+  crc32:u32 payload``, each one batch in the :mod:`node.codec` encoding. Writes are
+  handed to the OS, not fsynced: nothing is lost while the process lives and its disk
   survives (a SIGKILL loses nothing; a power cut may). After a restart, what was left in
   the spool is replayed first. The replay position is kept in ``replay.pos``; a crash
   between a send and its position update resends that one record (at-least-once).
-* A record that fails its checks (torn by a machine crash) is reported, counted in
-  ``corrupt`` and the rest of its segment skipped; never replayed as garbage.
+* A record whose framing is damaged (torn by a machine crash) is reported, counted in
+  ``corrupt`` and the rest of its segment cut off (at open) or skipped (while replaying);
+  a record whose framing is intact but whose payload fails its checksum is dropped alone.
+  Neither is ever replayed as garbage.
 * ``when_durable``: a checkpoint is committed once its events were sent or spooled (the
   spool is durable enough for this mode); if every event since the previous checkpoint
   went straight to the inner sink, the inner sink decides.
@@ -28,52 +31,41 @@ spooled encoding as it is, without decoding. Counters: ``events_out`` (sent dire
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
-import struct
 import threading
-import zlib
 from pathlib import Path
 
+from ..backoff import Backoff
 from ..checkpoint import Checkpoint
 from ..codec import decode_events, encode_events
 from ..component import Decorator, NodeContext, Sink
 from ..errors import SinkError
 from ..event import Event
 from ..registry import decorator
-from .insistent_open import Backoff
+from ..segment_log import Framing, LogInUse, SegmentLog
 
 log = logging.getLogger(__name__)
 
-_REC = struct.Struct(">4sIII")       # magic, count, length, crc32(payload)
 _MAGIC = b"DFO1"
+FRAMING = Framing("I", {_MAGIC: False})   # magic, count, length, crc32(payload)
 SEGMENT_BYTES = 16 << 20             # start a new segment file past this size
-_SEG_PREFIX, _SEG_SUFFIX = "seg-", ".dfo"
 _POS_FILE = "replay.pos"
 CLOSE_WAIT = 2.0                     # seconds close waits for a replay send to finish
 
 
-class SpoolCorrupt(Exception):
-    pass
-
-
 class Spool:
-    """An on-disk FIFO of encoded batches (see the module docstring). Not thread-safe:
-    the owner serialises calls."""
+    """An on-disk FIFO of encoded batches (see the module docstring) on a
+    :mod:`node.segment_log` directory that is not fsynced. Not thread-safe: the owner
+    serialises calls."""
 
     def __init__(self, directory: Path):
         self.dir = directory
-        self._lock_file = None
-        self._segments: list[int] = []   # segment numbers on disk, oldest first
-        self._wfile = None               # the segment being written (the last one)
-        self._wseg = -1
-        self._wsize = 0
-        self._rseg = -1                  # position of the next record to replay
-        self._roff = 0
-        self._rfile = None
-        self._rfile_seg = -1
+        self.log = SegmentLog(directory, FRAMING, what="the diskFailover spool",
+                              suffix=".dfo", digits=12, durable=False,
+                              segment_bytes=SEGMENT_BYTES, keep_open=False, log=log)
+        self._read = None                # the segment of the next record to replay
+        self._roff = 0                   # and its offset there
         self.pending_bytes = 0           # bytes in the spool not yet replayed
         self.pending_records = 0
         self.corrupt = 0
@@ -85,86 +77,50 @@ class Spool:
         """Lock the first free directory ``base/name``, ``base/name-2``, ... and open it."""
         k = 1
         while True:
-            d = base / (name if k == 1 else f"{name}-{k}")
-            d.mkdir(parents=True, exist_ok=True)
-            f = open(d / "lock", "a+b")
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                f.close()
-                k += 1
-                continue
-            spool = Spool(d)
-            spool._lock_file = f
+            spool = Spool(base / (name if k == 1 else f"{name}-{k}"))
             try:
                 spool._load()
+            except LogInUse:
+                k += 1
+                continue
             except Exception:
                 spool.close()
                 raise
-            return spool, d
-
-    def _active(self, seg: int) -> bool:
-        """True if ``seg`` is the segment being written (more records may come)."""
-        return self._wfile is not None and seg == self._wseg
-
-    def _seg_path(self, n: int) -> Path:
-        return self.dir / f"{_SEG_PREFIX}{n:012d}{_SEG_SUFFIX}"
+            return spool, spool.dir
 
     def _load(self) -> None:
-        segs = []
-        for p in self.dir.iterdir():
-            name = p.name
-            if name.startswith(_SEG_PREFIX) and name.endswith(_SEG_SUFFIX):
-                try:
-                    segs.append(int(name[len(_SEG_PREFIX):-len(_SEG_SUFFIX)]))
-                except ValueError:
-                    continue
-        segs.sort()
+        segs = self.log.open()
         rseg, roff = -1, 0
         try:
             pos = json.loads((self.dir / _POS_FILE).read_text())
             rseg, roff = int(pos["segment"]), int(pos["offset"])
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             pass
-        for n in [s for s in segs if s < rseg]:   # fully replayed before the restart
-            self._seg_path(n).unlink(missing_ok=True)
-        segs = [s for s in segs if s >= rseg]
-        self._segments = segs
-        # appends after a restart go to a fresh segment (never after a possibly torn tail)
-        self._wseg = segs[-1] if segs else -1
-        if segs:
-            if segs[0] != rseg:
-                rseg, roff = segs[0], 0
-            self._rseg, self._roff = rseg, roff
+        # a new segment numbered below the recorded position would be taken for one
+        # replayed already at the next open (replay.pos can outlive its segments)
+        self.log.next_number = max(self.log.next_number, rseg + 1)
+        for seg in segs:
+            seg.sealed = True     # appends after a restart go to a fresh segment
+            if seg.number < rseg:
+                self.log.remove(seg)              # fully replayed before the restart
+        if self.log.segments:
+            first = self.log.segments[0]
+            self._read, self._roff = first, roff if first.number == rseg else 0
             self._count_pending()
             if self.pending_records == 0:
                 self._reset()
 
     def _count_pending(self) -> None:
-        """Scan the unreplayed records (headers only) to count them. A finished segment
-        whose end is not a record boundary (torn by a crash) is reported and truncated
-        there; a record whose checksum is wrong is caught by :meth:`peek`."""
-        total = records = 0
-        for n in self._segments:
-            off = self._roff if n == self._rseg else 0
-            path = self._seg_path(n)
-            size = path.stat().st_size
-            with open(path, "rb") as f:
-                while off + _REC.size <= size:
-                    f.seek(off)
-                    magic, _count, length, _crc = _REC.unpack(f.read(_REC.size))
-                    if magic != _MAGIC or off + _REC.size + length > size:
-                        break
-                    off += _REC.size + length
-                    total += _REC.size + length
-                    records += 1
-            if off < size and not self._active(n):
-                self.corrupt += 1
-                log.error("diskFailover: %s is damaged at offset %d (%d bytes that are "
-                          "not a whole record); truncated there", path, off, size - off)
-                os.truncate(path, off)
-        self.pending_bytes = total
-        self.pending_records = records
+        """Scan the unreplayed records (headers only) to count them. A segment whose
+        framing is damaged (torn by a crash) is cut off there and reported; a record whose
+        checksum is wrong is caught by :meth:`peek`."""
+        before, segs = self.log.corrupt, self.log.segments
+        counts = [self.log.scan(seg, start=self._roff if seg is self._read else 0,
+                                verify=False, last=i == len(segs) - 1)
+                  for i, seg in enumerate(segs)]
+        self.corrupt += self.log.corrupt - before
+        self.pending_records = sum(n for n, _ in counts)
+        self.pending_bytes = sum(b for _, b in counts)
 
     # -------------------------------------------------------------- writing
 
@@ -173,134 +129,79 @@ class Spool:
         return self.pending_records == 0
 
     def write(self, data: bytes, count: int) -> None:
-        """Append one record and flush it to the OS. OSError passes through."""
-        if self._wfile is None or self._wsize >= SEGMENT_BYTES:
-            self._rotate()
-        rec = _REC.pack(_MAGIC, count, len(data), zlib.crc32(data)) + data
-        self._wfile.write(rec)
-        self._wfile.flush()
-        self._wsize += len(rec)
-        self.pending_bytes += len(rec)
+        """Append one record, handed to the OS. OSError passes through."""
+        seg = self.log.writable()
+        if seg.size == 0 and (self._read is None or self.pending_records == 0):
+            self._read, self._roff = seg, 0
+        rec = FRAMING.pack(_MAGIC, (count,), data)
+        size = FRAMING.head.size + len(data)
+        self.log.write(seg, rec, size)
+        self.pending_bytes += size
         self.pending_records += 1
 
-    def _rotate(self) -> None:
-        if self._wfile is not None:
-            self._wfile.close()
-        n = self._wseg + 1
-        f = open(self._seg_path(n), "ab")
-        self._wfile, self._wseg, self._wsize = f, n, 0
-        self._segments.append(n)
-        if self._rseg < 0 or self.pending_records == 0:
-            self._set_read(n, 0)
-
     # -------------------------------------------------------------- replaying
-
-    def _set_read(self, seg: int, off: int) -> None:
-        self._rseg, self._roff = seg, off
 
     def peek(self) -> tuple[bytes, int] | None:
         """The oldest unreplayed record ``(data, count)``, or None if there is none.
         A record failing its checksum is dropped; damaged framing drops the rest of its
         segment; both are reported and counted in ``corrupt``."""
         while self.pending_records > 0:
-            path = self._seg_path(self._rseg)
-            if self._rfile_seg != self._rseg:
-                if self._rfile is not None:
-                    self._rfile.close()
-                self._rfile = open(path, "rb")
-                self._rfile_seg = self._rseg
-            f = self._rfile
-            f.seek(self._roff)
-            head = f.read(_REC.size)
-            if len(head) == _REC.size:
-                magic, count, length, crc = _REC.unpack(head)
-                if magic == _MAGIC:
-                    data = f.read(length)
-                    if len(data) == length:
-                        if zlib.crc32(data) == crc:
-                            return data, count
-                        # framing intact, payload damaged: drop just this record
-                        self.corrupt += 1
-                        log.error("diskFailover: record at offset %d of %s fails its "
-                                  "checksum; %d events dropped", self._roff, path, count)
-                        self.advance(length)
-                        continue
-            if not head and not self._active(self._rseg):
+            seg, off = self._read, self._roff
+            if off >= seg.size and seg.sealed:
                 self._next_segment()          # clean end of a finished segment
                 continue
-            # a torn or damaged record: skip the rest of this segment
+            rec, bad = FRAMING.read(self.log.fd(seg), off, seg.size)
+            if bad is None:
+                return rec.payload, rec.fields[0]
             self.corrupt += 1
-            log.error("diskFailover: corrupt record in %s at offset %d; skipping the rest "
-                      "of that segment", path, self._roff)
-            self._count_after_skip()
+            if rec is not None:
+                # framing intact, payload damaged: drop just this record
+                log.error("diskFailover: record at offset %d of %s fails its checksum; %d "
+                          "events dropped", off, seg.path, rec.fields[0])
+                self.advance(rec.length)
+                continue
+            log.error("diskFailover: corrupt record in %s at offset %d (%s); skipping the "
+                      "rest of that segment", seg.path, off, bad)
+            seg.sealed = True     # cannot write after garbage: later writes start anew
+            self._next_segment()
+            self._count_pending()
         return None
 
-    def _count_after_skip(self) -> None:
-        if self._active(self._rseg):
-            # cannot write after garbage: close it, later writes start a new segment
-            self._wfile.close()
-            self._wfile = None
-        self._next_segment()
-        self._count_pending()
-
     def _next_segment(self) -> None:
-        done = self._rseg
-        self._segments = [s for s in self._segments if s != done]
-        if self._rfile_seg == done and self._rfile is not None:
-            self._rfile.close()
-            self._rfile, self._rfile_seg = None, -1
-        if not self._active(done):
-            self._seg_path(done).unlink(missing_ok=True)
-        if self._segments:
-            self._set_read(self._segments[0], 0)
-        else:
-            self._set_read(-1, 0)
+        self.log.remove(self._read)
+        segs = self.log.segments
+        self._read, self._roff = (segs[0] if segs else None), 0
         self._save_pos()
 
     def advance(self, data_len: int) -> None:
         """Drop the record last returned by :meth:`peek` (it was delivered)."""
-        size = _REC.size + data_len
+        size = FRAMING.head.size + data_len
         self._roff += size
         self.pending_bytes -= size
         self.pending_records -= 1
         if self.pending_records == 0:
             self._reset()
-            return
-        if (not self._active(self._rseg)
-                and self._roff >= self._seg_path(self._rseg).stat().st_size):
+        elif self._read.sealed and self._roff >= self._read.size:
             self._next_segment()
         else:
             self._save_pos()
 
     def _reset(self) -> None:
         """Everything was replayed: delete every segment and start afresh."""
-        for f in (self._wfile, self._rfile):
-            if f is not None:
-                f.close()
-        self._wfile = self._rfile = None
-        self._rfile_seg = -1
-        for n in self._segments:
-            self._seg_path(n).unlink(missing_ok=True)
-        self._segments = []
-        self._wsize = 0
-        self._set_read(-1, 0)
+        for seg in list(self.log.segments):
+            self.log.remove(seg)
+        self._read, self._roff = None, 0
         self.pending_bytes = 0
         (self.dir / _POS_FILE).unlink(missing_ok=True)
 
     def _save_pos(self) -> None:
-        tmp = self.dir / (_POS_FILE + ".tmp")
-        tmp.write_text(json.dumps({"segment": self._rseg, "offset": self._roff}))
-        os.replace(tmp, self.dir / _POS_FILE)
+        number = self._read.number if self._read is not None else -1
+        self.log.write_state(_POS_FILE, json.dumps({"segment": number,
+                                                    "offset": self._roff}))
 
     def close(self) -> None:
-        for f in (self._wfile, self._rfile, self._lock_file):
-            if f is not None:
-                try:
-                    f.close()
-                except OSError:
-                    pass
-        self._wfile = self._rfile = self._lock_file = None
-        self._rfile_seg = -1
+        self.log.close()
+        self._read = None
 
 
 @decorator("diskFailover")

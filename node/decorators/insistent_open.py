@@ -1,44 +1,16 @@
 """``insistentOpen([maxMs[, initMs[, cumulativeMaxMs]]])``: retries ``inner.open`` with
-capped exponential backoff. Also home of :class:`Backoff`, the retry policy shared by the
-insistent decorators and ``diskFailover``, and of :class:`InsistentDecorator`, their common
-arguments."""
+capped exponential backoff (:class:`node.backoff.Backoff`). Also home of :class:`InsistentDecorator`, the arguments the
+insistent decorators share."""
 from __future__ import annotations
 
 import logging
 
+from ..backoff import Backoff
 from ..component import Decorator, NodeContext, Sink
 from ..errors import SinkError
 from ..registry import decorator
 
 log = logging.getLogger(__name__)
-
-
-class Backoff:
-    """Capped exponential backoff, in seconds: ``initial``, doubling up to ``maximum``; with
-    ``cumulative``, the total of the delays handed out never exceeds it, and
-    :meth:`next_delay` returns None once it is spent."""
-
-    def __init__(self, initial: float, maximum: float, cumulative: float | None = None):
-        self.initial = initial
-        self.maximum = maximum
-        self.cumulative = cumulative
-        self.reset()
-
-    def reset(self) -> None:
-        self.current = 0.0
-        self.total = 0.0
-
-    def next_delay(self) -> float | None:
-        self.current = (self.initial if self.current == 0 else
-                        min(self.current * 2, self.maximum))
-        delay = min(self.current, self.maximum)
-        if self.cumulative is not None:
-            left = self.cumulative - self.total
-            if left <= 0:
-                return None
-            delay = min(delay, left)
-        self.total += delay
-        return delay
 
 
 class InsistentDecorator(Decorator):

@@ -42,6 +42,7 @@ import queue
 import threading
 import time
 
+from ..backoff import Backoff
 from ..checkpoint import Checkpoint
 from ..codec import decode_events, encode_events, split_events
 from ..component import Component, NodeContext, Sink
@@ -108,25 +109,25 @@ class Collector:
 
     __slots__ = ("clients", "retry_at", "backoff")
 
-    def __init__(self, host: str, port: int, timeout: float, lanes: int = 1):
+    def __init__(self, host: str, port: int, timeout: float, backoff: Backoff,
+                 lanes: int = 1):
         self.clients = [RpcClient(host, port, timeout, connect_timeout=min(timeout, 5.0))
                         for _ in range(lanes)]
         self.retry_at = 0.0
-        self.backoff = 0.0
+        self.backoff = backoff
 
     @property
     def address(self) -> str:
         return self.clients[0].address
 
-    def back_off(self, now: float, initial: float, maximum: float) -> None:
-        """After a failure: skip it for ``initial`` seconds, doubling up to ``maximum``
-        while failures repeat."""
-        self.backoff = initial if self.backoff == 0 else min(self.backoff * 2, maximum)
-        self.retry_at = now + self.backoff
+    def back_off(self, now: float) -> None:
+        """After a failure: skip it for the next delay of its backoff."""
+        self.retry_at = now + self.backoff.next_delay()
 
     def took(self) -> None:
         """It answered: no backoff."""
-        self.backoff = self.retry_at = 0.0
+        self.backoff.reset()
+        self.retry_at = 0.0
 
     def close(self) -> None:
         for client in self.clients:
@@ -166,7 +167,8 @@ class CollectorChain(Sink):
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         self._cut = False
-        self.collectors = [Collector(h, p, self.timeout, self.lanes) for h, p in self.addresses]
+        self.collectors = [Collector(h, p, self.timeout, Backoff(self.initial, self.maximum),
+                                     self.lanes) for h, p in self.addresses]
 
     def append(self, events: list[Event]) -> None:
         if events:
@@ -237,7 +239,7 @@ class CollectorChain(Sink):
             now = self.ctx.clock.monotonic()
             if c.retry_at > now:
                 return      # another lane found it down meanwhile: one backoff step
-            c.back_off(now, self.initial, self.maximum)
+            c.back_off(now)
             self.metrics.add("failovers")
 
     def interrupt(self) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import socket
 
+from ..backoff import Backoff
 from ..checkpoint import Checkpoint
 from ..component import Component, NodeContext, Sink
 from ..decorators.acked_write_ahead import AckedWriteAhead
@@ -63,7 +64,8 @@ class GroupChain(Sink):
 
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
-        self.endpoints = [Collector(h, p, self.timeout, self.lanes) for h, p in self.addresses]
+        self.endpoints = [Collector(h, p, self.timeout, Backoff(BACKOFF_FIRST, BACKOFF_MAX),
+                                    self.lanes) for h, p in self.addresses]
 
     def append(self, events: list[Event]) -> None:
         raise SinkError("the E2E collector chain only sends write-ahead-log groups")
@@ -113,7 +115,7 @@ class GroupChain(Sink):
     def _failed(self, i: int, lane: int) -> None:
         e = self.endpoints[i]
         e.clients[lane].close()
-        e.back_off(self.ctx.clock.monotonic(), BACKOFF_FIRST, BACKOFF_MAX)
+        e.back_off(self.ctx.clock.monotonic())
         self.metrics.add("failovers")
         if self.current == i:
             self.current = None

@@ -45,8 +45,8 @@ import logging
 
 from ..checkpoint import Checkpoint
 from ..component import NodeContext
-from ..e2e import (KEY_PREFIX, Committer, collector_state, file_url, parse_group_key,
-                   take_groups)
+from ..e2e import (KEY_PREFIX, Committer, HeldState, collector_state, file_url,
+                   parse_group_key, take_groups)
 from ..errors import SinkError
 from ..formats import Compression, OutputFormat
 from ..limits import Refusals
@@ -127,7 +127,7 @@ class _CollectorDfs(DfsSink):
                 groups = take_groups(pending)
                 state.forget(groups)
                 try:
-                    state.store.release_claims(groups)
+                    state.commits.release_claims(groups)
                 except Exception:
                     pass
             raise
@@ -296,7 +296,7 @@ class CollectorSink(CollectorRoll):
             self._awaiting = False
             groups = [g for k in cp.updates if (g := parse_group_key(k)) is not None]
             if groups:
-                self.state.mark(groups, "written")
+                self.state.mark(groups, HeldState.WRITTEN)
             if self._positions_lost:
                 dropped = [k for k in cp.updates if not k.startswith(KEY_PREFIX)]
                 for k in dropped:
@@ -315,7 +315,7 @@ class CollectorSink(CollectorRoll):
                     else:
                         self.state.forget(groups)
                         try:
-                            self.state.store.release_claims(groups)
+                            self.state.commits.release_claims(groups)
                         except Exception:
                             pass
                 if last.published:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from ..backoff import Backoff
 from ..checkpoint import Checkpoint, split_checkpoint
 from ..clock import Clock
 from ..component import Component, NodeContext, Sink
@@ -19,28 +20,26 @@ class Branch:
 
     __slots__ = ("sink", "index", "opened", "retry_at", "backoff", "dirty")
 
-    def __init__(self, sink: Sink, index: int = 0):
+    def __init__(self, sink: Sink, backoff: Backoff, index: int = 0):
         self.sink = sink
         self.index = index
         self.opened = False
         self.retry_at = 0.0
-        self.backoff = 0.0
+        self.backoff = backoff
         self.dirty = False
 
     def waiting(self, clock: Clock) -> bool:
         """True while the backoff after its last failure runs."""
         return bool(self.retry_at) and clock.monotonic() < self.retry_at
 
-    def back_off(self, clock: Clock, initial: float, maximum: float) -> None:
-        """After a failure: wait ``initial`` seconds, doubling up to ``maximum`` while
-        failures repeat."""
-        self.backoff = initial if self.backoff == 0 else min(self.backoff * 2, maximum)
-        self.retry_at = clock.monotonic() + self.backoff
+    def back_off(self, clock: Clock) -> None:
+        """After a failure: wait the next delay of its backoff."""
+        self.retry_at = clock.monotonic() + self.backoff.next_delay()
 
     def took(self) -> None:
         """After an accepted append: it holds events, and its backoff is over."""
         self.dirty = True
-        self.backoff = 0.0
+        self.backoff.reset()
         self.retry_at = 0.0
 
 
@@ -76,7 +75,7 @@ class FailoverSink(Sink):
 
     def __init__(self, branches: list[Sink], initial: float = 1.0, maximum: float = 60.0):
         super().__init__()
-        self.branches = [Branch(b) for b in branches]
+        self.branches = [Branch(b, Backoff(initial, maximum)) for b in branches]
         self.initial = initial
         self.maximum = maximum
         self.current: Branch | None = None
@@ -102,7 +101,7 @@ class FailoverSink(Sink):
                 if br.dirty:
                     self._lose(exc)
         br.dirty = False
-        br.back_off(self.ctx.clock, self.initial, self.maximum)
+        br.back_off(self.ctx.clock)
         self.metrics.add("failovers")
 
     def _lose(self, exc: Exception) -> None:

@@ -12,6 +12,8 @@ from ..registry import sink
 
 
 class _Untranslated(Sink):
+    master_only = True
+
     def _error(self) -> SinkError:
         return SinkError(f"{self.spec_name} must be translated by a master; "
                          f"run this spec through flume master")
@@ -29,6 +31,8 @@ class LogicalSink(_Untranslated):
     """Sends to wherever logical node ``logicalNode`` runs; the master translates it to an
     RPC sink to that node's ``logicalSource``."""
 
+    translation = "rpcSink"
+
     def __init__(self, logicalNode: str):
         super().__init__()
         if not logicalNode:
@@ -41,6 +45,8 @@ class AutoE2EChain(_Untranslated):
     """End-to-end mode over the flow's collectors; the master expands it to
     ``agentE2EChain`` over up to three collectors chosen by consistent hashing."""
 
+    translation = "agentE2EChain"
+
     def __init__(self):
         super().__init__()
 
@@ -50,6 +56,8 @@ class AutoDFOChain(_Untranslated):
     """Disk-failover mode over the flow's collectors; the master expands it to
     ``agentDFOChain``."""
 
+    translation = "agentDFOChain"
+
     def __init__(self):
         super().__init__()
 
@@ -58,6 +66,8 @@ class AutoDFOChain(_Untranslated):
 class AutoBEChain(_Untranslated):
     """Best-effort mode over the flow's collectors; the master expands it to
     ``agentBEChain``."""
+
+    translation = "agentBEChain"
 
     def __init__(self):
         super().__init__()

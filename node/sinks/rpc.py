@@ -24,6 +24,7 @@ import logging
 from typing import Callable
 
 from .. import rpc
+from ..backoff import step
 from ..codec import encode_events, split_events
 from ..component import Metrics, NodeContext, Sink
 from ..errors import SinkError
@@ -45,7 +46,7 @@ def deliver(call: Callable[[], tuple[int, str]], ctx: NodeContext, metrics: Metr
     RETRY answers are retried after a pause (50 ms doubling to 1 s) up to ``retry_limit``
     times; FAILED, too many RETRYs, or the node stopping raise SinkError. A SinkError from
     ``call`` itself (transport failure) passes through."""
-    delay = RETRY_INITIAL
+    delay = 0.0     # a local, not a Backoff: this runs for every batch
     retries = 0
     while True:
         status, message = call()
@@ -58,9 +59,9 @@ def deliver(call: Callable[[], tuple[int, str]], ctx: NodeContext, metrics: Metr
         retries += 1
         if retries > retry_limit:
             raise SinkError(f"{what} still busy after {retry_limit} retries: {message}")
+        delay = step(delay, RETRY_INITIAL, RETRY_MAX)
         if ctx.clock.wait(ctx.stop_event, delay):
             raise SinkError(f"{what}: node stopping while the receiver was busy")
-        delay = min(delay * 2, RETRY_MAX)
 
 
 @sink("rpcSink", aliases=("thriftSink",))

@@ -42,6 +42,7 @@ import threading
 import time
 from typing import Callable, Protocol
 
+from ..backoff import Backoff
 from ..component import Metrics, NodeContext
 from ..errors import SourceError
 from ..event import Event
@@ -187,7 +188,7 @@ class TcpServer(_Server):
         self._slots = ConnectionSlots(max_connections, max_connections_per_peer,
                                       self._idle_since)
         self._timeouts = [t for t in (idle_timeout, message_timeout) if t is not None]
-        self._accept_pause = 0.0       # the current pause after failed accepts
+        self._accept_backoff = Backoff(ACCEPT_PAUSE, ACCEPT_PAUSE_MAX)  # after failed accepts
         self._accept_at: float | None = None   # when to accept again (None: accepting)
         self._accept_log = RateLimitedLog(log)
         self._stalled = 0.0            # seconds spent blocked on a full queue
@@ -304,17 +305,17 @@ class TcpServer(_Server):
             self.metrics.add("connections")
             self.metrics.add("connections_open")
             log.debug("%s on port %d: connection from %s", self.name, self.port, addr)
-        self._accept_pause = 0.0
+        self._accept_backoff.reset()
 
     def _pause_accepting(self, exc: OSError) -> None:
-        self._accept_pause = min(ACCEPT_PAUSE_MAX, max(ACCEPT_PAUSE, self._accept_pause * 2))
-        self._accept_at = time.monotonic() + self._accept_pause
+        pause = self._accept_backoff.next_delay()
+        self._accept_at = time.monotonic() + pause
         self._sel.unregister(self._listener)
         self.metrics.add("accept_errors")
         self._accept_log.warning(
             "accept", "%s on port %d cannot accept connections (%s); pausing accepts for "
             "%g s, with %d connections open", self.name, self.port, exc.strerror or exc,
-            self._accept_pause, len(self._conns))
+            pause, len(self._conns))
 
     def _housekeeping(self) -> None:
         now = time.monotonic()

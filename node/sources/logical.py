@@ -14,6 +14,8 @@ from ..registry import source
 
 
 class _Untranslated(Source):
+    master_only = True
+
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         raise SourceError(f"{self.spec_name} must be translated by a master; "
@@ -29,6 +31,8 @@ class LogicalSource(_Untranslated):
     """Receives from ``logicalSink``s; the master translates it to an RPC source on a port
     it assigns."""
 
+    translation = "rpcSource"
+
     def __init__(self):
         super().__init__()
 
@@ -37,6 +41,8 @@ class LogicalSource(_Untranslated):
 class AutoCollectorSource(_Untranslated):
     """Joins its flow's collector pool; the master translates it to ``collectorSource``
     on a port it assigns."""
+
+    translation = "collectorSource"
 
     def __init__(self):
         super().__init__()

@@ -117,7 +117,8 @@ def test_hostile_registration_repaired_by_the_master(master, clients):
         except NoAuthError:
             pass
         refused = m.get("/api/cluster").json()["refused"]
-        return refused.get("refused_registration_subtree") and refused
+        done = ("refused_registration_subtree", "refused_registration_name")
+        return all(refused.get(k) for k in done) and refused
     refused = wait_until(repaired, 20, "the leader repairing physical/evil")
     assert refused["refused_registration_acl"] >= 2
     assert refused["refused_registration_name"] == 1

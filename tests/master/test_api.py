@@ -424,3 +424,13 @@ def test_specs_past_the_nesting_and_size_bounds_answer_400_with_positions(client
     r = client.put("/api/configs/n1", json={"source": "null", "sink": ok})
     assert r.status_code == 200, r.text
     assert client.get("/api/configs/n1").json()["sink"] == ok
+
+
+def test_command_table_lists_every_command(client):
+    from master.command_table import COMMANDS
+    r = client.get("/api/command-table")
+    assert r.status_code == 200
+    assert [c["name"] for c in r.json()] == [c.name for c in COMMANDS]
+    assert {c["name"]: c["usage"] for c in r.json()}["config"] == \
+        "config NODE [FLOW] SOURCE SINK"
+    assert [c["name"] for c in r.json() if not c["writes"]] == ["noop"]

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from master.service import (CommandError, MasterService, NotFound, name_problem,
-                            render_spec_error)
+from master.errors import CommandError, NotFound
+from master.service import MasterService
+from master.validation import name_problem, render_spec_error
 from node.errors import SpecError, SpecErrors
 from zk.client import ZkError
 from zk.store import LogicalConfig
@@ -303,7 +304,7 @@ def test_noop(service):
 # ---------------------------------------------------------------- history
 
 def test_history_is_newest_first_and_bounded(service, store):
-    service.trim_every, service.keep_commands = 5, 8
+    service.runner.trim_every, service.runner.keep_commands = 5, 8
     ids = [service.execute("noop", []).id for _ in range(23)]
     listed = service.commands(100)
     assert len(listed) <= 8 + 5
@@ -405,12 +406,12 @@ def test_status_with_1000_nodes_is_built_once_per_change(service, store):
              and all(r["state"] == "ACTIVE" for r in service.status()["logical"]),
              what="1000 active rows")
     builds = []
-    build = service._build_status
-    service._build_status = lambda *a: builds.append(1) or build(*a)
+    build = service.listings._build_status
+    service.listings._build_status = lambda *a: builds.append(1) or build(*a)
     for i in range(200):
         if i % 20 == 0:  # a node reports: the next call rebuilds the listing
             store.put_status("p0", {"updated": i, "logical": {}})
-            wait_for(lambda i=i: service.view.tables["status"]["p0"].get("updated") == i)
+            wait_for(lambda i=i: service.view.snapshot().status["p0"].get("updated") == i)
         body = service.status_json()
         assert body.startswith(b'{"logical":[')
     drop_all(store, "logical", "status", "mappings", "commands")
@@ -478,3 +479,27 @@ def test_view_reads_everything_again_after_zookeeper_restarts(tmp_path):
             c.stop()
             c.close()
         server.stop()
+
+
+def test_zookeeper_failures_reach_callers_as_zkerror(store, tmp_path, monkeypatch):
+    """zk/ translates kazoo's exceptions: the view's direct reads (while it is not
+    ready) and the history raise ZkError, which the REST API answers with 503."""
+    from kazoo.exceptions import ConnectionLoss
+    svc = MasterService(store, tmp_path / "m", watch=False)   # never ready: reads ZK
+
+    def lost(*args, **kw):
+        raise ConnectionLoss()
+    monkeypatch.setattr(store, "list_logical", lost)
+    monkeypatch.setattr(store, "list_commands", lost)
+    try:
+        for call in (svc.status, svc.configs, svc.commands, svc.stored_specs):
+            with pytest.raises(ZkError, match="ConnectionLoss"):
+                call()
+        with pytest.raises(ZkError, match="ConnectionLoss"):
+            svc.execute("refreshAll", [])
+    finally:
+        monkeypatch.undo()
+        svc.close()
+    record = store.list_commands(1)[0]
+    assert (record.command, record.state) == ("refreshAll", "FAILED")
+    assert record.message == "ZooKeeper: ConnectionLoss"

@@ -17,7 +17,7 @@ from node.decorators.batch import BATCH_ATTR, decode_events, encode_events
 from node.decorators.choke import ChokeLimiter, set_choke_limit
 from node.decorators.gzip import GZIP_ATTR
 from node.decorators.insistent_append import InsistentAppendDecorator
-from node.decorators.insistent_open import Backoff, InsistentOpenDecorator
+from node.decorators.insistent_open import InsistentOpenDecorator
 from node.decorators.lazy_open import LazyOpenDecorator
 from node.decorators.stubborn_append import StubbornAppendDecorator
 from node.errors import SinkError, SpecError
@@ -507,15 +507,6 @@ def test_lazy_open_surfaces_open_failure_at_append(ctx):
         s.append(evs(1))
     s.append(evs(1))
     assert inner.got == evs(1)
-
-
-def test_backoff_policy():
-    b = Backoff(1.0, 5.0, cumulative=10.0)
-    assert [b.next_delay() for _ in range(6)] == [1.0, 2.0, 4.0, 3.0, None, None]
-    b.reset()
-    assert b.next_delay() == 1.0
-    nocap = Backoff(1.0, 5.0)
-    assert [nocap.next_delay() for _ in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
 
 
 def test_insistent_open_retries_with_backoff(make_ctx):

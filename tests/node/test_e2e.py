@@ -189,9 +189,9 @@ def test_agent_to_collector_exactly_once(cluster, channel, store):
     assert not hidden_files(cluster.out)
     # the agent raised its watermark past everything and forgot the group znodes below it
     m = wal_metrics(agent)
-    wait_until(lambda: store.get_watermark("agent1") == m["groups_written"] + 1,
+    wait_until(lambda: store.commits.get_watermark("agent1") == m["groups_written"] + 1,
                what="watermark")
-    wait_until(lambda: store.list_groups("agent1") == [], what="group znodes deleted")
+    wait_until(lambda: store.commits.list_groups("agent1") == [], what="group znodes deleted")
     # acknowledged segments are deleted by the sender thread: wait for it, with a deadline
     wait_until(lambda: wal_metrics(agent)["wal_bytes"] == 0, what="WAL emptied")
     assert m["fsyncs"] >= 1
@@ -321,13 +321,13 @@ def test_crash_between_commit_and_rename_is_rolled_forward(cluster, channel, sto
     client_a.stop()                         # the process is gone
     assert not output_lines(cluster.out) and hidden_files(cluster.out)
     wait_until(lambda: all_acked(agent, len(evs)), what="acknowledged before the rename")
-    assert store.file_records("cphys-colR")
+    assert store.commits.file_records("cphys-colR")
     _, store_a2 = cluster.collector_store()
     col2 = cluster.collector("colR", roll_ms=200, store=store_a2)
     assert sink_metrics(col2).get("rolled_forward", 0) >= 1
     assert_exactly_once(cluster.out, evs)
     assert not hidden_files(cluster.out)
-    assert store.file_records("cphys-colR") == {}
+    assert store.commits.file_records("cphys-colR") == {}
 
 
 # ---------------------------------------------------------------------- RETRY
@@ -571,7 +571,7 @@ def test_group_over_the_collectors_bounds_is_refused(cluster, store):
     metrics = col.status()["components"]["source"]["metrics"]
     assert metrics["refused_decompressed"] == 1 and metrics["refused_events"] == 1
     client.close()
-    assert store.list_groups("bombagent") == []
+    assert store.commits.list_groups("bombagent") == []
 
 
 def test_duplicate_append_group_is_not_written_twice(cluster, store):
@@ -588,12 +588,12 @@ def test_duplicate_append_group_is_not_written_twice(cluster, store):
     status, msg = client.append_group("dupagent", 2, crc ^ 1, payload, 3)
     assert status == Status.FAILED and "checksum" in msg
     col._flow.sink.roll_now()
-    wait_until(lambda: store.list_groups("dupagent") == [1], what="group committed")
+    wait_until(lambda: store.commits.list_groups("dupagent") == [1], what="group committed")
     # sent again after the commit: acknowledged as committed, no second copy
     assert client.append_group("dupagent", 1, crc, payload, 3) == (Status.OK, "committed")
     # and below the watermark too (the agent may have deleted the group znode)
-    store.raise_watermark("dupagent", 2)
-    store.delete_groups("dupagent", [1])
+    store.commits.raise_watermark("dupagent", 2)
+    store.commits.delete_groups("dupagent", [1])
     assert client.append_group("dupagent", 1, crc, payload, 3) == (Status.OK, "committed")
     col._flow.sink.roll_now()
     client.close()
@@ -611,10 +611,10 @@ def test_group_claimed_by_another_collector_gets_retry(cluster, store):
     assert a.append_group("ag7", 5, crc, payload, 1)[0] == Status.OK
     status, msg = b.append_group("ag7", 5, crc, payload, 1)
     assert status == Status.RETRY and "another collector" in msg
-    assert store.claim_exists("ag7", 5)
+    assert store.commits.claim_exists("ag7", 5)
     col_a._flow.sink.roll_now()
-    wait_until(lambda: store.list_groups("ag7") == [5])
-    assert not store.claim_exists("ag7", 5)
+    wait_until(lambda: store.commits.list_groups("ag7") == [5])
+    assert not store.commits.claim_exists("ag7", 5)
     assert b.append_group("ag7", 5, crc, payload, 1) == (Status.OK, "committed")
     a.close()
     b.close()
@@ -671,7 +671,7 @@ def test_generic_collector_decorator_acknowledges_groups(cluster, channel, store
     wait_until(lambda: all_acked(agent, len(evs)), what="acknowledged by collector()")
     assert_exactly_once(cluster.out, evs)
     assert sink_metrics(col).get("groups_committed", 0) >= 1
-    assert store.list_groups("agentG") == [] or store.get_watermark("agentG") > 1
+    assert store.commits.list_groups("agentG") == [] or store.commits.get_watermark("agentG") > 1
 
 
 @pytest.mark.parametrize("sink", ["null", 'FANOUT'])
@@ -687,7 +687,7 @@ def test_collector_source_without_an_e2e_sink_refuses_groups(cluster, store, sin
     assert client.append_packed(events_from_lines([b"plain"]))[0] == Status.OK
     client.close()
     assert status == Status.FAILED and "collectorSink" in msg
-    assert not store.claim_exists("agN", 1)
+    assert not store.commits.claim_exists("agN", 1)
 
 
 def expire_session(zk_server, client) -> None:
@@ -728,20 +728,21 @@ def test_collector_session_expiry_discards_its_files_and_agents_resend(cluster, 
 
 def test_store_commit_needs_the_claims(cluster, store):
     ca, sa = cluster.collector_store()
-    assert sa.claim_group("agS", 1, "colA") == "claimed"
-    assert sa.claim_group("agS", 1, "colA") == "ours"
+    assert sa.commits.claim_group("agS", 1, "colA") == "claimed"
+    assert sa.commits.claim_group("agS", 1, "colA") == "ours"
     _, sb = cluster.collector_store()
-    assert sb.claim_group("agS", 1, "colB") == "held"
+    assert sb.commits.claim_group("agS", 1, "colB") == "held"
     ca.stop()                                         # A's session ends: its claim goes
     _, sa2 = cluster.collector_store()
-    ok, why = sa2.commit_groups("colA", "f1", {"files": []}, [("agS", 1)])
+    ok, why = sa2.commits.commit_groups("colA", "f1", {"files": []}, [("agS", 1)])
     assert not ok and "claim" in why
-    assert store.list_groups("agS") == [] and store.file_records("colA") == {}
-    assert sb.claim_group("agS", 1, "colB") == "claimed"
-    assert sb.commit_groups("colB", "f2", {"files": []}, [("agS", 1)]) == (True, "")
-    assert store.list_groups("agS") == [1] and list(store.file_records("colB")) == ["f2"]
-    assert sa2.claim_group("agS", 1, "colA") == "committed"
-    assert not store.claim_exists("agS", 1)
+    assert store.commits.list_groups("agS") == [] and store.commits.file_records("colA") == {}
+    assert sb.commits.claim_group("agS", 1, "colB") == "claimed"
+    assert sb.commits.commit_groups("colB", "f2", {"files": []}, [("agS", 1)]) == (True, "")
+    assert store.commits.list_groups("agS") == [1]
+    assert list(store.commits.file_records("colB")) == ["f2"]
+    assert sa2.commits.claim_group("agS", 1, "colA") == "committed"
+    assert not store.commits.claim_exists("agS", 1)
 
 
 def test_a_restarted_collector_takes_over_its_previous_runs_claims(cluster, store):
@@ -749,17 +750,17 @@ def test_a_restarted_collector_takes_over_its_previous_runs_claims(cluster, stor
     (same collector id, new session) replaces that run's claims at once; another
     collector still gets "held"."""
     _, old_run = cluster.collector_store()
-    assert old_run.claim_group("agT", 1, "colA") == "claimed"
+    assert old_run.commits.claim_group("agT", 1, "colA") == "claimed"
     _, new_run = cluster.collector_store()
-    assert new_run.claim_group("agT", 1, "colA") == "claimed"
-    assert new_run.claim_group("agT", 1, "colA") == "ours"
+    assert new_run.commits.claim_group("agT", 1, "colA") == "claimed"
+    assert new_run.commits.claim_group("agT", 1, "colA") == "ours"
     _, other = cluster.collector_store()
-    assert other.claim_group("agT", 1, "colB") == "held"
+    assert other.commits.claim_group("agT", 1, "colB") == "held"
     # should the old run still be alive after all, only one of the two commits succeeds
-    outcomes = [old_run.commit_groups("colA", "f-old", {"files": []}, [("agT", 1)])[0],
-                new_run.commit_groups("colA", "f-new", {"files": []}, [("agT", 1)])[0]]
+    outcomes = [old_run.commits.commit_groups("colA", "f-old", {"files": []}, [("agT", 1)])[0],
+                new_run.commits.commit_groups("colA", "f-new", {"files": []}, [("agT", 1)])[0]]
     assert outcomes.count(True) == 1
-    assert store.list_groups("agT") == [1]
+    assert store.commits.list_groups("agT") == [1]
 
 
 # ---------------------------------------------------------------------- salvage
@@ -833,7 +834,7 @@ def test_plain_batches_survive_a_crash_that_loses_the_group_file(cluster, store,
     for seq in range(1, 11):                     # the agent sends them again
         assert send_group(seq)[0] == Status.OK
     rpc.close()
-    wait_until(lambda: store.list_groups("mixagent") == list(range(1, 11)),
+    wait_until(lambda: store.commits.list_groups("mixagent") == list(range(1, 11)),
                what="groups committed")
     wait_until(lambda: sum(output_lines(cluster.out).values()) >= 3000, what="renamed")
     assert_exactly_once(cluster.out, plain + [b for g in grouped for b in g])
@@ -955,7 +956,8 @@ def test_hostile_agent_ids_and_junk_payloads_leave_no_znode(cluster, store):
     assert rpc.append_group("okagent", 3, crc, payload, 1) == (Status.OK,
                                                                "taken by cphys-colhostile")
     col._flow.sink.roll_now()
-    wait_until(lambda: store.list_groups("okagent") == [3], what="legitimate group committed")
+    wait_until(lambda: store.commits.list_groups("okagent") == [3],
+               what="legitimate group committed")
     rpc.close()
     assert output_lines(cluster.out) == collections.Counter({b"hostile": 1})
     assert claimed_agents(store) - before == {"okagent"}
@@ -1026,10 +1028,10 @@ def test_zookeeper_client_refuses_requests_near_jute_maxbuffer(zk_client, zk_roo
     zk_client.delete(zk_root, recursive=True)
 
 
-def test_the_store_forgets_ensured_paths_past_its_bound(store, monkeypatch):
-    import zk.store
-    monkeypatch.setattr(zk.store, "ENSURED_KEPT", 3)
+def test_the_commit_log_forgets_ensured_paths_past_its_bound(store, monkeypatch):
+    import zk.commit_log
+    monkeypatch.setattr(zk.commit_log, "ENSURED_KEPT", 3)
     for i in range(10):
-        store.groups_path(f"ensured-{i}")
-        assert len(store._ensured) <= 3
-    assert store.list_groups("ensured-9") == []
+        store.commits.watch_groups(f"ensured-{i}", lambda seqs: False)
+        assert len(store.commits._ensured) <= 3
+    assert store.commits.list_groups("ensured-9") == []

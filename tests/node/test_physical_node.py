@@ -161,3 +161,52 @@ def test_data_directory_that_cannot_be_made_is_error(pnode, store, tmp_path):
     store.put_logical(LogicalConfig("p1", "null", "null"))
     st = _error_status(node, store, "p1")
     assert "cannot prepare the data directory" in st["last_error"]
+
+
+# The master-only components are those marked on their class (node/sinks/logical.py,
+# node/sources/logical.py); a node holds a config using one until its translation comes.
+
+@pytest.mark.parametrize("source, sink, waits", [
+    ("logicalSource", "null", True),
+    ('memory("x")', "autoBEChain", True),
+    ('memory("x")', '{ batch(10) => < autoDFOChain ? console > }', True),
+    ('memory("x")', 'logicalSink("n2")', True),
+    # a master-only name inside an argument (a path, a host) is not the component
+    ('memory("logicalSink-feed")', 'collect("autoE2EChain")', False),
+    ('text("/var/log/autoCollectorSource.log")', 'rpcSink("autoBEChain.example")', False),
+    # nor a let reference that happens to be spelt like one
+    ('memory("x")', "let autoBEChain := console in autoBEChain", False),
+])
+def test_waits_for_translation_reads_the_components_marks(source, sink, waits):
+    from node.physical_node import waits_for_translation
+    assert waits_for_translation(source, sink) is waits
+
+
+def test_master_only_names_come_from_the_class_mark():
+    from node.registry import master_only
+    assert set(master_only("source")) == {"logicalSource", "autoCollectorSource"}
+    assert set(master_only("sink")) == {"logicalSink", "autoE2EChain", "autoDFOChain",
+                                        "autoBEChain"}
+    assert all(cls.master_only and cls.translation for cls in master_only("sink").values())
+
+
+def test_config_naming_a_master_only_component_only_in_an_argument_runs(pnode, store):
+    """A path spelt like a master-only component is not one: the flow runs (it used to be
+    held forever as 'waiting for its translation')."""
+    collect.reset("autoE2EChain-feed")
+    node = pnode("p1")
+    store.put_logical(LogicalConfig("p1", 'memory("logicalSink-feed")',
+                                    'collect("autoE2EChain-feed")'))
+    wait_until(lambda: logical_status(node, store, "p1").get("state") == "ACTIVE",
+               what="the flow runs")
+    memory.push("logicalSink-feed", [b"x"])
+    wait_until(lambda: collect.collected("autoE2EChain-feed"), what="events flow")
+
+
+def test_untranslated_master_only_config_waits(pnode, store):
+    node = pnode("p1")
+    store.put_logical(LogicalConfig("p1", 'memory("untranslated")', "autoBEChain"))
+    st = wait_until(lambda: (s := logical_status(node, store, "p1")).get("last_error")
+                    and s, what="the config held")
+    assert "waiting for its translation" in st["last_error"]
+    assert st.get("state") != "ACTIVE"

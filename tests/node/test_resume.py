@@ -37,6 +37,8 @@ def writer(path: Path, done: threading.Event) -> None:
 def read_output(out: Path) -> list[bytes]:
     if out.is_file():
         return out.read_bytes().splitlines()
+    if not out.exists():      # the sink has not opened its first file yet
+        return []
     lines = []
     for f in sorted(out.iterdir()):
         if not f.name.startswith("."):

@@ -151,6 +151,11 @@ def test_map_then_unmap_a_node(page, cluster):
 def test_command_history_with_states_and_messages(page, cluster):
     ex = expect()
     page.goto(cluster.url + "/#commands")
+    # the names offered are the master's command table (GET /api/command-table)
+    names = [c["name"] for c in httpx.get(cluster.url + "/api/command-table").json()]
+    ex(page.locator("#dl-commands option")).to_have_count(len(names))
+    assert page.locator("#dl-commands option").evaluate_all(
+        "os => os.map(o => o.value)") == names
     page.fill("#cmd-name", "noop")
     page.fill("#cmd-args", "5")
     page.click("#cmd-submit")

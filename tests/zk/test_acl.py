@@ -13,6 +13,7 @@ from zk.acl import (AclPolicy, AuthFileError, Credential, managed_credentials,
                     protect_tree, read_auth_file)
 from zk.client import connect
 from zk.store import ConfigStore, LogicalConfig
+from tests.waiting import wait_until
 
 MASTER = Credential("flume-master", "m" * 8 + "-master-secret-0123")
 NODE = Credential("flume-node", "n" * 8 + "-node-secret-01234")
@@ -160,7 +161,7 @@ def test_node_credential_cannot_change_what_nodes_run(clients, zk_root):
 
 
 def test_every_node_operation_works_under_the_node_credential(clients, zk_root):
-    """Registration, status, goodbye and the whole E2E commit log (node/e2e.py), as a
+    """Registration, status, goodbye and the whole E2E commit log (zk/commit_log.py), as a
     node process makes them; the master reads all of it; nodes never get ADMIN."""
     master, node, _, client = clients
     node.register_physical("p1", {"pid": 1})
@@ -175,21 +176,28 @@ def test_every_node_operation_works_under_the_node_credential(clients, zk_root):
     other.client.delete(other.physical_path("p1"))             # the goodbye
     assert master.list_physical() == {}
     # the E2E commit log: collector claims and commits, agent watches, acknowledges
-    assert node.claim_group("agent1", 1, "coll") == "claimed"
-    assert node.claim_group("agent1", 2, "coll") == "claimed"
-    assert node.claim_holder("agent1", 1) == "coll"
-    assert node.release_claims([("agent1", 2)]) == 1
-    ok, why = node.commit_groups("coll", "f1", {"files": [["h", "f"]]}, [("agent1", 1)])
+    log = node.commits
+    assert log.claim_group("agent1", 1, "coll") == "claimed"
+    assert log.claim_group("agent1", 2, "coll") == "claimed"
+    assert log.claim_holder("agent1", 1) == "coll"
+    assert log.release_claims([("agent1", 2)]) == 1
+    ok, why = log.commit_groups("coll", "f1", {"files": [["h", "f"]]}, [("agent1", 1)])
     assert ok, why
-    assert node.file_records("coll") == {"f1": {"files": [["h", "f"]]}}
-    node.delete_file_record("coll", "f1")
-    assert other.claim_group("agent1", 3, "coll2") == "claimed"
-    assert node.reclaim_group("agent1", 3, "coll2")
-    node.groups_path("agent1")
-    assert node.group_committed("agent1", 1) and node.list_groups("agent1") == [1]
-    assert node.raise_watermark("agent1", 2) == 2 and node.get_watermark("agent1") == 2
-    node.delete_groups("agent1", [1])
-    assert master.list_groups("agent1") == [] and master.get_watermark("agent1") == 2
+    assert log.file_recorded("coll", "f1")
+    assert log.file_records("coll") == {"f1": {"files": [["h", "f"]]}}
+    log.delete_file_record("coll", "f1")
+    assert not log.file_recorded("coll", "f1")
+    assert other.commits.claim_group("agent1", 3, "coll2") == "claimed"
+    assert log.reclaim_group("agent1", 3, "coll2")
+    seen: list[list[int]] = []
+    log.watch_groups("agent1", seen.append)
+    wait_until(lambda: seen and seen[-1] == [1], what="the committed group watched")
+    assert log.group_committed("agent1", 1) and log.list_groups("agent1") == [1]
+    assert log.raise_watermark("agent1", 2) == 2 and log.get_watermark("agent1") == 2
+    log.delete_groups("agent1", [1])
+    wait_until(lambda: seen[-1] == [], what="the forgotten group watched")
+    assert master.commits.list_groups("agent1") == []
+    assert master.commits.get_watermark("agent1") == 2
     # every znode a node made names the master and gives the node no ADMIN; its status
     # (and registration) no CREATE either: nothing can hang below them
     for path in (f"{zk_root}/commits/claims/agent1", f"{zk_root}/commits/watermark/agent1",
@@ -230,7 +238,7 @@ def test_open_tree_gets_its_acls_once(zk_client, zk_server, zk_root):
     open_store.put_logical(LogicalConfig("web1", "null", "null"))
     open_store.map("p1", "web1")
     open_store.put_status("p1", {})
-    assert open_store.claim_group("a", 1, "c") == "claimed"
+    assert open_store.commits.claim_group("a", 1, "c") == "claimed"
     m = connect(zk_server.connect_string, auth=MASTER)
     try:
         policy = AclPolicy.for_master(zk_root, CREDS)

@@ -31,10 +31,26 @@ def test_oversized_requests_refused_without_losing_the_connection(zk_client, zk_
     # the store's pipelined E2E claim: a ZkError at once, not a retry loop
     store = ConfigStore(zk_client, zk_root)
     with pytest.raises(ZkError):
-        store.claim_group("/" * (MAX_REQUEST_BYTES // 3 + 1), 1, "c")
+        store.commits.claim_group("/" * (MAX_REQUEST_BYTES // 3 + 1), 1, "c")
     # what fits still goes through, on the same session that never left CONNECTED
     zk_client.create(f"{zk_root}/ok", b"a" * (MAX_REQUEST_BYTES - len(zk_root) - 200))
     assert len(zk_client.get(f"{zk_root}/ok")[0]) > 780_000
     assert zk_client.client_id == session and zk_client.state == KazooState.CONNECTED
     assert states == []
     zk_client.delete(zk_root, recursive=True)
+
+
+def test_zk_errors_translates_kazoo_exceptions_and_keeps_its_own():
+    from kazoo.exceptions import ConnectionLoss, NoNodeError
+    from zk.client import ConflictError, zk_errors
+    with pytest.raises(ZkError, match="^reading x: NoNodeError") as got:
+        with zk_errors("reading x"):
+            raise NoNodeError()
+    assert isinstance(got.value.__cause__, NoNodeError)
+    with pytest.raises(ConflictError):          # already ours: passes unchanged
+        with zk_errors("writing x"):
+            raise ConflictError("lost")
+    with pytest.raises(ValueError):             # not ZooKeeper's: not touched
+        with zk_errors("x"):
+            raise ValueError()
+    assert not isinstance(ConnectionLoss(), ZkError)

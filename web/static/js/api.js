@@ -103,6 +103,7 @@ export const api = {
   mappings: () => getRaw("/api/mappings"),
   commands: (limit = 100) => getRaw(`/api/commands?limit=${limit}`),
   health: () => getRaw("/api/health"),
+  commandTable: () => request("GET", "/api/command-table"),
   config: (name) => request("GET", `/api/configs/${encodeURIComponent(name)}`),
   putConfig: (name, body) => request("PUT", `/api/configs/${encodeURIComponent(name)}`, body),
   deleteConfig: (name) => request("DELETE", `/api/configs/${encodeURIComponent(name)}`),

@@ -15,8 +15,6 @@ import * as mappings from "./views/mappings.js";
 import * as commands from "./views/commands.js";
 
 const POLL_MS = 1500;
-const COMMANDS = ["config", "multiconfig", "unconfig", "map", "unmap", "unmapAll", "decommission",
-  "refresh", "refreshAll", "purge", "purgeAll", "save", "load", "setChokeLimit", "noop"];
 
 const views = { nodes, specs, configure, flows, mappings, commands };
 
@@ -150,7 +148,9 @@ function setupTokenButton() {
 async function start() {
   setupTokenDialog();
   setupTokenButton();
-  fillDatalist("dl-commands", COMMANDS);
+  // the command names come from the master's one command table
+  api.commandTable().then((table) => fillDatalist("dl-commands", table.map((c) => c.name)))
+    .catch(() => {});
   const ctx = { state, refresh, announce, go };
   for (const v of Object.values(views)) v.init?.(ctx);
   window.addEventListener("hashchange", () => showTab(location.hash.slice(1)));

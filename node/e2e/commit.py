@@ -1,0 +1,379 @@
+"""Committing a collector's files (docs/e2e.md, collector steps 2-4): what
+``collectorSink`` does at each roll and at start.
+
+* :class:`Committer`: one transaction of the commit log records the completed files and
+  their groups (claims checked and deleted, the groups' znodes and a file record
+  created), then the hidden files are renamed and the record deleted; a refused
+  transaction discards the files. At start it rolls recorded commits forward and deletes
+  (or salvages) the hidden files of crashed runs.
+* :class:`HiddenJournal`: the local list of hidden files a collector has open, so the
+  hidden files of a crashed run are found at start.
+* :func:`salvage`: make the hidden file of a crashed run final, cut after its last
+  complete line (files without E2E groups whose events cannot be read again).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+import zlib
+from pathlib import Path
+
+from ..checkpoint import Checkpoint, fsync_dir
+from ..component import Metrics, NodeContext
+from ..errors import SinkError
+from .collector import CollectorState
+
+log = logging.getLogger(__name__)
+
+
+def file_url(f, path: str) -> str:
+    """A dfs file's ``path`` as a URL (plain path for local files)."""
+    if f.local:
+        return path
+    return f.fs.unstrip_protocol(path)
+
+
+def _fs_of(url: str):
+    from fsspec.core import url_to_fs
+    return url_to_fs(url)
+
+
+class HiddenJournal:
+    """A local list of the hidden files a collector has open, so the hidden files of a
+    crashed run are found at start. Append-only lines: ``+path`` (opened), ``~path``
+    (opened, salvageable), ``!path`` (holds E2E groups: never salvage), ``-path`` (done).
+    Each line is written before the data it describes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def add(self, url: str, mark: str = "+") -> None:
+        self._write(f"{mark}{url}\n")
+
+    def mark(self, urls, mark: str) -> None:
+        self._write("".join(f"{mark}{u}\n" for u in urls))
+
+    def remove(self, urls) -> None:
+        self._write("".join(f"-{u}\n" for u in urls))
+
+    def _write(self, text: str) -> None:
+        if not text:
+            return
+        with self._lock:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(text)
+
+    def entries(self) -> dict[str, str]:
+        """Hidden files not done: path -> mark (``+``, ``~`` or ``!``; ``!`` sticks)."""
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return {}
+        live: dict[str, str] = {}
+        for line in lines:
+            mark, url = line[:1], line[1:]
+            if mark in "+~!" and mark and url:
+                live[url] = "!" if live.get(url) == "!" else mark
+            elif mark == "-":
+                live.pop(url, None)
+        return live
+
+    def reset(self, keep=()) -> None:
+        with self._lock:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(f"!{u}\n" for u in keep), encoding="utf-8")
+            os.replace(tmp, self.path)
+
+
+def _exists(url: str) -> bool:
+    if "://" not in url:
+        return os.path.exists(url)
+    fs, p = _fs_of(url)
+    return fs.exists(p)
+
+
+def _rename(src: str, dst: str) -> None:
+    if "://" not in src:
+        os.replace(src, dst)
+        return
+    fs, s = _fs_of(src)
+    _, d = _fs_of(dst)
+    fs.mv(s, d)
+
+
+def _remove(url: str) -> None:
+    try:
+        if "://" not in url:
+            os.unlink(url)
+        else:
+            fs, p = _fs_of(url)
+            fs.rm(p)
+    except FileNotFoundError:
+        pass
+
+
+def _final_of(hidden: str) -> tuple[str, str, str]:
+    """(directory, base name, compression extension) of the final file a dfs hidden file
+    ``dir/.NAME[.N].tmp`` was to become."""
+    sep = "/" if "://" in hidden else os.sep
+    d, _, name = hidden.rpartition(sep)
+    name = name[1:-len(".tmp")] if name.startswith(".") and name.endswith(".tmp") else name
+    for ext in (".gz", ".zst"):
+        stem, e, n = name.rpartition(ext + ".")
+        if e and n.isdigit():        # NAME.gz.1 -> the reserved hidden variant
+            name = stem + ext
+    ext = ".gz" if name.endswith(".gz") else ".zst" if name.endswith(".zst") else ""
+    base = name[:len(name) - len(ext)] if ext else name
+    return d, base, ext
+
+
+def salvage(hidden: str) -> str:
+    """Make the hidden file of a crashed run final, cut after its last complete line
+    (line formats; gzip and zstd streams are decoded as far as they go and written
+    again). Returns the final path."""
+    d, base, ext = _final_of(hidden)
+    sep = "/" if "://" in hidden else os.sep
+    final, n = f"{d}{sep}{base}{ext}", 0
+    while _exists(final):
+        n += 1
+        final = f"{d}{sep}{base}.{n}{ext}"
+    if "://" in hidden:
+        fs, hp = _fs_of(hidden)
+        data = fs.cat_file(hp)
+    else:
+        with open(hidden, "rb") as f:
+            data = f.read()
+    if ext == ".gz":
+        plain = zlib.decompressobj(31).decompress(data)
+    elif ext == ".zst":
+        import zstandard
+        plain = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    else:
+        plain = data
+    plain = plain[:plain.rfind(b"\n") + 1]
+    if ext == ".gz":
+        c = zlib.compressobj(6, zlib.DEFLATED, 31)
+        out = c.compress(plain) + c.flush()
+    elif ext == ".zst":
+        import zstandard
+        out = zstandard.ZstdCompressor(level=3).compress(plain)
+    else:
+        out = plain
+    # Each step leaves the hidden file with the same events, so a crash here and a second
+    # salvage at the next start give the same final file.
+    if "://" in hidden:
+        if out is not data:
+            fs.pipe_file(hp, out)
+        _rename(hidden, final)
+        return final
+    if out is not data:
+        if ext:
+            tmp = hidden + ".salvage"
+            with open(tmp, "wb") as f:
+                f.write(out)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, hidden)
+        else:
+            with open(hidden, "r+b") as f:
+                f.truncate(len(out))
+                os.fsync(f.fileno())
+    os.replace(hidden, final)
+    fsync_dir(Path(d or "."))
+    return final
+
+
+class Committer:
+    """A collectorSink's commit protocol (docs/e2e.md, collector steps 2-4). With
+    ``state`` None (no ZooKeeper) only the hidden-file journal is kept."""
+
+    def __init__(self, ctx: NodeContext, state: CollectorState | None, metrics: Metrics):
+        self.ctx = ctx
+        self.state = state
+        self.metrics = metrics
+        self.journal = HiddenJournal(ctx.component_dir("collector") / "hidden-files")
+        self.unresolved: dict[str, tuple] = {}   # file id -> (pairs, groups, checkpoints)
+        self.records_left: list[str] = []        # applied, renamed, record not deleted
+
+    # -------------------------------------------------------------- start
+
+    def recover(self) -> None:
+        """Roll forward this collector's recorded commits, then delete the hidden files of
+        crashed runs that no record names."""
+        protected: set[str] = set()
+        if self.state is not None:
+            st = self.state
+            try:
+                records = st.commits.file_records(st.collector_id)
+            except Exception as exc:
+                raise SinkError(f"collectorSink: cannot read the commit records of "
+                                f"{st.collector_id} from ZooKeeper: {exc}") from exc
+            for fid, rec in records.items():
+                pairs = [tuple(p) for p in rec.get("files", [])]
+                if self._finish_renames(pairs, fid, recovering=True):
+                    try:
+                        st.commits.delete_file_record(st.collector_id, fid)
+                    except Exception as exc:
+                        log.warning("collector %s: cannot delete commit record %s yet: %s",
+                                    st.collector_id, fid, exc)
+                else:
+                    protected.update(h for h, _ in pairs)
+        orphans = {u: m for u, m in self.journal.entries().items() if u not in protected}
+        removed = salvaged = 0
+        for u, mark in orphans.items():
+            try:
+                if not _exists(u):
+                    continue
+                if mark == "~":
+                    final = salvage(u)
+                    salvaged += 1
+                    log.info("collectorSink salvaged the events of a crashed run (no E2E "
+                             "group among them)", extra={"file": final})
+                else:
+                    _remove(u)
+                    removed += 1
+            except Exception as exc:
+                protected.add(u)
+                log.warning("collectorSink: cannot clean up the hidden file %s of a crashed "
+                            "run: %s", u, exc)
+        if removed:
+            self.metrics.add("orphans_removed", removed)
+            log.info("collectorSink removed %d incomplete hidden files of a crashed run",
+                     removed)
+        if salvaged:
+            self.metrics.add("files_salvaged", salvaged)
+        self.journal.reset(keep=[u for u in protected])
+
+    def _finish_renames(self, pairs: list[tuple[str, str]], fid: str,
+                        recovering: bool = False) -> bool:
+        """Rename every recorded hidden file still there; True once all are final."""
+        ok = True
+        for hidden, final in pairs:
+            try:
+                if _exists(final):
+                    continue
+                if _exists(hidden):
+                    _rename(hidden, final)
+                    if recovering:
+                        self.metrics.add("rolled_forward")
+                        log.info("collectorSink rolled a recorded commit forward",
+                                 extra={"final": final})
+                    if "://" not in final:
+                        fsync_dir(Path(os.path.dirname(final) or "."))
+                else:
+                    self.metrics.add("errors")
+                    log.error("collectorSink: a committed file is missing (neither %s nor "
+                              "%s exists); its events are lost", hidden, final)
+            except Exception as exc:
+                ok = False
+                self.metrics.add("errors")
+                log.error("collectorSink: cannot finish recorded commit %s (%s -> %s): %s",
+                          fid, hidden, final, exc)
+        return ok
+
+    # -------------------------------------------------------------- each roll
+
+    def commit(self, files: list, finals: list[str], pending: list[Checkpoint],
+               groups: list[tuple[str, int]]) -> bool:
+        """Make ``files`` (completed, fsynced hidden files) final under ``finals`` with
+        their ``groups`` committed, then commit ``pending`` (positions only now) locally.
+        False when the commit was refused and the files discarded. Never raises for a
+        refused or undecided commit (the agents resend what is not acknowledged)."""
+        self.resolve()
+        st = self.state
+        pairs = [(file_url(f, f.hidden), file_url(f, fin)) for f, fin in zip(files, finals)]
+        fid = f"{int(time.time() * 1000)}-{uuid.uuid4().hex[:12]}"
+        record = {"files": pairs, "groups": len(groups), "events": sum(f.events for f in files)}
+        try:
+            applied, why = st.commits.commit_groups(st.collector_id, fid, record, groups,
+                                                  f"{st.collector_id}/{fid}".encode())
+        except Exception as exc:
+            self.metrics.add("commits_undecided")
+            self.unresolved[fid] = (pairs, groups, pending)
+            log.error("collector %s: the outcome of a commit is unknown (ZooKeeper: %s); "
+                      "its files stay hidden until it is known", st.collector_id, exc)
+            return False
+        if not applied:
+            self._discard(pairs, groups, why)
+            return False
+        self._after_applied(fid, pairs, groups, pending)
+        return True
+
+    def _after_applied(self, fid: str, pairs, groups, pending) -> None:
+        st = self.state
+        if self._finish_renames(pairs, fid):
+            try:
+                st.commits.delete_file_record(st.collector_id, fid)
+            except Exception:
+                self.records_left.append(fid)
+        else:
+            self.records_left.append(fid)
+        st.forget(groups)
+        self.journal.remove([h for h, _ in pairs])
+        self.metrics.add("files_committed", len(pairs))
+        self.metrics.add("groups_committed", len(groups))
+        self.ctx.store.commit(pending)
+
+    def _discard(self, pairs, groups, why: str) -> None:
+        st = self.state
+        for hidden, _ in pairs:
+            try:
+                _remove(hidden)
+            except Exception as exc:
+                log.warning("collectorSink: cannot delete discarded file %s: %s", hidden, exc)
+        self.journal.remove([h for h, _ in pairs])
+        st.forget(groups)
+        try:
+            st.commits.release_claims(groups)
+        except Exception:
+            pass
+        self.metrics.add("files_discarded", len(pairs))
+        self.metrics.add("groups_rejected", len(groups))
+        log.warning("collector %s discarded a file instead of committing it (%s); the "
+                    "agents send its %d groups again", st.collector_id, why, len(groups))
+
+    def resolve(self) -> None:
+        """Decide commits whose outcome was unknown, finish leftover record deletions."""
+        st = self.state
+        if st is None:
+            return
+        for fid in list(self.unresolved):
+            pairs, groups, pending = self.unresolved[fid]
+            try:
+                applied = st.commits.file_recorded(st.collector_id, fid)
+            except Exception:
+                return        # still no ZooKeeper
+            del self.unresolved[fid]
+            if applied:
+                self._after_applied(fid, pairs, groups, pending)
+            else:
+                self._discard(pairs, groups, "the commit did not happen")
+        for fid in list(self.records_left):
+            try:
+                st.commits.delete_file_record(st.collector_id, fid)
+                self.records_left.remove(fid)
+            except Exception:
+                return
+
+    def commit_late(self, groups: list[tuple[str, int]]) -> None:
+        """Record groups whose events went to a file already made final without them (their
+        checkpoint came after the roll): not atomic with the file, so a crash right here
+        could duplicate them. Logged; counted in ``late_commits``."""
+        st = self.state
+        self.metrics.add("late_commits", len(groups))
+        log.warning("collector %s: %d groups reached a file before their checkpoint; "
+                    "committing them after the file", st.collector_id, len(groups))
+        try:
+            applied, why = st.commits.commit_groups(st.collector_id, None, None, groups,
+                                                  f"{st.collector_id}/late".encode())
+        except Exception as exc:
+            applied, why = False, str(exc)
+        st.forget(groups)
+        if not applied:
+            self.metrics.add("errors")
+            log.error("collector %s: late groups could not be committed (%s); they may "
+                      "be written twice", st.collector_id, why)

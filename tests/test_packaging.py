@@ -24,6 +24,12 @@ def test_plain_install_ships_code_idl_and_web(tmp_path):
     top = {p.name for p in target.iterdir()} - {"bin"}
     assert {n for n in top if not n.endswith(".dist-info")} == TOP_LEVEL
     assert (target / "flume_idl" / "flume.thrift").is_file()
+    # every package of the source tree is installed (a new subpackage missing from
+    # pyproject.toml's list would be left out of the wheel)
+    for top_name in ("node", "master", "zk", "web"):
+        for init in (ROOT / top_name).rglob("__init__.py"):
+            rel = init.relative_to(ROOT)
+            assert (target / rel).is_file(), f"{rel.parent} is not installed"
     assert any((target / "web" / "static").rglob("*.html")) or not any(
         (ROOT / "web" / "static").rglob("*.html"))
     # run from an unrelated directory with the installed copy first on the path

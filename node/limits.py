@@ -76,6 +76,19 @@ class Refusals:
                           f": {detail}" if detail else "")
 
 
+def message_due(due: float | None, now: float, n: int, timeout: float | None,
+                min_rate: int) -> float:
+    """When a message in progress must have progressed, after ``n`` more bytes of it
+    arrived at ``now``: ``due`` None (its first bytes) gives ``timeout`` seconds; each
+    byte adds ``1/min_rate`` s (none for 0), never past ``now + timeout``. With
+    ``timeout`` None it only ranks messages (slowest first), it cuts none."""
+    if due is None:
+        due = now + (timeout or 0.0)
+    elif min_rate:
+        due += n / min_rate
+    return due if timeout is None else min(due, now + timeout)
+
+
 class ConnectionSlots:
     """The connections a server holds: at most ``max_total`` at once and ``max_per_peer``
     from one address.
@@ -172,4 +185,5 @@ class ConnectionSlots:
         return None
 
 
-__all__ = ["ConnectionSlots", "RateLimitedLog", "Refusals", "DEFAULT_INTERVAL"]
+__all__ = ["ConnectionSlots", "RateLimitedLog", "Refusals", "DEFAULT_INTERVAL",
+           "message_due"]

@@ -61,7 +61,7 @@ from ..backoff import Backoff
 from ..component import Metrics, NodeContext
 from ..errors import SourceError
 from ..event import Event
-from ..limits import ConnectionSlots, RateLimitedLog, Refusals
+from ..limits import ConnectionSlots, RateLimitedLog, Refusals, message_due
 from ._batchqueue import DEFAULT_MAX_BYTES, BatchQueue, QueuedSource
 
 log = logging.getLogger(__name__)
@@ -111,19 +111,6 @@ def idle_seconds(idle_timeout_ms: int, name: str = "idleTimeoutMs") -> float | N
     if idle_timeout_ms < 0:
         raise ValueError(f"{name} must be >= 0 (0: never), got {idle_timeout_ms}")
     return idle_timeout_ms / 1000 if idle_timeout_ms else None
-
-
-def message_due(due: float | None, now: float, n: int, timeout: float | None,
-                min_rate: int) -> float:
-    """When a message in progress must have progressed, after ``n`` more bytes of it
-    arrived at ``now``: ``due`` None (its first bytes) gives ``timeout`` seconds; each
-    byte adds ``1/min_rate`` s (none for 0), never past ``now + timeout``. With
-    ``timeout`` None it only ranks messages (slowest first), it cuts none."""
-    if due is None:
-        due = now + (timeout or 0.0)
-    elif min_rate:
-        due += n / min_rate
-    return due if timeout is None else min(due, now + timeout)
 
 
 def _family(bind: str) -> socket.AddressFamily:

@@ -516,7 +516,7 @@ def test_a_message_must_arrive_within_message_timeout(ctx, opened):
 def test_one_address_cannot_hold_every_slot(ctx, opened):
     """From one address: 512 connections each holding a started message kept every
     other sender out. Now an address gets maxConnectionsPerPeer slots, and a full server
-    closes the connection idle the longest, never one in the middle of a message."""
+    closes the connection idle the longest, not one in the middle of a message."""
     src = opened(build_source(parse_source(
         "rpcSource(0, maxConnections=6, maxConnectionsPerPeer=3)")), ctx)
 

@@ -463,3 +463,21 @@ def test_a_stalled_body_is_cut_off_after_the_body_timeout():
             assert s.recv(100) == b""
             assert 0.4 < time.monotonic() - t0 < 3
         assert metrics["refused_body_timeout"] == 1
+
+
+def test_master_help_states_the_quota_and_flags_reach_the_limits():
+    """The --zk-heap-mb help says the data quota the master sets (review 2, L3: it said
+    MIB/4); --max-connections-per-peer reaches the server's limits."""
+    import re
+
+    from master import cli
+    from master.server import quota
+    parser = cli.build_parser()
+    master_parser = next(a for a in parser._actions if a.dest == "command").choices["master"]
+    text = " ".join(master_parser.format_help().split())
+    znodes, data = re.search(r"MIB\*(\d+) znodes, MIB/(\d+) MiB of data", text).groups()
+    assert quota(256) == (256 * int(znodes), 256 * 1024 * 1024 // int(data))
+    args = parser.parse_args(["master", "--max-connections-per-peer", "5"])
+    assert cli._http_options(args)["limits"].max_connections_per_peer == 5
+    assert cli._http_options(parser.parse_args(["master"]))["limits"] \
+        .max_connections_per_peer == 64

@@ -551,24 +551,135 @@ def test_http_slow_request_is_cut_off(ctx):
         src.close()
 
 
-def test_http_connection_past_max_connections_gets_503(ctx):
+def connect_from(address: str, port: int, data: bytes = b"") -> socket.socket:
+    c = socket.socket()
+    c.bind((address, 0))
+    c.settimeout(5)
+    c.connect(("127.0.0.1", port))
+    if data:
+        c.sendall(data)
+    return c
+
+
+def shut(c: socket.socket) -> bool:
+    """True if the server closed ``c`` (without waiting)."""
+    c.setblocking(False)
+    try:
+        return c.recv(65536) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        c.settimeout(5)
+
+
+HALF_HEAD = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+
+
+def read_answer(c: socket.socket) -> bytes:
+    answer = b""
+    while chunk := c.recv(4096):
+        answer += chunk
+    return answer
+
+
+def test_http_connection_past_max_connections_being_served_gets_503(ctx):
     src = opened('httpSource(0, bind="127.0.0.1", maxConnections=1)', ctx)
     consumer = Consumer(src)
     try:
         with socket.create_connection(("127.0.0.1", src.port)) as held:
-            held.sendall(b"POST / HTTP/1.1\r\n")       # holds the only slot
-            wait_until(lambda: len(src._server.server._open) == 1, 5, "the held slot")
+            # a whole head, the body still coming: being served, never evicted
+            held.sendall(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nx")   # "xy\n"
+            wait_until(lambda: [c.head_since for c in src._server.server._open.values()]
+                       == [None], 5, "the held slot being served")
             # answered at once, before any request: a client may see the answer or, if it
             # was still sending, a reset; read it without sending
             with socket.create_connection(("127.0.0.1", src.port), timeout=5) as extra:
-                answer = b""
-                while chunk := extra.recv(4096):
-                    answer += chunk
+                answer = read_answer(extra)
             assert answer.startswith(b"HTTP/1.1 503 ")
             assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["reason"] == "connections"
+            held.sendall(b"y\n")
+            assert held.recv(100).startswith(b"HTTP/1.1 200")
         wait_until(lambda: not src._server.server._open, 5, "the slot freed")
         assert request(src.port, b"x\n", "text/plain") == (200, {"accepted": 1})
         assert src.metrics["refused_connections"] == 1
+        assert "refused_evicted" not in src.metrics
+        assert len(consumer.events) == 2
+    finally:
+        src.close()
+
+
+def test_http_slow_heads_from_one_address_never_shut_out_others(ctx):
+    """Review 2, H3 (defaults): 70 unfinished heads from 127.0.0.2. Before, the 64
+    connections were all taken and 9 of 10 requests from elsewhere got 503; now that
+    address keeps its 8 newest heads."""
+    src = opened('httpSource(0, bind="127.0.0.1")', ctx)
+    Consumer(src)
+    hogs = [connect_from("127.0.0.2", src.port, HALF_HEAD) for _ in range(70)]
+    try:
+        wait_until(lambda: sum(map(shut, hogs[:62])) == 62, 5, "the oldest heads closed")
+        assert not any(shut(c) for c in hogs[62:])
+        for _ in range(5):
+            assert request(src.port, b"x\n", "text/plain") == (200, {"accepted": 1})
+        assert src.metrics["refused_evicted"] == 62
+        # the address's own requests are still served: a ninth evicts its oldest head
+        with connect_from("127.0.0.2", src.port) as c:
+            c.sendall(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n"
+                      b"Connection: close\r\n\r\ny\n")
+            assert read_answer(c).startswith(b"HTTP/1.1 200")
+        assert src.metrics["refused_evicted"] == 63
+        assert "refused_connections" not in src.metrics
+    finally:
+        for c in hogs:
+            c.close()
+        src.close()
+
+
+def test_http_slow_heads_from_two_addresses_fill_no_slot_a_third_needs(ctx):
+    """16 slots, 8 per address, 40 unfinished heads each from 127.0.0.2 and 127.0.0.3:
+    a request from 127.0.0.1 takes the slot of the oldest head left."""
+    src = opened('httpSource(0, bind="127.0.0.1", maxConnections=16)', ctx)
+    Consumer(src)
+    hogs = [connect_from(a, src.port, HALF_HEAD) for a in ("127.0.0.2", "127.0.0.3")
+            for _ in range(40)]
+    try:
+        wait_until(lambda: len(src._server.server._open) == 16
+                   and src.metrics.get("refused_evicted") == 64, 5, "16 heads held")
+        assert request(src.port, b"x\n", "text/plain") == (200, {"accepted": 1})
+        assert src.metrics["refused_evicted"] == 65
+        assert "refused_connections" not in src.metrics
+    finally:
+        for c in hogs:
+            c.close()
+        src.close()
+
+
+def test_http_request_head_must_arrive_within_the_header_timeout(ctx):
+    src = opened('httpSource(0, bind="127.0.0.1", headerTimeoutMs=400)', ctx)
+    Consumer(src)
+    try:
+        with connect_from("127.0.0.1", src.port) as s:
+            start = time.monotonic()
+            for b in HALF_HEAD + b"X-Slow: " + b"a" * 200:   # a byte every 20 ms
+                try:
+                    s.sendall(bytes([b]))
+                except OSError:
+                    break
+                if shut(s):
+                    break
+                time.sleep(0.02)
+            assert closed_by_peer(s)
+            assert 0.3 < time.monotonic() - start < 2
+        assert src.metrics["refused_header_timeout"] == 1
+        # a whole head in time, then a body slower than the header timeout: served
+        with connect_from("127.0.0.1", src.port,
+                          b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n") as s:
+            for _ in range(10):
+                s.sendall(b"\n")
+                time.sleep(0.07)
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+        assert src.metrics["refused"] == 1, src.metrics
     finally:
         src.close()
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from node.errors import SpecError
-from node.registry import master_only
+from node.components import master_only
 from node.spec import (Call, Decorated, Failover, FanOut, Let, Lit, SinkNode, format_sink,
                        format_source, parse_sink, parse_source, sink_components)
 from zk.client import ConflictError

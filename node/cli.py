@@ -19,7 +19,8 @@ from zk.errors import CoordinationError
 
 from .errors import FlumeError, SpecError
 from .logical_node import LogicalNode, State
-from .registry import all_components, validate_parts
+from .components import all_components
+from .builder import validate_parts
 from .spec import Definition, format_spec, parse, parse_source
 
 log = logging.getLogger("flume")

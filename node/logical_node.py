@@ -27,7 +27,7 @@ from .checkpoint import Checkpoint, CheckpointStore
 from .clock import SYSTEM_CLOCK, Clock
 from .component import NodeContext, Sink, Source
 from .errors import FlumeError
-from .registry import build_sink, build_source
+from .builder import build_sink, build_source
 from .spec import Call, SinkNode, format_sink, format_source
 
 log = logging.getLogger(__name__)

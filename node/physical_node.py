@@ -42,7 +42,7 @@ from zk.store import ConfigStore, LogicalConfig, _loads
 from .errors import FlumeError, SpecError
 from .logical_node import LogicalNode, State
 from .metrics import summarize
-from .registry import master_only, master_only_in
+from .components import master_only, master_only_in
 from .spec import parse_sink, parse_source
 
 log = logging.getLogger(__name__)

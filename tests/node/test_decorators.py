@@ -21,7 +21,7 @@ from node.decorators.lazy_open import LazyOpenDecorator
 from node.decorators.stubborn_append import StubbornAppendDecorator
 from node.errors import SinkError, SpecError
 from node.event import Event, Priority
-from node.registry import build_sink
+from node.builder import build_sink
 from node.sinks.collect import collected, reset
 from node.spec import parse_sink
 from tests.waiting import wait_until as wait_for

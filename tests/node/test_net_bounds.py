@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from node.registry import build_source
+from node.builder import build_source
 from node.sources import syslog
 from node.spec import parse_source
 from tests.node.victim import Victim

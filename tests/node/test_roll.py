@@ -16,7 +16,7 @@ from node.decorators.collector import CollectorRollSink
 from node.decorators.roll import RollSink, Trigger
 from node.errors import SinkError, SpecError
 from node.event import Event
-from node.registry import build_sink
+from node.builder import build_sink
 from node.spec import Func, Lit, parse_sink
 from tests.waiting import wait_until as wait_for
 
@@ -376,6 +376,7 @@ def test_trigger_from_spec():
 @pytest.fixture
 def x_sink(monkeypatch):
     """Registers a test sink ``x`` (a plain Sink keeping every batch) for spec tests."""
+    import node.components  # noqa: F401  (the table complete before adding to it)
     import node.registry as reg
 
     class X(Sink):
@@ -389,8 +390,7 @@ def x_sink(monkeypatch):
         def append(self, events):
             self.got.extend(events)
 
-    reg.load_components()
-    monkeypatch.setitem(reg._REGISTRY["sink"], "x", reg.ComponentInfo("sink", "x", X))
+    monkeypatch.setitem(reg.registered("sink"), "x", reg.ComponentInfo("sink", "x", X))
     return X
 
 

@@ -24,7 +24,7 @@ from node.client import FlumeClient
 from node.codec import _HEAD, _RECORD, BatchTooLarge, encode_events, split_events
 from node.event import Event
 from node.logical_node import LogicalNode, State
-from node.registry import build_sink, build_source
+from node.builder import build_sink, build_source
 from node.rpc import RpcClient, Status, decode_payload, gzip_payload
 from node.spec import parse_sink, parse_source
 from tests.waiting import wait_until

@@ -60,7 +60,7 @@ def build_parser():
                    help="address the managed ZooKeeper listens on (default 127.0.0.1)")
     m.add_argument("--zk-heap-mb", type=int, default=DEFAULT_HEAP_MB, metavar="MIB",
                    help="Java heap of the managed ZooKeeper in MiB; its hard quota on the "
-                   f"root follows: MIB*256 znodes, MIB/4 MiB of data (default "
+                   f"root follows: MIB*256 znodes, MIB/8 MiB of data (default "
                    f"{DEFAULT_HEAP_MB})")
     m.add_argument("--zk-auth-file", metavar="FILE",
                    default=os.environ.get("FLUME_ZK_AUTH_FILE"),
@@ -100,7 +100,13 @@ def _add_http_options(m) -> None:
                    help=f"largest request body (default {DEFAULT_MAX_BODY}); larger: 413")
     m.add_argument("--max-connections", type=int, default=d.max_connections, metavar="N",
                    help=f"open HTTP connections at most (default {d.max_connections}); "
-                   f"more: 503")
+                   f"more: the one waiting longest for a request head is closed, or "
+                   f"503 if every one is being served")
+    m.add_argument("--max-connections-per-peer", type=int,
+                   default=d.max_connections_per_peer, metavar="N",
+                   help=f"open HTTP connections from one address at most (default "
+                   f"{d.max_connections_per_peer}); more: as --max-connections, among that "
+                   f"address's connections")
     m.add_argument("--header-timeout", type=float, default=d.header_timeout,
                    metavar="SECONDS", help=f"time a client has to send a request's line "
                    f"and headers (default {d.header_timeout:g}); later: the connection "
@@ -110,12 +116,14 @@ def _add_http_options(m) -> None:
 def _http_options(args) -> dict:
     from node.http_server import HttpLimits
     from .server import MasterConfigError, read_token
-    if args.max_body < 1 or args.max_connections < 1 or args.header_timeout <= 0:
-        raise MasterConfigError("--max-body, --max-connections and --header-timeout "
-                                "must be positive")
+    if (args.max_body < 1 or args.max_connections < 1
+            or args.max_connections_per_peer < 1 or args.header_timeout <= 0):
+        raise MasterConfigError("--max-body, --max-connections, --max-connections-per-peer "
+                                "and --header-timeout must be positive")
     return {"read_token": read_token(args.read_token_file),
             "allowed_hosts": tuple(args.allowed_host), "max_body": args.max_body,
             "limits": HttpLimits(max_connections=args.max_connections,
+                                 max_connections_per_peer=args.max_connections_per_peer,
                                  header_timeout=args.header_timeout)}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from node.registry import load_components
+import node.components  # noqa: F401  (every component, imported once at start)
 from zk.client import ZkError
 from zk.cluster_view import ClusterView
 from zk.store import Command, ConfigStore
@@ -29,9 +29,6 @@ class MasterService:
                  watch: bool = True):
         self.store = store
         self.name = name
-        # import every component now, on one thread: validating concurrently while the
-        # registry is still being filled would report components as unknown
-        load_components()
         self.view = ClusterView(store)
         if watch:
             self.view.start()

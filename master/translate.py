@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from node.errors import SpecError
-from node.registry import master_only
+from node.components import master_only
 from node.spec import (Call, Decorated, Failover, FanOut, Let, Lit, SinkNode, format_sink,
                        format_source, parse_sink, parse_source, sink_components)
 from zk.client import ConflictError
@@ -181,7 +181,8 @@ class World:
     _collectors: dict[str, list[str]] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        # same rule as ConfigStore.physical_of: the first physical node in name order
+        # a logical node mapped to several physical nodes runs on the first in name order
+        # (the master's status listing places it by the same rule)
         self.placement = {}
         for physical in sorted(self.mappings):
             for logical in self.mappings[physical]:
@@ -194,9 +195,6 @@ class World:
                    physicals=store.list_physical())
 
     # ------------------------------------------------------------ placement
-    def physical_of(self, logical: str) -> str | None:
-        return self.placement.get(logical)
-
     def is_running(self, logical: str) -> bool:
         """Mapped to a physical node that is alive (its ephemeral znode exists)."""
         physical = self.placement.get(logical)

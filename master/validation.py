@@ -9,7 +9,7 @@ then how many more there are.
 from __future__ import annotations
 
 from node.errors import SpecError, SpecErrors, more_problems
-from node.registry import validate_parts
+from node.builder import validate_parts
 from node.spec import (Definition, format_definition, format_sink, format_source, parse,
                        parse_sink, parse_source)
 

@@ -15,9 +15,12 @@ import threading
 import time
 from pathlib import Path
 
+from zk.errors import CoordinationError
+
 from .errors import FlumeError, SpecError
 from .logical_node import LogicalNode, State
-from .registry import all_components, validate_parts
+from .components import all_components
+from .builder import validate_parts
 from .spec import Definition, format_spec, parse, parse_source
 
 log = logging.getLogger("flume")
@@ -340,7 +343,7 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     except UsageError as exc:
         print(f"flume: {exc}", file=sys.stderr)
         return 2
-    except FlumeError as exc:
+    except (FlumeError, CoordinationError) as exc:
         print(f"flume: {exc}", file=sys.stderr)
         return 1
 

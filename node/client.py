@@ -1,4 +1,4 @@
-"""The Python client of REFERENCE section 9: :class:`FlumeClient` sends events to an
+"""The Python client for applications: :class:`FlumeClient` sends events to an
 ``rpcSource`` or ``collectorSource``; :class:`FlumeLogHandler` ships ``logging`` records
 through it.
 

@@ -1,4 +1,5 @@
-"""Escape expansion in paths, prefixes and patterns (REFERENCE section 6).
+"""Escape expansion in paths, prefixes and patterns (docs/spec-language.md, "Escapes in
+file names").
 
 Escapes:
 
@@ -86,7 +87,6 @@ _DATE_FIELDS: dict[str, Callable[[time.struct_time], str]] = {
     "z": lambda tm: zone_offset(tm),
 }
 
-DATE_ESCAPES = frozenset(_DATE_FIELDS)
 _CACHE_LIMIT = 4096
 MAX_ESCAPES = 128
 

@@ -1,4 +1,4 @@
-"""The event model (REFERENCE section 2).
+"""The event model.
 
 An event is cheap to create because sources make millions of them: a ``__slots__`` class
 with positional construction. ``attrs`` maps attribute names to bytes; decorators that set

@@ -1,4 +1,4 @@
-"""Output formats and whole-file compression (REFERENCE section 6).
+"""Output formats and whole-file compression.
 
 A format turns batches of events into bytes. It is a spec value: ``console(json)``,
 ``text("f", "json")``, ``escapedFormatDfs("dir", "f", avrodata("deflate"))`` -- a string
@@ -392,11 +392,6 @@ AVRO_SCHEMA = {
         {"name": "attrs", "type": {"type": "map", "values": "bytes"}},
     ],
 }
-
-
-def avro_record(e: Event) -> dict:
-    return {"timestamp": e.timestamp, "nanos": e.nanos, "priority": _PRIO_NAMES[e.priority],
-            "host": e.host, "body": e.body, "attrs": e.attrs}
 
 
 def event_from_avro(r: dict) -> Event:

@@ -6,9 +6,15 @@ lines. The master's REST API and console run on it, and so does the node's statu
 ``server.should_exit``; one event loop serves every connection (no thread each):
 
 * **connections**: at most ``max_connections`` open at once (fewer if the process's
-  descriptors do not allow them: :func:`fit_to_descriptors`); one more is answered 503 and
-  closed at once (uvicorn's own ``limit_concurrency`` accepts the connection, keeps it
-  until it sends a request and logs every refusal);
+  descriptors do not allow them: :func:`fit_to_descriptors`) and ``max_connections_per_peer``
+  from one address (:class:`node.limits.ConnectionSlots`). Past either bound the
+  connection that has waited longest for a request head (unfinished, or idle between two
+  requests) -- of the same address for the per-address bound -- is closed to make room
+  (``refused_evicted``); a connection whose head is complete (being served) is never
+  closed so. When no connection waits for a head, the new one is answered 503 and closed
+  at once (``refused_connections``, ``refused_peer_connections``). So slow heads, from one
+  address or a few, never keep another client out (uvicorn's own ``limit_concurrency``
+  keeps a refused connection until it sends a request and logs every refusal);
 * **time**: a request's line and headers must arrive within ``header_timeout`` seconds of
   the connection (or of the first byte of a next request on a kept-alive connection),
   however slowly they trickle in (slowloris); a body may pause at most ``body_timeout``
@@ -21,7 +27,8 @@ lines. The master's REST API and console run on it, and so does the node's statu
   failure (100 % CPU and thousands of identical lines a second);
 * **logs**: uvicorn's warnings (one per bad request) are rate-limited.
 
-Every refusal is counted in ``metrics`` (``refused_connections``, ``refused_header_timeout``,
+Every refusal is counted in ``metrics`` (``refused_connections``,
+``refused_peer_connections``, ``refused_evicted``, ``refused_header_timeout``,
 ``refused_body_timeout``, ``refused_descriptors``) and logged, rate-limited.
 """
 from __future__ import annotations
@@ -31,13 +38,14 @@ import logging
 import os
 import resource
 import socket
+import time
 from dataclasses import dataclass, replace
 from functools import partial
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from node.limits import RateLimitedLog, Refusals
+from node.limits import ConnectionSlots, RateLimitedLog, Refusals
 
 log = logging.getLogger(__name__)
 
@@ -55,26 +63,41 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\
 class HttpLimits:
     """The bounds of the module docstring (seconds, counts)."""
     max_connections: int = 256
+    max_connections_per_peer: int = 64
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keep_alive: float = 5.0
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a connection cap and header and body timeouts."""
+    """uvicorn's h11 protocol with connection bounds (``slots``, shared by the server's
+    connections; one event loop, so no lock) and header and body timeouts."""
 
-    def __init__(self, *args, limits: HttpLimits, refusals: Refusals, **kw):
+    def __init__(self, *args, limits: HttpLimits, refusals: Refusals,
+                 slots: ConnectionSlots, **kw):
         super().__init__(*args, **kw)
         self.limits = limits
         self.refusals = refusals
+        self.slots = slots
         self._timer = None
         self._phase: str | None = None    # "headers" or "body" while a timer runs
+        self.head_since: float | None = None   # waiting for a request head since; None: served
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
-            self.refusals.refuse("connections", f"more than {self.limits.max_connections} "
-                                 f"connections at once")
+        self.head_since = time.monotonic()
+        peer = self.client[0] if self.client else "?"
+        refused, evicted = self.slots.admit(self, peer)
+        if evicted is not None:
+            evicted[0].transport.close()
+            self.refusals.refuse("evicted", f"closed a connection from {evicted[1]} "
+                                 f"waiting for a request head to make room for {peer}")
+        if refused is not None:
+            bound = (f"{self.limits.max_connections_per_peer} connections from {peer}"
+                     if refused == "peer_connections"
+                     else f"{self.limits.max_connections} connections")
+            self.refusals.refuse(refused, f"{bound} are open already, every one being "
+                                 f"served; answered 503")
             transport.write(_BUSY)
             transport.close()
             return
@@ -82,15 +105,34 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc) -> None:
         self._stop()
+        self.slots.remove(self)
         super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.transport.is_closing():
+            return
+        if self.conn.their_state is h11.IDLE:
+            self.head_since = time.monotonic()   # kept alive: waits for the next head
+        elif self.conn.their_state is h11.SEND_BODY:
+            # answered without reading the whole body (a refusal): the rest may come for
+            # body_timeout at most in all, however it trickles, then the slot is freed
+            self._start("drain", self.limits.body_timeout)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
+        if self._phase == "drain":
+            if self.conn.their_state is not h11.IDLE:
+                return
+            self._stop()                 # the refused body is over: wait for a next head
+            self.head_since = time.monotonic()
         state = self.conn.their_state
         if state is h11.IDLE:            # a request line or headers still incomplete
             if self._phase != "headers":
                 self._start("headers", self.limits.header_timeout)
-        elif state is h11.SEND_BODY:     # each read restarts the body's clock
+            return
+        self.head_since = None           # a whole head: being served, never evicted
+        if state is h11.SEND_BODY:     # each read restarts the body's clock
             self._start("body", self.limits.body_timeout)
         else:
             self._stop()
@@ -115,8 +157,8 @@ class GuardedH11Protocol(H11Protocol):
             return
         limit = self.limits.header_timeout if phase == "headers" else self.limits.body_timeout
         self.refusals.refuse("header_timeout" if phase == "headers" else "body_timeout",
-                             f"a client sent its request {phase} too slowly "
-                             f"(more than {limit:g} s)")
+                             f"a client sent its request {phase.replace('drain', 'body')} "
+                             f"too slowly (more than {limit:g} s)")
         self.transport.close()
 
 
@@ -234,10 +276,13 @@ def server(app, sock: socket.socket, limits: HttpLimits, refusals: Refusals):
     it with ``server.run(sockets=[sock])``."""
     import uvicorn
     logging.getLogger("uvicorn.error").addFilter(_uvicorn_filter)   # idempotent
+    slots = ConnectionSlots(limits.max_connections, limits.max_connections_per_peer,
+                            lambda conn: conn.head_since)
     config = uvicorn.Config(
         app, log_level="warning", access_log=False,
         loop="asyncio",     # accept() must go through _ListeningSocket (uvloop's does not)
-        http=partial(GuardedH11Protocol, limits=limits, refusals=refusals),
+        http=partial(GuardedH11Protocol, limits=limits, refusals=refusals,
+                     slots=slots),
         timeout_keep_alive=limits.keep_alive, backlog=BACKLOG,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES, ws="none")
     return uvicorn.Server(config)

@@ -76,41 +76,70 @@ class Refusals:
                           f": {detail}" if detail else "")
 
 
+def message_due(due: float | None, now: float, n: int, timeout: float | None,
+                min_rate: int) -> float:
+    """When a message in progress must have progressed, after ``n`` more bytes of it
+    arrived at ``now``: ``due`` None (its first bytes) gives ``timeout`` seconds; each
+    byte adds ``1/min_rate`` s (none for 0), never past ``now + timeout``. With
+    ``timeout`` None it only ranks messages (slowest first), it cuts none."""
+    if due is None:
+        due = now + (timeout or 0.0)
+    elif min_rate:
+        due += n / min_rate
+    return due if timeout is None else min(due, now + timeout)
+
+
 class ConnectionSlots:
     """The connections a server holds: at most ``max_total`` at once and ``max_per_peer``
     from one address.
 
-    :meth:`admit` past a bound makes room by evicting the connection -- of that address,
-    for the per-address bound -- that has been idle the longest: ``idle_since(conn)`` says
-    since when a connection is idle (between two messages, nothing of the next one
-    received) and None while a message is in progress, which is never cut off. When no
-    connection is idle the new one is refused. So idle connections, from one address or
-    many, never keep a sender out, and one address cannot hold every slot with messages
-    it never finishes (each server also bounds a message's time). Not thread-safe: the
-    caller serialises."""
+    :meth:`admit` past a bound makes room by evicting a connection:
+
+    * past ``max_per_peer``: the connection of that address idle the longest --
+      ``idle_since(conn)`` says since when a connection is idle (between two messages,
+      nothing of the next one received), None while a message is in progress. When none
+      of them is idle the new one is refused: an address never cuts off its own messages.
+    * past ``max_total``: an idle connection of the address holding the most slots (the
+      longest idle of it; then of the next address). When none is idle anywhere, the
+      message in progress that is *slowest* -- the earliest ``progress_due(conn)``, the
+      time by which it must progress (a message that began long ago and received little
+      is due first) -- of the address holding the most slots, provided that address holds
+      at least two slots more than the newcomer's: so a few addresses holding every slot
+      with messages they never finish cannot keep a new address out, while an address
+      cannot take a slot from one holding as few as itself. Otherwise the new one is
+      refused.
+
+    Not thread-safe: the caller serialises."""
 
     def __init__(self, max_total: int, max_per_peer: int,
-                 idle_since: Callable[[object], float | None]):
+                 idle_since: Callable[[object], float | None],
+                 progress_due: Callable[[object], float] | None = None):
         self.max_total = max_total
         self.max_per_peer = max_per_peer
         self._idle_since = idle_since
+        self._progress_due = progress_due
         self._peer: dict[object, str] = {}
         self._per_peer: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._peer)
 
-    def admit(self, conn, peer: str) -> tuple[str | None, tuple[object, str] | None]:
+    def held(self, peer: str) -> int:
+        """How many slots ``peer`` holds."""
+        return self._per_peer.get(peer, 0)
+
+    def admit(self, conn, peer: str) -> tuple[str | None, tuple[object, str, bool] | None]:
         """Take ``conn`` from ``peer``: ``(None, evicted)``, where ``evicted`` is the
-        ``(connection, its peer)`` the caller must now close, or None; or ``(reason,
-        None)`` if it is refused (``peer_connections``, ``connections``)."""
+        ``(connection, its peer, whether a message was in progress)`` the caller must now
+        close, or None; or ``(reason, None)`` if it is refused (``peer_connections``,
+        ``connections``)."""
         evicted = None
         if self._per_peer.get(peer, 0) >= self.max_per_peer:
-            evicted = self._evict(peer)
+            evicted = self._evict_idle([peer])
             if evicted is None:
                 return "peer_connections", None
         elif len(self._peer) >= self.max_total:
-            evicted = self._evict(None)
+            evicted = self._evict_for(peer)
             if evicted is None:
                 return "connections", None
         self._peer[conn] = peer
@@ -128,17 +157,33 @@ class ConnectionSlots:
                 del self._per_peer[peer]
         return peer
 
-    def _evict(self, peer: str | None) -> tuple[object, str] | None:
-        oldest, since = None, None
-        for conn, p in self._peer.items():
-            if peer is not None and p != peer:
-                continue
-            idle = self._idle_since(conn)
-            if idle is not None and (since is None or idle < since):
-                oldest, since = conn, idle
-        if oldest is None:
+    def _evict_for(self, newcomer: str) -> tuple[object, str, bool] | None:
+        # addresses by slots held, most first: an idle connection of the biggest holder
+        order = sorted(self._per_peer, key=self._per_peer.__getitem__, reverse=True)
+        evicted = self._evict_idle(order)
+        if evicted is not None or self._progress_due is None or not order:
+            return evicted
+        top = order[0]
+        if self._per_peer[top] < self._per_peer.get(newcomer, 0) + 2:
             return None
-        return oldest, self.remove(oldest)
+        due = self._progress_due
+        slowest = min((c for c, p in self._peer.items() if p == top), key=due)
+        return slowest, self.remove(slowest), True
+
+    def _evict_idle(self, peers: list[str]) -> tuple[object, str, bool] | None:
+        """The connection idle the longest of the first address in ``peers`` that has
+        an idle one."""
+        best: dict[str, tuple[float, object]] = {}
+        for conn, p in self._peer.items():
+            idle = self._idle_since(conn)
+            if idle is not None and (p not in best or idle < best[p][0]):
+                best[p] = (idle, conn)
+        for p in peers:
+            if p in best:
+                conn = best[p][1]
+                return conn, self.remove(conn), False
+        return None
 
 
-__all__ = ["ConnectionSlots", "RateLimitedLog", "Refusals", "DEFAULT_INTERVAL"]
+__all__ = ["ConnectionSlots", "RateLimitedLog", "Refusals", "DEFAULT_INTERVAL",
+           "message_due"]

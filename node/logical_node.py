@@ -1,6 +1,6 @@
 """The logical node driver: runs one ``source | sink`` flow on a thread.
 
-States (REFERENCE section 7): HELLO (created), CONFIGURING (building and opening a flow),
+States: HELLO (created), CONFIGURING (building and opening a flow),
 ACTIVE (moving events), CLOSING (closing a flow), IDLE (no flow, or the source is
 exhausted and everything was written), ERROR (the flow failed; ``last_error`` says why),
 LOST and DECOMMISSIONED are set by the master's view, never by the driver.
@@ -21,11 +21,13 @@ import threading
 import time
 from pathlib import Path
 
+from zk.errors import CoordinationError
+
 from .checkpoint import Checkpoint, CheckpointStore
 from .clock import SYSTEM_CLOCK, Clock
 from .component import NodeContext, Sink, Source
 from .errors import FlumeError
-from .registry import build_sink, build_source
+from .builder import build_sink, build_source
 from .spec import Call, SinkNode, format_sink, format_source
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ class _Flow:
         except Exception as exc:  # the flow failed: report it, close what can be closed
             error = exc
             log.error("logical node %s failed: %s", node.name, exc,
-                      exc_info=not isinstance(exc, FlumeError))
+                      exc_info=not isinstance(exc, (FlumeError, CoordinationError)))
         finally:
             node._set_state(State.CLOSING)
             for closer in (source.close, sink.close):

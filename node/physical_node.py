@@ -36,12 +36,13 @@ from kazoo.recipe.watchers import DataWatch
 
 from zk.acl import AclPolicy, Credential
 from zk.client import ZkError, connect
+from zk.errors import CoordinationError
 from zk.store import ConfigStore, LogicalConfig, _loads
 
 from .errors import FlumeError, SpecError
 from .logical_node import LogicalNode, State
 from .metrics import summarize
-from .registry import master_only, master_only_in
+from .components import master_only, master_only_in
 from .spec import parse_sink, parse_source
 
 log = logging.getLogger(__name__)
@@ -313,7 +314,7 @@ class PhysicalNode:
         except SpecError as exc:
             self._reject(name, ln, f"spec version {cfg.version} rejected: {exc.message}")
             return
-        except FlumeError as exc:
+        except (FlumeError, CoordinationError) as exc:
             ln.last_error = str(exc)
             ln._set_state(State.ERROR)
         except Exception as exc:  # a spec that reached ZooKeeper without a master's check

@@ -16,18 +16,28 @@ its own bounded reader (:mod:`node.rpc_wire`).
   Bounds (every refusal is counted, ``refused_<reason>``, and warned about, rate-limited:
   :mod:`node.limits`):
 
-  - ``max_connections`` (512) open at once, at most ``max_connections_per_peer`` (256)
-    of them from one address. A connection past either cap makes room by closing the
-    connection (of that address, for the per-address cap) that has been idle -- between
-    two messages -- the longest (``evicted``); when none is idle, the new one is closed as
-    soon as it is accepted (``connections``, ``peer_connections``). Threads therefore
-    never exceed ``max_connections`` plus one, plus evicted ones on their way out.
+  - ``max_connections`` (512) open at once, at most ``max_connections_per_peer`` (128,
+    a quarter) of them from one address. Past the per-address cap, that address's
+    connection idle -- between two messages -- the longest makes room (``evicted``),
+    else the new one is closed as soon as it is accepted (``peer_connections``). Past
+    the total, an idle connection of the address holding the most slots makes room
+    (``evicted``); with none idle, that address's slowest message in progress (the
+    earliest deadline, below) is cut off (``evicted_slow``) if the address holds at
+    least two slots more than the newcomer's, else the new one is closed
+    (``connections``): a few addresses holding every slot cannot keep a new one out
+    (:class:`node.limits.ConnectionSlots`). Threads therefore never exceed
+    ``max_connections`` plus one, plus evicted ones on their way out.
   - ``idle_timeout`` (60 s): a connection silent that long between messages is closed
     (``idle_closed``); one that stops that long in the middle of a message is refused
     (``slow``).
-  - ``message_timeout`` (30 s): once the first byte of a message arrived, the whole
-    message must arrive within that time, however the peer spaces its bytes (``slow``):
-    a connection cannot hold its slot by sending a byte now and then.
+  - ``message_timeout`` (30 s) and ``min_bytes_per_second`` (16,384): a message must keep
+    arriving at that rate. Its first byte gives it ``message_timeout`` seconds, each byte
+    received adds ``1/min_bytes_per_second`` s, never more than ``message_timeout`` s
+    ahead; when that runs out it is refused (``slow``). A byte now and then is cut
+    ``message_timeout`` s after the message began and a burst cannot buy more than that
+    of silence, while a link above the rate is never cut, whatever the message's size
+    (an 8 MiB batch at 90 kB/s takes 93 s); a link below it is cut after
+    ``message_timeout / (1 - speed/rate)`` s.
   - ``max_message_bytes`` (16 MiB) per message. Requests are read by
     :mod:`node.rpc_wire`, not thriftpy2: every announced length is checked against what
     is left of the budget before anything is read or allocated, and bytes are held only
@@ -113,9 +123,12 @@ DEFAULT_TIMEOUT = 20.0   # seconds a call may take before the client gives up on
 
 # The server's bounds (rpcSource/collectorSource arguments default to these).
 MAX_CONNECTIONS = 512           # connections open at once
-MAX_CONNECTIONS_PER_PEER = 256  # ...from one address (agents behind a NAT share one)
+# ...from one address: agents behind a NAT share one (each opens up to 3 connections, so
+# about 42 agents), and past the total the biggest holder gives up a slot anyway
+MAX_CONNECTIONS_PER_PEER = MAX_CONNECTIONS // 4
 IDLE_TIMEOUT = 60.0             # seconds a connection may stay silent between messages
-MESSAGE_TIMEOUT = 30.0          # seconds from a message's first byte to its last
+MESSAGE_TIMEOUT = 30.0          # a message's credit of time, at most...
+MIN_BYTES_PER_SECOND = 16_384   # ...and what each byte of it adds: 1/this s
 MAX_MESSAGE_BYTES = MAX_BATCH_BYTES   # one message on the wire, and one payload decompressed
 # MAX_BATCH_EVENTS (from codec): events in one call
 STRUCT_SHARE = 8                # appendBatch/append get MAX_MESSAGE_BYTES // STRUCT_SHARE
@@ -310,7 +323,8 @@ class RpcServer:
     Bounds: ``max_connections`` open at once and ``max_connections_per_peer`` from one
     address (past either, the longest idle connection is closed to make room, else the new
     one), ``idle_timeout`` seconds a connection may send nothing between messages,
-    ``message_timeout`` seconds from a message's first byte to its last,
+    ``message_timeout`` seconds of credit for a message arriving at
+    ``min_bytes_per_second``,
     ``max_message_bytes`` and ``max_batch_events`` per message. ``metrics`` (an object
     with ``add``) receives the counters, ``on_failure(reason)`` is called once if it can
     accept no more."""
@@ -320,6 +334,7 @@ class RpcServer:
                  max_connections_per_peer: int = MAX_CONNECTIONS_PER_PEER,
                  idle_timeout: float = IDLE_TIMEOUT,
                  message_timeout: float = MESSAGE_TIMEOUT,
+                 min_bytes_per_second: int = MIN_BYTES_PER_SECOND,
                  max_message_bytes: int = MAX_MESSAGE_BYTES,
                  max_batch_events: int = MAX_BATCH_EVENTS, metrics=None,
                  on_failure: Callable[[str], None] | None = None):
@@ -330,6 +345,7 @@ class RpcServer:
         self.max_connections_per_peer = max_connections_per_peer
         self.idle_timeout = idle_timeout
         self.message_timeout = message_timeout
+        self.min_bytes_per_second = min_bytes_per_second
         self.max_message_bytes = max_message_bytes
         self.max_batch_events = max_batch_events
         self.metrics = metrics if metrics is not None else LockedCounter(Metrics())
@@ -344,7 +360,8 @@ class RpcServer:
         # connection -> (its thread, its reader); _slots: which hold a slot, per address
         self._conns: dict[socket.socket, tuple[threading.Thread, wire.Reader]] = {}
         self._slots = ConnectionSlots(max_connections, max_connections_per_peer,
-                                      lambda conn: self._conns[conn][1].idle_since)
+                                      lambda conn: self._conns[conn][1].idle_since,
+                                      lambda conn: self._conns[conn][1].deadline or 0.0)
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._trouble_since: float | None = None
@@ -396,7 +413,8 @@ class RpcServer:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             reader = wire.Reader(conn, self.max_batch_events, idl().ThriftFlumeEvent,
                                  self._inflight, idle_timeout=self.idle_timeout,
-                                 message_timeout=self.message_timeout)
+                                 message_timeout=self.message_timeout,
+                                 min_rate=self.min_bytes_per_second)
             t = threading.Thread(target=self._serve, args=(conn, peer, reader), daemon=True,
                                  name=f"{self.name}:{self.port}:{addr[1]}")
             with self._lock:
@@ -414,12 +432,18 @@ class RpcServer:
                     evicted[0].shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-                self._refusals.refuse("evicted", f"{evicted[1]}: closed its connection "
-                                      f"idle the longest to make room for {peer}")
+                if evicted[2]:
+                    self._refusals.refuse("evicted_slow", f"{evicted[1]}: cut off its "
+                                          f"slowest message in progress to make room "
+                                          f"for {peer}")
+                else:
+                    self._refusals.refuse("evicted", f"{evicted[1]}: closed its connection "
+                                          f"idle the longest to make room for {peer}")
             if refused is not None:
                 conn.close()
                 self._refusals.refuse(refused, f"{peer}: " + (
-                    f"{self.max_connections} connections open already, none idle"
+                    f"{self.max_connections} connections open already, none idle, and "
+                    f"no address holds two more than {peer}"
                     if refused == "connections" else
                     f"{self.max_connections_per_peer} connections from that address open "
                     f"already, none idle"))
@@ -504,9 +528,10 @@ class RpcServer:
         except TimeoutError:
             if reader.started:
                 late = reader.deadline is not None and time.monotonic() >= reader.deadline
-                self._refusals.refuse("slow", f"{peer}: {api or 'a'} message incomplete " + (
-                    f"{self.message_timeout:g} s after its first byte" if late else
-                    f"after {self.idle_timeout:g} s of silence"))
+                self._refusals.refuse("slow", f"{peer}: {api or 'a'} message " + (
+                    f"arriving slower than {self.min_bytes_per_second} bytes/s for "
+                    f"{self.message_timeout:g} s" if late else
+                    f"incomplete after {self.idle_timeout:g} s of silence"))
             else:
                 self.metrics.add("idle_closed")
         except (wire.Closed, OSError) as exc:  # EOF, reset, shut down

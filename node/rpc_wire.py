@@ -17,8 +17,12 @@ which knows the IDL's five methods and keeps three bounds per message:
   message is bounded by its bytes; a container of a type that takes no bytes, an unknown
   type, a negative length, a method name longer than ``MAX_NAME_BYTES`` (refused before
   it is read) or nesting deeper than ``MAX_DEPTH`` is ``malformed``;
-* **time**: once the first byte of a message arrived, the whole message must arrive
-  within ``message_timeout`` seconds (``slow``), however the peer spaces its bytes.
+* **time**: once the first byte of a message arrived, the message must keep arriving at
+  ``min_rate`` bytes per second: its first byte gives it ``message_timeout`` seconds,
+  each byte received adds ``1/min_rate`` s, never to more than ``message_timeout`` s
+  ahead (:func:`node.limits.message_due`); when that runs out the message is refused
+  (``slow``). A byte now and then is cut ``message_timeout`` s after the message began,
+  a slow link above ``min_rate`` never is, whatever the message's size.
 
 Small received pieces are gathered into one buffer, so a string sent a byte per segment
 costs its length, not a Python object per piece.
@@ -35,6 +39,8 @@ import socket
 import struct
 import threading
 import time
+
+from .limits import message_due
 
 T_STOP, T_BOOL, T_BYTE, T_DOUBLE, T_I16, T_I32, T_I64 = 0, 2, 3, 4, 6, 8, 10
 T_STRING, T_STRUCT, T_MAP, T_SET, T_LIST = 11, 12, 13, 14, 15
@@ -103,22 +109,25 @@ class Reader:
 
     Time: between messages the socket waits up to ``idle_timeout`` seconds for a first
     byte (then ``TimeoutError``); from the first byte of a message on, every wait is cut
-    to what is left of ``message_timeout`` (None: no deadline) and past it the message is
-    refused (``slow``). ``idle_since`` is when the connection went idle (between
-    messages, nothing of the next one received), None while a message is in progress:
-    the server may close an idle connection to make room for another."""
+    to what is left until ``deadline`` -- ``message_timeout`` after the first byte, moved
+    by ``1/min_rate`` s per byte received, at most ``message_timeout`` ahead (None: no
+    deadline) -- and past it the message is refused (``slow``). ``idle_since`` is when
+    the connection went idle (between messages, nothing of the next one received), None
+    while a message is in progress: the server may close an idle connection to make room
+    for another, or, when none is idle, the one whose ``deadline`` comes first."""
 
     def __init__(self, sock: socket.socket, max_structs: int, event_class=dict,
                  shared: ByteBudget | None = None, *, idle_timeout: float | None = None,
-                 message_timeout: float | None = None):
+                 message_timeout: float | None = None, min_rate: int = 0):
         self.sock = sock
         self.max_structs = max_structs
         self.event_class = event_class      # what an event struct is read into
         self.shared = shared
         self.idle_timeout = idle_timeout
         self.message_timeout = message_timeout
+        self.min_rate = min_rate
         self.held = 0                       # bytes reserved in ``shared``
-        self.deadline: float | None = None  # when the message in progress must be read
+        self.deadline: float | None = None  # when the message must have progressed
         self.idle_since: float | None = None
         self._buf = b""
         self._pos = 0
@@ -170,13 +179,19 @@ class Reader:
         if self.message_timeout is not None:
             self.deadline = time.monotonic() + self.message_timeout
 
+    def _progressed(self, n: int) -> None:
+        """``n`` more bytes of the message in progress arrived: move the deadline."""
+        if self.deadline is not None:
+            self.deadline = message_due(self.deadline, time.monotonic(), n,
+                                        self.message_timeout, self.min_rate)
+
     def _arm(self) -> None:
         """Before a wait within a message: cut it to what is left of the deadline."""
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             if left <= 0:
-                raise Refused("slow", f"message not complete within "
-                                      f"{self.message_timeout:g} s of its first byte")
+                raise Refused("slow", f"message arriving slower than {self.min_rate} "
+                                      f"bytes/s for {self.message_timeout:g} s")
             self.sock.settimeout(left if self.idle_timeout is None
                                  else min(left, self.idle_timeout))
 
@@ -187,6 +202,8 @@ class Reader:
             raise Closed("connection closed by the peer")
         if self.idle_since is not None:
             self._started()
+        else:
+            self._progressed(len(data))
         return data
 
     def take(self, n: int) -> bytes:

@@ -1,4 +1,4 @@
-"""The dataflow spec language (REFERENCE section 3): text -> immutable tree -> canonical text.
+"""The dataflow spec language (docs/spec-language.md): text -> immutable tree -> canonical text.
 
 Pure: no I/O, no component knowledge. The grammar is an LALR grammar run by Lark, which
 gives every node its line and column; errors become :class:`SpecError` with the position.

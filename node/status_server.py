@@ -8,8 +8,11 @@ other state and never blocks the node. It runs on the bounded HTTP server the ma
 (:mod:`node.http_server`: uvicorn, one event loop on a daemon thread of its own) within
 :data:`STATUS_LIMITS` (or ``limits``):
 
-* at most ``max_connections`` (32) connections at once; one more is answered 503 and
-  closed (``refused_connections``);
+* at most ``max_connections`` (32) connections at once and ``max_connections_per_peer``
+  (8) from one address; past either, the connection that has waited longest for a request
+  head is closed to make room (``refused_evicted``), or, if every one is being served, the
+  new one is answered 503 and closed (``refused_connections``,
+  ``refused_peer_connections``);
 * a request's line and headers must arrive within ``header_timeout`` (10 s), however
   slowly they trickle in (``refused_header_timeout``); an idle kept-alive connection
   closes after ``keep_alive`` (5 s); at most 64 KiB of line and headers (past it, 400);
@@ -57,7 +60,7 @@ log = logging.getLogger(__name__)
 PORT_TRIES = 64
 REFRESH_SECONDS = 5
 # one reader is a browser tab or a scraper: a few connections each, far below the master's
-STATUS_LIMITS = HttpLimits(max_connections=32)
+STATUS_LIMITS = HttpLimits(max_connections=32, max_connections_per_peer=8)
 
 
 class UnsafeBindError(FlumeError):

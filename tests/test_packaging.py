@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TOP_LEVEL = {"node", "master", "zk", "web", "flume_idl"}
 
 
 @pytest.mark.timeout(300)
@@ -17,7 +18,18 @@ def test_plain_install_ships_code_idl_and_web(tmp_path):
                         "--target", str(target), str(ROOT)],
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr
+    # the names the distribution claims at the top of site-packages: its own packages only
+    # (no tests/ or bench/, which other distributions ship too); each of these is a name
+    # another distribution may also install (see pyproject.toml, [tool.setuptools])
+    top = {p.name for p in target.iterdir()} - {"bin"}
+    assert {n for n in top if not n.endswith(".dist-info")} == TOP_LEVEL
     assert (target / "flume_idl" / "flume.thrift").is_file()
+    # every package of the source tree is installed (a new subpackage missing from
+    # pyproject.toml's list would be left out of the wheel)
+    for top_name in ("node", "master", "zk", "web"):
+        for init in (ROOT / top_name).rglob("__init__.py"):
+            rel = init.relative_to(ROOT)
+            assert (target / rel).is_file(), f"{rel.parent} is not installed"
     assert any((target / "web" / "static").rglob("*.html")) or not any(
         (ROOT / "web" / "static").rglob("*.html"))
     # run from an unrelated directory with the installed copy first on the path

@@ -47,9 +47,8 @@ from kazoo.exceptions import NoAuthError, NoNodeError
 from kazoo.security import (ACL, OPEN_ACL_UNSAFE, Id, Permissions,
                             make_digest_acl_credential)
 
-from node.errors import FlumeError
-
 from .client import ZkError
+from .errors import CoordinationError
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ QUOTA_PATH = "/zookeeper/quota"
 PROTECT_BATCH = 500     # znodes whose ACL is read at once by protect_tree
 
 
-class AuthFileError(FlumeError):
+class AuthFileError(CoordinationError):
     """An auth file is missing, unsafe or malformed."""
 
 

@@ -9,9 +9,8 @@ from contextlib import contextmanager
 from kazoo.client import KazooClient, TransactionRequest
 from kazoo.exceptions import BadArgumentsError, KazooException, ZookeeperError
 from kazoo.handlers.threading import KazooTimeoutError
-from kazoo.retry import KazooRetry
 
-from node.errors import FlumeError
+from .errors import CoordinationError
 
 
 log = logging.getLogger(__name__)
@@ -22,7 +21,7 @@ RETRY = dict(max_tries=-1, delay=0.05, backoff=2, max_delay=2.0, deadline=30.0,
              ignore_expire=True)
 
 
-class ZkError(FlumeError):
+class ZkError(CoordinationError):
     """ZooKeeper could not be reached or refused an operation."""
 
 
@@ -120,11 +119,6 @@ def connect(hosts: str, timeout: float = 15.0, session_timeout: float = 10.0,
         client.close()
         raise ZkError(f"cannot reach ZooKeeper at {hosts} within {timeout:.0f} s") from exc
     return client
-
-
-def retrying(client: KazooClient) -> KazooRetry:
-    """The one retry policy, bound to ``client``."""
-    return KazooRetry(**RETRY)
 
 
 def translate(exc: Exception, what: str) -> ZkError:

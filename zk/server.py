@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from node.errors import FlumeError
+from .errors import CoordinationError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ RESTART_DELAYS = (1.0, 60.0)    # first and longest wait before restarting a dea
 STABLE_SECONDS = 60.0           # up this long: the next crash waits the first delay again
 
 
-class ZooKeeperUnavailable(FlumeError):
+class ZooKeeperUnavailable(CoordinationError):
     """No Java or no ZooKeeper jars, or the server did not come up."""
 
 

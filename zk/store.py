@@ -311,12 +311,6 @@ class ConfigStore:
             self.ensure_mapping(physical, [physical])
         return unmapped
 
-    def physical_of(self, logical: str) -> str | None:
-        for p, names in self.list_mappings().items():
-            if logical in names:
-                return p
-        return None
-
     # ------------------------------------------------------------ physical nodes
     def register_physical(self, physical: str, info: dict) -> None:
         """Announce a live physical node (ephemeral: it disappears with the session)."""

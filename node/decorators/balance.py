@@ -18,7 +18,7 @@ from ..errors import SinkError
 from ..escapes import Escaper
 from ..event import Event
 from ..registry import decorator
-from ..sinks.failover import Branch, close_branches
+from ..branches import Branch, close_branches
 
 log = logging.getLogger(__name__)
 

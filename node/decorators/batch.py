@@ -23,10 +23,6 @@ log = logging.getLogger(__name__)
 BATCH_ATTR = "batchSize"
 
 
-def is_batch(e: Event) -> bool:
-    return BATCH_ATTR in e.attrs
-
-
 def make_batch(events: list[Event]) -> Event:
     """One batch event holding ``events`` (non-empty)."""
     first = events[0]

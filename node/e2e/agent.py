@@ -25,6 +25,8 @@ import time
 from collections import deque
 from typing import Callable
 
+from zk.errors import CoordinationError
+
 from ..backoff import Backoff, step
 from ..checkpoint import Checkpoint
 from ..component import Metrics
@@ -344,7 +346,7 @@ class GroupSender:
             except Exception as exc:   # the thread must survive anything
                 self.metrics.add("errors")
                 log.error("agent %s: sending group %d failed: %s", self.agent, p.seq, exc,
-                          exc_info=not isinstance(exc, FlumeError))
+                          exc_info=not isinstance(exc, (FlumeError, CoordinationError)))
                 with self._cond:
                     if p.seq in self._pending:
                         self._schedule(p, self.clock.monotonic() + self.check * 4)

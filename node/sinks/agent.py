@@ -1,4 +1,4 @@
-"""Agent sinks in best-effort and disk-failover mode (REFERENCE section 5):
+"""Agent sinks in best-effort and disk-failover mode (README.md, reliability modes):
 ``agentBESink(["host"[, port=35853]])``, ``agentDFOSink(...)`` and the chains
 ``agentBEChain("h1[:p1]", "h2[:p2]", ...)``, ``agentDFOChain(...)``.
 

@@ -1,4 +1,4 @@
-"""End-to-end agent sinks (REFERENCE section 5, docs/e2e.md):
+"""End-to-end agent sinks (docs/e2e.md):
 ``agentE2ESink(["host"[, port=35853]])`` (= ``agentSink``) and
 ``agentE2EChain("h1[:p1]", "h2[:p2]", ...)``.
 

@@ -3,7 +3,7 @@ maxGroups=500, maxOpen=256)``.
 
 The collector's sink: a ``roll`` (its trigger thread closes files on time even when no
 event arrives) over a ``dfs`` sink writing ``dir/prefix<rolltag>``. ``dir`` and ``prefix``
-take the escapes of REFERENCE section 6, expanded from each event's own timestamp, so one
+take the escapes of node/escapes.py, expanded from each event's own timestamp, so one
 roll period may write several bucket files (``"/logs/%Y-%m-%d/%H00"``). Files are written
 hidden (``.name.tmp``) and renamed when their roll period ends: a file is visible only
 when complete. Values of the event in ``dir`` and ``prefix`` are percent-encoded, and an

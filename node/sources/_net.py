@@ -15,14 +15,29 @@ past each bound (every refusal is counted in the source's metrics as ``refused``
   (each source says how it treats a longer one); a connection's unfinished event is
   therefore never buffered past that bound.
 * **Connections.** At most ``max_connections`` at once, and ``max_connections_per_peer``
-  from one address. A connection past either cap makes room by closing the connection (of
-  that address, for the per-address cap) idle the longest -- between two messages, no
-  unfinished event buffered (``refused_evicted``); when none is idle the new one is closed
-  at once (``refused_connections``, ``refused_peer_connections``). A connection that
-  sends nothing for ``idle_timeout`` seconds is closed (``refused_idle``); one whose
-  unfinished event is not complete ``message_timeout`` seconds after its first byte is
-  closed and that event discarded (``refused_slow``), so a byte now and then cannot hold
-  a slot. Time the server spends blocked on a full queue counts toward neither.
+  from one address (a quarter of the total by default). Past the per-address cap the
+  connection of that address idle the longest -- between two messages, no unfinished
+  event buffered -- is closed to make room (``refused_evicted``), and with none idle the
+  new one is closed at once (``refused_peer_connections``). Past the total, an idle
+  connection of the address holding the most slots makes room (``refused_evicted``);
+  with none idle anywhere, the slowest unfinished event of that address is discarded and
+  its connection closed (``refused_evicted_slow``) if it holds at least two slots more
+  than the newcomer's address, else the new one is closed (``refused_connections``): a
+  few addresses cannot keep a new one out (:class:`node.limits.ConnectionSlots`).
+* **Time.** A connection that sends nothing for ``idle_timeout`` seconds is closed
+  (``refused_idle``). An unfinished event must keep arriving at ``min_rate`` bytes per
+  second: its first byte gives it ``message_timeout`` seconds, every byte of it received
+  adds ``1/min_rate`` s, but never to more than ``message_timeout`` s ahead (a burst
+  cannot buy a long silence). When that time runs out the connection is closed and the
+  event discarded (``refused_slow``): a byte now and then is cut ``message_timeout`` s
+  after the event began, while a link of any speed above ``min_rate`` is never cut (one
+  below it is cut after ``message_timeout / (1 - speed/min_rate)`` s). ``min_rate=0``
+  makes ``message_timeout`` a fixed deadline from the first byte. Time the server spends
+  blocked on a full queue counts toward neither.
+* **Failure.** If the server thread fails (a bug), the server closes its port and every
+  connection and keeps the reason in ``failure``; the source's ``next_batch`` then raises
+  :class:`SourceError`, which puts its logical node in ERROR with that reason: never a
+  silently dead port.
 * **Accept errors** (no file descriptor left: EMFILE, ENFILE; or no memory): the server
   stops accepting for a while (50 ms, doubling up to 1 s while it keeps failing) instead of
   spinning on a listening socket that stays readable, counts ``accept_errors`` and warns at
@@ -46,7 +61,7 @@ from ..backoff import Backoff
 from ..component import Metrics, NodeContext
 from ..errors import SourceError
 from ..event import Event
-from ..limits import ConnectionSlots, RateLimitedLog, Refusals
+from ..limits import ConnectionSlots, RateLimitedLog, Refusals, message_due
 from ._batchqueue import DEFAULT_MAX_BYTES, BatchQueue, QueuedSource
 
 log = logging.getLogger(__name__)
@@ -61,9 +76,12 @@ IDLE_CHECK = 1.0      # seconds between two looks for idle connections
 
 DEFAULT_MAX_EVENT_BYTES = 32 << 10
 DEFAULT_MAX_CONNECTIONS = 256
-DEFAULT_MAX_CONNECTIONS_PER_PEER = 128   # relays and NATs send from one address
+# a quarter of the total: relays and NATs send from one address, and past the total the
+# biggest holder gives up a slot anyway (see ConnectionSlots)
+DEFAULT_MAX_CONNECTIONS_PER_PEER = DEFAULT_MAX_CONNECTIONS // 4
 DEFAULT_IDLE_TIMEOUT_MS = 600_000
-DEFAULT_MESSAGE_TIMEOUT_MS = 30_000      # from an event's first byte to its last
+DEFAULT_MESSAGE_TIMEOUT_MS = 30_000      # an unfinished event's credit of time, at most
+DEFAULT_MIN_BYTES_PER_SECOND = 16_384    # ...and what each received byte adds to it
 
 # Linux: ancillary data on each datagram with the socket's count of dropped datagrams
 SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40 if sys.platform.startswith("linux") else None)
@@ -117,6 +135,7 @@ class _Server:
         self.metrics = metrics
         self.refusals = refusals
         self.port = 0
+        self.failure: str | None = None   # why the thread ended, if it failed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = socket.socketpair()
@@ -131,10 +150,25 @@ class _Server:
     def _guard(self, target) -> None:
         try:
             target()
-        except Exception:  # a server thread must not die silently
+        except Exception as exc:  # a server thread must not die silently
             if not self._stop.is_set():
                 log.exception("%s server on port %d failed", self.name, self.port)
-                self.metrics.add("errors")
+                self._fail(f"the server thread failed: {type(exc).__name__}: {exc}")
+
+    def _fail(self, reason: str) -> None:
+        """The thread ends: close the port and every connection (senders see refusals
+        and fail over instead of hanging), keep ``reason`` in ``failure`` and wake the
+        source, whose ``next_batch`` raises it."""
+        self.failure = reason
+        self.metrics.add("errors")
+        for key in list(self._sel.get_map().values()):
+            if key.data is not None:          # not the wake-up socket
+                try:
+                    self._sel.unregister(key.fileobj)
+                    key.fileobj.close()
+                except (OSError, KeyError, ValueError):
+                    pass   # closed already (the failure may be about that very socket)
+        self.queue.wake()
 
     def stop(self) -> None:
         """Stop serving and close every socket; idempotent."""
@@ -157,36 +191,38 @@ class _Server:
 
 
 class _Conn:
-    __slots__ = ("sock", "framer", "peer", "last", "started")
+    __slots__ = ("sock", "framer", "peer", "last", "due")
 
     def __init__(self, sock: socket.socket, framer: Framer, peer: str, last: float):
         self.sock, self.framer, self.peer, self.last = sock, framer, peer, last
-        self.started: float | None = None   # when its unfinished event began arriving
+        self.due: float | None = None   # when its unfinished event must have progressed
 
 
 class TcpServer(_Server):
     """Accepts connections on ``bind:port``; ``make_framer(peer_host)`` per connection.
     Bounds: ``max_connections`` open at once and ``max_connections_per_peer`` from one
-    address (the longest idle one makes room), ``idle_timeout`` seconds without data and
-    ``message_timeout`` seconds from an event's first byte to its last (None: never), and
-    the accept back-off (see the module docstring)."""
+    address, ``idle_timeout`` seconds without data, an unfinished event arriving at
+    ``min_rate`` bytes/s with ``message_timeout`` seconds of credit at most (None: never
+    cut), and the accept back-off (see the module docstring)."""
 
     def __init__(self, name: str, bind: str, port: int,
                  make_framer: Callable[[str], Framer], queue: BatchQueue, metrics: Metrics,
                  refusals: Refusals, max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT_MS / 1000, *,
                  max_connections_per_peer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER,
-                 message_timeout: float | None = DEFAULT_MESSAGE_TIMEOUT_MS / 1000):
+                 message_timeout: float | None = DEFAULT_MESSAGE_TIMEOUT_MS / 1000,
+                 min_rate: int = DEFAULT_MIN_BYTES_PER_SECOND):
         super().__init__(name, queue, metrics, refusals)
         self.bind, self.port = bind, port
         self.make_framer = make_framer
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.message_timeout = message_timeout
+        self.min_rate = min_rate
         self._listener: socket.socket | None = None
         self._conns: dict[socket.socket, _Conn] = {}
         self._slots = ConnectionSlots(max_connections, max_connections_per_peer,
-                                      self._idle_since)
+                                      self._idle_since, lambda s: self._conns[s].due)
         self._timeouts = [t for t in (idle_timeout, message_timeout) if t is not None]
         self._accept_backoff = Backoff(ACCEPT_PAUSE, ACCEPT_PAUSE_MAX)  # after failed accepts
         self._accept_at: float | None = None   # when to accept again (None: accepting)
@@ -213,15 +249,26 @@ class TcpServer(_Server):
         return time.monotonic() - self._stalled
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            for key, _ in self._sel.select(self._select_timeout()):
-                if key.data is None:          # woken by stop()
-                    return
-                if key.data == "listen":
-                    self._accept(key.fileobj)
-                elif not self._read(key.data):
-                    return                    # queue closed: the source is closing
-            self._housekeeping()
+        while not self._stop.is_set() and self._step():
+            pass
+
+    def _step(self) -> bool:
+        """One wake-up: read, then accept, then close late connections; False when the
+        thread must end (stop(), or the queue closed)."""
+        listening = False
+        for key, _ in self._sel.select(self._select_timeout()):
+            if key.data is None:              # woken by stop()
+                return False
+            if key.data == "listen":
+                listening = True
+            elif key.data.sock not in self._conns:
+                continue                      # closed earlier in this batch
+            elif not self._read(key.data):
+                return False                  # queue closed: the source is closing
+        # accepting last: what this batch read is taken before a connection is evicted
+        if listening:
+            self._accept(self._listener)
+        return self._housekeeping()
 
     def _select_timeout(self) -> float | None:
         waits = []
@@ -245,9 +292,12 @@ class TcpServer(_Server):
             framer = c.framer
             events = framer.feed(data)
             if not framer.pending:
-                c.started = None
-            elif events or c.started is None:    # an event began in this piece
-                c.started = now
+                c.due = None
+            else:
+                if events:                        # an event began in this piece
+                    c.due = None
+                c.due = message_due(c.due, now, len(data), self.message_timeout,
+                                    self.min_rate)
         else:
             events = c.framer.eof()
             self._close(c)
@@ -262,15 +312,17 @@ class TcpServer(_Server):
         return seq is not None
 
     def _close(self, c: _Conn) -> None:
+        """Close ``c``; a no-op if it is closed already."""
+        if self._conns.pop(c.sock, None) is None:
+            return
         self._sel.unregister(c.sock)
         c.sock.close()
-        del self._conns[c.sock]
         self._slots.remove(c.sock)
         self.metrics.add("connections_open", -1)
 
     def _idle_since(self, sock: socket.socket) -> float | None:
         c = self._conns[sock]
-        return c.last if c.started is None else None
+        return c.last if c.due is None else None
 
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(ACCEPT_BURST):
@@ -286,14 +338,20 @@ class TcpServer(_Server):
             peer = addr[0]
             refused, evicted = self._slots.admit(conn, peer)
             if evicted is not None:
-                # idle: nothing of an event is buffered, so nothing is lost
                 self._close(self._conns[evicted[0]])
-                self.refusals.refuse("evicted", f"closed the connection from {evicted[1]} "
-                                     f"idle the longest to make room for one from {peer}")
+                if evicted[2]:     # its unfinished event is discarded
+                    self.refusals.refuse("evicted_slow", f"closed the connection from "
+                                         f"{evicted[1]} with the slowest unfinished event "
+                                         f"(discarded) to make room for one from {peer}")
+                else:              # idle: nothing of an event is buffered, nothing is lost
+                    self.refusals.refuse("evicted", f"closed the connection from "
+                                         f"{evicted[1]} idle the longest to make room for "
+                                         f"one from {peer}")
             if refused is not None:
                 conn.close()
                 self.refusals.refuse(refused, f"closed the one from {peer}: " + (
-                    f"{self.max_connections} connections are open already, none idle"
+                    f"{self.max_connections} connections are open already, none idle, "
+                    f"and no address holds two more than {peer}"
                     if refused == "connections" else
                     f"{self._slots.max_per_peer} connections from that address are open "
                     f"already, none idle"))
@@ -317,24 +375,25 @@ class TcpServer(_Server):
             "%g s, with %d connections open", self.name, self.port, exc.strerror or exc,
             pause, len(self._conns))
 
-    def _housekeeping(self) -> None:
+    def _housekeeping(self) -> bool:
+        """Resume accepting after a pause; close slow and idle connections. False once
+        the queue is closed."""
         now = time.monotonic()
         if self._accept_at is not None and now >= self._accept_at:
             self._accept_at = None
             self._sel.register(self._listener, selectors.EVENT_READ, "listen")
         if not self._timeouts or now < self._next_idle_check:
-            return
+            return True
         self._next_idle_check = now + min(IDLE_CHECK, *self._timeouts)
         active = self._active_now()
-        late = None if self.message_timeout is None else active - self.message_timeout
-        for c in [c for c in self._conns.values()
-                  if late is not None and c.started is not None and c.started < late]:
-            self.refusals.refuse("slow", f"closed the connection from {c.peer}: an event "
-                                 f"not complete {self.message_timeout:g} s after its "
-                                 f"first byte (discarded)")
-            self._close(c)
+        if self.message_timeout is not None:
+            for c in [c for c in self._conns.values() if c.due is not None and c.due < active]:
+                self.refusals.refuse("slow", f"closed the connection from {c.peer}: an event "
+                                     f"arriving slower than {self.min_rate} bytes/s for "
+                                     f"{self.message_timeout:g} s (discarded)")
+                self._close(c)
         if self.idle_timeout is None:
-            return
+            return True
         cutoff = active - self.idle_timeout
         for c in [c for c in self._conns.values() if c.last < cutoff]:
             self.refusals.refuse("idle", f"closed the connection from {c.peer}, idle for "
@@ -342,7 +401,8 @@ class TcpServer(_Server):
             events = c.framer.eof()
             self._close(c)
             if not self._put(events):
-                return
+                return False
+        return True
 
 
 class UdpServer(_Server):
@@ -447,6 +507,23 @@ class ServerSource(QueuedSource):
 
     def _make_server(self):
         raise NotImplementedError
+
+    def next_batch(self, timeout: float) -> list[Event] | None:
+        """As :meth:`QueuedSource.next_batch`; SourceError once the server has failed
+        (its logical node goes to ERROR with the reason)."""
+        server = self._server
+
+        def failed() -> bool:
+            return getattr(server, "failure", None) is not None
+        if self._queue is None:
+            return None
+        out = self._queue.get(timeout, cancelled=failed)
+        if not out and failed():
+            raise SourceError(f"{self.spec_name} on port {self.port} stopped serving: "
+                              f"{server.failure}")
+        if out:
+            self.metrics.add("events_in", len(out))
+        return out
 
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx

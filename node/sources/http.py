@@ -27,10 +27,17 @@ never duplicates. A request is taken whole or not at all. Every refusal answers
   (``event_bytes``) for an event body over ``maxEventBytes`` (32 KiB);
 * ``503`` (``queue_full``, counted per event) when the flow did not take the events within
   ``timeoutMs``;
-* ``503`` (``connections``) to a connection past ``maxConnections`` (64) open at once;
-* a connection that does not deliver a whole request (line, headers and body) within
-  ``requestTimeoutMs`` (30 s) of connecting or of its previous answer is closed
-  (``timeout``): slow senders cannot hold connections forever.
+* connections: at most ``maxConnections`` (64) open at once and ``maxConnectionsPerPeer``
+  (8) from one address. Past either bound the connection that has waited longest for a
+  request head (line and headers unfinished, or idle between two requests) -- of the same
+  address for the per-address bound -- is closed to make room (``evicted``); a connection
+  whose head is complete is never closed so. When none waits for a head, the newcomer is
+  answered ``503`` and closed (``connections``, ``peer_connections``). So slow heads, from
+  one address or a few, never shut out other senders;
+* a connection that does not deliver a request's line and headers within
+  ``headerTimeoutMs`` (10 s), or a whole request (line, headers and body) within
+  ``requestTimeoutMs`` (30 s), of connecting or of its previous answer is closed
+  (``header_timeout``, ``timeout``): slow senders cannot hold connections forever.
 
 Why JSON cannot amplify: before ``json.loads``, a linear scan of the raw text (strings
 blanked by one regular expression, then three passes removing innermost brackets) refuses
@@ -57,7 +64,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ..errors import SourceError
 from ..event import LOCAL_HOST, Event, Priority, events_from_lines
 from ..http_thread import HttpServerThread
-from ..limits import RateLimitedLog
+from ..limits import ConnectionSlots, RateLimitedLog
 from ..registry import source
 from ._batchqueue import DEFAULT_MAX_BYTES
 from ._net import DEFAULT_MAX_EVENT_BYTES, ServerSource, check_positive
@@ -73,6 +80,8 @@ DRAIN_SECONDS = 2.0      # how long a refused body is read and discarded
 DEFAULT_MAX_REQUEST_BYTES = 4 << 20
 DEFAULT_MAX_REQUEST_EVENTS = 10_000
 DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_MAX_CONNECTIONS_PER_PEER = 8    # a client posts a request at a time, a few at most
+DEFAULT_HEADER_TIMEOUT_MS = 10_000
 DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 
 # a JSON string, or an unterminated one up to the end (linear: no backtracking)
@@ -240,31 +249,58 @@ def events_from_text(data: bytes, max_events: int = DEFAULT_MAX_REQUEST_EVENTS,
     return events_from_lines(lines)
 
 
+class _Conn:
+    """A connection's clocks (monotonic seconds): ``head_since`` while it waits for a
+    request's line and headers (None once they are in: it is being served), ``deadline``
+    for the whole request (None while the source, not the client, has the turn);
+    ``cut`` once a timeout shut it down."""
+
+    __slots__ = ("head_since", "deadline", "cut")
+
+    def __init__(self, head_since: float, deadline: float | None):
+        self.head_since = head_since
+        self.deadline = deadline
+        self.cut = False
+
+
 class _Server(ThreadingHTTPServer):
-    """The stdlib threading server, with the connection bound and the request deadlines
+    """The stdlib threading server, with the connection bounds and the request deadlines
     (checked by the serving thread between two polls)."""
 
     daemon_threads = True
     block_on_close = False     # stop() shuts the open connections down instead
+    request_queue_size = 128   # the stdlib's 5 drops a burst's SYNs: clients wait 1-3 s
 
     def __init__(self, addr, handler, src: "HttpSource"):
         self.src = src
         self._lock = threading.Lock()
-        self._open: dict[socket.socket, float | None] = {}   # connection -> deadline
+        self._open: dict[socket.socket, _Conn] = {}
+        self._slots = ConnectionSlots(src.maxConnections, src.maxConnectionsPerPeer,
+                                      lambda r: self._open[r].head_since)
         self._errors = RateLimitedLog(log)
         super().__init__(addr, handler)
 
     def process_request(self, request, client_address) -> None:
+        peer = client_address[0]
+        now = time.monotonic()
         with self._lock:
-            full = len(self._open) >= self.src.maxConnections
-            if not full:
-                self._open[request] = self.src.request_deadline()
-        if not full:
+            refused, evicted = self._slots.admit(request, peer)
+            if refused is None:
+                self._open[request] = _Conn(now, self.src.request_deadline(now))
+            if evicted is not None:
+                self._open.pop(evicted[0], None)
+        if evicted is not None:
+            self.src.refusals.refuse("evicted", f"closed a connection from {evicted[1]} "
+                                     f"waiting for a request head to make room for {peer}")
+            _shutdown(evicted[0])       # its handler thread ends and closes it
+        if refused is None:
             return super().process_request(request, client_address)
-        self.src.refusals.refuse("connections", f"{self.src.maxConnections} connections are "
-                                 f"open already; answered 503 to {client_address[0]}")
+        bound = (f"{self.src.maxConnectionsPerPeer} connections from {peer}"
+                 if refused == "peer_connections" else f"{self.src.maxConnections} connections")
+        self.src.refusals.refuse(refused, f"{bound} are open already, every one being "
+                                 f"served; answered 503 to {peer}")
         body = json.dumps({"error": "too many connections: try again later",
-                           "reason": "connections"}).encode()
+                           "reason": refused}).encode()
         try:
             request.settimeout(0)
             request.send(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
@@ -280,6 +316,7 @@ class _Server(ThreadingHTTPServer):
         finally:
             with self._lock:
                 self._open.pop(request, None)
+                self._slots.remove(request)
 
     def handle_error(self, request, client_address) -> None:
         # the stdlib prints a traceback per failed connection: a hostile client could
@@ -292,20 +329,45 @@ class _Server(ThreadingHTTPServer):
         self._errors.log(logging.ERROR, "handler", "httpSource on port %d: a request from "
                          "%s failed: %r", self.server_address[1], client_address[0], exc)
 
-    def set_deadline(self, request: socket.socket, deadline: float | None) -> None:
+    def head_received(self, request: socket.socket) -> bool:
+        """The request's line and headers are in: it is being served. False if the
+        connection was shut down (evicted, timed out): what was read is cut short."""
         with self._lock:
-            if request in self._open:
-                self._open[request] = deadline
+            conn = self._open.get(request)
+            if conn is None or conn.cut:
+                return False
+            conn.head_since = None
+            return True
+
+    def set_deadline(self, request: socket.socket, deadline: float | None,
+                     next_head: bool = False) -> None:
+        """The whole request's ``deadline``; with ``next_head``, the connection waits for
+        another request head from now."""
+        with self._lock:
+            conn = self._open.get(request)
+            if conn is not None:
+                conn.deadline = deadline
+                if next_head:
+                    conn.head_since = time.monotonic()
 
     def service_actions(self) -> None:
         now = time.monotonic()
+        head_limit = self.src.headerTimeoutMs / 1000
+        late = []
         with self._lock:
-            late = [r for r, d in self._open.items() if d is not None and d <= now]
-            for r in late:
-                self._open[r] = None
-        for r in late:
-            self.src.refusals.refuse("timeout", "closed a connection that did not send a "
-                                     f"whole request within {self.src.requestTimeoutMs} ms")
+            for r, c in self._open.items():
+                if c.head_since is not None and now - c.head_since >= head_limit:
+                    late.append((r, "header_timeout", "its request's line and headers",
+                                 self.src.headerTimeoutMs))
+                elif c.deadline is not None and c.deadline <= now:
+                    late.append((r, "timeout", "a whole request", self.src.requestTimeoutMs))
+                else:
+                    continue
+                c.head_since = c.deadline = None     # closed once, counted once
+                c.cut = True
+        for r, reason, what, ms in late:
+            self.src.refusals.refuse(reason, f"closed a connection that did not send {what} "
+                                     f"within {ms} ms")
             _shutdown(r)
 
     def server_close(self) -> None:
@@ -350,10 +412,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.src.refusals.refuse(reason, message)
         self._reply(code, {"error": message, "reason": reason}, close)
 
+    def parse_request(self) -> bool:
+        ok = super().parse_request()          # reads the headers
+        if not self.server.head_received(self.connection):
+            self.close_connection = True      # a head cut short by a shutdown: not a request
+            return False
+        return ok
+
     def handle_one_request(self) -> None:
         super().handle_one_request()
-        # the next request (keep-alive) gets a deadline of its own
-        self.server.set_deadline(self.connection, self.src.request_deadline())
+        # the next request (keep-alive) gets clocks of its own
+        self.server.set_deadline(self.connection, self.src.request_deadline(),
+                                 next_head=True)
 
     def do_GET(self) -> None:
         self.send_response(405)
@@ -443,22 +513,28 @@ class HttpSource(ServerSource):
                  maxRequestEvents: int = DEFAULT_MAX_REQUEST_EVENTS,
                  maxEventBytes: int = DEFAULT_MAX_EVENT_BYTES,
                  maxConnections: int = DEFAULT_MAX_CONNECTIONS,
+                 maxConnectionsPerPeer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER,
+                 headerTimeoutMs: int = DEFAULT_HEADER_TIMEOUT_MS,
                  requestTimeoutMs: int = DEFAULT_REQUEST_TIMEOUT_MS,
                  maxQueueBytes: int = DEFAULT_MAX_BYTES):
         super().__init__(port, bind, max_queue_bytes=maxQueueBytes)
         check_positive(timeoutMs=timeoutMs, maxRequestBytes=maxRequestBytes,
                        maxRequestEvents=maxRequestEvents, maxEventBytes=maxEventBytes,
-                       maxConnections=maxConnections, requestTimeoutMs=requestTimeoutMs)
+                       maxConnections=maxConnections,
+                       maxConnectionsPerPeer=maxConnectionsPerPeer,
+                       headerTimeoutMs=headerTimeoutMs, requestTimeoutMs=requestTimeoutMs)
         self.timeoutMs = timeoutMs
         self.maxRequestBytes = maxRequestBytes
         self.maxRequestEvents = maxRequestEvents
         self.maxEventBytes = maxEventBytes
         self.maxConnections = maxConnections
+        self.maxConnectionsPerPeer = maxConnectionsPerPeer
+        self.headerTimeoutMs = headerTimeoutMs
         self.requestTimeoutMs = requestTimeoutMs
         self.parse_lock = threading.Lock()
 
-    def request_deadline(self) -> float:
-        return time.monotonic() + self.requestTimeoutMs / 1000
+    def request_deadline(self, now: float | None = None) -> float:
+        return (time.monotonic() if now is None else now) + self.requestTimeoutMs / 1000
 
     def _make_server(self) -> HttpServerThread:
         handler = type("HttpSourceHandler", (_Handler,), {"src": self})

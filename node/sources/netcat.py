@@ -11,13 +11,18 @@ Bounds (arguments, with their defaults; see ``node/sources/_net.py``):
   connection never holds more than that of an unfinished line.
 * ``maxQueueBytes=64 MiB`` (and 10,000 events): while the queue is full the server stops
   reading, so senders block (backpressure).
-* ``maxConnections=256`` open at once and ``maxConnectionsPerPeer=128`` from one address
-  (past either, the connection idle the longest is closed to make room,
-  ``refused_evicted``; with none idle the new one is closed at once,
-  ``refused_connections``, ``refused_peer_connections``); ``idleTimeoutMs=600000``
-  without data closes a connection (``refused_idle``; 0: never); a line not complete
-  ``messageTimeoutMs=30000`` after its first byte closes it and is discarded
-  (``refused_slow``; 0: never).
+* ``maxConnections=256`` open at once and ``maxConnectionsPerPeer=64`` from one
+  address. Past the per-address cap, that address's connection idle the longest is
+  closed to make room (``refused_evicted``), else the new one (``refused_peer_connections``);
+  past the total, an idle connection of the address holding the most slots, else the
+  slowest unfinished line of that address if it holds two slots more than the newcomer's
+  (``refused_evicted_slow``, the line is discarded), else the new one
+  (``refused_connections``). ``idleTimeoutMs=600000`` without data closes a connection
+  (``refused_idle``; 0: never). An unfinished line must keep arriving at
+  ``minBytesPerSecond=16384``: its first byte gives it ``messageTimeoutMs=30000``, each
+  byte adds 1/``minBytesPerSecond`` s, up to ``messageTimeoutMs`` ahead; when that runs
+  out it is discarded and its connection closed (``refused_slow``; ``messageTimeoutMs=0``:
+  never; ``minBytesPerSecond=0``: a fixed deadline from the first byte).
 """
 from __future__ import annotations
 
@@ -27,8 +32,8 @@ from ._batchqueue import DEFAULT_MAX_BYTES
 from ._lines import LineBuffer
 from ._net import (DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS,
                    DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_EVENT_BYTES,
-                   DEFAULT_MESSAGE_TIMEOUT_MS, ServerSource, TcpServer, check_positive,
-                   idle_seconds)
+                   DEFAULT_MESSAGE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, ServerSource,
+                   TcpServer, check_positive, idle_seconds)
 
 QUEUE_EVENTS = 10_000
 
@@ -67,7 +72,8 @@ class NetcatSource(ServerSource):
                  maxConnections: int = DEFAULT_MAX_CONNECTIONS,
                  maxConnectionsPerPeer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER,
                  idleTimeoutMs: int = DEFAULT_IDLE_TIMEOUT_MS,
-                 messageTimeoutMs: int = DEFAULT_MESSAGE_TIMEOUT_MS):
+                 messageTimeoutMs: int = DEFAULT_MESSAGE_TIMEOUT_MS,
+                 minBytesPerSecond: int = DEFAULT_MIN_BYTES_PER_SECOND):
         super().__init__(port, bind, max_queue_bytes=maxQueueBytes)
         check_positive(maxEventBytes=maxEventBytes, maxConnections=maxConnections,
                        maxConnectionsPerPeer=maxConnectionsPerPeer)
@@ -78,10 +84,14 @@ class NetcatSource(ServerSource):
         self.maxConnectionsPerPeer = maxConnectionsPerPeer
         self.idleTimeoutMs = idleTimeoutMs
         self.messageTimeoutMs = messageTimeoutMs
+        if minBytesPerSecond < 0:
+            raise ValueError(f"minBytesPerSecond must be >= 0, got {minBytesPerSecond}")
+        self.minBytesPerSecond = minBytesPerSecond
 
     def _make_server(self) -> TcpServer:
         return TcpServer("netcat", self.bind, self.port,
                          lambda peer: _LineFramer(self, peer), self._queue, self.metrics,
                          self.refusals, self.maxConnections, self._idle,
                          max_connections_per_peer=self.maxConnectionsPerPeer,
-                         message_timeout=self._message)
+                         message_timeout=self._message,
+                         min_rate=self.minBytesPerSecond)

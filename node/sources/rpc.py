@@ -31,10 +31,13 @@ Binds ``bind="0.0.0.0"``; ``port=0`` picks a free port, readable as ``.port`` af
 ``open``.
 
 Bounds (:class:`node.rpc.RpcServer` says what each costs): ``maxConnections=512`` open at
-once and ``maxConnectionsPerPeer=256`` from one address (past either, the connection idle
-the longest is closed to make room, else the new one), ``idleTimeoutMs=60000`` of silence
-between messages closes a connection, ``messageTimeoutMs=30000`` from a message's first
-byte to its last, ``maxMessageBytes=16777216`` per message on the wire and per payload
+once and ``maxConnectionsPerPeer=128`` from one address (past either, an idle connection
+makes room; past the total with none idle, the slowest message of the address holding
+the most slots, if it holds two more than the newcomer's; else the new one is closed),
+``idleTimeoutMs=60000`` of silence between messages closes a connection, a message must
+keep arriving at ``minBytesPerSecond=16384`` with ``messageTimeoutMs=30000`` of credit at
+most (its first byte gives it that much, each byte adds 1/``minBytesPerSecond`` s),
+``maxMessageBytes=16777216`` per message on the wire and per payload
 once decompressed, ``maxBatchEvents=20000`` per call. A payload over a bound is answered
 ``FAILED`` with the reason; a message over a bound on the wire closes its connection. Every
 refusal is counted (``refused``, ``refused_<reason>``: ``connections``,
@@ -61,8 +64,8 @@ from ..limits import Refusals
 from ..registry import source
 from ..rpc import (DEFAULT_PORT, IDLE_TIMEOUT, MAX_BATCH_EVENTS, MAX_CONNECTIONS,
                    MAX_CONNECTIONS_PER_PEER, MAX_MESSAGE_BYTES, MESSAGE_TIMEOUT,
-                   LockedCounter, RpcServer, Status, clip, current_peer, decode_payload,
-                   from_thrift, result)
+                   MIN_BYTES_PER_SECOND, LockedCounter, RpcServer, Status, clip,
+                   current_peer, decode_payload, from_thrift, result)
 from ._batchqueue import BatchQueue
 from ._net import ServerSource
 
@@ -237,8 +240,8 @@ class RpcSource(ServerSource):
     """RPC server receiving event batches; answers each call once the flow appended its
     events, RETRY when they are not taken within ``timeoutMs``. At most
     ``maxConnections`` connections (``maxConnectionsPerPeer`` from one address), each
-    closed after ``idleTimeoutMs`` of silence between messages or when a message takes
-    more than ``messageTimeoutMs``; a message over ``maxMessageBytes`` or
+    closed after ``idleTimeoutMs`` of silence between messages or when a message arrives
+    slower than ``minBytesPerSecond`` for ``messageTimeoutMs``; a message over ``maxMessageBytes`` or
     ``maxBatchEvents`` is refused."""
 
     queue_events = QUEUE_EVENTS
@@ -248,6 +251,7 @@ class RpcSource(ServerSource):
                  maxConnectionsPerPeer: int = MAX_CONNECTIONS_PER_PEER,
                  idleTimeoutMs: int = int(IDLE_TIMEOUT * 1000),
                  messageTimeoutMs: int = int(MESSAGE_TIMEOUT * 1000),
+                 minBytesPerSecond: int = MIN_BYTES_PER_SECOND,
                  maxMessageBytes: int = MAX_MESSAGE_BYTES,
                  maxBatchEvents: int = MAX_BATCH_EVENTS):
         super().__init__(port, bind)
@@ -257,6 +261,7 @@ class RpcSource(ServerSource):
                                    ("maxConnectionsPerPeer", maxConnectionsPerPeer, 1),
                                    ("idleTimeoutMs", idleTimeoutMs, 1),
                                    ("messageTimeoutMs", messageTimeoutMs, 1),
+                                   ("minBytesPerSecond", minBytesPerSecond, 0),
                                    ("maxMessageBytes", maxMessageBytes, 1024),
                                    ("maxBatchEvents", maxBatchEvents, 1)):
             if value < least:
@@ -266,6 +271,7 @@ class RpcSource(ServerSource):
         self.maxConnectionsPerPeer = maxConnectionsPerPeer
         self.idleTimeoutMs = idleTimeoutMs
         self.messageTimeoutMs = messageTimeoutMs
+        self.minBytesPerSecond = minBytesPerSecond
         self.maxMessageBytes = maxMessageBytes
         self.maxBatchEvents = maxBatchEvents
         self._queue: _TaggedQueue | None = None
@@ -289,6 +295,7 @@ class RpcSource(ServerSource):
                            max_connections_per_peer=self.maxConnectionsPerPeer,
                            idle_timeout=self.idleTimeoutMs / 1000,
                            message_timeout=self.messageTimeoutMs / 1000,
+                           min_bytes_per_second=self.minBytesPerSecond,
                            max_message_bytes=self.maxMessageBytes,
                            max_batch_events=self.maxBatchEvents, metrics=self._counter,
                            on_failure=lambda reason: self._queue.wake())
@@ -404,6 +411,7 @@ class CollectorSource(RpcSource):
                  maxConnectionsPerPeer: int = MAX_CONNECTIONS_PER_PEER,
                  idleTimeoutMs: int = int(IDLE_TIMEOUT * 1000),
                  messageTimeoutMs: int = int(MESSAGE_TIMEOUT * 1000),
+                 minBytesPerSecond: int = MIN_BYTES_PER_SECOND,
                  maxMessageBytes: int = MAX_MESSAGE_BYTES,
                  maxBatchEvents: int = MAX_BATCH_EVENTS, maxAgents: int = MAX_AGENTS,
                  agentIdleMs: int = AGENT_IDLE_MS,
@@ -412,6 +420,7 @@ class CollectorSource(RpcSource):
                          maxConnections=maxConnections,
                          maxConnectionsPerPeer=maxConnectionsPerPeer,
                          idleTimeoutMs=idleTimeoutMs, messageTimeoutMs=messageTimeoutMs,
+                         minBytesPerSecond=minBytesPerSecond,
                          maxMessageBytes=maxMessageBytes, maxBatchEvents=maxBatchEvents)
         for name, value in (("maxAgents", maxAgents), ("agentIdleMs", agentIdleMs),
                             ("maxNewAgentsPerMinute", maxNewAgentsPerMinute)):

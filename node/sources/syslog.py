@@ -30,13 +30,18 @@ Bounds (arguments, with their defaults; see ``node/sources/_net.py`` for the com
 * ``maxQueueBytes=64 MiB`` (and 10,000 events): while the queue is full, TCP stops reading
   (backpressure: senders block, nothing is lost); UDP drops the datagrams
   (``refused_queue_full``); datagrams the kernel dropped show as ``kernel_dropped``.
-* TCP only: ``maxConnections=256`` open at once and ``maxConnectionsPerPeer=128`` from one
-  address (past either, the connection idle the longest is closed to make room,
-  ``refused_evicted``; with none idle the new one is closed at once,
-  ``refused_connections``, ``refused_peer_connections``), ``idleTimeoutMs=600000``
-  without data closes a connection (``refused_idle``; 0: never), and a message not
-  complete ``messageTimeoutMs=30000`` after its first byte closes it and is discarded
-  (``refused_slow``; 0: never).
+* TCP only: ``maxConnections=256`` open at once and ``maxConnectionsPerPeer=64`` from one
+  address. Past the per-address cap, that address's connection idle the longest is
+  closed to make room (``refused_evicted``), else the new one (``refused_peer_connections``);
+  past the total, an idle connection of the address holding the most slots, else the
+  slowest unfinished message of that address if it holds two slots more than the newcomer's
+  (``refused_evicted_slow``, the message is discarded), else the new one
+  (``refused_connections``). ``idleTimeoutMs=600000`` without data closes a connection
+  (``refused_idle``; 0: never). An unfinished message must keep arriving at
+  ``minBytesPerSecond=16384``: its first byte gives it ``messageTimeoutMs=30000``, each
+  byte adds 1/``minBytesPerSecond`` s, up to ``messageTimeoutMs`` ahead; when that runs
+  out it is discarded and its connection closed (``refused_slow``; ``messageTimeoutMs=0``:
+  never; ``minBytesPerSecond=0``: a fixed deadline from the first byte).
 """
 from __future__ import annotations
 
@@ -52,8 +57,8 @@ from ..registry import source
 from ._batchqueue import DEFAULT_MAX_BYTES
 from ._net import (DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS,
                    DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_EVENT_BYTES,
-                   DEFAULT_MESSAGE_TIMEOUT_MS, ServerSource, TcpServer, UdpServer,
-                   check_positive, idle_seconds)
+                   DEFAULT_MESSAGE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, ServerSource,
+                   TcpServer, UdpServer, check_positive, idle_seconds)
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +386,8 @@ class SyslogTcpSource(_SyslogSource):
                  maxConnections: int = DEFAULT_MAX_CONNECTIONS,
                  maxConnectionsPerPeer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER,
                  idleTimeoutMs: int = DEFAULT_IDLE_TIMEOUT_MS,
-                 messageTimeoutMs: int = DEFAULT_MESSAGE_TIMEOUT_MS):
+                 messageTimeoutMs: int = DEFAULT_MESSAGE_TIMEOUT_MS,
+                 minBytesPerSecond: int = DEFAULT_MIN_BYTES_PER_SECOND):
         super().__init__(port, bind=bind, maxEventBytes=maxEventBytes,
                          maxQueueBytes=maxQueueBytes)
         check_positive(maxConnections=maxConnections,
@@ -392,10 +398,14 @@ class SyslogTcpSource(_SyslogSource):
         self.maxConnectionsPerPeer = maxConnectionsPerPeer
         self.idleTimeoutMs = idleTimeoutMs
         self.messageTimeoutMs = messageTimeoutMs
+        if minBytesPerSecond < 0:
+            raise ValueError(f"minBytesPerSecond must be >= 0, got {minBytesPerSecond}")
+        self.minBytesPerSecond = minBytesPerSecond
 
     def _make_server(self) -> TcpServer:
         return TcpServer("syslogTcp", self.bind, self.port,
                          lambda peer: _SyslogTcpFramer(self, peer), self._queue, self.metrics,
                          self.refusals, self.maxConnections, self._idle,
                          max_connections_per_peer=self.maxConnectionsPerPeer,
-                         message_timeout=self._message)
+                         message_timeout=self._message,
+                         min_rate=self.minBytesPerSecond)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 
 from master.api import create_app
 from master.service import MasterService
-from node.registry import validate_parts
+from node.builder import validate_parts
 from node.spec import parse_sink, parse_source
 
 

@@ -2,6 +2,8 @@
 token before body, body size, Host, slow headers, connection cap, descriptor exhaustion."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import resource
 import socket
@@ -189,15 +191,41 @@ def test_slow_headers_are_cut_off_after_the_header_timeout(master):
     assert master.refused()["refused_header_timeout"] >= before + 2
 
 
-def test_connections_past_the_cap_get_503_and_the_master_recovers(master):
-    held = []
+def test_slow_heads_from_other_addresses_never_get_the_api_503(master):
+    """The review's M2 on the real master (12 slots here, 64 per address): 100 unfinished
+    heads from 127.0.0.2 and 127.0.0.3. Before, every GET from 127.0.0.1 got 503; now the
+    oldest heads are closed to make room."""
+    before = master.refused().get("refused_evicted", 0)
+    hogs = [connect_from(a, master.port, HALF_HEAD) for a in ("127.0.0.2", "127.0.0.3")
+            for _ in range(50)]
     try:
-        for _ in range(12):
-            held.append(socket.create_connection(("127.0.0.1", master.port), timeout=5))
-        extra = socket.create_connection(("127.0.0.1", master.port), timeout=5)
-        answer = extra.recv(200)
-        extra.close()
-        assert answer.startswith(b"HTTP/1.1 503"), answer
+        for _ in range(5):
+            r = httpx.get(master.url + "/api/health", timeout=5)
+            assert r.status_code == 200
+        assert sum(not closed(c) for c in hogs) <= 12
+        assert r.json()["refused"]["refused_evicted"] >= before + 100 - 12
+    finally:
+        for c in hogs:
+            c.close()
+
+
+def test_connections_being_served_past_the_cap_get_503_and_the_master_recovers(master):
+    def serving():                         # a body that never ends: being served
+        c = socket.create_connection(("127.0.0.1", master.port), timeout=5)
+        c.sendall(post_head(master.port, 100, token=True) + b"{")
+        return c
+
+    def refused() -> bool:
+        # a probe that came before the server read a held head took that one's slot
+        lost = [i for i, c in enumerate(held) if closed(c)]
+        for i in lost:
+            held[i].close()
+            held[i] = serving()
+        return not lost and answer(master.port, "127.0.0.1").startswith(b"HTTP/1.1 503")
+    held = [serving() for _ in range(12)]
+    try:
+        assert wait_until(refused, 15, "a 503 past 12 connections being served",
+                          interval=0.2)
     finally:
         for s in held:
             s.close()
@@ -232,8 +260,8 @@ def test_out_of_descriptors_the_master_neither_spins_nor_floods_its_log(zk_serve
             socks.append(s)
         m.p.send_signal(signal.SIGCONT)
         wait_until(lambda: "refused input (descriptors)" in m.output()
-                   and "refused input (connections)" in m.output(), 20,
-                   "descriptors exhausted, connections shed and refused")
+                   and "refused input (evicted)" in m.output(), 20,
+                   "descriptors exhausted, connections shed and evicted")
         lines, cpu, t0 = m.output().count("\n"), m.cpu_seconds(), time.monotonic()
         time.sleep(2)   # measuring: the master must stay quiet over these 2 s
         cpu_pct = 100 * (m.cpu_seconds() - cpu) / (time.monotonic() - t0)
@@ -246,7 +274,7 @@ def test_out_of_descriptors_the_master_neither_spins_nor_floods_its_log(zk_serve
     r = wait_until(lambda: httpx.get(m.url + "/api/health", timeout=2), 10, "served again")
     assert r.status_code == 200
     assert r.json()["refused"]["refused_descriptors"] >= 1
-    assert r.json()["refused"]["refused_connections"] >= 1
+    assert r.json()["refused"]["refused_evicted"] >= 1
     assert m.output().count("Too many open files") <= 2
     m.stop()
 
@@ -259,37 +287,173 @@ def test_a_flood_of_bad_requests_is_one_log_line(master):
     assert master.output().count("Invalid HTTP request") - before <= 1
 
 
-def test_a_stalled_body_is_cut_off_after_the_body_timeout():
-    """In-process (uvicorn on a thread) with a half-second body timeout."""
+async def echo_length(scope, receive, send):   # reads the whole body, like the API
+    if scope["type"] != "http":
+        return
+    n, more = 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        n += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": str(n).encode()})
+
+
+@contextlib.contextmanager
+def inprocess_server(limits, app=echo_length):
+    """:func:`node.http_server.server` running ``app`` on a thread: (port, metrics,
+    the uvicorn server)."""
     import threading
 
-    from node.http_server import HttpLimits, listening_socket, server
+    from node.http_server import listening_socket, server
     from node.component import Metrics
     from node.limits import Refusals
 
-    async def echo_length(scope, receive, send):   # reads the whole body, like the API
-        if scope["type"] != "http":
-            return
-        n, more = 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            n += len(message.get("body", b""))
-            more = message.get("more_body", False)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": str(n).encode()})
-
     metrics = Metrics()
-    refusals = Refusals(metrics, __import__("logging").getLogger("test"), "test server")
+    refusals = Refusals(metrics, logging.getLogger("test"), "test server")
     sock = listening_socket("127.0.0.1", 0, refusals)
-    srv = server(echo_length, sock, HttpLimits(body_timeout=0.5, header_timeout=5),
-                 refusals)
+    srv = server(app, sock, limits, refusals)
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
         wait_until(lambda: srv.started, 10, "server started")
-        port = sock.getsockname()[1]
+        yield sock.getsockname()[1], metrics, srv
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def connect_from(address: str, port: int, data: bytes = b"") -> socket.socket:
+    c = socket.socket()
+    c.bind((address, 0))
+    c.settimeout(5)
+    c.connect(("127.0.0.1", port))
+    if data:
+        c.sendall(data)
+    return c
+
+
+def closed(c: socket.socket) -> bool:
+    """True if the server closed ``c`` (without waiting)."""
+    c.setblocking(False)
+    try:
+        return c.recv(1 << 16) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        c.settimeout(5)
+
+
+HALF_HEAD = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+
+
+def get(port: int, address: str = "127.0.0.1") -> bytes:
+    with connect_from(address, port, b"GET / HTTP/1.1\r\nHost: x\r\n"
+                      b"Connection: close\r\n\r\n") as c:
+        out = b""
+        while chunk := c.recv(4096):
+            out += chunk
+    return out
+
+
+def answer(port: int, address: str) -> bytes:
+    """What the server says to a connection from ``address`` before any request (a
+    refused one is answered at once; sending could meet a reset instead)."""
+    with connect_from(address, port) as c:
+        out = b""
+        while chunk := c.recv(4096):
+            out += chunk
+    return out
+
+
+def test_slow_heads_from_two_addresses_never_shut_out_a_third():
+    """The review's M2 in little: 40 unfinished heads each from 127.0.0.2 and 127.0.0.3
+    against 16 slots (8 per address). Before, every slot held a head and a GET from
+    127.0.0.1 got 503; now each address keeps its 8 newest heads, and the GET a slot."""
+    from node.http_server import HttpLimits
+    with inprocess_server(HttpLimits(max_connections=16, max_connections_per_peer=8,
+                                     header_timeout=30)) as (port, metrics, _):
+        hogs = {a: [connect_from(a, port, HALF_HEAD) for _ in range(40)]
+                for a in ("127.0.0.2", "127.0.0.3")}
+        try:
+            for a, socks in hogs.items():
+                wait_until(lambda: sum(map(closed, socks[:32])) == 32, 5,
+                           f"the 32 oldest heads from {a} evicted")
+                assert not any(closed(c) for c in socks[32:])
+            assert get(port).startswith(b"HTTP/1.1 200")
+            assert metrics["refused_evicted"] == 2 * 32 + 1   # and one for the GET
+            assert "refused_connections" not in metrics
+            # the GET took the slot of the oldest head left, whatever its address
+            assert sum(closed(c) for socks in hogs.values() for c in socks[32:]) == 1
+        finally:
+            for socks in hogs.values():
+                for c in socks:
+                    c.close()
+
+
+def test_connections_being_served_are_never_evicted_past_them_503():
+    """A complete head is being served (here: its body still coming): such connections
+    are never closed to make room; past them a newcomer is answered 503."""
+    from node.http_server import HttpLimits
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345"
+    with inprocess_server(HttpLimits(max_connections=6, max_connections_per_peer=3,
+                                     header_timeout=30, body_timeout=30)) as (port, metrics, srv):
+        served = [connect_from(a, port, head) for a in ("127.0.0.2", "127.0.0.3")
+                  for _ in range(3)]
+        try:
+            wait_until(lambda: len(srv.server_state.connections) == 6, 5, "all six served")
+            assert answer(port, "127.0.0.2").startswith(b"HTTP/1.1 503")   # its 3 are busy
+            assert answer(port, "127.0.0.4").startswith(b"HTTP/1.1 503")   # all 6 are busy
+            assert metrics["refused_peer_connections"] == 1
+            assert metrics["refused_connections"] == 1
+            assert "refused_evicted" not in metrics
+            for c in served:                       # each finishes its request: 200
+                c.sendall(b"67890")
+                assert c.recv(100).startswith(b"HTTP/1.1 200")
+        finally:
+            for c in served:
+                c.close()
+        assert get(port, "127.0.0.4").startswith(b"HTTP/1.1 200")
+
+
+def test_a_refused_body_cannot_hold_a_slot_by_trickling():
+    """An answer given before the body was read (the API's 401 before the body): the
+    rest of the body may come for body_timeout in all, however slowly it trickles."""
+    from node.http_server import HttpLimits
+
+    async def refuse(scope, receive, send):
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 401, "headers": []})
+            await send({"type": "http.response.body", "body": b"no"})
+    with inprocess_server(HttpLimits(body_timeout=0.6, header_timeout=5),
+                          refuse) as (port, metrics, _):
+        with connect_from("127.0.0.1", port,
+                          b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n") as c:
+            assert c.recv(100).startswith(b"HTTP/1.1 401")
+            t0, gone = time.monotonic(), None
+            while gone is None and time.monotonic() - t0 < 4:   # a byte every 0.1 s
+                try:
+                    c.sendall(b"x")
+                except OSError:
+                    gone = time.monotonic() - t0
+                    break
+                if closed(c):
+                    gone = time.monotonic() - t0
+                else:
+                    time.sleep(0.1)
+            assert gone is not None and 0.4 < gone < 2, gone
+        assert metrics["refused_body_timeout"] == 1
+
+
+def test_a_stalled_body_is_cut_off_after_the_body_timeout():
+    """In-process (uvicorn on a thread) with a half-second body timeout."""
+    from node.http_server import HttpLimits
+    with inprocess_server(HttpLimits(body_timeout=0.5, header_timeout=5)) as (port, metrics, _):
         head = f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n"
         answer, _ = raw(port, head.encode() + b"x" * 100)
         assert answer.startswith(b"HTTP/1.1 200")
@@ -299,7 +463,21 @@ def test_a_stalled_body_is_cut_off_after_the_body_timeout():
             assert s.recv(100) == b""
             assert 0.4 < time.monotonic() - t0 < 3
         assert metrics["refused_body_timeout"] == 1
-    finally:
-        srv.should_exit = True
-        thread.join(10)
-        sock.close()
+
+
+def test_master_help_states_the_quota_and_flags_reach_the_limits():
+    """The --zk-heap-mb help says the data quota the master sets (review 2, L3: it said
+    MIB/4); --max-connections-per-peer reaches the server's limits."""
+    import re
+
+    from master import cli
+    from master.server import quota
+    parser = cli.build_parser()
+    master_parser = next(a for a in parser._actions if a.dest == "command").choices["master"]
+    text = " ".join(master_parser.format_help().split())
+    znodes, data = re.search(r"MIB\*(\d+) znodes, MIB/(\d+) MiB of data", text).groups()
+    assert quota(256) == (256 * int(znodes), 256 * 1024 * 1024 // int(data))
+    args = parser.parse_args(["master", "--max-connections-per-peer", "5"])
+    assert cli._http_options(args)["limits"].max_connections_per_peer == 5
+    assert cli._http_options(parser.parse_args(["master"]))["limits"] \
+        .max_connections_per_peer == 64

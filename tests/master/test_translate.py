@@ -13,7 +13,7 @@ import pytest
 from master.translate import (HashRing, World, chains, flows, retranslate,
                               translate_config)
 from node.errors import SinkError, SourceError
-from node.registry import build_sink, build_source, validate_parts
+from node.builder import build_sink, build_source, validate_parts
 from node.spec import parse_sink, parse_source
 from zk.store import ConfigStore, LogicalConfig
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from node.checkpoint import CheckpointStore
 from node.component import NodeContext
-from node.registry import build_source
+from node.builder import build_source
 from node.spec import parse_source
 
 

@@ -8,7 +8,7 @@ import pytest
 from node.checkpoint import Checkpoint, CheckpointStore
 from node.decorators.acked_write_ahead import AckedWriteAhead
 from node.event import events_from_lines
-from node.registry import build_sink
+from node.builder import build_sink
 from node.sinks import collect
 from node.spec import parse_sink
 from tests.waiting import wait_until

@@ -15,7 +15,7 @@ import pytest
 from node.checkpoint import Checkpoint
 from node.errors import SinkError
 from node.event import Event
-from node.registry import build_sink, build_source
+from node.builder import build_sink, build_source
 from node.spec import parse_sink, parse_source
 from tests.conftest import free_port
 from tests.node.test_rpc import Drain, wait_for
@@ -248,7 +248,7 @@ def test_dfo_survives_sigkill_of_the_agent_process(make_ctx, tmp_path):
         from node.checkpoint import CheckpointStore
         from node.component import NodeContext
         from node.event import Event
-        from node.registry import build_sink
+        from node.builder import build_sink
         from node.spec import parse_sink
         from pathlib import Path
         d = Path({str(ctx.data_dir)!r})

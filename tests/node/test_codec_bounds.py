@@ -19,7 +19,7 @@ from node.decorators.batch import BATCH_ATTR, make_batch
 from node.decorators.gzip import GZIP_ATTR
 from node.errors import SpecError
 from node.event import Event, Priority
-from node.registry import build_sink
+from node.builder import build_sink
 from node.rpc import RpcClient, Status
 from node.sinks.collect import collected, reset
 from node.spec import parse_sink

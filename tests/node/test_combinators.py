@@ -11,7 +11,7 @@ from node.clock import ManualClock
 from node.component import Sink
 from node.errors import SinkError
 from node.event import Event
-from node.registry import build_sink
+from node.builder import build_sink
 from node.sinks.failover import FailoverSink
 from node.sinks.fanout import FanOutSink
 from node.sinks.shared import SharedRef
@@ -78,6 +78,7 @@ def evs(*bodies: bytes) -> list[Event]:
 @pytest.fixture
 def rec_sink(monkeypatch):
     """Registers ``rec("name")`` for spec tests; returns the dict name -> instances."""
+    import node.components  # noqa: F401  (the table complete before adding to it)
     import node.registry as reg
 
     made: dict[str, list[Rec]] = {}
@@ -87,10 +88,9 @@ def rec_sink(monkeypatch):
             super().__init__(name)
             made.setdefault(name, []).append(self)
 
-    reg.load_components()
     params = tuple(inspect.signature(SpecRec.__init__).parameters.values())[1:]
     info = reg.ComponentInfo("sink", "rec", SpecRec, (), None, params, {"name": str})
-    monkeypatch.setitem(reg._REGISTRY["sink"], "rec", info)
+    monkeypatch.setitem(reg.registered("sink"), "rec", info)
     return made
 
 

@@ -1,10 +1,9 @@
-"""The decorators of REFERENCE section 4, each built through the real spec builder."""
+"""Every decorator, each built through the real spec builder."""
 from __future__ import annotations
 
 import base64
 import hashlib
 import threading
-import time
 import zlib
 
 import pytest
@@ -22,7 +21,7 @@ from node.decorators.lazy_open import LazyOpenDecorator
 from node.decorators.stubborn_append import StubbornAppendDecorator
 from node.errors import SinkError, SpecError
 from node.event import Event, Priority
-from node.registry import build_sink
+from node.builder import build_sink
 from node.sinks.collect import collected, reset
 from node.spec import parse_sink
 from tests.waiting import wait_until as wait_for
@@ -83,10 +82,8 @@ class StepClock(ManualClock):
 
     def wait(self, event, seconds):
         with self._cond:
-            deadline = self._mono + seconds
             self.waits.append(seconds)
-            while not event.is_set() and self._mono < deadline:
-                self._cond.wait(0.005)
+            self._wait_until(event.is_set, self._mono + seconds)
         return event.is_set()
 
     def waiting(self, n: int) -> None:
@@ -220,7 +217,7 @@ def test_batch_latency_timer_flushes_a_partial_batch(make_ctx):
     assert timer is not None and timer.is_alive()
     s.append(evs(2))
     clock.advance(0.5)
-    time.sleep(0.05)  # give the timer a chance to act wrongly
+    clock.settle()  # the timer has seen the time: a wrong flush would be done
     assert collected("x") == []
     clock.advance(0.6)
     wait_for(lambda: len(collected("x")) == 1, what="the timed flush")
@@ -228,7 +225,7 @@ def test_batch_latency_timer_flushes_a_partial_batch(make_ctx):
     # a new partial batch gets its own full latency
     s.append(evs(1, 2))
     clock.advance(0.9)
-    time.sleep(0.05)
+    clock.settle()
     assert len(collected("x")) == 1
     clock.advance(0.2)
     wait_for(lambda: len(collected("x")) == 2, what="the second timed flush")
@@ -518,13 +515,13 @@ def test_insistent_open_retries_with_backoff(make_ctx):
     t.start()
     clock.waiting(1)
     clock.advance(0.5)
-    time.sleep(0.05)
+    clock.settle()
     assert inner.opens == 1
     clock.advance(0.5)                                # 1 s: second attempt
     clock.waiting(2)
     assert inner.opens == 2
     clock.advance(1.5)
-    time.sleep(0.05)
+    clock.settle()
     assert inner.opens == 2                           # the wait doubled to 2 s
     clock.advance(0.5)
     t.join(5)
@@ -604,7 +601,7 @@ def test_insistent_append_retries_until_accepted(make_ctx):
     clock.advance(1.0)
     clock.waiting(2)
     clock.advance(1.0)
-    time.sleep(0.05)
+    clock.settle()
     assert t.is_alive()                               # the wait is 1.5 s now (capped)
     clock.advance(0.5)
     t.join(5)
@@ -644,7 +641,7 @@ def test_delay_waits_per_event(make_ctx):
     clock.waiting(1)
     assert clock.waits == [pytest.approx(0.5)]
     clock.advance(0.4)
-    time.sleep(0.05)
+    clock.settle()
     assert collected("x") == []
     clock.advance(0.1)
     wait_for(lambda: collected("x") == evs(5), what="the delayed batch")
@@ -688,7 +685,7 @@ def test_chokes_with_one_id_share_a_limit(make_ctx):
     assert clock.waits == [pytest.approx(1.0)]
     assert collected("y") == []
     clock.advance(0.9)
-    time.sleep(0.05)
+    clock.settle()
     assert collected("y") == []
     clock.advance(0.1)
     wait_for(lambda: len(collected("y")) == 1, what="the choked append")

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from node.registry import build_source
+from node.builder import build_source
 from node.spec import parse_source
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from node.registry import build_source
+from node.builder import build_source
 from node.sources import syslog
 from node.spec import parse_source
 from tests.node.victim import Victim
@@ -160,6 +160,153 @@ def test_syslog_tcp_one_address_cannot_hold_every_slot(ctx):
         src.close()
 
 
+def test_a_few_addresses_cannot_keep_a_new_one_out(ctx):
+    """Two addresses filled every slot (per-address cap x 2 = the total), each connection
+    holding one byte of a begun message: a third address got 0 of 10 lines through. Now
+    the slowest message of the address holding the most slots makes room, while an
+    address cannot take a slot from one that holds as few as itself."""
+    src = opened('netcat(0, maxConnections=6, maxConnectionsPerPeer=3)', ctx)
+
+    def connect(host: str) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", src.port), timeout=5,
+                                        source_address=(host, 0))
+    try:
+        hogs = {h: [connect(h) for _ in range(3)] for h in ("127.0.0.2", "127.0.0.3")}
+        for i, h in enumerate(hogs["127.0.0.2"] + hogs["127.0.0.3"]):
+            h.sendall(b"x")                        # a line begun, never finished
+            wait_until(lambda: src.metrics.get("bytes_in") == i + 1, 5, "line begun")
+        with connect("127.0.0.4") as legit:
+            legit.sendall(b"legitimate\n")
+            assert [e.body for e in drain(src, 1)] == [b"legitimate"]
+        assert closed_by_peer(hogs["127.0.0.2"][0])    # the oldest of the biggest holder
+        assert src.metrics["refused_evicted_slow"] == 1
+        wait_until(lambda: src.metrics.get("connections_open") == 5, 5, "legit gone")
+        busy = connect("127.0.0.4")
+        busy.sendall(b"y")                         # full again, nobody idle
+        wait_until(lambda: src.metrics.get("connections_open") == 6, 5, "full")
+        back = connect("127.0.0.2")                # holds 2, the biggest holder 3: refused
+        assert closed_by_peer(back)
+        wait_until(lambda: src.metrics.get("refused_connections") == 1, 5, "refused")
+        assert src.metrics["refused_evicted_slow"] == 1
+        for h in hogs["127.0.0.2"][1:] + hogs["127.0.0.3"] + [busy]:   # still open
+            h.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                h.recv(1)
+        for h in hogs["127.0.0.2"] + hogs["127.0.0.3"] + [busy, back]:
+            h.close()
+    finally:
+        src.close()
+
+
+def test_a_slow_link_is_not_cut_a_trickle_and_a_burst_then_silence_are(ctx):
+    """A fixed deadline from a message's first byte cut a legitimate sender on a slow
+    link on every retry. Now a message must keep arriving at minBytesPerSecond, with at
+    most messageTimeoutMs of credit: a 64 kB/s sender of a 200 kB line is taken (it needs
+    3 s, three times the timeout), a byte every 50 ms is cut about messageTimeoutMs after
+    it began, and so is a 100 kB burst followed by silence."""
+    src = opened('netcat(0, bind="127.0.0.1", maxEventBytes=1048576, messageTimeoutMs=1000, '
+                 'minBytesPerSecond=16384)', ctx)
+    line = b"s" * 200_000 + b"\n"
+    sent_at: list[float] = []
+
+    def slow_sender() -> None:
+        with socket.create_connection(("127.0.0.1", src.port)) as s:
+            start = time.monotonic()
+            for i in range(0, len(line), 3200):      # 64 kB/s in 50 ms pieces
+                s.sendall(line[i:i + 3200])
+                time.sleep(max(0.0, start + (i + 3200) / 64_000 - time.monotonic()))
+            sent_at.append(time.monotonic() - start)
+    t = threading.Thread(target=slow_sender, daemon=True)
+    try:
+        t.start()
+        burst = socket.create_connection(("127.0.0.1", src.port))
+        trickle = socket.create_connection(("127.0.0.1", src.port))
+        burst.sendall(b"b" * 100_000)
+        start = time.monotonic()
+        cut = None
+        while cut is None and time.monotonic() - start < 4:
+            try:
+                trickle.send(b"t")
+            except OSError:
+                cut = time.monotonic() - start
+            time.sleep(0.05)
+        assert cut is not None and cut < 2.5, cut      # cut about 1 s after it began
+        assert closed_by_peer(burst, 2)
+        assert time.monotonic() - start < 2.5          # and the burst as soon
+        t.join(10)
+        assert sent_at and sent_at[0] > 2.5          # three times messageTimeoutMs
+        got = drain(src, 1)
+        assert [e.body for e in got] == [line[:-1]]
+        assert src.metrics["refused_slow"] == 2
+        trickle.close()
+        burst.close()
+    finally:
+        src.close()
+
+
+def test_eviction_in_the_same_batch_as_the_evicted_connections_bytes(ctx):
+    """A connection evicted to make room while its bytes were in the same select() batch
+    was read after it was closed: ``unregister(fd -1)`` raised ValueError and ended the
+    server thread (the port went dead, the node stayed ACTIVE). The batch is made
+    deterministic here: the thread waits at a gate until both the new connection and the
+    idle one's line are ready, and the selector hands the listener first."""
+    src = opened('netcat(0, bind="127.0.0.1", maxConnectionsPerPeer=1)', ctx)
+    server = src._server
+    real_select = server._sel.select
+    gate = threading.Event()
+
+    def select(timeout=None):
+        if server._conns:            # after the first accept: wait for the batch
+            gate.wait(10)
+        got = real_select(timeout)
+        return sorted(got, key=lambda kv: kv[0].data != "listen")
+    server._sel.select = select
+    try:
+        a = socket.create_connection(("127.0.0.1", src.port))
+        wait_until(lambda: src.metrics.get("connections_open") == 1, 5, "a accepted")
+        a.sendall(b"from a\n")
+        b = socket.create_connection(("127.0.0.1", src.port))
+        wait_until(lambda: len(real_select(0)) == 2, 5, "a's line and b's connect ready")
+        gate.set()
+        assert closed_by_peer(a)                   # idle once its line was read: evicted
+        b.sendall(b"from b\n")
+        assert [e.body for e in drain(src, 2)] == [b"from a", b"from b"]
+        assert server._thread.is_alive() and server.failure is None
+        assert src.metrics["refused_evicted"] == 1 and src.metrics.get("errors", 0) == 0
+        a.close()
+        b.close()
+    finally:
+        gate.set()
+        src.close()
+
+
+def test_a_failed_server_thread_puts_the_logical_node_in_error(monkeypatch, tmp_path):
+    """The selector thread died of an exception with the node ACTIVE and no last_error:
+    events stopped, connects timed out. Now the port and its connections are closed and
+    the logical node goes to ERROR with the reason."""
+    from node.logical_node import LogicalNode, State
+    from node.sources._net import TcpServer
+    from node.spec import parse_sink
+
+    def boom(self, c):
+        raise RuntimeError("a bug while reading")
+    node = LogicalNode("sy", tmp_path)
+    node.configure(parse_source('syslogTcp(0, bind="127.0.0.1")'), parse_sink("null"))
+    port = node._flow.source.port
+    try:
+        monkeypatch.setattr(TcpServer, "_read", boom)
+        held = socket.create_connection(("127.0.0.1", port))
+        held.sendall(b"<13>x\n")
+        wait_until(lambda: node.state is State.ERROR, 10, "logical node in ERROR")
+        assert "RuntimeError: a bug while reading" in node.last_error
+        assert closed_by_peer(held)
+        with pytest.raises(OSError):       # its port is closed: senders fail over at once
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        held.close()
+    finally:
+        node.stop(5)
+
+
 def test_idle_connection_is_closed_and_its_partial_line_kept(ctx):
     src = opened('netcat(0, bind="127.0.0.1", idleTimeoutMs=300)', ctx)
     try:
@@ -234,7 +381,7 @@ def test_syslog_tcp_long_message_is_truncated_to_max_event_bytes(ctx):
 
 @pytest.mark.parametrize("arg", ["maxConnections=0", "maxEventBytes=0", "maxQueueBytes=-1",
                                  "idleTimeoutMs=-5", "maxConnectionsPerPeer=0",
-                                 "messageTimeoutMs=-1"])
+                                 "messageTimeoutMs=-1", "minBytesPerSecond=-1"])
 def test_bounds_are_checked(arg):
     from node.errors import SpecError
     with pytest.raises(SpecError, match=arg.split("=")[0]):
@@ -404,24 +551,135 @@ def test_http_slow_request_is_cut_off(ctx):
         src.close()
 
 
-def test_http_connection_past_max_connections_gets_503(ctx):
+def connect_from(address: str, port: int, data: bytes = b"") -> socket.socket:
+    c = socket.socket()
+    c.bind((address, 0))
+    c.settimeout(5)
+    c.connect(("127.0.0.1", port))
+    if data:
+        c.sendall(data)
+    return c
+
+
+def shut(c: socket.socket) -> bool:
+    """True if the server closed ``c`` (without waiting)."""
+    c.setblocking(False)
+    try:
+        return c.recv(65536) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        c.settimeout(5)
+
+
+HALF_HEAD = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+
+
+def read_answer(c: socket.socket) -> bytes:
+    answer = b""
+    while chunk := c.recv(4096):
+        answer += chunk
+    return answer
+
+
+def test_http_connection_past_max_connections_being_served_gets_503(ctx):
     src = opened('httpSource(0, bind="127.0.0.1", maxConnections=1)', ctx)
     consumer = Consumer(src)
     try:
         with socket.create_connection(("127.0.0.1", src.port)) as held:
-            held.sendall(b"POST / HTTP/1.1\r\n")       # holds the only slot
-            wait_until(lambda: len(src._server.server._open) == 1, 5, "the held slot")
+            # a whole head, the body still coming: being served, never evicted
+            held.sendall(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nx")   # "xy\n"
+            wait_until(lambda: [c.head_since for c in src._server.server._open.values()]
+                       == [None], 5, "the held slot being served")
             # answered at once, before any request: a client may see the answer or, if it
             # was still sending, a reset; read it without sending
             with socket.create_connection(("127.0.0.1", src.port), timeout=5) as extra:
-                answer = b""
-                while chunk := extra.recv(4096):
-                    answer += chunk
+                answer = read_answer(extra)
             assert answer.startswith(b"HTTP/1.1 503 ")
             assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["reason"] == "connections"
+            held.sendall(b"y\n")
+            assert held.recv(100).startswith(b"HTTP/1.1 200")
         wait_until(lambda: not src._server.server._open, 5, "the slot freed")
         assert request(src.port, b"x\n", "text/plain") == (200, {"accepted": 1})
         assert src.metrics["refused_connections"] == 1
+        assert "refused_evicted" not in src.metrics
+        assert len(consumer.events) == 2
+    finally:
+        src.close()
+
+
+def test_http_slow_heads_from_one_address_never_shut_out_others(ctx):
+    """Review 2, H3 (defaults): 70 unfinished heads from 127.0.0.2. Before, the 64
+    connections were all taken and 9 of 10 requests from elsewhere got 503; now that
+    address keeps its 8 newest heads."""
+    src = opened('httpSource(0, bind="127.0.0.1")', ctx)
+    Consumer(src)
+    hogs = [connect_from("127.0.0.2", src.port, HALF_HEAD) for _ in range(70)]
+    try:
+        wait_until(lambda: sum(map(shut, hogs[:62])) == 62, 5, "the oldest heads closed")
+        assert not any(shut(c) for c in hogs[62:])
+        for _ in range(5):
+            assert request(src.port, b"x\n", "text/plain") == (200, {"accepted": 1})
+        assert src.metrics["refused_evicted"] == 62
+        # the address's own requests are still served: a ninth evicts its oldest head
+        with connect_from("127.0.0.2", src.port) as c:
+            c.sendall(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n"
+                      b"Connection: close\r\n\r\ny\n")
+            assert read_answer(c).startswith(b"HTTP/1.1 200")
+        assert src.metrics["refused_evicted"] == 63
+        assert "refused_connections" not in src.metrics
+    finally:
+        for c in hogs:
+            c.close()
+        src.close()
+
+
+def test_http_slow_heads_from_two_addresses_fill_no_slot_a_third_needs(ctx):
+    """16 slots, 8 per address, 40 unfinished heads each from 127.0.0.2 and 127.0.0.3:
+    a request from 127.0.0.1 takes the slot of the oldest head left."""
+    src = opened('httpSource(0, bind="127.0.0.1", maxConnections=16)', ctx)
+    Consumer(src)
+    hogs = [connect_from(a, src.port, HALF_HEAD) for a in ("127.0.0.2", "127.0.0.3")
+            for _ in range(40)]
+    try:
+        wait_until(lambda: len(src._server.server._open) == 16
+                   and src.metrics.get("refused_evicted") == 64, 5, "16 heads held")
+        assert request(src.port, b"x\n", "text/plain") == (200, {"accepted": 1})
+        assert src.metrics["refused_evicted"] == 65
+        assert "refused_connections" not in src.metrics
+    finally:
+        for c in hogs:
+            c.close()
+        src.close()
+
+
+def test_http_request_head_must_arrive_within_the_header_timeout(ctx):
+    src = opened('httpSource(0, bind="127.0.0.1", headerTimeoutMs=400)', ctx)
+    Consumer(src)
+    try:
+        with connect_from("127.0.0.1", src.port) as s:
+            start = time.monotonic()
+            for b in HALF_HEAD + b"X-Slow: " + b"a" * 200:   # a byte every 20 ms
+                try:
+                    s.sendall(bytes([b]))
+                except OSError:
+                    break
+                if shut(s):
+                    break
+                time.sleep(0.02)
+            assert closed_by_peer(s)
+            assert 0.3 < time.monotonic() - start < 2
+        assert src.metrics["refused_header_timeout"] == 1
+        # a whole head in time, then a body slower than the header timeout: served
+        with connect_from("127.0.0.1", src.port,
+                          b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n") as s:
+            for _ in range(10):
+                s.sendall(b"\n")
+                time.sleep(0.07)
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+        assert src.metrics["refused"] == 1, src.metrics
     finally:
         src.close()
 

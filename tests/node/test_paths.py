@@ -18,7 +18,7 @@ from node.escapes import MAX_ESCAPES, Escaper, PatternError, path_value
 from node.event import Event, Priority
 from node.logical_node import LogicalNode, State
 from node.metrics import summarize
-from node.registry import build_sink
+from node.builder import build_sink
 from node.spec import parse_sink, parse_source
 from tests.waiting import wait_until
 

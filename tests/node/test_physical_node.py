@@ -183,7 +183,7 @@ def test_waits_for_translation_reads_the_components_marks(source, sink, waits):
 
 
 def test_master_only_names_come_from_the_class_mark():
-    from node.registry import master_only
+    from node.components import master_only
     assert set(master_only("source")) == {"logicalSource", "autoCollectorSource"}
     assert set(master_only("sink")) == {"logicalSink", "autoE2EChain", "autoDFOChain",
                                         "autoBEChain"}

@@ -9,7 +9,7 @@ import pytest
 from node.errors import SpecErrors
 from node.logical_node import LogicalNode
 from node.regexes import compile_bytes, compile_text
-from node.registry import validate_parts
+from node.builder import validate_parts
 from node.sinks import collect
 from node.sources import memory
 from node.sources._files import compile_fileregex

@@ -16,7 +16,7 @@ from node.decorators.collector import CollectorRollSink
 from node.decorators.roll import RollSink, Trigger
 from node.errors import SinkError, SpecError
 from node.event import Event
-from node.registry import build_sink
+from node.builder import build_sink
 from node.spec import Func, Lit, parse_sink
 from tests.waiting import wait_until as wait_for
 
@@ -141,7 +141,7 @@ def test_trigger_thread_closes_an_idle_file_on_time(roll_open, clock, fac):
     r.append(evs(b"c"))
     assert fac.finals() == []             # still the hidden file
     clock.advance(0.5)
-    time.sleep(0.05)                      # give a (wrong) early roll a chance to show
+    clock.settle()                        # a (wrong) early roll would be done by now
     assert fac.count("close") == 0
     clock.advance(0.5)                    # no event arrives: the thread must roll
     wait_for(lambda: fac.count("close") == 1)
@@ -158,7 +158,7 @@ def test_idle_periods_make_no_empty_files(roll_open, clock, fac):
         clock.advance(1.0)
         wait_for(lambda: r.current_tag != tag)  # the thread saw the period end
     r.append(evs(b"x"))
-    time.sleep(0.05)
+    clock.settle()
     assert fac.count("close") == 0 and fac.count("open") == 1
     clock.advance(1.0)
     wait_for(lambda: fac.count("close") == 1)
@@ -221,7 +221,7 @@ def test_checkpoints_commit_when_the_instance_closes(roll_open, fac, clock):
     r.when_durable(Checkpoint({"k": 1}))
     r.append(evs(b"b"))
     r.when_durable(Checkpoint({"k": 2}))
-    time.sleep(0.02)
+    clock.settle()
     assert ctx.store.get("k") is None
     clock.advance(1.0)
     wait_for(lambda: ctx.store.get("k") == 2)
@@ -256,7 +256,7 @@ def test_trigger_thread_stops_at_close(make_ctx, clock, fac):
     assert not t.is_alive()
     assert t not in threading.enumerate()
     clock.advance(5.0)
-    time.sleep(0.02)
+    clock.settle()
     assert fac.count("open") == 1     # nothing reopened after close
 
 
@@ -355,7 +355,7 @@ def test_collector_is_a_roll_with_a_close_hook(make_ctx, clock, fac):
         wait_for(lambda: len(closed) == 1)
         assert closed == [(batch[0].attrs["rolltag"], True)]
         clock.advance(2.0)  # idle: no instance closed, no hook
-        time.sleep(0.02)
+        clock.settle()
         assert len(closed) == 1
     finally:
         r.close()
@@ -376,6 +376,7 @@ def test_trigger_from_spec():
 @pytest.fixture
 def x_sink(monkeypatch):
     """Registers a test sink ``x`` (a plain Sink keeping every batch) for spec tests."""
+    import node.components  # noqa: F401  (the table complete before adding to it)
     import node.registry as reg
 
     class X(Sink):
@@ -389,8 +390,7 @@ def x_sink(monkeypatch):
         def append(self, events):
             self.got.extend(events)
 
-    reg.load_components()
-    monkeypatch.setitem(reg._REGISTRY["sink"], "x", reg.ComponentInfo("sink", "x", X))
+    monkeypatch.setitem(reg.registered("sink"), "x", reg.ComponentInfo("sink", "x", X))
     return X
 
 

@@ -12,7 +12,7 @@ import pytest
 from node.codec import encode_events
 from node.errors import SinkError, SourceError
 from node.event import Event, Priority
-from node.registry import build_sink, build_source
+from node.builder import build_sink, build_source
 from node.rpc import (RpcClient, RpcServer, Status, decode_payload, encode_payload, idl,
                       idl_path, result)
 from node.spec import parse_sink, parse_source

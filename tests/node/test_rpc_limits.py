@@ -24,7 +24,7 @@ from node.client import FlumeClient
 from node.codec import _HEAD, _RECORD, BatchTooLarge, encode_events, split_events
 from node.event import Event
 from node.logical_node import LogicalNode, State
-from node.registry import build_sink, build_source
+from node.builder import build_sink, build_source
 from node.rpc import RpcClient, Status, decode_payload, gzip_payload
 from node.spec import parse_sink, parse_source
 from tests.waiting import wait_until
@@ -516,7 +516,7 @@ def test_a_message_must_arrive_within_message_timeout(ctx, opened):
 def test_one_address_cannot_hold_every_slot(ctx, opened):
     """From one address: 512 connections each holding a started message kept every
     other sender out. Now an address gets maxConnectionsPerPeer slots, and a full server
-    closes the connection idle the longest, never one in the middle of a message."""
+    closes the connection idle the longest, not one in the middle of a message."""
     src = opened(build_source(parse_source(
         "rpcSource(0, maxConnections=6, maxConnectionsPerPeer=3)")), ctx)
 
@@ -572,3 +572,109 @@ def test_connection_bounds_are_checked(arg):
     from node.errors import SpecError
     with pytest.raises(SpecError, match=arg.split("=")[0]):
         build_source(parse_source(f"collectorSource(0, {arg})"))
+
+
+def test_a_few_addresses_cannot_keep_a_new_one_out(ctx, opened):
+    """Two addresses filled every slot (per-address cap x 2 = the total), each connection
+    holding a begun message: a call from a third address was answered 0 of 20 times over
+    40 s. Now the slowest message of the address holding the most slots makes room,
+    while an address cannot take a slot from one holding as few as itself."""
+    src = opened(build_source(parse_source(
+        "rpcSource(0, maxConnections=6, maxConnectionsPerPeer=3)")), ctx)
+
+    def connect(host: str) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", src.port), timeout=5,
+                                        source_address=(host, 0))
+    hogs = {h: [connect(h) for _ in range(3)] for h in ("127.0.0.2", "127.0.0.3")}
+    for i, h in enumerate(hogs["127.0.0.2"] + hogs["127.0.0.3"]):
+        h.sendall(b"\x80")                       # a message begun, never finished
+        wait_until(lambda: src._server is not None and
+                   sum(r.started for _, r in src._server._conns.values()) == i + 1, 5,
+                   "message begun")
+    got = []
+    t = threading.Thread(target=lambda: got.extend(src.next_batch(5) or []) or
+                         src.checkpoint(), daemon=True)
+    t.start()
+    legit = RpcClient("127.0.0.1", src.port, 5)   # a third address
+    assert legit.append_packed([Event(b"legitimate")]) == (Status.OK, "")
+    t.join(5)
+    assert [e.body for e in got] == [b"legitimate"]
+    assert closed_by_peer(hogs["127.0.0.2"][0], 5)   # the oldest of the biggest holder
+    assert src.metrics["refused_evicted_slow"] == 1
+    legit.close()
+    wait_until(lambda: len(src._server._conns) == 5, 5, "legit gone")
+    busy = connect("127.0.0.4")
+    busy.sendall(b"\x80")                        # full again, nobody idle
+    wait_until(lambda: sum(r.started for _, r in src._server._conns.values()) == 6, 5,
+               "six messages begun")
+    back = connect("127.0.0.2")                  # holds 2, the biggest holder 3: refused
+    assert closed_by_peer(back, 5)
+    wait_until(lambda: src.metrics.get("refused_connections") == 1, 5, "refused")
+    assert src.metrics["refused_evicted_slow"] == 1
+    for h in hogs["127.0.0.2"][1:] + hogs["127.0.0.3"] + [busy]:   # still open
+        h.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            h.recv(1)
+    for h in hogs["127.0.0.2"] + hogs["127.0.0.3"] + [busy, back]:
+        h.close()
+
+
+def test_a_slow_link_is_not_cut_a_trickle_and_a_burst_then_silence_are(ctx, opened):
+    """The fixed 30 s deadline from a message's first byte cut a 3 MiB batch at 90 kB/s
+    at 30.2 s, and every resend of it. Now a message must keep arriving at
+    minBytesPerSecond with at most messageTimeoutMs of credit: a 200 kB appendPacked at
+    64 kB/s (three times the timeout) is answered, a byte every 50 ms is cut about
+    messageTimeoutMs after it began, and so is a 100 kB burst followed by silence."""
+    src = opened(build_source(parse_source(
+        "rpcSource(0, messageTimeoutMs=1000, minBytesPerSecond=16384)")), ctx)
+    events = [Event(b"s" * 1000, i) for i in range(200)]
+    payload = rpc.encode_payload(events, False)
+    message = (call_header(b"appendPacked") + b"\x0b\x00\x01" +
+               struct.pack(">i", len(payload)) + payload + b"\x08\x00\x02" +
+               struct.pack(">i", len(events)) + b"\x00")
+    answer: list = []
+
+    def slow_sender() -> None:
+        with socket.create_connection(("127.0.0.1", src.port)) as s:
+            start = time.monotonic()
+            for i in range(0, len(message), 3200):      # 64 kB/s in 50 ms pieces
+                s.sendall(message[i:i + 3200])
+                time.sleep(max(0.0, start + (i + 3200) / 64_000 - time.monotonic()))
+            answer.append(time.monotonic() - start)
+            s.settimeout(10)
+            answer.append(s.recv(1000))
+    got: list = []
+    consumer = threading.Thread(target=lambda: got.extend(src.next_batch(10) or []) or
+                                src.checkpoint(), daemon=True)
+    consumer.start()
+    sender = threading.Thread(target=slow_sender, daemon=True)
+    sender.start()
+    burst = socket.create_connection(("127.0.0.1", src.port))
+    trickle = socket.create_connection(("127.0.0.1", src.port))
+    burst.sendall(call_header(b"appendPacked") + b"\x0b\x00\x01" +
+                  struct.pack(">i", 1_000_000) + b"b" * 100_000)
+    start = time.monotonic()
+    cut = None
+    for byte in message[:80]:                         # 4 s at most
+        try:
+            trickle.send(bytes([byte]))
+        except OSError:
+            cut = time.monotonic() - start
+            break
+        time.sleep(0.05)
+    assert cut is not None and cut < 2.5, cut          # cut about 1 s after it began
+    assert closed_by_peer(burst, 2)
+    assert time.monotonic() - start < 2.5              # and the burst as soon
+    sender.join(10)
+    consumer.join(10)
+    assert answer and answer[0] > 2.5, answer          # three times messageTimeoutMs
+    assert len(got) == 200 and answer[1]               # taken and answered
+    assert src.metrics["refused_slow"] == 2
+    trickle.close()
+    burst.close()
+
+
+def test_min_bytes_per_second_is_checked():
+    from node.errors import SpecError
+    with pytest.raises(SpecError, match="minBytesPerSecond"):
+        build_source(parse_source("collectorSource(0, minBytesPerSecond=-1)"))

@@ -23,7 +23,7 @@ from node.component import NodeContext
 from node.errors import SinkError, SpecError
 from node.event import Event, Priority
 from node.formats import decode_json, event_from_avro
-from node.registry import build_sink
+from node.builder import build_sink
 from node.sinks import collect, counter
 from node.sinks.dfs import DfsSink
 from node.sinks.text import TextSink
@@ -69,7 +69,7 @@ def test_console_default_is_debug_and_flushes_each_batch(tmp_path):
         from node.checkpoint import CheckpointStore
         from node.component import NodeContext
         from node.event import Event
-        from node.registry import build_sink
+        from node.builder import build_sink
         from node.spec import parse_sink
         s = build_sink(parse_sink("console"))
         s.open(NodeContext("c", Path("."), CheckpointStore.in_memory()))

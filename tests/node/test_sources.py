@@ -16,7 +16,7 @@ import pytest
 from node.clock import ManualClock
 from node.errors import SourceError, SpecError
 from node.event import Event, Priority
-from node.registry import build_source
+from node.builder import build_source
 from node.sources import memory, syslog
 from node.spec import parse_source, quote
 from tests.waiting import wait_until as wait_for

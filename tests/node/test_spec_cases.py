@@ -73,7 +73,7 @@ def test_valid_spec_positions_point_into_the_text(path):
 
 
 def test_every_construct_has_a_valid_case():
-    """The valid cases cover section 3 of REFERENCE: keep them that way."""
+    """The valid cases cover every construct of the spec language: keep them that way."""
     corpus = "\n".join(_read(p) for p in _files("valid"))
     for needle in ["=>", "[", "<", "?", "roll(", "trigger=size(", "collector(", "let ",
                    ":=", "//", "/*", "0x", "-42", "1e5", ".5", "true", "false", "\\u",

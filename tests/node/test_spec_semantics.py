@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from node.errors import SpecError, SpecErrors
-from node.registry import build_sink, build_source, validate_parts
+from node.builder import build_sink, build_source, validate_parts
 from node.spec import parse, parse_sink, parse_source
 
 
@@ -234,7 +234,7 @@ def test_valid_specs_build():
 
 
 def test_a_constructor_failing_unexpectedly_is_a_spec_error_at_its_call(monkeypatch):
-    from node.registry import lookup
+    from node.components import lookup
 
     class Broken:
         def __init__(self, *args):

@@ -7,7 +7,7 @@ import pytest
 
 from node.checkpoint import Checkpoint
 from node.errors import SpecError
-from node.registry import build_source
+from node.builder import build_source
 from node.sources.spooldir import SpoolDirSource
 from node.spec import parse_source
 from tests.node.reading import commit, poll_until, read_n, read_quiet

@@ -11,7 +11,7 @@ import pytest
 
 from node.clock import ManualClock
 from node.errors import SpecError
-from node.registry import build_source
+from node.builder import build_source
 from node.sources import tail as tail_mod
 from node.sources.tail import MultiTailSource, TailDirSource, TailSource
 from node.spec import parse_source

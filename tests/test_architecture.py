@@ -1,0 +1,59 @@
+"""The architecture rules (import-linter contracts in pyproject.toml) hold, and break when
+they should: a forbidden import added to a copy of the tree fails the check."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("node", "master", "zk", "web")
+
+
+def lint_imports(cwd: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("lint-imports", path=sysconfig.get_path("scripts"))
+    assert exe, "lint-imports is missing: install the test extra (pip install -e '.[test]')"
+    # run in ``cwd``: import-linter puts it first on sys.path, so that copy is analysed
+    return subprocess.run([exe, "--no-cache", "--no-logo"], cwd=cwd, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_import_contracts_hold():
+    r = lint_imports(ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 broken" in r.stdout
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A copy of the packages' Python files and of pyproject.toml."""
+    for pkg in PACKAGES:
+        shutil.copytree(ROOT / pkg, tmp_path / pkg,
+                        ignore=shutil.ignore_patterns("__pycache__", "static"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    return tmp_path
+
+
+def add_import(path: Path, line: str) -> None:
+    path.write_text(path.read_text() + f"\n{line}\n")
+
+
+@pytest.mark.parametrize("file, line, broken", [
+    ("node/spec.py", "import master.translate", "node never imports master"),
+    ("zk/errors.py", "from node.errors import FlumeError",
+     "zk imports neither node nor master"),
+    ("node/sources/text.py", "import zk.store", "components never import zk"),
+    # node.sinks imports node.decorators: a second import back (besides the one listed
+    # in the contract's ignore_imports) makes a cycle
+    ("node/decorators/batch.py", "import node.sinks.console", "no cycles between node's"),
+])
+def test_a_forbidden_import_breaks_a_contract(tree, file, line, broken):
+    assert lint_imports(tree).returncode == 0      # the copy is clean, as the tree is
+    add_import(tree / file, line)
+    r = lint_imports(tree)
+    assert r.returncode != 0
+    assert any(ln.startswith(broken) and " BROKEN" in ln
+               for ln in r.stdout.splitlines()), r.stdout

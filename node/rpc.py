@@ -153,6 +153,8 @@ def current_peer() -> str:
     """The sender's address of the call a ``ThriftServer`` thread is answering ("" in
     any other thread): for bounds per address in the handlers."""
     return getattr(_serving, "peer", "")
+
+
 _PRIORITIES = tuple(Priority)
 _GZIP_MAGIC = b"\x1f\x8b"
 

@@ -70,3 +70,46 @@ def store(zk_client, zk_root):
     s.ensure_layout()
     yield s
     s.remove_tree()
+
+
+from zk.acl import AclPolicy, Credential  # noqa: E402
+
+
+class AclTree:
+    """A tree made by a master with credentials (``MASTER``, ``NODE``), as a master and a
+    node process make it: ``client(auth)`` makes a client closed at the end, ``m`` is the
+    master's client (policy set), ``master`` its store, ``n`` the node's client with the
+    policy learnt from the root."""
+
+    MASTER = Credential("flume-master", "m" * 8 + "-master-secret-0123")
+    NODE = Credential("flume-node", "n" * 8 + "-node-secret-01234")
+    CREDS = {"master": MASTER, "node": NODE}
+
+    def __init__(self, zk_server, zk_root):
+        from zk.store import ConfigStore
+        self.connect_string, self.root, self.made = zk_server.connect_string, zk_root, []
+        self.m = self.client(self.MASTER)
+        self.m.acl_policy = AclPolicy.for_master(zk_root, self.CREDS)
+        self.master = ConfigStore(self.m, zk_root)
+        self.master.ensure_layout()
+        self.m.acl_policy.publish(self.m)
+        self.n = self.client(self.NODE)
+        self.n.acl_policy = AclPolicy.learn(self.n, zk_root, self.NODE)
+
+    def client(self, auth=None):
+        from zk.client import connect
+        c = connect(self.connect_string, auth=auth)
+        self.made.append(c)
+        return c
+
+    def close(self) -> None:
+        for c in self.made:
+            c.stop()
+            c.close()
+
+
+@pytest.fixture
+def acl_tree(zk_server, zk_root):
+    tree = AclTree(zk_server, zk_root)
+    yield tree
+    tree.close()

@@ -11,18 +11,11 @@ Bounds (arguments, with their defaults; see ``node/sources/_net.py``):
   connection never holds more than that of an unfinished line.
 * ``maxQueueBytes=64 MiB`` (and 10,000 events): while the queue is full the server stops
   reading, so senders block (backpressure).
-* ``maxConnections=256`` open at once and ``maxConnectionsPerPeer=64`` from one
-  address. Past the per-address cap, that address's connection idle the longest is
-  closed to make room (``refused_evicted``), else the new one (``refused_peer_connections``);
-  past the total, an idle connection of the address holding the most slots, else the
-  slowest unfinished line of that address if it holds two slots more than the newcomer's
-  (``refused_evicted_slow``, the line is discarded), else the new one
-  (``refused_connections``). ``idleTimeoutMs=600000`` without data closes a connection
-  (``refused_idle``; 0: never). An unfinished line must keep arriving at
-  ``minBytesPerSecond=16384``: its first byte gives it ``messageTimeoutMs=30000``, each
-  byte adds 1/``minBytesPerSecond`` s, up to ``messageTimeoutMs`` ahead; when that runs
-  out it is discarded and its connection closed (``refused_slow``; ``messageTimeoutMs=0``:
-  never; ``minBytesPerSecond=0``: a fixed deadline from the first byte).
+* ``maxConnections=256`` open at once, ``maxConnectionsPerPeer=64`` from one address,
+  ``idleTimeoutMs=600000`` (0: never), ``messageTimeoutMs=30000`` and
+  ``minBytesPerSecond=16384`` for an unfinished line: what happens past each (which
+  connection is closed to make room, when a slow one is cut) is the same for every TCP
+  source and written once in :mod:`node.sources._net` (Connections, Time).
 """
 from __future__ import annotations
 

@@ -30,18 +30,11 @@ Bounds (arguments, with their defaults; see ``node/sources/_net.py`` for the com
 * ``maxQueueBytes=64 MiB`` (and 10,000 events): while the queue is full, TCP stops reading
   (backpressure: senders block, nothing is lost); UDP drops the datagrams
   (``refused_queue_full``); datagrams the kernel dropped show as ``kernel_dropped``.
-* TCP only: ``maxConnections=256`` open at once and ``maxConnectionsPerPeer=64`` from one
-  address. Past the per-address cap, that address's connection idle the longest is
-  closed to make room (``refused_evicted``), else the new one (``refused_peer_connections``);
-  past the total, an idle connection of the address holding the most slots, else the
-  slowest unfinished message of that address if it holds two slots more than the newcomer's
-  (``refused_evicted_slow``, the message is discarded), else the new one
-  (``refused_connections``). ``idleTimeoutMs=600000`` without data closes a connection
-  (``refused_idle``; 0: never). An unfinished message must keep arriving at
-  ``minBytesPerSecond=16384``: its first byte gives it ``messageTimeoutMs=30000``, each
-  byte adds 1/``minBytesPerSecond`` s, up to ``messageTimeoutMs`` ahead; when that runs
-  out it is discarded and its connection closed (``refused_slow``; ``messageTimeoutMs=0``:
-  never; ``minBytesPerSecond=0``: a fixed deadline from the first byte).
+* TCP only: ``maxConnections=256`` open at once, ``maxConnectionsPerPeer=64`` from one address,
+  ``idleTimeoutMs=600000`` (0: never), ``messageTimeoutMs=30000`` and
+  ``minBytesPerSecond=16384`` for an unfinished message: what happens past each (which
+  connection is closed to make room, when a slow one is cut) is the same for every TCP
+  source and written once in :mod:`node.sources._net` (Connections, Time).
 """
 from __future__ import annotations
 

@@ -50,14 +50,6 @@ def rss_mb(pid: int) -> float:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    for p in reversed(started):
-        p.stop()
-
-
 def test_huge_agent_ids_and_junk_groups_leave_the_managed_zookeeper_alone(tmp_path, procs):
     m = Master(tmp_path, None, "/flume")
     procs.append(m)

@@ -30,14 +30,6 @@ def files(tmp_path):
 
 
 @pytest.fixture
-def procs():
-    started = []
-    yield started
-    for p in reversed(started):
-        p.stop()
-
-
-@pytest.fixture
 def cleanup(zk_server):
     """Removes the roots a test protected (only the master credential can); asked for
     before ``procs`` so that the processes stop first."""

@@ -12,42 +12,26 @@ from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl
 from master.server import Registrations
 from node.component import Metrics
 from node.limits import Refusals
-from zk.acl import AclPolicy, Credential
 from zk.client import connect
 from zk.store import ConfigStore
 
-MASTER = Credential("flume-master", "m" * 8 + "-master-secret-0123")
-NODE = Credential("flume-node", "n" * 8 + "-node-secret-01234")
-CREDS = {"master": MASTER, "node": NODE}
+from tests.conftest import AclTree
+
+MASTER, NODE = AclTree.MASTER, AclTree.NODE
 
 
 @pytest.fixture
-def tree(zk_server, zk_root):
+def tree(acl_tree, zk_server, zk_root):
     """(master store, node store made as a node process makes it, a raw client with the
     node credential and no ACL policy: what a hostile holder of the credential uses,
     anonymous client, the check, its metrics)."""
-    made = []
-
-    def client(auth=None):
-        c = connect(zk_server.connect_string, auth=auth)
-        made.append(c)
-        return c
-    m = client(MASTER)
-    m.acl_policy = AclPolicy.for_master(zk_root, CREDS)
-    master = ConfigStore(m, zk_root)
-    master.ensure_layout()
-    m.acl_policy.publish(m)
-    n = client(NODE)
-    n.acl_policy = AclPolicy.learn(n, zk_root, NODE)
+    m, master, n, client = acl_tree.m, acl_tree.master, acl_tree.n, acl_tree.client
     metrics = Metrics()
     check = Registrations(m, master, m.acl_policy,
                           Refusals(metrics, __import__("logging").getLogger("t"), "test"))
     raw = client(NODE)
     yield master, ConfigStore(n, zk_root), raw, client(), check, metrics
     raw.delete(f"{zk_root}/physical/locked", recursive=True)   # only its creator may
-    for c in made:
-        c.stop()
-        c.close()
     remove = connect(zk_server.connect_string, auth=MASTER)
     remove.delete(zk_root, recursive=True)
     remove.stop()

@@ -15,9 +15,9 @@ from zk.client import connect
 from zk.store import ConfigStore, LogicalConfig
 from tests.waiting import wait_until
 
-MASTER = Credential("flume-master", "m" * 8 + "-master-secret-0123")
-NODE = Credential("flume-node", "n" * 8 + "-node-secret-01234")
-CREDS = {"master": MASTER, "node": NODE}
+from tests.conftest import AclTree
+
+MASTER, NODE, CREDS = AclTree.MASTER, AclTree.NODE, AclTree.CREDS
 
 
 def write(path, text: str, mode: int = 0o600):
@@ -73,28 +73,14 @@ def test_managed_credentials_generated_once_owner_only(tmp_path):
 # ---------------------------------------------------------------- a protected tree
 
 @pytest.fixture
-def clients(zk_server, zk_root):
-    """(master store, node store, anonymous client) over a tree made by a master with
-    credentials; the node's policy is learnt from the root, as a node process does."""
-    made = []
-
-    def client(auth=None):
-        c = connect(zk_server.connect_string, auth=auth)
-        made.append(c)
-        return c
-    m = client(MASTER)
-    m.acl_policy = AclPolicy.for_master(zk_root, CREDS)
-    master = ConfigStore(m, zk_root)
-    master.ensure_layout()
-    m.acl_policy.publish(m)
-    n = client(NODE)
-    n.acl_policy = AclPolicy.learn(n, zk_root, NODE)
+def clients(acl_tree, zk_root):
+    """(master store, node store, anonymous client, client factory) over a tree made by a
+    master with credentials; the node's policy is learnt from the root, as a node process
+    does."""
+    n = acl_tree.n
     assert n.acl_policy.masters == [MASTER.id] and n.acl_policy.node == NODE.id
-    yield master, ConfigStore(n, zk_root), client(), client
-    master.remove_tree()
-    for c in made:
-        c.stop()
-        c.close()
+    yield acl_tree.master, ConfigStore(n, zk_root), acl_tree.client(), acl_tree.client
+    acl_tree.master.remove_tree()
 
 
 EXEC_SPEC = b'{"source":"exec(\\"touch /tmp/pwned\\")","sink":"null"}'

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.integration.harness import ROOT, Proc, wait_until
+from tests.sockets import closed_now, connect_from
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -202,7 +203,7 @@ def test_slow_heads_from_other_addresses_never_get_the_api_503(master):
         for _ in range(5):
             r = httpx.get(master.url + "/api/health", timeout=5)
             assert r.status_code == 200
-        assert sum(not closed(c) for c in hogs) <= 12
+        assert sum(not closed_now(c) for c in hogs) <= 12
         assert r.json()["refused"]["refused_evicted"] >= before + 100 - 12
     finally:
         for c in hogs:
@@ -217,7 +218,7 @@ def test_connections_being_served_past_the_cap_get_503_and_the_master_recovers(m
 
     def refused() -> bool:
         # a probe that came before the server read a held head took that one's slot
-        lost = [i for i, c in enumerate(held) if closed(c)]
+        lost = [i for i, c in enumerate(held) if closed_now(c)]
         for i in lost:
             held[i].close()
             held[i] = serving()
@@ -326,27 +327,8 @@ def inprocess_server(limits, app=echo_length):
         sock.close()
 
 
-def connect_from(address: str, port: int, data: bytes = b"") -> socket.socket:
-    c = socket.socket()
-    c.bind((address, 0))
-    c.settimeout(5)
-    c.connect(("127.0.0.1", port))
-    if data:
-        c.sendall(data)
-    return c
 
 
-def closed(c: socket.socket) -> bool:
-    """True if the server closed ``c`` (without waiting)."""
-    c.setblocking(False)
-    try:
-        return c.recv(1 << 16) == b""
-    except BlockingIOError:
-        return False
-    except ConnectionResetError:
-        return True
-    finally:
-        c.settimeout(5)
 
 
 HALF_HEAD = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -382,14 +364,14 @@ def test_slow_heads_from_two_addresses_never_shut_out_a_third():
                 for a in ("127.0.0.2", "127.0.0.3")}
         try:
             for a, socks in hogs.items():
-                wait_until(lambda: sum(map(closed, socks[:32])) == 32, 5,
+                wait_until(lambda: sum(map(closed_now, socks[:32])) == 32, 5,
                            f"the 32 oldest heads from {a} evicted")
-                assert not any(closed(c) for c in socks[32:])
+                assert not any(closed_now(c) for c in socks[32:])
             assert get(port).startswith(b"HTTP/1.1 200")
             assert metrics["refused_evicted"] == 2 * 32 + 1   # and one for the GET
             assert "refused_connections" not in metrics
             # the GET took the slot of the oldest head left, whatever its address
-            assert sum(closed(c) for socks in hogs.values() for c in socks[32:]) == 1
+            assert sum(closed_now(c) for socks in hogs.values() for c in socks[32:]) == 1
         finally:
             for socks in hogs.values():
                 for c in socks:
@@ -442,7 +424,7 @@ def test_a_refused_body_cannot_hold_a_slot_by_trickling():
                 except OSError:
                     gone = time.monotonic() - t0
                     break
-                if closed(c):
+                if closed_now(c):
                     gone = time.monotonic() - t0
                 else:
                     time.sleep(0.1)
@@ -454,7 +436,7 @@ def test_a_stalled_body_is_cut_off_after_the_body_timeout():
     """In-process (uvicorn on a thread) with a half-second body timeout."""
     from node.http_server import HttpLimits
     with inprocess_server(HttpLimits(body_timeout=0.5, header_timeout=5)) as (port, metrics, _):
-        head = f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n"
+        head = "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n"
         answer, _ = raw(port, head.encode() + b"x" * 100)
         assert answer.startswith(b"HTTP/1.1 200")
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:

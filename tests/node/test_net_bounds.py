@@ -17,6 +17,7 @@ from node.builder import build_source
 from node.sources import syslog
 from node.spec import parse_source
 from tests.node.victim import Victim
+from tests.sockets import closed_by_peer, closed_now, connect_from
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,17 +38,6 @@ def drain(src, n: int, timeout: float = 10.0) -> list:
     return out
 
 
-def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
-    """True once the other end closed ``sock`` (EOF or reset) within ``timeout``."""
-    sock.settimeout(timeout)
-    try:
-        while sock.recv(65536):
-            pass
-    except ConnectionResetError:
-        pass
-    except TimeoutError:
-        return False
-    return True
 
 
 # ------------------------------------------------------------------ TCP: in process
@@ -551,27 +541,8 @@ def test_http_slow_request_is_cut_off(ctx):
         src.close()
 
 
-def connect_from(address: str, port: int, data: bytes = b"") -> socket.socket:
-    c = socket.socket()
-    c.bind((address, 0))
-    c.settimeout(5)
-    c.connect(("127.0.0.1", port))
-    if data:
-        c.sendall(data)
-    return c
 
 
-def shut(c: socket.socket) -> bool:
-    """True if the server closed ``c`` (without waiting)."""
-    c.setblocking(False)
-    try:
-        return c.recv(65536) == b""
-    except BlockingIOError:
-        return False
-    except ConnectionResetError:
-        return True
-    finally:
-        c.settimeout(5)
 
 
 HALF_HEAD = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -618,8 +589,8 @@ def test_http_slow_heads_from_one_address_never_shut_out_others(ctx):
     Consumer(src)
     hogs = [connect_from("127.0.0.2", src.port, HALF_HEAD) for _ in range(70)]
     try:
-        wait_until(lambda: sum(map(shut, hogs[:62])) == 62, 5, "the oldest heads closed")
-        assert not any(shut(c) for c in hogs[62:])
+        wait_until(lambda: sum(map(closed_now, hogs[:62])) == 62, 5, "the oldest heads closed")
+        assert not any(closed_now(c) for c in hogs[62:])
         for _ in range(5):
             assert request(src.port, b"x\n", "text/plain") == (200, {"accepted": 1})
         assert src.metrics["refused_evicted"] == 62
@@ -666,7 +637,7 @@ def test_http_request_head_must_arrive_within_the_header_timeout(ctx):
                     s.sendall(bytes([b]))
                 except OSError:
                     break
-                if shut(s):
+                if closed_now(s):
                     break
                 time.sleep(0.02)
             assert closed_by_peer(s)

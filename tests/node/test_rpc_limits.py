@@ -27,6 +27,7 @@ from node.logical_node import LogicalNode, State
 from node.builder import build_sink, build_source
 from node.rpc import RpcClient, Status, decode_payload, gzip_payload
 from node.spec import parse_sink, parse_source
+from tests.sockets import closed_by_peer
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -139,12 +140,6 @@ def call_header(name: bytes, seqid: int = 1) -> bytes:
     return struct.pack(">Ii", 0x80010001, len(name)) + name + struct.pack(">i", seqid)
 
 
-def closed_by_peer(sock: socket.socket, timeout: float = 10.0) -> bool:
-    sock.settimeout(timeout)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
 
 
 def test_announced_lengths_past_the_bound_are_refused_without_allocation(victim):

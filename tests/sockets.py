@@ -1,0 +1,41 @@
+"""Small socket helpers the network tests share."""
+from __future__ import annotations
+
+import socket
+
+
+def connect_from(address: str, port: int, data: bytes = b"") -> socket.socket:
+    """A connection to 127.0.0.1:``port`` from the local ``address`` (127.0.0.x: another
+    peer as far as the server's per-address bounds go), sending ``data`` if given."""
+    c = socket.socket()
+    c.bind((address, 0))
+    c.settimeout(5)
+    c.connect(("127.0.0.1", port))
+    if data:
+        c.sendall(data)
+    return c
+
+
+def closed_now(c: socket.socket) -> bool:
+    """True if the server has closed ``c`` already (without waiting)."""
+    c.setblocking(False)
+    try:
+        return c.recv(1 << 16) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
+    """True once the other end closed ``sock`` (EOF or reset) within ``timeout``; what it
+    sent before closing is read and dropped."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        return False
+    return True

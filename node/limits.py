@@ -157,6 +157,27 @@ class ConnectionSlots:
                 del self._per_peer[peer]
         return peer
 
+    def report(self, refusals: "Refusals", peer: str, refused: str | None,
+               evicted: tuple[object, str, bool] | None) -> None:
+        """Count and log, in ``refusals``, what :meth:`admit` decided for a connection
+        from ``peer`` (the caller closes the connections)."""
+        if evicted is not None:
+            _, who, slow = evicted
+            if slow:    # its unfinished message is discarded
+                refusals.refuse("evicted_slow", f"closed the connection from {who} with "
+                                f"the slowest unfinished message (discarded) to make room "
+                                f"for one from {peer}")
+            else:       # idle: nothing of a message is buffered, nothing is lost
+                refusals.refuse("evicted", f"closed the connection from {who} idle the "
+                                f"longest to make room for one from {peer}")
+        if refused == "connections":
+            refusals.refuse(refused, f"closed the one from {peer}: {self.max_total} "
+                            f"connections are open already, none idle, and no address "
+                            f"holds two more than {peer}")
+        elif refused is not None:
+            refusals.refuse(refused, f"closed the one from {peer}: {self.max_per_peer} "
+                            f"connections from that address are open already, none idle")
+
     def _evict_for(self, newcomer: str) -> tuple[object, str, bool] | None:
         # addresses by slots held, most first: an idle connection of the biggest holder
         order = sorted(self._per_peer, key=self._per_peer.__getitem__, reverse=True)

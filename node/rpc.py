@@ -434,21 +434,9 @@ class RpcServer:
                     evicted[0].shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-                if evicted[2]:
-                    self._refusals.refuse("evicted_slow", f"{evicted[1]}: cut off its "
-                                          f"slowest message in progress to make room "
-                                          f"for {peer}")
-                else:
-                    self._refusals.refuse("evicted", f"{evicted[1]}: closed its connection "
-                                          f"idle the longest to make room for {peer}")
+            self._slots.report(self._refusals, peer, refused, evicted)
             if refused is not None:
                 conn.close()
-                self._refusals.refuse(refused, f"{peer}: " + (
-                    f"{self.max_connections} connections open already, none idle, and "
-                    f"no address holds two more than {peer}"
-                    if refused == "connections" else
-                    f"{self.max_connections_per_peer} connections from that address open "
-                    f"already, none idle"))
                 continue
             try:
                 t.start()

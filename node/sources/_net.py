@@ -339,22 +339,9 @@ class TcpServer(_Server):
             refused, evicted = self._slots.admit(conn, peer)
             if evicted is not None:
                 self._close(self._conns[evicted[0]])
-                if evicted[2]:     # its unfinished event is discarded
-                    self.refusals.refuse("evicted_slow", f"closed the connection from "
-                                         f"{evicted[1]} with the slowest unfinished event "
-                                         f"(discarded) to make room for one from {peer}")
-                else:              # idle: nothing of an event is buffered, nothing is lost
-                    self.refusals.refuse("evicted", f"closed the connection from "
-                                         f"{evicted[1]} idle the longest to make room for "
-                                         f"one from {peer}")
+            self._slots.report(self.refusals, peer, refused, evicted)
             if refused is not None:
                 conn.close()
-                self.refusals.refuse(refused, f"closed the one from {peer}: " + (
-                    f"{self.max_connections} connections are open already, none idle, "
-                    f"and no address holds two more than {peer}"
-                    if refused == "connections" else
-                    f"{self._slots.max_per_peer} connections from that address are open "
-                    f"already, none idle"))
                 continue
             conn.setblocking(False)
             c = _Conn(conn, self.make_framer(peer), peer, self._active_now())

@@ -20,7 +20,9 @@ cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT     # stop here, not back into the loop below
+trap 'cleanup; exit 143' TERM
 
 echo "== starting the master (managed ZooKeeper on 127.0.0.1:3181, console on $FLUME_MASTER)"
 $FLUME --log-level WARNING master >"$FLUME_DATA_DIR/master.log" 2>&1 &

@@ -277,7 +277,7 @@ def server(app, sock: socket.socket, limits: HttpLimits, refusals: Refusals):
     import uvicorn
     logging.getLogger("uvicorn.error").addFilter(_uvicorn_filter)   # idempotent
     slots = ConnectionSlots(limits.max_connections, limits.max_connections_per_peer,
-                            lambda conn: conn.head_since)
+                            lambda conn: conn.head_since, idle_from_any=True)
     config = uvicorn.Config(
         app, log_level="warning", access_log=False,
         loop="asyncio",     # accept() must go through _ListeningSocket (uvloop's does not)

@@ -99,23 +99,28 @@ class ConnectionSlots:
       ``idle_since(conn)`` says since when a connection is idle (between two messages,
       nothing of the next one received), None while a message is in progress. When none
       of them is idle the new one is refused: an address never cuts off its own messages.
-    * past ``max_total``: an idle connection of the address holding the most slots (the
-      longest idle of it; then of the next address). When none is idle anywhere, the
-      message in progress that is *slowest* -- the earliest ``progress_due(conn)``, the
-      time by which it must progress (a message that began long ago and received little
-      is due first) -- of the address holding the most slots, provided that address holds
-      at least two slots more than the newcomer's: so a few addresses holding every slot
-      with messages they never finish cannot keep a new address out, while an address
-      cannot take a slot from one holding as few as itself. Otherwise the new one is
-      refused.
+    * past ``max_total``: only an address holding at least two slots more than the
+      newcomer's gives one up, the biggest holder first: its connection idle the longest
+      (then the next such address's), else, when none of them is idle, its message in
+      progress that is *slowest* -- the earliest ``progress_due(conn)``, the time by
+      which it must progress (a message that began long ago and received little is due
+      first). So a few addresses holding every slot cannot keep a new address out, while
+      no address can take a slot -- idle or busy -- from one holding as few as itself: a
+      legitimate sender's quiet connection is not closed by attackers spread over many
+      addresses. The newcomer's own address's idle connection is the last resort (it
+      takes nothing from anyone else). Otherwise the new one is refused. With ``idle_from_any`` (HTTP, where
+      an idle connection is a kept-alive one its client re-opens at no loss), an idle
+      connection of any address is closed first, the biggest holder's first.
 
     Not thread-safe: the caller serialises."""
 
     def __init__(self, max_total: int, max_per_peer: int,
                  idle_since: Callable[[object], float | None],
-                 progress_due: Callable[[object], float] | None = None):
+                 progress_due: Callable[[object], float] | None = None,
+                 idle_from_any: bool = False):
         self.max_total = max_total
         self.max_per_peer = max_per_peer
+        self._idle_from_any = idle_from_any
         self._idle_since = idle_since
         self._progress_due = progress_due
         self._peer: dict[object, str] = {}
@@ -179,16 +184,22 @@ class ConnectionSlots:
                             f"connections from that address are open already, none idle")
 
     def _evict_for(self, newcomer: str) -> tuple[object, str, bool] | None:
-        # addresses by slots held, most first: an idle connection of the biggest holder
-        order = sorted(self._per_peer, key=self._per_peer.__getitem__, reverse=True)
-        evicted = self._evict_idle(order)
+        # only an address holding at least two slots more than the newcomer's gives one
+        # up, biggest holder first: its longest idle connection, else its slowest message
+        if self._idle_from_any:
+            evicted = self._evict_idle(sorted(self._per_peer, key=self._per_peer.__getitem__,
+                                              reverse=True))
+            if evicted is not None:
+                return evicted
+        floor = self._per_peer.get(newcomer, 0) + 2
+        order = sorted((p for p, n in self._per_peer.items() if n >= floor),
+                       key=self._per_peer.__getitem__, reverse=True)
+        # ... and an address may always give up its own idle connection
+        evicted = self._evict_idle(order + [newcomer])
         if evicted is not None or self._progress_due is None or not order:
             return evicted
-        top = order[0]
-        if self._per_peer[top] < self._per_peer.get(newcomer, 0) + 2:
-            return None
-        due = self._progress_due
-        slowest = min((c for c, p in self._peer.items() if p == top), key=due)
+        slowest = min((c for c, p in self._peer.items() if p == order[0]),
+                      key=self._progress_due)
         return slowest, self.remove(slowest), True
 
     def _evict_idle(self, peers: list[str]) -> tuple[object, str, bool] | None:

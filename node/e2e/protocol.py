@@ -111,7 +111,7 @@ AGENT_ID_MAX_BYTES = 128
 AGENT_ID_CHARS = "A-Za-z0-9 and . _ : @ # ~ + = , -"
 _AGENT_ID = re.compile(r"[A-Za-z0-9._:@#~+=,-]+")
 MAX_AGENTS = 10_000     # live agent ids one collector keeps track of (maxAgents)
-AGENT_IDLE_MS = 60_000  # an agent without a held group, unseen this long, is forgotten
+AGENT_IDLE_MS = 300_000  # an agent without a held group, unseen this long, is forgotten
 MAX_NEW_AGENTS_PER_MINUTE = 100   # agent ids not live yet admitted per sender address
 
 

@@ -276,7 +276,8 @@ class _Server(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._open: dict[socket.socket, _Conn] = {}
         self._slots = ConnectionSlots(src.maxConnections, src.maxConnectionsPerPeer,
-                                      lambda r: self._open[r].head_since)
+                                      lambda r: self._open[r].head_since,
+                                      idle_from_any=True)
         self._errors = RateLimitedLog(log)
         super().__init__(addr, handler)
 

@@ -84,6 +84,16 @@ def test_connection_slots_take_from_the_biggest_holder_only_when_it_holds_two_mo
     due["c1"] = 9.0
     # "a" holds 2 now, "b" 1: "b" may not take from "a" (2 < 1 + 2)
     assert slots.admit("b2", "b") == ("connections", None)
-    idle["b1"] = 7.0               # an idle connection goes first, whoever asks
-    assert slots.admit("b2", "b") == (None, ("b1", "b", False))
-    assert slots.held("a") == 2 and slots.held("b") == 1 and len(slots) == 4
+    idle["b1"] = 7.0               # idle, but "c" holds as few as "b": b1 stays
+    assert slots.admit("c2", "c") == ("connections", None)
+    idle["a1"] = 8.0               # an idle one of an address holding 2 more goes first
+    assert slots.admit("d1", "d") == (None, ("a1", "a", False))
+    assert slots.held("a") == 1 and slots.held("b") == 1 and len(slots) == 4
+
+
+def test_connection_slots_for_http_close_an_idle_connection_of_any_address():
+    idle = {"b1": 7.0}
+    slots = ConnectionSlots(2, 2, idle.get, idle_from_any=True)
+    assert slots.admit("a1", "a") == (None, None)
+    assert slots.admit("b1", "b") == (None, None)
+    assert slots.admit("c1", "c") == (None, ("b1", "b", False))

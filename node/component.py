@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .clock import SYSTEM_CLOCK, Clock
 from .event import Event
@@ -43,6 +43,20 @@ class Metrics(dict):
 
 
 @dataclass
+class NodeShared:
+    """What the logical nodes of one physical node share. ``zk_store`` is the node's
+    ZooKeeper store (a ``zk.store.ConfigStore``; typed loosely because components never
+    import ``zk``), None when the node runs without a master; ``physical_name`` names the
+    node in ZooKeeper; ``chokes`` holds the choke limiters by id (node/decorators/choke.py);
+    ``e2e_collectors`` the E2E collector state by logical node (node/e2e/collector.py)."""
+
+    zk_store: Any = None
+    physical_name: str = ""
+    chokes: dict = field(default_factory=dict)
+    e2e_collectors: dict = field(default_factory=dict)
+
+
+@dataclass
 class NodeContext:
     """What a running component may use: its logical node's identity, private data
     directory, clock, checkpoint store and the physical node's shared state."""
@@ -53,7 +67,7 @@ class NodeContext:
     clock: Clock = SYSTEM_CLOCK
     physical_name: str = ""
     allow_exec: bool = True
-    shared: dict = field(default_factory=dict)
+    shared: NodeShared = field(default_factory=NodeShared)
     stop_event: threading.Event = field(default_factory=threading.Event)
 
     def component_dir(self, *parts: str) -> Path:

@@ -25,7 +25,7 @@ from zk.errors import CoordinationError
 
 from .checkpoint import Checkpoint, CheckpointStore
 from .clock import SYSTEM_CLOCK, Clock
-from .component import NodeContext, Sink, Source
+from .component import NodeContext, NodeShared, Sink, Source
 from .errors import FlumeError
 from .builder import build_sink, build_source
 from .spec import Call, SinkNode, format_sink, format_source
@@ -117,7 +117,7 @@ class LogicalNode:
         self.clock = clock
         self.physical_name = physical_name
         self.allow_exec = allow_exec
-        self.shared = shared if shared is not None else {}
+        self.shared = shared if shared is not None else NodeShared()
         self.state = State.HELLO
         self.version: int | None = None
         self.source_text = ""

@@ -39,10 +39,11 @@ from zk.client import ZkError, connect
 from zk.errors import CoordinationError
 from zk.store import ConfigStore, LogicalConfig, _loads
 
+from .component import NodeShared
+from .components import master_only, master_only_in
 from .errors import FlumeError, SpecError
 from .logical_node import LogicalNode, State
 from .metrics import summarize
-from .components import master_only, master_only_in
 from .spec import parse_sink, parse_source
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class PhysicalNode:
         self.http_bind = http_bind
         self.status_server = None
         self.host = socket.gethostname()
-        self.shared: dict = {}
+        self.shared = NodeShared()
         self.logical: dict[str, LogicalNode] = {}
         self.running: dict[str, tuple] = {}      # name -> (source, sink, refresh) running
         self.applied_zxid: dict[str, int] = {}   # name -> mzxid of the config applied
@@ -117,8 +118,8 @@ class PhysicalNode:
                 self.status_server.stop()
             raise
         # end-to-end mode (node/e2e/) commits through ZooKeeper under this node's name
-        self.shared["zk_store"] = self.store
-        self.shared["physical_name"] = self.name
+        self.shared.zk_store = self.store
+        self.shared.physical_name = self.name
         self._register()
         try:
             self.store.ensure_mapping(self.name, [self.name])

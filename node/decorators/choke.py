@@ -1,6 +1,6 @@
 """``choke("id")``: a rate limit shared by every choke with that id on the physical node.
 
-The limiters live in the physical node's shared state (``ctx.shared["chokes"]``), so the
+The limiters live in the physical node's shared state (``ctx.shared.chokes``), so the
 chokes of several logical nodes draw from one budget. The master sets a limit with
 ``setChokeLimit PHYSICAL ID KBPS``, which the node applies with :func:`set_choke_limit`.
 Until then a choke lets everything through. Only body bytes count (as in OG); a KB is
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from ..component import Decorator, NodeContext, Sink
+from ..component import Decorator, NodeContext, NodeShared, Sink
 from ..event import Event
 from ..registry import decorator
 
@@ -48,16 +48,16 @@ class ChokeLimiter:
             return 0.0 if self.tokens >= 0 else -self.tokens / rate
 
 
-def get_limiter(shared: dict, choke_id: str) -> ChokeLimiter:
+def get_limiter(shared: NodeShared, choke_id: str) -> ChokeLimiter:
     """The limiter of ``choke_id`` in a physical node's shared state (created unlimited)."""
-    chokes = shared.setdefault("chokes", {})
+    chokes = shared.chokes
     limiter = chokes.get(choke_id)
     if limiter is None:
         limiter = chokes.setdefault(choke_id, ChokeLimiter())
     return limiter
 
 
-def set_choke_limit(shared: dict, choke_id: str, kbps: float | None) -> None:
+def set_choke_limit(shared: NodeShared, choke_id: str, kbps: float | None) -> None:
     """Limit the chokes ``choke_id`` of a physical node to ``kbps`` KB/s together; None
     removes the limit. Takes effect for running chokes at their next append."""
     if kbps is not None and kbps <= 0:

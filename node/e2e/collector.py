@@ -204,7 +204,7 @@ def collector_state(ctx: NodeContext) -> CollectorState:
     """The :class:`CollectorState` of ``ctx``'s logical node (created once)."""
     commits = commit_log_of(ctx)
     with _STATES_LOCK:
-        states = ctx.shared.setdefault("e2e_collectors", {})
+        states = ctx.shared.e2e_collectors
         st = states.get(ctx.logical_name)
         if st is None or st.commits is not commits:
             st = states[ctx.logical_name] = CollectorState(commits, collector_id(ctx))

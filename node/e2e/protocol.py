@@ -92,7 +92,7 @@ def take_groups(checkpoints: list[Checkpoint]) -> list[tuple[str, int]]:
 
 def zk_store_of(ctx: NodeContext):
     """The node's ZooKeeper store; SinkError when the node runs without ZooKeeper."""
-    store = ctx.shared.get("zk_store") if ctx.shared is not None else None
+    store = ctx.shared.zk_store
     if store is None:
         raise SinkError(NEEDS_ZK)
     return store
@@ -149,5 +149,5 @@ def agent_id(ctx: NodeContext) -> str:
 def collector_id(ctx: NodeContext) -> str:
     """This collector's name in ZooKeeper: ``<physical node>-<logical node>``, stable
     across restarts (its commit records are rolled forward under it)."""
-    phys = ctx.physical_name or ctx.shared.get("physical_name") or socket.gethostname()
+    phys = ctx.physical_name or ctx.shared.physical_name or socket.gethostname()
     return f"{phys}-{ctx.logical_name}"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 
 def connect_from(address: str, port: int, data: bytes = b"") -> socket.socket:
@@ -39,3 +40,19 @@ def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def trickle(sock: socket.socket, data: bytes, interval: float, within: float) -> float | None:
+    """Send ``data`` one byte every ``interval`` seconds -- the pace of the slow sender
+    under test, not a wait -- for at most ``within`` seconds (from its start again when
+    it runs out): the seconds until the server cut the connection, or None."""
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < within:
+        try:
+            sock.send(data[i % len(data):i % len(data) + 1])
+        except OSError:
+            return time.monotonic() - start
+        i += 1
+        time.sleep(interval)
+    return None

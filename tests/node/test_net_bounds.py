@@ -18,6 +18,7 @@ from node.sources import syslog
 from node.spec import parse_source
 from tests.node.victim import Victim
 from tests.sockets import closed_by_peer, closed_now, connect_from
+from tests.sockets import trickle as trickle_until_cut
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -216,13 +217,7 @@ def test_a_slow_link_is_not_cut_a_trickle_and_a_burst_then_silence_are(ctx):
         trickle = socket.create_connection(("127.0.0.1", src.port))
         burst.sendall(b"b" * 100_000)
         start = time.monotonic()
-        cut = None
-        while cut is None and time.monotonic() - start < 4:
-            try:
-                trickle.send(b"t")
-            except OSError:
-                cut = time.monotonic() - start
-            time.sleep(0.05)
+        cut = trickle_until_cut(trickle, b"t", 0.05, 4)
         assert cut is not None and cut < 2.5, cut      # cut about 1 s after it began
         assert closed_by_peer(burst, 2)
         assert time.monotonic() - start < 2.5          # and the burst as soon

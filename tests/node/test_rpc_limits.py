@@ -28,6 +28,7 @@ from node.builder import build_sink, build_source
 from node.rpc import RpcClient, Status, decode_payload, gzip_payload
 from node.spec import parse_sink, parse_source
 from tests.sockets import closed_by_peer
+from tests.sockets import trickle as trickle_until_cut
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -649,14 +650,7 @@ def test_a_slow_link_is_not_cut_a_trickle_and_a_burst_then_silence_are(ctx, open
     burst.sendall(call_header(b"appendPacked") + b"\x0b\x00\x01" +
                   struct.pack(">i", 1_000_000) + b"b" * 100_000)
     start = time.monotonic()
-    cut = None
-    for byte in message[:80]:                         # 4 s at most
-        try:
-            trickle.send(bytes([byte]))
-        except OSError:
-            cut = time.monotonic() - start
-            break
-        time.sleep(0.05)
+    cut = trickle_until_cut(trickle, message[:80], 0.05, 4)
     assert cut is not None and cut < 2.5, cut          # cut about 1 s after it began
     assert closed_by_peer(burst, 2)
     assert time.monotonic() - start < 2.5              # and the burst as soon

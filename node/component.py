@@ -44,13 +44,13 @@ class Metrics(dict):
 
 @dataclass
 class NodeShared:
-    """What the logical nodes of one physical node share. ``zk_store`` is the node's
-    ZooKeeper store (a ``zk.store.ConfigStore``; typed loosely because components never
-    import ``zk``), None when the node runs without a master; ``physical_name`` names the
+    """What the logical nodes of one physical node share. ``commit_log`` is the E2E
+    commit log (a ``node.commit_port.CommitLogPort``; typed loosely because components
+    never import what imports ``zk``), None when the node runs without ZooKeeper; ``physical_name`` names the
     node in ZooKeeper; ``chokes`` holds the choke limiters by id (node/decorators/choke.py);
     ``e2e_collectors`` the E2E collector state by logical node (node/e2e/collector.py)."""
 
-    zk_store: Any = None
+    commit_log: Any = None
     physical_name: str = ""
     chokes: dict = field(default_factory=dict)
     e2e_collectors: dict = field(default_factory=dict)

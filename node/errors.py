@@ -113,3 +113,8 @@ class SourceError(ComponentError):
 
 class SinkError(ComponentError):
     """A sink failed; decorators such as failover and stubbornAppend react to it."""
+
+
+class CommitLogError(FlumeError):
+    """The E2E commit log failed (ZooKeeper away or refusing): what node/commit_port.py
+    makes of the zk/ errors, so that components, which never import zk, can catch it."""

@@ -39,6 +39,7 @@ from zk.client import ZkError, connect
 from zk.errors import CoordinationError
 from zk.store import ConfigStore, LogicalConfig, _loads
 
+from .commit_port import CommitLogPort
 from .component import NodeShared
 from .components import master_only, master_only_in
 from .errors import FlumeError, SpecError
@@ -118,7 +119,7 @@ class PhysicalNode:
                 self.status_server.stop()
             raise
         # end-to-end mode (node/e2e/) commits through ZooKeeper under this node's name
-        self.shared.zk_store = self.store
+        self.shared.commit_log = CommitLogPort(self.store.commits)
         self.shared.physical_name = self.name
         self._register()
         try:

@@ -100,7 +100,7 @@ class CollectorRollSink(CollectorRoll):
     def open(self, ctx: NodeContext) -> None:
         from ..e2e import collector_state
         self.ctx = ctx
-        self.state = collector_state(ctx) if ctx.shared.zk_store is not None \
+        self.state = collector_state(ctx) if ctx.shared.commit_log is not None \
             else None
         super().open(ctx)
 

@@ -19,7 +19,7 @@ from .protocol import (AGENT_ID_CHARS, AGENT_ID_MAX_BYTES, AGENT_IDLE_MS, COMMIT
                        KEY_PREFIX, MAX_AGENTS, MAX_NEW_AGENTS_PER_MINUTE, NEEDS_ZK, OK,
                        RETRY, TAKEN_BY, HeldState, SendState,
                        agent_id, agent_id_problem, collector_id, commit_log_of,
-                       fit_agent_id, group_key, parse_group_key, take_groups, zk_store_of)
+                       fit_agent_id, group_key, parse_group_key, take_groups)
 
 __all__ = ["AckCheckpoint", "AckTracker", "GroupSender", "LocalTransport",
            "AgentLimits", "CollectorState", "GroupHandler", "collector_group_handler",
@@ -29,4 +29,4 @@ __all__ = ["AckCheckpoint", "AckTracker", "GroupSender", "LocalTransport",
            "AGENT_IDLE_MS", "MAX_AGENTS", "MAX_NEW_AGENTS_PER_MINUTE", "NEEDS_ZK", "OK",
            "RETRY", "TAKEN_BY", "HeldState", "SendState",
            "agent_id", "agent_id_problem", "collector_id", "commit_log_of", "fit_agent_id",
-           "group_key", "parse_group_key", "take_groups", "zk_store_of"]
+           "group_key", "parse_group_key", "take_groups"]

@@ -25,12 +25,10 @@ import time
 from collections import deque
 from typing import Callable
 
-from zk.errors import CoordinationError
-
 from ..backoff import Backoff, step
 from ..checkpoint import Checkpoint
 from ..component import Metrics
-from ..errors import FlumeError, SinkError
+from ..errors import CommitLogError, FlumeError, SinkError
 from ..rpc import decode_payload
 from .protocol import COMMITTED, OK, RETRY, TAKEN_BY, SendState
 
@@ -39,7 +37,7 @@ log = logging.getLogger(__name__)
 
 class AckTracker:
     """Learns which groups of ``agent`` are committed in ``commits`` (the node's
-    :class:`zk.commit_log.CommitLog`; see the module docstring) and passes them to
+    node/commit_port.py; see the module docstring) and passes them to
     ``on_acked(seqs)``. Watch callbacks only enqueue; one thread works."""
 
     REFRESH = 10.0   # seconds between full re-reads, a safety net under the watch
@@ -61,13 +59,13 @@ class AckTracker:
     def sync(self) -> None:
         """Read the watermark and the committed groups; make sure the WAL never gives a
         seq at or below them (a lost WAL directory must not reuse committed seqs); drop
-        what is acknowledged. ZkError when ZooKeeper does not answer."""
-        from zk.client import translate
+        what is acknowledged. CommitLogError when ZooKeeper does not answer."""
         try:
             w = self.commits.get_watermark(self.agent)
             committed = self.commits.list_groups(self.agent)
         except Exception as exc:
-            raise translate(exc, f"reading the acknowledgements of {self.agent}") from exc
+            raise CommitLogError(f"reading the acknowledgements of {self.agent}: {exc}") \
+                from exc
         self.watermark = w
         self.wal.ensure_next_seq(max([w] + [s + 1 for s in committed]))
         acked = [s for s in self.wal.live_seqs() if s < w]
@@ -346,7 +344,7 @@ class GroupSender:
             except Exception as exc:   # the thread must survive anything
                 self.metrics.add("errors")
                 log.error("agent %s: sending group %d failed: %s", self.agent, p.seq, exc,
-                          exc_info=not isinstance(exc, (FlumeError, CoordinationError)))
+                          exc_info=not isinstance(exc, FlumeError))
                 with self._cond:
                     if p.seq in self._pending:
                         self._schedule(p, self.clock.monotonic() + self.check * 4)

@@ -20,14 +20,13 @@ import time
 import zlib
 from typing import Callable, NamedTuple
 
-from zk.commit_log import ClaimOutcome
 
 from ..codec import BatchTooLarge
 from ..component import Metrics, NodeContext
 from ..limits import Refusals
 from ..rpc import decode_payload
 from .protocol import (AGENT_IDLE_MS, COMMITTED, FAILED, MAX_AGENTS,
-                       MAX_NEW_AGENTS_PER_MINUTE, OK, RETRY, TAKEN_BY, HeldState,
+                       MAX_NEW_AGENTS_PER_MINUTE, OK, RETRY, TAKEN_BY, Claim, HeldState,
                        agent_id_problem, collector_id, commit_log_of, group_key)
 
 log = logging.getLogger(__name__)
@@ -106,7 +105,7 @@ class AgentTable:
 
 class CollectorState:
     """What a collector's source and sink share (per logical node): the commit log
-    (:class:`zk.commit_log.CommitLog`), the collector id, and the groups this collector
+    (node/commit_port.py), the collector id, and the groups this collector
     holds claims on: ``held[(agent, seq)]`` is a :class:`HeldState`."""
 
     def __init__(self, commits, cid: str):
@@ -291,11 +290,11 @@ class GroupHandler:
             st.forget([key])
             m.add("zk_errors")
             return RETRY, f"ZooKeeper unavailable: {exc}"
-        if outcome == ClaimOutcome.COMMITTED:
+        if outcome == Claim.COMMITTED:
             st.forget([key])
             m.add("groups_committed_already")
             return OK, COMMITTED
-        if outcome == ClaimOutcome.HELD:
+        if outcome == Claim.HELD:
             st.forget([key])
             m.add("groups_held_elsewhere")
             return RETRY, f"group {agent}:{seq} is held by another collector"

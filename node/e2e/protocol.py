@@ -31,6 +31,15 @@ COMMITTED = "committed"     # the message of an OK meaning "acknowledged already
 TAKEN_BY = "taken by "      # the message of an OK: "taken by <collector id>"
 
 
+class Claim(enum.StrEnum):
+    """What claiming a group found (the commit log's answer, node/commit_port.py)."""
+
+    CLAIMED = "claimed"       # the claim is ours now and the group is not committed
+    OURS = "ours"             # this session held it already
+    HELD = "held"             # another live session holds it
+    COMMITTED = "committed"   # committed already: no claim is kept
+
+
 class SendState(enum.Enum):
     """Where the agent's sender is with a group (``GroupSender``); a group starts NEW and
     each answer of ``appendGroup`` moves it, from any state:
@@ -90,17 +99,13 @@ def take_groups(checkpoints: list[Checkpoint]) -> list[tuple[str, int]]:
     return list(out)
 
 
-def zk_store_of(ctx: NodeContext):
-    """The node's ZooKeeper store; SinkError when the node runs without ZooKeeper."""
-    store = ctx.shared.zk_store
-    if store is None:
-        raise SinkError(NEEDS_ZK)
-    return store
-
-
 def commit_log_of(ctx: NodeContext):
-    """The node's E2E commit log (zk/commit_log.py); SinkError without ZooKeeper."""
-    return zk_store_of(ctx).commits
+    """The node's E2E commit log (a node/commit_port.py CommitLogPort over
+    zk/commit_log.py); SinkError when the node runs without ZooKeeper."""
+    commits = ctx.shared.commit_log
+    if commits is None:
+        raise SinkError(NEEDS_ZK)
+    return commits
 
 
 # Agent ids name znodes (commits/claims/<agent>, groups/<agent>, watermark/<agent>) and

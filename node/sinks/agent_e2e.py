@@ -171,7 +171,7 @@ class _E2EAgentSink(Sink):
 
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
-        if ctx.shared.zk_store is None:
+        if ctx.shared.commit_log is None:
             raise SinkError(NEEDS_ZK)
         self.tree.open(ctx)
 

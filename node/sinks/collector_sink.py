@@ -202,7 +202,7 @@ class CollectorSink(CollectorRoll):
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         self._closed = False
-        self.state = collector_state(ctx) if ctx.shared.zk_store is not None \
+        self.state = collector_state(ctx) if ctx.shared.commit_log is not None \
             else None
         self.committer = Committer(ctx, self.state, self.metrics)
         self.committer.recover()

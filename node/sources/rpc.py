@@ -16,7 +16,7 @@ whose event count is wrong, is answered ``FAILED``. The original oneway one-even
 ``dropped``.
 
 ``appendGroup`` (end-to-end groups, docs/e2e.md): a ``collectorSource`` on a node with
-ZooKeeper (``ctx.shared.zk_store``) hands every group to
+ZooKeeper (``ctx.shared.commit_log``) hands every group to
 ``node.e2e.collector_group_handler(ctx, enqueue)``, which answers it; ``enqueue(events,
 checkpoint_updates) -> bool`` puts the events in the queue, waits like any other call, and
 returns True once the flow appended them, False if not (withdrawn: they never reach the
@@ -431,7 +431,7 @@ class CollectorSource(RpcSource):
         self.maxNewAgentsPerMinute = maxNewAgentsPerMinute
 
     def _group_handler(self, ctx: NodeContext):
-        if ctx.shared.zk_store is None:
+        if ctx.shared.commit_log is None:
             return None
         try:
             from .. import e2e

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from node.codec import encode_events
+from node.commit_port import CommitLogPort
 from node.component import NodeShared
 from node.event import events_from_lines
 from node.logical_node import LogicalNode, State
@@ -108,7 +109,7 @@ class Cluster:
         if store is None:
             _, store = self.collector_store()
         ln = LogicalNode(name, self.tmp / "collectors", physical_name=physical,
-                         shared=NodeShared(zk_store=store))
+                         shared=NodeShared(commit_log=CommitLogPort(store.commits)))
         ln.configure(parse_source(f"collectorSource({port}, bind=\"127.0.0.1\""
                                   f"{source_args})"),
                      parse_sink(sink or f'collectorSink("{self.out}", "{name}-", {roll_ms})'))
@@ -119,7 +120,8 @@ class Cluster:
     def agent(self, name: str, channel: str, sink: str, physical: str = "aphys",
               store: ConfigStore | None = None) -> LogicalNode:
         ln = LogicalNode(name, self.tmp / "agents", physical_name=physical,
-                         shared=NodeShared(zk_store=store or self.agent_store))
+                         shared=NodeShared(
+                             commit_log=CommitLogPort((store or self.agent_store).commits)))
         ln.configure(parse_source(f'memory("{channel}")'), parse_sink(sink))
         assert ln.state is State.ACTIVE, ln.last_error
         self.nodes.append(ln)

@@ -111,7 +111,7 @@ class Master(Proc):
             args += ["--token-file", str(token_file)]
         super().__init__(args + list(extra), tmp / f"master-{name}.log")
         wait_until(lambda: httpx.get(self.url + "/api/health", timeout=2).status_code == 200,
-                   30, f"master {name} up: {self.output()[-2000:]}")
+                   60, f"master {name} up: {self.output()[-2000:]}")
 
     def get(self, path: str, **kw):
         return httpx.get(self.url + path, timeout=10, **kw)

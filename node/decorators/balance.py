@@ -90,21 +90,11 @@ class BalanceSink(Sink):
                     br.index, exc, br.backoff.current)
 
     def _usable(self, br: Branch) -> bool:
-        if br.opened:
-            return True
-        if br.waiting(self.ctx.clock):
+        opened = br.open_when_due(self.ctx)
+        if isinstance(opened, Exception):
+            self._fail(br, opened)
             return False
-        try:
-            br.sink.open(self.ctx)
-        except (SinkError, OSError) as exc:
-            try:
-                br.sink.close()
-            except Exception:  # noqa: BLE001 - the open error is the one to report
-                pass
-            self._fail(br, exc)
-            return False
-        br.opened = True
-        return True
+        return opened
 
     # ------------------------------------------------------------- data path
 

@@ -6,8 +6,10 @@ make a Python data path slow; batches keep the per-event work to the component l
 
 Contracts, which every component keeps:
 
-* Constructors do no I/O: they only check and keep their arguments, so the master can
-  validate a spec by building it. ``open`` does the I/O.
+* Constructors do no I/O and check nothing themselves: the checks on arguments are
+  declared (bounds next to each parameter, ``check_args`` across parameters; see
+  :mod:`node.registry`), so the master validates a spec without building it, and the
+  builder runs the same checks before building. ``open`` does the I/O.
 * ``append`` is never called before ``open`` or after ``close``; ``close`` may be called
   after a failed ``open`` and must then do nothing harmful; ``close`` is idempotent.
 * ``append`` either accepts the whole batch or raises :class:`SinkError`.
@@ -21,6 +23,7 @@ Contracts, which every component keeps:
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -90,6 +93,13 @@ class Component:
 
     def __init__(self) -> None:
         self.metrics = Metrics()
+
+    @classmethod
+    def check_args(cls, args: Mapping[str, Any]) -> None:
+        """Check the rules across this component's spec arguments (``args``: every
+        parameter by name, converted, defaults included, each already through the checks
+        declared next to it); ValueError with a readable message. Pure: no I/O, no
+        component built. The builder calls it when validating and before building."""
 
     def children(self) -> list["Component"]:
         """Inner components, for status reports."""

@@ -49,6 +49,7 @@ def add_import(path: Path, line: str) -> None:
     # node.sinks imports node.decorators: a second import back (besides the one listed
     # in the contract's ignore_imports) makes a cycle
     ("node/decorators/batch.py", "import node.sinks.console", "no cycles between node's"),
+    ("node/registry.py", "import node.sources.text", "the registry imports no component"),
 ])
 def test_a_forbidden_import_breaks_a_contract(tree, file, line, broken):
     assert lint_imports(tree).returncode == 0      # the copy is clean, as the tree is

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Annotated
 from urllib.parse import quote
 
 from ..checkpoint import Checkpoint
@@ -44,7 +45,7 @@ from ..codec import encode_events, split_events
 from ..component import Decorator, NodeContext, Sink
 from ..e2e import AckTracker, GroupSender, LocalTransport, agent_id, commit_log_of
 from ..errors import SinkError
-from ..registry import decorator
+from ..registry import Positive, decorator
 from .. import rpc
 from ..rpc import gzip_payload
 from ..wal import WalError, WriteAheadLog
@@ -55,7 +56,9 @@ DRAIN_SECONDS = 5.0    # at close, how long to wait for unsent groups to be sent
 PENDING_GRACE = 0.1    # seconds a batch waits for its position before it is written alone
 
 
-def _compression_flag(value) -> bool:
+def compression_flag(value: bool | str) -> bool:
+    """Whether ``compression`` (true/false, or "gzip", "true", "false", "none", "") asks
+    for gzip; ValueError for another name."""
     if isinstance(value, str):
         v = value.lower()
         if v not in ("gzip", "true", "false", "none", ""):
@@ -64,24 +67,20 @@ def _compression_flag(value) -> bool:
     return bool(value)
 
 
+Compress = Annotated[bool | str, compression_flag]   # declared check (node/registry.py)
+
 @decorator("ackedWriteAhead")
 class AckedWriteAhead(Decorator):
     """Writes every batch to a durable write-ahead log first, then sends it to the inner
     sink in the background until it is acknowledged (see the module docstring)."""
 
-    def __init__(self, inner: Sink, maxMs: int = 10_000, checkMs: int = 250, *,
-                 retransmitMs: int = 60_000, compression: bool | str = False):
+    def __init__(self, inner: Sink, maxMs: Positive = 10_000, checkMs: Positive = 250, *,
+                 retransmitMs: Positive = 60_000, compression: Compress = False):
         super().__init__(inner)
-        if maxMs <= 0:
-            raise ValueError(f"maxMs must be > 0, got {maxMs}")
-        if checkMs <= 0:
-            raise ValueError(f"checkMs must be > 0, got {checkMs}")
-        if retransmitMs <= 0:
-            raise ValueError(f"retransmitMs must be > 0, got {retransmitMs}")
         self.maxMs = maxMs
         self.checkMs = checkMs
         self.retransmitMs = retransmitMs
-        self.compress = _compression_flag(compression)
+        self.compress = compression_flag(compression)
         self.agent = ""
         self.wal: WriteAheadLog | None = None
         self.tracker: AckTracker | None = None

@@ -35,6 +35,7 @@ import json
 import logging
 import threading
 from pathlib import Path
+from typing import Annotated
 
 from ..backoff import Backoff
 from ..checkpoint import Checkpoint
@@ -42,7 +43,7 @@ from ..codec import decode_events, encode_events
 from ..component import Decorator, NodeContext, Sink
 from ..errors import SinkError
 from ..event import Event
-from ..registry import decorator
+from ..registry import Positive, decorator
 from ..segment_log import Framing, LogInUse, SegmentLog
 
 log = logging.getLogger(__name__)
@@ -204,20 +205,19 @@ class Spool:
         self._read = None
 
 
+def check_spool_name(name: str) -> None:
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"bad spool name {name!r}")
+
+
 @decorator("diskFailover")
 class DiskFailoverDecorator(Decorator):
     """Sends to the inner sink; spools to disk when it fails and replays in the background
     (see the module docstring)."""
 
-    def __init__(self, inner: Sink, maxMs: int = 60000, checkMs: int = 1000, *,
-                 name: str = "spool"):
+    def __init__(self, inner: Sink, maxMs: Positive = 60000, checkMs: Positive = 1000, *,
+                 name: Annotated[str, check_spool_name] = "spool"):
         super().__init__(inner)
-        if checkMs <= 0 or maxMs <= 0:
-            raise ValueError(f"maxMs and checkMs must be positive, got {maxMs} and {checkMs}")
-        if maxMs < checkMs:
-            raise ValueError(f"maxMs ({maxMs}) must not be below checkMs ({checkMs})")
-        if not name or "/" in name or name.startswith("."):
-            raise ValueError(f"bad spool name {name!r}")
         self.max_ms = maxMs
         self.check_ms = checkMs
         self.name = name
@@ -230,6 +230,12 @@ class DiskFailoverDecorator(Decorator):
         self._inner_open = False
         self._spooled_since_cp = False
         self._encoded = False
+
+    @classmethod
+    def check_args(cls, args) -> None:
+        if args["maxMs"] < args["checkMs"]:
+            raise ValueError(f"maxMs ({args['maxMs']}) must not be below checkMs "
+                             f"({args['checkMs']})")
 
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx

@@ -41,16 +41,20 @@ import logging
 import queue
 import threading
 import time
+from typing import Annotated
+
+from annotated_types import Ge, Interval
 
 from ..backoff import Backoff
 from ..checkpoint import Checkpoint
 from ..codec import decode_events, encode_events, split_events
 from ..component import Component, NodeContext, Sink
+from ..decorators.acked_write_ahead import Compress, compression_flag
 from ..decorators.batch import BatchDecorator
 from ..decorators.disk_failover import DiskFailoverDecorator
 from ..errors import SinkError
 from ..event import Event
-from ..registry import sink
+from ..registry import NonNegative, PeerPort, Positive, sink
 from .. import rpc
 from ..rpc import DEFAULT_PORT, RpcClient, gzip_payload
 from .rpc import RETRY_LIMIT, deliver
@@ -64,9 +68,7 @@ DFO_COUNTERS = ("spooled", "replayed", "spool_bytes", "send_errors", "corrupt")
 
 
 def collector_address(host: str, port: int) -> str:
-    """The ``"host:port"`` text of a single-collector sink's arguments; ValueError."""
-    if not 0 < port <= 65535:
-        raise ValueError(f"port must be within 1..65535, got {port}")
+    """The ``"host:port"`` text of a single-collector sink's arguments."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -101,6 +103,22 @@ def _port(p: str, text: str) -> int:
     if not 0 < port <= 65535:
         raise ValueError(f"port out of range in collector address {text!r}")
     return port
+
+
+# The checks the agent sinks declare on their arguments (see node/registry.py).
+CollectorText = Annotated[str, parse_address]    # one of a chain's collectors
+BatchCount = Annotated[int, Ge(1)]
+Lanes = Annotated[int, Interval(ge=1, le=16)]
+
+
+def check_collectors(args) -> None:
+    """The rule across an agent sink's collector arguments: a chain names at least one
+    collector; a single sink's host and port make an address."""
+    if "collectors" in args:
+        if not args["collectors"]:
+            raise ValueError("at least one collector is needed")
+    else:
+        parse_address(collector_address(args["host"], args["port"]))
 
 
 class Collector:
@@ -406,28 +424,10 @@ class _AgentSink(Sink):
                  compression: bool | str, maxMs: int, checkMs: int, timeoutMs: int,
                  lanes: int = 1):
         super().__init__()
-        if not addresses:
-            raise ValueError("at least one collector is needed")
         self.addresses = [parse_address(a) for a in addresses]
-        if batchCount < 1:
-            raise ValueError(f"batchCount must be at least 1, got {batchCount}")
-        if batchMillis < 0:
-            raise ValueError(f"batchMillis must not be negative, got {batchMillis}")
-        if isinstance(compression, str):
-            if compression.lower() not in ("gzip", "true", "false", "none", ""):
-                raise ValueError(f"unknown compression {compression!r}; only gzip is "
-                                 f"supported")
-            compression = compression.lower() in ("gzip", "true")
-        if checkMs <= 0 or maxMs < checkMs:
-            raise ValueError(f"need 0 < checkMs <= maxMs, got checkMs={checkMs}, "
-                             f"maxMs={maxMs}")
-        if timeoutMs <= 0:
-            raise ValueError(f"timeoutMs must be > 0, got {timeoutMs}")
-        if not 1 <= lanes <= 16:
-            raise ValueError(f"lanes must be within 1..16, got {lanes}")
         self.batch_count = batchCount
         self.batch_millis = batchMillis
-        self.compress = bool(compression)
+        self.compress = compression_flag(compression)
         self.max_ms = maxMs
         self.check_ms = checkMs
         self.timeout_ms = timeoutMs
@@ -438,6 +438,13 @@ class _AgentSink(Sink):
         self.tree: Sink = self._build(self.chain)   # append_encoded keeps the bounds
         if batchCount > 1:
             self.tree = _Gather(self.tree, batchCount, batchMillis)
+
+    @classmethod
+    def check_args(cls, args) -> None:
+        check_collectors(args)
+        if args["checkMs"] <= 0 or args["maxMs"] < args["checkMs"]:
+            raise ValueError(f"need 0 < checkMs <= maxMs, got checkMs={args['checkMs']}, "
+                             f"maxMs={args['maxMs']}")
 
     def _build(self, chain: Sink) -> Sink:
         return chain
@@ -508,10 +515,10 @@ class _DFO(_AgentSink):
 class AgentBESink(_BE):
     """Best effort to one collector: drops (and counts) what it cannot send."""
 
-    def __init__(self, host: str = "localhost", port: int = DEFAULT_PORT, *,
-                 batchCount: int = 1, batchMillis: int = 0, compression: bool | str = False,
-                 maxMs: int = 10_000, checkMs: int = 1000, timeoutMs: int = 20_000,
-                 lanes: int = BE_LANES):
+    def __init__(self, host: str = "localhost", port: PeerPort = DEFAULT_PORT, *,
+                 batchCount: BatchCount = 1, batchMillis: NonNegative = 0,
+                 compression: Compress = False, maxMs: int = 10_000, checkMs: int = 1000,
+                 timeoutMs: Positive = 20_000, lanes: Lanes = BE_LANES):
         super().__init__([collector_address(host, port)], batchCount, batchMillis,
                          compression, maxMs, checkMs, timeoutMs, lanes)
 
@@ -520,9 +527,10 @@ class AgentBESink(_BE):
 class AgentBEChain(_BE):
     """Best effort over an ordered list of collectors ``"host[:port]"``."""
 
-    def __init__(self, *collectors: str, batchCount: int = 1, batchMillis: int = 0,
-                 compression: bool | str = False, maxMs: int = 10_000, checkMs: int = 1000,
-                 timeoutMs: int = 20_000, lanes: int = BE_LANES):
+    def __init__(self, *collectors: CollectorText, batchCount: BatchCount = 1,
+                 batchMillis: NonNegative = 0, compression: Compress = False,
+                 maxMs: int = 10_000, checkMs: int = 1000, timeoutMs: Positive = 20_000,
+                 lanes: Lanes = BE_LANES):
         super().__init__(list(collectors), batchCount, batchMillis, compression, maxMs,
                          checkMs, timeoutMs, lanes)
 
@@ -531,9 +539,10 @@ class AgentBEChain(_BE):
 class AgentDFOSink(_DFO):
     """Disk failover to one collector: spools what it cannot send, replays it later."""
 
-    def __init__(self, host: str = "localhost", port: int = DEFAULT_PORT, *,
-                 batchCount: int = 1, batchMillis: int = 0, compression: bool | str = False,
-                 maxMs: int = 10_000, checkMs: int = 1000, timeoutMs: int = 20_000):
+    def __init__(self, host: str = "localhost", port: PeerPort = DEFAULT_PORT, *,
+                 batchCount: BatchCount = 1, batchMillis: NonNegative = 0,
+                 compression: Compress = False, maxMs: int = 10_000, checkMs: int = 1000,
+                 timeoutMs: Positive = 20_000):
         super().__init__([collector_address(host, port)], batchCount, batchMillis,
                          compression, maxMs, checkMs, timeoutMs)
 
@@ -542,8 +551,8 @@ class AgentDFOSink(_DFO):
 class AgentDFOChain(_DFO):
     """Disk failover over an ordered list of collectors ``"host[:port]"``."""
 
-    def __init__(self, *collectors: str, batchCount: int = 1, batchMillis: int = 0,
-                 compression: bool | str = False, maxMs: int = 10_000, checkMs: int = 1000,
-                 timeoutMs: int = 20_000):
+    def __init__(self, *collectors: CollectorText, batchCount: BatchCount = 1,
+                 batchMillis: NonNegative = 0, compression: Compress = False,
+                 maxMs: int = 10_000, checkMs: int = 1000, timeoutMs: Positive = 20_000):
         super().__init__(list(collectors), batchCount, batchMillis, compression, maxMs,
                          checkMs, timeoutMs)

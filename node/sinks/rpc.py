@@ -29,7 +29,7 @@ from ..codec import encode_events, split_events
 from ..component import Metrics, NodeContext, Sink
 from ..errors import SinkError
 from ..event import Event
-from ..registry import sink
+from ..registry import NonEmpty, PeerPort, Positive, sink
 from ..rpc import DEFAULT_PORT, RpcClient, Status
 
 log = logging.getLogger(__name__)
@@ -68,15 +68,9 @@ def deliver(call: Callable[[], tuple[int, str]], ctx: NodeContext, metrics: Metr
 class RpcSink(Sink):
     """Sends each batch to ``host:port`` and waits for the receiver's answer."""
 
-    def __init__(self, host: str = "localhost", port: int = DEFAULT_PORT, *,
-                 packed: bool = True, timeoutMs: int = 20_000):
+    def __init__(self, host: NonEmpty = "localhost", port: PeerPort = DEFAULT_PORT, *,
+                 packed: bool = True, timeoutMs: Positive = 20_000):
         super().__init__()
-        if not host:
-            raise ValueError("host must not be empty")
-        if not 0 < port <= 65535:
-            raise ValueError(f"port must be within 1..65535, got {port}")
-        if timeoutMs <= 0:
-            raise ValueError(f"timeoutMs must be > 0, got {timeoutMs}")
         self.host = host
         self.port = port
         self.packed = packed

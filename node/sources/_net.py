@@ -55,7 +55,9 @@ import struct
 import sys
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Annotated, Callable, Protocol
+
+from annotated_types import Interval
 
 from ..backoff import Backoff
 from ..component import Metrics, NodeContext
@@ -99,17 +101,12 @@ class Framer(Protocol):
         """Part of an event has arrived (or a truncated one is being discarded)."""
 
 
-def check_positive(**values: int) -> None:
-    """ValueError naming the first argument that is not > 0."""
-    for name, v in values.items():
-        if v <= 0:
-            raise ValueError(f"{name} must be > 0, got {v}")
+# The checks the network sources declare on their arguments (see node/registry.py).
+Port = Annotated[int, Interval(ge=0, le=65535)]   # 0: any free port, read back once bound
 
 
-def idle_seconds(idle_timeout_ms: int, name: str = "idleTimeoutMs") -> float | None:
-    """A timeout in ms (``name``) checked and in seconds; None for 0 (never)."""
-    if idle_timeout_ms < 0:
-        raise ValueError(f"{name} must be >= 0 (0: never), got {idle_timeout_ms}")
+def idle_seconds(idle_timeout_ms: int) -> float | None:
+    """A timeout in ms in seconds; None for 0 (never)."""
     return idle_timeout_ms / 1000 if idle_timeout_ms else None
 
 
@@ -473,17 +470,15 @@ class UdpServer(_Server):
 class ServerSource(QueuedSource):
     """A source fed by a server through a :class:`BatchQueue` of at most ``queue_events``
     events and ``max_queue_bytes`` bytes: subclasses say which server in ``_make_server``
-    (one of the above, or any object with ``start()``, ``stop()`` and ``port``); the port
-    check, the port read back after binding (port 0 works), ``refusals`` (counted in this
-    source's metrics), ``next_batch`` and a prompt ``close`` are common."""
+    (one of the above, or any object with ``start()``, ``stop()`` and ``port``, and declare
+    :data:`Port` and the other checks on their arguments); the port read back after
+    binding (port 0 works), ``refusals`` (counted in this source's metrics),
+    ``next_batch`` and a prompt ``close`` are common."""
 
     queue_events = 10_000
 
     def __init__(self, port: int, bind: str, *, max_queue_bytes: int = DEFAULT_MAX_BYTES):
         super().__init__()
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port must be within 0..65535, got {port}")
-        check_positive(maxQueueBytes=max_queue_bytes)
         self.port = port
         self.bind = bind
         self.max_queue_bytes = max_queue_bytes

@@ -54,6 +54,9 @@ import logging
 import threading
 import time
 import zlib
+from typing import Annotated
+
+from annotated_types import Ge
 
 from ..codec import BatchTooLarge
 from ..component import NodeContext
@@ -61,13 +64,15 @@ from ..e2e import AGENT_IDLE_MS, MAX_AGENTS, MAX_NEW_AGENTS_PER_MINUTE
 from ..errors import SourceError
 from ..event import Event
 from ..limits import Refusals
-from ..registry import source
+from ..registry import AtLeast1, NonNegative, Positive, source
 from ..rpc import (DEFAULT_PORT, IDLE_TIMEOUT, MAX_BATCH_EVENTS, MAX_CONNECTIONS,
                    MAX_CONNECTIONS_PER_PEER, MAX_MESSAGE_BYTES, MESSAGE_TIMEOUT,
                    MIN_BYTES_PER_SECOND, LockedCounter, RpcServer, Status, clip,
                    current_peer, decode_payload, from_thrift, result)
 from ._batchqueue import BatchQueue
-from ._net import ServerSource
+from ._net import Port, ServerSource
+
+MessageBytes = Annotated[int, Ge(1024)]   # room for a message's framing and headers
 
 log = logging.getLogger(__name__)
 
@@ -246,26 +251,15 @@ class RpcSource(ServerSource):
 
     queue_events = QUEUE_EVENTS
 
-    def __init__(self, port: int, *, bind: str = "0.0.0.0", timeoutMs: int = 5000,
-                 maxConnections: int = MAX_CONNECTIONS,
-                 maxConnectionsPerPeer: int = MAX_CONNECTIONS_PER_PEER,
-                 idleTimeoutMs: int = int(IDLE_TIMEOUT * 1000),
-                 messageTimeoutMs: int = int(MESSAGE_TIMEOUT * 1000),
-                 minBytesPerSecond: int = MIN_BYTES_PER_SECOND,
-                 maxMessageBytes: int = MAX_MESSAGE_BYTES,
-                 maxBatchEvents: int = MAX_BATCH_EVENTS):
+    def __init__(self, port: Port, *, bind: str = "0.0.0.0", timeoutMs: Positive = 5000,
+                 maxConnections: AtLeast1 = MAX_CONNECTIONS,
+                 maxConnectionsPerPeer: AtLeast1 = MAX_CONNECTIONS_PER_PEER,
+                 idleTimeoutMs: AtLeast1 = int(IDLE_TIMEOUT * 1000),
+                 messageTimeoutMs: AtLeast1 = int(MESSAGE_TIMEOUT * 1000),
+                 minBytesPerSecond: NonNegative = MIN_BYTES_PER_SECOND,
+                 maxMessageBytes: MessageBytes = MAX_MESSAGE_BYTES,
+                 maxBatchEvents: AtLeast1 = MAX_BATCH_EVENTS):
         super().__init__(port, bind)
-        if timeoutMs <= 0:
-            raise ValueError(f"timeoutMs must be > 0, got {timeoutMs}")
-        for name, value, least in (("maxConnections", maxConnections, 1),
-                                   ("maxConnectionsPerPeer", maxConnectionsPerPeer, 1),
-                                   ("idleTimeoutMs", idleTimeoutMs, 1),
-                                   ("messageTimeoutMs", messageTimeoutMs, 1),
-                                   ("minBytesPerSecond", minBytesPerSecond, 0),
-                                   ("maxMessageBytes", maxMessageBytes, 1024),
-                                   ("maxBatchEvents", maxBatchEvents, 1)):
-            if value < least:
-                raise ValueError(f"{name} must be at least {least}, got {value}")
         self.timeoutMs = timeoutMs
         self.maxConnections = maxConnections
         self.maxConnectionsPerPeer = maxConnectionsPerPeer
@@ -406,26 +400,22 @@ class CollectorSource(RpcSource):
     FAILED, ``refused_agents``), and at most ``maxNewAgentsPerMinute`` ids not live yet
     per sender address per minute (FAILED, ``refused_new_agents``)."""
 
-    def __init__(self, port: int = DEFAULT_PORT, *, bind: str = "0.0.0.0",
-                 timeoutMs: int = 5000, maxConnections: int = MAX_CONNECTIONS,
-                 maxConnectionsPerPeer: int = MAX_CONNECTIONS_PER_PEER,
-                 idleTimeoutMs: int = int(IDLE_TIMEOUT * 1000),
-                 messageTimeoutMs: int = int(MESSAGE_TIMEOUT * 1000),
-                 minBytesPerSecond: int = MIN_BYTES_PER_SECOND,
-                 maxMessageBytes: int = MAX_MESSAGE_BYTES,
-                 maxBatchEvents: int = MAX_BATCH_EVENTS, maxAgents: int = MAX_AGENTS,
-                 agentIdleMs: int = AGENT_IDLE_MS,
-                 maxNewAgentsPerMinute: int = MAX_NEW_AGENTS_PER_MINUTE):
+    def __init__(self, port: Port = DEFAULT_PORT, *, bind: str = "0.0.0.0",
+                 timeoutMs: Positive = 5000, maxConnections: AtLeast1 = MAX_CONNECTIONS,
+                 maxConnectionsPerPeer: AtLeast1 = MAX_CONNECTIONS_PER_PEER,
+                 idleTimeoutMs: AtLeast1 = int(IDLE_TIMEOUT * 1000),
+                 messageTimeoutMs: AtLeast1 = int(MESSAGE_TIMEOUT * 1000),
+                 minBytesPerSecond: NonNegative = MIN_BYTES_PER_SECOND,
+                 maxMessageBytes: MessageBytes = MAX_MESSAGE_BYTES,
+                 maxBatchEvents: AtLeast1 = MAX_BATCH_EVENTS,
+                 maxAgents: AtLeast1 = MAX_AGENTS, agentIdleMs: AtLeast1 = AGENT_IDLE_MS,
+                 maxNewAgentsPerMinute: AtLeast1 = MAX_NEW_AGENTS_PER_MINUTE):
         super().__init__(port, bind=bind, timeoutMs=timeoutMs,
                          maxConnections=maxConnections,
                          maxConnectionsPerPeer=maxConnectionsPerPeer,
                          idleTimeoutMs=idleTimeoutMs, messageTimeoutMs=messageTimeoutMs,
                          minBytesPerSecond=minBytesPerSecond,
                          maxMessageBytes=maxMessageBytes, maxBatchEvents=maxBatchEvents)
-        for name, value in (("maxAgents", maxAgents), ("agentIdleMs", agentIdleMs),
-                            ("maxNewAgentsPerMinute", maxNewAgentsPerMinute)):
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
         self.maxAgents = maxAgents
         self.agentIdleMs = agentIdleMs
         self.maxNewAgentsPerMinute = maxNewAgentsPerMinute

@@ -4,9 +4,10 @@ at the boundary."""
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import contextmanager
 
-from kazoo.client import KazooClient, TransactionRequest
+from kazoo.client import KazooClient, KazooState, TransactionRequest
 from kazoo.exceptions import BadArgumentsError, KazooException, ZookeeperError
 from kazoo.handlers.threading import KazooTimeoutError
 
@@ -119,6 +120,24 @@ def connect(hosts: str, timeout: float = 15.0, session_timeout: float = 10.0,
         client.close()
         raise ZkError(f"cannot reach ZooKeeper at {hosts} within {timeout:.0f} s") from exc
     return client
+
+
+def wait_connected(client: KazooClient, timeout: float) -> bool:
+    """True once ``client`` is connected, after ``timeout`` seconds at most: a client
+    whose server died reconnects to another within about a second (an ensemble's leader
+    election takes ~0.5 s), so a caller that would fail at once rides that out."""
+    if client.connected or timeout <= 0:
+        return client.connected
+    up = threading.Event()
+
+    def listener(state) -> None:
+        if state == KazooState.CONNECTED:
+            up.set()
+    client.add_listener(listener)
+    try:
+        return client.connected or up.wait(timeout) or client.connected
+    finally:
+        client.remove_listener(listener)
 
 
 def translate(exc: Exception, what: str) -> ZkError:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 
-from .client import ConflictError, ZkError
+from .client import ConflictError, ZkError, wait_connected
 from .commit_log import CommitLog
 
 CAS_TRIES = 50
@@ -115,6 +115,11 @@ class ConfigStore:
         self.root = root.rstrip("/") or "/flume"
         self.commits = CommitLog(client, self.zk, self.root)
 
+    def connected(self, wait: float = 0.0) -> bool:
+        """Whether the client is connected, waiting ``wait`` seconds at most for it to
+        reconnect (:func:`zk.client.wait_connected`)."""
+        return wait_connected(self.client, wait)
+
     # ------------------------------------------------------------ paths
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
@@ -188,13 +193,17 @@ class ConfigStore:
         """Create or replace many configs, ``chunk`` znodes per transaction."""
         existing = set(self.zk.get_children(self.path("logical")))
         for i in range(0, len(cfgs), chunk):
-            tx = self.zk.transaction()
-            for cfg in cfgs[i:i + chunk]:
-                if cfg.name in existing:
-                    tx.set_data(self.logical_path(cfg.name), _dumps(cfg.data()))
-                else:
-                    tx.create(self.logical_path(cfg.name), _dumps(cfg.data()))
-            results = tx.commit()
+            def commit(part=cfgs[i:i + chunk]):
+                tx = self.zk.transaction()
+                for cfg in part:
+                    if cfg.name in existing:
+                        tx.set_data(self.logical_path(cfg.name), _dumps(cfg.data()))
+                    else:
+                        tx.create(self.logical_path(cfg.name), _dumps(cfg.data()))
+                return tx.commit()
+            # retried like single operations: a transaction whose answer was lost with the
+            # connection but that was applied fails its creates when it runs again
+            results = self.client.retry(commit)
             failed = [r for r in results if isinstance(r, Exception)]
             if failed:
                 # a concurrent create/delete: fall back to one compare-and-set per znode

@@ -8,7 +8,7 @@ import threading
 from contextlib import contextmanager
 
 from kazoo.client import KazooClient, KazooState, TransactionRequest
-from kazoo.exceptions import BadArgumentsError, KazooException, ZookeeperError
+from kazoo.exceptions import BadArgumentsError, KazooException, NoAuthError, ZookeeperError
 from kazoo.handlers.threading import KazooTimeoutError
 
 from .errors import CoordinationError
@@ -28,6 +28,11 @@ class ZkError(CoordinationError):
 
 class ConflictError(ZkError):
     """A compare-and-set lost against a concurrent writer after every retry."""
+
+
+class AccessDenied(ZkError):
+    """ZooKeeper refused an operation: the ACL of the znode shuts this client out
+    (kazoo's NoAuthError)."""
 
 
 # ZooKeeper drops the connection (and with it every request in flight, and watches)
@@ -142,14 +147,16 @@ def wait_connected(client: KazooClient, timeout: float) -> bool:
 
 def translate(exc: Exception, what: str) -> ZkError:
     if isinstance(exc, (KazooException, ZookeeperError, KazooTimeoutError)):
-        return ZkError(f"{what}: {type(exc).__name__} {exc}".rstrip())
+        kind = AccessDenied if isinstance(exc, NoAuthError) else ZkError
+        return kind(f"{what}: {type(exc).__name__} {exc}".rstrip())
     return ZkError(f"{what}: {exc}")
 
 
 @contextmanager
 def zk_errors(what: str):
     """Raises what kazoo raises inside as :class:`ZkError` ("``what``: ConnectionLoss
-    ..."), the kazoo exception as its ``__cause__``; a ZkError passes unchanged. Callers
+    ...", :class:`AccessDenied` for NoAuthError), the kazoo exception as its
+    ``__cause__``; a ZkError passes unchanged. Callers
     outside zk/ then handle ZooKeeper's failures without knowing kazoo."""
     try:
         yield

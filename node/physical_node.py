@@ -288,6 +288,15 @@ class PhysicalNode:
                 self.running.pop(name, None)
             self.config_error.pop(name, None)
             return
+        try:
+            self._configure(name, ln, cfg)
+        except Exception as exc:  # whatever failed, the masters must see it, with why
+            log.debug("logical node %s: configuring failed", name, exc_info=True)
+            self._reject(name, ln, f"spec version {cfg.version} could not be configured: "
+                                   f"{type(exc).__name__}: {exc}")
+
+    def _configure(self, name: str, ln: LogicalNode, cfg: LogicalConfig) -> None:
+        """Run ``cfg`` on ``ln`` unless it runs already or waits for its translation."""
         self.flows[name] = cfg.flow
         wanted = (cfg.running_source, cfg.running_sink, cfg.refresh)
         if waits_for_translation(wanted[0], wanted[1]):
@@ -306,11 +315,6 @@ class PhysicalNode:
         except (FlumeError, CoordinationError) as exc:
             ln.last_error = str(exc)
             ln._set_state(State.ERROR)
-        except Exception as exc:  # a spec that reached ZooKeeper without a master's check
-            log.debug("logical node %s: configuring failed", name, exc_info=True)
-            self._reject(name, ln, f"spec version {cfg.version} could not be configured: "
-                                   f"{type(exc).__name__}: {exc}")
-            return
         self.config_error.pop(name, None)
         self.running[name] = wanted
 

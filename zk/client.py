@@ -8,8 +8,10 @@ import threading
 from contextlib import contextmanager
 
 from kazoo.client import KazooClient, KazooState, TransactionRequest
-from kazoo.exceptions import BadArgumentsError, KazooException, NoAuthError, ZookeeperError
+from kazoo.exceptions import (BadArgumentsError, KazooException, NoAuthError,
+                              SessionMovedError, ZookeeperError)
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.retry import KazooRetry
 
 from .errors import CoordinationError
 
@@ -17,9 +19,19 @@ from .errors import CoordinationError
 log = logging.getLogger(__name__)
 
 # Errors worth retrying are the ones kazoo's own retry treats as such (connection loss,
-# operation timeout); everything else is a real answer and is not retried.
+# operation timeout, an expired session), and a session moved to another server (a request
+# sent through the old one while the client reconnected, e.g. during a leader election:
+# ZooKeeper refused it without applying it). Everything else is a real answer
+# (BadVersion, NodeExists...) and is not retried.
 RETRY = dict(max_tries=-1, delay=0.05, backoff=2, max_delay=2.0, deadline=30.0,
              ignore_expire=True)
+
+
+def command_retry() -> KazooRetry:
+    """The retry policy of every znode operation (``client.retry``), as said above."""
+    retry = KazooRetry(**RETRY)
+    retry.retry_exceptions += (SessionMovedError,)
+    return retry
 
 
 class ZkError(CoordinationError):
@@ -116,7 +128,7 @@ def connect(hosts: str, timeout: float = 15.0, session_timeout: float = 10.0,
     client = Client(hosts=hosts, timeout=session_timeout,
                     connection_retry=dict(max_tries=-1, delay=0.1, backoff=2,
                                           max_delay=2.0),
-                    command_retry=RETRY, read_only=read_only,
+                    command_retry=command_retry(), read_only=read_only,
                     auth_data=[auth.auth_data] if auth is not None else None)
     try:
         client.start(timeout=timeout)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from zk.errors import CoordinationError
 
+from . import logs
 from .errors import FlumeError, SpecError
 from .logical_node import LogicalNode, State
 from .components import all_components
@@ -329,9 +330,7 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     # Events are acyclic and short-lived; the default collector thresholds make the cyclic
     # GC run every few hundred allocations, which costs a third of a line source's time.
     gc.set_threshold(100_000, 50, 100)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logs.setup(args.log_level)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

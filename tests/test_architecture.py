@@ -46,6 +46,9 @@ def add_import(path: Path, line: str) -> None:
     ("zk/errors.py", "from node.errors import FlumeError",
      "zk imports neither node nor master"),
     ("node/sources/text.py", "import zk.store", "components never import zk"),
+    ("master/server.py", "from kazoo.recipe.watchers import ChildrenWatch",
+     "only zk imports kazoo"),
+    ("node/physical_node.py", "import kazoo.client", "only zk imports kazoo"),
     # node.sinks imports node.decorators: a second import back (besides the one listed
     # in the contract's ignore_imports) makes a cycle
     ("node/decorators/batch.py", "import node.sinks.console", "no cycles between node's"),

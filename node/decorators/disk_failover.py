@@ -158,11 +158,16 @@ class Spool:
             if rec is not None:
                 # framing intact, payload damaged: drop just this record
                 log.error("diskFailover: record at offset %d of %s fails its checksum; %d "
-                          "events dropped", off, seg.path, rec.fields[0])
+                          "events dropped", off, seg.path, rec.fields[0],
+                          extra={"segment": str(seg.path), "offset": off,
+                                 "bytes_lost": rec.size, "events_lost": rec.fields[0]})
                 self.advance(rec.length)
                 continue
+            # the framing is gone, so the records (and events) in the rest are unknown
             log.error("diskFailover: corrupt record in %s at offset %d (%s); skipping the "
-                      "rest of that segment", seg.path, off, bad)
+                      "rest of that segment", seg.path, off, bad,
+                      extra={"segment": str(seg.path), "offset": off,
+                             "bytes_lost": seg.size - off, "reason": bad})
             seg.sealed = True     # cannot write after garbage: later writes start anew
             self._next_segment()
             self._count_pending()

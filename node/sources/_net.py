@@ -490,6 +490,27 @@ class ServerSource(QueuedSource):
     def _make_server(self):
         raise NotImplementedError
 
+    def _keep_tcp_limits(self, maxConnections: int, maxConnectionsPerPeer: int,
+                         idleTimeoutMs: int, messageTimeoutMs: int,
+                         minBytesPerSecond: int) -> None:
+        """Keep the connection limits a TCP source declares (its spec arguments, checked
+        already) for :meth:`_tcp_server`."""
+        self._idle = idle_seconds(idleTimeoutMs)
+        self._message = idle_seconds(messageTimeoutMs)
+        self.maxConnections = maxConnections
+        self.maxConnectionsPerPeer = maxConnectionsPerPeer
+        self.idleTimeoutMs = idleTimeoutMs
+        self.messageTimeoutMs = messageTimeoutMs
+        self.minBytesPerSecond = minBytesPerSecond
+
+    def _tcp_server(self, kind: str, framer: Callable[[str], "Framer"]) -> "TcpServer":
+        """A :class:`TcpServer` with the limits kept by :meth:`_keep_tcp_limits`, a
+        ``framer(peer)`` per connection."""
+        return TcpServer(kind, self.bind, self.port, framer, self._queue, self.metrics,
+                         self.refusals, self.maxConnections, self._idle,
+                         max_connections_per_peer=self.maxConnectionsPerPeer,
+                         message_timeout=self._message, min_rate=self.minBytesPerSecond)
+
     def next_batch(self, timeout: float) -> list[Event] | None:
         """As :meth:`QueuedSource.next_batch`; SourceError once the server has failed
         (its logical node goes to ERROR with the reason)."""

@@ -26,7 +26,7 @@ from ._lines import LineBuffer
 from ._net import (DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS,
                    DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_EVENT_BYTES,
                    DEFAULT_MESSAGE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, Port,
-                   ServerSource, TcpServer, idle_seconds)
+                   ServerSource, TcpServer)
 
 QUEUE_EVENTS = 10_000
 
@@ -68,19 +68,9 @@ class NetcatSource(ServerSource):
                  messageTimeoutMs: NonNegative = DEFAULT_MESSAGE_TIMEOUT_MS,
                  minBytesPerSecond: NonNegative = DEFAULT_MIN_BYTES_PER_SECOND):
         super().__init__(port, bind, max_queue_bytes=maxQueueBytes)
-        self._idle = idle_seconds(idleTimeoutMs)
-        self._message = idle_seconds(messageTimeoutMs)
         self.maxEventBytes = maxEventBytes
-        self.maxConnections = maxConnections
-        self.maxConnectionsPerPeer = maxConnectionsPerPeer
-        self.idleTimeoutMs = idleTimeoutMs
-        self.messageTimeoutMs = messageTimeoutMs
-        self.minBytesPerSecond = minBytesPerSecond
+        self._keep_tcp_limits(maxConnections, maxConnectionsPerPeer, idleTimeoutMs,
+                              messageTimeoutMs, minBytesPerSecond)
 
     def _make_server(self) -> TcpServer:
-        return TcpServer("netcat", self.bind, self.port,
-                         lambda peer: _LineFramer(self, peer), self._queue, self.metrics,
-                         self.refusals, self.maxConnections, self._idle,
-                         max_connections_per_peer=self.maxConnectionsPerPeer,
-                         message_timeout=self._message,
-                         min_rate=self.minBytesPerSecond)
+        return self._tcp_server("netcat", lambda peer: _LineFramer(self, peer))

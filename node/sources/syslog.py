@@ -51,7 +51,7 @@ from ._batchqueue import DEFAULT_MAX_BYTES
 from ._net import (DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS,
                    DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_EVENT_BYTES,
                    DEFAULT_MESSAGE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, Port,
-                   ServerSource, TcpServer, UdpServer, idle_seconds)
+                   ServerSource, TcpServer, UdpServer)
 
 log = logging.getLogger(__name__)
 
@@ -382,18 +382,8 @@ class SyslogTcpSource(_SyslogSource):
                  minBytesPerSecond: NonNegative = DEFAULT_MIN_BYTES_PER_SECOND):
         super().__init__(port, bind=bind, maxEventBytes=maxEventBytes,
                          maxQueueBytes=maxQueueBytes)
-        self._idle = idle_seconds(idleTimeoutMs)
-        self._message = idle_seconds(messageTimeoutMs)
-        self.maxConnections = maxConnections
-        self.maxConnectionsPerPeer = maxConnectionsPerPeer
-        self.idleTimeoutMs = idleTimeoutMs
-        self.messageTimeoutMs = messageTimeoutMs
-        self.minBytesPerSecond = minBytesPerSecond
+        self._keep_tcp_limits(maxConnections, maxConnectionsPerPeer, idleTimeoutMs,
+                              messageTimeoutMs, minBytesPerSecond)
 
     def _make_server(self) -> TcpServer:
-        return TcpServer("syslogTcp", self.bind, self.port,
-                         lambda peer: _SyslogTcpFramer(self, peer), self._queue, self.metrics,
-                         self.refusals, self.maxConnections, self._idle,
-                         max_connections_per_peer=self.maxConnectionsPerPeer,
-                         message_timeout=self._message,
-                         min_rate=self.minBytesPerSecond)
+        return self._tcp_server("syslogTcp", lambda peer: _SyslogTcpFramer(self, peer))

@@ -113,3 +113,9 @@ class SourceError(ComponentError):
 
 class SinkError(ComponentError):
     """A sink failed; decorators such as failover and stubbornAppend react to it."""
+
+
+class Interrupted(SinkError):
+    """A sink gave up waiting (for disk space) because its flow stops: the batch was not
+    taken and its source position was not committed, so a source with positions gives it
+    again when the flow restarts. Not a failure of the flow."""

@@ -214,13 +214,14 @@ class AckedWriteAhead(Decorator):
                     p = self._pending
                     if p is not None and \
                             self.ctx.clock.monotonic() - p[2] >= PENDING_GRACE:
-                        self._flush(None, wait=False)
+                        self._flush(None)      # waits while the disk is full
                 self.wal.seal_older_than(self.maxMs / 1000)
                 self._space.gauge()
+            except Interrupted:
+                pass                       # closing: close writes what is pending
             except Exception as exc:
-                if not disk_full(exc):     # else the driver's next write waits for space
-                    log.warning("agent %s: write-ahead log maintenance failed: %s",
-                                self.agent, exc)
+                log.warning("agent %s: write-ahead log maintenance failed: %s",
+                            self.agent, exc)
 
     # ------------------------------------------------------------------ data path
 
@@ -284,6 +285,7 @@ class AckedWriteAhead(Decorator):
             return
         self._opened = False
         error = None
+        self._stop.set()       # first: a maintenance write waiting for space gives up
         with self._wlock:
             if self._pending is not None:
                 try:
@@ -294,7 +296,6 @@ class AckedWriteAhead(Decorator):
                         exc = Interrupted(f"ackedWriteAhead: the last batch is not written "
                                           f"(the disk is full): {exc}")
                     error = exc
-        self._stop.set()
         if self.sender is not None:
             self.sender.drain(DRAIN_SECONDS)
             self.sender.stop()

@@ -9,19 +9,17 @@ once with few duplicates for DFO.
 """
 from __future__ import annotations
 
-import os
-import subprocess
 from collections import Counter
 
 import pytest
 
 from tests.conftest import free_port
+from tests.tmpfs import needs_root, tmpfs
 
 from .harness import Node, wait_until
 from .test_data_plane import cluster, collector_spec, output_lines, run_writer  # noqa: F401
 
-pytestmark = [pytest.mark.timeout(120),
-              pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")]
+pytestmark = [pytest.mark.timeout(120), needs_root]
 
 DISK = "3m"          # the agent's disk: filled by about 65,000 counter lines (44 bytes each)
 LINES = 100_000
@@ -30,12 +28,8 @@ LINES = 100_000
 @pytest.fixture
 def small_disk(tmp_path):
     """A directory on a tmpfs of ``DISK`` bytes, unmounted at the end."""
-    d = tmp_path / "disk"
-    d.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(d)],
-                   check=True)
-    yield d
-    subprocess.run(["umount", "-l", str(d)], check=False)
+    with tmpfs(tmp_path / "disk", DISK) as d:
+        yield d
 
 
 def fill_the_disk(cluster, tmp_path, disk, sink: str):

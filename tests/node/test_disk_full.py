@@ -233,3 +233,14 @@ def test_the_logical_node_says_disk_full_and_a_stop_while_full_is_no_failure(dis
     assert node.state is State.ACTIVE and st["conditions"] == [node.last_error]
     assert node.stop(10)
     assert node.state is State.IDLE and node.last_error is None
+
+
+def test_the_free_bytes_gauge_is_the_least_over_components_not_the_sum():
+    from node.metrics import summarize
+    spool = {"name": "diskFailover", "kind": "decorator",
+             "metrics": {"disk_free_bytes": 5000, "spooled": 3}}
+    wal = {"name": "ackedWriteAhead", "kind": "decorator",
+           "metrics": {"disk_free_bytes": 4000, "spooled": 4}}
+    c = summarize({"components": {"sink": {"name": "fanout", "kind": "sink",
+                                           "children": [spool, wal]}}})
+    assert c["disk_free_bytes"] == 4000 and c["spooled"] == 7

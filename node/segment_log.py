@@ -25,7 +25,8 @@ one writer at a time. The E2E write-ahead log (:mod:`node.wal`) and diskFailover
   allocated when it is created (``magic:4s gen:u64 length:u32 crc32:u32 data``); the
   valid slot with the highest generation is the state, so a write torn by a crash leaves
   the previous one. Only a record too big for its slot (more than ``STATE_SLOT`` bytes at
-  first) makes a new, bigger file (replaced atomically), which needs space.
+  first) makes a new, bigger file (replaced atomically), which needs space. A file of the
+  older format (the text alone) is read, and rewritten in this one when first read.
 * **Torn-tail repair.** :meth:`SegmentLog.scan` reads a segment in order; the first record
   failing its framing, its checksums or the owner's check ends the segment: the rest is
   cut off on disk, counted (``corrupt``, ``truncated_bytes``) and logged -- a warning at
@@ -55,6 +56,7 @@ from typing import Callable, TypeVar
 
 from .checkpoint import fsync_dir
 from .errors import Interrupted
+from .limits import RateLimitedLog
 
 MAX_RECORD = 1 << 30           # a length above this is damage, not data
 _TRAILER = struct.Struct(">II")
@@ -334,9 +336,16 @@ class SegmentLog:
         while chunk := os.pread(fd, 1 << 16, len(raw)):
             raw += chunk
         if not raw.startswith(_STATE_MAGIC):
-            # the older format: replaced whole, so its next write makes a new file
+            # the older format (the text alone, replaced whole): rewritten in this one now,
+            # while there is likely space, else at its next write
             self._states[name] = [fd, 0, 0]
-            return raw.decode("utf-8", "replace") if raw else None
+            text = raw.decode("utf-8", "replace") if raw else None
+            if text is not None:
+                try:
+                    self._new_state(name, raw)
+                except OSError:
+                    pass
+            return text
         slot = len(raw) // 2
         best = None
         for start in (0, slot):
@@ -413,7 +422,8 @@ class SpaceWait:
 
     :meth:`call` runs a write; while it fails for want of space it reports the condition
     (``report(text)``, ``report(None)`` once it is over: the logical node shows it),
-    counts it (``disk_full``: times a write had to wait), logs it once, and tries again
+    counts it (``disk_full``: times a write had to wait), logs it (at most every 10 s,
+    however often the disk fills and empties), and tries again
     when the owner removed a segment or after a wait doubling from ``FIRST`` to ``MOST``
     seconds -- until the write succeeds or ``stopping()`` says the flow stops
     (:class:`~node.errors.Interrupted`: nothing of the write was kept). The caller's
@@ -427,6 +437,7 @@ class SpaceWait:
     def __init__(self, log: SegmentLog, metrics, report: Callable[[str | None], None],
                  clock):
         self.seglog, self.metrics, self.report, self.clock = log, metrics, report, clock
+        self._log = RateLimitedLog(log.log)
         self._gauge_at: float | None = None
 
     def gauge(self, force: bool = False) -> int | None:
@@ -467,9 +478,9 @@ class SpaceWait:
             if since is not None:
                 self.gauge(force=True)
                 self.report(None)
-                self.seglog.log.info("%s in %s: the disk has space again after %.1f s; the "
-                                  "flow goes on", self.seglog.what, self.seglog.dir,
-                                  self.clock.monotonic() - since)
+                self._log.log(logging.INFO, "space", "%s in %s: the disk has space again "
+                              "after %.1f s; the flow goes on", self.seglog.what,
+                              self.seglog.dir, self.clock.monotonic() - since)
             return result
 
     def _full(self, exc: OSError) -> None:
@@ -477,5 +488,5 @@ class SpaceWait:
         self.metrics["disk_full"] = self.metrics.get("disk_full", 0) + 1
         self.report(f"disk full: {self.seglog.what} in {self.seglog.dir} cannot grow "
                     f"({free} bytes free); the source waits until sending frees space")
-        self.seglog.log.warning("%s in %s: the disk is full (%s); the source waits until "
-                             "sending frees space", self.seglog.what, self.seglog.dir, exc)
+        self._log.warning("full", "%s in %s: the disk is full (%s); the source waits until "
+                          "sending frees space", self.seglog.what, self.seglog.dir, exc)

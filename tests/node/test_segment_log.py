@@ -254,11 +254,12 @@ def test_a_state_bigger_than_its_slot_gets_a_bigger_file(tmp_path):
     assert make_read(tmp_path, "state") == "small again"
 
 
-def test_a_state_file_of_the_older_format_is_read_then_rewritten(tmp_path):
+def test_a_state_file_of_the_older_format_is_read_and_rewritten_in_this_one(tmp_path):
     (tmp_path / "state").write_text('{"old": 1}')
     lg = make(tmp_path)
     lg.open()
     assert lg.read_state("state") == '{"old": 1}'
+    assert os.path.getsize(tmp_path / "state") == 2 * segment_log.STATE_SLOT   # converted
     lg.write_state("state", '{"new": 2}')
     lg.close()
     assert make_read(tmp_path, "state") == '{"new": 2}'

@@ -254,8 +254,6 @@ class AckedWriteAhead(Decorator):
             if wait:
                 return self._space.call(write, self._stopping)
             return write()
-        except Interrupted:
-            raise
         except WalError as exc:
             if not disk_full(exc):
                 self.metrics.add("errors")

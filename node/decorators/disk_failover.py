@@ -256,7 +256,7 @@ class DiskFailoverDecorator(Decorator):
         self._encoded = hasattr(self.inner, "append_encoded")
         self._spooled_since_cp = False
         self._space = SpaceWait(self.spool.log, self.metrics,
-                                ctx.conditions.reporter(f"diskFailover {self.name}"),
+                                ctx.conditions.reporter(f"diskFailover {self.spool_dir.name}"),
                                 ctx.clock)
         self._space.gauge()
         self._update_bytes()
@@ -345,11 +345,11 @@ class DiskFailoverDecorator(Decorator):
             direct = (self._inner_open and not self._spooled_since_cp
                       and self.spool.empty)
             self._spooled_since_cp = False
-        if direct:
-            self.inner.when_durable(cp)
-        else:
-            # the checkpoint file shares the spool's disk: wait for space like an append
-            self._space.call(lambda: self.ctx.store.commit([cp]), self._stopping)
+        # the checkpoint file shares the spool's disk: its write waits for space like an
+        # append (an inner sink refused by the full disk did not commit: it is asked again)
+        commit = ((lambda: self.inner.when_durable(cp)) if direct
+                  else (lambda: self.ctx.store.commit([cp])))
+        self._space.call(commit, self._stopping)
 
     # -------------------------------------------------------------- replay
 

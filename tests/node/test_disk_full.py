@@ -244,3 +244,26 @@ def test_the_free_bytes_gauge_is_the_least_over_components_not_the_sum():
     c = summarize({"components": {"sink": {"name": "fanout", "kind": "sink",
                                            "children": [spool, wal]}}})
     assert c["disk_free_bytes"] == 4000 and c["spooled"] == 7
+
+
+@pytest.mark.parametrize("kind", ["dfo", "e2e"])
+def test_a_disk_filled_by_someone_else_holds_the_source_back_until_they_free_it(disk, kind):
+    """The collector is up, nothing is spooled: only the checkpoint file (DFO sending
+    directly) or the log needs space, and another program took it all."""
+    ctx = disk_ctx(disk)
+    gate = Gate()
+    gate.up.set()
+    sink = (DiskFailoverDecorator(gate, 100, 20) if kind == "dfo"
+            else AckedWriteAhead(gate, 200, 20, retransmitMs=60_000))
+    sink.open(ctx)
+    filler = fill(disk)
+    t, appended = drive(sink, ctx, 20)
+    wait_until(lambda: ctx.conditions.texts(), 10, "disk full reported")
+    assert t.is_alive() and appended[0] < 20
+    filler.unlink()
+    t.join(10)
+    assert not t.is_alive() and appended[0] == 20
+    wait_until(lambda: len(gate.bodies) >= 20 * 50, 10, "everything delivered")
+    wait_until(lambda: not ctx.conditions.texts(), 5, "disk full cleared")
+    sink.close()
+    assert gate.bodies == expected(20) and ctx.store.get("pos") == 19

@@ -460,6 +460,7 @@ class SpaceWait:
         since = None
         delay = self.FIRST
         while True:
+            self.seglog.freed.clear()     # before the write: a removal during it counts
             try:
                 result = write()
             except OSError as exc:
@@ -471,7 +472,6 @@ class SpaceWait:
                 if stopping():
                     raise Interrupted(f"{self.seglog.what} in {self.seglog.dir} could not be "
                                       f"written: the disk is full and the flow stops") from exc
-                self.seglog.freed.clear()
                 self.clock.wait(self.seglog.freed, delay)
                 delay = min(delay * 2, self.MOST)
                 continue

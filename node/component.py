@@ -59,10 +59,41 @@ class NodeShared:
     e2e_collectors: dict = field(default_factory=dict)
 
 
+class Conditions:
+    """Transient conditions of a running flow that components report while they last (a
+    full disk holding the source back): ``set(key, text)`` when one begins, ``set(key,
+    None)`` when it ends. The logical node shows them in its status (``last_error``,
+    ``conditions``) while its state stays ACTIVE; they clear by themselves. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._texts: dict[str, str] = {}
+
+    def set(self, key: str, text: str | None) -> None:
+        with self._lock:
+            if text is None:
+                self._texts.pop(key, None)
+            else:
+                self._texts[key] = text
+
+    def reporter(self, key: str) -> Callable[[str | None], None]:
+        """``set`` bound to ``key``."""
+        return lambda text: self.set(key, text)
+
+    def texts(self) -> list[str]:
+        with self._lock:
+            return [self._texts[k] for k in sorted(self._texts)]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._texts.clear()
+
+
 @dataclass
 class NodeContext:
     """What a running component may use: its logical node's identity, private data
-    directory, clock, checkpoint store and the physical node's shared state."""
+    directory, clock, checkpoint store, the physical node's shared state, and where to
+    report transient conditions (``conditions``)."""
 
     logical_name: str
     data_dir: Path
@@ -72,6 +103,7 @@ class NodeContext:
     allow_exec: bool = True
     shared: NodeShared = field(default_factory=NodeShared)
     stop_event: threading.Event = field(default_factory=threading.Event)
+    conditions: Conditions = field(default_factory=Conditions)
 
     def component_dir(self, *parts: str) -> Path:
         """A directory private to one component of this logical node (created)."""

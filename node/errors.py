@@ -118,3 +118,9 @@ class SinkError(ComponentError):
 class CommitLogError(FlumeError):
     """The E2E commit log failed (ZooKeeper away or refusing): what node/commit_port.py
     makes of the zk/ errors, so that components, which never import zk, can catch it."""
+
+
+class Interrupted(SinkError):
+    """A sink gave up waiting (for disk space) because its flow stops: the batch was not
+    taken and its source position was not committed, so a source with positions gives it
+    again when the flow restarts. Not a failure of the flow."""

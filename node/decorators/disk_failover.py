@@ -14,8 +14,15 @@ fails, replay in the background.
   crc32:u32 payload``, each one batch in the :mod:`node.codec` encoding. Writes are
   handed to the OS, not fsynced: nothing is lost while the process lives and its disk
   survives (a SIGKILL loses nothing; a power cut may). After a restart, what was left in
-  the spool is replayed first. The replay position is kept in ``replay.pos``; a crash
-  between a send and its position update resends that one record (at-least-once).
+  the spool is replayed first. The replay position is kept in ``replay.pos``, a state
+  file of the segment log rewritten in place (created at open, it needs no new space
+  later); a crash between a send and its position update resends that one record
+  (at-least-once).
+* **Disk full** is transient: an append that finds no space waits
+  (:class:`node.segment_log.SpaceWait`), holding its source back, while the replay goes
+  on and removes what it sent; the logical node says "disk full" meanwhile and the
+  append goes on by itself once there is space. A write cut short by the full disk is
+  cut back at once. ``disk_free_bytes`` is the free space of the spool's disk.
 * A record whose framing is damaged (torn by a machine crash) is reported, counted in
   ``corrupt`` and the rest of its segment cut off (at open) or skipped (while replaying);
   a record whose framing is intact but whose payload fails its checksum is dropped alone.
@@ -27,7 +34,7 @@ fails, replay in the background.
 An inner sink with ``append_encoded(data, count)`` (the agent collector chain) receives the
 spooled encoding as it is, without decoding. Counters: ``events_out`` (sent directly),
 ``spooled``, ``replayed``, ``spool_bytes`` (waiting in the spool), ``send_errors``,
-``corrupt``.
+``corrupt``, ``disk_full`` (appends that had to wait for space), ``disk_free_bytes``.
 """
 from __future__ import annotations
 
@@ -43,10 +50,12 @@ from ..codec import decode_events, encode_events
 from ..component import Decorator, NodeContext, Sink
 from ..errors import SinkError
 from ..event import Event
+from ..limits import RateLimitedLog
 from ..registry import Positive, decorator
-from ..segment_log import Framing, LogInUse, SegmentLog
+from ..segment_log import Framing, LogInUse, SegmentLog, SpaceWait, disk_full
 
 log = logging.getLogger(__name__)
+_send_failed = RateLimitedLog(log)
 
 _MAGIC = b"DFO1"
 FRAMING = Framing("I", {_MAGIC: False})   # magic, count, length, crc32(payload)
@@ -92,11 +101,14 @@ class Spool:
     def _load(self) -> None:
         segs = self.log.open()
         rseg, roff = -1, 0
+        text = self.log.read_state(_POS_FILE)
         try:
-            pos = json.loads((self.dir / _POS_FILE).read_text())
+            pos = json.loads(text) if text is not None else None
             rseg, roff = int(pos["segment"]), int(pos["offset"])
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             pass
+        if text is None:
+            self._save_pos()     # allocated now: rewriting it later needs no new space
         # a new segment numbered below the recorded position would be taken for one
         # replayed already at the next open (replay.pos can outlive its segments)
         self.log.next_number = max(self.log.next_number, rseg + 1)
@@ -130,7 +142,9 @@ class Spool:
         return self.pending_records == 0
 
     def write(self, data: bytes, count: int) -> None:
-        """Append one record, handed to the OS. OSError passes through."""
+        """Append one record, handed to the OS. OSError passes through
+        (:class:`~node.segment_log.DiskFull` when the disk is full); nothing of a failed
+        write is kept."""
         seg = self.log.writable()
         if seg.size == 0 and (self._read is None or self.pending_records == 0):
             self._read, self._roff = seg, 0
@@ -198,7 +212,7 @@ class Spool:
             self.log.remove(seg)
         self._read, self._roff = None, 0
         self.pending_bytes = 0
-        (self.dir / _POS_FILE).unlink(missing_ok=True)
+        self._save_pos()
 
     def _save_pos(self) -> None:
         number = self._read.number if self._read is not None else -1
@@ -235,6 +249,7 @@ class DiskFailoverDecorator(Decorator):
         self._inner_open = False
         self._spooled_since_cp = False
         self._encoded = False
+        self._space: SpaceWait | None = None
 
     @classmethod
     def check_args(cls, args) -> None:
@@ -251,6 +266,10 @@ class DiskFailoverDecorator(Decorator):
             raise SinkError(f"diskFailover: cannot open the spool under {base}: {exc}") from exc
         self._encoded = hasattr(self.inner, "append_encoded")
         self._spooled_since_cp = False
+        self._space = SpaceWait(self.spool.log, self.metrics,
+                                ctx.conditions.reporter(f"diskFailover {self.spool_dir.name}"),
+                                ctx.clock)
+        self._space.gauge()
         self._update_bytes()
         if self.spool.corrupt:
             self.metrics.set("corrupt", self.spool.corrupt)
@@ -289,44 +308,59 @@ class DiskFailoverDecorator(Decorator):
         else:
             self.inner.append(events if events is not None else decode_events(data))
 
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or self.ctx.stop_event.is_set()
+
     def append(self, events: list[Event]) -> None:
         if not events:
             return
         n = len(events)
         self.metrics.add("events_in", n)
+        encoded: list[bytes | None] = [None]     # encoded once, when first needed
+        # while the disk is full this waits (the source with it) and tries again: the
+        # replay frees space, or empties the spool so that the batch is sent directly
+        self._space.call(lambda: self._take(events, n, encoded), self._stopping)
+        self._wake.set()
+
+    def _take(self, events: list[Event], n: int, encoded: list) -> None:
+        """Send the batch directly if nothing waits in the spool, else spool it. OSError
+        for want of space passes through (nothing was kept); SinkError otherwise."""
         with self._lock:
-            data = None
             if self.spool.empty and self._inner_open:
-                if self._encoded:
-                    data = encode_events(events)
+                if self._encoded and encoded[0] is None:
+                    encoded[0] = encode_events(events)
                 try:
-                    self._send(events, data, n)
+                    self._send(events, encoded[0], n)
                     self.metrics.add("events_out", n)
                     return
                 except SinkError as exc:
                     self.metrics.add("send_errors")
-                    log.warning("diskFailover: send failed, spooling to disk: %s", exc)
-            if data is None:
-                data = encode_events(events)
+                    _send_failed.warning("send", "diskFailover: send failed, spooling to "
+                                         "disk: %s", exc)
+            if encoded[0] is None:
+                encoded[0] = encode_events(events)
             try:
-                self.spool.write(data, n)
+                self.spool.write(encoded[0], n)
             except OSError as exc:
+                self._update_bytes()
+                if disk_full(exc):
+                    raise
                 self.metrics.add("errors")
                 raise SinkError(f"diskFailover: cannot write the spool: {exc}") from exc
             self._spooled_since_cp = True
             self.metrics.add("spooled", n)
             self._update_bytes()
-        self._wake.set()
 
     def when_durable(self, cp: Checkpoint) -> None:
         with self._lock:
             direct = (self._inner_open and not self._spooled_since_cp
                       and self.spool.empty)
             self._spooled_since_cp = False
-        if direct:
-            self.inner.when_durable(cp)
-        else:
-            self.ctx.store.commit([cp])
+        # the checkpoint file shares the spool's disk: its write waits for space like an
+        # append (an inner sink refused by the full disk did not commit: it is asked again)
+        commit = ((lambda: self.inner.when_durable(cp)) if direct
+                  else (lambda: self.ctx.store.commit([cp])))
+        self._space.call(commit, self._stopping)
 
     # -------------------------------------------------------------- replay
 
@@ -335,6 +369,7 @@ class DiskFailoverDecorator(Decorator):
         stop = self._stop
         backoff = Backoff(self.check_ms / 1000, self.max_ms / 1000)
         while not stop.is_set():
+            self._space.gauge()
             with self._lock:
                 empty = self.spool.empty
             if empty:

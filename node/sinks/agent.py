@@ -64,7 +64,8 @@ log = logging.getLogger(__name__)
 CHAIN_COUNTERS = ("events_out", "bytes_out", "retries", "failovers", "dropped")
 BE_LANES = 3        # batches in flight at once in best-effort mode
 CLOSE_GRACE = 5.0   # seconds BE's close waits for batches in flight before cutting them
-DFO_COUNTERS = ("spooled", "replayed", "spool_bytes", "send_errors", "corrupt")
+DFO_COUNTERS = ("spooled", "replayed", "spool_bytes", "send_errors", "corrupt", "disk_full",
+                "disk_free_bytes")
 
 
 def collector_address(host: str, port: int) -> str:

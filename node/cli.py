@@ -17,7 +17,7 @@ from pathlib import Path
 
 from zk.errors import CoordinationError
 
-from . import logs
+from . import config_file, logs
 from .errors import FlumeError, SpecError
 from .logical_node import LogicalNode, State
 from .components import all_components
@@ -301,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--http-bind", default="127.0.0.1", metavar="ADDRESS",
                    help="address the status page listens on (default 127.0.0.1); a "
                    "loopback address only: the page has no access control")
+    add_config_file_option(n, "node")
     n.set_defaults(func=cmd_node)
 
     c = sub.add_parser("check", help="validate a spec and print its canonical form",
@@ -324,9 +325,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_config_file_option(command: argparse.ArgumentParser, name: str) -> None:
+    command.add_argument("--config-file", metavar="FILE",
+                         help=f"TOML file of settings: the long flags without dashes, e.g. "
+                         f"/etc/flume/{name}.toml (flags given here override it)")
+
+
+def parse_command_line(parser: argparse.ArgumentParser,
+                       argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with the defaults a ``--config-file`` gives (node/config_file.py);
+    exit status 2 with the file and key when the file cannot be used."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config_file", None):
+        commands = next(a for a in parser._actions if a.dest == "command").choices
+        try:
+            config_file.load(Path(args.config_file), commands[args.command], parser)
+        except config_file.SettingsError as exc:
+            parser.exit(2, f"flume {args.command}: {exc}\n")
+        args = parser.parse_args(argv)
+    return args
+
+
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     parser = parser or build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     # Events are acyclic and short-lived; the default collector thresholds make the cyclic
     # GC run every few hundred allocations, which costs a third of a line source's time.
     gc.set_threshold(100_000, 50, 100)

@@ -113,3 +113,9 @@ class SourceError(ComponentError):
 
 class SinkError(ComponentError):
     """A sink failed; decorators such as failover and stubbornAppend react to it."""
+
+
+class DeliveryUnknown(SinkError):
+    """A call failed after its request may have reached the receiver (a timeout, a
+    connection broken while waiting for the answer): the receiver may or may not have
+    taken the batch. A connection that could not be made is a plain SinkError."""

@@ -4,17 +4,25 @@ caller gave up is dropped and counted, DFO's replay adapts, BE counts ``unknown`
 from ``dropped`` and probes a collector before dropping a backlog."""
 from __future__ import annotations
 
+import collections
+import logging
+import os
+import signal
 import socket
 import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from node.codec import encode_events
+from node.decorators.disk_failover import REPLAY_TIMEOUT_FACTOR, DiskFailoverDecorator
 from node.errors import DeliveryUnknown
 from node.event import Event
 from node.logical_node import LogicalNode
 from node.builder import build_sink
+from node.component import Sink
 from node.rpc import BatchId, RpcClient, Status
 from node.rpc_window import BUSY, CONFLICT, DUPLICATE, BatchWindow
 from node.sinks import collect
@@ -23,6 +31,8 @@ from tests.conftest import free_port
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def numbered(start: int, n: int) -> list[Event]:
@@ -155,3 +165,144 @@ def test_window_bounds_per_sender_and_in_all_and_counts_evictions():
     w.finish(c, False)                           # not written: forgotten
     assert w.claim("c", 1, (1, 1), 1, 0) not in (BUSY, DUPLICATE)
     assert w.size <= 5
+
+
+# ---------------------------------------------------------------- DFO
+
+def collector_process(tmp_path, port: int, ms_per_event: int, out: Path):
+    env = dict(os.environ, FLUME_DATA_DIR=str(tmp_path / "collector-data"))
+    spec = (f'c: collectorSource({port}, bind="127.0.0.1") | '
+            f'{{ delay({ms_per_event}) => text("{out}") }}')
+    return subprocess.Popen([sys.executable, "-m", "node.cli", "--log-level", "WARNING",
+                             "node", "--one-shot", "-n", "c", "-c", spec], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_dfo_against_a_collector_slower_than_the_timeout_writes_each_event_once(make_ctx,
+                                                                                tmp_path):
+    """A real collector process writing 200 events in 1 s, an agent giving up after
+    0.5 s: every batch times out, is spooled and replayed -- and is in the collector's
+    file once (before batch ids: 12 copies of the first batch within 12 s, the others
+    never delivered)."""
+    port, out = free_port(), tmp_path / "out.txt"
+    proc = collector_process(tmp_path, port, 5, out)
+    try:
+        wait_until(lambda: listening(port), 15,
+                   "the collector to listen", ignore=(OSError,))
+        ctx = make_ctx("agent")
+        agent = opened(f'agentDFOSink("127.0.0.1", {port}, timeoutMs=500, checkMs=50, '
+                       f'maxMs=400)', ctx)
+        for start in range(0, 600, 200):
+            agent.append(numbered(start, 200))
+        assert agent.metrics["spooled"] >= 200               # the timeouts happened
+        try:
+            replayed = wait_until(lambda: agent.dfo.spool.empty and agent.dfo.metrics.get(
+                "replayed", 0) == agent.metrics["spooled"], 15, "the replay")
+        except AssertionError:
+            replayed = False
+        agent.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    copies = collections.Counter(out.read_bytes().splitlines())
+    assert max(copies.values()) == 1, copies.most_common(3)
+    assert len(copies) == 600 and replayed
+
+
+class Unanswered(Sink):
+    """An inner sink whose calls get no answer within less than ``needs`` seconds."""
+
+    def __init__(self, needs: float):
+        super().__init__()
+        self.timeout = 0.1
+        self.needs = needs
+        self.asked: list[float] = []
+        self.got: list[bytes] = []
+
+    def append_encoded(self, data: bytes, count: int, lane: int = 0,
+                       timeout: float | None = None) -> None:
+        self.asked.append(timeout)
+        if timeout is None or timeout < self.needs:
+            raise DeliveryUnknown("timed out")
+        self.got.append(data)
+
+
+def test_dfo_replay_waits_longer_after_each_unknown_outcome_up_to_a_bound(make_ctx,
+                                                                           caplog):
+    inner = Unanswered(needs=0.5)
+    dfo = DiskFailoverDecorator(inner, maxMs=20, checkMs=10)
+    dfo.open(make_ctx("agent"))
+    with caplog.at_level(logging.WARNING, logger="node.decorators.disk_failover"):
+        dfo.append(numbered(0, 5))                   # no answer: spooled
+        wait_until(lambda: inner.got, 10, "the replay")
+    dfo.close()
+    # the direct send and the first replay wait 0.1 s, then 0.2, 0.4, 0.8
+    assert inner.asked == [None, 0.1, 0.2, 0.4, 0.8]
+    assert dfo.metrics["replayed"] == 5
+    assert [r.levelname for r in caplog.records if "replay" in r.message][:1] == ["WARNING"]
+    # never past the bound
+    inner = Unanswered(needs=100)
+    dfo = DiskFailoverDecorator(inner, maxMs=10, checkMs=10)
+    dfo.open(make_ctx("agent2"))
+    dfo.append(numbered(0, 1))
+    wait_until(lambda: len(inner.asked) >= 8, 10, "several replays")
+    dfo.close()
+    assert max(t for t in inner.asked if t) == pytest.approx(0.1 * REPLAY_TIMEOUT_FACTOR)
+
+
+# ---------------------------------------------------------------- BE
+
+def test_be_counts_timed_out_batches_as_unknown_and_only_lost_ones_as_dropped(make_ctx,
+                                                                              tmp_path):
+    """Against a collector slower than the timeout, then down: lost = dropped exactly
+    when only refusals count as dropped, and unknown covers what may have arrived (before:
+    every timed-out batch counted as dropped although the collector wrote it)."""
+    node, port = slow_collector(tmp_path, "be", 4)            # 100 events: 0.4 s
+    agent = opened(f'agentBESink("127.0.0.1", {port}, timeoutMs=250, checkMs=50, '
+                   f'maxMs=100, lanes=1)', make_ctx("agent"))
+    sent = 0
+    for _ in range(4):
+        agent.append(numbered(sent, 100))
+        sent += 100
+    assert agent.wait_sent(20)
+    node.stop(10)                                              # the collector goes away
+    for _ in range(3):
+        agent.append(numbered(sent, 100))
+        sent += 100
+    assert agent.wait_sent(20)
+    agent.close()
+    got = bodies("be")
+    assert len(got) == len(set(got))
+    m = agent.metrics
+    lost = sent - len(got)
+    assert m["dropped"] <= lost <= m["dropped"] + m.get("unknown", 0)
+    assert m["dropped"] == 300                                # refused: surely lost
+    assert m["events_out"] + m["dropped"] + m["unknown"] == sent
+    assert m["unknown"] > 0 and len(got) > m["events_out"]    # some unknown arrived
+
+
+def test_be_probes_a_collector_backing_off_before_dropping(make_ctx, tmp_path):
+    """The collector comes back during a long backoff (5 s): batches sent right after
+    reach it (before: dropped until the backoff ended)."""
+    node, port = slow_collector(tmp_path, "probe", 0)
+    agent = opened(f'agentBESink("127.0.0.1", {port}, checkMs=5000, maxMs=5000, lanes=1)',
+                   make_ctx("agent"))
+    agent.append(numbered(0, 10))
+    assert agent.wait_sent(10) and agent.metrics["events_out"] == 10
+    node.stop(10)
+    agent.append(numbered(10, 10))                            # refused: backs off 5 s
+    assert agent.wait_sent(10) and agent.metrics["dropped"] == 10
+    node.configure(parse_source(f'collectorSource({port}, bind="127.0.0.1")'),
+                   parse_sink('collect("probe")'))
+    wait_until(lambda: listening(port), 10,
+               "the collector to listen again", ignore=(OSError,))
+    sent = 20
+    for _ in range(20):
+        agent.append(numbered(sent, 10))
+        sent += 10
+        agent.wait_sent(10)
+    agent.close()
+    assert agent.metrics["dropped"] <= 20                     # at most one batch more
+    assert len(bodies("probe")) >= sent - 20
+    assert agent.metrics["probes"] >= 1
+    node.stop(10)

@@ -22,11 +22,13 @@ Bounds: at most ``per_sender`` ids of one sender (its oldest is forgotten first)
 ``total`` ids in all (the oldest id of the sender unheard of for the longest is forgotten
 first); every forgotten id is counted (``batch_ids_evicted``). An id forgotten is a
 window that can no longer recognise that batch: its resend is written again (at-least-once,
-as without ids). An entry costs about 200 bytes (a dictionary slot, an int key, a small
+as without ids). An id costs about 200 bytes (a dictionary slot, an int key, a small
 object), a sender its id (at most ``MAX_SENDER_CHARS`` characters, checked by the caller)
-and a dictionary: 16,384 ids from as many senders stay under 10 MB. The window lives in
-memory: a receiver that restarts has forgotten everything (a batch it wrote before
-answering and is resent after the restart is written twice).
+and a dictionary, about 700 bytes more: 256 ids of one sender take 54 kB, the worst case
+-- 16,384 ids from as many senders with 256-character ids -- 15 MB (measured; a
+collector's RSS grew 17 MB under 40,000 such calls and stayed there under 80,000). The
+window lives in memory: a receiver that restarts has forgotten everything (a batch it
+wrote before answering and is resent after the restart is written twice).
 """
 from __future__ import annotations
 

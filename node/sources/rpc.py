@@ -25,8 +25,9 @@ an id already written is answered OK without writing (``duplicate_batches``,
 until its own deadline (``joined``; RETRY if still writing then), and an id not written
 (withdrawn, expired) is forgotten so its resend is written. The window holds at most
 ``maxBatchIds=16384`` ids, ``maxBatchIdsPerSender=256`` of one sender; the oldest are
-forgotten first (``batch_ids_evicted``; ``batch_ids`` is how many are held, about 200
-bytes each). A sender id over 256 characters is answered FAILED (``refused_malformed``).
+forgotten first (``batch_ids_evicted``; ``batch_ids`` is how many are held: 15 MB at
+most, node/rpc_window.py). A sender id over 256 characters is answered FAILED
+(``refused_malformed``).
 
 ``appendGroup`` (end-to-end groups, docs/e2e.md): a ``collectorSource`` on a node with
 ZooKeeper (``ctx.shared.zk_store``) hands every group to

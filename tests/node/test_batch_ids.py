@@ -209,6 +209,75 @@ def test_dfo_against_a_collector_slower_than_the_timeout_writes_each_event_once(
     assert len(copies) == 600 and replayed
 
 
+class CuttableLink:
+    """A TCP relay from a free port to 127.0.0.1:``port``; :meth:`cut` breaks every
+    connection it carries (a network cut), new ones are relayed again."""
+
+    def __init__(self, port: int):
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                a, _ = self.listener.accept()
+            except OSError:
+                return
+            b = socket.create_connection(("127.0.0.1", self.target))
+            self.socks += [a, b]
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self._pipe, args=(x, y), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self):
+        socks, self.socks = self.socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.listener.close()
+        self.cut()
+
+
+def test_dfo_batch_in_flight_at_a_network_cut_is_written_once(make_ctx, tmp_path):
+    """The link breaks while the collector writes a batch: the agent cannot know whether
+    it arrived, spools and replays it -- and the collector answers the replay without
+    writing it again (before batch ids: written twice)."""
+    node, port = slow_collector(tmp_path, "cut", 5)           # 100 events: 0.5 s
+    link = CuttableLink(port)
+    agent = opened(f'agentDFOSink("127.0.0.1", {link.port}, checkMs=50, maxMs=200)',
+                   make_ctx("agent"))
+    sender = threading.Thread(target=agent.append, args=(numbered(0, 100),))
+    sender.start()
+    wait_until(lambda: source_metrics(node).get("events_in", 0) == 100, 5,
+               "the collector to take the batch")
+    link.cut()                                                # while it is being written
+    sender.join(10)
+    assert agent.metrics["spooled"] == 100
+    wait_until(lambda: agent.dfo.spool.empty and agent.dfo.metrics.get("replayed") == 100,
+               10, "the replay")
+    agent.append(numbered(100, 5))
+    agent.close()
+    assert bodies("cut") == list(range(105))
+    assert source_metrics(node)["duplicate_batches"] + source_metrics(node)["joined"] >= 1
+    link.close()
+    node.stop(10)
+
+
 class Unanswered(Sink):
     """An inner sink whose calls get no answer within less than ``needs`` seconds."""
 

@@ -701,12 +701,12 @@ class RpcClient:
                 self._drop()
                 self.stale_reconnects += 1
             client = self._client or self._connect()
-            longer = timeout is not None and timeout != self.timeout
+            other = timeout is not None and timeout != self.timeout
             try:
-                if longer:
+                if other:
                     self._sock.set_timeout(timeout * 1000)
                 answer = getattr(client, name)(*args)
-                if longer:
+                if other:
                     self._sock.set_timeout(self.timeout * 1000)
                 return answer
             except Exception as exc:

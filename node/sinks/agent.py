@@ -572,7 +572,8 @@ class _DFO(_AgentSink):
 
 @sink("agentBESink")
 class AgentBESink(_BE):
-    """Best effort to one collector: drops (and counts) what it cannot send."""
+    """Best effort to one collector: drops what it cannot send and counts it --
+    ``dropped`` (surely lost) or ``unknown`` (the call timed out: delivered or lost)."""
 
     def __init__(self, host: str = "localhost", port: int = DEFAULT_PORT, *,
                  batchCount: int = 1, batchMillis: int = 0, compression: bool | str = False,
@@ -584,7 +585,8 @@ class AgentBESink(_BE):
 
 @sink("agentBEChain")
 class AgentBEChain(_BE):
-    """Best effort over an ordered list of collectors ``"host[:port]"``."""
+    """Best effort over an ordered list of collectors ``"host[:port]"``; counts
+    ``dropped`` (surely lost) and ``unknown`` (delivered or lost) apart."""
 
     def __init__(self, *collectors: str, batchCount: int = 1, batchMillis: int = 0,
                  compression: bool | str = False, maxMs: int = 10_000, checkMs: int = 1000,
@@ -595,7 +597,8 @@ class AgentBEChain(_BE):
 
 @sink("agentDFOSink")
 class AgentDFOSink(_DFO):
-    """Disk failover to one collector: spools what it cannot send, replays it later."""
+    """Disk failover to one collector: spools what it cannot send, replays it later
+    with its batch id (a collector that wrote it does not write it again)."""
 
     def __init__(self, host: str = "localhost", port: int = DEFAULT_PORT, *,
                  batchCount: int = 1, batchMillis: int = 0, compression: bool | str = False,

@@ -123,6 +123,26 @@ def test_the_deadline_drops_a_batch_the_flow_did_not_take_in_time(tmp_path):
     node.stop(10)
 
 
+@pytest.mark.parametrize("packed", ["true", "false"])
+def test_rpc_sink_resending_a_timed_out_batch_keeps_its_id(make_ctx, tmp_path, packed):
+    """What stubbornAppend or insistentAppend do: append the same events again after a
+    timeout. The second call joins the collector's write of the first (before batch ids:
+    written twice)."""
+    node, port = slow_collector(tmp_path, f"rpcsink-{packed}", 5)   # 100 events: 0.5 s
+    sink = opened(f'rpcSink("127.0.0.1", {port}, packed={packed}, timeoutMs=200)',
+                  make_ctx("agent"))
+    events = numbered(0, 100)
+    with pytest.raises(DeliveryUnknown):
+        sink.append(events)
+    sink.append(events)        # told "still being written" (RETRY) until it is written
+    sink.append(numbered(100, 1))
+    sink.close()
+    assert bodies(f"rpcsink-{packed}") == list(range(101))
+    assert source_metrics(node)["joined"] >= 1
+    assert source_metrics(node)["duplicate_batches"] == 1
+    node.stop(10)
+
+
 def test_a_sender_id_over_the_bound_is_refused(tmp_path):
     node, port = slow_collector(tmp_path, "longsender", 0)
     client = RpcClient("127.0.0.1", port, 5)

@@ -48,7 +48,7 @@ from ..backoff import Backoff
 from ..checkpoint import Checkpoint
 from ..codec import decode_events, encode_events
 from ..component import Decorator, NodeContext, Sink
-from ..errors import SinkError
+from ..errors import DeliveryUnknown, SinkError
 from ..event import Event
 from ..limits import RateLimitedLog
 from ..registry import Positive, decorator
@@ -62,6 +62,7 @@ FRAMING = Framing("I", {_MAGIC: False})   # magic, count, length, crc32(payload)
 SEGMENT_BYTES = 16 << 20             # start a new segment file past this size
 _POS_FILE = "replay.pos"
 CLOSE_WAIT = 2.0                     # seconds close waits for a replay send to finish
+REPLAY_TIMEOUT_FACTOR = 8            # a replay waits at most this x the inner timeout
 
 
 class Spool:
@@ -365,9 +366,20 @@ class DiskFailoverDecorator(Decorator):
     # -------------------------------------------------------------- replay
 
     def _replay_loop(self) -> None:
+        """Replays the spool until closed. After a failure it waits ``checkMs`` doubling
+        to ``maxMs``, and warns (rate-limited). After a call whose outcome is unknown (a
+        timeout: the receiver may be writing it still), the record is resent -- with the
+        same batch id, so that a receiver that took it answers without writing it again
+        -- waiting twice as long for the answer each time, up to
+        ``REPLAY_TIMEOUT_FACTOR`` times the inner sink's timeout; back to that timeout
+        after a success. (Not in smaller pieces: a piece would be a new batch to the
+        receiver, and written again if the whole one was.)"""
         clock = self.ctx.clock
         stop = self._stop
         backoff = Backoff(self.check_ms / 1000, self.max_ms / 1000)
+        quiet = RateLimitedLog(log)
+        base = getattr(self.inner, "timeout", None) if self._encoded else None
+        timeout = base
         while not stop.is_set():
             self._space.gauge()
             with self._lock:
@@ -377,27 +389,39 @@ class DiskFailoverDecorator(Decorator):
                 self._wake.clear()
                 continue
             try:
-                ok = self._replay_one()
+                ok = self._replay_one(timeout)
+            except DeliveryUnknown as exc:
+                if base is not None:
+                    timeout = min(timeout * 2, base * REPLAY_TIMEOUT_FACTOR)
+                quiet.warning("replay", "diskFailover: replay of %s got no answer (%s); "
+                              "resending it with the same id%s", self.spool_dir, exc,
+                              f", waiting {timeout:g} s" if timeout else "")
+                ok = False
+            except SinkError as exc:
+                quiet.warning("replay", "diskFailover: replay of %s failed: %s",
+                              self.spool_dir, exc)
+                ok = False
             except Exception as exc:  # the replay thread must survive anything
-                log.warning("diskFailover: replay failed: %s", exc,
-                            exc_info=not isinstance(exc, SinkError))
+                log.warning("diskFailover: replay failed: %s", exc, exc_info=True)
                 ok = False
             if ok:
                 backoff.reset()
+                timeout = base
             elif not stop.is_set():
                 clock.wait(stop, backoff.next_delay())
 
-    def _replay_one(self) -> bool:
-        """Open the inner sink if needed and send the oldest record; True on success."""
+    def _replay_one(self, timeout: float | None = None) -> bool:
+        """Open the inner sink if needed and send the oldest record (waiting ``timeout``
+        seconds for the answer of an ``append_encoded`` inner sink; None: its own); True
+        once sent (or nothing is left), False if stopping; SinkError if not sent."""
         if not self._inner_open:
             try:
                 self.inner.open(self.ctx)
             except (SinkError, OSError) as exc:
                 with self._lock:
                     self.metrics.add("send_errors")
-                log.debug("diskFailover: inner sink still does not open: %s", exc)
                 self._close_inner_quietly()
-                return False
+                raise SinkError(f"the inner sink does not open: {exc}") from exc
             self._inner_open = True
             log.info("diskFailover: inner sink opened; replaying the spool")
         with self._lock:
@@ -410,12 +434,14 @@ class DiskFailoverDecorator(Decorator):
         if self._stop.is_set():
             return False
         try:
-            self._send(None, data, count)
-        except SinkError as exc:
+            if self._encoded and timeout is not None:
+                self.inner.append_encoded(data, count, timeout=timeout)
+            else:
+                self._send(None, data, count)
+        except SinkError:
             with self._lock:
                 self.metrics.add("send_errors")
-            log.debug("diskFailover: replay send failed: %s", exc)
-            return False
+            raise
         with self._lock:
             self.spool.advance(len(data))
             self.metrics.add("replayed", count)

@@ -181,6 +181,7 @@ class CallInfo(NamedTuple):
     sender: str = ""
     batch: int | None = None
     deadline: float | None = None
+    timeout: float = 0.0     # the caller's timeoutMs, in seconds
 
 
 NO_CALL_INFO = CallInfo()
@@ -329,7 +330,8 @@ class _Dispatch:
         (a handler written before the ids keeps its signature)."""
         deadline = (time.monotonic() + timeout_ms / 1000) if timeout_ms and timeout_ms > 0 \
             else None
-        _serving.call = CallInfo(sender or "", batch if sender else None, deadline)
+        _serving.call = CallInfo(sender or "", batch if sender else None, deadline,
+                                 (timeout_ms or 0) / 1000)
         try:
             return self._guard(name, *args)
         finally:

@@ -71,15 +71,23 @@ class BatchDecorator(Decorator):
                                            daemon=True)
             self._timer.start()
 
+    def _full(self, buf: list[Event]) -> int:
+        """How many of the buffered events go on now: whole batches of ``n``."""
+        return len(buf) // self.n * self.n
+
+    def _packed(self, events: list[Event]) -> list[Event]:
+        """What the inner sink is given for ``events``: a batch event per ``n``."""
+        n = self.n
+        return [make_batch(events[i:i + n]) for i in range(0, len(events), n)]
+
     def append(self, events: list[Event]) -> None:
         if not events:
             return
-        n = self.n
         with self._lock:
             buf = self._buf + events if self._buf else list(events)
-            count = len(buf) // n * n
+            count = self._full(buf)
             if count:
-                out = [make_batch(buf[i:i + n]) for i in range(0, count, n)]
+                out = self._packed(buf[:count])
                 self.inner.append(out)  # raises: nothing of this call is kept
                 self.metrics.add("events_out", len(out))
                 del buf[:count]
@@ -99,8 +107,9 @@ class BatchDecorator(Decorator):
     def _flush(self) -> None:
         """Pass the partial batch on (lock held). Raises SinkError, keeping the buffer."""
         if self._buf:
-            self.inner.append([make_batch(self._buf)])
-            self.metrics.add("events_out")
+            out = self._packed(self._buf)
+            self.inner.append(out)
+            self.metrics.add("events_out", len(out))
             self._passed += len(self._buf)
             self._buf = []
         self._release()

@@ -140,7 +140,7 @@ def check_collectors(args) -> None:
         parse_address(collector_address(args["host"], args["port"]))
 
 
-class Collector:
+class CollectorEndpoint:
     """One collector of an agent's list: a connection per sending lane, and the backoff
     state the lanes share (the E2E chain uses it too)."""
 
@@ -208,7 +208,7 @@ class CollectorChain(Sink):
         self.last_resort = last_resort
         self.lanes = max(1, lanes)
         self.retry_limit = RETRY_LIMIT
-        self.collectors: list[Collector] = []
+        self.collectors: list[CollectorEndpoint] = []
         self.ids: BatchIds | None = None     # kept across reopening: resends keep their id
         self.current: str | None = None
         self._dropping = False
@@ -220,7 +220,7 @@ class CollectorChain(Sink):
         self._cut = False
         if self.ids is None:
             self.ids = BatchIds(ctx.logical_name)
-        self.collectors = [Collector(h, p, self.timeout, Backoff(self.initial, self.maximum),
+        self.collectors = [CollectorEndpoint(h, p, self.timeout, Backoff(self.initial, self.maximum),
                                      self.lanes) for h, p in self.addresses]
 
     def append(self, events: list[Event]) -> None:
@@ -297,7 +297,7 @@ class CollectorChain(Sink):
         error = DeliveryUnknown if unknown else SinkError
         raise error(f"no collector of {len(self.collectors)} took the batch: {why}")
 
-    def _probe(self, lane: int) -> list[Collector]:
+    def _probe(self, lane: int) -> list[CollectorEndpoint]:
         """Every collector is backing off (BE): connect to the first one not probed
         within ``PROBE_EVERY`` on this lane's connection; ``[it]`` if that worked."""
         for c in self.collectors:
@@ -317,7 +317,7 @@ class CollectorChain(Sink):
                 c.probing = False
         return []
 
-    def _failed(self, c: Collector, lane: int) -> None:
+    def _failed(self, c: CollectorEndpoint, lane: int) -> None:
         c.clients[lane].close()
         with self._lock:
             now = self.ctx.clock.monotonic()
@@ -451,35 +451,11 @@ class _Gather(BatchDecorator):
 
     spec_name = "gather"
 
-    def append(self, events: list[Event]) -> None:
-        if not events:
-            return
-        with self._lock:
-            buf = self._buf + events if self._buf else list(events)
-            started = False
-            if len(buf) >= self.n:
-                self.inner.append(buf)    # raises: nothing of this call is kept
-                self.metrics.add("events_out", len(buf))
-                self._passed += len(buf)
-                buf = []
-            elif not self._buf:
-                started = True
-                self._first_at = self.ctx.clock.monotonic()
-            self._buf = buf
-            self._appended += len(events)
-            self.metrics.add("events_in", len(events))
-            if self._held:
-                self._release()
-        if started:
-            self._wake.set()
+    def _full(self, buf: list[Event]) -> int:
+        return len(buf) if len(buf) >= self.n else 0    # all of it, once there are n
 
-    def _flush(self) -> None:
-        if self._buf:
-            self.inner.append(self._buf)
-            self.metrics.add("events_out", len(self._buf))
-            self._passed += len(self._buf)
-            self._buf = []
-        self._release()
+    def _packed(self, events: list[Event]) -> list[Event]:
+        return list(events)                                # the events themselves
 
 
 class _AgentSink(Sink):

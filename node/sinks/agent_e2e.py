@@ -37,7 +37,7 @@ from ..errors import SinkError
 from ..event import Event
 from ..registry import NonNegative, PeerPort, Positive, sink
 from ..rpc import DEFAULT_PORT, Status
-from .agent import (BatchCount, Collector, CollectorText, _Gather,
+from .agent import (BatchCount, CollectorEndpoint, CollectorText, _Gather,
                     check_collectors, collector_address, parse_address)
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,13 @@ class GroupChain(Sink):
         self.addresses = addresses
         self.timeout = timeout
         self.lanes = lanes
-        self.endpoints: list[Collector] = []
+        self.endpoints: list[CollectorEndpoint] = []
         self.current: int | None = None
         self.on_endpoint_failed = None
 
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
-        self.endpoints = [Collector(h, p, self.timeout, Backoff(BACKOFF_FIRST, BACKOFF_MAX),
+        self.endpoints = [CollectorEndpoint(h, p, self.timeout, Backoff(BACKOFF_FIRST, BACKOFF_MAX),
                                     self.lanes) for h, p in self.addresses]
 
     def append(self, events: list[Event]) -> None:

@@ -96,9 +96,19 @@ log = logging.getLogger(__name__)
 QUEUE_EVENTS = 20_000
 MAX_BATCH = 10_000
 CLOSE_GRACE = 2.0     # seconds a call waits, after close, for the flow's last append
-# A call waiting on its caller's deadline answers this much before it: the caller then
-# reads a definite RETRY instead of timing out on an outcome it cannot know.
-ANSWER_MARGIN = 0.05
+# A call waiting on its caller's deadline answers this much before it, so that the
+# caller reads a definite RETRY instead of timing out on an outcome it cannot know: a
+# tenth of the caller's timeout, for the answer's way back and a busy receiver, within
+# these bounds (seconds).
+ANSWER_MARGIN = (0.05, 1.0)
+
+
+def answer_by(call: CallInfo) -> float | None:
+    """When a call waiting on its caller's deadline answers (monotonic), None without one."""
+    if call.deadline is None:
+        return None
+    least, most = ANSWER_MARGIN
+    return call.deadline - min(most, max(least, call.timeout / 10))
 
 _local = threading.local()
 
@@ -408,7 +418,7 @@ class RpcSource(ServerSource):
         the window (node.rpc_window): a batch already taken is answered OK without being
         written again, a resend of one being written waits for that first outcome."""
         window, claim = self._window, None
-        deadline = call.deadline - ANSWER_MARGIN if call.deadline is not None else None
+        deadline = answer_by(call)
         if call.batch is not None and window is not None:
             until = deadline if deadline is not None else \
                 time.monotonic() + self.timeoutMs / 1000

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(60)
 FAST = "checkMs=50, maxMs=200"
 
 
-class Collector:
+class RunningCollector:
     """A collectorSource with a consumer, restartable on the same port."""
 
     def __init__(self, ctx, port: int = 0, start: bool = True):
@@ -70,7 +70,7 @@ def opened(text: str, ctx):
 def chain_over_two_collectors(make_ctx, chain: str):
     """Collectors c1 and c2 and a ``chain`` sink (agentBEChain, agentDFOChain) over them,
     c1 first, opened: (c1, c2, the sink)."""
-    c1, c2 = Collector(make_ctx("c1")), Collector(make_ctx("c2"))
+    c1, c2 = RunningCollector(make_ctx("c1")), RunningCollector(make_ctx("c2"))
     sink = opened(f'{chain}("127.0.0.1:{c1.port}", "127.0.0.1:{c2.port}", {FAST})',
                   make_ctx("agent"))
     return c1, c2, sink
@@ -80,7 +80,7 @@ def chain_over_two_collectors(make_ctx, chain: str):
 
 def test_be_drops_while_the_collector_is_down_and_counts_every_drop(make_ctx):
     ctx = make_ctx("agent")
-    col = Collector(make_ctx("collector"))
+    col = RunningCollector(make_ctx("collector"))
     agent = opened(f'agentBESink("127.0.0.1", {col.port}, {FAST})', ctx)
     sent = 0
     for _ in range(5):
@@ -152,7 +152,7 @@ def test_be_chain_fails_over_without_loss_and_returns_to_the_primary(make_ctx):
 
 def test_batching_and_compression_options(make_ctx):
     ctx = make_ctx("agent")
-    col = Collector(make_ctx("collector"))
+    col = RunningCollector(make_ctx("collector"))
     agent = opened(f'agentBESink("127.0.0.1", {col.port}, batchCount=50, batchMillis=100, '
                    f'compression=true, lanes=1)', ctx)     # one lane keeps the order
     for i in range(0, 120, 10):
@@ -176,7 +176,7 @@ def spool_files(ctx) -> list[str]:
 
 def test_dfo_spools_while_the_collector_is_down_and_replays_everything(make_ctx):
     ctx = make_ctx("agent")
-    col = Collector(make_ctx("collector"))
+    col = RunningCollector(make_ctx("collector"))
     agent = opened(f'agentDFOSink("127.0.0.1", {col.port}, {FAST})', ctx)
     agent.append(numbered(0, 100))
     col.stop()
@@ -203,7 +203,7 @@ def test_dfo_spools_while_the_collector_is_down_and_replays_everything(make_ctx)
 def test_dfo_keeps_order_while_replaying(make_ctx):
     """Appends made while the spool is not empty go behind it, never ahead."""
     ctx = make_ctx("agent")
-    col = Collector(make_ctx("collector"), start=False)
+    col = RunningCollector(make_ctx("collector"), start=False)
     agent = opened(f'agentDFOSink("127.0.0.1", {col.port}, {FAST})', ctx)
     sent = 0
     for _ in range(20):
@@ -221,7 +221,7 @@ def test_dfo_keeps_order_while_replaying(make_ctx):
 
 def test_dfo_spool_is_replayed_after_an_agent_restart(make_ctx):
     ctx = make_ctx("agent")
-    col = Collector(make_ctx("collector"), start=False)
+    col = RunningCollector(make_ctx("collector"), start=False)
     spec = f'agentDFOChain("127.0.0.1:{col.port}", {FAST})'
     agent = opened(spec, ctx)
     agent.append(numbered(0, 300))
@@ -241,7 +241,7 @@ def test_dfo_spool_is_replayed_after_an_agent_restart(make_ctx):
 
 def test_dfo_survives_sigkill_of_the_agent_process(make_ctx, tmp_path):
     ctx = make_ctx("agent")
-    col = Collector(make_ctx("collector"), start=False)
+    col = RunningCollector(make_ctx("collector"), start=False)
     spec = f'agentDFOSink("127.0.0.1", {col.port}, {FAST})'
     script = textwrap.dedent(f"""
         import sys, time
@@ -296,7 +296,7 @@ def test_dfo_chain_fails_over_to_the_second_collector(make_ctx):
 
 def test_disk_failover_over_an_rpc_sink_that_cannot_open(make_ctx):
     ctx = make_ctx("agent")
-    col = Collector(make_ctx("collector"), start=False)
+    col = RunningCollector(make_ctx("collector"), start=False)
     sink = opened(f'diskFailover(200, 50) rpcSink("127.0.0.1", {col.port})', ctx)
     sink.append(numbered(0, 10))
     sink.append(numbered(10, 10))
@@ -317,7 +317,7 @@ def replay_damaged_spool(make_ctx, damage):
     segment as ``damage(bytes)`` returns it, then starts the collector and reopens the
     sink: (collector, sink) once 20 events arrived and one record was counted corrupt."""
     ctx = make_ctx("agent")
-    col = Collector(make_ctx("collector"), start=False)
+    col = RunningCollector(make_ctx("collector"), start=False)
     spec = f'diskFailover(200, 50) rpcSink("127.0.0.1", {col.port})'
     sink = opened(spec, ctx)
     for i in range(0, 30, 10):
@@ -380,7 +380,7 @@ def test_be_batch_over_the_receivers_bounds_is_sent_in_pieces(ctx):
     """One append of more events than a collector takes in one call arrives whole, in
     order, in several calls; one event alone over the byte bound is sent as it is (the
     receiver refuses it and it is counted), never split without end."""
-    col = Collector(ctx)
+    col = RunningCollector(ctx)
     try:
         sink = opened(f'agentBESink("127.0.0.1", {col.port}, lanes=1)', ctx)
         sink.append(numbered(0, 25_000))

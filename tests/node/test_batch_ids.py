@@ -100,8 +100,8 @@ def test_the_deadline_drops_a_batch_the_flow_did_not_take_in_time(tmp_path):
     """The flow is busy writing a first batch; a second one waits in the collector's
     queue past its caller's deadline: it is withdrawn and counted, never written. Its
     resend (same id) is then written, once."""
-    node, port = slow_collector(tmp_path, "deadline", 10)     # 100 events: 1 s
-    first, second = RpcClient("127.0.0.1", port, 5), RpcClient("127.0.0.1", port, 0.3)
+    node, port = slow_collector(tmp_path, "deadline", 30)     # 100 events: 3 s
+    first, second = RpcClient("127.0.0.1", port, 10), RpcClient("127.0.0.1", port, 1.0)
     done = []
     t = threading.Thread(target=lambda: done.append(
         first.append_payload(encode_events(numbered(0, 100)), 100, BatchId("a", 1))))
@@ -113,7 +113,7 @@ def test_the_deadline_drops_a_batch_the_flow_did_not_take_in_time(tmp_path):
     status, message = second.append_payload(payload, 3, BatchId("a", 2))
     assert status == Status.RETRY and "deadline" in message
     assert source_metrics(node)["expired"] == 3
-    t.join(10)
+    t.join(15)
     assert done == [(Status.OK, "")]
     assert bodies("deadline") == list(range(100))             # the expired one is gone
     assert second.append_payload(payload, 3, BatchId("a", 2), timeout=5) == (Status.OK, "")

@@ -157,10 +157,31 @@ def wait_connected(client: KazooClient, timeout: float) -> bool:
         client.remove_listener(listener)
 
 
+KAZOO_ERRORS = (KazooException, ZookeeperError, KazooTimeoutError)
+_AS_ZK: dict[type, type] = {}
+
+
+def as_zk_error(exc: Exception) -> ZkError:
+    """``exc``, raised by kazoo, as a :class:`ZkError` (:class:`AccessDenied` for
+    NoAuthError) that is still an instance of its kazoo class: code inside zk/ that
+    catches NoNodeError or BadVersionError keeps working, and callers outside zk/ catch
+    ZkError without knowing kazoo. A ZkError is returned unchanged."""
+    if isinstance(exc, ZkError):
+        return exc
+    cls = type(exc)
+    kind = _AS_ZK.get(cls)
+    if kind is None:
+        base = AccessDenied if isinstance(exc, NoAuthError) else ZkError
+        kind = _AS_ZK.setdefault(cls, type(cls.__name__, (base, cls),
+                                           {"__module__": __name__}))
+    return kind(f"{cls.__name__} {exc}".rstrip())
+
+
 def translate(exc: Exception, what: str) -> ZkError:
-    if isinstance(exc, (KazooException, ZookeeperError, KazooTimeoutError)):
+    if isinstance(exc, KAZOO_ERRORS):
         kind = AccessDenied if isinstance(exc, NoAuthError) else ZkError
-        return kind(f"{what}: {type(exc).__name__} {exc}".rstrip())
+        said = str(exc) if isinstance(exc, ZkError) else f"{type(exc).__name__} {exc}".rstrip()
+        return kind(f"{what}: {said}")
     return ZkError(f"{what}: {exc}")
 
 
@@ -168,11 +189,10 @@ def translate(exc: Exception, what: str) -> ZkError:
 def zk_errors(what: str):
     """Raises what kazoo raises inside as :class:`ZkError` ("``what``: ConnectionLoss
     ...", :class:`AccessDenied` for NoAuthError), the kazoo exception as its
-    ``__cause__``; a ZkError passes unchanged. Callers
-    outside zk/ then handle ZooKeeper's failures without knowing kazoo."""
+    ``__cause__`` (one :func:`as_zk_error` made gains ``what`` the same way); any other
+    ZkError passes unchanged. Callers outside zk/ then handle ZooKeeper's failures without
+    knowing kazoo."""
     try:
         yield
-    except ZkError:
-        raise
-    except (KazooException, ZookeeperError, KazooTimeoutError) as exc:
+    except KAZOO_ERRORS as exc:
         raise translate(exc, what) from exc

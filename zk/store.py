@@ -29,7 +29,7 @@ from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
-from .client import ConflictError, ZkError, wait_connected
+from .client import KAZOO_ERRORS, ConflictError, ZkError, as_zk_error, wait_connected
 from .commit_log import CommitLog
 
 CAS_TRIES = 50
@@ -91,7 +91,9 @@ class Command:
 
 class _Retrying:
     """The kazoo client with the one retry policy applied to every znode operation
-    (connection loss and session expiry are retried; real answers are not)."""
+    (connection loss and session expiry are retried; real answers are not), and what
+    still fails raised as a ZkError (``zk.client.as_zk_error``: it stays an instance of its
+    kazoo class for the handlers in zk/)."""
 
     RETRIED = frozenset({"get", "set", "create", "delete", "get_children", "exists",
                          "ensure_path"})
@@ -103,7 +105,10 @@ class _Retrying:
         attr = getattr(self._client, name)
         if name in self.RETRIED:
             def call(*args, **kwargs):
-                return self._client.retry(attr, *args, **kwargs)
+                try:
+                    return self._client.retry(attr, *args, **kwargs)
+                except KAZOO_ERRORS as exc:
+                    raise as_zk_error(exc) from exc
             return call
         return attr
 

@@ -84,3 +84,31 @@ def test_operations_are_retried_on_a_moved_session_never_on_a_real_answer(zk_cli
     with pytest.raises(BadVersionError):
         zk_client.retry(conflict)
     assert calls.count(2) == 1
+
+
+def test_the_store_raises_zk_errors_that_zk_code_still_reads_as_kazoo_ones(zk_server, zk_root):
+    """Callers outside zk/ catch ZkError (never a kazoo class), and the handlers inside
+    zk/ that catch NoNodeError keep working."""
+    from kazoo.exceptions import NoNodeError
+
+    from zk.client import ZkError, connect, zk_errors
+    from zk.errors import CoordinationError
+    from zk.store import ConfigStore
+    client = connect(zk_server.connect_string)
+    store = ConfigStore(client, zk_root)
+    try:
+        with pytest.raises(NoNodeError) as info:
+            store.zk.get(f"{zk_root}/nothing-here")
+        assert isinstance(info.value, ZkError) and "NoNodeError" in str(info.value)
+        with pytest.raises(ZkError, match=r"^reading it: NoNodeError$"):
+            with zk_errors("reading it"):
+                store.zk.get(f"{zk_root}/nothing-here")
+        client.stop()           # no session: every public call fails as a zk error
+        for call in (store.list_logical, store.list_mappings,
+                     lambda: store.commits.get_watermark("a"),
+                     lambda: store.commits.list_groups("a")):
+            with pytest.raises(CoordinationError):
+                call()
+    finally:
+        client.stop()
+        client.close()

@@ -49,8 +49,8 @@ class Metrics(dict):
 class NodeShared:
     """What the logical nodes of one physical node share. ``commit_log`` is the E2E
     commit log (a ``node.commit_port.CommitLogPort``; typed loosely because components
-    never import what imports ``zk``), None when the node runs without ZooKeeper; ``physical_name`` names the
-    node in ZooKeeper; ``chokes`` holds the choke limiters by id (node/decorators/choke.py);
+    never import what imports ``zk``), None when the node runs without ZooKeeper;
+    ``physical_name`` names the node in ZooKeeper; ``chokes`` holds the choke limiters by id (node/decorators/choke.py);
     ``e2e_collectors`` the E2E collector state by logical node (node/e2e/collector.py)."""
 
     commit_log: Any = None
@@ -93,7 +93,8 @@ class Conditions:
 class NodeContext:
     """What a running component may use: its logical node's identity, private data
     directory, clock, checkpoint store, the physical node's shared state, and where to
-    report transient conditions (``conditions``)."""
+    report transient conditions (``conditions``). ``e2e_agents`` counts the E2E sinks the
+    flow opened (node.e2e.agent_id names the k-th one)."""
 
     logical_name: str
     data_dir: Path
@@ -104,6 +105,7 @@ class NodeContext:
     shared: NodeShared = field(default_factory=NodeShared)
     stop_event: threading.Event = field(default_factory=threading.Event)
     conditions: Conditions = field(default_factory=Conditions)
+    e2e_agents: int = 0
 
     def component_dir(self, *parts: str) -> Path:
         """A directory private to one component of this logical node (created)."""

@@ -161,7 +161,12 @@ class LogicalNode:
         self._error = text
 
     def _fail(self, exc: BaseException) -> None:
-        self.last_error = str(exc) or type(exc).__name__
+        self.mark_failed(str(exc) or type(exc).__name__)
+
+    def mark_failed(self, reason: str) -> None:
+        """ERROR with ``reason``: what its physical node does when it cannot even give it
+        a flow (a spec it cannot read, a failure outside the flow)."""
+        self.last_error = reason
         self._set_state(State.ERROR)
 
     def wait_for(self, states: set, timeout: float) -> bool:

@@ -38,6 +38,7 @@ from zk.store import ConfigStore, LogicalConfig
 
 from .commit_port import CommitLogPort
 from .component import NodeShared
+from .decorators.choke import set_choke_limit
 from .components import master_only, master_only_in
 from .errors import FlumeError, SpecError
 from .logical_node import LogicalNode, State
@@ -314,8 +315,7 @@ class PhysicalNode:
             self._reject(name, ln, f"spec version {cfg.version} rejected: {exc.message}")
             return
         except (FlumeError, CoordinationError) as exc:
-            ln.last_error = str(exc)
-            ln._set_state(State.ERROR)
+            ln.mark_failed(str(exc))
         self.config_error.pop(name, None)
         self.running[name] = wanted
 
@@ -323,16 +323,13 @@ class PhysicalNode:
         """Show ``name`` in ERROR with ``reason`` (in the status the master reads), whatever
         it still runs: a running last good flow keeps running."""
         self.config_error[name] = reason
-        ln.last_error = reason
         if name not in self.running:
-            ln._set_state(State.ERROR)
+            ln.mark_failed(reason)
+        else:
+            ln.last_error = reason
         log.error("logical node %s: %s", name, reason)
 
     def _apply_chokes(self, limits: dict) -> None:
-        try:
-            from .decorators.choke import set_choke_limit
-        except ImportError:
-            return
         for choke_id, kbps in limits.items():
             set_choke_limit(self.shared, choke_id, kbps)
 

@@ -146,8 +146,8 @@ def agent_id(ctx: NodeContext) -> str:
     """This agent's name in ZooKeeper: the logical node's name, ``name#k`` for the k-th
     E2E sink of the same flow (k >= 2, in opening order); made to fit by
     :func:`fit_agent_id` when that is not a valid agent id."""
-    n = getattr(ctx, "_e2e_agents", 0) + 1
-    ctx._e2e_agents = n
+    ctx.e2e_agents += 1
+    n = ctx.e2e_agents
     return fit_agent_id(ctx.logical_name if n == 1 else f"{ctx.logical_name}#{n}")
 
 

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from .backoff import step
 from .checkpoint import fsync_dir
 from .errors import Interrupted
 from .limits import RateLimitedLog
@@ -458,7 +459,7 @@ class SpaceWait:
     def call(self, write: Callable[[], T], stopping: Callable[[], bool]) -> T:
         """``write()``, again and again while the disk is full (see the class docstring)."""
         since = None
-        delay = self.FIRST
+        delay = 0.0
         while True:
             self.seglog.freed.clear()     # before the write: a removal during it counts
             try:
@@ -472,8 +473,8 @@ class SpaceWait:
                 if stopping():
                     raise Interrupted(f"{self.seglog.what} in {self.seglog.dir} could not be "
                                       f"written: the disk is full and the flow stops") from exc
+                delay = step(delay, self.FIRST, self.MOST)
                 self.clock.wait(self.seglog.freed, delay)
-                delay = min(delay * 2, self.MOST)
                 continue
             if since is not None:
                 self.gauge(force=True)

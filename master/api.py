@@ -232,7 +232,7 @@ def _add_listings(app: FastAPI, service: MasterService, metrics: Metrics) -> Non
         """200 when this master reaches ZooKeeper, 503 otherwise; ``refused`` counts the
         requests and connections refused by reason (``refused_host``, ``refused_token``,
         ``refused_oversize``, ``refused_connections``, ``refused_header_timeout``...)."""
-        ok = service.store.zk.connected
+        ok = service.store.connected()
         return _json(200 if ok else 503, {"ok": ok, "master": service.name,
                                           "view": service.view.ready,
                                           "refused": dict(metrics)})

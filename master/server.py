@@ -226,8 +226,7 @@ class Master:
         try:
             with zk_errors(f"cannot prepare {self.root} in ZooKeeper"):
                 self.store.ensure_layout()
-                # refused if the tree is protected by ACLs not naming this master
-                self.client.get_children(self.root)
+                self.store.check_access()
                 if self.acl is not None:
                     self.acl.publish(self.client)
                     if self.managed_zk is not None:

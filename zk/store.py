@@ -127,6 +127,11 @@ class ConfigStore:
         reconnect (:func:`zk.client.wait_connected`)."""
         return wait_connected(self.client, wait)
 
+    def check_access(self) -> None:
+        """Read the root folder: AccessDenied when its ACLs do not name this client's
+        credential (a tree protected for other masters or nodes)."""
+        self.zk.get_children(self.root)
+
     # ------------------------------------------------------------ paths
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])

@@ -6,9 +6,10 @@ keeps no state of its own beyond that view of ZooKeeper.
 
 Every listing raises :class:`ZkError` at once while this master is not connected to
 ZooKeeper; a command waits ``reconnect_seconds`` (:data:`master.commands.RECONNECT_SECONDS`)
-at most for the
-connection to come back (an ensemble electing a new leader), then raises it. A request is
-never queued until ZooKeeper returns.
+at most for the connection to come back (an ensemble electing a new leader), then raises
+it. A connection lost while a command runs fails it within the store's bounds (each
+ZooKeeper operation waits ``zk.store._Retrying.ANSWER_TIMEOUT`` for its answer, retries
+within ``zk.client.RETRY``'s deadline): the command is then FAILED, its outcome unknown.
 """
 from __future__ import annotations
 

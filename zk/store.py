@@ -28,6 +28,7 @@ from typing import Callable
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+from kazoo.handlers.threading import KazooTimeoutError
 
 from .client import KAZOO_ERRORS, ConflictError, ZkError, as_zk_error, wait_connected
 from .commit_log import CommitLog
@@ -97,20 +98,35 @@ class _Retrying:
 
     RETRIED = frozenset({"get", "set", "create", "delete", "get_children", "exists",
                          "ensure_path"})
+    # How long one attempt waits for its answer. While the connection is down kazoo queues
+    # a request and waits without end; past this the operation fails (not retried: the
+    # queued request may still be applied once ZooKeeper is back, so its outcome is unknown).
+    ANSWER_TIMEOUT = 10.0
 
     def __init__(self, client: KazooClient):
         self._client = client
 
     def __getattr__(self, name):
         attr = getattr(self._client, name)
-        if name in self.RETRIED:
-            def call(*args, **kwargs):
-                try:
-                    return self._client.retry(attr, *args, **kwargs)
-                except KAZOO_ERRORS as exc:
-                    raise as_zk_error(exc) from exc
-            return call
-        return attr
+        if name not in self.RETRIED:
+            return attr
+        start = getattr(self._client, name + "_async")
+
+        def attempt(*args, **kwargs):
+            if kwargs.get("recursive"):     # several requests, made by the blocking call
+                return attr(*args, **kwargs)
+            return start(*args, **kwargs).get(timeout=self.ANSWER_TIMEOUT)
+
+        def call(*args, **kwargs):
+            try:
+                return self._client.retry(attempt, *args, **kwargs)
+            except KazooTimeoutError as exc:
+                raise ZkError(f"ZooKeeper did not answer a {name} within "
+                              f"{self.ANSWER_TIMEOUT:.0f} s (its outcome is unknown: a "
+                              f"write may still be applied when ZooKeeper is back)") from exc
+            except KAZOO_ERRORS as exc:
+                raise as_zk_error(exc) from exc
+        return call
 
 
 class ConfigStore:
@@ -239,15 +255,28 @@ class ConfigStore:
             if new is None:
                 return None
             data = _dumps(new.data())
+            version = 0 if old is None else old.version + 1
             try:
                 if old is None:
                     self.zk.create(path, data, makepath=True)
-                    version = 0
                 else:
                     version = self.zk.set(path, data, version=old.version).version
             except (BadVersionError, NoNodeError, NodeExistsError):
-                continue
+                if not self._holds(path, data, version):
+                    continue
             return LogicalConfig(**{**new.data(), "name": name, "version": version})
+
+    def _holds(self, path: str, data: bytes, version: int) -> bool:
+        """After a compare-and-set lost: whether ``path`` holds exactly ``data`` at the
+        ``version`` our write would have made. Then it was our write, applied, whose answer
+        was lost with the connection; the retry lost against it, and applying the change
+        again (a refresh counted twice) would be wrong. (A concurrent writer that made the
+        very same bytes from the same version is taken for us: the outcome is the same.)"""
+        try:
+            raw, stat = self.zk.get(path)
+        except NoNodeError:
+            return False
+        return raw == data and stat.version == version
         raise ConflictError(f"could not update {name}: too many concurrent writers")
 
     def set_translation(self, name: str, tsource: str | None, tsink: str | None,

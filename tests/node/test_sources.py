@@ -57,7 +57,9 @@ def blocked_next_batch_returns_on_close(src) -> None:
     result = []
     t = threading.Thread(target=lambda: result.append(src.next_batch(30)))
     t.start()
-    time.sleep(0.05)      # let it block (if it returned early, result shows it below)
+    # a real sleep: nothing tells that the thread is blocked, and next_batch's timeout is
+    # real time, not the clock -- the thread needs the chance to get there (or return early)
+    time.sleep(0.05)
     assert t.is_alive(), f"next_batch returned {result} without waiting"
     start = time.monotonic()
     src.close()
@@ -159,18 +161,32 @@ def test_exec_aggregate_whole_output_and_exit_code(ctx):
     src.close()
 
 
+class WatchedClock(ManualClock):
+    """A ManualClock that tells when a thread first waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = threading.Event()
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        self.waited.set()
+        return super().wait(event, seconds)
+
+
 def test_exec_restart_waits_period_on_the_clock(make_ctx):
-    clock = ManualClock()
+    clock = WatchedClock()
     ctx = make_ctx(clock=clock)
     echo = shutil.which("echo")
     src = opened(f"exec({quote(echo + ' run')}, false, true, 60000)", ctx)
     try:
         assert [e.body for e in collect(src, 1)] == [b"run"]
-        # the next run waits for 60 s of the (manual) clock
-        end = time.monotonic() + 0.3
-        while time.monotonic() < end:
-            assert src.next_batch(0.05) == []
-        advanced = 0
+        # the next run waits for 60 s of the (manual) clock: 59 s, and whatever a wrong
+        # timer would have started has started once the reader waits on the clock again
+        wait_for(clock.waited.is_set, 5, "the reader waiting for the period")
+        clock.advance(59)
+        clock.settle()
+        assert src.metrics["runs"] == 1 and src.next_batch(0) == []
+        advanced = 59
         got: list[Event] = []
         while not got:
             clock.advance(30)

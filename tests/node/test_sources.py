@@ -37,17 +37,18 @@ def opened(text: str, ctx):
 def collect(src, n: int | None = None, deadline: float = 10.0) -> list[Event]:
     """Events until ``n`` arrived, or until the source is exhausted (n=None)."""
     out: list[Event] = []
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
+
+    def done() -> bool:
         batch = src.next_batch(0.05)
         if batch is None:
             if n is not None:
                 raise AssertionError(f"exhausted after {len(out)} of {n} events")
-            return out
+            return True
         out.extend(batch)
-        if n is not None and len(out) >= n:
-            return out
-    raise AssertionError(f"timed out with {len(out)} events (wanted {n})")
+        return n is not None and len(out) >= n
+    wait_for(done, deadline, f"{n} events" if n is not None else "the source's end",
+             interval=0)
+    return out
 
 
 
@@ -344,12 +345,14 @@ def test_syslog_tcp_backpressure_loses_nothing(ctx, monkeypatch):
         t.start()
         wait_for(lambda: len(src._queue) >= 10, 5, "the queue to fill")
         events: list[Event] = []
-        end = time.monotonic() + 20
-        while len(events) < n and time.monotonic() < end:
+
+        def consume_slowly() -> bool:
             batch = src.next_batch(0.05)
             events.extend(batch)
             if batch:
                 time.sleep(0.02)   # a slow consumer: the server must wait, not drop
+            return len(events) >= n
+        wait_for(consume_slowly, 20, f"{n} events", interval=0)
         t.join(5)
         assert [e.body for e in events] == [b"<13>Oct 11 22:14:15 h m%d" % i for i in range(n)]
     finally:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.zk.ensemble import Ensemble
 
-from .harness import Master
+from .harness import Master, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,21 +42,23 @@ def test_commands_during_a_leader_election_succeed(tmp_path, procs):
                     health.append(m.get("/api/health").status_code)
                 except httpx.HTTPError:
                     pass
-                time.sleep(0.02)
+                time.sleep(0.02)     # the sampling pace of the health page
 
         threads = [threading.Thread(target=config, args=(k,)) for k in range(3)]
         threads.append(threading.Thread(target=watch_health))
         for t in threads:
             t.start()
         try:
-            time.sleep(0.3)
+            wait_until(lambda: len(results) >= 3, 30, "configs answered before the kill",
+                       interval=0.05)
             ens.kill_leader()
-            # until the master is seen disconnected and then connected again, and a bit
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not (503 in health and
-                                                       health[-1] == 200):
-                time.sleep(0.05)
-            time.sleep(0.5)
+            # until the master is seen disconnected and then connected again, and has
+            # answered a few more configs since
+            wait_until(lambda: 503 in health and health[-1] == 200, 30,
+                       "the master to lose ZooKeeper and get it back", interval=0.05)
+            answered = len(results)
+            wait_until(lambda: len(results) >= answered + 3, 30,
+                       "configs answered after the master got ZooKeeper back", interval=0.05)
         finally:
             stop.set()
             for t in threads:

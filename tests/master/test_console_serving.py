@@ -3,16 +3,16 @@ console's files at ``/`` next to the API, counters from status znodes in the sta
 and ``flumectl status --metrics``."""
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from master import flumectl
 from master.api import create_app
 from master.service import MasterService
+from tests.master.serving import serve
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,13 +36,11 @@ def report(store, physical: str, logical: dict) -> None:
 
 
 def wait_row(client, name, cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while True:
+    """The status row of logical node ``name`` once ``cond(row)`` holds."""
+    def row():
         rows = {r["name"]: r for r in client.get("/api/status").json()["logical"]}
-        if name in rows and cond(rows[name]):
-            return rows[name]
-        assert time.monotonic() < deadline, rows.get(name)
-        time.sleep(0.02)
+        return rows[name] if name in rows and cond(rows[name]) else None
+    return wait_until(row, timeout, f"the status row of {name}", interval=0.02)
 
 
 def test_console_files_are_served_beside_the_api(client):
@@ -85,17 +83,9 @@ def test_counters_reported_by_nodes_reach_status_rows_and_flumectl(client, store
 
     report(store, "p1", {"web": {"state": "ACTIVE", "version": 0, "counters": counters}})
     wait_row(client, "web", lambda r: r["events_out"] == 1100)
-    server = uvicorn.Server(uvicorn.Config(client.app, host="127.0.0.1", port=0,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    server, thread, url = serve(client.app)
     try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        code = flumectl.main(["--master", f"http://127.0.0.1:{port}", "status", "--metrics"])
+        code = flumectl.main(["--master", url, "status", "--metrics"])
     finally:
         server.should_exit = True
         thread.join(10)

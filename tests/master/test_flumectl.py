@@ -7,11 +7,12 @@ import threading
 import time
 
 import pytest
-import uvicorn
 
 from master import flumectl
 from master.api import create_app
 from master.service import MasterService
+from tests.master.serving import serve
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,19 +24,6 @@ def service(store, tmp_path):
     svc = MasterService(store, tmp_path / "master-data", name="ctl-master")
     yield svc
     svc.close()
-
-
-def serve(app):
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
@@ -162,12 +150,13 @@ def test_wait_active_and_done(url, capsys, store):
     waiter = threading.Thread(target=lambda: result.setdefault(
         "code", flumectl.main(["wait-active", "10s", "n1"])))
     waiter.start()
-    out = ""
-    deadline = time.monotonic() + 10
-    while "CONFIGURING" not in out:  # the waiter shows progress before it is done
-        assert time.monotonic() < deadline, out
-        out += capsys.readouterr().out
-        time.sleep(0.01)
+    seen = []
+
+    def progress_shown() -> bool:  # the waiter shows progress before it is done
+        seen.append(capsys.readouterr().out)
+        return "CONFIGURING" in "".join(seen)
+    wait_until(progress_shown, 10, "the waiter's progress")
+    out = "".join(seen)
     report(store, "p1", "n1", "ACTIVE", 0)
     waiter.join(15)
     out += capsys.readouterr().out

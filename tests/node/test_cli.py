@@ -5,8 +5,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,10 +108,11 @@ def test_sigterm_writes_buffered_events_and_renames(tmp_path):
     env = dict(os.environ, FLUME_DATA_DIR=str(tmp_path / "data"))
     p = subprocess.Popen([sys.executable, "-m", "node.cli", "node", "--one-shot", "-c", spec],
                          cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not any(out.glob(".*")):
-        time.sleep(0.05)
-    time.sleep(0.3)
+
+    def written() -> int:      # lines in the roll's open (hidden) file so far
+        return sum(len(f.read_bytes().splitlines()) for f in out.glob(".*"))
+    wait_until(lambda: written() > 10, 20, "more than 10 events in the open file",
+               ignore=(OSError,))
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=30)
     assert p.returncode == 0, err

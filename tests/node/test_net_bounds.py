@@ -16,6 +16,7 @@ import pytest
 from node.builder import build_source
 from node.sources import syslog
 from node.spec import parse_source
+from tests.node.reading import read_events
 from tests.node.victim import Victim
 from tests.sockets import closed_by_peer, closed_now, connect_from
 from tests.sockets import trickle as trickle_until_cut
@@ -32,11 +33,8 @@ def opened(text: str, ctx):
 
 
 def drain(src, n: int, timeout: float = 10.0) -> list:
-    out: list = []
-    end = time.monotonic() + timeout
-    while len(out) < n and time.monotonic() < end:
-        out.extend(src.next_batch(0.05) or [])
-    return out
+    """Events from ``src`` until ``n`` arrived or ``timeout`` seconds passed."""
+    return read_events(src, n, timeout)
 
 
 
@@ -318,6 +316,7 @@ def test_time_blocked_on_a_full_queue_is_not_idle_time(ctx, monkeypatch):
             quiet.sendall(b"<13>quiet\n")
             busy.sendall(b"<13>one\n<13>two\n")
             wait_until(lambda: src.metrics.get("bytes_in", 0) >= 26, 5, "both lines read")
+            # real time: the server's idle timer is not on the injectable clock
             time.sleep(0.6)      # the server is blocked putting "two": time stands still
             assert src.metrics.get("refused_idle", 0) == 0
             assert len(drain(src, 3)) == 3

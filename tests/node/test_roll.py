@@ -323,11 +323,16 @@ def test_appends_racing_rolls_never_hit_a_closing_instance(roll_open, fac, clock
     t = threading.Thread(target=tick)
     t.start()
     n = 0
-    deadline = time.monotonic() + 5
+
+    def append_until_five_rolls() -> bool:
+        nonlocal n
+        if fac.count("close") >= 5:
+            return True
+        r.append(evs(b"%d" % n, b"%d" % (n + 1)))
+        n += 2
+        return False
     try:
-        while fac.count("close") < 5 and time.monotonic() < deadline:
-            r.append(evs(b"%d" % n, b"%d" % (n + 1)))
-            n += 2
+        wait_for(append_until_five_rolls, 5, "five rolls while appending", interval=0)
     finally:
         stop.set()
         t.join()

@@ -184,14 +184,17 @@ def test_long_strings_of_all_connections_share_one_budget(victim):
         s.sendall(call_header(b"appendPacked") + b"\x0b\x00\x01"
                   + struct.pack(">i", 1_000_000) + bytes(900_000))
         conns.append(s)
-    deadline = time.monotonic() + 10
-    while v.metric("refused_busy") < 4 and time.monotonic() < deadline:
+
+    def keep_sending() -> bool:
+        if v.metric("refused_busy") >= 4:
+            return True
         for s in conns:            # the 16 that got room keep their messages going
             try:
                 s.send(b"\0")
             except OSError:
                 pass
-        time.sleep(0.2)
+        return False
+    wait_until(keep_sending, 10, "4 connections refused as busy", interval=0.2)
     st = v.status()
     assert st["metrics"]["refused_busy"] == 4, st
     assert st["hwm"] - base["hwm"] < 40 * 1024, (base, st)

@@ -37,17 +37,18 @@ def opened(text: str, ctx):
 def collect(src, n: int | None = None, deadline: float = 10.0) -> list[Event]:
     """Events until ``n`` arrived, or until the source is exhausted (n=None)."""
     out: list[Event] = []
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
+
+    def done() -> bool:
         batch = src.next_batch(0.05)
         if batch is None:
             if n is not None:
                 raise AssertionError(f"exhausted after {len(out)} of {n} events")
-            return out
+            return True
         out.extend(batch)
-        if n is not None and len(out) >= n:
-            return out
-    raise AssertionError(f"timed out with {len(out)} events (wanted {n})")
+        return n is not None and len(out) >= n
+    wait_for(done, deadline, f"{n} events" if n is not None else "the source's end",
+             interval=0)
+    return out
 
 
 
@@ -57,7 +58,9 @@ def blocked_next_batch_returns_on_close(src) -> None:
     result = []
     t = threading.Thread(target=lambda: result.append(src.next_batch(30)))
     t.start()
-    time.sleep(0.05)      # let it block (if it returned early, result shows it below)
+    # a real sleep: nothing tells that the thread is blocked, and next_batch's timeout is
+    # real time, not the clock -- the thread needs the chance to get there (or return early)
+    time.sleep(0.05)
     assert t.is_alive(), f"next_batch returned {result} without waiting"
     start = time.monotonic()
     src.close()
@@ -159,18 +162,32 @@ def test_exec_aggregate_whole_output_and_exit_code(ctx):
     src.close()
 
 
+class WatchedClock(ManualClock):
+    """A ManualClock that tells when a thread first waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = threading.Event()
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        self.waited.set()
+        return super().wait(event, seconds)
+
+
 def test_exec_restart_waits_period_on_the_clock(make_ctx):
-    clock = ManualClock()
+    clock = WatchedClock()
     ctx = make_ctx(clock=clock)
     echo = shutil.which("echo")
     src = opened(f"exec({quote(echo + ' run')}, false, true, 60000)", ctx)
     try:
         assert [e.body for e in collect(src, 1)] == [b"run"]
-        # the next run waits for 60 s of the (manual) clock
-        end = time.monotonic() + 0.3
-        while time.monotonic() < end:
-            assert src.next_batch(0.05) == []
-        advanced = 0
+        # the next run waits for 60 s of the (manual) clock: 59 s, and whatever a wrong
+        # timer would have started has started once the reader waits on the clock again
+        wait_for(clock.waited.is_set, 5, "the reader waiting for the period")
+        clock.advance(59)
+        clock.settle()
+        assert src.metrics["runs"] == 1 and src.next_batch(0) == []
+        advanced = 59
         got: list[Event] = []
         while not got:
             clock.advance(30)
@@ -328,12 +345,14 @@ def test_syslog_tcp_backpressure_loses_nothing(ctx, monkeypatch):
         t.start()
         wait_for(lambda: len(src._queue) >= 10, 5, "the queue to fill")
         events: list[Event] = []
-        end = time.monotonic() + 20
-        while len(events) < n and time.monotonic() < end:
+
+        def consume_slowly() -> bool:
             batch = src.next_batch(0.05)
             events.extend(batch)
             if batch:
                 time.sleep(0.02)   # a slow consumer: the server must wait, not drop
+            return len(events) >= n
+        wait_for(consume_slowly, 20, f"{n} events", interval=0)
         t.join(5)
         assert [e.body for e in events] == [b"<13>Oct 11 22:14:15 h m%d" % i for i in range(n)]
     finally:

@@ -47,7 +47,7 @@ def test_happy_path_renames_only_after_commit(ctx, tmp_path, opened):
     assert cp["spool:" + str(d / "a.csv")]["done"] is True
     assert cp["spool:" + str(d / "b.csv")]["done"] is True
     commit(ctx, src)
-    assert poll_until(src, lambda: not (d / "b.csv").exists()) == []
+    assert poll_until(src, lambda: not (d / "b.csv").exists(), what="b.csv renamed") == []
     assert sorted(p.name for p in d.iterdir()) == [
         ".hidden", "a.csv.COMPLETED", "b.csv.COMPLETED", "old.csv.COMPLETED", "skip.txt"]
     assert ctx.store.get("spool:" + str(d / "a.csv")) is None     # forgotten once renamed
@@ -56,7 +56,8 @@ def test_happy_path_renames_only_after_commit(ctx, tmp_path, opened):
     drop(d, "c.csv", lines(5, 7))
     assert read_n(src, 2) == bodies(5, 7)
     commit(ctx, src)
-    assert poll_until(src, lambda: (d / "c.csv.COMPLETED").exists()) == []
+    assert poll_until(src, lambda: (d / "c.csv.COMPLETED").exists(),
+                      what="c.csv renamed") == []
 
 
 def test_restart_mid_file_neither_loses_nor_repeats(make_ctx, tmp_path, opened):
@@ -77,7 +78,8 @@ def test_restart_mid_file_neither_loses_nor_repeats(make_ctx, tmp_path, opened):
     rest = read_n(src2, 10_000 - len(first) + 5)
     assert [e.body for e in first] + rest == bodies(0, 10_000) + bodies(0, 5, b"n")
     commit(ctx2, src2)
-    assert poll_until(src2, lambda: not (d / "next.log").exists()) == []
+    assert poll_until(src2, lambda: not (d / "next.log").exists(),
+                      what="next.log renamed") == []
     assert sorted(p.name for p in d.iterdir()) == ["big.log.COMPLETED", "next.log.COMPLETED"]
 
 
@@ -130,7 +132,8 @@ def test_empty_file_is_completed(ctx, tmp_path, opened):
     d.mkdir()
     drop(d, "empty.log", b"")
     src = opened(SpoolDirSource(str(d)), ctx)
-    assert poll_until(src, lambda: (d / "empty.log.COMPLETED").exists()) == []
+    assert poll_until(src, lambda: (d / "empty.log.COMPLETED").exists(),
+                      what="empty.log renamed") == []
     assert (d / "empty.log.COMPLETED").exists()
 
 

@@ -5,6 +5,7 @@ import os
 import shutil
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from node.sources import tail as tail_mod
 from node.sources.tail import MultiTailSource, TailDirSource, TailSource
 from node.spec import parse_source
 from tests.node.reading import commit, read_events, read_n, read_quiet
+from tests.waiting import wait_until
 
 
 def lines(a: int, b: int) -> bytes:
@@ -135,7 +137,9 @@ def test_close_unblocks_next_batch(ctx, tmp_path):
     result = []
     t = threading.Thread(target=lambda: result.append(src.next_batch(30)))
     t.start()
-    time.sleep(0.1)     # let the reader block
+    # a real sleep: nothing tells that the reader is blocked, and next_batch's timeout is
+    # real time, not the clock -- the thread needs the chance to get there
+    time.sleep(0.1)
     t0 = time.monotonic()
     src.close()
     t.join(5)
@@ -354,9 +358,8 @@ def test_rotation_under_steady_writer(ctx, tmp_path, opened):
         w.stop.set()
         w.thread.join(5)
     total = w.count
-    deadline = time.monotonic() + 10
-    while len(got) < total and time.monotonic() < deadline:
-        time.sleep(0.05)
+    with suppress(AssertionError):      # the check below says what is missing
+        wait_until(lambda: len(got) >= total, 10, "every line written")
     reading.set()
     rt.join(5)
     assert total > 10_000

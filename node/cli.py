@@ -235,7 +235,8 @@ def run_managed(args, data_dir: Path, physical: str) -> int:
     node = PhysicalNode(physical, hosts, root, data_dir=data_dir / "node" / physical,
                         allow_exec=args.allow_exec, zk_auth=auth,
                         http_port=DEFAULT_HTTP_PORT if args.http_port is None
-                        else args.http_port, http_bind=args.http_bind)
+                        else args.http_port, http_bind=args.http_bind,
+                        advertise=args.advertise)
     node.start()
     try:
         while not stop.wait(0.5):
@@ -300,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--http-bind", default="127.0.0.1", metavar="ADDRESS",
                    help="address the status page listens on (default 127.0.0.1); a "
                    "loopback address only: the page has no access control")
+    n.add_argument("--advertise", metavar="HOST",
+                   help="address or name other hosts reach this node at: agents of other "
+                   "hosts send to this node's collectors there (default: the host name, "
+                   "which often resolves to 127.0.0.1 on the host itself)")
     n.set_defaults(func=cmd_node)
 
     c = sub.add_parser("check", help="validate a spec and print its canonical form",

@@ -6,11 +6,13 @@ recover after the fault healed).
 """
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
 
-from .harness import AGENTS, drained, duplicates, missing, wait_until
+from .harness import (AGENTS, COLLECTORS, ZK_HOSTS, drained, dropped, duplicates, missing,
+                      settled_best_effort, wait_until)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -46,3 +48,107 @@ def test_e2e_agent_cut_off_from_its_collectors_for_10s_exactly_once(make_cluster
     assert missing(c) == {a: 0 for a in AGENTS}
     assert c.errors() == {}
     report("e2e-agent-link-down-10s", c, recovery)
+
+
+# ---------------------------------------------------------------- the full run
+
+PROBE_FLOW = "probes"
+
+
+def probe_configs(c, master: str = "m1") -> None:
+    """A config made during the fault, on ``master``: a ``null | null`` logical node
+    ``probe-<host>`` mapped to every node host."""
+    for h in COLLECTORS + AGENTS:
+        c.command("config", f"probe-{h}", PROBE_FLOW, "null", "null", master=master)
+        c.command("map", h, f"probe-{h}", master=master)
+
+
+def run_fault(c, name: str, fault, heal, hold: float, master: str = "m1") -> None:
+    """Counters written by every agent (3000 each over 8 s); once a1's reach the files,
+    ``fault()``, a config made on ``master`` (probe_configs), ``hold`` seconds, ``heal()``.
+    Then: the mode's check of every counter, every probe ACTIVE, nothing in ERROR, and the
+    figures printed (recovery: from ``heal()`` until every counter is delivered)."""
+    for a in AGENTS:
+        c.write_counters(a, 3000, 8)
+    wait_until(lambda: c.output().get("a1"), 30, "a1's first counters in the files")
+    fault()
+    t0 = time.monotonic()
+    probe_configs(c, master)
+    time.sleep(max(0.0, hold - (time.monotonic() - t0)))   # how long the fault lasts
+    heal()
+    healed = time.monotonic()
+    for t in c.writers.values():
+        t.join(30)
+    if c.mode == "BE":
+        wait_until(lambda: settled_best_effort(c), 90, "delivered + dropped == written")
+    else:
+        wait_until(lambda: drained(c), 120, "every counter delivered")
+    recovery = time.monotonic() - healed
+    for h in COLLECTORS + AGENTS:
+        c.wait_active(f"probe-{h}", 60, master=master)
+    probes = time.monotonic() - healed
+    lost = missing(c)
+    figures = {"probes_active_after": f"{probes:.1f}s"}
+    if c.mode == "E2E":
+        assert duplicates(c) == {a: 0 for a in AGENTS}
+        assert lost == {a: 0 for a in AGENTS}
+    elif c.mode == "DFO":
+        assert lost == {a: 0 for a in AGENTS}
+    else:
+        drops = {a: dropped(c, a) for a in AGENTS}
+        assert lost == drops
+        figures["dropped"] = sum(drops.values())
+    assert c.errors() == {}
+    report(name, c, recovery, **figures)
+
+
+@pytest.mark.cluster_full
+@pytest.mark.parametrize("mode", ["E2E", "DFO", "BE"])
+def test_agent_link_down_20s(make_cluster, mode):
+    c = make_cluster(mode)
+    run_fault(c, f"{mode.lower()}-agent-link-down-20s", lambda: c.net.link_down("a1"),
+              c.net.heal, 20)
+
+
+@pytest.mark.cluster_full
+@pytest.mark.parametrize("mode", ["E2E", "DFO", "BE"])
+def test_zookeeper_leader_killed(make_cluster, mode):
+    c = make_cluster(mode)
+    killed = []
+
+    def fault():
+        leader = c.zk_leader()
+        killed.append(leader)
+        c.procs[leader].kill()
+        wait_until(lambda: c.zk_leader() not in (None, leader), 60, "a new leader")
+
+    run_fault(c, f"{mode.lower()}-zookeeper-leader-killed", fault,
+              lambda: c.restart(killed[0]), 10)
+
+
+@pytest.mark.cluster_full
+@pytest.mark.parametrize("mode", ["E2E", "DFO", "BE"])
+def test_collector_paused_20s(make_cluster, mode):
+    c = make_cluster(mode)
+    run_fault(c, f"{mode.lower()}-collector-sigstop-20s",
+              lambda: c.procs["c1"].signal(signal.SIGSTOP),
+              lambda: c.procs["c1"].signal(signal.SIGCONT), 20)
+
+
+@pytest.mark.cluster_full
+@pytest.mark.parametrize("mode", ["E2E", "DFO"])
+def test_collector_cut_off_from_zookeeper_until_its_session_expires(make_cluster, mode):
+    """c1 keeps its agents but loses the ensemble for 20 s (session timeout 10 s) while
+    it receives: it holds claimed groups not yet committed when its session expires."""
+    c = make_cluster(mode)
+    run_fault(c, f"{mode.lower()}-collector-cut-from-zookeeper-20s",
+              lambda: c.net.cut(["c1"], list(ZK_HOSTS)), c.net.heal, 20)
+
+
+@pytest.mark.cluster_full
+def test_e2e_minority_of_the_ensemble_and_a_master_partitioned(make_cluster):
+    """zk3 and m2 cut off from everyone else for 15 s; the config is made on m1."""
+    c = make_cluster("E2E")
+    others = [h for h in c.net.hosts if h not in ("zk3", "m2")]
+    run_fault(c, "e2e-zookeeper-minority-and-master-partitioned",
+              lambda: c.net.cut(["zk3", "m2"], others), c.net.heal, 15)

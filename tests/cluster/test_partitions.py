@@ -63,7 +63,8 @@ def probe_configs(c, master: str = "m1") -> None:
         c.command("map", h, f"probe-{h}", master=master)
 
 
-def run_fault(c, name: str, fault, heal, hold: float, master: str = "m1") -> None:
+def run_fault(c, name: str, fault, heal, hold: float, master: str = "m1",
+              figures: dict | None = None) -> None:
     """Counters written by every agent (3000 each over 8 s); once a1's reach the files,
     ``fault()``, a config made on ``master`` (probe_configs), ``hold`` seconds, ``heal()``.
     Then: the mode's check of every counter, every probe ACTIVE, nothing in ERROR, and the
@@ -88,7 +89,7 @@ def run_fault(c, name: str, fault, heal, hold: float, master: str = "m1") -> Non
         c.wait_active(f"probe-{h}", 60, master=master)
     probes = time.monotonic() - healed
     lost = missing(c)
-    figures = {"probes_active_after": f"{probes:.1f}s"}
+    figures = {**(figures or {}), "probes_active_after": f"{probes:.1f}s"}
     if c.mode == "E2E":
         assert duplicates(c) == {a: 0 for a in AGENTS}
         assert lost == {a: 0 for a in AGENTS}
@@ -114,16 +115,18 @@ def test_agent_link_down_20s(make_cluster, mode):
 @pytest.mark.parametrize("mode", ["E2E", "DFO", "BE"])
 def test_zookeeper_leader_killed(make_cluster, mode):
     c = make_cluster(mode)
-    killed = []
+    killed, figures = [], {}
 
     def fault():
         leader = c.zk_leader()
         killed.append(leader)
+        t0 = time.monotonic()
         c.procs[leader].kill()
         wait_until(lambda: c.zk_leader() not in (None, leader), 60, "a new leader")
+        figures["new_leader_after"] = f"{time.monotonic() - t0:.1f}s"
 
     run_fault(c, f"{mode.lower()}-zookeeper-leader-killed", fault,
-              lambda: c.restart(killed[0]), 10)
+              lambda: c.restart(killed[0]), 10, figures=figures)
 
 
 @pytest.mark.cluster_full

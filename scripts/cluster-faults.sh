@@ -9,7 +9,7 @@ bash scripts/setup.sh
 base="$(mktemp -d /var/tmp/flume-cluster-faults.XXXXXX)"
 echo "cluster-faults: processes' logs and data under $base"
 set +e
-FLUME_CLUSTER_FULL=1 .venv/bin/python -m pytest -q -p no:cacheprovider -s \
+FLUME_CLUSTER_FULL=1 FLUME_TEST_CLUSTER=required .venv/bin/python -m pytest -q -p no:cacheprovider -s \
   --basetemp="$base" tests/cluster "$@" | tee "$base/pytest.log"
 status=${PIPESTATUS[0]}
 set -e

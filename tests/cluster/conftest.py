@@ -1,5 +1,7 @@
 """Fixtures of the cluster tests: a :class:`Cluster` per test, closed (processes stopped,
-namespaces deleted) however the test ends. Tests marked ``cluster_full`` (the long fault
+namespaces deleted) however the test ends; where namespaces cannot be made (not root, no
+``ip``, a container without the privilege) they skip, or fail with
+``FLUME_TEST_CLUSTER=required``. Tests marked ``cluster_full`` (the long fault
 scenarios) run only with ``FLUME_CLUSTER_FULL=1`` (scripts/cluster-faults.sh)."""
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ def make_cluster(tmp_path):
     namespaces cannot be made: not root, or no ``ip``)."""
     why = netns.available()
     if why:
+        if os.environ.get("FLUME_TEST_CLUSTER") == "required":
+            pytest.fail(f"the cluster harness {why}")
         pytest.skip(f"the cluster harness {why}")
     from .harness import Cluster
     made = []

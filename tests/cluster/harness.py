@@ -111,6 +111,7 @@ class Cluster:
         self.procs: dict[str, Proc] = {}
         self.writers: dict[str, threading.Thread] = {}
         self.written: dict[str, int] = {}
+        self.retried = 0                       # commands tried again (see command)
         for d in ("logs", "src", "out", "data"):
             (self.tmp / d).mkdir(parents=True, exist_ok=True)
         self.token = secrets.token_hex(16)
@@ -229,11 +230,27 @@ class Cluster:
         with self.net.inside():
             return httpx.get(self._url(host, path), timeout=10)
 
-    def command(self, command: str, *args: str, master: str = "m1") -> dict:
-        with self.net.inside():
-            r = httpx.post(self._url(master, "/api/commands"),
-                           json={"command": command, "args": list(args)}, timeout=30,
-                           headers={"Authorization": f"Bearer {self.token}"})
+    def command(self, command: str, *args: str, master: str = "m1",
+                retry_for: float = 0.0) -> dict:
+        """Run a master command; SUCCEEDED or AssertionError. With ``retry_for``, an
+        answer 503 (the master is not connected to ZooKeeper) or no answer is tried again
+        for that many seconds, as an operator would; ``self.retried`` counts those."""
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                with self.net.inside():
+                    r = httpx.post(self._url(master, "/api/commands"),
+                                   json={"command": command, "args": list(args)},
+                                   timeout=30,
+                                   headers={"Authorization": f"Bearer {self.token}"})
+            except httpx.HTTPError:
+                if time.monotonic() >= deadline:
+                    raise
+            else:
+                if r.status_code != 503 or time.monotonic() >= deadline:
+                    break
+            self.retried += 1
+            time.sleep(0.5)
         assert r.status_code == 200 and r.json().get("state") == "SUCCEEDED", r.text
         return r.json()
 
@@ -242,7 +259,11 @@ class Cluster:
 
     def status(self, master: str = "m1") -> dict:
         """``{logical name: row}`` of the master's /api/status."""
-        st = self.master_get(master, "/api/status").json()
+        r = self.master_get(master, "/api/status")
+        if r.status_code != 200:
+            raise httpx.HTTPStatusError(f"{master}: {r.status_code} {r.text[:300]}",
+                                        request=r.request, response=r)
+        st = r.json()
         rows = st.get("logical", st) if isinstance(st, dict) else st
         if isinstance(rows, dict):
             return rows
@@ -300,11 +321,14 @@ class Cluster:
         return seen
 
     def errors(self) -> dict[str, str]:
-        """Logical nodes in ERROR at either master, with their last error."""
+        """Logical nodes in ERROR at either master, with their last error (each master
+        is given 30 s to answer: one cut off from ZooKeeper answers 503 until it has a
+        session again)."""
         out = {}
         for m in MASTERS:
             if self.procs[m].alive:
-                for name, row in self.status(m).items():
+                rows = wait_until(lambda: self.status(m), 30, f"master {m} answering")
+                for name, row in rows.items():
                     if row.get("state") == "ERROR":
                         out[name] = row.get("last_error") or row.get("error") or ""
         return out

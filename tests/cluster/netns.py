@@ -40,12 +40,19 @@ class NetnsError(RuntimeError):
     """An ``ip`` command failed."""
 
 
-def available() -> str | None:
-    """None when namespaces can be made here, else why not."""
+def available(prefix: str = "flc") -> str | None:
+    """None when namespaces can be made here (one is made and deleted to know), else
+    why not."""
     if os.geteuid() != 0:
         return "needs root (network namespaces)"
     if shutil.which("ip") is None:
         return "needs the ip tool (Debian: apt-get install iproute2)"
+    probe = f"{prefix}-probe"
+    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True,
+                       timeout=30)
+    if r.returncode != 0:
+        return f"cannot make a network namespace here: {r.stderr.strip()}"
+    ip("netns", "del", probe, check=False)
     return None
 
 

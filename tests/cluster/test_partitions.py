@@ -59,8 +59,9 @@ def probe_configs(c, master: str = "m1") -> None:
     """A config made during the fault, on ``master``: a ``null | null`` logical node
     ``probe-<host>`` mapped to every node host."""
     for h in COLLECTORS + AGENTS:
-        c.command("config", f"probe-{h}", PROBE_FLOW, "null", "null", master=master)
-        c.command("map", h, f"probe-{h}", master=master)
+        c.command("config", f"probe-{h}", PROBE_FLOW, "null", "null", master=master,
+                  retry_for=30)
+        c.command("map", h, f"probe-{h}", master=master, retry_for=30)
 
 
 def run_fault(c, name: str, fault, heal, hold: float, master: str = "m1",
@@ -89,7 +90,8 @@ def run_fault(c, name: str, fault, heal, hold: float, master: str = "m1",
         c.wait_active(f"probe-{h}", 60, master=master)
     probes = time.monotonic() - healed
     lost = missing(c)
-    figures = {**(figures or {}), "probes_active_after": f"{probes:.1f}s"}
+    figures = {**(figures or {}), "probes_active_after": f"{probes:.1f}s",
+               "commands_retried": c.retried}
     if c.mode == "E2E":
         assert duplicates(c) == {a: 0 for a in AGENTS}
         assert lost == {a: 0 for a in AGENTS}

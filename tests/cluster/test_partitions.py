@@ -141,7 +141,7 @@ def test_collector_paused_20s(make_cluster, mode):
 
 
 @pytest.mark.cluster_full
-@pytest.mark.parametrize("mode", ["E2E", "DFO"])
+@pytest.mark.parametrize("mode", ["E2E", "DFO", "BE"])
 def test_collector_cut_off_from_zookeeper_until_its_session_expires(make_cluster, mode):
     """c1 keeps its agents but loses the ensemble for 20 s (session timeout 10 s) while
     it receives: it holds claimed groups not yet committed when its session expires."""
@@ -157,3 +157,27 @@ def test_e2e_minority_of_the_ensemble_and_a_master_partitioned(make_cluster):
     others = [h for h in c.net.hosts if h not in ("zk3", "m2")]
     run_fault(c, "e2e-zookeeper-minority-and-master-partitioned",
               lambda: c.net.cut(["zk3", "m2"], others), c.net.heal, 15)
+
+
+@pytest.mark.cluster_full
+def test_e2e_master_cut_off_from_zookeeper(make_cluster):
+    """m1 loses the ensemble for 15 s (its session expires); the config is made on m2."""
+    c = make_cluster("E2E")
+    run_fault(c, "e2e-master-cut-from-zookeeper-15s",
+              lambda: c.net.cut(["m1"], list(ZK_HOSTS)), c.net.heal, 15, master="m2")
+
+
+@pytest.mark.cluster_full
+def test_e2e_two_faults_at_once(make_cluster):
+    """a1's link down and collector c1 paused, both for 15 s."""
+    c = make_cluster("E2E")
+
+    def fault():
+        c.net.link_down("a1")
+        c.procs["c1"].signal(signal.SIGSTOP)
+
+    def heal():
+        c.net.heal()
+        c.procs["c1"].signal(signal.SIGCONT)
+
+    run_fault(c, "e2e-agent-link-down-and-collector-sigstop-15s", fault, heal, 15)

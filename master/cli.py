@@ -79,6 +79,7 @@ def build_parser():
                    "needs --token-file)")
     m.add_argument("--token-file", help="file holding the access token required for writes")
     _add_http_options(m)
+    node_cli.add_config_file_option(m, "master")
     m.set_defaults(func=cmd_master)
     return parser
 

@@ -50,6 +50,9 @@ MAX_SPEC_FILE = 16 * 1024 * 1024
 STORED_ARG_CHARS = 4096         # command records keep args and messages short: a znode
 STORED_MESSAGE_CHARS = 16384    # must stay far below ZooKeeper's 1 MB limit
 TX_BYTES = 512 * 1024           # bytes of configs per multiconfig transaction
+# A command finding the master disconnected waits this long for ZooKeeper before failing:
+# an ensemble elects a new leader in ~0.5 s and the client reconnects within ~2 s.
+RECONNECT_SECONDS = 5.0
 
 
 def _short(s: str, limit: int) -> str:

@@ -13,7 +13,6 @@ it is outside the root: it is shared with others (docs/security.md says what to 
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import secrets
 import socket
@@ -21,24 +20,20 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from kazoo.exceptions import NoAuthError, NoNodeError, NotEmptyError
-from kazoo.recipe.election import Election
-from kazoo.recipe.watchers import ChildrenWatch
-
 from node.component import Metrics
 from node.errors import FlumeError
 from node.limits import RateLimitedLog, Refusals
-from zk.acl import (AclPolicy, Credential, lock_server, managed_credentials,
+from zk.acl import (AclPolicy, Credential, acl_of, lock_server, managed_credentials,
                     protect_tree, set_quota)
-from zk.client import connect
+from zk.client import AccessDenied, connect, zk_errors
+from zk.election import LeaderElection
+from zk.registrations import Registrations
 from zk.server import DEFAULT_HEAP_MB, ManagedZooKeeper
 from zk.store import ConfigStore
 
 log = logging.getLogger(__name__)
 
 LEADER_SWEEP_SECONDS = 5.0
-MAX_REGISTRATION_BYTES = 64 * 1024   # a physical node's registration is a small JSON object
-MAX_HOST = 255                       # a host name is at most 253 characters
 
 
 def quota(heap_mb: int) -> tuple[int, int]:
@@ -75,133 +70,6 @@ def read_token(path: str | None) -> str | None:
     return token
 
 
-class Registrations:
-    """The leader's check of what the node credential may create: the children of
-    ``physical/`` and ``status/``. ZooKeeper lets the creator of a znode choose its ACL
-    and lets it hang children below it when that ACL grants CREATE, so a client with the
-    node credential can register anything. Each child, whenever its folder's children
-    changed, must have
-
-    * a name a physical node can have (master/service.py ``name_problem``: at most 200
-      characters, no '/', blanks or control characters), else it is deleted;
-    * no children, else they are deleted;
-    * the ACL of its path (zk/acl.py: the masters ALL, the node READ|WRITE), else it is
-      given that ACL, or deleted when this master may not change it;
-    * for ``physical/``: a JSON object of at most MAX_REGISTRATION_BYTES with a ``host``
-      string of 1 to MAX_HOST characters (what a node registers), else deleted.
-
-    Each is a refusal counted in ``metrics`` (``refused_registration_name``,
-    ``..._subtree``, ``..._acl``, ``..._data``). :meth:`check` returns the physical names
-    that passed: only those get a default mapping. A znode this master can neither repair
-    nor delete (an external ZooKeeper, where it is not the super user) stays, is counted
-    and is never mapped."""
-
-    FOLDERS = ("physical", "status")
-
-    def __init__(self, client, store: ConfigStore, policy: AclPolicy | None, refusals):
-        self.client = client
-        self.store = store
-        self.policy = policy
-        self.refusals = refusals
-        self._locked_log = RateLimitedLog(log)
-        self._seen: dict[str, tuple[int, set[str]]] = {}   # folder -> (cversion, accepted)
-
-    def check(self) -> set[str]:
-        for folder in self.FOLDERS:
-            path = self.store.path(folder)
-            children, stat = self.client.get_children(path, include_data=True)
-            seen = self._seen.get(folder)
-            if seen is None or seen[0] != stat.cversion:
-                self._seen[folder] = (stat.cversion, self._check(folder, path, children))
-        return set(self._seen["physical"][1])
-
-    def _check(self, folder: str, base: str, children: list[str]) -> set[str]:
-        from .validation import name_problem
-        accepted = set()
-        named = []
-        for name in children:
-            problem = name_problem(name)
-            if problem:
-                self._remove(f"{base}/{name}", "registration_name",
-                             f"{folder}/{name[:60]!r}: {problem[:120]}")
-            else:
-                named.append(name)
-        reads = [(n, self.client.get_async(f"{base}/{n}"),
-                  self.client.get_acls_async(f"{base}/{n}")) for n in named]
-        for name, data_r, acl_r in reads:
-            path = f"{base}/{name}"
-            try:
-                acls, stat = acl_r.get()
-                data, _ = data_r.get()
-            except NoNodeError:
-                continue
-            except NoAuthError:
-                self._remove(path, "registration_acl", f"{folder}/{name}: this master "
-                             f"may not read it")
-                continue
-            if stat.numChildren:
-                self.refusals.refuse("registration_subtree",
-                                     f"{folder}/{name} has {stat.numChildren} children")
-                if not self._delete_children(path):
-                    continue
-            if folder == "physical" and not _registration(data):
-                self._remove(path, "registration_data",
-                             f"{folder}/{name} holds {len(data)} bytes that are not a "
-                             f"registration")
-                continue
-            if self.policy is not None and set(acls) != set(self.policy.acl(path)):
-                self.refusals.refuse("registration_acl", f"{folder}/{name} has the ACL "
-                                     f"{_acl_text(acls)}")
-                try:
-                    self.client.set_acls(path, self.policy.acl(path))
-                except NoNodeError:
-                    continue
-                except NoAuthError:
-                    self._remove(path, None, "")
-                    continue
-            accepted.add(name)
-        return accepted
-
-    def _delete_children(self, path: str) -> bool:
-        try:
-            for child in self.client.get_children(path):
-                self.client.delete(f"{path}/{child}", recursive=True)
-            return True
-        except NoNodeError:
-            return True
-        except NoAuthError:
-            return False
-
-    def _remove(self, path: str, reason: str | None, detail: str) -> None:
-        if reason:
-            self.refusals.refuse(reason, detail)
-        try:
-            self.client.delete(path, recursive=True)
-        except NoNodeError:
-            pass
-        except (NoAuthError, NotEmptyError):
-            self._locked_log.warning("locked", "cannot delete %s from ZooKeeper: its ACL "
-                                     "shuts this master out; it is ignored", path[:200])
-
-
-def _registration(data: bytes) -> bool:
-    """``data`` looks like what a node registers (node/physical_node.py): a JSON object
-    naming its host."""
-    if len(data) > MAX_REGISTRATION_BYTES:
-        return False
-    try:
-        info = json.loads(data)
-    except ValueError:
-        return False
-    return isinstance(info, dict) and isinstance(info.get("host"), str) and \
-        0 < len(info["host"]) <= MAX_HOST
-
-
-
-def _acl_text(acls) -> str:
-    return ", ".join(f"{a.id.scheme}:{a.id.id[:40]}={a.perms}" for a in acls)
-
-
 class LeaderDuties:
     """Runs for election; while leader, checks registrations (:class:`Registrations`)
     and re-translates on topology changes. ``protect`` (if given) runs once each time
@@ -209,10 +77,9 @@ class LeaderDuties:
     :meth:`Master.protect`: it may take long on a big tree, and nothing waits for it);
     ``protected`` is set when it has ended."""
 
-    def __init__(self, client, store: ConfigStore, identifier: str,
+    def __init__(self, store: ConfigStore, identifier: str,
                  registrations: Registrations | None = None,
                  protect: Callable[[], None] | None = None):
-        self.client = client
         self.store = store
         self.identifier = identifier
         self.registrations = registrations
@@ -221,7 +88,7 @@ class LeaderDuties:
         self.stop_event = threading.Event()
         self.dirty = threading.Event()
         self.is_leader = False
-        self.election = Election(client, store.election_path, identifier)
+        self.election = LeaderElection(store, identifier)
         self.thread = threading.Thread(target=self._run, name="leader-election", daemon=True)
 
     def start(self) -> None:
@@ -255,7 +122,7 @@ class LeaderDuties:
         log.info("master %s is the leader", self.identifier)
         # status/: a new child there is checked at once (Registrations), not at the sweep
         for part in ("physical", "status", "mappings", "logical"):
-            ChildrenWatch(self.client, self.store.path(part), self._mark)
+            self.store.watch_folder(part, self._mark)
         if self.protect is not None:
             threading.Thread(target=self._protect, name="protect-tree", daemon=True).start()
         try:
@@ -357,25 +224,29 @@ class Master:
                         self.zk_hosts)
         self.store = ConfigStore(self.client, self.root)
         try:
-            self.store.ensure_layout()
-            # refused if the tree is protected by ACLs not naming this master
-            self.client.get_children(self.root)
-            if self.acl is not None:
-                self.acl.publish(self.client)
-                if self.managed_zk is not None:
-                    if lock_server(self.client, self.acl.masters):
-                        log.info("the managed ZooKeeper's / and /zookeeper are now "
-                                 "read-only for anyone but masters")
-                    set_quota(self.client, self.root, *quota(self.zk_heap_mb))
-        except NoAuthError:
+            with zk_errors(f"cannot prepare {self.root} in ZooKeeper"):
+                self.store.ensure_layout()
+                # refused if the tree is protected by ACLs not naming this master
+                self.client.get_children(self.root)
+                if self.acl is not None:
+                    self.acl.publish(self.client)
+                    if self.managed_zk is not None:
+                        if lock_server(self.client, self.acl.masters):
+                            log.info("the managed ZooKeeper's / and /zookeeper are now "
+                                     "read-only for anyone but masters")
+                        set_quota(self.client, self.root, *quota(self.zk_heap_mb))
+        except AccessDenied:
             raise MasterConfigError(
                 f"ZooKeeper refused access to {self.root}: it is protected by ACLs that do "
                 f"not name this master's credential (--zk-auth-file)") from None
         from .service import MasterService
         self.service = MasterService(self.store, self.data_dir, self.name)
+        from .validation import name_problem
         refusals = Refusals(self.zk_metrics, log, "the check of node registrations")
-        self.leader = LeaderDuties(self.client, self.store, self.name,
-                                   Registrations(self.client, self.store, self.acl, refusals),
+        registrations = Registrations(self.store, self.acl, refusals,
+                                      name_problem=name_problem,
+                                      locked_log=RateLimitedLog(log))
+        self.leader = LeaderDuties(self.store, self.name, registrations,
                                    self.protect if self.acl is not None else None)
         self.leader.start()
         return self
@@ -395,11 +266,8 @@ class Master:
         checked, changed = protect_tree(self.client, self.root, self.acl, [commits])
         for kind in ("claims", "groups", "watermark", "files"):
             folder = self.store.path("commits", kind)
-            try:
-                current, _ = self.client.get_acls(folder)
-            except NoNodeError:
-                continue
-            if set(current) != set(self.acl.acl(folder)):
+            current = acl_of(self.client, folder)
+            if current is not None and set(current) != set(self.acl.acl(folder)):
                 c, n = protect_tree(self.client, folder, self.acl)
                 checked, changed = checked + c, changed + n
         if changed:

@@ -4,8 +4,11 @@
 :class:`zk.cluster_view.ClusterView` they read. Any master serves any request: the service
 keeps no state of its own beyond that view of ZooKeeper.
 
-Every command and listing raises :class:`ZkError` at once while this master is not
-connected to ZooKeeper (a request is never queued until ZooKeeper returns).
+Every listing raises :class:`ZkError` at once while this master is not connected to
+ZooKeeper; a command waits ``reconnect_seconds`` (:data:`master.commands.RECONNECT_SECONDS`)
+at most for the
+connection to come back (an ensemble electing a new leader), then raises it. A request is
+never queued until ZooKeeper returns.
 """
 from __future__ import annotations
 
@@ -17,13 +20,15 @@ from zk.cluster_view import ClusterView
 from zk.store import Command, ConfigStore
 
 from . import validation
-from .commands import CommandRunner
+from .commands import RECONNECT_SECONDS, CommandRunner
 from .listings import Listings
 
 
 class MasterService:
     """Commands and listings over one :class:`ConfigStore`. Thread-safe: the REST API calls
     it from many threads, several masters call it on the same ZooKeeper."""
+
+    reconnect_seconds = RECONNECT_SECONDS     # a command's wait for ZooKeeper at most
 
     def __init__(self, store: ConfigStore, data_dir: Path, name: str = "master",
                  watch: bool = True):
@@ -38,15 +43,15 @@ class MasterService:
     def close(self) -> None:
         self.view.close()
 
-    def _require_zk(self) -> None:
-        if not self.store.zk.connected:
+    def _require_zk(self, wait: float = 0.0) -> None:
+        if not self.store.connected(wait):
             raise ZkError("ZooKeeper is unreachable (the master is reconnecting)")
 
     # ------------------------------------------------------------ commands
     def execute(self, command: str, args: list[str], by: str = "",
                 raise_failed: bool = False) -> Command:
         """See :meth:`master.commands.CommandRunner.execute`."""
-        self._require_zk()
+        self._require_zk(self.reconnect_seconds)
         return self.runner.execute(command, args, by, raise_failed)
 
     # ------------------------------------------------------------ listings

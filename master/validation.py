@@ -2,9 +2,10 @@
 whole spec file, with the same parser and registry the nodes use (every problem found,
 each with its position and the part it is in), and how those problems are shown.
 
-Nothing here touches ZooKeeper. Bounds: the REST API bounds the text (64 KiB a half, 1 MiB
-a spec file) before it gets here; the first problems are shown (``SpecErrors.shown``),
-then how many more there are.
+Nothing here touches ZooKeeper or builds a component: the components' declared checks run
+on the bound arguments (:func:`node.builder.validate_parts`). Bounds: the REST API bounds
+the text (64 KiB a half, 1 MiB a spec file) before it gets here; the first problems are
+shown (``SpecErrors.shown``), then how many more there are.
 """
 from __future__ import annotations
 

@@ -32,6 +32,26 @@ class Branch:
         """After a failure: wait the next delay of its backoff."""
         self.retry_at = clock.monotonic() + self.backoff.next_delay()
 
+    def open_when_due(self, ctx) -> bool | Exception:
+        """Open the branch's sink unless it is open already (True) or its backoff runs
+        (False). An open that fails closes what it left behind, quietly, and returns the
+        error: the caller counts it and backs the branch off."""
+        if self.opened:
+            return True
+        if self.waiting(ctx.clock):
+            return False
+        try:
+            self.sink.open(ctx)
+        except Exception as exc:
+            try:
+                self.sink.close()
+            except Exception:  # noqa: BLE001 - the open error is the one to report
+                pass
+            return exc
+        self.opened = True
+        self.dirty = False
+        return True
+
     def took(self) -> None:
         """After an accepted append: it holds events, and its backoff is over."""
         self.dirty = True

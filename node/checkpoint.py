@@ -138,7 +138,8 @@ class CheckpointStore:
             except OSError:
                 kept = self.path
             log.error("checkpoint file %s is corrupt (%d bytes, kept as %s); starting "
-                      "without its positions", self.path, len(raw), kept.name)
+                      "without its positions", self.path, len(raw), kept.name,
+                      extra={"file": str(self.path), "bytes": len(raw), "kept": str(kept)})
             return
         self._state, renames = data
         for hidden, final in renames:

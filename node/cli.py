@@ -18,6 +18,7 @@ from pathlib import Path
 
 from zk.errors import CoordinationError
 
+from . import config_file, logs
 from .errors import FlumeError, SpecError
 from .logical_node import LogicalNode, State
 from .components import all_components
@@ -346,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address or name other hosts reach this node at: agents of other "
                    "hosts send to this node's collectors there (default: the host name, "
                    "which often resolves to 127.0.0.1 on the host itself)")
+    add_config_file_option(n, "node")
     n.set_defaults(func=cmd_node)
 
     c = sub.add_parser("check", help="validate a spec and print its canonical form",
@@ -369,15 +371,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_config_file_option(command: argparse.ArgumentParser, name: str) -> None:
+    command.add_argument("--config-file", metavar="FILE",
+                         help=f"TOML file of settings: the long flags without dashes, e.g. "
+                         f"/etc/flume/{name}.toml (flags given here override it)")
+
+
+def parse_command_line(parser: argparse.ArgumentParser,
+                       argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with the defaults a ``--config-file`` gives (node/config_file.py);
+    exit status 2 with the file and key when the file cannot be used."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config_file", None):
+        commands = next(a for a in parser._actions if a.dest == "command").choices
+        try:
+            config_file.load(Path(args.config_file), commands[args.command], parser)
+        except config_file.SettingsError as exc:
+            parser.exit(2, f"flume {args.command}: {exc}\n")
+        args = parser.parse_args(argv)
+    return args
+
+
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     parser = parser or build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     # Events are acyclic and short-lived; the default collector thresholds make the cyclic
     # GC run every few hundred allocations, which costs a third of a line source's time.
     gc.set_threshold(100_000, 50, 100)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logs.setup(args.log_level)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

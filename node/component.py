@@ -6,8 +6,10 @@ make a Python data path slow; batches keep the per-event work to the component l
 
 Contracts, which every component keeps:
 
-* Constructors do no I/O: they only check and keep their arguments, so the master can
-  validate a spec by building it. ``open`` does the I/O.
+* Constructors do no I/O and check nothing themselves: the checks on arguments are
+  declared (bounds next to each parameter, ``check_args`` across parameters; see
+  :mod:`node.registry`), so the master validates a spec without building it, and the
+  builder runs the same checks before building. ``open`` does the I/O.
 * ``append`` is never called before ``open`` or after ``close``; ``close`` may be called
   after a failed ``open`` and must then do nothing harmful; ``close`` is idempotent.
 * ``append`` either accepts the whole batch or raises :class:`SinkError`.
@@ -21,6 +23,7 @@ Contracts, which every component keeps:
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -56,10 +59,41 @@ class NodeShared:
     e2e_collectors: dict = field(default_factory=dict)
 
 
+class Conditions:
+    """Transient conditions of a running flow that components report while they last (a
+    full disk holding the source back): ``set(key, text)`` when one begins, ``set(key,
+    None)`` when it ends. The logical node shows them in its status (``last_error``,
+    ``conditions``) while its state stays ACTIVE; they clear by themselves. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._texts: dict[str, str] = {}
+
+    def set(self, key: str, text: str | None) -> None:
+        with self._lock:
+            if text is None:
+                self._texts.pop(key, None)
+            else:
+                self._texts[key] = text
+
+    def reporter(self, key: str) -> Callable[[str | None], None]:
+        """``set`` bound to ``key``."""
+        return lambda text: self.set(key, text)
+
+    def texts(self) -> list[str]:
+        with self._lock:
+            return [self._texts[k] for k in sorted(self._texts)]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._texts.clear()
+
+
 @dataclass
 class NodeContext:
     """What a running component may use: its logical node's identity, private data
-    directory, clock, checkpoint store and the physical node's shared state."""
+    directory, clock, checkpoint store, the physical node's shared state, and where to
+    report transient conditions (``conditions``)."""
 
     logical_name: str
     data_dir: Path
@@ -69,6 +103,7 @@ class NodeContext:
     allow_exec: bool = True
     shared: NodeShared = field(default_factory=NodeShared)
     stop_event: threading.Event = field(default_factory=threading.Event)
+    conditions: Conditions = field(default_factory=Conditions)
 
     def component_dir(self, *parts: str) -> Path:
         """A directory private to one component of this logical node (created)."""
@@ -90,6 +125,13 @@ class Component:
 
     def __init__(self) -> None:
         self.metrics = Metrics()
+
+    @classmethod
+    def check_args(cls, args: Mapping[str, Any]) -> None:
+        """Check the rules across this component's spec arguments (``args``: every
+        parameter by name, converted, defaults included, each already through the checks
+        declared next to it); ValueError with a readable message. Pure: no I/O, no
+        component built. The builder calls it when validating and before building."""
 
     def children(self) -> list["Component"]:
         """Inner components, for status reports."""

@@ -118,3 +118,15 @@ class SinkError(ComponentError):
 class CommitLogError(FlumeError):
     """The E2E commit log failed (ZooKeeper away or refusing): what node/commit_port.py
     makes of the zk/ errors, so that components, which never import zk, can catch it."""
+
+
+class Interrupted(SinkError):
+    """A sink gave up waiting (for disk space) because its flow stops: the batch was not
+    taken and its source position was not committed, so a source with positions gives it
+    again when the flow restarts. Not a failure of the flow."""
+
+
+class DeliveryUnknown(SinkError):
+    """A call failed after its request may have reached the receiver (a timeout, a
+    connection broken while waiting for the answer): the receiver may or may not have
+    taken the batch. A connection that could not be made is a plain SinkError."""

@@ -3,7 +3,10 @@
 States: HELLO (created), CONFIGURING (building and opening a flow),
 ACTIVE (moving events), CLOSING (closing a flow), IDLE (no flow, or the source is
 exhausted and everything was written), ERROR (the flow failed; ``last_error`` says why),
-LOST and DECOMMISSIONED are set by the master's view, never by the driver.
+LOST and DECOMMISSIONED are set by the master's view, never by the driver. While ACTIVE,
+``last_error`` shows the transient conditions the flow's components report
+(:class:`~node.component.Conditions`, e.g. "disk full: ..."), and is empty again once
+they are over.
 
 Guarantees:
 
@@ -25,8 +28,8 @@ from zk.errors import CoordinationError
 
 from .checkpoint import Checkpoint, CheckpointStore
 from .clock import SYSTEM_CLOCK, Clock
-from .component import NodeContext, NodeShared, Sink, Source
-from .errors import FlumeError
+from .component import Conditions, NodeContext, NodeShared, Sink, Source
+from .errors import FlumeError, Interrupted
 from .builder import build_sink, build_source
 from .spec import Call, SinkNode, format_sink, format_source
 
@@ -79,22 +82,32 @@ class _Flow:
                 if position:
                     sink.when_durable(Checkpoint(position))
         except Exception as exc:  # the flow failed: report it, close what can be closed
-            error = exc
-            log.error("logical node %s failed: %s", node.name, exc,
-                      exc_info=not isinstance(exc, (FlumeError, CoordinationError)))
+            error = self._failure(exc)
+            if error is not None:
+                log.error("logical node %s failed: %s", node.name, exc,
+                          exc_info=not isinstance(exc, (FlumeError, CoordinationError)))
         finally:
             node._set_state(State.CLOSING)
             for closer in (source.close, sink.close):
                 try:
                     closer()
                 except Exception as exc:
-                    error = error or exc
-                    log.error("logical node %s: close failed: %s", node.name, exc)
+                    if self._failure(exc) is not None:
+                        error = error or exc
+                        log.error("logical node %s: close failed: %s", node.name, exc)
+            node.conditions.clear()
             if error is not None:
                 node._fail(error)
             else:
                 node._set_state(State.IDLE)
             self.finished.set()
+
+    def _failure(self, exc: Exception) -> Exception | None:
+        """``exc``, unless it is a sink giving up a wait because the flow stops."""
+        if isinstance(exc, Interrupted) and self.stop_requested.is_set():
+            log.info("logical node %s stops: %s", self.node.name, exc)
+            return None
+        return exc
 
     def stop(self, timeout: float | None) -> bool:
         self.stop_requested.set()
@@ -122,7 +135,8 @@ class LogicalNode:
         self.version: int | None = None
         self.source_text = ""
         self.sink_text = ""
-        self.last_error: str | None = None
+        self._error: str | None = None
+        self.conditions = Conditions()
         self.events_in = 0
         self.bytes_in = 0
         self._flow: _Flow | None = None
@@ -136,6 +150,15 @@ class LogicalNode:
             self.state = state
             self.state_changed.notify_all()
         log.debug("logical node %s is %s", self.name, state.value)
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the flow failed (ERROR), else the transient conditions it reports now."""
+        return self._error or "; ".join(self.conditions.texts()) or None
+
+    @last_error.setter
+    def last_error(self, text: str | None) -> None:
+        self._error = text
 
     def _fail(self, exc: BaseException) -> None:
         self.last_error = str(exc) or type(exc).__name__
@@ -179,6 +202,7 @@ class LogicalNode:
             self.sink_text = format_sink(sink)
             self.version = version
             self.last_error = None
+            self.conditions.clear()
             self._set_state(State.CONFIGURING)
             data_dir = (self.data_root / self.name) if self.data_root else Path(".")
             try:
@@ -187,7 +211,8 @@ class LogicalNode:
                 ctx = NodeContext(logical_name=self.name, data_dir=data_dir,
                                   store=self.store(), clock=self.clock,
                                   physical_name=self.physical_name,
-                                  allow_exec=self.allow_exec, shared=self.shared)
+                                  allow_exec=self.allow_exec, shared=self.shared,
+                                  conditions=self.conditions)
             except Exception as exc:
                 self._fail(FlumeError(f"cannot prepare the data directory {data_dir}: "
                                       f"{exc}"))
@@ -249,6 +274,7 @@ class LogicalNode:
             "source": self.source_text,
             "sink": self.sink_text,
             "last_error": self.last_error,
+            "conditions": self.conditions.texts(),
             "checkpoint_corrupt": bool(self._store is not None and self._store.corrupt),
             "events_in": self.events_in,
             "bytes_in": self.bytes_in,

@@ -10,7 +10,9 @@ counters the master and the consoles show:
   ``events_in``; so a fan-out to two files counts every event twice, as it wrote it twice;
 * ``errors``: the sum over every component;
 * every other numeric counter (WAL and spool sizes, acknowledgements pending and done,
-  rolls...) summed by name over the components.
+  rolls...) summed by name over the components -- but a gauge of what is left
+  (:data:`LEAST`, the free bytes of a data directory's disk) is the least of them, as the
+  components may share one disk.
 
 Nothing here does I/O; :func:`prometheus_text` renders the exposition format 0.0.4.
 """
@@ -20,6 +22,7 @@ import math
 import re
 
 MAIN = ("events_in", "bytes_in", "events_out", "bytes_out", "errors")
+LEAST = ("disk_free_bytes",)
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -73,7 +76,9 @@ def summarize(status: dict) -> dict:
             nbytes = metrics.get("bytes_out")
             out["bytes_out"] += nbytes if _number(nbytes) else 0
         for k, v in metrics.items():
-            if k not in MAIN and _number(v):
+            if k in LEAST and _number(v):
+                other[k] = min(other.get(k, v), v)
+            elif k not in MAIN and _number(v):
                 other[k] = other.get(k, 0) + v
     out.update(sorted(other.items()))
     return out

@@ -4,7 +4,8 @@ It registers itself (ephemeral znode), makes sure it has a mapping (by default a
 node named like itself), watches its mapping and each mapped logical node's config, and
 runs one :class:`LogicalNode` per mapped name.
 
-kazoo callbacks only enqueue; one reconciler thread does the work, in order:
+ZooKeeper's watches (zk/store.py) only enqueue; one reconciler thread does the work, in
+order:
 
 * a config whose znode is older (``mzxid``) than the one applied is ignored (stale);
 * a logical node is restarted only when what it runs changed (translated source and sink,
@@ -30,14 +31,10 @@ import threading
 import time
 from pathlib import Path
 
-from kazoo.client import KazooState
-from kazoo.exceptions import NoAuthError
-from kazoo.recipe.watchers import DataWatch
-
 from zk.acl import AclPolicy, Credential
-from zk.client import ZkError, connect
+from zk.client import AccessDenied, ZkError, connect, zk_errors
 from zk.errors import CoordinationError
-from zk.store import ConfigStore, LogicalConfig, _loads
+from zk.store import ConfigStore, LogicalConfig
 
 from .commit_port import CommitLogPort
 from .component import NodeShared
@@ -100,7 +97,6 @@ class PhysicalNode:
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._status_dirty = threading.Event()
-        self._lost = False
         self._threads: list[threading.Thread] = []
         self.client = None
         self.store: ConfigStore | None = None
@@ -111,8 +107,8 @@ class PhysicalNode:
         if self.http_port is not None:
             self._start_status_server()
         self.client = connect(self.zk_hosts, auth=self.zk_auth)
-        self.client.add_listener(self._on_connection)
         self.store = ConfigStore(self.client, self.root)
+        self.store.on_new_session(self._on_new_session)
         try:
             self._learn_acl()
         except ZkError:
@@ -126,16 +122,17 @@ class PhysicalNode:
         self.shared.physical_name = self.name
         self._register()
         try:
-            self.store.ensure_mapping(self.name, [self.name])
-        except NoAuthError:
+            with zk_errors(f"cannot map {self.name}"):
+                self.store.ensure_mapping(self.name, [self.name])
+        except AccessDenied:
             pass   # under ACLs the leading master maps a new node (zk/acl.py)
         for target, tname in ((self._reconcile_loop, "reconciler"),
                               (self._status_loop, "status")):
             t = threading.Thread(target=target, name=f"{tname}-{self.name}", daemon=True)
             t.start()
             self._threads.append(t)
-        DataWatch(self.client, self.store.mapping_path(self.name), self._on_mapping)
-        DataWatch(self.client, self.store.path("chokes", self.name), self._on_chokes)
+        self.store.watch_mapping(self.name, self._on_mapping)
+        self.store.watch_chokes(self.name, self._on_chokes)
         log.info("physical node %s is up", self.name)
         return self
 
@@ -143,8 +140,9 @@ class PhysicalNode:
         """Create znodes with the ACLs the masters chose (learnt from the root); make the
         layout of an open tree. ZkError when the credential does not fit the tree."""
         try:
-            policy = AclPolicy.learn(self.client, self.root, self.zk_auth)
-        except NoAuthError:
+            with zk_errors(f"cannot read {self.root}"):
+                policy = AclPolicy.learn(self.client, self.root, self.zk_auth)
+        except AccessDenied:
             raise ZkError(
                 f"ZooKeeper refused access to {self.root}: " + (
                     f"the credential of user {self.zk_auth.user} is not the node "
@@ -168,7 +166,7 @@ class PhysicalNode:
         for ln in list(self.logical.values()):
             ln.stop(timeout)
         if self.client is not None:
-            if self.client.connected:
+            if self.store.connected():
                 # kazoo queues requests while disconnected: never let a goodbye block exit
                 bye = threading.Thread(target=self._goodbye, daemon=True)
                 bye.start()
@@ -181,7 +179,7 @@ class PhysicalNode:
     def _goodbye(self) -> None:
         try:
             self._write_status()
-            self.client.delete(self.store.physical_path(self.name))
+            self.store.unregister_physical(self.name)
         except Exception:
             pass
 
@@ -203,40 +201,30 @@ class PhysicalNode:
         while not self._stop.wait(1.0):
             pass
 
-    # ------------------------------------------------------------ kazoo callbacks (enqueue only)
-    def _on_connection(self, state) -> None:
-        if state == KazooState.LOST:
-            self._lost = True
-        elif state == KazooState.CONNECTED and self._lost:
-            self._lost = False
-            self._queue.put(("register",))
+    # ------------------------------------------------------------ watches (enqueue only)
+    def _on_new_session(self) -> None:
+        self._queue.put(("register",))
 
-    def _on_mapping(self, data, stat, event=None):
+    def _on_mapping(self, names: list[str]):
         if self._stop.is_set():
             return False
-        names = list(_loads(data) or []) if data is not None else []
         self._queue.put(("mapping", names))
 
-    def _on_chokes(self, data, stat, event=None):
+    def _on_chokes(self, limits: dict):
         if self._stop.is_set():
             return False
-        self._queue.put(("chokes", _loads(data) or {} if data else {}))
+        self._queue.put(("chokes", limits))
 
     def _watch_logical(self, name: str) -> None:
         self._gen += 1
         gen = self._watch_gen[name] = self._gen
 
-        def on_config(data, stat, event=None):
+        def on_config(cfg: LogicalConfig | None, zxid: int):
             if self._stop.is_set() or self._watch_gen.get(name) != gen:
                 return False  # unmapped meanwhile: drop this watch
-            cfg = None
-            zxid = 0
-            if data is not None and stat is not None:
-                cfg = ConfigStore.parse_logical(name, data, stat.version)
-                zxid = stat.mzxid
             self._queue.put(("config", name, cfg, zxid))
 
-        DataWatch(self.client, self.store.logical_path(name), on_config)
+        self.store.watch_logical(name, on_config)
 
     # ------------------------------------------------------------ reconciler
     def _reconcile_loop(self) -> None:
@@ -304,6 +292,15 @@ class PhysicalNode:
                 self.running.pop(name, None)
             self.config_error.pop(name, None)
             return
+        try:
+            self._configure(name, ln, cfg)
+        except Exception as exc:  # whatever failed, the masters must see it, with why
+            log.debug("logical node %s: configuring failed", name, exc_info=True)
+            self._reject(name, ln, f"spec version {cfg.version} could not be configured: "
+                                   f"{type(exc).__name__}: {exc}")
+
+    def _configure(self, name: str, ln: LogicalNode, cfg: LogicalConfig) -> None:
+        """Run ``cfg`` on ``ln`` unless it runs already or waits for its translation."""
         self.flows[name] = cfg.flow
         wanted = (cfg.running_source, cfg.running_sink, cfg.refresh)
         if waits_for_translation(wanted[0], wanted[1]):
@@ -322,11 +319,6 @@ class PhysicalNode:
         except (FlumeError, CoordinationError) as exc:
             ln.last_error = str(exc)
             ln._set_state(State.ERROR)
-        except Exception as exc:  # a spec that reached ZooKeeper without a master's check
-            log.debug("logical node %s: configuring failed", name, exc_info=True)
-            self._reject(name, ln, f"spec version {cfg.version} could not be configured: "
-                                   f"{type(exc).__name__}: {exc}")
-            return
         self.config_error.pop(name, None)
         self.running[name] = wanted
 
@@ -391,7 +383,7 @@ class PhysicalNode:
         while not self._stop.is_set():
             self._status_dirty.wait(0.05)
             self._status_dirty.clear()
-            if not self.client.connected:
+            if not self.store.connected():
                 continue  # flows go on; the status is written again once reconnected
             sig = self._signature()
             now = time.monotonic()

@@ -15,6 +15,18 @@ A parameter annotation may be ``str``, ``int``, ``float``, ``bool``, ``X | None`
 class with a ``from_spec(value)`` classmethod taking a :class:`Lit` or :class:`Func` and
 raising ``ValueError`` with a readable message (formats, triggers).
 
+Checks are declared, never written in a constructor, so that a spec is validated without
+building anything:
+
+* next to a parameter, as ``typing.Annotated`` metadata: a bound of ``annotated-types``
+  (``Annotated[int, Ge(1)]``, ``Gt(0)``, ``Interval(ge=1, le=65535)``, or ``MinLen(1)`` for
+  a non-empty string: the ones whose messages :func:`check_value` words), or a pure
+  function of the value that raises ``ValueError`` with its own message (a regex that must
+  compile). On ``*args`` they apply to each value; ``None`` passes them (an optional
+  argument left out). The aliases below name the common ones.
+* across parameters, in the class's ``check_args(args)`` classmethod (see
+  :class:`node.component.Component`).
+
 This module imports no component: every component imports it. The tables are filled as
 component modules are imported; :mod:`node.components` imports them all and answers
 lookups.
@@ -24,8 +36,10 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Callable
+
+import annotated_types as at
 
 SPECIAL_FIRST = ("inner", "inner_factory", "branches")
 
@@ -40,7 +54,8 @@ class ComponentInfo:
     aliases: tuple = ()
     takes: str | None = None  # for decorators: inner, inner_factory or branches
     params: tuple = ()        # the spec parameters (inspect.Parameter)
-    hints: dict = None        # resolved annotations
+    hints: dict = None        # resolved annotations, without their Annotated metadata
+    checks: dict = field(default_factory=dict)   # parameter name -> its declared checks
 
     @property
     def signature(self) -> inspect.Signature:
@@ -92,6 +107,57 @@ def type_name(t) -> str:
     return str(t)
 
 
+# Checks that many components declare ("file must not be empty", "timeoutMs must be > 0")
+NonEmpty = Annotated[str, at.MinLen(1)]
+Positive = Annotated[int, at.Gt(0)]
+AtLeast1 = Annotated[int, at.Ge(1)]      # a count
+NonNegative = Annotated[int, at.Ge(0)]   # a timeout in ms is 0 for never
+PeerPort = Annotated[int, at.Interval(ge=1, le=65535)]   # a port to connect to
+
+_METADATA = (at.BaseMetadata, at.Interval)   # a bound, not a function
+
+
+def _declared(component: str, param: str, meta: list):
+    """The checks of one parameter's Annotated metadata; TypeError (at import, so a typo
+    never reaches a spec) for metadata that is neither a bound this module words nor a
+    function."""
+    for m in meta:
+        bound = (isinstance(m, (at.Gt, at.Ge))
+                 or (isinstance(m, at.MinLen) and m.min_length == 1)
+                 or (isinstance(m, at.Interval) and None not in (m.ge, m.le)
+                     and m.gt is None and m.lt is None))
+        if not bound and (isinstance(m, _METADATA) or not callable(m)):
+            raise TypeError(f"{component}: unsupported check {m!r} on {param}")
+        yield m
+
+
+def _bound(m, v) -> str | None:
+    """What the value ``v`` must be to pass the bound ``m``, or None if it does."""
+    if isinstance(m, at.Interval):
+        return None if m.ge <= v <= m.le else f"be within {m.ge}..{m.le}"
+    if isinstance(m, at.Gt):
+        return None if v > m.gt else f"be > {m.gt}"
+    if isinstance(m, at.Ge):
+        if v >= m.ge:
+            return None
+        return "not be negative" if m.ge == 0 else f"be at least {m.ge}"
+    return None if v else "not be empty"    # MinLen(1)
+
+
+def check_value(param: str, value, check) -> None:
+    """Apply one declared ``check`` to the value of ``param``; ValueError saying what
+    ``param`` must be (a bound: "timeoutMs must be > 0, got 0"), or the function's own."""
+    if value is None:
+        return
+    if not isinstance(check, _METADATA):
+        check(value)
+        return
+    must = _bound(check, value)
+    if must is not None:
+        got = "" if isinstance(check, at.MinLen) else f", got {value}"
+        raise ValueError(f"{param} must {must}{got}")
+
+
 _REGISTRY: dict[str, dict[str, ComponentInfo]] = {"source": {}, "sink": {}, "decorator": {}}
 # name -> class of the components marked ``master_only`` (filled as they register)
 _MASTER_ONLY: dict[str, dict[str, type]] = {"source": {}, "sink": {}, "decorator": {}}
@@ -108,8 +174,14 @@ def _register(kind: str, name: str, aliases: tuple) -> Callable[[type], type]:
                                 f"{SPECIAL_FIRST}")
             takes = params[0].name
             params = params[1:]
-        hints = typing.get_type_hints(cls.__init__)
-        info = ComponentInfo(kind, name, cls, tuple(aliases), takes, tuple(params), hints)
+        hints, checks = {}, {}
+        for pname, hint in typing.get_type_hints(cls.__init__, include_extras=True).items():
+            if typing.get_origin(hint) is Annotated:
+                hint, *meta = typing.get_args(hint)
+                checks[pname] = tuple(_declared(name, pname, meta))
+            hints[pname] = hint
+        info = ComponentInfo(kind, name, cls, tuple(aliases), takes, tuple(params), hints,
+                             checks)
         for n in (name, *aliases):
             if n in _REGISTRY[kind]:
                 raise ValueError(f"{kind} {n!r} is registered twice")

@@ -70,9 +70,21 @@ its own bounded reader (:mod:`node.rpc_wire`).
 
 * :class:`RpcClient` ``(host, port, timeout)`` connects lazily and reconnects on the next
   call after any failure. Every call either returns ``(status, message)`` or raises
-  :class:`SinkError` (transport failure, timeout, or an answer it cannot read); after a
-  failure the outcome of that call is unknown to the sender (the receiver may have taken
-  it), so resending gives at-least-once delivery.
+  :class:`SinkError` when the connection cannot be made (nothing was sent), or
+  :class:`~node.errors.DeliveryUnknown` when the call fails after that (timeout, broken
+  connection, an answer it cannot read): the receiver may have taken that batch.
+
+* **Batch ids and deadlines** (the IDL's optional fields of ``appendPacked`` and
+  ``appendBatch``; a receiver or sender that predates them ignores them). Each batch call
+  carries ``timeoutMs`` -- how long the caller waits for the answer once it has sent the
+  request -- and, from this project's senders, an id ``(sender, batch)``
+  (:class:`BatchIds`: a resend of the same bytes after a failure keeps the id). The
+  receiver counts the deadline from when the request has arrived whole (handlers read it
+  with :func:`current_call`), drops what its flow has not taken by then (``expired``)
+  and answers a resent id from a window (:mod:`node.rpc_window`): OK without writing if
+  it was written, after the first outcome if it is being written. So a batch resent
+  after a timeout or a cut is written once while the receiver remembers its id --
+  effectively once, short of a receiver restart between writing and answering.
 
 Payloads of ``appendPacked`` / ``appendGroup`` are :mod:`node.codec` encodings, optionally
 gzip-compressed as a whole (``agent*Sink(compression=true)``): :func:`decode_payload`
@@ -85,15 +97,18 @@ batches with :func:`node.codec.split_events`.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import logging
+import secrets
 import select
 import socket
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import thriftpy2
 from thriftpy2.thrift import TClient
@@ -103,7 +118,7 @@ from .backoff import Backoff
 from .codec import (MAX_BATCH_BYTES, MAX_BATCH_EVENTS, BatchTooLarge, decode_events,
                     encode_events)
 from .component import Metrics
-from .errors import SinkError, SourceError
+from .errors import DeliveryUnknown, SinkError, SourceError
 from .event import Event, Priority
 from .limits import ConnectionSlots, RateLimitedLog, Refusals
 
@@ -137,6 +152,7 @@ ACCEPT_GIVE_UP = 10.0           # seconds of failed accepts (no success) before 
 ACCEPT_PAUSE_FIRST = 0.05       # seconds after a failed accept; doubling up to the next
 ACCEPT_PAUSE_MAX = 1.0
 SHOWN_CHARS = 200               # of a name from the wire, in answers and logs
+UNSETTLED_IDS = 1024            # batch ids a sender keeps for resends (BatchIds)
 ANSWER_CHARS = 1000             # of an answer's message
 
 # What this project's senders keep every call under: half the receiver's defaults.
@@ -146,13 +162,34 @@ SEND_STRUCT_BATCH_BYTES = MAX_MESSAGE_BYTES // STRUCT_SHARE // 2   # appendBatch
 
 _idl = None
 _idl_lock = threading.Lock()
-_serving = threading.local()     # .peer: the address a server thread is answering
+_serving = threading.local()     # .peer, .call: what a server thread is answering
 
 
 def current_peer() -> str:
     """The sender's address of the call a ``ThriftServer`` thread is answering ("" in
     any other thread): for bounds per address in the handlers."""
     return getattr(_serving, "peer", "")
+
+
+class CallInfo(NamedTuple):
+    """What an ``appendPacked`` / ``appendBatch`` call says of itself besides its events
+    (the IDL's optional fields): the batch id ``(sender, batch)`` -- ``sender`` "" and
+    ``batch`` None when the caller gave none -- and ``deadline``, the monotonic time at
+    which the caller gives up (its ``timeoutMs`` counted from when the request had
+    arrived whole), None without one."""
+
+    sender: str = ""
+    batch: int | None = None
+    deadline: float | None = None
+
+
+NO_CALL_INFO = CallInfo()
+
+
+def current_call() -> CallInfo:
+    """The :class:`CallInfo` of the ``appendPacked`` / ``appendBatch`` call a server
+    thread is answering (``NO_CALL_INFO`` in any other case)."""
+    return getattr(_serving, "call", None) or NO_CALL_INFO
 
 
 _PRIORITIES = tuple(Priority)
@@ -287,11 +324,23 @@ class _Dispatch:
             log.debug("rpc: %s failed", name, exc_info=True)
             return result(Status.FAILED, why)
 
-    def appendBatch(self, events):
-        return self._guard("appendBatch", events or [])
+    def _identified(self, name, sender, batch, timeout_ms, *args):
+        """Run ``name(*args)`` with its :class:`CallInfo` readable by :func:`current_call`
+        (a handler written before the ids keeps its signature)."""
+        deadline = (time.monotonic() + timeout_ms / 1000) if timeout_ms and timeout_ms > 0 \
+            else None
+        _serving.call = CallInfo(sender or "", batch if sender else None, deadline)
+        try:
+            return self._guard(name, *args)
+        finally:
+            _serving.call = None
 
-    def appendPacked(self, payload, count):
-        return self._guard("appendPacked", payload or b"", count or 0)
+    def appendBatch(self, events, sender=None, batch=None, timeoutMs=None):
+        return self._identified("appendBatch", sender, batch, timeoutMs, events or [])
+
+    def appendPacked(self, payload, count, sender=None, batch=None, timeoutMs=None):
+        return self._identified("appendPacked", sender, batch, timeoutMs, payload or b"",
+                                count or 0)
 
     def appendGroup(self, agent, seq, checksum, payload, count):
         return self._guard("appendGroup", agent or "", seq or 0, checksum or 0,
@@ -317,6 +366,10 @@ class LockedCounter:
     def add(self, name: str, n: int = 1) -> None:
         with self.lock:
             self.metrics.add(name, n)
+
+    def set(self, name: str, value) -> None:
+        with self.lock:
+            self.metrics.set(name, value)
 
 
 class RpcServer:
@@ -604,9 +657,10 @@ class RpcClient:
     def connected(self) -> bool:
         return self._client is not None
 
-    def _connect(self) -> TClient:
+    def _connect(self, timeout: float | None = None) -> TClient:
+        connect = self.connect_timeout if timeout is None else timeout
         sock = TSocket(self.host, self.port, socket_timeout=self.timeout * 1000,
-                       connect_timeout=self.connect_timeout * 1000)
+                       connect_timeout=connect * 1000)
         trans = _TransFactory().get_transport(sock)
         try:
             trans.open()
@@ -636,7 +690,10 @@ class RpcClient:
         poller.register(raw, select.POLLIN | select.POLLERR | select.POLLHUP)
         return bool(poller.poll(0))
 
-    def _call(self, name: str, *args):
+    def _call(self, name: str, *args, timeout: float | None = None):
+        """Call ``name``; ``timeout`` (seconds) replaces the client's for this call.
+        SinkError if the connection cannot be made (nothing was sent),
+        :class:`~node.errors.DeliveryUnknown` if the call fails after that."""
         with self._lock:
             if self._client is not None and self._peer_closed():
                 # a receiver closes connections idle for long (its idleTimeoutMs):
@@ -644,38 +701,58 @@ class RpcClient:
                 self._drop()
                 self.stale_reconnects += 1
             client = self._client or self._connect()
+            other = timeout is not None and timeout != self.timeout
             try:
-                return getattr(client, name)(*args)
+                if other:
+                    self._sock.set_timeout(timeout * 1000)
+                answer = getattr(client, name)(*args)
+                if other:
+                    self._sock.set_timeout(self.timeout * 1000)
+                return answer
             except Exception as exc:
                 self._drop()
-                raise SinkError(f"rpc {name} to {self.address} failed: "
-                                f"{exc or type(exc).__name__}") from exc
+                raise DeliveryUnknown(f"rpc {name} to {self.address} failed: "
+                                      f"{exc or type(exc).__name__}") from exc
 
-    def connect(self) -> None:
-        """Connect now if not connected (SinkError if that fails)."""
+    def connect(self, timeout: float | None = None) -> None:
+        """Connect now if not connected (SinkError if that fails); ``timeout`` (seconds)
+        instead of the client's connect timeout."""
         with self._lock:
             if self._client is None:
-                self._connect()
+                self._connect(timeout)
 
-    def _answer(self, name: str, *args) -> tuple[int, str]:
-        r = self._call(name, *args)
+    def _answer(self, name: str, *args, timeout: float | None = None) -> tuple[int, str]:
+        r = self._call(name, *args, timeout=timeout)
         if r is None or r.status is None:
             with self._lock:
                 self._drop()
-            raise SinkError(f"rpc {name} to {self.address}: empty answer")
+            raise DeliveryUnknown(f"rpc {name} to {self.address}: empty answer")
         return r.status, r.message or ""
+
+    def _identity(self, batch: "BatchId | None", timeout: float | None) -> tuple:
+        """The optional fields of a batch call: sender, batch number, the deadline."""
+        ms = int((self.timeout if timeout is None else timeout) * 1000)
+        if batch is None:
+            return None, None, ms
+        return batch.sender, batch.number, ms
 
     def append_packed(self, events: list[Event], compress: bool = False) -> tuple[int, str]:
         """Send ``events`` as one codec payload (``appendPacked``)."""
-        return self._answer("appendPacked", encode_payload(events, compress), len(events))
+        return self.append_payload(encode_payload(events, compress), len(events))
 
-    def append_payload(self, payload: bytes, count: int) -> tuple[int, str]:
-        """Send an already encoded payload of ``count`` events (``appendPacked``)."""
-        return self._answer("appendPacked", payload, count)
+    def append_payload(self, payload: bytes, count: int, batch: "BatchId | None" = None,
+                       timeout: float | None = None) -> tuple[int, str]:
+        """Send an already encoded payload of ``count`` events (``appendPacked``), with
+        its ``batch`` id if given; ``timeout`` (seconds) instead of the client's. The
+        call carries its deadline (``timeoutMs``) either way."""
+        return self._answer("appendPacked", payload, count,
+                            *self._identity(batch, timeout), timeout=timeout)
 
-    def append_batch(self, events: list[Event]) -> tuple[int, str]:
+    def append_batch(self, events: list[Event], batch: "BatchId | None" = None,
+                     timeout: float | None = None) -> tuple[int, str]:
         """Send ``events`` as a list of ``ThriftFlumeEvent`` structs (``appendBatch``)."""
-        return self._answer("appendBatch", to_thrift(events))
+        return self._answer("appendBatch", to_thrift(events),
+                            *self._identity(batch, timeout), timeout=timeout)
 
     def append_group(self, agent: str, seq: int, checksum: int, payload: bytes,
                      count: int) -> tuple[int, str]:
@@ -698,3 +775,69 @@ class RpcClient:
                 pass
         with self._lock:
             self._drop()
+
+
+# ---------------------------------------------------------------- batch ids
+
+class BatchId(NamedTuple):
+    """The id of one batch call: the sender instance and the batch's number."""
+
+    sender: str
+    number: int
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+class BatchIds:
+    """A sender's batch ids (the IDL's ``sender`` and ``batch``; the receiver side is
+    :mod:`node.rpc_window`).
+
+    ``sender`` names this sender instance: host and ``name`` (64 characters of each at
+    most) and a random part, so two instances never share ids. Numbers count from 1.
+    :meth:`take` gives a batch, known by its encoded bytes, a new id -- unless a call of
+    the same bytes failed (:meth:`unsettled`) and none answered OK since
+    (:meth:`settle`): then the same id again, so that the receiver recognises the resend
+    (a DFO replay, a retry) of a batch it took or is still writing. At most ``limit``
+    unsettled batches are remembered (a 16-byte digest each), the oldest forgotten first.
+    Bytes are hashed only after a failure and while some batch is unsettled.
+    Thread-safe."""
+
+    def __init__(self, name: str, limit: int = UNSETTLED_IDS):
+        self.sender = f"{socket.gethostname()[:64]}/{name[:64]}/{secrets.token_hex(8)}"
+        self.limit = limit
+        self._next = 0
+        self._unsettled: OrderedDict[bytes, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, data: bytes) -> BatchId:
+        with self._lock:
+            if self._unsettled:
+                number = self._unsettled.get(_digest(data))
+                if number is not None:
+                    return BatchId(self.sender, number)
+            self._next += 1
+            return BatchId(self.sender, self._next)
+
+    def unsettled(self, data: bytes, batch: BatchId) -> None:
+        """A call of ``batch`` (of bytes ``data``) failed, maybe after the receiver took
+        it: keep its id for the resend."""
+        key = _digest(data)
+        with self._lock:
+            self._unsettled[key] = batch.number
+            self._unsettled.move_to_end(key)
+            while len(self._unsettled) > self.limit:
+                self._unsettled.popitem(last=False)
+
+    def settle(self, data: bytes) -> None:
+        """A call of ``data`` was answered OK: its id is done with."""
+        if self._unsettled:
+            key = _digest(data)
+            with self._lock:
+                self._unsettled.pop(key, None)
+
+    @property
+    def pending(self) -> int:
+        """How many batches keep their id for a resend."""
+        return len(self._unsettled)

@@ -11,9 +11,22 @@ one writer at a time. The E2E write-ahead log (:mod:`node.wal`) and diskFailover
   (big-endian). A length above :data:`MAX_RECORD` or past the end of the file is damage.
 * **Writing.** Whole records with one ``writev``. A ``durable`` log makes them durable with
   one ``fdatasync`` before returning, and fsyncs the creation and the cutting of segments
-  and the replacement of state files; otherwise records are handed to the OS only (they
-  survive the death of the process, not of the machine). A failed write keeps nothing (the
-  segment is cut back, or sealed if even that fails) and raises :class:`LogError`.
+  and the writes of state files; otherwise records are handed to the OS only (they
+  survive the death of the process, not of the machine). A failed write keeps nothing: the
+  segment is cut back at once to its last whole record (or sealed if even that fails), so
+  no later open finds a torn record of ours, and it raises :class:`LogError` --
+  :class:`DiskFull` when the disk has no space left (ENOSPC, EDQUOT).
+* **Disk full is transient.** :class:`SpaceWait` retries a write that failed for want of
+  space until space returns (the owner's sending, replay and acknowledgements remove
+  segments meanwhile), reports the condition while it lasts, and keeps the
+  ``disk_free_bytes`` gauge. State files need no new space once created (below).
+* **State files** (a position, a next seq) are small records rewritten in place:
+  :meth:`SegmentLog.write_state` alternates between two fixed-size slots of a file
+  allocated when it is created (``magic:4s gen:u64 length:u32 crc32:u32 data``); the
+  valid slot with the highest generation is the state, so a write torn by a crash leaves
+  the previous one. Only a record too big for its slot (more than ``STATE_SLOT`` bytes at
+  first) makes a new, bigger file (replaced atomically), which needs space. A file of the
+  older format (the text alone) is read, and rewritten in this one when first read.
 * **Torn-tail repair.** :meth:`SegmentLog.scan` reads a segment in order; the first record
   failing its framing, its checksums or the owner's check ends the segment: the rest is
   cut off on disk, counted (``corrupt``, ``truncated_bytes``) and logged -- a warning at
@@ -29,19 +42,29 @@ Not thread-safe: the owner serialises calls.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from .checkpoint import fsync_dir
+from .errors import Interrupted
+from .limits import RateLimitedLog
 
 MAX_RECORD = 1 << 30           # a length above this is damage, not data
 _TRAILER = struct.Struct(">II")
+_STATE_HEAD = struct.Struct(">4sQII")    # magic, generation, length, crc32(data)
+_STATE_MAGIC = b"FST1"
+STATE_SLOT = 4096              # bytes of each of a state file's two slots, at first
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+T = TypeVar("T")
 
 
 class LogError(OSError):
@@ -50,6 +73,20 @@ class LogError(OSError):
 
 class LogInUse(LogError):
     """Another writer holds the log's directory."""
+
+
+class DiskFull(LogError):
+    """A write found no space left on the log's disk; nothing of it was kept."""
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """``exc`` (or an error it was raised from) says the disk has no space left."""
+    while exc is not None:
+        if isinstance(exc, DiskFull) or (isinstance(exc, OSError)
+                                         and exc.errno in _FULL_ERRNOS):
+            return True
+        exc = exc.__cause__
+    return False
 
 
 @dataclass(slots=True, eq=False)
@@ -148,6 +185,8 @@ class SegmentLog:
         self.corrupt = 0               # records that ended their segment (cut off)
         self.truncated_bytes = 0
         self._lock_fd: int | None = None
+        self._states: dict[str, list] = {}   # name -> [fd, slot bytes, newest generation]
+        self.freed = threading.Event()       # set whenever a segment is removed
 
     def now(self) -> float:
         return self._clock.monotonic() if self._clock is not None else time.monotonic()
@@ -261,12 +300,14 @@ class SegmentLog:
             if self.durable:
                 os.fdatasync(fd)
         except OSError as exc:
-            # leave no partial record behind: the next append would follow garbage
+            # leave no partial record behind: the next append would follow garbage, and
+            # the next open would report our own torn write as damage
             try:
                 os.ftruncate(self.fd(seg), start)
             except OSError:
                 seg.sealed = True
-            raise LogError(f"cannot write {self.what} in {self.dir}: {exc}") from exc
+            error = DiskFull if disk_full(exc) else LogError
+            raise error(f"cannot write {self.what} in {self.dir}: {exc}") from exc
         seg.size = start + total
 
     def remove(self, seg: Segment) -> None:
@@ -274,24 +315,178 @@ class SegmentLog:
         self.segments.remove(seg)
         self.release(seg)
         seg.path.unlink(missing_ok=True)
+        self.freed.set()
+
+    def free_bytes(self) -> int:
+        """Bytes an unprivileged writer may still use on the directory's disk."""
+        st = os.statvfs(self.dir)
+        return st.f_bavail * st.f_frsize
+
+    # ---------------------------------------------------------------- state files
+
+    def read_state(self, name: str) -> str | None:
+        """The text last written to state file ``name``, None if it has none. A file of
+        an older version (the text alone, replaced whole) is read as it is."""
+        try:
+            fd = os.open(self.dir / name, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        self._close_state(name)
+        raw = b""
+        while chunk := os.pread(fd, 1 << 16, len(raw)):
+            raw += chunk
+        if not raw.startswith(_STATE_MAGIC):
+            # the older format (the text alone, replaced whole): rewritten in this one now,
+            # while there is likely space, else at its next write
+            self._states[name] = [fd, 0, 0]
+            text = raw.decode("utf-8", "replace") if raw else None
+            if text is not None:
+                try:
+                    self._new_state(name, raw)
+                except OSError:
+                    pass
+            return text
+        slot = len(raw) // 2
+        best = None
+        for start in (0, slot):
+            if start + _STATE_HEAD.size > len(raw):
+                continue
+            magic, gen, length, crc = _STATE_HEAD.unpack_from(raw, start)
+            data = raw[start + _STATE_HEAD.size:start + _STATE_HEAD.size + length]
+            if magic == _STATE_MAGIC and _STATE_HEAD.size + length <= slot and \
+                    zlib.crc32(data) == crc and (best is None or gen > best[0]):
+                best = (gen, data)
+        self._states[name] = [fd, slot, best[0] if best else 0]
+        return best[1].decode("utf-8", "replace") if best else None
 
     def write_state(self, name: str, text: str) -> None:
-        """Replace state file ``name`` atomically (and durably if the log is durable)."""
+        """Write ``text`` to state file ``name`` (durably if the log is durable): in place,
+        needing no new space, once the file exists with a slot big enough."""
+        data = text.encode()
+        rec = _STATE_HEAD.size + len(data)
+        st = self._states.get(name)
+        if st is None and (self.dir / name).exists():
+            self.read_state(name)
+            st = self._states[name]
+        if st is None or rec > st[1]:
+            self._new_state(name, data)
+            return
+        fd, slot, gen = st
+        os.pwrite(fd, _STATE_HEAD.pack(_STATE_MAGIC, gen + 1, len(data), zlib.crc32(data))
+                  + data, (gen % 2) * slot)       # generation g lives in slot (g-1) % 2
+        if self.durable:
+            os.fdatasync(fd)
+        st[2] = gen + 1
+
+    def _new_state(self, name: str, data: bytes) -> None:
+        """Create state file ``name`` holding ``data``, both slots allocated (written)."""
+        slot = STATE_SLOT
+        while _STATE_HEAD.size + len(data) > slot:
+            slot *= 2
         tmp = self.dir / f"{name}.tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            rec = _STATE_HEAD.pack(_STATE_MAGIC, 1, len(data), zlib.crc32(data)) + data
+            os.write(fd, rec.ljust(2 * slot, b"\0"))
             if self.durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, self.dir / name)
+                os.fsync(fd)
+            os.replace(tmp, self.dir / name)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
         if self.durable:
             fsync_dir(self.dir)
+        self._close_state(name)
+        self._states[name] = [fd, slot, 1]
+
+    def _close_state(self, name: str) -> None:
+        st = self._states.pop(name, None)
+        if st is not None:
+            os.close(st[0])
 
     def close(self) -> None:
-        """Close every segment and release the directory."""
+        """Close every segment and state file and release the directory."""
         for seg in self.segments:
             self.release(seg)
         self.segments = []
+        for name in list(self._states):
+            self._close_state(name)
         if self._lock_fd is not None:
             os.close(self._lock_fd)        # releases the flock
             self._lock_fd = None
+
+
+class SpaceWait:
+    """Backpressure while the disk under ``log`` is full (see the module docstring).
+
+    :meth:`call` runs a write; while it fails for want of space it reports the condition
+    (``report(text)``, ``report(None)`` once it is over: the logical node shows it),
+    counts it (``disk_full``: times a write had to wait), logs it (at most every 10 s,
+    however often the disk fills and empties), and tries again
+    when the owner removed a segment or after a wait doubling from ``FIRST`` to ``MOST``
+    seconds -- until the write succeeds or ``stopping()`` says the flow stops
+    (:class:`~node.errors.Interrupted`: nothing of the write was kept). The caller's
+    thread, and so the source behind it, waits meanwhile; other threads (sending,
+    replaying, acknowledging) go on and free space. :meth:`gauge` keeps
+    ``disk_free_bytes`` in ``metrics``, read at most every ``GAUGE_EVERY`` seconds."""
+
+    FIRST, MOST = 0.05, 1.0
+    GAUGE_EVERY = 1.0
+
+    def __init__(self, log: SegmentLog, metrics, report: Callable[[str | None], None],
+                 clock):
+        self.seglog, self.metrics, self.report, self.clock = log, metrics, report, clock
+        self._log = RateLimitedLog(log.log)
+        self._gauge_at: float | None = None
+
+    def gauge(self, force: bool = False) -> int | None:
+        """Read the free bytes into ``disk_free_bytes`` (unless read less than
+        ``GAUGE_EVERY`` ago); None if the disk cannot be asked."""
+        now = self.clock.monotonic()
+        if not force and self._gauge_at is not None and \
+                now - self._gauge_at < self.GAUGE_EVERY:
+            return self.metrics.get("disk_free_bytes")
+        self._gauge_at = now
+        try:
+            free = self.seglog.free_bytes()
+        except OSError:
+            return None
+        self.metrics["disk_free_bytes"] = free
+        return free
+
+    def call(self, write: Callable[[], T], stopping: Callable[[], bool]) -> T:
+        """``write()``, again and again while the disk is full (see the class docstring)."""
+        since = None
+        delay = self.FIRST
+        while True:
+            self.seglog.freed.clear()     # before the write: a removal during it counts
+            try:
+                result = write()
+            except OSError as exc:
+                if not disk_full(exc):
+                    raise
+                if since is None:
+                    since = self.clock.monotonic()
+                    self._full(exc)
+                if stopping():
+                    raise Interrupted(f"{self.seglog.what} in {self.seglog.dir} could not be "
+                                      f"written: the disk is full and the flow stops") from exc
+                self.clock.wait(self.seglog.freed, delay)
+                delay = min(delay * 2, self.MOST)
+                continue
+            if since is not None:
+                self.gauge(force=True)
+                self.report(None)
+                self._log.log(logging.INFO, "space", "%s in %s: the disk has space again "
+                              "after %.1f s; the flow goes on", self.seglog.what,
+                              self.seglog.dir, self.clock.monotonic() - since)
+            return result
+
+    def _full(self, exc: OSError) -> None:
+        free = self.gauge(force=True)
+        self.metrics["disk_full"] = self.metrics.get("disk_full", 0) + 1
+        self.report(f"disk full: {self.seglog.what} in {self.seglog.dir} cannot grow "
+                    f"({free} bytes free); the source waits until sending frees space")
+        self._log.warning("full", "%s in %s: the disk is full (%s); the source waits until "
+                          "sending frees space", self.seglog.what, self.seglog.dir, exc)

@@ -26,7 +26,9 @@ Guarantees:
 * **Deletion by acknowledgement.** :meth:`ack` forgets groups; a segment whose groups are
   all acknowledged is deleted (the segment being written is sealed first, so the next
   append starts a fresh one). Before a segment is deleted, ``meta.json`` records the next
-  seq and the newest position (fsynced).
+  seq and the newest position (fsynced), rewritten in place (a state file of the segment
+  log, created at open): deleting segments needs no new space, so acknowledgements free
+  a full disk.
 * **A seq is never reused**, even after every segment was deleted: on open, the next seq is
   past the records read, past every segment's first seq and past ``meta.json``. (The one
   exception is a torn record cut off on open: it was never durable, so never sent, and
@@ -89,6 +91,7 @@ class WriteAheadLog:
         self._groups: dict[int, Group] = {}
         self._next_seq = 1
         self._stored_next = 0          # the next seq meta.json holds
+        self._had_meta = False         # meta.json existed at open
         self._pos_no = 0               # number of the newest position
         self.position: dict | None = None
         self._events = 0
@@ -130,6 +133,8 @@ class WriteAheadLog:
             self._add("wal_corrupt", self.log.corrupt)
             self._add("wal_truncated_bytes", self.log.truncated_bytes)
             self._next_seq = next_seq
+            if not self._had_meta:
+                self._write_meta()     # allocated now: rewriting it needs no new space
             for i, seg in enumerate(segments):
                 last = i == len(segments) - 1
                 if seg.live or (last and seg.size == 0):
@@ -141,13 +146,15 @@ class WriteAheadLog:
             return [self._groups[s] for s in sorted(self._groups)]
 
     def _read_meta(self) -> None:
-        (self.dir / f"{META}.tmp").unlink(missing_ok=True)     # a replace cut short
+        (self.dir / f"{META}.tmp").unlink(missing_ok=True)     # a creation cut short
+        text = self.log.read_state(META)
+        self._had_meta = text is not None
+        if text is None:
+            return
         try:
-            meta = json.loads((self.dir / META).read_text())
+            meta = json.loads(text)
             self._stored_next = int(meta.get("next_seq", 0))
             self._take_position(int(meta.get("pos_no", 0)), meta.get("position"))
-        except FileNotFoundError:
-            pass
         except (ValueError, TypeError, AttributeError):
             log.error("the WAL's meta.json is unreadable; deriving the next seq from the "
                       "segments", extra={"dir": str(self.dir)})
@@ -318,7 +325,7 @@ class WriteAheadLog:
     @property
     def is_new(self) -> bool:
         """Nothing was ever written here (no group, no meta.json)."""
-        return self._next_seq == 1 and self._stored_next == 0 and not self._groups
+        return self._next_seq == 1 and not self._had_meta and not self._groups
 
     def ensure_next_seq(self, n: int) -> None:
         """Never give a seq below ``n`` from now on (recorded durably)."""

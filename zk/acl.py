@@ -278,6 +278,14 @@ def set_quota(client, path: str, count: int, nbytes: int) -> None:
         client.create(stats, b"count=0,bytes=0")
 
 
+def acl_of(client, path: str) -> list[ACL] | None:
+    """The ACL of ``path``; None when there is no such znode."""
+    try:
+        return client.get_acls(path)[0]
+    except NoNodeError:
+        return None
+
+
 def protect_tree(client, root: str, policy: AclPolicy,
                  skip: Collection[str] = ()) -> tuple[int, int]:
     """Give every znode under ``root`` (and the root) the ACL of its path: (znodes

@@ -4,11 +4,14 @@ at the boundary."""
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import contextmanager
 
-from kazoo.client import KazooClient, TransactionRequest
-from kazoo.exceptions import BadArgumentsError, KazooException, ZookeeperError
+from kazoo.client import KazooClient, KazooState, TransactionRequest
+from kazoo.exceptions import (BadArgumentsError, KazooException, NoAuthError,
+                              SessionMovedError, ZookeeperError)
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.retry import KazooRetry
 
 from .errors import CoordinationError
 
@@ -16,9 +19,19 @@ from .errors import CoordinationError
 log = logging.getLogger(__name__)
 
 # Errors worth retrying are the ones kazoo's own retry treats as such (connection loss,
-# operation timeout); everything else is a real answer and is not retried.
+# operation timeout, an expired session), and a session moved to another server (a request
+# sent through the old one while the client reconnected, e.g. during a leader election:
+# ZooKeeper refused it without applying it). Everything else is a real answer
+# (BadVersion, NodeExists...) and is not retried.
 RETRY = dict(max_tries=-1, delay=0.05, backoff=2, max_delay=2.0, deadline=30.0,
              ignore_expire=True)
+
+
+def command_retry() -> KazooRetry:
+    """The retry policy of every znode operation (``client.retry``), as said above."""
+    retry = KazooRetry(**RETRY)
+    retry.retry_exceptions += (SessionMovedError,)
+    return retry
 
 
 class ZkError(CoordinationError):
@@ -27,6 +40,11 @@ class ZkError(CoordinationError):
 
 class ConflictError(ZkError):
     """A compare-and-set lost against a concurrent writer after every retry."""
+
+
+class AccessDenied(ZkError):
+    """ZooKeeper refused an operation: the ACL of the znode shuts this client out
+    (kazoo's NoAuthError)."""
 
 
 # ZooKeeper drops the connection (and with it every request in flight, and watches)
@@ -110,7 +128,7 @@ def connect(hosts: str, timeout: float = 15.0, session_timeout: float = 10.0,
     client = Client(hosts=hosts, timeout=session_timeout,
                     connection_retry=dict(max_tries=-1, delay=0.1, backoff=2,
                                           max_delay=2.0),
-                    command_retry=RETRY, read_only=read_only,
+                    command_retry=command_retry(), read_only=read_only,
                     auth_data=[auth.auth_data] if auth is not None else None)
     try:
         client.start(timeout=timeout)
@@ -121,16 +139,36 @@ def connect(hosts: str, timeout: float = 15.0, session_timeout: float = 10.0,
     return client
 
 
+def wait_connected(client: KazooClient, timeout: float) -> bool:
+    """True once ``client`` is connected, after ``timeout`` seconds at most: a client
+    whose server died reconnects to another within about a second (an ensemble's leader
+    election takes ~0.5 s), so a caller that would fail at once rides that out."""
+    if client.connected or timeout <= 0:
+        return client.connected
+    up = threading.Event()
+
+    def listener(state) -> None:
+        if state == KazooState.CONNECTED:
+            up.set()
+    client.add_listener(listener)
+    try:
+        return client.connected or up.wait(timeout) or client.connected
+    finally:
+        client.remove_listener(listener)
+
+
 def translate(exc: Exception, what: str) -> ZkError:
     if isinstance(exc, (KazooException, ZookeeperError, KazooTimeoutError)):
-        return ZkError(f"{what}: {type(exc).__name__} {exc}".rstrip())
+        kind = AccessDenied if isinstance(exc, NoAuthError) else ZkError
+        return kind(f"{what}: {type(exc).__name__} {exc}".rstrip())
     return ZkError(f"{what}: {exc}")
 
 
 @contextmanager
 def zk_errors(what: str):
     """Raises what kazoo raises inside as :class:`ZkError` ("``what``: ConnectionLoss
-    ..."), the kazoo exception as its ``__cause__``; a ZkError passes unchanged. Callers
+    ...", :class:`AccessDenied` for NoAuthError), the kazoo exception as its
+    ``__cause__``; a ZkError passes unchanged. Callers
     outside zk/ then handle ZooKeeper's failures without knowing kazoo."""
     try:
         yield

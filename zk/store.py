@@ -23,11 +23,13 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
-from kazoo.client import KazooClient
+from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
-from .client import ConflictError, ZkError
+from .client import ConflictError, ZkError, wait_connected
 from .commit_log import CommitLog
 
 CAS_TRIES = 50
@@ -115,6 +117,11 @@ class ConfigStore:
         self.root = root.rstrip("/") or "/flume"
         self.commits = CommitLog(client, self.zk, self.root)
 
+    def connected(self, wait: float = 0.0) -> bool:
+        """Whether the client is connected, waiting ``wait`` seconds at most for it to
+        reconnect (:func:`zk.client.wait_connected`)."""
+        return wait_connected(self.client, wait)
+
     # ------------------------------------------------------------ paths
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
@@ -151,8 +158,10 @@ class ConfigStore:
     @staticmethod
     def parse_logical(name: str, raw: bytes, version: int) -> LogicalConfig:
         """The config a ``logical/<name>`` znode holds (``raw``, at ``version``); keys it
-        does not know are ignored, bad JSON gives the defaults."""
-        d = _loads(raw) or {}
+        does not know are ignored, bad JSON (or JSON that is not an object) gives the
+        defaults."""
+        d = _loads(raw)
+        d = d if isinstance(d, dict) else {}
         known = {k: d[k] for k in ("source", "sink", "flow", "tsource", "tsink", "refresh")
                  if k in d}
         return LogicalConfig(name=name, version=version, **known)
@@ -188,13 +197,17 @@ class ConfigStore:
         """Create or replace many configs, ``chunk`` znodes per transaction."""
         existing = set(self.zk.get_children(self.path("logical")))
         for i in range(0, len(cfgs), chunk):
-            tx = self.zk.transaction()
-            for cfg in cfgs[i:i + chunk]:
-                if cfg.name in existing:
-                    tx.set_data(self.logical_path(cfg.name), _dumps(cfg.data()))
-                else:
-                    tx.create(self.logical_path(cfg.name), _dumps(cfg.data()))
-            results = tx.commit()
+            def commit(part=cfgs[i:i + chunk]):
+                tx = self.zk.transaction()
+                for cfg in part:
+                    if cfg.name in existing:
+                        tx.set_data(self.logical_path(cfg.name), _dumps(cfg.data()))
+                    else:
+                        tx.create(self.logical_path(cfg.name), _dumps(cfg.data()))
+                return tx.commit()
+            # retried like single operations: a transaction whose answer was lost with the
+            # connection but that was applied fails its creates when it runs again
+            results = self.client.retry(commit)
             failed = [r for r in results if isinstance(r, Exception)]
             if failed:
                 # a concurrent create/delete: fall back to one compare-and-set per znode
@@ -328,6 +341,13 @@ class ConfigStore:
             except NoNodeError:
                 pass
             self.zk.create(path, _dumps(info), ephemeral=True, makepath=True)
+
+    def unregister_physical(self, physical: str) -> None:
+        """Withdraw a live physical node's registration (a clean exit)."""
+        try:
+            self.zk.delete(self.physical_path(physical))
+        except NoNodeError:
+            pass
 
     def list_physical(self) -> dict[str, dict]:
         out = {}
@@ -497,6 +517,54 @@ class ConfigStore:
         except NoNodeError:
             return {}
         return _loads(raw) or {}
+
+    # ------------------------------------------------------------ watches
+    # kazoo's recipes: each calls its function at once, then on every change, and sets
+    # itself again after a reconnection. The functions run on kazoo's thread, so they
+    # must only hand the news on (enqueue); one returning False ends its watch.
+
+    def watch_folder(self, part: str, on_change: Callable[[list[str]], bool | None]) -> None:
+        """``on_change(children)`` of the folder ``part`` (``physical``, ``mappings``...)."""
+        ChildrenWatch(self.client, self.path(part), on_change)
+
+    def watch_mapping(self, physical: str,
+                      on_change: Callable[[list[str]], bool | None]) -> None:
+        """``on_change(names)``: the logical nodes mapped to ``physical`` ([] when it has
+        no mapping)."""
+        def call(data, stat, event=None):
+            return on_change(list(_loads(data) or []) if data is not None else [])
+        DataWatch(self.client, self.mapping_path(physical), call)
+
+    def watch_chokes(self, physical: str, on_change: Callable[[dict], bool | None]) -> None:
+        """``on_change(limits)``: ``physical``'s choke limits {choke id: kbps} ({} when
+        none are set)."""
+        def call(data, stat, event=None):
+            return on_change((_loads(data) or {}) if data else {})
+        DataWatch(self.client, self.path("chokes", physical), call)
+
+    def watch_logical(self, name: str,
+                      on_change: Callable[[LogicalConfig | None, int], bool | None]) -> None:
+        """``on_change(config, mzxid)``: ``name``'s config and the zxid of its last change
+        (None and 0 when it has none), so a caller can reject one older than it applied."""
+        def call(data, stat, event=None):
+            if data is None or stat is None:
+                return on_change(None, 0)
+            return on_change(self.parse_logical(name, data, stat.version), stat.mzxid)
+        DataWatch(self.client, self.logical_path(name), call)
+
+    def on_new_session(self, callback: Callable[[], None]) -> None:
+        """``callback()`` each time the client connects with a new session after losing
+        the previous one (its ephemeral znodes, such as a registration, are gone)."""
+        lost = False
+
+        def listener(state) -> None:
+            nonlocal lost
+            if state == KazooState.LOST:
+                lost = True
+            elif state == KazooState.CONNECTED and lost:
+                lost = False
+                callback()
+        self.client.add_listener(listener)
 
     def remove_tree(self) -> None:
         """Delete everything under the root (tests)."""

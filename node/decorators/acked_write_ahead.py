@@ -24,6 +24,11 @@ the agent half of end-to-end mode (docs/e2e.md).
   deleted once its groups are acknowledged. ``checkMs``: how often the sender looks for
   groups to resend.
 * ``compression``: gzip each group's payload (``true``/``"gzip"``).
+* **Disk full** is transient: a write of the log (or of the checkpoint file beside it)
+  that finds no space waits (:class:`node.segment_log.SpaceWait`), holding the source
+  back, while the senders go on and acknowledgements delete segments -- which needs no
+  new space (the log's ``meta.json`` is rewritten in place); the logical node says
+  "disk full" meanwhile and the flow goes on by itself once there is space.
 
 The log lives in ``<node data>/e2e/<agent>`` (``agent``: the logical node's name, with
 ``#k`` for the k-th E2E sink of the flow, fitted to the agent id bounds by
@@ -31,22 +36,25 @@ The log lives in ``<node data>/e2e/<agent>`` (``agent``: the logical node's name
 log's ``wal_bytes``/``wal_groups``/``wal_events``/``fsyncs``/``wal_corrupt``,
 ``groups_sent``, ``groups_resent``, ``events_sent``, ``retries`` (RETRY: claimed by
 another collector), ``groups_requeued`` (sent again after their collector failed),
-``groups_acked``, ``events_acked``, ``acks_pending``, ``watermark``, ``send_errors``.
+``groups_acked``, ``events_acked``, ``acks_pending``, ``watermark``, ``send_errors``,
+``disk_full`` (writes that had to wait for space), ``disk_free_bytes``.
 """
 from __future__ import annotations
 
 import logging
 import threading
+from typing import Annotated
 from urllib.parse import quote
 
 from ..checkpoint import Checkpoint
 from ..codec import encode_events, split_events
 from ..component import Decorator, NodeContext, Sink
 from ..e2e import AckTracker, GroupSender, LocalTransport, agent_id, commit_log_of
-from ..errors import SinkError
-from ..registry import decorator
+from ..errors import Interrupted, SinkError
+from ..registry import Positive, decorator
 from .. import rpc
 from ..rpc import gzip_payload
+from ..segment_log import SpaceWait, disk_full
 from ..wal import WalError, WriteAheadLog
 
 log = logging.getLogger(__name__)
@@ -55,7 +63,9 @@ DRAIN_SECONDS = 5.0    # at close, how long to wait for unsent groups to be sent
 PENDING_GRACE = 0.1    # seconds a batch waits for its position before it is written alone
 
 
-def _compression_flag(value) -> bool:
+def compression_flag(value: bool | str) -> bool:
+    """Whether ``compression`` (true/false, or "gzip", "true", "false", "none", "") asks
+    for gzip; ValueError for another name."""
     if isinstance(value, str):
         v = value.lower()
         if v not in ("gzip", "true", "false", "none", ""):
@@ -64,24 +74,20 @@ def _compression_flag(value) -> bool:
     return bool(value)
 
 
+Compress = Annotated[bool | str, compression_flag]   # declared check (node/registry.py)
+
 @decorator("ackedWriteAhead")
 class AckedWriteAhead(Decorator):
     """Writes every batch to a durable write-ahead log first, then sends it to the inner
     sink in the background until it is acknowledged (see the module docstring)."""
 
-    def __init__(self, inner: Sink, maxMs: int = 10_000, checkMs: int = 250, *,
-                 retransmitMs: int = 60_000, compression: bool | str = False):
+    def __init__(self, inner: Sink, maxMs: Positive = 10_000, checkMs: Positive = 250, *,
+                 retransmitMs: Positive = 60_000, compression: Compress = False):
         super().__init__(inner)
-        if maxMs <= 0:
-            raise ValueError(f"maxMs must be > 0, got {maxMs}")
-        if checkMs <= 0:
-            raise ValueError(f"checkMs must be > 0, got {checkMs}")
-        if retransmitMs <= 0:
-            raise ValueError(f"retransmitMs must be > 0, got {retransmitMs}")
         self.maxMs = maxMs
         self.checkMs = checkMs
         self.retransmitMs = retransmitMs
-        self.compress = _compression_flag(compression)
+        self.compress = compression_flag(compression)
         self.agent = ""
         self.wal: WriteAheadLog | None = None
         self.tracker: AckTracker | None = None
@@ -91,6 +97,7 @@ class AckedWriteAhead(Decorator):
         self._opened = False
         self._wlock = threading.Lock()
         self._pending: tuple | None = None     # (payload, count, since): awaits its position
+        self._space: SpaceWait | None = None
 
     @property
     def group_mode(self) -> bool:
@@ -113,10 +120,23 @@ class AckedWriteAhead(Decorator):
                      "write-ahead log", self.agent, len(live), sum(g.count for g in live))
         brand_new = self.wal.is_new
         self._pending = None
+        self._space = SpaceWait(self.wal.log, self.metrics,
+                                ctx.conditions.reporter(f"ackedWriteAhead {self.agent}"),
+                                ctx.clock)
+        self._space.gauge()
         if self.wal.position:
             # the newest position the log holds; the store may have missed it (a crash
             # between the log write and the store commit)
-            ctx.store.commit([Checkpoint(dict(self.wal.position))])
+            try:
+                ctx.store.commit([Checkpoint(dict(self.wal.position))])
+            except OSError as exc:
+                if not disk_full(exc):
+                    raise
+                # the store took the position in memory, which the source reads at its
+                # open; the log keeps it for a later open: nothing is read twice
+                log.warning("agent %s: the checkpoint file cannot be written (the disk is "
+                            "full); the position is taken from the write-ahead log",
+                            self.agent)
         self._stop = threading.Event()
         try:
             if commits is not None:
@@ -193,8 +213,11 @@ class AckedWriteAhead(Decorator):
                     p = self._pending
                     if p is not None and \
                             self.ctx.clock.monotonic() - p[2] >= PENDING_GRACE:
-                        self._flush(None)
+                        self._flush(None)      # waits while the disk is full
                 self.wal.seal_older_than(self.maxMs / 1000)
+                self._space.gauge()
+            except Interrupted:
+                pass                       # closing: close writes what is pending
             except Exception as exc:
                 log.warning("agent %s: write-ahead log maintenance failed: %s",
                             self.agent, exc)
@@ -220,14 +243,25 @@ class AckedWriteAhead(Decorator):
             self._pending = (data, len(events), self.ctx.clock.monotonic())
         self.metrics.add("events_in", len(events))
 
-    def _flush(self, position: dict | None) -> None:
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or self.ctx.stop_event.is_set()
+
+    def _write(self, write, wait: bool = True):
+        """``write()`` to the log; while the disk is full it waits for space (``wait``),
+        else the error goes up. SinkError when the log refuses for another reason."""
+        try:
+            if wait:
+                return self._space.call(write, self._stopping)
+            return write()
+        except WalError as exc:
+            if not disk_full(exc):
+                self.metrics.add("errors")
+            raise SinkError(f"ackedWriteAhead: {exc}") from exc
+
+    def _flush(self, position: dict | None, wait: bool = True) -> None:
         """Write the pending batch (with ``position``) as one group. Lock held."""
         data, count, _ = self._pending
-        try:
-            groups = self.wal.append([(data, count)], position)
-        except WalError as exc:
-            self.metrics.add("errors")
-            raise SinkError(f"ackedWriteAhead: {exc}") from exc
+        groups = self._write(lambda: self.wal.append([(data, count)], position), wait)
         self._pending = None
         self.metrics.add("groups_written", len(groups))
         self.sender.add(groups)
@@ -238,26 +272,27 @@ class AckedWriteAhead(Decorator):
             if self._pending is not None:
                 self._flush(position)
             elif position is not None:
-                try:
-                    self.wal.write_position(position)
-                except WalError as exc:
-                    self.metrics.add("errors")
-                    raise SinkError(f"ackedWriteAhead: {exc}") from exc
+                self._write(lambda: self.wal.write_position(position))
         # Everything appended is in the log with this position: the source may move on.
-        self.ctx.store.commit([cp])
+        # (The checkpoint file shares the log's disk: it waits for space like the log.)
+        self._space.call(lambda: self.ctx.store.commit([cp]), self._stopping)
 
     def close(self) -> None:
         if not self._opened:
             return
         self._opened = False
         error = None
+        self._stop.set()       # first: a maintenance write waiting for space gives up
         with self._wlock:
             if self._pending is not None:
                 try:
-                    self._flush(None)
+                    self._flush(None, wait=False)
                 except SinkError as exc:
+                    if disk_full(exc):
+                        # not taken, its position not committed: the source gives it again
+                        exc = Interrupted(f"ackedWriteAhead: the last batch is not written "
+                                          f"(the disk is full): {exc}")
                     error = exc
-        self._stop.set()
         if self.sender is not None:
             self.sender.drain(DRAIN_SECONDS)
             self.sender.stop()

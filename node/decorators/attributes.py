@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..component import Decorator, Sink
 from ..escapes import Escaper
 from ..event import Event
-from ..registry import decorator
+from ..registry import NonEmpty, decorator
 
 
 @decorator("value")
@@ -16,14 +16,17 @@ class ValueDecorator(Decorator):
     """Sets attribute ``attr`` to ``value``; with ``escape=true`` the value is expanded
     per event (``%{host}``, dates, ... see section 6)."""
 
-    def __init__(self, inner: Sink, attr: str, value: str, escape: bool = False):
+    def __init__(self, inner: Sink, attr: NonEmpty, value: str, escape: bool = False):
         super().__init__(inner)
-        if not attr:
-            raise ValueError("the attribute name must not be empty")
         self.attr = attr
         self.value = value.encode()
         esc = Escaper(value) if escape else None
         self.escaper = esc if esc is not None and esc.has_escapes else None
+
+    @classmethod
+    def check_args(cls, args) -> None:
+        if args["escape"]:
+            Escaper(args["value"])
 
     def append(self, events: list[Event]) -> None:
         attr = self.attr
@@ -39,19 +42,22 @@ class ValueDecorator(Decorator):
         self.inner.append(out)
 
 
-def _check_names(names: tuple, what: str) -> frozenset:
-    if not names:
-        raise ValueError(f"{what} needs at least one attribute name")
-    return frozenset(names)
-
-
-@decorator("mask")
-class MaskDecorator(Decorator):
-    """Removes the named attributes from every event."""
+class _Names(Decorator):
+    """Common part of ``mask`` and ``select``: at least one attribute name."""
 
     def __init__(self, inner: Sink, *attrs: str):
         super().__init__(inner)
-        self.names = _check_names(attrs, "mask")
+        self.names = frozenset(attrs)
+
+    @classmethod
+    def check_args(cls, args) -> None:
+        if not args["attrs"]:
+            raise ValueError(f"{cls.spec_name} needs at least one attribute name")
+
+
+@decorator("mask")
+class MaskDecorator(_Names):
+    """Removes the named attributes from every event."""
 
     def append(self, events: list[Event]) -> None:
         names = self.names
@@ -64,12 +70,8 @@ class MaskDecorator(Decorator):
 
 
 @decorator("select")
-class SelectDecorator(Decorator):
+class SelectDecorator(_Names):
     """Keeps only the named attributes of every event."""
-
-    def __init__(self, inner: Sink, *attrs: str):
-        super().__init__(inner)
-        self.names = _check_names(attrs, "select")
 
     def append(self, events: list[Event]) -> None:
         names = self.names

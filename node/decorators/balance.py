@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import zlib
+from typing import Annotated
 
 from ..backoff import Backoff
 from ..checkpoint import Checkpoint, split_checkpoint
@@ -27,6 +28,12 @@ INITIAL_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
 
 
+def check_policy(policy: str) -> None:
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; use one of "
+                         + ", ".join(f'"{p}"' for p in POLICIES))
+
+
 @decorator("balance")
 class BalanceSink(Sink):
     """Sends each batch (with ``hash``: each group of events) to one branch. A branch that
@@ -41,13 +48,11 @@ class BalanceSink(Sink):
     With ``hash``, if one group is delivered and another finds no branch, the append raises
     after part of the batch was delivered: a retry repeats those events."""
 
-    def __init__(self, branches: list[Sink], policy: str = "roundRobin",
-                 key: str = "%{host}"):
+    def __init__(self, branches: list[Sink],
+                 policy: Annotated[str, check_policy] = "roundRobin",
+                 key: Annotated[str, Escaper] = "%{host}"):
         super().__init__()
-        if policy not in POLICIES:
-            raise ValueError(f"unknown policy {policy!r}; use one of "
-                             + ", ".join(f'"{p}"' for p in POLICIES))
-        if not branches:
+        if not branches:   # a fan-out in a spec has branches; this guards Python callers
             raise ValueError("balance needs at least one branch")
         self.branches = [Branch(b, Backoff(INITIAL_BACKOFF, MAX_BACKOFF), i)
                          for i, b in enumerate(branches)]
@@ -90,21 +95,11 @@ class BalanceSink(Sink):
                     br.index, exc, br.backoff.current)
 
     def _usable(self, br: Branch) -> bool:
-        if br.opened:
-            return True
-        if br.waiting(self.ctx.clock):
+        opened = br.open_when_due(self.ctx)
+        if isinstance(opened, Exception):
+            self._fail(br, opened)
             return False
-        try:
-            br.sink.open(self.ctx)
-        except (SinkError, OSError) as exc:
-            try:
-                br.sink.close()
-            except Exception:  # noqa: BLE001 - the open error is the one to report
-                pass
-            self._fail(br, exc)
-            return False
-        br.opened = True
-        return True
+        return opened
 
     # ------------------------------------------------------------- data path
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Annotated
+
+from annotated_types import Ge
 
 from ..checkpoint import Checkpoint
 from ..codec import (MAX_BATCH_BYTES, MAX_BATCH_EVENTS, BatchTooLarge, decode_events,
@@ -16,7 +19,9 @@ from ..component import Decorator, NodeContext, Sink
 from ..errors import SinkError
 from ..event import Event, Priority
 from ..limits import Refusals
-from ..registry import decorator
+from ..registry import AtLeast1, NonNegative, decorator
+
+BatchBytes = Annotated[int, Ge(1024)]   # a bound on a batch's bytes: room for one event
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +44,8 @@ class BatchDecorator(Decorator):
     not kept. A checkpoint is handed to the inner sink only once every event appended before
     it has been passed on."""
 
-    def __init__(self, inner: Sink, n: int, maxLatencyMs: int = 0):
+    def __init__(self, inner: Sink, n: AtLeast1, maxLatencyMs: NonNegative = 0):
         super().__init__(inner)
-        if n < 1:
-            raise ValueError(f"batch size must be at least 1, got {n}")
-        if maxLatencyMs < 0:
-            raise ValueError(f"maxLatencyMs must not be negative, got {maxLatencyMs}")
         self.n = n
         self.max_latency = maxLatencyMs / 1000.0
         self._lock = threading.Lock()
@@ -175,13 +176,9 @@ class UnbatchDecorator(Decorator):
     as soon as it holds that many); if the inner sink fails on a later piece, the earlier
     pieces have already been passed on."""
 
-    def __init__(self, inner: Sink, maxEvents: int = MAX_BATCH_EVENTS,
-                 maxBytes: int = MAX_BATCH_BYTES):
+    def __init__(self, inner: Sink, maxEvents: AtLeast1 = MAX_BATCH_EVENTS,
+                 maxBytes: BatchBytes = MAX_BATCH_BYTES):
         super().__init__(inner)
-        if maxEvents < 1:
-            raise ValueError(f"maxEvents must be at least 1, got {maxEvents}")
-        if maxBytes < 1024:
-            raise ValueError(f"maxBytes must be at least 1024, got {maxBytes}")
         self.max_events = maxEvents
         self.max_bytes = maxBytes
         self.refusals = Refusals(self.metrics, log, "unbatch")

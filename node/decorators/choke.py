@@ -12,7 +12,7 @@ import threading
 
 from ..component import Decorator, NodeContext, NodeShared, Sink
 from ..event import Event
-from ..registry import decorator
+from ..registry import NonEmpty, decorator
 
 BURST_SECONDS = 0.1  # a bucket holds this much of its rate, so short bursts pass at once
 
@@ -70,10 +70,8 @@ class ChokeDecorator(Decorator):
     """Delays appends so that all chokes named ``id`` on this physical node together pass
     at most their limit of body bytes per second. A stopping node is not held back."""
 
-    def __init__(self, inner: Sink, id: str):  # noqa: A002 - the spec keyword is "id"
+    def __init__(self, inner: Sink, id: NonEmpty):  # noqa: A002 - the spec keyword is "id"
         super().__init__(inner)
-        if not id:
-            raise ValueError("the choke id must not be empty")
         self.choke_id = id
 
     def open(self, ctx: NodeContext) -> None:

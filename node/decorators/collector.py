@@ -23,7 +23,7 @@ import logging
 
 from ..checkpoint import Checkpoint
 from ..component import NodeContext, SinkFactory
-from ..registry import decorator
+from ..registry import Positive, decorator
 from .roll import RollSink
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class CollectorRollSink(CollectorRoll):
     """A roll every ``rollmillis`` whose closes acknowledge the E2E groups written to the
     closed instance (at-least-once; see the module docstring)."""
 
-    def __init__(self, inner_factory: SinkFactory, rollmillis: int = 30000):
+    def __init__(self, inner_factory: SinkFactory, rollmillis: Positive = 30000):
         super().__init__(inner_factory, rollmillis)
         self._tag_groups: dict[bytes, list] = {}
         self._closed_tags: dict[bytes, bool] = {}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..component import Decorator, Sink
 from ..event import Event
-from ..registry import decorator
+from ..registry import NonNegative, decorator
 
 
 @decorator("delay")
@@ -11,10 +11,8 @@ class DelayDecorator(Decorator):
     """Waits ``ms`` per event of a batch, then passes the batch on. When the node stops,
     the wait ends at once and the batch is passed on (nothing is lost)."""
 
-    def __init__(self, inner: Sink, ms: int):
+    def __init__(self, inner: Sink, ms: NonNegative):
         super().__init__(inner)
-        if ms < 0:
-            raise ValueError(f"ms must not be negative, got {ms}")
         self.ms = ms
 
     def append(self, events: list[Event]) -> None:

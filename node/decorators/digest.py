@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64 as b64
 import binascii
 import hashlib
+from typing import Annotated
 
 from ..component import Decorator, Sink
 from ..event import Event
@@ -27,7 +28,8 @@ class DigestDecorator(Decorator):
     """Sets ``attr`` to the hash of the body: lowercase hex, or base64 with
     ``base64=true``."""
 
-    def __init__(self, inner: Sink, algorithm: str, attr: str, base64: bool = False):
+    def __init__(self, inner: Sink, algorithm: Annotated[str, _algorithm], attr: str,
+                 base64: bool = False):
         super().__init__(inner)
         self.algorithm = _algorithm(algorithm)
         self.attr = attr

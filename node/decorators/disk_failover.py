@@ -14,8 +14,15 @@ fails, replay in the background.
   crc32:u32 payload``, each one batch in the :mod:`node.codec` encoding. Writes are
   handed to the OS, not fsynced: nothing is lost while the process lives and its disk
   survives (a SIGKILL loses nothing; a power cut may). After a restart, what was left in
-  the spool is replayed first. The replay position is kept in ``replay.pos``; a crash
-  between a send and its position update resends that one record (at-least-once).
+  the spool is replayed first. The replay position is kept in ``replay.pos``, a state
+  file of the segment log rewritten in place (created at open, it needs no new space
+  later); a crash between a send and its position update resends that one record
+  (at-least-once).
+* **Disk full** is transient: an append that finds no space waits
+  (:class:`node.segment_log.SpaceWait`), holding its source back, while the replay goes
+  on and removes what it sent; the logical node says "disk full" meanwhile and the
+  append goes on by itself once there is space. A write cut short by the full disk is
+  cut back at once. ``disk_free_bytes`` is the free space of the spool's disk.
 * A record whose framing is damaged (torn by a machine crash) is reported, counted in
   ``corrupt`` and the rest of its segment cut off (at open) or skipped (while replaying);
   a record whose framing is intact but whose payload fails its checksum is dropped alone.
@@ -27,7 +34,7 @@ fails, replay in the background.
 An inner sink with ``append_encoded(data, count)`` (the agent collector chain) receives the
 spooled encoding as it is, without decoding. Counters: ``events_out`` (sent directly),
 ``spooled``, ``replayed``, ``spool_bytes`` (waiting in the spool), ``send_errors``,
-``corrupt``.
+``corrupt``, ``disk_full`` (appends that had to wait for space), ``disk_free_bytes``.
 """
 from __future__ import annotations
 
@@ -35,23 +42,27 @@ import json
 import logging
 import threading
 from pathlib import Path
+from typing import Annotated
 
 from ..backoff import Backoff
 from ..checkpoint import Checkpoint
 from ..codec import decode_events, encode_events
 from ..component import Decorator, NodeContext, Sink
-from ..errors import SinkError
+from ..errors import DeliveryUnknown, SinkError
 from ..event import Event
-from ..registry import decorator
-from ..segment_log import Framing, LogInUse, SegmentLog
+from ..limits import RateLimitedLog
+from ..registry import Positive, decorator
+from ..segment_log import Framing, LogInUse, SegmentLog, SpaceWait, disk_full
 
 log = logging.getLogger(__name__)
+_send_failed = RateLimitedLog(log)
 
 _MAGIC = b"DFO1"
 FRAMING = Framing("I", {_MAGIC: False})   # magic, count, length, crc32(payload)
 SEGMENT_BYTES = 16 << 20             # start a new segment file past this size
 _POS_FILE = "replay.pos"
 CLOSE_WAIT = 2.0                     # seconds close waits for a replay send to finish
+REPLAY_TIMEOUT_FACTOR = 8            # a replay waits at most this x the inner timeout
 
 
 class Spool:
@@ -91,11 +102,14 @@ class Spool:
     def _load(self) -> None:
         segs = self.log.open()
         rseg, roff = -1, 0
+        text = self.log.read_state(_POS_FILE)
         try:
-            pos = json.loads((self.dir / _POS_FILE).read_text())
+            pos = json.loads(text) if text is not None else None
             rseg, roff = int(pos["segment"]), int(pos["offset"])
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             pass
+        if text is None:
+            self._save_pos()     # allocated now: rewriting it later needs no new space
         # a new segment numbered below the recorded position would be taken for one
         # replayed already at the next open (replay.pos can outlive its segments)
         self.log.next_number = max(self.log.next_number, rseg + 1)
@@ -129,7 +143,9 @@ class Spool:
         return self.pending_records == 0
 
     def write(self, data: bytes, count: int) -> None:
-        """Append one record, handed to the OS. OSError passes through."""
+        """Append one record, handed to the OS. OSError passes through
+        (:class:`~node.segment_log.DiskFull` when the disk is full); nothing of a failed
+        write is kept."""
         seg = self.log.writable()
         if seg.size == 0 and (self._read is None or self.pending_records == 0):
             self._read, self._roff = seg, 0
@@ -157,11 +173,16 @@ class Spool:
             if rec is not None:
                 # framing intact, payload damaged: drop just this record
                 log.error("diskFailover: record at offset %d of %s fails its checksum; %d "
-                          "events dropped", off, seg.path, rec.fields[0])
+                          "events dropped", off, seg.path, rec.fields[0],
+                          extra={"segment": str(seg.path), "offset": off,
+                                 "bytes_lost": rec.size, "events_lost": rec.fields[0]})
                 self.advance(rec.length)
                 continue
+            # the framing is gone, so the records (and events) in the rest are unknown
             log.error("diskFailover: corrupt record in %s at offset %d (%s); skipping the "
-                      "rest of that segment", seg.path, off, bad)
+                      "rest of that segment", seg.path, off, bad,
+                      extra={"segment": str(seg.path), "offset": off,
+                             "bytes_lost": seg.size - off, "reason": bad})
             seg.sealed = True     # cannot write after garbage: later writes start anew
             self._next_segment()
             self._count_pending()
@@ -192,7 +213,7 @@ class Spool:
             self.log.remove(seg)
         self._read, self._roff = None, 0
         self.pending_bytes = 0
-        (self.dir / _POS_FILE).unlink(missing_ok=True)
+        self._save_pos()
 
     def _save_pos(self) -> None:
         number = self._read.number if self._read is not None else -1
@@ -204,20 +225,19 @@ class Spool:
         self._read = None
 
 
+def check_spool_name(name: str) -> None:
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"bad spool name {name!r}")
+
+
 @decorator("diskFailover")
 class DiskFailoverDecorator(Decorator):
     """Sends to the inner sink; spools to disk when it fails and replays in the background
     (see the module docstring)."""
 
-    def __init__(self, inner: Sink, maxMs: int = 60000, checkMs: int = 1000, *,
-                 name: str = "spool"):
+    def __init__(self, inner: Sink, maxMs: Positive = 60000, checkMs: Positive = 1000, *,
+                 name: Annotated[str, check_spool_name] = "spool"):
         super().__init__(inner)
-        if checkMs <= 0 or maxMs <= 0:
-            raise ValueError(f"maxMs and checkMs must be positive, got {maxMs} and {checkMs}")
-        if maxMs < checkMs:
-            raise ValueError(f"maxMs ({maxMs}) must not be below checkMs ({checkMs})")
-        if not name or "/" in name or name.startswith("."):
-            raise ValueError(f"bad spool name {name!r}")
         self.max_ms = maxMs
         self.check_ms = checkMs
         self.name = name
@@ -230,6 +250,13 @@ class DiskFailoverDecorator(Decorator):
         self._inner_open = False
         self._spooled_since_cp = False
         self._encoded = False
+        self._space: SpaceWait | None = None
+
+    @classmethod
+    def check_args(cls, args) -> None:
+        if args["maxMs"] < args["checkMs"]:
+            raise ValueError(f"maxMs ({args['maxMs']}) must not be below checkMs "
+                             f"({args['checkMs']})")
 
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
@@ -240,6 +267,10 @@ class DiskFailoverDecorator(Decorator):
             raise SinkError(f"diskFailover: cannot open the spool under {base}: {exc}") from exc
         self._encoded = hasattr(self.inner, "append_encoded")
         self._spooled_since_cp = False
+        self._space = SpaceWait(self.spool.log, self.metrics,
+                                ctx.conditions.reporter(f"diskFailover {self.spool_dir.name}"),
+                                ctx.clock)
+        self._space.gauge()
         self._update_bytes()
         if self.spool.corrupt:
             self.metrics.set("corrupt", self.spool.corrupt)
@@ -278,52 +309,79 @@ class DiskFailoverDecorator(Decorator):
         else:
             self.inner.append(events if events is not None else decode_events(data))
 
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or self.ctx.stop_event.is_set()
+
     def append(self, events: list[Event]) -> None:
         if not events:
             return
         n = len(events)
         self.metrics.add("events_in", n)
+        encoded: list[bytes | None] = [None]     # encoded once, when first needed
+        # while the disk is full this waits (the source with it) and tries again: the
+        # replay frees space, or empties the spool so that the batch is sent directly
+        self._space.call(lambda: self._take(events, n, encoded), self._stopping)
+        self._wake.set()
+
+    def _take(self, events: list[Event], n: int, encoded: list) -> None:
+        """Send the batch directly if nothing waits in the spool, else spool it. OSError
+        for want of space passes through (nothing was kept); SinkError otherwise."""
         with self._lock:
-            data = None
             if self.spool.empty and self._inner_open:
-                if self._encoded:
-                    data = encode_events(events)
+                if self._encoded and encoded[0] is None:
+                    encoded[0] = encode_events(events)
                 try:
-                    self._send(events, data, n)
+                    self._send(events, encoded[0], n)
                     self.metrics.add("events_out", n)
                     return
                 except SinkError as exc:
                     self.metrics.add("send_errors")
-                    log.warning("diskFailover: send failed, spooling to disk: %s", exc)
-            if data is None:
-                data = encode_events(events)
+                    _send_failed.warning("send", "diskFailover: send failed, spooling to "
+                                         "disk: %s", exc)
+            if encoded[0] is None:
+                encoded[0] = encode_events(events)
             try:
-                self.spool.write(data, n)
+                self.spool.write(encoded[0], n)
             except OSError as exc:
+                self._update_bytes()
+                if disk_full(exc):
+                    raise
                 self.metrics.add("errors")
                 raise SinkError(f"diskFailover: cannot write the spool: {exc}") from exc
             self._spooled_since_cp = True
             self.metrics.add("spooled", n)
             self._update_bytes()
-        self._wake.set()
 
     def when_durable(self, cp: Checkpoint) -> None:
         with self._lock:
             direct = (self._inner_open and not self._spooled_since_cp
                       and self.spool.empty)
             self._spooled_since_cp = False
-        if direct:
-            self.inner.when_durable(cp)
-        else:
-            self.ctx.store.commit([cp])
+        # the checkpoint file shares the spool's disk: its write waits for space like an
+        # append (an inner sink refused by the full disk did not commit: it is asked again)
+        commit = ((lambda: self.inner.when_durable(cp)) if direct
+                  else (lambda: self.ctx.store.commit([cp])))
+        self._space.call(commit, self._stopping)
 
     # -------------------------------------------------------------- replay
 
     def _replay_loop(self) -> None:
+        """Replays the spool until closed. After a failure it waits ``checkMs`` doubling
+        to ``maxMs``, and warns (rate-limited). After a call whose outcome is unknown (a
+        timeout: the receiver may be writing it still), the record is resent -- with the
+        same batch id, so that a receiver that took it answers without writing it again
+        -- waiting twice as long for the answer each time, up to
+        ``REPLAY_TIMEOUT_FACTOR`` times the inner sink's timeout; back to that timeout
+        after a success. (Not in smaller pieces: a piece would be a new batch to the
+        receiver, and written again if the whole one was.)"""
         clock = self.ctx.clock
         stop = self._stop
         backoff = Backoff(self.check_ms / 1000, self.max_ms / 1000)
+        quiet = RateLimitedLog(log)
+        base = getattr(self.inner, "timeout", None) if self._encoded else None
+        timeout = base
         while not stop.is_set():
+            self._space.gauge()
             with self._lock:
                 empty = self.spool.empty
             if empty:
@@ -331,27 +389,39 @@ class DiskFailoverDecorator(Decorator):
                 self._wake.clear()
                 continue
             try:
-                ok = self._replay_one()
+                ok = self._replay_one(timeout)
+            except DeliveryUnknown as exc:
+                if base is not None:
+                    timeout = min(timeout * 2, base * REPLAY_TIMEOUT_FACTOR)
+                quiet.warning("replay", "diskFailover: replay of %s got no answer (%s); "
+                              "resending it with the same id%s", self.spool_dir, exc,
+                              f", waiting {timeout:g} s" if timeout else "")
+                ok = False
+            except SinkError as exc:
+                quiet.warning("replay", "diskFailover: replay of %s failed: %s",
+                              self.spool_dir, exc)
+                ok = False
             except Exception as exc:  # the replay thread must survive anything
-                log.warning("diskFailover: replay failed: %s", exc,
-                            exc_info=not isinstance(exc, SinkError))
+                log.warning("diskFailover: replay failed: %s", exc, exc_info=True)
                 ok = False
             if ok:
                 backoff.reset()
+                timeout = base
             elif not stop.is_set():
                 clock.wait(stop, backoff.next_delay())
 
-    def _replay_one(self) -> bool:
-        """Open the inner sink if needed and send the oldest record; True on success."""
+    def _replay_one(self, timeout: float | None = None) -> bool:
+        """Open the inner sink if needed and send the oldest record (waiting ``timeout``
+        seconds for the answer of an ``append_encoded`` inner sink; None: its own); True
+        once sent (or nothing is left), False if stopping; SinkError if not sent."""
         if not self._inner_open:
             try:
                 self.inner.open(self.ctx)
             except (SinkError, OSError) as exc:
                 with self._lock:
                     self.metrics.add("send_errors")
-                log.debug("diskFailover: inner sink still does not open: %s", exc)
                 self._close_inner_quietly()
-                return False
+                raise SinkError(f"the inner sink does not open: {exc}") from exc
             self._inner_open = True
             log.info("diskFailover: inner sink opened; replaying the spool")
         with self._lock:
@@ -364,12 +434,14 @@ class DiskFailoverDecorator(Decorator):
         if self._stop.is_set():
             return False
         try:
-            self._send(None, data, count)
-        except SinkError as exc:
+            if self._encoded and timeout is not None:
+                self.inner.append_encoded(data, count, timeout=timeout)
+            else:
+                self._send(None, data, count)
+        except SinkError:
             with self._lock:
                 self.metrics.add("send_errors")
-            log.debug("diskFailover: replay send failed: %s", exc)
-            return False
+            raise
         with self._lock:
             self.spool.advance(len(data))
             self.metrics.add("replayed", count)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Annotated
 
 from ..component import Decorator, Sink
 from ..event import Event
@@ -64,8 +65,8 @@ class ExDateDecorator(Decorator):
     ``<prefix>second`` (two digits each with ``padding``). An event whose attribute is
     missing or does not parse passes unchanged and is counted in ``parse_errors``."""
 
-    def __init__(self, inner: Sink, attr: str, pattern: str, prefix: str = "date",
-                 padding: bool = True):
+    def __init__(self, inner: Sink, attr: str, pattern: Annotated[str, java_to_strptime],
+                 prefix: str = "date", padding: bool = True):
         super().__init__(inner)
         self.attr = attr
         self.format = java_to_strptime(pattern)

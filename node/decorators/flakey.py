@@ -8,8 +8,8 @@ import random
 from ..component import Decorator, Sink
 from ..errors import SinkError
 from ..event import Event
-from ..registry import decorator
-from .samplers import check_at_least_one, check_probability
+from ..registry import AtLeast1, decorator
+from .samplers import Probability
 
 log = logging.getLogger(__name__)
 
@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 class FlakeyAppend(Decorator):
     """Each append fails (SinkError, nothing passed on) with probability ``p``."""
 
-    def __init__(self, inner: Sink, p: float):
+    def __init__(self, inner: Sink, p: Probability):
         super().__init__(inner)
-        self.p = check_probability(p)
+        self.p = p
         self.random = random.Random()
 
     def append(self, events: list[Event]) -> None:
@@ -34,9 +34,9 @@ class FlakeyAppend(Decorator):
 class IntervalFlakeyAppend(Decorator):
     """Every ``n``-th append fails (SinkError, nothing passed on)."""
 
-    def __init__(self, inner: Sink, n: int):
+    def __init__(self, inner: Sink, n: AtLeast1):
         super().__init__(inner)
-        self.n = check_at_least_one("n", n)
+        self.n = n
         self.count = 0
 
     def append(self, events: list[Event]) -> None:
@@ -53,9 +53,9 @@ class IntervalDroppyAppend(Decorator):
     """Silently drops every ``n``-th event (counting across batches), counted in
     ``events_dropped``."""
 
-    def __init__(self, inner: Sink, n: int):
+    def __init__(self, inner: Sink, n: AtLeast1):
         super().__init__(inner)
-        self.n = check_at_least_one("n", n)
+        self.n = n
         self.count = 0  # events seen so far
 
     def append(self, events: list[Event]) -> None:

@@ -1,6 +1,8 @@
 """``format("pattern")``: replaces each body by the pattern expanded for that event."""
 from __future__ import annotations
 
+from typing import Annotated
+
 from ..component import Decorator, Sink
 from ..escapes import Escaper
 from ..event import Event
@@ -12,7 +14,7 @@ class FormatDecorator(Decorator):
     """Replaces the body by ``pattern`` with its escapes (``%{body}``, ``%{host}``, dates,
     ... section 6) expanded per event; ``utc=true`` takes dates in UTC."""
 
-    def __init__(self, inner: Sink, pattern: str, utc: bool = False):
+    def __init__(self, inner: Sink, pattern: Annotated[str, Escaper], utc: bool = False):
         super().__init__(inner)
         self.escaper = Escaper(pattern, utc=utc)
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import logging
 import zlib
+from typing import Annotated
+
+from annotated_types import Interval
 
 from ..codec import MAX_BATCH_BYTES
 from ..component import Decorator, Sink
 from ..event import Event
 from ..limits import Refusals
 from ..registry import decorator
+from .batch import BatchBytes
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +29,8 @@ _GZIP_WBITS = 31  # zlib with a gzip header and trailer
 class GzipDecorator(Decorator):
     """Replaces each body by its gzip compression and marks the event with ``gzip``."""
 
-    def __init__(self, inner: Sink, level: int = 6):
+    def __init__(self, inner: Sink, level: Annotated[int, Interval(ge=0, le=9)] = 6):
         super().__init__(inner)
-        if not 0 <= level <= 9:
-            raise ValueError(f"level must be between 0 and 9, got {level}")
         self.level = level
 
     def append(self, events: list[Event]) -> None:
@@ -55,10 +57,8 @@ class GunzipDecorator(Decorator):
     event over it alone), so a message of many small bombs costs no more than one; if the
     inner sink fails on a later piece, the earlier pieces have already been passed on."""
 
-    def __init__(self, inner: Sink, maxBytes: int = MAX_BATCH_BYTES):
+    def __init__(self, inner: Sink, maxBytes: BatchBytes = MAX_BATCH_BYTES):
         super().__init__(inner)
-        if maxBytes < 1024:
-            raise ValueError(f"maxBytes must be at least 1024, got {maxBytes}")
         self.max_bytes = maxBytes
         self.refusals = Refusals(self.metrics, log, "gunzip")
 

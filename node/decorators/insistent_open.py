@@ -4,11 +4,14 @@ insistent decorators share."""
 from __future__ import annotations
 
 import logging
+from typing import Annotated
+
+from annotated_types import Ge
 
 from ..backoff import Backoff
 from ..component import Decorator, NodeContext, Sink
 from ..errors import SinkError
-from ..registry import decorator
+from ..registry import Positive, decorator
 
 log = logging.getLogger(__name__)
 
@@ -17,13 +20,9 @@ class InsistentDecorator(Decorator):
     """The arguments the insistent decorators share: ``maxMs``, ``initMs`` and
     ``cumulativeMaxMs`` of the backoff between retries."""
 
-    def __init__(self, inner: Sink, maxMs: int = 60000, initMs: int = 1000,
-                 cumulativeMaxMs: int | None = None):
+    def __init__(self, inner: Sink, maxMs: Positive = 60000, initMs: Positive = 1000,
+                 cumulativeMaxMs: Annotated[int | None, Ge(0)] = None):
         super().__init__(inner)
-        if initMs <= 0 or maxMs <= 0:
-            raise ValueError(f"maxMs and initMs must be positive, got {maxMs} and {initMs}")
-        if cumulativeMaxMs is not None and cumulativeMaxMs < 0:
-            raise ValueError(f"cumulativeMaxMs must not be negative, got {cumulativeMaxMs}")
         self.max_ms = maxMs
         self.init_ms = initMs
         self.cumulative_ms = cumulativeMaxMs

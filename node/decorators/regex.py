@@ -6,10 +6,12 @@ a spec error. An extracted value is always the exact bytes of the body it came f
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 from ..component import Decorator, Sink
 from ..event import Event
 from ..regexes import compile_text
-from ..registry import decorator
+from ..registry import NonNegative, decorator
 
 
 def _with(e: Event, updates: dict) -> Event:
@@ -24,11 +26,15 @@ class RegexDecorator(Decorator):
     def __init__(self, inner: Sink, regex: str, idx: int, attr: str):
         super().__init__(inner)
         self.pattern = compile_text(regex)
-        if not 0 <= idx <= self.pattern.groups:
-            raise ValueError(f"group {idx} does not exist: the expression has "
-                             f"{self.pattern.groups} groups")
         self.idx = idx
         self.attr = attr
+
+    @classmethod
+    def check_args(cls, args) -> None:
+        groups = compile_text(args["regex"]).groups
+        if not 0 <= args["idx"] <= groups:
+            raise ValueError(f"group {args['idx']} does not exist: the expression has "
+                             f"{groups} groups")
 
     def _value(self, body: bytes) -> bytes:
         m = self.pattern.search(body)
@@ -54,12 +60,16 @@ class RegexAllDecorator(Decorator):
     def __init__(self, inner: Sink, regex: str, *names: str):
         super().__init__(inner)
         self.pattern = compile_text(regex)
+        self.names = [(i, n) for i, n in enumerate(names, 1) if n]
+
+    @classmethod
+    def check_args(cls, args) -> None:
+        groups = compile_text(args["regex"]).groups
+        names = args["names"]
         if not names:
             raise ValueError("regexAll needs at least one attribute name")
-        if len(names) > self.pattern.groups:
-            raise ValueError(f"{len(names)} names for an expression with "
-                             f"{self.pattern.groups} groups")
-        self.names = [(i, n) for i, n in enumerate(names, 1) if n]
+        if len(names) > groups:
+            raise ValueError(f"{len(names)} names for an expression with {groups} groups")
 
     def _extract(self, e: Event) -> Event:
         m = self.pattern.search(e.body)
@@ -80,11 +90,10 @@ class SplitDecorator(Decorator):
     """Splits the body at every match of ``regex`` and sets ``attr`` to piece ``idx``
     (0-based; trailing empty pieces do not count, as in Java); empty if there is none."""
 
-    def __init__(self, inner: Sink, regex: str, idx: int, attr: str):
+    def __init__(self, inner: Sink, regex: Annotated[str, compile_text],
+                 idx: NonNegative, attr: str):
         super().__init__(inner)
         self.pattern = compile_text(regex)
-        if idx < 0:
-            raise ValueError(f"idx must not be negative, got {idx}")
         self.idx = idx
         self.attr = attr
 

@@ -42,7 +42,7 @@ import time
 from ..checkpoint import Checkpoint
 from ..component import Component, NodeContext, Sink, SinkFactory
 from ..errors import SinkError
-from ..registry import decorator
+from ..registry import Positive, decorator
 from ..spec import Func, Lit
 
 log = logging.getLogger(__name__)
@@ -108,13 +108,9 @@ class RollSink(Sink):
     size trigger), stamping ``rolltag`` on each event; closes idle files on time. A
     checkpoint is committed when the instance holding its events closes."""
 
-    def __init__(self, inner_factory: SinkFactory, rollmillis: int, checkmillis: int = 250,
-                 trigger: Trigger | None = None):
+    def __init__(self, inner_factory: SinkFactory, rollmillis: Positive,
+                 checkmillis: Positive = 250, trigger: Trigger | None = None):
         super().__init__()
-        if rollmillis <= 0:
-            raise ValueError(f"rollmillis must be > 0, got {rollmillis}")
-        if checkmillis <= 0:
-            raise ValueError(f"checkmillis must be > 0, got {checkmillis}")
         self.inner_factory = inner_factory
         self.rollmillis = rollmillis
         self.checkmillis = checkmillis

@@ -2,24 +2,16 @@
 from __future__ import annotations
 
 import random
+from typing import Annotated
+
+from annotated_types import Interval
 
 from ..component import Decorator, Sink
 from ..event import Event
-from ..registry import decorator
+from ..registry import AtLeast1, decorator
 
 
-def check_probability(p: float) -> float:
-    """``p`` if it is a probability (0 to 1); ValueError otherwise."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be between 0 and 1, got {p}")
-    return p
-
-
-def check_at_least_one(name: str, value: int) -> int:
-    """``value`` if it is 1 or more; ValueError naming ``name`` otherwise."""
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return value
+Probability = Annotated[float, Interval(ge=0, le=1)]   # declared check (node/registry.py)
 
 
 class _Sampler(Decorator):
@@ -34,9 +26,9 @@ class _Sampler(Decorator):
 class IntervalSampler(_Sampler):
     """Keeps the first event and then every ``n``-th one (counting across batches)."""
 
-    def __init__(self, inner: Sink, n: int):
+    def __init__(self, inner: Sink, n: AtLeast1):
         super().__init__(inner)
-        self.n = check_at_least_one("n", n)
+        self.n = n
         self.count = 0  # events seen so far
 
     def append(self, events: list[Event]) -> None:
@@ -51,9 +43,9 @@ class IntervalSampler(_Sampler):
 class ProbSampler(_Sampler):
     """Keeps each event independently with probability ``p``."""
 
-    def __init__(self, inner: Sink, p: float):
+    def __init__(self, inner: Sink, p: Probability):
         super().__init__(inner)
-        self.p = check_probability(p)
+        self.p = p
         self.random = random.Random()
 
     def append(self, events: list[Event]) -> None:
@@ -66,9 +58,9 @@ class ReservoirSampler(_Sampler):
     """Passes on a uniform random sample of ``k`` events of each appended batch (all of a
     batch of ``k`` or fewer), in their original order."""
 
-    def __init__(self, inner: Sink, k: int):
+    def __init__(self, inner: Sink, k: AtLeast1):
         super().__init__(inner)
-        self.k = check_at_least_one("k", k)
+        self.k = k
         self.random = random.Random()
 
     def append(self, events: list[Event]) -> None:

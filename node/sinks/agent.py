@@ -10,16 +10,29 @@ detected), encoded once whichever collector takes it:
   timeout, FAILED, or busy -- RETRY -- more than ``rpcSink.RETRY_LIMIT`` times in a row) is
   skipped for ``checkMs``, doubling up to ``maxMs``, then tried first again (the primary
   is preferred as soon as it is back).
-* **BE**: when no collector takes a batch, it is dropped and every dropped event is counted
-  in ``dropped``; the sink never raises. Collectors still backing off are not tried, so an
-  outage costs no time per batch. Up to ``lanes`` batches (default 3) are in flight at
-  once, each lane a thread with its own connection to each collector: ``append`` returns as
-  soon as a lane took the batch (it blocks while every lane is busy), and a checkpoint is
-  committed once every batch appended before it was sent or dropped. Batches may therefore
-  reach the collector out of order; ``lanes=1`` keeps the order.
+* **BE**: when no collector takes a batch it is dropped, and counted: in ``dropped`` when
+  no collector can have it (the connection could not be made, the collector answered
+  FAILED or stayed busy), in ``unknown`` when a call failed after its request was sent
+  (a timeout: the collector may have written it). The identity: events lost =
+  ``dropped``; ``unknown`` = delivered or lost; ``events_in`` = ``events_out`` +
+  ``dropped`` + ``unknown`` once every lane is idle. The sink never raises. Collectors
+  still backing off are not tried, so an outage costs no time per batch -- but before
+  dropping because every collector is backing off, one is probed (a connection of at
+  most 1 s, one at a time, at most every 50 ms: ``probes``), so a collector that came
+  back takes the backlog at once instead of after its backoff. Up to ``lanes`` batches
+  (default 3) are in flight at once, each lane a thread with its own connection to each
+  collector: ``append`` returns as soon as a lane took the batch (it blocks while every
+  lane is busy), and a checkpoint is committed once every batch appended before it was
+  sent or dropped. Batches may therefore reach the collector out of order; ``lanes=1``
+  keeps the order.
 * **DFO**: the collector list sits under :mod:`diskFailover <node.decorators.disk_failover>`
   (``maxMs``, ``checkMs``): a batch no collector takes is spooled to disk and replayed in
-  the background, in order; the replay tries every collector, backing off or not.
+  the background, in order; the replay tries every collector, backing off or not. A
+  batch whose call timed out keeps its id when it is replayed (and the replay waits
+  longer each time, up to 8 times ``timeoutMs``), so a collector that wrote it, or is
+  still writing it, answers without writing it again: effectively once, short of a
+  collector restart between writing and answering (or failing over to another
+  collector after a timeout: the other one writes it too).
 
 Options (OG's names): ``batchCount=n`` (> 1: appends are gathered until n events are
 waiting, then sent as one call), ``batchMillis=ms`` (a partial gathering is sent at the
@@ -31,9 +44,11 @@ sent as several calls, so that a receiver with default bounds takes every call. 
 events on the wire: the collector needs no ``unbatch``/``gunzip``. ``timeoutMs`` bounds a
 call (connect: at most 5 s).
 
-Counters of the agent sink (summed from its parts after each append): ``events_in``,
-``events_out`` (sent), ``bytes_out``, ``retries`` (RETRY answers), ``failovers``,
-``dropped`` (BE), ``spooled``, ``replayed``, ``spool_bytes``, ``send_errors`` (DFO).
+Every call carries a batch id and the caller's deadline (node/rpc.py). Counters of the
+agent sink (summed from its parts after each append): ``events_in``, ``events_out``
+(sent), ``bytes_out``, ``retries`` (RETRY answers), ``failovers``, ``dropped``,
+``unknown``, ``probes`` (BE), ``spooled``, ``replayed`` (events replayed from the spool),
+``spool_bytes``, ``send_errors`` (DFO).
 """
 from __future__ import annotations
 
@@ -41,32 +56,38 @@ import logging
 import queue
 import threading
 import time
+from typing import Annotated
+
+from annotated_types import Ge, Interval
 
 from ..backoff import Backoff
 from ..checkpoint import Checkpoint
 from ..codec import decode_events, encode_events, split_events
 from ..component import Component, NodeContext, Sink
+from ..decorators.acked_write_ahead import Compress, compression_flag
 from ..decorators.batch import BatchDecorator
 from ..decorators.disk_failover import DiskFailoverDecorator
-from ..errors import SinkError
+from ..errors import DeliveryUnknown, SinkError
 from ..event import Event
-from ..registry import sink
+from ..registry import NonNegative, PeerPort, Positive, sink
 from .. import rpc
-from ..rpc import DEFAULT_PORT, RpcClient, gzip_payload
+from ..rpc import DEFAULT_PORT, BatchIds, RpcClient, gzip_payload
 from .rpc import RETRY_LIMIT, deliver
 
 log = logging.getLogger(__name__)
 
-CHAIN_COUNTERS = ("events_out", "bytes_out", "retries", "failovers", "dropped")
+CHAIN_COUNTERS = ("events_out", "bytes_out", "retries", "failovers", "dropped", "unknown",
+                  "probes")
 BE_LANES = 3        # batches in flight at once in best-effort mode
+PROBE_EVERY = 0.05  # seconds between two probes of a collector backing off (BE)
+PROBE_TIMEOUT = 1.0  # seconds a probe's connection may take
 CLOSE_GRACE = 5.0   # seconds BE's close waits for batches in flight before cutting them
-DFO_COUNTERS = ("spooled", "replayed", "spool_bytes", "send_errors", "corrupt")
+DFO_COUNTERS = ("spooled", "replayed", "spool_bytes", "send_errors", "corrupt", "disk_full",
+                "disk_free_bytes")
 
 
 def collector_address(host: str, port: int) -> str:
-    """The ``"host:port"`` text of a single-collector sink's arguments; ValueError."""
-    if not 0 < port <= 65535:
-        raise ValueError(f"port must be within 1..65535, got {port}")
+    """The ``"host:port"`` text of a single-collector sink's arguments."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -103,11 +124,27 @@ def _port(p: str, text: str) -> int:
     return port
 
 
+# The checks the agent sinks declare on their arguments (see node/registry.py).
+CollectorText = Annotated[str, parse_address]    # one of a chain's collectors
+BatchCount = Annotated[int, Ge(1)]
+Lanes = Annotated[int, Interval(ge=1, le=16)]
+
+
+def check_collectors(args) -> None:
+    """The rule across an agent sink's collector arguments: a chain names at least one
+    collector; a single sink's host and port make an address."""
+    if "collectors" in args:
+        if not args["collectors"]:
+            raise ValueError("at least one collector is needed")
+    else:
+        parse_address(collector_address(args["host"], args["port"]))
+
+
 class Collector:
     """One collector of an agent's list: a connection per sending lane, and the backoff
     state the lanes share (the E2E chain uses it too)."""
 
-    __slots__ = ("clients", "retry_at", "backoff")
+    __slots__ = ("clients", "retry_at", "backoff", "probed_at", "probing")
 
     def __init__(self, host: str, port: int, timeout: float, backoff: Backoff,
                  lanes: int = 1):
@@ -115,6 +152,8 @@ class Collector:
                         for _ in range(lanes)]
         self.retry_at = 0.0
         self.backoff = backoff
+        self.probed_at = float("-inf")   # when a probe last began (BE, backing off)
+        self.probing = False
 
     @property
     def address(self) -> str:
@@ -137,11 +176,22 @@ class Collector:
 class CollectorChain(Sink):
     """Sends each batch to the first collector that takes it (see the module docstring).
 
-    ``drop``: when none takes it, count ``dropped`` and return (BE) instead of raising
-    SinkError. ``last_resort``: when every collector not backing off failed, try the ones
-    backing off too (DFO's replay). ``open`` never fails: connections are made on use.
+    ``drop``: when none takes it, count it and return (BE) instead of raising SinkError
+    -- ``dropped`` when no collector can have taken it, ``unknown`` when a call failed
+    after its request was sent (a timeout: the collector may have written it); when
+    every collector is backing off, one is probed first (below). Otherwise the batch's
+    id is kept for its resend (:class:`node.rpc.BatchIds`) and SinkError raised --
+    :class:`~node.errors.DeliveryUnknown` if a call's outcome is unknown.
+    ``last_resort``: when every collector not backing off failed, try the ones backing
+    off too (DFO's replay). ``open`` never fails: connections are made on use.
     ``lanes``: how many threads may call :meth:`append_encoded` at once, each with its own
-    ``lane`` number (and so its own connections); the backoff state is shared."""
+    ``lane`` number (and so its own connections); the backoff state is shared.
+
+    Probes (BE): before a batch is dropped because every collector is backing off, a
+    lane tries to connect to one (``PROBE_TIMEOUT`` at most; one probe at a time per
+    collector, ``PROBE_EVERY`` apart; counted in ``probes``); if it connects the batch
+    is sent there. A collector that comes back is used within ``PROBE_EVERY`` instead
+    of after the rest of its backoff, so a backlog sent meanwhile is not dropped."""
 
     spec_name = "collectors"
 
@@ -159,6 +209,7 @@ class CollectorChain(Sink):
         self.lanes = max(1, lanes)
         self.retry_limit = RETRY_LIMIT
         self.collectors: list[Collector] = []
+        self.ids: BatchIds | None = None     # kept across reopening: resends keep their id
         self.current: str | None = None
         self._dropping = False
         self._cut = False                # interrupted: calls fail at once from now on
@@ -167,6 +218,8 @@ class CollectorChain(Sink):
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         self._cut = False
+        if self.ids is None:
+            self.ids = BatchIds(ctx.logical_name)
         self.collectors = [Collector(h, p, self.timeout, Backoff(self.initial, self.maximum),
                                      self.lanes) for h, p in self.addresses]
 
@@ -178,22 +231,28 @@ class CollectorChain(Sink):
         with self._lock:
             self.metrics.add(name, n)
 
-    def append_encoded(self, data: bytes, count: int, lane: int = 0) -> None:
+    def append_encoded(self, data: bytes, count: int, lane: int = 0,
+                       timeout: float | None = None) -> None:
         """Send one batch already in the codec encoding (what diskFailover spools) on
-        connection ``lane``; one over the senders' bounds (a spool written before them) is
+        connection ``lane``, each call waiting ``timeout`` seconds (default: the chain's)
+        for its answer; one over the senders' bounds (a spool written before them) is
         sent in pieces."""
         if count > 1 and (count > rpc.SEND_BATCH_EVENTS or len(data) > rpc.SEND_BATCH_BYTES):
             # (one event alone over the bound is sent as it is: the receiver decides)
             for piece in split_events(decode_events(data), rpc.SEND_BATCH_EVENTS,
                                       rpc.SEND_BATCH_BYTES):
-                self.append_encoded(encode_events(piece), len(piece), lane)
+                self.append_encoded(encode_events(piece), len(piece), lane, timeout)
             return
         payload = gzip_payload(data) if self.compress else data
+        batch = self.ids.take(data)
         now = self.ctx.clock.monotonic()
         ready = [c for c in self.collectors if c.retry_at <= now]
         if self.last_resort:
             ready += [c for c in self.collectors if c.retry_at > now]
+        elif not ready and self.drop:
+            ready = self._probe(lane)
         errors = []
+        unknown = False
         counters = _LockedCounters(self)
         for c in ready:
             client = c.clients[lane]
@@ -201,14 +260,16 @@ class CollectorChain(Sink):
             def call():
                 if self._cut:
                     raise SinkError("agent sink closing: call cut")
-                return client.append_payload(payload, count)
+                return client.append_payload(payload, count, batch, timeout)
             try:
                 deliver(call, self.ctx, counters, f"collector {client.address}",
                         self.retry_limit)
             except SinkError as exc:
                 errors.append(str(exc))
+                unknown = unknown or isinstance(exc, DeliveryUnknown)
                 self._failed(c, lane)
                 continue
+            self.ids.settle(data)
             with self._lock:
                 c.took()
                 if self.current != client.address:
@@ -225,13 +286,36 @@ class CollectorChain(Sink):
         with self._lock:
             self.metrics.add("errors")
             if self.drop:
-                self.metrics.add("dropped", count)
+                # the identity: lost = dropped; unknown = delivered or lost
+                self.metrics.add("unknown" if unknown else "dropped", count)
                 if not self._dropping:
                     self._dropping = True
                     log.warning("agent (best effort): dropping events, no collector takes "
                                 "them: %s", why)
                 return
-        raise SinkError(f"no collector of {len(self.collectors)} took the batch: {why}")
+        self.ids.unsettled(data, batch)
+        error = DeliveryUnknown if unknown else SinkError
+        raise error(f"no collector of {len(self.collectors)} took the batch: {why}")
+
+    def _probe(self, lane: int) -> list[Collector]:
+        """Every collector is backing off (BE): connect to the first one not probed
+        within ``PROBE_EVERY`` on this lane's connection; ``[it]`` if that worked."""
+        for c in self.collectors:
+            with self._lock:
+                now = self.ctx.clock.monotonic()
+                if c.probing or now - c.probed_at < PROBE_EVERY:
+                    continue
+                c.probing, c.probed_at = True, now
+                self.metrics.add("probes")
+            client = c.clients[lane]
+            try:
+                client.connect(min(client.connect_timeout, PROBE_TIMEOUT))
+                return [c]
+            except SinkError:
+                continue
+            finally:
+                c.probing = False
+        return []
 
     def _failed(self, c: Collector, lane: int) -> None:
         c.clients[lane].close()
@@ -345,7 +429,8 @@ class _Lanes(Sink):
 
     def close(self) -> None:
         """Sends (or drops) what was appended, then stops the lanes. Calls still hanging
-        after ``CLOSE_GRACE`` seconds are cut (their batches count as dropped)."""
+        after ``CLOSE_GRACE`` seconds are cut: their batches count as ``unknown`` (the
+        request was sent), the ones not sent yet as ``dropped``."""
         for _ in self._threads:
             self._queue.put(None)
         deadline = time.monotonic() + CLOSE_GRACE
@@ -406,28 +491,10 @@ class _AgentSink(Sink):
                  compression: bool | str, maxMs: int, checkMs: int, timeoutMs: int,
                  lanes: int = 1):
         super().__init__()
-        if not addresses:
-            raise ValueError("at least one collector is needed")
         self.addresses = [parse_address(a) for a in addresses]
-        if batchCount < 1:
-            raise ValueError(f"batchCount must be at least 1, got {batchCount}")
-        if batchMillis < 0:
-            raise ValueError(f"batchMillis must not be negative, got {batchMillis}")
-        if isinstance(compression, str):
-            if compression.lower() not in ("gzip", "true", "false", "none", ""):
-                raise ValueError(f"unknown compression {compression!r}; only gzip is "
-                                 f"supported")
-            compression = compression.lower() in ("gzip", "true")
-        if checkMs <= 0 or maxMs < checkMs:
-            raise ValueError(f"need 0 < checkMs <= maxMs, got checkMs={checkMs}, "
-                             f"maxMs={maxMs}")
-        if timeoutMs <= 0:
-            raise ValueError(f"timeoutMs must be > 0, got {timeoutMs}")
-        if not 1 <= lanes <= 16:
-            raise ValueError(f"lanes must be within 1..16, got {lanes}")
         self.batch_count = batchCount
         self.batch_millis = batchMillis
-        self.compress = bool(compression)
+        self.compress = compression_flag(compression)
         self.max_ms = maxMs
         self.check_ms = checkMs
         self.timeout_ms = timeoutMs
@@ -438,6 +505,13 @@ class _AgentSink(Sink):
         self.tree: Sink = self._build(self.chain)   # append_encoded keeps the bounds
         if batchCount > 1:
             self.tree = _Gather(self.tree, batchCount, batchMillis)
+
+    @classmethod
+    def check_args(cls, args) -> None:
+        check_collectors(args)
+        if args["checkMs"] <= 0 or args["maxMs"] < args["checkMs"]:
+            raise ValueError(f"need 0 < checkMs <= maxMs, got checkMs={args['checkMs']}, "
+                             f"maxMs={args['maxMs']}")
 
     def _build(self, chain: Sink) -> Sink:
         return chain
@@ -506,34 +580,39 @@ class _DFO(_AgentSink):
 
 @sink("agentBESink")
 class AgentBESink(_BE):
-    """Best effort to one collector: drops (and counts) what it cannot send."""
+    """Best effort to one collector: drops what it cannot send and counts it --
+    ``dropped`` (surely lost) or ``unknown`` (the call timed out: delivered or lost)."""
 
-    def __init__(self, host: str = "localhost", port: int = DEFAULT_PORT, *,
-                 batchCount: int = 1, batchMillis: int = 0, compression: bool | str = False,
-                 maxMs: int = 10_000, checkMs: int = 1000, timeoutMs: int = 20_000,
-                 lanes: int = BE_LANES):
+    def __init__(self, host: str = "localhost", port: PeerPort = DEFAULT_PORT, *,
+                 batchCount: BatchCount = 1, batchMillis: NonNegative = 0,
+                 compression: Compress = False, maxMs: int = 10_000, checkMs: int = 1000,
+                 timeoutMs: Positive = 20_000, lanes: Lanes = BE_LANES):
         super().__init__([collector_address(host, port)], batchCount, batchMillis,
                          compression, maxMs, checkMs, timeoutMs, lanes)
 
 
 @sink("agentBEChain")
 class AgentBEChain(_BE):
-    """Best effort over an ordered list of collectors ``"host[:port]"``."""
+    """Best effort over an ordered list of collectors ``"host[:port]"``; counts
+    ``dropped`` (surely lost) and ``unknown`` (delivered or lost) apart."""
 
-    def __init__(self, *collectors: str, batchCount: int = 1, batchMillis: int = 0,
-                 compression: bool | str = False, maxMs: int = 10_000, checkMs: int = 1000,
-                 timeoutMs: int = 20_000, lanes: int = BE_LANES):
+    def __init__(self, *collectors: CollectorText, batchCount: BatchCount = 1,
+                 batchMillis: NonNegative = 0, compression: Compress = False,
+                 maxMs: int = 10_000, checkMs: int = 1000, timeoutMs: Positive = 20_000,
+                 lanes: Lanes = BE_LANES):
         super().__init__(list(collectors), batchCount, batchMillis, compression, maxMs,
                          checkMs, timeoutMs, lanes)
 
 
 @sink("agentDFOSink")
 class AgentDFOSink(_DFO):
-    """Disk failover to one collector: spools what it cannot send, replays it later."""
+    """Disk failover to one collector: spools what it cannot send, replays it later
+    with its batch id (a collector that wrote it does not write it again)."""
 
-    def __init__(self, host: str = "localhost", port: int = DEFAULT_PORT, *,
-                 batchCount: int = 1, batchMillis: int = 0, compression: bool | str = False,
-                 maxMs: int = 10_000, checkMs: int = 1000, timeoutMs: int = 20_000):
+    def __init__(self, host: str = "localhost", port: PeerPort = DEFAULT_PORT, *,
+                 batchCount: BatchCount = 1, batchMillis: NonNegative = 0,
+                 compression: Compress = False, maxMs: int = 10_000, checkMs: int = 1000,
+                 timeoutMs: Positive = 20_000):
         super().__init__([collector_address(host, port)], batchCount, batchMillis,
                          compression, maxMs, checkMs, timeoutMs)
 
@@ -542,8 +621,8 @@ class AgentDFOSink(_DFO):
 class AgentDFOChain(_DFO):
     """Disk failover over an ordered list of collectors ``"host[:port]"``."""
 
-    def __init__(self, *collectors: str, batchCount: int = 1, batchMillis: int = 0,
-                 compression: bool | str = False, maxMs: int = 10_000, checkMs: int = 1000,
-                 timeoutMs: int = 20_000):
+    def __init__(self, *collectors: CollectorText, batchCount: BatchCount = 1,
+                 batchMillis: NonNegative = 0, compression: Compress = False,
+                 maxMs: int = 10_000, checkMs: int = 1000, timeoutMs: Positive = 20_000):
         super().__init__(list(collectors), batchCount, batchMillis, compression, maxMs,
                          checkMs, timeoutMs)

@@ -31,13 +31,14 @@ import socket
 from ..backoff import Backoff
 from ..checkpoint import Checkpoint
 from ..component import Component, NodeContext, Sink
-from ..decorators.acked_write_ahead import AckedWriteAhead
+from ..decorators.acked_write_ahead import AckedWriteAhead, Compress
 from ..e2e import NEEDS_ZK
 from ..errors import SinkError
 from ..event import Event
-from ..registry import sink
+from ..registry import NonNegative, PeerPort, Positive, sink
 from ..rpc import DEFAULT_PORT, Status
-from .agent import Collector, _Gather, collector_address, parse_address
+from .agent import (BatchCount, Collector, CollectorText, _Gather,
+                    check_collectors, collector_address, parse_address)
 
 log = logging.getLogger(__name__)
 
@@ -150,21 +151,17 @@ class _E2EAgentSink(Sink):
                  compression: bool | str, maxMs: int, checkMs: int, timeoutMs: int,
                  retransmitMs: int):
         super().__init__()
-        if not addresses:
-            raise ValueError("at least one collector is needed")
         self.addresses = [parse_address(a) for a in addresses]
-        if batchCount < 1:
-            raise ValueError(f"batchCount must be at least 1, got {batchCount}")
-        if batchMillis < 0:
-            raise ValueError(f"batchMillis must not be negative, got {batchMillis}")
-        if timeoutMs <= 0:
-            raise ValueError(f"timeoutMs must be > 0, got {timeoutMs}")
         self.chain = GroupChain(self.addresses, timeoutMs / 1000)
         self.wal = AckedWriteAhead(self.chain, maxMs, checkMs, retransmitMs=retransmitMs,
                                    compression=compression)
         self.tree: Sink = self.wal     # its groups stay under the receivers' bounds
         if batchCount > 1:
             self.tree = _Gather(self.tree, batchCount, batchMillis)
+
+    @classmethod
+    def check_args(cls, args) -> None:
+        check_collectors(args)
 
     def children(self) -> list[Component]:
         return [self.tree]
@@ -191,10 +188,11 @@ class AgentE2ESink(_E2EAgentSink):
     """End-to-end to one collector: write-ahead log, resend until acknowledged,
     effectively once."""
 
-    def __init__(self, host: str = "localhost", port: int = DEFAULT_PORT, *,
-                 batchCount: int = 1, batchMillis: int = 0, compression: bool | str = False,
-                 maxMs: int = 10_000, checkMs: int = 250, timeoutMs: int = 20_000,
-                 retransmitMs: int = 60_000):
+    def __init__(self, host: str = "localhost", port: PeerPort = DEFAULT_PORT, *,
+                 batchCount: BatchCount = 1, batchMillis: NonNegative = 0,
+                 compression: Compress = False, maxMs: Positive = 10_000,
+                 checkMs: Positive = 250, timeoutMs: Positive = 20_000,
+                 retransmitMs: Positive = 60_000):
         super().__init__([collector_address(host, port)], batchCount, batchMillis,
                          compression, maxMs, checkMs, timeoutMs, retransmitMs)
 
@@ -203,8 +201,9 @@ class AgentE2ESink(_E2EAgentSink):
 class AgentE2EChain(_E2EAgentSink):
     """End-to-end over an ordered failover list of collectors ``"host[:port]"``."""
 
-    def __init__(self, *collectors: str, batchCount: int = 1, batchMillis: int = 0,
-                 compression: bool | str = False, maxMs: int = 10_000, checkMs: int = 250,
-                 timeoutMs: int = 20_000, retransmitMs: int = 60_000):
+    def __init__(self, *collectors: CollectorText, batchCount: BatchCount = 1,
+                 batchMillis: NonNegative = 0, compression: Compress = False,
+                 maxMs: Positive = 10_000, checkMs: Positive = 250,
+                 timeoutMs: Positive = 20_000, retransmitMs: Positive = 60_000):
         super().__init__(list(collectors), batchCount, batchMillis, compression, maxMs,
                          checkMs, timeoutMs, retransmitMs)

@@ -50,10 +50,10 @@ from ..e2e import (KEY_PREFIX, Committer, HeldState, collector_state, file_url,
 from ..errors import SinkError
 from ..formats import Compression, OutputFormat
 from ..limits import Refusals
-from ..registry import sink
+from ..registry import AtLeast1, NonEmpty, Positive, sink
 from ..decorators.collector import CollectorRoll
 from ..decorators.roll import ROLLTAG
-from .dfs import _FINAL_LOCK, MAX_OPEN, DfsSink
+from .dfs import _FINAL_LOCK, MAX_OPEN, DfsSink, dfs_target
 
 log = logging.getLogger(__name__)
 
@@ -159,20 +159,21 @@ class _CollectorDfs(DfsSink):
             owner.positions_lost()
 
 
+def _target(dir: str, prefix: str) -> str:
+    return dir.rstrip("/") + "/" + prefix + "%{rolltag}"
+
+
 @sink("collectorSink")
 class CollectorSink(CollectorRoll):
     """Writes to ``dir/prefix<rolltag>`` files rolled every ``rollMs``; with ZooKeeper,
     commits E2E groups with the files (see the module docstring)."""
 
-    def __init__(self, dir: str, prefix: str = "", rollMs: int = 30_000,
+    def __init__(self, dir: NonEmpty, prefix: str = "", rollMs: Positive = 30_000,
                  format: OutputFormat | None = None, *,
                  compression: Compression = Compression("none"), utc: bool = False,
-                 checkMs: int = 250, maxGroups: int = MAX_GROUPS, maxOpen: int = MAX_OPEN):
+                 checkMs: Positive = 250, maxGroups: AtLeast1 = MAX_GROUPS,
+                 maxOpen: AtLeast1 = MAX_OPEN):
         super().__init__(self._new_instance, rollMs, checkMs)
-        if not dir:
-            raise ValueError("the directory is empty")
-        if maxGroups < 1:
-            raise ValueError(f"maxGroups must be at least 1, got {maxGroups}")
         self.dir = dir
         self.prefix = prefix
         self.format = OutputFormat.of(format, "raw")
@@ -180,15 +181,17 @@ class CollectorSink(CollectorRoll):
         self.utc = utc
         self.max_groups = maxGroups
         self.max_open = maxOpen
-        self.target = dir.rstrip("/") + "/" + prefix + "%{rolltag}"
-        DfsSink(self.target, None, self.format, compression=self.compression, utc=utc,
-                maxOpen=maxOpen)
+        self.target = _target(dir, prefix)
         self.refusals = Refusals(self.metrics, log, f"collectorSink({dir!r}, {prefix!r})")
         self.committer: Committer | None = None
         self._positions_lost = False
         self._closed = False
         self._plain: _CollectorDfs | None = None   # this period's files without groups
         self._plain_tag = b""
+
+    @classmethod
+    def check_args(cls, args) -> None:
+        dfs_target(_target(args["dir"], args["prefix"]), None, args["format"], args["utc"])
 
     def _new_instance(self) -> _CollectorDfs:
         return _CollectorDfs(self.target, self)

@@ -58,6 +58,7 @@ import os
 import posixpath
 import threading
 import time
+from typing import NamedTuple
 
 from ..checkpoint import Checkpoint
 from ..component import NodeContext, Sink
@@ -65,7 +66,7 @@ from ..errors import SinkError
 from ..escapes import Escaper
 from ..formats import FORMATS, Compression, OutputFormat, open_compressed
 from ..limits import Refusals
-from ..registry import sink
+from ..registry import AtLeast1, sink
 from ..spec import Func, Lit
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,45 @@ class FileOrFormat:
         raise ValueError(f"must be a file name or an output format, got {value!r}")
 
 
+class DfsTarget(NamedTuple):
+    file: str | None              # the file name, when given apart from the path
+    format: OutputFormat | None
+    target: str                   # the path of the files, with escapes
+    escaper: Escaper
+    base: str                     # the directory before the first escape ("" for none)
+
+
+def dfs_target(path: str, file: str | OutputFormat | None, format: OutputFormat | None,
+               utc: bool, format_second: bool = False) -> DfsTarget:
+    """What a dfs sink's path arguments name (``format_second``: a string second argument
+    naming a format is the format); ValueError unless they name files below a fixed
+    directory."""
+    if isinstance(file, str) and format is None and format_second and file in FORMATS:
+        file = OutputFormat.get(file)
+    if isinstance(file, OutputFormat):
+        if format is not None:
+            raise ValueError("the format is given twice")
+        file, format = None, file
+    if not path:
+        raise ValueError("the path is empty")
+    if file is not None and ("/" in file or not file):
+        raise ValueError(f"the file name {file!r} must be a plain name; put directories "
+                         f"in the path")
+    target = path.rstrip("/") + "/" + file if file is not None else path
+    if target.endswith("/"):
+        raise ValueError(f"{path!r} names a directory: give a file name")
+    if any(ch < " " or ch == "\x7f" for ch in target):
+        raise ValueError(f"the path {target!r} has a control character")
+    escaper = Escaper(target, utc=utc, path=True)
+    fixed = escaper.fixed_prefix
+    base = fixed[:fixed.rfind("/") + 1]   # "" when the path starts with an escape
+    shape = "".join([p.value if p.kind == "lit" else "x" for p in escaper.parts])
+    if any(seg in ("", ".", "..") for seg in shape[len(base):].split("/")):
+        raise ValueError(f"the path {target!r} has an empty, '.' or '..' segment after "
+                         f"its first escape")
+    return DfsTarget(file, format, target, escaper, base)
+
+
 class _File:
     """One open bucket: hidden file, its streams, and where it goes on close."""
 
@@ -129,41 +169,18 @@ class DfsSink(Sink):
     def __init__(self, path: str, file: FileOrFormat | None = None,
                  format: OutputFormat | None = None, *,
                  compression: Compression = Compression("none"), utc: bool = False,
-                 maxOpen: int = MAX_OPEN):
+                 maxOpen: AtLeast1 = MAX_OPEN):
         super().__init__()
-        if maxOpen < 1:
-            raise ValueError(f"maxOpen must be at least 1, got {maxOpen}")
-        if isinstance(file, str) and format is None and self.format_second \
-                and file in FORMATS:
-            file = OutputFormat.get(file)
-        if isinstance(file, OutputFormat):
-            if format is not None:
-                raise ValueError("the format is given twice")
-            file, format = None, file
-        if not path:
-            raise ValueError("the path is empty")
-        if file is not None and ("/" in file or not file):
-            raise ValueError(f"the file name {file!r} must be a plain name; put directories "
-                             f"in the path")
+        t = dfs_target(path, file, format, utc, self.format_second)
         self.path = path
-        self.file = file
-        self.format = OutputFormat.of(format, "raw")
+        self.file = t.file
+        self.format = OutputFormat.of(t.format, "raw")
         self.compression = Compression.of(compression)
         self.utc = utc
-        target = path.rstrip("/") + "/" + file if file is not None else path
-        if target.endswith("/"):
-            raise ValueError(f"{path!r} names a directory: give a file name")
-        if any(ch < " " or ch == "\x7f" for ch in target):
-            raise ValueError(f"the path {target!r} has a control character")
-        self.target = target
-        self.escaper = Escaper(target, utc=utc, path=True)
-        fixed = self.escaper.fixed_prefix
-        self.base = fixed[:fixed.rfind("/") + 1]   # "" when the path starts with an escape
-        shape = "".join([p.value if p.kind == "lit" else "x" for p in self.escaper.parts])
-        if any(seg in ("", ".", "..") for seg in shape[len(self.base):].split("/")):
-            raise ValueError(f"the path {target!r} has an empty, '.' or '..' segment after "
-                             f"its first escape")
-        self.refusals = Refusals(self.metrics, log, f"{self.spec_name}({target!r})")
+        self.target = t.target
+        self.escaper = t.escaper
+        self.base = t.base
+        self.refusals = Refusals(self.metrics, log, f"{self.spec_name}({self.target!r})")
         self.max_open = maxOpen
         self.files: dict[str, _File] = {}      # open, least recently written first
         self.done: list[_File] = []            # completed early (maxOpen), not yet final
@@ -175,6 +192,10 @@ class DfsSink(Sink):
         self._rejected: str | None = None      # this instance's error bucket
 
     # -- lifecycle
+
+    @classmethod
+    def check_args(cls, args) -> None:
+        dfs_target(args["path"], args["file"], args["format"], args["utc"], cls.format_second)
 
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx

@@ -65,19 +65,11 @@ class FailoverSink(Sink):
         self.metrics.add("errors")
 
     def _try_open(self, br: Branch) -> bool:
-        if br.opened:
-            return True
-        if br.waiting(self.ctx.clock):
-            return False
-        try:
-            br.sink.open(self.ctx)
-        except Exception:
-            br.opened = True  # so _fail closes what a failed open left behind
+        opened = br.open_when_due(self.ctx)
+        if isinstance(opened, Exception):
             self._fail(br)
             return False
-        br.opened = True
-        br.dirty = False
-        return True
+        return opened
 
     def append(self, events) -> None:
         for br in self.branches:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..component import NodeContext, Sink
 from ..errors import SinkError
-from ..registry import sink
+from ..registry import NonEmpty, sink
 
 
 class _Untranslated(Sink):
@@ -33,10 +33,8 @@ class LogicalSink(_Untranslated):
 
     translation = "rpcSink"
 
-    def __init__(self, logicalNode: str):
+    def __init__(self, logicalNode: NonEmpty):
         super().__init__()
-        if not logicalNode:
-            raise ValueError("the logical node name must not be empty")
         self.logicalNode = logicalNode
 
 

@@ -15,6 +15,10 @@ A batch over the receivers' default bounds (``node.rpc.SEND_BATCH_EVENTS`` event
 ``SEND_BATCH_BYTES`` encoded bytes; ``SEND_STRUCT_BATCH_BYTES`` with ``packed=false``) is
 sent as several calls, in order.
 
+Each call carries a batch id and its deadline (``timeoutMs``; node/rpc.py): a batch resent
+after a failure -- by ``stubbornAppend``, ``diskFailover``... -- keeps its id, so a
+receiver that took the first call answers the resend without writing it twice.
+
 ``open`` connects (SinkError if the receiver is not there). Counters: ``events_out``,
 ``bytes_out`` (payload bytes), ``retries`` (RETRY answers), ``errors``.
 """
@@ -29,8 +33,8 @@ from ..codec import encode_events, split_events
 from ..component import Metrics, NodeContext, Sink
 from ..errors import SinkError
 from ..event import Event
-from ..registry import sink
-from ..rpc import DEFAULT_PORT, RpcClient, Status
+from ..registry import NonEmpty, PeerPort, Positive, sink
+from ..rpc import DEFAULT_PORT, BatchIds, RpcClient, Status
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +72,16 @@ def deliver(call: Callable[[], tuple[int, str]], ctx: NodeContext, metrics: Metr
 class RpcSink(Sink):
     """Sends each batch to ``host:port`` and waits for the receiver's answer."""
 
-    def __init__(self, host: str = "localhost", port: int = DEFAULT_PORT, *,
-                 packed: bool = True, timeoutMs: int = 20_000):
+    def __init__(self, host: NonEmpty = "localhost", port: PeerPort = DEFAULT_PORT, *,
+                 packed: bool = True, timeoutMs: Positive = 20_000):
         super().__init__()
-        if not host:
-            raise ValueError("host must not be empty")
-        if not 0 < port <= 65535:
-            raise ValueError(f"port must be within 1..65535, got {port}")
-        if timeoutMs <= 0:
-            raise ValueError(f"timeoutMs must be > 0, got {timeoutMs}")
         self.host = host
         self.port = port
         self.packed = packed
         self.timeoutMs = timeoutMs
         self.retry_limit = RETRY_LIMIT
         self.client: RpcClient | None = None
+        self.ids: BatchIds | None = None     # kept across reopening: resends keep their id
 
     @property
     def address(self) -> str:
@@ -90,6 +89,8 @@ class RpcSink(Sink):
 
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
+        if self.ids is None:
+            self.ids = BatchIds(ctx.logical_name)
         timeout = self.timeoutMs / 1000
         self.client = RpcClient(self.host, self.port, timeout,
                                 connect_timeout=min(timeout, 5.0))
@@ -107,24 +108,30 @@ class RpcSink(Sink):
             self._send(piece)
 
     def _send(self, events: list[Event]) -> None:
-        client = self.client
+        client, ids = self.client, self.ids
+        # the batch's bytes name it for its id; the struct form encodes them only when
+        # an id is kept for a resend (then a resend of these events gets that id)
+        data = encode_events(events) if self.packed or ids.pending else None
+        batch = ids.take(data) if data is not None else ids.take(b"")
         if self.packed:
-            payload = encode_events(events)
-            size = len(payload)
+            size = len(data)
 
             def call():
-                return client.append_payload(payload, len(events))
+                return client.append_payload(data, len(events), batch)
         else:
             size = sum([len(e.body) for e in events])
 
             def call():
-                return client.append_batch(events)
+                return client.append_batch(events, batch)
         try:
             deliver(call, self.ctx, self.metrics, f"rpcSink {self.address}",
                     self.retry_limit)
         except SinkError:
             self.metrics.add("errors")
+            ids.unsettled(data if data is not None else encode_events(events), batch)
             raise
+        if data is not None:
+            ids.settle(data)
         self.metrics.add("events_out", len(events))
         self.metrics.add("bytes_out", size)
 

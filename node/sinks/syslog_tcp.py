@@ -19,7 +19,7 @@ import socket
 from ..component import NodeContext, Sink
 from ..errors import SinkError
 from ..formats import SyslogFormat
-from ..registry import sink
+from ..registry import NonEmpty, PeerPort, sink
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,8 @@ SEND_TIMEOUT = 30.0
 class SyslogTcpSink(Sink):
     """Sends events to a syslog server over TCP (see the module docstring)."""
 
-    def __init__(self, host: str, port: int = 514):
+    def __init__(self, host: NonEmpty, port: PeerPort = 514):
         super().__init__()
-        if not host:
-            raise ValueError("the host is empty")
-        if not 0 < port < 65536:
-            raise ValueError(f"port {port} is out of range 1-65535")
         self.host = host
         self.port = port
         self.sock: socket.socket | None = None

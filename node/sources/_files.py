@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Callable
+from typing import Annotated, Callable
 
 from ..component import NodeContext, Source
 from ..event import Event
@@ -19,6 +19,9 @@ def compile_fileregex(fileregex: str) -> Callable[[str], bool]:
     undecodable name is matched by its bytes). ValueError naming it if RE2 refuses it."""
     rx = compile_text(fileregex, "fileregex")
     return lambda name: rx.fullmatch(os.fsencode(name)) is not None
+
+
+FileRegex = Annotated[str, compile_fileregex]   # declared check: RE2 must take it
 
 
 class PollingSource(Source):

@@ -55,7 +55,9 @@ import struct
 import sys
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Annotated, Callable, Protocol
+
+from annotated_types import Interval
 
 from ..backoff import Backoff
 from ..component import Metrics, NodeContext
@@ -99,17 +101,12 @@ class Framer(Protocol):
         """Part of an event has arrived (or a truncated one is being discarded)."""
 
 
-def check_positive(**values: int) -> None:
-    """ValueError naming the first argument that is not > 0."""
-    for name, v in values.items():
-        if v <= 0:
-            raise ValueError(f"{name} must be > 0, got {v}")
+# The checks the network sources declare on their arguments (see node/registry.py).
+Port = Annotated[int, Interval(ge=0, le=65535)]   # 0: any free port, read back once bound
 
 
-def idle_seconds(idle_timeout_ms: int, name: str = "idleTimeoutMs") -> float | None:
-    """A timeout in ms (``name``) checked and in seconds; None for 0 (never)."""
-    if idle_timeout_ms < 0:
-        raise ValueError(f"{name} must be >= 0 (0: never), got {idle_timeout_ms}")
+def idle_seconds(idle_timeout_ms: int) -> float | None:
+    """A timeout in ms in seconds; None for 0 (never)."""
     return idle_timeout_ms / 1000 if idle_timeout_ms else None
 
 
@@ -473,17 +470,15 @@ class UdpServer(_Server):
 class ServerSource(QueuedSource):
     """A source fed by a server through a :class:`BatchQueue` of at most ``queue_events``
     events and ``max_queue_bytes`` bytes: subclasses say which server in ``_make_server``
-    (one of the above, or any object with ``start()``, ``stop()`` and ``port``); the port
-    check, the port read back after binding (port 0 works), ``refusals`` (counted in this
-    source's metrics), ``next_batch`` and a prompt ``close`` are common."""
+    (one of the above, or any object with ``start()``, ``stop()`` and ``port``, and declare
+    :data:`Port` and the other checks on their arguments); the port read back after
+    binding (port 0 works), ``refusals`` (counted in this source's metrics),
+    ``next_batch`` and a prompt ``close`` are common."""
 
     queue_events = 10_000
 
     def __init__(self, port: int, bind: str, *, max_queue_bytes: int = DEFAULT_MAX_BYTES):
         super().__init__()
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port must be within 0..65535, got {port}")
-        check_positive(maxQueueBytes=max_queue_bytes)
         self.port = port
         self.bind = bind
         self.max_queue_bytes = max_queue_bytes
@@ -494,6 +489,27 @@ class ServerSource(QueuedSource):
 
     def _make_server(self):
         raise NotImplementedError
+
+    def _keep_tcp_limits(self, maxConnections: int, maxConnectionsPerPeer: int,
+                         idleTimeoutMs: int, messageTimeoutMs: int,
+                         minBytesPerSecond: int) -> None:
+        """Keep the connection limits a TCP source declares (its spec arguments, checked
+        already) for :meth:`_tcp_server`."""
+        self._idle = idle_seconds(idleTimeoutMs)
+        self._message = idle_seconds(messageTimeoutMs)
+        self.maxConnections = maxConnections
+        self.maxConnectionsPerPeer = maxConnectionsPerPeer
+        self.idleTimeoutMs = idleTimeoutMs
+        self.messageTimeoutMs = messageTimeoutMs
+        self.minBytesPerSecond = minBytesPerSecond
+
+    def _tcp_server(self, kind: str, framer: Callable[[str], "Framer"]) -> "TcpServer":
+        """A :class:`TcpServer` with the limits kept by :meth:`_keep_tcp_limits`, a
+        ``framer(peer)`` per connection."""
+        return TcpServer(kind, self.bind, self.port, framer, self._queue, self.metrics,
+                         self.refusals, self.maxConnections, self._idle,
+                         max_connections_per_peer=self.maxConnectionsPerPeer,
+                         message_timeout=self._message, min_rate=self.minBytesPerSecond)
 
     def next_batch(self, timeout: float) -> list[Event] | None:
         """As :meth:`QueuedSource.next_batch`; SourceError once the server has failed

@@ -22,6 +22,9 @@ import shlex
 import signal
 import subprocess
 import threading
+from typing import Annotated
+
+from annotated_types import Ge
 
 from ..component import NodeContext
 from ..errors import SourceError
@@ -40,21 +43,29 @@ GRACE_S = 3.0
 DISABLED = "exec sources are disabled on this node; start it with --allow-exec"
 
 
+def split_command(cmd: str) -> list[str]:
+    """The argv of ``cmd``, split like a shell would; ValueError if it cannot be or is
+    empty."""
+    try:
+        argv = shlex.split(cmd)
+    except ValueError as exc:
+        raise ValueError(f"cannot split command {cmd!r}: {exc}") from None
+    if not argv:
+        raise ValueError("command must not be empty")
+    return argv
+
+
+Command = Annotated[str, split_command]
+
+
 @source("exec")
 class ExecSource(QueuedSource):
     """Runs a program (no shell); a line of its output per event, or all of it per run."""
 
-    def __init__(self, cmd: str, aggregate: bool = False, restart: bool = False,
-                 period: int = 0):
+    def __init__(self, cmd: Command, aggregate: bool = False, restart: bool = False,
+                 period: Annotated[int, Ge(0)] = 0):
         super().__init__()
-        try:
-            self.argv = shlex.split(cmd)
-        except ValueError as exc:
-            raise ValueError(f"cannot split command {cmd!r}: {exc}") from None
-        if not self.argv:
-            raise ValueError("command must not be empty")
-        if period < 0:
-            raise ValueError(f"period must be >= 0 ms, got {period}")
+        self.argv = split_command(cmd)
         self.cmd = cmd
         self.aggregate = aggregate
         self.restart = restart
@@ -232,7 +243,7 @@ def _terminate(proc: subprocess.Popen, cmd: str) -> None:
 class ExecStreamSource(ExecSource):
     """Runs a long-lived program; a line of its output per event (``exec(cmd)``)."""
 
-    def __init__(self, cmd: str):
+    def __init__(self, cmd: Command):
         super().__init__(cmd)
 
 
@@ -241,5 +252,5 @@ class ExecPeriodicSource(ExecSource):
     """Runs a program every ``ms`` after the previous run exits; its whole output is one
     event (``exec(cmd, true, true, ms)``)."""
 
-    def __init__(self, cmd: str, ms: int):
+    def __init__(self, cmd: Command, ms: Annotated[int, Ge(0)]):
         super().__init__(cmd, aggregate=True, restart=True, period=ms)

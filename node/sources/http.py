@@ -65,9 +65,9 @@ from ..errors import SourceError
 from ..event import LOCAL_HOST, Event, Priority, events_from_lines
 from ..http_thread import HttpServerThread
 from ..limits import ConnectionSlots, RateLimitedLog
-from ..registry import source
+from ..registry import Positive, source
 from ._batchqueue import DEFAULT_MAX_BYTES
-from ._net import DEFAULT_MAX_EVENT_BYTES, ServerSource, check_positive
+from ._net import DEFAULT_MAX_EVENT_BYTES, Port, ServerSource
 
 log = logging.getLogger(__name__)
 
@@ -509,21 +509,16 @@ class HttpSource(ServerSource):
 
     queue_events = QUEUE_EVENTS
 
-    def __init__(self, port: int, *, bind: str = "0.0.0.0", timeoutMs: int = 10_000,
-                 maxRequestBytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 maxRequestEvents: int = DEFAULT_MAX_REQUEST_EVENTS,
-                 maxEventBytes: int = DEFAULT_MAX_EVENT_BYTES,
-                 maxConnections: int = DEFAULT_MAX_CONNECTIONS,
-                 maxConnectionsPerPeer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER,
-                 headerTimeoutMs: int = DEFAULT_HEADER_TIMEOUT_MS,
-                 requestTimeoutMs: int = DEFAULT_REQUEST_TIMEOUT_MS,
-                 maxQueueBytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, port: Port, *, bind: str = "0.0.0.0", timeoutMs: Positive = 10_000,
+                 maxRequestBytes: Positive = DEFAULT_MAX_REQUEST_BYTES,
+                 maxRequestEvents: Positive = DEFAULT_MAX_REQUEST_EVENTS,
+                 maxEventBytes: Positive = DEFAULT_MAX_EVENT_BYTES,
+                 maxConnections: Positive = DEFAULT_MAX_CONNECTIONS,
+                 maxConnectionsPerPeer: Positive = DEFAULT_MAX_CONNECTIONS_PER_PEER,
+                 headerTimeoutMs: Positive = DEFAULT_HEADER_TIMEOUT_MS,
+                 requestTimeoutMs: Positive = DEFAULT_REQUEST_TIMEOUT_MS,
+                 maxQueueBytes: Positive = DEFAULT_MAX_BYTES):
         super().__init__(port, bind, max_queue_bytes=maxQueueBytes)
-        check_positive(timeoutMs=timeoutMs, maxRequestBytes=maxRequestBytes,
-                       maxRequestEvents=maxRequestEvents, maxEventBytes=maxEventBytes,
-                       maxConnections=maxConnections,
-                       maxConnectionsPerPeer=maxConnectionsPerPeer,
-                       headerTimeoutMs=headerTimeoutMs, requestTimeoutMs=requestTimeoutMs)
         self.timeoutMs = timeoutMs
         self.maxRequestBytes = maxRequestBytes
         self.maxRequestEvents = maxRequestEvents

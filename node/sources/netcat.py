@@ -20,13 +20,13 @@ Bounds (arguments, with their defaults; see ``node/sources/_net.py``):
 from __future__ import annotations
 
 from ..event import Event, events_from_lines
-from ..registry import source
+from ..registry import NonNegative, Positive, source
 from ._batchqueue import DEFAULT_MAX_BYTES
 from ._lines import LineBuffer
 from ._net import (DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS,
                    DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_EVENT_BYTES,
-                   DEFAULT_MESSAGE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, ServerSource,
-                   TcpServer, check_positive, idle_seconds)
+                   DEFAULT_MESSAGE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, Port,
+                   ServerSource, TcpServer)
 
 QUEUE_EVENTS = 10_000
 
@@ -59,32 +59,18 @@ class NetcatSource(ServerSource):
 
     queue_events = QUEUE_EVENTS
 
-    def __init__(self, port: int, *, bind: str = "0.0.0.0",
-                 maxEventBytes: int = DEFAULT_MAX_EVENT_BYTES,
-                 maxQueueBytes: int = DEFAULT_MAX_BYTES,
-                 maxConnections: int = DEFAULT_MAX_CONNECTIONS,
-                 maxConnectionsPerPeer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER,
-                 idleTimeoutMs: int = DEFAULT_IDLE_TIMEOUT_MS,
-                 messageTimeoutMs: int = DEFAULT_MESSAGE_TIMEOUT_MS,
-                 minBytesPerSecond: int = DEFAULT_MIN_BYTES_PER_SECOND):
+    def __init__(self, port: Port, *, bind: str = "0.0.0.0",
+                 maxEventBytes: Positive = DEFAULT_MAX_EVENT_BYTES,
+                 maxQueueBytes: Positive = DEFAULT_MAX_BYTES,
+                 maxConnections: Positive = DEFAULT_MAX_CONNECTIONS,
+                 maxConnectionsPerPeer: Positive = DEFAULT_MAX_CONNECTIONS_PER_PEER,
+                 idleTimeoutMs: NonNegative = DEFAULT_IDLE_TIMEOUT_MS,
+                 messageTimeoutMs: NonNegative = DEFAULT_MESSAGE_TIMEOUT_MS,
+                 minBytesPerSecond: NonNegative = DEFAULT_MIN_BYTES_PER_SECOND):
         super().__init__(port, bind, max_queue_bytes=maxQueueBytes)
-        check_positive(maxEventBytes=maxEventBytes, maxConnections=maxConnections,
-                       maxConnectionsPerPeer=maxConnectionsPerPeer)
-        self._idle = idle_seconds(idleTimeoutMs)
-        self._message = idle_seconds(messageTimeoutMs, "messageTimeoutMs")
         self.maxEventBytes = maxEventBytes
-        self.maxConnections = maxConnections
-        self.maxConnectionsPerPeer = maxConnectionsPerPeer
-        self.idleTimeoutMs = idleTimeoutMs
-        self.messageTimeoutMs = messageTimeoutMs
-        if minBytesPerSecond < 0:
-            raise ValueError(f"minBytesPerSecond must be >= 0, got {minBytesPerSecond}")
-        self.minBytesPerSecond = minBytesPerSecond
+        self._keep_tcp_limits(maxConnections, maxConnectionsPerPeer, idleTimeoutMs,
+                              messageTimeoutMs, minBytesPerSecond)
 
     def _make_server(self) -> TcpServer:
-        return TcpServer("netcat", self.bind, self.port,
-                         lambda peer: _LineFramer(self, peer), self._queue, self.metrics,
-                         self.refusals, self.maxConnections, self._idle,
-                         max_connections_per_peer=self.maxConnectionsPerPeer,
-                         message_timeout=self._message,
-                         min_rate=self.minBytesPerSecond)
+        return self._tcp_server("netcat", lambda peer: _LineFramer(self, peer))

@@ -15,6 +15,20 @@ whose event count is wrong, is answered ``FAILED``. The original oneway one-even
 ``append`` cannot be refused: when the queue stays full it is dropped and counted in
 ``dropped``.
 
+Batch ids and deadlines (node/rpc.py): a call carrying the caller's deadline
+(``timeoutMs``) waits to be taken only until then (and never more than ``timeoutMs`` of
+the source); past it the events are withdrawn and counted in ``expired`` -- the caller
+gave up, and will resend. Events the flow took are written whatever the deadline. A call
+carrying a batch id ``(sender, batch)`` goes through a :class:`node.rpc_window.BatchWindow`:
+an id already written is answered OK without writing (``duplicate_batches``,
+``duplicate_events``), a resend of an id still being written waits for that first outcome
+until its own deadline (``joined``; RETRY if still writing then), and an id not written
+(withdrawn, expired) is forgotten so its resend is written. The window holds at most
+``maxBatchIds=16384`` ids, ``maxBatchIdsPerSender=256`` of one sender; the oldest are
+forgotten first (``batch_ids_evicted``; ``batch_ids`` is how many are held: 15 MB at
+most, node/rpc_window.py). A sender id over 256 characters is answered FAILED
+(``refused_malformed``).
+
 ``appendGroup`` (end-to-end groups, docs/e2e.md): a ``collectorSource`` on a node with
 ZooKeeper (``ctx.shared.commit_log``) hands every group to
 ``node.e2e.collector_group_handler(ctx, enqueue)``, which answers it; ``enqueue(events,
@@ -54,6 +68,9 @@ import logging
 import threading
 import time
 import zlib
+from typing import Annotated
+
+from annotated_types import Ge
 
 from ..codec import BatchTooLarge
 from ..component import NodeContext
@@ -61,19 +78,27 @@ from ..e2e import AGENT_IDLE_MS, MAX_AGENTS, MAX_NEW_AGENTS_PER_MINUTE
 from ..errors import SourceError
 from ..event import Event
 from ..limits import Refusals
-from ..registry import source
+from ..registry import AtLeast1, NonNegative, Positive, source
 from ..rpc import (DEFAULT_PORT, IDLE_TIMEOUT, MAX_BATCH_EVENTS, MAX_CONNECTIONS,
                    MAX_CONNECTIONS_PER_PEER, MAX_MESSAGE_BYTES, MESSAGE_TIMEOUT,
-                   MIN_BYTES_PER_SECOND, LockedCounter, RpcServer, Status, clip,
-                   current_peer, decode_payload, from_thrift, result)
+                   MIN_BYTES_PER_SECOND, NO_CALL_INFO, CallInfo, LockedCounter, RpcServer,
+                   Status, clip, current_call, current_peer, decode_payload, from_thrift,
+                   result)
+from ..rpc_window import (BUSY, CONFLICT, DUPLICATE, MAX_IDS, MAX_IDS_PER_SENDER,
+                          MAX_SENDER_CHARS, BatchWindow)
 from ._batchqueue import BatchQueue
-from ._net import ServerSource
+from ._net import Port, ServerSource
+
+MessageBytes = Annotated[int, Ge(1024)]   # room for a message's framing and headers
 
 log = logging.getLogger(__name__)
 
 QUEUE_EVENTS = 20_000
 MAX_BATCH = 10_000
 CLOSE_GRACE = 2.0     # seconds a call waits, after close, for the flow's last append
+# A call waiting on its caller's deadline answers this much before it: the caller then
+# reads a definite RETRY instead of timing out on an outcome it cannot know.
+ANSWER_MARGIN = 0.05
 
 _local = threading.local()
 
@@ -179,13 +204,24 @@ class _Handler:
             src._count("dropped")
 
     def appendBatch(self, tevents):
+        src = self.src
+        call = current_call()
+        if src._bad_sender(call):
+            return result(Status.FAILED, f"sender id over {MAX_SENDER_CHARS} characters")
         events = from_thrift(tevents)
-        self.src._count("bytes_in", sum([len(e.body) for e in events]))
-        return self.src._answer(events)
+        src._count("bytes_in", sum([len(e.body) for e in events]))
+        crc = 0
+        if call.batch is not None:
+            for e in events:
+                crc = zlib.crc32(e.body, crc)
+        return src._answer(events, call, (len(events), crc))
 
     def appendPacked(self, payload: bytes, count: int):
         src = self.src
+        call = current_call()
         src._count("bytes_in", len(payload))
+        if src._bad_sender(call):
+            return result(Status.FAILED, f"sender id over {MAX_SENDER_CHARS} characters")
         if count > src.maxBatchEvents:
             src._count("failed")
             src._refusals.refuse("events", f"a batch of {count} events")
@@ -207,7 +243,8 @@ class _Handler:
                                               f"says {count}")
             return result(Status.FAILED, f"payload holds {len(events)} events, "
                                          f"the call says {count}")
-        return src._answer(events)
+        fingerprint = (count, zlib.crc32(payload)) if call.batch is not None else None
+        return src._answer(events, call, fingerprint)
 
     def appendGroup(self, agent: str, seq: int, checksum: int, payload: bytes, count: int):
         src = self.src
@@ -238,7 +275,9 @@ class _Handler:
 @source("rpcSource", aliases=("thriftSource",))
 class RpcSource(ServerSource):
     """RPC server receiving event batches; answers each call once the flow appended its
-    events, RETRY when they are not taken within ``timeoutMs``. At most
+    events, RETRY when they are not taken within ``timeoutMs`` or the caller's deadline
+    (``expired``); a resent batch id is answered without writing it twice (within
+    ``maxBatchIds`` / ``maxBatchIdsPerSender`` remembered ids). At most
     ``maxConnections`` connections (``maxConnectionsPerPeer`` from one address), each
     closed after ``idleTimeoutMs`` of silence between messages or when a message arrives
     slower than ``minBytesPerSecond`` for ``messageTimeoutMs``; a message over ``maxMessageBytes`` or
@@ -246,26 +285,23 @@ class RpcSource(ServerSource):
 
     queue_events = QUEUE_EVENTS
 
-    def __init__(self, port: int, *, bind: str = "0.0.0.0", timeoutMs: int = 5000,
-                 maxConnections: int = MAX_CONNECTIONS,
-                 maxConnectionsPerPeer: int = MAX_CONNECTIONS_PER_PEER,
-                 idleTimeoutMs: int = int(IDLE_TIMEOUT * 1000),
-                 messageTimeoutMs: int = int(MESSAGE_TIMEOUT * 1000),
-                 minBytesPerSecond: int = MIN_BYTES_PER_SECOND,
-                 maxMessageBytes: int = MAX_MESSAGE_BYTES,
-                 maxBatchEvents: int = MAX_BATCH_EVENTS):
+    @classmethod
+    def check_args(cls, args) -> None:
+        if args["maxBatchIds"] < args["maxBatchIdsPerSender"]:
+            raise ValueError(f"maxBatchIds ({args['maxBatchIds']}) must be at least "
+                             f"maxBatchIdsPerSender ({args['maxBatchIdsPerSender']})")
+
+    def __init__(self, port: Port, *, bind: str = "0.0.0.0", timeoutMs: Positive = 5000,
+                 maxConnections: AtLeast1 = MAX_CONNECTIONS,
+                 maxConnectionsPerPeer: AtLeast1 = MAX_CONNECTIONS_PER_PEER,
+                 idleTimeoutMs: AtLeast1 = int(IDLE_TIMEOUT * 1000),
+                 messageTimeoutMs: AtLeast1 = int(MESSAGE_TIMEOUT * 1000),
+                 minBytesPerSecond: NonNegative = MIN_BYTES_PER_SECOND,
+                 maxMessageBytes: MessageBytes = MAX_MESSAGE_BYTES,
+                 maxBatchEvents: AtLeast1 = MAX_BATCH_EVENTS,
+                 maxBatchIds: AtLeast1 = MAX_IDS,
+                 maxBatchIdsPerSender: AtLeast1 = MAX_IDS_PER_SENDER):
         super().__init__(port, bind)
-        if timeoutMs <= 0:
-            raise ValueError(f"timeoutMs must be > 0, got {timeoutMs}")
-        for name, value, least in (("maxConnections", maxConnections, 1),
-                                   ("maxConnectionsPerPeer", maxConnectionsPerPeer, 1),
-                                   ("idleTimeoutMs", idleTimeoutMs, 1),
-                                   ("messageTimeoutMs", messageTimeoutMs, 1),
-                                   ("minBytesPerSecond", minBytesPerSecond, 0),
-                                   ("maxMessageBytes", maxMessageBytes, 1024),
-                                   ("maxBatchEvents", maxBatchEvents, 1)):
-            if value < least:
-                raise ValueError(f"{name} must be at least {least}, got {value}")
         self.timeoutMs = timeoutMs
         self.maxConnections = maxConnections
         self.maxConnectionsPerPeer = maxConnectionsPerPeer
@@ -274,6 +310,9 @@ class RpcSource(ServerSource):
         self.minBytesPerSecond = minBytesPerSecond
         self.maxMessageBytes = maxMessageBytes
         self.maxBatchEvents = maxBatchEvents
+        self.maxBatchIds = maxBatchIds
+        self.maxBatchIdsPerSender = maxBatchIdsPerSender
+        self._window: BatchWindow | None = None
         self._queue: _TaggedQueue | None = None
         self._server: RpcServer | None = None
         self._stop_deferred = False   # the server stops when the E2E sink has closed
@@ -289,6 +328,8 @@ class RpcSource(ServerSource):
         # not ServerSource.open: a tagged queue, and the group handler made before the server
         self.ctx = ctx
         self._queue = _TaggedQueue(self.queue_events, MAX_BATCH)
+        self._window = BatchWindow(self._counter, self.maxBatchIdsPerSender,
+                                   self.maxBatchIds)
         self._groups = self._group_handler(ctx)
         server = RpcServer(self.bind, self.port, _Handler(self), name=self.spec_name,
                            max_connections=self.maxConnections,
@@ -311,34 +352,87 @@ class RpcSource(ServerSource):
     def _enqueue(self, events: list[Event], checkpoint_updates: dict | None = None) -> bool:
         """Hand ``events`` to the flow; True once its sink took them, False if they were
         withdrawn or the outcome is unknown (see the module docstring)."""
+        return self._take(events, None, checkpoint_updates) is None
+
+    def _take(self, events: list[Event], deadline: float | None = None,
+              checkpoint_updates: dict | None = None) -> str | None:
+        """Hand ``events`` to the flow: None once its sink took them, else why not.
+        They wait to be taken ``timeoutMs`` at most, and never past the caller's
+        ``deadline`` (monotonic seconds): then they are withdrawn (``expired``, the
+        caller gave up) -- once taken they are written whatever the deadline."""
         q = self._queue
         if q is None:
-            return False
+            return "source is closing"
         if not events:
-            return True
-        timeout = self.timeoutMs / 1000
-        deadline = time.monotonic() + timeout
-        _local.tag = checkpoint_updates
-        try:
-            seq = q.put(events, timeout)
-        finally:
-            _local.tag = None
-        if seq is None or (not q.wait_taken(seq, max(0.0, deadline - time.monotonic()))
+            return None
+        now = time.monotonic()
+        until = now + self.timeoutMs / 1000
+        callers = deadline is not None and deadline < until
+        if callers:
+            until = deadline
+        seq = None
+        if until > now:
+            _local.tag = checkpoint_updates
+            try:
+                seq = q.put(events, until - now)
+            finally:
+                _local.tag = None
+        if seq is None or (not q.wait_taken(seq, max(0.0, until - time.monotonic()))
                            and q.withdraw(seq)):
+            if q.closed:
+                why = "source is closing"
+            elif callers:
+                self._count("expired", len(events))
+                return "the caller's deadline passed before the flow took the batch"
+            else:
+                why = "queue full: try again"
             self._count("refused", len(events))
-            return False
+            return why
         # taken: the flow is appending them; answer once that is done
         if q.wait_done(seq, CLOSE_GRACE):
-            return True
+            return None
         self._count("unknown", len(events))
-        return False
+        return "source is closing"
 
-    def _answer(self, events: list[Event]):
-        if self._enqueue(events):
+    def _bad_sender(self, call: CallInfo) -> bool:
+        """A sender id over the bound: refused (counted, warned)."""
+        if len(call.sender) <= MAX_SENDER_CHARS:
+            return False
+        self._count("failed")
+        self._refusals.refuse("malformed", f"a sender id of {len(call.sender)} characters")
+        return True
+
+    def _answer(self, events: list[Event], call: CallInfo = NO_CALL_INFO,
+                fingerprint=None):
+        """Take ``events`` into the flow and answer. A call with a batch id goes through
+        the window (node.rpc_window): a batch already taken is answered OK without being
+        written again, a resend of one being written waits for that first outcome."""
+        window, claim = self._window, None
+        deadline = call.deadline - ANSWER_MARGIN if call.deadline is not None else None
+        if call.batch is not None and window is not None:
+            until = deadline if deadline is not None else \
+                time.monotonic() + self.timeoutMs / 1000
+            claim = window.claim(call.sender, call.batch, fingerprint, len(events), until)
+            if claim is DUPLICATE:
+                self._counter.set("batch_ids", window.size)
+                return result(Status.OK, "already taken")
+            if claim is BUSY:
+                self._count("retries")
+                return result(Status.RETRY, "an earlier call of this batch is still being "
+                                            "written")
+            if claim is CONFLICT:
+                claim = None
+        why = "source is closing"
+        try:
+            why = self._take(events, deadline)
+        finally:
+            if claim is not None:
+                window.finish(claim, why is None)
+                self._counter.set("batch_ids", window.size)
+        if why is None:
             self._count("batches_in")
             return result(Status.OK)
         self._count("retries")
-        why = "source is closing" if self._queue.closed else "queue full: try again"
         return result(Status.RETRY, why)
 
     def next_batch(self, timeout: float) -> list[Event] | None:
@@ -406,26 +500,26 @@ class CollectorSource(RpcSource):
     FAILED, ``refused_agents``), and at most ``maxNewAgentsPerMinute`` ids not live yet
     per sender address per minute (FAILED, ``refused_new_agents``)."""
 
-    def __init__(self, port: int = DEFAULT_PORT, *, bind: str = "0.0.0.0",
-                 timeoutMs: int = 5000, maxConnections: int = MAX_CONNECTIONS,
-                 maxConnectionsPerPeer: int = MAX_CONNECTIONS_PER_PEER,
-                 idleTimeoutMs: int = int(IDLE_TIMEOUT * 1000),
-                 messageTimeoutMs: int = int(MESSAGE_TIMEOUT * 1000),
-                 minBytesPerSecond: int = MIN_BYTES_PER_SECOND,
-                 maxMessageBytes: int = MAX_MESSAGE_BYTES,
-                 maxBatchEvents: int = MAX_BATCH_EVENTS, maxAgents: int = MAX_AGENTS,
-                 agentIdleMs: int = AGENT_IDLE_MS,
-                 maxNewAgentsPerMinute: int = MAX_NEW_AGENTS_PER_MINUTE):
+    def __init__(self, port: Port = DEFAULT_PORT, *, bind: str = "0.0.0.0",
+                 timeoutMs: Positive = 5000, maxConnections: AtLeast1 = MAX_CONNECTIONS,
+                 maxConnectionsPerPeer: AtLeast1 = MAX_CONNECTIONS_PER_PEER,
+                 idleTimeoutMs: AtLeast1 = int(IDLE_TIMEOUT * 1000),
+                 messageTimeoutMs: AtLeast1 = int(MESSAGE_TIMEOUT * 1000),
+                 minBytesPerSecond: NonNegative = MIN_BYTES_PER_SECOND,
+                 maxMessageBytes: MessageBytes = MAX_MESSAGE_BYTES,
+                 maxBatchEvents: AtLeast1 = MAX_BATCH_EVENTS,
+                 maxBatchIds: AtLeast1 = MAX_IDS,
+                 maxBatchIdsPerSender: AtLeast1 = MAX_IDS_PER_SENDER,
+                 maxAgents: AtLeast1 = MAX_AGENTS, agentIdleMs: AtLeast1 = AGENT_IDLE_MS,
+                 maxNewAgentsPerMinute: AtLeast1 = MAX_NEW_AGENTS_PER_MINUTE):
         super().__init__(port, bind=bind, timeoutMs=timeoutMs,
                          maxConnections=maxConnections,
                          maxConnectionsPerPeer=maxConnectionsPerPeer,
                          idleTimeoutMs=idleTimeoutMs, messageTimeoutMs=messageTimeoutMs,
                          minBytesPerSecond=minBytesPerSecond,
-                         maxMessageBytes=maxMessageBytes, maxBatchEvents=maxBatchEvents)
-        for name, value in (("maxAgents", maxAgents), ("agentIdleMs", agentIdleMs),
-                            ("maxNewAgentsPerMinute", maxNewAgentsPerMinute)):
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
+                         maxMessageBytes=maxMessageBytes, maxBatchEvents=maxBatchEvents,
+                         maxBatchIds=maxBatchIds,
+                         maxBatchIdsPerSender=maxBatchIdsPerSender)
         self.maxAgents = maxAgents
         self.agentIdleMs = agentIdleMs
         self.maxNewAgentsPerMinute = maxNewAgentsPerMinute

@@ -28,8 +28,8 @@ import time
 from ..component import NodeContext
 from ..errors import SourceError
 from ..event import LOCAL_HOST, Event, Priority
-from ..registry import source
-from ._files import PollingSource, compile_fileregex
+from ..registry import NonEmpty, source
+from ._files import FileRegex, PollingSource, compile_fileregex
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,9 @@ class SpoolDirSource(PollingSource):
     """Ingests each complete file dropped into a directory, an event per line, then
     renames it with ``completedSuffix`` once its events are durable."""
 
-    def __init__(self, dir: str, fileregex: str = ".*", completedSuffix: str = ".COMPLETED"):
+    def __init__(self, dir: NonEmpty, fileregex: FileRegex = ".*",
+                 completedSuffix: NonEmpty = ".COMPLETED"):
         super().__init__()
-        if not dir:
-            raise ValueError("dir must not be empty")
-        if not completedSuffix:
-            raise ValueError("completedSuffix must not be empty")
         self.matches = compile_fileregex(fileregex)
         self.dir = dir
         self.suffix = completedSuffix

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import random
 import threading
+from typing import Annotated
+
+from annotated_types import Ge
 
 from ..component import NodeContext, Source
 from ..event import Event, events_from_lines
@@ -27,12 +30,9 @@ _NONL = bytes(0x20 if b == 0x0A else b for b in range(256))
 class _SynthBase(Source):
     table: bytes | None = None
 
-    def __init__(self, count: int = 0, size: int = 150, *, seed: int | None = None):
+    def __init__(self, count: Annotated[int, Ge(0)] = 0, size: Annotated[int, Ge(0)] = 150,
+                 *, seed: int | None = None):
         super().__init__()
-        if count < 0:
-            raise ValueError(f"count must be >= 0 (0 means forever), got {count}")
-        if size < 0:
-            raise ValueError(f"size must be >= 0, got {size}")
         self.count = count
         self.size = size
         self.seed = seed

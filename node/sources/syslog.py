@@ -46,12 +46,12 @@ import time
 
 from ..event import LOCAL_HOST, Event, Priority
 from ..limits import RateLimitedLog
-from ..registry import source
+from ..registry import NonNegative, Positive, source
 from ._batchqueue import DEFAULT_MAX_BYTES
 from ._net import (DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS,
                    DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_EVENT_BYTES,
-                   DEFAULT_MESSAGE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, ServerSource,
-                   TcpServer, UdpServer, check_positive, idle_seconds)
+                   DEFAULT_MESSAGE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, Port,
+                   ServerSource, TcpServer, UdpServer)
 
 log = logging.getLogger(__name__)
 
@@ -335,11 +335,10 @@ class _SyslogSource(ServerSource):
 
     queue_events = QUEUE_EVENTS
 
-    def __init__(self, port: int = 514, *, bind: str = "0.0.0.0",
-                 maxEventBytes: int = DEFAULT_MAX_EVENT_BYTES,
-                 maxQueueBytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, port: Port = 514, *, bind: str = "0.0.0.0",
+                 maxEventBytes: Positive = DEFAULT_MAX_EVENT_BYTES,
+                 maxQueueBytes: Positive = DEFAULT_MAX_BYTES):
         super().__init__(port, bind, max_queue_bytes=maxQueueBytes)
-        check_positive(maxEventBytes=maxEventBytes)
         self.maxEventBytes = maxEventBytes
         self._malformed_log = RateLimitedLog(log)
 
@@ -373,32 +372,18 @@ class SyslogUdpSource(_SyslogSource):
 class SyslogTcpSource(_SyslogSource):
     """Syslog server over TCP: LF-delimited or RFC 6587 octet-counted frames."""
 
-    def __init__(self, port: int = 514, *, bind: str = "0.0.0.0",
-                 maxEventBytes: int = DEFAULT_MAX_EVENT_BYTES,
-                 maxQueueBytes: int = DEFAULT_MAX_BYTES,
-                 maxConnections: int = DEFAULT_MAX_CONNECTIONS,
-                 maxConnectionsPerPeer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER,
-                 idleTimeoutMs: int = DEFAULT_IDLE_TIMEOUT_MS,
-                 messageTimeoutMs: int = DEFAULT_MESSAGE_TIMEOUT_MS,
-                 minBytesPerSecond: int = DEFAULT_MIN_BYTES_PER_SECOND):
+    def __init__(self, port: Port = 514, *, bind: str = "0.0.0.0",
+                 maxEventBytes: Positive = DEFAULT_MAX_EVENT_BYTES,
+                 maxQueueBytes: Positive = DEFAULT_MAX_BYTES,
+                 maxConnections: Positive = DEFAULT_MAX_CONNECTIONS,
+                 maxConnectionsPerPeer: Positive = DEFAULT_MAX_CONNECTIONS_PER_PEER,
+                 idleTimeoutMs: NonNegative = DEFAULT_IDLE_TIMEOUT_MS,
+                 messageTimeoutMs: NonNegative = DEFAULT_MESSAGE_TIMEOUT_MS,
+                 minBytesPerSecond: NonNegative = DEFAULT_MIN_BYTES_PER_SECOND):
         super().__init__(port, bind=bind, maxEventBytes=maxEventBytes,
                          maxQueueBytes=maxQueueBytes)
-        check_positive(maxConnections=maxConnections,
-                       maxConnectionsPerPeer=maxConnectionsPerPeer)
-        self._idle = idle_seconds(idleTimeoutMs)
-        self._message = idle_seconds(messageTimeoutMs, "messageTimeoutMs")
-        self.maxConnections = maxConnections
-        self.maxConnectionsPerPeer = maxConnectionsPerPeer
-        self.idleTimeoutMs = idleTimeoutMs
-        self.messageTimeoutMs = messageTimeoutMs
-        if minBytesPerSecond < 0:
-            raise ValueError(f"minBytesPerSecond must be >= 0, got {minBytesPerSecond}")
-        self.minBytesPerSecond = minBytesPerSecond
+        self._keep_tcp_limits(maxConnections, maxConnectionsPerPeer, idleTimeoutMs,
+                              messageTimeoutMs, minBytesPerSecond)
 
     def _make_server(self) -> TcpServer:
-        return TcpServer("syslogTcp", self.bind, self.port,
-                         lambda peer: _SyslogTcpFramer(self, peer), self._queue, self.metrics,
-                         self.refusals, self.maxConnections, self._idle,
-                         max_connections_per_peer=self.maxConnectionsPerPeer,
-                         message_timeout=self._message,
-                         min_rate=self.minBytesPerSecond)
+        return self._tcp_server("syslogTcp", lambda peer: _SyslogTcpFramer(self, peer))

@@ -51,13 +51,16 @@ import os
 import re
 import stat as stat_mod
 import time
+from typing import Annotated
+
+from annotated_types import Ge
 
 from ..component import NodeContext
 from ..errors import SourceError
 from ..event import LOCAL_HOST, Event, Priority
 from ..regexes import compile_bytes
-from ..registry import source
-from ._files import PollingSource, compile_fileregex
+from ..registry import NonEmpty, source
+from ._files import FileRegex, PollingSource, compile_fileregex
 
 try:
     import re._parser as _sre_parse        # Python >= 3.11
@@ -722,30 +725,34 @@ class TailSource(_TailBase):
     """Follows a file like ``tail -F`` across rotations; remembers its offset across
     restarts."""
 
-    def __init__(self, file: str, startFromEnd: bool = False, delim: str = "\n",
+    def __init__(self, file: NonEmpty, startFromEnd: bool = False, delim: str = "\n",
                  delimMode: str = "exclude"):
         super().__init__()
-        if not file:
-            raise ValueError("file must not be empty")
         self.file = file
         self._cursors = [_Cursor(file, Splitter(delim, delimMode), startFromEnd, self.metrics)]
+
+    @classmethod
+    def check_args(cls, args) -> None:
+        Splitter(args["delim"], args["delimMode"])
 
 
 @source("multitail")
 class MultiTailSource(_TailBase):
     """Several tails in one source (newline-delimited, from the start)."""
 
-    def __init__(self, *files: str):
+    def __init__(self, *files: NonEmpty):
         super().__init__()
-        if not files:
-            raise ValueError("multitail needs at least one file")
-        if any(not f for f in files):
-            raise ValueError("file must not be empty")
-        if len(set(files)) != len(files):
-            raise ValueError("a file is listed twice")
         self.files = files
         split = Splitter("\n", "exclude")
         self._cursors = [_Cursor(f, split, False, self.metrics) for f in files]
+
+    @classmethod
+    def check_args(cls, args) -> None:
+        files = args["files"]
+        if not files:
+            raise ValueError("multitail needs at least one file")
+        if len(set(files)) != len(files):
+            raise ValueError("a file is listed twice")
 
 
 @source("tailDir")
@@ -753,14 +760,10 @@ class TailDirSource(_TailBase):
     """Follows every file of a directory whose name matches ``fileregex``, including files
     that appear later, down to ``recurseDepth`` levels of subdirectories."""
 
-    def __init__(self, dir: str, fileregex: str = ".*", startFromEnd: bool = False,
-                 recurseDepth: int = 0):
+    def __init__(self, dir: NonEmpty, fileregex: FileRegex = ".*", startFromEnd: bool = False,
+                 recurseDepth: Annotated[int, Ge(0)] = 0):
         super().__init__()
-        if not dir:
-            raise ValueError("dir must not be empty")
         self.matches = compile_fileregex(fileregex)
-        if recurseDepth < 0:
-            raise ValueError("recurseDepth must be >= 0")
         self.dir = dir
         self.start_from_end = startFromEnd
         self.depth = recurseDepth

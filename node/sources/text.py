@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..component import NodeContext, Source
 from ..errors import SourceError
 from ..event import Event, events_from_lines
-from ..registry import source
+from ..registry import NonEmpty, source
 
 BLOCK = 1 << 18
 
@@ -19,10 +19,8 @@ BLOCK = 1 << 18
 class TextSource(Source):
     """Reads a file once, an event per line; exhausted at the end of the file."""
 
-    def __init__(self, file: str):
+    def __init__(self, file: NonEmpty):
         super().__init__()
-        if not file:
-            raise ValueError("file must not be empty")
         self.file = file
         self._f = None
         self._rest = b""

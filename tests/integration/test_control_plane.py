@@ -159,3 +159,24 @@ def test_zookeeper_restart_under_running_master_and_node(tmp_path):
         for p in procs:
             p.stop()
         zk.stop()
+
+
+def test_any_failure_to_configure_shows_error_with_its_reason_at_the_master(
+        cluster, zk_client, zk_root):
+    """A config the node cannot run for a reason no check names (written straight to
+    ZooKeeper, past every master's validation): the master's status shows the node in
+    ERROR with that reason, not a node stuck in its last state with no error."""
+    master, node = cluster
+    m = master()
+    node("p1")
+    wait_until(lambda: m.logical("p1").get("state") not in (None, "UNMAPPED"),
+               what="node registered")
+    zk_client.create(f"{zk_root}/logical/p1", b'{"source": 5, "sink": "null"}',
+                     makepath=True)
+    row = wait_until(lambda: (r := m.logical("p1")).get("state") == "ERROR" and r,
+                     what="ERROR at the master")
+    assert row["last_error"].startswith("spec version 0 could not be configured: TypeError")
+    r = m.command("config", "p1", "asciisynth(0)", "null")
+    assert r.json()["state"] == "SUCCEEDED", r.text
+    wait_until(lambda: m.logical("p1").get("state") == "ACTIVE", what="the next spec runs")
+    assert m.logical("p1").get("last_error") is None

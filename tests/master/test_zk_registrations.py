@@ -1,5 +1,5 @@
 """What a client holding the node credential can register, and what the leader's check
-(master/server.py Registrations) leaves of it, on a real ZooKeeper where the master is not
+(zk/registrations.py, run by the leading master) leaves of it, on a real ZooKeeper where the master is not
 the super user (an external ensemble): review case 11."""
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 from kazoo.exceptions import NoAuthError
 from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl
 
-from master.server import Registrations
+from master.validation import name_problem
 from node.component import Metrics
-from node.limits import Refusals
+from node.limits import RateLimitedLog, Refusals
 from zk.client import connect
+from zk.registrations import Registrations
 from zk.store import ConfigStore
 
 from tests.conftest import AclTree
@@ -27,8 +28,9 @@ def tree(acl_tree, zk_server, zk_root):
     anonymous client, the check, its metrics)."""
     m, master, n, client = acl_tree.m, acl_tree.master, acl_tree.n, acl_tree.client
     metrics = Metrics()
-    check = Registrations(m, master, m.acl_policy,
-                          Refusals(metrics, __import__("logging").getLogger("t"), "test"))
+    logger = __import__("logging").getLogger("t")
+    check = Registrations(master, m.acl_policy, Refusals(metrics, logger, "test"),
+                          name_problem=name_problem, locked_log=RateLimitedLog(logger))
     raw = client(NODE)
     yield master, ConfigStore(n, zk_root), raw, client(), check, metrics
     raw.delete(f"{zk_root}/physical/locked", recursive=True)   # only its creator may

@@ -1,6 +1,9 @@
 """The on-disk formats of the write-ahead log and of diskFailover's spool are pinned: the
 bytes below were written by the code of 2026-12-03 (before both moved onto one segment
-log), and what is written now must be the same bytes, and read back the same."""
+log), and what is written now must be the same bytes, and read back the same. The state
+files (``meta.json``, ``replay.pos``) are, since disk full became transient, two
+fixed-size slots rewritten in place (STATE_FILES); the older files, the text alone, are
+still read."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,6 +20,24 @@ WAL_FILES = {
         b'beta\x00\x00\x00\x19Y\xd9\x08\xae{"n":1,"p":{"tail:f":10}}'
         b'FWAP\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00'
         b'\x00\x00\x00\x00\x19\xf5\xf4\x91\n{"n":2,"p":{"tail:f":12}}',
+}
+
+def slots(*records: bytes) -> bytes:
+    """A state file of two 4,096-byte slots holding ``records``."""
+    return b"".join(r.ljust(4096, b"\0") for r in records)
+
+
+STATE_FILES = {
+    "wal": {"meta.json": slots(
+        b'FST1\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00)\xae\xdd0\xd2'
+        b'{"next_seq":1,"pos_no":0,"position":null}',          # allocated at open
+        b'FST1\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x002\xfe\xaez#'
+        b'{"next_seq":4,"pos_no":2,"position":{"tail:f":12}}')},
+    "spool": {"replay.pos": slots(
+        b'FST1\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x1c\xc53\x95A'
+        b'{"segment": -1, "offset": 0}',                        # allocated at open
+        b'FST1\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x1c\xe9\xf5\xf2\x8c'
+        b'{"segment": 0, "offset": 19}')},
 }
 
 SPOOL_FILES = {
@@ -45,7 +66,7 @@ def test_the_wal_writes_the_bytes_it_always_wrote(tmp_path):
     w.append([(b"gamma", 3)])        # the first segment is full: seq 3 gets its own
     w.ack([3])                       # which is deleted, so meta.json is written
     w.close()
-    assert files_of(tmp_path / "wal") == WAL_FILES
+    assert files_of(tmp_path / "wal") == dict(WAL_FILES, **STATE_FILES["wal"])
 
 
 def test_the_wal_reads_a_directory_written_before(tmp_path):
@@ -67,7 +88,7 @@ def test_the_spool_writes_the_bytes_it_always_wrote(tmp_path):
     data, _ = s.peek()
     s.advance(len(data))
     s.close()
-    assert files_of(d) == SPOOL_FILES
+    assert files_of(d) == dict(SPOOL_FILES, **STATE_FILES["spool"])
 
 
 def test_the_spool_reads_a_spool_written_before(tmp_path):

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from node.builder import build_source
 from node.codec import encode_events
 from node.commit_port import CommitLogPort
 from node.component import NodeShared
+from node.errors import SpecError
 from node.event import events_from_lines
 from node.logical_node import LogicalNode, State
 from node.rpc import RpcClient, Status
@@ -982,9 +984,8 @@ def test_distinct_agents_past_max_agents_are_refused(cluster, store):
     metrics = col.status()["components"]["source"]["metrics"]
     assert metrics["refused_agents"] == 1
     assert "cap-3" not in claimed_agents(store)
-    from node.sources.rpc import CollectorSource
-    with pytest.raises(ValueError, match="maxAgents must be at least 1"):
-        CollectorSource(0, maxAgents=0)
+    with pytest.raises(SpecError, match="maxAgents must be at least 1"):
+        build_source(parse_source("collectorSource(0, maxAgents=0)"))
 
 
 def test_max_agents_bounds_live_agents_only_an_idle_one_is_forgotten(cluster, store):
@@ -1049,9 +1050,8 @@ def test_new_agent_ids_per_address_per_minute_are_bounded(cluster, store):
     metrics = col.status()["components"]["source"]["metrics"]
     assert metrics["refused_new_agents"] == 1
     assert "rate-3" not in claimed_agents(store)
-    from node.sources.rpc import CollectorSource
-    with pytest.raises(ValueError, match="maxNewAgentsPerMinute must be at least 1"):
-        CollectorSource(0, maxNewAgentsPerMinute=0)
+    with pytest.raises(SpecError, match="maxNewAgentsPerMinute must be at least 1"):
+        build_source(parse_source("collectorSource(0, maxNewAgentsPerMinute=0)"))
 
 
 def test_agent_table_counts_new_ids_per_address_and_keeps_busy_agents():

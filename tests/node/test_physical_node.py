@@ -223,3 +223,18 @@ def test_untranslated_master_only_config_waits(pnode, store):
                     and s, what="the config held")
     assert "waiting for its translation" in st["last_error"]
     assert st.get("state") != "ACTIVE"
+
+
+@pytest.mark.parametrize("data", [b'{"source": 5, "sink": "null"}',
+                                  b'{"source": "null", "sink": ["console"]}'])
+def test_a_config_of_the_wrong_types_written_straight_to_zookeeper_is_error(pnode, store,
+                                                                            data):
+    """Any failure to configure, not only the known kinds, shows the node in ERROR with
+    the reason in the status the masters read (it used to leave no trace but a log line)."""
+    node = pnode("p1")
+    store.zk.create(store.logical_path("p1"), data, makepath=True)  # no master checked it
+    st = _error_status(node, store, "p1")
+    assert st["last_error"].startswith("spec version 0 "), st["last_error"]
+    store.put_logical(LogicalConfig("p1", "null", "null"))   # the next good spec runs
+    wait_until(lambda: logical_status(node, store, "p1").get("state") == "ACTIVE")
+    assert logical_status(node, store, "p1").get("last_error") is None

@@ -192,18 +192,77 @@ def test_rotation_numbers_and_open_files(tmp_path):
     lg.close()
 
 
-def test_state_files_are_replaced_whole_and_durably(tmp_path, monkeypatch):
+def test_state_files_are_rewritten_in_place_and_durably(tmp_path, monkeypatch):
     synced = []
-    real = os.fsync
-    monkeypatch.setattr(segment_log.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name)
+        monkeypatch.setattr(segment_log.os, name,
+                            lambda fd, real=real, name=name: (synced.append(name), real(fd)))
     lg = make(tmp_path)
     lg.open()
     lg.write_state("state", "one")
+    assert synced == ["fsync", "fsync"]          # created: the file, then the directory
+    inode = os.stat(tmp_path / "state").st_ino
     lg.write_state("state", "two")
-    assert (tmp_path / "state").read_text() == "two"
+    lg.write_state("state", "three")
+    assert synced[2:] == ["fdatasync", "fdatasync"]    # rewritten: the file alone
+    assert os.stat(tmp_path / "state").st_ino == inode
+    assert os.path.getsize(tmp_path / "state") == 2 * segment_log.STATE_SLOT
     assert not (tmp_path / "state.tmp").exists()
-    assert len(synced) == 4            # each time the file, then the directory
     lg.close()
+    lg = make(tmp_path)
+    lg.open()
+    assert lg.read_state("state") == "three" and lg.read_state("other") is None
+    lg.close()
+
+
+def test_a_torn_state_write_leaves_the_previous_state(tmp_path):
+    lg = make(tmp_path)
+    lg.open()
+    lg.write_state("state", "one")
+    lg.write_state("state", "two")           # the second slot
+    lg.close()
+    with open(tmp_path / "state", "r+b") as f:   # a crash in the middle of writing it
+        f.seek(segment_log.STATE_SLOT + 20)
+        f.write(b"garbage")
+    lg = make(tmp_path)
+    lg.open()
+    assert lg.read_state("state") == "one"
+    lg.write_state("state", "three")         # over the torn slot, not the good one
+    assert make_read(tmp_path, "state") == "three"
+    lg.close()
+
+
+def make_read(d, name) -> str | None:
+    lg = make(d, durable=False)
+    lg._lock_fd = None                        # reading only: no lock needed
+    try:
+        return lg.read_state(name)
+    finally:
+        lg.close()
+
+
+def test_a_state_bigger_than_its_slot_gets_a_bigger_file(tmp_path):
+    lg = make(tmp_path)
+    lg.open()
+    lg.write_state("state", "small")
+    big = "x" * (segment_log.STATE_SLOT * 3)
+    lg.write_state("state", big)
+    assert os.path.getsize(tmp_path / "state") == 2 * 4 * segment_log.STATE_SLOT
+    lg.write_state("state", "small again")
+    lg.close()
+    assert make_read(tmp_path, "state") == "small again"
+
+
+def test_a_state_file_of_the_older_format_is_read_and_rewritten_in_this_one(tmp_path):
+    (tmp_path / "state").write_text('{"old": 1}')
+    lg = make(tmp_path)
+    lg.open()
+    assert lg.read_state("state") == '{"old": 1}'
+    assert os.path.getsize(tmp_path / "state") == 2 * segment_log.STATE_SLOT   # converted
+    lg.write_state("state", '{"new": 2}')
+    lg.close()
+    assert make_read(tmp_path, "state") == '{"new": 2}'
 
 
 def open_files_under(d) -> int:
@@ -218,14 +277,14 @@ def test_a_long_spool_keeps_two_segment_files_open(tmp_path, monkeypatch):
     for i in range(30):
         spool.write(b"batch-%d" % i, 1)
     assert len(list(d.glob("*.dfo"))) == 30
-    assert open_files_under(d) <= 2            # the lock and the segment written
+    assert open_files_under(d) <= 3      # the lock, the position file, the segment written
     spool.close()
     spool, d = disk_failover.Spool.claim(tmp_path, "spool")
-    assert spool.pending_records == 30 and open_files_under(d) <= 1
+    assert spool.pending_records == 30 and open_files_under(d) <= 2
     for i in range(15):
         data, _ = spool.peek()
         assert data == b"batch-%d" % i
         spool.advance(len(data))
     spool.write(b"more", 1)
-    assert open_files_under(d) <= 3            # the lock, the segment read, the one written
+    assert open_files_under(d) <= 4      # the lock, the position, the segment read and written
     spool.close()

@@ -234,11 +234,13 @@ def test_valid_specs_build():
 
 
 def test_a_constructor_failing_unexpectedly_is_a_spec_error_at_its_call(monkeypatch):
-    from node.components import lookup
+    from node.sinks.console import ConsoleSink
 
-    class Broken:
-        def __init__(self, *args):
-            raise RecursionError("maximum recursion depth exceeded")
-    monkeypatch.setattr(lookup("sink", "console"), "cls", Broken)
-    assert one_problem("a : null | { batch(2) => console }") == (
-        1, 26, "console cannot be built: RecursionError: maximum recursion depth exceeded")
+    def broken(self, *args):
+        raise RecursionError("maximum recursion depth exceeded")
+    monkeypatch.setattr(ConsoleSink, "__init__", broken)
+    assert problems("a : null | { batch(2) => console }") == []   # validating builds nothing
+    with pytest.raises(SpecError) as ei:
+        build_sink(parse_sink("{ batch(2) => console }"))
+    assert (ei.value.line, ei.value.column, ei.value.message) == (
+        1, 15, "console cannot be built: RecursionError: maximum recursion depth exceeded")

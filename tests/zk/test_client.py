@@ -54,3 +54,33 @@ def test_zk_errors_translates_kazoo_exceptions_and_keeps_its_own():
         with zk_errors("x"):
             raise ValueError()
     assert not isinstance(ConnectionLoss(), ZkError)
+
+
+def test_wait_connected_is_true_at_once_when_connected_and_false_after_its_bound(zk_client):
+    import time
+    from zk.client import Client, wait_connected
+    assert wait_connected(zk_client, 0.0) and wait_connected(zk_client, 5.0)
+    idle = Client(hosts="127.0.0.1:1")      # never started: never connected
+    t = time.monotonic()
+    assert not wait_connected(idle, 0.3)
+    assert 0.25 <= time.monotonic() - t < 2.0
+    assert not idle.state_listeners          # the waiter's listener is gone
+
+
+def test_operations_are_retried_on_a_moved_session_never_on_a_real_answer(zk_client):
+    from kazoo.exceptions import BadVersionError, SessionMovedError
+    calls = []
+
+    def moved_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise SessionMovedError()
+        return "done"
+    assert zk_client.retry(moved_once) == "done" and len(calls) == 2
+
+    def conflict():
+        calls.append(2)
+        raise BadVersionError()
+    with pytest.raises(BadVersionError):
+        zk_client.retry(conflict)
+    assert calls.count(2) == 1

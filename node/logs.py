@@ -1,0 +1,65 @@
+"""The processes' log format: a sentence, then the details passed with ``extra=``.
+
+``log.error("the WAL holds a corrupt record", extra={"segment": p, "offset": 4096})``
+prints::
+
+    2026-12-03 15:20:01,123 ERROR node.wal: the WAL holds a corrupt record segment=/d/seg-1 offset=4096
+
+Every attribute of a record that a plain ``LogRecord`` does not have is such a detail,
+printed as `` key=value`` after the message (before a traceback), in the order given.
+A value that is empty or holds blanks, quotes, ``=`` or control characters is printed as
+a JSON string, so a detail taken from input (a path, a host name) can neither forge a
+log line (a newline) nor blur where one pair ends. A value is cut to ``MAX_VALUE``
+characters: a detail is context, not a payload.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+MAX_VALUE = 1000
+
+# what every record has, whatever its call passed (3.12 adds taskName: computed, not listed)
+STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_PLAIN = re.compile(r"[^\s\"=\\\x00-\x1f\x7f]+")
+
+
+def details(record: logging.LogRecord) -> dict:
+    """The ``extra=`` details of ``record``: its attributes that are not a LogRecord's own
+    (and not private, like uvicorn's ``color_message`` is not)."""
+    return {k: v for k, v in record.__dict__.items()
+            if k not in STANDARD and not k.startswith("_") and k != "color_message"}
+
+
+def _value(v) -> str:
+    if isinstance(v, (bool, int, float)) or v is None:
+        return str(v)
+    s = str(v)[:MAX_VALUE]
+    return s if _PLAIN.fullmatch(s) else json.dumps(s)
+
+
+class DetailsFormatter(logging.Formatter):
+    """A :class:`logging.Formatter` that appends the record's :func:`details` to the
+    message as `` key=value`` pairs."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = super().formatMessage(record)
+        extra = details(record)
+        if not extra:
+            return text
+        return text + "".join(f" {k}={_value(v)}" for k, v in extra.items())
+
+
+def setup(level: str | int = "INFO", stream=None) -> None:
+    """Log at ``level`` (a name or a number; an unknown name is INFO) to ``stream``
+    (default stderr) in the text format above. Like :func:`logging.basicConfig`, it does
+    nothing when the root logger has handlers already (an embedding program's, pytest's)."""
+    if isinstance(level, str):
+        level = getattr(logging, level.upper(), logging.INFO)
+        level = level if isinstance(level, int) else logging.INFO
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(DetailsFormatter(TEXT_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])

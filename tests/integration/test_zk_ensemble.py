@@ -1,0 +1,72 @@
+"""A master on a three-server ZooKeeper ensemble whose leader is killed: the commands sent
+while the ensemble elects a new leader (and the master reconnects) succeed."""
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.zk.ensemble import Ensemble
+
+from .harness import Master
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_commands_during_a_leader_election_succeed(tmp_path, procs):
+    ens = Ensemble(tmp_path / "ensemble")
+    try:
+        m = Master(tmp_path, ens.connect_string, "/flume")
+        procs.append(m)
+        assert m.command("config", "warm", "null", "null").status_code == 200
+        results, health = [], []
+        stop = threading.Event()
+
+        def config(k: int) -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                if k == 0:   # one transaction for several configs
+                    r = m.command("multiconfig", f"m{i}a: null | null; "
+                                  f'm{i}b: null | {{ value("k", "{i}") => null }};')
+                else:
+                    r = m.command("config", f"n{k}", "null",
+                                  f'{{ value("k", "{i}") => null }}')
+                results.append((k, i, r.status_code, r.text[:300]))
+
+        def watch_health() -> None:
+            while not stop.is_set():
+                try:
+                    health.append(m.get("/api/health").status_code)
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.02)
+
+        threads = [threading.Thread(target=config, args=(k,)) for k in range(3)]
+        threads.append(threading.Thread(target=watch_health))
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(0.3)
+            ens.kill_leader()
+            # until the master is seen disconnected and then connected again, and a bit
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not (503 in health and
+                                                       health[-1] == 200):
+                time.sleep(0.05)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+        assert 503 in health, "the master never lost ZooKeeper: the test missed its point"
+        failed = [r for r in results if r[2] != 200]
+        assert not failed, failed
+        assert len(results) >= 6
+        last = max(i for k, i, _, _ in results if k == 1)
+        row = m.get("/api/configs/n1").json()
+        assert f'value("k", "{last}")' in row["sink"], row
+    finally:
+        ens.stop()

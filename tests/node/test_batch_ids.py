@@ -1,0 +1,397 @@
+"""Batch ids and deadlines on the RPC (issue 11 items 3 and 4): a collector slower than
+the sender's timeout, over real sockets -- a resent batch is not written twice, work whose
+caller gave up is dropped and counted, DFO's replay adapts, BE counts ``unknown`` apart
+from ``dropped`` and probes a collector before dropping a backlog."""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from node.codec import encode_events
+from node.decorators.disk_failover import REPLAY_TIMEOUT_FACTOR, DiskFailoverDecorator
+from node.errors import DeliveryUnknown
+from node.event import Event
+from node.logical_node import LogicalNode
+from node.builder import build_sink
+from node.component import Sink
+from node.rpc import BatchId, RpcClient, Status
+from node.rpc_window import BUSY, CONFLICT, DUPLICATE, BatchWindow
+from node.sinks import collect
+from node.spec import parse_sink, parse_source
+from tests.conftest import free_port
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def numbered(start: int, n: int) -> list[Event]:
+    return [Event(str(i).encode()) for i in range(start, start + n)]
+
+
+def slow_collector(tmp_path, name: str, ms_per_event: int, **args) -> tuple[LogicalNode, int]:
+    """An in-process collector node: collectorSource on a free port, its flow slowed by
+    ``delay(ms_per_event)``, events kept by ``collect(name)``."""
+    collect.reset(name)
+    port = free_port()
+    extra = "".join(f", {k}={v}" for k, v in args.items())
+    node = LogicalNode(name, tmp_path / name)
+    node.configure(parse_source(f'collectorSource({port}, bind="127.0.0.1"{extra})'),
+                   parse_sink(f'{{ delay({ms_per_event}) => collect("{name}") }}'))
+    return node, port
+
+
+def source_metrics(node: LogicalNode) -> dict:
+    return node._flow.source.metrics
+
+
+def bodies(name: str) -> list[int]:
+    return [int(e.body) for e in collect.collected(name)]
+
+
+def listening(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+def opened(text: str, ctx):
+    s = build_sink(parse_sink(text))
+    s.open(ctx)
+    return s
+
+
+# ---------------------------------------------------------------- the window over RPC
+
+def test_a_resend_joins_the_write_in_progress_and_is_not_written_twice(tmp_path):
+    node, port = slow_collector(tmp_path, "join", 5)          # 100 events: 0.5 s
+    payload = encode_events(numbered(0, 100))
+    batch = BatchId("agent-a", 7)
+    client = RpcClient("127.0.0.1", port, timeout=0.2)
+    with pytest.raises(DeliveryUnknown):                      # the caller gives up...
+        client.append_payload(payload, 100, batch)
+    # ...and resends while the collector is still writing: it waits for that write
+    assert client.append_payload(payload, 100, batch, timeout=5) == (Status.OK,
+                                                                     "already taken")
+    assert client.append_payload(payload, 100, batch) == (Status.OK, "already taken")
+    assert bodies("join") == list(range(100))                 # written once
+    m = source_metrics(node)
+    assert m["joined"] == 1 and m["duplicate_batches"] == 2
+    assert m["duplicate_events"] == 200 and m["batch_ids"] == 1
+    # a sender without ids (an older one) is taken as before: each call is written
+    plain = encode_events(numbered(100, 2))
+    assert client.append_payload(plain, 2, timeout=5)[0] == Status.OK
+    assert client.append_payload(plain, 2, timeout=5)[0] == Status.OK
+    assert bodies("join") == list(range(102)) + [100, 101]
+    client.close()
+    node.stop(10)
+
+
+def test_the_deadline_drops_a_batch_the_flow_did_not_take_in_time(tmp_path):
+    """The flow is busy writing a first batch; a second one waits in the collector's
+    queue past its caller's deadline: it is withdrawn and counted, never written. Its
+    resend (same id) is then written, once."""
+    node, port = slow_collector(tmp_path, "deadline", 10)     # 100 events: 1 s
+    first, second = RpcClient("127.0.0.1", port, 5), RpcClient("127.0.0.1", port, 0.3)
+    done = []
+    t = threading.Thread(target=lambda: done.append(
+        first.append_payload(encode_events(numbered(0, 100)), 100, BatchId("a", 1))))
+    t.start()
+    wait_until(lambda: source_metrics(node).get("events_in", 0) == 100, 5,
+               "the flow to take the first batch")
+    payload = encode_events(numbered(100, 3))
+    # withdrawn just before the caller's deadline: it reads a definite RETRY
+    status, message = second.append_payload(payload, 3, BatchId("a", 2))
+    assert status == Status.RETRY and "deadline" in message
+    assert source_metrics(node)["expired"] == 3
+    t.join(10)
+    assert done == [(Status.OK, "")]
+    assert bodies("deadline") == list(range(100))             # the expired one is gone
+    assert second.append_payload(payload, 3, BatchId("a", 2), timeout=5) == (Status.OK, "")
+    assert bodies("deadline") == list(range(103))
+    first.close()
+    second.close()
+    node.stop(10)
+
+
+@pytest.mark.parametrize("packed", ["true", "false"])
+def test_rpc_sink_resending_a_timed_out_batch_keeps_its_id(make_ctx, tmp_path, packed):
+    """What stubbornAppend or insistentAppend do: append the same events again after a
+    timeout. The second call joins the collector's write of the first (before batch ids:
+    written twice)."""
+    node, port = slow_collector(tmp_path, f"rpcsink-{packed}", 5)   # 100 events: 0.5 s
+    sink = opened(f'rpcSink("127.0.0.1", {port}, packed={packed}, timeoutMs=200)',
+                  make_ctx("agent"))
+    events = numbered(0, 100)
+    with pytest.raises(DeliveryUnknown):
+        sink.append(events)
+    sink.append(events)        # told "still being written" (RETRY) until it is written
+    sink.append(numbered(100, 1))
+    sink.close()
+    assert bodies(f"rpcsink-{packed}") == list(range(101))
+    assert source_metrics(node)["joined"] >= 1
+    assert source_metrics(node)["duplicate_batches"] == 1
+    node.stop(10)
+
+
+def test_a_sender_id_over_the_bound_is_refused(tmp_path):
+    node, port = slow_collector(tmp_path, "longsender", 0)
+    client = RpcClient("127.0.0.1", port, 5)
+    status, message = client.append_payload(encode_events(numbered(0, 1)), 1,
+                                            BatchId("s" * 300, 1))
+    assert status == Status.FAILED and "sender id" in message
+    assert source_metrics(node)["refused_malformed"] == 1
+    assert client.append_payload(encode_events(numbered(0, 1)), 1,
+                                 BatchId("s" * 200, 1)) == (Status.OK, "")
+    assert bodies("longsender") == [0]
+    client.close()
+    node.stop(10)
+
+
+# ---------------------------------------------------------------- the window's bounds
+
+class Counts(dict):
+    def add(self, name, n=1):
+        self[name] = self.get(name, 0) + n
+
+
+def test_window_bounds_per_sender_and_in_all_and_counts_evictions():
+    m = Counts()
+    w = BatchWindow(m, per_sender=3, total=5)
+    for n in range(1, 5):                        # a's 4th id pushes out its 1st
+        w.finish(w.claim("a", n, (1, n), 1, 0), True)
+    assert m["batch_ids_evicted"] == 1 and w.size == 3
+    assert w.claim("a", 2, (1, 2), 1, 0) == DUPLICATE
+    w.finish(w.claim("a", 1, (1, 1), 1, 0), True)          # forgotten: a new claim
+    assert m["batch_ids_evicted"] == 2
+    for n in range(1, 4):                        # b fills the total: a's oldest go first
+        w.finish(w.claim("b", n, (1, n), 1, 0), True)
+    assert w.size == 5 and m["batch_ids_evicted"] == 3
+    assert w.claim("a", 2, (1, 2), 1, 0) != DUPLICATE   # forgotten: written again
+    assert w.claim("b", 1, (1, 1), 1, 0) == DUPLICATE
+    assert w.claim("b", 1, (9, 9), 1, 0) == CONFLICT and m["batch_id_conflicts"] == 1
+    # one being written: a resend whose deadline has passed is told BUSY
+    c = w.claim("c", 1, (1, 1), 1, 0)
+    assert w.claim("c", 1, (1, 1), 1, 0) == BUSY
+    w.finish(c, False)                           # not written: forgotten
+    assert w.claim("c", 1, (1, 1), 1, 0) not in (BUSY, DUPLICATE)
+    assert w.size <= 5
+
+
+# ---------------------------------------------------------------- DFO
+
+def collector_process(tmp_path, port: int, ms_per_event: int, out: Path):
+    env = dict(os.environ, FLUME_DATA_DIR=str(tmp_path / "collector-data"))
+    spec = (f'c: collectorSource({port}, bind="127.0.0.1") | '
+            f'{{ delay({ms_per_event}) => text("{out}") }}')
+    return subprocess.Popen([sys.executable, "-m", "node.cli", "--log-level", "WARNING",
+                             "node", "--one-shot", "-n", "c", "-c", spec], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_dfo_against_a_collector_slower_than_the_timeout_writes_each_event_once(make_ctx,
+                                                                                tmp_path):
+    """A real collector process writing 200 events in 1 s, an agent giving up after
+    0.5 s: every batch times out, is spooled and replayed -- and is in the collector's
+    file once (before batch ids: 12 copies of the first batch within 12 s, the others
+    never delivered)."""
+    port, out = free_port(), tmp_path / "out.txt"
+    proc = collector_process(tmp_path, port, 5, out)
+    try:
+        wait_until(lambda: listening(port), 15,
+                   "the collector to listen", ignore=(OSError,))
+        ctx = make_ctx("agent")
+        agent = opened(f'agentDFOSink("127.0.0.1", {port}, timeoutMs=500, checkMs=50, '
+                       f'maxMs=400)', ctx)
+        for start in range(0, 600, 200):
+            agent.append(numbered(start, 200))
+        assert agent.metrics["spooled"] >= 200               # the timeouts happened
+        try:
+            replayed = wait_until(lambda: agent.dfo.spool.empty and agent.dfo.metrics.get(
+                "replayed", 0) == agent.metrics["spooled"], 15, "the replay")
+        except AssertionError:
+            replayed = False
+        agent.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    copies = collections.Counter(out.read_bytes().splitlines())
+    assert max(copies.values()) == 1, copies.most_common(3)
+    assert len(copies) == 600 and replayed
+
+
+class CuttableLink:
+    """A TCP relay from a free port to 127.0.0.1:``port``; :meth:`cut` breaks every
+    connection it carries (a network cut), new ones are relayed again."""
+
+    def __init__(self, port: int):
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                a, _ = self.listener.accept()
+            except OSError:
+                return
+            b = socket.create_connection(("127.0.0.1", self.target))
+            self.socks += [a, b]
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self._pipe, args=(x, y), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self):
+        socks, self.socks = self.socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.listener.close()
+        self.cut()
+
+
+def test_dfo_batch_in_flight_at_a_network_cut_is_written_once(make_ctx, tmp_path):
+    """The link breaks while the collector writes a batch: the agent cannot know whether
+    it arrived, spools and replays it -- and the collector answers the replay without
+    writing it again (before batch ids: written twice)."""
+    node, port = slow_collector(tmp_path, "cut", 5)           # 100 events: 0.5 s
+    link = CuttableLink(port)
+    agent = opened(f'agentDFOSink("127.0.0.1", {link.port}, checkMs=50, maxMs=200)',
+                   make_ctx("agent"))
+    sender = threading.Thread(target=agent.append, args=(numbered(0, 100),))
+    sender.start()
+    wait_until(lambda: source_metrics(node).get("events_in", 0) == 100, 5,
+               "the collector to take the batch")
+    link.cut()                                                # while it is being written
+    sender.join(10)
+    assert agent.metrics["spooled"] == 100
+    wait_until(lambda: agent.dfo.spool.empty and agent.dfo.metrics.get("replayed") == 100,
+               10, "the replay")
+    agent.append(numbered(100, 5))
+    agent.close()
+    assert bodies("cut") == list(range(105))
+    assert source_metrics(node)["duplicate_batches"] + source_metrics(node)["joined"] >= 1
+    link.close()
+    node.stop(10)
+
+
+class Unanswered(Sink):
+    """An inner sink whose calls get no answer within less than ``needs`` seconds."""
+
+    def __init__(self, needs: float):
+        super().__init__()
+        self.timeout = 0.1
+        self.needs = needs
+        self.asked: list[float] = []
+        self.got: list[bytes] = []
+
+    def append_encoded(self, data: bytes, count: int, lane: int = 0,
+                       timeout: float | None = None) -> None:
+        self.asked.append(timeout)
+        if timeout is None or timeout < self.needs:
+            raise DeliveryUnknown("timed out")
+        self.got.append(data)
+
+
+def test_dfo_replay_waits_longer_after_each_unknown_outcome_up_to_a_bound(make_ctx,
+                                                                           caplog):
+    inner = Unanswered(needs=0.5)
+    dfo = DiskFailoverDecorator(inner, maxMs=20, checkMs=10)
+    dfo.open(make_ctx("agent"))
+    with caplog.at_level(logging.WARNING, logger="node.decorators.disk_failover"):
+        dfo.append(numbered(0, 5))                   # no answer: spooled
+        wait_until(lambda: inner.got, 10, "the replay")
+    dfo.close()
+    # the direct send and the first replay wait 0.1 s, then 0.2, 0.4, 0.8
+    assert inner.asked == [None, 0.1, 0.2, 0.4, 0.8]
+    assert dfo.metrics["replayed"] == 5
+    assert [r.levelname for r in caplog.records if "replay" in r.message][:1] == ["WARNING"]
+    # never past the bound
+    inner = Unanswered(needs=100)
+    dfo = DiskFailoverDecorator(inner, maxMs=10, checkMs=10)
+    dfo.open(make_ctx("agent2"))
+    dfo.append(numbered(0, 1))
+    wait_until(lambda: len(inner.asked) >= 8, 10, "several replays")
+    dfo.close()
+    assert max(t for t in inner.asked if t) == pytest.approx(0.1 * REPLAY_TIMEOUT_FACTOR)
+
+
+# ---------------------------------------------------------------- BE
+
+def test_be_counts_timed_out_batches_as_unknown_and_only_lost_ones_as_dropped(make_ctx,
+                                                                              tmp_path):
+    """Against a collector slower than the timeout, then down: lost = dropped exactly
+    when only refusals count as dropped, and unknown covers what may have arrived (before:
+    every timed-out batch counted as dropped although the collector wrote it)."""
+    node, port = slow_collector(tmp_path, "be", 4)            # 100 events: 0.4 s
+    agent = opened(f'agentBESink("127.0.0.1", {port}, timeoutMs=250, checkMs=50, '
+                   f'maxMs=100, lanes=1)', make_ctx("agent"))
+    sent = 0
+    for _ in range(4):
+        agent.append(numbered(sent, 100))
+        sent += 100
+    assert agent.wait_sent(20)
+    node.stop(10)                                              # the collector goes away
+    for _ in range(3):
+        agent.append(numbered(sent, 100))
+        sent += 100
+    assert agent.wait_sent(20)
+    agent.close()
+    got = bodies("be")
+    assert len(got) == len(set(got))
+    m = agent.metrics
+    lost = sent - len(got)
+    assert m["dropped"] <= lost <= m["dropped"] + m.get("unknown", 0)
+    assert m["dropped"] == 300                                # refused: surely lost
+    assert m["events_out"] + m["dropped"] + m["unknown"] == sent
+    assert m["unknown"] > 0 and len(got) > m["events_out"]    # some unknown arrived
+
+
+def test_be_probes_a_collector_backing_off_before_dropping(make_ctx, tmp_path):
+    """The collector comes back during a long backoff (5 s): batches sent right after
+    reach it (before: dropped until the backoff ended)."""
+    node, port = slow_collector(tmp_path, "probe", 0)
+    agent = opened(f'agentBESink("127.0.0.1", {port}, checkMs=5000, maxMs=5000, lanes=1)',
+                   make_ctx("agent"))
+    agent.append(numbered(0, 10))
+    assert agent.wait_sent(10) and agent.metrics["events_out"] == 10
+    node.stop(10)
+    agent.append(numbered(10, 10))                            # refused: backs off 5 s
+    assert agent.wait_sent(10) and agent.metrics["dropped"] == 10
+    node.configure(parse_source(f'collectorSource({port}, bind="127.0.0.1")'),
+                   parse_sink('collect("probe")'))
+    wait_until(lambda: listening(port), 10,
+               "the collector to listen again", ignore=(OSError,))
+    sent = 20
+    for _ in range(20):
+        agent.append(numbered(sent, 10))
+        sent += 10
+        agent.wait_sent(10)
+    agent.close()
+    assert agent.metrics["dropped"] <= 20                     # at most one batch more
+    assert len(bodies("probe")) >= sent - 20
+    assert agent.metrics["probes"] >= 1
+    node.stop(10)

@@ -1,0 +1,269 @@
+"""A full disk is transient (issue 11, item 1), on a real 1 MB tmpfs: the segment log cuts
+a write cut short back at once and writes its state files in place; the WAL and the spool
+free space while full; diskFailover and ackedWriteAhead hold the source back and go on by
+themselves; the logical node says "disk full" and a stop while waiting is no failure."""
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from node.checkpoint import Checkpoint, CheckpointStore
+from node.clock import SYSTEM_CLOCK
+from node.component import NodeContext, Sink
+from node.decorators.acked_write_ahead import AckedWriteAhead
+from node.decorators.disk_failover import DiskFailoverDecorator, Spool
+from node.errors import Interrupted, SinkError
+from node.event import events_from_lines
+from node.logical_node import LogicalNode, State
+from node.segment_log import DiskFull, Framing, SegmentLog, SpaceWait
+from node.sources import memory
+from node.spec import parse_sink, parse_source
+from node.wal import WriteAheadLog
+from tests.tmpfs import fill, needs_root, tmpfs
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.timeout(30), needs_root]
+
+FRAMING = Framing("I", {b"RECD": False})
+RECORD = 7000                      # payload bytes of one test record
+
+
+@pytest.fixture
+def disk(tmp_path):
+    with tmpfs(tmp_path / "disk", "1m") as d:
+        yield d
+
+
+def seglog(d, **kw) -> SegmentLog:
+    args = dict(what="the test log", suffix=".seg", digits=6, durable=False,
+                segment_bytes=1 << 30, log=logging.getLogger("test.disk_full"))
+    args.update(kw)
+    return SegmentLog(d, FRAMING, **args)
+
+
+def write_until_full(lg: SegmentLog) -> int:
+    """Records written before the disk refused one."""
+    n = 0
+    while True:
+        seg = lg.writable()
+        rec = FRAMING.pack(b"RECD", (n,), b"r" * RECORD)
+        try:
+            lg.write(seg, rec, sum(map(len, rec)))
+        except DiskFull:
+            return n
+        n += 1
+
+
+def test_a_write_cut_short_by_a_full_disk_is_cut_back_at_once(disk):
+    lg = seglog(disk / "log")
+    lg.open()
+    n = write_until_full(lg)
+    seg = lg.segments[-1]
+    assert n > 100 and (disk / "log" / seg.path.name).stat().st_size == seg.size
+    lg.close()
+    lg = seglog(disk / "log")
+    [seg] = lg.open()
+    assert lg.scan(seg, last=True)[0] == n and lg.corrupt == 0      # nothing "damaged"
+    lg.close()
+
+
+def test_state_files_are_rewritten_on_a_full_disk(disk):
+    lg = seglog(disk / "log", durable=True)
+    lg.open()
+    lg.write_state("pos", '{"offset": 0}')
+    fill(disk)
+    with pytest.raises(OSError):
+        (disk / "log" / "other").write_bytes(b"x" * 8192)     # the disk is full indeed
+    for i in range(1, 200):
+        lg.write_state("pos", '{"offset": %d}' % i)
+    lg.close()
+    lg = seglog(disk / "log")
+    lg.open()
+    assert lg.read_state("pos") == '{"offset": 199}'
+    lg.close()
+
+
+def test_space_wait_holds_a_write_until_a_segment_is_removed(disk):
+    lg = seglog(disk / "log")
+    lg.open()
+    write_until_full(lg)
+    first = lg.segments[0]
+    lg.segment_bytes = 0                  # each write now starts a new segment
+    metrics, reports = {}, []
+    space = SpaceWait(lg, metrics, reports.append, SYSTEM_CLOCK)
+    rec = FRAMING.pack(b"RECD", (0,), b"w" * RECORD)
+    done = []
+    t = threading.Thread(target=lambda: done.append(space.call(
+        lambda: lg.write(lg.writable(), rec, sum(map(len, rec))), lambda: False)))
+    t.start()
+    wait_until(lambda: reports, 5, "disk full reported")
+    assert reports[0].startswith("disk full: the test log in ") and t.is_alive()
+    assert metrics["disk_full"] == 1 and metrics["disk_free_bytes"] < 2 * RECORD
+    lg.remove(first)                      # what a replay or an acknowledgement does
+    t.join(5)
+    assert done == [None] and reports[-1] is None
+    assert metrics["disk_free_bytes"] > 100 * RECORD
+    with pytest.raises(Interrupted, match="the flow stops"):
+        fill(disk)
+        space.call(lambda: lg.write(lg.writable(), rec, sum(map(len, rec))), lambda: True)
+    lg.close()
+
+
+def test_the_wal_is_trimmed_by_acknowledgements_on_a_full_disk(disk):
+    """Before: deleting an acknowledged segment first wrote meta.json with a new file,
+    which failed on the full disk; the WAL was never trimmed."""
+    wal = WriteAheadLog(disk / "wal", segment_bytes=64 << 10)
+    wal.open()
+    groups = []
+    with pytest.raises(DiskFull):
+        while True:
+            groups += wal.append([(b"g" * RECORD, 1)], {"pos": len(groups)})
+    fill(disk)                              # not a page left, whoever took it
+    assert len(wal.log.segments) > 3
+    wal.ack([g.seq for g in groups])
+    assert len(wal) == 0 and sum(s.size for s in wal.log.segments) == 0
+    wal.append([(b"after", 1)], {"pos": "after"})
+    wal.close()
+    wal = WriteAheadLog(disk / "wal")
+    assert [g.seq for g in wal.open()] == [len(groups) + 1]
+    assert wal.position == {"pos": "after"} and wal.metrics["wal_corrupt"] == 0
+    wal.close()
+
+
+def test_the_spool_replays_and_reopens_on_a_full_disk(disk):
+    """Before: the replay position was written with a new file (replay.pos.tmp), which
+    failed on the full disk and stopped the replay."""
+    spool, d = Spool.claim(disk, "spool")
+    n = 0
+    with pytest.raises(DiskFull):
+        while True:
+            spool.write(b"%06d" % n + b"s" * RECORD, 1)
+            n += 1
+    fill(disk)                              # not a page left, whoever took it
+    for i in range(3):
+        data, _ = spool.peek()
+        assert data.startswith(b"%06d" % i)
+        spool.advance(len(data))
+    spool.close()
+    spool, _ = Spool.claim(disk, "spool")          # a refresh with the disk still full
+    assert (spool.pending_records, spool.corrupt) == (n - 3, 0)
+    while (rec := spool.peek()) is not None:
+        spool.advance(len(rec[0]))
+    spool.write(b"fresh", 1)
+    assert spool.pending_records == 1
+    spool.close()
+
+
+class Gate(Sink):
+    """A collector that is down (SinkError) until ``up`` is set; keeps what it takes."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = threading.Event()
+        self.bodies: list[bytes] = []
+
+    def append(self, events) -> None:
+        if not self.up.is_set():
+            raise SinkError("the collector is down")
+        self.bodies.extend(e.body for e in events)
+
+
+def disk_ctx(disk) -> NodeContext:
+    d = disk / "n"
+    d.mkdir(exist_ok=True)
+    return NodeContext(logical_name="n", data_dir=d, store=CheckpointStore(d / "cp.json"))
+
+
+def drive(sink, ctx, batches: int):
+    """A driver thread appending ``batches`` batches of 50 events, each with its position;
+    returns (thread, number of batches appended so far)."""
+    appended = [0]
+
+    def run():
+        for b in range(batches):
+            sink.append(events_from_lines([b"%05d-%02d" % (b, i) + b"x" * 100
+                                           for i in range(50)]))
+            sink.when_durable(Checkpoint({"pos": b}))
+            appended[0] = b + 1
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, appended
+
+
+def expected(batches: int) -> list[bytes]:
+    return [b"%05d-%02d" % (b, i) + b"x" * 100 for b in range(batches) for i in range(50)]
+
+
+@pytest.mark.parametrize("kind", ["dfo", "e2e"])
+def test_a_full_disk_holds_the_source_back_until_sending_frees_it(disk, kind):
+    ctx = disk_ctx(disk)
+    gate = Gate()
+    sink = (DiskFailoverDecorator(gate, 100, 20) if kind == "dfo"
+            else AckedWriteAhead(gate, 200, 20, retransmitMs=60_000))
+    sink.open(ctx)
+    batches = 400                          # about 2.4 MB: more than the disk holds
+    t, appended = drive(sink, ctx, batches)
+    wait_until(lambda: ctx.conditions.texts(), 20, "disk full reported")
+    assert ctx.conditions.texts()[0].startswith("disk full: ")
+    held = appended[0]
+    assert t.is_alive() and held < batches and sink.metrics["disk_full"] >= 1
+    assert sink.metrics["disk_free_bytes"] < 64 << 10
+    gate.up.set()                          # the collector is back: sending frees space
+    t.join(20)
+    assert not t.is_alive() and appended[0] == batches
+    wait_until(lambda: len(gate.bodies) >= batches * 50, 20, "everything delivered")
+    wait_until(lambda: not ctx.conditions.texts(), 5, "disk full cleared")
+    sink.close()
+    assert gate.bodies == expected(batches)        # in order, once each
+    assert ctx.store.get("pos") == batches - 1
+
+
+@pytest.mark.parametrize("sink", ["diskFailover(100, 20) flakeyAppend(1.0) null",
+                                  "ackedWriteAhead(200, 20) flakeyAppend(1.0) null"])
+def test_the_logical_node_says_disk_full_and_a_stop_while_full_is_no_failure(disk, sink):
+    memory.reset("full")
+    memory.push("full", [b"e%06d" % i + b"y" * 200 for i in range(8000)])
+    node = LogicalNode("n", disk)
+    node.configure(parse_source('memory("full")'), parse_sink(sink))
+    wait_until(lambda: (node.last_error or "").startswith("disk full: "), 20,
+               "the node saying disk full")
+    st = node.status()
+    assert node.state is State.ACTIVE and st["conditions"] == [node.last_error]
+    assert node.stop(10)
+    assert node.state is State.IDLE and node.last_error is None
+
+
+def test_the_free_bytes_gauge_is_the_least_over_components_not_the_sum():
+    from node.metrics import summarize
+    spool = {"name": "diskFailover", "kind": "decorator",
+             "metrics": {"disk_free_bytes": 5000, "spooled": 3}}
+    wal = {"name": "ackedWriteAhead", "kind": "decorator",
+           "metrics": {"disk_free_bytes": 4000, "spooled": 4}}
+    c = summarize({"components": {"sink": {"name": "fanout", "kind": "sink",
+                                           "children": [spool, wal]}}})
+    assert c["disk_free_bytes"] == 4000 and c["spooled"] == 7
+
+
+@pytest.mark.parametrize("kind", ["dfo", "e2e"])
+def test_a_disk_filled_by_someone_else_holds_the_source_back_until_they_free_it(disk, kind):
+    """The collector is up, nothing is spooled: only the checkpoint file (DFO sending
+    directly) or the log needs space, and another program took it all."""
+    ctx = disk_ctx(disk)
+    gate = Gate()
+    gate.up.set()
+    sink = (DiskFailoverDecorator(gate, 100, 20) if kind == "dfo"
+            else AckedWriteAhead(gate, 200, 20, retransmitMs=60_000))
+    sink.open(ctx)
+    filler = fill(disk)
+    t, appended = drive(sink, ctx, 20)
+    wait_until(lambda: ctx.conditions.texts(), 10, "disk full reported")
+    assert t.is_alive() and appended[0] < 20
+    filler.unlink()
+    t.join(10)
+    assert not t.is_alive() and appended[0] == 20
+    wait_until(lambda: len(gate.bodies) >= 20 * 50, 10, "everything delivered")
+    wait_until(lambda: not ctx.conditions.texts(), 5, "disk full cleared")
+    sink.close()
+    assert gate.bodies == expected(20) and ctx.store.get("pos") == 19

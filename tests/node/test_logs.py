@@ -1,0 +1,101 @@
+"""The log format: the details passed with ``extra=`` are printed after the sentence."""
+from __future__ import annotations
+
+import io
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from node.decorators.disk_failover import Spool
+from node.logs import DetailsFormatter, TEXT_FORMAT, setup
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def formatted(msg: str, *args, **kw) -> str:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(DetailsFormatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("test.logs")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.error(msg, *args, **kw)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    return stream.getvalue()
+
+
+def test_extra_details_follow_the_message_as_pairs_in_their_order():
+    out = formatted("cut %d bytes", 7, extra={"segment": "/d/seg-1.dfo", "offset": 4096,
+                                               "bytes_cut": 7, "lost": None})
+    assert out == "ERROR cut 7 bytes segment=/d/seg-1.dfo offset=4096 bytes_cut=7 lost=None\n"
+
+
+def test_a_detail_from_input_cannot_forge_a_line_or_a_pair():
+    out = formatted("cannot read a tailed file",
+                    extra={"path": "/x\nERROR forged", "error": "a=b", "empty": ""})
+    assert out.count("\n") == 1
+    assert out.endswith(' path="/x\\nERROR forged" error="a=b" empty=""\n')
+
+
+def test_details_come_before_the_traceback():
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        out = formatted("failed", exc_info=True, extra={"node": "n1"})
+    first, rest = out.split("\n", 1)
+    assert first == "ERROR failed node=n1"
+    assert rest.startswith("Traceback") and "ValueError: boom" in rest
+
+
+def test_a_record_without_details_is_unchanged():
+    assert formatted("plain %s", "sentence") == "ERROR plain sentence\n"
+
+
+def test_setup_uses_the_format_and_the_level():
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers.clear()
+    stream = io.StringIO()
+    try:
+        setup("warning", stream)
+        logging.getLogger("x").info("not shown", extra={"k": 1})
+        logging.getLogger("x").warning("shown", extra={"k": 1})
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    assert re.fullmatch(r"\S+ \S+ WARNING x: shown k=1\n", stream.getvalue())
+    assert TEXT_FORMAT.startswith("%(asctime)s")
+
+
+def test_a_node_process_logs_where_its_state_was_corrupt(tmp_path):
+    """A non-UTF-8 checkpoint and a spool segment torn in its last record: the node's log
+    says which file, how many bytes and (spool) from which offset, as pairs."""
+    data = tmp_path / "data"
+    spool = Spool(data / "k" / "dfo" / "spool")
+    spool._load()
+    for i in range(3):
+        spool.write(b"x" * 100, 10)
+    spool.close()
+    [seg] = (data / "k" / "dfo" / "spool").glob("*.dfo")
+    size = seg.stat().st_size
+    seg.write_bytes(seg.read_bytes()[:-5])              # the last record torn
+    junk = b"\xff\xfe not utf-8"
+    (data / "k" / "checkpoint.json").write_bytes(junk)
+    src = tmp_path / "in.log"
+    src.write_bytes(b"a\nb\n")
+    out = tmp_path / "out.log"
+    r = subprocess.run([sys.executable, "-m", "node.cli", "node", "--one-shot",
+                        "-n", "k", "--data-dir", str(data), "-c",
+                        f'k: text("{src}") | diskFailover(200, 50) text("{out}")'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    [cp] = [ln for ln in r.stderr.splitlines() if "checkpoint file" in ln]
+    assert f"file={data / 'k' / 'checkpoint.json'} bytes={len(junk)} " in cp, cp
+    [torn] = [ln for ln in r.stderr.splitlines() if "torn record" in ln]
+    last = 2 * size // 3            # three equal records: the third starts there
+    assert f" segment={seg} offset={last} bytes_cut={size - 5 - last} " in torn, torn

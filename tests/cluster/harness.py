@@ -363,19 +363,35 @@ def drained(c: Cluster, agents=AGENTS) -> bool:
     return True
 
 
-def dropped(c: Cluster, agent: str) -> int | None:
-    """The agent's ``dropped`` counter (best effort mode), None while unknown."""
-    return c.counters(agent).get("dropped")
+def best_effort(c: Cluster, agent: str) -> tuple[int, int] | None:
+    """The agent's ``(dropped, unknown)`` counters (best effort mode: lost = dropped,
+    unknown = delivered or lost) once every line it read is sent, dropped or unknown and
+    every line sent is in the files; else None."""
+    k = c.counters(agent)
+    d, u, sent = k.get("dropped", 0), k.get("unknown", 0), k.get("events_out", 0)
+    if not k or sent + d + u < c.written.get(agent, 0):
+        return None
+    if len(set(c.output().get(agent, []))) < sent - u:
+        return None
+    return d, u
 
 
 def settled_best_effort(c: Cluster, agents=AGENTS) -> bool:
-    """Every counter written by ``agents`` is in the final files or counted dropped."""
-    out = c.output()
-    for a in agents:
-        d = dropped(c, a)
-        if d is None or len(set(out.get(a, []))) + d < c.written.get(a, 0):
-            return False
-    return True
+    return all(best_effort(c, a) is not None for a in agents)
+
+
+def settled_output(c: Cluster, agent: str | None = None, seconds: float = 2.0) -> int:
+    """Wait until the counters in the final files (of ``agent``, or all) stop growing
+    for ``seconds`` (the collectors roll files every second); their number."""
+    seen: list[int] = []
+    polls = int(seconds / 0.1)
+
+    def stable():
+        out = c.output()
+        seen.append(len(out.get(agent, [])) if agent else sum(map(len, out.values())))
+        return len(seen) > polls and seen[-polls - 1] == seen[-1] and (seen[-1],)
+
+    return wait_until(stable, 60, "the final files to stop growing", interval=0.1)[0]
 
 
 def duplicates(c: Cluster) -> dict[str, int]:

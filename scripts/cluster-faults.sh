@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every fault scenario of tests/cluster on a real cluster in network namespaces (3 ZooKeeper
 # servers, 2 masters, 2 collectors, 3 agents), one after the other, then the table of their
-# figures. Needs root (ip netns); takes about ten minutes. Extra arguments go to pytest,
+# figures. Needs root (ip netns); takes about twelve minutes. Extra arguments go to pytest,
 # e.g. -k collector_paused. The logs of each run stay under the directory it prints.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from .harness import (AGENTS, COLLECTORS, ZK_HOSTS, best_effort, drained, duplicates,
-                      missing, settled_best_effort, settled_output, wait_until)
+                      missing, settled_output, wait_until)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -81,8 +81,9 @@ def run_fault(c, name: str, fault, heal, hold: float, master: str = "m1",
     healed = time.monotonic()
     for t in c.writers.values():
         t.join(30)
-    if c.mode == "BE":
-        wait_until(lambda: settled_best_effort(c), 90, "delivered + dropped == written")
+    if c.mode == "BE":     # nothing to wait for but the files: they stop growing
+        settled_output(c, seconds=3)
+        healed += 3
     else:
         wait_until(lambda: drained(c), 120, "every counter delivered")
     recovery = time.monotonic() - healed
@@ -98,13 +99,15 @@ def run_fault(c, name: str, fault, heal, hold: float, master: str = "m1",
     elif c.mode == "DFO":
         assert lost == {a: 0 for a in AGENTS}
     else:
-        settled_output(c)
-        lost = missing(c)
         counts = {a: best_effort(c, a) for a in AGENTS}
-        for a, (d, u) in counts.items():
-            assert d <= lost[a] <= d + u, (a, lost[a], d, u)   # lost = dropped + part of unknown
-        figures["dropped"] = sum(d for d, _ in counts.values())
-        figures["unknown"] = sum(u for _, u in counts.values())
+        for a, k in counts.items():
+            # lost = dropped + the lost part of unknown; checkable only with counters
+            # that cover the whole run (a restarted flow starts them again at zero)
+            if k["whole"]:
+                assert k["dropped"] <= lost[a] <= k["dropped"] + k["unknown"], (a, lost, k)
+        figures["dropped"] = sum(k["dropped"] for k in counts.values())
+        figures["unknown"] = sum(k["unknown"] for k in counts.values())
+        figures["flows_restarted"] = sum(not k["whole"] for k in counts.values())
     assert c.errors() == {}
     report(name, c, recovery, **figures)
 

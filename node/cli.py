@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -198,8 +199,48 @@ def zk_from_master(url: str) -> tuple[str, str, bool, str | None]:
     except (httpx.HTTPError, ValueError) as exc:
         raise UsageError(f"cannot reach the master at {url}: {exc}; give --zk instead or "
                          f"start the master first") from None
+    check_reachable_zk(url, info["zk"])
     return (info["zk"], info.get("root", "/flume"), bool(info.get("acl")),
             info.get("zk_auth"))
+
+
+def _own_addresses(host: str) -> bool | None:
+    """True if every address ``host`` resolves to is loopback or one of this machine's
+    (it can be bound here); None if it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return None
+    for family, _, _, _, addr in infos:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((addr[0], 0))
+        except OSError:
+            return False
+    return True
+
+
+def check_reachable_zk(master_url: str, zk: str) -> None:
+    """UsageError when a master on another host hands out a ZooKeeper address that
+    means this host (a managed ZooKeeper listening on 127.0.0.1, or a host name that
+    resolves to a loopback address here): the node would talk to its own host."""
+    from urllib.parse import urlsplit
+    master_host = urlsplit(master_url).hostname or "127.0.0.1"
+    if _own_addresses(master_host) is not False:
+        return          # the master runs here: its loopback is ours
+    for server in zk.split(","):
+        host = server.rsplit(":", 1)[0].strip("[]")
+        try:
+            loopback = all(ipaddress.ip_address(info[4][0]).is_loopback for info in
+                           socket.getaddrinfo(host, None, type=socket.SOCK_STREAM))
+        except (OSError, ValueError):
+            return      # unknown here: connecting will say what is wrong
+        if not loopback:
+            return
+    raise UsageError(
+        f"the master at {master_url} says ZooKeeper is at {zk}, which is this host's own "
+        f"loopback here: start that master with --zk-bind ADDRESS (an address this host "
+        f"reaches) or on an ensemble (--zk), or give this node --zk HOST:PORT")
 
 
 def node_credential(args):
@@ -236,7 +277,8 @@ def run_managed(args, data_dir: Path, physical: str) -> int:
     node = PhysicalNode(physical, hosts, root, data_dir=data_dir / "node" / physical,
                         allow_exec=args.allow_exec, zk_auth=auth,
                         http_port=DEFAULT_HTTP_PORT if args.http_port is None
-                        else args.http_port, http_bind=args.http_bind)
+                        else args.http_port, http_bind=args.http_bind,
+                        advertise=args.advertise)
     node.start()
     try:
         while not stop.wait(0.5):
@@ -301,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--http-bind", default="127.0.0.1", metavar="ADDRESS",
                    help="address the status page listens on (default 127.0.0.1); a "
                    "loopback address only: the page has no access control")
+    n.add_argument("--advertise", metavar="HOST",
+                   help="address or name other hosts reach this node at: agents of other "
+                   "hosts send to this node's collectors there (default: the host name, "
+                   "which often resolves to 127.0.0.1 on the host itself)")
     add_config_file_option(n, "node")
     n.set_defaults(func=cmd_node)
 

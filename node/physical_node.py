@@ -70,9 +70,12 @@ class PhysicalNode:
     def __init__(self, name: str, zk_hosts: str, root: str = "/flume",
                  data_dir: Path | None = None, allow_exec: bool = False,
                  http_port: int | None = None, http_bind: str = "127.0.0.1",
-                 zk_auth: Credential | None = None):
+                 zk_auth: Credential | None = None, advertise: str | None = None):
         """``zk_auth``: the node role's ZooKeeper credential (zk/acl.py); needed when the
-        masters protect the tree with ACLs."""
+        masters protect the tree with ACLs. ``advertise``: the address other hosts reach
+        this node at, registered as its ``host`` (the masters write it into the chains
+        and logical sinks that point at this node's collectors); default: the host
+        name."""
         self.name = name
         self.zk_auth = zk_auth
         self.zk_hosts = zk_hosts
@@ -82,7 +85,7 @@ class PhysicalNode:
         self.http_port = http_port   # wanted; the bound one once the page serves
         self.http_bind = http_bind
         self.status_server = None
-        self.host = socket.gethostname()
+        self.host = advertise or socket.gethostname()
         self.shared = NodeShared()
         self.logical: dict[str, LogicalNode] = {}
         self.running: dict[str, tuple] = {}      # name -> (source, sink, refresh) running

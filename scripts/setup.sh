@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v java >/dev/null 2>&1 || need_apt+=(default-jre-headless)
+# the cluster tests (tests/cluster) make network namespaces with ip
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 [ -f /usr/share/java/zookeeper.jar ] || [ -n "${ZOOKEEPER_HOME:-}" ] || need_apt+=(zookeeper)
 # the web console's tests run in a real headless browser
 if [ "${FLUME_SETUP_BROWSER:-1}" = 1 ] && [ ! -x /usr/bin/chromium ]; then

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,3 +146,16 @@ def test_check_names_a_regex_construct_the_engine_refuses():
     assert r.returncode == 2, r.stderr
     assert "line 1, column 13" in r.stderr and "backreferences are not supported" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_remote_master_handing_out_its_loopback_zookeeper_is_refused():
+    """A master on another host with its managed ZooKeeper on 127.0.0.1 (or a host name
+    that is loopback here) would send the node to its own host: refused, with the way out.
+    192.0.2.1 (TEST-NET-1) is never an address of this machine."""
+    from node.cli import UsageError, check_reachable_zk
+    for zk in ("127.0.0.1:3181", "localhost:3181", "127.0.0.1:3181,[::1]:3181"):
+        with pytest.raises(UsageError, match="--zk-bind ADDRESS"):
+            check_reachable_zk("http://192.0.2.1:35871", zk)
+    check_reachable_zk("http://192.0.2.1:35871", "192.0.2.2:2181,127.0.0.1:2181")
+    check_reachable_zk("http://127.0.0.1:35871", "127.0.0.1:3181")  # the master is here
+    check_reachable_zk("http://localhost:35871", "localhost:3181")

@@ -1,6 +1,7 @@
 """The physical node against a real ZooKeeper: watches, reconciliation, resilience."""
 from __future__ import annotations
 
+import socket
 
 import pytest
 
@@ -21,8 +22,9 @@ def logical_status(node: PhysicalNode, store, name: str) -> dict:
 def pnode(zk_server, zk_root, tmp_path, store):
     nodes = []
 
-    def start(name="p1"):
-        n = PhysicalNode(name, zk_server.connect_string, zk_root, data_dir=tmp_path / name)
+    def start(name="p1", **kw):
+        n = PhysicalNode(name, zk_server.connect_string, zk_root, data_dir=tmp_path / name,
+                         **kw)
         nodes.append(n.start())
         return n
     yield start
@@ -34,6 +36,17 @@ def test_registers_and_maps_itself(pnode, store):
     pnode("p1")
     assert "p1" in store.list_physical()
     assert store.get_mapping("p1") == ["p1"]
+
+
+def test_registers_the_advertised_address_as_its_host(pnode, store):
+    """The masters write a node's registered host into the chains pointing at its
+    collectors: it must be an address the agents' hosts reach, not the host name (which
+    resolves to 127.0.0.1 on many machines)."""
+    pnode("p1", advertise="10.213.0.31")
+    pnode("p2")
+    physical = store.list_physical()
+    assert physical["p1"]["host"] == "10.213.0.31"
+    assert physical["p2"]["host"] == socket.gethostname()
 
 
 def test_config_push_restarts_only_changed_nodes(pnode, store):

@@ -7,9 +7,11 @@ prints::
 
 Every attribute of a record that a plain ``LogRecord`` does not have is such a detail,
 printed as `` key=value`` after the message (before a traceback), in the order given.
-A value that is empty or holds blanks, quotes, ``=`` or control characters is printed as
-a JSON string, so a detail taken from input (a path, a host name) can neither forge a
-log line (a newline) nor blur where one pair ends. A value is cut to ``MAX_VALUE``
+A value that is empty or holds blanks, quotes, ``=`` or any character that is not
+printable (controls, C1 controls, bidi overrides, line separators) is printed as a JSON
+string with non-ASCII escaped, so a detail taken from input (a path, a host name) can
+neither forge a log line nor reorder or blur what a terminal shows. A value whose
+``str()`` fails is printed as ``<unprintable TYPE>``, not lost with its record. A value is cut to ``MAX_VALUE``
 characters: a detail is context, not a payload.
 """
 from __future__ import annotations
@@ -37,8 +39,11 @@ def details(record: logging.LogRecord) -> dict:
 def _value(v) -> str:
     if isinstance(v, (bool, int, float)) or v is None:
         return str(v)
-    s = str(v)[:MAX_VALUE]
-    return s if _PLAIN.fullmatch(s) else json.dumps(s)
+    try:
+        s = str(v)[:MAX_VALUE]
+    except Exception:   # noqa: BLE001 - a detail must not take its record down
+        return f"<unprintable {type(v).__name__}>"
+    return s if _PLAIN.fullmatch(s) and s.isprintable() else json.dumps(s)
 
 
 class DetailsFormatter(logging.Formatter):

@@ -42,6 +42,20 @@ def test_a_detail_from_input_cannot_forge_a_line_or_a_pair():
     assert out.endswith(' path="/x\\nERROR forged" error="a=b" empty=""\n')
 
 
+def test_a_detail_cannot_reorder_or_hide_what_a_terminal_shows():
+    out = formatted("x", extra={"csi": "a\x9b31mb", "bidi": "abc\u202edef", "nel": "a\x85b",
+                                "fine": "/srv/out"})
+    assert out == ('ERROR x csi="a\\u009b31mb" bidi="abc\\u202edef" nel="a\\u0085b" '
+                   'fine=/srv/out\n')
+
+
+def test_a_detail_whose_str_fails_does_not_lose_its_record():
+    class Broken:
+        def __str__(self):
+            raise RuntimeError("no")
+    assert formatted("kept", extra={"thing": Broken()}) == "ERROR kept thing=<unprintable Broken>\n"
+
+
 def test_details_come_before_the_traceback():
     try:
         raise ValueError("boom")

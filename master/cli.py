@@ -24,7 +24,8 @@ def cmd_master(args) -> int:
                         bind=args.bind, http_port=args.http_port,
                         token=read_token(args.token_file), zk_auth=zk_auth,
                         zk_insecure=args.zk_insecure, zk_bind=args.zk_bind,
-                        zk_heap_mb=args.zk_heap_mb, **_http_options(args))
+                        zk_heap_mb=args.zk_heap_mb, advertise=args.advertise,
+                        **_http_options(args))
     except (MasterConfigError, AuthFileError) as exc:
         print(f"flume master: {exc}", file=sys.stderr)
         return 2
@@ -58,6 +59,10 @@ def build_parser():
     m.add_argument("--zk-root", default="/flume", help="root znode (default /flume)")
     m.add_argument("--zk-bind", default="127.0.0.1", metavar="ADDRESS",
                    help="address the managed ZooKeeper listens on (default 127.0.0.1)")
+    m.add_argument("--advertise", metavar="HOST",
+                   help="the name nodes on other hosts reach this host by, handed out with "
+                   "the managed ZooKeeper's port (default: --zk-bind, or this host's name "
+                   "when that is 0.0.0.0)")
     m.add_argument("--zk-heap-mb", type=int, default=DEFAULT_HEAP_MB, metavar="MIB",
                    help="Java heap of the managed ZooKeeper in MiB; its hard quota on the "
                    f"root follows: MIB*256 znodes, MIB/8 MiB of data (default "

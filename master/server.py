@@ -163,16 +163,28 @@ class Master:
                  zk_auth: dict[str, Credential] | None = None, zk_insecure: bool = False,
                  zk_bind: str = "127.0.0.1", read_token: str | None = None,
                  allowed_hosts: tuple[str, ...] = (), max_body: int | None = None,
-                 limits=None, zk_heap_mb: int = DEFAULT_HEAP_MB):
+                 limits=None, zk_heap_mb: int = DEFAULT_HEAP_MB,
+                 advertise: str | None = None):
         """``zk_auth``: the master and node credentials (zk/acl.py); without them the
         managed ZooKeeper uses generated ones, and an external ensemble is refused unless
         ``zk_insecure`` (its tree is then open to anyone reaching ZooKeeper).
-        ``zk_heap_mb``: the Java heap of the managed ZooKeeper (its quota follows)."""
+        ``zk_heap_mb``: the Java heap of the managed ZooKeeper (its quota follows).
+        ``advertise``: the host name nodes on other hosts reach this one by, handed out with
+        the managed ZooKeeper's port (default: its bound address, or this host's name when
+        it listens on every address). A master listening beyond loopback with a managed
+        ZooKeeper on loopback is refused: no node elsewhere could reach it."""
         if not is_loopback(bind) and not token:
             raise MasterConfigError(
                 f"refusing to listen on {bind} without an access token: create one "
                 f"(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "
                 f"token) and pass --token-file token")
+        if not zk_hosts and not is_loopback(bind) and is_loopback(zk_bind):
+            raise MasterConfigError(
+                f"refusing to listen on {bind} with the managed ZooKeeper on {zk_bind}: "
+                f"nodes on other hosts ask this master where ZooKeeper is and could not "
+                f"reach it. Pass --zk-bind 0.0.0.0 --advertise HOST (the name other hosts "
+                f"reach this one by), or run the masters on a ZooKeeper ensemble with --zk "
+                f"(the production setup, docs/deploy.md)")
         if zk_hosts and not zk_auth and not zk_insecure:
             raise MasterConfigError(
                 "refusing to use ZooKeeper at " + zk_hosts + " without credentials: anyone "
@@ -197,6 +209,7 @@ class Master:
         self.zk_auth = zk_auth
         self.zk_bind = zk_bind
         self.zk_heap_mb = zk_heap_mb
+        self.advertise = advertise
         self.zk_metrics = Metrics()
         self.acl: AclPolicy | None = None
         self.managed_zk: ManagedZooKeeper | None = None
@@ -296,13 +309,21 @@ class Master:
             ``zookeeper``: the managed server (alive, restarts, last exit status, heap;
             None for an external ensemble); ``refused``: node registrations this master
             refused or repaired while leader (``refused_registration_*``)."""
-            return {"zk": self.zk_hosts, "root": self.root, "master": self.name,
+            return {"zk": self.zk_advertised, "root": self.root, "master": self.name,
                     "acl": self.acl is not None,
                     "zk_auth": f"{node_cred.user}:{node_cred.password}" if node_cred
                     else None,
                     "zookeeper": self.managed_zk.state() if self.managed_zk else None,
                     "refused": dict(self.zk_metrics)}
         return app
+
+    @property
+    def zk_advertised(self) -> str:
+        """The ZooKeeper connect string handed to nodes: the managed server's port on
+        ``advertise`` when given, else where this master connects."""
+        if self.managed_zk is not None and self.advertise:
+            return f"{self.advertise}:{self.managed_zk.port}"
+        return self.zk_hosts
 
     def serve(self) -> None:
         """Serve the REST API and console until interrupted (SIGINT / SIGTERM), within

@@ -219,27 +219,33 @@ class LogicalNode:
                                   allow_exec=self.allow_exec, shared=self.shared,
                                   conditions=self.conditions)
             except Exception as exc:
-                self._fail(FlumeError(f"cannot prepare the data directory {data_dir}: "
-                                      f"{exc}"))
+                self._open_failed("its data directory", FlumeError(
+                    f"cannot prepare the data directory {data_dir}: {exc}"))
                 return
             try:
                 new_sink.open(ctx)
             except Exception as exc:
                 self._close_quietly(new_sink)
-                self._fail(exc)
+                self._open_failed("its sink", exc)
                 return
             try:
                 new_source.open(ctx)
             except Exception as exc:
                 self._close_quietly(new_source)
                 self._close_quietly(new_sink)
-                self._fail(exc)
+                self._open_failed("its source", exc)
                 return
             self._flow = _Flow(self, new_source, new_sink, ctx)
             self._set_state(State.ACTIVE)
             self._flow.thread.start()
             log.info("logical node %s is active: %s | %s", self.name, self.source_text,
                      self.sink_text)
+
+    def _open_failed(self, what: str, exc: BaseException) -> None:
+        """ERROR with ``exc``, said in this node's log too (not only on the master)."""
+        log.error("logical node %s cannot open %s: %s", self.name, what,
+                  str(exc) or type(exc).__name__)
+        self._fail(exc)
 
     @staticmethod
     def _close_quietly(component) -> None:

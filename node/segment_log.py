@@ -25,8 +25,10 @@ one writer at a time. The E2E write-ahead log (:mod:`node.wal`) and diskFailover
   allocated when it is created (``magic:4s gen:u64 length:u32 crc32:u32 data``); the
   valid slot with the highest generation is the state, so a write torn by a crash leaves
   the previous one. Only a record too big for its slot (more than ``STATE_SLOT`` bytes at
-  first) makes a new, bigger file (replaced atomically), which needs space. A file of the
-  older format (the text alone) is read, and rewritten in this one when first read.
+  first) makes a new, bigger file (replaced atomically), which needs space; an owner
+  that must rewrite a state file while the disk is full asks for ``room`` ahead, while
+  it is writing anyway (:meth:`SegmentLog.state_room`). A file of the older format (the
+  text alone) is read, and rewritten in this one when first read.
 * **Torn-tail repair.** :meth:`SegmentLog.scan` reads a segment in order; the first record
   failing its framing, its checksums or the owner's check ends the segment: the rest is
   cut off on disk, counted (``corrupt``, ``truncated_bytes``) and logged -- a warning at
@@ -360,17 +362,32 @@ class SegmentLog:
         self._states[name] = [fd, slot, best[0] if best else 0]
         return best[1].decode("utf-8", "replace") if best else None
 
-    def write_state(self, name: str, text: str) -> None:
-        """Write ``text`` to state file ``name`` (durably if the log is durable): in place,
-        needing no new space, once the file exists with a slot big enough."""
-        data = text.encode()
-        rec = _STATE_HEAD.size + len(data)
+    def _state(self, name: str) -> list | None:
         st = self._states.get(name)
         if st is None and (self.dir / name).exists():
             self.read_state(name)
             st = self._states[name]
-        if st is None or rec > st[1]:
-            self._new_state(name, data)
+        return st
+
+    def state_room(self, name: str) -> int:
+        """Bytes of text state file ``name`` can take in place (0 if it does not exist)."""
+        st = self._state(name)
+        return max(0, st[1] - _STATE_HEAD.size) if st is not None else 0
+
+    def write_state(self, name: str, text: str, room: int = 0) -> None:
+        """Write ``text`` to state file ``name`` (durably if the log is durable): in place,
+        needing no new space, once the file exists with a slot big enough for it and for
+        ``room`` bytes of text; else a new file is made with such slots (which needs
+        space: :class:`DiskFull` if there is none, and the old file stays as it was)."""
+        data = text.encode()
+        st = self._state(name)
+        if st is None or _STATE_HEAD.size + max(len(data), room) > st[1]:
+            try:
+                self._new_state(name, data, room)
+            except OSError as exc:
+                error = DiskFull if disk_full(exc) else LogError
+                raise error(f"cannot write {name} of {self.what} in {self.dir}: "
+                            f"{exc}") from exc
             return
         fd, slot, gen = st
         os.pwrite(fd, _STATE_HEAD.pack(_STATE_MAGIC, gen + 1, len(data), zlib.crc32(data))
@@ -379,16 +396,20 @@ class SegmentLog:
             os.fdatasync(fd)
         st[2] = gen + 1
 
-    def _new_state(self, name: str, data: bytes) -> None:
-        """Create state file ``name`` holding ``data``, both slots allocated (written)."""
+    def _new_state(self, name: str, data: bytes, room: int = 0) -> None:
+        """Create state file ``name`` holding ``data``, both slots allocated (written) and
+        big enough for ``room`` bytes of text."""
         slot = STATE_SLOT
-        while _STATE_HEAD.size + len(data) > slot:
+        while _STATE_HEAD.size + max(len(data), room) > slot:
             slot *= 2
         tmp = self.dir / f"{name}.tmp"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             rec = _STATE_HEAD.pack(_STATE_MAGIC, 1, len(data), zlib.crc32(data)) + data
-            os.write(fd, rec.ljust(2 * slot, b"\0"))
+            image = rec.ljust(2 * slot, b"\0")
+            written = 0
+            while written < len(image):     # a nearly full disk may take part of it only
+                written += os.write(fd, image[written:])    # then ENOSPC on the next
             if self.durable:
                 os.fsync(fd)
             os.replace(tmp, self.dir / name)

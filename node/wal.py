@@ -27,8 +27,16 @@ Guarantees:
   all acknowledged is deleted (the segment being written is sealed first, so the next
   append starts a fresh one). Before a segment is deleted, ``meta.json`` records the next
   seq and the newest position (fsynced), rewritten in place (a state file of the segment
-  log, created at open): deleting segments needs no new space, so acknowledgements free
-  a full disk.
+  log): deleting segments needs no new space, so acknowledgements free a full disk. For
+  that, ``meta.json`` exists and has room for a record's position before the record is
+  written: an append whose position outgrows it grows it first (with room to spare),
+  which needs space -- :class:`~node.segment_log.DiskFull` like the record itself
+  (nothing written). A deletion that fails all the same (an I/O error; a log written by
+  an older version, whose ``meta.json`` is too small, on a full disk) keeps the segment
+  due: every later :meth:`ack` and :meth:`trim` tries again.
+* **A full disk at open** is no error: reading the log back needs no space. Should
+  ``meta.json`` be missing and the disk full, it is created by the first append (which
+  waits for space like any write).
 * **A seq is never reused**, even after every segment was deleted: on open, the next seq is
   past the records read, past every segment's first seq and past ``meta.json``. (The one
   exception is a torn record cut off on open: it was never durable, so never sent, and
@@ -49,9 +57,11 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .segment_log import Framing, LogError, Segment, SegmentLog
+from .limits import RateLimitedLog
+from .segment_log import Framing, LogError, Segment, SegmentLog, disk_full
 
 log = logging.getLogger(__name__)
+_quiet = RateLimitedLog(log)
 
 MAGIC = b"FWAL"            # a group
 MAGIC_POS = b"FWAX"        # a group with a source position
@@ -60,6 +70,9 @@ FRAMING = Framing("QI", {MAGIC: False, MAGIC_POS: True, MAGIC_MARK: True})   # s
 HEAD = FRAMING.head
 SEGMENT_BYTES = 64 << 20
 META = "meta.json"
+# meta.json beside a record's trailer ({"n":..,"p":position}): its other keys and two
+# numbers of up to 20 digits
+META_OVERHEAD = 80
 
 WalError = LogError        # the log could not be opened or written (in use, disk full...)
 
@@ -92,6 +105,10 @@ class WriteAheadLog:
         self._next_seq = 1
         self._stored_next = 0          # the next seq meta.json holds
         self._had_meta = False         # meta.json existed at open
+        self._meta_missing = False     # not yet created (the disk was full at open)
+        self._due: list[Segment] = []  # emptied segments whose deletion is to be done
+        self._seg_pos: dict[int, int] = {}   # segment number -> newest position number in it
+        self._meta_pos = 0             # the position number meta.json holds
         self._pos_no = 0               # number of the newest position
         self.position: dict | None = None
         self._events = 0
@@ -122,28 +139,49 @@ class WriteAheadLog:
         """Read the log back; returns the live groups in seq order (and sets
         :attr:`position`). A torn or corrupt record ends its segment and is cut off."""
         with self._lock:
-            segments = self.log.open()
-            self._read_meta()
-            next_seq = max(1, self._stored_next)
-            last_seq = 0
-            for i, seg in enumerate(segments):
-                next_seq = max(next_seq, seg.number)
-                last_seq = self._read_segment(seg, last_seq, last=(i == len(segments) - 1))
-                next_seq = max(next_seq, last_seq + 1)
-            self._add("wal_corrupt", self.log.corrupt)
-            self._add("wal_truncated_bytes", self.log.truncated_bytes)
-            self._next_seq = next_seq
-            if not self._had_meta:
-                self._write_meta()     # allocated now: rewriting it needs no new space
-            for i, seg in enumerate(segments):
-                last = i == len(segments) - 1
-                if seg.live or (last and seg.size == 0):
-                    seg.sealed = not last     # an empty last one keeps its first seq
-                else:
-                    self._delete_segment(seg)
-            self._opened = True
-            self._gauges()
-            return [self._groups[s] for s in sorted(self._groups)]
+            self._groups, self._events, self._bytes = {}, 0, 0
+            self._pos_no, self.position, self._stored_next, self._due = 0, None, 0, []
+            self._seg_pos, self._meta_pos = {}, 0
+            try:
+                return self._open()
+            except BaseException:
+                self.log.close()
+                raise
+
+    def _open(self) -> list[Group]:
+        segments = self.log.open()
+        self._read_meta()
+        next_seq = max(1, self._stored_next)
+        last_seq = 0
+        for i, seg in enumerate(segments):
+            next_seq = max(next_seq, seg.number)
+            last_seq = self._read_segment(seg, last_seq, last=(i == len(segments) - 1))
+            next_seq = max(next_seq, last_seq + 1)
+        self._add("wal_corrupt", self.log.corrupt)
+        self._add("wal_truncated_bytes", self.log.truncated_bytes)
+        self._next_seq = next_seq
+        self._meta_missing = not self._had_meta
+        room = self._room(self.position)
+        if self._meta_missing or room > self.log.state_room(META):
+            # allocated now: rewriting it needs no new space
+            try:
+                self._write_meta(room)
+            except LogError as exc:
+                if not disk_full(exc):
+                    raise
+                log.warning("the WAL in %s: %s cannot be written yet (the disk is "
+                            "full); the next append waits for space to write it", self.dir,
+                            META, extra={"dir": str(self.dir)})
+        for i, seg in enumerate(segments):
+            last = i == len(segments) - 1
+            if seg.live or (last and seg.size == 0):
+                seg.sealed = not last     # an empty last one keeps its first seq
+            else:
+                self._due.append(seg)
+        self.trim()
+        self._opened = True
+        self._gauges()
+        return [self._groups[s] for s in sorted(self._groups)]
 
     def _read_meta(self) -> None:
         (self.dir / f"{META}.tmp").unlink(missing_ok=True)     # a creation cut short
@@ -154,7 +192,8 @@ class WriteAheadLog:
         try:
             meta = json.loads(text)
             self._stored_next = int(meta.get("next_seq", 0))
-            self._take_position(int(meta.get("pos_no", 0)), meta.get("position"))
+            self._meta_pos = int(meta.get("pos_no", 0))
+            self._take_position(self._meta_pos, meta.get("position"))
         except (ValueError, TypeError, AttributeError):
             log.error("the WAL's meta.json is unreadable; deriving the next seq from the "
                       "segments", extra={"dir": str(self.dir)})
@@ -173,6 +212,7 @@ class WriteAheadLog:
                 try:
                     position = json.loads(rec.trailer)
                     self._take_position(int(position.get("n", 0)), position.get("p"))
+                    self._seg_pos[seg.number] = int(position.get("n", 0))
                 except (ValueError, TypeError, AttributeError):
                     return "record trailer unreadable"
             if rec.magic != MAGIC_MARK:
@@ -188,12 +228,22 @@ class WriteAheadLog:
 
     # ------------------------------------------------------------------ writing
 
-    def _writable(self) -> Segment:
+    def _writable(self, room: int = 0) -> Segment:
+        """The segment to append a record to whose position takes ``room`` bytes;
+        ``meta.json`` is made ready for it first (DiskFull: nothing was written)."""
+        if self._meta_missing or room > self.log.state_room(META):
+            self._write_meta(room)
         prev = self.log.segments[-1] if self.log.segments else None
         seg = self.log.writable(self._next_seq)
         if prev is not None and prev is not seg and not prev.live:
-            self._delete_segment(prev)    # sealed holding positions only
+            self._due.append(prev)        # sealed holding positions only
+            self.trim()
         return seg
+
+    @staticmethod
+    def _room(position) -> int:
+        """Bytes ``meta.json`` needs to hold ``position``."""
+        return len(json.dumps(position, separators=(",", ":"))) + META_OVERHEAD
 
     def _trailer(self, position) -> tuple[bytes, int]:
         n = self._pos_no + 1
@@ -210,7 +260,7 @@ class WriteAheadLog:
         with self._lock:
             if not self._opened:
                 raise WalError("the WAL is not open")
-            seg = self._writable()
+            seg = self._writable(0 if position is None else self._room(position))
             seq = self._next_seq
             bufs, out = [], []
             off = seg.size
@@ -233,6 +283,7 @@ class WriteAheadLog:
             self._next_seq = seq
             if pos_no:
                 self._take_position(pos_no, position)
+                self._seg_pos[seg.number] = pos_no
             for g in out:
                 self._groups[g.seq] = g
                 seg.live.add(g.seq)
@@ -246,12 +297,13 @@ class WriteAheadLog:
         with self._lock:
             if not self._opened:
                 raise WalError("the WAL is not open")
-            seg = self._writable()
+            seg = self._writable(self._room(position))
             trailer, n = self._trailer(position)
             rec = FRAMING.pack(MAGIC_MARK, (self._next_seq - 1, 0), b"", trailer)
             self.log.write(seg, rec, sum(map(len, rec)))
             self._add("fsyncs", 1)
             self._take_position(n, position)
+            self._seg_pos[seg.number] = n
 
     def read(self, seq: int) -> bytes | None:
         """The payload of live group ``seq``, or None once it was acknowledged."""
@@ -272,10 +324,9 @@ class WriteAheadLog:
 
     def ack(self, seqs) -> list[Group]:
         """Forget the live groups among ``seqs``; returns them. Segments left without a
-        live group are deleted."""
+        live group are deleted (see :meth:`trim`: a failure to delete is not raised)."""
         done = []
         with self._lock:
-            emptied = []
             for s in seqs:
                 g = self._groups.pop(s, None)
                 if g is None:
@@ -285,36 +336,80 @@ class WriteAheadLog:
                 self._events -= g.count
                 self._bytes -= g.size
                 if not g.segment.live:
-                    emptied.append(g.segment)
-            for seg in emptied:
-                if seg in self.log.segments and not seg.live:
-                    seg.sealed = True
-                    self._delete_segment(seg)
+                    g.segment.sealed = True      # the next append starts a new one
+                    self._due.append(g.segment)
+            self.trim()
             self._gauges()
         return done
 
-    def _delete_segment(self, seg: Segment) -> None:
-        # Its records may hold the next seq's lower bound and the newest position:
-        # meta.json takes them over first.
-        self._write_meta()
-        self.log.remove(seg)
+    def trim(self) -> bool:
+        """Delete the segments due (emptied by acknowledgements, or holding positions
+        only); True if none is left. Their records may hold the next seq's lower bound and
+        the newest position: ``meta.json`` takes them over first. On failure the segments
+        stay due (a warning, at most every 10 s) for the next call."""
+        with self._lock:
+            due = [s for s in dict.fromkeys(self._due)
+                   if s in self.log.segments and not s.live]
+            self._due = due
+            if not due:
+                return True
+            try:
+                try:
+                    self._write_meta()
+                except LogError as exc:
+                    if not disk_full(exc):
+                        raise
+                    self._trim_without_meta()
+                    raise
+                while self._due:
+                    self._remove(self._due[0])
+            except OSError as exc:
+                _quiet.warning("trim", "the WAL in %s cannot delete %d acknowledged "
+                               "segments yet (%s); trying again later", self.dir,
+                               len(self._due), exc)
+                return False
+            return True
 
-    def _write_meta(self) -> None:
+    def _trim_without_meta(self) -> None:
+        """``meta.json`` cannot be written (it must grow, or be created, and the disk is
+        full): delete the due segments that need it not. The newest segment stays, and
+        keeps the seq bound of those before it (its number, even empty, is past their
+        seqs); the segment holding the newest position stays, unless ``meta.json`` holds
+        it. The space freed lets ``meta.json`` grow at the next try."""
+        keep = {self.log.segments[-1]}
+        if self._meta_pos < self._pos_no:
+            holder = [s for s in self.log.segments
+                      if self._seg_pos.get(s.number, 0) >= self._pos_no]
+            if not holder:
+                return
+            keep.add(holder[0])
+        for seg in [s for s in self._due if s not in keep]:
+            self._remove(seg)
+
+    def _remove(self, seg: Segment) -> None:
+        self.log.remove(seg)
+        self._due.remove(seg)
+        self._seg_pos.pop(seg.number, None)
+
+    def _write_meta(self, room: int = 0) -> None:
         self.log.write_state(META, json.dumps(
             {"next_seq": self._next_seq, "pos_no": self._pos_no, "position": self.position},
-            separators=(",", ":")))
-        self._stored_next = self._next_seq
+            separators=(",", ":")), room)
+        self._stored_next, self._meta_pos = self._next_seq, self._pos_no
+        self._meta_missing = False
 
     def seal_older_than(self, age: float) -> None:
         """Seal the segment being written if it holds data and is older than ``age``
-        seconds, so that it can be deleted once acknowledged (``maxMs``)."""
+        seconds, so that it can be deleted once acknowledged (``maxMs``); then
+        :meth:`trim` (the owner calls this periodically: a failed deletion is retried)."""
         with self._lock:
             seg = self.log.segments[-1] if self.log.segments else None
             if seg is not None and not seg.sealed and seg.size and \
                     self.log.now() - seg.created >= age:
                 seg.sealed = True
                 if not seg.live:
-                    self._delete_segment(seg)
+                    self._due.append(seg)
+            self.trim()
 
     # ------------------------------------------------------------------ queries
 
@@ -332,7 +427,13 @@ class WriteAheadLog:
         with self._lock:
             if n > self._next_seq:
                 self._next_seq = n
-                self._write_meta()
+                try:
+                    self._write_meta()
+                except LogError as exc:
+                    # only a missing meta.json needs space: the first append writes it,
+                    # before any seq is given
+                    if not (self._meta_missing and disk_full(exc)):
+                        raise
 
     def lowest_live(self) -> int:
         """The lowest seq not yet acknowledged (``next_seq`` if none)."""

@@ -28,7 +28,8 @@ the agent half of end-to-end mode (docs/e2e.md).
   that finds no space waits (:class:`node.segment_log.SpaceWait`), holding the source
   back, while the senders go on and acknowledgements delete segments -- which needs no
   new space (the log's ``meta.json`` is rewritten in place); the logical node says
-  "disk full" meanwhile and the flow goes on by itself once there is space.
+  "disk full" meanwhile and the flow goes on by itself once there is space. A disk
+  already full at open is no error either: the first write waits the same way.
 
 The log lives in ``<node data>/e2e/<agent>`` (``agent``: the logical node's name, with
 ``#k`` for the k-th E2E sink of the flow, fitted to the agent id bounds by

@@ -17,7 +17,9 @@ fails, replay in the background.
   the spool is replayed first. The replay position is kept in ``replay.pos``, a state
   file of the segment log rewritten in place (created at open, it needs no new space
   later); a crash between a send and its position update resends that one record
-  (at-least-once).
+  (at-least-once). A disk already full at open is no error: ``replay.pos`` is then
+  created by the first write to the spool (which waits for space); until it exists a
+  restart replays the spool from the start of its oldest segment (at-least-once).
 * **Disk full** is transient: an append that finds no space waits
   (:class:`node.segment_log.SpaceWait`), holding its source back, while the replay goes
   on and removes what it sent; the logical node says "disk full" meanwhile and the
@@ -80,6 +82,7 @@ class Spool:
         self.pending_bytes = 0           # bytes in the spool not yet replayed
         self.pending_records = 0
         self.corrupt = 0
+        self._pos_missing = False        # replay.pos not created yet (the disk was full)
 
     # -------------------------------------------------------------- opening
 
@@ -108,6 +111,7 @@ class Spool:
             rseg, roff = int(pos["segment"]), int(pos["offset"])
         except (ValueError, KeyError, TypeError):
             pass
+        self._pos_missing = text is None
         if text is None:
             self._save_pos()     # allocated now: rewriting it later needs no new space
         # a new segment numbered below the recorded position would be taken for one
@@ -146,6 +150,8 @@ class Spool:
         """Append one record, handed to the OS. OSError passes through
         (:class:`~node.segment_log.DiskFull` when the disk is full); nothing of a failed
         write is kept."""
+        if self._pos_missing:
+            self._save_pos(must=True)
         seg = self.log.writable()
         if seg.size == 0 and (self._read is None or self.pending_records == 0):
             self._read, self._roff = seg, 0
@@ -215,10 +221,18 @@ class Spool:
         self.pending_bytes = 0
         self._save_pos()
 
-    def _save_pos(self) -> None:
+    def _save_pos(self, must: bool = False) -> None:
+        """Record the replay position. While ``replay.pos`` is missing and the disk full,
+        it is left for later unless ``must`` (DiskFull then)."""
         number = self._read.number if self._read is not None else -1
-        self.log.write_state(_POS_FILE, json.dumps({"segment": number,
-                                                    "offset": self._roff}))
+        try:
+            self.log.write_state(_POS_FILE, json.dumps({"segment": number,
+                                                        "offset": self._roff}))
+        except OSError as exc:
+            if must or not (self._pos_missing and disk_full(exc)):
+                raise
+            return
+        self._pos_missing = False
 
     def close(self) -> None:
         self.log.close()

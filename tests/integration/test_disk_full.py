@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 from tests.conftest import free_port
-from tests.tmpfs import needs_root, tmpfs
+from tests.tmpfs import fill, needs_root, tmpfs
 
 from .harness import Node, wait_until
 from .test_data_plane import cluster, collector_spec, output_lines, run_writer  # noqa: F401
@@ -32,17 +32,24 @@ def small_disk(tmp_path):
         yield d
 
 
-def fill_the_disk(cluster, tmp_path, disk, sink: str):
+def fill_the_disk(cluster, tmp_path, disk, sink: str, others: int = 0):
     """The collector configured but not started, an agent with its data on ``disk``
-    tailing LINES counters into ``sink``: returns (out, agent) once the agent says its
+    tailing LINES counters into ``sink`` (with ``others``: a multitail of that file and
+    of ``others`` files of one line each): returns (out, agent) once the agent says its
     disk is full."""
     src, out, port = tmp_path / "app.log", tmp_path / "out", free_port()
     src.touch()
+    source = f'tail("{src}")'
+    if others:
+        files = [tmp_path / f"service-{i:02d}.log" for i in range(others)]
+        for f in files:
+            f.write_bytes(b"an older line of this service, long enough for a fingerprint\n")
+        source = "multitail(" + ", ".join(f'"{f}"' for f in [src, *files]) + ")"
     cluster.config("collector", *collector_spec(port, out))      # its node starts later
     agent = Node(tmp_path, cluster.zk, cluster.root, "agent",
                  extra=("--data-dir", str(disk)))
     cluster.procs.append(agent)
-    cluster.config("agent", f'tail("{src}")', f'{sink}("127.0.0.1", {port})')
+    cluster.config("agent", source, f'{sink}("127.0.0.1", {port})')
     cluster.active("agent")
     done = run_writer(src, n=LINES, pace=0.001)
     assert done.wait(60)
@@ -132,3 +139,49 @@ def test_a_refresh_while_the_disk_is_full_opens_again_and_loses_nothing(
         assert len(output_lines(out)) == LINES
     else:
         assert dups <= LINES // 100
+
+
+def test_e2e_resumes_when_its_source_position_outgrows_a_4k_state_slot(
+        cluster, tmp_path, small_disk):
+    """multitail over 25 files: the position the WAL keeps is about 5.5 KB. The WAL fills
+    the disk, another program takes the last KB, then the collector starts. Before: each
+    acknowledgement failed (meta.json had to become a bigger file: ENOSPC) and forgot its
+    groups; nothing was deleted and the agent stayed "disk full" with its source held."""
+    out, agent = fill_the_disk(cluster, tmp_path, small_disk, "agentE2ESink", others=24)
+    fill(small_disk)
+    recovered(cluster, out)
+    wait_until(lambda: agent.counters("agent").get("wal_groups") == 0, 30,
+               "every group acknowledged")
+    lines = [line for line in output_lines(out) if line.startswith(b"counter ")]
+    assert len(lines) == LINES == len(set(lines))
+    assert len(list(small_disk.rglob("seg-*.wal"))) <= 1
+
+
+@pytest.mark.parametrize("sink", ["agentE2ESink", "agentDFOSink"])
+def test_a_disk_full_before_the_first_open_holds_the_flow_until_space_returns(
+        cluster, tmp_path, small_disk, sink):
+    """Another program filled the agent's disk before its flow first opened. Before: the
+    open failed (the spool's replay.pos, the WAL's meta.json) and the flow stayed in
+    ERROR for good; now it is ACTIVE, says "disk full", and goes on once space returns."""
+    src, out, port = tmp_path / "app.log", tmp_path / "out", free_port()
+    src.write_bytes(b"".join(b"counter %07d\n" % i for i in range(1000)))
+    cluster.config("collector", *collector_spec(port, out))
+    cluster.node("collector")
+    cluster.active("collector")
+    filler = fill(small_disk)
+    agent = Node(tmp_path, cluster.zk, cluster.root, "agent",
+                 extra=("--data-dir", str(small_disk)))
+    cluster.procs.append(agent)
+    cluster.config("agent", f'tail("{src}")', f'{sink}("127.0.0.1", {port})')
+
+    def waiting_for_space():
+        row = cluster.master.logical("agent")
+        assert row.get("state") != "ERROR", f"the flow failed: {row.get('last_error')}"
+        return row.get("state") == "ACTIVE" and "disk full" in (row.get("last_error") or "")
+    wait_until(waiting_for_space, 30, "the agent waiting for space")
+    assert output_lines(out) == []
+    filler.unlink()
+    expected = {b"counter %07d" % i for i in range(1000)}
+    wait_until(lambda: set(output_lines(out)) >= expected, 30, "every counter delivered")
+    wait_until(lambda: not cluster.master.logical("agent").get("last_error"), 20,
+               "the disk-full report cleared")

@@ -267,3 +267,136 @@ def test_a_disk_filled_by_someone_else_holds_the_source_back_until_they_free_it(
     wait_until(lambda: not ctx.conditions.texts(), 5, "disk full cleared")
     sink.close()
     assert gate.bodies == expected(20) and ctx.store.get("pos") == 19
+
+
+def big_position(files: int) -> dict:
+    """What tail/multitail checkpoint: an entry per file (25 files: about 5.6 KB of JSON,
+    more than a state slot of 4 KB)."""
+    return {f"tail:/var/log/app/service-{i:03d}.log": {"dev": 2049, "ino": 1000 + i,
+            "offset": 123456789, "fp": "ab" * 64} for i in range(files)}
+
+
+def fill_wal(wal: WriteAheadLog, position) -> list[int]:
+    """Append groups carrying ``position`` until the disk refuses one; their seqs."""
+    seqs = []
+    with pytest.raises(DiskFull):
+        while True:
+            seqs += [g.seq for g in wal.append([(b"x" * 4000, 10)], position)]
+    return seqs
+
+
+def test_acks_free_a_full_disk_when_the_position_outgrows_the_first_state_slot(disk):
+    """Before: deleting an acknowledged segment rewrote meta.json, which had to become a
+    new, bigger file (a 5.6 KB position in 4 KB slots): ENOSPC in ack, and the segments
+    stayed for good. Now meta.json grows when such a position is first appended."""
+    wal = WriteAheadLog(disk / "wal", {}, segment_bytes=64 << 10)
+    wal.open()
+    seqs = fill_wal(wal, big_position(25))
+    fill(disk)                              # the last few KB taken by another program
+    assert len(wal.log.segments) > 10
+    assert [g.seq for g in wal.ack(seqs)] == seqs
+    assert len(wal.log.segments) <= 1 and len(wal) == 0
+    wal.close()
+    wal = WriteAheadLog(disk / "wal")
+    wal.open()
+    assert wal.position == big_position(25) and wal.next_seq == seqs[-1] + 1
+    wal.close()
+
+
+def test_a_deletion_that_fails_is_tried_again_once_there_is_space(disk):
+    """A log written by an older version: its meta.json has 4 KB slots and its segments a
+    bigger position; the disk is full at open. meta.json cannot grow, so acknowledging
+    deletes what needs it not (every segment but the newest, which holds the newest
+    position) and keeps the newest due, which the next trim deletes (meta.json grown in
+    the space freed). Before: ack raised ENOSPC, forgot the groups, deleted nothing."""
+    wal = WriteAheadLog(disk / "wal", {}, segment_bytes=64 << 10)
+    wal.open()
+    seqs = fill_wal(wal, big_position(25))
+    wal.close()
+    (disk / "wal" / "meta.json").unlink()
+    old = seglog(disk / "wal", suffix=".old")       # meta.json as the older version left it
+    old.open()
+    old.write_state("meta.json", '{"next_seq":1,"pos_no":0,"position":null}')
+    old.close()
+    fill(disk)
+    wal = WriteAheadLog(disk / "wal", {}, segment_bytes=64 << 10)
+    assert [g.seq for g in wal.open()] == seqs
+    newest = wal.log.segments[-1]
+    assert len(wal.log.segments) > 10 and wal.log.state_room("meta.json") < 5000
+    assert [g.seq for g in wal.ack(seqs)] == seqs                   # no error
+    assert len(wal) == 0 and wal.log.segments == [newest]          # due, not deleted
+    wal.seal_older_than(3600)               # what the owner's maintenance calls
+    assert wal.log.segments == [] and wal.trim()
+    assert wal.log.state_room("meta.json") > 5000
+    wal.close()
+    wal = WriteAheadLog(disk / "wal")
+    assert wal.open() == [] and wal.position == big_position(25)
+    assert wal.next_seq == seqs[-1] + 1
+    wal.close()
+
+
+def test_the_wal_and_the_spool_open_on_a_disk_full_from_the_start(disk):
+    """Before: both created their state file at open, which raised ENOSPC. Now the open
+    needs no space; the first write creates it (and is refused while the disk is full)."""
+    filler = fill(disk)
+    wal = WriteAheadLog(disk / "wal")
+    assert wal.open() == [] and wal.is_new
+    wal.ensure_next_seq(40)                 # learnt from ZooKeeper: kept until written
+    with pytest.raises(DiskFull):
+        wal.append([(b"first", 1)], {"pos": 1})
+    spool, _ = Spool.claim(disk, "spool")
+    assert spool.empty
+    with pytest.raises(DiskFull):
+        spool.write(b"first", 1)
+    filler.unlink()
+    assert [g.seq for g in wal.append([(b"first", 1)], {"pos": 1})] == [40]
+    spool.write(b"first", 1)
+    wal.close()
+    spool.close()
+    wal = WriteAheadLog(disk / "wal")
+    assert [g.seq for g in wal.open()] == [40] and wal.position == {"pos": 1}
+    wal.close()
+    spool, _ = Spool.claim(disk, "spool")
+    assert spool.peek() == (b"first", 1) and (disk / "spool" / "replay.pos").exists()
+    spool.close()
+
+
+@pytest.mark.parametrize("kind", ["dfo", "e2e"])
+def test_a_sink_opened_on_a_full_disk_waits_for_space_then_goes_on(disk, kind):
+    """The disk was full before the flow first opened (another program). Before: open
+    raised SinkError (the flow in ERROR for good); now the first write waits, saying
+    "disk full", and everything goes through once space returns."""
+    ctx = disk_ctx(disk)
+    gate = Gate()                          # down: DFO spools, so both need their disk
+    sink = (DiskFailoverDecorator(gate, 100, 20) if kind == "dfo"
+            else AckedWriteAhead(gate, 200, 20, retransmitMs=60_000))
+    filler = fill(disk)
+    sink.open(ctx)
+    t, appended = drive(sink, ctx, 20)
+    wait_until(lambda: ctx.conditions.texts(), 10, "disk full reported")
+    assert ctx.conditions.texts()[0].startswith("disk full: ")
+    assert t.is_alive() and appended[0] == 0 and sink.metrics["disk_full"] == 1
+    filler.unlink()
+    gate.up.set()
+    t.join(10)
+    assert not t.is_alive() and appended[0] == 20
+    wait_until(lambda: len(gate.bodies) >= 20 * 50, 10, "everything delivered")
+    wait_until(lambda: not ctx.conditions.texts(), 5, "disk full cleared")
+    sink.close()
+    assert gate.bodies == expected(20) and ctx.store.get("pos") == 19
+
+
+@pytest.mark.parametrize("sink", ["diskFailover(100, 20) flakeyAppend(1.0) null",
+                                  "ackedWriteAhead(200, 20) flakeyAppend(1.0) null"])
+def test_a_flow_configured_on_a_full_disk_is_active_and_says_disk_full(disk, sink):
+    memory.reset("full0")
+    memory.push("full0", [b"e%06d" % i for i in range(100)])
+    (disk / "n").mkdir()
+    fill(disk)
+    node = LogicalNode("n", disk)
+    node.configure(parse_source('memory("full0")'), parse_sink(sink))
+    assert node.state is State.ACTIVE, node.last_error
+    wait_until(lambda: (node.last_error or "").startswith("disk full: "), 10,
+               "the node saying disk full")
+    assert node.stop(10)
+    assert node.state is State.IDLE and node.last_error is None

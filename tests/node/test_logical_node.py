@@ -1,6 +1,7 @@
 """The logical node driver: states, reconfiguration, exhaustion, errors."""
 from __future__ import annotations
 
+import logging
 
 import pytest
 
@@ -60,11 +61,16 @@ def test_bad_spec_keeps_running_flow(tmp_path):
     node.stop(10)
 
 
-def test_open_failure_is_error_with_message(tmp_path):
+def test_open_failure_is_error_with_message(tmp_path, caplog):
+    """The node's own log says why too (before: only the master's status did)."""
     node = LogicalNode("n", tmp_path)
-    node.configure(parse_source('text("/nonexistent/dir/file.log")'), parse_sink("null"))
+    with caplog.at_level(logging.ERROR, logger="node.logical_node"):
+        node.configure(parse_source('text("/nonexistent/dir/file.log")'), parse_sink("null"))
     assert node.state is State.ERROR
     assert "/nonexistent/dir/file.log" in node.last_error
+    [rec] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert rec.getMessage().startswith("logical node n cannot open its source: ")
+    assert "/nonexistent/dir/file.log" in rec.getMessage() and "\n" not in rec.getMessage()
 
 
 def test_sink_failure_is_error(tmp_path):

@@ -23,7 +23,7 @@ def free_port() -> int:
 
 def start(args, log) -> subprocess.Popen:
     """``master.cli ARGS`` (``master ...`` or ``node ...``) as a process logging to ``log``."""
-    return subprocess.Popen([sys.executable, "-m", "master.cli", "--log-level", "WARNING",
+    return subprocess.Popen([sys.executable, "-m", "flume_og.master.cli", "--log-level", "WARNING",
                              *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
 

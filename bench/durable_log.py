@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node.decorators.disk_failover import Spool  # noqa: E402
-from node.wal import WriteAheadLog  # noqa: E402
+from flume_og.node.decorators.disk_failover import Spool  # noqa: E402
+from flume_og.node.wal import WriteAheadLog  # noqa: E402
 
 
 def timed(label: str, n: int, fn) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node.logical_node import LogicalNode  # noqa: E402
-from node.spec import parse  # noqa: E402
+from flume_og.node.logical_node import LogicalNode  # noqa: E402
+from flume_og.node.spec import parse  # noqa: E402
 
 
 def make_input_lines(path: Path, n: int) -> None:

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (check_succeeded, free_port, percentile, start,  # noqa: E402
                            start_master, stop)
-from zk.acl import read_auth_file  # noqa: E402
-from zk.client import connect  # noqa: E402
-from zk.store import ConfigStore, _loads  # noqa: E402
+from flume_og.zk.acl import read_auth_file  # noqa: E402
+from flume_og.zk.client import connect  # noqa: E402
+from flume_og.zk.store import ConfigStore, _loads  # noqa: E402
 
 
 def main() -> None:

@@ -31,11 +31,11 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from node.component import Metrics
-from node.errors import RestoreError, SpecError
-from node.hosts import HostPolicy
-from node.redact import has_redacted, redact_tree, unredact
-from zk.client import ConflictError, ZkError
+from flume_og.node.component import Metrics
+from flume_og.node.errors import RestoreError, SpecError
+from flume_og.node.hosts import HostPolicy
+from flume_og.node.redact import has_redacted, redact_tree, unredact
+from flume_og.zk.client import ConflictError, ZkError
 
 from . import command_table
 from .errors import CommandError, CommandFailed, NotFound
@@ -339,7 +339,7 @@ def _add_commands(app: FastAPI, service: MasterService, parsing: _ParseSlots) ->
 def _mount_console(app: FastAPI) -> None:
     """The web console (web/static, shipped as package data) at ``/``; its assets under
     ``/static`` so that no API path is ever shadowed."""
-    import web
+    from flume_og import web
     static = Path(web.__file__).resolve().parent / "static"
     if not (static / "index.html").is_file():
         return

@@ -7,14 +7,14 @@ import signal
 import sys
 from pathlib import Path
 
-from node import cli as node_cli
-from zk.server import DEFAULT_HEAP_MB
+from flume_og.node import cli as node_cli
+from flume_og.zk.server import DEFAULT_HEAP_MB
 
 log = logging.getLogger("flume")
 
 
 def cmd_master(args) -> int:
-    from zk.acl import ROLES, AuthFileError, read_auth_file
+    from flume_og.zk.acl import ROLES, AuthFileError, read_auth_file
 
     from .server import Master, MasterConfigError, read_token
     data_dir = Path(args.data_dir) if args.data_dir else node_cli.default_data_dir() / "master"
@@ -93,7 +93,7 @@ def _add_http_options(m) -> None:
     """The REST API's read token, allowed Host names and bounds (master/http_guard.py,
     node/http_server.py)."""
     from .http_guard import DEFAULT_MAX_BODY
-    from node.http_server import HttpLimits
+    from flume_og.node.http_server import HttpLimits
     d = HttpLimits()
     m.add_argument("--read-token-file", metavar="FILE",
                    help="file holding a token required to read the API's listings (the "
@@ -120,7 +120,7 @@ def _add_http_options(m) -> None:
 
 
 def _http_options(args) -> dict:
-    from node.http_server import HttpLimits
+    from flume_og.node.http_server import HttpLimits
     from .server import MasterConfigError, read_token
     if (args.max_body < 1 or args.max_connections < 1
             or args.max_connections_per_peer < 1 or args.header_timeout <= 0):

@@ -28,12 +28,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from node.errors import FlumeError, SpecError
-from node.spec import Definition, format_definition, format_sink, format_source, \
+from flume_og.node.errors import FlumeError, SpecError
+from flume_og.node.spec import Definition, format_definition, format_sink, format_source, \
     parse_sink, parse_source
-from zk.client import ConflictError, ZkError, zk_errors
-from zk.cluster_view import ClusterView
-from zk.store import COMMANDS_KEPT, Command, ConfigStore, LogicalConfig
+from flume_og.zk.client import ConflictError, ZkError, zk_errors
+from flume_og.zk.cluster_view import ClusterView
+from flume_og.zk.store import COMMANDS_KEPT, Command, ConfigStore, LogicalConfig
 
 from . import command_table
 from .errors import CommandError, CommandFailed, NotFound

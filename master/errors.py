@@ -2,7 +2,7 @@
 CommandFailed 409 (with SpecError 400 and ZkError 503 from node/ and zk/)."""
 from __future__ import annotations
 
-from node.errors import FlumeError
+from flume_og.node.errors import FlumeError
 
 
 class CommandError(FlumeError):

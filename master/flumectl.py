@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from master.command_table import COMMANDS, MasterCommand
+from flume_og.master.command_table import COMMANDS, MasterCommand
 
 DEFAULT_MASTER = "http://127.0.0.1:35871"
 POLL_SECONDS = 0.25

@@ -25,8 +25,8 @@ import hmac
 import json
 import logging
 
-from node.hosts import HostPolicy
-from node.limits import Refusals
+from flume_og.node.hosts import HostPolicy
+from flume_og.node.limits import Refusals
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ import json
 import threading
 from dataclasses import asdict
 
-from node.redact import redact_tree
-from zk.client import zk_errors
-from zk.cluster_view import ClusterState, ClusterView
-from zk.store import ConfigStore, LogicalConfig
+from flume_og.node.redact import redact_tree
+from flume_og.zk.client import zk_errors
+from flume_og.zk.cluster_view import ClusterState, ClusterView
+from flume_og.zk.store import ConfigStore, LogicalConfig
 
 from .errors import NotFound
 from .translate import World, chains, flows

@@ -20,16 +20,16 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from node.component import Metrics
-from node.errors import FlumeError
-from node.limits import RateLimitedLog, Refusals
-from zk.acl import (AclPolicy, Credential, acl_of, lock_server, managed_credentials,
+from flume_og.node.component import Metrics
+from flume_og.node.errors import FlumeError
+from flume_og.node.limits import RateLimitedLog, Refusals
+from flume_og.zk.acl import (AclPolicy, Credential, acl_of, lock_server, managed_credentials,
                     protect_tree, set_quota)
-from zk.client import AccessDenied, connect, zk_errors
-from zk.election import LeaderElection
-from zk.registrations import Registrations
-from zk.server import DEFAULT_HEAP_MB, ManagedZooKeeper
-from zk.store import ConfigStore
+from flume_og.zk.client import AccessDenied, connect, zk_errors
+from flume_og.zk.election import LeaderElection
+from flume_og.zk.registrations import Registrations
+from flume_og.zk.server import DEFAULT_HEAP_MB, ManagedZooKeeper
+from flume_og.zk.store import ConfigStore
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class Master:
         self.read_token = read_token
         self.allowed_hosts = tuple(allowed_hosts)
         from .http_guard import DEFAULT_MAX_BODY
-        from node.http_server import HttpLimits
+        from flume_og.node.http_server import HttpLimits
         self.max_body = max_body or DEFAULT_MAX_BODY
         self.limits = limits or HttpLimits()
         self.http_metrics = Metrics()
@@ -288,7 +288,7 @@ class Master:
 
     def app(self):
         from .api import create_app
-        from node.hosts import HostPolicy
+        from flume_og.node.hosts import HostPolicy
         app = create_app(self.service, self.token, read_token=self.read_token,
                          hosts=HostPolicy(self.bind, self.allowed_hosts),
                          max_body=self.max_body, metrics=self.http_metrics)
@@ -328,7 +328,7 @@ class Master:
     def serve(self) -> None:
         """Serve the REST API and console until interrupted (SIGINT / SIGTERM), within
         the bounds of :mod:`node.http_server`."""
-        from node import http_server
+        from flume_og.node import http_server
         refusals = Refusals(self.http_metrics, http_server.log,
                             f"the master's HTTP server on port {self.http_port}")
         sock = http_server.listening_socket(self.bind, self.http_port, refusals)

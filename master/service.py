@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import node.components  # noqa: F401  (every component, imported once at start)
-from zk.client import ZkError
-from zk.cluster_view import ClusterView
-from zk.store import Command, ConfigStore
+import flume_og.node.components  # noqa: F401  (every component, imported once at start)
+from flume_og.zk.client import ZkError
+from flume_og.zk.cluster_view import ClusterView
+from flume_og.zk.store import Command, ConfigStore
 
 from . import validation
 from .commands import RECONNECT_SECONDS, CommandRunner

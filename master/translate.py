@@ -30,12 +30,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-from node.errors import SpecError
-from node.components import master_only
-from node.spec import (Call, Decorated, Failover, FanOut, Let, Lit, SinkNode, format_sink,
+from flume_og.node.errors import SpecError
+from flume_og.node.components import master_only
+from flume_og.node.spec import (Call, Decorated, Failover, FanOut, Let, Lit, SinkNode, format_sink,
                        format_source, parse_sink, parse_source, sink_components)
-from zk.client import ConflictError
-from zk.store import ConfigStore, LogicalConfig
+from flume_og.zk.client import ConflictError
+from flume_og.zk.store import ConfigStore, LogicalConfig
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ shown (``SpecErrors.shown``), then how many more there are.
 """
 from __future__ import annotations
 
-from node.errors import SpecError, SpecErrors, more_problems
-from node.builder import validate_parts
-from node.spec import (Definition, format_definition, format_sink, format_source, parse,
+from flume_og.node.errors import SpecError, SpecErrors, more_problems
+from flume_og.node.builder import validate_parts
+from flume_og.node.spec import (Definition, format_definition, format_sink, format_source, parse,
                        parse_sink, parse_source)
 
 from .errors import CommandError

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from zk.errors import CoordinationError
+from flume_og.zk.errors import CoordinationError
 
 from . import config_file, logs
 from .errors import FlumeError, SpecError
@@ -247,7 +247,7 @@ def node_credential(args):
     """The node credential of ``--zk-auth-file`` (its ``node=`` line), or None."""
     if not args.zk_auth_file:
         return None
-    from zk.acl import AuthFileError, read_auth_file
+    from flume_og.zk.acl import AuthFileError, read_auth_file
     try:
         return read_auth_file(args.zk_auth_file, need=("node",))["node"]
     except AuthFileError as exc:
@@ -263,7 +263,7 @@ def run_managed(args, data_dir: Path, physical: str) -> int:
     else:
         hosts, root, protected, served = zk_from_master(args.master)
         if auth is None and served:
-            from zk.acl import Credential
+            from flume_og.zk.acl import Credential
             auth = Credential.parse(served, f"the node credential from {args.master}")
         if protected and auth is None:
             raise UsageError(

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 
-from zk.client import zk_errors
-from zk.commit_log import ClaimOutcome, CommitLog
-from zk.errors import CoordinationError
+from flume_og.zk.client import zk_errors
+from flume_og.zk.commit_log import ClaimOutcome, CommitLog
+from flume_og.zk.errors import CoordinationError
 
 from .e2e.protocol import Claim
 from .errors import CommitLogError

@@ -45,7 +45,7 @@ from functools import partial
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from node.limits import ConnectionSlots, RateLimitedLog, Refusals
+from flume_og.node.limits import ConnectionSlots, RateLimitedLog, Refusals
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from zk.errors import CoordinationError
+from flume_og.zk.errors import CoordinationError
 
 from .checkpoint import Checkpoint, CheckpointStore
 from .clock import SYSTEM_CLOCK, Clock

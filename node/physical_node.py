@@ -31,10 +31,10 @@ import threading
 import time
 from pathlib import Path
 
-from zk.acl import AclPolicy, Credential
-from zk.client import AccessDenied, ZkError, connect, zk_errors
-from zk.errors import CoordinationError
-from zk.store import ConfigStore, LogicalConfig
+from flume_og.zk.acl import AclPolicy, Credential
+from flume_og.zk.client import AccessDenied, ZkError, connect, zk_errors
+from flume_og.zk.errors import CoordinationError
+from flume_og.zk.store import ConfigStore, LogicalConfig
 
 from .commit_port import CommitLogPort
 from .component import NodeShared

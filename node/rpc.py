@@ -1,6 +1,6 @@
 """The event transport: the Thrift IDL, a threaded RPC server and a reconnecting client.
 
-The IDL (``thrift/flume.thrift``, shipped as package data of ``flume_idl``) is loaded once
+The IDL (``thrift/flume.thrift``, shipped as package data of ``flume_og.thrift``) is loaded once
 per process with thriftpy2 as the module ``flume_thrift`` (:func:`idl`). The client uses
 thriftpy2's Cython binary protocol and buffered transport when they are built (the pure
 Python ones otherwise; the bytes on the wire are the same); the server reads requests with
@@ -198,9 +198,9 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 def idl_path() -> Path:
-    """Where the IDL is: the installed ``flume_idl`` package data, else the repository."""
+    """Where the IDL is: the installed ``flume_og.thrift`` package data, else the repository."""
     try:
-        p = importlib.resources.files("flume_idl") / "flume.thrift"
+        p = importlib.resources.files("flume_og.thrift") / "flume.thrift"
         if p.is_file():
             return Path(str(p))
     except Exception:  # not installed, or a namespace package importlib cannot read

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from node.checkpoint import CheckpointStore
-from node.component import NodeContext
+from flume_og.node.checkpoint import CheckpointStore
+from flume_og.node.component import NodeContext
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def zk_server(tmp_path_factory):
     """One real ZooKeeper server for the whole test session (Debian's zookeeper package)."""
-    from zk.server import ManagedZooKeeper
+    from flume_og.zk.server import ManagedZooKeeper
     server = ManagedZooKeeper(tmp_path_factory.mktemp("zookeeper"), port=free_port())
     server.start()
     yield server
@@ -56,7 +56,7 @@ def zk_root():
 
 @pytest.fixture
 def zk_client(zk_server):
-    from zk.client import connect
+    from flume_og.zk.client import connect
     client = connect(zk_server.connect_string)
     yield client
     client.stop()
@@ -65,14 +65,14 @@ def zk_client(zk_server):
 
 @pytest.fixture
 def store(zk_client, zk_root):
-    from zk.store import ConfigStore
+    from flume_og.zk.store import ConfigStore
     s = ConfigStore(zk_client, zk_root)
     s.ensure_layout()
     yield s
     s.remove_tree()
 
 
-from zk.acl import AclPolicy, Credential  # noqa: E402
+from flume_og.zk.acl import AclPolicy, Credential  # noqa: E402
 
 
 class AclTree:
@@ -86,7 +86,7 @@ class AclTree:
     CREDS = {"master": MASTER, "node": NODE}
 
     def __init__(self, zk_server, zk_root):
-        from zk.store import ConfigStore
+        from flume_og.zk.store import ConfigStore
         self.connect_string, self.root, self.made = zk_server.connect_string, zk_root, []
         self.m = self.client(self.MASTER)
         self.m.acl_policy = AclPolicy.for_master(zk_root, self.CREDS)
@@ -97,7 +97,7 @@ class AclTree:
         self.n.acl_policy = AclPolicy.learn(self.n, zk_root, self.NODE)
 
     def client(self, auth=None):
-        from zk.client import connect
+        from flume_og.zk.client import connect
         c = connect(self.connect_string, auth=auth)
         self.made.append(c)
         return c

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from master.cli import build_parser
-from node.cli import parse_command_line
+from flume_og.master.cli import build_parser
+from flume_og.node.cli import parse_command_line
 
 SYSTEMD = Path(__file__).resolve().parents[1] / "scripts" / "systemd"
 

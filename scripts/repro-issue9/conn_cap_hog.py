@@ -13,7 +13,7 @@ time.sleep(1)
 t0 = time.time()
 try:
     if kind == "rpc":
-        from node.codec import encode_events; from node.event import Event
+        from flume_og.node.codec import encode_events; from node.event import Event
         c = socket.create_connection(("127.0.0.1", port), timeout=5)
         c.sendall(append_packed(encode_events([Event(b"legit", 1, 0, host="h")]), 1))
         r = read_reply(c, 5); print("legit call with", n, "hog connections:", r[-30:] or "no answer (closed)")

@@ -3,8 +3,8 @@ usage: python repro/e2e_agent_name.py PORT MODE   (MODE: huge | many | paths)"""
 import sys, socket, os, time
 sys.path.insert(0, os.path.dirname(__file__)); sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from thriftraw import *
-from node.codec import encode_events
-from node.event import Event
+from flume_og.node.codec import encode_events
+from flume_og.node.event import Event
 
 port, mode = int(sys.argv[1]), sys.argv[2]
 payload = encode_events([Event(b"x", 1, 0, host="h")])

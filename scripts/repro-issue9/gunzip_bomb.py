@@ -5,8 +5,8 @@ usage: gunzip_bomb.py PORT PID MIB  (inflated size in MiB)"""
 import sys, os, socket, time, zlib
 sys.path.insert(0, os.path.dirname(__file__)); sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from thriftraw import *
-from node.codec import encode_events
-from node.event import Event
+from flume_og.node.codec import encode_events
+from flume_og.node.event import Event
 port, pid, mib = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 c = zlib.compressobj(9, zlib.DEFLATED, 31)
 bomb = b"".join(c.compress(b"\0" * (1 << 20)) for _ in range(mib)) + c.flush()

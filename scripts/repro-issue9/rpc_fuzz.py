@@ -4,8 +4,8 @@ still answers and its thread count is back. usage: rpc_fuzz.py PORT NODEPID [N] 
 import sys, os, socket, random, struct, time
 sys.path.insert(0, os.path.dirname(__file__)); sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from thriftraw import *
-from node.codec import encode_events
-from node.event import Event
+from flume_og.node.codec import encode_events
+from flume_og.node.event import Event
 port, pid = int(sys.argv[1]), int(sys.argv[2])
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 1500
 T = float(sys.argv[4]) if len(sys.argv) > 4 else 60

@@ -2,7 +2,7 @@
 counts that never arrive, byte-at-a-time feeding; time and what is kept buffered."""
 import sys, os, time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from node.sources.syslog import SyslogFramer
+from flume_og.node.sources.syslog import SyslogFramer
 def run(name, chunks, limit=32768):
     f = SyslogFramer(limit); frames = []; cuts = 0; t = time.time()
     for c in chunks:

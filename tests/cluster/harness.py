@@ -11,7 +11,7 @@
 * ``a1``-``a3`` (.41-.43): nodes running agents ``a1``-``a3`` tailing
   ``<tmp>/src/<agent>.log`` into ``auto<Mode>Chain`` (the masters pick two collectors).
 
-Every process runs ``ip netns exec <host> <python> -m master.cli ...`` with its log in
+Every process runs ``ip netns exec <host> <python> -m flume_og.master.cli ...`` with its log in
 ``<tmp>/logs``; nodes are given ``--zk`` and ``--advertise <address>``. Status pages
 keep their loopback default and are read from inside the node's namespace.
 :meth:`Cluster.close` stops everything and deletes the namespaces, whatever happened.
@@ -32,10 +32,10 @@ from pathlib import Path
 
 import httpx
 
-from node.metrics import summarize
+from flume_og.node.metrics import summarize
 from tests import waiting
 from tests.integration.harness import MASTER_CRED, NODE_CRED, auth_file
-from zk.server import classpath
+from flume_og.zk.server import classpath
 
 from .netns import Network
 
@@ -100,7 +100,7 @@ class Proc:
 
 
 def flume(*args: str) -> list[str]:
-    return [sys.executable, "-m", "master.cli", "--log-level", "INFO", *args]
+    return [sys.executable, "-m", "flume_og.master.cli", "--log-level", "INFO", *args]
 
 
 class Cluster:

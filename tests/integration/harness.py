@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 from kazoo.exceptions import NoNodeError
 
-from node.metrics import summarize
-from zk.acl import Credential
-from zk.client import connect
+from flume_og.node.metrics import summarize
+from flume_og.zk.acl import Credential
+from flume_og.zk.client import connect
 from tests import waiting
 from tests.conftest import free_port
 
@@ -62,7 +62,7 @@ class Proc:
         self.log = log
         self.args = args
         f = open(log, "ab")
-        self.p = subprocess.Popen([sys.executable, "-m", "master.cli", *args], cwd=ROOT,
+        self.p = subprocess.Popen([sys.executable, "-m", "flume_og.master.cli", *args], cwd=ROOT,
                                   stdout=f, stderr=subprocess.STDOUT,
                                   env={**os.environ, **(env or {})})
         f.close()

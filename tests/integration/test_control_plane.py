@@ -127,7 +127,7 @@ def test_zookeeper_restart_under_running_master_and_node(tmp_path):
     timeout, then comes back: the node's flow keeps moving events meanwhile, master and
     node reconnect, and a config made through the master afterwards reaches the node."""
     from tests.conftest import free_port
-    from zk.server import ManagedZooKeeper
+    from flume_og.zk.server import ManagedZooKeeper
     port = free_port()
     zk = ManagedZooKeeper(tmp_path / "zk", port=port).start()
     procs = []

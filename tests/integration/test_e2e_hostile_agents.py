@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from node.codec import encode_events
-from node.event import events_from_lines
-from node.rpc import RpcClient, Status
+from flume_og.node.codec import encode_events
+from flume_og.node.event import events_from_lines
+from flume_og.node.rpc import RpcClient, Status
 from tests.conftest import free_port
 
 from .harness import Master, Node, wait_until

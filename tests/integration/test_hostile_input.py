@@ -26,9 +26,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node.client import FlumeClient
-from node.event import Event
-from node.rpc import RpcClient, encode_payload
+from flume_og.node.client import FlumeClient
+from flume_og.node.event import Event
+from flume_og.node.rpc import RpcClient, encode_payload
 from tests.conftest import free_port
 
 from .harness import ROOT, wait_until
@@ -56,7 +56,7 @@ class NodeUnderAttack:
         self.log = tmp / "node.log"
         with open(self.log, "wb") as f:
             self.p = subprocess.Popen(
-                [sys.executable, "-m", "node.cli", "--log-level", "INFO", "node",
+                [sys.executable, "-m", "flume_og.node.cli", "--log-level", "INFO", "node",
                  "--one-shot", "-n", "victim", "--data-dir", str(tmp / "data"),
                  "--http-port", str(self.http_port), "-c", spec],
                 cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)

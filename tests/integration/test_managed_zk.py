@@ -10,8 +10,8 @@ import pytest
 from kazoo.exceptions import NoAuthError, QuotaExceededError
 from kazoo.security import OPEN_ACL_UNSAFE
 
-from zk.acl import read_auth_file
-from zk.client import connect
+from flume_og.zk.acl import read_auth_file
+from flume_og.zk.client import connect
 
 from .harness import Master, wait_until
 

@@ -11,7 +11,7 @@ from .harness import ROOT, Master
 def test_a_master_beyond_loopback_with_a_loopback_zookeeper_is_refused(tmp_path):
     token = tmp_path / "token"
     token.write_text("t" * 40 + "\n")
-    r = subprocess.run([sys.executable, "-m", "master.cli", "master", "--data-dir",
+    r = subprocess.run([sys.executable, "-m", "flume_og.master.cli", "master", "--data-dir",
                         str(tmp_path / "m"), "--http-port", "0", "--bind", "0.0.0.0",
                         "--token-file", str(token)], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)

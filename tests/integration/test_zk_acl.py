@@ -12,8 +12,8 @@ import uuid
 import pytest
 from kazoo.exceptions import NoAuthError
 
-from zk.acl import read_auth_file
-from zk.client import connect
+from flume_og.zk.acl import read_auth_file
+from flume_og.zk.client import connect
 
 from .harness import NODE_CRED as NODE
 from tests.conftest import free_port
@@ -101,7 +101,7 @@ def test_node_without_the_node_credential_is_refused(tmp_path, zk_server, zk_roo
 
 def run_master(tmp_path, zk: str, root: str, *extra: str) -> subprocess.CompletedProcess:
     """A master process expected to refuse to start."""
-    return subprocess.run([sys.executable, "-m", "master.cli", "master", "--zk", zk,
+    return subprocess.run([sys.executable, "-m", "flume_og.master.cli", "master", "--zk", zk,
                            "--zk-root", root, "--data-dir", str(tmp_path / "refused"),
                            "--http-port", str(free_port()), *extra], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)

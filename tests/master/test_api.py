@@ -6,8 +6,8 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from master.api import create_app
-from master.service import MasterService
+from flume_og.master.api import create_app
+from flume_og.master.service import MasterService
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -211,8 +211,8 @@ def test_bad_input_never_gets_a_5xx(client):
 
 
 def test_zookeeper_unreachable_answers_503(zk_server, zk_root, tmp_path):
-    from zk.client import connect
-    from zk.store import ConfigStore
+    from flume_og.zk.client import connect
+    from flume_og.zk.store import ConfigStore
     own = connect(zk_server.connect_string)
     store = ConfigStore(own, zk_root)
     store.ensure_layout()
@@ -278,7 +278,7 @@ def test_fuzzed_requests_never_get_a_5xx(client, store):
 
     one()
     # what was stored is still valid for the nodes
-    from node.spec import parse_sink, parse_source
+    from flume_og.node.spec import parse_sink, parse_source
     for cfg in store.list_logical().values():
         parse_source(cfg.source)
         parse_sink(cfg.sink)
@@ -367,7 +367,7 @@ def test_large_specs_parse_two_at_a_time_and_past_max_arg_are_refused(monkeypatc
     import threading
     import time as _time
 
-    import master.api as api
+    import flume_og.master.api as api
 
     class SlowValidation:   # stands for a parse of a large spec
         name = "slow"
@@ -402,7 +402,7 @@ def test_large_specs_parse_two_at_a_time_and_past_max_arg_are_refused(monkeypatc
 
 
 def test_specs_past_the_nesting_and_size_bounds_answer_400_with_positions(client, store):
-    from node.spec import MAX_COMPONENTS, MAX_DEPTH
+    from flume_og.node.spec import MAX_COMPONENTS, MAX_DEPTH
     chained = "{ " + "batch(1) => " * 1000 + "null }"
     r = client.put("/api/configs/n1", json={"source": "null", "sink": chained})
     assert r.status_code == 400, r.text
@@ -427,7 +427,7 @@ def test_specs_past_the_nesting_and_size_bounds_answer_400_with_positions(client
 
 
 def test_command_table_lists_every_command(client):
-    from master.command_table import COMMANDS
+    from flume_og.master.command_table import COMMANDS
     r = client.get("/api/command-table")
     assert r.status_code == 200
     assert [c["name"] for c in r.json()] == [c.name for c in COMMANDS]

@@ -9,10 +9,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from master.api import create_app
-from master.service import MasterService
-from node.builder import validate_parts
-from node.spec import parse_sink, parse_source
+from flume_og.master.api import create_app
+from flume_og.master.service import MasterService
+from flume_og.node.builder import validate_parts
+from flume_og.node.spec import parse_sink, parse_source
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from master import command_table, flumectl
-from master.command_table import COMMANDS, find
-from master.commands import CommandRunner
+from flume_og.master import command_table, flumectl
+from flume_og.master.command_table import COMMANDS, find
+from flume_og.master.commands import CommandRunner
 from tests.conftest import free_port
 
 

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from master import flumectl
-from master.api import create_app
-from master.service import MasterService
+from flume_og.master import flumectl
+from flume_og.master.api import create_app
+from flume_og.master.service import MasterService
 from tests.master.serving import serve
 from tests.waiting import wait_until
 

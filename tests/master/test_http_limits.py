@@ -38,7 +38,7 @@ class LimitedMaster(Proc):
                 "--data-dir", str(tmp / f"master-{name}"), "--zk-insecure", *extra]
         self.log = tmp / f"master-{name}.log"
         with open(self.log, "ab") as f:
-            self.p = subprocess.Popen([sys.executable, "-m", "master.cli", *args], cwd=ROOT,
+            self.p = subprocess.Popen([sys.executable, "-m", "flume_og.master.cli", *args], cwd=ROOT,
                                       stdout=f, stderr=subprocess.STDOUT,
                                       env={**os.environ, **(env or {})},
                                       preexec_fn=preexec)
@@ -308,9 +308,9 @@ def inprocess_server(limits, app=echo_length):
     the uvicorn server)."""
     import threading
 
-    from node.http_server import listening_socket, server
-    from node.component import Metrics
-    from node.limits import Refusals
+    from flume_og.node.http_server import listening_socket, server
+    from flume_og.node.component import Metrics
+    from flume_og.node.limits import Refusals
 
     metrics = Metrics()
     refusals = Refusals(metrics, logging.getLogger("test"), "test server")
@@ -357,7 +357,7 @@ def test_slow_heads_from_two_addresses_never_shut_out_a_third():
     """The review's M2 in little: 40 unfinished heads each from 127.0.0.2 and 127.0.0.3
     against 16 slots (8 per address). Before, every slot held a head and a GET from
     127.0.0.1 got 503; now each address keeps its 8 newest heads, and the GET a slot."""
-    from node.http_server import HttpLimits
+    from flume_og.node.http_server import HttpLimits
     with inprocess_server(HttpLimits(max_connections=16, max_connections_per_peer=8,
                                      header_timeout=30)) as (port, metrics, _):
         hogs = {a: [connect_from(a, port, HALF_HEAD) for _ in range(40)]
@@ -381,7 +381,7 @@ def test_slow_heads_from_two_addresses_never_shut_out_a_third():
 def test_connections_being_served_are_never_evicted_past_them_503():
     """A complete head is being served (here: its body still coming): such connections
     are never closed to make room; past them a newcomer is answered 503."""
-    from node.http_server import HttpLimits
+    from flume_og.node.http_server import HttpLimits
     head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345"
     with inprocess_server(HttpLimits(max_connections=6, max_connections_per_peer=3,
                                      header_timeout=30, body_timeout=30)) as (port, metrics, srv):
@@ -406,7 +406,7 @@ def test_connections_being_served_are_never_evicted_past_them_503():
 def test_a_refused_body_cannot_hold_a_slot_by_trickling():
     """An answer given before the body was read (the API's 401 before the body): the
     rest of the body may come for body_timeout in all, however slowly it trickles."""
-    from node.http_server import HttpLimits
+    from flume_og.node.http_server import HttpLimits
 
     async def refuse(scope, receive, send):
         if scope["type"] == "http":
@@ -434,7 +434,7 @@ def test_a_refused_body_cannot_hold_a_slot_by_trickling():
 
 def test_a_stalled_body_is_cut_off_after_the_body_timeout():
     """In-process (uvicorn on a thread) with a half-second body timeout."""
-    from node.http_server import HttpLimits
+    from flume_og.node.http_server import HttpLimits
     with inprocess_server(HttpLimits(body_timeout=0.5, header_timeout=5)) as (port, metrics, _):
         head = "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n"
         answer, _ = raw(port, head.encode() + b"x" * 100)
@@ -452,8 +452,8 @@ def test_master_help_states_the_quota_and_flags_reach_the_limits():
     MIB/4); --max-connections-per-peer reaches the server's limits."""
     import re
 
-    from master import cli
-    from master.server import quota
+    from flume_og.master import cli
+    from flume_og.master.server import quota
     parser = cli.build_parser()
     master_parser = next(a for a in parser._actions if a.dest == "command").choices["master"]
     text = " ".join(master_parser.format_help().split())

@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from master.errors import CommandError, NotFound
-from master.service import MasterService
-from master.validation import name_problem, render_spec_error
-from node.errors import SpecError, SpecErrors
-from zk.client import ZkError
-from zk.store import LogicalConfig
+from flume_og.master.errors import CommandError, NotFound
+from flume_og.master.service import MasterService
+from flume_og.master.validation import name_problem, render_spec_error
+from flume_og.node.errors import SpecError, SpecErrors
+from flume_og.zk.client import ZkError
+from flume_og.zk.store import LogicalConfig
 from tests.waiting import wait_until as wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -420,8 +420,8 @@ def test_status_with_1000_nodes_is_built_once_per_change(service, store):
 
 
 def test_zookeeper_unreachable_raises_zkerror(zk_server, zk_root, tmp_path):
-    from zk.client import connect
-    from zk.store import ConfigStore
+    from flume_og.zk.client import connect
+    from flume_og.zk.store import ConfigStore
     own = connect(zk_server.connect_string)
     store = ConfigStore(own, zk_root)
     store.ensure_layout()
@@ -452,9 +452,9 @@ def test_zookeeper_unreachable_raises_zkerror(zk_server, zk_root, tmp_path):
 def test_view_reads_everything_again_after_zookeeper_restarts(tmp_path):
     """kazoo drops every watch with the connection: the view must set them again."""
     from tests.conftest import free_port
-    from zk.client import connect
-    from zk.server import ManagedZooKeeper
-    from zk.store import ConfigStore
+    from flume_og.zk.client import connect
+    from flume_og.zk.server import ManagedZooKeeper
+    from flume_og.zk.store import ConfigStore
     server = ManagedZooKeeper(tmp_path / "zk", port=free_port()).start()
     mine, other = connect(server.connect_string), connect(server.connect_string)
     svc = None

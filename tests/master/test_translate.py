@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from master.translate import (HashRing, World, chains, flows, retranslate,
+from flume_og.master.translate import (HashRing, World, chains, flows, retranslate,
                               translate_config)
-from node.errors import SinkError, SourceError
-from node.builder import build_sink, build_source, validate_parts
-from node.spec import parse_sink, parse_source
-from zk.store import ConfigStore, LogicalConfig
+from flume_og.node.errors import SinkError, SourceError
+from flume_og.node.builder import build_sink, build_source, validate_parts
+from flume_og.node.spec import parse_sink, parse_source
+from flume_og.zk.store import ConfigStore, LogicalConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRST_PORT = 35853

@@ -9,12 +9,12 @@ import pytest
 from kazoo.exceptions import NoAuthError
 from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl
 
-from master.validation import name_problem
-from node.component import Metrics
-from node.limits import RateLimitedLog, Refusals
-from zk.client import connect
-from zk.registrations import Registrations
-from zk.store import ConfigStore
+from flume_og.master.validation import name_problem
+from flume_og.node.component import Metrics
+from flume_og.node.limits import RateLimitedLog, Refusals
+from flume_og.zk.client import connect
+from flume_og.zk.registrations import Registrations
+from flume_og.zk.store import ConfigStore
 
 from tests.conftest import AclTree
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import sys
 
-from node.logical_node import LogicalNode
-from node.spec import parse_sink, parse_source
+from flume_og.node.logical_node import LogicalNode
+from flume_og.node.spec import parse_sink, parse_source
 from tests.node.rpc_victim import proc_status
 
 

@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from node.checkpoint import CheckpointStore
-from node.component import NodeContext
-from node.builder import build_source
-from node.spec import parse_source
+from flume_og.node.checkpoint import CheckpointStore
+from flume_og.node.component import NodeContext
+from flume_og.node.builder import build_source
+from flume_og.node.spec import parse_source
 
 
 def main() -> None:

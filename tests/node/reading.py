@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from contextlib import suppress
 
-from node.checkpoint import Checkpoint
-from node.event import Event
+from flume_og.node.checkpoint import Checkpoint
+from flume_og.node.event import Event
 from tests.waiting import wait_until
 
 

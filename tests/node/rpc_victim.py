@@ -12,9 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-from node import rpc
-from node.logical_node import LogicalNode
-from node.spec import parse_sink, parse_source
+from flume_og.node import rpc
+from flume_og.node.logical_node import LogicalNode
+from flume_og.node.spec import parse_sink, parse_source
 
 
 def proc_status() -> dict:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from node.checkpoint import Checkpoint, CheckpointStore
-from node.decorators.acked_write_ahead import AckedWriteAhead
-from node.event import events_from_lines
-from node.builder import build_sink
-from node.sinks import collect
-from node.spec import parse_sink
+from flume_og.node.checkpoint import Checkpoint, CheckpointStore
+from flume_og.node.decorators.acked_write_ahead import AckedWriteAhead
+from flume_og.node.event import events_from_lines
+from flume_og.node.builder import build_sink
+from flume_og.node.sinks import collect
+from flume_og.node.spec import parse_sink
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(30)

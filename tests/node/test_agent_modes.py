@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from node.checkpoint import Checkpoint
-from node.errors import SinkError
-from node.event import Event
-from node.builder import build_sink, build_source
-from node.spec import parse_sink, parse_source
+from flume_og.node.checkpoint import Checkpoint
+from flume_og.node.errors import SinkError
+from flume_og.node.event import Event
+from flume_og.node.builder import build_sink, build_source
+from flume_og.node.spec import parse_sink, parse_source
 from tests.conftest import free_port
 from tests.node.test_rpc import Drain, wait_for
 
@@ -251,11 +251,11 @@ def test_dfo_survives_sigkill_of_the_agent_process(make_ctx, tmp_path):
     spec = f'agentDFOSink("127.0.0.1", {col.port}, {FAST})'
     script = textwrap.dedent(f"""
         import sys, time
-        from node.checkpoint import CheckpointStore
-        from node.component import NodeContext
-        from node.event import Event
-        from node.builder import build_sink
-        from node.spec import parse_sink
+        from flume_og.node.checkpoint import CheckpointStore
+        from flume_og.node.component import NodeContext
+        from flume_og.node.event import Event
+        from flume_og.node.builder import build_sink
+        from flume_og.node.spec import parse_sink
         from pathlib import Path
         d = Path({str(ctx.data_dir)!r})
         ctx = NodeContext("agent", d, CheckpointStore(d / "checkpoint.json"))

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from node.backoff import Backoff, step
-from node.clock import Clock
-from node.component import Metrics
-from node.rpc import Status
-from node.sinks.rpc import deliver
+from flume_og.node.backoff import Backoff, step
+from flume_og.node.clock import Clock
+from flume_og.node.component import Metrics
+from flume_og.node.rpc import Status
+from flume_og.node.sinks.rpc import deliver
 
 
 def delays(b: Backoff, n: int) -> list:

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from node.codec import encode_events
-from node.decorators.disk_failover import REPLAY_TIMEOUT_FACTOR, DiskFailoverDecorator
-from node.errors import DeliveryUnknown
-from node.event import Event
-from node.logical_node import LogicalNode
-from node.builder import build_sink
-from node.component import Sink
-from node.rpc import BatchId, RpcClient, Status
-from node.rpc_window import BUSY, CONFLICT, DUPLICATE, BatchWindow
-from node.sinks import collect
-from node.spec import parse_sink, parse_source
+from flume_og.node.codec import encode_events
+from flume_og.node.decorators.disk_failover import REPLAY_TIMEOUT_FACTOR, DiskFailoverDecorator
+from flume_og.node.errors import DeliveryUnknown
+from flume_og.node.event import Event
+from flume_og.node.logical_node import LogicalNode
+from flume_og.node.builder import build_sink
+from flume_og.node.component import Sink
+from flume_og.node.rpc import BatchId, RpcClient, Status
+from flume_og.node.rpc_window import BUSY, CONFLICT, DUPLICATE, BatchWindow
+from flume_og.node.sinks import collect
+from flume_og.node.spec import parse_sink, parse_source
 from tests.conftest import free_port
 from tests.waiting import wait_until
 
@@ -193,7 +193,7 @@ def collector_process(tmp_path, port: int, ms_per_event: int, out: Path):
     env = dict(os.environ, FLUME_DATA_DIR=str(tmp_path / "collector-data"))
     spec = (f'c: collectorSource({port}, bind="127.0.0.1") | '
             f'{{ delay({ms_per_event}) => text("{out}") }}')
-    return subprocess.Popen([sys.executable, "-m", "node.cli", "--log-level", "WARNING",
+    return subprocess.Popen([sys.executable, "-m", "flume_og.node.cli", "--log-level", "WARNING",
                              "node", "--one-shot", "-n", "c", "-c", spec], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -321,7 +321,7 @@ def test_dfo_replay_waits_longer_after_each_unknown_outcome_up_to_a_bound(make_c
     inner = Unanswered(needs=0.5)
     dfo = DiskFailoverDecorator(inner, maxMs=20, checkMs=10)
     dfo.open(make_ctx("agent"))
-    with caplog.at_level(logging.WARNING, logger="node.decorators.disk_failover"):
+    with caplog.at_level(logging.WARNING, logger="flume_og.node.decorators.disk_failover"):
         dfo.append(numbered(0, 5))                   # no answer: spooled
         wait_until(lambda: inner.got, 10, "the replay")
     dfo.close()

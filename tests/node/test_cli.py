@@ -18,7 +18,7 @@ def flume(*args, data_dir=None, timeout=60, **kw):
     env = dict(os.environ)
     if data_dir is not None:
         env["FLUME_DATA_DIR"] = str(data_dir)
-    return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "flume_og.node.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout, **kw)
 
 
@@ -108,7 +108,7 @@ def test_sigterm_writes_buffered_events_and_renames(tmp_path):
     spec = (f't1: asciisynth(0, 20) | {{ delay(1) => roll(600000) '
             f'{{ escapedCustomDfs("file://{out}", "data-%{{rolltag}}") }} }}')
     env = dict(os.environ, FLUME_DATA_DIR=str(tmp_path / "data"))
-    p = subprocess.Popen([sys.executable, "-m", "node.cli", "node", "--one-shot", "-c", spec],
+    p = subprocess.Popen([sys.executable, "-m", "flume_og.node.cli", "node", "--one-shot", "-c", spec],
                          cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
 
     def written() -> int:      # lines in the roll's open (hidden) file so far
@@ -152,7 +152,7 @@ def test_a_remote_master_handing_out_its_loopback_zookeeper_is_refused():
     """A master on another host with its managed ZooKeeper on 127.0.0.1 (or a host name
     that is loopback here) would send the node to its own host: refused, with the way out.
     192.0.2.1 (TEST-NET-1) is never an address of this machine."""
-    from node.cli import UsageError, check_reachable_zk
+    from flume_og.node.cli import UsageError, check_reachable_zk
     for zk in ("127.0.0.1:3181", "localhost:3181", "127.0.0.1:3181,[::1]:3181"):
         with pytest.raises(UsageError, match="--zk-bind ADDRESS"):
             check_reachable_zk("http://192.0.2.1:35871", zk)

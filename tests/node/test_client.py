@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from node.client import ClientError, FlumeClient, FlumeLogHandler, level_priority
-from node.event import Event, Priority
-from node.builder import build_source
-from node.spec import parse_source
+from flume_og.node.client import ClientError, FlumeClient, FlumeLogHandler, level_priority
+from flume_og.node.event import Event, Priority
+from flume_og.node.builder import build_source
+from flume_og.node.spec import parse_source
 from tests.node.test_agent_modes import free_port
 from tests.node.test_rpc import Drain, every_field_events, wait_for
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from node.clock import ManualClock
+from flume_og.node.clock import ManualClock
 from tests.waiting import wait_until
 
 

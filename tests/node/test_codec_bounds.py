@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from node.codec import (_ATTR, _HEAD, _RECORD, ATTR_ENTRY_BYTES, MAX_BATCH_BYTES,
+from flume_og.node.codec import (_ATTR, _HEAD, _RECORD, ATTR_ENTRY_BYTES, MAX_BATCH_BYTES,
                         BatchTooLarge, decode_events, encode_events)
-from node.decorators.batch import BATCH_ATTR, make_batch
-from node.decorators.gzip import GZIP_ATTR
-from node.errors import SpecError
-from node.event import Event, Priority
-from node.builder import build_sink
-from node.rpc import RpcClient, Status
-from node.sinks.collect import collected, reset
-from node.spec import parse_sink
+from flume_og.node.decorators.batch import BATCH_ATTR, make_batch
+from flume_og.node.decorators.gzip import GZIP_ATTR
+from flume_og.node.errors import SpecError
+from flume_og.node.event import Event, Priority
+from flume_og.node.builder import build_sink
+from flume_og.node.rpc import RpcClient, Status
+from flume_og.node.sinks.collect import collected, reset
+from flume_og.node.spec import parse_sink
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)

@@ -6,16 +6,16 @@ import inspect
 
 import pytest
 
-from node.checkpoint import Checkpoint
-from node.clock import ManualClock
-from node.component import Sink
-from node.errors import SinkError
-from node.event import Event
-from node.builder import build_sink
-from node.sinks.failover import FailoverSink
-from node.sinks.fanout import FanOutSink
-from node.sinks.shared import SharedRef
-from node.spec import parse_sink
+from flume_og.node.checkpoint import Checkpoint
+from flume_og.node.clock import ManualClock
+from flume_og.node.component import Sink
+from flume_og.node.errors import SinkError
+from flume_og.node.event import Event
+from flume_og.node.builder import build_sink
+from flume_og.node.sinks.failover import FailoverSink
+from flume_og.node.sinks.fanout import FanOutSink
+from flume_og.node.sinks.shared import SharedRef
+from flume_og.node.spec import parse_sink
 
 
 class Rec(Sink):
@@ -78,8 +78,8 @@ def evs(*bodies: bytes) -> list[Event]:
 @pytest.fixture
 def rec_sink(monkeypatch):
     """Registers ``rec("name")`` for spec tests; returns the dict name -> instances."""
-    import node.components  # noqa: F401  (the table complete before adding to it)
-    import node.registry as reg
+    import flume_og.node.components  # noqa: F401  (the table complete before adding to it)
+    import flume_og.node.registry as reg
 
     made: dict[str, list[Rec]] = {}
 
@@ -375,7 +375,7 @@ def test_builder_makes_fanout_and_failover_with_default_backoff(rec_sink):
 
 
 def test_spec_constructs_with_the_real_test_connectors(ctx):
-    from node.sinks.collect import collected, reset
+    from flume_og.node.sinks.collect import collected, reset
 
     for n in ("cmb-a", "cmb-b", "cmb-c"):
         reset(n)

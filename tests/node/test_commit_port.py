@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from node.commit_port import CommitLogPort
-from node.e2e.protocol import Claim
-from node.errors import CommitLogError
-from zk.commit_log import ClaimOutcome
+from flume_og.node.commit_port import CommitLogPort
+from flume_og.node.e2e.protocol import Claim
+from flume_og.node.errors import CommitLogError
+from flume_og.zk.commit_log import ClaimOutcome
 
 
 def test_every_claim_outcome_has_its_node_name():
@@ -22,8 +22,8 @@ def test_a_claim_answers_in_node_terms(store):
 
 
 def test_zookeeper_failing_is_a_commit_log_error(zk_server, zk_root):
-    from zk.client import connect
-    from zk.store import ConfigStore
+    from flume_og.zk.client import connect
+    from flume_og.zk.store import ConfigStore
     client = connect(zk_server.connect_string)
     s = ConfigStore(client, zk_root)
     s.ensure_layout()

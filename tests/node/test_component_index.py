@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.parametrize("package", ["node.sources", "node.sinks", "node.decorators"])
+@pytest.mark.parametrize("package", ["flume_og.node.sources", "flume_og.node.sinks",
+                                     "flume_og.node.decorators"])
 def test_every_module_of_a_component_package_is_imported_by_it(package):
     pkg = importlib.import_module(package)
     init = Path(pkg.__file__)

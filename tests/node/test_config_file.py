@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from master.cli import build_parser as master_parser
-from node.cli import build_parser, parse_command_line
+from flume_og.master.cli import build_parser as master_parser
+from flume_og.node.cli import build_parser, parse_command_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,7 +57,7 @@ def test_a_node_process_runs_the_flow_its_file_gives(tmp_path):
     out = tmp_path / "out.txt"
     f = settings(tmp_path, f'one-shot = true\ndata-dir = "{tmp_path / "data"}"\n'
                            f'config = \'n: asciisynth(3, 5) | text("{out}");\'\n')
-    r = subprocess.run([sys.executable, "-m", "node.cli", "node", "--config-file", f],
+    r = subprocess.run([sys.executable, "-m", "flume_og.node.cli", "node", "--config-file", f],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert len(out.read_text().splitlines()) == 3

@@ -12,15 +12,15 @@ from typing import Annotated
 import annotated_types as at
 import pytest
 
-from node.builder import build_sink, build_source, validate_parts
-from node.component import Decorator
-from node.components import all_components
-from node.errors import SpecError, SpecErrors
-from node.registry import decorator
-from node.sinks.failover import FailoverSink
-from node.sinks.fanout import FanOutSink
-from node.sinks.shared import SharedSink
-from node.spec import parse
+from flume_og.node.builder import build_sink, build_source, validate_parts
+from flume_og.node.component import Decorator
+from flume_og.node.components import all_components
+from flume_og.node.errors import SpecError, SpecErrors
+from flume_og.node.registry import decorator
+from flume_og.node.sinks.failover import FailoverSink
+from flume_og.node.sinks.fanout import FanOutSink
+from flume_og.node.sinks.shared import SharedSink
+from flume_og.node.spec import parse
 
 # a valid spec value for each parameter a component requires, by parameter name
 REQUIRED = {"port": "1", "cmd": '"ls"', "ms": "1", "name": '"n"', "dir": '"d"',
@@ -171,8 +171,8 @@ def _errors(d, text):
 
 
 def test_the_master_validates_without_building(monkeypatch):
-    from master.validation import validate
-    from node.sinks.dfs import DfsSink
+    from flume_og.master.validation import validate
+    from flume_og.node.sinks.dfs import DfsSink
 
     def refuse(self, *args, **kwargs):
         raise AssertionError("built while validating")

@@ -8,22 +8,22 @@ import zlib
 
 import pytest
 
-from node.checkpoint import Checkpoint
-from node.clock import ManualClock
-from node.component import Sink
-from node.decorators.balance import BalanceSink
-from node.decorators.batch import BATCH_ATTR, decode_events, encode_events
-from node.decorators.choke import ChokeLimiter, set_choke_limit
-from node.decorators.gzip import GZIP_ATTR
-from node.decorators.insistent_append import InsistentAppendDecorator
-from node.decorators.insistent_open import InsistentOpenDecorator
-from node.decorators.lazy_open import LazyOpenDecorator
-from node.decorators.stubborn_append import StubbornAppendDecorator
-from node.errors import SinkError, SpecError
-from node.event import Event, Priority
-from node.builder import build_sink
-from node.sinks.collect import collected, reset
-from node.spec import parse_sink
+from flume_og.node.checkpoint import Checkpoint
+from flume_og.node.clock import ManualClock
+from flume_og.node.component import Sink
+from flume_og.node.decorators.balance import BalanceSink
+from flume_og.node.decorators.batch import BATCH_ATTR, decode_events, encode_events
+from flume_og.node.decorators.choke import ChokeLimiter, set_choke_limit
+from flume_og.node.decorators.gzip import GZIP_ATTR
+from flume_og.node.decorators.insistent_append import InsistentAppendDecorator
+from flume_og.node.decorators.insistent_open import InsistentOpenDecorator
+from flume_og.node.decorators.lazy_open import LazyOpenDecorator
+from flume_og.node.decorators.stubborn_append import StubbornAppendDecorator
+from flume_og.node.errors import SinkError, SpecError
+from flume_og.node.event import Event, Priority
+from flume_og.node.builder import build_sink
+from flume_og.node.sinks.collect import collected, reset
+from flume_og.node.spec import parse_sink
 from tests.waiting import wait_until as wait_for
 
 pytestmark = pytest.mark.timeout(30)

@@ -9,18 +9,18 @@ import threading
 
 import pytest
 
-from node.checkpoint import Checkpoint, CheckpointStore
-from node.clock import SYSTEM_CLOCK
-from node.component import NodeContext, Sink
-from node.decorators.acked_write_ahead import AckedWriteAhead
-from node.decorators.disk_failover import DiskFailoverDecorator, Spool
-from node.errors import Interrupted, SinkError
-from node.event import events_from_lines
-from node.logical_node import LogicalNode, State
-from node.segment_log import DiskFull, Framing, SegmentLog, SpaceWait
-from node.sources import memory
-from node.spec import parse_sink, parse_source
-from node.wal import WriteAheadLog
+from flume_og.node.checkpoint import Checkpoint, CheckpointStore
+from flume_og.node.clock import SYSTEM_CLOCK
+from flume_og.node.component import NodeContext, Sink
+from flume_og.node.decorators.acked_write_ahead import AckedWriteAhead
+from flume_og.node.decorators.disk_failover import DiskFailoverDecorator, Spool
+from flume_og.node.errors import Interrupted, SinkError
+from flume_og.node.event import events_from_lines
+from flume_og.node.logical_node import LogicalNode, State
+from flume_og.node.segment_log import DiskFull, Framing, SegmentLog, SpaceWait
+from flume_og.node.sources import memory
+from flume_og.node.spec import parse_sink, parse_source
+from flume_og.node.wal import WriteAheadLog
 from tests.tmpfs import fill, needs_root, tmpfs
 from tests.waiting import wait_until
 
@@ -236,7 +236,7 @@ def test_the_logical_node_says_disk_full_and_a_stop_while_full_is_no_failure(dis
 
 
 def test_the_free_bytes_gauge_is_the_least_over_components_not_the_sum():
-    from node.metrics import summarize
+    from flume_og.node.metrics import summarize
     spool = {"name": "diskFailover", "kind": "decorator",
              "metrics": {"disk_free_bytes": 5000, "spooled": 3}}
     wal = {"name": "ackedWriteAhead", "kind": "decorator",

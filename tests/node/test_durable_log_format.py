@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from node.decorators.disk_failover import Spool
-from node.wal import WriteAheadLog
+from flume_og.node.decorators.disk_failover import Spool
+from flume_og.node.wal import WriteAheadLog
 
 WAL_FILES = {
     "meta.json": b'{"next_seq":4,"pos_no":2,"position":{"tail:f":12}}',

@@ -14,18 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from node.builder import build_source
-from node.codec import encode_events
-from node.commit_port import CommitLogPort
-from node.component import NodeShared
-from node.errors import SpecError
-from node.event import events_from_lines
-from node.logical_node import LogicalNode, State
-from node.rpc import RpcClient, Status
-from node.sources import memory
-from node.spec import parse_sink, parse_source
-from zk.client import connect
-from zk.store import ConfigStore
+from flume_og.node.builder import build_source
+from flume_og.node.codec import encode_events
+from flume_og.node.commit_port import CommitLogPort
+from flume_og.node.component import NodeShared
+from flume_og.node.errors import SpecError
+from flume_og.node.event import events_from_lines
+from flume_og.node.logical_node import LogicalNode, State
+from flume_og.node.rpc import RpcClient, Status
+from flume_og.node.sources import memory
+from flume_og.node.spec import parse_sink, parse_source
+from flume_og.zk.client import connect
+from flume_og.zk.store import ConfigStore
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -233,7 +233,7 @@ def test_a_stalled_driver_never_separates_a_group_from_its_file(cluster, channel
     """The collector's driver stalls for 3 s between appending a group and passing its
     checkpoint (rollMs is 200): the trigger thread waits, so the group is committed in the
     same transaction as the file holding it, never on its own afterwards."""
-    from node.sources.rpc import RpcSource
+    from flume_og.node.sources.rpc import RpcSource
     original = RpcSource.checkpoint
     stalled = threading.Event()
 
@@ -309,7 +309,7 @@ def test_crash_between_commit_and_rename_is_rolled_forward(cluster, channel, sto
                                                             monkeypatch):
     """The transaction is recorded, then the collector dies before renaming: the group is
     acknowledged, and the restarted collector makes the file final."""
-    import node.e2e as e2e
+    import flume_og.node.e2e as e2e
     client_a, store_a = cluster.collector_store()
     col = cluster.collector("colR", roll_ms=60_000, store=store_a)
     agent = cluster.agent("agentR", channel, f'agentE2ESink("127.0.0.1", {port_of(col)})')
@@ -491,7 +491,7 @@ def test_a_stopping_collector_keeps_its_port_until_its_last_commit(cluster, monk
     """Agents read a refused connection as "that collector is gone" and take back its
     claims, so a collector that stops normally must not refuse connections while its sink
     is still making its last commit."""
-    from node.sinks.collector_sink import CollectorSink
+    from flume_og.node.sinks.collector_sink import CollectorSink
     original = CollectorSink.close
     closing = threading.Event()
 
@@ -632,7 +632,7 @@ def test_a_new_source_on_the_collector_node_starts_from_a_clean_state(cluster, s
                                                                       channel):
     """What a collectorSource told the sink (an rpc source; this batch has no group) must
     not outlive it: the next flow of the same logical node reads from another source."""
-    from node.e2e import collector_state
+    from flume_og.node.e2e import collector_state
     col = cluster.collector("colX", roll_ms=200)
     rpc = RpcClient("127.0.0.1", port_of(col), timeout=10)
     assert rpc.append_packed(events_from_lines([b"plain-x"]))[0] == Status.OK
@@ -655,7 +655,7 @@ def test_collector_sink_without_zookeeper_is_a_plain_roll(tmp_path, channel):
                  parse_sink(f'collectorSink("{out}/%Y", "ev-", 200, json, '
                             f'compression="gzip", utc=true)'))
     assert ln.state is State.ACTIVE, ln.last_error
-    from node.event import Event
+    from flume_og.node.event import Event
     memory.push(channel, [Event(b"old", 0, 0), Event(b"new", 1_700_000_000_000, 0)])
     wait_until(lambda: len([p for p in out.rglob("ev-*.gz")]) == 2, what="two buckets")
     ln.stop(10)
@@ -774,7 +774,7 @@ def test_a_restarted_collector_takes_over_its_previous_runs_claims(cluster, stor
 
 def crash_while_committing(col: LogicalNode, monkeypatch) -> None:
     """The collector 'dies' at its next roll, before anything is made final."""
-    from node.sinks.collector_sink import _CollectorDfs
+    from flume_og.node.sinks.collector_sink import _CollectorDfs
 
     def crash(*a, **kw):
         raise KeyboardInterrupt("killed")
@@ -852,7 +852,7 @@ def test_plain_batches_survive_a_crash_that_loses_the_group_file(cluster, store,
 def test_salvage_cuts_after_the_last_complete_line(tmp_path, ext):
     import gzip as gz
     import zstandard
-    from node.e2e import salvage
+    from flume_og.node.e2e import salvage
     lines = b"".join(b"line %d\n" % i for i in range(100))
     hidden = tmp_path / f".data-1{ext}.tmp"
     if ext == ".gz":
@@ -1055,7 +1055,7 @@ def test_new_agent_ids_per_address_per_minute_are_bounded(cluster, store):
 
 
 def test_agent_table_counts_new_ids_per_address_and_keeps_busy_agents():
-    from node.e2e.collector import AgentLimits, AgentTable
+    from flume_og.node.e2e.collector import AgentLimits, AgentTable
     now = [0.0]
     table = AgentTable(clock=lambda: now[0])
     limits = AgentLimits(max_agents=3, idle=10.0, max_new_per_minute=2)
@@ -1079,7 +1079,7 @@ def test_an_agent_named_outside_the_id_characters_still_delivers_exactly_once(cl
                                                                              channel, store):
     """A logical node name may hold characters (and a length) an agent id may not: the
     agent's id is then a stable fitted one, which collectors take."""
-    from node.e2e import agent_id_problem, fit_agent_id
+    from flume_og.node.e2e import agent_id_problem, fit_agent_id
     name = "agent ü (eu)!"
     fitted = fit_agent_id(name)
     assert agent_id_problem(fitted) is None and fitted == fit_agent_id(name)
@@ -1101,7 +1101,7 @@ def test_zookeeper_client_refuses_requests_near_jute_maxbuffer(zk_client, zk_roo
     long path, long data, a transaction too long altogether fail at once with a clear
     ZookeeperError; the session stays and ordinary requests go on."""
     from kazoo.exceptions import ZookeeperError
-    from zk.client import MAX_PATH_BYTES, MAX_REQUEST_BYTES, RequestTooLargeError
+    from flume_og.zk.client import MAX_PATH_BYTES, MAX_REQUEST_BYTES, RequestTooLargeError
     session = zk_client.client_id[0]
     zk_client.ensure_path(zk_root)
     with pytest.raises(RequestTooLargeError, match="znode path of"):
@@ -1122,8 +1122,8 @@ def test_zookeeper_client_refuses_requests_near_jute_maxbuffer(zk_client, zk_roo
 
 
 def test_the_commit_log_forgets_ensured_paths_past_its_bound(store, monkeypatch):
-    import zk.commit_log
-    monkeypatch.setattr(zk.commit_log, "ENSURED_KEPT", 3)
+    import flume_og.zk.commit_log
+    monkeypatch.setattr(flume_og.zk.commit_log, "ENSURED_KEPT", 3)
     for i in range(10):
         store.commits.watch_groups(f"ensured-{i}", lambda seqs: False)
         assert len(store.commits._ensured) <= 3

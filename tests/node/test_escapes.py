@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from node.escapes import Escaper, expand, has_escapes
-from node.event import Event, Priority
+from flume_og.node.escapes import Escaper, expand, has_escapes
+from flume_og.node.event import Event, Priority
 
 # 2020-09-13 12:26:40.123 UTC, a Sunday, day 257 of the year
 TS = 1_600_000_000_123

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from node.builder import build_source
-from node.spec import parse_source
+from flume_og.node.builder import build_source
+from flume_og.node.spec import parse_source
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -3,8 +3,8 @@ import logging
 
 import pytest
 
-from node.component import Metrics
-from node.limits import ConnectionSlots, RateLimitedLog, Refusals, message_due
+from flume_og.node.component import Metrics
+from flume_og.node.limits import ConnectionSlots, RateLimitedLog, Refusals, message_due
 
 
 class _Clock:

@@ -5,11 +5,11 @@ import logging
 
 import pytest
 
-from node.errors import SpecError
-from node.logical_node import LogicalNode, State
-from node.sinks import collect
-from node.sources import memory
-from node.spec import parse_sink, parse_source
+from flume_og.node.errors import SpecError
+from flume_og.node.logical_node import LogicalNode, State
+from flume_og.node.sinks import collect
+from flume_og.node.sources import memory
+from flume_og.node.spec import parse_sink, parse_source
 from tests.waiting import wait_until
 
 
@@ -64,7 +64,7 @@ def test_bad_spec_keeps_running_flow(tmp_path):
 def test_open_failure_is_error_with_message(tmp_path, caplog):
     """The node's own log says why too (before: only the master's status did)."""
     node = LogicalNode("n", tmp_path)
-    with caplog.at_level(logging.ERROR, logger="node.logical_node"):
+    with caplog.at_level(logging.ERROR, logger="flume_og.node.logical_node"):
         node.configure(parse_source('text("/nonexistent/dir/file.log")'), parse_sink("null"))
     assert node.state is State.ERROR
     assert "/nonexistent/dir/file.log" in node.last_error

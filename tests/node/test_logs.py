@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from node.decorators.disk_failover import Spool
-from node.logs import DetailsFormatter, TEXT_FORMAT, setup
+from flume_og.node.decorators.disk_failover import Spool
+from flume_og.node.logs import DetailsFormatter, TEXT_FORMAT, setup
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,7 +103,7 @@ def test_a_node_process_logs_where_its_state_was_corrupt(tmp_path):
     src = tmp_path / "in.log"
     src.write_bytes(b"a\nb\n")
     out = tmp_path / "out.log"
-    r = subprocess.run([sys.executable, "-m", "node.cli", "node", "--one-shot",
+    r = subprocess.run([sys.executable, "-m", "flume_og.node.cli", "node", "--one-shot",
                         "-n", "k", "--data-dir", str(data), "-c",
                         f'k: text("{src}") | diskFailover(200, 50) text("{out}")'],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from node.builder import build_source
-from node.sources import syslog
-from node.spec import parse_source
+from flume_og.node.builder import build_source
+from flume_og.node.sources import syslog
+from flume_og.node.spec import parse_source
 from tests.node.reading import read_events
 from tests.node.victim import Victim
 from tests.sockets import closed_by_peer, closed_now, connect_from
@@ -270,9 +270,9 @@ def test_a_failed_server_thread_puts_the_logical_node_in_error(monkeypatch, tmp_
     """The selector thread died of an exception with the node ACTIVE and no last_error:
     events stopped, connects timed out. Now the port and its connections are closed and
     the logical node goes to ERROR with the reason."""
-    from node.logical_node import LogicalNode, State
-    from node.sources._net import TcpServer
-    from node.spec import parse_sink
+    from flume_og.node.logical_node import LogicalNode, State
+    from flume_og.node.sources._net import TcpServer
+    from flume_og.node.spec import parse_sink
 
     def boom(self, c):
         raise RuntimeError("a bug while reading")
@@ -370,7 +370,7 @@ def test_syslog_tcp_long_message_is_truncated_to_max_event_bytes(ctx):
                                  "idleTimeoutMs=-5", "maxConnectionsPerPeer=0",
                                  "messageTimeoutMs=-1", "minBytesPerSecond=-1"])
 def test_bounds_are_checked(arg):
-    from node.errors import SpecError
+    from flume_og.node.errors import SpecError
     with pytest.raises(SpecError, match=arg.split("=")[0]):
         build_source(parse_source(f"syslogTcp(0, {arg})"))
 

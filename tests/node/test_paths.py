@@ -11,15 +11,15 @@ from urllib.parse import unquote
 
 import pytest
 
-from node.checkpoint import Checkpoint
-from node.client import FlumeClient
-from node.errors import SpecError
-from node.escapes import MAX_ESCAPES, Escaper, PatternError, path_value
-from node.event import Event, Priority
-from node.logical_node import LogicalNode, State
-from node.metrics import summarize
-from node.builder import build_sink
-from node.spec import parse_sink, parse_source
+from flume_og.node.checkpoint import Checkpoint
+from flume_og.node.client import FlumeClient
+from flume_og.node.errors import SpecError
+from flume_og.node.escapes import MAX_ESCAPES, Escaper, PatternError, path_value
+from flume_og.node.event import Event, Priority
+from flume_og.node.logical_node import LogicalNode, State
+from flume_og.node.metrics import summarize
+from flume_og.node.builder import build_sink
+from flume_og.node.spec import parse_sink, parse_source
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -106,7 +106,7 @@ def test_many_literal_percents_parse_in_linear_time():
 
 def test_flume_check_refuses_3000_escapes_with_exit_2(tmp_path):
     spec = 'a: null | dfs("/srv/base/' + "%{host}" * 3000 + '")'
-    p = subprocess.run([sys.executable, "-m", "node.cli", "check", "-c", spec],
+    p = subprocess.run([sys.executable, "-m", "flume_og.node.cli", "check", "-c", spec],
                        capture_output=True, text=True, timeout=30,
                        cwd=Path(__file__).resolve().parents[2])
     assert p.returncode == 2, p.stderr[-2000:]

@@ -5,10 +5,10 @@ import socket
 
 import pytest
 
-from node.physical_node import PhysicalNode
-from node.sinks import collect
-from node.sources import memory
-from zk.store import LogicalConfig
+from flume_og.node.physical_node import PhysicalNode
+from flume_og.node.sinks import collect
+from flume_og.node.sources import memory
+from flume_og.zk.store import LogicalConfig
 from tests.waiting import wait_until
 
 
@@ -103,9 +103,9 @@ def test_spec_that_fails_to_open_is_error(pnode, store):
 def test_zookeeper_restart_under_running_node(tmp_path):
     """The node keeps its flows while ZooKeeper is away and resynchronises afterwards."""
     from tests.conftest import free_port
-    from zk.client import connect
-    from zk.server import ManagedZooKeeper
-    from zk.store import ConfigStore
+    from flume_og.zk.client import connect
+    from flume_og.zk.server import ManagedZooKeeper
+    from flume_og.zk.store import ConfigStore
     port = free_port()
     zk = ManagedZooKeeper(tmp_path / "zk", port=port).start()
     node = None
@@ -149,7 +149,7 @@ def test_spec_nesting_too_deeply_written_straight_to_zookeeper_is_error(pnode, s
 
 def test_unexpected_failure_while_building_is_error_with_the_reason(pnode, store,
                                                                     monkeypatch):
-    import node.logical_node as logical_node
+    import flume_og.node.logical_node as logical_node
     real = logical_node.build_sink
 
     def build_sink(tree):
@@ -191,12 +191,12 @@ def test_data_directory_that_cannot_be_made_is_error(pnode, store, tmp_path):
     ('memory("x")', "let autoBEChain := console in autoBEChain", False),
 ])
 def test_waits_for_translation_reads_the_components_marks(source, sink, waits):
-    from node.physical_node import waits_for_translation
+    from flume_og.node.physical_node import waits_for_translation
     assert waits_for_translation(source, sink) is waits
 
 
 def test_master_only_names_come_from_the_class_mark():
-    from node.components import master_only
+    from flume_og.node.components import master_only
     assert set(master_only("source")) == {"logicalSource", "autoCollectorSource"}
     assert set(master_only("sink")) == {"logicalSink", "autoE2EChain", "autoDFOChain",
                                         "autoBEChain"}

@@ -5,9 +5,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from node.errors import RestoreError
-from node.redact import has_redacted, redact, redact_tree, unredact
-from node.spec import parse_sink, quote
+from flume_og.node.errors import RestoreError
+from flume_og.node.redact import has_redacted, redact, redact_tree, unredact
+from flume_og.node.spec import parse_sink, quote
 
 
 @pytest.mark.parametrize("text, shown", [

@@ -6,15 +6,15 @@ import time
 
 import pytest
 
-from node.errors import SpecErrors
-from node.logical_node import LogicalNode
-from node.regexes import compile_bytes, compile_text
-from node.builder import validate_parts
-from node.sinks import collect
-from node.sources import memory
-from node.sources._files import compile_fileregex
-from node.sources.tail import Splitter
-from node.spec import parse_sink, parse_source
+from flume_og.node.errors import SpecErrors
+from flume_og.node.logical_node import LogicalNode
+from flume_og.node.regexes import compile_bytes, compile_text
+from flume_og.node.builder import validate_parts
+from flume_og.node.sinks import collect
+from flume_og.node.sources import memory
+from flume_og.node.sources._files import compile_fileregex
+from flume_og.node.sources.tail import Splitter
+from flume_og.node.spec import parse_sink, parse_source
 from tests.waiting import wait_until
 
 EVIL = "(a+)+$"          # Python's re: about 4 s at 25 characters, doubling per character

@@ -22,7 +22,7 @@ LINES = 60_000
 
 def start_node(spec: str, data: Path) -> subprocess.Popen:
     env = dict(os.environ, FLUME_DATA_DIR=str(data))
-    return subprocess.Popen([sys.executable, "-m", "node.cli", "--log-level", "WARNING",
+    return subprocess.Popen([sys.executable, "-m", "flume_og.node.cli", "--log-level", "WARNING",
                              "node", "--one-shot", "-n", "k", "-c", spec],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)

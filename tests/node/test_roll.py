@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from node.checkpoint import Checkpoint
-from node.clock import ManualClock
-from node.component import Sink
-from node.decorators.collector import CollectorRollSink
-from node.decorators.roll import RollSink, Trigger
-from node.errors import SinkError, SpecError
-from node.event import Event
-from node.builder import build_sink
-from node.spec import Func, Lit, parse_sink
+from flume_og.node.checkpoint import Checkpoint
+from flume_og.node.clock import ManualClock
+from flume_og.node.component import Sink
+from flume_og.node.decorators.collector import CollectorRollSink
+from flume_og.node.decorators.roll import RollSink, Trigger
+from flume_og.node.errors import SinkError, SpecError
+from flume_og.node.event import Event
+from flume_og.node.builder import build_sink
+from flume_og.node.spec import Func, Lit, parse_sink
 from tests.waiting import wait_until as wait_for
 
 
@@ -381,8 +381,8 @@ def test_trigger_from_spec():
 @pytest.fixture
 def x_sink(monkeypatch):
     """Registers a test sink ``x`` (a plain Sink keeping every batch) for spec tests."""
-    import node.components  # noqa: F401  (the table complete before adding to it)
-    import node.registry as reg
+    import flume_og.node.components  # noqa: F401  (the table complete before adding to it)
+    import flume_og.node.registry as reg
 
     class X(Sink):
         made: list = []
@@ -435,7 +435,7 @@ def test_bad_roll_specs_are_spec_errors(text, msg, x_sink):
 
 
 def test_roll_over_the_collect_connector_from_a_spec(make_ctx, clock):
-    from node.sinks.collect import collected, reset
+    from flume_og.node.sinks.collect import collected, reset
 
     reset("roll-spec")
     r = build_sink(parse_sink('roll(1000, 100) { collect("roll-spec") }'))

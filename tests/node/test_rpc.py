@@ -9,13 +9,13 @@ import zlib
 
 import pytest
 
-from node.codec import encode_events
-from node.errors import SinkError, SourceError
-from node.event import Event, Priority
-from node.builder import build_sink, build_source
-from node.rpc import (RpcClient, RpcServer, Status, decode_payload, encode_payload, idl,
+from flume_og.node.codec import encode_events
+from flume_og.node.errors import SinkError, SourceError
+from flume_og.node.event import Event, Priority
+from flume_og.node.builder import build_sink, build_source
+from flume_og.node.rpc import (RpcClient, RpcServer, Status, decode_payload, encode_payload, idl,
                       idl_path, result)
-from node.spec import parse_sink, parse_source
+from flume_og.node.spec import parse_sink, parse_source
 from tests.waiting import wait_until as wait_for
 
 pytestmark = pytest.mark.timeout(60)

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from node import rpc
-from node.client import FlumeClient
-from node.codec import _HEAD, _RECORD, BatchTooLarge, encode_events, split_events
-from node.event import Event
-from node.logical_node import LogicalNode, State
-from node.builder import build_sink, build_source
-from node.rpc import RpcClient, Status, decode_payload, gzip_payload
-from node.spec import parse_sink, parse_source
+from flume_og.node import rpc
+from flume_og.node.client import FlumeClient
+from flume_og.node.codec import _HEAD, _RECORD, BatchTooLarge, encode_events, split_events
+from flume_og.node.event import Event
+from flume_og.node.logical_node import LogicalNode, State
+from flume_og.node.builder import build_sink, build_source
+from flume_og.node.rpc import RpcClient, Status, decode_payload, gzip_payload
+from flume_og.node.spec import parse_sink, parse_source
 from tests.sockets import closed_by_peer
 from tests.sockets import trickle as trickle_until_cut
 from tests.waiting import wait_until
@@ -463,7 +463,7 @@ def test_a_string_received_a_byte_at_a_time_costs_its_length():
     complete: 400 kB sent a byte per segment cost 12 MiB (~30x)."""
     import tracemalloc
 
-    from node import rpc_wire as wire
+    from flume_og.node import rpc_wire as wire
     a, b = socket.socketpair()
     n = 200_000
     reader = wire.Reader(OneBytePerRecv(fileno=b.detach()), 10)
@@ -568,7 +568,7 @@ def test_oneway_append_without_an_event_is_counted_not_logged_each_time(ctx, ope
 
 @pytest.mark.parametrize("arg", ["maxConnectionsPerPeer=0", "messageTimeoutMs=0"])
 def test_connection_bounds_are_checked(arg):
-    from node.errors import SpecError
+    from flume_og.node.errors import SpecError
     with pytest.raises(SpecError, match=arg.split("=")[0]):
         build_source(parse_source(f"collectorSource(0, {arg})"))
 
@@ -667,6 +667,6 @@ def test_a_slow_link_is_not_cut_a_trickle_and_a_burst_then_silence_are(ctx, open
 
 
 def test_min_bytes_per_second_is_checked():
-    from node.errors import SpecError
+    from flume_og.node.errors import SpecError
     with pytest.raises(SpecError, match="minBytesPerSecond"):
         build_source(parse_source("collectorSource(0, minBytesPerSecond=-1)"))

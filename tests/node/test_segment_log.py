@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from node import segment_log
-from node.segment_log import Framing, LogError, LogInUse, SegmentLog
+from flume_og.node import segment_log
+from flume_og.node.segment_log import Framing, LogError, LogInUse, SegmentLog
 
 FRAMING = Framing("QI", {b"RECD": False, b"RECT": True})
 log = logging.getLogger("test.segment_log")
@@ -271,7 +271,7 @@ def open_files_under(d) -> int:
 
 
 def test_a_long_spool_keeps_two_segment_files_open(tmp_path, monkeypatch):
-    from node.decorators import disk_failover
+    from flume_og.node.decorators import disk_failover
     monkeypatch.setattr(disk_failover, "SEGMENT_BYTES", 1)      # one record per segment
     spool, d = disk_failover.Spool.claim(tmp_path, "spool")
     for i in range(30):

@@ -18,16 +18,16 @@ import fastavro
 import pytest
 import zstandard
 
-from node.checkpoint import Checkpoint, CheckpointStore
-from node.component import NodeContext
-from node.errors import SinkError, SpecError
-from node.event import Event, Priority
-from node.formats import decode_json, event_from_avro
-from node.builder import build_sink
-from node.sinks import collect, counter
-from node.sinks.dfs import DfsSink
-from node.sinks.text import TextSink
-from node.spec import parse_sink
+from flume_og.node.checkpoint import Checkpoint, CheckpointStore
+from flume_og.node.component import NodeContext
+from flume_og.node.errors import SinkError, SpecError
+from flume_og.node.event import Event, Priority
+from flume_og.node.formats import decode_json, event_from_avro
+from flume_og.node.builder import build_sink
+from flume_og.node.sinks import collect, counter
+from flume_og.node.sinks.dfs import DfsSink
+from flume_og.node.sinks.text import TextSink
+from flume_og.node.spec import parse_sink
 from tests.waiting import wait_until as wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,11 +66,11 @@ def test_console_default_is_debug_and_flushes_each_batch(tmp_path):
     child = textwrap.dedent("""
         import sys
         from pathlib import Path
-        from node.checkpoint import CheckpointStore
-        from node.component import NodeContext
-        from node.event import Event
-        from node.builder import build_sink
-        from node.spec import parse_sink
+        from flume_og.node.checkpoint import CheckpointStore
+        from flume_og.node.component import NodeContext
+        from flume_og.node.event import Event
+        from flume_og.node.builder import build_sink
+        from flume_og.node.spec import parse_sink
         s = build_sink(parse_sink("console"))
         s.open(NodeContext("c", Path("."), CheckpointStore.in_memory()))
         s.append([Event(b"first", 1600000000000, 1, host="hA")])
@@ -126,10 +126,10 @@ def test_text_keeps_preexisting_content(make_ctx, tmp_path):
 KILL_CHILD = """
 import os, signal, sys
 from pathlib import Path
-from node.checkpoint import Checkpoint, CheckpointStore
-from node.component import NodeContext
-from node.event import Event
-from node.sinks.text import TextSink
+from flume_og.node.checkpoint import Checkpoint, CheckpointStore
+from flume_og.node.component import NodeContext
+from flume_og.node.event import Event
+from flume_og.node.sinks.text import TextSink
 data, out, fmt = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 ctx = NodeContext("k", data, CheckpointStore(data / "checkpoint.json"))
 s = TextSink(out, fmt)
@@ -487,7 +487,7 @@ def test_counter(ctx, caplog):
     b.append(events(2))
     assert counter.get_count("c1") == 5 and counter.get_count("nothing") == 0
     assert a.metrics["count"] == 3
-    with caplog.at_level("INFO", logger="node.sinks.counter"):
+    with caplog.at_level("INFO", logger="flume_og.node.sinks.counter"):
         a.close()
     assert "counter c1 counted 3 events" in caplog.text
 

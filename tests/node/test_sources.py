@@ -13,12 +13,12 @@ import time
 
 import pytest
 
-from node.clock import ManualClock
-from node.errors import SourceError, SpecError
-from node.event import Event, Priority
-from node.builder import build_source
-from node.sources import memory, syslog
-from node.spec import parse_source, quote
+from flume_og.node.clock import ManualClock
+from flume_og.node.errors import SourceError, SpecError
+from flume_og.node.event import Event, Priority
+from flume_og.node.builder import build_source
+from flume_og.node.sources import memory, syslog
+from flume_og.node.spec import parse_source, quote
 from tests.waiting import wait_until as wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -645,8 +645,8 @@ def test_memory_close_unblocks(ctx, channels):
 def test_exec_lines_and_aggregate_output_are_bounded(ctx):
     """A program writing one endless line, or more output than one event may hold, is cut
     at the bound and counted; the source's memory never holds more than that."""
-    from node.sources import exec_source
-    from node.sources._lines import MAX_LINE
+    from flume_og.node.sources import exec_source
+    from flume_og.node.sources._lines import MAX_LINE
     src = build_source(parse_source(
         'exec("python3 -c \\"import sys; sys.stdout.write(\'x\' * 3000000 + \'\\\\nok\\\\n\')\\"")'))
     src.open(ctx)

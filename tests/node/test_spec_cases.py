@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from node.errors import SpecError
-from node.spec import (format_sink, format_source, format_spec, parse, parse_sink,
+from flume_og.node.errors import SpecError
+from flume_og.node.spec import (format_sink, format_source, format_spec, parse, parse_sink,
                        parse_source)
 
 CASES = Path(__file__).parent / "spec_cases"

@@ -17,8 +17,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.errors import SpecError
-from node.spec import (Call, Decorated, Definition, Failover, FanOut, Func, Let, Lit, Spec,
+from flume_og.node.errors import SpecError
+from flume_og.node.spec import (Call, Decorated, Definition, Failover, FanOut, Func, Let, Lit, Spec,
                        format_sink, format_source, format_spec, parse, parse_sink,
                        parse_source)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from node.errors import SpecError, SpecErrors
-from node.builder import build_sink, build_source, validate_parts
-from node.spec import parse, parse_sink, parse_source
+from flume_og.node.errors import SpecError, SpecErrors
+from flume_og.node.builder import build_sink, build_source, validate_parts
+from flume_og.node.spec import parse, parse_sink, parse_source
 
 
 def problems(text: str) -> list[tuple[int, int, str]]:
@@ -234,7 +234,7 @@ def test_valid_specs_build():
 
 
 def test_a_constructor_failing_unexpectedly_is_a_spec_error_at_its_call(monkeypatch):
-    from node.sinks.console import ConsoleSink
+    from flume_og.node.sinks.console import ConsoleSink
 
     def broken(self, *args):
         raise RecursionError("maximum recursion depth exceeded")

@@ -5,11 +5,11 @@ import os
 
 import pytest
 
-from node.checkpoint import Checkpoint
-from node.errors import SpecError
-from node.builder import build_source
-from node.sources.spooldir import SpoolDirSource
-from node.spec import parse_source
+from flume_og.node.checkpoint import Checkpoint
+from flume_og.node.errors import SpecError
+from flume_og.node.builder import build_source
+from flume_og.node.sources.spooldir import SpoolDirSource
+from flume_og.node.spec import parse_source
 from tests.node.reading import commit, poll_until, read_n, read_quiet
 
 

@@ -13,12 +13,12 @@ import time
 import httpx
 import pytest
 
-from node.metrics import prometheus_text, summarize
-from node.physical_node import PhysicalNode
-from node.sinks import collect
-from node.sources import memory
-from node.status_server import StatusServer
-from zk.store import LogicalConfig
+from flume_og.node.metrics import prometheus_text, summarize
+from flume_og.node.physical_node import PhysicalNode
+from flume_og.node.sinks import collect
+from flume_og.node.sources import memory
+from flume_og.node.status_server import StatusServer
+from flume_og.zk.store import LogicalConfig
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -215,7 +215,7 @@ def test_physical_node_serves_its_status_and_writes_counters_to_zookeeper(
 
 def test_large_status_leaves_components_out_of_the_znode(zk_server, zk_root, tmp_path,
                                                          store, monkeypatch):
-    import node.physical_node as pn
+    import flume_og.node.physical_node as pn
     monkeypatch.setattr(pn, "STATUS_ZNODE_BUDGET", 10)  # anything is "large"
     memory.reset("big")
     node = PhysicalNode("p1", zk_server.connect_string, zk_root,
@@ -232,7 +232,7 @@ def test_large_status_leaves_components_out_of_the_znode(zk_server, zk_root, tmp
 
 
 def test_a_reachable_address_is_refused_and_passwords_are_hidden(server):
-    from node.status_server import UnsafeBindError
+    from flume_og.node.status_server import UnsafeBindError
     for bind in ("0.0.0.0", "::", "192.0.2.1", "example.com"):
         with pytest.raises(UnsafeBindError, match="refusing to serve the node status page"):
             StatusServer(lambda: {}, bind=bind, port=0)
@@ -284,7 +284,7 @@ def _read_to_end(sock: socket.socket, timeout: float = 5.0) -> bytes:
 
 
 def test_a_request_head_trickling_in_is_closed_at_the_header_timeout(server):
-    from node.http_server import HttpLimits
+    from flume_og.node.http_server import HttpLimits
     s = server(status_fixture(), limits=HttpLimits(header_timeout=0.5))
     head = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 1000
     with socket.create_connection(("127.0.0.1", s.port), timeout=5) as c:
@@ -350,7 +350,7 @@ def test_unfinished_heads_past_the_caps_are_evicted_and_cost_no_thread(server):
     """Four addresses hold every slot (8 each) with unfinished heads, a fifth sends 8
     more: each newcomer closes the oldest head (of its own address past 8), a reader
     from a sixth address is served. Before, every newcomer got 503."""
-    from node.status_server import STATUS_LIMITS
+    from flume_og.node.status_server import STATUS_LIMITS
     assert (STATUS_LIMITS.max_connections, STATUS_LIMITS.max_connections_per_peer) == (32, 8)
     s = server(status_fixture())
     threads = _proc_threads()
@@ -387,7 +387,7 @@ def test_a_node_process_under_300_slow_heads_serves_others_keeps_threads_memory(
     log_path = tmp_path / "node.log"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "master.cli", "node", "--one-shot", "-n", "v", "-c",
+            [sys.executable, "-m", "flume_og.master.cli", "node", "--one-shot", "-n", "v", "-c",
              'v: syslogTcp(0, bind="127.0.0.1") | null', "--data-dir", str(tmp_path / "d"),
              "--http-port", str(port)], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     socks = []

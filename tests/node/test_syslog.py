@@ -5,8 +5,8 @@ import datetime
 
 import pytest
 
-from node.event import Priority
-from node.sources.syslog import (MALFORMED, NOHEADER, OK, SyslogFramer, parse_message,
+from flume_og.node.event import Priority
+from flume_og.node.sources.syslog import (MALFORMED, NOHEADER, OK, SyslogFramer, parse_message,
                                  parse_messages)
 
 PEER = "192.0.2.77"
@@ -123,7 +123,7 @@ def test_malformed_is_emitted_raw(raw):
 
 
 def test_malformed_without_peer_uses_local_host():
-    from node.event import LOCAL_HOST
+    from flume_og.node.event import LOCAL_HOST
     ev, status = parse_message(b"junk", NOW)
     assert status == MALFORMED and ev.host == LOCAL_HOST
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from node.clock import ManualClock
-from node.errors import SpecError
-from node.builder import build_source
-from node.sources import tail as tail_mod
-from node.sources.tail import MultiTailSource, TailDirSource, TailSource
-from node.spec import parse_source
+from flume_og.node.clock import ManualClock
+from flume_og.node.errors import SpecError
+from flume_og.node.builder import build_source
+from flume_og.node.sources import tail as tail_mod
+from flume_og.node.sources.tail import MultiTailSource, TailDirSource, TailSource
+from flume_og.node.spec import parse_source
 from tests.node.reading import commit, read_events, read_n, read_quiet
 from tests.waiting import wait_until
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from node.wal import HEAD, WalError, WriteAheadLog
+from flume_og.node.wal import HEAD, WalError, WriteAheadLog
 
 
 def segments(d):
@@ -73,7 +73,7 @@ def test_torn_tail_is_cut_off_and_reported(tmp_path, caplog, damage):
             b = f.read(1)
             f.seek(size - 3)
             f.write(bytes([b[0] ^ 0xFF]))
-    with caplog.at_level(logging.WARNING, logger="node.wal"):
+    with caplog.at_level(logging.WARNING, logger="flume_og.node.wal"):
         w2, live = open_wal(d)
     assert [w2.read(g.seq) for g in live] == [b"good-1", b"good-2"]
     assert w2.metrics["wal_corrupt"] == 1
@@ -99,7 +99,7 @@ def test_corruption_before_the_end_is_reported_as_an_error(tmp_path, caplog):
     with open(first, "r+b") as f:
         f.seek(HEAD.size)
         f.write(b"X")
-    with caplog.at_level(logging.ERROR, logger="node.wal"):
+    with caplog.at_level(logging.ERROR, logger="flume_og.node.wal"):
         w2, live = open_wal(d)
     assert [w2.read(g.seq) for g in live] == [b"rec-1", b"rec-2"]
     assert w2.metrics["wal_corrupt"] == 1
@@ -180,7 +180,7 @@ def test_one_writer_at_a_time(tmp_path):
 
 
 def test_sealed_segment_is_deleted_once_acknowledged(tmp_path):
-    from node.clock import ManualClock
+    from flume_og.node.clock import ManualClock
     clock = ManualClock()
     d = tmp_path / "wal"
     w, _ = open_wal(d, clock=clock)

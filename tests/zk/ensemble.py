@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.conftest import free_port
 from tests.waiting import wait_until
-from zk.server import classpath
+from flume_og.zk.server import classpath
 
 
 def _srvr(port: int) -> str:

@@ -9,10 +9,10 @@ import pytest
 from kazoo.exceptions import NoAuthError
 from kazoo.security import OPEN_ACL_UNSAFE, Permissions
 
-from zk.acl import (AclPolicy, AuthFileError, Credential, managed_credentials,
+from flume_og.zk.acl import (AclPolicy, AuthFileError, Credential, managed_credentials,
                     protect_tree, read_auth_file)
-from zk.client import connect
-from zk.store import ConfigStore, LogicalConfig
+from flume_og.zk.client import connect
+from flume_og.zk.store import ConfigStore, LogicalConfig
 from tests.waiting import wait_until
 
 from tests.conftest import AclTree
@@ -246,7 +246,7 @@ def test_open_tree_gets_its_acls_once(zk_client, zk_server, zk_root):
 @pytest.fixture
 def in_process_master(zk_server, zk_root, tmp_path):
     """Start a Master (no HTTP) on the test ZooKeeper; removes its tree afterwards."""
-    from master.server import Master
+    from flume_og.master.server import Master
     made = []
 
     def start(wait=True):
@@ -271,7 +271,7 @@ def test_master_serves_before_the_tree_is_protected_and_skips_commits(
     (nodes create those znodes with the policy's ACL)."""
     import threading
 
-    from master import server as master_server
+    from flume_og.master import server as master_server
     m = connect(zk_server.connect_string, auth=MASTER)
     try:
         m.acl_policy = AclPolicy.for_master(zk_root, CREDS)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from kazoo.protocol.states import KazooState
 
-from zk.client import MAX_REQUEST_BYTES, RequestTooLargeError, ZkError
-from zk.store import ConfigStore
+from flume_og.zk.client import MAX_REQUEST_BYTES, RequestTooLargeError, ZkError
+from flume_og.zk.store import ConfigStore
 
 
 def test_oversized_requests_refused_without_losing_the_connection(zk_client, zk_root):
@@ -42,7 +42,7 @@ def test_oversized_requests_refused_without_losing_the_connection(zk_client, zk_
 
 def test_zk_errors_translates_kazoo_exceptions_and_keeps_its_own():
     from kazoo.exceptions import ConnectionLoss, NoNodeError
-    from zk.client import ConflictError, zk_errors
+    from flume_og.zk.client import ConflictError, zk_errors
     with pytest.raises(ZkError, match="^reading x: NoNodeError") as got:
         with zk_errors("reading x"):
             raise NoNodeError()
@@ -58,7 +58,7 @@ def test_zk_errors_translates_kazoo_exceptions_and_keeps_its_own():
 
 def test_wait_connected_is_true_at_once_when_connected_and_false_after_its_bound(zk_client):
     import time
-    from zk.client import Client, wait_connected
+    from flume_og.zk.client import Client, wait_connected
     assert wait_connected(zk_client, 0.0) and wait_connected(zk_client, 5.0)
     idle = Client(hosts="127.0.0.1:1")      # never started: never connected
     t = time.monotonic()
@@ -91,9 +91,9 @@ def test_the_store_raises_zk_errors_that_zk_code_still_reads_as_kazoo_ones(zk_se
     zk/ that catch NoNodeError keep working."""
     from kazoo.exceptions import NoNodeError
 
-    from zk.client import ZkError, connect, zk_errors
-    from zk.errors import CoordinationError
-    from zk.store import ConfigStore
+    from flume_og.zk.client import ZkError, connect, zk_errors
+    from flume_og.zk.errors import CoordinationError
+    from flume_og.zk.store import ConfigStore
     client = connect(zk_server.connect_string)
     store = ConfigStore(client, zk_root)
     try:

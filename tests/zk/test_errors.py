@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_a_zk_error_is_a_one_line_message_not_a_traceback(tmp_path):
     # the managed ZooKeeper cannot run: zk.server.ZooKeeperUnavailable, raised at start
     env = {**os.environ, "ZOOKEEPER_HOME": str(tmp_path / "nowhere")}
-    r = subprocess.run([sys.executable, "-m", "master.cli", "master", "--data-dir",
+    r = subprocess.run([sys.executable, "-m", "flume_og.master.cli", "master", "--data-dir",
                         str(tmp_path / "m"), "--http-port", "0"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, r.stderr

@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 
 from tests.zk.cutting_proxy import CuttingProxy
-from zk.client import ZkError, connect
-from zk.store import ConfigStore, LogicalConfig, _Retrying
+from flume_og.zk.client import ZkError, connect
+from flume_og.zk.store import ConfigStore, LogicalConfig, _Retrying
 
 
 @pytest.fixture

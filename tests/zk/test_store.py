@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from zk.store import ConfigStore
+from flume_og.zk.store import ConfigStore
 
 
 @pytest.mark.parametrize("raw", [b"", b"not json", b'"source sink"', b"[1, 2]", b"7"])

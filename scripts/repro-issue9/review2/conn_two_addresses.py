@@ -6,7 +6,7 @@ import sys, os, socket, time, selectors
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "../../..")))
 from thriftraw import append_packed, read_reply
-from node.codec import encode_events; from node.event import Event
+from flume_og.node.codec import encode_events; from node.event import Event
 port, secs = int(sys.argv[1]), float(sys.argv[2]); kind = sys.argv[3] if len(sys.argv) > 3 else "rpc"
 per = 256 if kind == "rpc" else 128
 sel = selectors.DefaultSelector(); reopened = 0

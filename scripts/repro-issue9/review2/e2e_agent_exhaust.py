@@ -6,7 +6,7 @@ import sys, os, socket, time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "../../..")))
 from thriftraw import append_group, read_reply
-from node.codec import encode_events; from node.event import Event
+from flume_og.node.codec import encode_events; from node.event import Event
 port, n = int(sys.argv[1]), int(sys.argv[2])
 payload = encode_events([Event(b"x", 1, 0, host="h")])
 c = socket.create_connection(("127.0.0.1", port), timeout=15); t0 = time.time(); last = b""

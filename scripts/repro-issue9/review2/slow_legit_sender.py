@@ -5,7 +5,7 @@ import sys, os, socket, time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "../../..")))
 from thriftraw import append_packed, read_reply
-from node.codec import encode_events; from node.event import Event
+from flume_og.node.codec import encode_events; from node.event import Event
 port, mib, rate = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]) * 1024
 n = int(mib * 1024 * 1024 / 1000)
 msg = append_packed(encode_events([Event(b"x" * 980, i, 0, host="slowsite") for i in range(n)]), n)

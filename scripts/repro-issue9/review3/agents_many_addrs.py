@@ -6,7 +6,7 @@ import sys, os, socket, time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "../../..")))
 from thriftraw import append_group, read_reply
-from node.codec import encode_events; from node.event import Event
+from flume_og.node.codec import encode_events; from node.event import Event
 port, naddr, per = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 keep, secs = (float(sys.argv[4]), float(sys.argv[5])) if len(sys.argv) > 5 else (0, 0)
 payload = encode_events([Event(b"x", 1, 0, host="h")])

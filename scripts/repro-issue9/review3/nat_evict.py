@@ -8,7 +8,7 @@ import sys, os, socket, time, selectors, threading
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "../../..")))
 from thriftraw import append_packed, read_reply
-from node.codec import encode_events; from node.event import Event
+from flume_og.node.codec import encode_events; from node.event import Event
 port, naddr, secs, nlegit, mib, kbps = (int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]),
                                         int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]))
 rate = kbps * 1024

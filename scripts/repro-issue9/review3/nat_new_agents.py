@@ -4,7 +4,7 @@ so not busy afterwards). How many groups are refused per minute, steady state an
 collector restart?  usage: nat_new_agents.py AGENTS PERIOD MINUTES"""
 import sys, os
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "../../..")))
-from node.e2e.collector import AgentTable, AgentLimits
+from flume_og.node.e2e.collector import AgentTable, AgentLimits
 agents, period, minutes = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 now = [0.0]; tab = AgentTable(clock=lambda: now[0]); lim = AgentLimits()
 nxt = {f"agent-{i}": i * period / agents for i in range(agents)}   # staggered

@@ -24,7 +24,7 @@ from flume_og.node.component import Metrics
 from flume_og.node.errors import FlumeError
 from flume_og.node.limits import RateLimitedLog, Refusals
 from flume_og.zk.acl import (AclPolicy, Credential, acl_of, lock_server, managed_credentials,
-                    protect_tree, set_quota)
+                             protect_tree, set_quota)
 from flume_og.zk.client import AccessDenied, connect, zk_errors
 from flume_og.zk.election import LeaderElection
 from flume_og.zk.registrations import Registrations

@@ -33,7 +33,7 @@ from functools import lru_cache
 from flume_og.node.errors import SpecError
 from flume_og.node.components import master_only
 from flume_og.node.spec import (Call, Decorated, Failover, FanOut, Let, Lit, SinkNode, format_sink,
-                       format_source, parse_sink, parse_source, sink_components)
+                                format_source, parse_sink, parse_source, sink_components)
 from flume_og.zk.client import ConflictError
 from flume_og.zk.store import ConfigStore, LogicalConfig
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from flume_og.node.errors import SpecError, SpecErrors, more_problems
 from flume_og.node.builder import validate_parts
 from flume_og.node.spec import (Definition, format_definition, format_sink, format_source, parse,
-                       parse_sink, parse_source)
+                                parse_sink, parse_source)
 
 from .errors import CommandError
 

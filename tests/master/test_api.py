@@ -217,6 +217,7 @@ def test_zookeeper_unreachable_answers_503(zk_server, zk_root, tmp_path):
     store = ConfigStore(own, zk_root)
     store.ensure_layout()
     svc = MasterService(store, tmp_path / "m")
+    svc.reconnect_seconds = 0.5      # the wait itself: tests/master/test_service.py
     try:
         with TestClient(create_app(svc)) as c:
             assert c.get("/api/status").status_code == 200

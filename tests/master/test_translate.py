@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flume_og.master.translate import (HashRing, World, chains, flows, retranslate,
-                              translate_config)
+                                       translate_config)
 from flume_og.node.errors import SinkError, SourceError
 from flume_og.node.builder import build_sink, build_source, validate_parts
 from flume_og.node.spec import parse_sink, parse_source

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flume_og.node.codec import (_ATTR, _HEAD, _RECORD, ATTR_ENTRY_BYTES, MAX_BATCH_BYTES,
-                        BatchTooLarge, decode_events, encode_events)
+                                 BatchTooLarge, decode_events, encode_events)
 from flume_og.node.decorators.batch import BATCH_ATTR, make_batch
 from flume_og.node.decorators.gzip import GZIP_ATTR
 from flume_og.node.errors import SpecError

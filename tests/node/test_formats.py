@@ -12,7 +12,7 @@ import zstandard
 
 from flume_og.node.event import Event, Priority
 from flume_og.node.formats import (AVRO_SCHEMA, FORMATS, Compression, OutputFormat, decode_json,
-                          event_from_avro, open_compressed, syslog_pri)
+                                   event_from_avro, open_compressed, syslog_pri)
 from flume_og.node.spec import Func, Lit
 
 TS = 1_600_000_000_123  # 2020-09-13 12:26:40.123 UTC

@@ -14,7 +14,7 @@ from flume_og.node.errors import SinkError, SourceError
 from flume_og.node.event import Event, Priority
 from flume_og.node.builder import build_sink, build_source
 from flume_og.node.rpc import (RpcClient, RpcServer, Status, decode_payload, encode_payload, idl,
-                      idl_path, result)
+                               idl_path, result)
 from flume_og.node.spec import parse_sink, parse_source
 from tests.waiting import wait_until as wait_for
 

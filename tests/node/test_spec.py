@@ -7,9 +7,9 @@ from flume_og.node.cli import load_checked_spec
 from flume_og.node.errors import MAX_MESSAGE_CHARS, MAX_SHOWN, QUOTE_CHARS, SpecError, SpecErrors
 from flume_og.node.builder import validate_parts
 from flume_og.node.spec import (MAX_COMPONENTS, MAX_DEPTH, MAX_SPEC_CHARS, Call, Decorated, Definition,
-                       Failover, FanOut, Func, Let, Lit, Spec, format_sink, format_spec,
-                       format_value, parse, parse_sink, parse_source, quote, unescape,
-                       walk_calls)
+                                Failover, FanOut, Func, Let, Lit, Spec, format_sink, format_spec,
+                                format_value, parse, parse_sink, parse_source, quote, unescape,
+                                walk_calls)
 
 
 def error_of(fn, text) -> SpecError:

@@ -18,7 +18,7 @@ import pytest
 
 from flume_og.node.errors import SpecError
 from flume_og.node.spec import (format_sink, format_source, format_spec, parse, parse_sink,
-                       parse_source)
+                                parse_source)
 
 CASES = Path(__file__).parent / "spec_cases"
 

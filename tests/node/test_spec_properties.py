@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from flume_og.node.errors import SpecError
 from flume_og.node.spec import (Call, Decorated, Definition, Failover, FanOut, Func, Let, Lit, Spec,
-                       format_sink, format_source, format_spec, parse, parse_sink,
-                       parse_source)
+                                format_sink, format_source, format_spec, parse, parse_sink,
+                                parse_source)
 
-SETTINGS = settings(max_examples=300, deadline=None,
+SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 KEYWORDS = ("let", "in", "true", "false", "roll", "collector")

@@ -7,7 +7,7 @@ import pytest
 
 from flume_og.node.event import Priority
 from flume_og.node.sources.syslog import (MALFORMED, NOHEADER, OK, SyslogFramer, parse_message,
-                                 parse_messages)
+                                          parse_messages)
 
 PEER = "192.0.2.77"
 

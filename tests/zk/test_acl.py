@@ -10,7 +10,7 @@ from kazoo.exceptions import NoAuthError
 from kazoo.security import OPEN_ACL_UNSAFE, Permissions
 
 from flume_og.zk.acl import (AclPolicy, AuthFileError, Credential, managed_credentials,
-                    protect_tree, read_auth_file)
+                             protect_tree, read_auth_file)
 from flume_og.zk.client import connect
 from flume_og.zk.store import ConfigStore, LogicalConfig
 from tests.waiting import wait_until

@@ -801,7 +801,9 @@ class BatchIds:
     :meth:`take` gives a batch, known by its encoded bytes, a new id -- unless a call of
     the same bytes failed (:meth:`unsettled`) and none answered OK since
     (:meth:`settle`): then the same id again, so that the receiver recognises the resend
-    (a DFO replay, a retry) of a batch it took or is still writing. At most ``limit``
+    (a DFO replay, a retry) of a batch it took or is still writing. A failure whose
+    outcome is unknown may name the receiver it happened at (:meth:`pinned`): the resend
+    goes there, since another receiver does not know the id. At most ``limit``
     unsettled batches are remembered (a 16-byte digest each), the oldest forgotten first.
     Bytes are hashed only after a failure and while some batch is unsettled.
     Thread-safe."""
@@ -810,24 +812,27 @@ class BatchIds:
         self.sender = f"{socket.gethostname()[:64]}/{name[:64]}/{secrets.token_hex(8)}"
         self.limit = limit
         self._next = 0
-        self._unsettled: OrderedDict[bytes, int] = OrderedDict()
+        # digest -> (number, receiver whose outcome is unknown or None, since when)
+        self._unsettled: OrderedDict[bytes, tuple[int, str | None, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def take(self, data: bytes) -> BatchId:
         with self._lock:
             if self._unsettled:
-                number = self._unsettled.get(_digest(data))
-                if number is not None:
-                    return BatchId(self.sender, number)
+                kept = self._unsettled.get(_digest(data))
+                if kept is not None:
+                    return BatchId(self.sender, kept[0])
             self._next += 1
             return BatchId(self.sender, self._next)
 
-    def unsettled(self, data: bytes, batch: BatchId) -> None:
+    def unsettled(self, data: bytes, batch: BatchId, at: str | None = None,
+                  since: float = 0.0) -> None:
         """A call of ``batch`` (of bytes ``data``) failed, maybe after the receiver took
-        it: keep its id for the resend."""
+        it: keep its id for the resend; ``at``: the receiver where its outcome is unknown
+        (since ``since``, monotonic), None if no receiver can have it."""
         key = _digest(data)
         with self._lock:
-            self._unsettled[key] = batch.number
+            self._unsettled[key] = (batch.number, at, since)
             self._unsettled.move_to_end(key)
             while len(self._unsettled) > self.limit:
                 self._unsettled.popitem(last=False)
@@ -838,6 +843,14 @@ class BatchIds:
             key = _digest(data)
             with self._lock:
                 self._unsettled.pop(key, None)
+
+    def pinned(self, data: bytes) -> tuple[str, float] | None:
+        """``(receiver, since)`` where a call of ``data`` has an unknown outcome, or None."""
+        if not self._unsettled:
+            return None
+        with self._lock:
+            kept = self._unsettled.get(_digest(data))
+        return (kept[1], kept[2]) if kept is not None and kept[1] is not None else None
 
     @property
     def pending(self) -> int:

@@ -81,6 +81,8 @@ CHAIN_COUNTERS = ("events_out", "bytes_out", "retries", "failovers", "dropped", 
 BE_LANES = 3        # batches in flight at once in best-effort mode
 PROBE_EVERY = 0.05  # seconds between two probes of a collector backing off (BE)
 PROBE_TIMEOUT = 1.0  # seconds a probe's connection may take
+# seconds a batch whose outcome at a collector is unknown is sent to that collector only
+UNKNOWN_PIN_SECONDS = 30.0
 CLOSE_GRACE = 5.0   # seconds BE's close waits for batches in flight before cutting them
 DFO_COUNTERS = ("spooled", "replayed", "spool_bytes", "send_errors", "corrupt", "disk_full",
                 "disk_free_bytes")
@@ -191,7 +193,15 @@ class CollectorChain(Sink):
     lane tries to connect to one (``PROBE_TIMEOUT`` at most; one probe at a time per
     collector, ``PROBE_EVERY`` apart; counted in ``probes``); if it connects the batch
     is sent there. A collector that comes back is used within ``PROBE_EVERY`` instead
-    of after the rest of its backoff, so a backlog sent meanwhile is not dropped."""
+    of after the rest of its backoff, so a backlog sent meanwhile is not dropped.
+
+    Unknown outcomes (not BE): a call that failed after its request was sent (a timeout,
+    a link cut while the collector wrote) is not tried on another collector, and its
+    resend (a DFO replay) goes to that same collector for ``UNKNOWN_PIN_SECONDS``: only
+    it knows the batch's id, so it answers "already taken" if it wrote it, where another
+    collector would write it a second time. Past that bound (a collector gone for good)
+    the batch goes to any collector, and may then be written twice. BE sends on to the
+    next collector at once: delivery first, a duplicate possible."""
 
     spec_name = "collectors"
 
@@ -220,8 +230,9 @@ class CollectorChain(Sink):
         self._cut = False
         if self.ids is None:
             self.ids = BatchIds(ctx.logical_name)
-        self.collectors = [CollectorEndpoint(h, p, self.timeout, Backoff(self.initial, self.maximum),
-                                     self.lanes) for h, p in self.addresses]
+        self.collectors = [CollectorEndpoint(h, p, self.timeout,
+                                             Backoff(self.initial, self.maximum), self.lanes)
+                           for h, p in self.addresses]
 
     def append(self, events: list[Event]) -> None:
         if events:
@@ -246,13 +257,21 @@ class CollectorChain(Sink):
         payload = gzip_payload(data) if self.compress else data
         batch = self.ids.take(data)
         now = self.ctx.clock.monotonic()
-        ready = [c for c in self.collectors if c.retry_at <= now]
-        if self.last_resort:
-            ready += [c for c in self.collectors if c.retry_at > now]
-        elif not ready and self.drop:
-            ready = self._probe(lane)
+        pin = None if self.drop else self.ids.pinned(data)
+        held = [c for c in self.collectors if pin is not None and c.address == pin[0]
+                and now - pin[1] < UNKNOWN_PIN_SECONDS]
+        if held:        # its outcome there is unknown: ask there again, and only there
+            ready = [c for c in held if c.retry_at <= now or self.last_resort]
+        else:
+            pin = None
+            ready = [c for c in self.collectors if c.retry_at <= now]
+            if self.last_resort:
+                ready += [c for c in self.collectors if c.retry_at > now]
+            elif not ready and self.drop:
+                ready = self._probe(lane)
         errors = []
-        unknown = False
+        unknown = pin is not None
+        unknown_at = pin[0] if pin is not None else None
         counters = _LockedCounters(self)
         for c in ready:
             client = c.clients[lane]
@@ -266,8 +285,12 @@ class CollectorChain(Sink):
                         self.retry_limit)
             except SinkError as exc:
                 errors.append(str(exc))
-                unknown = unknown or isinstance(exc, DeliveryUnknown)
                 self._failed(c, lane)
+                if isinstance(exc, DeliveryUnknown):
+                    unknown = True
+                    if not self.drop:
+                        unknown_at = c.address
+                        break      # another collector would write it twice if this one did
                 continue
             self.ids.settle(data)
             with self._lock:
@@ -282,7 +305,9 @@ class CollectorChain(Sink):
                 self.metrics.add("events_out", count)
                 self.metrics.add("bytes_out", len(payload))
             return
-        why = "; ".join(errors) if errors else "every collector is backing off"
+        why = "; ".join(errors) if errors else (
+            f"waiting to ask collector {unknown_at} again (the batch's outcome there is "
+            f"unknown)" if unknown_at else "every collector is backing off")
         with self._lock:
             self.metrics.add("errors")
             if self.drop:
@@ -293,7 +318,8 @@ class CollectorChain(Sink):
                     log.warning("agent (best effort): dropping events, no collector takes "
                                 "them: %s", why)
                 return
-        self.ids.unsettled(data, batch)
+        since = pin[1] if pin is not None and pin[0] == unknown_at else now
+        self.ids.unsettled(data, batch, unknown_at, since)
         error = DeliveryUnknown if unknown else SinkError
         raise error(f"no collector of {len(self.collectors)} took the batch: {why}")
 

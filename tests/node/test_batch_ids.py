@@ -298,6 +298,35 @@ def test_dfo_batch_in_flight_at_a_network_cut_is_written_once(make_ctx, tmp_path
     node.stop(10)
 
 
+def test_dfo_batch_cut_off_at_one_collector_is_not_written_by_another(make_ctx, tmp_path):
+    """A chain of two collectors; the link to the first breaks while it writes a batch.
+    The agent asks the first again (it alone knows the batch's id) instead of sending the
+    batch to the second, which would write it a second time (before: written by both)."""
+    first, first_port = slow_collector(tmp_path, "pin1", 5)    # 100 events: 0.5 s
+    second, second_port = slow_collector(tmp_path, "pin2", 0)
+    link = CuttableLink(first_port)
+    agent = opened(f'agentDFOChain("127.0.0.1:{link.port}", "127.0.0.1:{second_port}", '
+                   f'checkMs=50, maxMs=200)', make_ctx("agent"))
+    sender = threading.Thread(target=agent.append, args=(numbered(0, 100),))
+    sender.start()
+    wait_until(lambda: source_metrics(first).get("events_in", 0) == 100, 5,
+               "the first collector to take the batch")
+    link.cut()                                                # while it is being written
+    sender.join(10)
+    wait_until(lambda: agent.dfo.spool.empty and
+               set(range(100)) <= set(bodies("pin1") + bodies("pin2")), 15, "the batch delivered")
+    wait_until(lambda: bodies("pin1") == list(range(100)), 5, "the first collector's write")
+    assert bodies("pin2") == []                               # before: the batch again
+    assert agent.dfo.metrics.get("replayed") == 100
+    assert source_metrics(first)["duplicate_batches"] + source_metrics(first)["joined"] >= 1
+    agent.append(numbered(100, 5))
+    agent.close()
+    assert sorted(bodies("pin1") + bodies("pin2")) == list(range(105))
+    link.close()
+    first.stop(10)
+    second.stop(10)
+
+
 class Unanswered(Sink):
     """An inner sink whose calls get no answer within less than ``needs`` seconds."""
 

@@ -179,7 +179,10 @@ def test_a_disk_full_before_the_first_open_holds_the_flow_until_space_returns(
         assert row.get("state") != "ERROR", f"the flow failed: {row.get('last_error')}"
         return row.get("state") == "ACTIVE" and "disk full" in (row.get("last_error") or "")
     wait_until(waiting_for_space, 30, "the agent waiting for space")
-    assert output_lines(out) == []
+    if sink == "agentE2ESink":
+        # E2E writes its WAL before sending: nothing leaves. DFO sends to a live collector
+        # at once; what waits is the commit of the source's position (checkpoint.json)
+        assert output_lines(out) == []
     filler.unlink()
     expected = {b"counter %07d" % i for i in range(1000)}
     wait_until(lambda: set(output_lines(out)) >= expected, 30, "every counter delivered")

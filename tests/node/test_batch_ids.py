@@ -273,6 +273,17 @@ class CuttableLink:
         self.cut()
 
 
+def cut_while_written(agent, collector: LogicalNode, link: CuttableLink) -> None:
+    """``agent`` appends 100 events; the link is cut once ``collector`` took them (while
+    it writes them); returns when the append returned."""
+    sender = threading.Thread(target=agent.append, args=(numbered(0, 100),))
+    sender.start()
+    wait_until(lambda: source_metrics(collector).get("events_in", 0) == 100, 5,
+               "the collector to take the batch")
+    link.cut()
+    sender.join(10)
+
+
 def test_dfo_batch_in_flight_at_a_network_cut_is_written_once(make_ctx, tmp_path):
     """The link breaks while the collector writes a batch: the agent cannot know whether
     it arrived, spools and replays it -- and the collector answers the replay without
@@ -281,12 +292,7 @@ def test_dfo_batch_in_flight_at_a_network_cut_is_written_once(make_ctx, tmp_path
     link = CuttableLink(port)
     agent = opened(f'agentDFOSink("127.0.0.1", {link.port}, checkMs=50, maxMs=200)',
                    make_ctx("agent"))
-    sender = threading.Thread(target=agent.append, args=(numbered(0, 100),))
-    sender.start()
-    wait_until(lambda: source_metrics(node).get("events_in", 0) == 100, 5,
-               "the collector to take the batch")
-    link.cut()                                                # while it is being written
-    sender.join(10)
+    cut_while_written(agent, node, link)
     assert agent.metrics["spooled"] == 100
     wait_until(lambda: agent.dfo.spool.empty and agent.dfo.metrics.get("replayed") == 100,
                10, "the replay")
@@ -307,12 +313,7 @@ def test_dfo_batch_cut_off_at_one_collector_is_not_written_by_another(make_ctx, 
     link = CuttableLink(first_port)
     agent = opened(f'agentDFOChain("127.0.0.1:{link.port}", "127.0.0.1:{second_port}", '
                    f'checkMs=50, maxMs=200)', make_ctx("agent"))
-    sender = threading.Thread(target=agent.append, args=(numbered(0, 100),))
-    sender.start()
-    wait_until(lambda: source_metrics(first).get("events_in", 0) == 100, 5,
-               "the first collector to take the batch")
-    link.cut()                                                # while it is being written
-    sender.join(10)
+    cut_while_written(agent, first, link)
     wait_until(lambda: agent.dfo.spool.empty and
                set(range(100)) <= set(bodies("pin1") + bodies("pin2")), 15, "the batch delivered")
     wait_until(lambda: bodies("pin1") == list(range(100)), 5, "the first collector's write")

@@ -96,7 +96,7 @@ def raw(port: int, head: bytes, body_bytes: int = 0, chunk: bytes = b"x" * 65536
         s.setblocking(True)
         s.settimeout(timeout)
         try:
-            while b"\r\n\r\n" not in answer:
+            while not _whole(answer):     # the head, then the body it announces
                 more = s.recv(65536)
                 if not more:
                     break
@@ -104,6 +104,19 @@ def raw(port: int, head: bytes, body_bytes: int = 0, chunk: bytes = b"x" * 65536
         except (ConnectionResetError, TimeoutError):
             pass
     return answer, time.monotonic() - t0
+
+
+def _whole(answer: bytes) -> bool:
+    """Whether ``answer`` holds an answer's head and as much body as its Content-Length
+    says (the body may come in a later segment than the head)."""
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip() or 0)
+    return True
 
 
 def post_head(port: int, length: int, token: bool, host: str = "127.0.0.1") -> bytes:

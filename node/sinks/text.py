@@ -30,7 +30,7 @@ from ..checkpoint import Checkpoint
 from ..component import NodeContext, Sink
 from ..errors import SinkError
 from ..formats import OutputFormat
-from ..registry import NonEmpty, sink
+from ..registry import LiteralPath, sink
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class TextSink(Sink):
     """Appends to the local file ``file`` in ``format``; exactly once across crashes (see
     the module docstring)."""
 
-    def __init__(self, file: NonEmpty, format: OutputFormat = OutputFormat.get("raw")):
+    def __init__(self, file: LiteralPath, format: OutputFormat = OutputFormat.get("raw")):
         super().__init__()
         self.file = file
         self.format = OutputFormat.of(format, "raw")

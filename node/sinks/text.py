@@ -14,6 +14,9 @@ Details:
 * The cut happens once per path per checkpoint store in a process: a sink reopened in the
   same process (``roll``, ``stubbornAppend``) keeps the bytes its predecessor wrote, whose
   events the running source will not send again.
+* Every append is handed to the OS when it returns (one write per batch, as rsyslog's
+  ``flushOnTXEnd``), so what the sink took is readable in the file at once whatever the
+  rate; an Avro container ends a block there.
 * ``flush`` is enough against a process crash; ``close`` also fsyncs.
 * Unlike OG (which overwrote the file), the file is appended to: restarts must not erase
   output. A container format (``avrodata``) is appended to as a continuation of the
@@ -89,6 +92,7 @@ class TextSink(Sink):
     def append(self, events) -> None:
         try:
             n = self.writer.write(events)
+            self.writer.flush()     # visible at once, as rsyslog's flushOnTXEnd
         except (OSError, ValueError) as exc:
             self.metrics.add("errors")
             raise SinkError(f"text: cannot write {self.path}: {exc}") from exc

@@ -9,10 +9,8 @@ import gc
 import ipaddress
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from flume_og.zk.errors import CoordinationError
 from . import config_file, logs
 from .errors import FlumeError, SpecError
 from .logical_node import LogicalNode, State
+from .shutdown import StopSignals
 from .components import all_components
 from .builder import validate_parts
 from .spec import Definition, format_spec, parse, parse_source
@@ -113,32 +112,28 @@ def run_one_shot(definitions: list[Definition], data_dir: Path | None, physical:
     """Run the flows until every source is exhausted or a signal asks to stop; with
     ``http_port``, serve the status page meanwhile."""
     nodes = []
-    stop = threading.Event()
     server = None
     if http_port is not None:
         server = _one_shot_status_server(nodes, physical, http_port, http_bind)
-
-    def on_signal(signum, _frame):
-        log.info("stopping on signal %s", signal.Signals(signum).name)
-        stop.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    signals = StopSignals()
     try:
         for d in definitions:
+            if signals.requested:
+                break
             node = LogicalNode(d.name, data_dir, physical_name=physical, allow_exec=allow_exec)
             node.configure(d.source, d.sink)
             nodes.append(node)
-        while not stop.is_set():
+        while not signals.wait(0.1):
             if all(n.state in (State.IDLE, State.ERROR) for n in nodes):
                 break
-            stop.wait(0.1)
+        if signals.requested:
+            log.info("stopping on signal %s", signals.signal_name)
         for n in nodes:
             n.stop()
     finally:
         for n in nodes:
             n.stop()
-        for s, h in old.items():
-            signal.signal(s, h)
+        signals.restore()
         if server is not None:
             server.stop()
     failed = [n for n in nodes if n.state is State.ERROR]
@@ -271,9 +266,7 @@ def run_managed(args, data_dir: Path, physical: str) -> int:
                 f"node credential only to local nodes of a master without a token: pass "
                 f"--zk-auth-file FILE (a master managing ZooKeeper writes it to "
                 f"zk-auth-node in its data directory)")
-    stop = threading.Event()
-    for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, lambda *_: stop.set())
+    signals = StopSignals()
     node = PhysicalNode(physical, hosts, root, data_dir=data_dir / "node" / physical,
                         allow_exec=args.allow_exec, zk_auth=auth,
                         http_port=DEFAULT_HTTP_PORT if args.http_port is None
@@ -281,8 +274,9 @@ def run_managed(args, data_dir: Path, physical: str) -> int:
                         advertise=args.advertise)
     node.start()
     try:
-        while not stop.wait(0.5):
+        while not signals.wait(0.5):
             pass
+        log.info("stopping on signal %s", signals.signal_name)
     finally:
         node.stop()
     return 0

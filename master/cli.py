@@ -15,6 +15,7 @@ log = logging.getLogger("flume")
 
 def cmd_master(args) -> int:
     from flume_og.zk.acl import ROLES, AuthFileError, read_auth_file
+    from flume_og.zk.client import TlsSettingsError
 
     from flume_og.node.http_server import TlsError
 
@@ -28,8 +29,9 @@ def cmd_master(args) -> int:
                         zk_insecure=args.zk_insecure, zk_bind=args.zk_bind,
                         zk_heap_mb=args.zk_heap_mb, advertise=args.advertise,
                         tls=_tls(args), insecure_http=args.insecure_http,
+                        zk_tls=node_cli.zk_tls_settings(args), zk_server_tls=_zk_server_tls(args),
                         **_http_options(args))
-    except (MasterConfigError, AuthFileError, TlsError) as exc:
+    except (MasterConfigError, AuthFileError, TlsError, TlsSettingsError) as exc:
         print(f"flume master: {exc}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -75,6 +77,7 @@ def build_parser():
                    help="ZooKeeper credentials, lines master=USER:PASSWORD and "
                    "node=USER:PASSWORD, mode 0600 (default $FLUME_ZK_AUTH_FILE; the managed "
                    "ZooKeeper generates them in the data directory: zk-auth, zk-auth-node)")
+    node_cli.add_zk_tls_options(m)
     m.add_argument("--zk-insecure", action="store_true",
                    help="use the --zk ensemble without credentials and ACLs (anyone "
                    "reaching ZooKeeper can then rewrite every spec)")
@@ -143,6 +146,19 @@ def _tls(args):
     if not (args.tls_cert and args.tls_key):
         raise MasterConfigError("--tls-cert and --tls-key go together")
     return tls_context(args.tls_cert, args.tls_key, args.tls_client_ca)
+
+
+def _zk_server_tls(args):
+    """With ``--zk-tls-*`` and no ``--zk``: the managed ZooKeeper serves TLS only, with
+    the REST API's certificate and key."""
+    from flume_og.zk.server import ServerTls
+    from .server import MasterConfigError
+    if args.zk or not (args.zk_tls_ca or args.zk_tls_cert):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise MasterConfigError("the managed ZooKeeper serves TLS with the master's "
+                                "certificate: give --tls-cert FILE --tls-key FILE too")
+    return ServerTls(args.tls_cert, args.tls_key)
 
 
 def _http_options(args) -> dict:

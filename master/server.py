@@ -165,7 +165,7 @@ class Master:
                  allowed_hosts: tuple[str, ...] = (), max_body: int | None = None,
                  limits=None, zk_heap_mb: int = DEFAULT_HEAP_MB,
                  advertise: str | None = None, tls=None, insecure_http: bool = False,
-                 zk_tls=None):
+                 zk_tls=None, zk_server_tls=None):
         """``zk_auth``: the master and node credentials (zk/acl.py); without them the
         managed ZooKeeper uses generated ones, and an external ensemble is refused unless
         ``zk_insecure`` (its tree is then open to anyone reaching ZooKeeper).
@@ -177,8 +177,9 @@ class Master:
         ``tls``: the server context of the REST API and console
         (:func:`node.http_server.tls_context`); listening beyond loopback without it is
         refused unless ``insecure_http`` (tokens would cross the network in clear).
-        ``zk_tls``: how to reach ZooKeeper over TLS (:class:`zk.client.TlsSettings`); a
-        managed ZooKeeper then serves TLS only, with the same files."""
+        ``zk_tls``: how to reach ZooKeeper over TLS (:class:`zk.client.TlsSettings`);
+        ``zk_server_tls``: the files a managed ZooKeeper serves TLS only with
+        (:class:`zk.server.ServerTls`)."""
         if not is_loopback(bind) and not token:
             raise MasterConfigError(
                 f"refusing to listen on {bind} without an access token: create one "
@@ -224,6 +225,7 @@ class Master:
         self.advertise = advertise
         self.tls = tls
         self.zk_tls = zk_tls
+        self.zk_server_tls = zk_server_tls
         self.zk_metrics = Metrics()
         self.acl: AclPolicy | None = None
         self.managed_zk: ManagedZooKeeper | None = None
@@ -237,12 +239,14 @@ class Master:
             self.zk_auth = self.zk_auth or managed_credentials(self.data_dir)
             self.managed_zk = ManagedZooKeeper(
                 self.data_dir / "zookeeper", port=self.zk_port, host=self.zk_bind,
-                super_digest=self.zk_auth["master"].id.id, heap_mb=self.zk_heap_mb)
+                super_digest=self.zk_auth["master"].id.id, heap_mb=self.zk_heap_mb,
+                tls=self.zk_server_tls)
             self.managed_zk.start()
             self.managed_zk.supervise()
             self.zk_hosts = self.managed_zk.connect_string
         self.client = connect(self.zk_hosts,
-                              auth=self.zk_auth["master"] if self.zk_auth else None)
+                              auth=self.zk_auth["master"] if self.zk_auth else None,
+                              tls=self.zk_tls)
         if self.zk_auth:
             self.acl = self.client.acl_policy = AclPolicy.for_master(self.root, self.zk_auth)
         else:
@@ -322,9 +326,10 @@ class Master:
             (``user:password``), given only by a loopback master without a token;
             ``zookeeper``: the managed server (alive, restarts, last exit status, heap;
             None for an external ensemble); ``refused``: node registrations this master
-            refused or repaired while leader (``refused_registration_*``)."""
+            refused or repaired while leader (``refused_registration_*``); ``zk_tls``:
+            ZooKeeper is reached over TLS."""
             return {"zk": self.zk_advertised, "root": self.root, "master": self.name,
-                    "acl": self.acl is not None,
+                    "acl": self.acl is not None, "zk_tls": self.zk_tls is not None,
                     "zk_auth": f"{node_cred.user}:{node_cred.password}" if node_cred
                     else None,
                     "zookeeper": self.managed_zk.state() if self.managed_zk else None,

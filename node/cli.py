@@ -188,20 +188,31 @@ def cmd_node(args) -> int:
                         http_port=args.http_port, http_bind=args.http_bind)
 
 
-def zk_from_master(url: str) -> tuple[str, str, bool, str | None]:
+def zk_from_master(url: str, ca: str | None = None) -> tuple[str, str, bool, str | None,
+                                                            bool]:
     """Ask a master where the configuration lives: (ZooKeeper ensemble, root, whether the
-    tree is protected by ACLs, the node credential ``user:password`` if it hands it out)."""
+    tree is protected by ACLs, the node credential ``user:password`` if it hands it out,
+    whether ZooKeeper serves TLS only). ``ca``: the CA of an https master's
+    certificate (default: the system's)."""
     import httpx
+    from .http_server import TlsError, client_context, tls_problem
     try:
-        r = httpx.get(url.rstrip("/") + "/api/cluster", timeout=10)
+        verify = client_context(ca) if ca else True
+        r = httpx.get(url.rstrip("/") + "/api/cluster", timeout=10, verify=verify)
         r.raise_for_status()
         info = r.json()
+    except TlsError as exc:
+        raise UsageError(str(exc)) from None
     except (httpx.HTTPError, ValueError) as exc:
+        problem = tls_problem(exc, url)
+        if problem is not None:
+            raise UsageError(problem.replace("--ca FILE (or $FLUME_CA)",
+                                             "--master-ca FILE (or $FLUME_CA)")) from None
         raise UsageError(f"cannot reach the master at {url}: {exc}; give --zk instead or "
                          f"start the master first") from None
     check_reachable_zk(url, info["zk"])
     return (info["zk"], info.get("root", "/flume"), bool(info.get("acl")),
-            info.get("zk_auth"))
+            info.get("zk_auth"), bool(info.get("zk_tls")))
 
 
 def _own_addresses(host: str) -> bool | None:
@@ -254,14 +265,39 @@ def node_credential(args):
         raise UsageError(str(exc)) from None
 
 
+def add_zk_tls_options(command: argparse.ArgumentParser) -> None:
+    """``--zk-tls-ca``, ``--zk-tls-cert``, ``--zk-tls-key``: ZooKeeper over TLS."""
+    command.add_argument("--zk-tls-ca", metavar="FILE",
+                         help="reach ZooKeeper over TLS (its secureClientPort), checking "
+                         "its certificate against this PEM CA bundle; the certificate must "
+                         "name the host in the connect string")
+    command.add_argument("--zk-tls-cert", metavar="FILE",
+                         help="PEM client certificate for an ensemble that asks for one "
+                         "(ssl.clientAuth=need); needs --zk-tls-key, implies TLS")
+    command.add_argument("--zk-tls-key", metavar="FILE",
+                         help="PEM private key of --zk-tls-cert")
+
+
+def zk_tls_settings(args):
+    """The :class:`zk.client.TlsSettings` of the ``--zk-tls-*`` flags, or None (plain)."""
+    if not (args.zk_tls_ca or args.zk_tls_cert or args.zk_tls_key):
+        return None
+    from flume_og.zk.client import TlsSettings
+    return TlsSettings(args.zk_tls_ca, args.zk_tls_cert, args.zk_tls_key)
+
+
 def run_managed(args, data_dir: Path, physical: str) -> int:
     """Run a physical node managed by the masters until SIGTERM / Ctrl-C."""
     from .physical_node import PhysicalNode
     auth = node_credential(args)
+    tls = zk_tls_settings(args)
     if args.zk:
         hosts, root = args.zk, args.zk_root
     else:
-        hosts, root, protected, served = zk_from_master(args.master)
+        hosts, root, protected, served, zk_tls = zk_from_master(args.master, args.master_ca)
+        if zk_tls and tls is None:
+            from flume_og.zk.client import TlsSettings
+            tls = TlsSettings()      # the system's CAs; --zk-tls-ca for a private CA
         if auth is None and served:
             from flume_og.zk.acl import Credential
             auth = Credential.parse(served, f"the node credential from {args.master}")
@@ -278,7 +314,7 @@ def run_managed(args, data_dir: Path, physical: str) -> int:
                         allow_exec=args.allow_exec, zk_auth=auth,
                         http_port=DEFAULT_HTTP_PORT if args.http_port is None
                         else args.http_port, http_bind=args.http_bind,
-                        advertise=args.advertise)
+                        advertise=args.advertise, zk_tls=tls)
     node.start()
     try:
         while not stop.wait(0.5):
@@ -328,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "http://127.0.0.1:35871"),
                    help="a master's URL, asked where ZooKeeper is (default "
                    "$FLUME_MASTER or http://127.0.0.1:35871)")
+    n.add_argument("--master-ca", metavar="FILE", default=os.environ.get("FLUME_CA"),
+                   help="PEM CA bundle of an https master's certificate (default $FLUME_CA, "
+                   "else the system's CAs)")
     n.add_argument("--zk", metavar="CONNECT", help="ZooKeeper ensemble host:port,... "
                    "(instead of asking a master)")
     n.add_argument("--zk-root", default="/flume", help="root znode (default /flume)")
@@ -336,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file holding the node's ZooKeeper credential, a line "
                    "node=USER:PASSWORD, mode 0600 (default $FLUME_ZK_AUTH_FILE; without it "
                    "a node asks a local master without a token for it)")
+    add_zk_tls_options(n)
     n.add_argument("--http-port", type=int, default=None,
                    help=f"status page port (default {DEFAULT_HTTP_PORT}, or the next free "
                    f"one; 0 picks any free port); a one-shot node serves a status page "

@@ -70,14 +70,16 @@ class PhysicalNode:
     def __init__(self, name: str, zk_hosts: str, root: str = "/flume",
                  data_dir: Path | None = None, allow_exec: bool = False,
                  http_port: int | None = None, http_bind: str = "127.0.0.1",
-                 zk_auth: Credential | None = None, advertise: str | None = None):
+                 zk_auth: Credential | None = None, advertise: str | None = None,
+                 zk_tls=None):
         """``zk_auth``: the node role's ZooKeeper credential (zk/acl.py); needed when the
         masters protect the tree with ACLs. ``advertise``: the address other hosts reach
         this node at, registered as its ``host`` (the masters write it into the chains
         and logical sinks that point at this node's collectors); default: the host
-        name."""
+        name. ``zk_tls``: reach ZooKeeper over TLS (:class:`zk.client.TlsSettings`)."""
         self.name = name
         self.zk_auth = zk_auth
+        self.zk_tls = zk_tls
         self.zk_hosts = zk_hosts
         self.root = root
         self.data_dir = Path(data_dir) if data_dir else None
@@ -107,7 +109,7 @@ class PhysicalNode:
     def start(self) -> "PhysicalNode":
         if self.http_port is not None:
             self._start_status_server()
-        self.client = connect(self.zk_hosts, auth=self.zk_auth)
+        self.client = connect(self.zk_hosts, auth=self.zk_auth, tls=self.zk_tls)
         self.store = ConfigStore(self.client, self.root)
         self.store.on_new_session(self._on_new_session)
         try:

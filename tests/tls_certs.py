@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
+from cryptography.hazmat.primitives import serialization
 
 
 @dataclass
@@ -29,7 +30,11 @@ def issue(directory: Path, *names: str, ca: trustme.CA | None = None,
     leaf.cert_chain_pems[0].write_to_path(str(files.cert))
     for extra in leaf.cert_chain_pems[1:]:
         extra.write_to_path(str(files.cert), append=True)
-    leaf.private_key_pem.write_to_path(str(files.key))
+    # PKCS#8 (BEGIN PRIVATE KEY), as openssl writes keys: the only form ZooKeeper reads
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), None)
+    files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                            serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
     files.key.chmod(0o600)
     ca.cert_pem.write_to_path(str(files.ca))
     return files, ca

@@ -109,14 +109,16 @@ def cmd_components(args) -> int:
 
 def run_one_shot(definitions: list[Definition], data_dir: Path | None, physical: str,
                  allow_exec: bool, http_port: int | None = None,
-                 http_bind: str = "127.0.0.1") -> int:
+                 http_bind: str = "127.0.0.1", http_tls=None,
+                 http_insecure: bool = False) -> int:
     """Run the flows until every source is exhausted or a signal asks to stop; with
     ``http_port``, serve the status page meanwhile."""
     nodes = []
     stop = threading.Event()
     server = None
     if http_port is not None:
-        server = _one_shot_status_server(nodes, physical, http_port, http_bind)
+        server = _one_shot_status_server(nodes, physical, http_port, http_bind, http_tls,
+                                         http_insecure)
 
     def on_signal(signum, _frame):
         log.info("stopping on signal %s", signal.Signals(signum).name)
@@ -147,7 +149,8 @@ def run_one_shot(definitions: list[Definition], data_dir: Path | None, physical:
     return 1 if failed else 0
 
 
-def _one_shot_status_server(nodes: list[LogicalNode], physical: str, port: int, bind: str):
+def _one_shot_status_server(nodes: list[LogicalNode], physical: str, port: int, bind: str,
+                            tls=None, insecure: bool = False):
     from .metrics import summarize
     from .status_server import StatusServer
     started = int(time.time() * 1000)
@@ -161,7 +164,7 @@ def _one_shot_status_server(nodes: list[LogicalNode], physical: str, port: int, 
         return {"physical": physical, "host": socket.gethostname(), "pid": os.getpid(),
                 "started": started, "logical": logical, "updated": int(time.time() * 1000)}
     try:
-        return StatusServer(status, bind, port).start()
+        return StatusServer(status, bind, port, tls=tls, insecure=insecure).start()
     except OSError as exc:
         log.warning("no status page: cannot listen on %s:%s: %s", bind, port,
                     exc.strerror or exc)
@@ -169,10 +172,15 @@ def _one_shot_status_server(nodes: list[LogicalNode], physical: str, port: int, 
 
 
 def cmd_node(args) -> int:
+    from .http_server import TlsError, tls_context
     from .status_server import UnsafeBindError, check_bind
+    if bool(args.http_tls_cert) != bool(args.http_tls_key):
+        raise UsageError("--http-tls-cert and --http-tls-key go together")
     try:
-        check_bind(args.http_bind)
-    except UnsafeBindError as exc:
+        args.http_tls = (tls_context(args.http_tls_cert, args.http_tls_key)
+                         if args.http_tls_cert else None)
+        check_bind(args.http_bind, args.http_tls is not None, args.http_insecure)
+    except (UnsafeBindError, TlsError) as exc:
         raise UsageError(str(exc)) from None
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     physical = args.name or socket.gethostname()
@@ -185,7 +193,8 @@ def cmd_node(args) -> int:
     if not spec.definitions:
         raise UsageError("the spec defines no logical node")
     return run_one_shot(list(spec.definitions), data_dir, physical, args.allow_exec,
-                        http_port=args.http_port, http_bind=args.http_bind)
+                        http_port=args.http_port, http_bind=args.http_bind,
+                        http_tls=args.http_tls, http_insecure=args.http_insecure)
 
 
 def zk_from_master(url: str, ca: str | None = None) -> tuple[str, str, bool, str | None,
@@ -314,7 +323,8 @@ def run_managed(args, data_dir: Path, physical: str) -> int:
                         allow_exec=args.allow_exec, zk_auth=auth,
                         http_port=DEFAULT_HTTP_PORT if args.http_port is None
                         else args.http_port, http_bind=args.http_bind,
-                        advertise=args.advertise, zk_tls=tls)
+                        advertise=args.advertise, zk_tls=tls, http_tls=args.http_tls,
+                        http_insecure=args.http_insecure)
     node.start()
     try:
         while not stop.wait(0.5):
@@ -381,8 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
                    f"one; 0 picks any free port); a one-shot node serves a status page "
                    f"only when given this option")
     n.add_argument("--http-bind", default="127.0.0.1", metavar="ADDRESS",
-                   help="address the status page listens on (default 127.0.0.1); a "
-                   "loopback address only: the page has no access control")
+                   help="address the status page listens on (default 127.0.0.1); "
+                   "beyond loopback only with --http-tls-cert/--http-tls-key or "
+                   "--http-insecure: the page shows every spec and counter")
+    n.add_argument("--http-tls-cert", metavar="FILE",
+                   help="PEM certificate to serve the status page over HTTPS")
+    n.add_argument("--http-tls-key", metavar="FILE", help="PEM private key of --http-tls-cert")
+    n.add_argument("--http-insecure", action="store_true",
+                   help="serve the status page in plain HTTP beyond loopback (default: "
+                   "refused)")
     n.add_argument("--advertise", metavar="HOST",
                    help="address or name other hosts reach this node at: agents of other "
                    "hosts send to this node's collectors there (default: the host name, "

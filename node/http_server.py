@@ -25,11 +25,14 @@ lines. The master's REST API and console run on it, and so does the node's statu
   waiting connections are accepted with a reserved descriptor and closed at once, instead
   of asyncio's loop, which retries accept() ``backlog`` times per wake-up and logs each
   failure (100 % CPU and thousands of identical lines a second);
-* **logs**: uvicorn's warnings (one per bad request) are rate-limited.
+* **logs**: uvicorn's warnings (one per bad request) are rate-limited;
+* **TLS** (``server(tls=...)``): the connection takes its slot at accept, and the
+  handshake and the request head together must end within ``header_timeout``
+  (``refused_handshake_timeout`` when the handshake is what did not end).
 
 Every refusal is counted in ``metrics`` (``refused_connections``,
 ``refused_peer_connections``, ``refused_evicted``, ``refused_header_timeout``,
-``refused_body_timeout``, ``refused_descriptors``) and logged, rate-limited.
+``refused_body_timeout``, ``refused_handshake_timeout``, ``refused_descriptors``) and logged, rate-limited.
 """
 from __future__ import annotations
 

@@ -26,8 +26,9 @@ Every refusal is counted (``status_page`` in ``/status.json``, the HTML page and
 (:class:`node.limits.Refusals`).
 
 It binds 127.0.0.1 by default and refuses any address that is not loopback
-(:class:`UnsafeBindError`): the page has no access control and shows every spec and
-counter; reach it remotely through SSH or a reverse proxy that authenticates. It answers
+(:class:`UnsafeBindError`) unless it serves TLS (``tls``) or plain HTTP is opted in
+(``insecure``): the page has no access control and shows every spec and counter; reach
+it remotely through SSH or a reverse proxy that authenticates, or over TLS. It answers
 421 to a ``Host`` header that names another site (:class:`node.hosts.HostPolicy`: DNS
 rebinding). Specs are shown with the passwords of their URLs hidden
 (:func:`node.redact.redact`). When the port is

@@ -183,6 +183,9 @@ class Cluster:
             "master", "--zk", self.zk_connect, "--zk-auth-file", str(self.master_auth),
             "--bind", self.addr(host), "--http-port", str(MASTER_PORT),
             "--token-file", str(self.tmp / "token"),
+            # the namespaces' bridge is the harness's own network: plain HTTP is opted in
+            # (TLS of the REST API has its own tests, tests/master/test_tls.py)
+            "--insecure-http",
             "--data-dir", str(self.tmp / "data" / host)), self.tmp / "logs" / f"{host}.log")
         return self.procs[host]
 

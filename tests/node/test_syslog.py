@@ -1,4 +1,6 @@
-"""Syslog message parsing (RFC 3164, RFC 5424, malformed) and TCP framing (LF, RFC 6587)."""
+"""Syslog message parsing (RFC 3164, RFC 5424, malformed) and TCP framing (LF, RFC 6587).
+
+The body is the MSG part and the header fields are attributes (docs/syslog.md)."""
 from __future__ import annotations
 
 import datetime
@@ -6,8 +8,8 @@ import datetime
 import pytest
 
 from flume_og.node.event import Priority
-from flume_og.node.sources.syslog import (MALFORMED, NOHEADER, OK, SyslogFramer, parse_message,
-                                          parse_messages)
+from flume_og.node.sources.syslog_parse import (MALFORMED, NOHEADER, OK, SyslogFramer,
+                                                parse_message, parse_messages)
 
 PEER = "192.0.2.77"
 
@@ -33,8 +35,9 @@ def test_3164_rfc_example():
     raw = b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8"
     ev, status = parse(raw)
     assert status == OK
-    assert ev.body == raw
-    assert ev.attrs == {"syslogfacility": b"4", "syslogseverity": b"2"}
+    assert ev.body == b"'su root' failed for lonvick on /dev/pts/8"
+    assert ev.attrs == {"syslogfacility": b"4", "syslogseverity": b"2",
+                        "syslog.hostname": b"mymachine", "syslog.appname": b"su"}
     assert ev.priority is Priority.FATAL
     assert ev.host == "mymachine"
     # October 11th is more than a day after June 15th: last year
@@ -46,7 +49,9 @@ def test_3164_space_padded_day_and_this_year():
     ev, status = parse(raw)
     assert status == OK
     assert ev.host == "10.0.0.99"
-    assert ev.attrs == {"syslogfacility": b"1", "syslogseverity": b"5"}
+    assert ev.body == b"Use the BFG!"
+    assert ev.attrs == {"syslogfacility": b"1", "syslogseverity": b"5",
+                        "syslog.hostname": b"10.0.0.99"}
     assert ev.priority is Priority.INFO
     assert ev.timestamp == local_ms(2024, 2, 5, 17, 32, 18)
 
@@ -77,16 +82,18 @@ def test_3164_impossible_date_uses_arrival_time():
 def test_3164_tag_without_hostname_uses_peer():
     ev, status = parse(b"<13>Feb  5 17:32:18 su: message")
     assert status == OK
-    assert ev.host == PEER
+    assert ev.host == PEER and ev.body == b"message"
+    assert "syslog.hostname" not in ev.attrs and ev.attrs["syslog.appname"] == b"su"
     ev, _ = parse(b"<13>Feb  5 17:32:18 sshd[123]: message")
-    assert ev.host == PEER
+    assert ev.host == PEER and ev.body == b"message"
+    assert ev.attrs["syslog.appname"] == b"sshd" and ev.attrs["syslog.procid"] == b"123"
 
 
 def test_3164_pri_without_header():
     raw = b"<11>something happened"
     ev, status = parse(raw)
     assert status == NOHEADER
-    assert ev.body == raw
+    assert ev.body == b"something happened"
     assert ev.attrs == {"syslogfacility": b"1", "syslogseverity": b"3"}
     assert ev.priority is Priority.ERROR
     assert ev.host == PEER
@@ -105,19 +112,21 @@ def test_severity_to_priority(sev, prio):
 
 def test_pri_extremes():
     ev, status = parse(b"<0>Oct 11 22:14:15 h m")
-    assert status == OK and ev.attrs == {"syslogfacility": b"0", "syslogseverity": b"0"}
+    assert status == OK and ev.attrs == {"syslogfacility": b"0", "syslogseverity": b"0",
+                                         "syslog.hostname": b"h"}
     ev, status = parse(b"<191>Oct 11 22:14:15 h m")
-    assert status == OK and ev.attrs == {"syslogfacility": b"23", "syslogseverity": b"7"}
+    assert status == OK and ev.attrs == {"syslogfacility": b"23", "syslogseverity": b"7",
+                                         "syslog.hostname": b"h"}
 
 
 @pytest.mark.parametrize("raw", [b"", b"hello world", b"<>x", b"<12", b"<192>x", b"<999>x",
-                                 b"<1a>x", b"<-1>x", b" <13>x", b"<0013>x"])
+                                 b"<1a>x", b"<-1>x", b" <13>x", b"<0013>x", b"<013>x"])
 def test_malformed_is_emitted_raw(raw):
     ev, status = parse(raw)
     assert status == MALFORMED
     assert ev.body == raw
     assert ev.priority is Priority.INFO
-    assert ev.attrs == {}
+    assert ev.attrs == {"syslog.malformed": b"no valid <PRI>"}
     assert ev.host == PEER
     assert ev.timestamp == NOW
 
@@ -135,11 +144,12 @@ def test_5424_rfc_example_1():
            b"\xef\xbb\xbf'su root' failed for lonvick on /dev/pts/8")
     ev, status = parse(raw)
     assert status == OK
-    assert ev.body == raw
+    assert ev.body == b"'su root' failed for lonvick on /dev/pts/8"     # BOM dropped
     assert ev.host == "mymachine.example.com"
     assert ev.timestamp == utc_ms(2003, 10, 11, 22, 14, 15) + 3
     assert ev.priority is Priority.FATAL
     assert ev.attrs == {"syslogfacility": b"4", "syslogseverity": b"2",
+                        "syslog.hostname": b"mymachine.example.com",
                         "syslog.appname": b"su", "syslog.msgid": b"ID47"}
 
 
@@ -150,8 +160,10 @@ def test_5424_offset_and_microseconds():
     assert status == OK
     assert ev.timestamp == utc_ms(2003, 8, 24, 12, 14, 15)
     assert ev.host == "192.0.2.1"
+    assert ev.body == b"%% It's time to make the do-nuts."
     assert ev.priority is Priority.INFO
     assert ev.attrs == {"syslogfacility": b"20", "syslogseverity": b"5",
+                        "syslog.hostname": b"192.0.2.1",
                         "syslog.appname": b"myproc", "syslog.procid": b"8710"}
 
 
@@ -163,14 +175,25 @@ def test_5424_structured_data():
     assert status == OK
     assert ev.attrs["syslog.appname"] == b"evntslog"
     assert ev.attrs["syslog.msgid"] == b"ID47"
-    assert ev.body == raw
+    assert ev.attrs["sd.exampleSDID@32473.iut"] == b"3"
+    assert ev.attrs["sd.exampleSDID@32473.eventSource"] == b"Application"
+    assert ev.attrs["sd.exampleSDID@32473.eventID"] == b"1011"
+    assert ev.attrs["sd.examplePriority@32473.class"] == b"high"
+    assert ev.body == b"An application event log entry"
 
 
 def test_5424_sd_with_escapes_and_no_message():
-    raw = b'<13>1 2024-01-02T03:04:05Z h app 1 m [x@1 a="q\\"]uote" b="br]ack\\]et"]'
+    raw = (b'<13>1 2024-01-02T03:04:05Z h app 1 m [x@1 a="q\\"]uote" b="br]ack\\]et" '
+           b'c="back\\\\slash" d="kept\\n" e=""]')
     ev, status = parse(raw)
     assert status == OK
     assert ev.attrs["syslog.procid"] == b"1"
+    assert ev.attrs["sd.x@1.a"] == b'q"]uote'
+    assert ev.attrs["sd.x@1.b"] == b"br]ack]et"
+    assert ev.attrs["sd.x@1.c"] == b"back\\slash"
+    assert ev.attrs["sd.x@1.d"] == b"kept\\n"         # not an escape: both characters kept
+    assert ev.attrs["sd.x@1.e"] == b""
+    assert ev.body == b""
 
 
 def test_5424_all_nil():
@@ -194,20 +217,24 @@ def test_5424_unparseable_timestamp_uses_arrival_time():
     b"<14>1 2003-10-11T22:14:15Z host app proc msgid {not sd} msg",
     b'<14>1 2003-10-11T22:14:15Z host app proc msgid [x a="b"]glued',
     b"<14>1 2003-10-11T22:14:15Z  app proc msgid - msg",     # empty field
+    b'<14>1 2003-10-11T22:14:15Z host app proc msgid [x a=b] msg',    # unquoted value
+    b'<14>1 2003-10-11T22:14:15Z host app proc msgid [x a="b"c="d"] msg',
+    b'<14>1 2003-10-11T22:14:15Z host app proc msgid [ a="b"] msg',   # no SD-ID
 ])
 def test_5424_broken_header_is_malformed_but_keeps_pri(raw):
     ev, status = parse(raw)
     assert status == MALFORMED
     assert ev.body == raw
     assert ev.priority is Priority.INFO   # severity 6
-    assert ev.attrs == {"syslogfacility": b"1", "syslogseverity": b"6"}
+    assert set(ev.attrs) == {"syslogfacility", "syslogseverity", "syslog.malformed"}
+    assert ev.attrs["syslogfacility"] == b"1" and ev.attrs["syslogseverity"] == b"6"
     assert ev.host == PEER
 
 
 def test_parse_messages_counts_and_nanos():
     raws = [b"<13>Feb  5 17:32:18 h a", b"junk", b"<13>no header", b"<14>1 - - - - - -"]
     events, bad, nohdr = parse_messages(raws, [PEER] * 4, NOW)
-    assert [e.body for e in events] == raws
+    assert [e.body for e in events] == [b"a", b"junk", b"no header", b""]
     assert (bad, nohdr) == (1, 1)
     nanos = [e.nanos for e in events]
     assert nanos == sorted(set(nanos))

@@ -60,10 +60,11 @@ _BOM = b"\xef\xbb\xbf"
 
 # Cisco IOS: "52: " sequence number, "router1: " host, then "*Mar  1 ...:" (unsynced clock)
 _RE_CISCO_PREFIX = re.compile(rb"[0-9]{1,10}: (?:([^\s:]{1,255}): )?(?=[*.]?[A-Z][a-z]{2} )")
-# Mmm dd [yyyy] hh:mm:ss[.fff] [TZ][:], after an optional clock mark
+# Mmm dd [yyyy] hh:mm:ss[.fff] [TZ] [yyyy][:], after an optional clock mark; a zone name
+# is skipped (local time is assumed), a year after it is RFC 3164's "CST 1987" example
 _RE_3164 = re.compile(rb"[*.]?([A-Z][a-z]{2}) ([ 0-9]?[0-9]) (?:([0-9]{4}) )?"
                       rb"([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?"
-                      rb"(?: [A-Z]{3,5})?(:?)(?: +|$)")
+                      rb"(?: [A-Z]{3,5})?(?: ([0-9]{4}))?(:?)(?: +|$)")
 _RE_3339 = re.compile(rb"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
                       rb"(?:\.([0-9]{1,9}))?(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))")
 # TAG[PID]: -- a TAG is a program name: no space, colon or brackets
@@ -218,13 +219,13 @@ def _parse_3164(rest: bytes, attrs: dict[str, bytes], now_ms: int
         rest = rest[cisco.end():]
     m = _RE_3164.match(rest)
     if m is not None and (mon := _MONTHS.get(m.group(1))) is not None:
-        year = m.group(3)
+        year = m.group(3) or m.group(8)
         t = _parse_3164_stamp(mon, int(m.group(2)), int(year) if year else None,
                               int(m.group(4)), int(m.group(5)), int(m.group(6)), now_ms)
         if m.group(7):
             t += int((m.group(7) + b"00")[:3])
         rest = rest[m.end():]
-        if m.group(8):                     # "hh:mm:ss:" -- Cisco: the MSG follows
+        if m.group(9):                     # "hh:mm:ss:" -- Cisco: the MSG follows
             if host is not None:
                 attrs[HOSTNAME] = host
             return t, host, _strip_bom(rest)

@@ -319,3 +319,78 @@ def test_finish_drops_the_rest_of_a_truncated_frame():
 def test_split_bogus_octet_count_falls_back_to_lf():
     frames, rest, _ = split_frames(b"99999999999 not a length\n")
     assert frames == [b"99999999999 not a length"] and rest == b""
+
+
+# ------------------------------------------------------------------ properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from flume_og.node.event import Event  # noqa: E402
+from flume_og.node.formats import OutputFormat  # noqa: E402
+
+_printable = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1,
+                     max_size=20).filter(lambda s: s != "-")
+_sd_name = st.text(st.characters(min_codepoint=33, max_codepoint=126,
+                                 blacklist_characters='= ]".'), min_size=1, max_size=12)
+
+
+_heads = st.sampled_from([b"", b"<13>", b"<165>1 ", b"<13>Oct 11 22:14:15 ", b"<13>1 - h a p m [",
+                          b'<13>1 - h a p m [x a="', b"<189>52: *Mar  1 00:03:27.455",
+                          b"<13>2026-12-03T18:18:47+00:00 "])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.tuples(_heads, st.binary(max_size=200)).map(b"".join))
+def test_any_bytes_give_an_event_and_malformed_ones_stay_raw(raw):
+    ev, status = parse(raw)
+    assert status in (OK, NOHEADER, MALFORMED)
+    assert len(ev.body) <= len(raw)
+    if status == MALFORMED:
+        assert ev.body == raw and ev.attrs["syslog.malformed"]
+    else:
+        assert "syslog.malformed" not in ev.attrs
+
+
+@settings(max_examples=150, deadline=None)
+@given(pri=st.integers(0, 191), ms=st.integers(0, 4_102_444_800_000),
+       host=_printable, app=st.none() | _printable, procid=st.none() | _printable,
+       msgid=st.none() | _printable.map(lambda s: s[:32]),
+       sd=st.dictionaries(_sd_name, st.dictionaries(_sd_name, st.binary(max_size=20).filter(
+           lambda b: b"\\" not in b), min_size=1, max_size=3), max_size=3),
+       body=st.binary(max_size=100).filter(lambda b: not b.startswith(b"\xef\xbb\xbf")))
+def test_syslog5424_and_the_parser_are_inverses(pri, ms, host, app, procid, msgid, sd, body):
+    attrs = {"syslogfacility": str(pri >> 3).encode(), "syslogseverity": str(pri & 7).encode(),
+             "syslog.hostname": host.encode()}
+    for k, v in (("syslog.appname", app), ("syslog.procid", procid), ("syslog.msgid", msgid)):
+        if v is not None:
+            attrs[k] = v[:48].encode()
+    for sd_id, params in sd.items():
+        for name, value in params.items():
+            attrs[f"sd.{sd_id}.{name}"] = value
+    ev = Event(body, ms, 5, Priority.INFO, host, attrs)
+    frames, _ = SyslogFramer(1 << 16).feed(
+        OutputFormat.get("syslog5424", "octet").encode([ev]))
+    back, status = parse_message(frames[0], NOW, PEER, 5)
+    assert status == OK
+    assert (back.body, back.timestamp, back.host, back.attrs) == (body, ms, host, attrs)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.binary(min_size=1, max_size=60), st.booleans()), max_size=12),
+       st.lists(st.integers(1, 40), max_size=20))
+def test_framer_mixes_octet_and_lf_frames_whatever_the_reads(msgs, cuts):
+    # an LF frame cannot hold a LF, nor begin with a digit (it would be read as a count),
+    # and an octet-counted message's own final LF is framing (dropped)
+    msgs = [(m.rstrip(b"\r\n") or b"x", octet or m[:1].isdigit() or b"\n" in m.rstrip(b"\r\n"))
+            for m, octet in msgs]
+    msgs = [(m, o) for m, o in msgs if o or (b"\n" not in m and not m.endswith(b"\r"))]
+    stream = b"".join(b"%d %s" % (len(m), m) if o else m + b"\n" for m, o in msgs)
+    f = SyslogFramer(1 << 16)
+    got, i = [], 0
+    for c in cuts + [len(stream)]:
+        frames, truncated = f.feed(stream[i:i + c])
+        assert truncated == 0
+        got += frames
+        i += c
+    assert got == [m for m, _ in msgs] and not f.pending

@@ -251,6 +251,8 @@ def test_syslog5424_nil_fields_bounds_and_octet_framing():
         "syslog5424"
     m = b"<11>1 2020-09-13T12:26:40.123Z h1 - - - -"
     assert octet.encode([plain, plain]) == b"%d %s%d %s" % (len(m), m, len(m), m)
+    assert OutputFormat.from_spec(Func("syslog5424", (Lit("octet", "string"),))) == octet
+    assert OutputFormat.from_spec(Lit("syslog5424", "string")) == OutputFormat.get("syslog5424")
     with pytest.raises(ValueError, match="unknown syslog framing"):
         OutputFormat.get("syslog5424", "crlf")
 

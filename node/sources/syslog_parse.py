@@ -65,8 +65,13 @@ _RE_CISCO_PREFIX = re.compile(rb"[0-9]{1,10}: (?:([^\s:]{1,255}): )?(?=[*.]?[A-Z
 _RE_3164 = re.compile(rb"[*.]?([A-Z][a-z]{2}) ([ 0-9]?[0-9]) (?:([0-9]{4}) )?"
                       rb"([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?"
                       rb"(?: [A-Z]{3,5})?(?: ([0-9]{4}))?(:?)(?: +|$)")
-_RE_3339 = re.compile(rb"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+_RE_3339 = re.compile(rb"([0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2})"
                       rb"(?:\.([0-9]{1,9}))?(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))")
+# STRUCTURED-DATA: [SD-ID *(SP PARAM-NAME="value")]; in a value only \" \\ \] are escapes
+# (RFC 5424 6.3.3), another backslash is kept with the character after it
+_RE_SD_ELEMENT = re.compile(rb'\[([^ ="\]]+)((?: [^ ="\]]+="(?:[^"\\]|\\.)*")*)\]', re.S)
+_RE_SD_PARAM = re.compile(rb' ([^ ="\]]+)="((?:[^"\\]|\\.)*)"', re.S)
+_RE_SD_ESCAPE = re.compile(rb'\\(["\\\]])')
 # TAG[PID]: -- a TAG is a program name: no space, colon or brackets
 _RE_TAG = re.compile(rb"([^\s\[\]:]{1,64})(?:\[([^\s\]]{1,128})\])?:(?: |$)")
 
@@ -102,22 +107,33 @@ def _parse_3164_stamp(mon: int, day: int, year: int | None, h: int, mi: int, s: 
     return now_ms
 
 
-def parse_rfc3339(m: re.Match) -> int | None:
-    """Epoch ms of an :data:`_RE_3339` match, or None if it is no valid date."""
-    y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
+@functools.lru_cache(maxsize=4096)
+def _utc_seconds(stamp: bytes) -> int | None:
+    """Epoch seconds of ``YYYY-MM-DDTHH:MM:SS`` read as UTC, None if no valid date (cached:
+    a sender's stamps share their second)."""
+    y, mo, d, h, mi, s = (int(stamp[i:j]) for i, j in ((0, 4), (5, 7), (8, 10), (11, 13),
+                                                      (14, 16), (17, 19)))
     if (y == 0 or not 1 <= mo <= 12 or not 1 <= d <= calendar.monthrange(y, mo)[1]
             or h > 23 or mi > 59 or s > 60):
         return None
-    ms = calendar.timegm((y, mo, d, h, mi, min(s, 59))) * 1000
-    frac = m.group(7)
+    return calendar.timegm((y, mo, d, h, mi, min(s, 59)))    # a leap second: :59
+
+
+def parse_rfc3339(m: re.Match) -> int | None:
+    """Epoch ms of an :data:`_RE_3339` match, or None if it is no valid date."""
+    secs = _utc_seconds(m.group(1))
+    if secs is None:
+        return None
+    ms = secs * 1000
+    frac = m.group(2)
     if frac:
         ms += int((frac + b"00")[:3])
-    if not m.group(8):
-        oh, om = int(m.group(10)), int(m.group(11))
+    if not m.group(3):
+        oh, om = int(m.group(5)), int(m.group(6))
         if oh > 23 or om > 59:
             return None
         off = (oh * 60 + om) * 60_000
-        ms += -off if m.group(9) == b"+" else off
+        ms += -off if m.group(4) == b"+" else off
     return ms
 
 
@@ -145,42 +161,17 @@ def _parse_sd(data: bytes, i: int, attrs: dict[str, bytes]) -> int:
     just after it, or -1 if it is broken (then ``attrs`` may hold part of it)."""
     if data[i:i + 1] == _NIL:
         return i + 1
-    n = len(data)
-    if i >= n or data[i] != 0x5B:                  # "["
+    m = _RE_SD_ELEMENT.match(data, i)
+    if m is None:
         return -1
-    while i < n and data[i] == 0x5B:
-        j = i + 1
-        while j < n and data[j] not in b' ="]':
-            j += 1
-        sd_id = data[i + 1:j]
-        if not sd_id or j >= n:
-            return -1
-        prefix = SD_PREFIX + sd_id.decode("utf-8", "replace") + "."
-        i = j
-        while i < n and data[i] == 0x20:          # SP PARAM-NAME="value"
-            j = i + 1
-            while j < n and data[j] not in b' ="]':
-                j += 1
-            name = data[i + 1:j]
-            if not name or data[j:j + 2] != b'="':
-                return -1
-            k = j + 2
-            value = bytearray()
-            while k < n and data[k] != 0x22:
-                c = data[k]
-                # RFC 5424 6.3.3: only \" \\ \] are escapes; another backslash is kept
-                if c == 0x5C and k + 1 < n and data[k + 1] in b'"\\]':
-                    k += 1
-                    c = data[k]
-                value.append(c)
-                k += 1
-            if k >= n:
-                return -1
-            attrs.setdefault(prefix + name.decode("utf-8", "replace"), bytes(value))
-            i = k + 1
-        if i >= n or data[i] != 0x5D:              # "]"
-            return -1
-        i += 1
+    while m is not None:
+        prefix = SD_PREFIX + m.group(1).decode("utf-8", "replace") + "."
+        for name, value in _RE_SD_PARAM.findall(m.group(2)):
+            if b"\\" in value:
+                value = _RE_SD_ESCAPE.sub(rb"\1", value)
+            attrs.setdefault(prefix + name.decode("utf-8", "replace"), value)
+        i = m.end()
+        m = _RE_SD_ELEMENT.match(data, i)
     return i
 
 

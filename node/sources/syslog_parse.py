@@ -119,7 +119,7 @@ def _utc_seconds(stamp: bytes) -> int | None:
     return calendar.timegm((y, mo, d, h, mi, min(s, 59)))    # a leap second: :59
 
 
-def parse_rfc3339(m: re.Match) -> int | None:
+def _parse_rfc3339(m: re.Match) -> int | None:
     """Epoch ms of an :data:`_RE_3339` match, or None if it is no valid date."""
     secs = _utc_seconds(m.group(1))
     if secs is None:
@@ -194,7 +194,7 @@ def _parse_5424(rest: bytes, attrs: dict[str, bytes], now_ms: int
     t = None
     if ts != _NIL:
         m = _RE_3339.fullmatch(ts)
-        t = parse_rfc3339(m) if m else None
+        t = _parse_rfc3339(m) if m else None
     return (now_ms if t is None else t, None if host == _NIL else host,
             _strip_bom(tail[end + 1:]))
 
@@ -224,7 +224,7 @@ def _parse_3164(rest: bytes, attrs: dict[str, bytes], now_ms: int
         m = _RE_3339.match(rest)
         if m is None or rest[m.end():m.end() + 1] not in (b" ", b""):
             return None
-        t = parse_rfc3339(m)
+        t = _parse_rfc3339(m)
         if t is None:
             t = now_ms
         rest = rest[m.end() + 1:]

@@ -192,7 +192,8 @@ def test_from_spec():
     assert OutputFormat.from_spec(Func("avrodata", (), (("codec", Lit("xz", "string")),))) \
         == OutputFormat.get("avrodata", "xz")
     with pytest.raises(ValueError, match=r"unknown output format seqfile; known: avrodata, "
-                                         r"avrojson, debug, json, log4j, raw, syslog, syslog5424"):
+                                         r"avrojson, debug, json, log4j, raw, syslog, "
+                                         r"syslog5424"):
         OutputFormat.from_spec(Func("seqfile", (Lit("bzip2", "string"),)))
     with pytest.raises(ValueError, match="unknown output format nope"):
         OutputFormat.from_spec(Lit("nope", "string"))

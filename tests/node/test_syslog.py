@@ -6,8 +6,11 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from flume_og.node.event import Priority
+from flume_og.node.event import Event, Priority
+from flume_og.node.formats import OutputFormat
 from flume_og.node.sources.syslog_parse import (MALFORMED, NOHEADER, OK, SyslogFramer,
                                                 parse_message, parse_messages)
 
@@ -276,6 +279,14 @@ def test_split_mixed_and_partial_octet_frames():
     assert f.feed(data[-3:]) == ([m], 0) and f.buf == b""
 
 
+def test_octet_frame_drops_a_counted_line_end():
+    """rsyslog's RSYSLOG_SyslogProtocol23Format counts its LF into the frame: it is framing
+    (before, it stayed at the end of the body)."""
+    m = b"<13>1 - h a - - - hello"
+    frames, rest, _ = split_frames(octet(m + b"\n") + octet(m + b"\r\n") + octet(m + b"\n\n"))
+    assert frames == [m, m, m + b"\n"] and rest == b""
+
+
 def test_split_waits_for_a_length_still_arriving():
     frames, rest, _ = split_frames(b"12")
     assert frames == [] and rest == b"12"
@@ -322,12 +333,6 @@ def test_split_bogus_octet_count_falls_back_to_lf():
 
 
 # ------------------------------------------------------------------ properties
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from flume_og.node.event import Event  # noqa: E402
-from flume_og.node.formats import OutputFormat  # noqa: E402
 
 _printable = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1,
                      max_size=20).filter(lambda s: s != "-")

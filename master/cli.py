@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from flume_og.node import cli as node_cli
+from flume_og.node.shutdown import StopSignals
 from flume_og.zk.server import DEFAULT_HEAP_MB
 
 log = logging.getLogger("flume")
@@ -45,7 +46,11 @@ def cmd_master(args) -> int:
               f"{exc.strerror or exc}", file=sys.stderr)
         return 1
     finally:
+        # a signal right behind the one that stopped the server (a terminal's Ctrl-C and
+        # a script's SIGTERM) must not interrupt the stop; a later one forces the exit
+        signals = StopSignals("flume master", requested=True)
         master.stop()
+        signals.restore()
     return 0
 
 

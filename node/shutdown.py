@@ -29,10 +29,11 @@ class StopSignals:
     """SIGTERM/SIGINT handlers that set a flag and wake :meth:`wait` (module docstring).
     Install in the main thread; :meth:`restore` puts the previous handlers back."""
 
-    def __init__(self, name: str = "flume") -> None:
+    def __init__(self, name: str = "flume", requested: bool = False) -> None:
+        """``requested``: the process is stopping already (a later signal forces)."""
         self.name = name
-        self.signum: int | None = None     # the first signal received
-        self._first_at = 0.0
+        self.signum: int | None = signal.SIGTERM if requested else None   # the first one
+        self._first_at = time.monotonic()
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)

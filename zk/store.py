@@ -265,6 +265,7 @@ class ConfigStore:
                 if not self._holds(path, data, version):
                     continue
             return LogicalConfig(**{**new.data(), "name": name, "version": version})
+        raise ConflictError(f"could not update {name}: too many concurrent writers")
 
     def _holds(self, path: str, data: bytes, version: int) -> bool:
         """After a compare-and-set lost: whether ``path`` holds exactly ``data`` at the
@@ -277,7 +278,6 @@ class ConfigStore:
         except NoNodeError:
             return False
         return raw == data and stat.version == version
-        raise ConflictError(f"could not update {name}: too many concurrent writers")
 
     def set_translation(self, name: str, tsource: str | None, tsink: str | None,
                         expected_version: int) -> bool:

@@ -106,6 +106,7 @@ class NodeContext:
     stop_event: threading.Event = field(default_factory=threading.Event)
     conditions: Conditions = field(default_factory=Conditions)
     e2e_agents: int = 0
+    source_replays: bool = True     # the flow's Source.replays (a sink's recovery reads it)
 
     def component_dir(self, *parts: str) -> Path:
         """A directory private to one component of this logical node (created)."""
@@ -158,9 +159,15 @@ class Source(Component):
 
     ``checkpoint()`` returns the position to record once every event returned so far is
     durable: a dict of store keys to JSON values (``{}`` for sources with no position).
+
+    ``replays``: after a crash, the source gives again every event it gave after its last
+    committed position (tail, spoolDir, text), so a sink may drop what it wrote after its
+    last commit without losing anything. False (network sources): what the source took is
+    gone from its sender once answered, and a sink must keep everything it wrote.
     """
 
     kind = "source"
+    replays = False
 
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx

@@ -217,7 +217,8 @@ class LogicalNode:
                                   store=self.store(), clock=self.clock,
                                   physical_name=self.physical_name,
                                   allow_exec=self.allow_exec, shared=self.shared,
-                                  conditions=self.conditions)
+                                  conditions=self.conditions,
+                                  source_replays=new_source.replays)
             except Exception as exc:
                 self._open_failed("its data directory", FlumeError(
                     f"cannot prepare the data directory {data_dir}: {exc}"))

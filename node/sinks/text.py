@@ -82,7 +82,13 @@ class TextSink(Sink):
         except FileNotFoundError:
             size = 0
         recorded = ctx.store.get(self.key)
-        if recorded is None:
+        if recorded is None or (not ctx.source_replays and size != recorded):
+            # no record yet; or a source that resends nothing: every byte in the file was
+            # answered for, so all of it is kept (and becomes the baseline)
+            if recorded is not None and size > recorded:
+                log.info("text sink keeps the bytes written after its last commit: its "
+                         "source does not send them again",
+                         extra={"path": self.path, "kept": size, "committed": recorded})
             ctx.store.commit([], updates={self.key: size})
         elif size > recorded:
             os.truncate(self.path, recorded)
@@ -117,6 +123,8 @@ class TextSink(Sink):
             self.writer.close()
             self.f.flush()
             os.fsync(self.f.fileno())
+            if not self.ctx.source_replays:     # everything written stays: the baseline
+                self.ctx.store.commit([], updates={self.key: self.f.tell()})
         except (OSError, ValueError) as exc:
             self.metrics.add("errors")
             raise SinkError(f"text: cannot close {self.path}: {exc}") from exc

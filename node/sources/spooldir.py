@@ -80,6 +80,8 @@ class SpoolDirSource(PollingSource):
     """Ingests each complete file dropped into a directory, an event per line, then
     renames it with ``completedSuffix`` once its events are durable."""
 
+    replays = True      # a file is renamed only once its events are durable
+
     def __init__(self, dir: LiteralPath, fileregex: FileRegex = ".*",
                  completedSuffix: NonEmpty = ".COMPLETED"):
         super().__init__()

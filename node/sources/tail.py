@@ -634,6 +634,8 @@ class _Cursor:
 class _TailBase(PollingSource):
     """What tail, multitail and tailDir share: cursors read in turn."""
 
+    replays = True      # from the committed offsets
+
     def __init__(self) -> None:
         super().__init__()
         self._cursors: list[_Cursor] = []

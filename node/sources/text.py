@@ -19,6 +19,8 @@ BLOCK = 1 << 18
 class TextSource(Source):
     """Reads a file once, an event per line; exhausted at the end of the file."""
 
+    replays = True      # a restarted flow reads the file again from its start
+
     def __init__(self, file: LiteralPath):
         super().__init__()
         self.file = file

@@ -81,3 +81,4 @@ def test_a_partial_batch_goes_on_within_its_default_latency(tmp_path):
                    "the partial batch in the file")
     finally:
         stop(node)
+

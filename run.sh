@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job: install, start a master (with its managed ZooKeeper) and a node, configure
-# a sample flow through the master, and show data moving. The web console stays up at
-# http://127.0.0.1:35871/ until Ctrl-C.
+# The main job: install, start a master (with its managed ZooKeeper), a collector node and
+# an agent node, configure an end-to-end flow through the master, and show data moving.
+# The web console stays up at http://127.0.0.1:35871/ until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")"
 FLUME_SETUP_BROWSER=0 bash scripts/setup.sh
@@ -33,37 +33,47 @@ for _ in $(seq 1 120); do
 done
 curl -fsS "$FLUME_MASTER/api/health" >/dev/null || { cat "$FLUME_DATA_DIR/master.log"; exit 1; }
 
-echo "== starting node 'demo' (it registers itself in ZooKeeper)"
-$FLUME --log-level WARNING node -n demo >"$FLUME_DATA_DIR/node.log" 2>&1 &
+echo "== starting two nodes: 'collector' and 'agent' (each registers itself in ZooKeeper)"
+$FLUME --log-level WARNING node -n collector --http-port 35862 \
+  >"$FLUME_DATA_DIR/collector.log" 2>&1 &
+COLLECTOR_PID=$!
+pids+=($!)
+$FLUME --log-level WARNING node -n agent --http-port 35863 >"$FLUME_DATA_DIR/agent.log" 2>&1 &
 pids+=($!)
 
 APP_LOG="$FLUME_DATA_DIR/demo-app.log"
-echo "== a sample application writing $APP_LOG (5 lines a second)"
+: >"$APP_LOG"
+echo "== a sample application writing $APP_LOG (5 numbered lines a second)"
 ( i=0; while true; do
     i=$((i+1)); echo "$(date '+%F %T') demo-app INFO request $i served in $((RANDOM % 90 + 10)) ms"
     sleep 0.2
   done >>"$APP_LOG" ) &
 pids+=($!)
 
-echo "== configuring the flow through the master: tail the log, roll files every 5 s"
-$FLUMECTL config demo "tail(\"$APP_LOG\")" \
-  "roll(5000) { escapedCustomDfs(\"file://$OUT/%Y-%m-%d\", \"events-%{rolltag}\") }"
-$FLUMECTL wait-active 30s demo
+echo "== configuring the flows through the master:"
+echo "   collector: collectorSource(35853) | collectorSink(...)  -- files rolled every 5 s"
+echo "   agent:     tail(app log) | agentE2ESink(collector)      -- end to end: nothing lost"
+$FLUMECTL config collector "collectorSource(35853)" \
+  "collectorSink(\"file://$OUT/%Y-%m-%d\", \"events-\", 5000)"
+$FLUMECTL wait-active 30s collector
+$FLUMECTL config agent "tail(\"$APP_LOG\")" "agentE2ESink(\"127.0.0.1\", 35853)"
+$FLUMECTL wait-active 30s agent
 $FLUMECTL status
 
-echo "== data moving: events counted by the node, files rolled every 5 s into $OUT"
-echo "   (web console: $FLUME_MASTER/ — Ctrl-C stops everything)"
+echo "== data moving into $OUT (web console: $FLUME_MASTER/ ; Ctrl-C stops everything)"
+echo "   try it: kill -9 $COLLECTOR_PID (the collector) and start it again with"
+echo "     FLUME_DATA_DIR=$FLUME_DATA_DIR FLUME_MASTER=$FLUME_MASTER \\"
+echo "       $PWD/$FLUME node -n collector --http-port 35862 &"
+echo "   the agent keeps the lines in its write-ahead log and sends them once it is back:"
+echo "   'missing' returns to 0 (what is still in flight), 'duplicated' stays 0."
 while true; do
   sleep 5
+  written=$(wc -l <"$APP_LOG")
   files=$(find "$OUT" -type f ! -name '.*' | wc -l)
-  lines=$(find "$OUT" -type f ! -name '.*' -exec cat {} + 2>/dev/null | wc -l)
-  events=$($FLUMECTL --json status | .venv/bin/python -c '
-import json, sys
-rows = json.load(sys.stdin)
-rows = rows.get("logical", rows) if isinstance(rows, dict) else rows
-rows = rows.values() if isinstance(rows, dict) else rows
-print(sum(r.get("events_in") or 0 for r in rows))' 2>/dev/null || echo "?")
-  echo "$(date +%T)  events read: $events   files written: $files   lines in files: $lines"
-  newest=$(find "$OUT" -type f ! -name '.*' -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
-  [ -n "$newest" ] && echo "          last line of $(basename "$newest"): $(tail -1 "$newest")"
+  stats=$(find "$OUT" -type f ! -name '.*' -exec cat {} + 2>/dev/null \
+    | grep -o 'request [0-9]*' | sort | uniq -c \
+    | awk '{n++; if ($1 > 1) d += $1 - 1} END {print n+0, d+0}')
+  read -r unique dups <<<"$stats"
+  echo "$(date +%T)  lines written: $written   in final files: $unique ($files files)" \
+       "  missing: $((written - unique))   duplicated: $dups"
 done

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from flume_og.zk.errors import CoordinationError
 
-from . import config_file, logs
+from . import config_file, logs, tls
+from .tls import CLIENT_CERT_POLICIES, PLAINTEXT, Transport
 from .errors import FlumeError, SpecError
 from .logical_node import LogicalNode, State
 from .components import all_components
@@ -109,7 +110,7 @@ def cmd_components(args) -> int:
 
 def run_one_shot(definitions: list[Definition], data_dir: Path | None, physical: str,
                  allow_exec: bool, http_port: int | None = None,
-                 http_bind: str = "127.0.0.1") -> int:
+                 http_bind: str = "127.0.0.1", transport: Transport = PLAINTEXT) -> int:
     """Run the flows until every source is exhausted or a signal asks to stop; with
     ``http_port``, serve the status page meanwhile."""
     nodes = []
@@ -125,7 +126,8 @@ def run_one_shot(definitions: list[Definition], data_dir: Path | None, physical:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         for d in definitions:
-            node = LogicalNode(d.name, data_dir, physical_name=physical, allow_exec=allow_exec)
+            node = LogicalNode(d.name, data_dir, physical_name=physical, allow_exec=allow_exec,
+                               transport=transport)
             node.configure(d.source, d.sink)
             nodes.append(node)
         while not stop.is_set():
@@ -168,16 +170,31 @@ def _one_shot_status_server(nodes: list[LogicalNode], physical: str, port: int, 
         return None
 
 
+def node_transport(args) -> Transport:
+    """The node's event transport (node/tls.py) from its flags; UsageError with the
+    sentence of what is wrong."""
+    try:
+        transport = tls.from_args(args)
+    except tls.TlsError as exc:
+        raise UsageError(str(exc)) from None
+    log.info("%s", tls.describe(transport))
+    if transport.plaintext and not transport.tls:
+        log.warning("--plaintext-events: event sources listen beyond loopback without TLS; "
+                    "anyone reaching their ports can send events (trusted networks only)")
+    return transport
+
+
 def cmd_node(args) -> int:
     from .status_server import UnsafeBindError, check_bind
     try:
         check_bind(args.http_bind)
     except UnsafeBindError as exc:
         raise UsageError(str(exc)) from None
+    transport = node_transport(args)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     physical = args.name or socket.gethostname()
     if not args.one_shot:
-        return run_managed(args, data_dir, physical)
+        return run_managed(args, data_dir, physical, transport)
     if not args.config:
         raise UsageError("--one-shot needs -c SPEC (or -c @file.flume)")
     text = read_spec_arg(args.config)
@@ -185,7 +202,8 @@ def cmd_node(args) -> int:
     if not spec.definitions:
         raise UsageError("the spec defines no logical node")
     return run_one_shot(list(spec.definitions), data_dir, physical, args.allow_exec,
-                        http_port=args.http_port, http_bind=args.http_bind)
+                        http_port=args.http_port, http_bind=args.http_bind,
+                        transport=transport)
 
 
 def zk_from_master(url: str) -> tuple[str, str, bool, str | None]:
@@ -254,7 +272,7 @@ def node_credential(args):
         raise UsageError(str(exc)) from None
 
 
-def run_managed(args, data_dir: Path, physical: str) -> int:
+def run_managed(args, data_dir: Path, physical: str, transport: Transport) -> int:
     """Run a physical node managed by the masters until SIGTERM / Ctrl-C."""
     from .physical_node import PhysicalNode
     auth = node_credential(args)
@@ -278,7 +296,7 @@ def run_managed(args, data_dir: Path, physical: str) -> int:
                         allow_exec=args.allow_exec, zk_auth=auth,
                         http_port=DEFAULT_HTTP_PORT if args.http_port is None
                         else args.http_port, http_bind=args.http_bind,
-                        advertise=args.advertise)
+                        advertise=args.advertise, transport=transport)
     node.start()
     try:
         while not stop.wait(0.5):
@@ -347,6 +365,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address or name other hosts reach this node at: agents of other "
                    "hosts send to this node's collectors there (default: the host name, "
                    "which often resolves to 127.0.0.1 on the host itself)")
+    n.add_argument("--tls-cert", metavar="FILE",
+                   help="PEM certificate (chain) this node serves its event sources with "
+                   "and presents to collectors; with it every event link is TLS only")
+    n.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
+    n.add_argument("--tls-ca", metavar="FILE",
+                   help="PEM CA bundle: receivers' certificates are checked against it, and "
+                   "senders must present a certificate it signed (see --tls-client-cert)")
+    n.add_argument("--tls-client-cert", choices=CLIENT_CERT_POLICIES,
+                   help="whether event sources ask senders for a certificate: require "
+                   "(the default with --tls-ca: mutual TLS), optional, none")
+    n.add_argument("--plaintext-events", action="store_true",
+                   help="without TLS, let event sources listen beyond loopback (default "
+                   "0.0.0.0 instead of 127.0.0.1): only on a network you trust")
     add_config_file_option(n, "node")
     n.set_defaults(func=cmd_node)
 

@@ -38,6 +38,7 @@ from flume_og.zk.store import ConfigStore, LogicalConfig
 
 from .commit_port import CommitLogPort
 from .component import NodeShared
+from .tls import PLAINTEXT, Transport
 from .decorators.choke import set_choke_limit
 from .components import master_only, master_only_in
 from .errors import FlumeError, SpecError
@@ -70,13 +71,15 @@ class PhysicalNode:
     def __init__(self, name: str, zk_hosts: str, root: str = "/flume",
                  data_dir: Path | None = None, allow_exec: bool = False,
                  http_port: int | None = None, http_bind: str = "127.0.0.1",
-                 zk_auth: Credential | None = None, advertise: str | None = None):
+                 zk_auth: Credential | None = None, advertise: str | None = None,
+                 transport: Transport = PLAINTEXT):
         """``zk_auth``: the node role's ZooKeeper credential (zk/acl.py); needed when the
         masters protect the tree with ACLs. ``advertise``: the address other hosts reach
         this node at, registered as its ``host`` (the masters write it into the chains
         and logical sinks that point at this node's collectors); default: the host
-        name."""
+        name. ``transport``: the node's TLS settings (node/tls.py), for every flow."""
         self.name = name
+        self.transport = transport
         self.zk_auth = zk_auth
         self.zk_hosts = zk_hosts
         self.root = root
@@ -260,7 +263,7 @@ class PhysicalNode:
         if ln is None:
             ln = LogicalNode(name, self.data_dir / "logical" if self.data_dir else None,
                              physical_name=self.name, allow_exec=self.allow_exec,
-                             shared=self.shared)
+                             shared=self.shared, transport=self.transport)
             self.logical[name] = ln
         return ln
 

@@ -272,6 +272,14 @@ def node_credential(args):
         raise UsageError(str(exc)) from None
 
 
+def local_only(transport: Transport) -> str | None:
+    """What a node advertises by default: 127.0.0.1 when its event sources listen there
+    only (no TLS, no --plaintext-events), so that agents on this host reach its
+    collectors even where the host name resolves to another address; else None (the
+    host name)."""
+    return None if transport.tls or transport.plaintext else "127.0.0.1"
+
+
 def run_managed(args, data_dir: Path, physical: str, transport: Transport) -> int:
     """Run a physical node managed by the masters until SIGTERM / Ctrl-C."""
     from .physical_node import PhysicalNode
@@ -296,7 +304,8 @@ def run_managed(args, data_dir: Path, physical: str, transport: Transport) -> in
                         allow_exec=args.allow_exec, zk_auth=auth,
                         http_port=DEFAULT_HTTP_PORT if args.http_port is None
                         else args.http_port, http_bind=args.http_bind,
-                        advertise=args.advertise, transport=transport)
+                        advertise=args.advertise or local_only(transport),
+                        transport=transport)
     node.start()
     try:
         while not stop.wait(0.5):
@@ -363,8 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "loopback address only: the page has no access control")
     n.add_argument("--advertise", metavar="HOST",
                    help="address or name other hosts reach this node at: agents of other "
-                   "hosts send to this node's collectors there (default: the host name, "
-                   "which often resolves to 127.0.0.1 on the host itself)")
+                   "hosts send to this node's collectors there (default: the host name, or "
+                   "127.0.0.1 for a node without TLS or --plaintext-events, whose event "
+                   "sources listen on loopback only)")
     n.add_argument("--tls-cert", metavar="FILE",
                    help="PEM certificate (chain) this node serves its event sources with "
                    "and presents to collectors; with it every event link is TLS only")

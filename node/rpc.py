@@ -558,6 +558,8 @@ class RpcServer:
                 return False
             reason, why = tlsmod.refusal(exc)
             self._refusals.refuse(reason, f"{peer}: {why}; connection closed")
+            if reason == "tls_plaintext":
+                _answer_in_plaintext(conn)
             return False
 
     def _serve(self, conn: socket.socket, peer: str, reader: wire.Reader) -> None:
@@ -642,6 +644,26 @@ class RpcServer:
         for conn, (t, _r) in conns:
             if t.is_alive():           # still stuck: cut it off completely
                 _shutdown(conn, socket.SHUT_RDWR)
+
+
+PLAINTEXT_REFUSAL = ("this port speaks TLS only: start the sending node with --tls-cert, "
+                     "--tls-key and --tls-ca (docs/security.md)")
+
+
+def _answer_in_plaintext(conn: socket.socket) -> None:
+    """A plaintext Thrift client reached a TLS port: answer its call with a
+    ``TApplicationException`` that says so (its sender logs that sentence instead of
+    "connection reset"), written on the bare socket, then end the connection gracefully
+    (a close with unread input would reset it and could discard the answer)."""
+    try:
+        socket.socket.settimeout(conn, 1.0)
+        socket.socket.sendall(conn, wire.exception_reply("", 0, 6, PLAINTEXT_REFUSAL))
+        socket.socket.shutdown(conn, socket.SHUT_WR)
+        until = time.monotonic() + 1.0             # until the client closes, 1 s at most
+        while socket.socket.recv(conn, 65536) and time.monotonic() < until:
+            pass
+    except OSError:
+        pass
 
 
 def _shutdown(conn: socket.socket, how: int) -> None:

@@ -60,6 +60,12 @@ its own bounded reader (:mod:`node.rpc_wire`).
     entries about 15 times that; a decoded payload its events (~200 bytes each, at most
     20,000). Every element of a container takes at least a byte, so the work a message
     causes is bounded by its size. An idle connection costs a thread and a socket.
+  - TLS (``tls``, the node's server context, :mod:`node.tls`): accepted connections are
+    wrapped without I/O and shake hands in their own thread, within ``message_timeout``
+    (else ``idle_timeout``) in all however slowly the bytes come (``tls_handshake``); a
+    plaintext client (``tls_plaintext``, answered with a ``TApplicationException`` saying
+    so) and a missing or foreign client certificate (``tls_client_certificate``) are
+    refused. A handshaking connection holds a slot and counts as idle.
   - Accepting: when ``accept`` fails (EMFILE, ENFILE...) or a connection's thread cannot
     be started, the connection is refused and the loop backs off (0.05 s doubling to
     1 s, warnings rate-limited). After ``ACCEPT_GIVE_UP`` (10 s) of failures without a
@@ -554,7 +560,11 @@ class RpcServer:
             tlsmod.server_handshake(conn, timeout)
             return True
         except (OSError, ValueError) as exc:   # ssl.SSLError, TimeoutError, reset, EOF
-            if self._stopped.is_set():
+            with self._lock:
+                evicted = conn not in self._conns      # counted as evicted already
+            if self._stopped.is_set() or evicted or tlsmod.ended(exc):
+                log.debug("%s on port %d: %s left during the TLS handshake: %s",
+                          self.name, self.port, peer, exc)
                 return False
             reason, why = tlsmod.refusal(exc)
             self._refusals.refuse(reason, f"{peer}: {why}; connection closed")

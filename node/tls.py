@@ -223,6 +223,14 @@ def server_handshake(sock: ssl.SSLSocket, timeout: float) -> None:
         sock.settimeout(before)
 
 
+def ended(exc: BaseException) -> bool:
+    """The peer closed or reset the connection during the handshake: a probe or a client
+    giving up, not a refusal (a plaintext port does not count a connection closed
+    before its first message either)."""
+    return (isinstance(exc, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError))
+            or "UNEXPECTED_EOF" in str(exc))
+
+
 def refusal(exc: BaseException) -> tuple[str, str]:
     """``(reason, why)`` of a failed server-side handshake, for ``Refusals.refuse``."""
     text = str(exc)
@@ -246,7 +254,7 @@ def client_error(exc: BaseException, address: str) -> str:
         return (f"the certificate of {address} cannot be trusted: "
                 f"{exc.verify_message or text} (is it signed by the CA of --tls-ca, and does "
                 f"it name the host of the spec in its subjectAltName?)")
-    if "CERTIFICATE_REQUIRED" in text or "HANDSHAKE_FAILURE" in text and "ALERT" in text:
+    if "CERTIFICATE_REQUIRED" in text or ("HANDSHAKE_FAILURE" in text and "ALERT" in text):
         return (f"{address} requires a client certificate and this node has none: start "
                 f"it with --tls-cert and --tls-key")
     if any(m in text for m in ("UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN",

@@ -72,6 +72,7 @@ from ..component import Metrics, NodeContext
 from ..errors import SourceError
 from ..event import Event
 from ..limits import ConnectionSlots, RateLimitedLog, Refusals, message_due
+from ..tls import ended as tls_ended
 from ..tls import refusal as tls_refusal
 from ._batchqueue import DEFAULT_MAX_BYTES, BatchQueue, QueuedSource
 
@@ -300,8 +301,9 @@ class TcpServer(_Server):
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return False
         except (OSError, ValueError) as exc:
-            reason, why = tls_refusal(exc)
-            self.refusals.refuse(reason, f"{c.peer}: {why}; connection closed")
+            if not tls_ended(exc):
+                reason, why = tls_refusal(exc)
+                self.refusals.refuse(reason, f"{c.peer}: {why}; connection closed")
             self._close(c)
             return False
         c.handshake_due = None

@@ -48,7 +48,8 @@ one at a time (parsing holds the GIL anyway), so memory stays under ``maxConnect
 maxRequestBytes`` for bodies, one parse, and ``maxQueueBytes`` (64 MiB) for the queue.
 
 Plain HTTP (no TLS yet): ``bind`` "" (the default) is 127.0.0.1, and beyond loopback
-needs the node's ``--plaintext-events`` (:mod:`node.tls`) (``port=0`` picks a free port, readable as ``self.port`` after ``open``). Standard library only.
+needs the node's ``--plaintext-events`` (:mod:`node.tls`); ``port=0`` picks a free port,
+readable as ``self.port`` after ``open``. Standard library only.
 """
 from __future__ import annotations
 

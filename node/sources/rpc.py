@@ -43,8 +43,8 @@ acknowledgement ever follows, so an agent in E2E mode will resend it after its t
 
 Listens on ``bind`` ("": 0.0.0.0 on a node with TLS or ``--plaintext-events``, else
 127.0.0.1; beyond loopback without either is refused, :mod:`node.tls`), over TLS only on a
-node with TLS (the handshake under ``messageTimeoutMs``); ``port=0`` picks a free port, readable as ``.port`` after
-``open``.
+node with TLS (the handshake under ``messageTimeoutMs``); ``port=0`` picks a free port,
+readable as ``.port`` after ``open``.
 
 Bounds (:class:`node.rpc.RpcServer` says what each costs): ``maxConnections=512`` open at
 once and ``maxConnectionsPerPeer=128`` from one address (past either, an idle connection

@@ -18,10 +18,11 @@ fields and is counted in ``malformed`` too; an RFC 3164 message with a PRI but n
 timestamp/host header (allowed by RFC 3164 section 4.3.3) is counted in ``noheader``.
 
 TCP accepts newline-delimited frames (a trailing CR is dropped) and RFC 6587 octet-counted
-frames (``123 <34>1 ...``), decided per frame. On a node with TLS (:mod:`node.tls`), ``syslogTcp`` serves TLS only:
-RFC 5425 (octet-counted frames over TLS), port 6514 by default. ``bind`` "" (the default)
-is 0.0.0.0 on a node with TLS or ``--plaintext-events``, else 127.0.0.1 (``syslogUdp``:
-0.0.0.0 only with ``--plaintext-events``, UDP cannot be secured); ``port=0`` picks a free port, readable
+frames (``123 <34>1 ...``), decided per frame. On a node with TLS (:mod:`node.tls`),
+``syslogTcp`` serves TLS only: RFC 5425 (octet-counted frames over TLS), port 6514 by
+default. ``bind`` "" (the default) is 0.0.0.0 on a node with TLS or
+``--plaintext-events``, else 127.0.0.1 (``syslogUdp``: 0.0.0.0 only with
+``--plaintext-events``, UDP cannot be secured); ``port=0`` picks a free port, readable
 as ``self.port`` after ``open``.
 
 Bounds (arguments, with their defaults; see ``node/sources/_net.py`` for the common ones):

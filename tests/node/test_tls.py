@@ -260,6 +260,22 @@ def test_a_stalled_handshake_holds_nobody_and_is_closed_in_time(tmp_path, mutual
         stopped(col)
 
 
+def test_handshaking_connections_hold_slots_and_make_room_first(tmp_path, mutual, names):
+    """Connection caps apply before the handshake: silent connections fill every slot,
+    yet a real sender gets in by evicting one of them (they count as idle)."""
+    col = collector(tmp_path, mutual, names, ", maxConnections=4, maxConnectionsPerPeer=4")
+    port = port_of(col)
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    try:
+        wait_until(lambda: counters(col).get("connections", 0) == 4, what="4 accepted")
+        assert send_one(mutual.client, port)[0] == Status.OK
+        assert counters(col).get("refused_evicted", 0) >= 1
+    finally:
+        for s in silent:
+            s.close()
+        stopped(col)
+
+
 def wait_closed(s: socket.socket) -> bool:
     """True once the peer has closed ``s`` (EOF or reset) within its timeout."""
     try:

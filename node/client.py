@@ -2,10 +2,14 @@
 ``rpcSource`` or ``collectorSource``; :class:`FlumeLogHandler` ships ``logging`` records
 through it.
 
-``FlumeClient(host, port=35853, timeout=10.0)``::
+``FlumeClient(host, port=35853, timeout=10.0, tls=None)``::
 
     with FlumeClient("agent1", 35853) as c:
         c.send([Event(b"hello")])            # or c.send_body(b"hello", attrs={...})
+
+``tls``: an ``ssl.SSLContext`` for a receiver on a node with TLS, e.g.
+``node.tls.load(cert, key, ca).client`` (the receiver's certificate is checked against the
+CA and must name ``host``; the context's certificate is presented for mutual TLS).
 
 ``send`` returns once the receiver's flow took the events (a batch over the receivers'
 default bounds, ``node.rpc.SEND_BATCH_EVENTS`` events or ``SEND_BATCH_BYTES`` bytes, is
@@ -36,6 +40,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import ssl
 import threading
 import time
 
@@ -61,7 +66,7 @@ class FlumeClient:
     """Sends event batches to an RPC source (see the module docstring). Thread-safe."""
 
     def __init__(self, host: str, port: int = DEFAULT_PORT, timeout: float = 10.0,
-                 compress: bool = False):
+                 compress: bool = False, tls: ssl.SSLContext | None = None):
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.host = host
@@ -69,7 +74,7 @@ class FlumeClient:
         self.timeout = timeout
         self.compress = compress
         self.metrics = Metrics()
-        self._rpc = RpcClient(host, port, timeout, connect_timeout=min(timeout, 5.0))
+        self._rpc = RpcClient(host, port, timeout, connect_timeout=min(timeout, 5.0), tls=tls)
         idl()   # load the IDL now, not on a first send that an application may be timing
         self._lock = threading.Lock()
 
@@ -150,7 +155,7 @@ class FlumeLogHandler(logging.Handler):
     def __init__(self, host: str, port: int = DEFAULT_PORT, *, capacity: int = 10_000,
                  timeout: float = 0.0, batch_size: int = 500, flush_timeout: float = 5.0,
                  send_timeout: float = 10.0, attrs: dict[str, str | bytes] | None = None,
-                 level: int = logging.NOTSET):
+                 level: int = logging.NOTSET, tls: ssl.SSLContext | None = None):
         super().__init__(level)
         if capacity < 1 or batch_size < 1:
             raise ValueError("capacity and batch_size must be at least 1")
@@ -163,7 +168,7 @@ class FlumeLogHandler(logging.Handler):
         self.attrs = {k: v.encode() if isinstance(v, str) else v
                       for k, v in (attrs or {}).items()}
         self.metrics = Metrics()
-        self.client = FlumeClient(host, port, send_timeout)
+        self.client = FlumeClient(host, port, send_timeout, tls=tls)
         self._buf: collections.deque[Event] = collections.deque()
         self._cond = threading.Condition()
         self._inflight = 0

@@ -31,6 +31,7 @@ Contracts:
 from __future__ import annotations
 
 import ipaddress
+import os
 import select
 import socket
 import ssl
@@ -76,7 +77,7 @@ class Transport:
         if secured or self.plaintext or is_loopback(requested):
             return requested
         how = ("give the node --tls-cert, --tls-key and --tls-ca (docs/security.md)"
-               if tls_capable else "UDP cannot be secured with TLS")
+               if tls_capable else f"{what} has no TLS (UDP, or plain HTTP)")
         raise SourceError(
             f"{what}: refusing to listen on {requested} without TLS: anyone reaching it "
             f"could send events; {how}, or on a trusted network start the node with "
@@ -160,6 +161,9 @@ def load(cert: str | None = None, key: str | None = None, ca: str | None = None,
     for path, what in ((cert, "certificate"), (key, "private key"), (ca, "CA bundle")):
         if path:
             _readable(path, what)
+    if key and os.stat(key).st_mode & 0o007:
+        raise TlsError(f"the private key {key} is accessible by other users (mode "
+                       f"{os.stat(key).st_mode & 0o777:o}): chmod o-rwx it (0600 or 0640)")
     server = None
     if cert:
         server = _min_tls12(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))

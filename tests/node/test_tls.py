@@ -134,6 +134,17 @@ def test_e2e_agent_to_collector_over_mutual_tls(tmp_path, mutual, names, zk_serv
             c.stop()
 
 
+def test_the_application_client_speaks_tls(tmp_path, mutual, names):
+    from flume_og.node.client import FlumeClient
+    col = collector(tmp_path, mutual, names)
+    try:
+        with FlumeClient("localhost", port_of(col), timeout=5, tls=mutual.client) as c:
+            c.send([Event(b"from an application", 0, 0)])
+        assert [e.body for e in collect.collected(names)] == [b"from an application"]
+    finally:
+        stopped(col)
+
+
 # ---------------------------------------------------------------- refusals
 
 def send_one(transport_client, port, host="127.0.0.1"):
@@ -326,7 +337,7 @@ def test_with_tls_sources_listen_everywhere_but_plain_ones_stay_on_loopback(tmp_
     try:
         assert col._flow.source.bind == "0.0.0.0"
         assert http._flow.source.bind == "127.0.0.1"      # plain HTTP: not TLS capable
-        assert udp.state is State.ERROR and "UDP cannot be secured" in udp.last_error
+        assert udp.state is State.ERROR and "has no TLS (UDP" in udp.last_error
     finally:
         stopped(col, http, udp)
 
@@ -401,6 +412,9 @@ def run_node(*args: str) -> subprocess.CompletedProcess:
 def test_a_node_refuses_to_start_with_bad_tls_files(tmp_path, ca):
     c = ca.node("n")
     other = TestCA(tmp_path / "o", "o").node("n")
+    open_key = tmp_path / "open.key"
+    open_key.write_bytes(c.key.read_bytes())
+    open_key.chmod(0o644)
     cases = [
         (["--tls-cert", str(c.cert), "--tls-key", str(tmp_path / "missing.key"),
           "--tls-ca", str(c.ca)], f"cannot read the private key {tmp_path}/missing.key: "
@@ -410,6 +424,8 @@ def test_a_node_refuses_to_start_with_bad_tls_files(tmp_path, ca):
         (["--tls-cert", str(c.cert), "--tls-key", str(c.key), "--tls-ca",
           str(tmp_path / "pki" / "ca-n.key")], "holds no usable certificate"),
         (["--tls-cert", str(c.cert)], "--tls-cert and --tls-key go together"),
+        (["--tls-cert", str(c.cert), "--tls-key", str(open_key), "--tls-ca", str(c.ca)],
+         f"the private key {open_key} is accessible by other users (mode 644)"),
         (["--tls-cert", str(c.cert), "--tls-key", str(c.key), "--tls-client-cert",
           "require"], "needs --tls-ca"),
     ]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from flume_og.node import cli as node_cli
+from flume_og.node.shutdown import StopSignals
 from flume_og.zk.server import DEFAULT_HEAP_MB
 
 log = logging.getLogger("flume")
@@ -15,6 +16,9 @@ log = logging.getLogger("flume")
 
 def cmd_master(args) -> int:
     from flume_og.zk.acl import ROLES, AuthFileError, read_auth_file
+    from flume_og.zk.client import TlsSettingsError
+
+    from flume_og.node.http_server import TlsError
 
     from .server import Master, MasterConfigError, read_token
     data_dir = Path(args.data_dir) if args.data_dir else node_cli.default_data_dir() / "master"
@@ -25,8 +29,10 @@ def cmd_master(args) -> int:
                         token=read_token(args.token_file), zk_auth=zk_auth,
                         zk_insecure=args.zk_insecure, zk_bind=args.zk_bind,
                         zk_heap_mb=args.zk_heap_mb, advertise=args.advertise,
+                        tls=_tls(args), insecure_http=args.insecure_http,
+                        zk_tls=node_cli.zk_tls_settings(args), zk_server_tls=_zk_server_tls(args),
                         **_http_options(args))
-    except (MasterConfigError, AuthFileError) as exc:
+    except (MasterConfigError, AuthFileError, TlsError, TlsSettingsError) as exc:
         print(f"flume master: {exc}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -40,7 +46,11 @@ def cmd_master(args) -> int:
               f"{exc.strerror or exc}", file=sys.stderr)
         return 1
     finally:
+        # a signal right behind the one that stopped the server (a terminal's Ctrl-C and
+        # a script's SIGTERM) must not interrupt the stop; a later one forces the exit
+        signals = StopSignals("flume master", requested=True)
         master.stop()
+        signals.restore()
     return 0
 
 
@@ -72,6 +82,7 @@ def build_parser():
                    help="ZooKeeper credentials, lines master=USER:PASSWORD and "
                    "node=USER:PASSWORD, mode 0600 (default $FLUME_ZK_AUTH_FILE; the managed "
                    "ZooKeeper generates them in the data directory: zk-auth, zk-auth-node)")
+    node_cli.add_zk_tls_options(m)
     m.add_argument("--zk-insecure", action="store_true",
                    help="use the --zk ensemble without credentials and ACLs (anyone "
                    "reaching ZooKeeper can then rewrite every spec)")
@@ -81,8 +92,18 @@ def build_parser():
                    help="REST API and web console port (default 35871)")
     m.add_argument("--bind", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; any other address "
-                   "needs --token-file)")
+                   "needs --token-file, and --tls-cert/--tls-key or --insecure-http)")
     m.add_argument("--token-file", help="file holding the access token required for writes")
+    m.add_argument("--tls-cert", metavar="FILE",
+                   help="PEM certificate (then its intermediates) to serve the REST API "
+                   "and console over HTTPS; needs --tls-key")
+    m.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    m.add_argument("--tls-client-ca", metavar="FILE",
+                   help="PEM CA bundle: every client (flumectl, browsers, nodes asking "
+                   "where ZooKeeper is) must then present a certificate it signed")
+    m.add_argument("--insecure-http", action="store_true",
+                   help="serve plain HTTP on an address other hosts reach (default: "
+                   "refused without --tls-cert; tokens would cross the network in clear)")
     _add_http_options(m)
     node_cli.add_config_file_option(m, "master")
     m.set_defaults(func=cmd_master)
@@ -117,6 +138,32 @@ def _add_http_options(m) -> None:
                    metavar="SECONDS", help=f"time a client has to send a request's line "
                    f"and headers (default {d.header_timeout:g}); later: the connection "
                    f"is closed")
+
+
+def _tls(args):
+    """The REST API's TLS context of --tls-cert/--tls-key/--tls-client-ca, or None."""
+    from flume_og.node.http_server import tls_context
+    from .server import MasterConfigError
+    if not args.tls_cert and not args.tls_key:
+        if args.tls_client_ca:
+            raise MasterConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise MasterConfigError("--tls-cert and --tls-key go together")
+    return tls_context(args.tls_cert, args.tls_key, args.tls_client_ca)
+
+
+def _zk_server_tls(args):
+    """With ``--zk-tls-*`` and no ``--zk``: the managed ZooKeeper serves TLS only, with
+    the REST API's certificate and key."""
+    from flume_og.zk.server import ServerTls
+    from .server import MasterConfigError
+    if args.zk or not (args.zk_tls_ca or args.zk_tls_cert):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise MasterConfigError("the managed ZooKeeper serves TLS with the master's "
+                                "certificate: give --tls-cert FILE --tls-key FILE too")
+    return ServerTls(args.tls_cert, args.tls_key)
 
 
 def _http_options(args) -> dict:

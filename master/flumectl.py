@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from flume_og.master.command_table import COMMANDS, MasterCommand
+from flume_og.node.http_server import TlsError, client_context, tls_problem
 
 DEFAULT_MASTER = "http://127.0.0.1:35871"
 POLL_SECONDS = 0.25
@@ -36,12 +37,15 @@ class Failure(Exception):
 class Master:
     """A thin client of one master's REST API; errors become :class:`Failure`."""
 
-    def __init__(self, url: str, token: str | None, timeout: float):
+    def __init__(self, url: str, token: str | None, timeout: float, tls=None):
+        """``tls``: the client TLS context for an https URL (default: the system's
+        CAs)."""
         self.url = url.rstrip("/")
         headers = {"User-Agent": "flumectl"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+                                 verify=tls if tls is not None else True)
 
     def request(self, method: str, path: str, **kw):
         try:
@@ -49,6 +53,14 @@ class Master:
         except httpx.TimeoutException:
             raise Failure(f"the master at {self.url} did not answer in time") from None
         except httpx.HTTPError as exc:
+            problem = tls_problem(exc, self.url)
+            if problem is not None:
+                raise Failure(problem) from None
+            if isinstance(exc, httpx.RemoteProtocolError) and self.url.startswith("https:"):
+                # TLS 1.3: a missing client certificate shows as a closed connection
+                raise Failure(f"the master at {self.url} closed the connection without an "
+                              f"answer: if it asks for client certificates "
+                              f"(--tls-client-ca), give yours with --cert FILE --key FILE")
             raise Failure(f"cannot reach the master at {self.url}: "
                           f"{exc.__class__.__name__} {exc}".rstrip(": ")) from None
         try:
@@ -309,6 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "token in $FLUME_TOKEN); needed for writes when the master "
                              "has one, and for reads when it has a read token (either "
                              "token reads)")
+    parser.add_argument("--ca", metavar="FILE", default=os.environ.get("FLUME_CA"),
+                        help="PEM CA bundle to check an https master's certificate "
+                             "against (default: $FLUME_CA, else the system's CAs)")
+    parser.add_argument("--cert", metavar="FILE", default=os.environ.get("FLUME_CERT"),
+                        help="PEM client certificate for a master started with "
+                             "--tls-client-ca (default: $FLUME_CERT)")
+    parser.add_argument("--key", metavar="FILE", default=os.environ.get("FLUME_KEY"),
+                        help="PEM private key of --cert (default: $FLUME_KEY, else in "
+                             "--cert)")
     parser.add_argument("--json", action="store_true",
                         help="print the master's JSON answers instead of tables")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
@@ -386,7 +407,12 @@ def command_args(ns) -> list[str]:
 
 
 def run(ns, parser) -> int:
-    master = Master(ns.master, read_token(ns.token_file), ns.timeout)
+    try:
+        tls = (client_context(ns.ca, ns.cert, ns.key)
+               if ns.ca or ns.cert else None)
+    except TlsError as exc:
+        raise Failure(str(exc), EXIT_USAGE) from None
+    master = Master(ns.master, read_token(ns.token_file), ns.timeout, tls)
     name = ns.command
     if getattr(ns, "master_command", None) is not None:
         cmd = master.command(name, command_args(ns))

@@ -230,6 +230,7 @@ def _physical_rows(state: ClusterState) -> list[dict]:
             "host": info.get("host") or st.get("host"),
             "pid": info.get("pid"),
             "http_port": info.get("http_port"),
+            "http_scheme": info.get("http_scheme") or "http",
             "started": info.get("started"),
             "logical": list(mappings.get(p, [])),
             "last_seen": st.get("updated"),

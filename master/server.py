@@ -164,7 +164,8 @@ class Master:
                  zk_bind: str = "127.0.0.1", read_token: str | None = None,
                  allowed_hosts: tuple[str, ...] = (), max_body: int | None = None,
                  limits=None, zk_heap_mb: int = DEFAULT_HEAP_MB,
-                 advertise: str | None = None):
+                 advertise: str | None = None, tls=None, insecure_http: bool = False,
+                 zk_tls=None, zk_server_tls=None):
         """``zk_auth``: the master and node credentials (zk/acl.py); without them the
         managed ZooKeeper uses generated ones, and an external ensemble is refused unless
         ``zk_insecure`` (its tree is then open to anyone reaching ZooKeeper).
@@ -172,7 +173,13 @@ class Master:
         ``advertise``: the host name nodes on other hosts reach this one by, handed out with
         the managed ZooKeeper's port (default: its bound address, or this host's name when
         it listens on every address). A master listening beyond loopback with a managed
-        ZooKeeper on loopback is refused: no node elsewhere could reach it."""
+        ZooKeeper on loopback is refused: no node elsewhere could reach it.
+        ``tls``: the server context of the REST API and console
+        (:func:`node.http_server.tls_context`); listening beyond loopback without it is
+        refused unless ``insecure_http`` (tokens would cross the network in clear).
+        ``zk_tls``: how to reach ZooKeeper over TLS (:class:`zk.client.TlsSettings`);
+        ``zk_server_tls``: the files a managed ZooKeeper serves TLS only with
+        (:class:`zk.server.ServerTls`)."""
         if not is_loopback(bind) and not token:
             raise MasterConfigError(
                 f"refusing to listen on {bind} without an access token: create one "
@@ -185,6 +192,12 @@ class Master:
                 f"reach it. Pass --zk-bind 0.0.0.0 --advertise HOST (the name other hosts "
                 f"reach this one by), or run the masters on a ZooKeeper ensemble with --zk "
                 f"(the production setup, docs/deploy.md)")
+        if not is_loopback(bind) and tls is None and not insecure_http:
+            raise MasterConfigError(
+                f"refusing to serve plain HTTP on {bind}: the access token and every spec "
+                f"would cross the network in clear. Pass --tls-cert FILE --tls-key FILE "
+                f"(docs/security.md says how to make them), or --insecure-http on a "
+                f"network you trust")
         if zk_hosts and not zk_auth and not zk_insecure:
             raise MasterConfigError(
                 "refusing to use ZooKeeper at " + zk_hosts + " without credentials: anyone "
@@ -210,6 +223,9 @@ class Master:
         self.zk_bind = zk_bind
         self.zk_heap_mb = zk_heap_mb
         self.advertise = advertise
+        self.tls = tls
+        self.zk_tls = zk_tls
+        self.zk_server_tls = zk_server_tls
         self.zk_metrics = Metrics()
         self.acl: AclPolicy | None = None
         self.managed_zk: ManagedZooKeeper | None = None
@@ -223,12 +239,14 @@ class Master:
             self.zk_auth = self.zk_auth or managed_credentials(self.data_dir)
             self.managed_zk = ManagedZooKeeper(
                 self.data_dir / "zookeeper", port=self.zk_port, host=self.zk_bind,
-                super_digest=self.zk_auth["master"].id.id, heap_mb=self.zk_heap_mb)
+                super_digest=self.zk_auth["master"].id.id, heap_mb=self.zk_heap_mb,
+                tls=self.zk_server_tls)
             self.managed_zk.start()
             self.managed_zk.supervise()
             self.zk_hosts = self.managed_zk.connect_string
         self.client = connect(self.zk_hosts,
-                              auth=self.zk_auth["master"] if self.zk_auth else None)
+                              auth=self.zk_auth["master"] if self.zk_auth else None,
+                              tls=self.zk_tls)
         if self.zk_auth:
             self.acl = self.client.acl_policy = AclPolicy.for_master(self.root, self.zk_auth)
         else:
@@ -308,9 +326,10 @@ class Master:
             (``user:password``), given only by a loopback master without a token;
             ``zookeeper``: the managed server (alive, restarts, last exit status, heap;
             None for an external ensemble); ``refused``: node registrations this master
-            refused or repaired while leader (``refused_registration_*``)."""
+            refused or repaired while leader (``refused_registration_*``); ``zk_tls``:
+            ZooKeeper is reached over TLS."""
             return {"zk": self.zk_advertised, "root": self.root, "master": self.name,
-                    "acl": self.acl is not None,
+                    "acl": self.acl is not None, "zk_tls": self.zk_tls is not None,
                     "zk_auth": f"{node_cred.user}:{node_cred.password}" if node_cred
                     else None,
                     "zookeeper": self.managed_zk.state() if self.managed_zk else None,
@@ -333,9 +352,10 @@ class Master:
                             f"the master's HTTP server on port {self.http_port}")
         sock = http_server.listening_socket(self.bind, self.http_port, refusals)
         limits = http_server.fit_to_descriptors(self.limits)
-        self.server = http_server.server(self.app(), sock, limits, refusals)
-        log.info("master %s serving http://%s:%d (ZooKeeper %s%s)", self.name, self.bind,
-                 self.http_port, self.zk_hosts, self.root)
+        self.server = http_server.server(self.app(), sock, limits, refusals, tls=self.tls)
+        log.info("master %s serving %s://%s:%d (ZooKeeper %s%s)", self.name,
+                 "https" if self.tls is not None else "http", self.bind, self.http_port,
+                 self.zk_hosts, self.root)
         try:
             self.server.run(sockets=[sock])
         finally:

@@ -9,10 +9,8 @@ import gc
 import ipaddress
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from . import config_file, logs, tls
 from .tls import CLIENT_CERT_POLICIES, PLAINTEXT, Transport
 from .errors import FlumeError, SpecError
 from .logical_node import LogicalNode, State
+from .shutdown import StopSignals
 from .components import all_components
 from .builder import validate_parts
 from .spec import Definition, format_spec, parse, parse_source
@@ -110,37 +109,35 @@ def cmd_components(args) -> int:
 
 def run_one_shot(definitions: list[Definition], data_dir: Path | None, physical: str,
                  allow_exec: bool, http_port: int | None = None,
-                 http_bind: str = "127.0.0.1", transport: Transport = PLAINTEXT) -> int:
+                 http_bind: str = "127.0.0.1", http_tls=None,
+                 http_insecure: bool = False, transport: Transport = PLAINTEXT) -> int:
     """Run the flows until every source is exhausted or a signal asks to stop; with
     ``http_port``, serve the status page meanwhile."""
     nodes = []
-    stop = threading.Event()
     server = None
     if http_port is not None:
-        server = _one_shot_status_server(nodes, physical, http_port, http_bind)
-
-    def on_signal(signum, _frame):
-        log.info("stopping on signal %s", signal.Signals(signum).name)
-        stop.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        server = _one_shot_status_server(nodes, physical, http_port, http_bind, http_tls,
+                                         http_insecure)
+    signals = StopSignals()
     try:
         for d in definitions:
+            if signals.requested:
+                break
             node = LogicalNode(d.name, data_dir, physical_name=physical, allow_exec=allow_exec,
                                transport=transport)
             node.configure(d.source, d.sink)
             nodes.append(node)
-        while not stop.is_set():
+        while not signals.wait(0.1):
             if all(n.state in (State.IDLE, State.ERROR) for n in nodes):
                 break
-            stop.wait(0.1)
+        if signals.requested:
+            log.info("stopping on signal %s", signals.signal_name)
         for n in nodes:
             n.stop()
     finally:
         for n in nodes:
             n.stop()
-        for s, h in old.items():
-            signal.signal(s, h)
+        signals.restore()
         if server is not None:
             server.stop()
     failed = [n for n in nodes if n.state is State.ERROR]
@@ -149,7 +146,8 @@ def run_one_shot(definitions: list[Definition], data_dir: Path | None, physical:
     return 1 if failed else 0
 
 
-def _one_shot_status_server(nodes: list[LogicalNode], physical: str, port: int, bind: str):
+def _one_shot_status_server(nodes: list[LogicalNode], physical: str, port: int, bind: str,
+                            tls=None, insecure: bool = False):
     from .metrics import summarize
     from .status_server import StatusServer
     started = int(time.time() * 1000)
@@ -163,7 +161,7 @@ def _one_shot_status_server(nodes: list[LogicalNode], physical: str, port: int, 
         return {"physical": physical, "host": socket.gethostname(), "pid": os.getpid(),
                 "started": started, "logical": logical, "updated": int(time.time() * 1000)}
     try:
-        return StatusServer(status, bind, port).start()
+        return StatusServer(status, bind, port, tls=tls, insecure=insecure).start()
     except OSError as exc:
         log.warning("no status page: cannot listen on %s:%s: %s", bind, port,
                     exc.strerror or exc)
@@ -185,10 +183,15 @@ def node_transport(args) -> Transport:
 
 
 def cmd_node(args) -> int:
+    from .http_server import TlsError, tls_context
     from .status_server import UnsafeBindError, check_bind
+    if bool(args.http_tls_cert) != bool(args.http_tls_key):
+        raise UsageError("--http-tls-cert and --http-tls-key go together")
     try:
-        check_bind(args.http_bind)
-    except UnsafeBindError as exc:
+        args.http_tls = (tls_context(args.http_tls_cert, args.http_tls_key)
+                         if args.http_tls_cert else None)
+        check_bind(args.http_bind, args.http_tls is not None, args.http_insecure)
+    except (UnsafeBindError, TlsError) as exc:
         raise UsageError(str(exc)) from None
     transport = node_transport(args)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
@@ -203,23 +206,35 @@ def cmd_node(args) -> int:
         raise UsageError("the spec defines no logical node")
     return run_one_shot(list(spec.definitions), data_dir, physical, args.allow_exec,
                         http_port=args.http_port, http_bind=args.http_bind,
+                        http_tls=args.http_tls, http_insecure=args.http_insecure,
                         transport=transport)
 
 
-def zk_from_master(url: str) -> tuple[str, str, bool, str | None]:
+def zk_from_master(url: str, ca: str | None = None) -> tuple[str, str, bool, str | None,
+                                                            bool]:
     """Ask a master where the configuration lives: (ZooKeeper ensemble, root, whether the
-    tree is protected by ACLs, the node credential ``user:password`` if it hands it out)."""
+    tree is protected by ACLs, the node credential ``user:password`` if it hands it out,
+    whether ZooKeeper serves TLS only). ``ca``: the CA of an https master's
+    certificate (default: the system's)."""
     import httpx
+    from .http_server import TlsError, client_context, tls_problem
     try:
-        r = httpx.get(url.rstrip("/") + "/api/cluster", timeout=10)
+        verify = client_context(ca) if ca else True
+        r = httpx.get(url.rstrip("/") + "/api/cluster", timeout=10, verify=verify)
         r.raise_for_status()
         info = r.json()
+    except TlsError as exc:
+        raise UsageError(str(exc)) from None
     except (httpx.HTTPError, ValueError) as exc:
+        problem = tls_problem(exc, url)
+        if problem is not None:
+            raise UsageError(problem.replace("--ca FILE (or $FLUME_CA)",
+                                             "--master-ca FILE (or $FLUME_CA)")) from None
         raise UsageError(f"cannot reach the master at {url}: {exc}; give --zk instead or "
                          f"start the master first") from None
     check_reachable_zk(url, info["zk"])
     return (info["zk"], info.get("root", "/flume"), bool(info.get("acl")),
-            info.get("zk_auth"))
+            info.get("zk_auth"), bool(info.get("zk_tls")))
 
 
 def _own_addresses(host: str) -> bool | None:
@@ -280,14 +295,40 @@ def local_only(transport: Transport) -> str | None:
     return None if transport.tls or transport.plaintext else "127.0.0.1"
 
 
+def add_zk_tls_options(command: argparse.ArgumentParser) -> None:
+    """``--zk-tls-ca``, ``--zk-tls-cert``, ``--zk-tls-key``: ZooKeeper over TLS."""
+    command.add_argument("--zk-tls-ca", metavar="FILE",
+                         help="reach ZooKeeper over TLS (its secureClientPort), checking "
+                         "its certificate against this PEM CA bundle; the certificate must "
+                         "name the host in the connect string")
+    command.add_argument("--zk-tls-cert", metavar="FILE",
+                         help="PEM client certificate for an ensemble that asks for one "
+                         "(ssl.clientAuth=need); needs --zk-tls-key, implies TLS")
+    command.add_argument("--zk-tls-key", metavar="FILE",
+                         help="PEM private key of --zk-tls-cert")
+
+
+def zk_tls_settings(args):
+    """The :class:`zk.client.TlsSettings` of the ``--zk-tls-*`` flags, or None (plain)."""
+    if not (args.zk_tls_ca or args.zk_tls_cert or args.zk_tls_key):
+        return None
+    from flume_og.zk.client import TlsSettings
+    return TlsSettings(args.zk_tls_ca, args.zk_tls_cert, args.zk_tls_key)
+
+
 def run_managed(args, data_dir: Path, physical: str, transport: Transport) -> int:
     """Run a physical node managed by the masters until SIGTERM / Ctrl-C."""
     from .physical_node import PhysicalNode
     auth = node_credential(args)
+    zk_tls = zk_tls_settings(args)
     if args.zk:
         hosts, root = args.zk, args.zk_root
     else:
-        hosts, root, protected, served = zk_from_master(args.master)
+        hosts, root, protected, served, served_tls = zk_from_master(args.master,
+                                                                    args.master_ca)
+        if served_tls and zk_tls is None:
+            from flume_og.zk.client import TlsSettings
+            zk_tls = TlsSettings()   # the system's CAs; --zk-tls-ca for a private CA
         if auth is None and served:
             from flume_og.zk.acl import Credential
             auth = Credential.parse(served, f"the node credential from {args.master}")
@@ -297,19 +338,19 @@ def run_managed(args, data_dir: Path, physical: str, transport: Transport) -> in
                 f"node credential only to local nodes of a master without a token: pass "
                 f"--zk-auth-file FILE (a master managing ZooKeeper writes it to "
                 f"zk-auth-node in its data directory)")
-    stop = threading.Event()
-    for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, lambda *_: stop.set())
+    signals = StopSignals()
     node = PhysicalNode(physical, hosts, root, data_dir=data_dir / "node" / physical,
                         allow_exec=args.allow_exec, zk_auth=auth,
                         http_port=DEFAULT_HTTP_PORT if args.http_port is None
                         else args.http_port, http_bind=args.http_bind,
-                        advertise=args.advertise or local_only(transport),
+                        advertise=args.advertise or local_only(transport), zk_tls=zk_tls,
+                        http_tls=args.http_tls, http_insecure=args.http_insecure,
                         transport=transport)
     node.start()
     try:
-        while not stop.wait(0.5):
+        while not signals.wait(0.5):
             pass
+        log.info("stopping on signal %s", signals.signal_name)
     finally:
         node.stop()
     return 0
@@ -355,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "http://127.0.0.1:35871"),
                    help="a master's URL, asked where ZooKeeper is (default "
                    "$FLUME_MASTER or http://127.0.0.1:35871)")
+    n.add_argument("--master-ca", metavar="FILE", default=os.environ.get("FLUME_CA"),
+                   help="PEM CA bundle of an https master's certificate (default $FLUME_CA, "
+                   "else the system's CAs)")
     n.add_argument("--zk", metavar="CONNECT", help="ZooKeeper ensemble host:port,... "
                    "(instead of asking a master)")
     n.add_argument("--zk-root", default="/flume", help="root znode (default /flume)")
@@ -363,13 +407,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file holding the node's ZooKeeper credential, a line "
                    "node=USER:PASSWORD, mode 0600 (default $FLUME_ZK_AUTH_FILE; without it "
                    "a node asks a local master without a token for it)")
+    add_zk_tls_options(n)
     n.add_argument("--http-port", type=int, default=None,
                    help=f"status page port (default {DEFAULT_HTTP_PORT}, or the next free "
                    f"one; 0 picks any free port); a one-shot node serves a status page "
                    f"only when given this option")
     n.add_argument("--http-bind", default="127.0.0.1", metavar="ADDRESS",
-                   help="address the status page listens on (default 127.0.0.1); a "
-                   "loopback address only: the page has no access control")
+                   help="address the status page listens on (default 127.0.0.1); "
+                   "beyond loopback only with --http-tls-cert/--http-tls-key or "
+                   "--http-insecure: the page shows every spec and counter")
+    n.add_argument("--http-tls-cert", metavar="FILE",
+                   help="PEM certificate to serve the status page over HTTPS")
+    n.add_argument("--http-tls-key", metavar="FILE", help="PEM private key of --http-tls-cert")
+    n.add_argument("--http-insecure", action="store_true",
+                   help="serve the status page in plain HTTP beyond loopback (default: "
+                   "refused)")
     n.add_argument("--advertise", metavar="HOST",
                    help="address or name other hosts reach this node at: agents of other "
                    "hosts send to this node's collectors there (default: the host name, or "

@@ -11,6 +11,11 @@ through it.
 ``node.tls.load(cert, key, ca).client`` (the receiver's certificate is checked against the
 CA and must name ``host``; the context's certificate is presented for mutual TLS).
 
+Bodies and attribute values may be ``str`` (sent as UTF-8) or ``bytes``; any other
+attribute value is sent as its JSON text. ``send_record({"user": "bob", "n": 3})`` (or
+``send`` given a dict, like fluent-logger's ``emit``) sends one event whose body is the
+record as compact JSON (UTF-8; values JSON cannot hold are written as their ``str``).
+
 ``send`` returns once the receiver's flow took the events (a batch over the receivers'
 default bounds, ``node.rpc.SEND_BATCH_EVENTS`` events or ``SEND_BATCH_BYTES`` bytes, is
 sent as several calls in order; when one fails, the earlier ones were delivered), and raises
@@ -26,23 +31,31 @@ in-memory buffer; a background thread sends the buffer in batches. ``emit`` wait
 once and counted in ``metrics["dropped"]``), so the application is never held up by a slow
 or absent receiver. While the receiver is unreachable the sender keeps the oldest records
 and retries with backoff (0.1 s doubling to 5 s). ``flush()`` waits until the buffer is
-sent, at most ``flush_timeout`` seconds; ``close()`` flushes the same way and stops.
+sent, at most ``flush_timeout`` seconds; ``close()`` flushes the same way and stops:
+it returns within ``flush_timeout`` seconds (default 5) in every case, a receiver absent or
+a connection hanging included; what was not sent by then is dropped and counted in
+``metrics["dropped"]``. Pass ``flush_timeout=0`` for a ``close()`` that never waits.
 
 Each event carries: body = the formatted message (UTF-8), timestamp = the record's time,
 priority from the level (CRITICAL->FATAL, ERROR, WARNING->WARN, INFO, DEBUG, below
 DEBUG->TRACE), host = this machine, and attributes ``logger``, ``level``, ``thread``,
 ``pid``, ``file``, ``line``, ``function``, plus the handler's ``attrs`` and, when a record
 has one, ``exception`` (the formatted traceback is also in the body when the formatter
-adds it).
+adds it). Fields given with ``extra={...}`` are attributes too (``str`` as UTF-8, ``bytes``
+as they are, anything else as JSON); where a name clashes with one of the fields above,
+the field above is kept.
 """
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import ssl
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from .backoff import Backoff, step
 from .component import Metrics
@@ -62,6 +75,22 @@ class ClientError(SinkError):
     """Events could not be delivered."""
 
 
+def as_bytes(value) -> bytes:
+    """An attribute value or body as bytes: ``str`` as UTF-8, ``bytes``-like as it is,
+    anything else as its compact JSON text (``str()`` for what JSON cannot hold)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                      default=str).encode("utf-8", "surrogatepass")
+
+
+def as_attrs(attrs) -> dict[str, bytes]:
+    """Attributes with ``str`` names and values converted by :func:`as_bytes`."""
+    return {str(k): as_bytes(v) for k, v in (attrs or {}).items()}
+
+
 class FlumeClient:
     """Sends event batches to an RPC source (see the module docstring). Thread-safe."""
 
@@ -78,9 +107,13 @@ class FlumeClient:
         idl()   # load the IDL now, not on a first send that an application may be timing
         self._lock = threading.Lock()
 
-    def send(self, events: list[Event]) -> None:
+    def send(self, events: "list[Event] | Mapping[str, Any]") -> None:
         """Deliver ``events`` (one call, or one per piece of a batch over the receivers'
-        bounds); ClientError if not done within ``timeout``."""
+        bounds); ClientError if not done within ``timeout``. A mapping is sent as one
+        JSON record (:meth:`send_record`)."""
+        if isinstance(events, Mapping):
+            self.send_record(events)
+            return
         for piece in split_events(events, rpc.SEND_BATCH_EVENTS, rpc.SEND_BATCH_BYTES):
             self._send(piece)
 
@@ -116,15 +149,26 @@ class FlumeClient:
                 delay = step(delay, BUSY_PAUSE_FIRST, BUSY_PAUSE_MAX)
                 time.sleep(min(delay, left))
 
-    def send_body(self, body: bytes | str, priority: Priority = Priority.INFO,
-                  attrs: dict[str, bytes] | None = None, host: str = LOCAL_HOST) -> None:
-        """Send one event made of ``body`` and these fields."""
-        if isinstance(body, str):
-            body = body.encode()
-        self.send([Event(body, priority=priority, host=host, attrs=attrs)])
+    def send_body(self, body: "bytes | str | Mapping[str, Any]",
+                  priority: Priority = Priority.INFO,
+                  attrs: "Mapping[str, Any] | None" = None, host: str = LOCAL_HOST) -> None:
+        """Send one event made of ``body`` and these fields (values converted by
+        :func:`as_bytes`: a mapping body is sent as JSON)."""
+        self.send([Event(as_bytes(body), priority=priority, host=host,
+                         attrs=as_attrs(attrs))])
 
-    def close(self) -> None:
-        self._rpc.close()
+    def send_record(self, record: "Mapping[str, Any]", priority: Priority = Priority.INFO,
+                    attrs: "Mapping[str, Any] | None" = None,
+                    host: str = LOCAL_HOST) -> None:
+        """Send ``record`` as one event whose body is its compact JSON text."""
+        if not isinstance(record, Mapping):
+            raise TypeError(f"a record is a mapping, not {type(record).__name__}")
+        self.send_body(dict(record), priority, attrs, host)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Close the connection; a send in progress fails at once. A connect in progress
+        is waited for at most ``timeout`` seconds (None: until it ends)."""
+        self._rpc.close(timeout)
 
     def __enter__(self) -> "FlumeClient":
         return self
@@ -148,6 +192,10 @@ def level_priority(levelno: int) -> Priority:
     return Priority.TRACE
 
 
+# what every LogRecord has: the rest of a record's fields came from ``extra=``
+_RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
 class FlumeLogHandler(logging.Handler):
     """A ``logging.Handler`` shipping records to an RPC source (see the module docstring).
     """
@@ -165,8 +213,7 @@ class FlumeLogHandler(logging.Handler):
         self.timeout = timeout
         self.batch_size = batch_size
         self.flush_timeout = flush_timeout
-        self.attrs = {k: v.encode() if isinstance(v, str) else v
-                      for k, v in (attrs or {}).items()}
+        self.attrs = as_attrs(attrs)
         self.metrics = Metrics()
         self.client = FlumeClient(host, port, send_timeout, tls=tls)
         self._buf: collections.deque[Event] = collections.deque()
@@ -182,6 +229,8 @@ class FlumeLogHandler(logging.Handler):
 
     def _event(self, record: logging.LogRecord) -> Event:
         attrs = dict(self.attrs)
+        attrs.update(as_attrs({k: v for k, v in record.__dict__.items()
+                               if k not in _RECORD_FIELDS}))
         attrs.update({
             "logger": record.name.encode(),
             "level": record.levelname.encode(),
@@ -221,9 +270,11 @@ class FlumeLogHandler(logging.Handler):
             if len(self._buf) == 1 or len(self._buf) >= self.batch_size:
                 self._cond.notify_all()
 
-    def flush(self) -> None:
-        """Wait until everything buffered is sent, at most ``flush_timeout`` seconds."""
-        deadline = time.monotonic() + self.flush_timeout
+    def flush(self, deadline: float | None = None) -> None:
+        """Wait until everything buffered is sent, at most ``flush_timeout`` seconds (or
+        until the ``time.monotonic()`` ``deadline``)."""
+        if deadline is None:
+            deadline = time.monotonic() + self.flush_timeout
         with self._cond:
             self._cond.notify_all()
             while (self._buf or self._inflight) and self._sender.is_alive():
@@ -233,14 +284,17 @@ class FlumeLogHandler(logging.Handler):
                 self._cond.wait(min(left, 0.1))
 
     def close(self) -> None:
-        """Flush (bounded by ``flush_timeout``), stop the sender, close the connection."""
+        """Flush, stop the sender, close the connection: all within ``flush_timeout``
+        seconds; what is left unsent is dropped and counted."""
         if not self._closing:
-            self.flush()
+            deadline = time.monotonic() + self.flush_timeout
+            self.flush(deadline)
             with self._cond:
                 self._closing = True
                 self._cond.notify_all()
-            self.client.close()   # interrupts a send in progress
-            self._sender.join(self.flush_timeout)
+            # interrupts a send in progress; a hanging connect is left to end by itself
+            self.client.close(max(0.0, deadline - time.monotonic()))
+            self._sender.join(max(0.0, deadline - time.monotonic()))
             with self._cond:
                 if self._buf:
                     self.metrics.add("dropped", len(self._buf))

@@ -197,6 +197,12 @@ class Sink(Component):
         pass
 
 
+# A decorator that holds events on purpose (delay, choke) passes them on in pieces of at
+# most this many seconds of holding, so an event of a large batch never waits for the
+# whole batch (the latency bound of docs/reliability.md).
+PIECE_SECONDS = 0.1
+
+
 class Decorator(Sink):
     """A sink wrapping one inner sink; by default everything passes straight through."""
 

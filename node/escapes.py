@@ -340,3 +340,18 @@ def expand(pattern: str, event: Event, utc: bool = False) -> str:
 def has_escapes(pattern: str) -> bool:
     """True if expanding ``pattern`` depends on the event."""
     return any(p.kind != "lit" for p in parse(pattern))
+
+
+def literal_path(path: str) -> str:
+    """Declared check of a path that names one file or directory as written (``text``,
+    ``tail``, ``spooldir``...): ValueError if it holds an escape (``%Y``, ``%{host}``,
+    ``%%``), which such a component would not expand, instead of creating a file
+    literally called ``%Y.txt``. An unknown ``%x`` is not an escape (kept as written)."""
+    first = next((m for m in _TAG.finditer(path)
+                  if m.group(1) is not None or m.group(2) == "%"
+                  or m.group(2) in _DATE_FIELDS or m.group(2) in ("t", "s")), None)
+    if first is not None:
+        raise ValueError(f"{path!r} holds the escape {first.group(0)!r}, which only sinks "
+                         f"that write time buckets expand (collectorSink, "
+                         f"escapedCustomDfs...); this path is taken as written")
+    return path

@@ -17,7 +17,10 @@ Formats (one line per event unless said otherwise):
 * ``syslog`` -- the syslog wire line ``<pri>body``, as OG's syslog writer sent it: the
   priority comes from the ``syslogfacility``/``syslogseverity`` attributes the syslog
   sources set (ASCII digits or OG's single raw byte), else facility user and a severity
-  mapped from the event priority. An event read from syslog is reproduced as it came.
+  mapped from the event priority. The syslog sources keep only MSG in the body: for the
+  whole message back, use ``syslog5424``.
+* ``syslog5424([framing="lf|octet"])`` -- RFC 5424 messages rebuilt from the event and the
+  attributes the syslog sources set (:class:`Syslog5424Format`, ``docs/syslog.md``).
 * ``log4j`` -- ``2020-09-13 12:26:40,123 INFO log4j: body``, the log4j ISO8601 layout
   Hadoop logs use (OG wrote a mangled ``yyyy-MM-dd'T'HH:mm:ss:Z`` date here).
 * ``avrojson`` -- Avro's JSON encoding of the record :data:`AVRO_SCHEMA`, one per line
@@ -365,6 +368,87 @@ class SyslogFormat(OutputFormat):
         return b"".join(out)
 
 
+def _gm_iso(sec: int) -> str:
+    """``2020-09-13T12:26:40`` UTC (the milliseconds and ``Z`` are added per event)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+
+
+def _field_table(exclude: bytes) -> bytes:
+    """bytes.translate table: PRINTUSASCII (33-126) minus ``exclude`` kept, others ``_``."""
+    return bytes(c if 33 <= c <= 126 and c not in exclude else 0x5F for c in range(256))
+
+
+_HEADER_FIELD = _field_table(b"")
+_SD_NAME = _field_table(b'= ]"')
+_SD_VALUE_ESCAPES = ((b"\\", b"\\\\"), (b'"', b'\\"'), (b"]", b"\\]"))
+
+
+def _header_field(value: bytes | None, limit: int) -> bytes:
+    """An RFC 5424 header field: PRINTUSASCII, at most ``limit`` bytes, ``-`` when empty."""
+    return value[:limit].translate(_HEADER_FIELD) if value else b"-"
+
+
+def _structured_data(attrs: dict[str, bytes]) -> bytes:
+    """STRUCTURED-DATA from the ``sd.<SD-ID>.<PARAM-NAME>`` attributes, in their order (the
+    SD-ID is what lies before the last dot), or ``-``."""
+    elements: dict[bytes, list[bytes]] = {}
+    for k, v in attrs.items():
+        if not k.startswith("sd."):
+            continue
+        sd_id, dot, name = k[3:].rpartition(".")
+        if not sd_id or not name:
+            continue
+        for a, b in _SD_VALUE_ESCAPES:
+            v = v.replace(a, b)
+        elements.setdefault(sd_id.encode()[:32].translate(_SD_NAME), []).append(
+            b'%b="%b"' % (name.encode()[:32].translate(_SD_NAME), v))
+    if not elements:
+        return b"-"
+    return b"".join(b"[%b %b]" % (i, b" ".join(p)) for i, p in elements.items())
+
+
+class Syslog5424Format(OutputFormat):
+    """RFC 5424 messages, the inverse of what the syslog sources parse (docs/syslog.md).
+
+    ``<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA MSG``: PRI as in
+    ``syslog``; the event time in UTC with milliseconds; HOSTNAME from ``syslog.hostname``,
+    else the event host; APP-NAME, PROCID, MSGID from ``syslog.appname``, ``syslog.procid``,
+    ``syslog.msgid`` (nil ``-`` when absent), each cut to RFC 5424's length (255, 48, 128,
+    32) with any byte outside printable ASCII written ``_``; the ``sd.*`` attributes as
+    structured data, values escaped; the body as MSG, unchanged. ``framing``: ``lf`` ends
+    each message with LF (a file: a body holding LF spans lines), ``octet`` writes RFC 6587
+    octet counting ``LEN SP MESSAGE`` (a stream that any body survives).
+    """
+
+    name, usage = "syslog5424", 'syslog5424([framing="lf|octet"])'
+
+    def __init__(self, framing: str = "lf"):
+        if framing not in ("lf", "octet"):
+            raise ValueError(f"unknown syslog framing {framing}; known: lf, octet")
+        self.framing = framing
+        self._date = _PerSecond(_gm_iso)
+
+    def message(self, e: Event) -> bytes:
+        """One event as an RFC 5424 message, without framing."""
+        a = e.attrs
+        stamp = f"{self._date(e.timestamp // 1000)}.{e.timestamp % 1000:03d}Z".encode()
+        host = a.get("syslog.hostname") or e.host.encode("utf-8", "replace")
+        head = b"<%d>1 %b %b %b %b %b %b" % (
+            syslog_pri(e), stamp, _header_field(host, 255),
+            _header_field(a.get("syslog.appname"), 48), _header_field(a.get("syslog.procid"), 128),
+            _header_field(a.get("syslog.msgid"), 32), _structured_data(a) if a else b"-")
+        return head + b" " + e.body if e.body else head
+
+    def encode(self, events: list[Event]) -> bytes:
+        msgs = [self.message(e) for e in events]
+        if self.framing == "octet":
+            return b"".join([b"%d %b" % (len(m), m) for m in msgs])
+        return b"\n".join(msgs) + b"\n"
+
+    def __str__(self) -> str:
+        return "syslog5424" if self.framing == "lf" else f'syslog5424("{self.framing}")'
+
+
 class Log4jFormat(OutputFormat):
     name, usage = "log4j", "log4j"
 
@@ -480,6 +564,6 @@ class AvroDataFormat(OutputFormat):
 
 
 FORMATS: dict[str, type[OutputFormat]] = {
-    f.name: f for f in (RawFormat, JsonFormat, DebugFormat, SyslogFormat, Log4jFormat,
-                        AvroJsonFormat, AvroDataFormat)
+    f.name: f for f in (RawFormat, JsonFormat, DebugFormat, SyslogFormat, Syslog5424Format,
+                        Log4jFormat, AvroJsonFormat, AvroDataFormat)
 }

@@ -25,26 +25,33 @@ lines. The master's REST API and console run on it, and so does the node's statu
   waiting connections are accepted with a reserved descriptor and closed at once, instead
   of asyncio's loop, which retries accept() ``backlog`` times per wake-up and logs each
   failure (100 % CPU and thousands of identical lines a second);
-* **logs**: uvicorn's warnings (one per bad request) are rate-limited.
+* **logs**: uvicorn's warnings (one per bad request) are rate-limited;
+* **TLS** (``server(tls=...)``): the connection takes its slot at accept, and the
+  handshake and the request head together must end within ``header_timeout``
+  (``refused_handshake_timeout`` when the handshake is what did not end).
 
 Every refusal is counted in ``metrics`` (``refused_connections``,
 ``refused_peer_connections``, ``refused_evicted``, ``refused_header_timeout``,
-``refused_body_timeout``, ``refused_descriptors``) and logged, rate-limited.
+``refused_body_timeout``, ``refused_handshake_timeout``, ``refused_descriptors``) and logged, rate-limited.
 """
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
 import resource
 import socket
+import ssl
 import time
+from asyncio import sslproto
 from dataclasses import dataclass, replace
 from functools import partial
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from flume_og.node.errors import FlumeError
 from flume_og.node.limits import ConnectionSlots, RateLimitedLog, Refusals
 
 log = logging.getLogger(__name__)
@@ -82,14 +89,19 @@ class GuardedH11Protocol(H11Protocol):
         self._timer = None
         self._phase: str | None = None    # "headers" or "body" while a timer runs
         self.head_since: float | None = None   # waiting for a request head since; None: served
+        self._raw = None                 # the connection's transport as admitted
+        self.transport = None
 
-    def connection_made(self, transport) -> None:
-        super().connection_made(transport)
+    def admit(self, transport, plain: bool = True) -> bool:
+        """Take a connection slot for the connection on ``transport`` (under TLS, the TCP
+        one before the handshake: ``plain`` False) and start the head's clock; False if
+        refused (the connection is closed, answered 503 if ``plain``)."""
+        self._raw = transport
         self.head_since = time.monotonic()
-        peer = self.client[0] if self.client else "?"
+        peer = (transport.get_extra_info("peername") or ("?",))[0]
         refused, evicted = self.slots.admit(self, peer)
         if evicted is not None:
-            evicted[0].transport.close()
+            evicted[0].close()
             self.refusals.refuse("evicted", f"closed a connection from {evicted[1]} "
                                  f"waiting for a request head to make room for {peer}")
         if refused is not None:
@@ -98,14 +110,29 @@ class GuardedH11Protocol(H11Protocol):
                      else f"{self.limits.max_connections} connections")
             self.refusals.refuse(refused, f"{bound} are open already, every one being "
                                  f"served; answered 503")
-            transport.write(_BUSY)
+            if plain:
+                transport.write(_BUSY)
             transport.close()
-            return
+            return False
         self._start("headers", self.limits.header_timeout)
+        return True
 
-    def connection_lost(self, exc) -> None:
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        if self._raw is None:            # plain HTTP; under TLS, admitted at accept
+            self.admit(transport)
+
+    def close(self) -> None:
+        """Close the connection, whether its TLS handshake is over or not."""
+        (self.transport or self._raw).close()
+
+    def release(self) -> None:
+        """The connection is gone: its clock stops, its slot is free (idempotent)."""
         self._stop()
         self.slots.remove(self)
+
+    def connection_lost(self, exc) -> None:
+        self.release()
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
@@ -150,6 +177,12 @@ class GuardedH11Protocol(H11Protocol):
 
     def _expired(self) -> None:
         phase, self._timer, self._phase = self._phase, None, None
+        if self.transport is None:       # the TLS handshake is not over
+            if not self._raw.is_closing():
+                self.refusals.refuse("handshake_timeout", f"a client did not finish its "
+                                     f"TLS handshake within {self.limits.header_timeout:g} s")
+                self._raw.abort()
+            return
         if self.transport.is_closing():
             return
         if phase == "body" and self.flow.read_paused:   # the app is slow, not the client
@@ -160,6 +193,93 @@ class GuardedH11Protocol(H11Protocol):
                              f"a client sent its request {phase.replace('drain', 'body')} "
                              f"too slowly (more than {limit:g} s)")
         self.transport.close()
+
+
+class TlsError(FlumeError):
+    """A certificate, key or CA file cannot be used to serve TLS."""
+
+
+def tls_context(certfile: str, keyfile: str, client_ca: str | None = None) -> ssl.SSLContext:
+    """A server-side TLS context (TLS 1.2 at least, Python's default ciphers) from PEM
+    files: ``certfile`` (the certificate, then any intermediates), ``keyfile`` (its
+    unencrypted private key) and, with ``client_ca``, the CA bundle every client must
+    present a certificate from (mutual TLS). TlsError with a sentence otherwise."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsError(f"cannot use the certificate {certfile} with the key {keyfile}: "
+                       f"{getattr(exc, 'strerror', None) or exc}") from None
+    if client_ca:
+        try:
+            ctx.load_verify_locations(cafile=client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsError(f"cannot use the client CA file {client_ca}: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def client_context(ca: str | None = None, cert: str | None = None,
+                   key: str | None = None) -> ssl.SSLContext:
+    """A client-side TLS context for the REST API (flumectl, a node asking a master):
+    the system's CAs, or only those of ``ca``; with ``cert`` (and ``key``, else the key
+    is in ``cert``) a client certificate for a master that asks for one. TlsError with a
+    sentence if a file cannot be used."""
+    try:
+        ctx = ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsError(f"cannot use the CA file {ca}: "
+                       f"{getattr(exc, 'strerror', None) or exc}") from None
+    if cert:
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsError(f"cannot use the client certificate {cert}"
+                           f"{f' with the key {key}' if key else ''}: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
+    return ctx
+
+
+def tls_problem(exc: BaseException, url: str) -> str | None:
+    """A sentence saying what is wrong when ``exc`` (from an HTTPS client) is a TLS
+    failure talking to ``url``; None for any other failure."""
+    while exc is not None and not isinstance(exc, ssl.SSLError):
+        exc = exc.__cause__ or exc.__context__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"the certificate of {url} is not trusted here ({exc.verify_message}): "
+                f"give the CA that signed it with --ca FILE (or $FLUME_CA)")
+    if exc is not None:
+        return (f"the TLS handshake with {url} failed ({exc.reason or exc}): is it an "
+                f"HTTPS server, and does it want a client certificate (--cert, --key)?")
+    return None
+
+
+class _TlsConnection(sslproto.SSLProtocol):
+    """asyncio's TLS layer around a :class:`GuardedH11Protocol` that takes its connection
+    slot and starts the head's clock at accept, not after the handshake (asyncio's
+    ``create_server(ssl=...)`` gives a handshake 60 s and tells the protocol nothing
+    before it ends): a client that connects and never finishes its handshake holds a
+    slot and is closed after ``header_timeout`` (``refused_handshake_timeout``)."""
+
+    def __init__(self, app: GuardedH11Protocol, context: ssl.SSLContext):
+        # asyncio's own handshake timeout is a backstop: the head's clock fires first
+        super().__init__(asyncio.get_running_loop(), app, context, None, server_side=True,
+                         ssl_handshake_timeout=2 * app.limits.header_timeout + 1)
+        self.guarded = app
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.guarded.admit(transport, plain=False)
+
+    def connection_lost(self, exc) -> None:
+        super().connection_lost(exc)
+        self.guarded.release()   # asyncio tells the protocol only after a handshake
+
+
+def _tls_protocol(context: ssl.SSLContext, *args, **kw) -> _TlsConnection:
+    return _TlsConnection(GuardedH11Protocol(*args, **kw), context)
 
 
 class _ListeningSocket(socket.socket):
@@ -271,23 +391,29 @@ def fit_to_descriptors(limits: HttpLimits) -> HttpLimits:
     return replace(limits, max_connections=cap)
 
 
-def server(app, sock: socket.socket, limits: HttpLimits, refusals: Refusals):
-    """A ``uvicorn.Server`` for ``app`` on ``sock`` (from :func:`listening_socket`); run
-    it with ``server.run(sockets=[sock])``."""
+def server(app, sock: socket.socket, limits: HttpLimits, refusals: Refusals,
+           tls: ssl.SSLContext | None = None):
+    """A ``uvicorn.Server`` for ``app`` on ``sock`` (from :func:`listening_socket`),
+    serving HTTPS with ``tls`` (:func:`tls_context`) if given; run it with
+    ``server.run(sockets=[sock])``. Under TLS the bounds hold from the TCP accept: the
+    handshake and the request head together must end within ``header_timeout``."""
     import uvicorn
     logging.getLogger("uvicorn.error").addFilter(_uvicorn_filter)   # idempotent
     slots = ConnectionSlots(limits.max_connections, limits.max_connections_per_peer,
                             lambda conn: conn.head_since, idle_from_any=True)
+    # TLS is layered here rather than by uvicorn's ssl_certfile (asyncio's create_server
+    # ssl=): see _TlsConnection
+    protocol = partial(_tls_protocol, tls) if tls is not None else GuardedH11Protocol
     config = uvicorn.Config(
         app, log_level="warning", access_log=False,
         loop="asyncio",     # accept() must go through _ListeningSocket (uvloop's does not)
-        http=partial(GuardedH11Protocol, limits=limits, refusals=refusals,
-                     slots=slots),
+        http=partial(protocol, limits=limits, refusals=refusals, slots=slots),
         timeout_keep_alive=limits.keep_alive, backlog=BACKLOG,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES, ws="none")
     return uvicorn.Server(config)
 
 
-__all__ = ["HttpLimits", "GuardedH11Protocol", "listening_socket", "server",
+__all__ = ["HttpLimits", "GuardedH11Protocol", "listening_socket", "server", "tls_context",
+           "client_context", "tls_problem", "TlsError",
            "fit_to_descriptors",
            "MAX_HEADER_BYTES"]

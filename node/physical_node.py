@@ -72,21 +72,29 @@ class PhysicalNode:
                  data_dir: Path | None = None, allow_exec: bool = False,
                  http_port: int | None = None, http_bind: str = "127.0.0.1",
                  zk_auth: Credential | None = None, advertise: str | None = None,
+                 zk_tls=None, http_tls=None, http_insecure: bool = False,
                  transport: Transport = PLAINTEXT):
         """``zk_auth``: the node role's ZooKeeper credential (zk/acl.py); needed when the
         masters protect the tree with ACLs. ``advertise``: the address other hosts reach
         this node at, registered as its ``host`` (the masters write it into the chains
         and logical sinks that point at this node's collectors); default: the host
-        name. ``transport``: the node's TLS settings (node/tls.py), for every flow."""
+        name. ``zk_tls``: reach ZooKeeper over TLS (:class:`zk.client.TlsSettings`).
+        ``http_tls``, ``http_insecure``: the status page's TLS context and opt-in to
+        plain HTTP beyond loopback (:class:`node.status_server.StatusServer`); the page's
+        scheme is registered with its port, for the console's link. ``transport``: the
+        node's event transport (node/tls.py), for every flow."""
         self.name = name
         self.transport = transport
         self.zk_auth = zk_auth
+        self.zk_tls = zk_tls
         self.zk_hosts = zk_hosts
         self.root = root
         self.data_dir = Path(data_dir) if data_dir else None
         self.allow_exec = allow_exec
         self.http_port = http_port   # wanted; the bound one once the page serves
         self.http_bind = http_bind
+        self.http_tls = http_tls
+        self.http_insecure = http_insecure
         self.status_server = None
         self.host = advertise or socket.gethostname()
         self.shared = NodeShared()
@@ -110,7 +118,7 @@ class PhysicalNode:
     def start(self) -> "PhysicalNode":
         if self.http_port is not None:
             self._start_status_server()
-        self.client = connect(self.zk_hosts, auth=self.zk_auth)
+        self.client = connect(self.zk_hosts, auth=self.zk_auth, tls=self.zk_tls)
         self.store = ConfigStore(self.client, self.root)
         self.store.on_new_session(self._on_new_session)
         try:
@@ -192,8 +200,9 @@ class PhysicalNode:
         job is moving events), and registers the port it got."""
         from .status_server import StatusServer
         try:
-            self.status_server = StatusServer(self.status, self.http_bind,
-                                              self.http_port).start()
+            self.status_server = StatusServer(self.status, self.http_bind, self.http_port,
+                                              tls=self.http_tls,
+                                              insecure=self.http_insecure).start()
             self.http_port = self.status_server.port
         except OSError as exc:
             log.warning("no status page: cannot listen on %s:%s: %s", self.http_bind,
@@ -252,6 +261,7 @@ class PhysicalNode:
 
     def _register(self) -> None:
         info = {"host": self.host, "pid": os.getpid(), "http_port": self.http_port,
+                "http_scheme": self.status_server.scheme if self.status_server else None,
                 "started": self.started_ms}
         try:
             self.store.register_physical(self.name, info)

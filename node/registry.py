@@ -41,6 +41,8 @@ from typing import Annotated, Any, Callable
 
 import annotated_types as at
 
+from .escapes import literal_path
+
 SPECIAL_FIRST = ("inner", "inner_factory", "branches")
 
 
@@ -109,6 +111,7 @@ def type_name(t) -> str:
 
 # Checks that many components declare ("file must not be empty", "timeoutMs must be > 0")
 NonEmpty = Annotated[str, at.MinLen(1)]
+LiteralPath = Annotated[str, at.MinLen(1), literal_path]   # one file, no escapes expanded
 Positive = Annotated[int, at.Gt(0)]
 AtLeast1 = Annotated[int, at.Ge(1)]      # a count
 NonNegative = Annotated[int, at.Ge(0)]   # a timeout in ms is 0 for never

@@ -711,6 +711,7 @@ class RpcClient:
         self._sock: TSocket | None = None
         self.connects = 0
         self.stale_reconnects = 0
+        self._closing = False    # close() gave up waiting for a call in progress
 
     @property
     def address(self) -> str:
@@ -796,6 +797,10 @@ class RpcClient:
                 self._drop()
                 raise DeliveryUnknown(f"rpc {name} to {self.address} failed: "
                                       f"{exc or type(exc).__name__}") from exc
+            finally:
+                if self._closing:
+                    self._closing = False
+                    self._drop()
 
     def connect(self, timeout: float | None = None) -> None:
         """Connect now if not connected (SinkError if that fails); ``timeout`` (seconds)
@@ -846,15 +851,22 @@ class RpcClient:
         """The original oneway one-event ``append`` (no outcome, no flow control)."""
         self._call("append", to_thrift([event])[0])
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Close the connection. Safe from another thread: a call in progress fails
-        (SinkError) at once instead of waiting for its timeout."""
+        (SinkError) at once instead of waiting for its timeout. A connect in progress
+        cannot be cut short: ``close`` waits for it at most ``timeout`` seconds (None:
+        as long as it takes), then leaves it to close itself when it ends."""
         sock = self._sock
         raw = getattr(sock, "sock", None) if sock is not None else None
         if raw is not None:
             _shutdown(raw, socket.SHUT_RDWR)
-        with self._lock:
+        if not self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            self._closing = True     # the call in progress drops its connection
+            return
+        try:
             self._drop()
+        finally:
+            self._lock.release()
 
 
 class _TlsFailed(Exception):

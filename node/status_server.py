@@ -26,8 +26,9 @@ Every refusal is counted (``status_page`` in ``/status.json``, the HTML page and
 (:class:`node.limits.Refusals`).
 
 It binds 127.0.0.1 by default and refuses any address that is not loopback
-(:class:`UnsafeBindError`): the page has no access control and shows every spec and
-counter; reach it remotely through SSH or a reverse proxy that authenticates. It answers
+(:class:`UnsafeBindError`) unless it serves TLS (``tls``) or plain HTTP is opted in
+(``insecure``): the page has no access control and shows every spec and counter; reach
+it remotely through SSH or a reverse proxy that authenticates, or over TLS. It answers
 421 to a ``Host`` header that names another site (:class:`node.hosts.HostPolicy`: DNS
 rebinding). Specs are shown with the passwords of their URLs hidden
 (:func:`node.redact.redact`). When the port is
@@ -67,18 +68,21 @@ class UnsafeBindError(FlumeError):
     """The status page was asked to listen on an address other hosts can reach."""
 
 
-def check_bind(bind: str) -> None:
+def check_bind(bind: str, tls: bool = False, insecure: bool = False) -> None:
     """Raise :class:`UnsafeBindError` unless ``bind`` is a loopback address (or
-    ``localhost``)."""
+    ``localhost``), or the page is served over TLS (``tls``), or plain HTTP beyond
+    loopback is opted in (``insecure``): the master's rule."""
     try:
         loopback = bind == "localhost" or ipaddress.ip_address(bind).is_loopback
     except ValueError:
         loopback = False
-    if not loopback:
+    if not (loopback or tls or insecure):
         raise UnsafeBindError(
-            f"refusing to serve the node status page on {bind}: it has no access control "
-            f"and shows every spec and counter; keep the default 127.0.0.1 and reach it "
-            f"through SSH or a reverse proxy that authenticates")
+            f"refusing to serve the node status page in plain HTTP on {bind}: it shows "
+            f"every spec and counter to whoever reaches it. Keep the default 127.0.0.1 "
+            f"(and reach it through SSH or a reverse proxy that authenticates), serve it "
+            f"over TLS with --http-tls-cert FILE --http-tls-key FILE, or pass "
+            f"--http-insecure on a network you trust")
 
 
 class StatusServer:
@@ -88,8 +92,12 @@ class StatusServer:
 
     def __init__(self, status: Callable[[], dict], bind: str = "127.0.0.1",
                  port: int = 35862, autofind: bool = True,
-                 limits: HttpLimits = STATUS_LIMITS):
-        check_bind(bind)
+                 limits: HttpLimits = STATUS_LIMITS, tls=None, insecure: bool = False):
+        """``tls``: serve HTTPS with this server context
+        (:func:`node.http_server.tls_context`); ``insecure``: plain HTTP beyond loopback
+        is allowed (:func:`check_bind`)."""
+        check_bind(bind, tls is not None, insecure)
+        self.tls = tls
         self.hosts = HostPolicy(bind)
         self.status = status
         self.bind = bind
@@ -119,10 +127,10 @@ class StatusServer:
             raise last  # type: ignore[misc]
         self.port = sock.getsockname()[1]
         refusals.what = f"the node status page on {self.bind}:{self.port}"
-        server = http_server.server(self._app(), sock, self.limits, refusals)
+        server = http_server.server(self._app(), sock, self.limits, refusals, tls=self.tls)
         self._serving = AsgiServerThread(server, sock, "status-http-")
         self._serving.start()
-        log.info("node status page on http://%s:%d/", self.bind, self.port)
+        log.info("node status page on %s", self.url)
         return self
 
     def stop(self) -> None:
@@ -132,7 +140,11 @@ class StatusServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.bind}:{self.port}/"
+        return f"{self.scheme}://{self.bind}:{self.port}/"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
     def served_status(self) -> dict:
         """``status()`` with passwords hidden and this page's own counters

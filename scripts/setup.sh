@@ -9,6 +9,10 @@ command -v java >/dev/null 2>&1 || need_apt+=(default-jre-headless)
 # the cluster tests (tests/cluster) make network namespaces with ip
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 [ -f /usr/share/java/zookeeper.jar ] || [ -n "${ZOOKEEPER_HOME:-}" ] || need_apt+=(zookeeper)
+# the syslog tests drive real senders and a real receiver: rsyslog and util-linux logger
+# (the tests start their own unprivileged instance, never the system's)
+[ -x /usr/sbin/rsyslogd ] || command -v rsyslogd >/dev/null 2>&1 || need_apt+=(rsyslog)
+command -v logger >/dev/null 2>&1 || need_apt+=(bsdutils)
 # a real rsyslog forwards over TLS (RFC 5425) in tests/node/test_tls_rsyslog.py
 compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || need_apt+=(rsyslog-gnutls)
 # the web console's tests run in a real headless browser

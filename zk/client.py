@@ -4,8 +4,11 @@ at the boundary."""
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from kazoo.client import KazooClient, KazooState, TransactionRequest
 from kazoo.exceptions import (BadArgumentsError, KazooException, NoAuthError,
@@ -121,21 +124,109 @@ if not hasattr(KazooClient, "_create_async_inner") or not hasattr(KazooClient, "
                       "zk.client.Client cannot apply ACLs and size bounds")
 
 
+@dataclass(frozen=True)
+class TlsSettings:
+    """ZooKeeper over TLS (a ``secureClientPort`` of ZooKeeper 3.5+ with Netty): servers
+    are checked against ``ca`` (a PEM bundle; None: the system's CAs) and must name the
+    host they are reached by; ``cert`` and ``key`` (PEM) are this client's certificate,
+    for an ensemble that asks for one (``ssl.clientAuth=need``)."""
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def __post_init__(self):
+        if bool(self.cert) != bool(self.key):
+            raise TlsSettingsError("--zk-tls-cert and --zk-tls-key go together")
+
+    def context(self) -> ssl.SSLContext:
+        """The client context kazoo builds from these settings (see :meth:`kazoo_args`);
+        TlsSettingsError with a sentence when a file cannot be used."""
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca)
+            if self.cert:
+                ctx.load_cert_chain(self.cert, self.key)
+        except (OSError, ssl.SSLError) as exc:
+            files = ", ".join(f for f in (self.ca, self.cert, self.key) if f)
+            raise TlsSettingsError(f"cannot use the ZooKeeper TLS files {files}: "
+                                   f"{getattr(exc, 'strerror', None) or exc}") from None
+        return ctx
+
+    def kazoo_args(self) -> dict:
+        return dict(use_ssl=True, ca=self.ca, certfile=self.cert, keyfile=self.key,
+                    verify_certs=True, check_hostname=True)
+
+
+class TlsSettingsError(CoordinationError):
+    """ZooKeeper TLS settings that cannot be used (files missing or unreadable)."""
+
+
+HANDSHAKE_SECONDS = 5.0
+
+
+def check_tls(hosts: str, tls: TlsSettings, timeout: float = HANDSHAKE_SECONDS) -> None:
+    """Shake hands with the servers of ``hosts`` until one succeeds; ZkError with a
+    sentence at the first that answers with a TLS failure (a certificate not trusted or
+    not naming the host, a plaintext port, a client certificate wanted). kazoo retries
+    such a failure silently until its connect timeout; this says at once what is wrong.
+    Unreachable servers are left to the client's own retries."""
+    ctx = tls.context()
+    for server in hosts.split("/", 1)[0].split(","):
+        host, _, port = server.strip().rpartition(":")
+        host = host.strip("[]")
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout) as raw:
+                with ctx.wrap_socket(raw, server_hostname=host):   # the handshake
+                    return
+        except ssl.SSLCertVerificationError as exc:
+            raise ZkError(f"the certificate of ZooKeeper at {host}:{port} is not trusted "
+                          f"here ({exc.verify_message}): give the CA that signed it with "
+                          f"--zk-tls-ca FILE, and a certificate that names {host}") from None
+        except ssl.SSLError as exc:
+            raise ZkError(f"the TLS handshake with ZooKeeper at {host}:{port} failed "
+                          f"({exc.reason or exc}): is it its secureClientPort, and does it "
+                          f"want a client certificate (--zk-tls-cert, --zk-tls-key)?") from None
+        except (OSError, ValueError):
+            continue
+
+
+def _serves_tls(hosts: str) -> bool:
+    """Whether the first server of ``hosts`` answers a TLS handshake (checking nothing of
+    its certificate): why a plaintext client got no session."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    host, _, port = hosts.split("/", 1)[0].split(",")[0].strip().rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=2) as raw:
+            with ctx.wrap_socket(raw):
+                return True
+    except (OSError, ValueError):
+        return False
+
+
 def connect(hosts: str, timeout: float = 15.0, session_timeout: float = 10.0,
-            read_only: bool = False, auth=None) -> Client:
+            read_only: bool = False, auth=None, tls: TlsSettings | None = None) -> Client:
     """A started client for ``hosts`` (``host:port,...[/chroot]``), authenticated with
-    ``auth`` (a :class:`zk.acl.Credential`) if given."""
+    ``auth`` (a :class:`zk.acl.Credential`) if given, over TLS with ``tls``
+    (:func:`check_tls` first: a TLS failure is a ZkError within seconds, not a hang)."""
+    if tls is not None:
+        check_tls(hosts, tls, min(timeout, HANDSHAKE_SECONDS))
     client = Client(hosts=hosts, timeout=session_timeout,
                     connection_retry=dict(max_tries=-1, delay=0.1, backoff=2,
                                           max_delay=2.0),
                     command_retry=command_retry(), read_only=read_only,
-                    auth_data=[auth.auth_data] if auth is not None else None)
+                    auth_data=[auth.auth_data] if auth is not None else None,
+                    **(tls.kazoo_args() if tls is not None else {}))
     try:
         client.start(timeout=timeout)
     except KazooTimeoutError as exc:
         client.stop()
         client.close()
-        raise ZkError(f"cannot reach ZooKeeper at {hosts} within {timeout:.0f} s") from exc
+        hint = ("" if tls is not None or not _serves_tls(hosts) else
+                ": it serves TLS on that port; give --zk-tls-ca FILE (the CA of its "
+                "certificate)")
+        raise ZkError(f"cannot reach ZooKeeper at {hosts}{' over TLS' if tls else ''} "
+                      f"within {timeout:.0f} s{hint}") from exc
     return client
 
 

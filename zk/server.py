@@ -19,9 +19,11 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CoordinationError
@@ -69,26 +71,66 @@ def classpath() -> str:
     return os.pathsep.join(str(j) for j in jars if j.exists())
 
 
-def _four_letters(host: str, port: int, word: bytes, timeout: float) -> bytes:
+def _four_letters(host: str, port: int, word: bytes, timeout: float,
+                  tls: bool = False) -> bytes:
     try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            # a liveness probe of the server this process runs: its certificate is
+            # checked by the clients, not here
+            s = _PROBE_TLS.wrap_socket(raw) if tls else raw
             s.sendall(word)
-            s.shutdown(socket.SHUT_WR)
+            if not tls:
+                s.shutdown(socket.SHUT_WR)
             return s.recv(64)
     except OSError:
         return b""
 
 
-def ruok(host: str, port: int, timeout: float = 1.0) -> bool:
+_PROBE_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+_PROBE_TLS.check_hostname = False
+_PROBE_TLS.verify_mode = ssl.CERT_NONE
+
+
+def ruok(host: str, port: int, timeout: float = 1.0, tls: bool = False) -> bool:
     """True if a ZooKeeper server answers the ``ruok`` four-letter word (it does as soon
-    as it listens, before its data is loaded)."""
-    return _four_letters(host, port, b"ruok", timeout) == b"imok"
+    as it listens, before its data is loaded); ``tls``: on its secureClientPort."""
+    return _four_letters(host, port, b"ruok", timeout, tls) == b"imok"
 
 
-def serving(host: str, port: int, timeout: float = 1.0) -> bool:
+def serving(host: str, port: int, timeout: float = 1.0, tls: bool = False) -> bool:
     """True if a ZooKeeper server serves requests: its data is loaded (``srvr`` answers
     "not currently serving requests" until then)."""
-    return _four_letters(host, port, b"srvr", timeout).startswith(b"Zookeeper version")
+    return _four_letters(host, port, b"srvr", timeout, tls).startswith(b"Zookeeper version")
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """PEM files for a ZooKeeper that serves TLS only: ``cert`` (and its chain) and
+    ``key`` (PKCS#8, ``BEGIN PRIVATE KEY``: the only form ZooKeeper 3.8 reads). It asks
+    clients for no certificate: who may do what is decided by the ACLs' credentials."""
+    cert: str
+    key: str
+
+    def keystore(self, path: Path) -> Path:
+        """Write ZooKeeper's PEM key store (the certificate chain, then the key; mode
+        0600) to ``path``; ZooKeeperUnavailable with a sentence if the files cannot be
+        used."""
+        try:
+            cert = Path(self.cert).read_bytes()
+            key = Path(self.key).read_bytes()
+        except OSError as exc:
+            raise ZooKeeperUnavailable(f"cannot read {exc.filename}: {exc.strerror}") from None
+        if b"-----BEGIN PRIVATE KEY-----" not in key:
+            raise ZooKeeperUnavailable(
+                f"the key {self.key} is not in PKCS#8 form, the only one ZooKeeper reads: "
+                f"convert it with openssl pkcs8 -topk8 -nocrypt -in {self.key} -out "
+                f"KEY.pk8 and use that")
+        if b"-----BEGIN CERTIFICATE-----" not in cert:
+            raise ZooKeeperUnavailable(f"{self.cert} holds no PEM certificate")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(cert.rstrip(b"\n") + b"\n" + key)
+        return path
 
 
 class ManagedZooKeeper:
@@ -96,8 +138,11 @@ class ManagedZooKeeper:
 
     def __init__(self, data_dir: Path, port: int = 3181, host: str = "127.0.0.1",
                  tick_ms: int = 500, super_digest: str | None = None,
-                 heap_mb: int = DEFAULT_HEAP_MB):
+                 heap_mb: int = DEFAULT_HEAP_MB, tls: ServerTls | None = None):
+        """``tls``: serve TLS only, on ``port`` (its secureClientPort; no plaintext
+        port)."""
         self.data_dir = Path(data_dir)
+        self.tls = tls
         self.port = port
         self.host = host
         self.tick_ms = tick_ms
@@ -142,17 +187,28 @@ class ManagedZooKeeper:
         if java is None:
             raise ZooKeeperUnavailable("Java is not installed; " + INSTALL_HINT)
         cp = classpath()
-        if ruok(self._probe_host, self.port, 0.3):
+        tls = self.tls is not None
+        if ruok(self._probe_host, self.port, 0.3) or (
+                tls and ruok(self._probe_host, self.port, 0.3, tls=True)):
             raise ZooKeeperUnavailable(
                 f"port {self.port} already has a ZooKeeper server; use --zk "
                 f"{self.host}:{self.port} to use it, or --zk-port for another port")
         (self.data_dir / "data").mkdir(parents=True, exist_ok=True)
         cfg = self.data_dir / "zoo.cfg"
+        if tls:
+            keystore = self.tls.keystore(self.data_dir / "keystore.pem")
+            listen = (f"secureClientPort={self.port}\n"
+                      f"secureClientPortAddress={self.host}\n"
+                      "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n"
+                      f"ssl.keyStore.location={keystore}\n"
+                      "ssl.keyStore.type=PEM\n"
+                      "ssl.clientAuth=none\n")
+        else:
+            listen = f"clientPort={self.port}\nclientPortAddress={self.host}\n"
         cfg.write_text(
             f"tickTime={self.tick_ms}\n"
             f"dataDir={self.data_dir / 'data'}\n"
-            f"clientPort={self.port}\n"
-            f"clientPortAddress={self.host}\n"
+            + listen +
             "admin.enableServer=false\n"
             "4lw.commands.whitelist=ruok\n"   # stat, cons, dump list clients
             "maxClientCnxns=0\n"
@@ -187,7 +243,7 @@ class ManagedZooKeeper:
                 raise ZooKeeperUnavailable(
                     f"ZooKeeper exited with status {self.proc.returncode}; see "
                     f"{self.data_dir / 'zookeeper.log'}")
-            if serving(self._probe_host, self.port, 0.5):
+            if serving(self._probe_host, self.port, 0.5, tls):
                 log.info("managed ZooKeeper is up", extra={"connect": self.connect_string})
                 return self
             time.sleep(0.05)

@@ -37,14 +37,15 @@ def make_batch(events: list[Event]) -> Event:
 
 @decorator("batch")
 class BatchDecorator(Decorator):
-    """Packs every ``n`` events into one batch event; with ``maxLatencyMs`` a partial batch
-    is passed on at the latest that long after its first event arrived.
+    """Packs every ``n`` events into one batch event; a partial batch is passed on at the
+    latest ``maxLatencyMs`` (default 1000) after its first event arrived; 0 passes only
+    full batches (a partial one waits for more events or the close).
 
     Appends are all-or-nothing: if the inner sink refuses the batches, the new events are
     not kept. A checkpoint is handed to the inner sink only once every event appended before
     it has been passed on."""
 
-    def __init__(self, inner: Sink, n: AtLeast1, maxLatencyMs: NonNegative = 0):
+    def __init__(self, inner: Sink, n: AtLeast1, maxLatencyMs: NonNegative = 1000):
         super().__init__(inner)
         self.n = n
         self.max_latency = maxLatencyMs / 1000.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from ..component import Decorator, NodeContext, NodeShared, Sink
+from ..component import PIECE_SECONDS, Decorator, NodeContext, NodeShared, Sink
 from ..event import Event
 from ..registry import NonEmpty, decorator
 
@@ -79,7 +79,27 @@ class ChokeDecorator(Decorator):
         super().open(ctx)
 
     def append(self, events: list[Event]) -> None:
-        nbytes = sum([len(e.body) for e in events])
+        """Passes ``events`` on in pieces of at most :data:`PIECE_SECONDS` of the limit's
+        bytes (one event at least), each after its wait: an event of a large batch is not
+        held for the whole batch."""
+        rate = self.limiter.rate
+        if rate is None:
+            self._pass(events, sum([len(e.body) for e in events]))
+            return
+        budget = rate * PIECE_SECONDS
+        piece: list[Event] = []
+        size = 0
+        for e in events:
+            n = len(e.body)
+            if piece and size + n > budget:
+                self._pass(piece, size)
+                piece, size = [], 0
+            piece.append(e)
+            size += n
+        if piece:
+            self._pass(piece, size)
+
+    def _pass(self, events: list[Event], nbytes: int) -> None:
         clock = self.ctx.clock
         wait = self.limiter.reserve(nbytes, clock.monotonic())
         if wait > 0:

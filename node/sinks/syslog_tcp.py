@@ -1,7 +1,8 @@
 """``syslogTcp("host"[, port=514])``: events as syslog lines over TCP.
 
-Each event is sent as ``<pri>body\\n`` (the ``syslog`` output format: the priority comes
-from the ``syslogfacility``/``syslogseverity`` attributes, else from the event priority), a
+Each event is sent as an RFC 5424 message in RFC 6587 octet-counting framing (the
+``syslog5424("octet")`` output format: header fields from the attributes the syslog sources
+set, ``docs/syslog.md``), which rsyslog and syslog-ng parse back into the same fields; a
 batch in one ``sendall``.
 
 Before each batch the connection is checked: a peer that closed it (a restarted syslog
@@ -18,7 +19,7 @@ import socket
 
 from ..component import NodeContext, Sink
 from ..errors import SinkError
-from ..formats import SyslogFormat
+from ..formats import Syslog5424Format
 from ..registry import NonEmpty, PeerPort, sink
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class SyslogTcpSink(Sink):
         self.host = host
         self.port = port
         self.sock: socket.socket | None = None
-        self.encode = SyslogFormat().encode
+        self.encode = Syslog5424Format("octet").encode
 
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx

@@ -14,6 +14,9 @@ Details:
 * The cut happens once per path per checkpoint store in a process: a sink reopened in the
   same process (``roll``, ``stubbornAppend``) keeps the bytes its predecessor wrote, whose
   events the running source will not send again.
+* Every append is handed to the OS when it returns (one write per batch, as rsyslog's
+  ``flushOnTXEnd``), so what the sink took is readable in the file at once whatever the
+  rate; an Avro container ends a block there.
 * ``flush`` is enough against a process crash; ``close`` also fsyncs.
 * Unlike OG (which overwrote the file), the file is appended to: restarts must not erase
   output. A container format (``avrodata``) is appended to as a continuation of the
@@ -30,7 +33,7 @@ from ..checkpoint import Checkpoint
 from ..component import NodeContext, Sink
 from ..errors import SinkError
 from ..formats import OutputFormat
-from ..registry import NonEmpty, sink
+from ..registry import LiteralPath, sink
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ class TextSink(Sink):
     """Appends to the local file ``file`` in ``format``; exactly once across crashes (see
     the module docstring)."""
 
-    def __init__(self, file: NonEmpty, format: OutputFormat = OutputFormat.get("raw")):
+    def __init__(self, file: LiteralPath, format: OutputFormat = OutputFormat.get("raw")):
         super().__init__()
         self.file = file
         self.format = OutputFormat.of(format, "raw")
@@ -89,6 +92,7 @@ class TextSink(Sink):
     def append(self, events) -> None:
         try:
             n = self.writer.write(events)
+            self.writer.flush()     # visible at once, as rsyslog's flushOnTXEnd
         except (OSError, ValueError) as exc:
             self.metrics.add("errors")
             raise SinkError(f"text: cannot write {self.path}: {exc}") from exc

@@ -28,7 +28,7 @@ import time
 from ..component import NodeContext
 from ..errors import SourceError
 from ..event import LOCAL_HOST, Event, Priority
-from ..registry import NonEmpty, source
+from ..registry import LiteralPath, NonEmpty, source
 from ._files import FileRegex, PollingSource, compile_fileregex
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class SpoolDirSource(PollingSource):
     """Ingests each complete file dropped into a directory, an event per line, then
     renames it with ``completedSuffix`` once its events are durable."""
 
-    def __init__(self, dir: NonEmpty, fileregex: FileRegex = ".*",
+    def __init__(self, dir: LiteralPath, fileregex: FileRegex = ".*",
                  completedSuffix: NonEmpty = ".COMPLETED"):
         super().__init__()
         self.matches = compile_fileregex(fileregex)

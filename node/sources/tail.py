@@ -59,7 +59,7 @@ from ..component import NodeContext
 from ..errors import SourceError
 from ..event import LOCAL_HOST, Event, Priority
 from ..regexes import compile_bytes
-from ..registry import NonEmpty, source
+from ..registry import LiteralPath, source
 from ._files import FileRegex, PollingSource, compile_fileregex
 
 try:
@@ -725,7 +725,7 @@ class TailSource(_TailBase):
     """Follows a file like ``tail -F`` across rotations; remembers its offset across
     restarts."""
 
-    def __init__(self, file: NonEmpty, startFromEnd: bool = False, delim: str = "\n",
+    def __init__(self, file: LiteralPath, startFromEnd: bool = False, delim: str = "\n",
                  delimMode: str = "exclude"):
         super().__init__()
         self.file = file
@@ -740,7 +740,7 @@ class TailSource(_TailBase):
 class MultiTailSource(_TailBase):
     """Several tails in one source (newline-delimited, from the start)."""
 
-    def __init__(self, *files: NonEmpty):
+    def __init__(self, *files: LiteralPath):
         super().__init__()
         self.files = files
         split = Splitter("\n", "exclude")
@@ -760,7 +760,7 @@ class TailDirSource(_TailBase):
     """Follows every file of a directory whose name matches ``fileregex``, including files
     that appear later, down to ``recurseDepth`` levels of subdirectories."""
 
-    def __init__(self, dir: NonEmpty, fileregex: FileRegex = ".*", startFromEnd: bool = False,
+    def __init__(self, dir: LiteralPath, fileregex: FileRegex = ".*", startFromEnd: bool = False,
                  recurseDepth: Annotated[int, Ge(0)] = 0):
         super().__init__()
         self.matches = compile_fileregex(fileregex)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..component import NodeContext, Source
 from ..errors import SourceError
 from ..event import Event, events_from_lines
-from ..registry import NonEmpty, source
+from ..registry import LiteralPath, source
 
 BLOCK = 1 << 18
 
@@ -19,7 +19,7 @@ BLOCK = 1 << 18
 class TextSource(Source):
     """Reads a file once, an event per line; exhausted at the end of the file."""
 
-    def __init__(self, file: NonEmpty):
+    def __init__(self, file: LiteralPath):
         super().__init__()
         self.file = file
         self._f = None

@@ -13,7 +13,7 @@
 
 Every process runs ``ip netns exec <host> <python> -m flume_og.master.cli ...`` with its log in
 ``<tmp>/logs``; nodes are given ``--zk`` and ``--advertise <address>``, and event links
-run over mutual TLS: a test CA (``<tmp>/pki``, tests/certs.py) signs each node a
+run over mutual TLS: a test CA (``<tmp>/pki``, tests/tls_certs.py) signs each node a
 certificate naming its address and host name, given with ``--tls-cert/--tls-key/--tls-ca``
 (collectors therefore listen on 0.0.0.0 and require the agents' certificates). Status pages
 keep their loopback default and are read from inside the node's namespace.
@@ -37,7 +37,7 @@ import httpx
 
 from flume_og.node.metrics import summarize
 from tests import waiting
-from tests.certs import TestCA
+from tests.tls_certs import issue
 from tests.integration.harness import MASTER_CRED, NODE_CRED, auth_file
 from flume_og.zk.server import classpath
 
@@ -124,7 +124,7 @@ class Cluster:
         self.master_auth = auth_file(self.tmp / "master.auth", MASTER_CRED.line("master"),
                                      NODE_CRED.line("node"))
         self.node_auth = auth_file(self.tmp / "node.auth", NODE_CRED.line("node"))
-        self.ca = TestCA(self.tmp / "pki")
+        self.ca = None                         # made with the first node's certificate
         self.net = Network(prefix)
         try:
             for host, n in ROLES.items():
@@ -188,14 +188,20 @@ class Cluster:
             "master", "--zk", self.zk_connect, "--zk-auth-file", str(self.master_auth),
             "--bind", self.addr(host), "--http-port", str(MASTER_PORT),
             "--token-file", str(self.tmp / "token"),
+            # the namespaces' bridge is the harness's own network: plain HTTP is opted in
+            # (TLS of the REST API has its own tests, tests/master/test_tls.py)
+            "--insecure-http",
             "--data-dir", str(self.tmp / "data" / host)), self.tmp / "logs" / f"{host}.log")
         return self.procs[host]
 
     def start_node(self, host: str) -> Proc:
-        cert = self.ca.node(host, self.addr(host), host)
+        # a folder per node: issue() rewrites the CA's file, which a starting node reads
+        pem, self.ca = issue(self.tmp / "pki" / host, self.addr(host), host, ca=self.ca,
+                             prefix=host)
         self.procs[host] = Proc(self.net, host, flume(
             "node", "-n", host, "--zk", self.zk_connect, "--zk-auth-file",
-            str(self.node_auth), "--advertise", self.addr(host), *cert.flags(),
+            str(self.node_auth), "--advertise", self.addr(host), "--tls-cert", str(pem.cert),
+            "--tls-key", str(pem.key), "--tls-ca", str(pem.ca),
             "--http-port", str(STATUS_PORT), "--data-dir", str(self.tmp / "data" / host)),
             self.tmp / "logs" / f"{host}.log")
         return self.procs[host]

@@ -128,7 +128,8 @@ def test_node_refuses_a_status_page_on_a_reachable_address(tmp_path):
     r = flume("node", "--one-shot", "-c", "n: asciisynth(1) | null", "--http-port", "0",
               "--http-bind", "0.0.0.0", "--data-dir", str(tmp_path))
     assert r.returncode == 2
-    assert "refusing to serve the node status page on 0.0.0.0" in r.stderr
+    assert "refusing to serve the node status page in plain HTTP on 0.0.0.0" in r.stderr
+    assert "--http-tls-cert FILE --http-tls-key FILE" in r.stderr and "--http-insecure" in r.stderr
 
 
 def test_check_refuses_a_spec_nesting_too_deeply_with_a_caret():

@@ -1,7 +1,9 @@
 """FlumeClient and FlumeLogHandler against a real rpcSource on 127.0.0.1."""
 from __future__ import annotations
 
+import json
 import logging
+import socket
 import time
 
 import pytest
@@ -184,3 +186,65 @@ def test_log_handler_delivers_its_buffer_once_the_collector_is_back(ctx):
     assert [e.body for e in r.all()] == [f"early {i}".encode() for i in range(100)] + [b"late"]
     h.close()
     r.stop()
+
+
+def test_client_takes_str_values_and_json_records(receiver):
+    with FlumeClient("127.0.0.1", receiver.port, timeout=5) as c:
+        c.send_body("x", attrs={"service": "billing", "raw": b"\xff", "n": 3,
+                                "tags": ["a", "é"]})
+        c.send_record({"user": "bob", "n": 3, "ok": True}, attrs={"src": "app"})
+        c.send({"event": "login"})                      # like fluent-logger's emit
+        c.send_body({"nested": {"k": None}})
+        with pytest.raises(TypeError, match="a record is a mapping"):
+            c.send_record(["not", "a", "mapping"])
+    got = receiver.drain.wait(4)
+    assert got[0].body == b"x"
+    assert got[0].attrs["service"] == b"billing" and got[0].attrs["raw"] == b"\xff"
+    assert got[0].attrs["n"] == b"3" and got[0].attrs["tags"] == '["a","é"]'.encode()
+    assert json.loads(got[1].body) == {"user": "bob", "n": 3, "ok": True}
+    assert got[1].attrs["src"] == b"app"
+    assert json.loads(got[2].body) == {"event": "login"}
+    assert json.loads(got[3].body) == {"nested": {"k": None}}
+
+
+def test_log_handler_sends_extra_fields_as_attributes(receiver):
+    h = FlumeLogHandler("127.0.0.1", receiver.port)
+    log = make_logger("extra", h)
+    log.info("paid", extra={"user": "bob", "amount": 12.5, "items": [1, 2],
+                            "blob": b"\x00\x01", "level": "not the level"})
+    h.flush()
+    got = receiver.drain.wait(1)[0]
+    assert got.attrs["user"] == b"bob"
+    assert got.attrs["amount"] == b"12.5" and got.attrs["items"] == b"[1,2]"
+    assert got.attrs["blob"] == b"\x00\x01"
+    assert got.attrs["level"] == b"INFO"          # the record's own field wins
+    assert "msg" not in got.attrs and "args" not in got.attrs
+    h.close()
+
+
+def test_log_handler_close_is_bounded_while_a_connect_hangs():
+    """A receiver whose accept backlog is full leaves connects hanging (no SYN answer):
+    close() still returns within flush_timeout and counts what it could not send."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fillers.append(s)
+        h = FlumeLogHandler("127.0.0.1", port, flush_timeout=1.0, send_timeout=30)
+        log = make_logger("hang", h)
+        log.warning("stuck")
+        wait_for(lambda: h.metrics.get("emitted") == 1)
+        t = time.monotonic()
+        h.close()
+        assert time.monotonic() - t < 2.0
+        assert h.metrics["dropped"] == 1
+    finally:
+        for s in fillers:
+            s.close()
+        srv.close()

@@ -632,27 +632,68 @@ def test_insistent_append_gives_up(make_ctx):
 # ------------------------------------------------------------------ delay / choke
 
 
-def test_delay_waits_per_event(make_ctx):
+def test_delay_waits_per_event_and_passes_events_on_in_pieces(make_ctx):
+    """delay(100) on 5 events: 0.5 s in all, but each event goes on after its own 0.1 s
+    (pieces of PIECE_SECONDS), not after the whole batch's wait."""
     clock = StepClock()
     ctx = make_ctx(clock=clock)
     s = build('{ delay(100) => collect("x") }', ctx)
     t = threading.Thread(target=s.append, args=(evs(5),))
     t.start()
     clock.waiting(1)
-    assert clock.waits == [pytest.approx(0.5)]
-    clock.advance(0.4)
+    assert clock.waits == [pytest.approx(0.1)]
+    clock.advance(0.05)
     clock.settle()
     assert collected("x") == []
-    clock.advance(0.1)
-    wait_for(lambda: collected("x") == evs(5), what="the delayed batch")
+    clock.advance(0.05)
+    wait_for(lambda: collected("x") == evs(1), what="the first event")
+    for n in range(2, 6):
+        clock.waiting(n)
+        clock.advance(0.1)
+        wait_for(lambda: collected("x") == evs(n), what=f"{n} events")
     t.join(5)
+    assert clock.waits == [pytest.approx(0.1)] * 5
     # a stopping node is not held back, and nothing is lost
-    t = threading.Thread(target=s.append, args=(evs(1, 5),))
+    t = threading.Thread(target=s.append, args=(evs(3, 5),))
     t.start()
-    clock.waiting(2)
+    clock.waiting(6)
     ctx.stop_event.set()
     t.join(5)
-    assert not t.is_alive() and len(collected("x")) == 6
+    assert not t.is_alive() and collected("x") == evs(8)
+
+
+def test_delay_of_a_large_batch_passes_the_first_events_after_one_piece(make_ctx):
+    clock = StepClock()
+    ctx = make_ctx(clock=clock)
+    s = build('{ delay(5) => collect("x") }', ctx)
+    t = threading.Thread(target=s.append, args=(evs(2000),))
+    t.start()
+    clock.waiting(1)
+    clock.advance(0.1)                  # 20 events of 5 ms: not the 10 s of the batch
+    wait_for(lambda: collected("x") == evs(20), what="the first piece")
+    ctx.stop_event.set()
+    t.join(5)
+    assert collected("x") == evs(2000)
+
+
+def test_choke_passes_a_large_batch_on_in_pieces(make_ctx):
+    clock = StepClock()
+    ctx = make_ctx(clock=clock)
+    s = build('{ choke("c") => collect("x") }', ctx)
+    set_choke_limit(ctx.shared, "c", 10)                # 10 KB/s: pieces of 1,000 bytes
+    batch = [ev("z" * 100, i) for i in range(50)]
+    t = threading.Thread(target=s.append, args=(batch,))
+    t.start()
+    wait_for(lambda: len(collected("x")) == 10, what="the burst's piece")
+    clock.waiting(1)
+    assert clock.waits == [pytest.approx(0.1)]
+    clock.advance(0.1)
+    wait_for(lambda: len(collected("x")) == 20, what="the second piece")
+    for n in range(2, 5):
+        clock.waiting(n)
+        clock.advance(0.1)
+    t.join(5)
+    assert collected("x") == batch
 
 
 def test_choke_limiter_math():

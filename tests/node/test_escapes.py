@@ -5,8 +5,11 @@ import time
 
 import pytest
 
+from flume_og.node.builder import validate_parts
+from flume_og.node.errors import SpecError
 from flume_og.node.escapes import Escaper, expand, has_escapes
 from flume_og.node.event import Event, Priority
+from flume_og.node.spec import parse_sink, parse_source
 
 # 2020-09-13 12:26:40.123 UTC, a Sunday, day 257 of the year
 TS = 1_600_000_000_123
@@ -129,3 +132,32 @@ def test_expanding_many_events_is_fast():
     assert sum(len(v) for v in groups.values()) == len(evs)
     # about 0.07 s on a laptop; the bound only catches a per-event date format
     assert elapsed < 2.0, elapsed
+
+
+@pytest.mark.parametrize("spec, escape", [
+    ('text("/o/%Y.txt")', "%Y"),
+    ('text("/o/%{host}.log", raw)', "%{host}"),
+    ('text("/o/100%%.txt")', "%%"),
+])
+def test_a_path_taken_as_written_refuses_escapes_it_would_not_expand(spec, escape):
+    with pytest.raises(SpecError) as err:
+        validate_parts(None, parse_sink(spec))
+    assert escape in str(err.value) and "time buckets" in str(err.value)
+
+
+@pytest.mark.parametrize("spec, escape", [
+    ('tail("/var/log/%d")', "%d"),
+    ('multitail("/a", "/b/%t")', "%t"),
+    ('tailDir("/var/%{host}/")', "%{host}"),
+    ('spoolDir("/in/%Y")', "%Y"),
+    ('text("/in/%s")', "%s"),
+])
+def test_source_paths_refuse_escapes(spec, escape):
+    with pytest.raises(SpecError) as err:
+        validate_parts(parse_source(spec), None)
+    assert escape in str(err.value) and "taken as written" in str(err.value)
+
+
+def test_an_unknown_percent_sequence_stays_part_of_a_literal_path(tmp_path):
+    validate_parts(None, parse_sink(f'text("{tmp_path}/100%Q.txt")'))
+    validate_parts(parse_source('tail("/var/log/50%-full")'), None)

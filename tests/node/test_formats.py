@@ -192,7 +192,8 @@ def test_from_spec():
     assert OutputFormat.from_spec(Func("avrodata", (), (("codec", Lit("xz", "string")),))) \
         == OutputFormat.get("avrodata", "xz")
     with pytest.raises(ValueError, match=r"unknown output format seqfile; known: avrodata, "
-                                         r"avrojson, debug, json, log4j, raw, syslog"):
+                                         r"avrojson, debug, json, log4j, raw, syslog, "
+                                         r"syslog5424"):
         OutputFormat.from_spec(Func("seqfile", (Lit("bzip2", "string"),)))
     with pytest.raises(ValueError, match="unknown output format nope"):
         OutputFormat.from_spec(Lit("nope", "string"))
@@ -200,8 +201,8 @@ def test_from_spec():
         OutputFormat.from_spec(Func("json", (Lit(1, "int"),)))
     with pytest.raises(ValueError, match="got int"):
         OutputFormat.from_spec(Lit(3, "int"))
-    assert set(FORMATS) == {"raw", "json", "debug", "syslog", "log4j", "avrojson",
-                            "avrodata"}
+    assert set(FORMATS) == {"raw", "json", "debug", "syslog", "syslog5424", "log4j",
+                            "avrojson", "avrodata"}
 
 
 def test_compression_spec():
@@ -222,3 +223,46 @@ def test_json_format_speed():
     for i in range(0, len(evs), 1000):
         fmt.encode(evs[i:i + 1000])
     assert time.perf_counter() - t0 < 3.0
+
+
+# ------------------------------------------------------------------ syslog5424
+
+def test_syslog5424_writes_the_header_fields_and_structured_data():
+    fmt = OutputFormat.get("syslog5424")
+    e = Event(b"disk \xc3\xa9 full\nsecond line", TS, 0, Priority.WARN, "ignored",
+              {"syslogfacility": b"4", "syslogseverity": b"2", "syslog.hostname": b"web1",
+               "syslog.appname": b"my app", "syslog.procid": b"42", "syslog.msgid": b"ID47",
+               "sd.origin.ip": b"192.0.2.1", "sd.x@32473.q": b'a"b\\c]d',
+               "sd.origin.software": b"flume", "sd.bad": b"no param", "other": b"x"})
+    assert fmt.encode([e]) == (
+        b'<34>1 2020-09-13T12:26:40.123Z web1 my_app 42 ID47 '
+        b'[origin ip="192.0.2.1" software="flume"][x@32473 q="a\\"b\\\\c\\]d"] '
+        b'disk \xc3\xa9 full\nsecond line\n')
+
+
+def test_syslog5424_nil_fields_bounds_and_octet_framing():
+    plain = Event(b"", TS, 0, Priority.ERROR, "h1", {})
+    long_app = Event(b"m", TS, 0, Priority.INFO, "", {"syslog.appname": b"a" * 100,
+                                                      "syslog.procid": b"\x00\xff"})
+    assert OutputFormat.get("syslog5424").encode([plain, long_app]) == (
+        b"<11>1 2020-09-13T12:26:40.123Z h1 - - - -\n"
+        b"<13>1 2020-09-13T12:26:40.123Z - " + b"a" * 48 + b" __ - - m\n")
+    octet = OutputFormat.get("syslog5424", "octet")
+    assert str(octet) == 'syslog5424("octet")' and str(OutputFormat.get("syslog5424")) == \
+        "syslog5424"
+    m = b"<11>1 2020-09-13T12:26:40.123Z h1 - - - -"
+    assert octet.encode([plain, plain]) == b"%d %s%d %s" % (len(m), m, len(m), m)
+    assert OutputFormat.from_spec(Func("syslog5424", (Lit("octet", "string"),))) == octet
+    assert OutputFormat.from_spec(Lit("syslog5424", "string")) == OutputFormat.get("syslog5424")
+    with pytest.raises(ValueError, match="unknown syslog framing"):
+        OutputFormat.get("syslog5424", "crlf")
+
+
+def test_syslog5424_reads_back_as_it_was_parsed():
+    from flume_og.node.sources.syslog_parse import SyslogFramer, parse_message
+    raw = (b'<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 '
+           b'[exampleSDID@32473 iut="3" eventSource="Appl\\"i]c" eventID="1011"]'
+           b'[examplePriority@32473 class="high"] An application\nevent log entry')
+    ev, _ = parse_message(raw, 0, "peer", 7)
+    frames, _ = SyslogFramer(1 << 16).feed(OutputFormat.get("syslog5424", "octet").encode([ev]))
+    assert [parse_message(f, 0, "peer", 7)[0] for f in frames] == [ev]

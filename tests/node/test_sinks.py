@@ -438,6 +438,12 @@ class SyslogServer:
         self.lsock.close()
 
 
+def stamp(e: Event) -> bytes:
+    """The RFC 5424 TIMESTAMP of an event: UTC with milliseconds."""
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(e.timestamp // 1000))
+            + ".%03dZ" % (e.timestamp % 1000)).encode()
+
+
 @pytest.fixture
 def syslog_server():
     srv = SyslogServer()
@@ -449,14 +455,20 @@ def test_syslog_tcp_sends_lines_and_reconnects(ctx, syslog_server):
     srv = syslog_server
     s = sink(f'syslogTcp("127.0.0.1", {srv.port})')
     s.open(ctx)
-    s.append(events(2, attrs={"syslogfacility": b"4", "syslogseverity": b"6"}))
-    wait_for(lambda: srv.conns and srv.conns[0].count(b"\n") == 2, what="first batch")
-    assert bytes(srv.conns[0]) == b"<38>line 00000\n<38>line 00001\n"
+    batch = events(2, attrs={"syslogfacility": b"4", "syslogseverity": b"6"})
+    s.append(batch)
+    # RFC 5424, octet-counted (the field mapping is tested in test_syslog_rsyslog)
+    first = [b"<38>1 %s h1 - - - - line %05d" % (stamp(e), i) for i, e in enumerate(batch)]
+    expected = b"".join(b"%d %s" % (len(m), m) for m in first)
+    wait_for(lambda: srv.conns and len(srv.conns[0]) == len(expected), what="first batch")
+    assert bytes(srv.conns[0]) == expected
     srv.kick()  # the syslog daemon restarts
-    s.append(events(1, 2))
-    wait_for(lambda: len(srv.conns) == 2 and srv.conns[1].count(b"\n") == 1,
+    later = events(1, 2)
+    s.append(later)
+    m = b"<13>1 %s h1 - - - - line 00002" % stamp(later[0])
+    wait_for(lambda: len(srv.conns) == 2 and len(srv.conns[1]) == len(m) + 3,
              what="batch on the new connection")
-    assert bytes(srv.conns[1]) == b"<13>line 00002\n"
+    assert bytes(srv.conns[1]) == b"%d %s" % (len(m), m)
     assert s.metrics["connects"] == 2
     s.close()
 

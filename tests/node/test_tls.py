@@ -22,15 +22,28 @@ from flume_og.node.rpc import RpcClient, Status
 from flume_og.node.sinks import collect
 from flume_og.node.sources import memory
 from flume_og.node.spec import parse_sink, parse_source
-from tests.certs import TestCA
+from tests.tls_certs import issue
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 
+class Pki:
+    """One CA's folder: ``node(name)`` issues a certificate for localhost/127.0.0.1
+    (tests/tls_certs.py), ``bundle`` is the CA's PEM file."""
+
+    def __init__(self, folder):
+        self.folder, self.ca = folder, None
+        self.bundle = folder / "ca.pem"
+
+    def node(self, name: str):
+        files, self.ca = issue(self.folder, ca=self.ca, prefix=name)
+        return files
+
+
 @pytest.fixture
 def ca(tmp_path):
-    return TestCA(tmp_path / "pki")
+    return Pki(tmp_path / "pki")
 
 
 @pytest.fixture
@@ -171,7 +184,7 @@ def test_a_sender_without_a_certificate_is_refused_and_counted(tmp_path, mutual,
 
 
 def test_a_certificate_of_another_ca_is_refused_both_ways(tmp_path, mutual, names):
-    other = TestCA(tmp_path / "other", "other").node("intruder")
+    other = Pki(tmp_path / "other").node("intruder")
     intruder = tls.load(str(other.cert), str(other.key), str(other.ca))
     col = collector(tmp_path, mutual, names)
     try:
@@ -357,7 +370,8 @@ def test_syslog_tcp_over_tls_rfc5425(tmp_path, mutual, names, ca):
         with mutual.client.wrap_socket(raw, server_hostname="localhost") as s:
             s.sendall(frames)
         wait_until(lambda: len(collect.collected(names)) == 200, what="200 messages")
-        assert [e.body for e in collect.collected(names)] == messages
+        assert [e.body for e in collect.collected(names)] == [
+            f"message {i}".encode() for i in range(200)]      # the MSG part of each
         # plaintext, no certificate and a stall are refused and counted
         with socket.create_connection(("127.0.0.1", port)) as p:
             p.sendall(b"<34>Dec  3 10:00:00 host app: plaintext\n")
@@ -411,7 +425,7 @@ def run_node(*args: str) -> subprocess.CompletedProcess:
 
 def test_a_node_refuses_to_start_with_bad_tls_files(tmp_path, ca):
     c = ca.node("n")
-    other = TestCA(tmp_path / "o", "o").node("n")
+    other = Pki(tmp_path / "o").node("n")
     open_key = tmp_path / "open.key"
     open_key.write_bytes(c.key.read_bytes())
     open_key.chmod(0o644)
@@ -421,8 +435,8 @@ def test_a_node_refuses_to_start_with_bad_tls_files(tmp_path, ca):
                                   f"No such file or directory"),
         (["--tls-cert", str(c.cert), "--tls-key", str(other.key), "--tls-ca", str(c.ca)],
          f"the key {other.key} does not match the certificate {c.cert}"),
-        (["--tls-cert", str(c.cert), "--tls-key", str(c.key), "--tls-ca",
-          str(tmp_path / "pki" / "ca-n.key")], "holds no usable certificate"),
+        (["--tls-cert", str(c.cert), "--tls-key", str(c.key), "--tls-ca", str(c.key)],
+         "holds no usable certificate"),
         (["--tls-cert", str(c.cert)], "--tls-cert and --tls-key go together"),
         (["--tls-cert", str(c.cert), "--tls-key", str(open_key), "--tls-ca", str(c.ca)],
          f"the private key {open_key} is accessible by other users (mode 644)"),

@@ -128,7 +128,7 @@ function renderPhysical(st, now) {
       if (r && r.rout !== null) { rout += r.rout; known = true; }
     }
     const page = p.alive && p.http_port
-      ? `<a href="http://${esc(p.host || "127.0.0.1")}:${esc(p.http_port)}/" target="_blank" rel="noopener">:${esc(p.http_port)}</a>` : "–";
+      ? `<a href="${p.http_scheme === "https" ? "https" : "http"}://${esc(p.host || "127.0.0.1")}:${esc(p.http_port)}/" target="_blank" rel="noopener">:${esc(p.http_port)}</a>` : "–";
     const stale = p.alive && p.last_seen && now - p.last_seen > STALE_MS;
     return `<tr><td>${esc(p.name)}</td>` +
       `<td><span class="st ${p.alive ? "ACTIVE" : "LOST"}">${p.alive ? "alive" : "gone"}</span></td>` +

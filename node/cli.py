@@ -16,7 +16,8 @@ from pathlib import Path
 
 from flume_og.zk.errors import CoordinationError
 
-from . import config_file, logs
+from . import config_file, logs, tls
+from .tls import CLIENT_CERT_POLICIES, PLAINTEXT, Transport
 from .errors import FlumeError, SpecError
 from .logical_node import LogicalNode, State
 from .shutdown import StopSignals
@@ -109,7 +110,7 @@ def cmd_components(args) -> int:
 def run_one_shot(definitions: list[Definition], data_dir: Path | None, physical: str,
                  allow_exec: bool, http_port: int | None = None,
                  http_bind: str = "127.0.0.1", http_tls=None,
-                 http_insecure: bool = False) -> int:
+                 http_insecure: bool = False, transport: Transport = PLAINTEXT) -> int:
     """Run the flows until every source is exhausted or a signal asks to stop; with
     ``http_port``, serve the status page meanwhile."""
     nodes = []
@@ -122,7 +123,8 @@ def run_one_shot(definitions: list[Definition], data_dir: Path | None, physical:
         for d in definitions:
             if signals.requested:
                 break
-            node = LogicalNode(d.name, data_dir, physical_name=physical, allow_exec=allow_exec)
+            node = LogicalNode(d.name, data_dir, physical_name=physical, allow_exec=allow_exec,
+                               transport=transport)
             node.configure(d.source, d.sink)
             nodes.append(node)
         while not signals.wait(0.1):
@@ -166,6 +168,20 @@ def _one_shot_status_server(nodes: list[LogicalNode], physical: str, port: int, 
         return None
 
 
+def node_transport(args) -> Transport:
+    """The node's event transport (node/tls.py) from its flags; UsageError with the
+    sentence of what is wrong."""
+    try:
+        transport = tls.from_args(args)
+    except tls.TlsError as exc:
+        raise UsageError(str(exc)) from None
+    log.info("%s", tls.describe(transport))
+    if transport.plaintext and not transport.tls:
+        log.warning("--plaintext-events: event sources listen beyond loopback without TLS; "
+                    "anyone reaching their ports can send events (trusted networks only)")
+    return transport
+
+
 def cmd_node(args) -> int:
     from .http_server import TlsError, tls_context
     from .status_server import UnsafeBindError, check_bind
@@ -177,10 +193,11 @@ def cmd_node(args) -> int:
         check_bind(args.http_bind, args.http_tls is not None, args.http_insecure)
     except (UnsafeBindError, TlsError) as exc:
         raise UsageError(str(exc)) from None
+    transport = node_transport(args)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     physical = args.name or socket.gethostname()
     if not args.one_shot:
-        return run_managed(args, data_dir, physical)
+        return run_managed(args, data_dir, physical, transport)
     if not args.config:
         raise UsageError("--one-shot needs -c SPEC (or -c @file.flume)")
     text = read_spec_arg(args.config)
@@ -189,7 +206,8 @@ def cmd_node(args) -> int:
         raise UsageError("the spec defines no logical node")
     return run_one_shot(list(spec.definitions), data_dir, physical, args.allow_exec,
                         http_port=args.http_port, http_bind=args.http_bind,
-                        http_tls=args.http_tls, http_insecure=args.http_insecure)
+                        http_tls=args.http_tls, http_insecure=args.http_insecure,
+                        transport=transport)
 
 
 def zk_from_master(url: str, ca: str | None = None) -> tuple[str, str, bool, str | None,
@@ -269,6 +287,14 @@ def node_credential(args):
         raise UsageError(str(exc)) from None
 
 
+def local_only(transport: Transport) -> str | None:
+    """What a node advertises by default: 127.0.0.1 when its event sources listen there
+    only (no TLS, no --plaintext-events), so that agents on this host reach its
+    collectors even where the host name resolves to another address; else None (the
+    host name)."""
+    return None if transport.tls or transport.plaintext else "127.0.0.1"
+
+
 def add_zk_tls_options(command: argparse.ArgumentParser) -> None:
     """``--zk-tls-ca``, ``--zk-tls-cert``, ``--zk-tls-key``: ZooKeeper over TLS."""
     command.add_argument("--zk-tls-ca", metavar="FILE",
@@ -290,18 +316,19 @@ def zk_tls_settings(args):
     return TlsSettings(args.zk_tls_ca, args.zk_tls_cert, args.zk_tls_key)
 
 
-def run_managed(args, data_dir: Path, physical: str) -> int:
+def run_managed(args, data_dir: Path, physical: str, transport: Transport) -> int:
     """Run a physical node managed by the masters until SIGTERM / Ctrl-C."""
     from .physical_node import PhysicalNode
     auth = node_credential(args)
-    tls = zk_tls_settings(args)
+    zk_tls = zk_tls_settings(args)
     if args.zk:
         hosts, root = args.zk, args.zk_root
     else:
-        hosts, root, protected, served, zk_tls = zk_from_master(args.master, args.master_ca)
-        if zk_tls and tls is None:
+        hosts, root, protected, served, served_tls = zk_from_master(args.master,
+                                                                    args.master_ca)
+        if served_tls and zk_tls is None:
             from flume_og.zk.client import TlsSettings
-            tls = TlsSettings()      # the system's CAs; --zk-tls-ca for a private CA
+            zk_tls = TlsSettings()   # the system's CAs; --zk-tls-ca for a private CA
         if auth is None and served:
             from flume_og.zk.acl import Credential
             auth = Credential.parse(served, f"the node credential from {args.master}")
@@ -316,8 +343,9 @@ def run_managed(args, data_dir: Path, physical: str) -> int:
                         allow_exec=args.allow_exec, zk_auth=auth,
                         http_port=DEFAULT_HTTP_PORT if args.http_port is None
                         else args.http_port, http_bind=args.http_bind,
-                        advertise=args.advertise, zk_tls=tls, http_tls=args.http_tls,
-                        http_insecure=args.http_insecure)
+                        advertise=args.advertise or local_only(transport), zk_tls=zk_tls,
+                        http_tls=args.http_tls, http_insecure=args.http_insecure,
+                        transport=transport)
     node.start()
     try:
         while not signals.wait(0.5):
@@ -396,8 +424,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "refused)")
     n.add_argument("--advertise", metavar="HOST",
                    help="address or name other hosts reach this node at: agents of other "
-                   "hosts send to this node's collectors there (default: the host name, "
-                   "which often resolves to 127.0.0.1 on the host itself)")
+                   "hosts send to this node's collectors there (default: the host name, or "
+                   "127.0.0.1 for a node without TLS or --plaintext-events, whose event "
+                   "sources listen on loopback only)")
+    n.add_argument("--tls-cert", metavar="FILE",
+                   help="PEM certificate (chain) this node serves its event sources with "
+                   "and presents to collectors; with it every event link is TLS only")
+    n.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
+    n.add_argument("--tls-ca", metavar="FILE",
+                   help="PEM CA bundle: receivers' certificates are checked against it, and "
+                   "senders must present a certificate it signed (see --tls-client-cert)")
+    n.add_argument("--tls-client-cert", choices=CLIENT_CERT_POLICIES,
+                   help="whether event sources ask senders for a certificate: require "
+                   "(the default with --tls-ca: mutual TLS), optional, none")
+    n.add_argument("--plaintext-events", action="store_true",
+                   help="without TLS, let event sources listen beyond loopback (default "
+                   "0.0.0.0 instead of 127.0.0.1): only on a network you trust")
     add_config_file_option(n, "node")
     n.set_defaults(func=cmd_node)
 

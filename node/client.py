@@ -2,10 +2,14 @@
 ``rpcSource`` or ``collectorSource``; :class:`FlumeLogHandler` ships ``logging`` records
 through it.
 
-``FlumeClient(host, port=35853, timeout=10.0)``::
+``FlumeClient(host, port=35853, timeout=10.0, tls=None)``::
 
     with FlumeClient("agent1", 35853) as c:
         c.send([Event(b"hello")])            # or c.send_body(b"hello", attrs={...})
+
+``tls``: an ``ssl.SSLContext`` for a receiver on a node with TLS, e.g.
+``node.tls.load(cert, key, ca).client`` (the receiver's certificate is checked against the
+CA and must name ``host``; the context's certificate is presented for mutual TLS).
 
 Bodies and attribute values may be ``str`` (sent as UTF-8) or ``bytes``; any other
 attribute value is sent as its JSON text. ``send_record({"user": "bob", "n": 3})`` (or
@@ -47,6 +51,7 @@ import collections
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -90,7 +95,7 @@ class FlumeClient:
     """Sends event batches to an RPC source (see the module docstring). Thread-safe."""
 
     def __init__(self, host: str, port: int = DEFAULT_PORT, timeout: float = 10.0,
-                 compress: bool = False):
+                 compress: bool = False, tls: ssl.SSLContext | None = None):
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.host = host
@@ -98,7 +103,7 @@ class FlumeClient:
         self.timeout = timeout
         self.compress = compress
         self.metrics = Metrics()
-        self._rpc = RpcClient(host, port, timeout, connect_timeout=min(timeout, 5.0))
+        self._rpc = RpcClient(host, port, timeout, connect_timeout=min(timeout, 5.0), tls=tls)
         idl()   # load the IDL now, not on a first send that an application may be timing
         self._lock = threading.Lock()
 
@@ -198,7 +203,7 @@ class FlumeLogHandler(logging.Handler):
     def __init__(self, host: str, port: int = DEFAULT_PORT, *, capacity: int = 10_000,
                  timeout: float = 0.0, batch_size: int = 500, flush_timeout: float = 5.0,
                  send_timeout: float = 10.0, attrs: dict[str, str | bytes] | None = None,
-                 level: int = logging.NOTSET):
+                 level: int = logging.NOTSET, tls: ssl.SSLContext | None = None):
         super().__init__(level)
         if capacity < 1 or batch_size < 1:
             raise ValueError("capacity and batch_size must be at least 1")
@@ -210,7 +215,7 @@ class FlumeLogHandler(logging.Handler):
         self.flush_timeout = flush_timeout
         self.attrs = as_attrs(attrs)
         self.metrics = Metrics()
-        self.client = FlumeClient(host, port, send_timeout)
+        self.client = FlumeClient(host, port, send_timeout, tls=tls)
         self._buf: collections.deque[Event] = collections.deque()
         self._cond = threading.Condition()
         self._inflight = 0

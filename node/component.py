@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .clock import SYSTEM_CLOCK, Clock
 from .event import Event
+from .tls import PLAINTEXT, Transport
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint, CheckpointStore
@@ -107,6 +108,7 @@ class NodeContext:
     conditions: Conditions = field(default_factory=Conditions)
     e2e_agents: int = 0
     source_replays: bool = True     # the flow's Source.replays (a sink's recovery reads it)
+    transport: Transport = PLAINTEXT     # the node's TLS settings (node.tls)
 
     def component_dir(self, *parts: str) -> Path:
         """A directory private to one component of this logical node (created)."""

@@ -32,6 +32,7 @@ from .component import Conditions, NodeContext, NodeShared, Sink, Source
 from .errors import FlumeError, Interrupted
 from .builder import build_sink, build_source
 from .spec import Call, SinkNode, format_sink, format_source
+from .tls import PLAINTEXT, Transport
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,9 @@ class LogicalNode:
 
     def __init__(self, name: str, data_root: Path | None, clock: Clock = SYSTEM_CLOCK,
                  physical_name: str = "", allow_exec: bool = False,
-                 shared: dict | None = None):
+                 shared: dict | None = None, transport: Transport = PLAINTEXT):
         self.name = name
+        self.transport = transport      # the node's TLS settings, for every flow
         self.data_root = Path(data_root) if data_root is not None else None
         self.clock = clock
         self.physical_name = physical_name
@@ -217,7 +219,7 @@ class LogicalNode:
                                   store=self.store(), clock=self.clock,
                                   physical_name=self.physical_name,
                                   allow_exec=self.allow_exec, shared=self.shared,
-                                  conditions=self.conditions,
+                                  conditions=self.conditions, transport=self.transport,
                                   source_replays=new_source.replays)
             except Exception as exc:
                 self._open_failed("its data directory", FlumeError(

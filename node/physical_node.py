@@ -38,6 +38,7 @@ from flume_og.zk.store import ConfigStore, LogicalConfig
 
 from .commit_port import CommitLogPort
 from .component import NodeShared
+from .tls import PLAINTEXT, Transport
 from .decorators.choke import set_choke_limit
 from .components import master_only, master_only_in
 from .errors import FlumeError, SpecError
@@ -71,7 +72,8 @@ class PhysicalNode:
                  data_dir: Path | None = None, allow_exec: bool = False,
                  http_port: int | None = None, http_bind: str = "127.0.0.1",
                  zk_auth: Credential | None = None, advertise: str | None = None,
-                 zk_tls=None, http_tls=None, http_insecure: bool = False):
+                 zk_tls=None, http_tls=None, http_insecure: bool = False,
+                 transport: Transport = PLAINTEXT):
         """``zk_auth``: the node role's ZooKeeper credential (zk/acl.py); needed when the
         masters protect the tree with ACLs. ``advertise``: the address other hosts reach
         this node at, registered as its ``host`` (the masters write it into the chains
@@ -79,8 +81,10 @@ class PhysicalNode:
         name. ``zk_tls``: reach ZooKeeper over TLS (:class:`zk.client.TlsSettings`).
         ``http_tls``, ``http_insecure``: the status page's TLS context and opt-in to
         plain HTTP beyond loopback (:class:`node.status_server.StatusServer`); the page's
-        scheme is registered with its port, for the console's link."""
+        scheme is registered with its port, for the console's link. ``transport``: the
+        node's event transport (node/tls.py), for every flow."""
         self.name = name
+        self.transport = transport
         self.zk_auth = zk_auth
         self.zk_tls = zk_tls
         self.zk_hosts = zk_hosts
@@ -269,7 +273,7 @@ class PhysicalNode:
         if ln is None:
             ln = LogicalNode(name, self.data_dir / "logical" if self.data_dir else None,
                              physical_name=self.name, allow_exec=self.allow_exec,
-                             shared=self.shared)
+                             shared=self.shared, transport=self.transport)
             self.logical[name] = ln
         return ln
 

@@ -60,6 +60,12 @@ its own bounded reader (:mod:`node.rpc_wire`).
     entries about 15 times that; a decoded payload its events (~200 bytes each, at most
     20,000). Every element of a container takes at least a byte, so the work a message
     causes is bounded by its size. An idle connection costs a thread and a socket.
+  - TLS (``tls``, the node's server context, :mod:`node.tls`): accepted connections are
+    wrapped without I/O and shake hands in their own thread, within ``message_timeout``
+    (else ``idle_timeout``) in all however slowly the bytes come (``tls_handshake``); a
+    plaintext client (``tls_plaintext``, answered with a ``TApplicationException`` saying
+    so) and a missing or foreign client certificate (``tls_client_certificate``) are
+    refused. A handshaking connection holds a slot and counts as idle.
   - Accepting: when ``accept`` fails (EMFILE, ENFILE...) or a connection's thread cannot
     be started, the connection is refused and the loop backs off (0.05 s doubling to
     1 s, warnings rate-limited). After ``ACCEPT_GIVE_UP`` (10 s) of failures without a
@@ -103,6 +109,7 @@ import logging
 import secrets
 import select
 import socket
+import ssl
 import threading
 import time
 import zlib
@@ -114,6 +121,7 @@ import thriftpy2
 from thriftpy2.thrift import TClient
 
 from . import rpc_wire as wire
+from . import tls as tlsmod
 from .backoff import Backoff
 from .codec import (MAX_BATCH_BYTES, MAX_BATCH_EVENTS, BatchTooLarge, decode_events,
                     encode_events)
@@ -394,8 +402,10 @@ class RpcServer:
                  min_bytes_per_second: int = MIN_BYTES_PER_SECOND,
                  max_message_bytes: int = MAX_MESSAGE_BYTES,
                  max_batch_events: int = MAX_BATCH_EVENTS, metrics=None,
-                 on_failure: Callable[[str], None] | None = None):
+                 on_failure: Callable[[str], None] | None = None,
+                 tls: ssl.SSLContext | None = None):
         self.bind = bind
+        self.tls = tls
         self.port = port
         self.name = name
         self.max_connections = max_connections
@@ -468,6 +478,10 @@ class RpcServer:
                 continue
             peer = addr[0]
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None:
+                # no I/O here: the handshake runs in the connection's thread (_serve)
+                conn = self.tls.wrap_socket(conn, server_side=True,
+                                            do_handshake_on_connect=False)
             reader = wire.Reader(conn, self.max_batch_events, idl().ThriftFlumeEvent,
                                  self._inflight, idle_timeout=self.idle_timeout,
                                  message_timeout=self.message_timeout,
@@ -484,11 +498,8 @@ class RpcServer:
                     self.connections += 1
                 if evicted is not None:
                     self._conns.pop(evicted[0], None)
-            if evicted is not None:
-                try:        # its thread sees the end of the stream and exits
-                    evicted[0].shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            if evicted is not None:     # its thread sees the end of the stream and exits
+                _shutdown(evicted[0], socket.SHUT_RDWR)
             self._slots.report(self._refusals, peer, refused, evicted)
             if refused is not None:
                 conn.close()
@@ -540,10 +551,33 @@ class RpcServer:
         if self.on_failure is not None:
             self.on_failure(reason)
 
+    def _handshake(self, conn: ssl.SSLSocket, peer: str) -> bool:
+        """The TLS handshake, within the time a message gets (``message_timeout``, else
+        ``idle_timeout``) however slowly it trickles in; False (refused, counted) if it
+        fails or stalls."""
+        timeout = self.message_timeout or self.idle_timeout or MESSAGE_TIMEOUT
+        try:
+            tlsmod.server_handshake(conn, timeout)
+            return True
+        except (OSError, ValueError) as exc:   # ssl.SSLError, TimeoutError, reset, EOF
+            with self._lock:
+                evicted = conn not in self._conns      # counted as evicted already
+            if self._stopped.is_set() or evicted or tlsmod.ended(exc):
+                log.debug("%s on port %d: %s left during the TLS handshake: %s",
+                          self.name, self.port, peer, exc)
+                return False
+            reason, why = tlsmod.refusal(exc)
+            self._refusals.refuse(reason, f"{peer}: {why}; connection closed")
+            if reason == "tls_plaintext":
+                _answer_in_plaintext(conn)
+            return False
+
     def _serve(self, conn: socket.socket, peer: str, reader: wire.Reader) -> None:
         dispatch = self._dispatch
         _serving.peer = peer
         try:
+            if self.tls is not None and not self._handshake(conn, peer):
+                return
             while not self._stopped.is_set():
                 reader.begin(self.max_message_bytes)
                 api = ""
@@ -611,10 +645,7 @@ class RpcServer:
         # Shut the reading side only: idle connections see EOF at once, while a call in
         # progress can still write its answer (RETRY from a closing source) before ending.
         for conn, _ in conns:
-            try:
-                conn.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
+            _shutdown(conn, socket.SHUT_RD)
         me = threading.current_thread()
         deadline = time.monotonic() + timeout
         for t in [self._thread, *(t for _, (t, _r) in conns)]:
@@ -622,10 +653,37 @@ class RpcServer:
                 t.join(max(0.0, deadline - time.monotonic()))
         for conn, (t, _r) in conns:
             if t.is_alive():           # still stuck: cut it off completely
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                _shutdown(conn, socket.SHUT_RDWR)
+
+
+PLAINTEXT_REFUSAL = ("this port speaks TLS only: start the sending node with --tls-cert, "
+                     "--tls-key and --tls-ca (docs/security.md)")
+
+
+def _answer_in_plaintext(conn: socket.socket) -> None:
+    """A plaintext Thrift client reached a TLS port: answer its call with a
+    ``TApplicationException`` that says so (its sender logs that sentence instead of
+    "connection reset"), written on the bare socket, then end the connection gracefully
+    (a close with unread input would reset it and could discard the answer)."""
+    try:
+        socket.socket.settimeout(conn, 1.0)
+        socket.socket.sendall(conn, wire.exception_reply("", 0, 6, PLAINTEXT_REFUSAL))
+        socket.socket.shutdown(conn, socket.SHUT_WR)
+        until = time.monotonic() + 1.0             # until the client closes, 1 s at most
+        while socket.socket.recv(conn, 65536) and time.monotonic() < until:
+            pass
+    except OSError:
+        pass
+
+
+def _shutdown(conn: socket.socket, how: int) -> None:
+    """Shut ``conn`` down at the TCP level from another thread. On a TLS socket,
+    ``SSLSocket.shutdown`` would also drop its TLS state, so that an answer still being
+    written would leave in plaintext; ``socket.socket.shutdown`` only shuts the socket."""
+    try:
+        socket.socket.shutdown(conn, how)
+    except OSError:
+        pass
 
 
 # ---------------------------------------------------------------- client
@@ -636,11 +694,14 @@ class RpcClient:
     ``timeout`` (seconds) bounds connecting and each call. Any failure closes the
     connection and raises :class:`SinkError`; the next call connects again. A connection
     the receiver closed while it was idle is noticed before a call and replaced (no
-    error)."""
+    error). With ``tls`` (the node's client context, :mod:`node.tls`) it connects over
+    TLS only, checking that the receiver's certificate names ``host``; a TLS failure is a
+    SinkError whose message says why (refused certificate, untrusted server...)."""
 
     def __init__(self, host: str, port: int = DEFAULT_PORT, timeout: float = DEFAULT_TIMEOUT,
-                 connect_timeout: float | None = None):
+                 connect_timeout: float | None = None, tls: ssl.SSLContext | None = None):
         self.host = host
+        self.tls = tls
         self.port = port
         self.timeout = timeout
         self.connect_timeout = timeout if connect_timeout is None else connect_timeout
@@ -662,11 +723,17 @@ class RpcClient:
 
     def _connect(self, timeout: float | None = None) -> TClient:
         connect = self.connect_timeout if timeout is None else timeout
-        sock = TSocket(self.host, self.port, socket_timeout=self.timeout * 1000,
-                       connect_timeout=connect * 1000)
+        kind = TSocket if self.tls is None else _TlsSocket
+        sock = kind(self.host, self.port, socket_timeout=self.timeout * 1000,
+                    connect_timeout=connect * 1000)
+        if self.tls is not None:
+            sock.context = self.tls
         trans = _TransFactory().get_transport(sock)
         try:
             trans.open()
+        except (ssl.SSLError, _TlsFailed) as exc:
+            raise SinkError(f"rpc: cannot connect to {self.address}: "
+                            f"{tlsmod.client_error(exc.__cause__ or exc, self.address)}") from exc
         except Exception as exc:
             raise SinkError(f"rpc: cannot connect to {self.address}: {exc}") from exc
         self._sock, self._trans = sock, trans
@@ -691,7 +758,21 @@ class RpcClient:
             return True
         poller = select.poll()
         poller.register(raw, select.POLLIN | select.POLLERR | select.POLLHUP)
-        return bool(poller.poll(0))
+        if not poller.poll(0):
+            return False
+        if not isinstance(raw, ssl.SSLSocket):
+            return True
+        # TLS 1.3 session tickets may arrive after the handshake: readable, yet usable
+        raw.settimeout(0.0)
+        try:
+            raw.recv(1)
+            return True
+        except ssl.SSLWantReadError:
+            return False
+        except OSError:
+            return True
+        finally:
+            raw.settimeout(self._sock.socket_timeout)
 
     def _call(self, name: str, *args, timeout: float | None = None):
         """Call ``name``; ``timeout`` (seconds) replaces the client's for this call.
@@ -778,10 +859,7 @@ class RpcClient:
         sock = self._sock
         raw = getattr(sock, "sock", None) if sock is not None else None
         if raw is not None:
-            try:
-                raw.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _shutdown(raw, socket.SHUT_RDWR)
         if not self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
             self._closing = True     # the call in progress drops its connection
             return
@@ -789,6 +867,34 @@ class RpcClient:
             self._drop()
         finally:
             self._lock.release()
+
+
+class _TlsFailed(Exception):
+    """The TCP connection was made but TLS failed (the cause says how)."""
+
+
+class _TlsSocket(TSocket):
+    """thriftpy2's client socket over TLS: connects, shakes hands within the connect
+    timeout (the certificate checked against ``context`` and the host), and under TLS 1.3
+    waits for the receiver to accept this node's certificate (:func:`node.tls.confirm_accepted`)."""
+
+    context: ssl.SSLContext
+
+    def open(self):
+        raw = socket.create_connection((self.host, self.port), self.connect_timeout)
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                sock = self.context.wrap_socket(raw, server_hostname=tlsmod.hostname_of(
+                    self.host))
+                tlsmod.confirm_accepted(sock, self.connect_timeout or DEFAULT_TIMEOUT)
+            except (OSError, ValueError) as exc:
+                raise _TlsFailed(str(exc)) from exc
+        except BaseException:
+            raw.close()
+            raise
+        sock.settimeout(self.socket_timeout)
+        self.sock = sock
 
 
 # ---------------------------------------------------------------- batch ids

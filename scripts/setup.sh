@@ -13,6 +13,8 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 # (the tests start their own unprivileged instance, never the system's)
 [ -x /usr/sbin/rsyslogd ] || command -v rsyslogd >/dev/null 2>&1 || need_apt+=(rsyslog)
 command -v logger >/dev/null 2>&1 || need_apt+=(bsdutils)
+# a real rsyslog forwards over TLS (RFC 5425) in tests/node/test_tls_rsyslog.py
+compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || need_apt+=(rsyslog-gnutls)
 # the web console's tests run in a real headless browser
 if [ "${FLUME_SETUP_BROWSER:-1}" = 1 ] && [ ! -x /usr/bin/chromium ]; then
   need_apt+=(chromium)

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import ssl
 import threading
 import time
 from typing import Annotated
@@ -149,9 +150,9 @@ class CollectorEndpoint:
     __slots__ = ("clients", "retry_at", "backoff", "probed_at", "probing")
 
     def __init__(self, host: str, port: int, timeout: float, backoff: Backoff,
-                 lanes: int = 1):
-        self.clients = [RpcClient(host, port, timeout, connect_timeout=min(timeout, 5.0))
-                        for _ in range(lanes)]
+                 lanes: int = 1, tls: ssl.SSLContext | None = None):
+        self.clients = [RpcClient(host, port, timeout, connect_timeout=min(timeout, 5.0),
+                                  tls=tls) for _ in range(lanes)]
         self.retry_at = 0.0
         self.backoff = backoff
         self.probed_at = float("-inf")   # when a probe last began (BE, backing off)
@@ -231,7 +232,8 @@ class CollectorChain(Sink):
         if self.ids is None:
             self.ids = BatchIds(ctx.logical_name)
         self.collectors = [CollectorEndpoint(h, p, self.timeout,
-                                             Backoff(self.initial, self.maximum), self.lanes)
+                                             Backoff(self.initial, self.maximum), self.lanes,
+                                             ctx.transport.client)
                            for h, p in self.addresses]
 
     def append(self, events: list[Event]) -> None:

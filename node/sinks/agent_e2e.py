@@ -66,7 +66,8 @@ class GroupChain(Sink):
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         self.endpoints = [CollectorEndpoint(h, p, self.timeout, Backoff(BACKOFF_FIRST, BACKOFF_MAX),
-                                    self.lanes) for h, p in self.addresses]
+                                            self.lanes, ctx.transport.client)
+                          for h, p in self.addresses]
 
     def append(self, events: list[Event]) -> None:
         raise SinkError("the E2E collector chain only sends write-ahead-log groups")

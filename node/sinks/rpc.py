@@ -93,7 +93,7 @@ class RpcSink(Sink):
             self.ids = BatchIds(ctx.logical_name)
         timeout = self.timeoutMs / 1000
         self.client = RpcClient(self.host, self.port, timeout,
-                                connect_timeout=min(timeout, 5.0))
+                                connect_timeout=min(timeout, 5.0), tls=ctx.transport.client)
         try:
             self.client.connect()
         except SinkError:

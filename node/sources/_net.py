@@ -34,6 +34,13 @@ past each bound (every refusal is counted in the source's metrics as ``refused``
   below it is cut after ``message_timeout / (1 - speed/min_rate)`` s). ``min_rate=0``
   makes ``message_timeout`` a fixed deadline from the first byte. Time the server spends
   blocked on a full queue counts toward neither.
+* **TLS** (a node with TLS, :mod:`node.tls`): each accepted connection shakes hands in the
+  selector thread without blocking it; the whole handshake must be done within
+  ``message_timeout`` (else ``idle_timeout``, else 30 s) of the accept, however slowly its
+  bytes come, else the connection is closed (``refused_tls_handshake``); a client speaking
+  plaintext (``refused_tls_plaintext``) or without an acceptable certificate
+  (``refused_tls_client_certificate``) is closed at once. Slots are held as for any
+  connection (a handshaking one counts as idle, so it is the first to make room).
 * **Failure.** If the server thread fails (a bug), the server closes its port and every
   connection and keeps the reason in ``failure``; the source's ``next_batch`` then raises
   :class:`SourceError`, which puts its logical node in ERROR with that reason: never a
@@ -51,6 +58,7 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -64,6 +72,8 @@ from ..component import Metrics, NodeContext
 from ..errors import SourceError
 from ..event import Event
 from ..limits import ConnectionSlots, RateLimitedLog, Refusals, message_due
+from ..tls import ended as tls_ended
+from ..tls import refusal as tls_refusal
 from ._batchqueue import DEFAULT_MAX_BYTES, BatchQueue, QueuedSource
 
 log = logging.getLogger(__name__)
@@ -187,12 +197,16 @@ class _Server:
         self._wake_w.close()
 
 
+HANDSHAKE_TIMEOUT = 30.0     # seconds for a TLS handshake when no message timeout is set
+
+
 class _Conn:
-    __slots__ = ("sock", "framer", "peer", "last", "due")
+    __slots__ = ("sock", "framer", "peer", "last", "due", "handshake_due")
 
     def __init__(self, sock: socket.socket, framer: Framer, peer: str, last: float):
         self.sock, self.framer, self.peer, self.last = sock, framer, peer, last
         self.due: float | None = None   # when its unfinished event must have progressed
+        self.handshake_due: float | None = None   # TLS: when the handshake must be done
 
 
 class TcpServer(_Server):
@@ -208,9 +222,12 @@ class TcpServer(_Server):
                  idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT_MS / 1000, *,
                  max_connections_per_peer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER,
                  message_timeout: float | None = DEFAULT_MESSAGE_TIMEOUT_MS / 1000,
-                 min_rate: int = DEFAULT_MIN_BYTES_PER_SECOND):
+                 min_rate: int = DEFAULT_MIN_BYTES_PER_SECOND,
+                 tls: ssl.SSLContext | None = None):
         super().__init__(name, queue, metrics, refusals)
         self.bind, self.port = bind, port
+        self.tls = tls
+        self.handshake_timeout = message_timeout or idle_timeout or HANDSHAKE_TIMEOUT
         self.make_framer = make_framer
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
@@ -220,7 +237,9 @@ class TcpServer(_Server):
         self._conns: dict[socket.socket, _Conn] = {}
         self._slots = ConnectionSlots(max_connections, max_connections_per_peer,
                                       self._idle_since, lambda s: self._conns[s].due)
-        self._timeouts = [t for t in (idle_timeout, message_timeout) if t is not None]
+        self._timeouts = [t for t in (idle_timeout, message_timeout,
+                                      self.handshake_timeout if tls else None)
+                          if t is not None]
         self._accept_backoff = Backoff(ACCEPT_PAUSE, ACCEPT_PAUSE_MAX)  # after failed accepts
         self._accept_at: float | None = None   # when to accept again (None: accepting)
         self._accept_log = RateLimitedLog(log)
@@ -275,14 +294,43 @@ class TcpServer(_Server):
             waits.append(self._next_idle_check - time.monotonic())
         return max(0.0, min(waits)) if waits else None
 
+    def _handshake(self, c: _Conn) -> bool:
+        """Advance ``c``'s TLS handshake; True once done (``c`` may then hold data)."""
+        try:
+            c.sock.do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False
+        except (OSError, ValueError) as exc:
+            if not tls_ended(exc):
+                reason, why = tls_refusal(exc)
+                self.refusals.refuse(reason, f"{c.peer}: {why}; connection closed")
+            self._close(c)
+            return False
+        c.handshake_due = None
+        return True
+
+    def _recv(self, sock: socket.socket) -> bytes:
+        """What ``sock`` has (b"" at its end); BlockingIOError if nothing yet. On TLS, a
+        record read only in part stays inside the ssl object, where the selector cannot
+        see it: take it all now."""
+        try:
+            data = sock.recv(RECV_SIZE)
+            while data and self.tls is not None and sock.pending():
+                data += sock.recv(sock.pending())
+            return data
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise BlockingIOError from None
+        except OSError:
+            return b""
+
     def _read(self, c: _Conn) -> bool:
         """Read what ``c`` sent and queue its events; False once the queue is closed."""
+        if c.handshake_due is not None and not self._handshake(c):
+            return True
         try:
-            data = c.sock.recv(RECV_SIZE)
+            data = self._recv(c.sock)
         except BlockingIOError:
             return True
-        except OSError:
-            data = b""
         if data:
             self.metrics.add("bytes_in", len(data))
             c.last = now = self._active_now()
@@ -333,6 +381,10 @@ class TcpServer(_Server):
                 self._pause_accepting(exc)
                 return
             peer = addr[0]
+            if self.tls is not None:       # no I/O: the handshake advances in _read
+                conn.setblocking(False)
+                conn = self.tls.wrap_socket(conn, server_side=True,
+                                            do_handshake_on_connect=False)
             refused, evicted = self._slots.admit(conn, peer)
             if evicted is not None:
                 self._close(self._conns[evicted[0]])
@@ -342,6 +394,8 @@ class TcpServer(_Server):
                 continue
             conn.setblocking(False)
             c = _Conn(conn, self.make_framer(peer), peer, self._active_now())
+            if self.tls is not None:
+                c.handshake_due = time.monotonic() + self.handshake_timeout
             self._conns[conn] = c
             self._sel.register(conn, selectors.EVENT_READ, c)
             self.metrics.add("connections")
@@ -369,6 +423,11 @@ class TcpServer(_Server):
         if not self._timeouts or now < self._next_idle_check:
             return True
         self._next_idle_check = now + min(IDLE_CHECK, *self._timeouts)
+        for c in [c for c in self._conns.values()
+                  if c.handshake_due is not None and c.handshake_due < now]:
+            self.refusals.refuse("tls_handshake", f"{c.peer}: no TLS handshake within "
+                                 f"{self.handshake_timeout:g} s; connection closed")
+            self._close(c)
         active = self._active_now()
         if self.message_timeout is not None:
             for c in [c for c in self._conns.values() if c.due is not None and c.due < active]:
@@ -509,7 +568,8 @@ class ServerSource(QueuedSource):
         return TcpServer(kind, self.bind, self.port, framer, self._queue, self.metrics,
                          self.refusals, self.maxConnections, self._idle,
                          max_connections_per_peer=self.maxConnectionsPerPeer,
-                         message_timeout=self._message, min_rate=self.minBytesPerSecond)
+                         message_timeout=self._message, min_rate=self.minBytesPerSecond,
+                         tls=self.ctx.transport.server)
 
     def next_batch(self, timeout: float) -> list[Event] | None:
         """As :meth:`QueuedSource.next_batch`; SourceError once the server has failed
@@ -528,8 +588,12 @@ class ServerSource(QueuedSource):
             self.metrics.add("events_in", len(out))
         return out
 
+    tls_capable = True     # serves TLS on a node with TLS (False: plaintext only)
+
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
+        self.bind = ctx.transport.bind_address(self.bind, self.spec_name,
+                                               tls_capable=self.tls_capable)
         self._queue = BatchQueue(self.queue_events, max_bytes=self.max_queue_bytes)
         self._server = self._make_server()
         self._server.start()

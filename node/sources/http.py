@@ -47,8 +47,9 @@ and never builds more than about ``2 * maxRequestEvents`` containers. Requests a
 one at a time (parsing holds the GIL anyway), so memory stays under ``maxConnections *
 maxRequestBytes`` for bodies, one parse, and ``maxQueueBytes`` (64 MiB) for the queue.
 
-Binds ``bind="0.0.0.0"`` by default like every network source (``port=0`` picks a free
-port, readable as ``self.port`` after ``open``). Standard library only.
+Plain HTTP (no TLS yet): ``bind`` "" (the default) is 127.0.0.1, and beyond loopback
+needs the node's ``--plaintext-events`` (:mod:`node.tls`); ``port=0`` picks a free port,
+readable as ``self.port`` after ``open``. Standard library only.
 """
 from __future__ import annotations
 
@@ -508,8 +509,9 @@ class HttpSource(ServerSource):
     """HTTP server taking events as JSON or raw lines; answers once they are accepted."""
 
     queue_events = QUEUE_EVENTS
+    tls_capable = False     # plain HTTP: beyond loopback only with --plaintext-events
 
-    def __init__(self, port: Port, *, bind: str = "0.0.0.0", timeoutMs: Positive = 10_000,
+    def __init__(self, port: Port, *, bind: str = "", timeoutMs: Positive = 10_000,
                  maxRequestBytes: Positive = DEFAULT_MAX_REQUEST_BYTES,
                  maxRequestEvents: Positive = DEFAULT_MAX_REQUEST_EVENTS,
                  maxEventBytes: Positive = DEFAULT_MAX_EVENT_BYTES,

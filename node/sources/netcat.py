@@ -1,8 +1,9 @@
 """``netcat(port)``: a line per event from plain TCP connections, any number at once.
 
 A line is the bytes up to LF (kept as sent, CR included); what a connection sends after its
-last LF becomes an event when it closes. Binds ``bind="0.0.0.0"`` by default like every
-network source; ``port=0`` picks a free port, readable as ``self.port`` after ``open``.
+last LF becomes an event when it closes. Where it listens, and TLS on a node with TLS, as
+every TCP source (:mod:`node.tls`: ``bind`` "" is 0.0.0.0 with TLS or ``--plaintext-events``,
+else 127.0.0.1); ``port=0`` picks a free port, readable as ``self.port`` after ``open``.
 
 Bounds (arguments, with their defaults; see ``node/sources/_net.py``):
 
@@ -59,7 +60,7 @@ class NetcatSource(ServerSource):
 
     queue_events = QUEUE_EVENTS
 
-    def __init__(self, port: Port, *, bind: str = "0.0.0.0",
+    def __init__(self, port: Port, *, bind: str = "",
                  maxEventBytes: Positive = DEFAULT_MAX_EVENT_BYTES,
                  maxQueueBytes: Positive = DEFAULT_MAX_BYTES,
                  maxConnections: Positive = DEFAULT_MAX_CONNECTIONS,

@@ -41,8 +41,10 @@ Without ZooKeeper (or without ``node.e2e``), and always on an ``rpcSource``, a g
 only checked (CRC-32 of the payload) and then taken like ``appendPacked``: no
 acknowledgement ever follows, so an agent in E2E mode will resend it after its timeout.
 
-Binds ``bind="0.0.0.0"``; ``port=0`` picks a free port, readable as ``.port`` after
-``open``.
+Listens on ``bind`` ("": 0.0.0.0 on a node with TLS or ``--plaintext-events``, else
+127.0.0.1; beyond loopback without either is refused, :mod:`node.tls`), over TLS only on a
+node with TLS (the handshake under ``messageTimeoutMs``); ``port=0`` picks a free port,
+readable as ``.port`` after ``open``.
 
 Bounds (:class:`node.rpc.RpcServer` says what each costs): ``maxConnections=512`` open at
 once and ``maxConnectionsPerPeer=128`` from one address (past either, an idle connection
@@ -301,7 +303,7 @@ class RpcSource(ServerSource):
             raise ValueError(f"maxBatchIds ({args['maxBatchIds']}) must be at least "
                              f"maxBatchIdsPerSender ({args['maxBatchIdsPerSender']})")
 
-    def __init__(self, port: Port, *, bind: str = "0.0.0.0", timeoutMs: Positive = 5000,
+    def __init__(self, port: Port, *, bind: str = "", timeoutMs: Positive = 5000,
                  maxConnections: AtLeast1 = MAX_CONNECTIONS,
                  maxConnectionsPerPeer: AtLeast1 = MAX_CONNECTIONS_PER_PEER,
                  idleTimeoutMs: AtLeast1 = int(IDLE_TIMEOUT * 1000),
@@ -337,6 +339,7 @@ class RpcSource(ServerSource):
     def open(self, ctx: NodeContext) -> None:
         # not ServerSource.open: a tagged queue, and the group handler made before the server
         self.ctx = ctx
+        self.bind = ctx.transport.bind_address(self.bind, self.spec_name)
         self._queue = _TaggedQueue(self.queue_events, MAX_BATCH)
         self._window = BatchWindow(self._counter, self.maxBatchIdsPerSender,
                                    self.maxBatchIds)
@@ -349,7 +352,8 @@ class RpcSource(ServerSource):
                            min_bytes_per_second=self.minBytesPerSecond,
                            max_message_bytes=self.maxMessageBytes,
                            max_batch_events=self.maxBatchEvents, metrics=self._counter,
-                           on_failure=lambda reason: self._queue.wake())
+                           on_failure=lambda reason: self._queue.wake(),
+                           tls=ctx.transport.server)
         server.start()
         self._server = server
         self.port = server.port
@@ -510,7 +514,7 @@ class CollectorSource(RpcSource):
     FAILED, ``refused_agents``), and at most ``maxNewAgentsPerMinute`` ids not live yet
     per sender address per minute (FAILED, ``refused_new_agents``)."""
 
-    def __init__(self, port: Port = DEFAULT_PORT, *, bind: str = "0.0.0.0",
+    def __init__(self, port: Port = DEFAULT_PORT, *, bind: str = "",
                  timeoutMs: Positive = 5000, maxConnections: AtLeast1 = MAX_CONNECTIONS,
                  maxConnectionsPerPeer: AtLeast1 = MAX_CONNECTIONS_PER_PEER,
                  idleTimeoutMs: AtLeast1 = int(IDLE_TIMEOUT * 1000),

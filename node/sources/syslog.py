@@ -11,8 +11,11 @@ by RFC 3164 section 4.3.3) is counted in ``noheader``.
 
 TCP accepts RFC 6587 framing on the same connection, decided per frame: octet counting
 (``123 <34>1 ...``) and newline-delimited frames (a trailing CR is dropped); see
-:class:`.syslog_parse.SyslogFramer`. Both servers bind ``bind="0.0.0.0"`` by
-default, because syslog senders are other machines; ``port=0`` picks a free port, readable
+:class:`.syslog_parse.SyslogFramer`. On a node with TLS (:mod:`node.tls`), ``syslogTcp``
+serves TLS only: RFC 5425 (octet-counted frames over TLS), port 6514 by default. ``bind``
+"" (the default) is 0.0.0.0 on a node with TLS or ``--plaintext-events``, else 127.0.0.1
+(``syslogUdp``: 0.0.0.0 only with ``--plaintext-events``, UDP cannot be secured);
+``port=0`` picks a free port, readable
 as ``self.port`` after ``open``.
 
 Bounds (arguments, with their defaults; see ``node/sources/_net.py`` for the common ones):
@@ -32,10 +35,14 @@ Bounds (arguments, with their defaults; see ``node/sources/_net.py`` for the com
 from __future__ import annotations
 
 import logging
+from typing import Annotated
+
+from annotated_types import Interval
 
 from ..event import Event
 from ..limits import RateLimitedLog
 from ..registry import NonNegative, Positive, source
+from ..tls import SYSLOG_TLS_PORT
 from ._batchqueue import DEFAULT_MAX_BYTES
 from ._net import (DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS,
                    DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_EVENT_BYTES,
@@ -75,7 +82,7 @@ class _SyslogSource(ServerSource):
 
     queue_events = QUEUE_EVENTS
 
-    def __init__(self, port: Port = 514, *, bind: str = "0.0.0.0",
+    def __init__(self, port: Port = 514, *, bind: str = "",
                  maxEventBytes: Positive = DEFAULT_MAX_EVENT_BYTES,
                  maxQueueBytes: Positive = DEFAULT_MAX_BYTES):
         super().__init__(port, bind, max_queue_bytes=maxQueueBytes)
@@ -99,6 +106,8 @@ class _SyslogSource(ServerSource):
 class SyslogUdpSource(_SyslogSource):
     """Syslog server over UDP (RFC 3164 and RFC 5424); a datagram per message."""
 
+    tls_capable = False     # UDP: beyond loopback only with --plaintext-events
+
     def _make_server(self) -> UdpServer:
         return UdpServer("syslogUdp", self.bind, self.port, self._parse_datagrams,
                          self._queue, self.metrics, self.refusals, self.maxEventBytes)
@@ -108,11 +117,16 @@ class SyslogUdpSource(_SyslogSource):
         return self._parse([d.rstrip(b"\r\n\x00") for d in datagrams], peers)
 
 
+# syslogTcp's port: None until it opens, then 514, or 6514 on a node with TLS (RFC 5425)
+DefaultPort = Annotated[int | None, Interval(ge=0, le=65535)]
+
+
 @source("syslogTcp")
 class SyslogTcpSource(_SyslogSource):
-    """Syslog server over TCP: LF-delimited or RFC 6587 octet-counted frames."""
+    """Syslog server over TCP: LF-delimited or RFC 6587 octet-counted frames; on a node
+    with TLS, over TLS only (RFC 5425), and ``port`` defaults to 6514 instead of 514."""
 
-    def __init__(self, port: Port = 514, *, bind: str = "0.0.0.0",
+    def __init__(self, port: DefaultPort = None, *, bind: str = "",
                  maxEventBytes: Positive = DEFAULT_MAX_EVENT_BYTES,
                  maxQueueBytes: Positive = DEFAULT_MAX_BYTES,
                  maxConnections: Positive = DEFAULT_MAX_CONNECTIONS,
@@ -124,6 +138,11 @@ class SyslogTcpSource(_SyslogSource):
                          maxQueueBytes=maxQueueBytes)
         self._keep_tcp_limits(maxConnections, maxConnectionsPerPeer, idleTimeoutMs,
                               messageTimeoutMs, minBytesPerSecond)
+
+    def open(self, ctx) -> None:
+        if self.port is None:
+            self.port = SYSLOG_TLS_PORT if ctx.transport.tls else 514
+        super().open(ctx)
 
     def _make_server(self) -> TcpServer:
         return self._tcp_server("syslogTcp", lambda peer: _SyslogTcpFramer(self, peer))

@@ -12,7 +12,10 @@
   ``<tmp>/src/<agent>.log`` into ``auto<Mode>Chain`` (the masters pick two collectors).
 
 Every process runs ``ip netns exec <host> <python> -m flume_og.master.cli ...`` with its log in
-``<tmp>/logs``; nodes are given ``--zk`` and ``--advertise <address>``. Status pages
+``<tmp>/logs``; nodes are given ``--zk`` and ``--advertise <address>``, and event links
+run over mutual TLS: a test CA (``<tmp>/pki``, tests/tls_certs.py) signs each node a
+certificate naming its address and host name, given with ``--tls-cert/--tls-key/--tls-ca``
+(collectors therefore listen on 0.0.0.0 and require the agents' certificates). Status pages
 keep their loopback default and are read from inside the node's namespace.
 :meth:`Cluster.close` stops everything and deletes the namespaces, whatever happened.
 """
@@ -34,6 +37,7 @@ import httpx
 
 from flume_og.node.metrics import summarize
 from tests import waiting
+from tests.tls_certs import issue
 from tests.integration.harness import MASTER_CRED, NODE_CRED, auth_file
 from flume_og.zk.server import classpath
 
@@ -120,6 +124,7 @@ class Cluster:
         self.master_auth = auth_file(self.tmp / "master.auth", MASTER_CRED.line("master"),
                                      NODE_CRED.line("node"))
         self.node_auth = auth_file(self.tmp / "node.auth", NODE_CRED.line("node"))
+        self.ca = None                         # made with the first node's certificate
         self.net = Network(prefix)
         try:
             for host, n in ROLES.items():
@@ -190,9 +195,13 @@ class Cluster:
         return self.procs[host]
 
     def start_node(self, host: str) -> Proc:
+        # a folder per node: issue() rewrites the CA's file, which a starting node reads
+        pem, self.ca = issue(self.tmp / "pki" / host, self.addr(host), host, ca=self.ca,
+                             prefix=host)
         self.procs[host] = Proc(self.net, host, flume(
             "node", "-n", host, "--zk", self.zk_connect, "--zk-auth-file",
-            str(self.node_auth), "--advertise", self.addr(host),
+            str(self.node_auth), "--advertise", self.addr(host), "--tls-cert", str(pem.cert),
+            "--tls-key", str(pem.key), "--tls-ca", str(pem.ca),
             "--http-port", str(STATUS_PORT), "--data-dir", str(self.tmp / "data" / host)),
             self.tmp / "logs" / f"{host}.log")
         return self.procs[host]

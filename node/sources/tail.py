@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat as stat_mod
 import time
 from typing import Annotated
@@ -60,7 +59,10 @@ from ..errors import SourceError
 from ..event import LOCAL_HOST, Event, Priority
 from ..regexes import compile_bytes
 from ..registry import NonEmpty, source
+from ..limits import Refusals
 from ._files import FileRegex, PollingSource, compile_fileregex
+from ._rotation import (COMPRESSED, HEAD_LEN, MAX_ROTATED, ROTATED_SUFFIX, Rotated,
+                        head_matches, head_of, rotated_files)
 
 try:
     import re._parser as _sre_parse        # Python >= 3.11
@@ -77,9 +79,6 @@ FP_LEN = 64              # bytes of fingerprint kept before a position
 MAX_RECORD = 1 << 20     # a pending record longer than this is emitted as it is
 REGEX_LOOKAHEAD = 4096   # regex delimiters: matches this close to the data's end wait
 SCAN_EVERY = 0.5         # tailDir: seconds between directory scans
-COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".z", ".zip")
-ROTATED_SUFFIX = re.compile(
-    r"[.-](?:\d+|\d{4}-?\d{2}-?\d{2}(?:[-_T.:]?\d+)*)(?:\.(?:gz|bz2|xz|zst|lz4|lzma|Z|zip))?")
 
 
 def _literal(pattern: str) -> bytes | None:
@@ -199,12 +198,13 @@ class _Next:
     first bytes) as last seen tell when it is copied and truncated before it is reached;
     ``finishing``: a static copy, left as soon as it is read to its end."""
 
-    __slots__ = ("fd", "dev", "ino", "size", "head", "finishing")
+    __slots__ = ("fd", "dev", "ino", "size", "head", "finishing", "live")
 
     def __init__(self, fd: int, finishing: bool = False):
         st = os.fstat(fd)
         self.fd, self.dev, self.ino = fd, st.st_dev, st.st_ino
         self.size, self.head, self.finishing = 0, b"", finishing
+        self.live = True                # named by the followed path when queued
         self.watch()
 
     def watch(self) -> bool:
@@ -244,6 +244,10 @@ class _Cursor:
         self.read_pos = 0
         self.buf = b""
         self.fp = b""                   # bytes just before offset
+        self.head_len, self.head = 0, ""  # the file's identity: digest of its first bytes
+        self.mtime = None               # the file's modification time when last saved
+        self.refusals = Refusals(metrics, log, f"tail of {path}")
+        self.reported: set[tuple] = set()   # skipped rotated files already counted
         self.tail_fp = b""              # bytes just before read_pos
         self.at_eof = False
         self.reparse = False
@@ -274,51 +278,145 @@ class _Cursor:
         self.name = os.fsencode(self.base)
         self.last_data = now
         rec = store.get(self.key)
-        st = _stat(self.path)
         if isinstance(rec, dict) and "ino" in rec:
-            dev, ino, off = rec.get("dev"), rec["ino"], int(rec.get("offset", 0))
-            try:
-                fp = bytes.fromhex(rec.get("fp") or "")
-            except ValueError:
-                fp = b""
-            self.dev, self.ino, self.offset, self.fp = dev, ino, off, fp
-            if st is not None and (st.st_dev, st.st_ino) == (dev, ino):
-                fd = _open(self.path)
-                if fd is not None and _holds(fd, off, fp):
-                    self._use(fd, off, fp)
-                    return
-                copy = self._find_copy(off, fp) if fd is not None else None
-                if copy is not None:
-                    log.info("tailed file was truncated while stopped; reading the rest "
-                             "from its rotated copy first", extra={"path": self.path})
-                    self._use(copy, off, fp, finishing=True)
-                    self.queue.append(_Next(fd))
-                    return
-                _close(fd)
-                log.warning("tailed file changed while stopped and its rest cannot be "
-                            "found; reading it from the start", extra={"path": self.path})
-            else:
-                old = self._find_inode(dev, ino, off, fp)
-                if old is not None:
-                    log.info("tailed file was rotated while stopped; finishing the old "
-                             "file first", extra={"path": self.path})
-                    self._use(old, off, fp)
-                    return
-                log.warning("tailed file was rotated while stopped and the old file "
-                            "cannot be found; reading the new file from the start",
-                            extra={"path": self.path})
-            self._open_path()
+            self._resume(rec)
             return
-        if st is None:
-            return                      # waited for; read from its start when it appears
-        fd = _open(self.path)
+        fd = _open(self.path) if _stat(self.path) is not None else None
         if fd is None:
-            return
+            log.info("tailed file does not exist yet; waiting for it to appear",
+                     extra={"path": self.path})
+            return                      # read from its start when it appears
         if self.start_from_end:
             size = os.fstat(fd).st_size
             self._use(fd, size, os.pread(fd, min(FP_LEN, size), max(0, size - FP_LEN)))
         else:
             self._use(fd, 0, b"")
+
+    def _resume(self, rec: dict) -> None:
+        """Resume at a saved position: find the saved file (the live one, a rotated one, or
+        a copy), then queue every file that took the path's name after it, oldest first."""
+        dev, ino, off = rec.get("dev"), rec["ino"], int(rec.get("offset", 0))
+        try:
+            fp = bytes.fromhex(rec.get("fp") or "")
+        except ValueError:
+            fp = b""
+        head_len, head = int(rec.get("head_len", 0) or 0), str(rec.get("head") or "")
+        saved_mtime = rec.get("mtime") if isinstance(rec.get("mtime"), int) else None
+        self.dev, self.ino, self.offset, self.fp = dev, ino, off, fp
+        self.head_len, self.head = head_len, head
+        files = rotated_files(self.dir, self.base)
+        window = [r for r in files if not r.compressed][-MAX_ROTATED:]
+        paths = [r.path for r in window] + [self.path]
+        i, fd, copy = self._find_saved(paths, dev, ino, off, fp, head_len, head)
+        if fd is None:
+            # moved under another name of the directory, or copied under a name the
+            # rotated names do not cover (copy and truncate)
+            fd = self._find_inode(dev, ino, off, fp)
+            if fd is None:
+                fd = self._find_copy(off, fp, exclude=(dev, ino))
+                if fd is not None and not head_matches(fd, head_len, head):
+                    os.close(fd)
+                    fd = None
+                copy = fd is not None
+        if fd is not None:
+            st = os.fstat(fd)
+            ref, ident = st.st_mtime_ns, (st.st_dev, st.st_ino)
+            later = paths[i + 1:] if i is not None else \
+                [r.path for r in window if r.mtime_ns > ref] + [self.path]
+        else:
+            # Not found: every file written since the position was saved is unread.
+            ref, ident = saved_mtime, None
+            later = [r.path for r in window if ref is not None and r.mtime_ns > ref]
+            later.append(self.path)
+        self._report_skipped(files, window, ref, ident)
+        chain, rotated_after = self._open_chain(later, ident)
+        finishing = copy
+        if fd is None:
+            if not chain:
+                log.warning("the file of the saved position cannot be found and the "
+                            "tailed file does not exist yet; waiting for it to appear",
+                            extra={"path": self.path})
+                return
+            log.warning("the file of the saved position cannot be found (deleted, "
+                        "compressed or overwritten); reading the %d file(s) written since "
+                        "from their start", len(chain), extra={"path": self.path})
+            first = chain.pop(0)
+            rotated_after -= not first.live
+            fd, off, fp, finishing = first.fd, 0, b"", first.finishing
+        elif copy:
+            log.info("tailed file was truncated while stopped; reading the rest from its "
+                     "rotated copy first", extra={"path": self.path})
+        elif chain:
+            log.info("tailed file was rotated while stopped; finishing the old file and "
+                     "the %d file(s) after it first", len(chain), extra={"path": self.path})
+        # A rotated file older than another rotated file is complete: left at its end.
+        self._use(fd, off, fp, finishing=finishing or rotated_after > 0)
+        self.queue = chain
+
+    def _find_saved(self, paths: list[str], dev, ino, off: int, fp: bytes, head_len: int,
+                    head: str) -> tuple[int | None, int | None, bool]:
+        """``(index in paths, fd, is_copy)`` of the saved file: the file with its device,
+        inode and first bytes holding ``fp`` before ``off``; else the newest other file
+        with the same first bytes holding it (a copy). ``(None, None, False)`` if none."""
+        for copy in (False, True):
+            if copy and (off == 0 or not fp):
+                break               # nothing read: no content to recognise a copy by
+            for i in range(len(paths) - 1, -1, -1):
+                st = _stat(paths[i])
+                if st is None or ((st.st_dev, st.st_ino) == (dev, ino)) == copy:
+                    continue
+                fd = _open(paths[i])
+                if fd is None:
+                    continue
+                try:
+                    if head_matches(fd, head_len, head) and _holds(fd, off, fp):
+                        return i, fd, copy
+                except OSError:
+                    pass
+                os.close(fd)
+        return None, None, False
+
+    def _open_chain(self, paths: list[str], skip) -> tuple[list["_Next"], int]:
+        """The files of ``paths`` (oldest first) opened as queued files, but the one
+        ``skip`` names and files gone meanwhile; and how many of them are rotated files.
+        Every rotated file but the newest is complete (``finishing``)."""
+        out: list[_Next] = []
+        seen = {skip}
+        for p in paths:
+            fd = _open(p)
+            if fd is None:
+                continue
+            q = _Next(fd)
+            if (q.dev, q.ino) in seen or not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                continue
+            seen.add((q.dev, q.ino))
+            q.live = p == self.path
+            out.append(q)
+        rotated = [q for q in out if not q.live]
+        for q in rotated[:-1]:
+            q.finishing = True
+        return out, len(rotated)
+
+    def _report_skipped(self, files: list[Rotated], window: list[Rotated], ref, ident) -> None:
+        """Count and log the rotated files written after ``ref`` (a modification time)
+        that are not read: compressed ones, and those past the ``MAX_ROTATED`` newest."""
+        if ref is None:
+            return
+        for r in files:
+            if r.mtime_ns <= ref or (r.dev, r.ino) == ident or (r.dev, r.ino) in self.reported:
+                continue
+            if r.compressed:
+                self.refusals.refuse("compressed", f"{r.path} is compressed; its unread "
+                                     "lines are skipped (compressed rotations are not read)")
+            elif r not in window:
+                self.refusals.refuse("rotated_over_limit", f"{r.path} is older than the "
+                                     f"{MAX_ROTATED} newest rotated files; it is skipped")
+            else:
+                continue
+            if len(self.reported) >= MAX_ROTATED:
+                self.reported.clear()
+            self.reported.add((r.dev, r.ino))
 
     def _use(self, fd: int, offset: int, fp: bytes, finishing: bool = False) -> None:
         """Make ``fd`` the current file at ``offset``; records already taken are done."""
@@ -329,6 +427,7 @@ class _Cursor:
         self.finishing = finishing
         self.offset = self.read_pos = offset
         self.fp = self.tail_fp = fp
+        self.head_len, self.head = head_of(fd, min(HEAD_LEN, offset)) if offset else (0, "")
         self.buf = b""
         self.at_eof = False
         self.reparse = False
@@ -375,9 +474,25 @@ class _Cursor:
         return recs
 
     def position(self) -> dict | None:
+        """The saved position: the file (device, inode, ``head``: digest of its first
+        ``head_len`` bytes, at most HEAD_LEN, all taken already), the offset after the
+        last record taken, the bytes before it (``fp``) and the file's modification time
+        (what tells, after a restart, which rotated files were written since)."""
         if self.ino is None:
             return None
-        return {"dev": self.dev, "ino": self.ino, "offset": self.offset, "fp": self.fp.hex()}
+        if self.fd is not None:
+            try:
+                want = min(HEAD_LEN, self.offset)
+                if self.head_len < want:
+                    self.head_len, self.head = head_of(self.fd, want)
+                self.mtime = os.fstat(self.fd).st_mtime_ns
+            except OSError:
+                pass
+        pos = {"dev": self.dev, "ino": self.ino, "offset": self.offset, "fp": self.fp.hex(),
+               "head_len": self.head_len, "head": self.head}
+        if self.mtime is not None:
+            pos["mtime"] = self.mtime
+        return pos
 
     def _parse(self, data: bytes, eof: bool) -> None:
         recs, extra, rest = self.splitter.split(data, eof)
@@ -487,11 +602,43 @@ class _Cursor:
         if (q.dev, q.ino) in self.open_inodes():
             os.close(fd)
             return st
+        self._queue_missed((q.dev, q.ino))
         self.queue.append(q)
         self.metrics.add("rotations")
         log.info("tailed file was rotated; finishing the old file first",
                  extra={"path": self.path})
         return st
+
+    def _queue_missed(self, new: tuple) -> None:
+        """Before the file ``new`` now at the path: queue the rotated files that took the
+        path's name and were rotated again between two checks (never seen at the path):
+        those after the last known file in rotation order (or, if it is no longer under a
+        rotated name, written after it)."""
+        last = self.queue[-1] if self.queue else None
+        ident = (last.dev, last.ino) if last else (self.dev, self.ino)
+        files = rotated_files(self.dir, self.base)
+        window = [r for r in files if not r.compressed][-MAX_ROTATED:]
+        at = next((k for k, r in enumerate(window) if (r.dev, r.ino) == ident), None)
+        try:
+            ref = os.fstat(last.fd if last else self.fd).st_mtime_ns
+        except OSError:
+            return
+        if at is not None:
+            later = window[at + 1:]
+        else:
+            later = [r for r in window if r.mtime_ns > ref]
+        known = set(self.open_inodes()) | {new}
+        missed = [r.path for r in later if (r.dev, r.ino) not in known]
+        self._report_skipped(files, window, ref, ident)
+        if not missed:
+            return
+        chain, _ = self._open_chain(missed, new)
+        for q in chain:
+            q.finishing, q.live = True, False   # rotated twice: complete
+        self.queue.extend(chain)
+        self.metrics.add("rotations", len(chain))
+        log.info("tailed file was rotated %d more time(s) between two checks; reading the "
+                 "file(s) in between first", len(chain), extra={"path": self.path})
 
     def _queued_truncated(self, i: int) -> None:
         """A queued file lost bytes before it was reached: read its copy first."""
@@ -579,16 +726,17 @@ class _Cursor:
             return []
         out = []
         for e in entries:
-            if e.name == self.base:
+            # compressed files are never read (their bytes are not the lines)
+            if e.name == self.base or e.name.lower().endswith(COMPRESSED):
                 continue
-            if prefix_only and (not e.name.startswith(self.base)
-                                or e.name.lower().endswith(COMPRESSED)):
+            if prefix_only and not e.name.startswith(self.base):
                 continue
             out.append(e)
         return out
 
     def _find_inode(self, dev, ino, off: int, fp: bytes) -> int | None:
-        """The file of this directory with inode ``(dev, ino)`` holding ``fp`` at ``off``."""
+        """The file of this directory with inode ``(dev, ino)``, the saved first bytes and
+        ``fp`` at ``off``."""
         for e in self._candidates(prefix_only=False):
             try:
                 if e.inode() != ino or not e.is_file(follow_symlinks=False):
@@ -596,7 +744,8 @@ class _Cursor:
                 fd = _open(e.path)
                 if fd is None:
                     continue
-                if os.fstat(fd).st_dev == dev and _holds(fd, off, fp):
+                if os.fstat(fd).st_dev == dev and _holds(fd, off, fp) and \
+                        head_matches(fd, self.head_len, self.head):
                     return fd
                 os.close(fd)
             except OSError:

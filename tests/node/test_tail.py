@@ -1,6 +1,7 @@
 """tail, multitail and tailDir on real files: delimiters, rotation, truncation, restarts."""
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import threading
@@ -245,8 +246,9 @@ def test_rotated_file_left_after_idle(make_ctx, tmp_path, opened):
     while (src.checkpoint()["tail:" + str(f)]["ino"] == old_ino
            and time.monotonic() < deadline):
         src.next_batch(0.05)
-    assert src.checkpoint()["tail:" + str(f)] == {
-        "dev": f.stat().st_dev, "ino": f.stat().st_ino, "offset": 0, "fp": ""}
+    pos = src.checkpoint()["tail:" + str(f)]
+    assert {k: pos[k] for k in ("dev", "ino", "offset", "fp", "head_len")} == {
+        "dev": f.stat().st_dev, "ino": f.stat().st_ino, "offset": 0, "fp": "", "head_len": 0}
     append(f, lines(4, 6))
     assert read_n(src, 2) == bodies(4, 6)
 
@@ -429,6 +431,130 @@ def test_copytruncated_while_stopped(make_ctx, tmp_path, opened):
     assert read_quiet(src2, 0.2) == []
 
 
+def rotate_numbered(f: Path, data: bytes) -> None:
+    """A size-based rotation: ``name.N`` -> ``name.N+1``, ``name`` -> ``name.1``, a new
+    ``name`` holding ``data``."""
+    d, n = f.parent, f.name
+    k = 1
+    while (d / f"{n}.{k}").exists():
+        k += 1
+    for i in range(k - 1, 0, -1):
+        os.rename(d / f"{n}.{i}", d / f"{n}.{i + 1}")
+    os.rename(f, d / f"{n}.1")
+    f.write_bytes(data)
+
+
+def test_three_rotations_while_stopped_are_read_in_order(make_ctx, tmp_path, opened):
+    """Down while the file rotates 3 times: the rest of the saved file (now a.log.3), then
+    a.log.2, a.log.1 and a.log, each line once; the older a.log.4 is not read again."""
+    f = tmp_path / "a.log"
+    (tmp_path / "a.log.1").write_bytes(b"older rotation\n")
+    read_commit_and_stop(make_ctx, opened, f)
+    append(f, lines(10, 15))
+    rotate_numbered(f, lines(15, 20))
+    rotate_numbered(f, lines(20, 25))
+    rotate_numbered(f, lines(25, 30))
+    assert (tmp_path / "a.log.4").read_bytes() == b"older rotation\n"
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src2, 20) == bodies(10, 30)
+    assert read_quiet(src2, 0.2) == []
+    assert src2.checkpoint()["tail:" + str(f)]["ino"] == f.stat().st_ino
+
+
+def test_daily_rotations_while_stopped_are_read_in_order(make_ctx, tmp_path, opened):
+    """A weekend of daily rotations (``name-YYYYMMDD``, dates in the names, older ones
+    compressed before the node went down): every uncompressed file after the saved one."""
+    f = tmp_path / "a.log"
+    (tmp_path / "a.log-20261128.gz").write_bytes(b"\x1f\x8b not read")
+    read_commit_and_stop(make_ctx, opened, f)
+    append(f, lines(10, 12))
+    for day, (a, b) in zip(("20261129", "20261130", "20261201"),
+                           ((12, 14), (14, 16), (16, 18))):
+        os.rename(f, tmp_path / f"a.log-{day}")
+        f.write_bytes(lines(a, b))
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src2, 8) == bodies(10, 18)
+    assert read_quiet(src2, 0.2) == []
+    assert src2.metrics.get("refused", 0) == 0     # the old .gz was finished before
+
+
+def test_rotations_faster_than_the_checks_are_not_skipped(ctx, tmp_path, opened):
+    """Three rotations between two looks at the path: the two files that never were at the
+    path when it was looked at are read, in order, before the new one."""
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 10))
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 10) == bodies(0, 10)
+    append(f, lines(10, 12))
+    rotate_numbered(f, lines(12, 14))       # nothing polls the source meanwhile
+    rotate_numbered(f, lines(14, 16))
+    rotate_numbered(f, lines(16, 18))
+    assert read_n(src, 8) == bodies(10, 18)
+    assert read_quiet(src, 0.2) == []
+    assert src.metrics.get("rotations") == 3
+
+
+def test_reused_inode_with_other_first_bytes_is_read_from_its_start(make_ctx, tmp_path,
+                                                                    opened):
+    """The file is deleted and a new one gets its inode, with the same bytes before the
+    saved offset (repeated lines) but other first bytes: read from 0, not from the offset."""
+    f = tmp_path / "a.log"
+    f.write_bytes(b"start A\n" + b"same\n" * 20)
+    ctx = make_ctx("n1")
+    src = opened(TailSource(str(f)), ctx)
+    assert len(read_n(src, 21)) == 21
+    commit(ctx, src)
+    src.close()
+    ino = f.stat().st_ino
+    for _ in range(20):                         # ext4 and tmpfs hand the inode out again
+        f.unlink()
+        f.write_bytes(b"start B\n" + b"same\n" * 30)
+        if f.stat().st_ino == ino:
+            break
+    else:
+        pytest.skip("this file system did not reuse the inode")
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src2, 31) == [b"start B"] + [b"same"] * 30
+    assert read_quiet(src2, 0.2) == []
+
+
+def test_compressed_rotation_with_unread_lines_is_counted(make_ctx, tmp_path, opened,
+                                                          caplog):
+    f = tmp_path / "a.log"
+    read_commit_and_stop(make_ctx, opened, f)
+    append(f, lines(10, 12))
+    gz = tmp_path / "a.log.1.gz"
+    gz.write_bytes(gzip.compress(f.read_bytes()))   # rotated, then compressed
+    f.unlink()
+    later = time.time() + 5
+    os.utime(gz, (later, later))                # written after the position was saved
+    f.write_bytes(lines(12, 14))
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src2, 2) == bodies(12, 14)
+    assert src2.metrics.get("refused_compressed") == 1
+    assert "a.log.1.gz is compressed" in caplog.text
+
+
+def test_past_the_bound_of_rotated_files_the_older_ones_are_counted(make_ctx, tmp_path,
+                                                                    opened, monkeypatch):
+    """With MAX_ROTATED 1, only the newest rotated file is considered: the saved file is
+    still found by its inode and finished, the one between is skipped and counted."""
+    monkeypatch.setattr(tail_mod, "MAX_ROTATED", 1)
+    f = tmp_path / "a.log"
+    read_commit_and_stop(make_ctx, opened, f)
+    append(f, lines(10, 12))
+    rotate_numbered(f, lines(12, 14))
+    rotate_numbered(f, lines(14, 16))
+    rotate_numbered(f, lines(16, 18))
+    t = time.time()
+    for i, name in enumerate(("a.log.3", "a.log.2", "a.log.1", "a.log")):
+        os.utime(tmp_path / name, (t + i, t + i))   # distinct times, oldest first
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src2, 6) == bodies(10, 12) + bodies(14, 18)
+    assert read_quiet(src2, 0.2) == []
+    assert src2.metrics.get("refused_rotated_over_limit") == 1
+
+
 # ---------------------------------------------------------------- multitail, tailDir
 
 def test_multitail(ctx, tmp_path, opened):
@@ -497,3 +623,32 @@ def test_tail_dir_resumes_per_file(make_ctx, tmp_path, opened):
     src2 = opened(TailDirSource(str(d)), make_ctx("n1"))
     assert _read_dir(src2, 1) == [(b"a.log", b"a2")]
     assert _read_dir(src2, 1, timeout=0.3) == []
+
+
+def test_tail_dir_and_multitail_read_every_rotation_made_while_stopped(make_ctx, tmp_path,
+                                                                       opened):
+    d = tmp_path / "logs"
+    d.mkdir()
+    a, b = d / "a.log", d / "b.log"
+    for make in (lambda: TailDirSource(str(d), r".*\.log"),
+                 lambda: MultiTailSource(str(a), str(b))):
+        for p in d.iterdir():
+            p.unlink()
+        a.write_bytes(b"a0\n")
+        b.write_bytes(b"b0\n")
+        ctx = make_ctx("dir" if isinstance(make(), TailDirSource) else "multi")
+        src = opened(make(), ctx)
+        assert _read_dir(src, 2) == [(b"a.log", b"a0"), (b"b.log", b"b0")]
+        commit(ctx, src)
+        src.close()
+        append(a, b"a1\n")
+        for i in (2, 3, 4):
+            rotate_numbered(a, b"a%d\n" % i)
+        rotate_numbered(b, b"b1\n")
+        src2 = opened(make(), make_ctx(ctx.logical_name))
+        got = [(e.attrs["tailSrcFile"], e.body) for e in read_events(src2, 6)]
+        assert [x for x in got if x[0] == b"a.log"] == [(b"a.log", b"a%d" % i)
+                                                       for i in range(1, 5)]
+        assert [x for x in got if x[0] == b"b.log"] == [(b"b.log", b"b1")]
+        assert _read_dir(src2, 1, timeout=2 * tail_mod.SCAN_EVERY + 0.3) == []
+        src2.close()

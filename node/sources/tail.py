@@ -960,10 +960,12 @@ class TailDirSource(_TailBase):
 
     def _scan(self, now: float, initial: bool) -> None:
         self._next_scan = now + SCAN_EVERY
-        found: dict[str, int] = {}
+        found: dict[str, int | None] = {}
         self._walk(self._root, self.depth, found)
+        if initial:
+            self._add_rotated_away(found)
         new = [p for p in found if p not in self._by_path
-               and self._ignored.get(p) != found[p]]
+               and self._ignored.get(p, -1) != found[p]]
         if not new:
             return
         names_by_dir: dict[str, set] = {}
@@ -994,6 +996,22 @@ class TailDirSource(_TailBase):
             self._failed.pop(p, None)
             self._cursors.append(c)
             self._by_path[p] = c
+
+    def _add_rotated_away(self, found: dict) -> None:
+        """Followed files rotated away while stopped, nothing at their name yet: followed
+        again (inode None), so that their rotated files are finished from the saved
+        position rather than followed as new files from their start."""
+        for key in self.ctx.store.keys():
+            if not key.startswith("tail:"):
+                continue
+            p = key[len("tail:"):]
+            rel = os.path.relpath(p, self._root)
+            d, b = os.path.split(p)
+            if (p in found or rel.startswith("..") or rel.count(os.sep) > self.depth
+                    or not self.matches(b) or _stat(p) is not None):
+                continue
+            if any(not r.compressed for r in rotated_files(d, b)):
+                found[p] = None
 
     @staticmethod
     def _is_rotated_copy(name: str, siblings) -> bool:

@@ -652,3 +652,24 @@ def test_tail_dir_and_multitail_read_every_rotation_made_while_stopped(make_ctx,
         assert [x for x in got if x[0] == b"b.log"] == [(b"b.log", b"b1")]
         assert _read_dir(src2, 1, timeout=2 * tail_mod.SCAN_EVERY + 0.3) == []
         src2.close()
+
+
+def test_tail_dir_finishes_a_file_rotated_away_while_stopped(make_ctx, tmp_path, opened):
+    """Rotated while the node was stopped and not created again yet: the rotated file is
+    finished from the saved position, not followed as a new file from its start."""
+    d = tmp_path / "logs"
+    d.mkdir()
+    a = d / "a.log"
+    a.write_bytes(b"a0\n")
+    ctx = make_ctx("n1")
+    src = opened(TailDirSource(str(d)), ctx)
+    assert _read_dir(src, 1) == [(b"a.log", b"a0")]
+    commit(ctx, src)
+    src.close()
+    append(a, b"a1\n")
+    os.rename(a, d / "a.log.1")
+    src2 = opened(TailDirSource(str(d)), make_ctx("n1"))
+    assert _read_dir(src2, 1) == [(b"a.log", b"a1")]
+    assert _read_dir(src2, 1, timeout=2 * tail_mod.SCAN_EVERY + 0.3) == []
+    a.write_bytes(b"a2\n")                      # created again: followed on
+    assert _read_dir(src2, 1) == [(b"a.log", b"a2")]

@@ -25,24 +25,45 @@ Rotation, both ways logrotate does it:
   written between the copy and the truncate) cannot be recovered by any reader.
 
 Positions survive restarts: ``checkpoint()`` gives, per followed path,
-``{"tail:<abs path>": {"dev", "ino", "offset", "fp"}}``, the position just after the last
-event returned (``fp``: hex of the bytes just before it, to recognise the file). On ``open``
-the file at the path resumes there if it is the same file with the same bytes; if it was
-rotated while the source was stopped, the old file is found in the directory by inode and
-finished first; if it was truncated, the copy is found by content. Otherwise (with a
-warning) the file is read from its start. ``startFromEnd`` applies only when there is no
-saved position. A file that does not exist yet is waited for and read from its start.
+``{"tail:<abs path>": {"dev", "ino", "head_len", "head", "offset", "fp", "mtime"}}``: the
+file (device and inode, and ``head``, a digest of its first ``head_len`` bytes: up to
+``HEAD_LEN`` = 256 bytes already read; fewer while the file is shorter, and then only those
+are compared), the position just after the last event returned, ``fp`` (hex of the bytes
+just before it) and the file's modification time. On ``open``:
 
-Limits: a follower lagging more than one rotation behind is only safe for rename rotations
-(the next file is held open as soon as it is seen); a copy-and-truncate of a file the
-follower has not reached yet loses what the copy took away. After a restart, one rotation
-that happened while stopped is handled, not a chain of them.
+* the saved file is looked for at the path and among its rotated files (``name.1``,
+  ``name-3``, ``name-20261203``, ``name.2026-12-03``, ..., see :mod:`._rotation`): the same
+  device, inode and first bytes, holding ``fp`` before the offset. A file with a reused
+  inode but other first bytes is not it. Failing that, a copy (same first bytes, holding
+  ``fp``: copy and truncate) or the inode under another name of the directory;
+* it is read from the offset, then every rotated file after it in rotation order, each
+  from its start, then the live file. So a node stopped over any number of rotations reads
+  each line once, as long as the files are still there under rotated names;
+* if the saved file is gone, every rotated file written after the saved position (by
+  modification time) is read from its start, then the live file (with a warning);
+* compressed rotated files written after the saved position are not read: counted as
+  ``refused_compressed`` and logged. Only the ``MAX_ROTATED`` = 100 newest rotated files are
+  considered; older ones that would have been read are counted as
+  ``refused_rotated_over_limit`` and logged.
+
+``startFromEnd`` applies only when there is no saved position. A file that does not exist
+yet is waited for (logged once) and read from its start.
+
+While running, when a new file takes the path's name, the rotated files that took it and
+were rotated again since the last check (every ``POLL`` seconds) are read first, in order.
+
+Limits: a copy-and-truncate of a file the follower has not reached yet, while it lags
+behind, loses what the copy took away unless the copy is still there. Rotated names other
+than the usual suffixes of the same name (``app-20261203.log`` for ``app.log``, another
+directory) are not found after a restart.
 
 ``tailDir`` follows every file of a directory whose name matches ``fileregex`` (a full
 match), including files that appear later (scanned every ``SCAN_EVERY`` seconds), down to
 ``recurseDepth`` levels of subdirectories. A file named like a rotated copy of a followed
 file (``<name>.<digits>``, ``<name>-<date>``, optionally compressed), or whose inode a
-follower has open, is not followed itself: its lines were read under the live name.
+follower has open, is not followed itself: its lines were read under the live name. A
+followed file rotated away while the node was stopped, with nothing at its name yet, is
+followed again under its name (its rotated files finished from the saved position).
 """
 from __future__ import annotations
 

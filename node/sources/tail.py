@@ -504,7 +504,8 @@ class _Cursor:
         if self.fd is not None:
             try:
                 want = min(HEAD_LEN, self.offset)
-                if self.head_len < want:
+                # only from a file still holding what was read (not truncated meanwhile)
+                if self.head_len < want and _holds(self.fd, self.offset, self.fp):
                     self.head_len, self.head = head_of(self.fd, want)
                 self.mtime = os.fstat(self.fd).st_mtime_ns
             except OSError:

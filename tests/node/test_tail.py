@@ -478,6 +478,24 @@ def test_daily_rotations_while_stopped_are_read_in_order(make_ctx, tmp_path, ope
     assert src2.metrics.get("refused", 0) == 0     # the old .gz was finished before
 
 
+def test_three_copytruncates_while_stopped_are_read_in_order(make_ctx, tmp_path, opened):
+    """copytruncate 3 times while stopped: the saved file's rest is in its oldest copy
+    (a.log.3, found by its first bytes), then a.log.2, a.log.1 and the truncated a.log."""
+    f = tmp_path / "a.log"
+    read_commit_and_stop(make_ctx, opened, f)
+    append(f, lines(10, 15))
+    for a, b in ((15, 20), (20, 25), (25, 30)):
+        for i in (2, 1):
+            if (tmp_path / f"a.log.{i}").exists():
+                os.rename(tmp_path / f"a.log.{i}", tmp_path / f"a.log.{i + 1}")
+        shutil.copyfile(f, tmp_path / "a.log.1")
+        os.truncate(f, 0)
+        append(f, lines(a, b))
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src2, 20) == bodies(10, 30)
+    assert read_quiet(src2, 0.2) == []
+
+
 def test_rotations_faster_than_the_checks_are_not_skipped(ctx, tmp_path, opened):
     """Three rotations between two looks at the path: the two files that never were at the
     path when it was looked at are read, in order, before the new one."""

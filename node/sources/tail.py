@@ -78,9 +78,9 @@ from annotated_types import Ge
 from ..component import NodeContext
 from ..errors import SourceError
 from ..event import LOCAL_HOST, Event, Priority
+from ..limits import Refusals
 from ..regexes import compile_bytes
 from ..registry import NonEmpty, source
-from ..limits import Refusals
 from ._files import FileRegex, PollingSource, compile_fileregex
 from ._rotation import (COMPRESSED, HEAD_LEN, MAX_ROTATED, ROTATED_SUFFIX, Rotated,
                         head_matches, head_of, rotated_files)

@@ -4,20 +4,15 @@ it in order, then the live file; every counter line is in the collector's files 
 once."""
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tests.conftest import free_port
 from tests.integration.harness import wait_until
 from tests.integration.test_data_plane import (cluster, output_lines,  # noqa: F401 (fixture)
                                                start_agent, start_collector)
+from tests.node.test_tail_rotations import counters, rotate
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def counters(a: int, b: int) -> bytes:
-    return b"".join(b"counter %07d\n" % i for i in range(a, b))
 
 
 def test_e2e_agent_down_while_its_file_rotates_three_times(cluster, tmp_path):  # noqa: F811
@@ -30,10 +25,7 @@ def test_e2e_agent_down_while_its_file_rotates_three_times(cluster, tmp_path):  
     with open(src, "ab") as f:
         f.write(counters(2000, 3000))
     for k, (a, b) in enumerate(((3000, 4000), (4000, 5000), (5000, 6000)), 1):
-        for i in range(k - 1, 0, -1):               # size-based: name.1 .. name.3
-            os.rename(f"{src}.{i}", f"{src}.{i + 1}")
-        os.rename(src, f"{src}.1")
-        src.write_bytes(counters(a, b))
+        rotate(src, "numbered", k, counters(a, b))  # size-based: name.1 .. name.3
     agent = cluster.node("agent")
     with open(src, "ab") as f:                      # the live file grows on
         f.write(counters(6000, 7000))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.node.test_resume import ROOT, read_output, start_node
+from tests.node.test_tail import rotate_numbered
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -22,15 +23,15 @@ def counters(a: int, b: int) -> bytes:
     return b"".join(b"counter %07d\n" % i for i in range(a, b))
 
 
-def rotate(src: Path, scheme: str, k: int) -> None:
-    """The ``k``-th rotation (1, 2, ...) of ``src`` as logrotate names it: ``numbered``
-    (``name.1`` is the newest, the others shift up) or ``daily`` (``name-YYYYMMDD``)."""
+def rotate(src: Path, scheme: str, k: int, data: bytes) -> None:
+    """The ``k``-th rotation (1, 2, ...) of ``src`` as logrotate names it, a new ``src``
+    holding ``data``: ``numbered`` (``name.1`` is the newest, the others shift up) or
+    ``daily`` (``name-YYYYMMDD``)."""
     if scheme == "numbered":
-        for i in range(k - 1, 0, -1):
-            os.rename(f"{src}.{i}", f"{src}.{i + 1}")
-        os.rename(src, f"{src}.1")
+        rotate_numbered(src, data)
     else:
         os.rename(src, f"{src}-202612{k:02d}")
+        src.write_bytes(data)
 
 
 def wait_lines(out: Path, n: int) -> None:
@@ -53,8 +54,7 @@ def test_node_down_while_its_file_rotates_three_times(tmp_path, scheme):
         with open(src, "ab") as f:
             f.write(counters(1000, 1500))
         for k, (a, b) in enumerate(((1500, 2500), (2500, 3500), (3500, 4500)), 1):
-            rotate(src, scheme, k)
-            src.write_bytes(counters(a, b))
+            rotate(src, scheme, k, counters(a, b))
         node = start_node(spec, data)
         with open(src, "ab") as f:                  # the live file grows on
             f.write(counters(4500, 5000))

@@ -691,3 +691,28 @@ def test_tail_dir_finishes_a_file_rotated_away_while_stopped(make_ctx, tmp_path,
     assert _read_dir(src2, 1, timeout=2 * tail_mod.SCAN_EVERY + 0.3) == []
     a.write_bytes(b"a2\n")                      # created again: followed on
     assert _read_dir(src2, 1) == [(b"a.log", b"a2")]
+
+
+def test_rotated_files_are_listed_in_rotation_order(tmp_path):
+    from flume_og.node.sources._rotation import rotated_files
+    for name in ("a.log", "a.log.2", "a.log.10", "a.log.1", "a.log.3.gz", "a.log.bak",
+                 "a.logger", "b.log.1"):
+        (tmp_path / name).write_bytes(b"x\n")
+    got = [(os.path.basename(r.path), r.compressed)
+           for r in rotated_files(str(tmp_path), "a.log")]
+    assert got == [("a.log.10", False), ("a.log.3.gz", True), ("a.log.2", False),
+                   ("a.log.1", False)]
+    d = tmp_path / "daily"
+    d.mkdir()
+    for name in ("a.log-20261203", "a.log-20261129", "a.log-20261130.gz"):
+        (d / name).write_bytes(b"x\n")
+    assert [os.path.basename(r.path) for r in rotated_files(str(d), "a.log")] == [
+        "a.log-20261129", "a.log-20261130.gz", "a.log-20261203"]
+    m = tmp_path / "mixed"                      # two schemes: by modification time
+    m.mkdir()
+    t = time.time()
+    for i, name in enumerate(("a.log-20261201", "a.log.1")):
+        (m / name).write_bytes(b"x\n")
+        os.utime(m / name, (t + i, t + i))
+    assert [os.path.basename(r.path) for r in rotated_files(str(m), "a.log")] == [
+        "a.log-20261201", "a.log.1"]

@@ -68,30 +68,47 @@ def _rank(suffix: str) -> tuple[int, int]:
     return 1, int("".join(groups))
 
 
+LISTINGS = 5             # directory listings tried until two in a row agree
+
+
 def rotated_files(directory: str, name: str) -> list[Rotated]:
     """Every rotated file of ``name`` in ``directory`` (compressed ones included), oldest
-    first. An unreadable directory gives ``[]``."""
-    try:
-        entries = list(os.scandir(directory or "."))
-    except OSError:
-        return []
+    first. An unreadable directory gives ``[]``.
+
+    A listing made while a rotation renames files may show a file under both names or
+    under none: the directory is listed until two listings in a row agree on names and
+    inodes (at most ``LISTINGS`` times)."""
+    names = _names(directory, name)
+    for _ in range(LISTINGS - 1):
+        again = _names(directory, name)
+        if again == names:
+            break
+        names = again
     out = []
-    for e in entries:
-        if e.name == name or not e.name.startswith(name):
-            continue
-        suffix = e.name[len(name):]
-        if not ROTATED_SUFFIX.fullmatch(suffix):
-            continue
+    for entry_name, path, _ in names:
         try:
-            st = e.stat(follow_symlinks=False)
+            st = os.stat(path, follow_symlinks=False)
         except OSError:
             continue
         if not stat_mod.S_ISREG(st.st_mode):
             continue
-        out.append(Rotated(e.path, st.st_dev, st.st_ino, st.st_mtime_ns,
-                           e.name.lower().endswith(COMPRESSED), _rank(suffix)))
+        suffix = entry_name[len(name):]
+        out.append(Rotated(path, st.st_dev, st.st_ino, st.st_mtime_ns,
+                           entry_name.lower().endswith(COMPRESSED), _rank(suffix)))
     if len({r.rank[0] for r in out}) <= 1:
         out.sort(key=lambda r: (r.rank, r.mtime_ns))
     else:
         out.sort(key=lambda r: (r.mtime_ns, r.rank))
     return out
+
+
+def _names(directory: str, name: str) -> list[tuple]:
+    """``(name, path, inode)`` of the entries named like rotated files, sorted (the inode
+    comes with the listing: no stat)."""
+    try:
+        with os.scandir(directory or ".") as it:
+            return sorted((e.name, e.path, e.inode()) for e in it
+                          if e.name != name and e.name.startswith(name)
+                          and ROTATED_SUFFIX.fullmatch(e.name[len(name):]))
+    except OSError:
+        return []

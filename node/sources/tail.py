@@ -82,8 +82,8 @@ from ..limits import Refusals
 from ..regexes import compile_bytes
 from ..registry import NonEmpty, source
 from ._files import FileRegex, PollingSource, compile_fileregex
-from ._rotation import (COMPRESSED, HEAD_LEN, MAX_ROTATED, ROTATED_SUFFIX, Rotated,
-                        head_matches, head_of, rotated_files)
+from ._rotation import (COMPRESSED, HEAD_LEN, LISTINGS, MAX_ROTATED, ROTATED_SUFFIX,
+                        Rotated, head_matches, head_of, rotated_files)
 
 try:
     import re._parser as _sre_parse        # Python >= 3.11
@@ -327,8 +327,8 @@ class _Cursor:
         self.head_len, self.head = head_len, head
         files = rotated_files(self.dir, self.base)
         window = [r for r in files if not r.compressed][-MAX_ROTATED:]
-        paths = [r.path for r in window] + [self.path]
-        i, fd, copy = self._find_saved(paths, dev, ino, off, fp, head_len, head)
+        items = window + [None]         # None: the live file, at the path
+        i, fd, copy = self._find_saved(items, dev, ino, off, fp, head_len, head)
         if fd is None:
             # moved under another name of the directory, or copied under a name the
             # rotated names do not cover (copy and truncate)
@@ -342,13 +342,12 @@ class _Cursor:
         if fd is not None:
             st = os.fstat(fd)
             ref, ident = st.st_mtime_ns, (st.st_dev, st.st_ino)
-            later = paths[i + 1:] if i is not None else \
-                [r.path for r in window if r.mtime_ns > ref] + [self.path]
+            later = items[i + 1:] if i is not None else \
+                [r for r in window if r.mtime_ns > ref] + [None]
         else:
             # Not found: every file written since the position was saved is unread.
             ref, ident = saved_mtime, None
-            later = [r.path for r in window if ref is not None and r.mtime_ns > ref]
-            later.append(self.path)
+            later = [r for r in window if ref is not None and r.mtime_ns > ref] + [None]
         self._report_skipped(files, window, ref, ident)
         chain, rotated_after = self._open_chain(later, ident)
         finishing = copy
@@ -374,37 +373,59 @@ class _Cursor:
         self._use(fd, off, fp, finishing=finishing or rotated_after > 0)
         self.queue = chain
 
-    def _find_saved(self, paths: list[str], dev, ino, off: int, fp: bytes, head_len: int,
-                    head: str) -> tuple[int | None, int | None, bool]:
-        """``(index in paths, fd, is_copy)`` of the saved file: the file with its device,
-        inode and first bytes holding ``fp`` before ``off``; else the newest other file
-        with the same first bytes holding it (a copy). ``(None, None, False)`` if none."""
+    def _find_saved(self, items: list[Rotated | None], dev, ino, off: int, fp: bytes,
+                    head_len: int, head: str) -> tuple[int | None, int | None, bool]:
+        """``(index in items, fd, is_copy)`` of the saved file among rotated files and the
+        live one (``None``): the file with its device, inode and first bytes holding ``fp``
+        before ``off``; else the newest other file with the same first bytes holding it (a
+        copy). ``(None, None, False)`` if none."""
         for copy in (False, True):
             if copy and (off == 0 or not fp):
                 break               # nothing read: no content to recognise a copy by
-            for i in range(len(paths) - 1, -1, -1):
-                st = _stat(paths[i])
-                if st is None or ((st.st_dev, st.st_ino) == (dev, ino)) == copy:
+            for i in range(len(items) - 1, -1, -1):
+                it = items[i]
+                if it is not None and ((it.dev, it.ino) == (dev, ino)) == copy:
                     continue
-                fd = _open(paths[i])
+                fd = self._open_item(it)
                 if fd is None:
                     continue
                 try:
-                    if head_matches(fd, head_len, head) and _holds(fd, off, fp):
+                    st = os.fstat(fd)
+                    if ((st.st_dev, st.st_ino) == (dev, ino)) != copy and \
+                            head_matches(fd, head_len, head) and _holds(fd, off, fp):
                         return i, fd, copy
                 except OSError:
                     pass
                 os.close(fd)
         return None, None, False
 
-    def _open_chain(self, paths: list[str], skip) -> tuple[list["_Next"], int]:
-        """The files of ``paths`` (oldest first) opened as queued files, but the one
-        ``skip`` names and files gone meanwhile; and how many of them are rotated files.
-        Every rotated file but the newest is complete (``finishing``)."""
+    def _open_item(self, it: Rotated | None) -> int | None:
+        """The live file (``None``), or the rotated file ``it``: found again by its inode
+        if a rotation renamed it since it was listed (None if it is gone)."""
+        if it is None:
+            return _open(self.path) if _stat(self.path) is not None else None
+        path = it.path
+        for _ in range(LISTINGS):
+            fd = _open(path)
+            if fd is not None:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) == (it.dev, it.ino):
+                    return fd
+                os.close(fd)
+            path = next((r.path for r in rotated_files(self.dir, self.base)
+                         if (r.dev, r.ino) == (it.dev, it.ino)), None)
+            if path is None:
+                return None
+        return None
+
+    def _open_chain(self, items: list[Rotated | None], skip) -> tuple[list["_Next"], int]:
+        """The files of ``items`` (oldest first; None: the live file) opened as queued
+        files, but the one ``skip`` names and files gone meanwhile; and how many of them
+        are rotated files. Every rotated file but the newest is complete (``finishing``)."""
         out: list[_Next] = []
         seen = {skip}
-        for p in paths:
-            fd = _open(p)
+        for it in items:
+            fd = self._open_item(it)
             if fd is None:
                 continue
             q = _Next(fd)
@@ -412,7 +433,7 @@ class _Cursor:
                 os.close(fd)
                 continue
             seen.add((q.dev, q.ino))
-            q.live = p == self.path
+            q.live = it is None
             out.append(q)
         rotated = [q for q in out if not q.live]
         for q in rotated[:-1]:
@@ -641,16 +662,18 @@ class _Cursor:
         files = rotated_files(self.dir, self.base)
         window = [r for r in files if not r.compressed][-MAX_ROTATED:]
         at = next((k for k, r in enumerate(window) if (r.dev, r.ino) == ident), None)
+        # the new file may have been rotated too by now: only the files before it
+        upto = next((k for k, r in enumerate(window) if (r.dev, r.ino) == new), len(window))
         try:
             ref = os.fstat(last.fd if last else self.fd).st_mtime_ns
         except OSError:
             return
         if at is not None:
-            later = window[at + 1:]
+            later = window[at + 1:upto]
         else:
-            later = [r for r in window if r.mtime_ns > ref]
+            later = [r for r in window[:upto] if r.mtime_ns > ref]
         known = set(self.open_inodes()) | {new}
-        missed = [r.path for r in later if (r.dev, r.ino) not in known]
+        missed = [r for r in later if (r.dev, r.ino) not in known]
         # Compressed files are not counted here: while running, a compressed rotated file
         # is almost always one whose lines were read through the descriptor held open.
         if not missed:

@@ -716,3 +716,32 @@ def test_rotated_files_are_listed_in_rotation_order(tmp_path):
         os.utime(m / name, (t + i, t + i))
     assert [os.path.basename(r.path) for r in rotated_files(str(m), "a.log")] == [
         "a.log-20261201", "a.log.1"]
+
+
+def test_busy_writer_rotating_faster_than_the_checks(ctx, tmp_path, opened):
+    """Python's RotatingFileHandler rotating every 2,000 bytes (about 100 rotations, many
+    between two looks at the path, renames racing the directory listings): every line
+    once, in order."""
+    import logging.handlers
+    n = 12_000
+    f = tmp_path / "app.log"
+    handler = logging.handlers.RotatingFileHandler(f, maxBytes=2000, backupCount=1000)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    writer = logging.getLogger(f"rotating-writer-{id(tmp_path)}")
+    writer.addHandler(handler)
+    writer.propagate = False
+    writer.setLevel(logging.INFO)
+    writer.info("counter %07d", 0)
+    src = opened(TailSource(str(f)), ctx)
+
+    def write():
+        for i in range(1, n):
+            writer.info("counter %07d", i)
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    got = read_n(src, n, timeout=60)
+    t.join(10)
+    handler.close()
+    assert len(list(tmp_path.glob("app.log.*"))) > 80
+    assert got == [b"counter %07d" % i for i in range(n)]
+    assert read_quiet(src, 0.2) == []

@@ -659,8 +659,8 @@ class _Cursor:
         rotated name, written after it)."""
         last = self.queue[-1] if self.queue else None
         ident = (last.dev, last.ino) if last else (self.dev, self.ino)
-        files = rotated_files(self.dir, self.base)
-        window = [r for r in files if not r.compressed][-MAX_ROTATED:]
+        window = [r for r in rotated_files(self.dir, self.base)
+                  if not r.compressed][-MAX_ROTATED:]
         at = next((k for k, r in enumerate(window) if (r.dev, r.ino) == ident), None)
         # the new file may have been rotated too by now: only the files before it
         upto = next((k for k, r in enumerate(window) if (r.dev, r.ino) == new), len(window))

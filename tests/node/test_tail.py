@@ -708,6 +708,15 @@ def test_rotated_files_are_listed_in_rotation_order(tmp_path):
         (d / name).write_bytes(b"x\n")
     assert [os.path.basename(r.path) for r in rotated_files(str(d), "a.log")] == [
         "a.log-20261129", "a.log-20261130.gz", "a.log-20261203"]
+    e = tmp_path / "stamps"
+    e.mkdir()
+    for name in ("a.log.2026-12-02", "a.log.2026-11-30", "b.log-1764720000",
+                 "b.log-1764633600.gz"):
+        (e / name).write_bytes(b"x\n")
+    assert [os.path.basename(r.path) for r in rotated_files(str(e), "a.log")] == [
+        "a.log.2026-11-30", "a.log.2026-12-02"]
+    assert [os.path.basename(r.path) for r in rotated_files(str(e), "b.log")] == [
+        "b.log-1764633600.gz", "b.log-1764720000"]
     m = tmp_path / "mixed"                      # two schemes: by modification time
     m.mkdir()
     t = time.time()

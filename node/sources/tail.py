@@ -904,10 +904,11 @@ class _TailBase(PollingSource):
 
     def checkpoint(self) -> dict:
         out = {}
-        for c in self._cursors:
-            pos = c.position()
-            if pos is not None:
-                out[c.key] = pos
+        with self._lock:                # positions look at the open files: not mid-close
+            for c in self._cursors:
+                pos = c.position()
+                if pos is not None:
+                    out[c.key] = pos
         return out
 
     def _close_files(self) -> None:

@@ -25,30 +25,50 @@ Rotation, both ways logrotate does it:
   written between the copy and the truncate) cannot be recovered by any reader.
 
 Positions survive restarts: ``checkpoint()`` gives, per followed path,
-``{"tail:<abs path>": {"dev", "ino", "offset", "fp"}}``, the position just after the last
-event returned (``fp``: hex of the bytes just before it, to recognise the file). On ``open``
-the file at the path resumes there if it is the same file with the same bytes; if it was
-rotated while the source was stopped, the old file is found in the directory by inode and
-finished first; if it was truncated, the copy is found by content. Otherwise (with a
-warning) the file is read from its start. ``startFromEnd`` applies only when there is no
-saved position. A file that does not exist yet is waited for and read from its start.
+``{"tail:<abs path>": {"dev", "ino", "head_len", "head", "offset", "fp", "mtime"}}``: the
+file (device and inode, and ``head``, a digest of its first ``head_len`` bytes: up to
+``HEAD_LEN`` = 256 bytes already read; fewer while the file is shorter, and then only those
+are compared), the position just after the last event returned, ``fp`` (hex of the bytes
+just before it) and the file's modification time. On ``open``:
 
-Limits: a follower lagging more than one rotation behind is only safe for rename rotations
-(the next file is held open as soon as it is seen); a copy-and-truncate of a file the
-follower has not reached yet loses what the copy took away. After a restart, one rotation
-that happened while stopped is handled, not a chain of them.
+* the saved file is looked for at the path and among its rotated files (``name.1``,
+  ``name-3``, ``name-20261203``, ``name.2026-12-03``, ..., see :mod:`._rotation`): the same
+  device, inode and first bytes, holding ``fp`` before the offset. A file with a reused
+  inode but other first bytes is not it. Failing that, a copy (same first bytes, holding
+  ``fp``: copy and truncate) or the inode under another name of the directory;
+* it is read from the offset, then every rotated file after it in rotation order, each
+  from its start, then the live file. So a node stopped over any number of rotations reads
+  each line once, as long as the files are still there under rotated names;
+* if the saved file is gone, every rotated file written after the saved position (by
+  modification time) is read from its start, then the live file (with a warning);
+* compressed rotated files written after the saved position are not read: counted as
+  ``refused_compressed`` and logged. Only the ``MAX_ROTATED`` = 100 newest rotated files are
+  considered; older ones that would have been read are counted as
+  ``refused_rotated_over_limit`` and logged.
+
+``startFromEnd`` applies only when there is no saved position. A file that does not exist
+yet is waited for (logged once) and read from its start.
+
+While running, when a new file takes the path's name, the rotated files that took it and
+were rotated again since the last check (every ``POLL`` seconds) are read first, in order.
+
+Limits: a copy-and-truncate of a file the follower has not reached yet, while it lags
+behind, loses what the copy took away unless the copy is still there. Rotated names other
+than the usual suffixes of the same name (``app-20261203.log`` for ``app.log``, another
+directory) are not found after a restart.
 
 ``tailDir`` follows every file of a directory whose name matches ``fileregex`` (a full
 match), including files that appear later (scanned every ``SCAN_EVERY`` seconds), down to
 ``recurseDepth`` levels of subdirectories. A file named like a rotated copy of a followed
 file (``<name>.<digits>``, ``<name>-<date>``, optionally compressed), or whose inode a
-follower has open, is not followed itself: its lines were read under the live name.
+follower has open, is not followed itself: its lines were read under the live name. A
+followed file rotated away while the node was stopped, with nothing at its name yet, is
+followed again under its name (its rotated files finished from the saved position).
 """
 from __future__ import annotations
 
 import logging
 import os
-import re
 import stat as stat_mod
 import time
 from typing import Annotated
@@ -58,9 +78,12 @@ from annotated_types import Ge
 from ..component import NodeContext
 from ..errors import SourceError
 from ..event import LOCAL_HOST, Event, Priority
+from ..limits import Refusals
 from ..regexes import compile_bytes
 from ..registry import LiteralPath, source
 from ._files import FileRegex, PollingSource, compile_fileregex
+from ._rotation import (COMPRESSED, HEAD_LEN, LISTINGS, MAX_ROTATED, ROTATED_SUFFIX,
+                        Rotated, head_matches, head_of, rotated_files)
 
 try:
     import re._parser as _sre_parse        # Python >= 3.11
@@ -77,9 +100,6 @@ FP_LEN = 64              # bytes of fingerprint kept before a position
 MAX_RECORD = 1 << 20     # a pending record longer than this is emitted as it is
 REGEX_LOOKAHEAD = 4096   # regex delimiters: matches this close to the data's end wait
 SCAN_EVERY = 0.5         # tailDir: seconds between directory scans
-COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".z", ".zip")
-ROTATED_SUFFIX = re.compile(
-    r"[.-](?:\d+|\d{4}-?\d{2}-?\d{2}(?:[-_T.:]?\d+)*)(?:\.(?:gz|bz2|xz|zst|lz4|lzma|Z|zip))?")
 
 
 def _literal(pattern: str) -> bytes | None:
@@ -199,12 +219,13 @@ class _Next:
     first bytes) as last seen tell when it is copied and truncated before it is reached;
     ``finishing``: a static copy, left as soon as it is read to its end."""
 
-    __slots__ = ("fd", "dev", "ino", "size", "head", "finishing")
+    __slots__ = ("fd", "dev", "ino", "size", "head", "finishing", "live")
 
     def __init__(self, fd: int, finishing: bool = False):
         st = os.fstat(fd)
         self.fd, self.dev, self.ino = fd, st.st_dev, st.st_ino
         self.size, self.head, self.finishing = 0, b"", finishing
+        self.live = True                # named by the followed path when queued
         self.watch()
 
     def watch(self) -> bool:
@@ -244,6 +265,10 @@ class _Cursor:
         self.read_pos = 0
         self.buf = b""
         self.fp = b""                   # bytes just before offset
+        self.head_len, self.head = 0, ""  # the file's identity: digest of its first bytes
+        self.mtime = None               # the file's modification time when last saved
+        self.refusals = Refusals(metrics, log, f"tail of {path}")
+        self.reported: set[tuple] = set()   # skipped rotated files already counted
         self.tail_fp = b""              # bytes just before read_pos
         self.at_eof = False
         self.reparse = False
@@ -274,51 +299,166 @@ class _Cursor:
         self.name = os.fsencode(self.base)
         self.last_data = now
         rec = store.get(self.key)
-        st = _stat(self.path)
         if isinstance(rec, dict) and "ino" in rec:
-            dev, ino, off = rec.get("dev"), rec["ino"], int(rec.get("offset", 0))
-            try:
-                fp = bytes.fromhex(rec.get("fp") or "")
-            except ValueError:
-                fp = b""
-            self.dev, self.ino, self.offset, self.fp = dev, ino, off, fp
-            if st is not None and (st.st_dev, st.st_ino) == (dev, ino):
-                fd = _open(self.path)
-                if fd is not None and _holds(fd, off, fp):
-                    self._use(fd, off, fp)
-                    return
-                copy = self._find_copy(off, fp) if fd is not None else None
-                if copy is not None:
-                    log.info("tailed file was truncated while stopped; reading the rest "
-                             "from its rotated copy first", extra={"path": self.path})
-                    self._use(copy, off, fp, finishing=True)
-                    self.queue.append(_Next(fd))
-                    return
-                _close(fd)
-                log.warning("tailed file changed while stopped and its rest cannot be "
-                            "found; reading it from the start", extra={"path": self.path})
-            else:
-                old = self._find_inode(dev, ino, off, fp)
-                if old is not None:
-                    log.info("tailed file was rotated while stopped; finishing the old "
-                             "file first", extra={"path": self.path})
-                    self._use(old, off, fp)
-                    return
-                log.warning("tailed file was rotated while stopped and the old file "
-                            "cannot be found; reading the new file from the start",
-                            extra={"path": self.path})
-            self._open_path()
+            self._resume(rec)
             return
-        if st is None:
-            return                      # waited for; read from its start when it appears
-        fd = _open(self.path)
+        fd = _open(self.path) if _stat(self.path) is not None else None
         if fd is None:
-            return
+            log.info("tailed file does not exist yet; waiting for it to appear",
+                     extra={"path": self.path})
+            return                      # read from its start when it appears
         if self.start_from_end:
             size = os.fstat(fd).st_size
             self._use(fd, size, os.pread(fd, min(FP_LEN, size), max(0, size - FP_LEN)))
         else:
             self._use(fd, 0, b"")
+
+    def _resume(self, rec: dict) -> None:
+        """Resume at a saved position: find the saved file (the live one, a rotated one, or
+        a copy), then queue every file that took the path's name after it, oldest first."""
+        dev, ino, off = rec.get("dev"), rec["ino"], int(rec.get("offset", 0))
+        try:
+            fp = bytes.fromhex(rec.get("fp") or "")
+        except ValueError:
+            fp = b""
+        head_len, head = int(rec.get("head_len", 0) or 0), str(rec.get("head") or "")
+        saved_mtime = rec.get("mtime") if isinstance(rec.get("mtime"), int) else None
+        self.dev, self.ino, self.offset, self.fp = dev, ino, off, fp
+        self.head_len, self.head = head_len, head
+        files = rotated_files(self.dir, self.base)
+        window = [r for r in files if not r.compressed][-MAX_ROTATED:]
+        items = window + [None]         # None: the live file, at the path
+        i, fd, copy = self._find_saved(items, dev, ino, off, fp, head_len, head)
+        if fd is None:
+            # moved under another name of the directory, or copied under a name the
+            # rotated names do not cover (copy and truncate)
+            fd = self._find_inode(dev, ino, off, fp)
+            if fd is None:
+                fd = self._find_copy(off, fp, exclude=(dev, ino))
+                if fd is not None and not head_matches(fd, head_len, head):
+                    os.close(fd)
+                    fd = None
+                copy = fd is not None
+        if fd is not None:
+            st = os.fstat(fd)
+            ref, ident = st.st_mtime_ns, (st.st_dev, st.st_ino)
+            later = items[i + 1:] if i is not None else \
+                [r for r in window if r.mtime_ns > ref] + [None]
+        else:
+            # Not found: every file written since the position was saved is unread.
+            ref, ident = saved_mtime, None
+            later = [r for r in window if ref is not None and r.mtime_ns > ref] + [None]
+        self._report_skipped(files, window, ref, ident)
+        chain, rotated_after = self._open_chain(later, ident)
+        finishing = copy
+        if fd is None:
+            if not chain:
+                log.warning("the file of the saved position cannot be found and the "
+                            "tailed file does not exist yet; waiting for it to appear",
+                            extra={"path": self.path})
+                return
+            log.warning("the file of the saved position cannot be found (deleted, "
+                        "compressed or overwritten); reading the %d file(s) written since "
+                        "from their start", len(chain), extra={"path": self.path})
+            first = chain.pop(0)
+            rotated_after -= not first.live
+            fd, off, fp, finishing = first.fd, 0, b"", first.finishing
+        elif copy:
+            log.info("tailed file was truncated while stopped; reading the rest from its "
+                     "rotated copy first", extra={"path": self.path})
+        elif chain:
+            log.info("tailed file was rotated while stopped; finishing the old file and "
+                     "the %d file(s) after it first", len(chain), extra={"path": self.path})
+        # A rotated file older than another rotated file is complete: left at its end.
+        self._use(fd, off, fp, finishing=finishing or rotated_after > 0)
+        self.queue = chain
+
+    def _find_saved(self, items: list[Rotated | None], dev, ino, off: int, fp: bytes,
+                    head_len: int, head: str) -> tuple[int | None, int | None, bool]:
+        """``(index in items, fd, is_copy)`` of the saved file among rotated files and the
+        live one (``None``): the file with its device, inode and first bytes holding ``fp``
+        before ``off``; else the newest other file with the same first bytes holding it (a
+        copy). ``(None, None, False)`` if none."""
+        for copy in (False, True):
+            if copy and (off == 0 or not fp):
+                break               # nothing read: no content to recognise a copy by
+            for i in range(len(items) - 1, -1, -1):
+                it = items[i]
+                if it is not None and ((it.dev, it.ino) == (dev, ino)) == copy:
+                    continue
+                fd = self._open_item(it)
+                if fd is None:
+                    continue
+                try:
+                    st = os.fstat(fd)
+                    if ((st.st_dev, st.st_ino) == (dev, ino)) != copy and \
+                            head_matches(fd, head_len, head) and _holds(fd, off, fp):
+                        return i, fd, copy
+                except OSError:
+                    pass
+                os.close(fd)
+        return None, None, False
+
+    def _open_item(self, it: Rotated | None) -> int | None:
+        """The live file (``None``), or the rotated file ``it``: found again by its inode
+        if a rotation renamed it since it was listed (None if it is gone)."""
+        if it is None:
+            return _open(self.path) if _stat(self.path) is not None else None
+        path = it.path
+        for _ in range(LISTINGS):
+            fd = _open(path)
+            if fd is not None:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) == (it.dev, it.ino):
+                    return fd
+                os.close(fd)
+            path = next((r.path for r in rotated_files(self.dir, self.base)
+                         if (r.dev, r.ino) == (it.dev, it.ino)), None)
+            if path is None:
+                return None
+        return None
+
+    def _open_chain(self, items: list[Rotated | None], skip) -> tuple[list["_Next"], int]:
+        """The files of ``items`` (oldest first; None: the live file) opened as queued
+        files, but the one ``skip`` names and files gone meanwhile; and how many of them
+        are rotated files. Every rotated file but the newest is complete (``finishing``)."""
+        out: list[_Next] = []
+        seen = {skip}
+        for it in items:
+            fd = self._open_item(it)
+            if fd is None:
+                continue
+            q = _Next(fd)
+            if (q.dev, q.ino) in seen or not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                continue
+            seen.add((q.dev, q.ino))
+            q.live = it is None
+            out.append(q)
+        rotated = [q for q in out if not q.live]
+        for q in rotated[:-1]:
+            q.finishing = True
+        return out, len(rotated)
+
+    def _report_skipped(self, files: list[Rotated], window: list[Rotated], ref, ident) -> None:
+        """Count and log the rotated files written after ``ref`` (a modification time)
+        that are not read: compressed ones, and those past the ``MAX_ROTATED`` newest."""
+        if ref is None:
+            return
+        for r in files:
+            if r.mtime_ns <= ref or (r.dev, r.ino) == ident or (r.dev, r.ino) in self.reported:
+                continue
+            if r.compressed:
+                self.refusals.refuse("compressed", f"{r.path} is compressed; its unread "
+                                     "lines are skipped (compressed rotations are not read)")
+            elif r not in window:
+                self.refusals.refuse("rotated_over_limit", f"{r.path} is older than the "
+                                     f"{MAX_ROTATED} newest rotated files; it is skipped")
+            else:
+                continue
+            if len(self.reported) >= MAX_ROTATED:
+                self.reported.clear()
+            self.reported.add((r.dev, r.ino))
 
     def _use(self, fd: int, offset: int, fp: bytes, finishing: bool = False) -> None:
         """Make ``fd`` the current file at ``offset``; records already taken are done."""
@@ -329,6 +469,7 @@ class _Cursor:
         self.finishing = finishing
         self.offset = self.read_pos = offset
         self.fp = self.tail_fp = fp
+        self.head_len, self.head = head_of(fd, min(HEAD_LEN, offset)) if offset else (0, "")
         self.buf = b""
         self.at_eof = False
         self.reparse = False
@@ -375,9 +516,26 @@ class _Cursor:
         return recs
 
     def position(self) -> dict | None:
+        """The saved position: the file (device, inode, ``head``: digest of its first
+        ``head_len`` bytes, at most HEAD_LEN, all taken already), the offset after the
+        last record taken, the bytes before it (``fp``) and the file's modification time
+        (what tells, after a restart, which rotated files were written since)."""
         if self.ino is None:
             return None
-        return {"dev": self.dev, "ino": self.ino, "offset": self.offset, "fp": self.fp.hex()}
+        if self.fd is not None:
+            try:
+                want = min(HEAD_LEN, self.offset)
+                # only from a file still holding what was read (not truncated meanwhile)
+                if self.head_len < want and _holds(self.fd, self.offset, self.fp):
+                    self.head_len, self.head = head_of(self.fd, want)
+                self.mtime = os.fstat(self.fd).st_mtime_ns
+            except OSError:
+                pass
+        pos = {"dev": self.dev, "ino": self.ino, "offset": self.offset, "fp": self.fp.hex(),
+               "head_len": self.head_len, "head": self.head}
+        if self.mtime is not None:
+            pos["mtime"] = self.mtime
+        return pos
 
     def _parse(self, data: bytes, eof: bool) -> None:
         recs, extra, rest = self.splitter.split(data, eof)
@@ -487,11 +645,46 @@ class _Cursor:
         if (q.dev, q.ino) in self.open_inodes():
             os.close(fd)
             return st
+        self._queue_missed((q.dev, q.ino))
         self.queue.append(q)
         self.metrics.add("rotations")
         log.info("tailed file was rotated; finishing the old file first",
                  extra={"path": self.path})
         return st
+
+    def _queue_missed(self, new: tuple) -> None:
+        """Before the file ``new`` now at the path: queue the rotated files that took the
+        path's name and were rotated again between two checks (never seen at the path):
+        those after the last known file in rotation order (or, if it is no longer under a
+        rotated name, written after it)."""
+        last = self.queue[-1] if self.queue else None
+        ident = (last.dev, last.ino) if last else (self.dev, self.ino)
+        window = [r for r in rotated_files(self.dir, self.base)
+                  if not r.compressed][-MAX_ROTATED:]
+        at = next((k for k, r in enumerate(window) if (r.dev, r.ino) == ident), None)
+        # the new file may have been rotated too by now: only the files before it
+        upto = next((k for k, r in enumerate(window) if (r.dev, r.ino) == new), len(window))
+        try:
+            ref = os.fstat(last.fd if last else self.fd).st_mtime_ns
+        except OSError:
+            return
+        if at is not None:
+            later = window[at + 1:upto]
+        else:
+            later = [r for r in window[:upto] if r.mtime_ns > ref]
+        known = set(self.open_inodes()) | {new}
+        missed = [r for r in later if (r.dev, r.ino) not in known]
+        # Compressed files are not counted here: while running, a compressed rotated file
+        # is almost always one whose lines were read through the descriptor held open.
+        if not missed:
+            return
+        chain, _ = self._open_chain(missed, new)
+        for q in chain:
+            q.finishing, q.live = True, False   # rotated twice: complete
+        self.queue.extend(chain)
+        self.metrics.add("rotations", len(chain))
+        log.info("tailed file was rotated %d more time(s) between two checks; reading the "
+                 "file(s) in between first", len(chain), extra={"path": self.path})
 
     def _queued_truncated(self, i: int) -> None:
         """A queued file lost bytes before it was reached: read its copy first."""
@@ -579,16 +772,17 @@ class _Cursor:
             return []
         out = []
         for e in entries:
-            if e.name == self.base:
+            # compressed files are never read (their bytes are not the lines)
+            if e.name == self.base or e.name.lower().endswith(COMPRESSED):
                 continue
-            if prefix_only and (not e.name.startswith(self.base)
-                                or e.name.lower().endswith(COMPRESSED)):
+            if prefix_only and not e.name.startswith(self.base):
                 continue
             out.append(e)
         return out
 
     def _find_inode(self, dev, ino, off: int, fp: bytes) -> int | None:
-        """The file of this directory with inode ``(dev, ino)`` holding ``fp`` at ``off``."""
+        """The file of this directory with inode ``(dev, ino)``, the saved first bytes and
+        ``fp`` at ``off``."""
         for e in self._candidates(prefix_only=False):
             try:
                 if e.inode() != ino or not e.is_file(follow_symlinks=False):
@@ -596,7 +790,8 @@ class _Cursor:
                 fd = _open(e.path)
                 if fd is None:
                     continue
-                if os.fstat(fd).st_dev == dev and _holds(fd, off, fp):
+                if os.fstat(fd).st_dev == dev and _holds(fd, off, fp) and \
+                        head_matches(fd, self.head_len, self.head):
                     return fd
                 os.close(fd)
             except OSError:
@@ -711,10 +906,11 @@ class _TailBase(PollingSource):
 
     def checkpoint(self) -> dict:
         out = {}
-        for c in self._cursors:
-            pos = c.position()
-            if pos is not None:
-                out[c.key] = pos
+        with self._lock:                # positions look at the open files: not mid-close
+            for c in self._cursors:
+                pos = c.position()
+                if pos is not None:
+                    out[c.key] = pos
         return out
 
     def _close_files(self) -> None:
@@ -813,10 +1009,12 @@ class TailDirSource(_TailBase):
 
     def _scan(self, now: float, initial: bool) -> None:
         self._next_scan = now + SCAN_EVERY
-        found: dict[str, int] = {}
+        found: dict[str, int | None] = {}
         self._walk(self._root, self.depth, found)
+        if initial:
+            self._add_rotated_away(found)
         new = [p for p in found if p not in self._by_path
-               and self._ignored.get(p) != found[p]]
+               and self._ignored.get(p, -1) != found[p]]
         if not new:
             return
         names_by_dir: dict[str, set] = {}
@@ -847,6 +1045,22 @@ class TailDirSource(_TailBase):
             self._failed.pop(p, None)
             self._cursors.append(c)
             self._by_path[p] = c
+
+    def _add_rotated_away(self, found: dict) -> None:
+        """Followed files rotated away while stopped, nothing at their name yet: followed
+        again (inode None), so that their rotated files are finished from the saved
+        position rather than followed as new files from their start."""
+        for key in self.ctx.store.keys():
+            if not key.startswith("tail:"):
+                continue
+            p = key[len("tail:"):]
+            rel = os.path.relpath(p, self._root)
+            d, b = os.path.split(p)
+            if (p in found or rel.startswith("..") or rel.count(os.sep) > self.depth
+                    or not self.matches(b) or _stat(p) is not None):
+                continue
+            if any(not r.compressed for r in rotated_files(d, b)):
+                found[p] = None
 
     @staticmethod
     def _is_rotated_copy(name: str, siblings) -> bool:

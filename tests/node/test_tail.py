@@ -1,6 +1,7 @@
 """tail, multitail and tailDir on real files: delimiters, rotation, truncation, restarts."""
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import threading
@@ -245,8 +246,9 @@ def test_rotated_file_left_after_idle(make_ctx, tmp_path, opened):
     while (src.checkpoint()["tail:" + str(f)]["ino"] == old_ino
            and time.monotonic() < deadline):
         src.next_batch(0.05)
-    assert src.checkpoint()["tail:" + str(f)] == {
-        "dev": f.stat().st_dev, "ino": f.stat().st_ino, "offset": 0, "fp": ""}
+    pos = src.checkpoint()["tail:" + str(f)]
+    assert {k: pos[k] for k in ("dev", "ino", "offset", "fp", "head_len")} == {
+        "dev": f.stat().st_dev, "ino": f.stat().st_ino, "offset": 0, "fp": "", "head_len": 0}
     append(f, lines(4, 6))
     assert read_n(src, 2) == bodies(4, 6)
 
@@ -429,6 +431,148 @@ def test_copytruncated_while_stopped(make_ctx, tmp_path, opened):
     assert read_quiet(src2, 0.2) == []
 
 
+def rotate_numbered(f: Path, data: bytes) -> None:
+    """A size-based rotation: ``name.N`` -> ``name.N+1``, ``name`` -> ``name.1``, a new
+    ``name`` holding ``data``."""
+    d, n = f.parent, f.name
+    k = 1
+    while (d / f"{n}.{k}").exists():
+        k += 1
+    for i in range(k - 1, 0, -1):
+        os.rename(d / f"{n}.{i}", d / f"{n}.{i + 1}")
+    os.rename(f, d / f"{n}.1")
+    f.write_bytes(data)
+
+
+def test_three_rotations_while_stopped_are_read_in_order(make_ctx, tmp_path, opened):
+    """Down while the file rotates 3 times: the rest of the saved file (now a.log.3), then
+    a.log.2, a.log.1 and a.log, each line once; the older a.log.4 is not read again."""
+    f = tmp_path / "a.log"
+    (tmp_path / "a.log.1").write_bytes(b"older rotation\n")
+    read_commit_and_stop(make_ctx, opened, f)
+    append(f, lines(10, 15))
+    rotate_numbered(f, lines(15, 20))
+    rotate_numbered(f, lines(20, 25))
+    rotate_numbered(f, lines(25, 30))
+    assert (tmp_path / "a.log.4").read_bytes() == b"older rotation\n"
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src2, 20) == bodies(10, 30)
+    assert read_quiet(src2, 0.2) == []
+    assert src2.checkpoint()["tail:" + str(f)]["ino"] == f.stat().st_ino
+
+
+def test_daily_rotations_while_stopped_are_read_in_order(make_ctx, tmp_path, opened):
+    """A weekend of daily rotations (``name-YYYYMMDD``, dates in the names, older ones
+    compressed before the node went down): every uncompressed file after the saved one."""
+    f = tmp_path / "a.log"
+    (tmp_path / "a.log-20261128.gz").write_bytes(b"\x1f\x8b not read")
+    read_commit_and_stop(make_ctx, opened, f)
+    append(f, lines(10, 12))
+    for day, (a, b) in zip(("20261129", "20261130", "20261201"),
+                           ((12, 14), (14, 16), (16, 18))):
+        os.rename(f, tmp_path / f"a.log-{day}")
+        f.write_bytes(lines(a, b))
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src2, 8) == bodies(10, 18)
+    assert read_quiet(src2, 0.2) == []
+    assert src2.metrics.get("refused", 0) == 0     # the old .gz was finished before
+
+
+def test_three_copytruncates_while_stopped_are_read_in_order(make_ctx, tmp_path, opened):
+    """copytruncate 3 times while stopped: the saved file's rest is in its oldest copy
+    (a.log.3, found by its first bytes), then a.log.2, a.log.1 and the truncated a.log."""
+    f = tmp_path / "a.log"
+    read_commit_and_stop(make_ctx, opened, f)
+    append(f, lines(10, 15))
+    for a, b in ((15, 20), (20, 25), (25, 30)):
+        for i in (2, 1):
+            if (tmp_path / f"a.log.{i}").exists():
+                os.rename(tmp_path / f"a.log.{i}", tmp_path / f"a.log.{i + 1}")
+        shutil.copyfile(f, tmp_path / "a.log.1")
+        os.truncate(f, 0)
+        append(f, lines(a, b))
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src2, 20) == bodies(10, 30)
+    assert read_quiet(src2, 0.2) == []
+
+
+def test_rotations_faster_than_the_checks_are_not_skipped(ctx, tmp_path, opened):
+    """Three rotations between two looks at the path: the two files that never were at the
+    path when it was looked at are read, in order, before the new one."""
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 10))
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 10) == bodies(0, 10)
+    append(f, lines(10, 12))
+    rotate_numbered(f, lines(12, 14))       # nothing polls the source meanwhile
+    rotate_numbered(f, lines(14, 16))
+    rotate_numbered(f, lines(16, 18))
+    assert read_n(src, 8) == bodies(10, 18)
+    assert read_quiet(src, 0.2) == []
+    assert src.metrics.get("rotations") == 3
+
+
+def test_reused_inode_with_other_first_bytes_is_read_from_its_start(make_ctx, tmp_path,
+                                                                    opened):
+    """The file is deleted and a new one gets its inode, with the same bytes before the
+    saved offset (repeated lines) but other first bytes: read from 0, not from the offset."""
+    f = tmp_path / "a.log"
+    f.write_bytes(b"start A\n" + b"same\n" * 20)
+    ctx = make_ctx("n1")
+    src = opened(TailSource(str(f)), ctx)
+    assert len(read_n(src, 21)) == 21
+    commit(ctx, src)
+    src.close()
+    ino = f.stat().st_ino
+    for _ in range(20):                         # ext4 and tmpfs hand the inode out again
+        f.unlink()
+        f.write_bytes(b"start B\n" + b"same\n" * 30)
+        if f.stat().st_ino == ino:
+            break
+    else:
+        pytest.skip("this file system did not reuse the inode")
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src2, 31) == [b"start B"] + [b"same"] * 30
+    assert read_quiet(src2, 0.2) == []
+
+
+def test_compressed_rotation_with_unread_lines_is_counted(make_ctx, tmp_path, opened,
+                                                          caplog):
+    f = tmp_path / "a.log"
+    read_commit_and_stop(make_ctx, opened, f)
+    append(f, lines(10, 12))
+    gz = tmp_path / "a.log.1.gz"
+    gz.write_bytes(gzip.compress(f.read_bytes()))   # rotated, then compressed
+    f.unlink()
+    later = time.time() + 5
+    os.utime(gz, (later, later))                # written after the position was saved
+    f.write_bytes(lines(12, 14))
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src2, 2) == bodies(12, 14)
+    assert src2.metrics.get("refused_compressed") == 1
+    assert "a.log.1.gz is compressed" in caplog.text
+
+
+def test_past_the_bound_of_rotated_files_the_older_ones_are_counted(make_ctx, tmp_path,
+                                                                    opened, monkeypatch):
+    """With MAX_ROTATED 1, only the newest rotated file is considered: the saved file is
+    still found by its inode and finished, the one between is skipped and counted."""
+    monkeypatch.setattr(tail_mod, "MAX_ROTATED", 1)
+    f = tmp_path / "a.log"
+    read_commit_and_stop(make_ctx, opened, f)
+    append(f, lines(10, 12))
+    rotate_numbered(f, lines(12, 14))
+    rotate_numbered(f, lines(14, 16))
+    rotate_numbered(f, lines(16, 18))
+    t = time.time()
+    for i, name in enumerate(("a.log.3", "a.log.2", "a.log.1", "a.log")):
+        os.utime(tmp_path / name, (t + i, t + i))   # distinct times, oldest first
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src2, 6) == bodies(10, 12) + bodies(14, 18)
+    assert read_quiet(src2, 0.2) == []
+    assert src2.metrics.get("refused_rotated_over_limit") == 1
+
+
 # ---------------------------------------------------------------- multitail, tailDir
 
 def test_multitail(ctx, tmp_path, opened):
@@ -497,3 +641,116 @@ def test_tail_dir_resumes_per_file(make_ctx, tmp_path, opened):
     src2 = opened(TailDirSource(str(d)), make_ctx("n1"))
     assert _read_dir(src2, 1) == [(b"a.log", b"a2")]
     assert _read_dir(src2, 1, timeout=0.3) == []
+
+
+def test_tail_dir_and_multitail_read_every_rotation_made_while_stopped(make_ctx, tmp_path,
+                                                                       opened):
+    d = tmp_path / "logs"
+    d.mkdir()
+    a, b = d / "a.log", d / "b.log"
+    for make in (lambda: TailDirSource(str(d), r".*\.log"),
+                 lambda: MultiTailSource(str(a), str(b))):
+        for p in d.iterdir():
+            p.unlink()
+        a.write_bytes(b"a0\n")
+        b.write_bytes(b"b0\n")
+        ctx = make_ctx("dir" if isinstance(make(), TailDirSource) else "multi")
+        src = opened(make(), ctx)
+        assert _read_dir(src, 2) == [(b"a.log", b"a0"), (b"b.log", b"b0")]
+        commit(ctx, src)
+        src.close()
+        append(a, b"a1\n")
+        for i in (2, 3, 4):
+            rotate_numbered(a, b"a%d\n" % i)
+        rotate_numbered(b, b"b1\n")
+        src2 = opened(make(), make_ctx(ctx.logical_name))
+        got = [(e.attrs["tailSrcFile"], e.body) for e in read_events(src2, 6)]
+        assert [x for x in got if x[0] == b"a.log"] == [(b"a.log", b"a%d" % i)
+                                                       for i in range(1, 5)]
+        assert [x for x in got if x[0] == b"b.log"] == [(b"b.log", b"b1")]
+        assert _read_dir(src2, 1, timeout=2 * tail_mod.SCAN_EVERY + 0.3) == []
+        src2.close()
+
+
+def test_tail_dir_finishes_a_file_rotated_away_while_stopped(make_ctx, tmp_path, opened):
+    """Rotated while the node was stopped and not created again yet: the rotated file is
+    finished from the saved position, not followed as a new file from its start."""
+    d = tmp_path / "logs"
+    d.mkdir()
+    a = d / "a.log"
+    a.write_bytes(b"a0\n")
+    ctx = make_ctx("n1")
+    src = opened(TailDirSource(str(d)), ctx)
+    assert _read_dir(src, 1) == [(b"a.log", b"a0")]
+    commit(ctx, src)
+    src.close()
+    append(a, b"a1\n")
+    os.rename(a, d / "a.log.1")
+    src2 = opened(TailDirSource(str(d)), make_ctx("n1"))
+    assert _read_dir(src2, 1) == [(b"a.log", b"a1")]
+    assert _read_dir(src2, 1, timeout=2 * tail_mod.SCAN_EVERY + 0.3) == []
+    a.write_bytes(b"a2\n")                      # created again: followed on
+    assert _read_dir(src2, 1) == [(b"a.log", b"a2")]
+
+
+def test_rotated_files_are_listed_in_rotation_order(tmp_path):
+    from flume_og.node.sources._rotation import rotated_files
+    for name in ("a.log", "a.log.2", "a.log.10", "a.log.1", "a.log.3.gz", "a.log.bak",
+                 "a.logger", "b.log.1"):
+        (tmp_path / name).write_bytes(b"x\n")
+    got = [(os.path.basename(r.path), r.compressed)
+           for r in rotated_files(str(tmp_path), "a.log")]
+    assert got == [("a.log.10", False), ("a.log.3.gz", True), ("a.log.2", False),
+                   ("a.log.1", False)]
+    d = tmp_path / "daily"
+    d.mkdir()
+    for name in ("a.log-20261203", "a.log-20261129", "a.log-20261130.gz"):
+        (d / name).write_bytes(b"x\n")
+    assert [os.path.basename(r.path) for r in rotated_files(str(d), "a.log")] == [
+        "a.log-20261129", "a.log-20261130.gz", "a.log-20261203"]
+    e = tmp_path / "stamps"
+    e.mkdir()
+    for name in ("a.log.2026-12-02", "a.log.2026-11-30", "b.log-1764720000",
+                 "b.log-1764633600.gz"):
+        (e / name).write_bytes(b"x\n")
+    assert [os.path.basename(r.path) for r in rotated_files(str(e), "a.log")] == [
+        "a.log.2026-11-30", "a.log.2026-12-02"]
+    assert [os.path.basename(r.path) for r in rotated_files(str(e), "b.log")] == [
+        "b.log-1764633600.gz", "b.log-1764720000"]
+    m = tmp_path / "mixed"                      # two schemes: by modification time
+    m.mkdir()
+    t = time.time()
+    for i, name in enumerate(("a.log-20261201", "a.log.1")):
+        (m / name).write_bytes(b"x\n")
+        os.utime(m / name, (t + i, t + i))
+    assert [os.path.basename(r.path) for r in rotated_files(str(m), "a.log")] == [
+        "a.log-20261201", "a.log.1"]
+
+
+def test_busy_writer_rotating_faster_than_the_checks(ctx, tmp_path, opened):
+    """Python's RotatingFileHandler rotating every 2,000 bytes (about 100 rotations, many
+    between two looks at the path, renames racing the directory listings): every line
+    once, in order."""
+    import logging.handlers
+    n = 12_000
+    f = tmp_path / "app.log"
+    handler = logging.handlers.RotatingFileHandler(f, maxBytes=2000, backupCount=1000)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    writer = logging.getLogger(f"rotating-writer-{id(tmp_path)}")
+    writer.addHandler(handler)
+    writer.propagate = False
+    writer.setLevel(logging.INFO)
+    writer.info("counter %07d", 0)
+    src = opened(TailSource(str(f)), ctx)
+
+    def write():
+        for i in range(1, n):
+            writer.info("counter %07d", i)
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    got = read_n(src, n, timeout=60)
+    t.join(10)
+    handler.close()
+    assert len(list(tmp_path.glob("app.log.*"))) > 80
+    assert got == [b"counter %07d" % i for i in range(n)]
+    assert read_quiet(src, 0.2) == []

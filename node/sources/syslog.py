@@ -3,7 +3,7 @@
 Both parse RFC 5424 and RFC 3164 as senders write them (rsyslog, syslog-ng, util-linux
 ``logger``, network gear): the body is the MSG part, the header fields become attributes,
 the header's timestamp the event time and its HOSTNAME the event host; the rules and the
-attribute names are in :mod:`.syslog_parse` and ``docs/syslog.md``. A message that cannot
+attribute names are in :mod:`._syslog_parse` and ``docs/syslog.md``. A message that cannot
 be parsed (no valid ``<PRI>``, a broken RFC 5424 header or structured data) is never
 dropped: it keeps the raw message as its body, carries ``syslog.malformed`` (the reason)
 and is counted in ``malformed``; an RFC 3164 message with a PRI but no timestamp (allowed
@@ -11,7 +11,7 @@ by RFC 3164 section 4.3.3) is counted in ``noheader``.
 
 TCP accepts RFC 6587 framing on the same connection, decided per frame: octet counting
 (``123 <34>1 ...``) and newline-delimited frames (a trailing CR is dropped); see
-:class:`.syslog_parse.SyslogFramer`. On a node with TLS (:mod:`node.tls`), ``syslogTcp``
+:class:`._syslog_parse.SyslogFramer`. On a node with TLS (:mod:`node.tls`), ``syslogTcp``
 serves TLS only: RFC 5425 (octet-counted frames over TLS), port 6514 by default. ``bind``
 "" (the default) is 0.0.0.0 on a node with TLS or ``--plaintext-events``, else 127.0.0.1
 (``syslogUdp``: 0.0.0.0 only with ``--plaintext-events``, UDP cannot be secured);
@@ -48,7 +48,7 @@ from ._net import (DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS,
                    DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_EVENT_BYTES,
                    DEFAULT_MESSAGE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, Port,
                    ServerSource, TcpServer, UdpServer)
-from .syslog_parse import SyslogFramer, parse_messages
+from ._syslog_parse import SyslogFramer, parse_messages
 
 log = logging.getLogger(__name__)
 

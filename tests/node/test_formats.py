@@ -259,7 +259,7 @@ def test_syslog5424_nil_fields_bounds_and_octet_framing():
 
 
 def test_syslog5424_reads_back_as_it_was_parsed():
-    from flume_og.node.sources.syslog_parse import SyslogFramer, parse_message
+    from flume_og.node.sources._syslog_parse import SyslogFramer, parse_message
     raw = (b'<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 '
            b'[exampleSDID@32473 iut="3" eventSource="Appl\\"i]c" eventID="1011"]'
            b'[examplePriority@32473 class="high"] An application\nevent log entry')

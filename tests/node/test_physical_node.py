@@ -122,6 +122,9 @@ def test_zookeeper_restart_under_running_node(tmp_path):
         memory.push("zkr", [b"while zk is down"])
         wait_until(lambda: collect.collected("zkr"), what="flow runs without ZooKeeper")
         zk = ManagedZooKeeper(tmp_path / "zk", port=port).start()
+        # the test's own client reconnects with backoff: write once it is back (the
+        # product's writes answer "unknown outcome" after 10 s, which is not under test)
+        wait_until(lambda: client.connected, 60, "the test's client reconnected")
         v = store.put_logical(LogicalConfig("p1", 'memory("zkr")',
                                             '{ value("after", "1") => collect("zkr") }'))
         wait_until(lambda: store.get_status("p1").get("logical", {}).get("p1", {})

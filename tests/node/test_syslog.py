@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from flume_og.node.event import Event, Priority
 from flume_og.node.formats import OutputFormat
-from flume_og.node.sources.syslog_parse import (MALFORMED, NOHEADER, OK, SyslogFramer,
+from flume_og.node.sources._syslog_parse import (MALFORMED, NOHEADER, OK, SyslogFramer,
                                                 parse_message, parse_messages)
 
 PEER = "192.0.2.77"

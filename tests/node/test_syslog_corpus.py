@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flume_og.node.formats import OutputFormat
-from flume_og.node.sources.syslog_parse import (MALFORMED, NOHEADER, OK, SyslogFramer,
+from flume_og.node.sources._syslog_parse import (MALFORMED, NOHEADER, OK, SyslogFramer,
                                                 parse_message)
 
 CORPUS = Path(__file__).parent / "syslog_corpus"

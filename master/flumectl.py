@@ -93,16 +93,17 @@ class Master:
 
 # ---------------------------------------------------------------- output
 
-def _cell(value, width: int = CELL) -> str:
+def _cell(value, width: int | None = CELL) -> str:
     if value is None or value == "":
         return "-"
     text = str(value).replace("\n", " ")
-    return text if len(text) <= width else text[:width - 3] + "..."
+    return text if width is None or len(text) <= width else text[:width - 3] + "..."
 
 
-def table(headers: list[str], rows: list[list]) -> str:
-    """Aligned columns; the last column is not padded."""
-    cells = [[_cell(c) for c in row] for row in rows]
+def table(headers: list[str], rows: list[list], width: int | None = CELL) -> str:
+    """Aligned columns, each cell cut to ``width`` characters (None: whole); the last
+    column is not padded."""
+    cells = [[_cell(c, width) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     lines = []
     for row in [headers] + cells:
@@ -170,7 +171,8 @@ def show_configs(configs: list[dict]) -> str:
             translated = f"{c.get('tsource') or c['source']} | {c.get('tsink') or c['sink']}"
         rows.append([c["name"], c.get("flow"), c.get("version"), c.get("source"),
                      c.get("sink"), translated])
-    return table(["NAME", "FLOW", "VERSION", "SOURCE", "SINK", "TRANSLATED"], rows)
+    return table(["NAME", "FLOW", "VERSION", "SOURCE", "SINK", "TRANSLATED"], rows,
+                 width=None)
 
 
 def show_mappings(mappings: dict) -> str:
@@ -206,8 +208,9 @@ def show_commands(commands: list[dict]) -> str:
 # ---------------------------------------------------------------- waiting
 
 def parse_timeout(text: str) -> float | None:
-    """Seconds from ``500ms``, ``30s``, ``2m`` or a bare number of milliseconds (as OG's
-    waitForNodes* took); 0 means forever (None)."""
+    """Seconds from ``500ms``, ``30s``, ``2m``, ``1h`` or a bare number of seconds; 0 means
+    forever (None). (OG's waitForNodes* took milliseconds: ``3`` waited 3 ms, never what
+    anyone meant.)"""
     t = text.strip().lower()
     try:
         if t.endswith("ms"):
@@ -216,11 +219,13 @@ def parse_timeout(text: str) -> float | None:
             value = float(t[:-1])
         elif t.endswith("m"):
             value = float(t[:-1]) * 60
+        elif t.endswith("h"):
+            value = float(t[:-1]) * 3600
         else:
-            value = float(t) / 1000
+            value = float(t)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"bad timeout {text!r}: use milliseconds, or 30s, 500ms, 2m") from None
+            f"bad timeout {text!r}: seconds, or 500ms, 30s, 2m, 1h") from None
     if value < 0:
         raise argparse.ArgumentTypeError("a timeout cannot be negative")
     return None if value == 0 else value
@@ -242,6 +247,11 @@ def wait_for(master: Master, nodes: list[str], want: str, timeout: float | None,
             if unreachable is None and not as_json:
                 print(f"flumectl: {exc} (still waiting)", file=sys.stderr)
             unreachable = str(exc)
+        if unreachable is None:
+            unknown = [n for n in nodes if n not in rows]
+            if unknown:
+                raise Failure(f"no logical node named {', '.join(unknown)} (known: "
+                              f"{', '.join(sorted(rows)) or 'none'})")
         done = []
         for n in nodes:
             r = rows.get(n)
@@ -296,6 +306,35 @@ def add_command_parser(sub, command: MasterCommand) -> None:
             p.add_argument(a.lower(), metavar=a, help=command.args_help)
 
 
+def add_global_options(p: argparse.ArgumentParser, anywhere: bool = False) -> None:
+    """The options every command takes. ``anywhere``: for a command's own parser, so
+    that ``flumectl status --json`` works as ``flumectl --json status`` does (defaults
+    suppressed there: the main parser's stand)."""
+    def add(*names, **kw):
+        if anywhere:
+            kw["default"] = argparse.SUPPRESS
+        p.add_argument(*names, **kw)
+
+    add("--master", metavar="URL", default=os.environ.get("FLUME_MASTER") or DEFAULT_MASTER,
+        help=f"the master's URL (default: $FLUME_MASTER, else {DEFAULT_MASTER})")
+    add("--token-file", metavar="FILE",
+        help="file holding the master's access token (default: the token in "
+             "$FLUME_TOKEN); needed for writes when the master has one, and for reads "
+             "when it has a read token (either token reads)")
+    add("--ca", metavar="FILE", default=os.environ.get("FLUME_CA"),
+        help="PEM CA bundle to check an https master's certificate against (default: "
+             "$FLUME_CA, else the system's CAs)")
+    add("--cert", metavar="FILE", default=os.environ.get("FLUME_CERT"),
+        help="PEM client certificate for a master started with --tls-client-ca "
+             "(default: $FLUME_CERT)")
+    add("--key", metavar="FILE", default=os.environ.get("FLUME_KEY"),
+        help="PEM private key of --cert (default: $FLUME_KEY, else in --cert)")
+    add("--json", action="store_true",
+        help="print the master's JSON answers instead of tables")
+    add("--timeout", type=float, default=60.0, metavar="SECONDS",
+        help="how long to wait for each answer (default 60)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flumectl",
@@ -312,28 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                "exit status: 0 success, 1 command failed or master unreachable, "
                "2 usage or spec error",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--master", metavar="URL",
-                        default=os.environ.get("FLUME_MASTER") or DEFAULT_MASTER,
-                        help=f"the master's URL (default: $FLUME_MASTER, else "
-                             f"{DEFAULT_MASTER})")
-    parser.add_argument("--token-file", metavar="FILE",
-                        help="file holding the master's access token (default: the "
-                             "token in $FLUME_TOKEN); needed for writes when the master "
-                             "has one, and for reads when it has a read token (either "
-                             "token reads)")
-    parser.add_argument("--ca", metavar="FILE", default=os.environ.get("FLUME_CA"),
-                        help="PEM CA bundle to check an https master's certificate "
-                             "against (default: $FLUME_CA, else the system's CAs)")
-    parser.add_argument("--cert", metavar="FILE", default=os.environ.get("FLUME_CERT"),
-                        help="PEM client certificate for a master started with "
-                             "--tls-client-ca (default: $FLUME_CERT)")
-    parser.add_argument("--key", metavar="FILE", default=os.environ.get("FLUME_KEY"),
-                        help="PEM private key of --cert (default: $FLUME_KEY, else in "
-                             "--cert)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the master's JSON answers instead of tables")
-    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="how long to wait for each answer (default %(default)g)")
+    add_global_options(parser)
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
 
     for command in COMMANDS:
@@ -349,8 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", action="store_true",
                    help="print every logical node's counters (events and bytes in and "
                         "out, errors, and whatever its components count) instead")
+    p.add_argument("names", nargs="*", metavar="NODE",
+                   help="only these logical or physical nodes (default: all)")
     p.set_defaults(command="status")
-    p = sub.add_parser("configs", help="every configuration, entered and translated")
+    p = sub.add_parser("configs", help="every configuration, entered and translated",
+                       description="Every configuration: the spec as entered and as the "
+                                   "masters translated it, whole (no column is cut).")
+    p.add_argument("names", nargs="*", metavar="NODE",
+                   help="only these logical nodes (default: all)")
     p.set_defaults(command="configs")
     p = sub.add_parser("mappings", help="which logical nodes each physical node runs")
     p.set_defaults(command="mappings")
@@ -369,11 +393,33 @@ def build_parser() -> argparse.ArgumentParser:
                                        f"configured version, printing each change. Exit "
                                        f"1 on timeout.")
         p.add_argument("wait_timeout", metavar="TIMEOUT", type=parse_timeout,
-                       help="milliseconds (as OG took it), or 30s, 500ms, 2m; 0 waits "
-                            "forever")
+                       help="seconds, or 500ms, 30s, 2m, 1h; 0 waits forever")
         p.add_argument("nodes", nargs="+", metavar="NODE")
         p.set_defaults(command=name, want=want)
+    for command_parser in {id(c): c for c in sub.choices.values()}.values():
+        add_global_options(command_parser, anywhere=True)
     return parser
+
+
+def only(body, command: str, names: set[str]):
+    """``body`` of ``status`` or ``configs`` with only the rows of ``names`` (logical
+    nodes, or for ``status`` physical nodes too); Failure when a name matches nothing."""
+    if command == "configs":
+        rows = [c for c in body if c["name"] in names]
+        seen = {c["name"] for c in rows}
+    else:
+        phys = [p for p in body.get("physical", []) if p["name"] in names]
+        keep = names | {n for p in phys for n in (p.get("logical") or [])}
+        logical = [r for r in body.get("logical", []) if r["name"] in keep]
+        seen = {r["name"] for r in logical} | {p["name"] for p in phys}
+        rows = {**body, "logical": logical,
+                "physical": [p for p in body.get("physical", [])
+                             if p["name"] in names
+                             or p["name"] in {r.get("physical") for r in logical}]}
+    missing = sorted(names - seen)
+    if missing:
+        raise Failure(f"no node named {', '.join(missing)}")
+    return rows
 
 
 def read_token(path: str | None) -> str | None:
@@ -433,6 +479,9 @@ def run(ns, parser) -> int:
                   "commands": ("/api/commands", show_commands)}[name]
     params = {"limit": max(1, min(ns.limit, 1000))} if name == "commands" else None
     body = master.get(path, params=params)
+    names = getattr(ns, "names", None)
+    if names:
+        body = only(body, name, set(names))
     if name == "status" and ns.metrics:
         show = show_metrics
     print(json.dumps(body, indent=2) if ns.json else show(body))

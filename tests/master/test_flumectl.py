@@ -170,8 +170,33 @@ def test_wait_active_and_done(url, capsys, store):
     report(store, "p1", "n1", "IDLE", 1)
     code, out, _ = ctl(capsys, "waitForNodesDone", "5000", "n1")
     assert code == 0 and "all 1 node(s) IDLE" in out
-    code, out, err = ctl(capsys, "wait-done", "200ms", "n1", "ghost")
-    assert code == 1 and "ghost: unknown" in out and "ghost is unknown" in err
+    t = time.monotonic()
+    code, out, err = ctl(capsys, "wait-done", "30s", "n1", "ghost")
+    assert code == 1 and "no logical node named ghost (known: n1)" in err
+    assert time.monotonic() - t < 10         # at once, not after the 30 s
+
+
+def test_options_anywhere_filters_and_whole_specs(url, capsys, store):
+    store.register_physical("p1", {"host": "h"})
+    long_sink = "{ " + " => ".join(['value("k%d", "v")' % i for i in range(12)]) + " => null }"
+    ctl(capsys, "config", "n1", "asciisynth(5)", long_sink)
+    ctl(capsys, "config", "n2", "asciisynth(6)", "null")
+    ctl(capsys, "map", "p1", "n1")
+    code, out, err = ctl(capsys, "status", "--json")          # the option after the command
+    assert code == 0 and {r["name"] for r in json.loads(out)["logical"]} == {"n1", "n2"}
+    code, out, _ = ctl(capsys, "status", "n2", "--json")
+    assert [r["name"] for r in json.loads(out)["logical"]] == ["n2"]
+    code, out, _ = ctl(capsys, "status", "p1")                  # a physical node's rows
+    assert "n1" in out and "n2" not in out.split("PHYSICAL NODE")[0]
+    code, _, err = ctl(capsys, "status", "nobody")
+    assert code == 1 and "no node named nobody" in err
+    code, out, _ = ctl(capsys, "configs", "n1")
+    assert long_sink in out and "..." not in out and "n2" not in out
+    report(store, "p1", "n1", "ACTIVE", 0)
+    code, out, _ = ctl(capsys, "wait-active", "3", "n1", "--json")   # 3 s, not 3 ms
+    assert code == 0 and json.loads(out)["n1"]["state"] == "ACTIVE"
+    assert flumectl.parse_timeout("3") == 3.0 and flumectl.parse_timeout("2m") == 120.0
+    assert flumectl.parse_timeout("1h") == 3600.0 and flumectl.parse_timeout("0") is None
 
 
 def test_token(locked_url, capsys, tmp_path, monkeypatch, store):

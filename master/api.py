@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
+from fastapi_offline import FastAPIOffline
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -126,10 +127,13 @@ def create_app(service: MasterService, token: str | None = None, *,
     for writes if set; ``read_token``: required for reads if set (the write token reads
     too); ``hosts``: the Host headers answered (None: any); ``max_body``: bytes per
     request body; ``metrics``: where refusals are counted (shown by ``/api/health``)."""
-    app = FastAPI(title="Flume master", version="1.0",
-                  description="Commands and listings of a Flume master. Every master of "
-                              "an ensemble serves every request.",
-                  default_response_class=SafeJSONResponse)
+    # the docs page's scripts come with the package: /docs works on a machine without
+    # internet (FastAPI's own page loads Swagger UI from a CDN)
+    app = FastAPIOffline(title="Flume master", version="1.0", redoc_url=None,
+                         static_url="/docs-static",
+                         description="Commands and listings of a Flume master. Every "
+                                     "master of an ensemble serves every request.",
+                         default_response_class=SafeJSONResponse)
     app.state.service = service
     app.state.static_dir = None  # the web console mounts its files here
     app.state.metrics = metrics = metrics if metrics is not None else Metrics()

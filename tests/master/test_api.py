@@ -37,7 +37,16 @@ def locked(service):
 def test_health_and_docs(client):
     r = client.get("/api/health")
     assert r.status_code == 200 and r.json()["ok"] and r.json()["master"] == "api-master"
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    # every script and style of the page comes from the master, none from a CDN
+    import re
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert assets and all(a.startswith("/") for a in assets), assets
+    for a in assets:
+        if a.endswith((".js", ".css")):
+            r = client.get(a)
+            assert r.status_code == 200 and len(r.content) > 10_000, a
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/api/status", "/api/configs/{name}", "/api/commands", "/api/validate",
                  "/api/mappings/{physical}/{logical}", "/api/flows"):

@@ -218,6 +218,27 @@ class _Next:
         return True
 
 
+def _wrong_record(rec) -> str | None:
+    """What is wrong with a saved tail position (a dict with ``ino``), or None. A record
+    of another shape (no ``ino``) is no position and not wrong."""
+    if not isinstance(rec, dict) or "ino" not in rec:
+        return None
+    def whole(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    if not whole(rec["ino"]) or not (rec.get("dev") is None or whole(rec.get("dev"))):
+        return "dev and ino must be whole numbers"
+    if not whole(rec.get("offset", 0)):
+        return f"the offset {rec.get('offset')!r} is not a whole number of bytes"
+    fp = rec.get("fp")
+    if fp is not None and not isinstance(fp, str):
+        return f"the fingerprint {fp!r} is not a hex string"
+    try:
+        bytes.fromhex(fp or "")
+    except ValueError:
+        return "the fingerprint is not hex"
+    return None
+
+
 class _Cursor:
     """Follows one path: the file open now (``fd``), then the files after it (``queue``:
     files that took the path's name since, opened as soon as seen) or whatever the path
@@ -274,13 +295,20 @@ class _Cursor:
         self.name = os.fsencode(self.base)
         self.last_data = now
         rec = store.get(self.key)
+        wrong = _wrong_record(rec)
+        if wrong is not None:
+            # valid JSON of the wrong shape is corruption too: as for an undecodable file,
+            # no position (the WAL's, if any, was put in the store before this open)
+            self.metrics.add("corrupt_state")
+            log.error("the saved position of a tailed file is corrupt (%s); reading it as "
+                      "if none had been saved", wrong,
+                      extra={"path": self.path, "file": str(getattr(store, "path", "")),
+                             "key": self.key, "record": repr(rec)[:200]})
+            rec = None
         st = _stat(self.path)
         if isinstance(rec, dict) and "ino" in rec:
-            dev, ino, off = rec.get("dev"), rec["ino"], int(rec.get("offset", 0))
-            try:
-                fp = bytes.fromhex(rec.get("fp") or "")
-            except ValueError:
-                fp = b""
+            dev, ino, off = rec.get("dev"), rec["ino"], rec.get("offset", 0)
+            fp = bytes.fromhex(rec.get("fp") or "")
             self.dev, self.ino, self.offset, self.fp = dev, ino, off, fp
             if st is not None and (st.st_dev, st.st_ino) == (dev, ino):
                 fd = _open(self.path)

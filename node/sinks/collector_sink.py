@@ -25,6 +25,13 @@ escape goes to ``<that directory>/_rejected/`` (counted in ``refused_path``); at
   disk failover: the source never mixes them with groups in one batch) go to the roll
   period's own *plain* files, so a group file discarded (refused commit) or deleted after
   a crash never takes them along; plain files are salvaged after a crash.
+* **Disk full.** A batch the disk has no room for is cut off every file it went to
+  (truncated to the size before it: no torn line, nothing a resend would duplicate) and
+  written again once there is space: the append waits (a stop interrupts it), and so do
+  the flow and its senders, whose calls time out and are resent as usual (E2E groups and
+  DFO batch ids: not written twice). Meanwhile the logical node says "disk full: ...",
+  ``disk_full`` counts the waits, ``disk_free_bytes`` gauges the directory's disk and
+  ``batches_cut`` the batches cut off; the flow goes on by itself, no refresh needed.
 * Every append is handed to the OS at once (flushed), and every hidden file is listed in a
   local journal (``<node data>/collector/hidden-files``) before data goes into it. At start,
   the hidden files of a crashed run are deleted -- except, under ZooKeeper with a
@@ -96,6 +103,11 @@ class _CollectorDfs(DfsSink):
         # A batch the disk has no room for is cut off (DfsSink.append) and written again
         # once there is space; the caller, and so its senders, wait meanwhile.
         self.owner.space.call(lambda: DfsSink.append(self, events), self.owner.stopping)
+
+    def _cut_back(self, marks) -> None:
+        super()._cut_back(marks)
+        if marks:
+            self.owner.metrics.add("batches_cut")    # outlives this roll period
 
     def _discard(self, files) -> None:
         super()._discard(files)

@@ -228,7 +228,7 @@ class DfsSink(Sink):
                         self._flush(g)
             except (OSError, ValueError, SinkError) as exc:
                 self.metrics.add("errors")
-                self._cut_back(marks.values())
+                self._cut_back(list(marks.values()))
                 if isinstance(exc, SinkError):
                     raise
                 raise SinkError(f"dfs: cannot write {f.hidden}: {exc}") from exc
@@ -253,7 +253,9 @@ class DfsSink(Sink):
         """Cut each file back to its end before the failed batch (``_end``), so a batch
         written in part (disk full) leaves no bytes behind: the sender's resend does not
         duplicate them and no torn line remains. A file that cannot be cut is ``torn``:
-        it is never made final (see :meth:`_complete`)."""
+        it is never made final (see :meth:`_complete`). Counted in ``batches_cut``."""
+        if marks:
+            self.metrics.add("batches_cut")
         for f, end, events in marks:
             f.events = events
             if end is None:
@@ -276,7 +278,6 @@ class DfsSink(Sink):
                 f.raw = f.stream = open(fd, "wb")
                 fd = None
                 f.writer = self.format.open_writer(f.stream)
-                self.metrics.add("batches_cut")
             except OSError as exc:
                 f.torn = True
                 log.error("dfs sink cannot cut a failed batch off its file: the file is "

@@ -5,6 +5,7 @@ themselves; the logical node says "disk full" and a stop while waiting is no fai
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import pytest
@@ -417,6 +418,7 @@ def test_a_dfs_batch_the_disk_refuses_is_cut_off_its_file(disk, tmp_path):
         sink.append(events_from_lines([b"x" * 100 + b" %06d" % i for i in range(20_000)]))
     hidden = disk / ".out.tmp"
     assert hidden.read_bytes() == b"".join(line + b"\n" for line in first)
+    assert sink.metrics["batches_cut"] == 1
     (disk / "filler").unlink()
     sink.append(events_from_lines([b"after"]))
     sink.close()
@@ -443,6 +445,7 @@ def test_collector_sink_waits_for_space_then_writes_the_batch_once(disk, tmp_pat
     lines = [line for f in (disk / "out").iterdir()
              for line in f.read_bytes().splitlines()]
     assert sorted(lines) == [b"line %06d" % i for i in range(20_000)]
+    assert sink.metrics["batches_cut"] >= 1
 
 
 def test_a_stop_while_the_collector_disk_is_full_interrupts_the_wait(disk, tmp_path):
@@ -465,3 +468,20 @@ def test_a_stop_while_the_collector_disk_is_full_interrupts_the_wait(disk, tmp_p
     assert not t.is_alive() and isinstance(errors[0], Interrupted)
     sink.close()
     assert not [f for f in (disk / "out").iterdir() if not f.name.startswith(".")]
+
+
+def test_a_compressed_dfs_file_with_part_of_a_failed_batch_is_never_made_final(disk,
+                                                                              tmp_path):
+    """A gzip stream cannot be cut back: the file stays hidden and nothing is committed
+    (the source resends), rather than a final file with part of the batch."""
+    ctx = disk_ctx(tmp_path)
+    sink = build_sink(parse_sink(f'dfs("{disk}/out", compression="gzip")'))
+    sink.open(ctx)
+    filler = fill(disk)
+    with pytest.raises(SinkError):
+        sink.append(events_from_lines([os.urandom(100).hex().encode()
+                                       for _ in range(20_000)]))
+    filler.unlink()                 # completing it could succeed now: it must not
+    with pytest.raises(SinkError, match="part of a batch that failed"):
+        sink.close()
+    assert not (disk / "out.gz").exists()

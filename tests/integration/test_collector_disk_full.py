@@ -36,8 +36,8 @@ def small_disk(tmp_path):
 
 def run_into_a_full_collector(cluster, tmp_path, disk, sink: str):
     """Collector writing on ``disk`` (``FREE`` bytes left), agent tailing LINES counters
-    into ``sink``: returns (out, collector node, agent node, filler) once the collector says its disk
-    is full."""
+    into ``sink``: returns (out, collector node, agent node, filler) once the collector
+    says its disk is full."""
     filler = fill(disk)
     with open(filler, "r+b") as f:
         f.truncate(filler.stat().st_size - FREE)

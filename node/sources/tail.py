@@ -239,6 +239,26 @@ def _wrong_record(rec) -> str | None:
     return None
 
 
+def _forget_wrong_record(store, key: str, path: str, metrics) -> None:
+    """A saved position that is valid JSON of the wrong shape is corruption too: as for an
+    undecodable checkpoint file, it is dropped (logged with the file and what was wrong,
+    counted in ``corrupt_state``), so the file is read from the WAL's position, if any (put
+    in the store before this open), or from the start."""
+    rec = store.get(key)
+    wrong = _wrong_record(rec)
+    if wrong is None:
+        return
+    metrics.add("corrupt_state")
+    log.error("the saved position of a tailed file is corrupt (%s); reading it as if none "
+              "had been saved", wrong,
+              extra={"path": path, "file": str(getattr(store, "path", "")), "key": key,
+                     "record": repr(rec)[:200]})
+    try:
+        store.forget(key)
+    except OSError:
+        pass        # dropped in memory; the file is rewritten by the next commit
+
+
 class _Cursor:
     """Follows one path: the file open now (``fd``), then the files after it (``queue``:
     files that took the path's name since, opened as soon as seen) or whatever the path
@@ -294,21 +314,15 @@ class _Cursor:
         self.dir, self.base = os.path.split(self.path)
         self.name = os.fsencode(self.base)
         self.last_data = now
+        _forget_wrong_record(store, self.key, self.path, self.metrics)
         rec = store.get(self.key)
-        wrong = _wrong_record(rec)
-        if wrong is not None:
-            # valid JSON of the wrong shape is corruption too: as for an undecodable file,
-            # no position (the WAL's, if any, was put in the store before this open)
-            self.metrics.add("corrupt_state")
-            log.error("the saved position of a tailed file is corrupt (%s); reading it as "
-                      "if none had been saved", wrong,
-                      extra={"path": self.path, "file": str(getattr(store, "path", "")),
-                             "key": self.key, "record": repr(rec)[:200]})
-            rec = None
         st = _stat(self.path)
         if isinstance(rec, dict) and "ino" in rec:
-            dev, ino, off = rec.get("dev"), rec["ino"], rec.get("offset", 0)
-            fp = bytes.fromhex(rec.get("fp") or "")
+            dev, ino, off = rec.get("dev"), rec["ino"], int(rec.get("offset", 0))
+            try:
+                fp = bytes.fromhex(rec.get("fp") or "")
+            except ValueError:
+                fp = b""
             self.dev, self.ino, self.offset, self.fp = dev, ino, off, fp
             if st is not None and (st.st_dev, st.st_ino) == (dev, ino):
                 fd = _open(self.path)

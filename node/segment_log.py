@@ -457,8 +457,11 @@ class SpaceWait:
     GAUGE_EVERY = 1.0
 
     def __init__(self, log: SegmentLog, metrics, report: Callable[[str | None], None],
-                 clock):
+                 clock, until: str = "sending frees space"):
+        # ``log``: a SegmentLog, or anything with its ``freed``, ``what``, ``dir``,
+        # ``log`` and ``free_bytes()``; ``until``: what the wait ends with, for the message
         self.seglog, self.metrics, self.report, self.clock = log, metrics, report, clock
+        self.until = until
         self._log = RateLimitedLog(log.log)
         self._gauge_at: float | None = None
 
@@ -485,7 +488,7 @@ class SpaceWait:
             self.seglog.freed.clear()     # before the write: a removal during it counts
             try:
                 result = write()
-            except OSError as exc:
+            except Exception as exc:    # OSError, or an error raised from one
                 if not disk_full(exc):
                     raise
                 if since is None:
@@ -509,6 +512,6 @@ class SpaceWait:
         free = self.gauge(force=True)
         self.metrics["disk_full"] = self.metrics.get("disk_full", 0) + 1
         self.report(f"disk full: {self.seglog.what} in {self.seglog.dir} cannot grow "
-                    f"({free} bytes free); the source waits until sending frees space")
+                    f"({free} bytes free); the source waits until {self.until}")
         self._log.warning("full", "%s in %s: the disk is full (%s); the source waits until "
-                          "sending frees space", self.seglog.what, self.seglog.dir, exc)
+                          "%s", self.seglog.what, self.seglog.dir, exc, self.until)

@@ -191,12 +191,23 @@ class WriteAheadLog:
             return
         try:
             meta = json.loads(text)
-            self._stored_next = int(meta.get("next_seq", 0))
-            self._meta_pos = int(meta.get("pos_no", 0))
+            next_seq, pos_no = meta.get("next_seq", 0), meta.get("pos_no", 0)
+            # whole numbers only: int() of a float, a bool or a numeric string would pass
+            # for one, and Infinity raises OverflowError
+            for name, v in (("next_seq", next_seq), ("pos_no", pos_no)):
+                if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                    raise TypeError(f"{name} is {v!r}, not a whole number")
+            if not isinstance(meta.get("position"), (dict, type(None))):
+                raise TypeError("the position is not an object")
+            self._stored_next, self._meta_pos = next_seq, pos_no
             self._take_position(self._meta_pos, meta.get("position"))
-        except (ValueError, TypeError, AttributeError):
-            log.error("the WAL's meta.json is unreadable; deriving the next seq from the "
-                      "segments", extra={"dir": str(self.dir)})
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+            self._stored_next = self._meta_pos = self._pos_no = 0
+            self.position = None
+            self._add("corrupt_state", 1)
+            log.error("the WAL's %s is unreadable (corrupt: %s); deriving the next seq and "
+                      "the position from the segments", META, exc,
+                      extra={"file": str(self.dir / META), "error": str(exc)})
 
     def _read_segment(self, seg: Segment, last_seq: int, last: bool) -> int:
         """Take the groups and positions of ``seg``; returns the last seq read."""
@@ -213,7 +224,7 @@ class WriteAheadLog:
                     position = json.loads(rec.trailer)
                     self._take_position(int(position.get("n", 0)), position.get("p"))
                     self._seg_pos[seg.number] = int(position.get("n", 0))
-                except (ValueError, TypeError, AttributeError):
+                except (ValueError, TypeError, AttributeError, OverflowError):
                     return "record trailer unreadable"
             if rec.magic != MAGIC_MARK:
                 self._groups[seq] = Group(seq, count, rec.length, rec.crc, seg,

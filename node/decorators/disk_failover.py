@@ -82,6 +82,7 @@ class Spool:
         self.pending_bytes = 0           # bytes in the spool not yet replayed
         self.pending_records = 0
         self.corrupt = 0
+        self.corrupt_state = 0           # replay.pos found corrupt at open
         self._pos_missing = False        # replay.pos not created yet (the disk was full)
 
     # -------------------------------------------------------------- opening
@@ -106,11 +107,22 @@ class Spool:
         segs = self.log.open()
         rseg, roff = -1, 0
         text = self.log.read_state(_POS_FILE)
-        try:
-            pos = json.loads(text) if text is not None else None
-            rseg, roff = int(pos["segment"]), int(pos["offset"])
-        except (ValueError, KeyError, TypeError):
-            pass
+        if text is not None:
+            try:
+                pos = json.loads(text)
+                rseg, roff = pos["segment"], pos["offset"]
+                # whole numbers only (int() would take "7", 7.5, true; Infinity overflows)
+                if not all(isinstance(v, int) and not isinstance(v, bool)
+                           for v in (rseg, roff)) or rseg < -1 or roff < 0:
+                    raise TypeError(f"segment {rseg!r} and offset {roff!r} are not a "
+                                    f"replay position")
+            except (ValueError, KeyError, TypeError, OverflowError) as exc:
+                # corrupt: replay every segment from its start (duplicates, no loss)
+                rseg, roff = -1, 0
+                self.corrupt_state += 1
+                log.error("diskFailover: %s is corrupt (%s); replaying the spool from its "
+                          "start", _POS_FILE, exc,
+                          extra={"file": str(self.dir / _POS_FILE), "error": str(exc)})
         self._pos_missing = text is None
         if text is None:
             self._save_pos()     # allocated now: rewriting it later needs no new space
@@ -288,6 +300,8 @@ class DiskFailoverDecorator(Decorator):
         self._update_bytes()
         if self.spool.corrupt:
             self.metrics.set("corrupt", self.spool.corrupt)
+        if self.spool.corrupt_state:
+            self.metrics.set("corrupt_state", self.spool.corrupt_state)
         if not self.spool.empty:
             log.info("diskFailover: %d bytes left in the spool %s are replayed first",
                      self.spool.pending_bytes, self.spool_dir)

@@ -25,6 +25,13 @@ escape goes to ``<that directory>/_rejected/`` (counted in ``refused_path``); at
   disk failover: the source never mixes them with groups in one batch) go to the roll
   period's own *plain* files, so a group file discarded (refused commit) or deleted after
   a crash never takes them along; plain files are salvaged after a crash.
+* **Disk full.** A batch the disk has no room for is cut off every file it went to
+  (truncated to the size before it: no torn line, nothing a resend would duplicate) and
+  written again once there is space: the append waits (a stop interrupts it), and so do
+  the flow and its senders, whose calls time out and are resent as usual (E2E groups and
+  DFO batch ids: not written twice). Meanwhile the logical node says "disk full: ...",
+  ``disk_full`` counts the waits, ``disk_free_bytes`` gauges the directory's disk and
+  ``batches_cut`` the batches cut off; the flow goes on by itself, no refresh needed.
 * Every append is handed to the OS at once (flushed), and every hidden file is listed in a
   local journal (``<node data>/collector/hidden-files``) before data goes into it. At start,
   the hidden files of a crashed run are deleted -- except, under ZooKeeper with a
@@ -42,6 +49,8 @@ checkpoint, if any, only carries positions, which are committed once its file is
 from __future__ import annotations
 
 import logging
+import os
+import threading
 
 from ..checkpoint import Checkpoint
 from ..component import NodeContext
@@ -51,6 +60,7 @@ from ..errors import SinkError
 from ..formats import Compression, OutputFormat
 from ..limits import Refusals
 from ..registry import AtLeast1, NonEmpty, Positive, sink
+from ..segment_log import SpaceWait
 from ..decorators.collector import CollectorRoll
 from ..decorators.roll import ROLLTAG
 from .dfs import _FINAL_LOCK, MAX_OPEN, DfsSink, dfs_target
@@ -79,30 +89,30 @@ class _CollectorDfs(DfsSink):
         self.groups += sum([1 for k in cp.updates if k.startswith(KEY_PREFIX)])
         super().when_durable(cp)
 
+    flush_appends = True   # handed to the OS: a SIGKILL loses nothing appended (salvage)
+
     def append(self, events) -> None:
         st = self.owner.state
-        if st is None:
-            super().append(events)
-            return
-        if st.held and not self.tainted and not self.plain:
+        if st is not None and st.held and not self.tainted and not self.plain:
             # A group is in flight, so this batch may hold its events: recorded before
             # they are written, so a crashed run's file is never salvaged with them.
             self.tainted = True
             with self.lock:
                 urls = [file_url(f, f.hidden) for f in self.files.values()]
             self.owner.committer.journal.mark(urls, "!")
-        super().append(events)
-        # Handed to the OS: a SIGKILL loses nothing of what was appended (salvage).
-        with self.lock:
-            for f in self.files.values():
-                try:
-                    f.writer.flush()
-                    if f.stream is not f.raw:
-                        f.raw.flush()
-                except (OSError, ValueError) as exc:
-                    self.metrics.add("errors")
-                    raise SinkError(f"collectorSink: cannot write {f.hidden}: {exc}") \
-                        from exc
+        # A batch the disk has no room for is cut off (DfsSink.append) and written again
+        # once there is space; the caller, and so its senders, wait meanwhile.
+        self.owner.space.call(lambda: DfsSink.append(self, events), self.owner.stopping)
+
+    def _cut_back(self, marks) -> None:
+        super()._cut_back(marks)
+        if marks:
+            self.owner.metrics.add("batches_cut")    # outlives this roll period
+
+    def _discard(self, files) -> None:
+        super()._discard(files)
+        if self.owner.committer is not None:
+            self.owner.committer.journal.remove([file_url(f, f.hidden) for f in files])
 
     def _open_file(self, target: str):
         f = super()._open_file(target)
@@ -159,6 +169,24 @@ class _CollectorDfs(DfsSink):
             owner.positions_lost()
 
 
+class _OutputDisk:
+    """The disk of the sink's directory, as :class:`SpaceWait` asks about it."""
+
+    what = "collectorSink output"
+
+    def __init__(self, dir: str):
+        self.dir = dir
+        self.log = log
+        self.freed = threading.Event()    # nothing of ours frees space: waits time out
+
+    def free_bytes(self) -> int:
+        d = self.dir
+        while not os.path.isdir(d) and os.path.dirname(d) != d:
+            d = os.path.dirname(d)        # not made yet: its disk is its parent's
+        st = os.statvfs(d)
+        return st.f_bavail * st.f_frsize
+
+
 def _target(dir: str, prefix: str) -> str:
     return dir.rstrip("/") + "/" + prefix + "%{rolltag}"
 
@@ -188,6 +216,7 @@ class CollectorSink(CollectorRoll):
         self._closed = False
         self._plain: _CollectorDfs | None = None   # this period's files without groups
         self._plain_tag = b""
+        self.space: SpaceWait | None = None
 
     @classmethod
     def check_args(cls, args) -> None:
@@ -209,7 +238,21 @@ class CollectorSink(CollectorRoll):
             else None
         self.committer = Committer(ctx, self.state, self.metrics)
         self.committer.recover()
+        self.space = SpaceWait(_OutputDisk(self._local_base()), self.metrics,
+                               ctx.conditions.reporter(f"collectorSink {self.dir}"),
+                               ctx.clock, until="the collector's disk has space")
+        self.space.gauge()
         super().open(ctx)
+
+    def _local_base(self) -> str:
+        """The local directory before the first escape (free bytes are read there; a
+        directory on another filesystem gives no gauge)."""
+        base = dfs_target(self.target, None, None, self.utc).base
+        return base[len("file://"):] if base.startswith("file://") else base or "."
+
+    def stopping(self) -> bool:
+        """The flow stops: a write waiting for space gives up (Interrupted)."""
+        return self._closed or self.ctx.stop_event.is_set()
 
     def children(self):
         plain = self._plain

@@ -46,7 +46,11 @@ Files on any filesystem URL fsspec knows (plain paths and ``file://`` here; ``hd
   still hidden; it becomes final with the others at close, and a later event for it starts
   ``name.1``). So a sender inventing a new ``%{host}`` per event costs file descriptors and
   compressor memory for ``maxOpen`` files, not one per value.
-* **Failures** (permission, disk full, a path under a regular file) raise SinkError. If a
+* **Failures** (permission, disk full, a path under a regular file) raise SinkError. A
+  batch that fails is cut off every file it was written to (truncated to the size before
+  it), so a resend neither duplicates its first events nor leaves a torn line; a file
+  left with no event is deleted at close. Compressed and container files cannot be cut
+  (the encoder took the batch in): such a file is never made final. If a
   file cannot be completed at close, nothing is committed or renamed: the hidden files stay
   for inspection and the checkpoints are dropped, so after a restart the source resends.
   Hidden files of a crashed run are overwritten when the same name is written again.
@@ -144,7 +148,7 @@ class _File:
     """One open bucket: hidden file, its streams, and where it goes on close."""
 
     __slots__ = ("fs", "local", "dir", "final_name", "hidden", "raw", "stream", "writer",
-                 "events", "completed")
+                 "events", "completed", "torn")
 
     def __init__(self, fs, local: bool, d: str, final_name: str, hidden: str):
         self.fs, self.local, self.dir = fs, local, d
@@ -152,6 +156,7 @@ class _File:
         self.raw = self.stream = self.writer = None
         self.events = 0
         self.completed = False
+        self.torn = False          # holds part of a failed batch that could not be cut off
 
 
 def _is_local(fs) -> bool:
@@ -165,6 +170,7 @@ class DfsSink(Sink):
     until the sink closes (see the module docstring)."""
 
     format_second = False  # formatDfs/customdfs: a string naming a format is the format
+    flush_appends = False  # hand every batch to the OS before append returns
 
     def __init__(self, path: str, file: FileOrFormat | None = None,
                  format: OutputFormat | None = None, *,
@@ -204,19 +210,81 @@ class DfsSink(Sink):
     def append(self, events) -> None:
         with self.lock:
             groups = self.escaper.group(events)
-            for target, evs in groups.items():
-                key, f = target, self.files.pop(target, None)
-                if f is None:
-                    key, f = self._open_checked(target, len(evs))
-                self.files[key] = f                   # now the most recently written
-                try:
+            marks: dict[int, tuple[_File, int | None, int]] = {}  # id -> (file, end, events)
+            f = None
+            try:
+                for target, evs in groups.items():
+                    key, f = target, self.files.pop(target, None)
+                    if f is None:
+                        key, f = self._open_checked(target, len(evs))
+                    self.files[key] = f               # now the most recently written
+                    if id(f) not in marks:
+                        marks[id(f)] = (f, self._end(f), f.events)
                     n = f.writer.write(evs)
-                except (OSError, ValueError) as exc:
-                    self.metrics.add("errors")
-                    raise SinkError(f"dfs: cannot write {f.hidden}: {exc}") from exc
-                f.events += len(evs)
-                self.metrics.add("bytes_out", n)
+                    f.events += len(evs)
+                    self.metrics.add("bytes_out", n)
+                if self.flush_appends:
+                    for g, _, _ in marks.values():
+                        self._flush(g)
+            except (OSError, ValueError, SinkError) as exc:
+                self.metrics.add("errors")
+                self._cut_back(list(marks.values()))
+                if isinstance(exc, SinkError):
+                    raise
+                raise SinkError(f"dfs: cannot write {f.hidden}: {exc}") from exc
             self.metrics.add("events_in", len(events))
+
+    @staticmethod
+    def _flush(f: _File) -> None:
+        f.writer.flush()
+        if f.stream is not f.raw:
+            f.raw.flush()
+
+    def _end(self, f: _File) -> int | None:
+        """Where ``f``'s bytes end before a batch (all handed to the OS), or None when a
+        batch cannot be cut off it (compressed, container format, not local: the
+        encoder's state has taken the batch in)."""
+        if not f.local or f.stream is not f.raw or self.format.container:
+            return None
+        self._flush(f)
+        return f.raw.tell()
+
+    def _cut_back(self, marks) -> None:
+        """Cut each file back to its end before the failed batch (``_end``), so a batch
+        written in part (disk full) leaves no bytes behind: the sender's resend does not
+        duplicate them and no torn line remains. A file that cannot be cut is ``torn``:
+        it is never made final (see :meth:`_complete`). Counted in ``batches_cut``."""
+        if marks:
+            self.metrics.add("batches_cut")
+        for f, end, events in marks:
+            f.events = events
+            if end is None:
+                f.torn = True
+                continue
+            try:
+                fd = os.dup(f.raw.fileno())
+            except (OSError, ValueError):
+                f.torn = True
+                continue
+            try:
+                # The buffered file may still hold bytes the disk refused: closing it
+                # tries them once more, then the cut removes whatever reached the file.
+                try:
+                    f.raw.close()
+                except OSError:
+                    pass
+                os.ftruncate(fd, end)
+                os.lseek(fd, end, os.SEEK_SET)
+                f.raw = f.stream = open(fd, "wb")
+                fd = None
+                f.writer = self.format.open_writer(f.stream)
+            except OSError as exc:
+                f.torn = True
+                log.error("dfs sink cannot cut a failed batch off its file: the file is "
+                          "never made final", extra={"hidden": f.hidden, "error": str(exc)})
+            finally:
+                if fd is not None:
+                    os.close(fd)
 
     def when_durable(self, cp: Checkpoint) -> None:
         # Durable means renamed: kept until close commits it with the renames.
@@ -363,7 +431,23 @@ class DfsSink(Sink):
 
     def _finish(self, files: list[_File], pending: list[Checkpoint]) -> None:
         self._complete(files)
+        empty = [f for f in files if f.events == 0]
+        if empty:     # opened for a batch that failed and was cut off: nothing to show
+            self._discard(empty)
+            files = [f for f in files if f.events]
         self._publish(files, pending)
+
+    def _discard(self, files: list[_File]) -> None:
+        """Delete the hidden ``files`` (completed, holding no event)."""
+        for f in files:
+            try:
+                if f.local:
+                    os.unlink(f.hidden)
+                else:
+                    f.fs.rm(f.hidden)
+            except Exception as exc:  # fsspec backends raise their own types
+                log.warning("dfs sink cannot delete an empty hidden file",
+                            extra={"hidden": f.hidden, "error": str(exc)})
 
     def _complete(self, files: list[_File]) -> None:
         """End, flush and fsync every file; SinkError (nothing committed) if one fails."""
@@ -391,6 +475,10 @@ class DfsSink(Sink):
             f, exc = errors[0]
             raise SinkError(f"dfs: cannot complete {len(errors)} file(s), first "
                             f"{f.hidden}: {exc}; nothing was committed") from exc
+        torn = [f for f in files if f.torn]
+        if torn:
+            raise SinkError(f"dfs: {len(torn)} file(s) hold part of a batch that failed, "
+                            f"first {torn[0].hidden}; nothing was committed")
 
     def _publish(self, files: list[_File], pending: list[Checkpoint]) -> None:
         """Commit ``pending`` and rename the completed ``files`` to their final names

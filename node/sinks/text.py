@@ -82,6 +82,15 @@ class TextSink(Sink):
         except FileNotFoundError:
             size = 0
         recorded = ctx.store.get(self.key)
+        if recorded is not None and (not isinstance(recorded, int)
+                                     or isinstance(recorded, bool) or recorded < 0):
+            # valid JSON of the wrong type is corruption: nothing is cut (the bytes may be
+            # committed ones); the size now is recorded instead
+            self.metrics.add("corrupt_state")
+            log.error("text sink's recorded size is corrupt; nothing is cut off its file",
+                      extra={"path": self.path, "file": str(ctx.store.path),
+                             "recorded": repr(recorded)[:200], "size": size})
+            recorded = None
         if recorded is None or (not ctx.source_replays and size != recorded):
             # no record yet; or a source that resends nothing: every byte in the file was
             # answered for, so all of it is kept (and becomes the baseline)

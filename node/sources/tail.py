@@ -239,6 +239,47 @@ class _Next:
         return True
 
 
+def _wrong_record(rec) -> str | None:
+    """What is wrong with a saved tail position (a dict with ``ino``), or None. A record
+    of another shape (no ``ino``) is no position and not wrong."""
+    if not isinstance(rec, dict) or "ino" not in rec:
+        return None
+    def whole(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    if not whole(rec["ino"]) or not (rec.get("dev") is None or whole(rec.get("dev"))):
+        return "dev and ino must be whole numbers"
+    if not whole(rec.get("offset", 0)):
+        return f"the offset {rec.get('offset')!r} is not a whole number of bytes"
+    fp = rec.get("fp")
+    if fp is not None and not isinstance(fp, str):
+        return f"the fingerprint {fp!r} is not a hex string"
+    try:
+        bytes.fromhex(fp or "")
+    except ValueError:
+        return "the fingerprint is not hex"
+    return None
+
+
+def _forget_wrong_record(store, key: str, path: str, metrics) -> None:
+    """A saved position that is valid JSON of the wrong shape is corruption too: as for an
+    undecodable checkpoint file, it is dropped (logged with the file and what was wrong,
+    counted in ``corrupt_state``), so the file is read from the WAL's position, if any (put
+    in the store before this open), or from the start."""
+    rec = store.get(key)
+    wrong = _wrong_record(rec)
+    if wrong is None:
+        return
+    metrics.add("corrupt_state")
+    log.error("the saved position of a tailed file is corrupt (%s); reading it as if none "
+              "had been saved", wrong,
+              extra={"path": path, "file": str(getattr(store, "path", "")), "key": key,
+                     "record": repr(rec)[:200]})
+    try:
+        store.forget(key)
+    except OSError:
+        pass        # dropped in memory; the file is rewritten by the next commit
+
+
 class _Cursor:
     """Follows one path: the file open now (``fd``), then the files after it (``queue``:
     files that took the path's name since, opened as soon as seen) or whatever the path
@@ -298,6 +339,7 @@ class _Cursor:
         self.dir, self.base = os.path.split(self.path)
         self.name = os.fsencode(self.base)
         self.last_data = now
+        _forget_wrong_record(store, self.key, self.path, self.metrics)
         rec = store.get(self.key)
         if isinstance(rec, dict) and "ino" in rec:
             self._resume(rec)

@@ -5,10 +5,12 @@ themselves; the logical node says "disk full" and a stop while waiting is no fai
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import pytest
 
+from flume_og.node.builder import build_sink
 from flume_og.node.checkpoint import Checkpoint, CheckpointStore
 from flume_og.node.clock import SYSTEM_CLOCK
 from flume_og.node.component import NodeContext, Sink
@@ -401,3 +403,85 @@ def test_a_flow_configured_on_a_full_disk_is_active_and_says_disk_full(disk, sin
                "the node saying disk full")
     assert node.stop(10)
     assert node.state is State.IDLE and node.last_error is None
+
+
+def test_a_dfs_batch_the_disk_refuses_is_cut_off_its_file(disk, tmp_path):
+    """Before: the lines the disk took stayed in the file, the last one torn, and the file
+    was made final with them: a resend wrote them twice."""
+    ctx = disk_ctx(tmp_path)
+    sink = build_sink(parse_sink(f'dfs("{disk}/out")'))
+    sink.open(ctx)
+    first = [b"first %04d " % i + b"f" * 1000 for i in range(10)]
+    sink.append(events_from_lines(first))         # past the write buffer: on the disk
+    fill(disk)
+    with pytest.raises(SinkError):
+        sink.append(events_from_lines([b"x" * 100 + b" %06d" % i for i in range(20_000)]))
+    hidden = disk / ".out.tmp"
+    assert hidden.read_bytes() == b"".join(line + b"\n" for line in first)
+    assert sink.metrics["batches_cut"] == 1
+    (disk / "filler").unlink()
+    sink.append(events_from_lines([b"after"]))
+    sink.close()
+    assert (disk / "out").read_bytes().splitlines() == first + [b"after"]
+
+
+def test_collector_sink_waits_for_space_then_writes_the_batch_once(disk, tmp_path):
+    """Before: the append failed (the flow went to ERROR until a refresh)."""
+    ctx = disk_ctx(tmp_path)
+    sink = build_sink(parse_sink(f'collectorSink("{disk}/out", "data-", 60000)'))
+    sink.open(ctx)
+    filler = fill(disk)
+    batch = events_from_lines([b"line %06d" % i for i in range(20_000)])
+    t = threading.Thread(target=sink.append, args=(batch,))
+    t.start()
+    wait_until(lambda: "disk full" in " ".join(ctx.conditions.texts()), 5,
+               "the sink saying its disk is full")
+    assert sink.metrics.get("disk_full") == 1 and sink.metrics["disk_free_bytes"] < 4096
+    assert t.is_alive()
+    filler.unlink()
+    t.join(5)
+    assert not t.is_alive() and ctx.conditions.texts() == []
+    sink.close()
+    lines = [line for f in (disk / "out").iterdir()
+             for line in f.read_bytes().splitlines()]
+    assert sorted(lines) == [b"line %06d" % i for i in range(20_000)]
+    assert sink.metrics["batches_cut"] >= 1
+
+
+def test_a_stop_while_the_collector_disk_is_full_interrupts_the_wait(disk, tmp_path):
+    ctx = disk_ctx(tmp_path)
+    sink = build_sink(parse_sink(f'collectorSink("{disk}/out", "data-", 60000)'))
+    sink.open(ctx)
+    fill(disk)
+    errors = []
+
+    def append():
+        try:
+            sink.append(events_from_lines([b"y" * 200] * 10_000))
+        except SinkError as exc:
+            errors.append(exc)
+    t = threading.Thread(target=append)
+    t.start()
+    wait_until(lambda: sink.metrics.get("disk_full") == 1, 5, "the sink waiting")
+    ctx.stop_event.set()
+    t.join(5)
+    assert not t.is_alive() and isinstance(errors[0], Interrupted)
+    sink.close()
+    assert not [f for f in (disk / "out").iterdir() if not f.name.startswith(".")]
+
+
+def test_a_compressed_dfs_file_with_part_of_a_failed_batch_is_never_made_final(disk,
+                                                                              tmp_path):
+    """A gzip stream cannot be cut back: the file stays hidden and nothing is committed
+    (the source resends), rather than a final file with part of the batch."""
+    ctx = disk_ctx(tmp_path)
+    sink = build_sink(parse_sink(f'dfs("{disk}/out", compression="gzip")'))
+    sink.open(ctx)
+    filler = fill(disk)
+    with pytest.raises(SinkError):
+        sink.append(events_from_lines([os.urandom(100).hex().encode()
+                                       for _ in range(20_000)]))
+    filler.unlink()                 # completing it could succeed now: it must not
+    with pytest.raises(SinkError, match="part of a batch that failed"):
+        sink.close()
+    assert not (disk / "out.gz").exists()

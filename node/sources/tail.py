@@ -257,6 +257,11 @@ def _wrong_record(rec) -> str | None:
         bytes.fromhex(fp or "")
     except ValueError:
         return "the fingerprint is not hex"
+    if not whole(rec.get("head_len", 0) or 0):
+        return f"the head length {rec.get('head_len')!r} is not a whole number of bytes"
+    head = rec.get("head")
+    if head is not None and not isinstance(head, str):
+        return f"the head digest {head!r} is not a string"
     return None
 
 

@@ -39,6 +39,7 @@ def run_until(spec: str, data: Path, out: Path, n: int) -> bytes:
     ("tail offset a string", lambda r, t: r.update(offset="x"), 210),
     ("tail offset negative", lambda r, t: r.update(offset=-5), 210),
     ("tail fingerprint a number", lambda r, t: r.update(fp=7), 210),
+    ("tail head length a string", lambda r, t: r.update(head_len="x"), 210),
     ("text size a string", lambda r, t: t.__setitem__(0, "x"), 110),
 ])
 def test_a_checkpoint_of_the_wrong_type_is_corruption(tmp_path, tag, change, expected):

@@ -368,12 +368,36 @@ def cmd_dump(args) -> int:
 
 # ---------------------------------------------------------------- entry point
 
+def version() -> str:
+    """The installed package's version ("unknown" when run from a tree not installed)."""
+    from importlib.metadata import PackageNotFoundError, version as installed
+    try:
+        return installed("flume-og")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def log_level(text: str) -> str:
+    """argparse type of --log-level: a level name, or an error that lists them."""
+    try:
+        return logs.level_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="flume", description="Flume: reliable, master-managed log collection.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--log-level", default=os.environ.get("FLUME_LOG_LEVEL", "INFO"),
-                   help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    p.add_argument("--version", action="version", version=f"flume {version()}")
+    p.add_argument("--log-level", type=log_level,
+                   default=os.environ.get("FLUME_LOG_LEVEL", "INFO"),
+                   help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO, or "
+                        "$FLUME_LOG_LEVEL)")
+    p.add_argument("--log-format", choices=logs.FORMATS,
+                   default=os.environ.get("FLUME_LOG_FORMAT", "text"),
+                   help="text (a sentence, then key=value details) or json (one object "
+                        "per line, for log shippers); default text, or $FLUME_LOG_FORMAT")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     n = sub.add_parser("node", help="run a node", description=(
@@ -491,7 +515,7 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     # Events are acyclic and short-lived; the default collector thresholds make the cyclic
     # GC run every few hundred allocations, which costs a third of a line source's time.
     gc.set_threshold(100_000, 50, 100)
-    logs.setup(args.log_level)
+    logs.setup(args.log_level, fmt=args.log_format)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

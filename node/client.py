@@ -61,6 +61,7 @@ from .backoff import Backoff, step
 from .component import Metrics
 from .errors import SinkError
 from .event import LOCAL_HOST, Event, Priority
+from .logs import details
 from . import rpc
 from .codec import split_events
 from .rpc import DEFAULT_PORT, RpcClient, Status, idl
@@ -192,10 +193,6 @@ def level_priority(levelno: int) -> Priority:
     return Priority.TRACE
 
 
-# what every LogRecord has: the rest of a record's fields came from ``extra=``
-_RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-
 class FlumeLogHandler(logging.Handler):
     """A ``logging.Handler`` shipping records to an RPC source (see the module docstring).
     """
@@ -229,8 +226,7 @@ class FlumeLogHandler(logging.Handler):
 
     def _event(self, record: logging.LogRecord) -> Event:
         attrs = dict(self.attrs)
-        attrs.update(as_attrs({k: v for k, v in record.__dict__.items()
-                               if k not in _RECORD_FIELDS}))
+        attrs.update(as_attrs(details(record)))      # the record's extra= fields
         attrs.update({
             "logger": record.name.encode(),
             "level": record.levelname.encode(),

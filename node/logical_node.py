@@ -149,9 +149,17 @@ class LogicalNode:
     # -- state ------------------------------------------------------------------
     def _set_state(self, state: State) -> None:
         with self.state_changed:
-            self.state = state
+            before, self.state = self.state, state
             self.state_changed.notify_all()
-        log.debug("logical node %s is %s", self.name, state.value)
+        if before is state:
+            return
+        names = {"physical": self.physical_name, "logical": self.name}
+        if state is State.ERROR:
+            log.error("logical node %s: %s -> ERROR: %s", self.name, before.value,
+                      self.last_error, extra=names)
+        else:
+            log.info("logical node %s: %s -> %s", self.name, before.value, state.value,
+                     extra=names)
 
     @property
     def last_error(self) -> str | None:
@@ -245,9 +253,9 @@ class LogicalNode:
                      self.sink_text)
 
     def _open_failed(self, what: str, exc: BaseException) -> None:
-        """ERROR with ``exc``, said in this node's log too (not only on the master)."""
-        log.error("logical node %s cannot open %s: %s", self.name, what,
-                  str(exc) or type(exc).__name__)
+        """ERROR with ``exc`` (logged with it by :meth:`_set_state`, not only shown on
+        the master); ``what`` could not be opened."""
+        log.debug("logical node %s cannot open %s", self.name, what)
         self._fail(exc)
 
     @staticmethod

@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import sys
+import time
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MAX_VALUE = 1000
@@ -36,13 +37,20 @@ def details(record: logging.LogRecord) -> dict:
             if k not in STANDARD and not k.startswith("_") and k != "color_message"}
 
 
+def _text(v) -> str:
+    """``str(v)`` cut to MAX_VALUE, or a placeholder when ``str()`` fails."""
+    try:
+        return str(v)[:MAX_VALUE]
+    except Exception:   # noqa: BLE001 - a detail must not take its record down
+        return f"<unprintable {type(v).__name__}>"
+
+
 def _value(v) -> str:
     if isinstance(v, (bool, int, float)) or v is None:
         return str(v)
-    try:
-        s = str(v)[:MAX_VALUE]
-    except Exception:   # noqa: BLE001 - a detail must not take its record down
-        return f"<unprintable {type(v).__name__}>"
+    s = _text(v)
+    if s.startswith("<unprintable "):
+        return s
     return s if _PLAIN.fullmatch(s) and s.isprintable() else json.dumps(s)
 
 
@@ -58,13 +66,51 @@ class DetailsFormatter(logging.Formatter):
         return text + "".join(f" {k}={_value(v)}" for k, v in extra.items())
 
 
-def setup(level: str | int = "INFO", stream=None) -> None:
-    """Log at ``level`` (a name or a number; an unknown name is INFO) to ``stream``
-    (default stderr) in the text format above. Like :func:`logging.basicConfig`, it does
-    nothing when the root logger has handlers already (an embedding program's, pytest's)."""
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+FORMATS = ("text", "json")
+
+
+def level_name(text: str) -> str:
+    """``text`` as one of :data:`LEVELS` (any case; ``WARN`` is WARNING); ValueError
+    naming the levels otherwise (``verbose`` must not silently mean INFO)."""
+    name = text.strip().upper()
+    name = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(name, name)
+    if name not in LEVELS:
+        raise ValueError(f"unknown log level {text!r}: one of {', '.join(LEVELS)}")
+    return name
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (UTC, ISO 8601 with ms), ``level``, ``logger``,
+    ``message``, then the record's :func:`details` (values JSON can hold as they are,
+    others as strings cut to ``MAX_VALUE``), and ``exception`` with the traceback. Non-ASCII
+    is escaped, so no value can break the line or reorder a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ms = int(record.msecs)
+        out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{ms:03d}Z",
+               "level": record.levelname, "logger": record.name,
+               "message": record.getMessage()}
+        for k, v in details(record).items():
+            if k not in out:
+                out[k] = v if isinstance(v, (bool, int, float)) or v is None else _text(v)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=True)
+
+
+JsonFormatter.converter = time.gmtime
+
+
+def setup(level: str | int = "INFO", stream=None, fmt: str = "text") -> None:
+    """Log at ``level`` (a name of :data:`LEVELS` or a number; ValueError for another
+    name) to ``stream`` (default stderr) in ``fmt``: ``text`` (the format above) or
+    ``json`` (:class:`JsonFormatter`). Like :func:`logging.basicConfig`, it does nothing
+    when the root logger has handlers already (an embedding program's, pytest's)."""
     if isinstance(level, str):
-        level = getattr(logging, level.upper(), logging.INFO)
-        level = level if isinstance(level, int) else logging.INFO
+        level = getattr(logging, level_name(level))
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown log format {fmt!r}: one of {', '.join(FORMATS)}")
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(DetailsFormatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else DetailsFormatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])

@@ -13,7 +13,12 @@ order:
 * a spec that fails to build leaves the last good flow running and shows the node in ERROR
   with the message;
 * when ZooKeeper is away, every flow keeps running; when the session comes back (or a new
-  one after expiry) the node registers again and the watches re-read everything.
+  one after expiry) the node registers again and the watches re-read everything;
+* a flow that fails (it cannot open its sink or source, or fails while running) is opened
+  again with its spec after a capped backoff (:data:`RETRY_FIRST` doubling to
+  :data:`RETRY_MAX` seconds; status shows ``retry_at``, epoch ms, and ``retries``); a
+  spec that cannot be built is not retried (it needs a new config); ``refresh`` or a new
+  config retries at once.
 
 Status (state, version, last error, counters and per-component counters) is written to
 ``status/<physical>``: at once when a state, version or error changes, otherwise every few
@@ -29,6 +34,7 @@ import queue
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from flume_og.zk.acl import AclPolicy, Credential
@@ -49,6 +55,7 @@ from .spec import parse_sink, parse_source
 log = logging.getLogger(__name__)
 
 STATUS_EVERY = 2.0
+RETRY_FIRST, RETRY_MAX = 1.0, 60.0     # seconds before a failed flow is opened again
 STATUS_ZNODE_BUDGET = 256 * 1024   # bytes; ZooKeeper refuses znodes above 1 MB
 
 
@@ -63,6 +70,14 @@ def waits_for_translation(source: str, sink: str) -> bool:
         return bool(master_only_in(parse_source(source), parse_sink(sink)))
     except SpecError:
         return False    # not waiting: configuring it reports the error
+
+
+@dataclass
+class _Retry:
+    """The retries of one failed flow."""
+    failures: int = 0
+    due: float | None = None    # monotonic time of the next open; None: none scheduled
+    last: float = 0.0           # when it was last opened again
 
 
 class PhysicalNode:
@@ -103,6 +118,7 @@ class PhysicalNode:
         self.applied_zxid: dict[str, int] = {}   # name -> mzxid of the config applied
         self.config_error: dict[str, str] = {}
         self.flows: dict[str, str] = {}
+        self.retries: dict[str, _Retry] = {}
         self.mapped: list[str] = []
         self._watch_gen: dict[str, int] = {}
         self._gen = 0
@@ -242,7 +258,11 @@ class PhysicalNode:
     # ------------------------------------------------------------ reconciler
     def _reconcile_loop(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                self._retry_failed()
+                continue
             kind = item[0]
             if kind == "stop":
                 return
@@ -257,6 +277,42 @@ class PhysicalNode:
                     self._apply_chokes(item[1])
             except Exception as exc:  # keep reconciling whatever one item did
                 log.error("reconciling %s failed: %s", kind, exc, exc_info=True)
+            self._status_dirty.set()
+
+    def _retry_failed(self) -> None:
+        """Open again, after its backoff, each flow in ERROR whose spec built (module
+        docstring). A flow that runs for :data:`RETRY_MAX` seconds after a retry starts
+        over from :data:`RETRY_FIRST` at its next failure."""
+        now = time.monotonic()
+        for name, ln in list(self.logical.items()):
+            wanted = self.running.get(name)
+            r = self.retries.get(name)
+            if ln.state is not State.ERROR or wanted is None or name in self.config_error:
+                if (r is not None and r.due is None and ln.state is State.ACTIVE
+                        and now - r.last > RETRY_MAX):
+                    del self.retries[name]
+                continue
+            if r is None:
+                r = self.retries[name] = _Retry()
+            if r.due is None:
+                delay = min(RETRY_MAX, RETRY_FIRST * 2 ** r.failures)
+                r.failures += 1
+                r.due = now + delay
+                log.warning("logical node %s failed: %s; opening it again in %.0f s",
+                            name, ln.last_error, delay,
+                            extra={"physical": self.name, "attempt": r.failures})
+                self._status_dirty.set()
+                continue
+            if now < r.due:
+                continue
+            r.due, r.last = None, now
+            log.info("logical node %s: opening its flow again", name,
+                     extra={"physical": self.name, "attempt": r.failures})
+            try:
+                ln.configure(parse_source(wanted[0]), parse_sink(wanted[1]),
+                             version=ln.version)
+            except Exception as exc:   # stays ERROR; the next pass schedules a retry
+                ln.mark_failed(f"{type(exc).__name__}: {exc}")
             self._status_dirty.set()
 
     def _register(self) -> None:
@@ -289,7 +345,8 @@ class PhysicalNode:
             ln = self.logical.pop(name, None)
             if ln is not None:
                 ln.stop()
-            for d in (self.running, self.applied_zxid, self.config_error, self.flows):
+            for d in (self.running, self.applied_zxid, self.config_error, self.flows,
+                      self.retries):
                 d.pop(name, None)
             log.info("logical node %s unmapped from %s", name, self.name)
 
@@ -326,6 +383,7 @@ class PhysicalNode:
             return
         try:
             source, sink = parse_source(wanted[0]), parse_sink(wanted[1])
+            self.retries.pop(name, None)       # a new config or a refresh: at once
             ln.configure(source, sink, version=cfg.version)
         except SpecError as exc:
             self._reject(name, ln, f"spec version {cfg.version} rejected: {exc.message}")
@@ -363,6 +421,10 @@ class PhysicalNode:
             if name in self.config_error:
                 st["state"] = State.ERROR.value
                 st["last_error"] = self.config_error[name]
+            r = self.retries.get(name)
+            if r is not None and r.due is not None:
+                st["retries"] = r.failures
+                st["retry_at"] = int((time.time() + r.due - time.monotonic()) * 1000)
             st["flow"] = self.flows.get(name)
             logical[name] = st
         return {"physical": self.name, "host": self.host, "pid": os.getpid(),

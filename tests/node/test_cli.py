@@ -1,6 +1,7 @@
 """The ``flume`` command line, run as a real process."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -160,3 +161,16 @@ def test_a_remote_master_handing_out_its_loopback_zookeeper_is_refused():
     check_reachable_zk("http://192.0.2.1:35871", "192.0.2.2:2181,127.0.0.1:2181")
     check_reachable_zk("http://127.0.0.1:35871", "127.0.0.1:3181")  # the master is here
     check_reachable_zk("http://localhost:35871", "localhost:3181")
+
+
+def test_version_and_log_options_are_checked():
+    r = flume("--version")
+    assert r.returncode == 0 and r.stdout.startswith("flume ")
+    r = flume("--log-level", "verbose", "components")
+    assert r.returncode == 2 and "unknown log level 'verbose'" in r.stderr
+    r = flume("--log-format", "xml", "components")
+    assert r.returncode == 2 and "invalid choice: 'xml'" in r.stderr
+    r = flume("--log-format", "json", "node", "--one-shot", "-c", "a: asciisynth(1) | null")
+    assert r.returncode == 0
+    records = [json.loads(line) for line in r.stderr.splitlines()]
+    assert any(rec["message"].startswith("logical node a is active") for rec in records)

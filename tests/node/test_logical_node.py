@@ -69,7 +69,7 @@ def test_open_failure_is_error_with_message(tmp_path, caplog):
     assert node.state is State.ERROR
     assert "/nonexistent/dir/file.log" in node.last_error
     [rec] = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert rec.getMessage().startswith("logical node n cannot open its source: ")
+    assert rec.getMessage().startswith("logical node n: CONFIGURING -> ERROR: ")
     assert "/nonexistent/dir/file.log" in rec.getMessage() and "\n" not in rec.getMessage()
 
 
@@ -80,3 +80,18 @@ def test_sink_failure_is_error(tmp_path):
                    parse_sink('intervalFlakeyAppend(1) null'))
     assert node.wait_for({State.ERROR}, 10)
     assert node.last_error
+
+
+def test_every_state_change_is_logged_with_the_names(tmp_path, caplog):
+    memory.push("logged", [b"x"])
+    node = LogicalNode("n", tmp_path, physical_name="host1")
+    with caplog.at_level(logging.INFO, logger="flume_og.node.logical_node"):
+        node.configure(parse_source('memory("logged")'), parse_sink('collect("logged")'))
+        node.stop(10)
+    changes = [(r.getMessage(), r.physical, r.logical) for r in caplog.records
+               if "->" in r.getMessage()]
+    assert [m for m, _, _ in changes] == ["logical node n: HELLO -> CONFIGURING",
+                                          "logical node n: CONFIGURING -> ACTIVE",
+                                          "logical node n: ACTIVE -> CLOSING",
+                                          "logical node n: CLOSING -> IDLE"]
+    assert {(p, lg) for _, p, lg in changes} == {("host1", "n")}

@@ -6,6 +6,8 @@ import logging
 import re
 import subprocess
 import sys
+
+import pytest
 from pathlib import Path
 
 from flume_og.node.decorators.disk_failover import Spool
@@ -113,3 +115,46 @@ def test_a_node_process_logs_where_its_state_was_corrupt(tmp_path):
     [torn] = [ln for ln in r.stderr.splitlines() if "torn record" in ln]
     last = 2 * size // 3            # three equal records: the third starts there
     assert f" segment={seg} offset={last} bytes_cut={size - 5 - last} " in torn, torn
+
+
+def test_json_format_one_object_per_line_with_details_and_traceback():
+    import io
+    import json as _json
+    from flume_og.node.logs import JsonFormatter
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger("test.logs.json")
+    log.propagate = False
+    log.addHandler(handler)
+    try:
+        log.warning("cut %s", "off", extra={"segment": "/d/seg\n1", "offset": 4096,
+                                            "physical": "web1", "bad": object()})
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("failed")
+    finally:
+        log.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    first, second = (_json.loads(line) for line in lines)
+    assert first["level"] == "WARNING" and first["logger"] == "test.logs.json"
+    assert first["message"] == "cut off" and first["segment"] == "/d/seg\n1"
+    assert first["offset"] == 4096 and first["physical"] == "web1"
+    assert first["bad"].startswith("<object object")
+    assert first["time"].endswith("Z") and "T" in first["time"]
+    assert "ValueError: boom" in second["exception"]
+
+
+@pytest.mark.parametrize("given, level", [("debug", "DEBUG"), ("Warn", "WARNING"),
+                                          ("ERROR", "ERROR")])
+def test_level_names(given, level):
+    from flume_og.node.logs import level_name
+    assert level_name(given) == level
+
+
+def test_an_unknown_level_is_refused_not_info():
+    from flume_og.node.logs import level_name
+    with pytest.raises(ValueError, match="unknown log level 'verbose'"):
+        level_name("verbose")

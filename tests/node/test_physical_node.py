@@ -241,3 +241,35 @@ def test_a_config_of_the_wrong_types_written_straight_to_zookeeper_is_error(pnod
     store.put_logical(LogicalConfig("p1", "null", "null"))   # the next good spec runs
     wait_until(lambda: logical_status(node, store, "p1").get("state") == "ACTIVE")
     assert logical_status(node, store, "p1").get("last_error") is None
+
+
+def test_a_flow_that_cannot_open_is_opened_again_with_backoff(pnode, store, tmp_path):
+    """Before: ERROR was final until a refresh. Now the node opens it again after 1 s,
+    2 s, 4 s...; the status shows when, and the flow runs once its sink can open."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the sink wants a directory")
+    out = blocker / "out.txt"
+    node = pnode("p1")
+    memory.push("pn-retry", [b"kept"])
+    store.put_logical(LogicalConfig("p1", 'memory("pn-retry")', f'text("{out}")'))
+    st = wait_until(lambda: (s := logical_status(node, store, "p1")).get("retry_at") and s,
+                    what="a retry scheduled")
+    assert st["state"] == "ERROR" and st["retries"] >= 1
+    assert "out.txt" in st["last_error"]
+    blocker.unlink()                       # the disk is fixed: no refresh needed
+    wait_until(lambda: logical_status(node, store, "p1").get("state") == "ACTIVE", 20,
+               "the flow opened again")
+    wait_until(lambda: out.is_file() and out.read_bytes() == b"kept\n", what="the event")
+    assert "retry_at" not in logical_status(node, store, "p1")
+
+
+def test_a_spec_that_cannot_be_built_is_not_retried(pnode, store):
+    node = pnode("p1")
+    store.put_logical(LogicalConfig("p1", 'memory("pn-bad")', "nosuchsink"))
+    wait_until(lambda: logical_status(node, store, "p1").get("state") == "ERROR")
+    since = store.get_status("p1")["updated"]
+    # the status is written every 2 s: by then the reconciler scanned for retries 4 times
+    wait_until(lambda: store.get_status("p1")["updated"] >= since + 2000, 20,
+               "a later status")
+    assert "retry_at" not in logical_status(node, store, "p1")
+    assert "p1" not in node.retries and node.logical["p1"].state.value == "ERROR"

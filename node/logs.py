@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -102,6 +103,43 @@ class JsonFormatter(logging.Formatter):
 JsonFormatter.converter = time.gmtime
 
 
+class RepeatFilter(logging.Filter):
+    """Lets the first of identical WARNING+ records (same logger, level and message)
+    through, holds back the repeats for ``window`` seconds, and stamps the next one let
+    through with ``repeated=N`` (how many were held back). Keeps kazoo's "Connection
+    dropped" every second while ZooKeeper is away from filling the log. At most
+    ``MAX_KEYS`` messages are tracked (then the table starts afresh)."""
+
+    MAX_KEYS = 1000
+
+    def __init__(self, window: float = 60.0) -> None:
+        super().__init__()
+        self.window = window
+        self._seen: dict[tuple, list] = {}     # key -> [first shown (monotonic), held]
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        try:
+            key = (record.name, record.levelno, record.getMessage())
+        except Exception:     # noqa: BLE001 - the formatter reports a bad record
+            return True
+        now = time.monotonic()
+        with self._lock:
+            entry = self._seen.get(key)
+            if entry is not None and now - entry[0] < self.window:
+                entry[1] += 1
+                return False
+            if len(self._seen) >= self.MAX_KEYS:
+                self._seen.clear()
+            held = entry[1] if entry is not None else 0
+            self._seen[key] = [now, 0]
+        if held:
+            record.repeated = held
+        return True
+
+
 def setup(level: str | int = "INFO", stream=None, fmt: str = "text") -> None:
     """Log at ``level`` (a name of :data:`LEVELS` or a number; ValueError for another
     name) to ``stream`` (default stderr) in ``fmt``: ``text`` (the format above) or
@@ -113,4 +151,5 @@ def setup(level: str | int = "INFO", stream=None, fmt: str = "text") -> None:
         raise ValueError(f"unknown log format {fmt!r}: one of {', '.join(FORMATS)}")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else DetailsFormatter(TEXT_FORMAT))
+    handler.addFilter(RepeatFilter())
     logging.basicConfig(level=level, handlers=[handler])

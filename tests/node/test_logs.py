@@ -158,3 +158,20 @@ def test_an_unknown_level_is_refused_not_info():
     from flume_og.node.logs import level_name
     with pytest.raises(ValueError, match="unknown log level 'verbose'"):
         level_name("verbose")
+
+
+def test_identical_warnings_are_held_back_and_counted():
+    from flume_og.node.logs import RepeatFilter
+    f = RepeatFilter(window=60.0)
+
+    def rec(msg, level=logging.WARNING, name="kazoo.client"):
+        return logging.LogRecord(name, level, "x.py", 1, msg, (), None)
+
+    assert f.filter(rec("Connection dropped: refused"))
+    assert not any(f.filter(rec("Connection dropped: refused")) for _ in range(50))
+    assert f.filter(rec("another warning"))                   # another message passes
+    assert f.filter(rec("Connection dropped: refused", name="other"))   # another logger
+    assert all(f.filter(rec("info line", logging.INFO)) for _ in range(3))  # below WARNING
+    f.window = 0.0                                             # the window is over
+    later = rec("Connection dropped: refused")
+    assert f.filter(later) and later.repeated == 50

@@ -13,4 +13,4 @@ unset PYTHONDONTWRITEBYTECODE
 # workers overlap those waits. loadgroup keeps each xdist_group (a module's shared master,
 # the browser, the cluster harness) on one worker. FLUME_TEST_WORKERS=0 runs in one process.
 exec .venv/bin/python -m pytest -q -p no:cacheprovider \
-  -n "${FLUME_TEST_WORKERS:-3}" --dist loadgroup "$@"
+  -n "${FLUME_TEST_WORKERS:-4}" --dist loadgroup "$@"

@@ -12,7 +12,7 @@ unset PYTHONDONTWRITEBYTECODE
 # Most tests wait on processes, sockets and ZooKeeper, not on the CPU: several pytest-xdist
 # workers overlap those waits. loadgroup keeps each xdist_group (a module's shared master,
 # the browser, the cluster harness) on one worker. FLUME_TEST_WORKERS=0 runs in one process.
-# 3 on 2 cores: 4 were ~10% faster on a subset but doubled the start-up time of each
-# test's master under load, where tests that time a process out began to fail.
+# 3 on 2 cores: 4 were ~10% faster on a subset (160 s against 178 s), but on a loaded
+# machine more tests that time a process or an answer began to fail (3 against 1).
 exec .venv/bin/python -m pytest -q -p no:cacheprovider \
   -n "${FLUME_TEST_WORKERS:-3}" --dist loadgroup "$@"

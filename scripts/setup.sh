@@ -33,5 +33,12 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e '.[test]'
+# pip reaches the package index even when everything is installed (the editable build's
+# own environment): skip it while pyproject.toml is the one last installed (the code itself
+# is installed editable, so a change of code needs no install)
+stamp=.venv/.installed-pyproject
+if ! cmp -s pyproject.toml "$stamp"; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install -q -e '.[test]'
+  cp pyproject.toml "$stamp"
+fi

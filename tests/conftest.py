@@ -40,7 +40,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def zk_server(tmp_path_factory):
-    """One real ZooKeeper server for the whole test session (Debian's zookeeper package)."""
+    """One real ZooKeeper server for the whole test session (Debian's zookeeper package);
+    under pytest-xdist one per worker, each worker's session being its own."""
     from flume_og.zk.server import ManagedZooKeeper
     server = ManagedZooKeeper(tmp_path_factory.mktemp("zookeeper"), port=free_port())
     server.start()

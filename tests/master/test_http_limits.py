@@ -19,7 +19,8 @@ from tests.conftest import free_port
 from tests.integration.harness import ROOT, Proc, wait_until
 from tests.sockets import closed_now, connect_from
 
-pytestmark = pytest.mark.timeout(90)
+# One worker runs this module under pytest-xdist: its master is made once.
+pytestmark = [pytest.mark.timeout(90), pytest.mark.xdist_group("http-limits")]
 
 TOKEN = "http-limits-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -128,8 +128,10 @@ def test_rpc_sink_resending_a_timed_out_batch_keeps_its_id(make_ctx, tmp_path, p
     """What stubbornAppend or insistentAppend do: append the same events again after a
     timeout. The second call joins the collector's write of the first (before batch ids:
     written twice)."""
-    node, port = slow_collector(tmp_path, f"rpcsink-{packed}", 5)   # 100 events: 0.5 s
-    sink = opened(f'rpcSink("127.0.0.1", {port}, packed={packed}, timeoutMs=200)',
+    # 100 events: 2 s, past the 1 s timeout however fast the machine; 1 s leaves a loaded
+    # machine (or a parallel test run) time to carry each "still being written" answer
+    node, port = slow_collector(tmp_path, f"rpcsink-{packed}", 20)
+    sink = opened(f'rpcSink("127.0.0.1", {port}, packed={packed}, timeoutMs=1000)',
                   make_ctx("agent"))
     events = numbered(0, 100)
     with pytest.raises(DeliveryUnknown):

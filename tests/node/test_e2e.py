@@ -991,8 +991,10 @@ def test_distinct_agents_past_max_agents_are_refused(cluster, store):
 def test_max_agents_bounds_live_agents_only_an_idle_one_is_forgotten(cluster, store):
     """maxAgents is not a lifetime budget: once the groups of the first agents are
     committed and they stay idle past agentIdleMs, a new agent is taken."""
+    # 2 s idle: the three appends below must all come before the first agent is idle,
+    # which a loaded machine (or a parallel test run) can delay past a few hundred ms
     col = cluster.collector("colidle", roll_ms=100,
-                            source_args=", maxAgents=2, agentIdleMs=300")
+                            source_args=", maxAgents=2, agentIdleMs=2000")
     rpc = RpcClient("127.0.0.1", port_of(col), timeout=10)
     payload = encode_events(events_from_lines([b"idle"]))
     crc = zlib.crc32(payload)

@@ -12,7 +12,8 @@ from tests.integration.harness import Master, Node, wait_until
 
 from .conftest import SCREENSHOTS, screenshot
 
-pytestmark = pytest.mark.timeout(120)
+# One worker runs this module under pytest-xdist: its master, node and browser are made once.
+pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("web-console")]
 
 TOKEN = "web-console-token-0123456789abcdef"
 

@@ -38,8 +38,9 @@ fails, replay in the background.
   records therefore leave the spool out of order. Which records are parked is kept in
   memory: after a restart they are ordinary records again.
 * While batches are spooled because the inner sink fails, the logical node shows it
-  (``spooling: <reason>``, in ``conditions`` and ``last_error``, its state staying ACTIVE);
-  the condition ends when the spool is empty or a batch is sent directly again.
+  (``spooling: <reason>``, in ``conditions`` and ``last_error``, its state staying ACTIVE;
+  ``spooling: n batch(es) parked ...`` while only parked records wait); the condition
+  ends when the spool is empty.
 * ``when_durable``: a checkpoint is committed once its events were sent or spooled (the
   spool is durable enough for this mode); if every event since the previous checkpoint
   went straight to the inner sink, the inner sink decides.
@@ -387,8 +388,10 @@ class DiskFailoverDecorator(Decorator):
                 try:
                     self._send(events, encoded[0], n)
                     self.metrics.add("events_out", n)
-                    if self.spool.empty:
-                        self._spooling(None)
+                    self._spooling(None if self.spool.empty else
+                                   f"spooling: {self.spool.pending_records} batch(es) parked, "
+                                   f"their outcome at a receiver unknown; the others are "
+                                   f"sent")
                     return
                 except SinkError as exc:
                     unknown = isinstance(exc, DeliveryUnknown)

@@ -380,8 +380,8 @@ def test_a_sink_opened_on_a_full_disk_waits_for_space_then_goes_on(disk, kind):
     filler = fill(disk)
     sink.open(ctx)
     t, appended = drive(sink, ctx, 20)
-    wait_until(lambda: ctx.conditions.texts(), 10, "disk full reported")
-    assert ctx.conditions.texts()[0].startswith("disk full: ")
+    wait_until(lambda: ctx.conditions.texts()[:1] and
+               ctx.conditions.texts()[0].startswith("disk full: "), 10, "disk full reported")
     assert t.is_alive() and appended[0] == 0 and sink.metrics["disk_full"] == 1
     filler.unlink()
     gate.up.set()

@@ -29,11 +29,15 @@ again. An id forgotten is a window that can no longer recognise that batch: its 
 written again (at-least-once, as without ids). So the window covers a sender's timeout
 as long as the receiver takes fewer than ``total`` / timeout new batches a second from the
 addresses that do not reach ``per_peer``: 16,384 / 20 s = about 820 calls a second for the
-default 20 s timeout; past that rate even legitimate fan-in evicts ids early. An id costs about 200 bytes (a dictionary slot, an int key, a small
-object), a sender its id (at most ``MAX_SENDER_CHARS`` characters, checked by the caller)
-and a dictionary, about 700 bytes more: 256 ids of one sender take 54 kB, the worst case
--- 16,384 ids from as many senders with 256-character ids -- 15 MB (measured; a
-collector's RSS grew 17 MB under 40,000 such calls and stayed there under 80,000). The
+default 20 s timeout; past that rate even legitimate fan-in evicts ids early.
+
+An id costs about 260 bytes (a dictionary slot, an int key, a small object, its place in
+its peer's order), a sender its id (at most ``MAX_SENDER_CHARS`` characters, checked by
+the caller) and a dictionary, about 700 bytes more, a peer address an ordered dictionary,
+about 600 bytes: 256 ids of one sender take 66 kB, the worst case -- 16,384 ids from as
+many senders with 256-character ids and as many addresses -- 24 MB (measured with
+tracemalloc; 15 MB without the per-address order, under which a collector's RSS grew
+17 MB under 40,000 such calls and stayed there under 80,000). The
 window lives in memory: a receiver that restarts has forgotten everything (a batch it
 wrote before answering and is resent after the restart is written twice).
 """

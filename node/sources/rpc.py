@@ -28,7 +28,7 @@ until its own deadline (``joined``; RETRY if still writing then), and an id not 
 ``maxBatchIdsPerPeer=4096`` from one address (whatever sender ids it makes up: it evicts
 only its own); the oldest are forgotten first (``batch_ids_evicted``, and
 ``batch_ids_evicted_early`` for those its sender may still resend; ``batch_ids`` is how
-many are held: 15 MB at most, node/rpc_window.py). A sender id over 256 characters is answered FAILED
+many are held: 24 MB at most, node/rpc_window.py). A sender id over 256 characters is answered FAILED
 (``refused_malformed``).
 
 ``appendGroup`` (end-to-end groups, docs/e2e.md): a ``collectorSource`` on a node with

@@ -289,8 +289,8 @@ class RpcSource(ServerSource):
     """RPC server receiving event batches; answers each call once the flow appended its
     events, RETRY when they are not taken within ``timeoutMs`` or the caller's deadline
     (``expired``); a resent batch id is answered without writing it twice (within
-    ``maxBatchIds`` / ``maxBatchIdsPerSender`` / ``maxBatchIdsPerPeer`` remembered ids). At most
-    ``maxConnections`` connections (``maxConnectionsPerPeer`` from one address), each
+    ``maxBatchIds`` / ``maxBatchIdsPerSender`` / ``maxBatchIdsPerPeer`` remembered ids).
+    At most ``maxConnections`` connections (``maxConnectionsPerPeer`` from one address), each
     closed after ``idleTimeoutMs`` of silence between messages or when a message arrives
     slower than ``minBytesPerSecond`` for ``messageTimeoutMs``; a message over ``maxMessageBytes`` or
     ``maxBatchEvents`` is refused."""

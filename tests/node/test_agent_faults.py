@@ -85,7 +85,7 @@ def test_a_hung_collector_holds_only_its_unknown_batch_the_rest_flows_to_the_nex
         make_ctx, tmp_path):
     """agentDFOChain(c1, c2); c1 (a real process) is stopped (SIGSTOP) before the first
     batch: that batch's call times out, its outcome unknown. Every later batch reaches c2
-    within a second of its append (before: none for 30 s, then the backlog in a burst,
+    within 2 s of its append (before: none for 30 s, then the backlog in a burst,
     again and again), while the first one waits for c1 alone; once c1 resumes it answers
     the resend without writing the batch twice."""
     p1, out1 = free_port(), tmp_path / "c1.txt"
@@ -106,7 +106,7 @@ def test_a_hung_collector_holds_only_its_unknown_batch_the_rest_flows_to_the_nex
                        f"batch {b} at c2")
             latencies.append(time.monotonic() - start)
             time.sleep(0.05)
-        assert max(latencies) < 1.0, latencies
+        assert max(latencies) < 2.0, latencies
         assert not set(range(10)) & set(bodies("hung2"))     # the unknown one waits for c1
         os.kill(c1.pid, signal.SIGCONT)
         wait_until(lambda: agent.dfo.spool.empty, 15, "the unknown batch settled at c1")
@@ -129,13 +129,13 @@ def test_a_hung_collector_holds_only_its_unknown_batch_the_rest_flows_to_the_nex
 def test_one_peer_making_up_sender_ids_cannot_flush_the_ids_of_another(make_ctx,
                                                                        tmp_path):
     """A DFO batch is written but its answer lost (the link cut while the collector
-    wrote it); before its replay, a client on another address sends 600 one-event calls
-    under 600 sender ids -- more than the window's 512. The flood evicts only its own ids
-    (at most 128 of that address): the replay is recognised, not written again (before:
+    wrote it); before its replay, a client on another address sends 300 one-event calls
+    under 300 sender ids -- more than the window's 256. The flood evicts only its own ids
+    (at most 64 of that address): the replay is recognised, not written again (before:
     the agent's id, the least recently heard sender, was evicted and the batch written
     twice)."""
-    node, port = slow_collector(tmp_path, "flood", 5, maxBatchIds=512,
-                                maxBatchIdsPerPeer=128)            # 100 events: 0.5 s
+    node, port = slow_collector(tmp_path, "flood", 5, maxBatchIds=256,
+                                maxBatchIdsPerPeer=64)            # 100 events: 0.5 s
     link, flood_link = Relay(port), Relay(port, source="127.0.0.2")
     agent = opened(f'agentDFOSink("127.0.0.1", {link.port}, checkMs=50, maxMs=200)',
                    make_ctx("agent"))
@@ -148,7 +148,7 @@ def test_one_peer_making_up_sender_ids_cannot_flush_the_ids_of_another(make_ctx,
     sender.join(10)
     assert agent.metrics["spooled"] == 100
     client = RpcClient("127.0.0.1", flood_link.port, 10)
-    for i in range(600):
+    for i in range(300):
         client.append_payload(encode_events([Event(b"-1")]), 1, BatchId(f"other-{i}", 1))
     client.close()
     link.refusing = False
@@ -158,7 +158,7 @@ def test_one_peer_making_up_sender_ids_cannot_flush_the_ids_of_another(make_ctx,
     m = source_metrics(node)
     assert m["duplicate_batches"] == 1
     # the flood's own ids went, all early (the agent's one never)
-    assert m["batch_ids_evicted"] == m["batch_ids_evicted_early"] == 600 - 128
+    assert m["batch_ids_evicted"] == m["batch_ids_evicted_early"] == 300 - 64
     link.close()
     flood_link.close()
     node.stop(10)

@@ -281,6 +281,7 @@ class DiskFailoverDecorator(Decorator):
         self._space: SpaceWait | None = None
         # records of the spool moved to its end after an unknown outcome, by digest
         self._parked: Counter[bytes] = Counter()
+        self._moved = 0                # parked records moved to the end in a row
         self._spooling = None          # reports the "spooling" condition
 
     @classmethod
@@ -346,22 +347,21 @@ class DiskFailoverDecorator(Decorator):
     def _direct(self) -> bool:
         """Under the lock: may an append go straight to the inner sink? Yes when the
         spool holds nothing but parked records (their order is given up already)."""
-        return self._inner_open and self.spool.pending_records == sum(self._parked.values())
+        return self._inner_open and self.spool.pending_records <= sum(self._parked.values())
 
     def _park(self, data: bytes) -> None:
         """Under the lock: count the record of ``data`` as parked."""
         self._parked[batch_digest(data)] += 1
 
-    def _unpark(self, data: bytes) -> bool:
-        """Under the lock: the record of ``data`` left the spool; was it parked?"""
+    def _unpark(self, data: bytes) -> None:
+        """Under the lock: the record of ``data`` left the spool (if it was parked)."""
         key = batch_digest(data)
-        if not self._parked[key]:
-            del self._parked[key]
-            return False
-        self._parked[key] -= 1
-        if not self._parked[key]:
-            del self._parked[key]
-        return True
+        if self._parked[key] > 1:
+            self._parked[key] -= 1
+        else:
+            del self._parked[key]        # (a Counter ignores a missing key)
+        if self.spool.empty:
+            self._parked.clear()         # (one dropped as corrupt is not counted twice)
 
     def _stopping(self) -> bool:
         return self._stop.is_set() or self.ctx.stop_event.is_set()
@@ -496,9 +496,14 @@ class DiskFailoverDecorator(Decorator):
                 self._update_bytes()
                 return True
             data, count = rec
+            # others wait behind it: they go first -- once around the spool at most (two
+            # records of the same bytes look parked both when one is)
             if (self._parked[batch_digest(data)] and not self._direct()
+                    and self._moved < self.spool.pending_records
                     and self._move_to_end(data, count)):
-                raise _Parked()                  # others wait behind it: they go first
+                self._moved += 1
+                raise _Parked()
+            self._moved = 0
         if self._stop.is_set():
             return False
         try:
@@ -509,9 +514,14 @@ class DiskFailoverDecorator(Decorator):
         except SinkError as exc:
             with self._lock:
                 self.metrics.add("send_errors")
-                if isinstance(exc, DeliveryUnknown) and not self._parked[batch_digest(data)]:
-                    self._park(data)
-                    if not self._direct() and self._move_to_end(data, count):
+                if isinstance(exc, DeliveryUnknown):
+                    first = not self._parked[batch_digest(data)]
+                    if first:
+                        self._park(data)
+                    # the next record gets its turn: at once after a first unknown
+                    # outcome if it is not parked, else after the backoff
+                    if self.spool.pending_records > 1 and self._move_to_end(data, count) \
+                            and first and not self._direct():
                         raise _Parked() from exc
             raise
         with self._lock:

@@ -14,6 +14,9 @@ import time
 import pytest
 
 from flume_og.node.codec import encode_events
+from flume_og.node.component import Sink
+from flume_og.node.decorators.disk_failover import DiskFailoverDecorator
+from flume_og.node.errors import DeliveryUnknown
 from flume_og.node.event import Event
 from flume_og.node.logical_node import LogicalNode, State
 from flume_og.node.rpc import BatchId, RpcClient
@@ -246,3 +249,46 @@ def test_a_dfo_agent_spooling_because_its_collector_refuses_says_so(tmp_path):
     assert bodies("cond") == [1, 2] and agent.state is State.ACTIVE
     agent.stop(10)
     c.stop(10)
+
+
+# ---------------------------------------------------------------- parking, unit level
+
+class HangsOn(Sink):
+    """An inner sink whose calls of the batches in ``hung`` (their encoded bytes) get no
+    answer (DeliveryUnknown); every other batch is taken."""
+
+    def __init__(self):
+        super().__init__()
+        self.timeout = 0.05
+        self.hung: set[bytes] = set()
+        self.got: list[bytes] = []
+
+    def append_encoded(self, data: bytes, count: int, lane: int = 0,
+                       timeout: float | None = None, resend: bool = False) -> None:
+        if data in self.hung:
+            raise DeliveryUnknown("no answer")
+        self.got.append(data)
+
+
+def test_a_parked_batch_lets_the_spool_behind_it_go_even_among_equal_batches(make_ctx):
+    """The batch whose outcome is unknown is moved to the end of the spool; the batches
+    behind it are replayed past it, and new ones go straight through; two batches of the
+    same bytes (one parked) do not make the replay go round for ever (before: every
+    batch waited behind the first)."""
+    inner = HangsOn()
+    dfo = DiskFailoverDecorator(inner, maxMs=20, checkMs=10)
+    dfo.open(make_ctx("agent"))
+    stuck, twice, later = numbered(0, 5), numbered(5, 5), numbered(10, 5)
+    inner.hung = {encode_events(stuck), encode_events(twice)}
+    dfo.append(stuck)                             # unknown: parked
+    dfo.append(twice)                             # unknown too, parked
+    inner.hung = {encode_events(stuck)}
+    dfo.append(twice)                             # the same bytes again: taken at once
+    dfo.append(later)
+    assert inner.got == [encode_events(twice), encode_events(later)]
+    wait_until(lambda: inner.got.count(encode_events(twice)) == 2, 5, "the parked twin")
+    assert dfo.spool.pending_records == 1         # the stuck one, waiting alone
+    inner.hung = set()
+    wait_until(lambda: dfo.spool.empty, 5, "the stuck one")
+    dfo.close()
+    assert inner.got.count(encode_events(stuck)) == 1 and len(inner.got) == 4

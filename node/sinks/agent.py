@@ -578,6 +578,8 @@ class _AgentSink(Sink):
                                     timeout=timeoutMs / 1000, initial=checkMs / 1000,
                                     maximum=maxMs / 1000, drop=self.mode == "BE",
                                     last_resort=self.mode == "DFO", lanes=lanes)
+        self.state: AgentState | None = None    # made at open
+        self._base: dict[str, int] = {}          # the counters carried from before
         self.tree: Sink = self._build(self.chain)   # append_encoded keeps the bounds
         if batchCount > 1:
             self.tree = _Gather(self.tree, batchCount, batchMillis)
@@ -612,16 +614,15 @@ class _AgentSink(Sink):
             self._summarise()
 
     def _summarise(self) -> None:
-        m, base = self.metrics, getattr(self, "_base", {})
+        m, base = self.metrics, self._base
         for k in CHAIN_COUNTERS:
             m[k] = base.get(k, 0) + self.chain.metrics.get(k, 0)
         dfo = getattr(self, "dfo", None)
         if dfo is not None:
             for k in DFO_COUNTERS:
                 m[k] = (0 if k in GAUGES else base.get(k, 0)) + dfo.metrics.get(k, 0)
-        state = getattr(self, "state", None)
-        if state is not None:
-            state.counters = {k: v for k, v in m.items() if k not in GAUGES}
+        if self.state is not None:
+            self.state.counters = {k: v for k, v in m.items() if k not in GAUGES}
 
     def report(self) -> dict:
         """One component from the operator's view: the chain's and spool's counters are

@@ -224,8 +224,9 @@ class CollectorChain(Sink):
     a link cut while the collector wrote) is not tried on another collector, and its
     resend (a DFO replay) goes to that same collector for ``UNKNOWN_PIN_SECONDS``: only
     it knows the batch's id, so it answers "already taken" if it wrote it, where another
-    collector would write it a second time. Past that bound (a collector gone for good)
-    the batch goes to any collector, and may then be written twice. BE sends on to the
+    collector would write it a second time. Past that bound (a collector gone for good),
+    or as soon as that collector refuses connections (it stopped: its window is gone), the
+    batch goes to any collector, and may then be written twice. BE sends on to the
     next collector at once: delivery first, a duplicate possible.
 
     Such a collector (one holding a batch of unknown outcome, or one that left a call
@@ -336,6 +337,13 @@ class CollectorChain(Sink):
                             c.unanswered(self.ctx.clock.monotonic())
                         unknown_at = c.address
                         break      # another collector would write it twice if this one did
+                elif held and _refused(exc):
+                    # nothing listens there: the collector stopped, and its window (in
+                    # memory) with it -- waiting for it no longer saves a duplicate
+                    log.info("agent: collector %s refuses connections; the batch whose "
+                             "outcome there is unknown goes to any collector", c.address)
+                    self.ids.unsettled(data, batch)
+                    return self.append_encoded(data, count, lane, timeout, resend)
                 continue
             self.ids.settle(data)
             with self._lock:
@@ -409,6 +417,15 @@ class CollectorChain(Sink):
     def close(self) -> None:
         for c in self.collectors:
             c.close()
+
+
+def _refused(exc: BaseException) -> bool:
+    """Was ``exc`` caused by a refused connection (nothing listening)?"""
+    while exc is not None:
+        if isinstance(exc, ConnectionRefusedError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class _LockedCounters:

@@ -292,3 +292,29 @@ def test_a_parked_batch_lets_the_spool_behind_it_go_even_among_equal_batches(mak
     wait_until(lambda: dfo.spool.empty, 5, "the stuck one")
     dfo.close()
     assert inner.got.count(encode_events(stuck)) == 1 and len(inner.got) == 4
+
+
+def test_an_unknown_batch_stops_waiting_for_a_collector_that_refuses_connections(
+        make_ctx, tmp_path):
+    """The collector that left the batch's call unanswered dies (nothing listens on its
+    port any more): its window died with it, so the batch goes to the next collector at
+    once (before: it waited for the dead one for the whole pin)."""
+    p1, out1 = free_port(), tmp_path / "c1.txt"
+    c1 = collector_process(tmp_path, p1, 0, out1)
+    c2, p2 = slow_collector(tmp_path, "dead2", 0)
+    try:
+        wait_until(lambda: listening(p1), 15, "c1 to listen", ignore=(OSError,))
+        os.kill(c1.pid, signal.SIGSTOP)
+        agent = opened(f'agentDFOChain("127.0.0.1:{p1}", "127.0.0.1:{p2}", timeoutMs=500, '
+                       f'checkMs=50, maxMs=200)', make_ctx("agent"))
+        agent.append(numbered(0, 10))                   # to c1: no answer
+        assert agent.metrics["spooled"] == 10
+        c1.kill()
+        c1.wait(10)
+        wait_until(lambda: bodies("dead2") == list(range(10)), 5, "the batch at c2")
+        agent.close()
+    finally:
+        if c1.poll() is None:
+            c1.kill()
+            c1.wait(10)
+        c2.stop(10)

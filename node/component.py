@@ -52,12 +52,15 @@ class NodeShared:
     commit log (a ``node.commit_port.CommitLogPort``; typed loosely because components
     never import what imports ``zk``), None when the node runs without ZooKeeper;
     ``physical_name`` names the node in ZooKeeper; ``chokes`` holds the choke limiters by id (node/decorators/choke.py);
-    ``e2e_collectors`` the E2E collector state by logical node (node/e2e/collector.py)."""
+    ``e2e_collectors`` the E2E collector state by logical node (node/e2e/collector.py);
+    ``agent_sinks`` what an agent sink keeps across reconfigurations, by logical node and
+    rank (node/sinks/agent.py)."""
 
     commit_log: Any = None
     physical_name: str = ""
     chokes: dict = field(default_factory=dict)
     e2e_collectors: dict = field(default_factory=dict)
+    agent_sinks: dict = field(default_factory=dict)
 
 
 class Conditions:
@@ -95,7 +98,8 @@ class NodeContext:
     """What a running component may use: its logical node's identity, private data
     directory, clock, checkpoint store, the physical node's shared state, and where to
     report transient conditions (``conditions``). ``e2e_agents`` counts the E2E sinks the
-    flow opened (node.e2e.agent_id names the k-th one)."""
+    flow opened (node.e2e.agent_id names the k-th one), ``agent_sinks`` its agent sinks
+    (node/sinks/agent.py)."""
 
     logical_name: str
     data_dir: Path
@@ -109,6 +113,7 @@ class NodeContext:
     e2e_agents: int = 0
     source_replays: bool = True     # the flow's Source.replays (a sink's recovery reads it)
     transport: Transport = PLAINTEXT     # the node's TLS settings (node.tls)
+    agent_sinks: int = 0
 
     def component_dir(self, *parts: str) -> Path:
         """A directory private to one component of this logical node (created)."""

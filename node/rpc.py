@@ -113,7 +113,7 @@ import ssl
 import threading
 import time
 import zlib
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -906,7 +906,7 @@ class BatchId(NamedTuple):
     number: int
 
 
-def _digest(data: bytes) -> bytes:
+def batch_digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
@@ -932,12 +932,13 @@ class BatchIds:
         self._next = 0
         # digest -> (number, receiver whose outcome is unknown or None, since when)
         self._unsettled: OrderedDict[bytes, tuple[int, str | None, float]] = OrderedDict()
+        self._unknown_at: Counter[str] = Counter()   # receiver -> its unknown batches
         self._lock = threading.Lock()
 
     def take(self, data: bytes) -> BatchId:
         with self._lock:
             if self._unsettled:
-                kept = self._unsettled.get(_digest(data))
+                kept = self._unsettled.get(batch_digest(data))
                 if kept is not None:
                     return BatchId(self.sender, kept[0])
             self._next += 1
@@ -948,26 +949,41 @@ class BatchIds:
         """A call of ``batch`` (of bytes ``data``) failed, maybe after the receiver took
         it: keep its id for the resend; ``at``: the receiver where its outcome is unknown
         (since ``since``, monotonic), None if no receiver can have it."""
-        key = _digest(data)
+        key = batch_digest(data)
         with self._lock:
+            self._forget(self._unsettled.pop(key, None))
             self._unsettled[key] = (batch.number, at, since)
-            self._unsettled.move_to_end(key)
+            if at is not None:
+                self._unknown_at[at] += 1
             while len(self._unsettled) > self.limit:
-                self._unsettled.popitem(last=False)
+                self._forget(self._unsettled.popitem(last=False)[1])
+
+    def _forget(self, kept) -> None:
+        """Under the lock: ``kept`` (an entry of ``_unsettled`` or None) is gone."""
+        if kept is not None and kept[1] is not None:
+            self._unknown_at[kept[1]] -= 1
+            if self._unknown_at[kept[1]] <= 0:
+                del self._unknown_at[kept[1]]
 
     def settle(self, data: bytes) -> None:
         """A call of ``data`` was answered OK: its id is done with."""
         if self._unsettled:
-            key = _digest(data)
+            key = batch_digest(data)
             with self._lock:
-                self._unsettled.pop(key, None)
+                self._forget(self._unsettled.pop(key, None))
+
+    def unknown_at(self) -> set[str]:
+        """The receivers where some call's outcome is still unknown (its batch pinned
+        there): a sender avoids them for new batches until they answer."""
+        with self._lock:
+            return set(self._unknown_at)
 
     def pinned(self, data: bytes) -> tuple[str, float] | None:
         """``(receiver, since)`` where a call of ``data`` has an unknown outcome, or None."""
         if not self._unsettled:
             return None
         with self._lock:
-            kept = self._unsettled.get(_digest(data))
+            kept = self._unsettled.get(batch_digest(data))
         return (kept[1], kept[2]) if kept is not None and kept[1] is not None else None
 
     @property

@@ -29,6 +29,18 @@ fails, replay in the background.
   ``corrupt`` and the rest of its segment cut off (at open) or skipped (while replaying);
   a record whose framing is intact but whose payload fails its checksum is dropped alone.
   Neither is ever replayed as garbage.
+* **Unknown outcome** (a call that timed out: the receiver may have written the batch;
+  :class:`~node.errors.DeliveryUnknown`): the record is *parked* -- moved to the end of the
+  spool, kept for a resend with its batch id -- and the others go on without it, so one
+  batch waiting for a hung receiver does not hold the flow: while the spool holds only
+  parked records, appends go straight to the inner sink again, and a parked record is
+  resent only when nothing else waits (else it is moved to the end again). Parked
+  records therefore leave the spool out of order. Which records are parked is kept in
+  memory: after a restart they are ordinary records again.
+* While batches are spooled because the inner sink fails, the logical node shows it
+  (``spooling: <reason>``, in ``conditions`` and ``last_error``, its state staying ACTIVE;
+  ``spooling: n batch(es) parked ...`` while only parked records wait); the condition
+  ends when the spool is empty.
 * ``when_durable``: a checkpoint is committed once its events were sent or spooled (the
   spool is durable enough for this mode); if every event since the previous checkpoint
   went straight to the inner sink, the inner sink decides.
@@ -43,6 +55,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -54,6 +67,7 @@ from ..errors import DeliveryUnknown, SinkError
 from ..event import Event
 from ..limits import RateLimitedLog
 from ..registry import Positive, decorator
+from ..rpc import batch_digest
 from ..segment_log import Framing, LogInUse, SegmentLog, SpaceWait, disk_full
 
 log = logging.getLogger(__name__)
@@ -277,6 +291,10 @@ class DiskFailoverDecorator(Decorator):
         self._spooled_since_cp = False
         self._encoded = False
         self._space: SpaceWait | None = None
+        # records of the spool moved to its end after an unknown outcome, by digest
+        self._parked: Counter[bytes] = Counter()
+        self._moved = 0                # parked records moved to the end in a row
+        self._spooling = None          # reports the "spooling" condition
 
     @classmethod
     def check_args(cls, args) -> None:
@@ -297,6 +315,9 @@ class DiskFailoverDecorator(Decorator):
                                 ctx.conditions.reporter(f"diskFailover {self.spool_dir.name}"),
                                 ctx.clock)
         self._space.gauge()
+        self._parked = Counter()
+        self._spooling = ctx.conditions.reporter(f"diskFailover {self.spool_dir.name} "
+                                                 f"spooling")
         self._update_bytes()
         if self.spool.corrupt:
             self.metrics.set("corrupt", self.spool.corrupt)
@@ -337,6 +358,25 @@ class DiskFailoverDecorator(Decorator):
         else:
             self.inner.append(events if events is not None else decode_events(data))
 
+    def _direct(self) -> bool:
+        """Under the lock: may an append go straight to the inner sink? Yes when the
+        spool holds nothing but parked records (their order is given up already)."""
+        return self._inner_open and self.spool.pending_records <= sum(self._parked.values())
+
+    def _park(self, data: bytes) -> None:
+        """Under the lock: count the record of ``data`` as parked."""
+        self._parked[batch_digest(data)] += 1
+
+    def _unpark(self, data: bytes) -> None:
+        """Under the lock: the record of ``data`` left the spool (if it was parked)."""
+        key = batch_digest(data)
+        if self._parked[key] > 1:
+            self._parked[key] -= 1
+        else:
+            del self._parked[key]        # (a Counter ignores a missing key)
+        if self.spool.empty:
+            self._parked.clear()         # (one dropped as corrupt is not counted twice)
+
     def _stopping(self) -> bool:
         return self._stop.is_set() or self.ctx.stop_event.is_set()
 
@@ -354,16 +394,23 @@ class DiskFailoverDecorator(Decorator):
     def _take(self, events: list[Event], n: int, encoded: list) -> None:
         """Send the batch directly if nothing waits in the spool, else spool it. OSError
         for want of space passes through (nothing was kept); SinkError otherwise."""
+        unknown = False
         with self._lock:
-            if self.spool.empty and self._inner_open:
+            if self._direct():
                 if self._encoded and encoded[0] is None:
                     encoded[0] = encode_events(events)
                 try:
                     self._send(events, encoded[0], n)
                     self.metrics.add("events_out", n)
+                    self._spooling(None if self.spool.empty else
+                                   f"spooling: {self.spool.pending_records} batch(es) parked, "
+                                   f"their outcome at a receiver unknown; the others are "
+                                   f"sent")
                     return
                 except SinkError as exc:
+                    unknown = isinstance(exc, DeliveryUnknown)
                     self.metrics.add("send_errors")
+                    self._spooling(f"spooling: {exc}")
                     _send_failed.warning("send", "diskFailover: send failed, spooling to "
                                          "disk: %s", exc)
             if encoded[0] is None:
@@ -376,14 +423,15 @@ class DiskFailoverDecorator(Decorator):
                     raise
                 self.metrics.add("errors")
                 raise SinkError(f"diskFailover: cannot write the spool: {exc}") from exc
+            if unknown:
+                self._park(encoded[0])
             self._spooled_since_cp = True
             self.metrics.add("spooled", n)
             self._update_bytes()
 
     def when_durable(self, cp: Checkpoint) -> None:
         with self._lock:
-            direct = (self._inner_open and not self._spooled_since_cp
-                      and self.spool.empty)
+            direct = not self._spooled_since_cp and self._direct()
             self._spooled_since_cp = False
         # the checkpoint file shares the spool's disk: its write waits for space like an
         # append (an inner sink refused by the full disk did not commit: it is asked again)
@@ -418,6 +466,8 @@ class DiskFailoverDecorator(Decorator):
                 continue
             try:
                 ok = self._replay_one(timeout)
+            except _Parked:
+                continue                     # moved to the end: the next one at once
             except DeliveryUnknown as exc:
                 if base is not None:
                     timeout = min(timeout * 2, base * REPLAY_TIMEOUT_FACTOR)
@@ -426,6 +476,7 @@ class DiskFailoverDecorator(Decorator):
                               f", waiting {timeout:g} s" if timeout else "")
                 ok = False
             except SinkError as exc:
+                self._spooling(f"spooling: {exc}")
                 quiet.warning("replay", "diskFailover: replay of %s failed: %s",
                               self.spool_dir, exc)
                 ok = False
@@ -458,24 +509,57 @@ class DiskFailoverDecorator(Decorator):
             if rec is None:
                 self._update_bytes()
                 return True
-        data, count = rec
+            data, count = rec
+            # others wait behind it: they go first -- once around the spool at most (two
+            # records of the same bytes look parked both when one is)
+            if (self._parked[batch_digest(data)] and not self._direct()
+                    and self._moved < self.spool.pending_records
+                    and self._move_to_end(data, count)):
+                self._moved += 1
+                raise _Parked()
+            self._moved = 0
         if self._stop.is_set():
             return False
         try:
             if self._encoded and timeout is not None:
-                self.inner.append_encoded(data, count, timeout=timeout)
+                self.inner.append_encoded(data, count, timeout=timeout, resend=True)
             else:
                 self._send(None, data, count)
-        except SinkError:
+        except SinkError as exc:
             with self._lock:
                 self.metrics.add("send_errors")
+                if isinstance(exc, DeliveryUnknown):
+                    first = not self._parked[batch_digest(data)]
+                    if first:
+                        self._park(data)
+                    # the next record gets its turn: at once after a first unknown
+                    # outcome if it is not parked, else after the backoff
+                    if self.spool.pending_records > 1 and self._move_to_end(data, count) \
+                            and first and not self._direct():
+                        raise _Parked() from exc
             raise
         with self._lock:
             self.spool.advance(len(data))
+            self._unpark(data)
             self.metrics.add("replayed", count)
             self._update_bytes()
             if self.spool.empty:
+                self._spooling(None)
                 log.info("diskFailover: spool replayed completely")
+        return True
+
+    def _move_to_end(self, data: bytes, count: int) -> bool:
+        """Under the lock: the head record ``data`` (parked) is written again at the end
+        of the spool, then dropped from the head -- a crash between the two leaves it
+        twice in the spool (at-least-once). False if a full disk left it where it is."""
+        try:
+            self.spool.write(data, count)
+        except OSError as exc:
+            log.warning("diskFailover: cannot move a parked record to the end of %s (%s); "
+                        "it stays first", self.spool_dir, exc)
+            return False
+        self.spool.advance(len(data))
+        self._update_bytes()
         return True
 
     # -------------------------------------------------------------- closing
@@ -502,6 +586,10 @@ class DiskFailoverDecorator(Decorator):
         if self._inner_open:
             self._inner_open = False
             self.inner.close()
+
+
+class _Parked(Exception):
+    """The replay moved the head record to the end of the spool: go on at once."""
 
 
 class _ClosedSpool:

@@ -49,6 +49,15 @@ agent sink (summed from its parts after each append): ``events_in``, ``events_ou
 (sent), ``bytes_out``, ``retries`` (RETRY answers), ``failovers``, ``dropped``,
 ``unknown``, ``probes`` (BE), ``spooled``, ``replayed`` (events replayed from the spool),
 ``spool_bytes``, ``send_errors`` (DFO).
+
+Reconfiguration: the k-th agent sink of a logical node keeps its sender id, the ids of its
+unsettled batches (with where their outcome is unknown) and its counters when the node is
+configured again -- with any agent sink, e.g. a DFO chain that an auto chain changed when a
+collector failed -- since the spool it replays is the same: a collector that wrote a batch
+before the change recognises its replay after it. They are kept in the physical node's
+memory (``NodeShared.agent_sinks``), not on disk: a restart of the node starts a new sender
+(as the collectors' windows are in memory too, a restarted collector would not know the
+old ids either); a batch whose outcome was unknown at the restart may be written twice.
 """
 from __future__ import annotations
 
@@ -83,7 +92,12 @@ BE_LANES = 3        # batches in flight at once in best-effort mode
 PROBE_EVERY = 0.05  # seconds between two probes of a collector backing off (BE)
 PROBE_TIMEOUT = 1.0  # seconds a probe's connection may take
 # seconds a batch whose outcome at a collector is unknown is sent to that collector only
-UNKNOWN_PIN_SECONDS = 30.0
+# (it waits alone, parked in the spool: the others flow to the other collectors)
+UNKNOWN_PIN_SECONDS = 600.0
+# seconds a collector that left a call unanswered gets no new batches, doubling each
+# time it does so again up to AVOID_MAX_SECONDS, ended by an answer
+AVOID_SECONDS = 30.0
+AVOID_MAX_SECONDS = 240.0
 CLOSE_GRACE = 5.0   # seconds BE's close waits for batches in flight before cutting them
 DFO_COUNTERS = ("spooled", "replayed", "spool_bytes", "send_errors", "corrupt", "disk_full",
                 "disk_free_bytes")
@@ -147,7 +161,8 @@ class CollectorEndpoint:
     """One collector of an agent's list: a connection per sending lane, and the backoff
     state the lanes share (the E2E chain uses it too)."""
 
-    __slots__ = ("clients", "retry_at", "backoff", "probed_at", "probing")
+    __slots__ = ("clients", "retry_at", "backoff", "probed_at", "probing", "avoid_until",
+                 "avoid")
 
     def __init__(self, host: str, port: int, timeout: float, backoff: Backoff,
                  lanes: int = 1, tls: ssl.SSLContext | None = None):
@@ -157,6 +172,9 @@ class CollectorEndpoint:
         self.backoff = backoff
         self.probed_at = float("-inf")   # when a probe last began (BE, backing off)
         self.probing = False
+        # after a call without answer (not BE): no new batches until then
+        self.avoid_until = 0.0
+        self.avoid = Backoff(AVOID_SECONDS, AVOID_MAX_SECONDS)
 
     @property
     def address(self) -> str:
@@ -167,9 +185,16 @@ class CollectorEndpoint:
         self.retry_at = now + self.backoff.next_delay()
 
     def took(self) -> None:
-        """It answered: no backoff."""
+        """It answered: no backoff, nothing to avoid."""
         self.backoff.reset()
         self.retry_at = 0.0
+        self.avoid.reset()
+        self.avoid_until = 0.0
+
+    def unanswered(self, now: float) -> None:
+        """A call got no answer (it may hang): no new batches for the next delay of its
+        avoidance (``AVOID_SECONDS``, doubling up to ``AVOID_MAX_SECONDS``)."""
+        self.avoid_until = now + self.avoid.next_delay()
 
     def close(self) -> None:
         for client in self.clients:
@@ -200,9 +225,18 @@ class CollectorChain(Sink):
     a link cut while the collector wrote) is not tried on another collector, and its
     resend (a DFO replay) goes to that same collector for ``UNKNOWN_PIN_SECONDS``: only
     it knows the batch's id, so it answers "already taken" if it wrote it, where another
-    collector would write it a second time. Past that bound (a collector gone for good)
-    the batch goes to any collector, and may then be written twice. BE sends on to the
-    next collector at once: delivery first, a duplicate possible."""
+    collector would write it a second time. Past that bound (a collector gone for good),
+    or as soon as that collector refuses connections (it stopped: its window is gone), the
+    batch goes to any collector, and may then be written twice. BE sends on to the
+    next collector at once: delivery first, a duplicate possible.
+
+    Such a collector (one holding a batch of unknown outcome, or one that left a call
+    unanswered less than ``AVOID_SECONDS`` ago -- doubling each time it does so
+    again, up to ``AVOID_MAX_SECONDS``, back to nothing once it answers) gets no new
+    batch: they go to the other collectors at once, so a hung collector costs one call's
+    timeout, not a stall of the flow. Only a ``resend`` (DFO's replay) tries it when no
+    other collector took the batch, and only the pinned batch waits for it. When every
+    collector is avoided, a new batch fails at once (DFO spools it)."""
 
     spec_name = "collectors"
 
@@ -245,16 +279,17 @@ class CollectorChain(Sink):
             self.metrics.add(name, n)
 
     def append_encoded(self, data: bytes, count: int, lane: int = 0,
-                       timeout: float | None = None) -> None:
+                       timeout: float | None = None, resend: bool = False) -> None:
         """Send one batch already in the codec encoding (what diskFailover spools) on
         connection ``lane``, each call waiting ``timeout`` seconds (default: the chain's)
         for its answer; one over the senders' bounds (a spool written before them) is
-        sent in pieces."""
+        sent in pieces. ``resend``: a replay, which may try avoided collectors last."""
         if count > 1 and (count > rpc.SEND_BATCH_EVENTS or len(data) > rpc.SEND_BATCH_BYTES):
             # (one event alone over the bound is sent as it is: the receiver decides)
             for piece in split_events(decode_events(data), rpc.SEND_BATCH_EVENTS,
                                       rpc.SEND_BATCH_BYTES):
-                self.append_encoded(encode_events(piece), len(piece), lane, timeout)
+                self.append_encoded(encode_events(piece), len(piece), lane, timeout,
+                                    resend)
             return
         payload = gzip_payload(data) if self.compress else data
         batch = self.ids.take(data)
@@ -262,13 +297,22 @@ class CollectorChain(Sink):
         pin = None if self.drop else self.ids.pinned(data)
         held = [c for c in self.collectors if pin is not None and c.address == pin[0]
                 and now - pin[1] < UNKNOWN_PIN_SECONDS]
+        avoided: list[CollectorEndpoint] = []
         if held:        # its outcome there is unknown: ask there again, and only there
             ready = [c for c in held if c.retry_at <= now or self.last_resort]
         else:
             pin = None
-            ready = [c for c in self.collectors if c.retry_at <= now]
+            candidates = self.collectors
+            if not self.drop:       # no new batch for a collector that may hang
+                unknown_at = self.ids.unknown_at()
+                avoided = [c for c in self.collectors
+                           if c.address in unknown_at or c.avoid_until > now]
+                candidates = [c for c in self.collectors if c not in avoided]
+            ready = [c for c in candidates if c.retry_at <= now]
             if self.last_resort:
-                ready += [c for c in self.collectors if c.retry_at > now]
+                ready += [c for c in candidates if c.retry_at > now]
+                if resend:
+                    ready += avoided
             elif not ready and self.drop:
                 ready = self._probe(lane)
         errors = []
@@ -291,8 +335,17 @@ class CollectorChain(Sink):
                 if isinstance(exc, DeliveryUnknown):
                     unknown = True
                     if not self.drop:
+                        with self._lock:
+                            c.unanswered(self.ctx.clock.monotonic())
                         unknown_at = c.address
                         break      # another collector would write it twice if this one did
+                elif held and _refused(exc):
+                    # nothing listens there: the collector stopped, and its window (in
+                    # memory) with it -- waiting for it no longer saves a duplicate
+                    log.info("agent: collector %s refuses connections; the batch whose "
+                             "outcome there is unknown goes to any collector", c.address)
+                    self.ids.unsettled(data, batch)
+                    return self.append_encoded(data, count, lane, timeout, resend)
                 continue
             self.ids.settle(data)
             with self._lock:
@@ -309,7 +362,10 @@ class CollectorChain(Sink):
             return
         why = "; ".join(errors) if errors else (
             f"waiting to ask collector {unknown_at} again (the batch's outcome there is "
-            f"unknown)" if unknown_at else "every collector is backing off")
+            f"unknown)" if unknown_at else
+            f"collector {', '.join(c.address for c in avoided)} left a call unanswered "
+            f"(no new batches for it meanwhile)" if avoided else
+            "every collector is backing off")
         with self._lock:
             self.metrics.add("errors")
             if self.drop:
@@ -363,6 +419,15 @@ class CollectorChain(Sink):
     def close(self) -> None:
         for c in self.collectors:
             c.close()
+
+
+def _refused(exc: BaseException) -> bool:
+    """Was ``exc`` caused by a refused connection (nothing listening)?"""
+    while exc is not None:
+        if isinstance(exc, ConnectionRefusedError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class _LockedCounters:
@@ -486,8 +551,34 @@ class _Gather(BatchDecorator):
         return list(events)                                # the events themselves
 
 
+class AgentState:
+    """What the k-th agent sink of a logical node keeps across reconfigurations (see the
+    module docstring): its :class:`BatchIds` and its counters, as last summarised."""
+
+    __slots__ = ("ids", "counters")
+
+    def __init__(self, ids: BatchIds):
+        self.ids = ids
+        self.counters: dict[str, int] = {}
+
+
+def agent_state(ctx: NodeContext) -> AgentState:
+    """The state of the next agent sink this flow opens (made on first use)."""
+    ctx.agent_sinks += 1
+    key = (ctx.logical_name, ctx.agent_sinks)
+    state = ctx.shared.agent_sinks.get(key)
+    if state is None:
+        state = ctx.shared.agent_sinks[key] = AgentState(BatchIds(ctx.logical_name))
+    return state
+
+
+# counters telling a state, not a history: not carried across a reconfiguration
+GAUGES = ("spool_bytes", "disk_free_bytes", "corrupt")
+
+
 class _AgentSink(Sink):
-    """Common part: argument checks, the inner tree, summary counters."""
+    """Common part: argument checks, the inner tree, summary counters (carried across
+    reconfigurations of the logical node, see :class:`AgentState`)."""
 
     mode = "?"
 
@@ -506,6 +597,8 @@ class _AgentSink(Sink):
                                     timeout=timeoutMs / 1000, initial=checkMs / 1000,
                                     maximum=maxMs / 1000, drop=self.mode == "BE",
                                     last_resort=self.mode == "DFO", lanes=lanes)
+        self.state: AgentState | None = None    # made at open
+        self._base: dict[str, int] = {}          # the counters carried from before
         self.tree: Sink = self._build(self.chain)   # append_encoded keeps the bounds
         if batchCount > 1:
             self.tree = _Gather(self.tree, batchCount, batchMillis)
@@ -525,7 +618,12 @@ class _AgentSink(Sink):
 
     def open(self, ctx: NodeContext) -> None:
         self.ctx = ctx
+        self.state = agent_state(ctx)
+        self.chain.ids = self.state.ids
+        self._base = dict(self.state.counters)
+        self.metrics.set("events_in", self._base.get("events_in", 0))
         self.tree.open(ctx)
+        self._summarise()
 
     def append(self, events: list[Event]) -> None:
         self.metrics.add("events_in", len(events))
@@ -535,13 +633,15 @@ class _AgentSink(Sink):
             self._summarise()
 
     def _summarise(self) -> None:
-        m = self.metrics
+        m, base = self.metrics, self._base
         for k in CHAIN_COUNTERS:
-            m[k] = self.chain.metrics.get(k, 0)
+            m[k] = base.get(k, 0) + self.chain.metrics.get(k, 0)
         dfo = getattr(self, "dfo", None)
         if dfo is not None:
             for k in DFO_COUNTERS:
-                m[k] = dfo.metrics.get(k, 0)
+                m[k] = (0 if k in GAUGES else base.get(k, 0)) + dfo.metrics.get(k, 0)
+        if self.state is not None:
+            self.state.counters = {k: v for k, v in m.items() if k not in GAUGES}
 
     def report(self) -> dict:
         """One component from the operator's view: the chain's and spool's counters are

@@ -24,9 +24,11 @@ an id already written is answered OK without writing (``duplicate_batches``,
 ``duplicate_events``), a resend of an id still being written waits for that first outcome
 until its own deadline (``joined``; RETRY if still writing then), and an id not written
 (withdrawn, expired) is forgotten so its resend is written. The window holds at most
-``maxBatchIds=16384`` ids, ``maxBatchIdsPerSender=256`` of one sender; the oldest are
-forgotten first (``batch_ids_evicted``; ``batch_ids`` is how many are held: 15 MB at
-most, node/rpc_window.py). A sender id over 256 characters is answered FAILED
+``maxBatchIds=16384`` ids, ``maxBatchIdsPerSender=256`` of one sender and
+``maxBatchIdsPerPeer=4096`` from one address (whatever sender ids it makes up: it evicts
+only its own); the oldest are forgotten first (``batch_ids_evicted``, and
+``batch_ids_evicted_early`` for those its sender may still resend; ``batch_ids`` is how
+many are held: 24 MB at most, node/rpc_window.py). A sender id over 256 characters is answered FAILED
 (``refused_malformed``).
 
 ``appendGroup`` (end-to-end groups, docs/e2e.md): a ``collectorSource`` on a node with
@@ -86,8 +88,8 @@ from ..rpc import (DEFAULT_PORT, IDLE_TIMEOUT, MAX_BATCH_EVENTS, MAX_CONNECTIONS
                    MIN_BYTES_PER_SECOND, NO_CALL_INFO, CallInfo, LockedCounter, RpcServer,
                    Status, clip, current_call, current_peer, decode_payload, from_thrift,
                    result)
-from ..rpc_window import (BUSY, CONFLICT, DUPLICATE, MAX_IDS, MAX_IDS_PER_SENDER,
-                          MAX_SENDER_CHARS, BatchWindow)
+from ..rpc_window import (BUSY, CONFLICT, DUPLICATE, MAX_IDS, MAX_IDS_PER_PEER,
+                          MAX_IDS_PER_SENDER, MAX_SENDER_CHARS, BatchWindow)
 from ._batchqueue import BatchQueue
 from ._net import Port, ServerSource
 
@@ -289,8 +291,8 @@ class RpcSource(ServerSource):
     """RPC server receiving event batches; answers each call once the flow appended its
     events, RETRY when they are not taken within ``timeoutMs`` or the caller's deadline
     (``expired``); a resent batch id is answered without writing it twice (within
-    ``maxBatchIds`` / ``maxBatchIdsPerSender`` remembered ids). At most
-    ``maxConnections`` connections (``maxConnectionsPerPeer`` from one address), each
+    ``maxBatchIds`` / ``maxBatchIdsPerSender`` / ``maxBatchIdsPerPeer`` remembered ids).
+    At most ``maxConnections`` connections (``maxConnectionsPerPeer`` from one address), each
     closed after ``idleTimeoutMs`` of silence between messages or when a message arrives
     slower than ``minBytesPerSecond`` for ``messageTimeoutMs``; a message over ``maxMessageBytes`` or
     ``maxBatchEvents`` is refused."""
@@ -312,7 +314,8 @@ class RpcSource(ServerSource):
                  maxMessageBytes: MessageBytes = MAX_MESSAGE_BYTES,
                  maxBatchEvents: AtLeast1 = MAX_BATCH_EVENTS,
                  maxBatchIds: AtLeast1 = MAX_IDS,
-                 maxBatchIdsPerSender: AtLeast1 = MAX_IDS_PER_SENDER):
+                 maxBatchIdsPerSender: AtLeast1 = MAX_IDS_PER_SENDER,
+                 maxBatchIdsPerPeer: AtLeast1 = MAX_IDS_PER_PEER):
         super().__init__(port, bind)
         self.timeoutMs = timeoutMs
         self.maxConnections = maxConnections
@@ -324,6 +327,7 @@ class RpcSource(ServerSource):
         self.maxBatchEvents = maxBatchEvents
         self.maxBatchIds = maxBatchIds
         self.maxBatchIdsPerSender = maxBatchIdsPerSender
+        self.maxBatchIdsPerPeer = maxBatchIdsPerPeer
         self._window: BatchWindow | None = None
         self._queue: _TaggedQueue | None = None
         self._server: RpcServer | None = None
@@ -342,7 +346,7 @@ class RpcSource(ServerSource):
         self.bind = ctx.transport.bind_address(self.bind, self.spec_name)
         self._queue = _TaggedQueue(self.queue_events, MAX_BATCH)
         self._window = BatchWindow(self._counter, self.maxBatchIdsPerSender,
-                                   self.maxBatchIds)
+                                   self.maxBatchIds, per_peer=self.maxBatchIdsPerPeer)
         self._groups = self._group_handler(ctx)
         server = RpcServer(self.bind, self.port, _Handler(self), name=self.spec_name,
                            max_connections=self.maxConnections,
@@ -426,7 +430,8 @@ class RpcSource(ServerSource):
         if call.batch is not None and window is not None:
             until = deadline if deadline is not None else \
                 time.monotonic() + self.timeoutMs / 1000
-            claim = window.claim(call.sender, call.batch, fingerprint, len(events), until)
+            claim = window.claim(call.sender, call.batch, fingerprint, len(events), until,
+                                 current_peer())
             if claim is DUPLICATE:
                 self._counter.set("batch_ids", window.size)
                 return result(Status.OK, "already taken")
@@ -524,6 +529,7 @@ class CollectorSource(RpcSource):
                  maxBatchEvents: AtLeast1 = MAX_BATCH_EVENTS,
                  maxBatchIds: AtLeast1 = MAX_IDS,
                  maxBatchIdsPerSender: AtLeast1 = MAX_IDS_PER_SENDER,
+                 maxBatchIdsPerPeer: AtLeast1 = MAX_IDS_PER_PEER,
                  maxAgents: AtLeast1 = MAX_AGENTS, agentIdleMs: AtLeast1 = AGENT_IDLE_MS,
                  maxNewAgentsPerMinute: AtLeast1 = MAX_NEW_AGENTS_PER_MINUTE):
         super().__init__(port, bind=bind, timeoutMs=timeoutMs,
@@ -533,7 +539,8 @@ class CollectorSource(RpcSource):
                          minBytesPerSecond=minBytesPerSecond,
                          maxMessageBytes=maxMessageBytes, maxBatchEvents=maxBatchEvents,
                          maxBatchIds=maxBatchIds,
-                         maxBatchIdsPerSender=maxBatchIdsPerSender)
+                         maxBatchIdsPerSender=maxBatchIdsPerSender,
+                         maxBatchIdsPerPeer=maxBatchIdsPerPeer)
         self.maxAgents = maxAgents
         self.agentIdleMs = agentIdleMs
         self.maxNewAgentsPerMinute = maxNewAgentsPerMinute

@@ -341,7 +341,7 @@ class Unanswered(Sink):
         self.got: list[bytes] = []
 
     def append_encoded(self, data: bytes, count: int, lane: int = 0,
-                       timeout: float | None = None) -> None:
+                       timeout: float | None = None, resend: bool = False) -> None:
         self.asked.append(timeout)
         if timeout is None or timeout < self.needs:
             raise DeliveryUnknown("timed out")

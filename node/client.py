@@ -77,14 +77,19 @@ class ClientError(SinkError):
 
 
 def as_bytes(value) -> bytes:
-    """An attribute value or body as bytes: ``str`` as UTF-8, ``bytes``-like as it is,
-    anything else as its compact JSON text (``str()`` for what JSON cannot hold)."""
+    """An attribute value or body as bytes: ``str`` as UTF-8 (a lone surrogate becomes
+    ``?``: what goes out is always valid UTF-8), ``bytes``-like as it is, anything else as
+    its compact JSON text (``str()`` for what JSON cannot hold: a value of another type
+    inside, keys that are not strings, a structure that holds itself)."""
     if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass")
+        return value.encode("utf-8", "replace")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
-                      default=str).encode("utf-8", "surrogatepass")
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    except (TypeError, ValueError):      # {(1, 2): 3}, a circular list...
+        text = str(value)
+    return text.encode("utf-8", "replace")
 
 
 def as_attrs(attrs) -> dict[str, bytes]:
@@ -111,10 +116,11 @@ class FlumeClient:
     def send(self, events: "list[Event] | Mapping[str, Any]") -> None:
         """Deliver ``events`` (one call, or one per piece of a batch over the receivers'
         bounds); ClientError if not done within ``timeout``. A mapping is sent as one
-        JSON record (:meth:`send_record`)."""
+        JSON record (:meth:`send_record`), and so is each mapping in the list."""
         if isinstance(events, Mapping):
             self.send_record(events)
             return
+        events = [Event(as_bytes(e)) if isinstance(e, Mapping) else e for e in events]
         for piece in split_events(events, rpc.SEND_BATCH_EVENTS, rpc.SEND_BATCH_BYTES):
             self._send(piece)
 

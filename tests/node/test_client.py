@@ -248,3 +248,25 @@ def test_log_handler_close_is_bounded_while_a_connect_hangs():
         for s in fillers:
             s.close()
         srv.close()
+
+
+def test_values_json_cannot_hold_and_lists_of_records(receiver):
+    loop = []
+    loop.append(loop)
+    with FlumeClient("127.0.0.1", receiver.port, timeout=5) as c:
+        c.send_body("x", attrs={"odd": {(1, 2): 3}, "loop": loop, "lone": "a\ud800b"})
+        c.send([{"a": 1}, {"b": 2}])
+    got = receiver.drain.wait(3)
+    assert got[0].attrs["odd"] == b"{(1, 2): 3}" and got[0].attrs["loop"] == b"[[...]]"
+    assert got[0].attrs["lone"] == b"a?b"
+    assert [json.loads(e.body) for e in got[1:]] == [{"a": 1}, {"b": 2}]
+
+
+def test_log_handler_keeps_a_record_whose_extra_json_cannot_hold(receiver):
+    h = FlumeLogHandler("127.0.0.1", receiver.port)
+    log = make_logger("odd", h)
+    log.info("kept", extra={"d": {(1, 2): 3}})
+    h.flush()
+    got = receiver.drain.wait(1)[0]
+    assert got.body == b"kept" and got.attrs["d"] == b"{(1, 2): 3}"
+    h.close()

@@ -368,6 +368,9 @@ class SyslogFormat(OutputFormat):
         return b"".join(out)
 
 
+_YEAR_10000_MS = 253_402_300_800_000   # 10000-01-01T00:00:00Z
+
+
 def _gm_iso(sec: int) -> str:
     """``2020-09-13T12:26:40`` UTC (the milliseconds and ``Z`` are added per event)."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
@@ -431,7 +434,10 @@ class Syslog5424Format(OutputFormat):
     def message(self, e: Event) -> bytes:
         """One event as an RFC 5424 message, without framing."""
         a = e.attrs
-        stamp = f"{self._date(e.timestamp // 1000)}.{e.timestamp % 1000:03d}Z".encode()
+        if 0 <= e.timestamp < _YEAR_10000_MS:
+            stamp = f"{self._date(e.timestamp // 1000)}.{e.timestamp % 1000:03d}Z".encode()
+        else:     # RFC 5424 has four-digit years: a time it cannot write is NILVALUE
+            stamp = b"-"
         host = a.get("syslog.hostname") or e.host.encode("utf-8", "replace")
         head = b"<%d>1 %b %b %b %b %b %b" % (
             syslog_pri(e), stamp, _header_field(host, 255),

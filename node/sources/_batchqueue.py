@@ -36,15 +36,18 @@ from ..event import Event
 
 DEFAULT_MAX_BYTES = 64 << 20
 EVENT_OVERHEAD = 100   # bytes of Python objects around each event's body, roughly
+ATTR_OVERHEAD = 100    # and around each attribute (a str, a bytes and a dict slot)
 
 
 def batch_bytes(events: list[Event]) -> int:
     """What ``events`` weigh in a queue: body and attribute bytes, plus
-    ``EVENT_OVERHEAD`` per event."""
+    ``EVENT_OVERHEAD`` per event and ``ATTR_OVERHEAD`` per attribute (a message of 3,000
+    tiny attributes weighs what it costs in memory, not its 29 KB of text)."""
     n = EVENT_OVERHEAD * len(events)
     for e in events:
         n += len(e.body)
         if e.attrs:
+            n += ATTR_OVERHEAD * len(e.attrs)
             for k, v in e.attrs.items():
                 n += len(k) + len(v)
     return n

@@ -46,6 +46,8 @@ PROCID = "syslog.procid"
 MSGID = "syslog.msgid"
 MALFORMED_ATTR = "syslog.malformed"
 SD_PREFIX = "sd."
+SD_DROPPED = "syslog.sd_dropped"
+MAX_SD_PARAMS = 128   # structured data parameters kept per message; the rest are counted
 
 OK, NOHEADER, MALFORMED = 0, 1, 2
 
@@ -164,14 +166,21 @@ def _parse_sd(data: bytes, i: int, attrs: dict[str, bytes]) -> int:
     m = _RE_SD_ELEMENT.match(data, i)
     if m is None:
         return -1
+    kept = dropped = 0
     while m is not None:
         prefix = SD_PREFIX + m.group(1).decode("utf-8", "replace") + "."
         for name, value in _RE_SD_PARAM.findall(m.group(2)):
+            if kept >= MAX_SD_PARAMS:    # each attribute costs ~100 bytes of objects
+                dropped += 1
+                continue
             if b"\\" in value:
                 value = _RE_SD_ESCAPE.sub(rb"\1", value)
             attrs.setdefault(prefix + name.decode("utf-8", "replace"), value)
+            kept += 1
         i = m.end()
         m = _RE_SD_ELEMENT.match(data, i)
+    if dropped:
+        attrs[SD_DROPPED] = str(dropped).encode()
     return i
 
 

@@ -266,3 +266,9 @@ def test_syslog5424_reads_back_as_it_was_parsed():
     ev, _ = parse_message(raw, 0, "peer", 7)
     frames, _ = SyslogFramer(1 << 16).feed(OutputFormat.get("syslog5424", "octet").encode([ev]))
     assert [parse_message(f, 0, "peer", 7)[0] for f in frames] == [ev]
+
+
+@pytest.mark.parametrize("ts", [253_402_300_800_000, 2**62, -1000])
+def test_syslog5424_writes_no_timestamp_it_cannot_write_in_four_digit_years(ts):
+    out = OutputFormat.get("syslog5424").encode([Event(b"x", ts)])
+    assert out.startswith(b"<13>1 - ") and out.endswith(b" x\n")

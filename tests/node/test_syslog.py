@@ -402,3 +402,17 @@ def test_framer_mixes_octet_and_lf_frames_whatever_the_reads(msgs, cuts):
         got += frames
         i += c
     assert got == [m for m, _ in msgs] and not f.pending
+
+
+def test_structured_data_past_its_bound_is_counted_not_kept():
+    """3,000 tiny parameters cost ~100 bytes of objects each: at most MAX_SD_PARAMS are
+    kept as attributes, the number dropped is said, the message is never dropped."""
+    from flume_og.node.sources._batchqueue import batch_bytes
+    from flume_og.node.sources._syslog_parse import MAX_SD_PARAMS, SD_DROPPED, parse_message
+    params = " ".join(f'p{i}="{i}"' for i in range(3000))
+    raw = f"<13>1 2026-12-03T07:28:28Z vm app - - [x@1 {params}] hello".encode()
+    ev, status = parse_message(raw, 0)
+    sd = [k for k in ev.attrs if k.startswith("sd.")]
+    assert len(sd) == MAX_SD_PARAMS and ev.attrs[SD_DROPPED] == b"2872"
+    assert ev.body == b"hello"
+    assert batch_bytes([ev]) >= 100 * len(ev.attrs)

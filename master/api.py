@@ -282,6 +282,22 @@ def _add_configs(app: FastAPI, service: MasterService, parsing: _ParseSlots) -> 
         cmd = service.execute("unconfig", [name], by=_by(request), raise_failed=True)
         return {"command": _cmd(cmd)}
 
+    @app.get("/api/export", tags=["configs"], response_class=Response)
+    def export():
+        """Every config as one spec file (``// flow:`` lines, one definition per logical
+        node) that ``POST /api/plan`` and ``multiconfig`` take back unchanged; passwords
+        hidden as in every listing (put back from the stored configs on the way in)."""
+        return Response(service.export_text(), media_type="text/plain; charset=utf-8")
+
+    @app.post("/api/plan", tags=["configs"])
+    def plan(body: ValidateBody):
+        """What ``multiconfig`` of ``spec`` would do (a read: nothing is stored): per
+        logical node of the spec, ``add``, ``change`` or ``same``, with the old and new
+        source, sink and flow. A bad spec answers 400 with every problem's position."""
+        text = _unredacted(service, "spec", body.spec or "")
+        with parsing(None, None, text):
+            return redact_tree(service.plan(text))
+
     @app.post("/api/validate", tags=["configs"])
     def validate(body: ValidateBody):
         """Live validation (a read: nothing is stored; needs the read token if one is

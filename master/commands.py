@@ -436,6 +436,29 @@ class CommandRunner:
                                f"data directory {base} only")
         return path
 
+    def plan(self, text: str) -> list[dict]:
+        """What ``multiconfig`` of ``text`` would do, per logical node of the text, in its
+        order: ``{"name", "action": "add" | "change" | "same", "old": {source, sink, flow}
+        | None, "new": {...}}``; nodes not in the text are not listed (multiconfig leaves
+        them). SpecError as ``multiconfig`` would raise it. Nothing is written."""
+        defs = check_spec(text)
+        pragmas = _flow_pragmas(text)
+        existing = self.view.snapshot().logical
+        out = []
+        for d in defs:
+            flow = None
+            for line, f in pragmas:
+                if line < d.pos[0]:
+                    flow = f
+            old = existing.get(d.name)
+            new = {"source": format_source(d.source), "sink": format_sink(d.sink),
+                   "flow": flow or (old.flow if old else DEFAULT_FLOW)}
+            was = None if old is None else {"source": old.source, "sink": old.sink,
+                                             "flow": old.flow}
+            action = "add" if was is None else ("same" if was == new else "change")
+            out.append({"name": d.name, "action": action, "old": was, "new": new})
+        return out
+
     def saved_text(self) -> str:
         """Every config as a spec file: definitions grouped by flow under ``// flow:``
         lines (which ``load`` reads back), entered specs in canonical form."""

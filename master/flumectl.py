@@ -47,7 +47,8 @@ class Master:
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
                                  verify=tls if tls is not None else True)
 
-    def request(self, method: str, path: str, **kw):
+    def request(self, method: str, path: str, raw: bool = False, **kw):
+        """The answer's JSON (``raw``: its text); Failure with a sentence otherwise."""
         try:
             r = self.http.request(method, path, **kw)
         except httpx.TimeoutException:
@@ -68,7 +69,7 @@ class Master:
         except ValueError:
             body = None
         if r.status_code < 400:
-            return body
+            return r.text if raw else body
         message = body.get("message") if isinstance(body, dict) else None
         message = message or r.text.strip()[:500] or r.reason_phrase
         if r.status_code == 401:
@@ -376,6 +377,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", metavar="NODE",
                    help="only these logical nodes (default: all)")
     p.set_defaults(command="configs")
+    p = sub.add_parser("export", help="every configuration as one spec file (config as "
+                                      "code: apply takes it back)",
+                       description="Every logical node's configuration as one spec file, "
+                                   "flows as '// flow:' lines, passwords hidden as in "
+                                   "every listing (put back from the stored configs when "
+                                   "applied). 'flumectl apply -f' of it changes nothing.")
+    p.add_argument("-o", "--output", metavar="FILE", help="write it to FILE (default: stdout)")
+    p.set_defaults(command="export")
+    p = sub.add_parser("apply", help="configure the logical nodes of a local spec file, "
+                                     "showing what changes",
+                       description="Show what the spec file changes (+ added, ~ changed, "
+                                   "with the old and new spec; unchanged ones counted), "
+                                   "then configure them in one multiconfig. Logical nodes "
+                                   "not in the file are left as they are.")
+    p.add_argument("-f", "--file", required=True, metavar="FILE",
+                   help="the spec file ('-': standard input)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show what would change and change nothing")
+    p.set_defaults(command="apply")
     p = sub.add_parser("mappings", help="which logical nodes each physical node runs")
     p.set_defaults(command="mappings")
     p = sub.add_parser("flows", help="flows: collectors, agents and their chains")
@@ -420,6 +440,69 @@ def only(body, command: str, names: set[str]):
     if missing:
         raise Failure(f"no node named {', '.join(missing)}")
     return rows
+
+
+MAX_SPEC_FILE = 4 * 1024 * 1024   # what `apply` sends: the master's default body bound
+
+
+def export(master: Master, output: str | None) -> int:
+    text = master.request("GET", "/api/export", raw=True)
+    if output is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    path = Path(output)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise Failure(f"cannot write {output}: {exc.strerror}", EXIT_FAILED) from None
+    count = sum(1 for line in text.splitlines() if line and not line.startswith("//"))
+    print(f"exported {count} configuration(s) to {output}")
+    return EXIT_OK
+
+
+def _spec_line(name: str, spec: dict) -> str:
+    return f"{name} : {spec['source']} | {spec['sink']} ;  (flow {spec['flow']})"
+
+
+def apply(master: Master, file: str, dry_run: bool, as_json: bool) -> int:
+    """Show the plan of ``file``, then (unless ``dry_run`` or nothing changes) run one
+    ``multiconfig`` of it."""
+    try:
+        if file == "-":
+            text = sys.stdin.read(MAX_SPEC_FILE + 1)
+        else:
+            with open(file, encoding="utf-8") as f:
+                text = f.read(MAX_SPEC_FILE + 1)
+    except (OSError, UnicodeError) as exc:
+        raise Failure(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}",
+                      EXIT_USAGE) from None
+    if len(text) > MAX_SPEC_FILE:
+        raise Failure(f"{file} is larger than {MAX_SPEC_FILE} bytes", EXIT_USAGE)
+    plan = master.request("POST", "/api/plan", json={"spec": text})
+    changes = [p for p in plan if p["action"] != "same"]
+    if as_json:
+        print(json.dumps(plan, indent=2))
+    else:
+        for p in changes:
+            if p["action"] == "add":
+                print(f"+ {_spec_line(p['name'], p['new'])}")
+            else:
+                print(f"~ {p['name']}\n    - {_spec_line(p['name'], p['old'])}\n"
+                      f"    + {_spec_line(p['name'], p['new'])}")
+        same = len(plan) - len(changes)
+        print(f"{len(changes)} to change, {same} unchanged"
+              + (" (dry run: nothing changed)" if dry_run and changes else ""))
+    if dry_run or not changes:
+        return EXIT_OK
+    cmd = master.command("multiconfig", [text])
+    if cmd.get("state") != "SUCCEEDED":
+        raise Failure(f"multiconfig failed: {cmd.get('message')}", EXIT_FAILED)
+    if not as_json:
+        print(cmd.get("message") or "done")
+    return EXIT_OK
 
 
 def read_token(path: str | None) -> str | None:
@@ -472,6 +555,10 @@ def run(ns, parser) -> int:
         return EXIT_OK
     if name in ("wait-active", "wait-done"):
         return wait_for(master, ns.nodes, ns.want, ns.wait_timeout, ns.json)
+    if name == "export":
+        return export(master, ns.output)
+    if name == "apply":
+        return apply(master, ns.file, ns.dry_run, ns.json)
     path, show = {"status": ("/api/status", show_status),
                   "configs": ("/api/configs", show_configs),
                   "mappings": ("/api/mappings", show_mappings),

@@ -5,7 +5,8 @@
 1. **Host**: with a :class:`HostPolicy`, a ``Host`` header naming another site answers
    421 (a DNS-rebinding page in a browser cannot reach a token-less loopback master).
 2. **Tokens**, from the headers alone: with a write token, every write (any method but
-   GET, HEAD and OPTIONS; ``POST /api/validate``, which stores nothing, is a read) needs
+   GET, HEAD and OPTIONS; ``POST /api/validate`` and ``POST /api/plan``, which store
+   nothing, are reads) needs
    ``Authorization: Bearer WRITE_TOKEN``; with a read token, every ``/api/`` request but ``/api/health`` and
    ``/api/cluster`` needs the read or the write token. Missing or wrong: 401. (The API
    passes the read token as the write token too when it has no write token: a master
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_READS = frozenset({"/api/health", "/api/cluster"})
-TOKEN_FREE_WRITES = frozenset({"/api/validate"})
+TOKEN_FREE_WRITES = frozenset({"/api/validate", "/api/plan"})   # store nothing
 
 
 class Guard:

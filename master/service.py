@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import flume_og.node.components  # noqa: F401  (every component, imported once at start)
+from flume_og.node.redact import redact
 from flume_og.zk.client import ZkError
 from flume_og.zk.cluster_view import ClusterView
 from flume_og.zk.store import Command, ConfigStore
@@ -95,6 +96,17 @@ class MasterService:
     def command(self, cmd_id: str) -> dict:
         self._require_zk()
         return self.listings.command(cmd_id)
+
+    def plan(self, text: str) -> list[dict]:
+        """See :meth:`master.commands.CommandRunner.plan`."""
+        self._require_zk()
+        return self.runner.plan(text)
+
+    def export_text(self) -> str:
+        """Every config as one spec file ``multiconfig`` takes back unchanged (the
+        ``save`` format), passwords hidden as in every listing."""
+        self._require_zk()
+        return redact(self.runner.saved_text())
 
     def stored_specs(self) -> list[str]:
         """Every source and sink stored, as entered (passwords included): where the REST

@@ -249,3 +249,29 @@ def test_read_token_and_hidden_passwords(service, capsys, tmp_path, monkeypatch,
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_export_then_apply_changes_nothing_and_apply_shows_the_diff(url, capsys, store,
+                                                                   tmp_path):
+    ctl(capsys, "config", "n1", "flowA", "asciisynth(5)", 'dfs("s3://KEY:SeCrEt@b/p")')
+    ctl(capsys, "config", "n2", "asciisynth(6)", "null")
+    code, out, err = ctl(capsys, "export", "-o", str(tmp_path / "all.flume"))
+    assert code == 0 and "exported 2 configuration(s)" in out
+    text = (tmp_path / "all.flume").read_text()
+    assert "// flow: flowA" in text and "SeCrEt" not in text     # passwords hidden
+    code, out, err = ctl(capsys, "apply", "-f", str(tmp_path / "all.flume"))
+    assert (code, err) == (0, "") and "0 to change, 2 unchanged" in out
+    changed = text.replace("asciisynth(6)", "asciisynth(7)") + "n3 : null | null ;\n"
+    (tmp_path / "next.flume").write_text(changed)
+    code, out, _ = ctl(capsys, "apply", "-f", str(tmp_path / "next.flume"), "--dry-run")
+    assert code == 0 and "~ n2\n    - n2 : asciisynth(6) | null ;" in out
+    assert "+ n3 : null | null ;  (flow flowA)" in out    # after the file's last flow line
+    assert "2 to change, 1 unchanged (dry run: nothing changed)" in out
+    assert store.get_logical("n2").source == "asciisynth(6)" and store.get_logical("n3") is None
+    code, out, _ = ctl(capsys, "apply", "-f", str(tmp_path / "next.flume"))
+    assert code == 0 and "configured 2 logical node(s), 1 unchanged" in out
+    assert store.get_logical("n2").source == "asciisynth(7)"
+    assert store.get_logical("n1").sink == 'dfs("s3://KEY:SeCrEt@b/p")'   # put back
+    (tmp_path / "bad.flume").write_text("n4 : nosuchsource | null ;")
+    code, _, err = ctl(capsys, "apply", "-f", str(tmp_path / "bad.flume"))
+    assert code == 2 and "nosuchsource" in err

@@ -135,11 +135,36 @@ def _progress(row: dict | None) -> str:
     return label
 
 
+def _backlog(counters: dict) -> str:
+    """What waits on the node's disk to be sent or acknowledged: WAL and spool bytes, and
+    the E2E groups not acknowledged yet ("-" when none)."""
+    parts = []
+    nbytes = sum(int(counters.get(k) or 0) for k in ("wal_bytes", "spool_bytes"))
+    if nbytes:
+        parts.append(_size(nbytes))
+    if counters.get("acks_pending"):
+        parts.append(f"{int(counters['acks_pending'])} acks")
+    return ", ".join(parts) or "-"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
 def show_status(st: dict) -> str:
-    rows = [[r["name"], r.get("physical"), r.get("host"), r.get("state"), _version(r),
-             r.get("flow"), r.get("last_error")] for r in st.get("logical", [])]
+    rows = []
+    for r in st.get("logical", []):
+        c = r.get("counters") or {}
+        rows.append([r["name"], r.get("physical"), r.get("host"), r.get("state"),
+                     _version(r), r.get("flow"),
+                     c.get("events_in", r.get("events_in")), c.get("events_out"),
+                     _backlog(c), r.get("last_error")])
     out = table(["LOGICAL NODE", "PHYSICAL", "HOST", "STATE", "VERSION", "FLOW",
-                 "LAST ERROR"], rows)
+                 "EVENTS IN", "EVENTS OUT", "BACKLOG", "LAST ERROR"], rows)
     phys = [[p["name"], "yes" if p.get("alive") else "NO", p.get("host"),
              ", ".join(p.get("logical") or [])] for p in st.get("physical", [])]
     if phys:

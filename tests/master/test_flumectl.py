@@ -61,8 +61,10 @@ def test_config_and_listings(url, capsys, store):
     code, out, _ = ctl(capsys, "status")
     lines = out.splitlines()
     assert code == 0 and lines[0].split() == ["LOGICAL", "NODE", "PHYSICAL", "HOST", "STATE",
-                                              "VERSION", "FLOW", "LAST", "ERROR"]
-    assert lines[1].split() == ["node1", "phys1", "-", "LOST", "1*", "flowX", "-"]
+                                              "VERSION", "FLOW", "EVENTS", "IN", "EVENTS",
+                                              "OUT", "BACKLOG", "LAST", "ERROR"]
+    assert lines[1].split() == ["node1", "phys1", "-", "LOST", "1*", "flowX", "-", "-", "-",
+                                "-"]
     assert "PHYSICAL NODE" in out and "phys1" in lines[-1] and "NO" in lines[-1]
     code, out, _ = ctl(capsys, "configs")
     assert code == 0 and "node1" in out and "asciisynth(1)" in out and "flowX" in out
@@ -275,3 +277,16 @@ def test_export_then_apply_changes_nothing_and_apply_shows_the_diff(url, capsys,
     (tmp_path / "bad.flume").write_text("n4 : nosuchsource | null ;")
     code, _, err = ctl(capsys, "apply", "-f", str(tmp_path / "bad.flume"))
     assert code == 2 and "nosuchsource" in err
+
+
+def test_status_shows_events_and_what_waits_on_disk(url, capsys, store):
+    store.register_physical("p1", {"host": "h"})
+    ctl(capsys, "config", "n1", "asciisynth(5)", "null")
+    ctl(capsys, "map", "p1", "n1")
+    store.put_status("p1", {"host": "h", "updated": int(time.time() * 1000), "logical": {
+        "n1": {"state": "ACTIVE", "version": 0, "events_in": 1500,
+               "counters": {"events_in": 1500, "events_out": 1200, "wal_bytes": 3 << 20,
+                            "acks_pending": 4}}}})
+    code, out, _ = ctl(capsys, "status", "n1")
+    row = out.splitlines()[1]
+    assert code == 0 and "1500" in row and "1200" in row and "3.0 MB, 4 acks" in row

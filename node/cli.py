@@ -210,16 +210,17 @@ def cmd_node(args) -> int:
                         transport=transport)
 
 
-def zk_from_master(url: str, ca: str | None = None) -> tuple[str, str, bool, str | None,
-                                                            bool]:
+def zk_from_master(url: str, ca: str | None = None, cert: str | None = None,
+                   key: str | None = None) -> tuple[str, str, bool, str | None, bool]:
     """Ask a master where the configuration lives: (ZooKeeper ensemble, root, whether the
     tree is protected by ACLs, the node credential ``user:password`` if it hands it out,
     whether ZooKeeper serves TLS only). ``ca``: the CA of an https master's
-    certificate (default: the system's)."""
+    certificate (default: the system's); ``cert``/``key``: this node's client certificate
+    for a master that asks for one (--tls-client-ca)."""
     import httpx
     from .http_server import TlsError, client_context, tls_problem
     try:
-        verify = client_context(ca) if ca else True
+        verify = client_context(ca, cert, key) if (ca or cert) else True
         r = httpx.get(url.rstrip("/") + "/api/cluster", timeout=10, verify=verify)
         r.raise_for_status()
         info = r.json()
@@ -230,6 +231,12 @@ def zk_from_master(url: str, ca: str | None = None) -> tuple[str, str, bool, str
         if problem is not None:
             raise UsageError(problem.replace("--ca FILE (or $FLUME_CA)",
                                              "--master-ca FILE (or $FLUME_CA)")) from None
+        if isinstance(exc, httpx.RemoteProtocolError) and url.startswith("https:"):
+            # TLS 1.3: a refused client certificate shows as a closed connection
+            raise UsageError(f"the master at {url} closed the connection without an "
+                             f"answer: if it asks for client certificates "
+                             f"(--tls-client-ca), give this node's with --master-cert FILE "
+                             f"--master-key FILE") from None
         raise UsageError(f"cannot reach the master at {url}: {exc}; give --zk instead or "
                          f"start the master first") from None
     check_reachable_zk(url, info["zk"])
@@ -324,8 +331,8 @@ def run_managed(args, data_dir: Path, physical: str, transport: Transport) -> in
     if args.zk:
         hosts, root = args.zk, args.zk_root
     else:
-        hosts, root, protected, served, served_tls = zk_from_master(args.master,
-                                                                    args.master_ca)
+        hosts, root, protected, served, served_tls = zk_from_master(
+            args.master, args.master_ca, args.master_cert, args.master_key)
         if served_tls and zk_tls is None:
             from flume_og.zk.client import TlsSettings
             zk_tls = TlsSettings()   # the system's CAs; --zk-tls-ca for a private CA
@@ -423,6 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--master-ca", metavar="FILE", default=os.environ.get("FLUME_CA"),
                    help="PEM CA bundle of an https master's certificate (default $FLUME_CA, "
                    "else the system's CAs)")
+    n.add_argument("--master-cert", metavar="FILE", default=os.environ.get("FLUME_CERT"),
+                   help="PEM client certificate for a master started with --tls-client-ca "
+                   "(default $FLUME_CERT)")
+    n.add_argument("--master-key", metavar="FILE", default=os.environ.get("FLUME_KEY"),
+                   help="PEM private key of --master-cert (default $FLUME_KEY, else in "
+                   "--master-cert)")
     n.add_argument("--zk", metavar="CONNECT", help="ZooKeeper ensemble host:port,... "
                    "(instead of asking a master)")
     n.add_argument("--zk-root", default="/flume", help="root znode (default /flume)")

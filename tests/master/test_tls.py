@@ -139,6 +139,12 @@ def test_a_master_asking_for_client_certificates(zk_server, tmp_path, capsys):
         assert flumectl.main(["--master", m.url, "--ca", str(pem.ca), "status"]) == 1
         err = capsys.readouterr().err
         assert "give yours with --cert FILE --key FILE" in err, err
+        # a node asking this master where ZooKeeper is presents its certificate too
+        from flume_og.node.cli import UsageError, zk_from_master
+        zk = zk_from_master(m.url, str(pem.ca), str(client.cert), str(client.key))[0]
+        assert zk == zk_server.connect_string
+        with pytest.raises(UsageError, match="--master-cert FILE --master-key FILE"):
+            zk_from_master(m.url, str(pem.ca))
     finally:
         m.stop()
 

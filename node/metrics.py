@@ -23,11 +23,21 @@ import re
 
 MAIN = ("events_in", "bytes_in", "events_out", "bytes_out", "errors")
 LEAST = ("disk_free_bytes",)
+#: Component metrics that say how much there is now (they go down as well as up); every
+#: other numeric component metric is a counter, monotonic for the life of the process.
+GAUGES = frozenset({"acks_pending", "watermark", "wal_bytes", "wal_groups", "wal_events",
+                    "spool_bytes", "disk_free_bytes", "batch_ids", "connections_open",
+                    "count", "exitcode"})
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _child_path(path: str, i: int, child: dict, siblings: int) -> str:
+    seg = str(child.get("name", "?"))
+    return f"{path}/{i}.{seg}" if siblings > 1 else f"{path}/{seg}"
 
 
 def walk(report: dict | None, path: str):
@@ -39,8 +49,55 @@ def walk(report: dict | None, path: str):
     kids = report.get("children") or []
     for i, child in enumerate(kids):
         if isinstance(child, dict):
-            seg = str(child.get("name", "?"))
-            yield from walk(child, f"{path}/{i}.{seg}" if len(kids) > 1 else f"{path}/{seg}")
+            yield from walk(child, _child_path(path, i, child, len(kids)))
+
+
+# ---------------------------------------------------------------- carried totals
+# A component object lives as long as its flow or its roll period, but its counters must
+# not go back to zero with it (Prometheus' rate() would read a reset). Whoever replaces
+# component objects (a roll, a logical node's reconfiguration) folds the counters of the
+# ones it retires into ``carried`` ({path: {counter: total}}) and reports the live ones
+# with :func:`carry`, so a counter at one path only ever grows.
+
+def fold(carried: dict, report: dict | None, path: str = "") -> None:
+    """Add the counters (not the :data:`GAUGES`) of ``report`` and its descendants into
+    ``carried``, by path (see :func:`walk`) under ``path``."""
+    for p, rep in walk(report, path):
+        metrics = rep.get("metrics") or {}
+        if not isinstance(metrics, dict):
+            continue
+        for k, v in metrics.items():
+            if _number(v) and k not in GAUGES:
+                into = carried.setdefault(p, {})
+                into[k] = into.get(k, 0) + v
+
+
+def carry(report: dict, carried: dict, path: str = "") -> dict:
+    """A copy of ``report`` whose counters include the totals ``carried`` holds for the
+    same paths (a counter the live component has not counted yet appears too)."""
+    if not carried or not isinstance(report, dict):
+        return report
+    out = dict(report)
+    extra = carried.get(path)
+    if extra:
+        metrics = dict(report.get("metrics") or {})
+        for k, v in extra.items():
+            metrics[k] = metrics.get(k, 0) + v
+        out["metrics"] = metrics
+    kids = report.get("children") or []
+    if kids:
+        out["children"] = [carry(c, carried, _child_path(path, i, c, len(kids)))
+                           if isinstance(c, dict) else c for i, c in enumerate(kids)]
+    return out
+
+
+def hollow(report: dict) -> dict:
+    """``report``'s tree without any metric: the shape a retired component leaves for
+    :func:`carry` to fill with its carried counters."""
+    out = {**report, "metrics": {}}
+    if report.get("children"):
+        out["children"] = [hollow(c) for c in report["children"] if isinstance(c, dict)]
+    return out
 
 
 def components(status: dict) -> list[tuple[str, dict]]:

@@ -27,8 +27,10 @@ Decisions (where OG was vague):
   instance meanwhile; the failure shows in ``rollfails``/``errors`` and the log.
 * If opening a new instance fails, the roll retries at every trigger check and every
   append; ``append`` raises :class:`SinkError` while there is no open instance.
-* The refusal counters (``refused``, ``refused_<reason>``: ``node.limits``) of an instance
-  are added to the roll's own when the instance is closed, so they outlive it.
+* The counters of an instance outlive it: when it is closed they are carried
+  (:func:`node.metrics.fold`) and the roll reports its live instance -- or, between two,
+  the shape of the last one -- with them added (:func:`node.metrics.carry`), so a counter
+  of the inner sink never goes down at a roll and ``rate()`` over it is right.
 * ``rolltag`` is stamped by the roll on every event (whatever tag the event came with), so
   a file name built from it holds no sender's text; the dfs sinks encode it all the same.
 """
@@ -42,6 +44,7 @@ import time
 from ..checkpoint import Checkpoint
 from ..component import Component, NodeContext, Sink, SinkFactory
 from ..errors import SinkError
+from ..metrics import carry, fold, hollow
 from ..registry import Positive, decorator
 from ..spec import Func, Lit
 
@@ -119,6 +122,13 @@ class RollSink(Sink):
         self._lock = threading.RLock()
         self._tagger = _Tagger()
         self._current: Sink | None = None
+        # the counters of closed instances (node.metrics.fold), the instance being closed
+        # (still reported until folded) and the shape of the last one; _report_lock makes
+        # a report see either the closing instance or its folded counters, never both
+        self._carried: dict = {}
+        self._closing: Sink | None = None
+        self._shape: dict | None = None
+        self._report_lock = threading.Lock()
         self._cur_events = 0
         self._cur_bytes = 0
         self._period_start = 0.0
@@ -133,6 +143,30 @@ class RollSink(Sink):
     def children(self) -> list[Component]:
         cur = self._current
         return [cur] if cur is not None else []
+
+    def report(self) -> dict:
+        """The roll's counters and its inner sink's, counted over every instance."""
+        out = {"name": self.spec_name, "kind": self.kind, "metrics": dict(self.metrics)}
+        with self._report_lock:
+            inst = self._current or self._closing
+            inner = inst.report() if inst is not None else self._shape
+            if inner is not None:
+                out["children"] = [carry(inner, self._carried, "")]
+        return out
+
+    def _retiring(self, inst: Sink) -> None:
+        """``inst`` is about to close: keep reporting it until :meth:`_retired`. Call
+        before ``_current`` drops it."""
+        with self._report_lock:
+            self._closing = inst
+
+    def _retired(self, inst: Sink) -> None:
+        """``inst`` is closed: carry its counters."""
+        rep = inst.report()
+        with self._report_lock:
+            fold(self._carried, rep, "")
+            self._shape = hollow(rep)
+            self._closing = None
 
     @property
     def current_tag(self) -> bytes:
@@ -161,9 +195,11 @@ class RollSink(Sink):
         if t is not None and t is not threading.current_thread():
             t.join()
         with self._lock:
-            cur, self._current = self._current, None
+            cur = self._current
             if cur is None:
                 return
+            self._retiring(cur)
+            self._current = None
             had_events = self._cur_events > 0
             self._cur_events = self._cur_bytes = 0
             try:
@@ -172,7 +208,7 @@ class RollSink(Sink):
                 self._close_failed(exc, had_events)
                 raise SinkError(f"roll: closing the last instance failed: {exc}") from exc
             finally:
-                self._keep_refusals(cur)
+                self._retired(cur)
             if had_events:
                 self.metrics.add("rolls")
                 self.on_inner_closed(self._tag, True)
@@ -275,6 +311,7 @@ class RollSink(Sink):
             self._start_period()   # nothing to finish: keep the instance, avoid empty files
             return
         if cur is not None:
+            self._retiring(cur)
             self._current = None
             try:
                 cur.close()
@@ -284,19 +321,9 @@ class RollSink(Sink):
                 self.metrics.add("rolls")
                 self.on_inner_closed(self._tag, True)
             finally:
-                self._keep_refusals(cur)
+                self._retired(cur)
         self._start_period()
         self._open_inner()
-
-    def _keep_refusals(self, inst: Sink) -> None:
-        """Add the refusal counters of the closed instance ``inst`` (and its children)."""
-        todo = [inst]
-        while todo:
-            c = todo.pop()
-            for k, v in list(c.metrics.items()):
-                if k.startswith("refused"):
-                    self.metrics.add(k, v)
-            todo.extend(c.children())
 
     def roll_now(self) -> None:
         """Roll at once (tests, administrative flush)."""

@@ -14,12 +14,20 @@ counters the master and the consoles show:
   (:data:`LEAST`, the free bytes of a data directory's disk) is the least of them, as the
   components may share one disk.
 
-Nothing here does I/O; :func:`prometheus_text` renders the exposition format 0.0.4.
+Nothing here does I/O but the process metrics (``/proc``); the exposition format 0.0.4
+is rendered by ``prometheus_client`` from collectors (:class:`NodeCollector`) over these
+counters. Counters never go down (:func:`fold`, :func:`carry`); docs/metrics.md lists
+every metric.
 """
 from __future__ import annotations
 
 import math
+import platform
 import re
+from importlib.metadata import PackageNotFoundError, version as dist_version
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 MAIN = ("events_in", "bytes_in", "events_out", "bytes_out", "errors")
 LEAST = ("disk_free_bytes",)
@@ -142,7 +150,13 @@ def summarize(status: dict) -> dict:
 
 
 # ---------------------------------------------------------------- Prometheus
+# Rendered by prometheus_client from collectors that read the counters when scraped; a
+# registry per server (never the library's global one), so nodes sharing a process keep
+# their metrics apart.
 
+#: Component metrics whose unit is not the base unit: name -> (exported name, factor).
+_UNITS = {"throttled_ms": ("throttled_seconds", 0.001)}
+_COMPONENT_LABELS = ["physical", "logical", "component", "kind", "path"]
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -151,61 +165,124 @@ def metric_name(text: str) -> str:
     return name if name and not name[0].isdigit() else "_" + name
 
 
-def _label(v) -> str:
-    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def version() -> str:
+    """This installation's version (``flume --version``), "unknown" outside one."""
+    try:
+        return dist_version("flume-og")
+    except PackageNotFoundError:
+        return "unknown"
 
 
-def _labels(labels: dict) -> str:
-    return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in labels.items()) + "}"
+class BuildCollector:
+    """``flume_build_info{version, python}``: always 1."""
+
+    def collect(self):
+        fam = GaugeMetricFamily("flume_build_info", "The version of Flume this process runs "
+                                "(always 1).", labels=["version", "python"])
+        fam.add_metric([version(), platform.python_version()], 1)
+        yield fam
 
 
-def _value(v) -> str:
-    if isinstance(v, float) and not v.is_integer():
-        return repr(v)
-    return str(int(v))
+def registry(*collectors):
+    """A new ``CollectorRegistry`` with the process (``process_*``) and build metrics and
+    ``collectors``."""
+    reg = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=reg)
+    reg.register(BuildCollector())
+    for c in collectors:
+        reg.register(c)
+    return reg
 
 
-def prometheus_text(status: dict) -> str:
-    """The exposition text of a physical node's status (``logical`` maps names to
-    ``LogicalNode.status()`` dicts carrying ``counters`` and ``components``)."""
-    physical = status.get("physical", "")
-    families: dict[str, tuple[str, str, list[str]]] = {}
+def exposition(reg) -> bytes:
+    """The text format 0.0.4 (:data:`PROMETHEUS_CONTENT_TYPE`) of registry ``reg``."""
+    return generate_latest(reg)
 
-    def add(name: str, kind: str, help_text: str, labels: dict, value) -> None:
-        fam = families.setdefault(name, (kind, help_text, []))
-        fam[2].append(f"{name}{_labels(labels)} {_value(value)}")
 
-    add("flume_node_info", "gauge", "This physical node (always 1).",
-        {"physical": physical, "host": status.get("host", "")}, 1)
+class _Families:
+    """Metric families by name, made on first use."""
+
+    def __init__(self):
+        self.by_name: dict = {}
+
+    def counter(self, name: str, help_text: str, labels: list[str]):
+        return self._get(CounterMetricFamily, name, help_text, labels)
+
+    def gauge(self, name: str, help_text: str, labels: list[str]):
+        return self._get(GaugeMetricFamily, name, help_text, labels)
+
+    def _get(self, cls, name, help_text, labels):
+        fam = self.by_name.get(name)
+        if fam is None:
+            fam = self.by_name[name] = cls(name, help_text, labels=labels)
+        return fam
+
+
+def node_families(status: dict) -> list:
+    """The metric families of a physical node's status (``logical`` maps names to
+    ``LogicalNode.status()`` dicts carrying ``counters`` and ``components``; the status
+    page's refusals in ``status_page``). Counters are named ``*_total``; the component
+    metrics in :data:`GAUGES` are gauges; times are in seconds."""
+    physical = str(status.get("physical", ""))
+    fams = _Families()
+    fams.gauge("flume_node_info", "This physical node (always 1).",
+               ["physical", "host"]).add_metric([physical, str(status.get("host", ""))], 1)
     logical = status.get("logical") or {}
     for name in sorted(logical):
         st = logical[name]
-        base = {"physical": physical, "logical": name}
-        add("flume_logical_node_state", "gauge",
-            "The state of each logical node: 1 for the state it is in.",
-            {**base, "state": st.get("state", "")}, 1)
+        base = [physical, str(name)]
+        fams.gauge("flume_logical_node_state", "The state of each logical node: 1 for the "
+                   "state it is in.", ["physical", "logical", "state"]).add_metric(
+            base + [str(st.get("state", ""))], 1)
         if _number(st.get("version")):
-            add("flume_logical_node_spec_version", "gauge",
-                "The spec version each logical node runs.", base, st["version"])
+            fams.gauge("flume_logical_node_spec_version", "The spec version each logical "
+                       "node runs.", ["physical", "logical"]).add_metric(base, st["version"])
         counters = st.get("counters") or summarize(st)
         for key in MAIN:
-            add(f"flume_logical_{key}_total", "counter",
-                f"{key.replace('_', ' ').capitalize()} of each logical node "
-                f"(see node.metrics).", base, counters.get(key, 0))
+            fams.counter(f"flume_logical_{key}", f"{key.replace('_', ' ').capitalize()} "
+                         f"of each logical node (see docs/metrics.md).",
+                         ["physical", "logical"]).add_metric(base, counters.get(key, 0))
         for path, rep in components(st):
+            labels = base + [str(rep.get("name", "?")), str(rep.get("kind", "?")), path]
             for key, v in sorted((rep.get("metrics") or {}).items()):
-                if _number(v):
-                    add(f"flume_component_{metric_name(key)}", "untyped",
-                        f"Component counter {key}.",
-                        {**base, "component": rep.get("name", "?"),
-                         "kind": rep.get("kind", "?"), "path": path}, v)
-    lines = []
-    for name, (kind, help_text, samples) in families.items():
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.extend(samples)
-    return "\n".join(lines) + "\n"
+                if not _number(v):
+                    continue
+                exported, factor = _UNITS.get(key, (key, 1))
+                mname = f"flume_component_{metric_name(exported)}"
+                if key in GAUGES:
+                    fam = fams.gauge(mname, f"Component gauge {key}.", _COMPONENT_LABELS)
+                else:
+                    fam = fams.counter(mname, f"Component counter {key}.", _COMPONENT_LABELS)
+                fam.add_metric(labels, v * factor)
+    refused = {k[len("refused_"):]: v for k, v in (status.get("status_page") or {}).items()
+               if k.startswith("refused_")}
+    if refused:
+        fam = fams.counter("flume_status_page_refused", "Connections and requests the status "
+                           "page refused, by reason.", ["physical", "reason"])
+        for reason, v in sorted(refused.items()):
+            fam.add_metric([physical, reason], v)
+    return list(fams.by_name.values())
 
 
-__all__ = ["summarize", "components", "walk", "prometheus_text", "metric_name",
-           "PROMETHEUS_CONTENT_TYPE", "MAIN"]
+class NodeCollector:
+    """A prometheus_client collector over ``status()`` (a physical node's status, read once
+    per scrape): :func:`node_families`."""
+
+    def __init__(self, status):
+        self.status = status
+
+    def collect(self):
+        return node_families(self.status())
+
+
+def prometheus_text(status: dict) -> str:
+    """The exposition text of a physical node's ``status`` (:func:`node_families`), without
+    the process and build metrics."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(NodeCollector(lambda: status))
+    return exposition(reg).decode()
+
+
+__all__ = ["summarize", "components", "walk", "fold", "carry", "hollow", "node_families",
+           "NodeCollector", "BuildCollector", "registry", "exposition", "prometheus_text",
+           "metric_name", "version", "PROMETHEUS_CONTENT_TYPE", "MAIN", "GAUGES"]

@@ -88,3 +88,16 @@ def test_promtool_accepts_the_exposition():
     out = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
                          capture_output=True, timeout=30)
     assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), out
+
+
+def test_docs_list_every_gauge_and_family():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    for g in GAUGES:
+        assert f"`{g}`" in doc, g
+    for name in families(prometheus_text(with_gauges())):
+        if name.startswith("flume_component_"):
+            key = name[len("flume_component_"):]
+            assert f"`{key}`" in doc, name
+        else:
+            assert name in doc, name

@@ -30,7 +30,7 @@ from .checkpoint import Checkpoint, CheckpointStore
 from .clock import SYSTEM_CLOCK, Clock
 from .component import Conditions, NodeContext, NodeShared, Sink, Source
 from .errors import FlumeError, Interrupted
-from .metrics import carry, fold
+from .metrics import carry, fold, hollow
 from .builder import build_sink, build_source
 from .spec import Call, SinkNode, format_sink, format_source
 from .tls import PLAINTEXT, Transport
@@ -148,6 +148,7 @@ class LogicalNode:
         # (node.metrics.fold): status() adds them, so no counter goes down when the spec
         # changes; one entry per component path this node ever ran
         self._carried: dict = {}
+        self._shape: dict | None = None      # the last retired flow's reports, hollow
         self._report_lock = threading.Lock()
         self._store: CheckpointStore | None = None
         self.state_changed = threading.Condition()
@@ -270,8 +271,11 @@ class LogicalNode:
         if flow is None:
             return
         with self._report_lock:
-            for root, rep in self._reports(flow).items():
+            reports = self._reports(flow)
+            for root, rep in reports.items():
                 fold(self._carried, rep, f"{root}/{rep.get('name', '?')}")
+            # until a new flow runs (or if none opens), status() shows the carried counts
+            self._shape = {root: hollow(rep) for root, rep in reports.items()}
             self._flow = None
 
     @staticmethod
@@ -305,8 +309,9 @@ class LogicalNode:
         it ran before (see ``_carried``)."""
         with self._report_lock:
             flow = self._flow
+            reports = self._reports(flow) if flow else self._shape
             comps = ({root: carry(rep, self._carried, f"{root}/{rep.get('name', '?')}")
-                      for root, rep in self._reports(flow).items()} if flow else None)
+                      for root, rep in reports.items()} if reports else None)
         return {
             "name": self.name,
             "state": self.state.value,

@@ -21,13 +21,17 @@ every metric.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import platform
 import re
+import threading
+import time
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version as dist_version
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 MAIN = ("events_in", "bytes_in", "events_out", "bytes_out", "errors")
 LEAST = ("disk_free_bytes",)
@@ -37,6 +41,69 @@ GAUGES = frozenset({"acks_pending", "watermark", "wal_bytes", "wal_groups", "wal
                     "spool_bytes", "disk_free_bytes", "batch_ids", "connections_open",
                     "count", "exitcode"})
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+#: Upper bounds (seconds) of the buckets of every duration histogram: 1 ms to 1 min.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 30.0, 60.0)
+
+
+class Histogram:
+    """Durations in seconds counted in the fixed buckets :data:`LATENCY_BUCKETS` (and one
+    past the last): fixed memory whatever is observed. Thread-safe."""
+
+    def __init__(self):
+        self._counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        i = bisect.bisect_left(LATENCY_BUCKETS, seconds)   # the first bound >= seconds
+        with self._lock:
+            self._counts[i] += 1
+            self._sum += seconds
+
+    @contextmanager
+    def time(self):
+        """Observe how long the ``with`` block took (also when it raised)."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.observe(time.monotonic() - start)
+
+    def snapshot(self) -> dict:
+        """``{"counts": [per bucket, the last past every bound], "sum": seconds}``."""
+        with self._lock:
+            return {"counts": list(self._counts), "sum": self._sum}
+
+
+def _merged(a: dict | None, b: dict) -> dict:
+    """Two histogram snapshots added (``a`` may be None)."""
+    if not a:
+        return {"counts": list(b["counts"]), "sum": b["sum"]}
+    return {"counts": [x + y for x, y in zip(a["counts"], b["counts"])],
+            "sum": a["sum"] + b["sum"]}
+
+
+def _histograms(rep: dict) -> dict:
+    """The well-formed histogram snapshots of a component report."""
+    hists = rep.get("histograms")
+    if not isinstance(hists, dict):
+        return {}
+    return {k: v for k, v in hists.items() if isinstance(v, dict)
+            and isinstance(v.get("counts"), list) and len(v["counts"]) ==
+            len(LATENCY_BUCKETS) + 1 and all(_number(c) for c in v["counts"])
+            and _number(v.get("sum"))}
+
+
+def own_report(name: str, kind: str, metrics: dict, histograms: dict) -> dict:
+    """A component report without children: ``{name, kind, metrics}`` and, when it has
+    any, ``histograms`` (snapshots by name)."""
+    out = {"name": name, "kind": kind, "metrics": dict(metrics)}
+    if histograms:
+        out["histograms"] = {k: h.snapshot() for k, h in list(histograms.items())}
+    return out
 
 
 def _number(v) -> bool:
@@ -72,26 +139,34 @@ def fold(carried: dict, report: dict | None, path: str = "") -> None:
     ``carried``, by path (see :func:`walk`) under ``path``."""
     for p, rep in walk(report, path):
         metrics = rep.get("metrics") or {}
-        if not isinstance(metrics, dict):
-            continue
-        for k, v in metrics.items():
-            if _number(v) and k not in GAUGES:
-                into = carried.setdefault(p, {})
-                into[k] = into.get(k, 0) + v
+        if isinstance(metrics, dict):
+            for k, v in metrics.items():
+                if _number(v) and k not in GAUGES:
+                    into = carried.setdefault(p, {})
+                    into[k] = into.get(k, 0) + v
+        for k, snap in _histograms(rep).items():
+            into = carried.setdefault(p, {})
+            into[k] = _merged(into.get(k), snap)
 
 
 def carry(report: dict, carried: dict, path: str = "") -> dict:
-    """A copy of ``report`` whose counters include the totals ``carried`` holds for the
-    same paths (a counter the live component has not counted yet appears too)."""
+    """A copy of ``report`` whose counters and histograms include the totals ``carried``
+    holds for the same paths (one the live component has not counted yet appears too)."""
     if not carried or not isinstance(report, dict):
         return report
     out = dict(report)
     extra = carried.get(path)
     if extra:
         metrics = dict(report.get("metrics") or {})
+        hists = _histograms(report)
         for k, v in extra.items():
-            metrics[k] = metrics.get(k, 0) + v
+            if isinstance(v, dict):
+                hists[k] = _merged(v, hists[k]) if k in hists else v
+            else:
+                metrics[k] = metrics.get(k, 0) + v
         out["metrics"] = metrics
+        if hists:
+            out["histograms"] = hists
     kids = report.get("children") or []
     if kids:
         out["children"] = [carry(c, carried, _child_path(path, i, c, len(kids)))
@@ -103,6 +178,7 @@ def hollow(report: dict) -> dict:
     """``report``'s tree without any metric: the shape a retired component leaves for
     :func:`carry` to fill with its carried counters."""
     out = {**report, "metrics": {}}
+    out.pop("histograms", None)
     if report.get("children"):
         out["children"] = [hollow(c) for c in report["children"] if isinstance(c, dict)]
     return out
@@ -211,6 +287,9 @@ class _Families:
     def gauge(self, name: str, help_text: str, labels: list[str]):
         return self._get(GaugeMetricFamily, name, help_text, labels)
 
+    def histogram(self, name: str, help_text: str, labels: list[str]):
+        return self._get(HistogramMetricFamily, name, help_text, labels)
+
     def _get(self, cls, name, help_text, labels):
         fam = self.by_name.get(name)
         if fam is None:
@@ -254,6 +333,14 @@ def node_families(status: dict) -> list:
                 else:
                     fam = fams.counter(mname, f"Component counter {key}.", _COMPONENT_LABELS)
                 fam.add_metric(labels, v * factor)
+            for key, snap in sorted(_histograms(rep).items()):
+                fam = fams.histogram(f"flume_component_{metric_name(key)}",
+                                     f"Component histogram {key}.", _COMPONENT_LABELS)
+                cum, buckets = 0, []
+                for bound, n in zip(LATENCY_BUCKETS + (math.inf,), snap["counts"]):
+                    cum += n
+                    buckets.append(("+Inf" if bound == math.inf else repr(bound), cum))
+                fam.add_metric(labels, buckets, snap["sum"])
     refused = {k[len("refused_"):]: v for k, v in (status.get("status_page") or {}).items()
                if k.startswith("refused_")}
     if refused:
@@ -283,6 +370,6 @@ def prometheus_text(status: dict) -> str:
     return exposition(reg).decode()
 
 
-__all__ = ["summarize", "components", "walk", "fold", "carry", "hollow", "node_families",
+__all__ = ["Histogram", "LATENCY_BUCKETS", "own_report", "summarize", "components", "walk", "fold", "carry", "hollow", "node_families",
            "NodeCollector", "BuildCollector", "registry", "exposition", "prometheus_text",
            "metric_name", "version", "PROMETHEUS_CONTENT_TYPE", "MAIN", "GAUGES"]

@@ -44,7 +44,7 @@ import time
 from ..checkpoint import Checkpoint
 from ..component import Component, NodeContext, Sink, SinkFactory
 from ..errors import SinkError
-from ..metrics import carry, fold, hollow
+from ..metrics import carry, fold, hollow, own_report
 from ..registry import Positive, decorator
 from ..spec import Func, Lit
 
@@ -146,7 +146,7 @@ class RollSink(Sink):
 
     def report(self) -> dict:
         """The roll's counters and its inner sink's, counted over every instance."""
-        out = {"name": self.spec_name, "kind": self.kind, "metrics": dict(self.metrics)}
+        out = own_report(self.spec_name, self.kind, self.metrics, self.histograms)
         with self._report_lock:
             inst = self._current or self._closing
             inner = inst.report() if inst is not None else self._shape
@@ -314,7 +314,8 @@ class RollSink(Sink):
             self._retiring(cur)
             self._current = None
             try:
-                cur.close()
+                with self.histogram("roll_seconds").time():
+                    cur.close()
             except Exception as exc:
                 self._close_failed(exc, True)
             else:

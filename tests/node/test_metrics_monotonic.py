@@ -63,3 +63,36 @@ def test_counters_never_decrease_across_rolls_and_a_reconfiguration(tmp_path):
     assert final[("logical", "events_out")] == 150
     assert final[("sink/roll/collect", "events_in")] == 150
     assert final[("sink/roll", "rolls")] >= 5     # several instances were replaced
+
+
+def test_durations_are_histograms_kept_across_rolls_and_exported(tmp_path):
+    """The WAL's write+fsync, the E2E acknowledgement and the roll's close are observed
+    in histograms; the roll's inner histograms are carried like its counters."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from flume_og.node.metrics import prometheus_text
+    collect.reset("hist")
+    node = LogicalNode("n", tmp_path)
+    node.configure(parse_source('memory("hist")'),
+                   parse_sink('roll(60000) { ackedWriteAhead(1000, 50) collect("hist") }'))
+    roll = node._flow.sink
+    for i in range(3):
+        memory.push("hist", [b"x"] * 4)
+        wait_until(lambda: len(collect.collected("hist")) == 4 * (i + 1), timeout=10)
+        roll.roll_now()
+    try:
+        text = prometheus_text({"physical": "p", "logical": {"n": node.status()}})
+    finally:
+        node.stop(5)
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    for name in ("wal_sync_seconds", "ack_seconds", "roll_seconds"):
+        fam = fams[f"flume_component_{name}"]
+        assert fam.type == "histogram", name
+        count = next(s.value for s in fam.samples if s.name.endswith("_count"))
+        inf = next(s.value for s in fam.samples if s.labels.get("le") == "+Inf")
+        assert count == inf > 0, name
+    # three instances, each acknowledged 4 events in at least one group
+    acks = fams["flume_component_ack_seconds"]
+    assert next(s.value for s in acks.samples if s.name.endswith("_count")) >= 3
+    assert next(s.value for s in fams["flume_component_roll_seconds"].samples
+                if s.name.endswith("_count")) == 3

@@ -9,11 +9,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flume_og.node.metrics import GAUGES, prometheus_text, version
+from flume_og.node.metrics import GAUGES, Histogram, prometheus_text, version
 from flume_og.node.status_server import StatusServer
 from tests.node.test_status_server import status_fixture
 
 pytestmark = pytest.mark.timeout(60)
+
+HISTOGRAMS = ("batch_send_seconds", "ack_seconds", "wal_sync_seconds", "roll_seconds")
 
 
 def families(text: str) -> dict:
@@ -28,10 +30,15 @@ def scrape(server: StatusServer) -> str:
 
 
 def with_gauges() -> dict:
+    """The fixture with gauges, a time in ms and every histogram the product observes."""
     st = status_fixture()
     comp = st["logical"]["web"]["components"]["sink"]["children"][1]["children"][0]
     comp["metrics"].update({"acks_pending": 3, "watermark": 17, "throttled_ms": 1500,
                             "refused": 2})
+    h = Histogram()
+    for seconds in (0.0005, 0.003, 0.003, 2.0, 100.0):
+        h.observe(seconds)
+    comp["histograms"] = {name: h.snapshot() for name in HISTOGRAMS}
     return st
 
 
@@ -39,7 +46,7 @@ def test_every_family_is_typed_counters_end_in_total_and_gauges_are_gauges():
     fams = families(prometheus_text(with_gauges()))
     assert fams, "no family at all"
     for name, fam in fams.items():
-        assert fam.type in ("counter", "gauge"), (name, fam.type)
+        assert fam.type in ("counter", "gauge", "histogram"), (name, fam.type)
         for s in fam.samples:
             if fam.type == "counter":
                 assert s.name.endswith("_total"), s.name
@@ -53,10 +60,23 @@ def test_every_family_is_typed_counters_end_in_total_and_gauges_are_gauges():
     assert s.name == "flume_component_throttled_seconds_total" and s.value == 1.5
 
 
+def test_histograms_have_cumulative_buckets_sum_and_count():
+    fams = families(prometheus_text(with_gauges()))
+    for name in HISTOGRAMS:
+        fam = fams[f"flume_component_{name}"]
+        assert fam.type == "histogram"
+        buckets = {s.labels["le"]: s.value for s in fam.samples if s.name.endswith("_bucket")}
+        assert buckets["0.001"] == 1 and buckets["0.005"] == 3 and buckets["2.5"] == 4
+        assert buckets["60.0"] == 4 and buckets["+Inf"] == 5
+        [count] = [s.value for s in fam.samples if s.name.endswith("_count")]
+        [total] = [s.value for s in fam.samples if s.name.endswith("_sum")]
+        assert count == 5 and total == pytest.approx(102.0065)
+
+
 def test_a_component_counter_is_never_exported_as_a_gauge_nor_the_reverse():
     fams = families(prometheus_text(with_gauges()))
     for name, fam in fams.items():
-        if name.startswith("flume_component_"):
+        if name.startswith("flume_component_") and fam.type != "histogram":
             key = name[len("flume_component_"):]
             assert (fam.type == "gauge") == (key in GAUGES), name
 

@@ -158,10 +158,7 @@ class StatusServer:
         from starlette.responses import Response
         from starlette.routing import Route
 
-        def page(render: Callable[[dict], str | bytes], content_type: str,
-                 status: bool = True):
-            """``render`` of the served status (or of None: ``status`` False, for a
-            renderer that reads it itself)."""
+        def page(render: Callable[[], str | bytes], content_type: str):
             # a plain function: Starlette runs it on a worker thread, off the event loop
             def endpoint(request) -> Response:
                 host = request.headers.get("host")
@@ -170,7 +167,7 @@ class StatusServer:
                                     b"host name\n", 421, media_type="text/plain",
                                     headers={"Connection": "close"})
                 try:
-                    body = render(self.served_status() if status else None)
+                    body = render()
                 except Exception as exc:  # a status page must not take the node down
                     self._errors.warning("render", "status page %s failed: %r",
                                          request.url.path, exc)
@@ -180,14 +177,16 @@ class StatusServer:
                                 headers={"Cache-Control": "no-store"})
             return endpoint
 
-        html_page = page(render_html, "text/html; charset=utf-8")
+        html_page = page(lambda: render_html(self.served_status()),
+                         "text/html; charset=utf-8")
         return Starlette(routes=[
             Route("/", html_page), Route("/index.html", html_page),
-            Route("/status.json", page(lambda st: json.dumps(st, ensure_ascii=True,
-                                                                 default=str),
+            Route("/status.json", page(lambda: json.dumps(self.served_status(),
+                                                          ensure_ascii=True, default=str),
                                        "application/json")),
-            Route("/metrics", page(lambda st: exposition(self.registry),
-                                   PROMETHEUS_CONTENT_TYPE, status=False))])
+            # the registry's collector reads served_status() itself
+            Route("/metrics", page(lambda: exposition(self.registry),
+                                   PROMETHEUS_CONTENT_TYPE))])
 
 
 def _refused(counters: dict | None) -> dict:

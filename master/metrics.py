@@ -31,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from flume_og.node.limits import RateLimitedLog
 from flume_og.node.logical_node import State
 from flume_og.node.metrics import MAIN, registry
+from flume_og.zk.client import ZkError
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class MasterCollector:
             for part in (self._nodes, self._commands):
                 try:
                     fams.extend(part())
-                except Exception as exc:  # ZooKeeper away: the rest of the scrape stands
+                except ZkError as exc:  # ZooKeeper away: the rest of the scrape stands
                     self._errors.warning(part.__name__, "the master's metrics leave out "
                                          "%s: %s", part.__name__.strip("_"), exc)
         refused = CounterMetricFamily("flume_master_refused", "Requests and connections "

@@ -87,3 +87,29 @@ def test_promtool_accepts_the_masters_exposition(service):
     out = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
                          capture_output=True, timeout=30)
     assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), out
+
+
+def test_zookeeper_away_leaves_out_what_it_cannot_read_and_keeps_the_rest():
+    from flume_og.master.metrics import MasterCollector
+    from flume_og.zk.client import ZkError
+
+    class Away:
+        def session_state(self):
+            return "SUSPENDED"
+
+        def command_ids(self):
+            raise ZkError("ZooKeeper is away")
+
+    class Service:
+        store = Away()
+
+        def status(self):
+            raise ZkError("ZooKeeper is away")
+
+    fams = {f.name: f for f in MasterCollector(Service(), {"refused_host": 2}).collect()}
+    assert set(fams) == {"flume_master_zookeeper_session_state", "flume_master_refused"}
+    state = {s.labels["state"]: s.value for s in fams[
+        "flume_master_zookeeper_session_state"].samples}
+    assert state == {"CONNECTED": 0, "SUSPENDED": 1, "LOST": 0}
+    assert [(s.labels, s.value) for s in fams["flume_master_refused"].samples] == [
+        ({"reason": "host"}, 2)]

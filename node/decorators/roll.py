@@ -53,6 +53,29 @@ log = logging.getLogger(__name__)
 ROLLTAG = "rolltag"
 
 
+class Slot:
+    """A place of a roll where instances come and go (the inner sink; collectorSink's
+    plain files). It reports the live instance, else the one being closed, else the
+    ``shape`` of the last one (or the one given), with the counters of every closed
+    instance added (:func:`node.metrics.carry`). The roll's report lock guards it."""
+
+    def __init__(self, shape: dict | None = None):
+        self.carried: dict = {}
+        self.shape = shape
+        self.closing: Sink | None = None
+
+    def report(self, live: Sink | None) -> dict | None:
+        inst = live or self.closing
+        rep = inst.report() if inst is not None else self.shape
+        return carry(rep, self.carried, "") if rep is not None else None
+
+    def retired(self, rep: dict) -> None:
+        """The closing instance, whose last report is ``rep``, is closed."""
+        fold(self.carried, rep, "")
+        self.shape = hollow(rep)
+        self.closing = None
+
+
 class Trigger:
     """When a roll happens: ``time`` (every rollmillis) or ``size(bytes)`` (after that many
     body bytes, or every rollmillis, whichever comes first)."""
@@ -122,12 +145,9 @@ class RollSink(Sink):
         self._lock = threading.RLock()
         self._tagger = _Tagger()
         self._current: Sink | None = None
-        # the counters of closed instances (node.metrics.fold), the instance being closed
-        # (still reported until folded) and the shape of the last one; _report_lock makes
-        # a report see either the closing instance or its folded counters, never both
-        self._carried: dict = {}
-        self._closing: Sink | None = None
-        self._shape: dict | None = None
+        self._inner = Slot()
+        # a report sees either an instance being closed or its carried counters, never
+        # both: Slot.retiring/retired and report() hold it
         self._report_lock = threading.Lock()
         self._cur_events = 0
         self._cur_bytes = 0
@@ -148,25 +168,27 @@ class RollSink(Sink):
         """The roll's counters and its inner sink's, counted over every instance."""
         out = own_report(self.spec_name, self.kind, self.metrics, self.histograms)
         with self._report_lock:
-            inst = self._current or self._closing
-            inner = inst.report() if inst is not None else self._shape
-            if inner is not None:
-                out["children"] = [carry(inner, self._carried, "")]
+            kids = [slot.report(live) for slot, live in self._slots()]
+        kids = [k for k in kids if k is not None]
+        if kids:
+            out["children"] = kids
         return out
 
-    def _retiring(self, inst: Sink) -> None:
-        """``inst`` is about to close: keep reporting it until :meth:`_retired`. Call
-        before ``_current`` drops it."""
-        with self._report_lock:
-            self._closing = inst
+    def _slots(self) -> list[tuple["Slot", Sink | None]]:
+        """Each slot with its live instance (subclasses add theirs)."""
+        return [(self._inner, self._current)]
 
-    def _retired(self, inst: Sink) -> None:
-        """``inst`` is closed: carry its counters."""
+    def _retiring(self, slot: "Slot", inst: Sink) -> None:
+        """``inst`` of ``slot`` is about to close: reported until :meth:`_retired`. Call
+        before the attribute holding it drops it."""
+        with self._report_lock:
+            slot.closing = inst
+
+    def _retired(self, slot: "Slot", inst: Sink) -> None:
+        """``inst`` of ``slot`` is closed: carry its counters."""
         rep = inst.report()
         with self._report_lock:
-            fold(self._carried, rep, "")
-            self._shape = hollow(rep)
-            self._closing = None
+            slot.retired(rep)
 
     @property
     def current_tag(self) -> bytes:
@@ -198,7 +220,7 @@ class RollSink(Sink):
             cur = self._current
             if cur is None:
                 return
-            self._retiring(cur)
+            self._retiring(self._inner, cur)
             self._current = None
             had_events = self._cur_events > 0
             self._cur_events = self._cur_bytes = 0
@@ -208,7 +230,7 @@ class RollSink(Sink):
                 self._close_failed(exc, had_events)
                 raise SinkError(f"roll: closing the last instance failed: {exc}") from exc
             finally:
-                self._retired(cur)
+                self._retired(self._inner, cur)
             if had_events:
                 self.metrics.add("rolls")
                 self.on_inner_closed(self._tag, True)
@@ -311,7 +333,7 @@ class RollSink(Sink):
             self._start_period()   # nothing to finish: keep the instance, avoid empty files
             return
         if cur is not None:
-            self._retiring(cur)
+            self._retiring(self._inner, cur)
             self._current = None
             try:
                 with self.histogram("roll_seconds").time():
@@ -322,7 +344,7 @@ class RollSink(Sink):
                 self.metrics.add("rolls")
                 self.on_inner_closed(self._tag, True)
             finally:
-                self._retired(cur)
+                self._retired(self._inner, cur)
         self._start_period()
         self._open_inner()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from flume_og.node.logical_node import LogicalNode, State
 from flume_og.node.metrics import components, summarize
 from flume_og.node.sinks import collect
@@ -11,7 +13,7 @@ from flume_og.node.sources import memory
 from flume_og.node.spec import parse_sink, parse_source
 from tests.waiting import wait_until
 
-SINK = 'roll(50, checkmillis=10) { collect("mono") }'
+ROLL = 'roll(50, checkmillis=10) { collect("mono") }'
 
 
 def _counters(node: LogicalNode) -> dict:
@@ -26,10 +28,16 @@ def _counters(node: LogicalNode) -> dict:
     return out
 
 
-def test_counters_never_decrease_across_rolls_and_a_reconfiguration(tmp_path):
+@pytest.mark.parametrize("kind", ["roll", "collectorSink"])
+def test_counters_never_decrease_across_rolls_and_a_reconfiguration(tmp_path, kind):
     collect.reset("mono")
-    node = LogicalNode("n", tmp_path)
-    node.configure(parse_source('memory("mono")'), parse_sink(SINK))
+    out = tmp_path / "out"
+    sink = ROLL if kind == "roll" else f'collectorSink("{out}", "x-", 50)'
+    written = ((lambda: len(collect.collected("mono"))) if kind == "roll" else
+               (lambda: sum(f.read_bytes().count(b"\n") for f in out.rglob("x-*")
+                            if f.is_file())))
+    node = LogicalNode("n", tmp_path / "data")
+    node.configure(parse_source('memory("mono")'), parse_sink(sink))
     seen: dict = {}
     drops: list = []
     stop = threading.Event()
@@ -48,10 +56,9 @@ def test_counters_never_decrease_across_rolls_and_a_reconfiguration(tmp_path):
         for i in range(30):
             memory.push("mono", [b"x"] * 5)
             if i == 15:   # the same spec again: a new flow, new component objects
-                wait_until(lambda: len(collect.collected("mono")) == 80, timeout=10)
-                node.configure(parse_source('memory("mono")'), parse_sink(SINK))
+                node.configure(parse_source('memory("mono")'), parse_sink(sink))
                 assert node.state is State.ACTIVE
-            wait_until(lambda: len(collect.collected("mono")) == 5 * (i + 1), timeout=10)
+            wait_until(lambda: node.status()["events_in"] == 5 * (i + 1), timeout=10)
             stop.wait(0.02)   # let a roll happen between batches
     finally:
         stop.set()
@@ -59,10 +66,12 @@ def test_counters_never_decrease_across_rolls_and_a_reconfiguration(tmp_path):
         node.stop(5)
     final = _counters(node)
     assert not drops, drops
+    assert written() == 150
     assert final[("logical", "events_in")] == 150
     assert final[("logical", "events_out")] == 150
-    assert final[("sink/roll/collect", "events_in")] == 150
-    assert final[("sink/roll", "rolls")] >= 5     # several instances were replaced
+    if kind == "roll":
+        assert final[("sink/roll/collect", "events_in")] == 150
+    assert final[(f"sink/{kind}", "rolls")] >= 5     # several instances were replaced
 
 
 def test_durations_are_histograms_kept_across_rolls_and_exported(tmp_path):

@@ -35,12 +35,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from flume_og.node.component import Metrics
 from flume_og.node.errors import RestoreError, SpecError
 from flume_og.node.hosts import HostPolicy
+from flume_og.node.metrics import PROMETHEUS_CONTENT_TYPE, exposition
 from flume_og.node.redact import has_redacted, redact_tree, unredact
 from flume_og.zk.client import ConflictError, ZkError
 
 from . import command_table
 from .errors import CommandError, CommandFailed, NotFound
 from .http_guard import DEFAULT_MAX_BODY, Guard
+from .metrics import master_registry
 from .service import MasterService
 from .validation import render_spec_error, spec_error_list
 
@@ -143,6 +145,7 @@ def create_app(service: MasterService, token: str | None = None, *,
     parsing = _ParseSlots()
     _add_error_handlers(app)
     _add_listings(app, service, metrics)
+    _add_metrics(app, service, metrics)
     _add_configs(app, service, parsing)
     _add_mappings(app, service)
     _add_commands(app, service, parsing)
@@ -252,6 +255,16 @@ def _add_listings(app: FastAPI, service: MasterService, metrics: Metrics) -> Non
     def flows():
         """``{flow: {agents, collectors, pool, others, chains}}``."""
         return _raw(service.flows_json())
+
+
+def _add_metrics(app: FastAPI, service: MasterService, metrics: Metrics) -> None:
+    """``/metrics`` (master/metrics.py), behind the read token like ``/api/``."""
+    reg = master_registry(service, metrics)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics():
+        return Response(exposition(reg), media_type=PROMETHEUS_CONTENT_TYPE,
+                        headers={"Cache-Control": "no-store"})
 
 
 def _add_configs(app: FastAPI, service: MasterService, parsing: _ParseSlots) -> None:

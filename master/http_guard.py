@@ -6,8 +6,8 @@
    421 (a DNS-rebinding page in a browser cannot reach a token-less loopback master).
 2. **Tokens**, from the headers alone: with a write token, every write (any method but
    GET, HEAD and OPTIONS; ``POST /api/validate`` and ``POST /api/plan``, which store
-   nothing, are reads) needs
-   ``Authorization: Bearer WRITE_TOKEN``; with a read token, every ``/api/`` request but ``/api/health`` and
+   nothing, are reads) needs ``Authorization: Bearer WRITE_TOKEN``; with a read token,
+   every ``/api/`` request (and ``/metrics``) but ``/api/health`` and
    ``/api/cluster`` needs the read or the write token. Missing or wrong: 401. (The API
    passes the read token as the write token too when it has no write token: a master
    that guards its reads does not leave its writes open.)
@@ -97,7 +97,7 @@ class Guard:
             if self.write is not None and not self._bearer(headers, self.write):
                 return (401, "token", "a valid access token is required for writes "
                         "(Authorization: Bearer TOKEN)")
-        elif self.read is not None and path.startswith("/api/") \
+        elif self.read is not None and (path.startswith("/api/") or path == "/metrics") \
                 and path not in OPEN_READS \
                 and not (self._bearer(headers, self.read)
                          or (self.write is not None and self._bearer(headers, self.write))):

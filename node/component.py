@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .clock import SYSTEM_CLOCK, Clock
 from .event import Event
+from .metrics import Histogram, own_report
 from .tls import PLAINTEXT, Transport
 
 if TYPE_CHECKING:
@@ -135,6 +136,13 @@ class Component:
 
     def __init__(self) -> None:
         self.metrics = Metrics()
+        self.histograms: dict[str, Histogram] = {}
+
+    def histogram(self, name: str) -> Histogram:
+        """The duration histogram ``name`` (seconds, ``node.metrics.LATENCY_BUCKETS``),
+        made on first use; reported with the counters."""
+        h = self.histograms.get(name)
+        return h if h is not None else self.histograms.setdefault(name, Histogram())
 
     @classmethod
     def check_args(cls, args: Mapping[str, Any]) -> None:
@@ -149,7 +157,7 @@ class Component:
 
     def report(self) -> dict:
         """A tree of this component's counters and its children's."""
-        out = {"name": self.spec_name, "kind": self.kind, "metrics": dict(self.metrics)}
+        out = own_report(self.spec_name, self.kind, self.metrics, self.histograms)
         kids = [c.report() for c in self.children()]
         if kids:
             out["children"] = kids

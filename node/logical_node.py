@@ -30,6 +30,7 @@ from .checkpoint import Checkpoint, CheckpointStore
 from .clock import SYSTEM_CLOCK, Clock
 from .component import Conditions, NodeContext, NodeShared, Sink, Source
 from .errors import FlumeError, Interrupted
+from .metrics import carry, fold, hollow
 from .builder import build_sink, build_source
 from .spec import Call, SinkNode, format_sink, format_source
 from .tls import PLAINTEXT, Transport
@@ -143,6 +144,12 @@ class LogicalNode:
         self.bytes_in = 0
         self._flow: _Flow | None = None
         self._lock = threading.RLock()
+        # the counters of the flows a reconfiguration replaced, by component path
+        # (node.metrics.fold): status() adds them, so no counter goes down when the spec
+        # changes; one entry per component path this node ever ran
+        self._carried: dict = {}
+        self._shape: dict | None = None      # the last retired flow's reports, hollow
+        self._report_lock = threading.Lock()
         self._store: CheckpointStore | None = None
         self.state_changed = threading.Condition()
 
@@ -213,6 +220,7 @@ class LogicalNode:
             new_source = build_source(source)
             new_sink = build_sink(sink)
             self._stop_flow(None)
+            self._retire_flow()
             self.source_text = format_source(source)
             self.sink_text = format_sink(sink)
             self.version = version
@@ -265,6 +273,23 @@ class LogicalNode:
         except Exception:
             pass
 
+    def _retire_flow(self) -> None:
+        """Carry the counters of the stopped flow and drop it (one step for status())."""
+        flow = self._flow
+        if flow is None:
+            return
+        with self._report_lock:
+            reports = self._reports(flow)
+            for root, rep in reports.items():
+                fold(self._carried, rep, f"{root}/{rep.get('name', '?')}")
+            # until a new flow runs (or if none opens), status() shows the carried counts
+            self._shape = {root: hollow(rep) for root, rep in reports.items()}
+            self._flow = None
+
+    @staticmethod
+    def _reports(flow: _Flow) -> dict:
+        return {"source": flow.source.report(), "sink": flow.sink.report()}
+
     def _stop_flow(self, timeout: float | None) -> bool:
         flow = self._flow
         if flow is None or flow.finished.is_set():
@@ -288,7 +313,13 @@ class LogicalNode:
         return flow is None or flow.finished.wait(timeout)
 
     def status(self) -> dict:
-        flow = self._flow
+        """The node's state and counters; component counters include those of the flows
+        it ran before (see ``_carried``)."""
+        with self._report_lock:
+            flow = self._flow
+            reports = self._reports(flow) if flow else self._shape
+            comps = ({root: carry(rep, self._carried, f"{root}/{rep.get('name', '?')}")
+                      for root, rep in reports.items()} if reports else None)
         return {
             "name": self.name,
             "state": self.state.value,
@@ -300,6 +331,5 @@ class LogicalNode:
             "checkpoint_corrupt": bool(self._store is not None and self._store.corrupt),
             "events_in": self.events_in,
             "bytes_in": self.bytes_in,
-            "components": ({"source": flow.source.report(), "sink": flow.sink.report()}
-                           if flow else None),
+            "components": comps,
         }

@@ -1,5 +1,6 @@
 """A physical node's status page: ``/`` (HTML), ``/status.json`` and ``/metrics``
-(Prometheus text format 0.0.4).
+(Prometheus text format 0.0.4: :class:`node.metrics.NodeCollector` over the same status,
+the process and build metrics, in a registry of this server's own).
 
 It serves whatever ``status()`` returns when asked — a dict ``{physical, host, pid,
 started, updated, logical: {name: {state, version, flow, source, sink, last_error,
@@ -52,8 +53,8 @@ from .hosts import HostPolicy
 from .http_server import HttpLimits
 from .http_thread import AsgiServerThread
 from .limits import RateLimitedLog, Refusals
-from .metrics import (MAIN, PROMETHEUS_CONTENT_TYPE, _labels, components, prometheus_text,
-                      summarize)
+from .metrics import (MAIN, PROMETHEUS_CONTENT_TYPE, NodeCollector, components, exposition,
+                      registry, summarize)
 from .redact import redact_tree
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class StatusServer:
         self.autofind = autofind
         self.limits = limits
         self.metrics = Metrics()
+        self.registry = registry(NodeCollector(self.served_status))
         self.port: int | None = None
         self._errors = RateLimitedLog(log)
         self._serving: AsgiServerThread | None = None
@@ -156,7 +158,7 @@ class StatusServer:
         from starlette.responses import Response
         from starlette.routing import Route
 
-        def page(render: Callable[[dict], str], content_type: str):
+        def page(render: Callable[[], str | bytes], content_type: str):
             # a plain function: Starlette runs it on a worker thread, off the event loop
             def endpoint(request) -> Response:
                 host = request.headers.get("host")
@@ -165,7 +167,7 @@ class StatusServer:
                                     b"host name\n", 421, media_type="text/plain",
                                     headers={"Connection": "close"})
                 try:
-                    body = render(self.served_status())
+                    body = render()
                 except Exception as exc:  # a status page must not take the node down
                     self._errors.warning("render", "status page %s failed: %r",
                                          request.url.path, exc)
@@ -175,35 +177,22 @@ class StatusServer:
                                 headers={"Cache-Control": "no-store"})
             return endpoint
 
-        html_page = page(render_html, "text/html; charset=utf-8")
+        html_page = page(lambda: render_html(self.served_status()),
+                         "text/html; charset=utf-8")
         return Starlette(routes=[
             Route("/", html_page), Route("/index.html", html_page),
-            Route("/status.json", page(lambda st: json.dumps(st, ensure_ascii=True,
-                                                                 default=str),
+            Route("/status.json", page(lambda: json.dumps(self.served_status(),
+                                                          ensure_ascii=True, default=str),
                                        "application/json")),
-            Route("/metrics", page(metrics_text, PROMETHEUS_CONTENT_TYPE))])
+            # the registry's collector reads served_status() itself
+            Route("/metrics", page(lambda: exposition(self.registry),
+                                   PROMETHEUS_CONTENT_TYPE))])
 
 
 def _refused(counters: dict | None) -> dict:
     """``{reason: count}`` of the ``refused_<reason>`` counters in ``counters``."""
     return {k[len("refused_"):]: v for k, v in (counters or {}).items()
             if k.startswith("refused_")}
-
-
-def metrics_text(status: dict) -> str:
-    """:func:`node.metrics.prometheus_text` of ``status``, and the status page's own
-    refusals (``flume_status_page_refused_total``, by reason)."""
-    text = prometheus_text(status)
-    refused = _refused(status.get("status_page"))
-    if not refused:
-        return text
-    physical = status.get("physical", "")
-    name = "flume_status_page_refused_total"
-    lines = [f"# HELP {name} Connections and requests the status page refused, by reason.",
-             f"# TYPE {name} counter"]
-    lines += [f"{name}{_labels({'physical': physical, 'reason': r})} {v}"
-              for r, v in sorted(refused.items())]
-    return text + "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- the HTML page

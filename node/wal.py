@@ -58,6 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .limits import RateLimitedLog
+from .metrics import Histogram
 from .segment_log import Framing, LogError, Segment, SegmentLog, disk_full
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,13 @@ class WriteAheadLog:
     """A write-ahead log in ``directory`` (see the module docstring)."""
 
     def __init__(self, directory: Path | str, metrics: dict | None = None,
-                 segment_bytes: int = SEGMENT_BYTES, clock=None):
+                 segment_bytes: int = SEGMENT_BYTES, clock=None,
+                 sync_seconds: Histogram | None = None):
+        """``sync_seconds``: where the time of each durable write (write and fsync) is
+        observed."""
         self.dir = Path(directory)
         self.metrics = metrics if metrics is not None else {}
+        self.sync_seconds = sync_seconds if sync_seconds is not None else Histogram()
         self.log = SegmentLog(self.dir, FRAMING, what="the WAL", suffix=".wal", digits=20,
                               durable=True, segment_bytes=segment_bytes, log=log,
                               clock=clock)
@@ -289,7 +294,8 @@ class WriteAheadLog:
                 off += size
                 seq += 1
             total = off - seg.size
-            self.log.write(seg, bufs, total)
+            with self.sync_seconds.time():
+                self.log.write(seg, bufs, total)
             self._add("fsyncs", 1)
             self._next_seq = seq
             if pos_no:
@@ -311,7 +317,8 @@ class WriteAheadLog:
             seg = self._writable(self._room(position))
             trailer, n = self._trailer(position)
             rec = FRAMING.pack(MAGIC_MARK, (self._next_seq - 1, 0), b"", trailer)
-            self.log.write(seg, rec, sum(map(len, rec)))
+            with self.sync_seconds.time():
+                self.log.write(seg, rec, sum(map(len, rec)))
             self._add("fsyncs", 1)
             self._take_position(n, position)
             self._seg_pos[seg.number] = n

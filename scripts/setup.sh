@@ -15,6 +15,10 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v logger >/dev/null 2>&1 || need_apt+=(bsdutils)
 # a real rsyslog forwards over TLS (RFC 5425) in tests/node/test_tls_rsyslog.py
 compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || need_apt+=(rsyslog-gnutls)
+# a real Prometheus scrapes a master and two nodes, and promtool checks every /metrics
+# (tests/integration/test_prometheus_scrape.py); the tests run their own instance
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 \
+  || need_apt+=(prometheus)
 # the web console's tests run in a real headless browser
 if [ "${FLUME_SETUP_BROWSER:-1}" = 1 ] && [ ! -x /usr/bin/chromium ]; then
   need_apt+=(chromium)

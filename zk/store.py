@@ -459,14 +459,23 @@ class ConfigStore:
             return None
         return Command(id=str(int(cmd_id)), **(_loads(raw) or {}))
 
+    def command_ids(self) -> list[str]:
+        """The ids of the commands kept (at most ``COMMANDS_KEPT`` after a trim), oldest
+        first."""
+        return [n.split("-", 1)[1] for n in sorted(self.zk.get_children(self.path("commands")))]
+
     def list_commands(self, limit: int = 100) -> list[Command]:
-        names = sorted(self.zk.get_children(self.path("commands")))[-limit:]
         out = []
-        for n in reversed(names):
-            c = self.get_command(n.split("-", 1)[1])
+        for cid in reversed(self.command_ids()[-limit:]):
+            c = self.get_command(cid)
             if c is not None:
                 out.append(c)
         return out
+
+    def session_state(self) -> str:
+        """The ZooKeeper session's state: CONNECTED, SUSPENDED (connection lost, the
+        session may still be recovered) or LOST (expired or closed)."""
+        return str(self.client.state)
 
     def trim_commands(self, keep: int = COMMANDS_KEPT) -> int:
         names = sorted(self.zk.get_children(self.path("commands")))

@@ -110,7 +110,8 @@ class AckedWriteAhead(Decorator):
         commits = commit_log_of(ctx) if self.group_mode else None
         self.agent = agent_id(ctx)
         wal_dir = ctx.component_dir("e2e", quote(self.agent, safe="#-_.~@+"))
-        self.wal = WriteAheadLog(wal_dir, self.metrics, clock=ctx.clock)
+        self.wal = WriteAheadLog(wal_dir, self.metrics, clock=ctx.clock,
+                                 sync_seconds=self.histogram("wal_sync_seconds"))
         try:
             live = self.wal.open()
         except OSError as exc:
@@ -169,9 +170,11 @@ class AckedWriteAhead(Decorator):
                 self.retransmitMs / 1000, self.checkMs / 1000,
                 on_committed=self._committed, claim_holder=claim_holder,
                 lanes=getattr(self.inner, "lanes", 1) if commits is not None else 1,
-                reclaim=reclaim, group_committed=committed)
-            self.sender.add(g for g in (self.wal.get(s) for s in self.wal.live_seqs())
-                            if g is not None)
+                reclaim=reclaim, group_committed=committed,
+                ack_seconds=self.histogram("ack_seconds"))
+            # written before this open, at a time unknown: not in ack_seconds
+            self.sender.add((g for g in (self.wal.get(s) for s in self.wal.live_seqs())
+                             if g is not None), fresh=False)
         except Exception:
             self.wal.close()
             raise

@@ -27,8 +27,10 @@ Decisions (where OG was vague):
   instance meanwhile; the failure shows in ``rollfails``/``errors`` and the log.
 * If opening a new instance fails, the roll retries at every trigger check and every
   append; ``append`` raises :class:`SinkError` while there is no open instance.
-* The refusal counters (``refused``, ``refused_<reason>``: ``node.limits``) of an instance
-  are added to the roll's own when the instance is closed, so they outlive it.
+* The counters of an instance outlive it: when it is closed they are carried
+  (:func:`node.metrics.fold`) and the roll reports its live instance -- or, between two,
+  the shape of the last one -- with them added (:func:`node.metrics.carry`), so a counter
+  of the inner sink never goes down at a roll and ``rate()`` over it is right.
 * ``rolltag`` is stamped by the roll on every event (whatever tag the event came with), so
   a file name built from it holds no sender's text; the dfs sinks encode it all the same.
 """
@@ -42,12 +44,36 @@ import time
 from ..checkpoint import Checkpoint
 from ..component import Component, NodeContext, Sink, SinkFactory
 from ..errors import SinkError
+from ..metrics import carry, fold, hollow, own_report
 from ..registry import Positive, decorator
 from ..spec import Func, Lit
 
 log = logging.getLogger(__name__)
 
 ROLLTAG = "rolltag"
+
+
+class Slot:
+    """A place of a roll where instances come and go (the inner sink; collectorSink's
+    plain files). It reports the live instance, else the one being closed, else the
+    ``shape`` of the last one (or the one given), with the counters of every closed
+    instance added (:func:`node.metrics.carry`). The roll's report lock guards it."""
+
+    def __init__(self, shape: dict | None = None):
+        self.carried: dict = {}
+        self.shape = shape
+        self.closing: Sink | None = None
+
+    def report(self, live: Sink | None) -> dict | None:
+        inst = live or self.closing
+        rep = inst.report() if inst is not None else self.shape
+        return carry(rep, self.carried, "") if rep is not None else None
+
+    def retired(self, rep: dict) -> None:
+        """The closing instance, whose last report is ``rep``, is closed."""
+        fold(self.carried, rep, "")
+        self.shape = hollow(rep)
+        self.closing = None
 
 
 class Trigger:
@@ -119,6 +145,10 @@ class RollSink(Sink):
         self._lock = threading.RLock()
         self._tagger = _Tagger()
         self._current: Sink | None = None
+        self._inner = Slot()
+        # a report sees either an instance being closed or its carried counters, never
+        # both: Slot.retiring/retired and report() hold it
+        self._report_lock = threading.Lock()
         self._cur_events = 0
         self._cur_bytes = 0
         self._period_start = 0.0
@@ -133,6 +163,32 @@ class RollSink(Sink):
     def children(self) -> list[Component]:
         cur = self._current
         return [cur] if cur is not None else []
+
+    def report(self) -> dict:
+        """The roll's counters and its inner sink's, counted over every instance."""
+        out = own_report(self.spec_name, self.kind, self.metrics, self.histograms)
+        with self._report_lock:
+            kids = [slot.report(live) for slot, live in self._slots()]
+        kids = [k for k in kids if k is not None]
+        if kids:
+            out["children"] = kids
+        return out
+
+    def _slots(self) -> list[tuple["Slot", Sink | None]]:
+        """Each slot with its live instance (subclasses add theirs)."""
+        return [(self._inner, self._current)]
+
+    def _retiring(self, slot: "Slot", inst: Sink) -> None:
+        """``inst`` of ``slot`` is about to close: reported until :meth:`_retired`. Call
+        before the attribute holding it drops it."""
+        with self._report_lock:
+            slot.closing = inst
+
+    def _retired(self, slot: "Slot", inst: Sink) -> None:
+        """``inst`` of ``slot`` is closed: carry its counters."""
+        rep = inst.report()
+        with self._report_lock:
+            slot.retired(rep)
 
     @property
     def current_tag(self) -> bytes:
@@ -161,9 +217,11 @@ class RollSink(Sink):
         if t is not None and t is not threading.current_thread():
             t.join()
         with self._lock:
-            cur, self._current = self._current, None
+            cur = self._current
             if cur is None:
                 return
+            self._retiring(self._inner, cur)
+            self._current = None
             had_events = self._cur_events > 0
             self._cur_events = self._cur_bytes = 0
             try:
@@ -172,7 +230,7 @@ class RollSink(Sink):
                 self._close_failed(exc, had_events)
                 raise SinkError(f"roll: closing the last instance failed: {exc}") from exc
             finally:
-                self._keep_refusals(cur)
+                self._retired(self._inner, cur)
             if had_events:
                 self.metrics.add("rolls")
                 self.on_inner_closed(self._tag, True)
@@ -275,28 +333,20 @@ class RollSink(Sink):
             self._start_period()   # nothing to finish: keep the instance, avoid empty files
             return
         if cur is not None:
+            self._retiring(self._inner, cur)
             self._current = None
             try:
-                cur.close()
+                with self.histogram("roll_seconds").time():
+                    cur.close()
             except Exception as exc:
                 self._close_failed(exc, True)
             else:
                 self.metrics.add("rolls")
                 self.on_inner_closed(self._tag, True)
             finally:
-                self._keep_refusals(cur)
+                self._retired(self._inner, cur)
         self._start_period()
         self._open_inner()
-
-    def _keep_refusals(self, inst: Sink) -> None:
-        """Add the refusal counters of the closed instance ``inst`` (and its children)."""
-        todo = [inst]
-        while todo:
-            c = todo.pop()
-            for k, v in list(c.metrics.items()):
-                if k.startswith("refused"):
-                    self.metrics.add(k, v)
-            todo.extend(c.children())
 
     def roll_now(self) -> None:
         """Roll at once (tests, administrative flush)."""

@@ -29,6 +29,7 @@ from ..backoff import Backoff, step
 from ..checkpoint import Checkpoint
 from ..component import Metrics
 from ..errors import CommitLogError, FlumeError, SinkError
+from ..metrics import Histogram
 from ..rpc import decode_payload
 from .protocol import COMMITTED, OK, RETRY, TAKEN_BY, SendState
 
@@ -166,10 +167,11 @@ class AckTracker:
 
 class _Pending:
     __slots__ = ("seq", "count", "crc", "state", "endpoint", "gen", "sends", "probe_wait",
-                 "fail_wait", "claimed_at", "sent_at")
+                 "fail_wait", "claimed_at", "sent_at", "written_at")
 
     def __init__(self, seq: int, count: int, crc: int):
         self.seq, self.count, self.crc = seq, count, crc
+        self.written_at: float | None = None    # time.monotonic() when added fresh
         self.state = SendState.NEW
         self.endpoint = -1
         self.gen = 0              # bumped at each reschedule: stale heap entries skip
@@ -207,8 +209,11 @@ class GroupSender:
                  on_committed: Callable[[list[int]], None],
                  claim_holder: Callable[[int], str | None] | None = None, lanes: int = 1,
                  reclaim: Callable[[int, str], bool] | None = None,
-                 group_committed: Callable[[int], bool] | None = None):
+                 group_committed: Callable[[int], bool] | None = None,
+                 ack_seconds: Histogram | None = None):
         self.agent = agent
+        # group added (written to the WAL) -> acknowledged, for the groups added fresh
+        self.ack_seconds = ack_seconds if ack_seconds is not None else Histogram()
         self.reclaim = reclaim
         self.group_committed = group_committed
         self._watch_at = 0.0
@@ -234,19 +239,26 @@ class GroupSender:
 
     # -------------------------------------------------------------- inputs
 
-    def add(self, groups) -> None:
+    def add(self, groups, fresh: bool = True) -> None:
+        """Send ``groups``; ``fresh``: they were just written (their acknowledgement's
+        latency is observed in ``ack_seconds``)."""
+        now = time.monotonic() if fresh else None
         with self._cond:
             for g in groups:
                 if g.seq not in self._pending:
-                    self._pending[g.seq] = _Pending(g.seq, g.count, g.crc)
+                    p = self._pending[g.seq] = _Pending(g.seq, g.count, g.crc)
+                    p.written_at = now
                     self._new.append(g.seq)
             self.metrics.set("acks_pending", len(self._pending))
             self._cond.notify_all()
 
     def acked(self, seqs) -> None:
+        now = time.monotonic()
         with self._cond:
             for s in seqs:
-                self._pending.pop(s, None)
+                p = self._pending.pop(s, None)
+                if p is not None and p.written_at is not None:
+                    self.ack_seconds.observe(now - p.written_at)
             self.metrics.set("acks_pending", len(self._pending))
 
     def endpoint_failed(self, endpoint: int) -> None:

@@ -79,6 +79,7 @@ from ..decorators.batch import BatchDecorator
 from ..decorators.disk_failover import DiskFailoverDecorator
 from ..errors import DeliveryUnknown, SinkError
 from ..event import Event
+from ..metrics import own_report
 from ..registry import NonNegative, PeerPort, Positive, sink
 from .. import rpc
 from ..rpc import DEFAULT_PORT, BatchIds, RpcClient, gzip_payload
@@ -326,6 +327,7 @@ class CollectorChain(Sink):
                 if self._cut:
                     raise SinkError("agent sink closing: call cut")
                 return client.append_payload(payload, count, batch, timeout)
+            start = time.monotonic()
             try:
                 deliver(call, self.ctx, counters, f"collector {client.address}",
                         self.retry_limit)
@@ -348,6 +350,7 @@ class CollectorChain(Sink):
                     return self.append_encoded(data, count, lane, timeout, resend)
                 continue
             self.ids.settle(data)
+            self.histogram("batch_send_seconds").observe(time.monotonic() - start)
             with self._lock:
                 c.took()
                 if self.current != client.address:
@@ -647,7 +650,7 @@ class _AgentSink(Sink):
         """One component from the operator's view: the chain's and spool's counters are
         summarised here, so the inner parts are not reported again (no double count)."""
         self._summarise()
-        return {"name": self.spec_name, "kind": self.kind, "metrics": dict(self.metrics)}
+        return own_report(self.spec_name, self.kind, self.metrics, self.chain.histograms)
 
     def when_durable(self, cp: Checkpoint) -> None:
         self.tree.when_durable(cp)

@@ -62,7 +62,7 @@ from ..limits import Refusals
 from ..registry import AtLeast1, NonEmpty, Positive, sink
 from ..segment_log import SpaceWait
 from ..decorators.collector import CollectorRoll
-from ..decorators.roll import ROLLTAG
+from ..decorators.roll import ROLLTAG, Slot
 from .dfs import _FINAL_LOCK, MAX_OPEN, DfsSink, dfs_target
 
 log = logging.getLogger(__name__)
@@ -215,6 +215,10 @@ class CollectorSink(CollectorRoll):
         self._positions_lost = False
         self._closed = False
         self._plain: _CollectorDfs | None = None   # this period's files without groups
+        # always reported, so that the paths of the inner sink's counters do not change
+        # when the first plain files open (node.metrics.walk numbers siblings)
+        self._plain_slot = Slot({"name": _CollectorDfs.spec_name, "kind": _CollectorDfs.kind,
+                                 "metrics": {}})
         self._plain_tag = b""
         self.space: SpaceWait | None = None
 
@@ -257,6 +261,9 @@ class CollectorSink(CollectorRoll):
     def children(self):
         plain = self._plain
         return super().children() + ([plain] if plain is not None else [])
+
+    def _slots(self):
+        return super()._slots() + [(self._plain_slot, self._plain)]
 
     def close(self) -> None:
         if self._closed:
@@ -313,9 +320,11 @@ class CollectorSink(CollectorRoll):
     def _close_plain(self) -> None:
         """Complete this period's plain files (lock held). A failure leaves them hidden
         and listed in the journal: the next start salvages them."""
-        plain, self._plain = self._plain, None
+        plain = self._plain
         if plain is None:
             return
+        self._retiring(self._plain_slot, plain)
+        self._plain = None
         try:
             plain.close()
         except Exception as exc:
@@ -325,6 +334,8 @@ class CollectorSink(CollectorRoll):
                       "they stay hidden and are salvaged at the next start", exc)
         else:
             self.metrics.add("rolls")
+        finally:
+            self._retired(self._plain_slot, plain)
 
     def positions_lost(self) -> None:
         """A discarded file held events of ordinary (non-E2E) sources: later positions

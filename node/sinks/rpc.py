@@ -25,6 +25,7 @@ receiver that took the first call answers the resend without writing it twice.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable
 
 from .. import rpc
@@ -123,6 +124,7 @@ class RpcSink(Sink):
 
             def call():
                 return client.append_batch(events, batch)
+        start = time.monotonic()
         try:
             deliver(call, self.ctx, self.metrics, f"rpcSink {self.address}",
                     self.retry_limit)
@@ -132,6 +134,7 @@ class RpcSink(Sink):
             raise
         if data is not None:
             ids.settle(data)
+        self.histogram("batch_send_seconds").observe(time.monotonic() - start)
         self.metrics.add("events_out", len(events))
         self.metrics.add("bytes_out", size)
 

@@ -378,8 +378,9 @@ def drained(c: Cluster, agents=AGENTS) -> bool:
 def best_effort(c: Cluster, agent: str) -> dict:
     """The agent's counters ``{dropped, unknown, whole}``. ``whole``: they account for
     every line written (``events_in`` = ``events_out`` + ``dropped`` + ``unknown`` =
-    the lines written). They do not once the flow was restarted (its chain changed):
-    the sink's counters start again at zero while ``events_in`` goes on."""
+    the lines written). A restarted flow keeps its sink's counts (they are carried by
+    component path, docs/metrics.md); they do not add up once the sink's spec took
+    another shape (other paths) while ``events_in`` goes on."""
     k = c.counters(agent)
     d, u, n = k.get("dropped", 0), k.get("unknown", 0), k.get("events_in", 0)
     return {"dropped": d, "unknown": u,

@@ -198,6 +198,13 @@ class Master:
                 f"would cross the network in clear. Pass --tls-cert FILE --tls-key FILE "
                 f"(docs/security.md says how to make them), or --insecure-http on a "
                 f"network you trust")
+        if not zk_hosts and not is_loopback(zk_bind) and zk_server_tls is None:
+            # the specs and the digest logins cross the network in clear: said, not
+            # refused (the ACLs still protect the tree; a trial setup must stay easy)
+            log.warning("the managed ZooKeeper listens on %s without TLS: specs and "
+                        "ZooKeeper logins cross the network in clear; pass --zk-tls-ca "
+                        "FILE (with --tls-cert/--tls-key) for TLS, or run on an ensemble",
+                        zk_bind)
         if zk_hosts and not zk_auth and not zk_insecure:
             raise MasterConfigError(
                 "refusing to use ZooKeeper at " + zk_hosts + " without credentials: anyone "

@@ -53,6 +53,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from flume_og.node.errors import FlumeError
 from flume_og.node.limits import ConnectionSlots, RateLimitedLog, Refusals
+from flume_og.node.tls import check_key_mode
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,7 @@ def tls_context(certfile: str, keyfile: str, client_ca: str | None = None) -> ss
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
+        check_key_mode(keyfile, TlsError)
         ctx.load_cert_chain(certfile, keyfile)
     except (OSError, ssl.SSLError) as exc:
         raise TlsError(f"cannot use the certificate {certfile} with the key {keyfile}: "
@@ -248,6 +250,10 @@ def tls_problem(exc: BaseException, url: str) -> str | None:
     while exc is not None and not isinstance(exc, ssl.SSLError):
         exc = exc.__cause__ or exc.__context__
     if isinstance(exc, ssl.SSLCertVerificationError):
+        if "mismatch" in str(exc.verify_message):
+            return (f"the certificate of {url} does not name that address "
+                    f"({exc.verify_message}): use the name or address its subjectAltName "
+                    f"lists, or reissue it with this one")
         return (f"the certificate of {url} is not trusted here ({exc.verify_message}): "
                 f"give the CA that signed it with --ca FILE (or $FLUME_CA)")
     if exc is not None:

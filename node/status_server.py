@@ -82,8 +82,9 @@ def check_bind(bind: str, tls: bool = False, insecure: bool = False) -> None:
             f"refusing to serve the node status page in plain HTTP on {bind}: it shows "
             f"every spec and counter to whoever reaches it. Keep the default 127.0.0.1 "
             f"(and reach it through SSH or a reverse proxy that authenticates), serve it "
-            f"over TLS with --http-tls-cert FILE --http-tls-key FILE, or pass "
-            f"--http-insecure on a network you trust")
+            f"over TLS with --http-tls-cert FILE --http-tls-key FILE (which keeps it from "
+            f"being read on the way, not from being read: it asks no one who they are), "
+            f"or pass --http-insecure on a network you trust")
 
 
 class StatusServer:

@@ -40,6 +40,15 @@ from dataclasses import dataclass
 
 from .errors import FlumeError, SourceError
 
+
+def check_key_mode(key: str, error: type[Exception]) -> None:
+    """``error`` with a sentence if the private key file ``key`` is accessible by users
+    other than its owner and group (what a key shared with everyone protects: nothing)."""
+    mode = os.stat(key).st_mode
+    if mode & 0o007:
+        raise error(f"the private key {key} is accessible by other users (mode "
+                    f"{mode & 0o777:o}): chmod o-rwx it (0600 or 0640)")
+
 CLIENT_CERT_POLICIES = ("require", "optional", "none")
 _VERIFY = {"require": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
            "none": ssl.CERT_NONE}
@@ -161,9 +170,8 @@ def load(cert: str | None = None, key: str | None = None, ca: str | None = None,
     for path, what in ((cert, "certificate"), (key, "private key"), (ca, "CA bundle")):
         if path:
             _readable(path, what)
-    if key and os.stat(key).st_mode & 0o007:
-        raise TlsError(f"the private key {key} is accessible by other users (mode "
-                       f"{os.stat(key).st_mode & 0o777:o}): chmod o-rwx it (0600 or 0640)")
+    if key:
+        check_key_mode(key, TlsError)
     server = None
     if cert:
         server = _min_tls12(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))

@@ -188,3 +188,14 @@ def test_tls_settings_come_from_the_config_file_and_bad_files_are_named(zk_serve
     assert r.returncode == 2, r.stderr
     assert f"cannot use the certificate {pem.cert} with the key" in r.stderr
     assert "missing.key" in r.stderr
+
+
+def test_a_master_key_other_users_can_read_is_refused(zk_server, tmp_path, pem):
+    import shutil
+    key = tmp_path / "open.key"
+    shutil.copy(pem.key, key)
+    key.chmod(0o644)
+    r = master_process(tmp_path, "--zk", zk_server.connect_string, "--zk-insecure",
+                       "--tls-cert", str(pem.cert), "--tls-key", str(key))
+    assert r.returncode == 2, r.stderr
+    assert "is accessible by other users (mode 644)" in r.stderr

@@ -93,6 +93,10 @@ def cmd_check(args) -> int:
 
 
 def cmd_components(args) -> int:
+    if args.markdown:
+        from .reference import markdown
+        sys.stdout.write(markdown())
+        return 0
     kinds = [args.kind] if args.kind else ["source", "sink", "decorator"]
     for kind in kinds:
         infos = all_components(kind)
@@ -489,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("components", help="list every source, sink and decorator")
     k.add_argument("--kind", choices=["source", "sink", "decorator"])
+    k.add_argument("--markdown", action="store_true",
+                   help="print the whole reference page (docs/reference.md) instead")
     k.set_defaults(func=cmd_components)
 
     d = sub.add_parser("dump", help="print a source's events to the console",

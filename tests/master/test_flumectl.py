@@ -287,6 +287,9 @@ def test_status_shows_events_and_what_waits_on_disk(url, capsys, store):
         "n1": {"state": "ACTIVE", "version": 0, "events_in": 1500,
                "counters": {"events_in": 1500, "events_out": 1200, "wal_bytes": 3 << 20,
                             "acks_pending": 4}}}})
-    code, out, _ = ctl(capsys, "status", "n1")
-    row = out.splitlines()[1]
-    assert code == 0 and "1500" in row and "1200" in row and "3.0 MB, 4 acks" in row
+    # the master's view learns the status through a watch: wait for it, then read the row
+    def reported_row():
+        row = ctl(capsys, "status", "n1")[1].splitlines()[1]
+        return row if "1500" in row else None
+    row = wait_until(reported_row, 20, "the reported status")
+    assert "1200" in row and "3.0 MB, 4 acks" in row

@@ -101,6 +101,7 @@ FP_LEN = 64              # bytes of fingerprint kept before a position
 MAX_RECORD = 1 << 20     # a pending record longer than this is emitted as it is
 REGEX_LOOKAHEAD = 4096   # regex delimiters: matches this close to the data's end wait
 SCAN_EVERY = 0.5         # tailDir: seconds between directory scans
+IDLE_CHECKS = 10_000     # idle files checked per second at most, over all files of a source
 
 
 def _literal(pattern: str) -> bytes | None:
@@ -975,6 +976,9 @@ class _TailBase(PollingSource):
         info, host = Priority.INFO, LOCAL_HOST
         start = self._rr = (self._rr + 1) % n
         real = time.monotonic()
+        # An idle file is looked at again after POLL / 2, or later when there are so many
+        # files that checking each that often would keep a core busy doing nothing.
+        idle_gap = max(POLL / 2, n / IDLE_CHECKS)
         starts: list[_Cursor] = []      # files opened just now: their start is recorded
         for k in range(n):
             c = cursors[(start + k) % n]
@@ -991,11 +995,11 @@ class _TailBase(PollingSource):
                     break
                 try:
                     if not c.poll(now):
-                        c.idle_until = real + POLL / 2
+                        c.idle_until = real + idle_gap
                         break
                 except OSError as exc:
                     self._error(c, exc)
-                    c.idle_until = real + POLL / 2
+                    c.idle_until = real + idle_gap
                     break
             if c.start_pos is not None:
                 starts.append(c)

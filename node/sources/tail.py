@@ -47,7 +47,12 @@ just before it) and the file's modification time. On ``open``:
   ``refused_rotated_over_limit`` and logged.
 
 ``startFromEnd`` applies only when there is no saved position. A file that does not exist
-yet is waited for (logged once) and read from its start.
+yet is waited for (logged once) and read from its start. Without a saved position, where
+reading starts is committed to the store (one write per open or tailDir scan) before a
+record of the file is returned, so a crash before the first checkpoint resends from there.
+
+Rotated files are looked for next to the path and, for a symbolic link, next to the file it
+resolves to at the time.
 
 While running, when a new file takes the path's name, the rotated files that took it and
 were rotated again since the last check (every ``POLL`` seconds) are read first, in order.
@@ -55,7 +60,7 @@ were rotated again since the last check (every ``POLL`` seconds) are read first,
 Limits: a copy-and-truncate of a file the follower has not reached yet, while it lags
 behind, loses what the copy took away unless the copy is still there. Rotated names other
 than the usual suffixes of the same name (``app-20261203.log`` for ``app.log``, another
-directory) are not found after a restart.
+directory than the file's or its link target's) are not found after a restart.
 
 ``tailDir`` follows every file of a directory whose name matches ``fileregex`` (a full
 match), including files that appear later (scanned every ``SCAN_EVERY`` seconds), down to
@@ -63,7 +68,9 @@ match), including files that appear later (scanned every ``SCAN_EVERY`` seconds)
 file (``<name>.<digits>``, ``<name>-<date>``, optionally compressed), or whose inode a
 follower has open, is not followed itself: its lines were read under the live name. A
 followed file rotated away while the node was stopped, with nothing at its name yet, is
-followed again under its name (its rotated files finished from the saved position).
+followed again under its name (its rotated files finished from the saved position). A
+missing directory is logged once and waited for. Idle files are checked at most
+``IDLE_CHECKS`` times a second in all (each every ``max(POLL / 2, files / IDLE_CHECKS)`` s).
 """
 from __future__ import annotations
 

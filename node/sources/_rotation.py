@@ -95,11 +95,15 @@ def rotated_files(directory: str, name: str) -> list[Rotated]:
         suffix = entry_name[len(name):]
         out.append(Rotated(path, st.st_dev, st.st_ino, st.st_mtime_ns,
                            entry_name.lower().endswith(COMPRESSED), _rank(suffix)))
-    if len({r.rank[0] for r in out}) <= 1:
-        out.sort(key=lambda r: (r.rank, r.mtime_ns))
-    else:
-        out.sort(key=lambda r: (r.mtime_ns, r.rank))
-    return out
+    return in_rotation_order(out)
+
+
+def in_rotation_order(files: list[Rotated]) -> list[Rotated]:
+    """``files`` oldest first: by rank when they share one naming scheme, else by
+    modification time."""
+    if len({r.rank[0] for r in files}) <= 1:
+        return sorted(files, key=lambda r: (r.rank, r.mtime_ns))
+    return sorted(files, key=lambda r: (r.mtime_ns, r.rank))
 
 
 def _names(directory: str, name: str) -> list[tuple]:

@@ -92,6 +92,7 @@ class SpoolDirSource(PollingSource):
         self._queue: list[str] = []
         self._done: dict[str, dict] = {}    # path -> done record, until renamed
         self._next_scan = 0.0
+        self._missing = False               # the directory was missing at the last scan
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -99,6 +100,7 @@ class SpoolDirSource(PollingSource):
         self._start(ctx)
         self._root = os.path.abspath(self.dir)
         self._cur, self._queue, self._done = None, [], {}
+        self._missing = False
         prefix = "spool:" + self._root + os.sep
         try:
             for key in ctx.store.keys():
@@ -132,7 +134,12 @@ class SpoolDirSource(PollingSource):
         try:
             entries = list(os.scandir(self._root))
         except FileNotFoundError:
-            return                          # waited for
+            if not self._missing:           # said once per absence
+                self._missing = True
+                log.info("spooled directory does not exist yet; waiting for it to appear",
+                         extra={"path": self._root})
+            return
+        self._missing = False
         found = []
         for e in entries:
             try:

@@ -47,7 +47,12 @@ just before it) and the file's modification time. On ``open``:
   ``refused_rotated_over_limit`` and logged.
 
 ``startFromEnd`` applies only when there is no saved position. A file that does not exist
-yet is waited for (logged once) and read from its start.
+yet is waited for (logged once) and read from its start. Without a saved position, where
+reading starts is committed to the store (one write per open or tailDir scan) before a
+record of the file is returned, so a crash before the first checkpoint resends from there.
+
+Rotated files are looked for next to the path and, for a symbolic link, next to the file it
+resolves to at the time.
 
 While running, when a new file takes the path's name, the rotated files that took it and
 were rotated again since the last check (every ``POLL`` seconds) are read first, in order.
@@ -55,7 +60,7 @@ were rotated again since the last check (every ``POLL`` seconds) are read first,
 Limits: a copy-and-truncate of a file the follower has not reached yet, while it lags
 behind, loses what the copy took away unless the copy is still there. Rotated names other
 than the usual suffixes of the same name (``app-20261203.log`` for ``app.log``, another
-directory) are not found after a restart.
+directory than the file's or its link target's) are not found after a restart.
 
 ``tailDir`` follows every file of a directory whose name matches ``fileregex`` (a full
 match), including files that appear later (scanned every ``SCAN_EVERY`` seconds), down to
@@ -63,7 +68,9 @@ match), including files that appear later (scanned every ``SCAN_EVERY`` seconds)
 file (``<name>.<digits>``, ``<name>-<date>``, optionally compressed), or whose inode a
 follower has open, is not followed itself: its lines were read under the live name. A
 followed file rotated away while the node was stopped, with nothing at its name yet, is
-followed again under its name (its rotated files finished from the saved position).
+followed again under its name (its rotated files finished from the saved position). A
+missing directory is logged once and waited for. Idle files are checked at most
+``IDLE_CHECKS`` times a second in all (each every ``max(POLL / 2, files / IDLE_CHECKS)`` s).
 """
 from __future__ import annotations
 
@@ -83,7 +90,8 @@ from ..regexes import compile_bytes
 from ..registry import LiteralPath, source
 from ._files import FileRegex, PollingSource, compile_fileregex
 from ._rotation import (COMPRESSED, HEAD_LEN, LISTINGS, MAX_ROTATED, ROTATED_SUFFIX,
-                        Rotated, head_matches, head_of, rotated_files)
+                        Rotated, head_matches, head_of, in_rotation_order,
+                        rotated_files)
 
 try:
     import re._parser as _sre_parse        # Python >= 3.11
@@ -100,6 +108,7 @@ FP_LEN = 64              # bytes of fingerprint kept before a position
 MAX_RECORD = 1 << 20     # a pending record longer than this is emitted as it is
 REGEX_LOOKAHEAD = 4096   # regex delimiters: matches this close to the data's end wait
 SCAN_EVERY = 0.5         # tailDir: seconds between directory scans
+IDLE_CHECKS = 10_000     # idle files checked per second at most, over all files of a source
 
 
 def _literal(pattern: str) -> bytes | None:
@@ -329,6 +338,8 @@ class _Cursor:
         self.raw_fp = b""
         self.last_error = None
         self.idle_until = 0.0           # real monotonic time before which not to poll
+        self.unsaved = False            # no saved position yet: record where reading starts
+        self.start_pos: dict | None = None  # that start, once a file is open, to record
         self.next_check = 0.0           # real monotonic time of the next rotation check
 
     # ------------------------------------------------------------------ setup
@@ -346,7 +357,9 @@ class _Cursor:
         self.last_data = now
         _forget_wrong_record(store, self.key, self.path, self.metrics)
         rec = store.get(self.key)
-        if isinstance(rec, dict) and "ino" in rec:
+        self.start_pos = None
+        self.unsaved = not (isinstance(rec, dict) and "ino" in rec)
+        if not self.unsaved:
             self._resume(rec)
             return
         fd = _open(self.path) if _stat(self.path) is not None else None
@@ -359,6 +372,22 @@ class _Cursor:
             self._use(fd, size, os.pread(fd, min(FP_LEN, size), max(0, size - FP_LEN)))
         else:
             self._use(fd, 0, b"")
+        self._note_start()
+
+    def _note_start(self) -> None:
+        """Without a saved position, keep where reading starts (the source records it
+        before it returns a record of the file): after a crash before the first checkpoint,
+        a sink that cut back its output (``text``) gets the lines again from there, instead
+        of a fresh start (at the end, or at a new live file) that never resends them."""
+        if self.unsaved and self.start_pos is None:
+            self.start_pos = self.position()
+
+    def take_start(self) -> dict | None:
+        """The start position to record now (once), or None."""
+        pos, self.start_pos = self.start_pos, None
+        if pos is not None:
+            self.unsaved = False
+        return pos
 
     def _resume(self, rec: dict) -> None:
         """Resume at a saved position: find the saved file (the live one, a rotated one, or
@@ -372,7 +401,7 @@ class _Cursor:
         saved_mtime = rec.get("mtime") if isinstance(rec.get("mtime"), int) else None
         self.dev, self.ino, self.offset, self.fp = dev, ino, off, fp
         self.head_len, self.head = head_len, head
-        files = rotated_files(self.dir, self.base)
+        files = self._rotated()
         window = [r for r in files if not r.compressed][-MAX_ROTATED:]
         items = window + [None]         # None: the live file, at the path
         i, fd, copy = self._find_saved(items, dev, ino, off, fp, head_len, head)
@@ -459,7 +488,7 @@ class _Cursor:
                 if (st.st_dev, st.st_ino) == (it.dev, it.ino):
                     return fd
                 os.close(fd)
-            path = next((r.path for r in rotated_files(self.dir, self.base)
+            path = next((r.path for r in self._rotated()
                          if (r.dev, r.ino) == (it.dev, it.ino)), None)
             if path is None:
                 return None
@@ -630,6 +659,8 @@ class _Cursor:
                 return False
             self._open_path()
             self.last_data = now
+            if self.fd is not None:
+                self._note_start()
             return self.fd is not None
         if len(self.buf) > MAX_RECORD:
             self.metrics.add("oversize")
@@ -706,7 +737,7 @@ class _Cursor:
         rotated name, written after it)."""
         last = self.queue[-1] if self.queue else None
         ident = (last.dev, last.ino) if last else (self.dev, self.ino)
-        window = [r for r in rotated_files(self.dir, self.base)
+        window = [r for r in self._rotated()
                   if not r.compressed][-MAX_ROTATED:]
         at = next((k for k, r in enumerate(window) if (r.dev, r.ino) == ident), None)
         # the new file may have been rotated too by now: only the files before it
@@ -812,19 +843,42 @@ class _Cursor:
 
     # ------------------------------------------------------------------ finding files
 
-    def _candidates(self, prefix_only: bool):
-        try:
-            entries = list(os.scandir(self.dir or "."))
-        except OSError:
-            return []
+    def _places(self) -> list[tuple[str, str]]:
+        """``(directory, name)`` where the file's rotated files are: next to the path, and,
+        when the path is a symbolic link, next to the file it resolves to now (where a
+        writer's rotation renames it)."""
+        here = (self.dir, self.base)
+        real = os.path.split(os.path.realpath(self.path))
+        return [here] if real == here else [here, real]
+
+    def _rotated(self) -> list[Rotated]:
+        """The rotated files of every place (see ``_places``), oldest first."""
+        places = self._places()
+        if len(places) == 1:
+            return rotated_files(*places[0])
+        seen: set[tuple] = set()
         out = []
-        for e in entries:
-            # compressed files are never read (their bytes are not the lines)
-            if e.name == self.base or e.name.lower().endswith(COMPRESSED):
+        for d, b in places:
+            for r in rotated_files(d, b):
+                if (r.dev, r.ino) not in seen:
+                    seen.add((r.dev, r.ino))
+                    out.append(r)
+        return in_rotation_order(out)
+
+    def _candidates(self, prefix_only: bool):
+        out = []
+        for d, base in self._places():
+            try:
+                entries = list(os.scandir(d or "."))
+            except OSError:
                 continue
-            if prefix_only and not e.name.startswith(self.base):
-                continue
-            out.append(e)
+            for e in entries:
+                # compressed files are never read (their bytes are not the lines)
+                if e.name == base or e.name.lower().endswith(COMPRESSED):
+                    continue
+                if prefix_only and not e.name.startswith(base):
+                    continue
+                out.append(e)
         return out
 
     def _find_inode(self, dev, ino, off: int, fp: bytes) -> int | None:
@@ -892,6 +946,25 @@ class _TailBase(PollingSource):
         except OSError as exc:
             self.close()
             raise SourceError(f"{self.spec_name}: cannot open: {exc}") from exc
+        self._record_starts(self._cursors)
+
+    def _record_starts(self, cursors) -> None:
+        """Record, in one store commit, where the followers without a saved position
+        started reading (see ``_Cursor._note_start``). A failed write (disk full) is logged:
+        the store keeps the positions in memory and the next checkpoint writes them."""
+        updates = {}
+        for c in cursors:
+            if c.start_pos is not None:
+                updates[c.key] = c.take_start()
+        if not updates:
+            return
+        try:
+            self.ctx.store.commit([], updates=updates)
+        except OSError as exc:
+            self.metrics.add("errors")
+            log.warning("cannot record where %d tailed file(s) start; a crash before the "
+                        "first checkpoint may skip their first lines", len(updates),
+                        extra={"error": str(exc.strerror or exc)})
 
     def _discover(self, now: float) -> None:
         """Add cursors for files that appeared (tailDir)."""
@@ -910,6 +983,10 @@ class _TailBase(PollingSource):
         info, host = Priority.INFO, LOCAL_HOST
         start = self._rr = (self._rr + 1) % n
         real = time.monotonic()
+        # An idle file is looked at again after POLL / 2, or later when there are so many
+        # files that checking each that often would keep a core busy doing nothing.
+        idle_gap = max(POLL / 2, n / IDLE_CHECKS)
+        starts: list[_Cursor] = []      # files opened just now: their start is recorded
         for k in range(n):
             c = cursors[(start + k) % n]
             if not c.has_ready():
@@ -925,12 +1002,14 @@ class _TailBase(PollingSource):
                     break
                 try:
                     if not c.poll(now):
-                        c.idle_until = real + POLL / 2
+                        c.idle_until = real + idle_gap
                         break
                 except OSError as exc:
                     self._error(c, exc)
-                    c.idle_until = real + POLL / 2
+                    c.idle_until = real + idle_gap
                     break
+            if c.start_pos is not None:
+                starts.append(c)
             if not c.has_ready():
                 continue
             recs = c.take(room)
@@ -940,6 +1019,8 @@ class _TailBase(PollingSource):
             room -= len(recs)
             if room <= 0:
                 break
+        if starts:
+            self._record_starts(starts)     # before their records are given
         if out:
             self.metrics.add("events_in", len(out))
         return out
@@ -1017,11 +1098,13 @@ class TailDirSource(_TailBase):
         self._ignored: dict[str, int] = {}      # rotated copies: path -> inode when seen
         self._failed: dict[str, str] = {}       # unreadable files: path -> last error
         self._next_scan = 0.0
+        self._missing = False                   # the directory was missing at the last scan
 
     def open(self, ctx: NodeContext) -> None:
         self._start(ctx)
         self._root = os.path.abspath(self.dir)
         self._cursors, self._by_path, self._ignored = [], {}, {}
+        self._missing = False
         try:
             self._scan(ctx.clock.monotonic(), initial=True)
         except OSError as exc:
@@ -1056,6 +1139,13 @@ class TailDirSource(_TailBase):
 
     def _scan(self, now: float, initial: bool) -> None:
         self._next_scan = now + SCAN_EVERY
+        if not os.path.isdir(self._root):
+            if not self._missing:               # said once per absence
+                self._missing = True
+                log.info("tailed directory does not exist yet; waiting for it to appear",
+                         extra={"path": self._root})
+        else:
+            self._missing = False
         found: dict[str, int | None] = {}
         self._walk(self._root, self.depth, found)
         if initial:
@@ -1072,9 +1162,13 @@ class TailDirSource(_TailBase):
         # it, so it is then recognised as taken.
         store = self.ctx.store
         new.sort(key=lambda p: (store.get("tail:" + p) is None, p))
+        added: list[_Cursor] = []
+        # the files the followers have open, as they recorded them (no fstat per file)
+        taken = {i for c in self._cursors for i in c.open_inodes()}
         for p in new:
             d, b = os.path.split(p)
-            if self._is_rotated_copy(b, names_by_dir.get(d, ())) or self._inode_open(p):
+            if self._is_rotated_copy(b, names_by_dir.get(d, set())) or \
+                    self._inode_open(p, taken):
                 self._ignored[p] = found[p]
                 continue
             self._ignored.pop(p, None)
@@ -1092,6 +1186,9 @@ class TailDirSource(_TailBase):
             self._failed.pop(p, None)
             self._cursors.append(c)
             self._by_path[p] = c
+            added.append(c)
+            taken.update(c.open_inodes())
+        self._record_starts(added)
 
     def _add_rotated_away(self, found: dict) -> None:
         """Followed files rotated away while stopped, nothing at their name yet: followed
@@ -1110,24 +1207,16 @@ class TailDirSource(_TailBase):
                 found[p] = None
 
     @staticmethod
-    def _is_rotated_copy(name: str, siblings) -> bool:
-        for s in siblings:
-            if s != name and name.startswith(s) and ROTATED_SUFFIX.fullmatch(name[len(s):]):
+    def _is_rotated_copy(name: str, siblings: set) -> bool:
+        """True if ``name`` is a sibling's name and a rotated suffix. A suffix starts with
+        ``.`` or ``-``: only those places are tried, so the cost grows with the name's
+        length, not with the number of files of the directory."""
+        for i, ch in enumerate(name):
+            if ch in ".-" and i and name[:i] in siblings and ROTATED_SUFFIX.fullmatch(name, i):
                 return True
         return False
 
-    def _inode_open(self, path: str) -> bool:
+    @staticmethod
+    def _inode_open(path: str, open_inodes: set) -> bool:
         st = _stat(path)
-        if st is None:
-            return False
-        ident = (st.st_dev, st.st_ino)
-        for c in self._cursors:
-            for fd in [c.fd] + [q.fd for q in c.queue]:
-                if fd is not None:
-                    try:
-                        fst = os.fstat(fd)
-                    except OSError:
-                        continue
-                    if (fst.st_dev, fst.st_ino) == ident:
-                        return True
-        return False
+        return st is not None and (st.st_dev, st.st_ino) in open_inodes

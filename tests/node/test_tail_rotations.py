@@ -91,3 +91,28 @@ def test_dump_of_a_file_that_does_not_exist_yet_says_so(tmp_path):
     finally:
         p.send_signal(signal.SIGTERM)
         p.communicate(timeout=20)
+
+
+@pytest.mark.parametrize("kind", ["tailDir", "spoolDir"])
+def test_dump_of_a_directory_that_does_not_exist_yet_says_so_once(tmp_path, kind):
+    missing = tmp_path / "nonexistent"
+    p = subprocess.Popen([sys.executable, "-m", "flume_og.node.cli", "dump",
+                          f'{kind}("{missing}")'], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    os.set_blocking(p.stderr.fileno(), False)
+    err = [b""]
+
+    def said() -> bool:
+        err[0] += p.stderr.read() or b""
+        return b"does not exist yet" in err[0]
+    try:
+        wait_until(said, 20, "the dump saying the directory does not exist yet",
+                   interval=0.05)
+        assert str(missing).encode() in err[0]
+        # later scans (every SCAN_EVERY = 0.5 s) while it is still missing say nothing
+        with pytest.raises(AssertionError):
+            wait_until(lambda: said() and err[0].count(b"does not exist yet") > 1, 1.5,
+                       interval=0.05)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=20)

@@ -162,7 +162,8 @@ def test_managed_zookeeper_is_protected_by_default(tmp_path, procs):
     m = Master(tmp_path, None, "/flume")
     procs.append(m)
     assert read_auth_file(m.data_dir / "zk-auth") != creds
-    assert "set the ZooKeeper ACLs of" in m.output()
+    # the leader takes the tree back in its duties, which may end after /api/health answers
+    wait_until(lambda: "set the ZooKeeper ACLs of" in m.output(), 30, "the tree taken back")
     assert m.get("/api/configs").json()
 
 

@@ -159,10 +159,14 @@ def show_status(st: dict) -> str:
     rows = []
     for r in st.get("logical", []):
         c = r.get("counters") or {}
+        error = r.get("last_error")
+        if r.get("retry_at"):
+            left = max(0, round(r["retry_at"] / 1000 - time.time()))
+            error = f"{error or 'failed'} (opened again in {left} s, retry {r.get('retries')})"
         rows.append([r["name"], r.get("physical"), r.get("host"), r.get("state"),
                      _version(r), r.get("flow"),
                      c.get("events_in", r.get("events_in")), c.get("events_out"),
-                     _backlog(c), r.get("last_error")])
+                     _backlog(c), error])
     out = table(["LOGICAL NODE", "PHYSICAL", "HOST", "STATE", "VERSION", "FLOW",
                  "EVENTS IN", "EVENTS OUT", "BACKLOG", "LAST ERROR"], rows)
     phys = [[p["name"], "yes" if p.get("alive") else "NO", p.get("host"),

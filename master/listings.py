@@ -192,6 +192,8 @@ def _logical_rows(state: ClusterState) -> list[dict]:
             "tsource": cfg.tsource if cfg else None,
             "tsink": cfg.tsink if cfg else None,
             "last_error": rep.get("last_error"),
+            "retry_at": rep.get("retry_at"),     # a failed flow's next open (epoch ms)
+            "retries": rep.get("retries"),
             "last_seen": st.get("updated"),
             **_counters(rep),
         })

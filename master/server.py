@@ -107,6 +107,9 @@ class LeaderDuties:
             try:
                 self.election.run(self._lead)
             except Exception as exc:
+                if self.stop_event.is_set():      # the master stops: not a problem
+                    log.debug("leader election ended by the stop: %s", exc)
+                    return
                 log.warning("leader election interrupted: %s", exc)
                 self.stop_event.wait(1.0)
 

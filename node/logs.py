@@ -104,7 +104,8 @@ JsonFormatter.converter = time.gmtime
 
 
 class RepeatFilter(logging.Filter):
-    """Lets the first of identical WARNING+ records (same logger, level and message)
+    """Lets the first of identical WARNING+ records (and kazoo's records of any level:
+    same logger, level and message)
     through, holds back the repeats for ``window`` seconds, and stamps the next one let
     through with ``repeated=N`` (how many were held back). Keeps kazoo's "Connection
     dropped" every second while ZooKeeper is away from filling the log. At most
@@ -119,8 +120,8 @@ class RepeatFilter(logging.Filter):
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
-            return True
+        if record.levelno < logging.WARNING and not record.name.startswith("kazoo"):
+            return True     # kazoo's INFO "Connecting to ..." repeats every second too
         try:
             key = (record.name, record.levelno, record.getMessage())
         except Exception:     # noqa: BLE001 - the formatter reports a bad record

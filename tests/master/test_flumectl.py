@@ -293,3 +293,20 @@ def test_status_shows_events_and_what_waits_on_disk(url, capsys, store):
         return row if "1500" in row else None
     row = wait_until(reported_row, 20, "the reported status")
     assert "1200" in row and "3.0 MB, 4 acks" in row
+
+
+def test_status_says_when_a_failed_flow_is_opened_again(url, capsys, store):
+    store.register_physical("p1", {"host": "h"})
+    ctl(capsys, "config", "n1", "asciisynth(5)", "null")
+    ctl(capsys, "map", "p1", "n1")
+    store.put_status("p1", {"host": "h", "updated": int(time.time() * 1000), "logical": {
+        "n1": {"state": "ERROR", "version": 0, "last_error": "text: cannot open /x",
+               "retry_at": int(time.time() * 1000) + 4000, "retries": 3}}})
+
+    def row():
+        out = ctl(capsys, "status", "n1")[1].splitlines()[1]
+        return out if "ERROR" in out else None
+    line = wait_until(row, 20, "the reported status")
+    assert "text: cannot open /x (opened again in" in line and "retry 3)" in line
+    code, out, _ = ctl(capsys, "status", "n1", "--json")
+    assert json.loads(out)["logical"][0]["retries"] == 3

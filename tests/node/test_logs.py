@@ -171,7 +171,17 @@ def test_identical_warnings_are_held_back_and_counted():
     assert not any(f.filter(rec("Connection dropped: refused")) for _ in range(50))
     assert f.filter(rec("another warning"))                   # another message passes
     assert f.filter(rec("Connection dropped: refused", name="other"))   # another logger
-    assert all(f.filter(rec("info line", logging.INFO)) for _ in range(3))  # below WARNING
+    assert all(f.filter(rec("info line", logging.INFO, name="other"))      # below WARNING
+               for _ in range(3))
     f.window = 0.0                                             # the window is over
     later = rec("Connection dropped: refused")
     assert f.filter(later) and later.repeated == 50
+
+
+def test_kazoo_info_lines_are_held_back_too():
+    from flume_og.node.logs import RepeatFilter
+    f = RepeatFilter(window=60.0)
+    rec = lambda: logging.LogRecord("kazoo.client", logging.INFO, "x.py", 1,  # noqa: E731
+                                    "Connecting to 127.0.0.1(127.0.0.1):3181", (), None)
+    assert f.filter(rec())
+    assert not any(f.filter(rec()) for _ in range(30))

@@ -262,7 +262,7 @@ class Cluster:
                 if r.status_code != 503 or time.monotonic() >= deadline:
                     break
             self.retried += 1
-            time.sleep(0.5)
+            time.sleep(0.5)     # pacing of the retries, not a wait for a state
         assert r.status_code == 200 and r.json().get("state") == "SUCCEEDED", r.text
         return r.json()
 
@@ -314,7 +314,7 @@ class Cluster:
                     f.write(b"".join(b"%s %07d\n" % (agent.encode(), i)
                                      for i in range(lo, hi)))
                     self.written[agent] = hi
-                    time.sleep(0.1)
+                    time.sleep(0.1)     # the writer's pace: lines keep coming during the fault
 
         t = threading.Thread(target=run, daemon=True, name=f"writer-{agent}")
         t.start()

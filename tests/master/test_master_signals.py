@@ -38,7 +38,7 @@ def test_signals_back_to_back_stop_the_master_and_its_zookeeper(tmp_path):
                    "the master answering", ignore=(httpx.HTTPError,))
         assert listening(zk_port)
         os.kill(proc.pid, signal.SIGINT)
-        time.sleep(0.001)
+        time.sleep(0.001)      # the spacing of the two signals under test
         for _ in range(20):
             os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(60) == 0, proc.stderr.read().decode()[-2000:]

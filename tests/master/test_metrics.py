@@ -2,7 +2,6 @@
 totals that never go down, behind the read token like the API."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
@@ -79,7 +78,6 @@ def test_metrics_need_the_read_token_when_the_master_has_one(service):
         assert samples(client, headers={"Authorization": "Bearer " + "r" * 24})
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 def test_promtool_accepts_the_masters_exposition(service):
     with TestClient(create_app(service)) as client:
         client.put("/api/configs/web1", json={"source": "asciisynth(1)", "sink": "null"})

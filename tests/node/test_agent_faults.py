@@ -108,7 +108,7 @@ def test_a_hung_collector_holds_only_its_unknown_batch_the_rest_flows_to_the_nex
             wait_until(lambda: set(range(b * 10, b * 10 + 10)) <= set(bodies("hung2")), 5,
                        f"batch {b} at c2")
             latencies.append(time.monotonic() - start)
-            time.sleep(0.05)
+            time.sleep(0.05)    # the source's pace between batches
         assert max(latencies) < 2.0, latencies
         assert not set(range(10)) & set(bodies("hung2"))     # the unknown one waits for c1
         os.kill(c1.pid, signal.SIGCONT)

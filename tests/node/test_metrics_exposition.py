@@ -2,7 +2,6 @@
 registry per server; ``promtool check metrics`` accepts it."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import httpx
@@ -98,7 +97,6 @@ def test_the_page_serves_process_and_build_metrics_from_a_registry_of_its_own():
     assert {s.labels["physical"] for s in fb["flume_node_info"].samples} == {"pb"}
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 def test_promtool_accepts_the_exposition():
     s = StatusServer(lambda: with_gauges(), port=0).start()
     try:

@@ -43,7 +43,7 @@ def test_signals_a_millisecond_apart_stop_the_node_cleanly(tmp_path, round_):
     try:
         wait_until(lambda: active(proc, out), 30, "the flow writing")
         os.kill(proc.pid, signal.SIGINT)
-        time.sleep(0.001)
+        time.sleep(0.001)      # the spacing of the two signals under test
         for _ in range(100):                # and a storm right behind, as fast as it goes
             os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(20) == 0           # a clean stop, not a forced one

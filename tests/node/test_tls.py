@@ -268,7 +268,7 @@ def test_a_stalled_handshake_holds_nobody_and_is_closed_in_time(tmp_path, mutual
         try:
             for b in hello[1:]:
                 trickle.sendall(bytes([b]))
-                time.sleep(0.1)
+                time.sleep(0.1)     # the trickle's pace: a byte every 0.1 s
         except OSError:     # closed by the collector
             pass
         for s in (silent, trickle):

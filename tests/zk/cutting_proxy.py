@@ -53,7 +53,7 @@ class CuttingProxy:
                     self.armed = None
                     self._hold.set()          # answers from now on are dropped
                     b.sendall(data)           # ZooKeeper gets it and applies it...
-                    time.sleep(self.APPLY_WAIT)
+                    time.sleep(self.APPLY_WAIT)   # ...within this time (no signal to wait on)
                     self.cuts += 1
                     break                     # ...and the connection is cut
                 if not upward and self._hold.is_set():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 
@@ -56,3 +57,53 @@ def trickle(sock: socket.socket, data: bytes, interval: float, within: float) ->
         i += 1
         time.sleep(interval)
     return None
+
+
+class Relay:
+    """A TCP relay from a free port on 127.0.0.1 to 127.0.0.1:``port``, connecting from
+    ``source`` (another loopback address: the collector sees another peer). While
+    ``refusing``, new connections are closed at once; :meth:`cut` breaks the ones open."""
+
+    def __init__(self, port: int, source: str = "127.0.0.1"):
+        self.target, self.source = port, source
+        self.refusing = False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                a, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.refusing:
+                a.close()
+                continue
+            b = socket.create_connection(("127.0.0.1", self.target),
+                                         source_address=(self.source, 0))
+            self.socks += [a, b]
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self._pipe, args=(x, y), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self):
+        socks, self.socks = self.socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.listener.close()
+        self.cut()

@@ -28,6 +28,7 @@ from flume_og.node.rpc_window import BUSY, CONFLICT, DUPLICATE, BatchWindow
 from flume_og.node.sinks import collect
 from flume_og.node.spec import parse_sink, parse_source
 from tests.conftest import free_port
+from tests.sockets import Relay
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -231,51 +232,7 @@ def test_dfo_against_a_collector_slower_than_the_timeout_writes_each_event_once(
     assert len(copies) == 600 and replayed
 
 
-class CuttableLink:
-    """A TCP relay from a free port to 127.0.0.1:``port``; :meth:`cut` breaks every
-    connection it carries (a network cut), new ones are relayed again."""
-
-    def __init__(self, port: int):
-        self.target = port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.socks: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                a, _ = self.listener.accept()
-            except OSError:
-                return
-            b = socket.create_connection(("127.0.0.1", self.target))
-            self.socks += [a, b]
-            for x, y in ((a, b), (b, a)):
-                threading.Thread(target=self._pipe, args=(x, y), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src, dst):
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-
-    def cut(self):
-        socks, self.socks = self.socks, []
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def close(self):
-        self.listener.close()
-        self.cut()
-
-
-def cut_while_written(agent, collector: LogicalNode, link: CuttableLink) -> None:
+def cut_while_written(agent, collector: LogicalNode, link: Relay) -> None:
     """``agent`` appends 100 events; the link is cut once ``collector`` took them (while
     it writes them); returns when the append returned."""
     sender = threading.Thread(target=agent.append, args=(numbered(0, 100),))
@@ -291,7 +248,7 @@ def test_dfo_batch_in_flight_at_a_network_cut_is_written_once(make_ctx, tmp_path
     it arrived, spools and replays it -- and the collector answers the replay without
     writing it again (before batch ids: written twice)."""
     node, port = slow_collector(tmp_path, "cut", 5)           # 100 events: 0.5 s
-    link = CuttableLink(port)
+    link = Relay(port)
     agent = opened(f'agentDFOSink("127.0.0.1", {link.port}, checkMs=50, maxMs=200)',
                    make_ctx("agent"))
     cut_while_written(agent, node, link)
@@ -312,7 +269,7 @@ def test_dfo_batch_cut_off_at_one_collector_is_not_written_by_another(make_ctx, 
     batch to the second, which would write it a second time (before: written by both)."""
     first, first_port = slow_collector(tmp_path, "pin1", 5)    # 100 events: 0.5 s
     second, second_port = slow_collector(tmp_path, "pin2", 0)
-    link = CuttableLink(first_port)
+    link = Relay(first_port)
     agent = opened(f'agentDFOChain("127.0.0.1:{link.port}", "127.0.0.1:{second_port}", '
                    f'checkMs=50, maxMs=200)', make_ctx("agent"))
     cut_while_written(agent, first, link)

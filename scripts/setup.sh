@@ -37,18 +37,12 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-# The code is installed editable in setuptools' strict mode: build/__editable__.*/flume_og/
-# is a tree of links to the files, laid out as installed (flume_og/node/... -> node/...),
-# so tools that look for files rather than import hooks (lint-imports, from the checkout)
-# find flume_og.node. A change of a file needs no install; a file added or removed does.
-# pip reaches the package index even when everything is installed: skip it while
-# pyproject.toml and the list of package files are those last installed.
+# pip reaches the package index even when everything is installed (the editable build's
+# own environment): skip it while pyproject.toml is the one last installed (the code itself
+# is installed editable, so a change of code needs no install)
 stamp=.venv/.installed-pyproject
-want="$(cat pyproject.toml; find node master zk web thrift -type f ! -path '*/__pycache__/*' | sort)"
-if [ "$want" != "$(cat "$stamp" 2>/dev/null)" ]; then
+if ! cmp -s pyproject.toml "$stamp"; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  # build/ must stay: setuptools' notice saying so is silenced here, said above
-  PYTHONWARNINGS="ignore:Editable installation" \
-    .venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=strict
-  printf '%s' "$want" > "$stamp"
+  .venv/bin/python -m pip install -q -e '.[test]'
+  cp pyproject.toml "$stamp"
 fi

@@ -34,7 +34,7 @@ class StopSignals:
         self.name = name
         self.signum: int | None = signal.SIGTERM if requested else None   # the first one
         self._first_at = time.monotonic()
-        self._r, self._w = os.pipe()
+        self._r, self._w = os.pipe()      # _w None once restored
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
         self._old = {s: signal.signal(s, self._handle) for s in SIGNALS}
@@ -47,6 +47,8 @@ class StopSignals:
             os.write(2, f"{self.name}: {signal.Signals(signum).name} again: exiting at once, "
                         f"without closing files\n".encode())
             os._exit(128 + signum)
+        if self._w is None:
+            return          # restored while stopping: nothing waits any more
         try:
             os.write(self._w, b"s")
         except OSError:
@@ -74,8 +76,14 @@ class StopSignals:
         return self.signum is not None
 
     def restore(self) -> None:
-        """Put the previous handlers back and close the pipe."""
-        for s, h in self._old.items():
-            signal.signal(s, h)
-        os.close(self._r)
-        os.close(self._w)
+        """Close the pipe and put the previous handlers back, unless a stop was requested:
+        the process is then on its way out, and a signal of the same request still
+        arriving (a storm of SIGTERMs behind a Ctrl-C) must not kill it with its clean
+        exit code lost; a later one still forces the exit."""
+        r, w = self._r, self._w
+        self._w = None
+        if not self.requested:
+            for s, h in self._old.items():
+                signal.signal(s, h)
+        os.close(r)
+        os.close(w)

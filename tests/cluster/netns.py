@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import subprocess
 import threading
+import time
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/var/run/netns"
@@ -138,6 +140,7 @@ class Network:
         self._in(ns, "addr", "add", f"{addr}/24", "dev", "eth0")
         self._in(ns, "link", "set", "eth0", "up")
         self.hosts[name] = addr
+        self._wait_link(name)
         return addr
 
     def command(self, host: str, argv: list[str]) -> list[str]:
@@ -156,6 +159,24 @@ class Network:
     def link_up(self, host: str) -> None:
         self._in(self.ns, "link", "set", f"p-{host}", "up")
         self._down.discard(host)
+        self._wait_link(host)
+
+    def _wait_link(self, host: str, timeout: float = 10.0) -> None:
+        """Return once ``host``'s link carries frames: both veth ends operationally up
+        and its bridge port forwarding. The kernel applies a carrier change in a deferred
+        work item run at most once a second, and until then the device drops what it is
+        given, so "set up" alone is not yet a working link."""
+        deadline = time.monotonic() + timeout
+        while True:
+            port = json.loads(self._in(self.ns, "-j", "-d", "link", "show", f"p-{host}"))[0]
+            eth = json.loads(self._in(self.netns(host), "-j", "link", "show", "eth0"))[0]
+            state = port.get("linkinfo", {}).get("info_slave_data", {}).get("state")
+            if port["operstate"] == eth["operstate"] == "UP" and state == "forwarding":
+                return
+            if time.monotonic() > deadline:
+                raise NetnsError(f"link of {host} not up after {timeout} s: port "
+                                 f"{port['operstate']}/{state}, eth0 {eth['operstate']}")
+            time.sleep(0.02)        # polling the kernel's link state
 
     def cut(self, side_a: list[str], side_b: list[str]) -> None:
         """No packet between a host of ``side_a`` and one of ``side_b``, either way."""

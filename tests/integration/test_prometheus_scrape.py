@@ -35,6 +35,12 @@ class Prometheus:
             ["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=self.log, stderr=subprocess.STDOUT)
+        # it answers 503 "Service Unavailable" until its storage is open
+        wait_until(self.ready, 30, "Prometheus ready")
+
+    def ready(self) -> bool:
+        assert self.p.poll() is None, f"prometheus exited {self.p.returncode}"
+        return httpx.get(self.url + "/-/ready", timeout=5).status_code == 200
 
     def query(self, q: str, at: float | None = None) -> list:
         params = {"query": q, **({"time": f"{at:.3f}"} if at is not None else {})}

@@ -15,6 +15,7 @@ import pytest
 
 from flume_og.node.builder import build_source
 from flume_og.node.sources import syslog
+from flume_og.node.sources._batchqueue import batch_bytes
 from flume_og.node.spec import parse_source
 from tests.node.reading import read_events
 from tests.node.victim import Victim
@@ -388,10 +389,13 @@ def test_udp_flood_into_a_full_queue_is_dropped_and_counted(ctx):
                     s.sendto(b"<13>" + b"%04d" % sent + b"u" * 992, ("127.0.0.1", src.port))
                     sent += 1
                 wait_until(lambda: src.metrics.get("bytes_in", 0) >= sent * 1000, 5, "read")
-        assert src._queue.bytes < 200_000 + 50 * 1200   # the bound plus one read at most
-        queued = len(drain(src, sent, timeout=0.5))
-        assert 150 < queued < 300
-        assert queued + src.metrics["refused_queue_full"] == sent
+        peak = src._queue.bytes
+        events = drain(src, sent, timeout=0.5)
+        weight = batch_bytes(events[:1])             # what one event weighs in the queue
+        assert 1000 < weight < 2000
+        assert peak <= 200_000 + 50 * weight         # the bound plus one read at most
+        assert 200_000 - 50 * weight <= len(events) * weight <= 200_000 + 50 * weight
+        assert len(events) + src.metrics["refused_queue_full"] == sent
     finally:
         src.close()
 

@@ -85,3 +85,36 @@ def test_a_second_signal_later_forces_the_exit(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+STORM_AFTER_STOP = """
+import os, signal
+from flume_og.node.shutdown import StopSignals
+s = StopSignals("victim")
+os.kill(os.getpid(), signal.SIGINT)
+assert s.wait(5)
+s.restore()                                  # the stop is done: on the way out
+os.kill(os.getpid(), signal.SIGTERM)         # the tail of the storm still arriving
+print("clean exit", flush=True)
+"""
+
+
+def test_a_signal_of_the_same_request_after_the_stop_does_not_kill_the_exit():
+    r = subprocess.run([sys.executable, "-c", STORM_AFTER_STOP], cwd=ROOT, text=True,
+                       capture_output=True, timeout=30)
+    assert (r.returncode, r.stdout) == (0, "clean exit\n"), r.stderr
+
+
+UNUSED_RESTORED = """
+import os, signal
+from flume_og.node.shutdown import StopSignals
+StopSignals("victim").restore()              # no stop requested: the defaults are back
+os.kill(os.getpid(), signal.SIGTERM)
+print("survived", flush=True)
+"""
+
+
+def test_restore_without_a_stop_puts_the_default_handlers_back():
+    r = subprocess.run([sys.executable, "-c", UNUSED_RESTORED], cwd=ROOT, text=True,
+                       capture_output=True, timeout=30)
+    assert r.returncode == -signal.SIGTERM and r.stdout == ""

@@ -13,9 +13,13 @@ the main thread waits on that pipe.
 * A later one forces the exit at once: a sentence on stderr and ``os._exit(128 + signal)``
   (what a second Ctrl-C does in most daemons). Data stays safe (write-ahead logs, spools,
   committed offsets); only the clean close of open files is skipped.
+* Once stopped (:meth:`StopSignals.restore` after a request), the handler stays, and at the
+  interpreter's exit the signals are ignored: a storm's tail must not turn a clean exit
+  into a death by signal.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import select
 import signal
@@ -82,8 +86,17 @@ class StopSignals:
         exit code lost; a later one still forces the exit."""
         r, w = self._r, self._w
         self._w = None
-        if not self.requested:
+        if self.requested:
+            # at interpreter exit Python puts the default handlers back (a signal then
+            # kills): ignore these signals from then on instead
+            atexit.register(_ignore_stop_signals)
+        else:
             for s, h in self._old.items():
                 signal.signal(s, h)
         os.close(r)
         os.close(w)
+
+
+def _ignore_stop_signals() -> None:
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)

@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import stat as stat_mod
+import time
 from dataclasses import dataclass
 
 HEAD_LEN = 256           # bytes of a file's start that identify it (with device and inode)
@@ -68,34 +69,68 @@ def _rank(suffix: str) -> tuple[int, int]:
     return 1, int("".join(groups))
 
 
-LISTINGS = 5             # directory listings tried until two in a row agree
+LISTINGS = 8             # directory listings tried until two in a row agree
+SETTLE_SECONDS = 0.002   # first pause between listings that disagree (doubling, 16 ms at most)
 
 
 def rotated_files(directory: str, name: str) -> list[Rotated]:
     """Every rotated file of ``name`` in ``directory`` (compressed ones included), oldest
     first. An unreadable directory gives ``[]``.
 
-    A listing made while a rotation renames files may show a file under both names or
-    under none: the directory is listed until two listings in a row agree on names and
-    inodes (at most ``LISTINGS`` times)."""
-    names = _names(directory, name)
-    for _ in range(LISTINGS - 1):
-        again = _names(directory, name)
-        if again == names:
+    A rotation renames files while they are listed (a handler keeping 1,000 numbered
+    files renames all of them at each rotation): a listing may show a file under both
+    names or under none, and a name may hold another file by the time it is examined. So
+    a file's identity is the inode the listing gave, checked against what its name holds
+    when examined; and the directory is listed until a listing where every name still
+    held its file gives the same files in the same order as the one before it (names may
+    differ: a shift keeps the order), pausing a little longer each time so that a burst
+    of renames ends. After ``LISTINGS`` listings, the last one is returned as it is."""
+    before = None
+    pause = SETTLE_SECONDS
+    for attempt in range(LISTINGS):
+        files, exact = _listing(directory, name)
+        order = [(r.dev, r.ino) for r in files]
+        if exact and order == before:
             break
-        names = again
+        if before is not None and attempt < LISTINGS - 1:
+            time.sleep(pause)          # a rename burst in progress: let it end
+            pause = min(pause * 2, 8 * SETTLE_SECONDS)
+        before = order
+    return files
+
+
+def _listing(directory: str, name: str) -> tuple[list[Rotated], bool]:
+    """The rotated files one listing shows, oldest first, and True if every name still
+    held the file listed under it when examined. A file renamed in between keeps its
+    listed inode and name (the tail sources find it again by inode), the directory's
+    device and a modification time of 0."""
+    try:
+        dir_dev = os.stat(directory or ".").st_dev
+    except OSError:
+        return [], True
+    exact = True
+    seen: set[int] = set()
     out = []
-    for entry_name, path, _ in names:
+    for entry_name, path, ino in _names(directory, name):
+        if ino in seen:
+            exact = False              # listed under two names: moved while listed
+            continue
+        seen.add(ino)
         try:
             st = os.stat(path, follow_symlinks=False)
         except OSError:
+            st = None
+        if st is None or st.st_ino != ino:
+            exact = False              # renamed since listed: the name holds another file
+            dev, mtime = dir_dev, 0
+        elif not stat_mod.S_ISREG(st.st_mode):
             continue
-        if not stat_mod.S_ISREG(st.st_mode):
-            continue
+        else:
+            dev, mtime = st.st_dev, st.st_mtime_ns
         suffix = entry_name[len(name):]
-        out.append(Rotated(path, st.st_dev, st.st_ino, st.st_mtime_ns,
-                           entry_name.lower().endswith(COMPRESSED), _rank(suffix)))
-    return in_rotation_order(out)
+        out.append(Rotated(path, dev, ino, mtime, entry_name.lower().endswith(COMPRESSED),
+                           _rank(suffix)))
+    return in_rotation_order(out), exact
 
 
 def in_rotation_order(files: list[Rotated]) -> list[Rotated]:

@@ -784,11 +784,40 @@ def test_rotated_files_are_listed_in_rotation_order(tmp_path):
         "a.log-20261201", "a.log.1"]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, issue 13: under ~100 rotations a second, a rotated file is now and then "
-    "skipped (one full run in three on the loaded CI box: lines 9920-10043, one file of "
-    "124 lines, lost); suspected cause: _Cursor._queue_missed falls back to mtimes "
-    "(coarse, a few ms) when the last known file is not in the listing"))
+def _roll_over(d: Path, name: str) -> None:
+    """What RotatingFileHandler.doRollover does: every numbered file one up, the live file
+    to .1, a new live file."""
+    k = max(int(p.name[len(name) + 1:]) for p in d.glob(name + ".*"))
+    for i in range(k, 0, -1):
+        os.rename(d / f"{name}.{i}", d / f"{name}.{i + 1}")
+    os.rename(d / name, d / f"{name}.1")
+    (d / name).write_bytes(b"live\n")
+
+
+@pytest.mark.parametrize("after_listing", [1, 2, 3])
+def test_a_rotation_while_files_are_listed_leaves_none_out(tmp_path, monkeypatch,
+                                                          after_listing):
+    """Every numbered file is renamed by a rotation that comes between a listing and the
+    look at each file it lists: every file still comes once, in rotation order."""
+    from flume_og.node.sources import _rotation
+    for i in range(1, 9):
+        (tmp_path / f"app.log.{i}").write_bytes(b"%d\n" % i)
+    (tmp_path / "app.log").write_bytes(b"0\n")
+    names, calls = _rotation._names, []
+
+    def listing_then_rotation(directory, name):
+        out = names(directory, name)
+        calls.append(1)
+        if len(calls) == after_listing:
+            _roll_over(tmp_path, "app.log")      # the listing is stale at once
+        return out
+    monkeypatch.setattr(_rotation, "_names", listing_then_rotation)
+    got = _rotation.rotated_files(str(tmp_path), "app.log")
+    now = sorted(tmp_path.glob("app.log.*"), key=lambda p: -int(p.suffix[1:]))  # oldest 1st
+    assert len(now) == (9 if calls[after_listing - 1:] else 8)
+    assert [r.ino for r in got] == [p.stat().st_ino for p in now]
+
+
 def test_busy_writer_rotating_faster_than_the_checks(ctx, tmp_path, opened):
     """Python's RotatingFileHandler rotating every 2,000 bytes (about 100 rotations, many
     between two looks at the path, renames racing the directory listings): every line

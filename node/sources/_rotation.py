@@ -16,7 +16,6 @@ import hashlib
 import os
 import re
 import stat as stat_mod
-import time
 from dataclasses import dataclass
 
 HEAD_LEN = 256           # bytes of a file's start that identify it (with device and inode)
@@ -69,68 +68,78 @@ def _rank(suffix: str) -> tuple[int, int]:
     return 1, int("".join(groups))
 
 
-LISTINGS = 8             # directory listings tried until two in a row agree
-SETTLE_SECONDS = 0.002   # first pause between listings that disagree (doubling, 16 ms at most)
+NUMBERED = re.compile(r"([.-])(\d{1,%d})" % INDEX_DIGITS)   # ``.3``, ``-3``: moved by rotations
+GAPS = 8                 # numbers in a row with nothing there: past the last numbered file
+WALK = 4 * MAX_ROTATED + 1000   # numbers examined above the highest listed one, at most
 
 
 def rotated_files(directory: str, name: str) -> list[Rotated]:
     """Every rotated file of ``name`` in ``directory`` (compressed ones included), oldest
     first. An unreadable directory gives ``[]``.
 
-    A rotation renames files while they are listed (a handler keeping 1,000 numbered
-    files renames all of them at each rotation): a listing may show a file under both
-    names or under none, and a name may hold another file by the time it is examined. So
-    a file's identity is the inode the listing gave, checked against what its name holds
-    when examined; and the directory is listed until a listing where every name still
-    held its file gives the same files in the same order as the one before it (names may
-    differ: a shift keeps the order), pausing a little longer each time so that a burst
-    of renames ends. After ``LISTINGS`` listings, the last one is returned as it is."""
-    before = None
-    pause = SETTLE_SECONDS
-    for attempt in range(LISTINGS):
-        files, exact = _listing(directory, name)
-        order = [(r.dev, r.ino) for r in files]
-        if exact and order == before:
-            break
-        if before is not None and attempt < LISTINGS - 1:
-            time.sleep(pause)          # a rename burst in progress: let it end
-            pause = min(pause * 2, 8 * SETTLE_SECONDS)
-        before = order
-    return files
-
-
-def _listing(directory: str, name: str) -> tuple[list[Rotated], bool]:
-    """The rotated files one listing shows, oldest first, and True if every name still
-    held the file listed under it when examined. A file renamed in between keeps its
-    listed inode and name (the tail sources find it again by inode), the directory's
-    device and a modification time of 0."""
+    A rotation renames numbered files while they are listed (a handler keeping 1,000
+    numbered files renames every one of them at each rotation, from the highest number
+    down), and a listing of a large directory is not atomic against renames. So the
+    listing only says which names exist; the numbered names (``name.1``, ``name-2``, ...)
+    are then examined in increasing order, one ``stat`` each: a file only moves up, and
+    the walk up meets each file moving up at least once, whatever the rate of rotations
+    (a file met twice keeps its first, lower, number: the order holds). Named by a date,
+    a file does not move; each is examined once, and a name that holds another file by
+    then is described by its listed inode. No retries, no pauses."""
     try:
         dir_dev = os.stat(directory or ".").st_dev
     except OSError:
-        return [], True
-    exact = True
+        return []
+    entries = _names(directory, name)
+    out: list[Rotated] = []
     seen: set[int] = set()
-    out = []
-    for entry_name, path, ino in _names(directory, name):
-        if ino in seen:
-            exact = False              # listed under two names: moved while listed
-            continue
+
+    def add(entry_name: str, path: str, ino: int, st) -> None:
+        if ino in seen or (st is not None and not stat_mod.S_ISREG(st.st_mode)):
+            return
         seen.add(ino)
-        try:
-            st = os.stat(path, follow_symlinks=False)
-        except OSError:
-            st = None
-        if st is None or st.st_ino != ino:
-            exact = False              # renamed since listed: the name holds another file
-            dev, mtime = dir_dev, 0
-        elif not stat_mod.S_ISREG(st.st_mode):
-            continue
-        else:
-            dev, mtime = st.st_dev, st.st_mtime_ns
-        suffix = entry_name[len(name):]
+        dev, mtime = (st.st_dev, st.st_mtime_ns) if st is not None else (dir_dev, 0)
         out.append(Rotated(path, dev, ino, mtime, entry_name.lower().endswith(COMPRESSED),
-                           _rank(suffix)))
-    return in_rotation_order(out), exact
+                           _rank(entry_name[len(name):])))
+
+    highest: dict[str, int] = {}
+    for entry_name, _, _ in entries:
+        m = NUMBERED.fullmatch(entry_name, len(name))
+        if m is not None:
+            highest[m.group(1)] = max(highest.get(m.group(1), 0), int(m.group(2)))
+    for sep, top in highest.items():
+        gaps = 0
+        for j in range(1, top + WALK):
+            if j > top and gaps >= GAPS:
+                break
+            entry_name = f"{name}{sep}{j}"
+            path = os.path.join(directory, entry_name)
+            st = _lstat(path)
+            gaps = gaps + 1 if st is None else 0
+            if st is not None:
+                add(entry_name, path, st.st_ino, st)
+    for entry_name, path, ino in entries:
+        if ino in seen:
+            continue
+        st = _lstat(path)
+        if st is not None and st.st_ino == ino:
+            add(entry_name, path, ino, st)
+        elif NUMBERED.fullmatch(entry_name, len(name)) is None:
+            add(entry_name, path, ino, None)     # renamed or deleted since: by inode
+    return in_rotation_order(out)
+
+
+def _lstat(path: str):
+    try:
+        return os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+def listed_inodes(directory: str, name: str) -> dict[int, str]:
+    """``{inode: path}`` of the entries named like rotated files of ``name``: one listing,
+    no ``stat`` (where a renamed file is now)."""
+    return {ino: path for _, path, ino in _names(directory, name)}
 
 
 def in_rotation_order(files: list[Rotated]) -> list[Rotated]:

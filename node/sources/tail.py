@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat as stat_mod
 import time
 from typing import Annotated
@@ -89,8 +90,8 @@ from ..limits import Refusals
 from ..regexes import compile_bytes
 from ..registry import LiteralPath, source
 from ._files import FileRegex, PollingSource, compile_fileregex
-from ._rotation import (COMPRESSED, HEAD_LEN, LISTINGS, MAX_ROTATED, ROTATED_SUFFIX,
-                        Rotated, head_matches, head_of, in_rotation_order,
+from ._rotation import (COMPRESSED, GAPS, HEAD_LEN, MAX_ROTATED, ROTATED_SUFFIX, WALK,
+                        Rotated, head_matches, head_of, in_rotation_order, listed_inodes,
                         rotated_files)
 
 try:
@@ -202,10 +203,20 @@ def _stat(path: str):
 
 
 def _open(path: str) -> int | None:
+    """A descriptor of the regular file at ``path``, or None (nothing there, or not a
+    regular file). Opened without blocking: a FIFO put under a followed name cannot hang
+    the source waiting for a writer."""
     try:
-        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    try:
+        if stat_mod.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
 
 
 def _holds(fd: int, offset: int, fp: bytes) -> bool:
@@ -221,6 +232,73 @@ def _close(fd: int | None) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+_TRAILING_NUMBER = re.compile(r"\d+$")
+
+
+class _Reopener:
+    """Opens listed rotated files again, each by the inode it was listed with, wherever a
+    rotation renamed it since. A numbered file only moves up (``.3`` to ``.4``): the next
+    numbers are tried in turn, each an ``open``. Otherwise (or if that fails) the file is
+    looked up in a new listing of names and inodes (no ``stat``), at most ``RELISTS``
+    listings for all the files of one use: a rotation storm makes a use cost a few opens
+    and listings, never a listing per file or a pause."""
+
+    RELISTS = 8
+
+    def __init__(self, places: list[tuple[str, str]]):
+        self.places = places
+        self.left = self.RELISTS
+        self.where: dict[int, str] = {}
+
+    def _relist(self) -> None:
+        self.left -= 1
+        self.where = {}
+        for d, b in self.places:
+            self.where.update(listed_inodes(d, b))
+
+    @staticmethod
+    def _at(path: str, it: Rotated) -> tuple[int | None, bool]:
+        """``(fd, True)`` if ``path`` holds ``it``; ``(None, whether something is there)``."""
+        fd = _open(path)
+        if fd is None:
+            return None, os.path.lexists(path)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == (it.dev, it.ino) or \
+                (it.mtime_ns == 0 and st.st_ino == it.ino):
+            return fd, True             # (a file not seen since listed: its device unknown)
+        os.close(fd)
+        return None, True
+
+    def _shifted(self, it: Rotated) -> int | None:
+        """``it``, numbered, found under a higher number than the one it was listed with
+        (numbers tried upwards, as ``rotated_files`` walks them)."""
+        m = _TRAILING_NUMBER.search(it.path)
+        if m is None or it.compressed or it.rank[0] != 0:
+            return None
+        stem, digits, gaps = it.path[:m.start()], m.group(), 0
+        width = len(digits) if digits.startswith("0") else 0
+        for j in range(int(digits) + 1, int(digits) + 1 + WALK):
+            fd, there = self._at(f"{stem}{j:0{width}d}", it)
+            if fd is not None:
+                return fd
+            gaps = 0 if there else gaps + 1
+            if gaps >= GAPS:
+                return None
+        return None
+
+    def open(self, it: Rotated) -> int | None:
+        fd, _ = self._at(self.where.get(it.ino, it.path), it)
+        if fd is None:
+            fd = self._shifted(it)
+        while fd is None and self.left > 0:
+            self._relist()
+            path = self.where.get(it.ino)
+            if path is None:
+                return None             # gone (deleted, or renamed out of the names)
+            fd, _ = self._at(path, it)
+        return fd
 
 
 class _Next:
@@ -362,7 +440,7 @@ class _Cursor:
         if not self.unsaved:
             self._resume(rec)
             return
-        fd = _open(self.path) if _stat(self.path) is not None else None
+        fd = _open(self.path)
         if fd is None:
             log.info("tailed file does not exist yet; waiting for it to appear",
                      extra={"path": self.path})
@@ -419,11 +497,11 @@ class _Cursor:
             st = os.fstat(fd)
             ref, ident = st.st_mtime_ns, (st.st_dev, st.st_ino)
             later = items[i + 1:] if i is not None else \
-                [r for r in window if r.mtime_ns > ref] + [None]
+                [r for r in window if r.mtime_ns >= ref] + [None]
         else:
             # Not found: every file written since the position was saved is unread.
             ref, ident = saved_mtime, None
-            later = [r for r in window if ref is not None and r.mtime_ns > ref] + [None]
+            later = [r for r in window if ref is not None and r.mtime_ns >= ref] + [None]
         self._report_skipped(files, window, ref, ident)
         chain, rotated_after = self._open_chain(later, ident)
         finishing = copy
@@ -455,6 +533,7 @@ class _Cursor:
         live one (``None``): the file with its device, inode and first bytes holding ``fp``
         before ``off``; else the newest other file with the same first bytes holding it (a
         copy). ``(None, None, False)`` if none."""
+        reopen = _Reopener(self._places())
         for copy in (False, True):
             if copy and (off == 0 or not fp):
                 break               # nothing read: no content to recognise a copy by
@@ -462,7 +541,7 @@ class _Cursor:
                 it = items[i]
                 if it is not None and ((it.dev, it.ino) == (dev, ino)) == copy:
                     continue
-                fd = self._open_item(it)
+                fd = self._open_item(it, reopen)
                 if fd is None:
                     continue
                 try:
@@ -475,24 +554,13 @@ class _Cursor:
                 os.close(fd)
         return None, None, False
 
-    def _open_item(self, it: Rotated | None) -> int | None:
+    def _open_item(self, it: Rotated | None, reopen: "_Reopener | None" = None) -> int | None:
         """The live file (``None``), or the rotated file ``it``: found again by its inode
-        if a rotation renamed it since it was listed (None if it is gone)."""
+        if a rotation renamed it since it was listed (None if it is gone). ``reopen``
+        shares its listings between the files of one chain."""
         if it is None:
-            return _open(self.path) if _stat(self.path) is not None else None
-        path = it.path
-        for _ in range(LISTINGS):
-            fd = _open(path)
-            if fd is not None:
-                st = os.fstat(fd)
-                if (st.st_dev, st.st_ino) == (it.dev, it.ino):
-                    return fd
-                os.close(fd)
-            path = next((r.path for r in self._rotated()
-                         if (r.dev, r.ino) == (it.dev, it.ino)), None)
-            if path is None:
-                return None
-        return None
+            return _open(self.path)
+        return (reopen or _Reopener(self._places())).open(it)
 
     def _open_chain(self, items: list[Rotated | None], skip) -> tuple[list["_Next"], int]:
         """The files of ``items`` (oldest first; None: the live file) opened as queued
@@ -500,8 +568,9 @@ class _Cursor:
         are rotated files. Every rotated file but the newest is complete (``finishing``)."""
         out: list[_Next] = []
         seen = {skip}
+        reopen = _Reopener(self._places())
         for it in items:
-            fd = self._open_item(it)
+            fd = self._open_item(it, reopen)
             if fd is None:
                 continue
             q = _Next(fd)
@@ -522,7 +591,7 @@ class _Cursor:
         if ref is None:
             return
         for r in files:
-            if r.mtime_ns <= ref or (r.dev, r.ino) == ident or (r.dev, r.ino) in self.reported:
+            if r.mtime_ns < ref or (r.dev, r.ino) == ident or (r.dev, r.ino) in self.reported:
                 continue
             if r.compressed:
                 self.refusals.refuse("compressed", f"{r.path} is compressed; its unread "
@@ -734,7 +803,8 @@ class _Cursor:
         """Before the file ``new`` now at the path: queue the rotated files that took the
         path's name and were rotated again between two checks (never seen at the path):
         those after the last known file in rotation order (or, if it is no longer under a
-        rotated name, written after it)."""
+        rotated name, written after it or in the same tick of the file system's clock: a
+        file written in the same few milliseconds is read again rather than lost)."""
         last = self.queue[-1] if self.queue else None
         ident = (last.dev, last.ino) if last else (self.dev, self.ino)
         window = [r for r in self._rotated()
@@ -749,7 +819,7 @@ class _Cursor:
         if at is not None:
             later = window[at + 1:upto]
         else:
-            later = [r for r in window[:upto] if r.mtime_ns > ref]
+            later = [r for r in window[:upto] if r.mtime_ns >= ref]
         known = set(self.open_inodes()) | {new}
         missed = [r for r in later if (r.dev, r.ino) not in known]
         # Compressed files are not counted here: while running, a compressed rotated file

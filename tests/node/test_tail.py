@@ -816,6 +816,104 @@ def test_a_rotation_while_files_are_listed_leaves_none_out(tmp_path, monkeypatch
     now = sorted(tmp_path.glob("app.log.*"), key=lambda p: -int(p.suffix[1:]))  # oldest 1st
     assert len(now) == (9 if calls[after_listing - 1:] else 8)
     assert [r.ino for r in got] == [p.stat().st_ino for p in now]
+    # each described as it is now, under the name it has now
+    assert [(r.path, r.dev, r.mtime_ns) for r in got] == \
+        [(str(p), p.stat().st_dev, p.stat().st_mtime_ns) for p in now]
+
+
+@pytest.mark.parametrize("after_stat", range(1, 11))
+def test_a_rotation_in_the_middle_of_the_walk_leaves_none_out(tmp_path, monkeypatch,
+                                                             after_stat):
+    """A rotation (every numbered file one up, from the highest down) between any two of
+    the looks at the numbered names: every file there before it still comes once, in
+    rotation order (the file it adds may come too, as the newest)."""
+    from flume_og.node.sources import _rotation
+    for i in range(1, 9):
+        (tmp_path / f"app.log.{i}").write_bytes(b"%d\n" % i)
+    (tmp_path / "app.log").write_bytes(b"0\n")
+    before = [(tmp_path / f"app.log.{i}").stat().st_ino for i in range(8, 0, -1)]
+    live = (tmp_path / "app.log").stat().st_ino
+    lstat, calls = _rotation._lstat, []
+
+    def rotation_between_looks(path):
+        calls.append(path)
+        if len(calls) == after_stat:
+            _roll_over(tmp_path, "app.log")
+        return lstat(path)
+    monkeypatch.setattr(_rotation, "_lstat", rotation_between_looks)
+    got = [r.ino for r in _rotation.rotated_files(str(tmp_path), "app.log")]
+    assert got in (before, before + [live])
+    assert len(calls) >= after_stat          # the rotation did come during the walk
+
+
+def _rotating_writer(f: Path, backups: int):
+    import logging.handlers
+    handler = logging.handlers.RotatingFileHandler(f, maxBytes=2000, backupCount=backups)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    writer = logging.getLogger(f"rotating-writer-{id(f)}-{backups}")
+    writer.addHandler(handler)
+    writer.propagate = False
+    writer.setLevel(logging.INFO)
+    return writer, handler
+
+
+def test_rotation_storm_in_a_directory_of_many_other_files(ctx, tmp_path, opened):
+    """20,000 unrelated files next to the followed one (a shared log directory): the
+    listings of rotated files cost one pass over them, and every line comes once."""
+    for i in range(20_000):
+        (tmp_path / f"other-{i:05d}.log").touch()
+    f = tmp_path / "app.log"
+    writer, handler = _rotating_writer(f, 1000)
+    writer.info("counter %07d", 0)
+    src = opened(TailSource(str(f)), ctx)
+    n = 8_000
+
+    def write():
+        for i in range(1, n):
+            writer.info("counter %07d", i)
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    got = read_n(src, n, timeout=60)
+    t.join(10)
+    handler.close()
+    assert got == [b"counter %07d" % i for i in range(n)]
+
+
+def test_files_rotated_in_the_same_clock_tick_as_a_deleted_one_are_read(ctx, tmp_path,
+                                                                       opened):
+    """The file being read is rotated twice and then deleted (it left the rotated names)
+    while the file after it was written in the same tick of the file system's clock
+    (modification times are coarse: a few milliseconds): the file after it is still
+    read, by modification time, before the live one."""
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 10))
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 10) == bodies(0, 10)
+    os.rename(f, tmp_path / "a.log.1")
+    f.write_bytes(lines(10, 12))
+    os.rename(tmp_path / "a.log.1", tmp_path / "a.log.2")
+    os.rename(f, tmp_path / "a.log.1")
+    f.write_bytes(lines(12, 14))
+    tick = (tmp_path / "a.log.2").stat().st_mtime_ns
+    os.utime(tmp_path / "a.log.1", ns=(tick, tick))
+    os.unlink(tmp_path / "a.log.2")       # still open: read to its end
+    assert read_n(src, 4) == bodies(10, 14)
+
+
+def test_a_fifo_under_a_rotated_name_is_passed_over(make_ctx, tmp_path, opened):
+    """A FIFO named like a rotated file (or put at the followed path) while the node was
+    stopped: opening it would wait for a writer for ever; it is not a file to read."""
+    f = tmp_path / "a.log"
+    read_commit_and_stop(make_ctx, opened, f)
+    append(f, lines(10, 12))
+    os.rename(f, tmp_path / "a.log.2")
+    os.mkfifo(tmp_path / "a.log.1")
+    f.write_bytes(lines(12, 14))
+    src = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src, 4) == bodies(10, 14)
+    os.rename(f, tmp_path / "a.log.3")
+    os.mkfifo(f)
+    assert read_quiet(src, 0.3) == []
 
 
 def test_busy_writer_rotating_faster_than_the_checks(ctx, tmp_path, opened):
@@ -845,3 +943,51 @@ def test_busy_writer_rotating_faster_than_the_checks(ctx, tmp_path, opened):
     assert len(list(tmp_path.glob("app.log.*"))) > 80
     assert got == [b"counter %07d" % i for i in range(n)]
     assert read_quiet(src, 0.2) == []
+
+
+def test_rotation_storm_with_hundreds_of_rotated_files(ctx, tmp_path, opened):
+    """A RotatingFileHandler keeping 300 rotated files, all there from the start, renaming
+    every one of them at each of its ~200 rotations while the tail lists them: every line
+    once, in order, and a checkpoint (which waits for the source's lock) never waits
+    behind the listings for long."""
+    import logging.handlers
+    n = int(os.environ.get("STORM_N", 25_000))
+    f = tmp_path / "app.log"
+    for i in range(1, 301):
+        (tmp_path / f"app.log.{i}").write_bytes(b"old %07d\n" % i * 125)
+    handler = logging.handlers.RotatingFileHandler(f, maxBytes=2000, backupCount=300)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    writer = logging.getLogger(f"storm-writer-{id(tmp_path)}")
+    writer.addHandler(handler)
+    writer.propagate = False
+    writer.setLevel(logging.INFO)
+    writer.info("counter %07d", 0)
+    src = opened(TailSource(str(f)), ctx)
+    # without a saved position the tail starts at the live file: the backups are not read
+    assert read_n(src, 1, timeout=10) == [b"counter 0000000"]
+    waits: list[float] = []
+    stop = threading.Event()
+
+    def checkpoints():
+        while not stop.is_set():
+            t0 = time.monotonic()
+            src.checkpoint()
+            waits.append(time.monotonic() - t0)
+            stop.wait(0.01)                  # pacing: a checkpoint every 10 ms
+
+    def write():
+        for i in range(1, n):
+            writer.info("counter %07d", i)
+    threads = [threading.Thread(target=write, daemon=True),
+               threading.Thread(target=checkpoints, daemon=True)]
+    for t in threads:
+        t.start()
+    got = read_n(src, n - 1, timeout=120)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    handler.close()
+    missing = sorted(set(range(1, n)) - {int(b.split()[1]) for b in got})
+    assert not missing, f"{len(missing)} lines lost, first {missing[:5]}"
+    assert got == [b"counter %07d" % i for i in range(1, n)]
+    assert max(waits) < 2.0, f"a checkpoint waited {max(waits):.1f} s"

@@ -493,7 +493,17 @@ class _Cursor:
                     os.close(fd)
                     fd = None
                 copy = fd is not None
-        if fd is not None:
+        copied_unread = []
+        if fd is not None and i == len(items) - 1 and off == 0 and saved_mtime is not None:
+            # Nothing of the live file read yet: a copy and truncate since leaves no bytes
+            # to recognise the copy by; a rotated file written after the save is one.
+            copied_unread = [r for r in window if r.mtime_ns > saved_mtime
+                             and (r.dev, r.ino) != (dev, ino)]
+        if copied_unread:
+            os.close(fd)
+            fd, ref, ident = None, saved_mtime, None
+            later = copied_unread + [None]
+        elif fd is not None:
             st = os.fstat(fd)
             ref, ident = st.st_mtime_ns, (st.st_dev, st.st_ino)
             later = items[i + 1:] if i is not None else \
@@ -511,9 +521,13 @@ class _Cursor:
                             "tailed file does not exist yet; waiting for it to appear",
                             extra={"path": self.path})
                 return
-            log.warning("the file of the saved position cannot be found (deleted, "
-                        "compressed or overwritten); reading the %d file(s) written since "
-                        "from their start", len(chain), extra={"path": self.path})
+            if copied_unread:
+                log.info("tailed file was copied and truncated while stopped before any "
+                         "of it was read; reading its copy first", extra={"path": self.path})
+            else:
+                log.warning("the file of the saved position cannot be found (deleted, "
+                            "compressed or overwritten); reading the %d file(s) written "
+                            "since from their start", len(chain), extra={"path": self.path})
             first = chain.pop(0)
             rotated_after -= not first.live
             fd, off, fp, finishing = first.fd, 0, b"", first.finishing

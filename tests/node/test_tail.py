@@ -431,6 +431,31 @@ def test_copytruncated_while_stopped(make_ctx, tmp_path, opened):
     assert read_quiet(src2, 0.2) == []
 
 
+def test_copytruncated_while_stopped_before_anything_was_read(make_ctx, tmp_path, opened):
+    """The saved position is at the start of an empty file (nothing read, no bytes to
+    recognise a copy by); while stopped, lines are written, the file is copied and
+    truncated, and more lines come: the copy is read first, then the file from its start."""
+    f = tmp_path / "a.log"
+    f.write_bytes(b"")
+    ctx = make_ctx("n1")
+    src = opened(TailSource(str(f)), ctx)
+    assert read_quiet(src, 0.1) == []
+    commit(ctx, src)
+    src.close()
+    saved = ctx.store.get("tail:" + str(f))
+    assert saved["offset"] == 0
+    append(f, lines(0, 5))
+    shutil.copyfile(f, tmp_path / "a.log.1")
+    later = saved["mtime"] + 10_000_000     # a tick after the save (times are coarse)
+    os.utime(tmp_path / "a.log.1", ns=(later, later))
+    with open(f, "r+b") as fh:
+        fh.truncate(0)
+    append(f, lines(5, 8))
+    src2 = opened(TailSource(str(f)), make_ctx("n1"))
+    assert read_n(src2, 8) == bodies(0, 8)
+    assert read_quiet(src2, 0.2) == []
+
+
 def rotate_numbered(f: Path, data: bytes) -> None:
     """A size-based rotation: ``name.N`` -> ``name.N+1``, ``name`` -> ``name.1``, a new
     ``name`` holding ``data``."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -35,10 +34,15 @@ def cmd_master(args) -> int:
     except (MasterConfigError, AuthFileError, TlsError, TlsSettingsError) as exc:
         print(f"flume master: {exc}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Handlers that only record (no exception thrown into whatever the main thread is
+    # doing, no lock): a stop asked for while starting is honoured once started; while
+    # serving, uvicorn's own handlers (which only set a flag) end the server and hand the
+    # signal back here.
+    signals = StopSignals("flume master")
     try:
         master.start()
-        master.serve()
+        if not signals.requested:
+            master.serve()
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -48,6 +52,7 @@ def cmd_master(args) -> int:
     finally:
         # a signal right behind the one that stopped the server (a terminal's Ctrl-C and
         # a script's SIGTERM) must not interrupt the stop; a later one forces the exit
+        signals.restore()
         signals = StopSignals("flume master", requested=True)
         master.stop()
         signals.restore()

@@ -978,6 +978,12 @@ class BatchIds:
         with self._lock:
             return set(self._unknown_at)
 
+    def unknown_count(self) -> int:
+        """How many batches wait to be asked again at the receiver where their outcome is
+        unknown."""
+        with self._lock:
+            return sum(self._unknown_at.values())
+
     def pinned(self, data: bytes) -> tuple[str, float] | None:
         """``(receiver, since)`` where a call of ``data`` has an unknown outcome, or None."""
         if not self._unsettled:

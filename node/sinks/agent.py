@@ -88,7 +88,7 @@ from .rpc import RETRY_LIMIT, deliver
 log = logging.getLogger(__name__)
 
 CHAIN_COUNTERS = ("events_out", "bytes_out", "retries", "failovers", "dropped", "unknown",
-                  "probes")
+                  "probes", "unknown_released")
 BE_LANES = 3        # batches in flight at once in best-effort mode
 PROBE_EVERY = 0.05  # seconds between two probes of a collector backing off (BE)
 PROBE_TIMEOUT = 1.0  # seconds a probe's connection may take
@@ -298,6 +298,10 @@ class CollectorChain(Sink):
         pin = None if self.drop else self.ids.pinned(data)
         held = [c for c in self.collectors if pin is not None and c.address == pin[0]
                 and now - pin[1] < UNKNOWN_PIN_SECONDS]
+        if pin is not None and not held:
+            # waited its bound (or its collector left the list): any collector now
+            self._released(count, f"it waited {now - pin[1]:.0f} s for collector {pin[0]} "
+                                  f"(where its outcome is unknown)", logging.WARNING)
         avoided: list[CollectorEndpoint] = []
         if held:        # its outcome there is unknown: ask there again, and only there
             ready = [c for c in held if c.retry_at <= now or self.last_resort]
@@ -344,8 +348,9 @@ class CollectorChain(Sink):
                 elif held and _refused(exc):
                     # nothing listens there: the collector stopped, and its window (in
                     # memory) with it -- waiting for it no longer saves a duplicate
-                    log.info("agent: collector %s refuses connections; the batch whose "
-                             "outcome there is unknown goes to any collector", c.address)
+                    self._released(count, f"collector {c.address} refuses connections "
+                                          f"(it stopped, and its memory of batch ids with "
+                                          f"it)", logging.INFO)
                     self.ids.unsettled(data, batch)
                     return self.append_encoded(data, count, lane, timeout, resend)
                 continue
@@ -383,6 +388,14 @@ class CollectorChain(Sink):
         self.ids.unsettled(data, batch, unknown_at, since)
         error = DeliveryUnknown if unknown else SinkError
         raise error(f"no collector of {len(self.collectors)} took the batch: {why}")
+
+    def _released(self, count: int, why: str, level: int) -> None:
+        """A batch whose outcome at a collector is unknown stops waiting for it and goes
+        to any collector (where it may be written a second time): said and counted in
+        ``unknown_released``."""
+        self._count("unknown_released")
+        log.log(level, "agent: a batch of %d event(s) whose outcome is unknown goes to any "
+                "collector now, where it may be written a second time: %s", count, why)
 
     def _probe(self, lane: int) -> list[CollectorEndpoint]:
         """Every collector is backing off (BE): connect to the first one not probed
@@ -576,7 +589,7 @@ def agent_state(ctx: NodeContext) -> AgentState:
 
 
 # counters telling a state, not a history: not carried across a reconfiguration
-GAUGES = ("spool_bytes", "disk_free_bytes", "corrupt")
+GAUGES = ("spool_bytes", "disk_free_bytes", "corrupt", "unknown_pending")
 
 
 class _AgentSink(Sink):
@@ -643,6 +656,8 @@ class _AgentSink(Sink):
         if dfo is not None:
             for k in DFO_COUNTERS:
                 m[k] = (0 if k in GAUGES else base.get(k, 0)) + dfo.metrics.get(k, 0)
+        if not self.chain.drop and self.chain.ids is not None:
+            m["unknown_pending"] = self.chain.ids.unknown_count()
         if self.state is not None:
             self.state.counters = {k: v for k, v in m.items() if k not in GAUGES}
 

@@ -31,8 +31,10 @@ detected), encoded once whichever collector takes it:
   batch whose call timed out keeps its id when it is replayed (and the replay waits
   longer each time, up to 8 times ``timeoutMs``), so a collector that wrote it, or is
   still writing it, answers without writing it again: effectively once, short of a
-  collector restart between writing and answering (or failing over to another
-  collector after a timeout: the other one writes it too).
+  collector restart between writing and answering. Such a batch is resent to that
+  collector only (up to ``UNKNOWN_PIN_SECONDS``, see :class:`CollectorChain`), since
+  another one would write it too. A batch sent in pieces (over the bounds below) whose
+  later piece failed is resent without the pieces a collector already answered OK.
 
 Options (OG's names): ``batchCount=n`` (> 1: appends are gathered until n events are
 waiting, then sent as one call), ``batchMillis=ms`` (a partial gathering is sent at the
@@ -287,10 +289,23 @@ class CollectorChain(Sink):
         sent in pieces. ``resend``: a replay, which may try avoided collectors last."""
         if count > 1 and (count > rpc.SEND_BATCH_EVENTS or len(data) > rpc.SEND_BATCH_BYTES):
             # (one event alone over the bound is sent as it is: the receiver decides)
-            for piece in split_events(decode_events(data), rpc.SEND_BATCH_EVENTS,
-                                      rpc.SEND_BATCH_BYTES):
-                self.append_encoded(encode_events(piece), len(piece), lane, timeout,
-                                    resend)
+            pieces = split_events(decode_events(data), rpc.SEND_BATCH_EVENTS,
+                                  rpc.SEND_BATCH_BYTES)
+            # a resend (the whole batch, spooled when a piece failed) skips the pieces a
+            # collector took already: they were written
+            taken = self.ids.pieces_taken(data)
+            kept = bool(taken)
+            try:
+                for i, piece in enumerate(pieces):
+                    if i not in taken:
+                        self.append_encoded(encode_events(piece), len(piece), lane, timeout,
+                                            resend)
+                        taken.add(i)
+            except SinkError:
+                self.ids.keep_pieces(data, taken)
+                raise
+            if kept:
+                self.ids.keep_pieces(data, set())
             return
         payload = gzip_payload(data) if self.compress else data
         batch = self.ids.take(data)

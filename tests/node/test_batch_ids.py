@@ -263,6 +263,42 @@ def test_dfo_batch_in_flight_at_a_network_cut_is_written_once(make_ctx, tmp_path
     node.stop(10)
 
 
+def test_dfo_batch_sent_in_pieces_cut_off_midway_writes_each_piece_once(make_ctx, tmp_path,
+                                                                         monkeypatch):
+    """A batch over the send bound goes as several calls (here 2 x 50 events); the link
+    breaks while the collector writes the second piece. The whole batch is spooled and
+    replayed: the piece the collector already took keeps its id, so the collector answers
+    it without writing it again (before: a new id, the first 50 events written twice)."""
+    from flume_og.node import rpc
+    monkeypatch.setattr(rpc, "SEND_BATCH_EVENTS", 50)
+    node, port = slow_collector(tmp_path, "pieces", 5)        # 50 events: 0.25 s
+    link = Relay(port)
+    agent = opened(f'agentDFOSink("127.0.0.1", {link.port}, checkMs=50, maxMs=200)',
+                   make_ctx("agent"))
+    cut_while_written(agent, node, link)                       # both pieces taken
+    assert agent.metrics["spooled"] == 100
+    wait_until(lambda: agent.dfo.spool.empty and agent.dfo.metrics.get("replayed") == 100,
+               10, "the replay")
+    agent.append(numbered(100, 5))
+    agent.close()
+    copies = collections.Counter(bodies("pieces"))
+    assert max(copies.values()) == 1, copies.most_common(3)
+    assert sorted(copies) == list(range(105))
+    link.close()
+    node.stop(10)
+
+
+def test_the_pieces_kept_for_resends_are_bounded_and_forgotten_once_sent():
+    from flume_og.node.rpc import BatchIds
+    ids = BatchIds("agent", limit=2)
+    for n in range(3):
+        ids.keep_pieces(b"batch %d" % n, {0, n})
+    assert ids.pieces_taken(b"batch 0") == set()              # the oldest forgotten
+    assert ids.pieces_taken(b"batch 2") == {0, 2}
+    ids.keep_pieces(b"batch 2", set())
+    assert ids.pieces_taken(b"batch 2") == set()
+
+
 def test_dfo_batch_cut_off_at_one_collector_is_not_written_by_another(make_ctx, tmp_path):
     """A chain of two collectors; the link to the first breaks while it writes a batch.
     The agent asks the first again (it alone knows the batch's id) instead of sending the

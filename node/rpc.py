@@ -990,6 +990,11 @@ class BatchIds:
         with self._lock:
             return set(self._pieces.get(batch_digest(data), ()))
 
+    @property
+    def pieces_pending(self) -> bool:
+        """Are the taken pieces of some batch kept for its resend?"""
+        return bool(self._pieces)
+
     def keep_pieces(self, data: bytes, taken: set[int]) -> None:
         """Remember ``taken`` for the resend of ``data`` (nothing: forget it). At most
         ``limit`` batches are remembered, the oldest forgotten first."""

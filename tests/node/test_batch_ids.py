@@ -146,6 +146,45 @@ def test_rpc_sink_resending_a_timed_out_batch_keeps_its_id(make_ctx, tmp_path, p
     node.stop(10)
 
 
+@pytest.mark.parametrize("packed", ["true", "false"])
+def test_rpc_sink_resending_a_batch_cut_off_in_its_second_piece_skips_the_first(
+        make_ctx, tmp_path, monkeypatch, packed):
+    """A batch over the send bound goes as 2 x 50 events; the link breaks while the
+    receiver writes the second piece; the events are appended again (a DFO replay,
+    insistentAppend): the first piece, answered OK, is not sent again (before: sent with a
+    new id and written twice)."""
+    from flume_og.node import rpc
+    monkeypatch.setattr(rpc, "SEND_BATCH_EVENTS", 50)
+    name = f"rpcpieces-{packed}"
+    node, port = slow_collector(tmp_path, name, 5)            # 50 events: 0.25 s
+    link = Relay(port)
+    sink = opened(f'rpcSink("127.0.0.1", {link.port}, packed={packed}, timeoutMs=5000)',
+                  make_ctx("agent"))
+    events = numbered(0, 100)
+    failed = []
+
+    def send():
+        try:
+            sink.append(events)
+        except DeliveryUnknown as exc:
+            failed.append(exc)
+    sender = threading.Thread(target=send)
+    sender.start()
+    wait_until(lambda: source_metrics(node).get("events_in", 0) == 100, 5, "both pieces")
+    link.cut()
+    sender.join(10)
+    assert failed
+    sink.append(events)                              # the resend
+    sink.append(numbered(100, 1))
+    sink.close()
+    wait_until(lambda: len(bodies(name)) >= 101, 5, "the writes")
+    copies = collections.Counter(bodies(name))
+    assert max(copies.values()) == 1, copies.most_common(3)
+    assert sorted(copies) == list(range(101))
+    link.close()
+    node.stop(10)
+
+
 def test_a_sender_id_over_the_bound_is_refused(tmp_path):
     node, port = slow_collector(tmp_path, "longsender", 0)
     client = RpcClient("127.0.0.1", port, 5)

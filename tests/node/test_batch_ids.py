@@ -229,6 +229,25 @@ def test_window_bounds_per_sender_and_in_all_and_counts_evictions():
     assert w.size <= 5
 
 
+def test_an_id_forgotten_while_its_sender_may_still_resend_it_is_counted_early():
+    """A sender resends a batch of unknown outcome to the same collector for up to
+    ``UNKNOWN_PIN_SECONDS`` (600 s): an id forgotten 2 minutes after it was taken can
+    still be resent, and written again (before: counted early only within 60 s)."""
+    from flume_og.node.rpc_window import EARLY_SECONDS
+    from flume_og.node.sinks.agent import UNKNOWN_PIN_SECONDS
+    assert EARLY_SECONDS >= UNKNOWN_PIN_SECONDS
+    now = [0.0]
+    m = Counts()
+    w = BatchWindow(m, per_sender=1, total=5, clock=lambda: now[0])
+    w.finish(w.claim("a", 1, (1, 1), 1, 0), True)
+    now[0] = 120.0
+    w.finish(w.claim("a", 2, (1, 2), 1, 0), True)          # a's 1st id goes
+    assert m["batch_ids_evicted"] == 1 and m["batch_ids_evicted_early"] == 1
+    now[0] = 120.0 + UNKNOWN_PIN_SECONDS
+    w.finish(w.claim("a", 3, (1, 3), 1, 0), True)          # past the pin: not early
+    assert m["batch_ids_evicted"] == 2 and m["batch_ids_evicted_early"] == 1
+
+
 # ---------------------------------------------------------------- DFO
 
 def collector_process(tmp_path, port: int, ms_per_event: int, out: Path):

@@ -39,7 +39,7 @@ LEAST = ("disk_free_bytes",)
 #: other numeric component metric is a counter, monotonic for the life of the process.
 GAUGES = frozenset({"acks_pending", "watermark", "wal_bytes", "wal_groups", "wal_events",
                     "spool_bytes", "disk_free_bytes", "batch_ids", "connections_open",
-                    "count", "exitcode"})
+                    "count", "exitcode", "unknown_pending"})
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 

@@ -933,6 +933,8 @@ class BatchIds:
         # digest -> (number, receiver whose outcome is unknown or None, since when)
         self._unsettled: OrderedDict[bytes, tuple[int, str | None, float]] = OrderedDict()
         self._unknown_at: Counter[str] = Counter()   # receiver -> its unknown batches
+        # digest of a batch sent in pieces whose call failed -> the pieces answered OK
+        self._pieces: OrderedDict[bytes, frozenset[int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def take(self, data: bytes) -> BatchId:
@@ -977,6 +979,38 @@ class BatchIds:
         there): a sender avoids them for new batches until they answer."""
         with self._lock:
             return set(self._unknown_at)
+
+    def pieces_taken(self, data: bytes) -> set[int]:
+        """The pieces (their numbers, from 0) of a batch sent in several calls that a
+        receiver answered OK before a later piece failed (:meth:`keep_pieces`): its resend
+        skips them, since they were written (sent again, they would be new batches to the
+        receiver, and written twice)."""
+        if not self._pieces:
+            return set()
+        with self._lock:
+            return set(self._pieces.get(batch_digest(data), ()))
+
+    @property
+    def pieces_pending(self) -> bool:
+        """Are the taken pieces of some batch kept for its resend?"""
+        return bool(self._pieces)
+
+    def keep_pieces(self, data: bytes, taken: set[int]) -> None:
+        """Remember ``taken`` for the resend of ``data`` (nothing: forget it). At most
+        ``limit`` batches are remembered, the oldest forgotten first."""
+        key = batch_digest(data)
+        with self._lock:
+            self._pieces.pop(key, None)
+            if taken:
+                self._pieces[key] = frozenset(taken)
+                while len(self._pieces) > self.limit:
+                    self._pieces.popitem(last=False)
+
+    def unknown_count(self) -> int:
+        """How many batches wait to be asked again at the receiver where their outcome is
+        unknown."""
+        with self._lock:
+            return sum(self._unknown_at.values())
 
     def pinned(self, data: bytes) -> tuple[str, float] | None:
         """``(receiver, since)`` where a call of ``data`` has an unknown outcome, or None."""

@@ -51,7 +51,10 @@ from typing import Callable
 MAX_IDS = 16_384           # batch ids remembered by one receiver
 MAX_IDS_PER_SENDER = 256   # ...of which one sender may hold
 MAX_IDS_PER_PEER = 4096    # ...and one peer address, whatever sender ids it uses
-EARLY_SECONDS = 60.0       # an id evicted younger than this may still be resent
+# an id evicted younger than this may still be resent: a sender resends a batch of
+# unknown outcome to this receiver alone for 10 minutes (node.sinks.agent's
+# UNKNOWN_PIN_SECONDS), then still with the same id when no other receiver takes it
+EARLY_SECONDS = 600.0
 MAX_SENDER_CHARS = 256     # a sender id longer than this is refused (ours are < 150)
 
 DUPLICATE = "duplicate"

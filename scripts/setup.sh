@@ -43,6 +43,6 @@ fi
 stamp=.venv/.installed-pyproject
 if ! cmp -s pyproject.toml "$stamp"; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/python -m pip install -q -e '.[test]'
+  bash scripts/pip-install-editable.sh .venv/bin/python '.[test]'
   cp pyproject.toml "$stamp"
 fi

@@ -1,6 +1,7 @@
 """A plain (non-editable) install carries everything: code, the IDL files, the web console."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -55,3 +56,27 @@ def test_plain_install_ships_code_idl_and_web(tmp_path):
                                                              "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
     assert r.stdout == 'a : text("x") | { batch(10) => null } ;\n'
+
+
+@pytest.mark.timeout(300)
+def test_the_editable_install_of_setup_sh_prints_no_setuptools_notice(tmp_path):
+    """setup.sh's editable install (scripts/pip-install-editable.sh) of a copy of the tree
+    into a fresh environment: no page of setuptools notices (before: "Editable
+    installation ... Please be careful with folders in your working directory")."""
+    src = tmp_path / "src"
+    for name in ("node", "master", "zk", "web", "thrift"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    env_dir = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=120)
+    # this environment's pip (setup.sh's, upgraded) installs into the fresh one
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "pip-install-editable.sh"),
+                        sys.executable, str(src), "--no-deps"],
+                       env={**os.environ, "PIP_TARGET_PYTHON": str(env_dir / "bin" / "python")},
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    notices = [line for line in r.stderr.splitlines()
+               if not line.startswith("WARNING: Location")]   # this machine's pip.conf
+    assert not any("Editable installation" in line or "be careful" in line
+                   for line in notices), r.stderr

@@ -31,8 +31,10 @@ detected), encoded once whichever collector takes it:
   batch whose call timed out keeps its id when it is replayed (and the replay waits
   longer each time, up to 8 times ``timeoutMs``), so a collector that wrote it, or is
   still writing it, answers without writing it again: effectively once, short of a
-  collector restart between writing and answering (or failing over to another
-  collector after a timeout: the other one writes it too).
+  collector restart between writing and answering. Such a batch is resent to that
+  collector only (up to ``UNKNOWN_PIN_SECONDS``, see :class:`CollectorChain`), since
+  another one would write it too. A batch sent in pieces (over the bounds below) whose
+  later piece failed is resent without the pieces a collector already answered OK.
 
 Options (OG's names): ``batchCount=n`` (> 1: appends are gathered until n events are
 waiting, then sent as one call), ``batchMillis=ms`` (a partial gathering is sent at the
@@ -88,7 +90,7 @@ from .rpc import RETRY_LIMIT, deliver
 log = logging.getLogger(__name__)
 
 CHAIN_COUNTERS = ("events_out", "bytes_out", "retries", "failovers", "dropped", "unknown",
-                  "probes")
+                  "probes", "unknown_released")
 BE_LANES = 3        # batches in flight at once in best-effort mode
 PROBE_EVERY = 0.05  # seconds between two probes of a collector backing off (BE)
 PROBE_TIMEOUT = 1.0  # seconds a probe's connection may take
@@ -287,10 +289,23 @@ class CollectorChain(Sink):
         sent in pieces. ``resend``: a replay, which may try avoided collectors last."""
         if count > 1 and (count > rpc.SEND_BATCH_EVENTS or len(data) > rpc.SEND_BATCH_BYTES):
             # (one event alone over the bound is sent as it is: the receiver decides)
-            for piece in split_events(decode_events(data), rpc.SEND_BATCH_EVENTS,
-                                      rpc.SEND_BATCH_BYTES):
-                self.append_encoded(encode_events(piece), len(piece), lane, timeout,
-                                    resend)
+            pieces = split_events(decode_events(data), rpc.SEND_BATCH_EVENTS,
+                                  rpc.SEND_BATCH_BYTES)
+            # a resend (the whole batch, spooled when a piece failed) skips the pieces a
+            # collector took already: they were written
+            taken = self.ids.pieces_taken(data)
+            kept = bool(taken)
+            try:
+                for i, piece in enumerate(pieces):
+                    if i not in taken:
+                        self.append_encoded(encode_events(piece), len(piece), lane, timeout,
+                                            resend)
+                        taken.add(i)
+            except SinkError:
+                self.ids.keep_pieces(data, taken)
+                raise
+            if kept:
+                self.ids.keep_pieces(data, set())
             return
         payload = gzip_payload(data) if self.compress else data
         batch = self.ids.take(data)
@@ -298,6 +313,10 @@ class CollectorChain(Sink):
         pin = None if self.drop else self.ids.pinned(data)
         held = [c for c in self.collectors if pin is not None and c.address == pin[0]
                 and now - pin[1] < UNKNOWN_PIN_SECONDS]
+        if pin is not None and not held:
+            # waited its bound (or its collector left the list): any collector now
+            self._released(count, f"it waited {now - pin[1]:.0f} s for collector {pin[0]} "
+                                  f"(where its outcome is unknown)", logging.WARNING)
         avoided: list[CollectorEndpoint] = []
         if held:        # its outcome there is unknown: ask there again, and only there
             ready = [c for c in held if c.retry_at <= now or self.last_resort]
@@ -344,8 +363,9 @@ class CollectorChain(Sink):
                 elif held and _refused(exc):
                     # nothing listens there: the collector stopped, and its window (in
                     # memory) with it -- waiting for it no longer saves a duplicate
-                    log.info("agent: collector %s refuses connections; the batch whose "
-                             "outcome there is unknown goes to any collector", c.address)
+                    self._released(count, f"collector {c.address} refuses connections "
+                                          f"(it stopped, and its memory of batch ids with "
+                                          f"it)", logging.INFO)
                     self.ids.unsettled(data, batch)
                     return self.append_encoded(data, count, lane, timeout, resend)
                 continue
@@ -383,6 +403,14 @@ class CollectorChain(Sink):
         self.ids.unsettled(data, batch, unknown_at, since)
         error = DeliveryUnknown if unknown else SinkError
         raise error(f"no collector of {len(self.collectors)} took the batch: {why}")
+
+    def _released(self, count: int, why: str, level: int) -> None:
+        """A batch whose outcome at a collector is unknown stops waiting for it and goes
+        to any collector (where it may be written a second time): said and counted in
+        ``unknown_released``."""
+        self._count("unknown_released")
+        log.log(level, "agent: a batch of %d event(s) whose outcome is unknown goes to any "
+                "collector now, where it may be written a second time: %s", count, why)
 
     def _probe(self, lane: int) -> list[CollectorEndpoint]:
         """Every collector is backing off (BE): connect to the first one not probed
@@ -576,7 +604,7 @@ def agent_state(ctx: NodeContext) -> AgentState:
 
 
 # counters telling a state, not a history: not carried across a reconfiguration
-GAUGES = ("spool_bytes", "disk_free_bytes", "corrupt")
+GAUGES = ("spool_bytes", "disk_free_bytes", "corrupt", "unknown_pending")
 
 
 class _AgentSink(Sink):
@@ -643,6 +671,8 @@ class _AgentSink(Sink):
         if dfo is not None:
             for k in DFO_COUNTERS:
                 m[k] = (0 if k in GAUGES else base.get(k, 0)) + dfo.metrics.get(k, 0)
+        if not self.chain.drop and self.chain.ids is not None:
+            m["unknown_pending"] = self.chain.ids.unknown_count()
         if self.state is not None:
             self.state.counters = {k: v for k, v in m.items() if k not in GAUGES}
 

@@ -105,8 +105,27 @@ class RpcSink(Sink):
         if not events:
             return
         limit = rpc.SEND_BATCH_BYTES if self.packed else rpc.SEND_STRUCT_BATCH_BYTES
-        for piece in split_events(events, rpc.SEND_BATCH_EVENTS, limit):
-            self._send(piece)
+        pieces = split_events(events, rpc.SEND_BATCH_EVENTS, limit)
+        if len(pieces) == 1:
+            self._send(events)
+            return
+        # a batch sent in pieces: when a piece fails, its resend (the same events again:
+        # a DFO replay, insistentAppend) skips the pieces the receiver answered OK --
+        # written already, they would be new batches to it and written twice
+        ids = self.ids
+        whole = encode_events(events) if ids.pieces_pending else None
+        taken = ids.pieces_taken(whole) if whole is not None else set()
+        kept = bool(taken)
+        try:
+            for i, piece in enumerate(pieces):
+                if i not in taken:
+                    self._send(piece)
+                    taken.add(i)
+        except SinkError:
+            ids.keep_pieces(whole if whole is not None else encode_events(events), taken)
+            raise
+        if kept:
+            ids.keep_pieces(whole, set())
 
     def _send(self, events: list[Event]) -> None:
         client, ids = self.client, self.ids

@@ -5,6 +5,7 @@ and counters, and a DFO agent that spools says why."""
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import signal
 import threading
@@ -20,6 +21,7 @@ from flume_og.node.event import Event
 from flume_og.node.logical_node import LogicalNode, State
 from flume_og.node.rpc import BatchId, RpcClient
 from flume_og.node.rpc_window import DUPLICATE, BatchWindow
+from flume_og.node.sinks import agent as agent_sinks
 from flume_og.node.sinks import collect
 from flume_og.node.sources import memory
 from flume_og.node.spec import parse_sink, parse_source
@@ -75,6 +77,46 @@ def test_a_hung_collector_holds_only_its_unknown_batch_the_rest_flows_to_the_nex
     assert max(copies.values()) == 1, copies.most_common(3)
     assert sorted(copies) == list(range(220))
     assert set(range(10)) <= set(at_c1) and set(range(210, 220)) <= set(at_c1)
+
+
+def test_an_unknown_batch_waits_for_its_collector_only_up_to_the_bound_and_says_so(
+        make_ctx, tmp_path, monkeypatch, caplog):
+    """c1 (a real process) is paused (SIGSTOP) and never comes back: the batch whose call
+    timed out there waits for it (a gauge says how many do) only up to the bound
+    (``UNKNOWN_PIN_SECONDS``, shortened here), then goes to c2 -- logged at WARNING as a
+    possible duplicate and counted in ``unknown_released`` (before: released silently,
+    nothing showed a batch waiting or given up on)."""
+    monkeypatch.setattr(agent_sinks, "UNKNOWN_PIN_SECONDS", 2.0)
+    p1, out1 = free_port(), tmp_path / "c1.txt"
+    c1 = collector_process(tmp_path, p1, 0, out1)
+    c2, p2 = slow_collector(tmp_path, "bound2", 0)
+    try:
+        wait_until(lambda: listening(p1), 15, "c1 to listen", ignore=(OSError,))
+        os.kill(c1.pid, signal.SIGSTOP)
+        agent = opened(f'agentDFOChain("127.0.0.1:{p1}", "127.0.0.1:{p2}", timeoutMs=300, '
+                       f'checkMs=50, maxMs=200)', make_ctx("agent"))
+        with caplog.at_level(logging.INFO, logger="flume_og.node.sinks.agent"):
+            agent.append(numbered(0, 10))               # to c1: no answer
+            start = time.monotonic()
+            m = agent.report()["metrics"]
+            assert m["unknown_pending"] == 1 and m["unknown_released"] == 0
+            agent.append(numbered(10, 10))              # new batches: c2 at once
+            wait_until(lambda: bodies("bound2") == list(range(10, 20)), 5, "batch 1 at c2")
+            wait_until(lambda: set(range(10)) <= set(bodies("bound2")), 15,
+                       "the unknown batch at c2 after the bound")
+            waited = time.monotonic() - start
+            wait_until(lambda: agent.dfo.spool.empty, 5, "the spool emptied")
+            m = agent.report()["metrics"]
+        agent.close()
+    finally:
+        c1.kill()
+        c1.wait(10)
+        c2.stop(10)
+    assert waited >= 1.5, waited                 # it did wait for c1 first
+    assert m["unknown_pending"] == 0 and m["unknown_released"] == 1, m
+    warned = [r for r in caplog.records if "may be written a second time" in r.getMessage()]
+    assert [r.levelname for r in warned] == ["WARNING"], warned
+    assert f"127.0.0.1:{p1}" in warned[0].getMessage()
 
 
 # ---------------------------------------------------------------- the window, per peer

@@ -146,6 +146,45 @@ def test_rpc_sink_resending_a_timed_out_batch_keeps_its_id(make_ctx, tmp_path, p
     node.stop(10)
 
 
+@pytest.mark.parametrize("packed", ["true", "false"])
+def test_rpc_sink_resending_a_batch_cut_off_in_its_second_piece_skips_the_first(
+        make_ctx, tmp_path, monkeypatch, packed):
+    """A batch over the send bound goes as 2 x 50 events; the link breaks while the
+    receiver writes the second piece; the events are appended again (a DFO replay,
+    insistentAppend): the first piece, answered OK, is not sent again (before: sent with a
+    new id and written twice)."""
+    from flume_og.node import rpc
+    monkeypatch.setattr(rpc, "SEND_BATCH_EVENTS", 50)
+    name = f"rpcpieces-{packed}"
+    node, port = slow_collector(tmp_path, name, 5)            # 50 events: 0.25 s
+    link = Relay(port)
+    sink = opened(f'rpcSink("127.0.0.1", {link.port}, packed={packed}, timeoutMs=5000)',
+                  make_ctx("agent"))
+    events = numbered(0, 100)
+    failed = []
+
+    def send():
+        try:
+            sink.append(events)
+        except DeliveryUnknown as exc:
+            failed.append(exc)
+    sender = threading.Thread(target=send)
+    sender.start()
+    wait_until(lambda: source_metrics(node).get("events_in", 0) == 100, 5, "both pieces")
+    link.cut()
+    sender.join(10)
+    assert failed
+    sink.append(events)                              # the resend
+    sink.append(numbered(100, 1))
+    sink.close()
+    wait_until(lambda: len(bodies(name)) >= 101, 5, "the writes")
+    copies = collections.Counter(bodies(name))
+    assert max(copies.values()) == 1, copies.most_common(3)
+    assert sorted(copies) == list(range(101))
+    link.close()
+    node.stop(10)
+
+
 def test_a_sender_id_over_the_bound_is_refused(tmp_path):
     node, port = slow_collector(tmp_path, "longsender", 0)
     client = RpcClient("127.0.0.1", port, 5)
@@ -188,6 +227,25 @@ def test_window_bounds_per_sender_and_in_all_and_counts_evictions():
     w.finish(c, False)                           # not written: forgotten
     assert w.claim("c", 1, (1, 1), 1, 0) not in (BUSY, DUPLICATE)
     assert w.size <= 5
+
+
+def test_an_id_forgotten_while_its_sender_may_still_resend_it_is_counted_early():
+    """A sender resends a batch of unknown outcome to the same collector for up to
+    ``UNKNOWN_PIN_SECONDS`` (600 s): an id forgotten 2 minutes after it was taken can
+    still be resent, and written again (before: counted early only within 60 s)."""
+    from flume_og.node.rpc_window import EARLY_SECONDS
+    from flume_og.node.sinks.agent import UNKNOWN_PIN_SECONDS
+    assert EARLY_SECONDS >= UNKNOWN_PIN_SECONDS
+    now = [0.0]
+    m = Counts()
+    w = BatchWindow(m, per_sender=1, total=5, clock=lambda: now[0])
+    w.finish(w.claim("a", 1, (1, 1), 1, 0), True)
+    now[0] = 120.0
+    w.finish(w.claim("a", 2, (1, 2), 1, 0), True)          # a's 1st id goes
+    assert m["batch_ids_evicted"] == 1 and m["batch_ids_evicted_early"] == 1
+    now[0] = 120.0 + UNKNOWN_PIN_SECONDS
+    w.finish(w.claim("a", 3, (1, 3), 1, 0), True)          # past the pin: not early
+    assert m["batch_ids_evicted"] == 2 and m["batch_ids_evicted_early"] == 1
 
 
 # ---------------------------------------------------------------- DFO
@@ -261,6 +319,42 @@ def test_dfo_batch_in_flight_at_a_network_cut_is_written_once(make_ctx, tmp_path
     assert source_metrics(node)["duplicate_batches"] + source_metrics(node)["joined"] >= 1
     link.close()
     node.stop(10)
+
+
+def test_dfo_batch_sent_in_pieces_cut_off_midway_writes_each_piece_once(make_ctx, tmp_path,
+                                                                         monkeypatch):
+    """A batch over the send bound goes as several calls (here 2 x 50 events); the link
+    breaks while the collector writes the second piece. The whole batch is spooled and
+    replayed: the piece the collector already took keeps its id, so the collector answers
+    it without writing it again (before: a new id, the first 50 events written twice)."""
+    from flume_og.node import rpc
+    monkeypatch.setattr(rpc, "SEND_BATCH_EVENTS", 50)
+    node, port = slow_collector(tmp_path, "pieces", 5)        # 50 events: 0.25 s
+    link = Relay(port)
+    agent = opened(f'agentDFOSink("127.0.0.1", {link.port}, checkMs=50, maxMs=200)',
+                   make_ctx("agent"))
+    cut_while_written(agent, node, link)                       # both pieces taken
+    assert agent.metrics["spooled"] == 100
+    wait_until(lambda: agent.dfo.spool.empty and agent.dfo.metrics.get("replayed") == 100,
+               10, "the replay")
+    agent.append(numbered(100, 5))
+    agent.close()
+    copies = collections.Counter(bodies("pieces"))
+    assert max(copies.values()) == 1, copies.most_common(3)
+    assert sorted(copies) == list(range(105))
+    link.close()
+    node.stop(10)
+
+
+def test_the_pieces_kept_for_resends_are_bounded_and_forgotten_once_sent():
+    from flume_og.node.rpc import BatchIds
+    ids = BatchIds("agent", limit=2)
+    for n in range(3):
+        ids.keep_pieces(b"batch %d" % n, {0, n})
+    assert ids.pieces_taken(b"batch 0") == set()              # the oldest forgotten
+    assert ids.pieces_taken(b"batch 2") == {0, 2}
+    ids.keep_pieces(b"batch 2", set())
+    assert ids.pieces_taken(b"batch 2") == set()
 
 
 def test_dfo_batch_cut_off_at_one_collector_is_not_written_by_another(make_ctx, tmp_path):

@@ -158,26 +158,29 @@ def test_collector_cut_off_from_zookeeper_until_its_session_expires(make_cluster
 
 
 @pytest.mark.cluster_full
-def test_e2e_minority_of_the_ensemble_and_a_master_partitioned(make_cluster):
+@pytest.mark.parametrize("mode", ["E2E", "DFO", "BE"])
+def test_minority_of_the_ensemble_and_a_master_partitioned(make_cluster, mode):
     """zk3 and m2 cut off from everyone else for 15 s; the config is made on m1."""
-    c = make_cluster("E2E")
+    c = make_cluster(mode)
     others = [h for h in c.net.hosts if h not in ("zk3", "m2")]
-    run_fault(c, "e2e-zookeeper-minority-and-master-partitioned",
+    run_fault(c, f"{mode.lower()}-zookeeper-minority-and-master-partitioned",
               lambda: c.net.cut(["zk3", "m2"], others), c.net.heal, 15)
 
 
 @pytest.mark.cluster_full
-def test_e2e_master_cut_off_from_zookeeper(make_cluster):
+@pytest.mark.parametrize("mode", ["E2E", "DFO", "BE"])
+def test_master_cut_off_from_zookeeper(make_cluster, mode):
     """m1 loses the ensemble for 15 s (its session expires); the config is made on m2."""
-    c = make_cluster("E2E")
-    run_fault(c, "e2e-master-cut-from-zookeeper-15s",
+    c = make_cluster(mode)
+    run_fault(c, f"{mode.lower()}-master-cut-from-zookeeper-15s",
               lambda: c.net.cut(["m1"], list(ZK_HOSTS)), c.net.heal, 15, master="m2")
 
 
 @pytest.mark.cluster_full
-def test_e2e_two_faults_at_once(make_cluster):
+@pytest.mark.parametrize("mode", ["E2E", "DFO", "BE"])
+def test_two_faults_at_once(make_cluster, mode):
     """a1's link down and collector c1 paused, both for 15 s."""
-    c = make_cluster("E2E")
+    c = make_cluster(mode)
 
     def fault():
         c.net.link_down("a1")
@@ -187,4 +190,4 @@ def test_e2e_two_faults_at_once(make_cluster):
         c.net.heal()
         c.procs["c1"].signal(signal.SIGCONT)
 
-    run_fault(c, "e2e-agent-link-down-and-collector-sigstop-15s", fault, heal, 15)
+    run_fault(c, f"{mode.lower()}-agent-link-down-and-collector-sigstop-15s", fault, heal, 15)

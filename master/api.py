@@ -236,12 +236,15 @@ def _add_listings(app: FastAPI, service: MasterService, metrics: Metrics) -> Non
     """Health, status and flows (served as the memoised JSON of the listings)."""
     @app.get("/api/health", tags=["listings"])
     def health():
-        """200 when this master reaches ZooKeeper, 503 otherwise; ``refused`` counts the
+        """200 when this master reaches ZooKeeper, 503 otherwise;
+        ``zookeeper_disconnections``: times its connection was lost; ``refused`` counts the
         requests and connections refused by reason (``refused_host``, ``refused_token``,
         ``refused_oversize``, ``refused_connections``, ``refused_header_timeout``...)."""
         ok = service.store.connected()
         return _json(200 if ok else 503, {"ok": ok, "master": service.name,
                                           "view": service.view.ready,
+                                          "zookeeper_disconnections":
+                                              service.store.disconnections,
                                           "refused": dict(metrics)})
 
     @app.get("/api/status", tags=["listings"])

@@ -2,6 +2,7 @@
 
 * ``flume_master_zookeeper_session_state{state}``: 1 for the session's state
   (CONNECTED, SUSPENDED, LOST), 0 for the others;
+* ``flume_master_zookeeper_disconnections_total``: times that connection was lost;
 * ``flume_master_logical_nodes{state}``: logical nodes by state as ``status`` shows them
   (every state of ``node.logical_node.State`` and UNMAPPED, 0 when none);
 * ``flume_master_physical_nodes{alive}``: physical nodes mapped, alive or reporting;
@@ -90,6 +91,10 @@ class MasterCollector:
         for s in SESSION_STATES:
             session.add_metric([s], 1 if s == now else 0)
         fams.append(session)
+        fams.append(CounterMetricFamily(
+            "flume_master_zookeeper_disconnections", "Times the master's ZooKeeper "
+            "connection was lost (SUSPENDED or LOST), recovered or not.",
+            value=store.disconnections))
         with self._lock:
             for part in (self._nodes, self._commands):
                 try:

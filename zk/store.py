@@ -137,6 +137,14 @@ class ConfigStore:
         self.zk = _Retrying(client)
         self.root = root.rstrip("/") or "/flume"
         self.commits = CommitLog(client, self.zk, self.root)
+        self.disconnections = 0         # times the connection was lost (SUSPENDED or LOST)
+        was = [client.state == KazooState.CONNECTED]
+
+        def count(state) -> None:
+            if state != KazooState.CONNECTED and was[0]:
+                self.disconnections += 1
+            was[0] = state == KazooState.CONNECTED
+        client.add_listener(count)
 
     def connected(self, wait: float = 0.0) -> bool:
         """Whether the client is connected, waiting ``wait`` seconds at most for it to

@@ -92,6 +92,8 @@ def test_zookeeper_away_leaves_out_what_it_cannot_read_and_keeps_the_rest():
     from flume_og.zk.client import ZkError
 
     class Away:
+        disconnections = 3
+
         def session_state(self):
             return "SUSPENDED"
 
@@ -105,7 +107,9 @@ def test_zookeeper_away_leaves_out_what_it_cannot_read_and_keeps_the_rest():
             raise ZkError("ZooKeeper is away")
 
     fams = {f.name: f for f in MasterCollector(Service(), {"refused_host": 2}).collect()}
-    assert set(fams) == {"flume_master_zookeeper_session_state", "flume_master_refused"}
+    assert set(fams) == {"flume_master_zookeeper_session_state", "flume_master_refused",
+                         "flume_master_zookeeper_disconnections"}
+    assert fams["flume_master_zookeeper_disconnections"].samples[0].value == 3
     state = {s.labels["state"]: s.value for s in fams[
         "flume_master_zookeeper_session_state"].samples}
     assert state == {"CONNECTED": 0, "SUSPENDED": 1, "LOST": 0}

@@ -114,8 +114,9 @@ class _CollectorDfs(DfsSink):
         if self.owner.committer is not None:
             self.owner.committer.journal.remove([file_url(f, f.hidden) for f in files])
 
-    def _open_file(self, target: str):
-        f = super()._open_file(target)
+    def _will_create(self, f) -> None:
+        # listed before the file (or the upload) exists, so a crash leaves nothing the
+        # next start does not find
         committer, st = self.owner.committer, self.owner.state
         if committer is not None:
             if self.tainted:
@@ -125,7 +126,6 @@ class _CollectorDfs(DfsSink):
             else:
                 mark = "+"
             committer.journal.add(file_url(f, f.hidden), mark)
-        return f
 
     def _finish(self, files, pending) -> None:
         try:

@@ -70,6 +70,8 @@ from ..errors import SinkError
 from ..escapes import Escaper
 from ..formats import FORMATS, Compression, OutputFormat, open_compressed
 from ..limits import Refusals
+from ..object_store import (MultipartWriter, ObjectStore, StorageError, config_of,
+                            is_object_url, missing_backend_message)
 from ..registry import AtLeast1, sink
 from ..spec import Func, Lit
 
@@ -148,7 +150,7 @@ class _File:
     """One open bucket: hidden file, its streams, and where it goes on close."""
 
     __slots__ = ("fs", "local", "dir", "final_name", "hidden", "raw", "stream", "writer",
-                 "events", "completed", "torn")
+                 "events", "completed", "torn", "final")
 
     def __init__(self, fs, local: bool, d: str, final_name: str, hidden: str):
         self.fs, self.local, self.dir = fs, local, d
@@ -157,6 +159,12 @@ class _File:
         self.events = 0
         self.completed = False
         self.torn = False          # holds part of a failed batch that could not be cut off
+        self.final: str | None = None   # object stores: the key, fixed when the upload starts
+
+    @property
+    def upload(self) -> MultipartWriter | None:
+        """The multipart upload an object-store file is written to (None for files)."""
+        return self.raw if isinstance(self.raw, MultipartWriter) else None
 
 
 def _is_local(fs) -> bool:
@@ -320,13 +328,22 @@ class DfsSink(Sink):
             hit = self._fs_cache[d] = (fs, fsdir, self._inside(fs, fsdir))
         return hit[0], hit[1], name, hit[2]
 
-    @staticmethod
-    def _url_to_fs(url: str) -> tuple:
+    def _url_to_fs(self, url: str) -> tuple:
+        """(filesystem, path): an :class:`ObjectStore` and ``bucket/key`` for ``s3://``
+        (written as multipart uploads), else fsspec's, with the node's storage options
+        for the URL (never from the spec)."""
+        storage = config_of(getattr(getattr(self, "ctx", None), "shared", None))
+        if is_object_url(url):
+            try:
+                return storage.store_for(url), url.split("://", 1)[1]
+            except StorageError as exc:
+                raise SinkError(f"dfs: cannot use {url!r}: {exc}") from exc
         from fsspec.core import url_to_fs
         try:
-            return url_to_fs(url)
+            return url_to_fs(url, **(storage.options_for(url) if "://" in url else {}))
         except (ValueError, ImportError, OSError) as exc:
-            raise SinkError(f"dfs: cannot use {url!r}: {exc}") from exc
+            raise SinkError(f"dfs: cannot use {url!r}: "
+                            f"{missing_backend_message(url, exc)}") from exc
 
     def _inside(self, fs, fsdir: str) -> bool:
         """True if the directory ``fsdir`` of ``fs``, resolved, is the base or below it."""
@@ -395,7 +412,10 @@ class DfsSink(Sink):
                 n += 1
                 hidden = join(d, f".{final_name}.{n}.tmp")
             _ACTIVE_HIDDEN.add(hidden)
+        if isinstance(fs, ObjectStore):
+            return self._open_object(fs, target, d, final_name)
         f = _File(fs, local, d, final_name, hidden)
+        self._will_create(f)
         try:
             if local:
                 os.makedirs(d, exist_ok=True)
@@ -418,6 +438,47 @@ class DfsSink(Sink):
         self.files[target] = f
         self.metrics.add("files_opened")
         log.debug("dfs sink opened a file", extra={"hidden": hidden})
+        return f
+
+    def _will_create(self, f: _File) -> None:
+        """Called before ``f`` is created (collectorSink journals it)."""
+
+    def _open_object(self, store: ObjectStore, target: str, d: str, final_name: str) -> _File:
+        """A file on an object store: a multipart upload to its final key, chosen now (a
+        free name, as :meth:`_free_name`) and reserved while the upload is in progress;
+        nothing is visible under it before the upload is completed at commit."""
+        ext = self.compression.extension
+        base = final_name[:len(final_name) - len(ext)] if ext else final_name
+        try:
+            with _FINAL_LOCK:
+                key, n = posixpath.join(d, final_name), 0
+                while True:
+                    with _NAMES_LOCK:
+                        free = key not in _ACTIVE_HIDDEN
+                    if free and not store.exists(key):
+                        with _NAMES_LOCK:
+                            _ACTIVE_HIDDEN.add(key)
+                        break
+                    n += 1
+                    key = posixpath.join(d, f"{base}.{n}{ext}")
+        except StorageError as exc:
+            self.metrics.add("errors")
+            raise SinkError(f"dfs: cannot open {target}: {exc}") from exc
+        f = _File(store, False, d, posixpath.basename(key), key)
+        f.final = key
+        self._will_create(f)
+        try:
+            f.raw = MultipartWriter(store, key, store.create_upload(key))
+            f.stream = open_compressed(f.raw, self.compression)
+            f.writer = self.format.open_writer(f.stream)
+        except (StorageError, OSError, ValueError) as exc:
+            with _NAMES_LOCK:
+                _ACTIVE_HIDDEN.discard(key)
+            self.metrics.add("errors")
+            raise SinkError(f"dfs: cannot start an upload to {target}: {exc}") from exc
+        self.files[target] = f
+        self.metrics.add("files_opened")
+        log.debug("dfs sink started an upload", extra={"key": key})
         return f
 
     def _complete_early(self) -> None:
@@ -443,6 +504,8 @@ class DfsSink(Sink):
             try:
                 if f.local:
                     os.unlink(f.hidden)
+                elif f.upload is not None:
+                    f.upload.abort()
                 else:
                     f.fs.rm(f.hidden)
             except Exception as exc:  # fsspec backends raise their own types
@@ -489,6 +552,11 @@ class DfsSink(Sink):
             for f in files:
                 final = self._free_name(f, taken)
                 taken.add(final)
+                if f.upload is not None:
+                    # no journaled roll-forward for these without ZooKeeper: completed
+                    # before the positions are committed (a crash between: read again)
+                    self._complete_upload(f)
+                    continue
                 (renames if f.local else remote).append((f, final))
             try:
                 self.ctx.store.commit(pending, renames=[(f.hidden, fin) for f, fin in renames])
@@ -507,9 +575,22 @@ class DfsSink(Sink):
             log.info("dfs sink completed a file",
                      extra={"file": final, "events": f.events})
 
+    def _complete_upload(self, f: _File) -> None:
+        try:
+            f.fs.complete(f.final, f.upload.upload_id, f.upload.parts)
+        except StorageError as exc:
+            self.metrics.add("errors")
+            raise SinkError(f"dfs: cannot complete {f.final}: {exc}") from exc
+        finally:
+            with _NAMES_LOCK:
+                _ACTIVE_HIDDEN.discard(f.final)
+
     def _free_name(self, f: _File, taken: set[str]) -> str:
         """The final path for ``f``: its name, or ``name.N`` (before the compression
-        extension) when that exists already."""
+        extension) when that exists already. An object-store file's key was chosen when
+        its upload started."""
+        if f.final is not None:
+            return f.final
         join = os.path.join if f.local else posixpath.join
         exists = os.path.exists if f.local else f.fs.exists
         ext = self.compression.extension

@@ -225,6 +225,9 @@ class ObjectStore:
         """Make the upload visible as one object. Idempotent: an upload completed already
         whose object is the one ``parts`` make counts as done; StorageError otherwise."""
         want = multipart_etag([e for _, e in parts])
+        got = self.head(path)
+        if got is not None and got[0] == want:
+            return want              # completed before (a crash after completing)
         try:
             r = self._call(f"complete the upload of {path}",
                            self.client.complete_multipart_upload, Key=self._key(path),

@@ -22,6 +22,10 @@ Files on any filesystem URL fsspec knows (plain paths and ``file://`` here; ``hd
   visible exactly when the source positions that produced it are recorded. For non-local
   filesystems the commit is made first and the files are moved after it (``fs.mv``): a
   crash between the two leaves complete hidden files behind -- roll-forward is local only.
+  On ``s3://`` (no rename there: a copy and a delete) a file is a multipart upload to its
+  final key (``node.object_store``), invisible until it is completed at close, before the
+  positions are committed; endpoints and credentials come from the node's
+  ``--storage-config``, never from the spec.
 * **Names.** ``compression`` (``none``, ``gzip``, ``zstd``) compresses the whole file and
   appends ``.gz``/``.zst`` to its name. A final name that already exists is never
   overwritten: ``name.1``, ``name.2``... (before the compression extension) is used instead.

@@ -285,3 +285,21 @@ def test_refused_commit_aborts_the_upload(cluster, channel, bucket, zk_server):
     wait_until(lambda: all_acked(agent, len(evs)), 40, what="resent and acknowledged")
     assert_exactly_once(cluster.s3, evs)
     assert uploads_in_progress(cluster) == []
+
+
+def test_compressed_objects(cluster, channel, bucket):
+    """gzip goes through the upload like any stream: each object one whole gzip file."""
+    import gzip
+    col = cluster.collector("colZ", sink=f'collectorSink("s3://{bucket}/z", "z-", 200, '
+                                         f'compression="gzip")')
+    agent = cluster.agent("agentZ", channel, f'agentE2ESink("127.0.0.1", {port_of(col)})')
+    evs = bodies("gz", 0, 5000)
+    memory.push(channel, evs)
+    wait_until(lambda: all_acked(agent, len(evs)), 40, what="acknowledged")
+    objs = cluster.s3
+    got = wait_until(lambda: (c := collections.Counter(
+        ln for k in objs.objects() for ln in
+        gzip.decompress(objs.read(f"{bucket}/{k}")).splitlines())).total() >= len(evs) and c,
+        what="every event visible")
+    assert got == collections.Counter(evs)
+    assert all(k.endswith(".gz") for k in objs.objects())

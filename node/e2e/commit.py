@@ -199,7 +199,10 @@ class Committer:
         self.metrics = metrics
         self.journal = HiddenJournal(ctx.component_dir("collector") / "hidden-files")
         self.unresolved: dict[str, tuple] = {}   # file id -> (pairs, groups, checkpoints)
-        self.records_left: list[str] = []        # applied, renamed, record not deleted
+        # applied, record not deleted: file id -> (pairs, uploads) while renames or
+        # completions are still to do (a store that failed them: tried again at each
+        # roll), None once only the record's deletion is left
+        self.records_left: dict[str, tuple | None] = {}
 
     # -------------------------------------------------------------- start
 
@@ -361,9 +364,9 @@ class Committer:
             try:
                 st.commits.delete_file_record(st.collector_id, fid)
             except Exception:
-                self.records_left.append(fid)
+                self.records_left[fid] = None
         else:
-            self.records_left.append(fid)
+            self.records_left[fid] = (pairs, uploads)
         st.forget(groups)
         self.journal.remove([h for h, _ in pairs])
         self.metrics.add("files_committed", len(pairs))
@@ -410,10 +413,14 @@ class Committer:
                 self._after_applied(fid, pairs, groups, pending, uploads)
             else:
                 self._discard(pairs, groups, "the commit did not happen", uploads)
-        for fid in list(self.records_left):
+        for fid, todo in list(self.records_left.items()):
+            if todo is not None:
+                if not self._finish_renames(todo[0], fid, uploads=todo[1]):
+                    continue          # the record stays: the next roll or start tries again
+                self.records_left[fid] = None
             try:
                 st.commits.delete_file_record(st.collector_id, fid)
-                self.records_left.remove(fid)
+                del self.records_left[fid]
             except Exception:
                 return
 

@@ -316,6 +316,13 @@ class CollectorSink(CollectorRoll):
     def _roll(self) -> None:
         self._close_plain()
         super()._roll()
+        if self.state is not None and self.committer.records_left:
+            # renames or completions a store failed after their commit: tried again at
+            # every roll, even one without groups (their groups are acknowledged already)
+            try:
+                self.committer.resolve()
+            except Exception as exc:
+                log.warning("collectorSink: finishing earlier commits failed again: %s", exc)
 
     def _close_plain(self) -> None:
         """Complete this period's plain files (lock held). A failure leaves them hidden

@@ -303,3 +303,28 @@ def test_compressed_objects(cluster, channel, bucket):
         what="every event visible")
     assert got == collections.Counter(evs)
     assert all(k.endswith(".gz") for k in objs.objects())
+
+
+def test_a_completion_the_store_refused_is_tried_again(cluster, channel, bucket, store,
+                                                       monkeypatch):
+    """The store fails the completion after the transaction (the group is acknowledged,
+    the object not yet visible): the record stays, and the next roll completes the
+    upload and only then deletes the record."""
+    from flume_og.node.object_store import StorageError
+    col = cluster.collector("colF", sink=f'collectorSink("s3://{bucket}/f", "f-", 60000)')
+    agent = cluster.agent("agentF", channel, f'agentE2ESink("127.0.0.1", {port_of(col)})')
+    evs = bodies("fail", 0, 2000)
+    memory.push(channel, evs)
+    wait_until(lambda: sink_metrics(col).get("events_in", 0) >= len(evs))
+
+    def refused(*a, **kw):
+        raise StorageError("503 Slow Down")
+    monkeypatch.setattr(ObjectStore, "complete", refused)
+    col._flow.sink.roll_now()
+    monkeypatch.undo()
+    wait_until(lambda: all_acked(agent, len(evs)), what="acknowledged")
+    assert not cluster.s3.objects() and store.commits.file_records("cphys-colF")
+    col._flow.sink.roll_now()               # the next roll
+    assert_exactly_once(cluster.s3, evs)
+    assert store.commits.file_records("cphys-colF") == {}
+    assert uploads_in_progress(cluster) == []

@@ -132,6 +132,10 @@ def dfs_target(path: str, file: str | OutputFormat | None, format: OutputFormat 
         file, format = None, file
     if not path:
         raise ValueError("the path is empty")
+    if "://" in path and "@" in path.split("://", 1)[1].split("/", 1)[0]:
+        # specs are stored in ZooKeeper and shown by every master: no secret belongs there
+        raise ValueError("the URL carries credentials (user@ or key:secret@): give them to "
+                         "the node in its --storage-config file instead")
     if file is not None and ("/" in file or not file):
         raise ValueError(f"the file name {file!r} must be a plain name; put directories "
                          f"in the path")

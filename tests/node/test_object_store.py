@@ -160,3 +160,16 @@ def test_node_refuses_bad_storage_settings_before_starting(tmp_path):
               data_dir=tmp_path / "data")
     assert r.returncode == 2
     assert str(bad) in r.stderr and "unknown key 'secrets'" in r.stderr
+
+
+def test_a_spec_with_credentials_in_its_url_is_refused(tmp_path):
+    """Specs live in ZooKeeper and every master shows them: credentials written into a
+    URL are refused when the spec is checked, pointing at --storage-config."""
+    for spec in ('a: null | collectorSink("s3://AKIAX:s3cr3t@bucket/logs", "f-")',
+                 'a: null | dfs("s3://user@bucket/f")'):
+        r = flume("check", "-c", spec, data_dir=tmp_path / "data")
+        assert r.returncode == 2, r.stdout
+        assert "--storage-config" in r.stderr and "credentials" in r.stderr
+    r = flume("check", "-c", 'a: null | collectorSink("s3://bucket/logs/%{host}@x", "f-")',
+              data_dir=tmp_path / "data")
+    assert r.returncode == 0, r.stderr             # an @ after the bucket is a key's

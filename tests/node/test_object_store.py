@@ -160,6 +160,10 @@ def test_node_refuses_bad_storage_settings_before_starting(tmp_path):
               data_dir=tmp_path / "data")
     assert r.returncode == 2
     assert str(bad) in r.stderr and "unknown key 'secrets'" in r.stderr
+    # $FLUME_STORAGE_CONFIG names the file when the flag does not
+    r = flume("node", "--one-shot", "-c", "a: null | null", data_dir=tmp_path / "data",
+              env=dict(os.environ, FLUME_STORAGE_CONFIG=str(bad)))
+    assert r.returncode == 2 and "unknown key 'secrets'" in r.stderr
 
 
 def test_a_spec_with_credentials_in_its_url_is_refused(tmp_path):

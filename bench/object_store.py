@@ -4,7 +4,7 @@
 One master (with its managed ZooKeeper), one collector node and one agent node as separate
 processes, and an S3-protocol server as another (moto's standalone server, as in the
 tests). The agent tails a file of N 100-byte lines through ``agentE2ESink``; the collector
-writes ``collectorSink(..., rollMs=1000)`` to ``s3://bucket/...`` (multipart uploads
+writes ``collectorSink(..., rollMs=1000)`` (``--roll-ms``) to ``s3://bucket/...`` (multipart uploads
 completed at commit; endpoint and credentials from the node's ``--storage-config``), then
 the same pipeline writes local files. Prints, for each target, events/s from the agent's
 configuration to the last line visible (a listing of the bucket / directory shows it in a
@@ -26,7 +26,7 @@ from tests.s3server import S3Server  # noqa: E402
 
 
 def run(b: Bench, tmp: Path, src: Path, n: int, target: str, s3=None, bucket=None,
-        tag: str = "") -> tuple[float, int, int, int]:
+        tag: str = "", roll_ms: int = 1000) -> tuple[float, int, int, int]:
     """(seconds, objects, lines, distinct lines) of one agent -> collector run."""
     cport = free_port()
     col, agent = f"collector{tag}", f"agent{tag}"
@@ -34,7 +34,7 @@ def run(b: Bench, tmp: Path, src: Path, n: int, target: str, s3=None, bucket=Non
     port = free_port()
     b.spawn(["node", "-n", col, "--master", b.url, "--data-dir",
                             str(tmp / "nodes"), "--http-port", str(port), *extra])
-    b.config(col, f"collectorSource({cport})", f'collectorSink("{target}", "data-", 1000)')
+    b.config(col, f"collectorSource({cport})", f'collectorSink("{target}", "data-", {roll_ms})')
     b.wait_active(col)
     b.node(agent)
     t0 = time.perf_counter()
@@ -74,6 +74,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("n", type=int, nargs="?", default=300_000)
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--roll-ms", type=int, default=1000, help="the collector's rollMs")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="flume-s3bench-"))
     src = tmp / "in.log"
@@ -92,8 +93,8 @@ def main() -> None:
                           else f"file://{tmp}/out-{kind}{r}")
                 dt, objects, lines, distinct = run(
                     b, tmp, src, args.n, target, s3 if kind == "s3" else None, bucket,
-                    tag=f"-{kind}{r}")
-                print(f"{kind:5}: {args.n:,} events visible in {dt:.2f} s = "
+                    tag=f"-{kind}{r}", roll_ms=args.roll_ms)
+                print(f"{kind:5} (rollMs {args.roll_ms}): {args.n:,} events visible in {dt:.2f} s = "
                       f"{args.n / dt:,.0f} events/s, {objects} objects = "
                       f"{objects / dt:.2f} objects/s; lines {lines:,}, duplicates "
                       f"{lines - distinct}, missing {args.n - distinct}", flush=True)

@@ -413,6 +413,8 @@ class DfsSink(Sink):
         fs, d, name, _ = self._resolve(target)
         local = _is_local(fs)
         final_name = name + self.compression.extension
+        if isinstance(fs, ObjectStore):
+            return self._open_object(fs, target, d, final_name)
         join = os.path.join if local else posixpath.join
         with _NAMES_LOCK:
             hidden, n = join(d, f".{final_name}.tmp"), 0
@@ -420,8 +422,6 @@ class DfsSink(Sink):
                 n += 1
                 hidden = join(d, f".{final_name}.{n}.tmp")
             _ACTIVE_HIDDEN.add(hidden)
-        if isinstance(fs, ObjectStore):
-            return self._open_object(fs, target, d, final_name)
         f = _File(fs, local, d, final_name, hidden)
         self._will_create(f)
         try:

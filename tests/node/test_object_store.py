@@ -177,3 +177,31 @@ def test_a_spec_with_credentials_in_its_url_is_refused(tmp_path):
     r = flume("check", "-c", 'a: null | collectorSink("s3://bucket/logs/%{host}@x", "f-")',
               data_dir=tmp_path / "data")
     assert r.returncode == 0, r.stderr             # an @ after the bucket is a key's
+
+
+def test_a_dfs_sink_to_s3_reserves_and_releases_only_its_keys(s3, tmp_path):
+    """dfs to s3:// (no ZooKeeper): each file an upload to its final key, completed at
+    close; a key that exists already is never overwritten (name.1); nothing stays
+    reserved in the process after close."""
+    from flume_og.node import sinks as _  # noqa: F401  (registers the sinks)
+    from flume_og.node.checkpoint import CheckpointStore
+    from flume_og.node.component import NodeContext, NodeShared
+    from flume_og.node.event import events_from_lines
+    from flume_og.node.sinks import dfs as dfs_mod
+    bucket = s3.new_bucket()
+    st = ObjectStore(bucket, s3.options())
+    st.client.put_object(Bucket=bucket, Key="d/f", Body=b"already here\n")
+    storage = StorageConfig({f"s3://{bucket}": s3.options()})
+    before = set(dfs_mod._ACTIVE_HIDDEN)
+    for _ in range(2):
+        sink = DfsSink(f"s3://{bucket}/d/f")
+        sink.open(NodeContext("n", tmp_path, CheckpointStore(tmp_path / "cp.json"),
+                              shared=NodeShared(storage=storage)))
+        sink.append(events_from_lines([b"one", b"two"]))
+        assert set(dfs_mod._ACTIVE_HIDDEN) - before      # the key is reserved meanwhile
+        sink.close()
+    assert set(dfs_mod._ACTIVE_HIDDEN) == before
+    objs = st.objects()
+    assert sorted(objs) == ["d/f", "d/f.1", "d/f.2"] and st.uploads() == []
+    assert st.read(f"{bucket}/d/f") == b"already here\n"
+    assert st.read(f"{bucket}/d/f.1") == st.read(f"{bucket}/d/f.2") == b"one\ntwo\n"

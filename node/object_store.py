@@ -148,10 +148,23 @@ class ObjectStore:
             if opts.get("token"):
                 kwargs["aws_session_token"] = opts["token"]
         self.client = boto3.session.Session().client("s3", **kwargs)
+        self._pool = None
+        self._pool_lock = threading.Lock()
         from botocore.exceptions import BotoCoreError, ClientError
         self._errors = (BotoCoreError, ClientError)
 
     # -- helpers
+
+    UPLOAD_THREADS = 4
+
+    def pool(self):
+        """The threads that upload parts (made at first use)."""
+        with self._pool_lock:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+                self._pool = ThreadPoolExecutor(self.UPLOAD_THREADS,
+                                                thread_name_prefix=f"s3-{self.bucket}")
+            return self._pool
 
     def unstrip_protocol(self, path: str) -> str:
         return f"{self.scheme}://{path}"
@@ -271,9 +284,12 @@ class ObjectStore:
 
 class MultipartWriter(io.RawIOBase):
     """A write-only stream into a new multipart upload to ``path`` (``bucket/key``): parts
-    of ``store.part_size`` bytes are uploaded as the buffer fills; ``close`` uploads the
-    rest as the last part but does NOT complete the upload: nothing is visible until
-    :meth:`ObjectStore.complete` with :attr:`parts`."""
+    of ``store.part_size`` bytes are uploaded as the buffer fills -- one at a time in the
+    store's upload threads, so the writer fills the next part meanwhile (at most two parts
+    of memory per writer); ``close`` waits for it and uploads the rest as the last part,
+    but does NOT complete the upload: nothing is visible until
+    :meth:`ObjectStore.complete` with :attr:`parts`. A part that failed fails the next
+    ``write`` or ``close``."""
 
     def __init__(self, store: ObjectStore, path: str, upload_id: str):
         super().__init__()
@@ -283,6 +299,8 @@ class MultipartWriter(io.RawIOBase):
         self.parts: list[tuple[int, str]] = []
         self.size = 0
         self._buf = bytearray()
+        self._number = 0
+        self._pending = None          # the part being uploaded (a Future)
 
     def writable(self) -> bool:
         return True
@@ -299,12 +317,25 @@ class MultipartWriter(io.RawIOBase):
             self._send(chunk)
         return n
 
-    def _send(self, data: bytes) -> None:
-        number = len(self.parts) + 1
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self.parts.append(pending.result())
+
+    def _send(self, data: bytes, last: bool = False) -> None:
+        self._wait()
+        self._number += 1
+        number = self._number
         if number > MAX_PARTS:
             raise StorageError(f"{self.path}: more than {MAX_PARTS} parts (raise part_size)")
-        etag = self.store.upload_part(self.path, self.upload_id, number, data)
-        self.parts.append((number, etag))
+        if last:
+            self.parts.append((number, self.store.upload_part(self.path, self.upload_id,
+                                                              number, data)))
+            return
+
+        def upload():
+            return number, self.store.upload_part(self.path, self.upload_id, number, data)
+        self._pending = self.store.pool().submit(upload)
 
     def tell(self) -> int:
         return self.size
@@ -313,15 +344,21 @@ class MultipartWriter(io.RawIOBase):
         if self.closed:
             return
         try:
-            if self._buf or not self.parts:      # an upload needs one part, maybe empty
+            if self._buf or not self._number:     # an upload needs one part, maybe empty
                 data, self._buf = bytes(self._buf), bytearray()
-                self._send(data)
+                self._send(data, last=True)
+            else:
+                self._wait()
         finally:
             super().close()
 
     def abort(self) -> None:
         self._buf = bytearray()
         super().close()
+        try:
+            self._wait()
+        except Exception:
+            pass                      # aborted anyway
         self.store.abort(self.path, self.upload_id)
 
 

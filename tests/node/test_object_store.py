@@ -42,6 +42,7 @@ def test_an_upload_is_invisible_until_completed_and_completing_is_idempotent(s3)
     w = MultipartWriter(st, path, st.create_upload(path))
     w.write(b"a" * (5 * 1024 * 1024 + 10))
     w.write(b"end\n")
+    w._wait()
     assert len(w.parts) == 1 and st.objects() == {}      # a part is up, nothing visible
     w.close()
     assert len(w.parts) == 2 and st.objects() == {}

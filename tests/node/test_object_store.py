@@ -206,3 +206,18 @@ def test_a_dfs_sink_to_s3_reserves_and_releases_only_its_keys(s3, tmp_path):
     assert sorted(objs) == ["d/f", "d/f.1", "d/f.2"] and st.uploads() == []
     assert st.read(f"{bucket}/d/f") == b"already here\n"
     assert st.read(f"{bucket}/d/f.1") == st.read(f"{bucket}/d/f.2") == b"one\ntwo\n"
+
+
+def test_a_part_that_failed_in_the_background_fails_the_close(s3, monkeypatch):
+    bucket = s3.new_bucket()
+    st = ObjectStore(bucket, s3.options())
+    w = MultipartWriter(st, f"{bucket}/p", st.create_upload(f"{bucket}/p"))
+
+    def refused(*a, **kw):
+        raise StorageError("503 Slow Down")
+    monkeypatch.setattr(st, "upload_part", refused)
+    w.write(b"a" * (5 * 1024 * 1024 + 1))          # the first part goes to a thread
+    with pytest.raises(StorageError, match="Slow Down"):
+        w.close()
+    w.abort()
+    assert st.uploads() == [] and st.objects() == {}

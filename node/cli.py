@@ -19,6 +19,7 @@ from flume_og.zk.errors import CoordinationError
 from . import config_file, logs, tls
 from .tls import CLIENT_CERT_POLICIES, PLAINTEXT, Transport
 from .errors import FlumeError, SpecError
+from .component import NodeShared
 from .logical_node import LogicalNode, State
 from .shutdown import StopSignals
 from .components import all_components
@@ -114,9 +115,11 @@ def cmd_components(args) -> int:
 def run_one_shot(definitions: list[Definition], data_dir: Path | None, physical: str,
                  allow_exec: bool, http_port: int | None = None,
                  http_bind: str = "127.0.0.1", http_tls=None,
-                 http_insecure: bool = False, transport: Transport = PLAINTEXT) -> int:
+                 http_insecure: bool = False, transport: Transport = PLAINTEXT,
+                 storage=None) -> int:
     """Run the flows until every source is exhausted or a signal asks to stop; with
-    ``http_port``, serve the status page meanwhile."""
+    ``http_port``, serve the status page meanwhile. ``storage``: the object stores'
+    settings (node.object_store.StorageConfig)."""
     nodes = []
     server = None
     if http_port is not None:
@@ -128,7 +131,7 @@ def run_one_shot(definitions: list[Definition], data_dir: Path | None, physical:
             if signals.requested:
                 break
             node = LogicalNode(d.name, data_dir, physical_name=physical, allow_exec=allow_exec,
-                               transport=transport)
+                               transport=transport, shared=NodeShared(storage=storage))
             node.configure(d.source, d.sink)
             nodes.append(node)
         while not signals.wait(0.1):
@@ -198,6 +201,7 @@ def cmd_node(args) -> int:
     except (UnsafeBindError, TlsError) as exc:
         raise UsageError(str(exc)) from None
     transport = node_transport(args)
+    args.storage = storage_settings(args)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     physical = args.name or socket.gethostname()
     if not args.one_shot:
@@ -211,7 +215,17 @@ def cmd_node(args) -> int:
     return run_one_shot(list(spec.definitions), data_dir, physical, args.allow_exec,
                         http_port=args.http_port, http_bind=args.http_bind,
                         http_tls=args.http_tls, http_insecure=args.http_insecure,
-                        transport=transport)
+                        transport=transport, storage=args.storage)
+
+
+def storage_settings(args):
+    """The node's storage settings (``--storage-config``); UsageError naming the file
+    and the key."""
+    from .object_store import StorageConfig, StorageSettingsError
+    try:
+        return StorageConfig.load(args.storage_config, environ={})
+    except StorageSettingsError as exc:
+        raise UsageError(f"--storage-config: {exc}") from None
 
 
 def zk_from_master(url: str, ca: str | None = None, cert: str | None = None,
@@ -356,7 +370,7 @@ def run_managed(args, data_dir: Path, physical: str, transport: Transport) -> in
                         else args.http_port, http_bind=args.http_bind,
                         advertise=args.advertise or local_only(transport), zk_tls=zk_tls,
                         http_tls=args.http_tls, http_insecure=args.http_insecure,
-                        transport=transport)
+                        transport=transport, storage=args.storage)
     node.start()
     try:
         while not signals.wait(0.5):
@@ -424,6 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the spec given by -c without a master")
     n.add_argument("--data-dir", help="where offsets and write-ahead logs live "
                    "(default: $FLUME_DATA_DIR or the per-user data directory)")
+    n.add_argument("--storage-config", metavar="FILE",
+                   default=os.environ.get("FLUME_STORAGE_CONFIG"),
+                   help="TOML file of object-store settings by URL prefix (endpoint_url, "
+                   "key, secret, region, ...; node/object_store.py): credentials stay on "
+                   "the node, never in a spec (default: $FLUME_STORAGE_CONFIG; without it, "
+                   "boto3's environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)")
     n.add_argument("--allow-exec", action="store_true",
                    help="allow exec sources to run programs (off by default: a master's "
                    "REST API must not be a remote shell)")

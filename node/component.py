@@ -55,13 +55,15 @@ class NodeShared:
     ``physical_name`` names the node in ZooKeeper; ``chokes`` holds the choke limiters by id (node/decorators/choke.py);
     ``e2e_collectors`` the E2E collector state by logical node (node/e2e/collector.py);
     ``agent_sinks`` what an agent sink keeps across reconfigurations, by logical node and
-    rank (node/sinks/agent.py)."""
+    rank (node/sinks/agent.py); ``storage`` the node's storage settings (endpoints and
+    credentials of object stores by URL prefix, never in a spec: node/object_store.py)."""
 
     commit_log: Any = None
     physical_name: str = ""
     chokes: dict = field(default_factory=dict)
     e2e_collectors: dict = field(default_factory=dict)
     agent_sinks: dict = field(default_factory=dict)
+    storage: Any = None     # node.object_store.StorageConfig: endpoints, credentials by URL
 
 
 class Conditions:

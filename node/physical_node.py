@@ -88,7 +88,7 @@ class PhysicalNode:
                  http_port: int | None = None, http_bind: str = "127.0.0.1",
                  zk_auth: Credential | None = None, advertise: str | None = None,
                  zk_tls=None, http_tls=None, http_insecure: bool = False,
-                 transport: Transport = PLAINTEXT):
+                 transport: Transport = PLAINTEXT, storage=None):
         """``zk_auth``: the node role's ZooKeeper credential (zk/acl.py); needed when the
         masters protect the tree with ACLs. ``advertise``: the address other hosts reach
         this node at, registered as its ``host`` (the masters write it into the chains
@@ -97,7 +97,9 @@ class PhysicalNode:
         ``http_tls``, ``http_insecure``: the status page's TLS context and opt-in to
         plain HTTP beyond loopback (:class:`node.status_server.StatusServer`); the page's
         scheme is registered with its port, for the console's link. ``transport``: the
-        node's event transport (node/tls.py), for every flow."""
+        node's event transport (node/tls.py), for every flow. ``storage``: the object
+        stores' settings (node.object_store.StorageConfig; credentials stay here, never
+        in a spec)."""
         self.name = name
         self.transport = transport
         self.zk_auth = zk_auth
@@ -112,7 +114,7 @@ class PhysicalNode:
         self.http_insecure = http_insecure
         self.status_server = None
         self.host = advertise or socket.gethostname()
-        self.shared = NodeShared()
+        self.shared = NodeShared(storage=storage)
         self.logical: dict[str, LogicalNode] = {}
         self.running: dict[str, tuple] = {}      # name -> (source, sink, refresh) running
         self.applied_zxid: dict[str, int] = {}   # name -> mzxid of the config applied

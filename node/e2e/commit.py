@@ -24,6 +24,7 @@ from pathlib import Path
 from ..checkpoint import Checkpoint, fsync_dir
 from ..component import Metrics, NodeContext
 from ..errors import SinkError
+from ..object_store import StorageError, config_of, is_object_url, split_url
 from .collector import CollectorState
 
 log = logging.getLogger(__name__)
@@ -193,11 +194,15 @@ class Committer:
 
     def __init__(self, ctx: NodeContext, state: CollectorState | None, metrics: Metrics):
         self.ctx = ctx
+        self.storage = config_of(ctx.shared)
         self.state = state
         self.metrics = metrics
         self.journal = HiddenJournal(ctx.component_dir("collector") / "hidden-files")
         self.unresolved: dict[str, tuple] = {}   # file id -> (pairs, groups, checkpoints)
-        self.records_left: list[str] = []        # applied, renamed, record not deleted
+        # applied, record not deleted: file id -> (pairs, uploads) while renames or
+        # completions are still to do (a store that failed them: tried again at each
+        # roll), None once only the record's deletion is left
+        self.records_left: dict[str, tuple | None] = {}
 
     # -------------------------------------------------------------- start
 
@@ -205,6 +210,7 @@ class Committer:
         """Roll forward this collector's recorded commits, then delete the hidden files of
         crashed runs that no record names."""
         protected: set[str] = set()
+        kept_uploads: set[str] = set()
         if self.state is not None:
             st = self.state
             try:
@@ -214,7 +220,8 @@ class Committer:
                                 f"{st.collector_id} from ZooKeeper: {exc}") from exc
             for fid, rec in records.items():
                 pairs = [tuple(p) for p in rec.get("files", [])]
-                if self._finish_renames(pairs, fid, recovering=True):
+                uploads = rec.get("uploads", {})
+                if self._finish_renames(pairs, fid, recovering=True, uploads=uploads):
                     try:
                         st.commits.delete_file_record(st.collector_id, fid)
                     except Exception as exc:
@@ -222,10 +229,14 @@ class Committer:
                                     st.collector_id, fid, exc)
                 else:
                     protected.update(h for h, _ in pairs)
+                    kept_uploads.update(u["id"] for u in uploads.values())
         orphans = {u: m for u, m in self.journal.entries().items() if u not in protected}
         removed = salvaged = 0
         for u, mark in orphans.items():
             try:
+                if is_object_url(u):
+                    removed += self._abort_orphans(u, kept_uploads)
+                    continue
                 if not _exists(u):
                     continue
                 if mark == "~":
@@ -248,11 +259,49 @@ class Committer:
             self.metrics.add("files_salvaged", salvaged)
         self.journal.reset(keep=[u for u in protected])
 
+    def _abort_orphans(self, url: str, keep: set[str]) -> int:
+        """Abort the uploads in progress to the object ``url`` (a key a crashed run of this
+        collector was writing, from the journal) that no recorded commit names: nothing of
+        them was ever visible. The number aborted."""
+        store = self.storage.store_for(url)
+        _, key = split_url(url)
+        n = 0
+        for up in store.uploads(key):
+            if up.key == key and up.upload_id not in keep:
+                store.abort(f"{store.bucket}/{key}", up.upload_id)
+                n += 1
+                log.info("collectorSink aborted the upload of a crashed run",
+                         extra={"key": url, "upload": up.upload_id})
+        return n
+
+    def _complete_upload(self, final: str, up: dict) -> bool:
+        """Complete a recorded upload (idempotent: True also when it was completed
+        before and the object is the one its parts make)."""
+        store = self.storage.store_for(final)
+        bucket, key = split_url(final)
+        store.complete(f"{bucket}/{key}", up["id"], [tuple(p) for p in up["parts"]])
+        return True
+
     def _finish_renames(self, pairs: list[tuple[str, str]], fid: str,
-                        recovering: bool = False) -> bool:
-        """Rename every recorded hidden file still there; True once all are final."""
+                        recovering: bool = False, uploads: dict | None = None) -> bool:
+        """Rename every recorded hidden file still there (complete every recorded upload);
+        True once all are final."""
         ok = True
         for hidden, final in pairs:
+            up = (uploads or {}).get(hidden)
+            if up is not None:
+                try:
+                    self._complete_upload(final, up)
+                    if recovering:
+                        self.metrics.add("rolled_forward")
+                        log.info("collectorSink rolled a recorded commit forward",
+                                 extra={"final": final})
+                except (StorageError, KeyError, ValueError) as exc:
+                    ok = False
+                    self.metrics.add("errors")
+                    log.error("collectorSink: cannot complete the recorded upload %s (%s): "
+                              "%s", final, fid, exc)
+                continue
             try:
                 if _exists(final):
                     continue
@@ -288,41 +337,53 @@ class Committer:
         pairs = [(file_url(f, f.hidden), file_url(f, fin)) for f, fin in zip(files, finals)]
         fid = f"{int(time.time() * 1000)}-{uuid.uuid4().hex[:12]}"
         record = {"files": pairs, "groups": len(groups), "events": sum(f.events for f in files)}
+        uploads = {file_url(f, f.hidden): {"id": f.upload.upload_id,
+                                           "parts": [list(p) for p in f.upload.parts]}
+                   for f in files if getattr(f, "upload", None) is not None}
+        if uploads:
+            # recorded before any upload is completed: the roll-forward's instructions
+            record["uploads"] = uploads
         try:
             applied, why = st.commits.commit_groups(st.collector_id, fid, record, groups,
                                                   f"{st.collector_id}/{fid}".encode())
         except Exception as exc:
             self.metrics.add("commits_undecided")
-            self.unresolved[fid] = (pairs, groups, pending)
+            self.unresolved[fid] = (pairs, groups, pending, uploads)
             log.error("collector %s: the outcome of a commit is unknown (ZooKeeper: %s); "
                       "its files stay hidden until it is known", st.collector_id, exc)
             return False
         if not applied:
-            self._discard(pairs, groups, why)
+            self._discard(pairs, groups, why, uploads)
             return False
-        self._after_applied(fid, pairs, groups, pending)
+        self._after_applied(fid, pairs, groups, pending, uploads)
         return True
 
-    def _after_applied(self, fid: str, pairs, groups, pending) -> None:
+    def _after_applied(self, fid: str, pairs, groups, pending, uploads=None) -> None:
         st = self.state
-        if self._finish_renames(pairs, fid):
+        if self._finish_renames(pairs, fid, uploads=uploads):
             try:
                 st.commits.delete_file_record(st.collector_id, fid)
             except Exception:
-                self.records_left.append(fid)
+                self.records_left[fid] = None
         else:
-            self.records_left.append(fid)
+            self.records_left[fid] = (pairs, uploads)
         st.forget(groups)
         self.journal.remove([h for h, _ in pairs])
         self.metrics.add("files_committed", len(pairs))
         self.metrics.add("groups_committed", len(groups))
         self.ctx.store.commit(pending)
 
-    def _discard(self, pairs, groups, why: str) -> None:
+    def _discard(self, pairs, groups, why: str, uploads=None) -> None:
         st = self.state
         for hidden, _ in pairs:
             try:
-                _remove(hidden)
+                up = (uploads or {}).get(hidden)
+                if up is not None:
+                    store = self.storage.store_for(hidden)
+                    bucket, key = split_url(hidden)
+                    store.abort(f"{bucket}/{key}", up["id"])
+                else:
+                    _remove(hidden)
             except Exception as exc:
                 log.warning("collectorSink: cannot delete discarded file %s: %s", hidden, exc)
         self.journal.remove([h for h, _ in pairs])
@@ -342,20 +403,24 @@ class Committer:
         if st is None:
             return
         for fid in list(self.unresolved):
-            pairs, groups, pending = self.unresolved[fid]
+            pairs, groups, pending, uploads = self.unresolved[fid]
             try:
                 applied = st.commits.file_recorded(st.collector_id, fid)
             except Exception:
                 return        # still no ZooKeeper
             del self.unresolved[fid]
             if applied:
-                self._after_applied(fid, pairs, groups, pending)
+                self._after_applied(fid, pairs, groups, pending, uploads)
             else:
-                self._discard(pairs, groups, "the commit did not happen")
-        for fid in list(self.records_left):
+                self._discard(pairs, groups, "the commit did not happen", uploads)
+        for fid, todo in list(self.records_left.items()):
+            if todo is not None:
+                if not self._finish_renames(todo[0], fid, uploads=todo[1]):
+                    continue          # the record stays: the next roll or start tries again
+                self.records_left[fid] = None
             try:
                 st.commits.delete_file_record(st.collector_id, fid)
-                self.records_left.remove(fid)
+                del self.records_left[fid]
             except Exception:
                 return
 

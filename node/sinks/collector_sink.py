@@ -114,8 +114,9 @@ class _CollectorDfs(DfsSink):
         if self.owner.committer is not None:
             self.owner.committer.journal.remove([file_url(f, f.hidden) for f in files])
 
-    def _open_file(self, target: str):
-        f = super()._open_file(target)
+    def _will_create(self, f) -> None:
+        # listed before the file (or the upload) exists, so a crash leaves nothing the
+        # next start does not find
         committer, st = self.owner.committer, self.owner.state
         if committer is not None:
             if self.tainted:
@@ -125,7 +126,6 @@ class _CollectorDfs(DfsSink):
             else:
                 mark = "+"
             committer.journal.add(file_url(f, f.hidden), mark)
-        return f
 
     def _finish(self, files, pending) -> None:
         try:
@@ -316,6 +316,13 @@ class CollectorSink(CollectorRoll):
     def _roll(self) -> None:
         self._close_plain()
         super()._roll()
+        if self.state is not None and self.committer.records_left:
+            # renames or completions a store failed after their commit: tried again at
+            # every roll, even one without groups (their groups are acknowledged already)
+            try:
+                self.committer.resolve()
+            except Exception as exc:
+                log.warning("collectorSink: finishing earlier commits failed again: %s", exc)
 
     def _close_plain(self) -> None:
         """Complete this period's plain files (lock held). A failure leaves them hidden

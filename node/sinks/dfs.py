@@ -22,6 +22,10 @@ Files on any filesystem URL fsspec knows (plain paths and ``file://`` here; ``hd
   visible exactly when the source positions that produced it are recorded. For non-local
   filesystems the commit is made first and the files are moved after it (``fs.mv``): a
   crash between the two leaves complete hidden files behind -- roll-forward is local only.
+  On ``s3://`` (no rename there: a copy and a delete) a file is a multipart upload to its
+  final key (``node.object_store``), invisible until it is completed at close, before the
+  positions are committed; endpoints and credentials come from the node's
+  ``--storage-config``, never from the spec.
 * **Names.** ``compression`` (``none``, ``gzip``, ``zstd``) compresses the whole file and
   appends ``.gz``/``.zst`` to its name. A final name that already exists is never
   overwritten: ``name.1``, ``name.2``... (before the compression extension) is used instead.
@@ -70,6 +74,8 @@ from ..errors import SinkError
 from ..escapes import Escaper
 from ..formats import FORMATS, Compression, OutputFormat, open_compressed
 from ..limits import Refusals
+from ..object_store import (MultipartWriter, ObjectStore, StorageError, config_of,
+                            is_object_url, missing_backend_message)
 from ..registry import AtLeast1, sink
 from ..spec import Func, Lit
 
@@ -126,6 +132,10 @@ def dfs_target(path: str, file: str | OutputFormat | None, format: OutputFormat 
         file, format = None, file
     if not path:
         raise ValueError("the path is empty")
+    if "://" in path and "@" in path.split("://", 1)[1].split("/", 1)[0]:
+        # specs are stored in ZooKeeper and shown by every master: no secret belongs there
+        raise ValueError("the URL carries credentials (user@ or key:secret@): give them to "
+                         "the node in its --storage-config file instead")
     if file is not None and ("/" in file or not file):
         raise ValueError(f"the file name {file!r} must be a plain name; put directories "
                          f"in the path")
@@ -148,7 +158,7 @@ class _File:
     """One open bucket: hidden file, its streams, and where it goes on close."""
 
     __slots__ = ("fs", "local", "dir", "final_name", "hidden", "raw", "stream", "writer",
-                 "events", "completed", "torn")
+                 "events", "completed", "torn", "final")
 
     def __init__(self, fs, local: bool, d: str, final_name: str, hidden: str):
         self.fs, self.local, self.dir = fs, local, d
@@ -157,6 +167,12 @@ class _File:
         self.events = 0
         self.completed = False
         self.torn = False          # holds part of a failed batch that could not be cut off
+        self.final: str | None = None   # object stores: the key, fixed when the upload starts
+
+    @property
+    def upload(self) -> MultipartWriter | None:
+        """The multipart upload an object-store file is written to (None for files)."""
+        return self.raw if isinstance(self.raw, MultipartWriter) else None
 
 
 def _is_local(fs) -> bool:
@@ -320,13 +336,22 @@ class DfsSink(Sink):
             hit = self._fs_cache[d] = (fs, fsdir, self._inside(fs, fsdir))
         return hit[0], hit[1], name, hit[2]
 
-    @staticmethod
-    def _url_to_fs(url: str) -> tuple:
+    def _url_to_fs(self, url: str) -> tuple:
+        """(filesystem, path): an :class:`ObjectStore` and ``bucket/key`` for ``s3://``
+        (written as multipart uploads), else fsspec's, with the node's storage options
+        for the URL (never from the spec)."""
+        storage = config_of(getattr(getattr(self, "ctx", None), "shared", None))
+        if is_object_url(url):
+            try:
+                return storage.store_for(url), url.split("://", 1)[1]
+            except StorageError as exc:
+                raise SinkError(f"dfs: cannot use {url!r}: {exc}") from exc
         from fsspec.core import url_to_fs
         try:
-            return url_to_fs(url)
+            return url_to_fs(url, **(storage.options_for(url) if "://" in url else {}))
         except (ValueError, ImportError, OSError) as exc:
-            raise SinkError(f"dfs: cannot use {url!r}: {exc}") from exc
+            raise SinkError(f"dfs: cannot use {url!r}: "
+                            f"{missing_backend_message(url, exc)}") from exc
 
     def _inside(self, fs, fsdir: str) -> bool:
         """True if the directory ``fsdir`` of ``fs``, resolved, is the base or below it."""
@@ -388,6 +413,8 @@ class DfsSink(Sink):
         fs, d, name, _ = self._resolve(target)
         local = _is_local(fs)
         final_name = name + self.compression.extension
+        if isinstance(fs, ObjectStore):
+            return self._open_object(fs, target, d, final_name)
         join = os.path.join if local else posixpath.join
         with _NAMES_LOCK:
             hidden, n = join(d, f".{final_name}.tmp"), 0
@@ -396,6 +423,7 @@ class DfsSink(Sink):
                 hidden = join(d, f".{final_name}.{n}.tmp")
             _ACTIVE_HIDDEN.add(hidden)
         f = _File(fs, local, d, final_name, hidden)
+        self._will_create(f)
         try:
             if local:
                 os.makedirs(d, exist_ok=True)
@@ -418,6 +446,47 @@ class DfsSink(Sink):
         self.files[target] = f
         self.metrics.add("files_opened")
         log.debug("dfs sink opened a file", extra={"hidden": hidden})
+        return f
+
+    def _will_create(self, f: _File) -> None:
+        """Called before ``f`` is created (collectorSink journals it)."""
+
+    def _open_object(self, store: ObjectStore, target: str, d: str, final_name: str) -> _File:
+        """A file on an object store: a multipart upload to its final key, chosen now (a
+        free name, as :meth:`_free_name`) and reserved while the upload is in progress;
+        nothing is visible under it before the upload is completed at commit."""
+        ext = self.compression.extension
+        base = final_name[:len(final_name) - len(ext)] if ext else final_name
+        try:
+            with _FINAL_LOCK:
+                key, n = posixpath.join(d, final_name), 0
+                while True:
+                    with _NAMES_LOCK:
+                        free = key not in _ACTIVE_HIDDEN
+                    if free and not store.exists(key):
+                        with _NAMES_LOCK:
+                            _ACTIVE_HIDDEN.add(key)
+                        break
+                    n += 1
+                    key = posixpath.join(d, f"{base}.{n}{ext}")
+        except StorageError as exc:
+            self.metrics.add("errors")
+            raise SinkError(f"dfs: cannot open {target}: {exc}") from exc
+        f = _File(store, False, d, posixpath.basename(key), key)
+        f.final = key
+        self._will_create(f)
+        try:
+            f.raw = MultipartWriter(store, key, store.create_upload(key))
+            f.stream = open_compressed(f.raw, self.compression)
+            f.writer = self.format.open_writer(f.stream)
+        except (StorageError, OSError, ValueError) as exc:
+            with _NAMES_LOCK:
+                _ACTIVE_HIDDEN.discard(key)
+            self.metrics.add("errors")
+            raise SinkError(f"dfs: cannot start an upload to {target}: {exc}") from exc
+        self.files[target] = f
+        self.metrics.add("files_opened")
+        log.debug("dfs sink started an upload", extra={"key": key})
         return f
 
     def _complete_early(self) -> None:
@@ -443,6 +512,8 @@ class DfsSink(Sink):
             try:
                 if f.local:
                     os.unlink(f.hidden)
+                elif f.upload is not None:
+                    f.upload.abort()
                 else:
                     f.fs.rm(f.hidden)
             except Exception as exc:  # fsspec backends raise their own types
@@ -489,6 +560,11 @@ class DfsSink(Sink):
             for f in files:
                 final = self._free_name(f, taken)
                 taken.add(final)
+                if f.upload is not None:
+                    # no journaled roll-forward for these without ZooKeeper: completed
+                    # before the positions are committed (a crash between: read again)
+                    self._complete_upload(f)
+                    continue
                 (renames if f.local else remote).append((f, final))
             try:
                 self.ctx.store.commit(pending, renames=[(f.hidden, fin) for f, fin in renames])
@@ -507,9 +583,22 @@ class DfsSink(Sink):
             log.info("dfs sink completed a file",
                      extra={"file": final, "events": f.events})
 
+    def _complete_upload(self, f: _File) -> None:
+        try:
+            f.fs.complete(f.final, f.upload.upload_id, f.upload.parts)
+        except StorageError as exc:
+            self.metrics.add("errors")
+            raise SinkError(f"dfs: cannot complete {f.final}: {exc}") from exc
+        finally:
+            with _NAMES_LOCK:
+                _ACTIVE_HIDDEN.discard(f.final)
+
     def _free_name(self, f: _File, taken: set[str]) -> str:
         """The final path for ``f``: its name, or ``name.N`` (before the compression
-        extension) when that exists already."""
+        extension) when that exists already. An object-store file's key was chosen when
+        its upload started."""
+        if f.final is not None:
+            return f.final
         join = os.path.join if f.local else posixpath.join
         exists = os.path.exists if f.local else f.fs.exists
         ext = self.compression.extension

@@ -97,6 +97,7 @@ class Cluster:
         self.out = tmp / "out"
         self.nodes: list[LogicalNode] = []
         self.clients = []
+        self.storage = None     # the collectors' storage settings (object-store tests)
 
     def collector_store(self) -> tuple:
         client = connect(self.zk_server.connect_string)
@@ -111,7 +112,8 @@ class Cluster:
         if store is None:
             _, store = self.collector_store()
         ln = LogicalNode(name, self.tmp / "collectors", physical_name=physical,
-                         shared=NodeShared(commit_log=CommitLogPort(store.commits)))
+                         shared=NodeShared(commit_log=CommitLogPort(store.commits),
+                                           storage=self.storage))
         ln.configure(parse_source(f"collectorSource({port}, bind=\"127.0.0.1\""
                                   f"{source_args})"),
                      parse_sink(sink or f'collectorSink("{self.out}", "{name}-", {roll_ms})'))

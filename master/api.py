@@ -274,7 +274,7 @@ def _add_listings(app: FastAPI, service: MasterService, metrics: Metrics) -> Non
         """Counters sampled by the master (master/history.py: a ring per logical node,
         1 hour at 5 s by default). With ``node`` (repeatable): their series ``{interval,
         samples, fields, t: [epoch ms], nodes: {name: {events_in: [per s], ...,
-        errors: [recent errors]}}}``, oldest first, null where there was no reading.
+        recent_errors: [{t, component, message, state}]}}}``, oldest first, null where there was no reading.
         Without: the last sample of every node ``{t, interval, nodes: {name: {...}}}``."""
         if node:
             return service.history_series(node)

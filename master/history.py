@@ -228,7 +228,7 @@ class History:
                 vals, k = node.values, len(FIELDS)
                 entry = {f: [self._num(vals[s * k + i]) for s in order]
                          for i, f in enumerate(FIELDS)}
-                entry["errors"] = list(node.errors)[::-1]
+                entry["recent_errors"] = list(node.errors)[::-1]
                 out["nodes"][name] = entry
             return out
 

@@ -13,13 +13,14 @@ import * as configure from "./views/configure.js";
 import * as flows from "./views/flows.js";
 import * as mappings from "./views/mappings.js";
 import * as commands from "./views/commands.js";
+import * as topology from "./views/topology.js";
 
 const POLL_MS = 1500;
 
-const views = { nodes, specs, configure, flows, mappings, commands };
+const views = { nodes, topology, specs, configure, flows, mappings, commands };
 
 // what each tab needs polled besides the status
-const EXTRA = { flows: ["flows"], mappings: ["mappings"], commands: ["commands"], configure: [] };
+const EXTRA = { flows: ["flows"], topology: ["flows"], mappings: ["mappings"], commands: ["commands"], configure: [] };
 
 export const state = {
   tab: "nodes",
@@ -151,7 +152,9 @@ async function start() {
   // the command names come from the master's one command table
   api.commandTable().then((table) => fillDatalist("dl-commands", table.map((c) => c.name)))
     .catch(() => {});
-  const ctx = { state, refresh, announce, go };
+  // a click on a node anywhere (the topology) opens its detail on the Nodes tab
+  const openNode = (name) => { nodes.select(name); go("nodes"); };
+  const ctx = { state, refresh, announce, go, openNode };
   for (const v of Object.values(views)) v.init?.(ctx);
   window.addEventListener("hashchange", () => showTab(location.hash.slice(1)));
   showTab(location.hash.slice(1) || "nodes");

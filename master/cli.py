@@ -22,6 +22,9 @@ def cmd_master(args) -> int:
 
     from .server import Master, MasterConfigError, read_token
     data_dir = Path(args.data_dir) if args.data_dir else node_cli.default_data_dir() / "master"
+    if not args.history_interval > 0:
+        print("flume master: --history-interval must be positive", file=sys.stderr)
+        return 2
     try:
         zk_auth = read_auth_file(args.zk_auth_file, need=ROLES) if args.zk_auth_file else None
         master = Master(data_dir, zk_hosts=args.zk, zk_port=args.zk_port, root=args.zk_root,

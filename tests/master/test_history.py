@@ -118,7 +118,7 @@ def test_history_api_over_a_real_service(service, store):
     s = client.get("/api/history", params={"node": ["ag", "coll"]}).json()
     assert s["nodes"]["ag"]["events_in"] == [None, 50.0]
     assert s["nodes"]["coll"]["events_out"] == [None, 40.0]
-    assert s["nodes"]["ag"]["errors"][0]["component"] == "agentBEChain"
+    assert s["nodes"]["ag"]["recent_errors"][0]["component"] == "agentBEChain"
     latest = client.get("/api/history").json()
     assert latest["nodes"]["ag"]["events_out"] == 45.0
     f = client.get("/api/history/flow/default-flow").json()

@@ -222,3 +222,19 @@ def test_narrow_window_every_view(browser, cluster, tab):
     finally:
         context.close()
     assert not errors, errors
+
+
+def test_a_flow_of_many_agents_is_grouped(page, cluster):
+    m, _ = cluster
+    ex = expect()
+    spec = "// flow: many\n" + "".join(
+        f"g{i:03d} : asciisynth(1) | autoBEChain ;\n" for i in range(150))
+    assert m.command("multiconfig", spec).json()["state"] == "SUCCEEDED"
+    page.goto(m.url + "/#topology")
+    page.select_option("#topo-flow", "many")
+    group = page.locator("#topo-graph .tnode.group")
+    ex(group).to_have_count(1)               # no host, no collector: one group of them all
+    ex(group).to_contain_text("150 agents")
+    assert page.locator("#topo-graph .tnode").count() == 1
+    ex(page.locator("#topo-info")).to_contain_text("grouped")
+    screenshot(page, "topology-grouped")

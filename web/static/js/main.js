@@ -103,6 +103,8 @@ export async function refresh() {
 
 async function pollOnce() {
   window.__flume.polls++;
+  // the tab's own listings are asked for at the same time as the status
+  const extras = (EXTRA[state.tab] || []).map((what) => [what, api[what]().catch((err) => ({ err }))]);
   try {
     const { data, text } = await api.status();
     state.rates.update(data.logical);
@@ -120,9 +122,10 @@ async function pollOnce() {
     setConn(err.status === 503 ? "ZooKeeper unavailable" : "master unreachable", false);
     return;
   }
-  for (const what of EXTRA[state.tab] || []) {
+  for (const [what, pending] of extras) {
     try {
-      const { data, text } = await api[what]();
+      const { data, text, err } = await pending;
+      if (err) throw err;
       if (text !== state[what + "Text"]) {
         state[what] = data;
         state[what + "Text"] = text;

@@ -43,12 +43,13 @@ export function show() { render(); }
 
 export function onData(state, what) { if (what === "flows") render(); }
 
-export async function onStatus(state) {
+export function onStatus(state) {
   if (state.tab !== "topology") return;
   const now = Date.now();
   if (now - latestAt > 1000) {
     latestAt = now;
-    try { latest = (await api.historyLatest()).data; } catch { /* keep the last */ }
+    // the master's rates come in their own time: the graph shows at once, then again
+    api.historyLatest().then(({ data }) => { latest = data; render(); }).catch(() => {});
   }
   render();
   if (now - flowHistAt > 5000) loadFlow();
@@ -145,8 +146,9 @@ function nodeBox(n, x, y) {
 function edge(e, a, b) {
   const x1 = a.x + NODE_W, y1 = a.y + NODE_H / 2, x2 = b.x, y2 = b.y + NODE_H / 2;
   const mx = (x1 + x2) / 2;
-  const d = `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
-  const label = e.label ? `<text class="el" x="${mx}" y="${(y1 + y2) / 2 - 4}" text-anchor="middle">${esc(e.label)}</text>` : "";
+  const d = `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2 - 2},${y2}`;
+  // near the source, where the curve still runs level: labels of one target do not pile up
+  const label = e.label ? `<text class="el" x="${x1 + 6}" y="${y1 - 4}">${esc(e.label)}</text>` : "";
   return `<g class="tedge ${e.kind}" data-from="${esc(e.from)}" data-to="${esc(e.to)}" data-rank="${e.rank ?? ""}">` +
     `<title>${esc(e.title || "")}</title><path d="${d}"/>${label}</g>`;
 }
@@ -172,7 +174,11 @@ export function buildGraph(flow, info, rows, now = Date.now()) {
     if (m.acks) extra.push(`${m.acks} acks pending`);
     if (m.failovers) extra.push(`${m.failovers} failovers`);
     if (extra.length) lines.push(extra.join(" · "));
-    return { name, kind, label: name, state: r.state, dead: isDead(byName.get(name), now), lines,
+    const dead = isDead(byName.get(name), now);
+    const silent = r.last_seen && now - r.last_seen > STALE_MS && r.state !== "LOST";
+    // a silent node's last counters are not its rates now
+    if (silent) lines.splice(0, lines.length, `no report for ${Math.round((now - r.last_seen) / 1000)} s`);
+    return { name, kind, label: name, state: silent ? `${r.state}?` : r.state, dead, lines,
       title: `${name}: ${r.state || "?"}${r.physical ? " on " + r.physical : ""}${r.last_error ? "\n" + r.last_error : ""}` };
   };
   const reached = (a) => {
@@ -261,7 +267,7 @@ function render() {
     if (a && b) edgeSvg += edge(e, a, b);
   }
   el.graph.innerHTML = `<svg class="topo" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">` +
-    `<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">` +
+    `<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerUnits="userSpaceOnUse" markerWidth="9" markerHeight="9" orient="auto">` +
     `<path d="M0,0 L10,5 L0,10 z"/></marker></defs>${edgeSvg}${parts}</svg>`;
   const total = cols.reduce((s, c) => s + c.length, 0);
   const dead = cols.flat().filter((n) => n.dead).length;

@@ -241,3 +241,22 @@ def test_a_flow_of_many_agents_is_grouped(page, cluster):
     assert page.locator("#topo-graph .tnode").count() == 1
     ex(page.locator("#topo-info")).to_contain_text("grouped")
     screenshot(page, "topology-grouped")
+
+
+def test_drag_a_node_onto_another_flow_previews_then_moves_it(page, cluster):
+    m, _ = cluster
+    ex = expect()
+    assert m.command("config", "y1", "solo", "asciisynth(1)", "autoBEChain").json()["state"] == "SUCCEEDED"
+    page.goto(m.url + "/#flows")
+    chip = page.locator('.flow[data-flow="solo"] .chip[data-node="y1"]')
+    ex(chip).to_be_visible()
+    chip.drag_to(page.locator('.flow[data-flow="default-flow"] h3'))
+    ex(page.locator("#bulk-flow")).to_have_value("default-flow")
+    expected = " ? ".join(m.post("/api/flows/default-flow/preview", {"nodes": ["y1"]}).json()["chains"]["y1"])
+    ex(page.locator('#bulk-preview-out tr[data-agent="y1"] .chain')).to_have_text(expected)
+    assert m.get("/api/configs/y1").json()["flow"] == "solo"      # only previewed
+    screenshot(page, "flows-drag-preview")
+    page.click("#bulk-submit")
+    ex(page.locator("#bulk-result")).to_contain_text("SUCCEEDED: moved 1 node to default-flow")
+    assert m.get("/api/configs/y1").json()["flow"] == "default-flow"
+    ex(page.locator('.flow[data-flow="default-flow"] [data-agent="y1"] .chain')).to_contain_text("c2")

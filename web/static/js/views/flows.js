@@ -20,6 +20,42 @@ export function init(c) {
     assign();
   });
   initBulk();
+  initDrag();
+}
+
+// Dragging a node's chip onto another flow's card picks it (with any nodes already
+// picked), sets that flow and shows the preview: the move still waits for "Confirm".
+function initDrag() {
+  el.list.addEventListener("dragstart", (ev) => {
+    const c = ev.target.closest(".chip[data-node]");
+    if (!c) return;
+    ev.dataTransfer.setData("text/plain", c.dataset.node);
+    ev.dataTransfer.effectAllowed = "move";
+  });
+  el.list.addEventListener("dragover", (ev) => {
+    const card = ev.target.closest(".flow[data-flow]");
+    if (!card) return;
+    ev.preventDefault();
+    for (const f of el.list.querySelectorAll(".flow.drop")) if (f !== card) f.classList.remove("drop");
+    card.classList.add("drop");
+  });
+  el.list.addEventListener("dragleave", (ev) => {
+    const card = ev.target.closest(".flow[data-flow]");
+    if (card && !card.contains(ev.relatedTarget)) card.classList.remove("drop");
+  });
+  el.list.addEventListener("drop", (ev) => {
+    const card = ev.target.closest(".flow[data-flow]");
+    if (!card) return;
+    ev.preventDefault();
+    card.classList.remove("drop");
+    const name = ev.dataTransfer.getData("text/plain");
+    if (!name) return;
+    picked.add(name);
+    el.bulkFlow.value = card.dataset.flow;
+    renderPick();
+    preview();
+    document.getElementById("bulk-form").scrollIntoView({ block: "start" });
+  });
 }
 
 export function show() { render(); renderPick(); }
@@ -162,8 +198,8 @@ async function confirmMove() {
 
 function chip(name, cls = "") {
   const r = ctx.state.rowsByName.get(name);
-  const title = r ? `${r.state}${r.physical ? " on " + r.physical : ""}` : "";
-  return `<span class="chip ${cls}" title="${esc(title)}">${esc(name)}` +
+  const title = r ? `${r.state}${r.physical ? " on " + r.physical : ""}; drag onto another flow to move it` : "";
+  return `<span class="chip ${cls}" draggable="true" data-node="${esc(name)}" title="${esc(title)}">${esc(name)}` +
     (r ? ` <span class="st ${esc(r.state)}" style="min-width:0">${esc(r.state)}</span>` : "") + `</span>`;
 }
 

@@ -17,11 +17,13 @@ export function fmtUnit(v, unit = "") {
   return (v < 0 ? "-" : "") + s + (names[i] || unit ? " " : "") + names[i] + unit;
 }
 
+/** The top of a value axis of 4 steps: 4 x a round step (1, 2, 2.5 or 5 x 10^k). */
 function niceMax(v) {
   if (!(v > 0)) return 1;
-  const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
+  const step = v / 4;
+  const p = Math.pow(10, Math.floor(Math.log10(step)));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= step) return 4 * m * p;
+  return 40 * p;
 }
 
 function hhmm(ms) {

@@ -158,7 +158,8 @@ async function preview() {
     const rows = Object.keys(chains).sort().map((a) =>
       `<tr data-agent="${esc(a)}"${changed[a] ? ' class="changed"' : ""}><td>${esc(a)}</td>` +
       `<td class="chain">${chains[a].length ? chains[a].map(esc).join(" ? ") : '<span class="muted">no collector running</span>'}</td>` +
-      `<td class="muted">${changed[a] && changed[a].before ? "was " + changed[a].before.map(esc).join(" ? ") : changed[a] ? "new" : "same"}</td></tr>`).join("");
+      `<td class="muted">${!changed[a] ? "same" : changed[a].before === null ? "not an agent of a flow yet"
+        : "was " + (changed[a].before.map(esc).join(" ? ") || "no collector")}</td></tr>`).join("");
     const elsewhere = Object.keys(changed).filter((a) => !(a in chains)).sort();
     el.bulkOut.innerHTML = `<h3>Chains in ${esc(flow)} after the move <span class="muted">(${p.pool.length} collector${p.pool.length === 1 ? "" : "s"} running)</span></h3>` +
       (rows ? `<table class="grid preview"><thead><tr><th>agent</th><th>collectors, primary first</th><th>now</th></tr></thead><tbody>${rows}</tbody></table>`

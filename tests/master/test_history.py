@@ -154,3 +154,18 @@ def test_preview_of_chains_stores_nothing(service, store):
     p = client.post("/api/flows/web/preview", json={"nodes": ["c2"]}).json()
     assert p["changed"]["a1"] == {"before": ["c2"], "after": []}
     assert client.post("/api/flows/web/preview", json={"nodes": "a1"}).status_code == 422
+
+
+def test_preview_and_history_need_no_write_token(service, store):
+    locked = TestClient(create_app(service, token="a-test-token-0123456789"))
+    assert locked.post("/api/flows/web/preview", json={"nodes": []}).status_code == 200
+    assert locked.get("/api/history").status_code == 200
+    assert locked.get("/api/errors").status_code == 200
+    assert locked.post("/api/flows/web/other", json={}).status_code == 401
+    assert locked.post("/api/flows//preview", json={"nodes": []}).status_code == 401
+    reading = TestClient(create_app(service, token="a-test-token-0123456789",
+                                    read_token="a-read-token-0123456789"))
+    assert reading.get("/api/history").status_code == 401
+    assert reading.post("/api/flows/web/preview", json={"nodes": []}).status_code == 401
+    assert reading.post("/api/flows/web/preview", json={"nodes": []}, headers={
+        "Authorization": "Bearer a-read-token-0123456789"}).status_code == 200

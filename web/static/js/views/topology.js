@@ -173,6 +173,8 @@ export function buildGraph(flow, info, rows, now = Date.now()) {
     if (m.backlog) extra.push(`backlog ${fmtUnit(m.backlog, "B")}`);
     if (m.acks) extra.push(`${m.acks} acks pending`);
     if (m.failovers) extra.push(`${m.failovers} failovers`);
+    const errs = (latest.nodes[name] || {}).error_count;
+    if (errs) extra.push(`${errs} recent error${errs === 1 ? "" : "s"}`);
     if (extra.length) lines.push(extra.join(" · "));
     const dead = isDead(byName.get(name), now);
     const silent = r.last_seen && now - r.last_seen > STALE_MS && r.state !== "LOST";

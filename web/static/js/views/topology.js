@@ -126,6 +126,7 @@ function metricsOf(name) {
     bin: h.bytes_in, bout: h.bytes_out,
     backlog: (c.wal_bytes || 0) + (c.spool_bytes || 0),
     acks: c.acks_pending || 0,
+    oldest: c.oldest_unacked_seconds || 0,
     failovers: c.failovers || 0,
   };
 }
@@ -171,7 +172,7 @@ export function buildGraph(flow, info, rows, now = Date.now()) {
     const extra = [];
     if (m.bin !== null && m.bin !== undefined) extra.push(fmtUnit(m.bin, "B/s"));
     if (m.backlog) extra.push(`backlog ${fmtUnit(m.backlog, "B")}`);
-    if (m.acks) extra.push(`${m.acks} acks pending`);
+    if (m.acks) extra.push(`${m.acks} acks pending${m.oldest >= 1 ? `, oldest ${Math.round(m.oldest)} s` : ""}`);
     if (m.failovers) extra.push(`${m.failovers} failovers`);
     const errs = (latest.nodes[name] || {}).error_count;
     if (errs) extra.push(`${errs} recent error${errs === 1 ? "" : "s"}`);

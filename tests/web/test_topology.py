@@ -17,7 +17,8 @@ from tests.integration.harness import Master, Node, wait_until
 
 from .conftest import screenshot
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.xdist_group("web-console")]
+# a group of its own: its cluster and browser on one worker, beside the other web module
+pytestmark = [pytest.mark.timeout(180), pytest.mark.xdist_group("web-topology")]
 
 AGENTS = [f"a{i}" for i in range(1, 6)]
 

@@ -203,9 +203,9 @@ export function buildGraph(flow, info, rows, now = Date.now()) {
     for (const a of plain) {
       const r = byName.get(a) || {};
       const to = reached(a) || (chains[a] || [])[0] || "none";
-      const key = `${r.host || "?"} → ${to}`;
+      const key = `${r.host || "no host"} → ${to}`;
       let g = groups.get(key);
-      if (!g) groups.set(key, g = { key, host: r.host || "?", to, members: [], dead: 0, ein: 0, eout: 0, bin: 0, backlog: 0 });
+      if (!g) groups.set(key, g = { key, host: r.host || "no host (not running)", to, members: [], dead: 0, ein: 0, eout: 0, bin: 0, backlog: 0 });
       g.members.push(a);
       if (isDead(r, now)) g.dead++;
       const m = metricsOf(a);

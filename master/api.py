@@ -115,6 +115,11 @@ class CommandBody(_Body):
     args: Annotated[list[Arg], Field(max_length=MAX_ARGS)] = []
 
 
+class PreviewBody(_Body):
+    """Logical nodes to move to a flow (``POST /api/flows/{flow}/preview``)."""
+    nodes: Annotated[list[Name], Field(max_length=10000)] = Field(examples=[["web1"]])
+
+
 class ValidateBody(_Body):
     """Any of a source, a sink or a whole spec file (``name : source | sink ;`` ...)."""
     source: SpecHalf | None = None
@@ -258,6 +263,38 @@ def _add_listings(app: FastAPI, service: MasterService, metrics: Metrics) -> Non
     def flows():
         """``{flow: {agents, collectors, pool, others, chains}}``."""
         return _raw(service.flows_json())
+
+    @app.post("/api/flows/{flow}/preview", tags=["listings"])
+    def preview(flow: Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)],
+                body: PreviewBody):
+        """The collector chains the master would compute if ``nodes`` moved to ``flow``
+        (a read: nothing is stored): ``{flow, nodes, unknown, chains, pool, changed}``,
+        ``changed`` giving ``before`` and ``after`` of every agent whose chain moves."""
+        return service.preview_chains(flow, list(body.nodes))
+
+    @app.get("/api/history", tags=["history"])
+    def history(node: Annotated[list[str] | None, Query(max_length=200)] = None):
+        """Counters sampled by the master (master/history.py: a ring per logical node,
+        1 hour at 5 s by default). With ``node`` (repeatable): their series ``{interval,
+        samples, fields, t: [epoch ms], nodes: {name: {events_in: [per s], ...,
+        recent_errors: [{t, component, message, state}]}}}``, oldest first, null where there was no reading.
+        Without: the last sample of every node ``{t, interval, nodes: {name: {...}}}``."""
+        if node:
+            return service.history_series(node)
+        return service.history_latest()
+
+    @app.get("/api/history/flow/{flow}", tags=["history"])
+    def flow_history(flow: str):
+        """A flow end to end, per sample: ``in`` (events/s in at its agents),
+        ``committed`` (events/s written by its collectors), ``gap`` (in - committed),
+        ``backlog_bytes``, ``acks_pending`` and ``failovers`` (per s) of its agents."""
+        return service.flow_history(flow)
+
+    @app.get("/api/errors", tags=["history"])
+    def errors(node: Annotated[list[str] | None, Query(max_length=200)] = None):
+        """The recent errors of each logical node (the last 20, newest first):
+        ``{name: [{t, component, message, state}]}``; only nodes with errors."""
+        return service.history.errors(node)
 
 
 def _add_metrics(app: FastAPI, service: MasterService, metrics: Metrics) -> None:

@@ -21,6 +21,9 @@ def cmd_master(args) -> int:
 
     from .server import Master, MasterConfigError, read_token
     data_dir = Path(args.data_dir) if args.data_dir else node_cli.default_data_dir() / "master"
+    if not args.history_interval > 0:
+        print("flume master: --history-interval must be positive", file=sys.stderr)
+        return 2
     try:
         zk_auth = read_auth_file(args.zk_auth_file, need=ROLES) if args.zk_auth_file else None
         master = Master(data_dir, zk_hosts=args.zk, zk_port=args.zk_port, root=args.zk_root,
@@ -30,6 +33,7 @@ def cmd_master(args) -> int:
                         zk_heap_mb=args.zk_heap_mb, advertise=args.advertise,
                         tls=_tls(args), insecure_http=args.insecure_http,
                         zk_tls=node_cli.zk_tls_settings(args), zk_server_tls=_zk_server_tls(args),
+                        history_interval=args.history_interval,
                         **_http_options(args))
     except (MasterConfigError, AuthFileError, TlsError, TlsSettingsError) as exc:
         print(f"flume master: {exc}", file=sys.stderr)
@@ -128,6 +132,9 @@ def _add_http_options(m) -> None:
                    help="a host name clients use for this master, besides IP addresses, "
                    "localhost, the machine's host name and --bind (repeatable; '*' accepts "
                    "any name, e.g. behind a proxy that checks them)")
+    m.add_argument("--history-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="how often the master samples every node's counters into its "
+                        "history (1 hour of samples kept; default 5)")
     m.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, metavar="BYTES",
                    help=f"largest request body (default {DEFAULT_MAX_BODY}); larger: 413")
     m.add_argument("--max-connections", type=int, default=d.max_connections, metavar="N",

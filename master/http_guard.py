@@ -5,8 +5,8 @@
 1. **Host**: with a :class:`HostPolicy`, a ``Host`` header naming another site answers
    421 (a DNS-rebinding page in a browser cannot reach a token-less loopback master).
 2. **Tokens**, from the headers alone: with a write token, every write (any method but
-   GET, HEAD and OPTIONS; ``POST /api/validate`` and ``POST /api/plan``, which store
-   nothing, are reads) needs ``Authorization: Bearer WRITE_TOKEN``; with a read token,
+   GET, HEAD and OPTIONS; ``POST /api/validate``, ``POST /api/plan`` and ``POST
+   /api/flows/FLOW/preview``, which store nothing, are reads) needs ``Authorization: Bearer WRITE_TOKEN``; with a read token,
    every ``/api/`` request (and ``/metrics``) but ``/api/health`` and
    ``/api/cluster`` needs the read or the write token. Missing or wrong: 401. (The API
    passes the read token as the write token too when it has no write token: a master
@@ -35,6 +35,15 @@ DEFAULT_MAX_BODY = 4 * 1024 * 1024
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_READS = frozenset({"/api/health", "/api/cluster"})
 TOKEN_FREE_WRITES = frozenset({"/api/validate", "/api/plan"})   # store nothing
+
+
+def stores_nothing(path: str) -> bool:
+    """A POST that only computes an answer: a read for the tokens."""
+    if path in TOKEN_FREE_WRITES:
+        return True
+    parts = path.split("/")        # "", "api", "flows", FLOW, "preview"
+    return len(parts) == 5 and parts[1:3] == ["api", "flows"] and parts[4] == "preview" \
+        and parts[3] != ""
 
 
 class Guard:
@@ -93,7 +102,7 @@ class Guard:
                         f"{host.decode('latin-1')[:100]!r}; add it with --allowed-host "
                         f"if it is one of this master's names")
         path, method = scope["path"], scope["method"]
-        if method not in SAFE_METHODS and path not in TOKEN_FREE_WRITES:
+        if method not in SAFE_METHODS and not stores_nothing(path):
             if self.write is not None and not self._bearer(headers, self.write):
                 return (401, "token", "a valid access token is required for writes "
                         "(Authorization: Bearer TOKEN)")

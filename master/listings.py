@@ -238,3 +238,28 @@ def _physical_rows(state: ClusterState) -> list[dict]:
             "last_seen": st.get("updated"),
         })
     return rows
+
+
+def preview_chains(state: ClusterState, flow: str, names: list[str]) -> dict:
+    """What moving the logical nodes ``names`` to ``flow`` would do, computed as the
+    translations would (nothing is stored): ``{flow, nodes, unknown, chains: {agent:
+    [collectors, primary first]} of every auto-chain agent of ``flow`` after the move,
+    pool, changed: {agent: {"before": [...], "after": [...]}}`` for every agent (of any
+    flow) whose chain the move changes."""
+    from dataclasses import replace
+    unknown = [n for n in names if n not in state.logical]
+    configs = dict(state.logical)
+    for n in names:
+        if n in configs:
+            configs[n] = replace(configs[n], flow=flow)
+    before = chains(World(configs=state.logical, mappings=state.mappings,
+                          physicals=state.physical))
+    world = World(configs=configs, mappings=state.mappings, physicals=state.physical)
+    after = chains(world)
+    old = {a: c for f in before.values() for a, c in f.items()}
+    new = {a: c for f in after.values() for a, c in f.items()}
+    changed = {a: {"before": old.get(a), "after": new.get(a)}
+               for a in sorted(set(old) | set(new)) if old.get(a) != new.get(a)}
+    return {"flow": flow, "nodes": [n for n in names if n in state.logical],
+            "unknown": unknown, "chains": after.get(flow, {}), "pool": world.pool(flow),
+            "changed": changed}

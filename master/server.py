@@ -168,7 +168,7 @@ class Master:
                  allowed_hosts: tuple[str, ...] = (), max_body: int | None = None,
                  limits=None, zk_heap_mb: int = DEFAULT_HEAP_MB,
                  advertise: str | None = None, tls=None, insecure_http: bool = False,
-                 zk_tls=None, zk_server_tls=None):
+                 zk_tls=None, zk_server_tls=None, history_interval: float = 5.0):
         """``zk_auth``: the master and node credentials (zk/acl.py); without them the
         managed ZooKeeper uses generated ones, and an external ensemble is refused unless
         ``zk_insecure`` (its tree is then open to anyone reaching ZooKeeper).
@@ -232,6 +232,7 @@ class Master:
         self.zk_auth = zk_auth
         self.zk_bind = zk_bind
         self.zk_heap_mb = zk_heap_mb
+        self.history_interval = history_interval
         self.advertise = advertise
         self.tls = tls
         self.zk_tls = zk_tls
@@ -280,7 +281,8 @@ class Master:
                 f"ZooKeeper refused access to {self.root}: it is protected by ACLs that do "
                 f"not name this master's credential (--zk-auth-file)") from None
         from .service import MasterService
-        self.service = MasterService(self.store, self.data_dir, self.name)
+        self.service = MasterService(self.store, self.data_dir, self.name,
+                                     history_interval=self.history_interval)
         from .validation import name_problem
         refusals = Refusals(self.zk_metrics, log, "the check of node registrations")
         registrations = Registrations(self.store, self.acl, refusals,

@@ -22,8 +22,10 @@ from flume_og.zk.cluster_view import ClusterView
 from flume_og.zk.store import Command, ConfigStore
 
 from . import validation
+from .errors import NotFound
 from .commands import RECONNECT_SECONDS, CommandRunner
-from .listings import Listings
+from .history import DEFAULT_INTERVAL, History
+from .listings import Listings, preview_chains
 
 
 class MasterService:
@@ -33,7 +35,7 @@ class MasterService:
     reconnect_seconds = RECONNECT_SECONDS     # a command's wait for ZooKeeper at most
 
     def __init__(self, store: ConfigStore, data_dir: Path, name: str = "master",
-                 watch: bool = True):
+                 watch: bool = True, history_interval: float | None = DEFAULT_INTERVAL):
         self.store = store
         self.name = name
         self.view = ClusterView(store)
@@ -41,9 +43,40 @@ class MasterService:
             self.view.start()
         self.runner = CommandRunner(store, self.view, data_dir, name)
         self.listings = Listings(self.view, store)
+        # counters sampled into rings per logical node (master/history.py); None: kept
+        # only when :meth:`sample_history` is called (tests)
+        self.history = History(self.status, interval=history_interval or DEFAULT_INTERVAL)
+        if history_interval and watch:
+            self.history.start()
 
     def close(self) -> None:
+        self.history.close()
         self.view.close()
+
+    def sample_history(self) -> None:
+        """One history sample now (the sampling thread does it every interval)."""
+        self.history.sample(self.status())
+
+    def history_series(self, names: list[str]) -> dict:
+        return self.history.series(names)
+
+    def history_latest(self) -> dict:
+        return self.history.latest()
+
+    def flow_history(self, flow: str) -> dict:
+        """The end-to-end history of ``flow`` (raises NotFound for an unknown flow)."""
+        info = self.flows().get(flow)
+        if info is None:
+            raise NotFound(f"no flow {flow}")
+        out = self.history.flow(info["agents"], info["collectors"])
+        out["flow"] = flow
+        return out
+
+    def preview_chains(self, flow: str, names: list[str]) -> dict:
+        """The collector chains the master would compute if ``names`` moved to ``flow``
+        (nothing is stored)."""
+        self._require_zk()
+        return preview_chains(self.view.snapshot(), flow, names)
 
     def _require_zk(self, wait: float = 0.0) -> None:
         if not self.store.connected(wait):

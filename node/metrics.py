@@ -12,7 +12,8 @@ counters the master and the consoles show:
 * every other numeric counter (WAL and spool sizes, acknowledgements pending and done,
   rolls...) summed by name over the components -- but a gauge of what is left
   (:data:`LEAST`, the free bytes of a data directory's disk) is the least of them, as the
-  components may share one disk.
+  components may share one disk, and an age (:data:`MOST`, ``oldest_unacked_seconds``) the
+  greatest.
 
 Nothing here does I/O but the process metrics (``/proc``); the exposition format 0.0.4
 is rendered by ``prometheus_client`` from collectors (:class:`NodeCollector`) over these
@@ -35,9 +36,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 MAIN = ("events_in", "bytes_in", "events_out", "bytes_out", "errors")
 LEAST = ("disk_free_bytes",)
+#: Gauges whose summary is the greatest of them (an age: the oldest wait of any component).
+MOST = ("oldest_unacked_seconds",)
 #: Component metrics that say how much there is now (they go down as well as up); every
 #: other numeric component metric is a counter, monotonic for the life of the process.
-GAUGES = frozenset({"acks_pending", "watermark", "wal_bytes", "wal_groups", "wal_events",
+GAUGES = frozenset({"acks_pending", "oldest_unacked_seconds", "watermark", "wal_bytes",
+                    "wal_groups", "wal_events",
                     "spool_bytes", "disk_free_bytes", "batch_ids", "connections_open",
                     "count", "exitcode", "unknown_pending"})
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -219,6 +223,8 @@ def summarize(status: dict) -> dict:
         for k, v in metrics.items():
             if k in LEAST and _number(v):
                 other[k] = min(other.get(k, v), v)
+            elif k in MOST and _number(v):
+                other[k] = max(other.get(k, v), v)
             elif k not in MAIN and _number(v):
                 other[k] = other.get(k, 0) + v
     out.update(sorted(other.items()))

@@ -37,7 +37,8 @@ The log lives in ``<node data>/e2e/<agent>`` (``agent``: the logical node's name
 log's ``wal_bytes``/``wal_groups``/``wal_events``/``fsyncs``/``wal_corrupt``,
 ``groups_sent``, ``groups_resent``, ``events_sent``, ``retries`` (RETRY: claimed by
 another collector), ``groups_requeued`` (sent again after their collector failed),
-``groups_acked``, ``events_acked``, ``acks_pending``, ``watermark``, ``send_errors``,
+``groups_acked``, ``events_acked``, ``acks_pending``, ``oldest_unacked_seconds`` (the age
+of the oldest group not yet acknowledged, as of the report), ``watermark``, ``send_errors``,
 ``disk_full`` (writes that had to wait for space), ``disk_free_bytes``.
 """
 from __future__ import annotations
@@ -81,6 +82,12 @@ Compress = Annotated[bool | str, compression_flag]   # declared check (node/regi
 class AckedWriteAhead(Decorator):
     """Writes every batch to a durable write-ahead log first, then sends it to the inner
     sink in the background until it is acknowledged (see the module docstring)."""
+
+    def report(self) -> dict:
+        sender = self.sender
+        if sender is not None:
+            self.metrics.set("oldest_unacked_seconds", round(sender.oldest_age(), 3))
+        return super().report()
 
     def __init__(self, inner: Sink, maxMs: Positive = 10_000, checkMs: Positive = 250, *,
                  retransmitMs: Positive = 60_000, compression: Compress = False):

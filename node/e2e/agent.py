@@ -167,11 +167,12 @@ class AckTracker:
 
 class _Pending:
     __slots__ = ("seq", "count", "crc", "state", "endpoint", "gen", "sends", "probe_wait",
-                 "fail_wait", "claimed_at", "sent_at", "written_at")
+                 "fail_wait", "claimed_at", "sent_at", "written_at", "added_at")
 
     def __init__(self, seq: int, count: int, crc: int):
         self.seq, self.count, self.crc = seq, count, crc
         self.written_at: float | None = None    # time.monotonic() when added fresh
+        self.added_at = time.monotonic()        # fresh or recovered: the age shown
         self.state = SendState.NEW
         self.endpoint = -1
         self.gen = 0              # bumped at each reschedule: stale heap entries skip
@@ -251,6 +252,14 @@ class GroupSender:
                     self._new.append(g.seq)
             self.metrics.set("acks_pending", len(self._pending))
             self._cond.notify_all()
+
+    def oldest_age(self) -> float:
+        """Seconds the oldest group not yet acknowledged has waited since it was added
+        (0 when none waits): groups are added in order, so it is the first pending."""
+        with self._cond:
+            for p in self._pending.values():
+                return max(0.0, time.monotonic() - p.added_at)
+        return 0.0
 
     def acked(self, seqs) -> None:
         now = time.monotonic()

@@ -680,7 +680,11 @@ class _AgentSink(Sink):
         """One component from the operator's view: the chain's and spool's counters are
         summarised here, so the inner parts are not reported again (no double count)."""
         self._summarise()
-        return own_report(self.spec_name, self.kind, self.metrics, self.chain.histograms)
+        out = own_report(self.spec_name, self.kind, self.metrics, self.chain.histograms)
+        # the collector ("host:port") the last batch reached: the master's console draws
+        # the edge it takes now (None before the first batch)
+        out["target"] = self.chain.current
+        return out
 
     def when_durable(self, cp: Checkpoint) -> None:
         self.tree.when_durable(cp)

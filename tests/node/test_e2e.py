@@ -483,7 +483,11 @@ def test_groups_a_collector_lost_are_sent_again_without_new_events(cluster, chan
     wait_until(lambda: sink_metrics(col_a).get("events_in", 0) >= len(first),
                what="A took the wave")
     expire_session(cluster.zk_server, client_a)      # A's claims vanish with the session
+    # the groups wait for the watchdog (5 s): their age shows in the agent's report
+    wait_until(lambda: wal_metrics(agent).get("oldest_unacked_seconds", 0) >= 1, 20,
+               what="the oldest group's wait shown")
     wait_until(lambda: all_acked(agent, len(first)), 40, what="all acked")
+    assert wal_metrics(agent)["oldest_unacked_seconds"] == 0
     assert wal_metrics(agent).get("collectors_lost", 0) >= 1
     wait_until(lambda: sum(output_lines(cluster.out).values()) >= len(first))
     assert_exactly_once(cluster.out, first)

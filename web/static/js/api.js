@@ -112,4 +112,8 @@ export const api = {
     `/api/mappings/${encodeURIComponent(physical)}/${encodeURIComponent(logical)}`),
   command: (command, args = []) => request("POST", "/api/commands", { command, args }),
   validate: (body) => request("POST", "/api/validate", body),
+  historyLatest: () => getRaw("/api/history"),
+  history: (names) => getRaw("/api/history?" + names.map((n) => "node=" + encodeURIComponent(n)).join("&")),
+  flowHistory: (flow) => getRaw(`/api/history/flow/${encodeURIComponent(flow)}`),
+  preview: (flow, nodes) => request("POST", `/api/flows/${encodeURIComponent(flow)}/preview`, { nodes }),
 };

@@ -13,13 +13,14 @@ import * as configure from "./views/configure.js";
 import * as flows from "./views/flows.js";
 import * as mappings from "./views/mappings.js";
 import * as commands from "./views/commands.js";
+import * as topology from "./views/topology.js";
 
 const POLL_MS = 1500;
 
-const views = { nodes, specs, configure, flows, mappings, commands };
+const views = { nodes, topology, specs, configure, flows, mappings, commands };
 
 // what each tab needs polled besides the status
-const EXTRA = { flows: ["flows"], mappings: ["mappings"], commands: ["commands"], configure: [] };
+const EXTRA = { flows: ["flows"], topology: ["flows"], mappings: ["mappings"], commands: ["commands"], configure: [] };
 
 export const state = {
   tab: "nodes",
@@ -102,6 +103,8 @@ export async function refresh() {
 
 async function pollOnce() {
   window.__flume.polls++;
+  // the tab's own listings are asked for at the same time as the status
+  const extras = (EXTRA[state.tab] || []).map((what) => [what, api[what]().catch((err) => ({ err }))]);
   try {
     const { data, text } = await api.status();
     state.rates.update(data.logical);
@@ -119,9 +122,10 @@ async function pollOnce() {
     setConn(err.status === 503 ? "ZooKeeper unavailable" : "master unreachable", false);
     return;
   }
-  for (const what of EXTRA[state.tab] || []) {
+  for (const [what, pending] of extras) {
     try {
-      const { data, text } = await api[what]();
+      const { data, text, err } = await pending;
+      if (err) throw err;
       if (text !== state[what + "Text"]) {
         state[what] = data;
         state[what + "Text"] = text;
@@ -151,7 +155,9 @@ async function start() {
   // the command names come from the master's one command table
   api.commandTable().then((table) => fillDatalist("dl-commands", table.map((c) => c.name)))
     .catch(() => {});
-  const ctx = { state, refresh, announce, go };
+  // a click on a node anywhere (the topology) opens its detail on the Nodes tab
+  const openNode = (name) => { nodes.select(name); go("nodes"); };
+  const ctx = { state, refresh, announce, go, openNode };
   for (const v of Object.values(views)) v.init?.(ctx);
   window.addEventListener("hashchange", () => showTab(location.hash.slice(1)));
   showTab(location.hash.slice(1) || "nodes");

@@ -9,6 +9,7 @@ import { api } from "../api.js";
 import { sparkline } from "../rates.js";
 import { esc, fmtRate, fmtCount, ago, clock, debounce } from "../util.js";
 import { fill as fillConfigForm } from "./configure.js";
+import { drawChart } from "../chart.js";
 
 const STALE_MS = 10_000;
 const RERENDER_MS = 5_000; // "last seen" ages move even when nothing else does
@@ -44,6 +45,57 @@ export function init(c) {
 
 export function show() {
   render();
+}
+
+/** Opens ``name``'s detail (from another tab: the topology). */
+export function select(name) {
+  selected = name;
+  confirmUnconfig = false;
+  historyAt = 0;
+  render();
+  requestAnimationFrame(() => el.detail.scrollIntoView({ block: "start" }));
+}
+
+// ------------------------------------------------------------------ history (the master's)
+let historyAt = 0;
+let historyFor = null;
+
+async function loadHistory(name) {
+  const box = document.getElementById("node-history");
+  if (!name) { box.hidden = true; historyFor = null; return; }
+  const now = Date.now();
+  if (historyFor === name && now - historyAt < 4000) return;
+  historyAt = now;
+  historyFor = name;
+  let h;
+  try { h = (await api.history([name])).data; } catch (err) { return; }
+  if (selected !== name) return;
+  const n = h.nodes[name];
+  box.hidden = false;
+  box.dataset.node = name;
+  if (!n) {
+    document.getElementById("node-chart-events").innerHTML = `<p class="muted">no samples yet</p>`;
+    return;
+  }
+  drawChart(document.getElementById("node-chart-events"), {
+    title: `${name}: events`, unit: "ev/s", t: h.t, series: [
+      { name: "in", values: n.events_in, color: "#2b6cb0" },
+      { name: "out", values: n.events_out, color: "#2f855a", dash: "5 3" },
+      { name: "errors", values: n.errors, color: "#c53030", dash: "2 2" },
+    ],
+  });
+  drawChart(document.getElementById("node-chart-bytes"), {
+    title: `${name}: bytes`, unit: "B/s", t: h.t, series: [
+      { name: "in", values: n.bytes_in, color: "#2b6cb0" },
+      { name: "out", values: n.bytes_out, color: "#2f855a", dash: "5 3" },
+    ],
+  });
+  const errs = n.recent_errors || [];
+  document.getElementById("node-errors").innerHTML = errs.length
+    ? `<table class="grid errors"><thead><tr><th>time</th><th>component</th><th>state</th><th>message</th></tr></thead><tbody>` +
+      errs.map((e) => `<tr><td>${clock(e.t)}</td><td><code>${esc(e.component || "–")}</code></td>` +
+        `<td>${esc(e.state || "")}</td><td class="stale">${esc(e.message)}</td></tr>`).join("") + `</tbody></table>`
+    : `<p class="muted">none recorded</p>`;
 }
 
 export function onStatus(state, changed) {
@@ -153,6 +205,7 @@ function componentRows(rep, depth, out) {
 
 function renderDetail() {
   const r = selected && ctx.state.rowsByName.get(selected);
+  loadHistory(r ? r.name : null);
   if (!r) {
     el.detail.hidden = true;
     detailKey = "";

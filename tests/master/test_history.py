@@ -1,0 +1,171 @@
+"""The master's history (master/history.py): rings of counters sampled per logical node,
+recent errors, a flow end to end, and the REST API serving them (and the chain preview),
+over a real MasterService on a real ZooKeeper."""
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from flume_og.master.api import create_app
+from flume_og.master.history import FIELDS, History, bytes_per_node, component_of
+from flume_og.master.service import MasterService
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def row(name, t, ein=0, eout=0, state="ACTIVE", err=None, **counters):
+    return {"name": name, "state": state, "last_seen": t, "last_error": err,
+            "events_in": ein, "events_out": eout, "bytes_in": ein * 10, "bytes_out": eout * 10,
+            "errors": 0, "counters": {"events_in": ein, "events_out": eout, **counters}}
+
+
+def test_rates_from_report_times_not_sampling_times():
+    h = History(samples=10)
+    h.sample({"logical": [row("a", 1_000_000, ein=0)]}, now_ms=1_000_500)
+    h.sample({"logical": [row("a", 1_002_000, ein=100, eout=50, wal_bytes=7,
+                              spool_bytes=3, acks_pending=2)]}, now_ms=1_003_000)
+    h.sample({"logical": [row("a", 1_002_000, ein=100, eout=50)]}, now_ms=1_004_000)  # same
+    s = h.series(["a", "nosuch"])
+    assert list(s["nodes"]) == ["a"] and s["fields"] == list(FIELDS)
+    assert s["t"] == [1_000_500, 1_003_000, 1_004_000]
+    a = s["nodes"]["a"]
+    assert a["events_in"] == [None, 50.0, 50.0]        # 100 events over 2 s of reports
+    assert a["events_out"] == [None, 25.0, 25.0] and a["bytes_in"][1] == 500.0
+    assert a["backlog_bytes"][1] == 10.0 and a["acks_pending"][1] == 2.0
+    latest = h.latest()
+    assert latest["t"] == 1_004_000 and latest["nodes"]["a"]["events_in"] == 50.0
+
+
+def test_a_counter_going_down_or_a_stale_report_gives_no_rate():
+    h = History(samples=10)
+    h.sample({"logical": [row("a", 10_000, ein=500)]}, now_ms=10_000)
+    h.sample({"logical": [row("a", 12_000, ein=20)]}, now_ms=12_000)     # restarted
+    h.sample({"logical": [row("a", 14_000, ein=60)]}, now_ms=14_000)
+    h.sample({"logical": [row("a", 14_000, ein=60)]}, now_ms=40_000)     # dead since
+    assert h.series(["a"])["nodes"]["a"]["events_in"] == [None, None, 20.0, None]
+
+
+def test_ring_is_bounded_and_forgets_nodes_gone():
+    h = History(samples=4)
+    for i in range(10):
+        h.sample({"logical": [row("a", 1000 * i, ein=10 * i), row("b", 1000 * i)]},
+                 now_ms=1000 * i)
+    s = h.series(["a"])
+    assert s["t"] == [6000, 7000, 8000, 9000] and s["nodes"]["a"]["events_in"] == [10.0] * 4
+    h.sample({"logical": [row("a", 10_000, ein=100)]}, now_ms=10_000)
+    assert set(h.latest()["nodes"]) == {"a"}
+    assert len(h.nodes["a"].values) == 4 * len(FIELDS)
+    assert bytes_per_node() == 720 * 8 * 4 == 23_040   # what the docs state
+
+
+def test_recent_errors_with_time_and_component():
+    h = History(samples=10)
+    h.sample({"logical": [row("c", 1000, err="collectorSource: cannot bind 1.2.3.4:5")]},
+             now_ms=1000)
+    h.sample({"logical": [row("c", 2000, err="collectorSource: cannot bind 1.2.3.4:5")]},
+             now_ms=2000)                                   # the same error: kept once
+    h.sample({"logical": [row("c", 3000, state="LOST")]}, now_ms=3000)
+    errs = h.errors()["c"]
+    assert [e["t"] for e in errs] == [3000, 1000]          # newest first
+    assert errs[1]["component"] == "collectorSource" and "cannot bind" in errs[1]["message"]
+    assert errs[0]["state"] == "LOST"
+    for i in range(30):
+        h.sample({"logical": [row("c", 4000 + i, err=f"rpcSink: error {i}")]}, now_ms=4000 + i)
+    assert len(h.errors()["c"]) == 20 and h.errors()["c"][0]["message"] == "rpcSink: error 29"
+    assert component_of("no colon here") == "" and component_of("a b: c") == ""
+
+
+def test_flow_end_to_end_in_committed_gap():
+    h = History(samples=10)
+    h.sample({"logical": [row("a1", 0), row("a2", 0), row("c", 0)]}, now_ms=0)
+    h.sample({"logical": [row("a1", 1000, ein=30), row("a2", 1000, ein=10),
+                          row("c", 1000, ein=25, eout=25)]}, now_ms=1000)
+    f = h.flow(["a1", "a2"], ["c"])
+    assert f["in"] == [None, 40.0] and f["committed"] == [None, 25.0] and f["gap"] == [None, 15.0]
+
+
+@pytest.fixture
+def service(store, tmp_path):
+    svc = MasterService(store, tmp_path / "m", name="hist", history_interval=None)
+    yield svc
+    svc.close()
+
+
+def report(store, physical, t, **logical):
+    store.put_status(physical, {"updated": t, "host": "h1", "logical": {
+        name: {"state": "ACTIVE", "version": 0, "last_error": err,
+               "counters": {"events_in": ein, "events_out": eout, "errors": 0}}
+        for name, (ein, eout, err) in logical.items()}})
+
+
+def test_history_api_over_a_real_service(service, store):
+    import time
+    client = TestClient(create_app(service))
+    store.register_physical("p1", {"host": "h1"})
+    for name, src, sink in (("coll", "autoCollectorSource", "null"),
+                            ("ag", "asciisynth(1)", "autoBEChain")):
+        assert client.put(f"/api/configs/{name}", json={"source": src, "sink": sink}).status_code == 200
+    for name in ("coll", "ag"):
+        client.post("/api/mappings", json={"physical": "p1", "logical": name})
+    now = int(time.time() * 1000)
+    report(store, "p1", now - 2000, coll=(0, 0, None), ag=(0, 0, None))
+    wait_until(lambda: service.status()["logical"][0]["last_seen"] == now - 2000, 10, "report")
+    service.sample_history()
+    report(store, "p1", now, coll=(80, 80, None), ag=(100, 90, "agentBEChain: collector down"))
+    wait_until(lambda: service.status()["logical"][0]["last_seen"] == now, 10, "report")
+    service.sample_history()
+    s = client.get("/api/history", params={"node": ["ag", "coll"]}).json()
+    assert s["nodes"]["ag"]["events_in"] == [None, 50.0]
+    assert s["nodes"]["coll"]["events_out"] == [None, 40.0]
+    assert s["nodes"]["ag"]["recent_errors"][0]["component"] == "agentBEChain"
+    latest = client.get("/api/history").json()
+    assert latest["nodes"]["ag"]["events_out"] == 45.0
+    f = client.get("/api/history/flow/default-flow").json()
+    assert f["in"] == [None, 50.0] and f["committed"] == [None, 40.0] and f["gap"] == [None, 10.0]
+    assert client.get("/api/history/flow/nosuch").status_code == 404
+    errs = client.get("/api/errors").json()
+    assert list(errs) == ["ag"] and errs["ag"][0]["message"] == "agentBEChain: collector down"
+    # two clients see the same numbers: the history is the master's
+    assert TestClient(create_app(service)).get("/api/history", params={"node": "ag"}).json() \
+        == client.get("/api/history", params={"node": "ag"}).json()
+
+
+def test_preview_of_chains_stores_nothing(service, store):
+    client = TestClient(create_app(service))
+    for p in ("p1", "p2"):
+        store.register_physical(p, {"host": p})
+    for name, flow, src, sink in (("c1", "web", "autoCollectorSource", "null"),
+                                  ("c2", "db", "autoCollectorSource", "null"),
+                                  ("a1", "db", "asciisynth(1)", "autoBEChain"),
+                                  ("a2", "db", "asciisynth(1)", "autoBEChain")):
+        r = client.put(f"/api/configs/{name}", json={"source": src, "sink": sink, "flow": flow})
+        assert r.status_code == 200
+    client.post("/api/mappings", json={"physical": "p1", "logical": "c1"})
+    client.post("/api/mappings", json={"physical": "p2", "logical": "c2"})
+    wait_until(lambda: service.flows().get("web", {}).get("pool") == ["c1"], 10, "pool")
+    r = client.post("/api/flows/web/preview", json={"nodes": ["a1", "nosuch"]})
+    assert r.status_code == 200, r.text
+    p = r.json()
+    assert p["chains"] == {"a1": ["c1"]} and p["pool"] == ["c1"] and p["unknown"] == ["nosuch"]
+    assert p["changed"] == {"a1": {"before": ["c2"], "after": ["c1"]}}
+    assert client.get("/api/configs/a1").json()["flow"] == "db"      # nothing stored
+    # moving the collector away leaves the agents of its flow without one
+    p = client.post("/api/flows/web/preview", json={"nodes": ["c2"]}).json()
+    assert p["changed"]["a1"] == {"before": ["c2"], "after": []}
+    assert client.post("/api/flows/web/preview", json={"nodes": "a1"}).status_code == 422
+
+
+def test_preview_and_history_need_no_write_token(service, store):
+    locked = TestClient(create_app(service, token="a-test-token-0123456789"))
+    assert locked.post("/api/flows/web/preview", json={"nodes": []}).status_code == 200
+    assert locked.get("/api/history").status_code == 200
+    assert locked.get("/api/errors").status_code == 200
+    assert locked.post("/api/flows/web/other", json={}).status_code == 401
+    assert locked.post("/api/flows//preview", json={"nodes": []}).status_code == 401
+    reading = TestClient(create_app(service, token="a-test-token-0123456789",
+                                    read_token="a-read-token-0123456789"))
+    assert reading.get("/api/history").status_code == 401
+    assert reading.post("/api/flows/web/preview", json={"nodes": []}).status_code == 401
+    assert reading.post("/api/flows/web/preview", json={"nodes": []}, headers={
+        "Authorization": "Bearer a-read-token-0123456789"}).status_code == 200

@@ -30,6 +30,10 @@ unchanged) so that the benchmark does not depend on a path outside the repositor
 ``--peer`` runs another copy. Nothing is installed here: without rsyslogd and its RELP
 module the script says what to install and exits with status 2.
 
+``--base DIR`` runs the nodes of another checkout too (DIR/.venv, e.g. ``git worktree add
+DIR <commit>`` then ``scripts/setup.sh`` there), before each project run of the same round:
+before and after in one invocation ("base BE", "base E2E" and their ratios).
+
 ``--py-spy DIR`` records py-spy profiles (raw collapsed stacks) of the agent and the
 collector during each project BE run into DIR (py-spy must be on PATH or in the venv).
 """
@@ -147,9 +151,15 @@ class Project:
         self.http = httpx.Client(base_url=self.url, timeout=60)
         self.runs = 0
 
-    def node(self, name: str) -> subprocess.Popen:
-        return start(["node", "-n", name, "--master", self.url, "--data-dir",
-                      str(self.tmp / "nodes"), "--http-port", str(free_port())], self.log)
+    def node(self, name: str, root: Path | None = None) -> subprocess.Popen:
+        """A node process of this checkout, or of the checkout ``root`` (its own .venv)."""
+        args = ["node", "-n", name, "--master", self.url, "--data-dir",
+                str(self.tmp / "nodes"), "--http-port", str(free_port())]
+        if root is None:
+            return start(args, self.log)
+        return subprocess.Popen([str(root / ".venv" / "bin" / "python"), "-m",
+                                 "flume_og.master.cli", "--log-level", "WARNING", *args],
+                                cwd=root, stdout=self.log, stderr=subprocess.STDOUT)
 
     def config(self, name: str, source: str, sink: str) -> None:
         r = self.http.post("/api/commands", json={"command": "config",
@@ -172,20 +182,21 @@ class Project:
             time.sleep(0.02)
         raise SystemExit(f"{name} did not become ACTIVE")
 
-    def run(self, mode: str, src: Path, n: int, spy_dir: Path | None) -> dict:
+    def run(self, mode: str, src: Path, n: int, spy_dir: Path | None,
+            root: Path | None = None) -> dict:
         self.runs += 1
-        tag = f"{mode}{self.runs}"
+        tag = f"{mode}{self.runs}{'base' if root else ''}"
         out = self.tmp / f"out-{tag}"
         cname, aname = f"coll-{tag}", f"agent-{tag}"
         cport = free_port()
-        collector = self.node(cname)
+        collector = self.node(cname, root)
         agent = None
         spies: list[subprocess.Popen] = []
         try:
             self.config(cname, f"collectorSource({cport})",
                         f'collectorSink("file://{out}", "data-", 1000)')
             self.wait_active(cname, [collector])
-            agent = self.node(aname)
+            agent = self.node(aname, root)
             # the agent's process up (its own logical node idle) before the clock starts
             self.wait_active(aname, [agent, collector], physical=True)
             if spy_dir is not None and mode == "be":
@@ -303,6 +314,9 @@ def main() -> int:
     ap.add_argument("--only", choices=["be", "e2e"], help="only this pair (BE+TCP or E2E+RELP)")
     ap.add_argument("--peer", type=Path, default=PEER, help="peer_rsyslog.sh to run")
     ap.add_argument("--py-spy", dest="spy", type=Path, help="profile project BE runs into DIR")
+    ap.add_argument("--base", type=Path,
+                    help="another checkout (with its .venv, e.g. a git worktree of an older "
+                         "commit) whose nodes run too, interleaved: before/after in one run")
     args = ap.parse_args()
     if missing := missing_rsyslog():
         print(f"rsyslog is missing: install it with `apt-get install -y {' '.join(missing)}` "
@@ -323,6 +337,11 @@ def main() -> int:
     try:
         for rnd in range(1, args.k + 1):
             for mode, peer_mode in pairs:
+                if args.base:
+                    r = proj.run(mode, src, args.n, None, args.base.resolve())
+                    results.setdefault(mode + "-base", []).append(r)
+                    print(f"round {rnd}: " + fmt_run(f"base {mode.upper()}", r, args.n).strip(),
+                          flush=True)
                 r = proj.run(mode, src, args.n, args.spy)
                 results.setdefault(mode, []).append(r)
                 print(f"round {rnd}: " + fmt_run(f"project {mode.upper()}", r, args.n).strip(),
@@ -344,8 +363,8 @@ def main() -> int:
         best[k] = min(ok, key=lambda r: r["t"]) if ok else None
     print(f"\nbest of {args.k} (load average at the end {' '.join(load1)}):")
     names = {"be": "project BE", "tcp": "rsyslog TCP", "e2e": "project E2E",
-             "relp": "rsyslog RELP"}
-    for k in ("be", "tcp", "e2e", "relp"):
+             "relp": "rsyslog RELP", "be-base": "base BE", "e2e-base": "base E2E"}
+    for k in ("be-base", "be", "tcp", "e2e-base", "e2e", "relp"):
         if k in best:
             print(fmt_run(names[k], best[k], args.n) if best[k] else f"  {names[k]:13s} no good run")
 
@@ -357,10 +376,13 @@ def main() -> int:
         return args.n / t if t else None
 
     print("ratios (events/s over events/s):")
-    for a, b in (("be", "tcp"), ("e2e", "tcp"), ("e2e", "relp")):
-        ra, rb, raf = rate(a), rate(b), rate(a, True)
+    for a, b in (("be", "tcp"), ("e2e", "tcp"), ("e2e", "relp"), ("be-base", "tcp"),
+                 ("e2e-base", "tcp"), ("e2e-base", "relp"), ("be", "be-base"),
+                 ("e2e", "e2e-base")):
+        ra, rb, raf, rbf = rate(a), rate(b), rate(a, True), rate(b, True)
         if ra and rb:
-            print(f"  {names[a]} / {names[b]}: {ra / rb:.2f}  (final files: {raf / rb:.2f})")
+            final = f"final files: {raf / (rbf or rb):.2f}" if raf else "final: -"
+            print(f"  {names[a]} / {names[b]}: {ra / rb:.2f}  ({final})")
     failed = [r for rs in results.values() for r in rs if not r["ok"]]
     if failed:
         print(f"{len(failed)} run(s) NOT OK (see above)")

@@ -31,8 +31,8 @@ unchanged) so that the benchmark does not depend on a path outside the repositor
 module the script says what to install and exits with status 2.
 
 ``--base DIR`` runs the nodes of another checkout too (DIR/.venv, e.g. ``git worktree add
-DIR <commit>`` then ``scripts/setup.sh`` there), before each project run of the same round:
-before and after in one invocation ("base BE", "base E2E" and their ratios).
+DIR <commit>`` then ``scripts/setup.sh`` there) next to each project run, the two taking
+turns at going first: before and after in one invocation ("base BE", "base E2E", ratios).
 
 ``--py-spy DIR`` records py-spy profiles (raw collapsed stacks) of the agent and the
 collector during each project BE run into DIR (py-spy must be on PATH or in the venv).
@@ -337,15 +337,17 @@ def main() -> int:
     try:
         for rnd in range(1, args.k + 1):
             for mode, peer_mode in pairs:
-                if args.base:
-                    r = proj.run(mode, src, args.n, None, args.base.resolve())
-                    results.setdefault(mode + "-base", []).append(r)
-                    print(f"round {rnd}: " + fmt_run(f"base {mode.upper()}", r, args.n).strip(),
-                          flush=True)
-                r = proj.run(mode, src, args.n, args.spy)
-                results.setdefault(mode, []).append(r)
-                print(f"round {rnd}: " + fmt_run(f"project {mode.upper()}", r, args.n).strip(),
-                      flush=True)
+                # with --base, the two checkouts take turns at going first (the box's load
+                # drifts within a round)
+                order = [None, args.base.resolve()] if args.base else [None]
+                if rnd % 2:
+                    order.reverse()
+                for root in order:
+                    r = proj.run(mode, src, args.n, None if root else args.spy, root)
+                    key, label = (mode + "-base", "base") if root else (mode, "project")
+                    results.setdefault(key, []).append(r)
+                    print(f"round {rnd}: " + fmt_run(f"{label} {mode.upper()}", r,
+                                                     args.n).strip(), flush=True)
                 r = run_rsyslog(args.peer, peer_mode, args.n)
                 results.setdefault(peer_mode, []).append(r)
                 print(f"round {rnd}: " + fmt_run(f"rsyslog {peer_mode.upper()}", r, args.n).strip(),

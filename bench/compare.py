@@ -44,6 +44,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -385,6 +386,20 @@ def main() -> int:
         if ra and rb:
             final = f"final files: {raf / (rbf or rb):.2f}" if raf else "final: -"
             print(f"  {names[a]} / {names[b]}: {ra / rb:.2f}  ({final})")
+    # The same pairs within each round (runs minutes apart at most): less exposed to the
+    # box's load drifting between rounds than the best-of-K figures above.
+    print(f"ratios within each round (median of {args.k}; each round's in brackets):")
+    for a, b in (("be", "tcp"), ("e2e", "tcp"), ("e2e", "relp"), ("be-base", "tcp"),
+                 ("e2e-base", "tcp"), ("e2e-base", "relp"), ("be", "be-base"),
+                 ("e2e", "e2e-base")):
+        if a not in results or b not in results:
+            continue
+        rs = [ra["t"] and rb["t"] and rb["t"] / ra["t"]
+              for ra, rb in zip(results[a], results[b]) if ra["ok"] and rb["ok"]]
+        rs = [x for x in rs if x]
+        if rs:
+            print(f"  {names[a]} / {names[b]}: {statistics.median(rs):.2f}  "
+                  f"[{', '.join(f'{x:.2f}' for x in rs)}]")
     failed = [r for rs in results.values() for r in rs if not r["ok"]]
     if failed:
         print(f"{len(failed)} run(s) NOT OK (see above)")

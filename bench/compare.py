@@ -23,7 +23,8 @@ duplicated 0, no malformed line; the rsyslog script verifies its own). CPU secon
 utime+stime from /proc/<pid>/stat of the agent and the collector process, counted from T0
 to T1 for the project (its processes are started before T0: the interpreter's start-up is
 left out) and since the daemon's start for rsyslog (the peer script's figures); peak RSS is
-VmHWM of each process.
+VmHWM of the project's agent and collector (the peer script does not report rsyslog's).
+The exit status is 1 if any run failed its verification.
 
 The peer script is vendored in bench/peer/ (a copy of the shared, tuned rsyslog job, kept
 unchanged) so that the benchmark does not depend on a path outside the repository;

@@ -101,12 +101,35 @@ def split_events(events: list[Event], max_events: int, max_bytes: int) -> list[l
 
 def encode_events(events: list[Event]) -> bytes:
     """The version-2 binary encoding of ``events`` (see the module docstring)."""
+    n = len(events)
+    # The usual batch (one source, one host, one set of attributes) is recognised with
+    # C-level list scans (list.count compares by identity first, then ==); the per-event
+    # dict and tuple work below is for mixed batches only.
+    host_list = [e.host for e in events]
     hosts: dict[str, int] = {}
-    index = [hosts.setdefault(e.host, len(hosts)) for e in events]
+    if n and host_list.count(host_list[0]) == n:
+        hosts[host_list[0]] = 0
+        index: "list[int] | itertools.repeat" = itertools.repeat(0)
+    else:
+        index = [hosts.setdefault(h, len(hosts)) for h in host_list]
+    attr_list = [e.attrs for e in events]
     sets: dict[tuple, int] = {}
-    set_index = [(sets.get(key) or sets.setdefault(key, len(sets) + 1))
-                 if (key := tuple(e.attrs.items())) else 0 for e in events]
-    parts = [_HEAD.pack(MAGIC, VERSION, len(events), len(hosts))]
+    if n and attr_list.count(attr_list[0]) == n:
+        key = tuple(attr_list[0].items())
+        if key:
+            sets[key] = 1
+        set_index: "list[int] | itertools.repeat" = itertools.repeat(1 if key else 0)
+    else:
+        set_index = [(sets.get(key) or sets.setdefault(key, len(sets) + 1))
+                     if (key := tuple(a.items())) else 0 for a in attr_list]
+    # struct packs an IntEnum through its Python-level __index__: plain ints are packed
+    # several times faster, and a batch rarely holds more than one priority.
+    prio_list = [e.priority for e in events]
+    if n and prio_list.count(prio_list[0]) == n:
+        prios: "list[int] | itertools.repeat" = itertools.repeat(int(prio_list[0]))
+    else:
+        prios = [int(p) for p in prio_list]
+    parts = [_HEAD.pack(MAGIC, VERSION, n, len(hosts))]
     for h in hosts:
         hb = h.encode()
         parts.append(_HOST.pack(len(hb)))
@@ -117,8 +140,8 @@ def encode_events(events: list[Event]) -> bytes:
         parts.append(_COUNT.pack(len(block)))
         parts.append(block)
     pack = _RECORD.pack
-    parts.append(b"".join([pack(e.timestamp, e.nanos, e.priority, i, len(e.body), a)
-                           for e, i, a in zip(events, index, set_index)]))
+    parts.append(b"".join([pack(e.timestamp, e.nanos, p, i, len(e.body), a)
+                           for e, p, i, a in zip(events, prios, index, set_index)]))
     parts.append(b"".join([e.body for e in events]))
     return b"".join(parts)
 

@@ -195,7 +195,8 @@ class Escaper:
     PatternError past :data:`MAX_ESCAPES` escapes.
     """
 
-    __slots__ = ("pattern", "utc", "path", "parts", "_fn", "_segments", "_cache", "literal")
+    __slots__ = ("pattern", "utc", "path", "parts", "_fn", "_segments", "_cache", "literal",
+                 "_inputs")
 
     def __init__(self, pattern: str, utc: bool = False, path: bool = False):
         self.pattern = pattern
@@ -210,6 +211,49 @@ class Escaper:
         self._cache: dict[int, object] = {}
         self.literal = "".join(p.value for p in self.parts) if not self.has_escapes else None
         self._fn = self._compile()
+        self._inputs = self._key_inputs()
+
+    def _key_inputs(self):
+        """What the expansion depends on, when that is only attributes, the host and the
+        second of the timestamp: ``(attribute names, uses host, uses the second)``, so
+        that :meth:`group` can tell a batch of one expansion without expanding each event.
+        None when it depends on more (``%t``, ``%{nanos}``, ``%{priority}``, ``%{body}``).
+        """
+        names, host, sec = [], False, False
+        for p in self.parts:
+            if p.kind == "lit":
+                continue
+            if p.kind in ("date", "s"):
+                sec = True
+            elif p.kind == "field" and p.value == "host":
+                host = True
+            elif p.kind == "field" and p.value not in _FIELD_CODE:
+                names.append(p.value)
+            else:
+                return None
+        return tuple(names), host, sec
+
+    def _one_key(self, events: list[Event]) -> bool:
+        """True if every event of ``events`` (not empty) has the same inputs, so the same
+        expansion: C-level scans of the batch (list.count, min, max), no per-event call."""
+        inputs = self._inputs
+        if inputs is None:
+            return False
+        names, host, sec = inputs
+        n = len(events)
+        for name in names:
+            vals = [e.attrs.get(name) for e in events]
+            if vals.count(vals[0]) != n:
+                return False
+        if host:
+            hosts = [e.host for e in events]
+            if hosts.count(hosts[0]) != n:
+                return False
+        if sec:
+            ts = [e.timestamp for e in events]
+            if min(ts) // 1000 != max(ts) // 1000:
+                return False
+        return True
 
     @property
     def has_escapes(self) -> bool:
@@ -307,6 +351,8 @@ class Escaper:
         if not self.has_escapes:
             return {self.literal: events} if events else {}
         fn = self._fn
+        if events and self._one_key(events):
+            return {fn(events[0]): events}
         keys = [fn(e) for e in events]
         first = keys[0] if keys else None
         if first is not None and keys.count(first) == len(keys):

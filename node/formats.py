@@ -256,7 +256,11 @@ class RawFormat(OutputFormat):
     name, usage = "raw", "raw"
 
     def encode(self, events: list[Event]) -> bytes:
-        return b"\n".join([e.body for e in events]) + b"\n"
+        if not events:
+            return b"\n"
+        bodies = [e.body for e in events]
+        bodies.append(b"")      # the last newline, without copying the batch once more
+        return b"\n".join(bodies)
 
 
 _PRIO_NAMES = tuple(p.name for p in Priority)

@@ -43,13 +43,23 @@ def batch_bytes(events: list[Event]) -> int:
     """What ``events`` weigh in a queue: body and attribute bytes, plus
     ``EVENT_OVERHEAD`` per event and ``ATTR_OVERHEAD`` per attribute (a message of 3,000
     tiny attributes weighs what it costs in memory, not its 29 KB of text)."""
-    n = EVENT_OVERHEAD * len(events)
-    for e in events:
-        n += len(e.body)
-        if e.attrs:
-            n += ATTR_OVERHEAD * len(e.attrs)
-            for k, v in e.attrs.items():
-                n += len(k) + len(v)
+    count = len(events)
+    n = EVENT_OVERHEAD * count + sum(map(len, [e.body for e in events]))
+    attrs = [e.attrs for e in events]
+    # Usually every event of a batch carries the same attributes (one source, one file):
+    # weighed once, with a C-level scan to make sure (list.count compares with ==).
+    if count and attrs.count(attrs[0]) == count:
+        return n + count * _attrs_bytes(attrs[0])
+    for a in attrs:
+        if a:
+            n += _attrs_bytes(a)
+    return n
+
+
+def _attrs_bytes(attrs: dict) -> int:
+    n = ATTR_OVERHEAD * len(attrs)
+    for k, v in attrs.items():
+        n += len(k) + len(v)
     return n
 
 
@@ -76,9 +86,8 @@ class BatchQueue:
         return (self.capacity is None or self._size == 0
                 or (self._size + n <= self.capacity and self._bytes < self.max_bytes))
 
-    def _append(self, events: list[Event]) -> int:
+    def _append(self, events: list[Event], nbytes: int) -> int:
         self._seq += 1
-        nbytes = batch_bytes(events)
         self._items.append((self._seq, events, nbytes))
         self._size += len(events)
         self._bytes += nbytes
@@ -88,6 +97,7 @@ class BatchQueue:
     def put(self, events: list[Event], timeout: float | None = None) -> int | None:
         """Queue ``events``; blocks while full. The batch's sequence number, or None."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        nbytes = batch_bytes(events)    # weighed outside the lock the consumer waits on
         with self._cond:
             while not self._closed and not self._room(len(events)):
                 if deadline is None:
@@ -99,14 +109,15 @@ class BatchQueue:
                     self._cond.wait(left)
             if self._closed or self._finished:
                 return None
-            return self._append(events)
+            return self._append(events, nbytes)
 
     def offer(self, events: list[Event]) -> bool:
         """Queue ``events`` if there is room now; False if full, closed or finished."""
+        nbytes = batch_bytes(events)
         with self._cond:
             if self._closed or self._finished or not self._room(len(events)):
                 return False
-            self._append(events)
+            self._append(events, nbytes)
             return True
 
     def finish(self) -> None:

@@ -153,8 +153,8 @@ class _TaggedQueue(BatchQueue):
                     self._cond.wait(1.0)
             return True
 
-    def _append(self, events):
-        seq = super()._append(events)
+    def _append(self, events, nbytes):
+        seq = super()._append(events, nbytes)
         tag = getattr(_local, "tag", None)
         if tag:
             self._tags.append((seq, tag))

@@ -1016,3 +1016,33 @@ def test_rotation_storm_with_hundreds_of_rotated_files(ctx, tmp_path, opened):
     assert not missing, f"{len(missing)} lines lost, first {missing[:5]}"
     assert got == [b"counter %07d" % i for i in range(1, n)]
     assert max(waits) < 2.0, f"a checkpoint waited {max(waits):.1f} s"
+
+
+@pytest.mark.parametrize("rotations", [1, 2])
+def test_rotations_while_a_restart_lists_the_files_are_not_skipped(make_ctx, tmp_path,
+                                                                   opened, monkeypatch,
+                                                                   rotations):
+    """The file rotates once while stopped, then again (once or twice) between the
+    restart's listing of the rotated files and its opening of the live file (a writer in
+    another process rotating many times a second): the files rotated in between are read
+    too, in order, each line once. (Before: a.log.1 of the restart's listing was read,
+    then the live file: the file(s) between them were skipped.)"""
+    f = tmp_path / "a.log"
+    read_commit_and_stop(make_ctx, opened, f)
+    append(f, lines(10, 12))
+    rotate_numbered(f, lines(12, 14))
+    listing, done = tail_mod.rotated_files, []
+
+    def rotating_after_listing(directory, name):
+        out = listing(directory, name)
+        if not done:
+            done.append(1)
+            for k in range(rotations):
+                append(f, lines(14 + 2 * k, 15 + 2 * k))
+                rotate_numbered(f, lines(15 + 2 * k, 16 + 2 * k))
+        return out
+    monkeypatch.setattr(tail_mod, "rotated_files", rotating_after_listing)
+    src = opened(TailSource(str(f)), make_ctx("n1"))
+    n = 14 + 2 * rotations
+    assert read_n(src, n - 10) == bodies(10, n)
+    assert read_quiet(src, 0.2) == []

@@ -1046,3 +1046,38 @@ def test_rotations_while_a_restart_lists_the_files_are_not_skipped(make_ctx, tmp
     n = 14 + 2 * rotations
     assert read_n(src, n - 10) == bodies(10, n)
     assert read_quiet(src, 0.2) == []
+
+
+def test_a_high_or_six_digit_suffix_is_not_walked_to_and_dates_are_dates(tmp_path):
+    """A rotated file named with a large number (``app.log.9999``, ``app.log.99999``: a
+    PID, a counter) does not make every listing look at every number below it (before:
+    one stat per number, seconds per rotation with the source's lock held;
+    ``app.log.999999`` alone: 22 s), and monthly or
+    two-digit-year date names (``app.log.202612``, ``app.log-261203``) are dates, newer
+    when higher (before: indexes, read newest first)."""
+    from flume_og.node.sources import _rotation
+    (tmp_path / "app.log.1").write_bytes(b"1\n")
+    (tmp_path / "app.log.9999").write_bytes(b"x\n")
+    (tmp_path / "app.log.99999").write_bytes(b"x\n")
+    looks = []
+    lstat = _rotation._lstat
+
+    def counted(path):
+        looks.append(path)
+        return lstat(path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_rotation, "_lstat", counted)
+        got = _rotation.rotated_files(str(tmp_path), "app.log")
+    assert sorted(os.path.basename(r.path) for r in got) == \
+        ["app.log.1", "app.log.9999", "app.log.99999"]
+    assert len(looks) < 100
+    for names in (["app.log.202610", "app.log.202611", "app.log.202612"],
+                  ["app.log-261201", "app.log-261202", "app.log-261203"]):
+        d = tmp_path / names[0]
+        d.mkdir()
+        t = time.time()
+        for i, n in enumerate(reversed(names)):    # modification times disagree
+            (d / n).write_bytes(b"x\n")
+            os.utime(d / n, (t + i, t + i))
+        assert [os.path.basename(r.path)
+                for r in _rotation.rotated_files(str(d), "app.log")] == names

@@ -74,6 +74,7 @@ missing directory is logged once and waited for. Idle files are checked at most
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -205,11 +206,15 @@ def _stat(path: str):
 def _open(path: str) -> int | None:
     """A descriptor of the regular file at ``path``, or None (nothing there, or not a
     regular file). Opened without blocking: a FIFO put under a followed name cannot hang
-    the source waiting for a writer."""
+    the source waiting for a writer; a socket, which cannot be opened, is passed over too."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.ENODEV):
+            return None                 # a socket (or a device without a driver)
+        raise
     try:
         if stat_mod.S_ISREG(os.fstat(fd).st_mode):
             return fd

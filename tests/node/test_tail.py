@@ -1081,3 +1081,19 @@ def test_a_high_or_six_digit_suffix_is_not_walked_to_and_dates_are_dates(tmp_pat
             os.utime(d / n, (t + i, t + i))
         assert [os.path.basename(r.path)
                 for r in _rotation.rotated_files(str(d), "app.log")] == names
+
+
+def test_a_socket_under_the_followed_name_is_passed_over(make_ctx, tmp_path, opened):
+    """A UNIX socket bound at the followed path while the node was stopped (opening one
+    fails with ENXIO): the rotated file is still finished, the socket is no file to read
+    (before: the source could not open at all)."""
+    import socket
+    f = tmp_path / "a.log"
+    read_commit_and_stop(make_ctx, opened, f)
+    append(f, lines(10, 12))
+    os.rename(f, tmp_path / "a.log.1")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(f))
+        src = opened(TailSource(str(f)), make_ctx("n1"))
+        assert read_n(src, 2) == bodies(10, 12)
+        assert read_quiet(src, 0.2) == []

@@ -3,7 +3,7 @@ first bytes: what ``tail``, ``multitail`` and ``tailDir`` use to finish every ro
 they had not read to its end.
 
 A rotated file of ``name`` is a regular file of the same directory called ``name`` followed
-by one of the usual suffixes: ``.1``, ``-3`` (an index: up to 6 digits, higher is older),
+by one of the usual suffixes: ``.1``, ``-3`` (an index: up to 4 digits, higher is older),
 ``-20261203``, ``.2026-12-03``, ``-20261203-14``, ``-1764720000`` (a date or a timestamp:
 higher is newer), optionally compressed (``.gz``, ``.bz2``, ``.xz``, ``.zst``, ...).
 Compressed files are listed but never read. Files of one naming scheme are ordered by their
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 HEAD_LEN = 256           # bytes of a file's start that identify it (with device and inode)
 MAX_ROTATED = 100        # rotated files considered per followed name: the newest ones
-INDEX_DIGITS = 6         # a suffix of at most this many digits is an index, not a date
+INDEX_DIGITS = 4         # a suffix of at most this many digits is an index, not a date
+                         # (``202612``, ``261203``: dates by month, two-digit years)
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".z", ".zip")
 ROTATED_SUFFIX = re.compile(
     r"[.-](?:\d+|\d{4}-?\d{2}-?\d{2}(?:[-_T.:]?\d+)*)(?:\.(?:gz|bz2|xz|zst|lz4|lzma|Z|zip))?")
@@ -102,22 +103,28 @@ def rotated_files(directory: str, name: str) -> list[Rotated]:
         out.append(Rotated(path, dev, ino, mtime, entry_name.lower().endswith(COMPRESSED),
                            _rank(entry_name[len(name):])))
 
-    highest: dict[str, int] = {}
+    listed: dict[str, set[int]] = {}
     for entry_name, _, _ in entries:
         m = NUMBERED.fullmatch(entry_name, len(name))
         if m is not None:
-            highest[m.group(1)] = max(highest.get(m.group(1), 0), int(m.group(2)))
-    for sep, top in highest.items():
-        gaps = 0
-        for j in range(1, top + WALK):
-            if j > top and gaps >= GAPS:
-                break
-            entry_name = f"{name}{sep}{j}"
-            path = os.path.join(directory, entry_name)
-            st = _lstat(path)
-            gaps = gaps + 1 if st is None else 0
-            if st is not None:
-                add(entry_name, path, st.st_ino, st)
+            listed.setdefault(m.group(1), set()).add(int(m.group(2)))
+    for sep, numbers in listed.items():
+        # Walked from 1 and from each listed number not reached yet, each run up to GAPS
+        # free numbers in a row: a lone ``name.99999`` costs a few looks, not 99,999.
+        walked = 0
+        for first in sorted(numbers | {1}):
+            if first <= walked:
+                continue
+            gaps, j = 0, first
+            while gaps < GAPS and j < first + WALK + len(numbers):
+                entry_name = f"{name}{sep}{j}"
+                path = os.path.join(directory, entry_name)
+                st = _lstat(path)
+                gaps = gaps + 1 if st is None else 0
+                if st is not None:
+                    add(entry_name, path, st.st_ino, st)
+                j += 1
+            walked = j - 1
     for entry_name, path, ino in entries:
         if ino in seen:
             continue

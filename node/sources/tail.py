@@ -74,6 +74,7 @@ missing directory is logged once and waited for. Idle files are checked at most
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -205,11 +206,15 @@ def _stat(path: str):
 def _open(path: str) -> int | None:
     """A descriptor of the regular file at ``path``, or None (nothing there, or not a
     regular file). Opened without blocking: a FIFO put under a followed name cannot hang
-    the source waiting for a writer."""
+    the source waiting for a writer; a socket, which cannot be opened, is passed over too."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.ENODEV):
+            return None                 # a socket (or a device without a driver)
+        raise
     try:
         if stat_mod.S_ISREG(os.fstat(fd).st_mode):
             return fd
@@ -499,22 +504,31 @@ class _Cursor:
             # to recognise the copy by; a rotated file written after the save is one.
             copied_unread = [r for r in window if r.mtime_ns > saved_mtime
                              and (r.dev, r.ino) != (dev, ino)]
+        # Only rotated files are queued here, never the live file: a writer may rotate
+        # again between the listing and now, and the files rotated meanwhile would fall
+        # between the listed ones and the live one. The live file is queued by the
+        # rotation check, with every file rotated after the last one queued (as while
+        # running).
         if copied_unread:
             os.close(fd)
             fd, ref, ident = None, saved_mtime, None
-            later = copied_unread + [None]
+            later = copied_unread
         elif fd is not None:
             st = os.fstat(fd)
             ref, ident = st.st_mtime_ns, (st.st_dev, st.st_ino)
-            later = items[i + 1:] if i is not None else \
-                [r for r in window if r.mtime_ns >= ref] + [None]
+            later = items[i + 1:-1] if i is not None else \
+                [r for r in window if r.mtime_ns >= ref]
         else:
             # Not found: every file written since the position was saved is unread.
             ref, ident = saved_mtime, None
-            later = [r for r in window if ref is not None and r.mtime_ns >= ref] + [None]
+            later = [r for r in window if ref is not None and r.mtime_ns >= ref]
         self._report_skipped(files, window, ref, ident)
         chain, rotated_after = self._open_chain(later, ident)
         finishing = copy
+        if fd is None and not chain:
+            live = _open(self.path)
+            if live is not None:
+                chain = [_Next(live)]
         if fd is None:
             if not chain:
                 log.warning("the file of the saved position cannot be found and the "
@@ -896,6 +910,11 @@ class _Cursor:
     def _switch_next(self, now: float) -> None:
         def go():
             self.last_data = now
+            if not self.queue:
+                # a finished file with nothing queued (a copy, or the last rotated file
+                # read after a restart): the file at the path, after the files rotated
+                # since the last check
+                self._check_rotation()
             if self.queue:
                 q = self.queue.pop(0)
                 self._use(q.fd, 0, b"", finishing=q.finishing)

@@ -1016,3 +1016,84 @@ def test_rotation_storm_with_hundreds_of_rotated_files(ctx, tmp_path, opened):
     assert not missing, f"{len(missing)} lines lost, first {missing[:5]}"
     assert got == [b"counter %07d" % i for i in range(1, n)]
     assert max(waits) < 2.0, f"a checkpoint waited {max(waits):.1f} s"
+
+
+@pytest.mark.parametrize("rotations", [1, 2])
+def test_rotations_while_a_restart_lists_the_files_are_not_skipped(make_ctx, tmp_path,
+                                                                   opened, monkeypatch,
+                                                                   rotations):
+    """The file rotates once while stopped, then again (once or twice) between the
+    restart's listing of the rotated files and its opening of the live file (a writer in
+    another process rotating many times a second): the files rotated in between are read
+    too, in order, each line once. (Before: a.log.1 of the restart's listing was read,
+    then the live file: the file(s) between them were skipped.)"""
+    f = tmp_path / "a.log"
+    read_commit_and_stop(make_ctx, opened, f)
+    append(f, lines(10, 12))
+    rotate_numbered(f, lines(12, 14))
+    listing, done = tail_mod.rotated_files, []
+
+    def rotating_after_listing(directory, name):
+        out = listing(directory, name)
+        if not done:
+            done.append(1)
+            for k in range(rotations):
+                append(f, lines(14 + 2 * k, 15 + 2 * k))
+                rotate_numbered(f, lines(15 + 2 * k, 16 + 2 * k))
+        return out
+    monkeypatch.setattr(tail_mod, "rotated_files", rotating_after_listing)
+    src = opened(TailSource(str(f)), make_ctx("n1"))
+    n = 14 + 2 * rotations
+    assert read_n(src, n - 10) == bodies(10, n)
+    assert read_quiet(src, 0.2) == []
+
+
+def test_a_high_or_six_digit_suffix_is_not_walked_to_and_dates_are_dates(tmp_path):
+    """A rotated file named with a large number (``app.log.9999``, ``app.log.99999``: a
+    PID, a counter) does not make every listing look at every number below it (before:
+    one stat per number, seconds per rotation with the source's lock held;
+    ``app.log.999999`` alone: 22 s), and monthly or
+    two-digit-year date names (``app.log.202612``, ``app.log-261203``) are dates, newer
+    when higher (before: indexes, read newest first)."""
+    from flume_og.node.sources import _rotation
+    (tmp_path / "app.log.1").write_bytes(b"1\n")
+    (tmp_path / "app.log.9999").write_bytes(b"x\n")
+    (tmp_path / "app.log.99999").write_bytes(b"x\n")
+    looks = []
+    lstat = _rotation._lstat
+
+    def counted(path):
+        looks.append(path)
+        return lstat(path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_rotation, "_lstat", counted)
+        got = _rotation.rotated_files(str(tmp_path), "app.log")
+    assert sorted(os.path.basename(r.path) for r in got) == \
+        ["app.log.1", "app.log.9999", "app.log.99999"]
+    assert len(looks) < 100
+    for names in (["app.log.202610", "app.log.202611", "app.log.202612"],
+                  ["app.log-261201", "app.log-261202", "app.log-261203"]):
+        d = tmp_path / names[0]
+        d.mkdir()
+        t = time.time()
+        for i, n in enumerate(reversed(names)):    # modification times disagree
+            (d / n).write_bytes(b"x\n")
+            os.utime(d / n, (t + i, t + i))
+        assert [os.path.basename(r.path)
+                for r in _rotation.rotated_files(str(d), "app.log")] == names
+
+
+def test_a_socket_under_the_followed_name_is_passed_over(make_ctx, tmp_path, opened):
+    """A UNIX socket bound at the followed path while the node was stopped (opening one
+    fails with ENXIO): the rotated file is still finished, the socket is no file to read
+    (before: the source could not open at all)."""
+    import socket
+    f = tmp_path / "a.log"
+    read_commit_and_stop(make_ctx, opened, f)
+    append(f, lines(10, 12))
+    os.rename(f, tmp_path / "a.log.1")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(f))
+        src = opened(TailSource(str(f)), make_ctx("n1"))
+        assert read_n(src, 2) == bodies(10, 12)
+        assert read_quiet(src, 0.2) == []

@@ -119,6 +119,9 @@ class DfsTarget(NamedTuple):
     base: str                     # the directory before the first escape ("" for none)
 
 
+OBJECT_STORE_SCHEMES = ("s3", "s3a", "s3n")
+
+
 def dfs_target(path: str, file: str | OutputFormat | None, format: OutputFormat | None,
                utc: bool, format_second: bool = False) -> DfsTarget:
     """What a dfs sink's path arguments name (``format_second``: a string second argument
@@ -132,10 +135,13 @@ def dfs_target(path: str, file: str | OutputFormat | None, format: OutputFormat 
         file, format = None, file
     if not path:
         raise ValueError("the path is empty")
-    if "://" in path and "@" in path.split("://", 1)[1].split("/", 1)[0]:
-        # specs are stored in ZooKeeper and shown by every master: no secret belongs there
-        raise ValueError("the URL carries credentials (user@ or key:secret@): give them to "
-                         "the node in its --storage-config file instead")
+    scheme, _, rest = path.partition("://")
+    if rest and scheme.lower() in OBJECT_STORE_SCHEMES and "@" in rest.split("/", 1)[0]:
+        # an object store's keys belong in the node's storage settings, never in a spec
+        # (stored in ZooKeeper, shown by every master; other URLs' passwords are hidden in
+        # listings, but an S3 key has a settings file made for it)
+        raise ValueError("the URL carries credentials (key:secret@): give them to the "
+                         "node in its --storage-config file instead")
     if file is not None and ("/" in file or not file):
         raise ValueError(f"the file name {file!r} must be a plain name; put directories "
                          f"in the path")

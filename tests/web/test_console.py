@@ -240,7 +240,7 @@ def test_read_token_dialog_and_hidden_passwords(page, zk_server, tmp_path):
     try:
         r = httpx.put(m.url + "/api/configs/s3agent", timeout=30,
                       headers={"Authorization": f"Bearer {TOKEN}"},
-                      json={"source": "null", "sink": 'dfs("s3://AKIA:SeCrEt@bucket/x")'})
+                      json={"source": "null", "sink": 'dfs("ftp://AKIA:SeCrEt@bucket/x")'})
         assert r.status_code == 200, r.text
         page.goto(m.url + "/#specs")
         ex(page.locator("#token-dialog")).to_be_visible()
@@ -248,7 +248,7 @@ def test_read_token_dialog_and_hidden_passwords(page, zk_server, tmp_path):
         page.fill("#token-input", "web-read-token-0123456789")
         page.click("#token-ok")
         ex(page.locator("#token-dialog")).to_be_hidden()
-        ex(page.locator("#specs-table")).to_contain_text('dfs("s3://AKIA:***@bucket/x")')
+        ex(page.locator("#specs-table")).to_contain_text('dfs("ftp://AKIA:***@bucket/x")')
         assert "SeCrEt" not in page.content()
         screenshot(page, "read-token")
     finally:

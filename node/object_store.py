@@ -289,7 +289,8 @@ class MultipartWriter(io.RawIOBase):
     of memory per writer); ``close`` waits for it and uploads the rest as the last part,
     but does NOT complete the upload: nothing is visible until
     :meth:`ObjectStore.complete` with :attr:`parts`. A part that failed fails the next
-    ``write`` or ``close``."""
+    ``write`` or ``close``, and every one after it: the upload lacks that part, so it must
+    never be completed (the caller aborts it)."""
 
     def __init__(self, store: ObjectStore, path: str, upload_id: str):
         super().__init__()
@@ -301,13 +302,20 @@ class MultipartWriter(io.RawIOBase):
         self._buf = bytearray()
         self._number = 0
         self._pending = None          # the part being uploaded (a Future)
+        self._failed: BaseException | None = None   # a part that failed: the upload is broken
 
     def writable(self) -> bool:
         return True
 
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise StorageError(f"{self.path}: a part of this upload failed earlier; it "
+                               f"cannot be completed: {self._failed}") from self._failed
+
     def write(self, b) -> int:
         if self.closed:
             raise ValueError("write to a closed upload")
+        self._check()
         self._buf += b
         n = len(b)
         self.size += n
@@ -320,7 +328,11 @@ class MultipartWriter(io.RawIOBase):
     def _wait(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None:
-            self.parts.append(pending.result())
+            try:
+                self.parts.append(pending.result())
+            except BaseException as exc:
+                self._failed = exc
+                raise
 
     def _send(self, data: bytes, last: bool = False) -> None:
         self._wait()
@@ -329,8 +341,12 @@ class MultipartWriter(io.RawIOBase):
         if number > MAX_PARTS:
             raise StorageError(f"{self.path}: more than {MAX_PARTS} parts (raise part_size)")
         if last:
-            self.parts.append((number, self.store.upload_part(self.path, self.upload_id,
-                                                              number, data)))
+            try:
+                etag = self.store.upload_part(self.path, self.upload_id, number, data)
+            except BaseException as exc:
+                self._failed = exc
+                raise
+            self.parts.append((number, etag))
             return
 
         def upload():
@@ -344,6 +360,7 @@ class MultipartWriter(io.RawIOBase):
         if self.closed:
             return
         try:
+            self._check()
             if self._buf or not self._number:     # an upload needs one part, maybe empty
                 data, self._buf = bytes(self._buf), bytearray()
                 self._send(data, last=True)

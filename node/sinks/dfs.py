@@ -242,7 +242,8 @@ class DfsSink(Sink):
                 if self.flush_appends:
                     for g, _, _ in marks.values():
                         self._flush(g)
-            except (OSError, ValueError, SinkError) as exc:
+            except (OSError, ValueError, SinkError, StorageError) as exc:
+                # StorageError: an object store's part upload failed (the file is torn)
                 self.metrics.add("errors")
                 self._cut_back(list(marks.values()))
                 if isinstance(exc, SinkError):

@@ -221,3 +221,56 @@ def test_a_part_that_failed_in_the_background_fails_the_close(s3, monkeypatch):
         w.close()
     w.abort()
     assert st.uploads() == [] and st.objects() == {}
+
+
+def test_a_failed_part_fails_every_later_write_and_the_close(s3, monkeypatch):
+    """A part that failed is gone from the upload: the writer must never go on as if the
+    upload were whole (completing it would make an object without that part's bytes --
+    events acknowledged but missing, a torn line where the part was)."""
+    bucket = s3.new_bucket()
+    st = ObjectStore(bucket, s3.options())
+    w = MultipartWriter(st, f"{bucket}/q", st.create_upload(f"{bucket}/q"))
+    part = 5 * 1024 * 1024
+    original = st.upload_part
+
+    def refused(*a, **kw):
+        raise StorageError("500 InternalError")
+    monkeypatch.setattr(st, "upload_part", refused)
+    w.write(b"a" * (part + 1))                    # part 1 fails in its thread
+    with pytest.raises(StorageError):
+        w.write(b"b" * part)                      # this write learns of it
+    monkeypatch.setattr(st, "upload_part", original)   # the store is back
+    with pytest.raises(StorageError):
+        w.write(b"c\n")
+    with pytest.raises(StorageError):
+        w.close()
+    w.abort()
+    assert st.uploads() == [] and st.objects() == {}
+
+
+def test_a_failed_part_makes_the_dfs_file_torn_never_final(s3, tmp_path, monkeypatch):
+    """dfs onto s3://: an append whose part upload failed is a SinkError (the caller
+    resends), and the file it broke is never completed as if it were whole."""
+    from flume_og.node import sinks as _  # noqa: F401  (registers the sinks)
+    from flume_og.node.checkpoint import CheckpointStore
+    from flume_og.node.component import NodeContext, NodeShared
+    from flume_og.node.event import events_from_lines
+    bucket = s3.new_bucket()
+    st = ObjectStore(bucket, s3.options())
+    storage = StorageConfig({f"s3://{bucket}": s3.options()})
+    sink = DfsSink(f"s3://{bucket}/d/f")
+    sink.open(NodeContext("n", tmp_path, CheckpointStore(tmp_path / "cp.json"),
+                          shared=NodeShared(storage=storage)))
+    line = b"x" * 1000
+    original = ObjectStore.upload_part
+
+    def refused(*a, **kw):
+        raise StorageError("500 InternalError")
+    monkeypatch.setattr(ObjectStore, "upload_part", refused)
+    sink.append(events_from_lines([line] * 5300))    # > 5 MiB: part 1 fails in its thread
+    with pytest.raises(SinkError):
+        sink.append(events_from_lines([line] * 5300))
+    monkeypatch.setattr(ObjectStore, "upload_part", original)
+    with pytest.raises(SinkError):
+        sink.close()
+    assert st.objects() == {}

@@ -28,7 +28,7 @@ of tables named by URL prefix (the longest prefix that matches a URL wins)::
 
 For ``s3://`` the keys are ``endpoint_url``, ``key``, ``secret``, ``token``, ``region``,
 ``verify`` (true, false or a CA bundle), ``addressing_style`` (``path``, ``virtual``,
-``auto``) and ``part_size`` (bytes, at least 5 MiB); anything else is refused with the file
+``auto``) and ``part_size`` (bytes, 5 MiB to 5 GiB); anything else is refused with the file
 and the key. Without a file, or for a URL no table names, boto3's environment applies
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``...).
 ``$FLUME_STORAGE_CONFIG`` names the file when the flag does not.
@@ -47,6 +47,7 @@ from typing import Any
 OBJECT_SCHEMES = ("s3", "s3a")
 MIN_PART = 5 * 1024 * 1024           # S3: every part but the last at least this
 DEFAULT_PART = 8 * 1024 * 1024
+MAX_PART = 5 * 1024 ** 3             # S3: no part larger (and each is held in memory)
 MAX_PARTS = 10_000                   # S3's bound on the parts of one upload
 MAX_FILE_BYTES = 1 << 20
 S3_KEYS = {"endpoint_url": str, "key": str, "secret": str, "token": str, "region": str,
@@ -92,6 +93,30 @@ def missing_backend_message(url: str, exc: BaseException) -> str:
                  or "Protocol not known" in text):
         return f"{scheme}:// URLs need a package that is not installed: {hint} ({text})"
     return text
+
+
+# Modules a filesystem class fsspec loads needs only when it is instantiated.
+_LATE_IMPORTS = {"hdfs": "pyarrow", "arrow_hdfs": "pyarrow"}
+
+
+def check_backend(url: str) -> None:
+    """StorageError saying what to install when the filesystem of ``url`` cannot be loaded
+    (a package missing, an unknown scheme). Connects to nothing, so a sink checks it when
+    it opens, before any event reaches it."""
+    import importlib
+    scheme = scheme_of(url)
+    if scheme in ("", "file", "local"):
+        return
+    try:
+        if scheme in OBJECT_SCHEMES:
+            importlib.import_module("boto3")
+            return
+        import fsspec
+        fsspec.get_filesystem_class(scheme)
+        if scheme in _LATE_IMPORTS:
+            importlib.import_module(_LATE_IMPORTS[scheme])
+    except (ImportError, ValueError) as exc:
+        raise StorageError(missing_backend_message(url, exc)) from exc
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -429,6 +454,10 @@ class StorageConfig:
                 if table.get("part_size", MIN_PART) < MIN_PART:
                     raise StorageSettingsError(f"{p}: [{prefix!r}] part_size must be at "
                                                f"least {MIN_PART} bytes")
+                if table.get("part_size", MIN_PART) > MAX_PART:
+                    # S3 refuses larger parts, and two parts per open file are in memory
+                    raise StorageSettingsError(f"{p}: [{prefix!r}] part_size must be at "
+                                               f"most {MAX_PART} bytes")
         return cls(data, str(p))
 
     def options_for(self, url: str) -> dict:

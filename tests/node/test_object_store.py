@@ -91,6 +91,7 @@ def test_settings_by_longest_url_prefix_and_secrets_never_shown(tmp_path):
 @pytest.mark.parametrize("text, words", [
     ('["s3://b"]\nendpoint = "x"\n', ["unknown key 'endpoint'", "endpoint_url"]),
     ('["s3://b"]\npart_size = 1024\n', ["part_size must be at least"]),
+    ('["s3://b"]\npart_size = 6442450944\n', ["part_size must be at most"]),
     ('["s3://b"]\nregion = 3\n', ["region has the wrong kind"]),
     ('bucket = "b"\n', ["must be a table named by a URL prefix"]),
     ('["s3://b"\n', ["not a TOML file"]),
@@ -274,3 +275,35 @@ def test_a_failed_part_makes_the_dfs_file_torn_never_final(s3, tmp_path, monkeyp
     with pytest.raises(SinkError):
         sink.close()
     assert st.objects() == {}
+
+
+def test_a_missing_filesystem_fails_the_flow_when_it_opens(tmp_path):
+    """A node without the package of its sink's URL says so when the flow is configured
+    (the logical node's error), not only once events arrive and every batch fails."""
+    r = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, builtins\n"
+         "real = builtins.__import__\n"
+         "def imp(name, *a, **kw):\n"
+         "    if name.split('.')[0] in ('boto3', 'gcsfs'):\n"
+         "        raise ImportError(f'No module named {name!r}')\n"
+         "    return real(name, *a, **kw)\n"
+         "builtins.__import__ = imp\n"
+         "from flume_og.node import sinks\n"
+         "from flume_og.node.sinks.dfs import DfsSink\n"
+         "from flume_og.node.sinks.collector_sink import CollectorSink\n"
+         "from flume_og.node.checkpoint import CheckpointStore\n"
+         "from flume_og.node.component import NodeContext\n"
+         "from flume_og.node.errors import SinkError\n"
+         "from pathlib import Path\nd = Path(sys.argv[1])\n"
+         "for sink in (DfsSink('s3://b/x/%Y/f'), CollectorSink('gs://b/x', 'p-')):\n"
+         "    try:\n"
+         "        sink.open(NodeContext('n', d, CheckpointStore(d / 'cp.json')))\n"
+         "        print('opened')\n"
+         "    except SinkError as e:\n"
+         "        print(e)\n", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "pip install 'flume-og[s3]'" in lines[0], r.stdout
+    assert "pip install gcsfs" in lines[1], r.stdout

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import threading
 import tomllib
@@ -44,12 +45,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 OBJECT_SCHEMES = ("s3", "s3a")
 MIN_PART = 5 * 1024 * 1024           # S3: every part but the last at least this
 DEFAULT_PART = 8 * 1024 * 1024
 MAX_PART = 5 * 1024 ** 3             # S3: no part larger (and each is held in memory)
 MAX_PARTS = 10_000                   # S3's bound on the parts of one upload
 MAX_FILE_BYTES = 1 << 20
+# settings that are credentials (s3's and other fsspec filesystems' storage_options)
+SECRET_KEYS = {"key", "secret", "token", "password", "account_key", "sas_token",
+               "client_secret", "credentials"}
 S3_KEYS = {"endpoint_url": str, "key": str, "secret": str, "token": str, "region": str,
            "verify": (bool, str), "addressing_style": str, "part_size": int}
 
@@ -458,6 +464,14 @@ class StorageConfig:
                     # S3 refuses larger parts, and two parts per open file are in memory
                     raise StorageSettingsError(f"{p}: [{prefix!r}] part_size must be at "
                                                f"most {MAX_PART} bytes")
+        secrets = sorted({k for t in data.values() for k in t if k in SECRET_KEYS})
+        try:
+            mode = p.stat().st_mode
+        except OSError:
+            mode = 0
+        if secrets and mode & 0o077:
+            log.warning("%s holds %s but other users may read it (mode %o): chmod 600 it",
+                        p, ", ".join(secrets), mode & 0o777)
         return cls(data, str(p))
 
     def options_for(self, url: str) -> dict:
@@ -483,9 +497,7 @@ class StorageConfig:
 
     def describe(self) -> dict:
         """The settings without secrets (for status pages and logs)."""
-        hidden = {"key", "secret", "token", "password", "account_key", "sas_token",
-                  "client_secret", "credentials"}
-        return {prefix: {k: ("***" if k in hidden else v) for k, v in t.items()}
+        return {prefix: {k: ("***" if k in SECRET_KEYS else v) for k, v in t.items()}
                 for prefix, t in self.sections.items()}
 
 

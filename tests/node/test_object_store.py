@@ -307,3 +307,19 @@ def test_a_missing_filesystem_fails_the_flow_when_it_opens(tmp_path):
     lines = r.stdout.splitlines()
     assert "pip install 'flume-og[s3]'" in lines[0], r.stdout
     assert "pip install gcsfs" in lines[1], r.stdout
+
+
+def test_a_settings_file_with_secrets_that_others_can_read_is_warned_about(tmp_path, caplog):
+    p = tmp_path / "storage.toml"
+    p.write_text('["s3://logs"]\nkey = "K"\nsecret = "S3CR3T"\n')
+    p.chmod(0o644)
+    with caplog.at_level("WARNING", logger="flume_og.node.object_store"):
+        StorageConfig.load(p)
+    assert any("chmod 600" in r.getMessage() and "secret" in r.getMessage()
+               for r in caplog.records), caplog.text
+    assert "S3CR3T" not in caplog.text
+    caplog.clear()
+    p.chmod(0o600)
+    with caplog.at_level("WARNING", logger="flume_og.node.object_store"):
+        StorageConfig.load(p)
+    assert not [r for r in caplog.records if "chmod" in r.getMessage()]

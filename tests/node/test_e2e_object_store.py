@@ -146,11 +146,13 @@ def test_e2e_to_s3_exactly_once_and_no_partial_object(cluster, channel, bucket):
 
 def test_objects_larger_than_a_part_are_uploaded_in_parts(cluster, channel, bucket):
     """A roll period of more than 5 MiB goes up as several parts, completed as one."""
-    col = cluster.collector("colP", sink=f'collectorSink("s3://{bucket}/big", "p-", 8000)')
+    col = cluster.collector("colP", sink=f'collectorSink("s3://{bucket}/big", "p-", 60000)')
     agent = cluster.agent("agentP", channel, f'agentE2ESink("127.0.0.1", {port_of(col)})')
-    pad = "x" * 200
-    expected = [f"{b.decode()}-{pad}".encode() for b in bodies("big", 0, 40_000)]  # 8.5 MB
+    pad = "x" * 1000     # few large events: the same bytes for less per-event work
+    expected = [f"{b.decode()}-{pad}".encode() for b in bodies("big", 0, 6_000)]  # 6.1 MB
     memory.push(channel, expected)
+    written(col, len(expected))
+    col._flow.sink.roll_now()        # one roll period holds them all: one object
     wait_until(lambda: all_acked(agent, len(expected)), 60, what="acknowledged")
     assert_exactly_once(cluster.s3, expected)
     objs = cluster.s3.objects()

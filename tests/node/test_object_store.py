@@ -134,6 +134,7 @@ def test_node_writes_to_s3_with_its_storage_config(tmp_path, s3):
     src.write_bytes(b"".join(ln + b"\n" for ln in lines))
     cfg = settings_file(tmp_path / "storage.toml", s3, bucket)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_EC2_METADATA_DISABLED"] = "true"   # no instance role to look for (a second)
     spec = f't1: text("{src}") | collectorSink("s3://{bucket}/logs", "f-", 60000)'
     r = flume("node", "--one-shot", "-n", "t1", "-c", spec, "--storage-config", cfg,
               data_dir=tmp_path / "data", env=env)

@@ -125,6 +125,11 @@ def check_backend(url: str) -> None:
         raise StorageError(missing_backend_message(url, exc)) from exc
 
 
+def _lower_scheme(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return scheme.lower() + sep + rest if sep else url
+
+
 def split_url(url: str) -> tuple[str, str]:
     """(bucket, key) of ``s3://bucket/key``."""
     rest = url.split("://", 1)[1] if "://" in url else url
@@ -475,12 +480,14 @@ class StorageConfig:
         return cls(data, str(p))
 
     def options_for(self, url: str) -> dict:
-        """The options of the longest prefix naming ``url`` ({} if none does)."""
+        """The options of the longest prefix naming ``url`` ({} if none does). Schemes
+        compare without case (``S3://`` is ``s3://``), the rest as written."""
+        url = _lower_scheme(url)
         best = None
         for prefix in self.sections:
-            p = prefix.rstrip("/")
+            p = _lower_scheme(prefix).rstrip("/")
             if url == p or url.startswith(p + "/") or (prefix.endswith("/")
-                                                        and url.startswith(prefix)):
+                                                        and url.startswith(p + "/")):
                 if best is None or len(prefix) > len(best):
                     best = prefix
         return dict(self.sections[best]) if best is not None else {}

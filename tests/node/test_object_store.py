@@ -84,6 +84,9 @@ def test_settings_by_longest_url_prefix_and_secrets_never_shown(tmp_path):
     assert cfg.options_for("s3://logs/eu/y")["endpoint_url"] == "http://eu"
     assert cfg.options_for("s3://logsother/y") == {}
     assert cfg.options_for("gs://arch/z") == {"token": "/etc/t.json"}
+    # a scheme is case-insensitive: S3:// must not fall back to boto3's defaults
+    assert cfg.options_for("S3://logs/eu/y")["endpoint_url"] == "http://eu"
+    assert cfg.options_for("s3://LOGS/y") == {}          # bucket and key: as written
     shown = repr(cfg.describe())
     assert "'K'" not in shown and "'S'" not in shown and "***" in shown
 

@@ -154,3 +154,11 @@ def setup(level: str | int = "INFO", stream=None, fmt: str = "text") -> None:
     handler.setFormatter(JsonFormatter() if fmt == "json" else DetailsFormatter(TEXT_FORMAT))
     handler.addFilter(RepeatFilter())
     logging.basicConfig(level=level, handlers=[handler])
+    for name in QUIET_LIBRARIES:
+        # their DEBUG carries every request: headers (the access key id, signatures) and
+        # bodies (the events uploaded) -- a node's debug log is not the place for those
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
+
+
+# Libraries never logged below INFO, whatever the node's level.
+QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3")

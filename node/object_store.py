@@ -28,7 +28,7 @@ of tables named by URL prefix (the longest prefix that matches a URL wins)::
 
 For ``s3://`` the keys are ``endpoint_url``, ``key``, ``secret``, ``token``, ``region``,
 ``verify`` (true, false or a CA bundle), ``addressing_style`` (``path``, ``virtual``,
-``auto``) and ``part_size`` (bytes, at least 5 MiB); anything else is refused with the file
+``auto``) and ``part_size`` (bytes, 5 MiB to 5 GiB); anything else is refused with the file
 and the key. Without a file, or for a URL no table names, boto3's environment applies
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``...).
 ``$FLUME_STORAGE_CONFIG`` names the file when the flag does not.
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import threading
 import tomllib
@@ -44,11 +45,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 OBJECT_SCHEMES = ("s3", "s3a")
 MIN_PART = 5 * 1024 * 1024           # S3: every part but the last at least this
 DEFAULT_PART = 8 * 1024 * 1024
+MAX_PART = 5 * 1024 ** 3             # S3: no part larger (and each is held in memory)
 MAX_PARTS = 10_000                   # S3's bound on the parts of one upload
 MAX_FILE_BYTES = 1 << 20
+# settings that are credentials (s3's and other fsspec filesystems' storage_options)
+SECRET_KEYS = {"key", "secret", "token", "password", "account_key", "sas_token",
+               "client_secret", "credentials"}
 S3_KEYS = {"endpoint_url": str, "key": str, "secret": str, "token": str, "region": str,
            "verify": (bool, str), "addressing_style": str, "part_size": int}
 
@@ -92,6 +99,35 @@ def missing_backend_message(url: str, exc: BaseException) -> str:
                  or "Protocol not known" in text):
         return f"{scheme}:// URLs need a package that is not installed: {hint} ({text})"
     return text
+
+
+# Modules a filesystem class fsspec loads needs only when it is instantiated.
+_LATE_IMPORTS = {"hdfs": "pyarrow", "arrow_hdfs": "pyarrow"}
+
+
+def check_backend(url: str) -> None:
+    """StorageError saying what to install when the filesystem of ``url`` cannot be loaded
+    (a package missing, an unknown scheme). Connects to nothing, so a sink checks it when
+    it opens, before any event reaches it."""
+    import importlib
+    scheme = scheme_of(url)
+    if scheme in ("", "file", "local"):
+        return
+    try:
+        if scheme in OBJECT_SCHEMES:
+            importlib.import_module("boto3")
+            return
+        import fsspec
+        fsspec.get_filesystem_class(scheme)
+        if scheme in _LATE_IMPORTS:
+            importlib.import_module(_LATE_IMPORTS[scheme])
+    except (ImportError, ValueError) as exc:
+        raise StorageError(missing_backend_message(url, exc)) from exc
+
+
+def _lower_scheme(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return scheme.lower() + sep + rest if sep else url
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -289,7 +325,8 @@ class MultipartWriter(io.RawIOBase):
     of memory per writer); ``close`` waits for it and uploads the rest as the last part,
     but does NOT complete the upload: nothing is visible until
     :meth:`ObjectStore.complete` with :attr:`parts`. A part that failed fails the next
-    ``write`` or ``close``."""
+    ``write`` or ``close``, and every one after it: the upload lacks that part, so it must
+    never be completed (the caller aborts it)."""
 
     def __init__(self, store: ObjectStore, path: str, upload_id: str):
         super().__init__()
@@ -301,13 +338,20 @@ class MultipartWriter(io.RawIOBase):
         self._buf = bytearray()
         self._number = 0
         self._pending = None          # the part being uploaded (a Future)
+        self._failed: BaseException | None = None   # a part that failed: the upload is broken
 
     def writable(self) -> bool:
         return True
 
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise StorageError(f"{self.path}: a part of this upload failed earlier; it "
+                               f"cannot be completed: {self._failed}") from self._failed
+
     def write(self, b) -> int:
         if self.closed:
             raise ValueError("write to a closed upload")
+        self._check()
         self._buf += b
         n = len(b)
         self.size += n
@@ -320,7 +364,11 @@ class MultipartWriter(io.RawIOBase):
     def _wait(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None:
-            self.parts.append(pending.result())
+            try:
+                self.parts.append(pending.result())
+            except BaseException as exc:
+                self._failed = exc
+                raise
 
     def _send(self, data: bytes, last: bool = False) -> None:
         self._wait()
@@ -329,8 +377,12 @@ class MultipartWriter(io.RawIOBase):
         if number > MAX_PARTS:
             raise StorageError(f"{self.path}: more than {MAX_PARTS} parts (raise part_size)")
         if last:
-            self.parts.append((number, self.store.upload_part(self.path, self.upload_id,
-                                                              number, data)))
+            try:
+                etag = self.store.upload_part(self.path, self.upload_id, number, data)
+            except BaseException as exc:
+                self._failed = exc
+                raise
+            self.parts.append((number, etag))
             return
 
         def upload():
@@ -344,6 +396,7 @@ class MultipartWriter(io.RawIOBase):
         if self.closed:
             return
         try:
+            self._check()
             if self._buf or not self._number:     # an upload needs one part, maybe empty
                 data, self._buf = bytes(self._buf), bytearray()
                 self._send(data, last=True)
@@ -412,15 +465,29 @@ class StorageConfig:
                 if table.get("part_size", MIN_PART) < MIN_PART:
                     raise StorageSettingsError(f"{p}: [{prefix!r}] part_size must be at "
                                                f"least {MIN_PART} bytes")
+                if table.get("part_size", MIN_PART) > MAX_PART:
+                    # S3 refuses larger parts, and two parts per open file are in memory
+                    raise StorageSettingsError(f"{p}: [{prefix!r}] part_size must be at "
+                                               f"most {MAX_PART} bytes")
+        secrets = sorted({k for t in data.values() for k in t if k in SECRET_KEYS})
+        try:
+            mode = p.stat().st_mode
+        except OSError:
+            mode = 0
+        if secrets and mode & 0o077:
+            log.warning("%s holds %s but other users may read it (mode %o): chmod 600 it",
+                        p, ", ".join(secrets), mode & 0o777)
         return cls(data, str(p))
 
     def options_for(self, url: str) -> dict:
-        """The options of the longest prefix naming ``url`` ({} if none does)."""
+        """The options of the longest prefix naming ``url`` ({} if none does). Schemes
+        compare without case (``S3://`` is ``s3://``), the rest as written."""
+        url = _lower_scheme(url)
         best = None
         for prefix in self.sections:
-            p = prefix.rstrip("/")
+            p = _lower_scheme(prefix).rstrip("/")
             if url == p or url.startswith(p + "/") or (prefix.endswith("/")
-                                                        and url.startswith(prefix)):
+                                                        and url.startswith(p + "/")):
                 if best is None or len(prefix) > len(best):
                     best = prefix
         return dict(self.sections[best]) if best is not None else {}
@@ -437,9 +504,7 @@ class StorageConfig:
 
     def describe(self) -> dict:
         """The settings without secrets (for status pages and logs)."""
-        hidden = {"key", "secret", "token", "password", "account_key", "sas_token",
-                  "client_secret", "credentials"}
-        return {prefix: {k: ("***" if k in hidden else v) for k, v in t.items()}
+        return {prefix: {k: ("***" if k in SECRET_KEYS else v) for k, v in t.items()}
                 for prefix, t in self.sections.items()}
 
 

@@ -225,9 +225,13 @@ class Committer:
                     try:
                         st.commits.delete_file_record(st.collector_id, fid)
                     except Exception as exc:
+                        self.records_left[fid] = None
                         log.warning("collector %s: cannot delete commit record %s yet: %s",
                                     st.collector_id, fid, exc)
                 else:
+                    # its groups are acknowledged: tried again at every roll (a store or
+                    # disk that failed now), not only at the next start
+                    self.records_left[fid] = (pairs, uploads)
                     protected.update(h for h, _ in pairs)
                     kept_uploads.update(u["id"] for u in uploads.values())
         orphans = {u: m for u, m in self.journal.entries().items() if u not in protected}

@@ -74,8 +74,8 @@ from ..errors import SinkError
 from ..escapes import Escaper
 from ..formats import FORMATS, Compression, OutputFormat, open_compressed
 from ..limits import Refusals
-from ..object_store import (MultipartWriter, ObjectStore, StorageError, config_of,
-                            is_object_url, missing_backend_message)
+from ..object_store import (MultipartWriter, ObjectStore, StorageError, check_backend,
+                            config_of, is_object_url, missing_backend_message)
 from ..registry import AtLeast1, sink
 from ..spec import Func, Lit
 
@@ -226,6 +226,12 @@ class DfsSink(Sink):
         dfs_target(args["path"], args["file"], args["format"], args["utc"], cls.format_second)
 
     def open(self, ctx: NodeContext) -> None:
+        try:
+            # a missing filesystem package fails the flow when configured, not at the
+            # first event (where every batch would fail and be resent)
+            check_backend(self.base)
+        except StorageError as exc:
+            raise SinkError(f"dfs: cannot use {self.base!r}: {exc}") from exc
         self.ctx = ctx
         self.opened = True
 
@@ -248,7 +254,8 @@ class DfsSink(Sink):
                 if self.flush_appends:
                     for g, _, _ in marks.values():
                         self._flush(g)
-            except (OSError, ValueError, SinkError) as exc:
+            except (OSError, ValueError, SinkError, StorageError) as exc:
+                # StorageError: an object store's part upload failed (the file is torn)
                 self.metrics.add("errors")
                 self._cut_back(list(marks.values()))
                 if isinstance(exc, SinkError):

@@ -146,11 +146,13 @@ def test_e2e_to_s3_exactly_once_and_no_partial_object(cluster, channel, bucket):
 
 def test_objects_larger_than_a_part_are_uploaded_in_parts(cluster, channel, bucket):
     """A roll period of more than 5 MiB goes up as several parts, completed as one."""
-    col = cluster.collector("colP", sink=f'collectorSink("s3://{bucket}/big", "p-", 8000)')
+    col = cluster.collector("colP", sink=f'collectorSink("s3://{bucket}/big", "p-", 60000)')
     agent = cluster.agent("agentP", channel, f'agentE2ESink("127.0.0.1", {port_of(col)})')
-    pad = "x" * 200
-    expected = [f"{b.decode()}-{pad}".encode() for b in bodies("big", 0, 40_000)]  # 8.5 MB
+    pad = "x" * 1000     # few large events: the same bytes for less per-event work
+    expected = [f"{b.decode()}-{pad}".encode() for b in bodies("big", 0, 6_000)]  # 6.1 MB
     memory.push(channel, expected)
+    written(col, len(expected))
+    col._flow.sink.roll_now()        # one roll period holds them all: one object
     wait_until(lambda: all_acked(agent, len(expected)), 60, what="acknowledged")
     assert_exactly_once(cluster.s3, expected)
     objs = cluster.s3.objects()
@@ -195,6 +197,14 @@ def test_collector_killed_before_commit_then_failover_to_a_second(cluster, chann
     assert sink_metrics(col_b).get("late_commits", 0) == 0
 
 
+def written(col, n: int) -> None:
+    """Wait until the collector's sink took ``n`` events and every group's checkpoint
+    reached it: a roll before that would find the file without its groups (it would be
+    made final without a ZooKeeper record, and the groups committed late)."""
+    wait_until(lambda: sink_metrics(col).get("events_in", 0) >= n
+               and not col._flow.sink.state.any_queued(), what="the groups written")
+
+
 def crash_on(monkeypatch, cls, name: str, after: bool = False):
     """``cls.name`` raises KeyboardInterrupt (the process dies there): before it runs, or
     right after it did its work (``after``)."""
@@ -222,7 +232,7 @@ def test_collector_killed_during_or_after_commit_is_rolled_forward(cluster, chan
     evs = bodies("rf", 0, 3000)
     reader = Reader(cluster.s3, set(evs))
     memory.push(channel, evs)
-    wait_until(lambda: sink_metrics(col).get("events_in", 0) >= len(evs))
+    written(col, len(evs))
     if when == "recorded":
         crash_on(monkeypatch, e2e.Committer, "_finish_renames")
     else:
@@ -327,4 +337,39 @@ def test_a_completion_the_store_refused_is_tried_again(cluster, channel, bucket,
     col._flow.sink.roll_now()               # the next roll
     assert_exactly_once(cluster.s3, evs)
     assert store.commits.file_records("cphys-colF") == {}
+    assert uploads_in_progress(cluster) == []
+
+
+def test_a_roll_forward_the_store_refused_at_start_is_tried_again(cluster, channel, bucket,
+                                                                   store, monkeypatch):
+    """The collector dies after the transaction, before completing; when it starts again
+    the store is away (the completion fails). The groups are acknowledged already, so the
+    running collector must complete the recorded upload by itself once the store is back
+    (at its next roll), not only at some later restart."""
+    import flume_og.node.e2e as e2e
+    from flume_og.node.object_store import StorageError
+    client_a, store_a = cluster.collector_store()
+    sink = f'collectorSink("s3://{bucket}/rs", "r-", 60000)'
+    col = cluster.collector("colS", store=store_a, sink=sink)
+    agent = cluster.agent("agentS", channel, f'agentE2ESink("127.0.0.1", {port_of(col)})')
+    evs = bodies("rs", 0, 2000)
+    memory.push(channel, evs)
+    written(col, len(evs))
+    crash_on(monkeypatch, e2e.Committer, "_finish_renames")
+    with pytest.raises(KeyboardInterrupt):
+        col._flow.sink.roll_now()
+    monkeypatch.undo()
+    client_a.stop()                         # the process is gone
+    wait_until(lambda: all_acked(agent, len(evs)), what="acknowledged before completion")
+
+    def refused(*a, **kw):
+        raise StorageError("503 Slow Down")
+    monkeypatch.setattr(ObjectStore, "complete", refused)
+    _, store_a2 = cluster.collector_store()
+    col2 = cluster.collector("colS", store=store_a2, sink=sink)
+    monkeypatch.undo()                      # the store is back
+    assert not cluster.s3.objects() and store.commits.file_records("cphys-colS")
+    col2._flow.sink.roll_now()              # the next roll
+    assert_exactly_once(cluster.s3, evs)
+    assert store.commits.file_records("cphys-colS") == {}
     assert uploads_in_progress(cluster) == []

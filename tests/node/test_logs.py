@@ -185,3 +185,17 @@ def test_kazoo_info_lines_are_held_back_too():
                                     "Connecting to 127.0.0.1(127.0.0.1):3181", (), None)
     assert f.filter(rec())
     assert not any(f.filter(rec()) for _ in range(30))
+
+
+def test_debug_level_keeps_the_s3_client_quiet():
+    """At --log-level debug the node's own records show, not boto3's: its DEBUG records
+    carry request headers (the access key id) and bodies (the events uploaded)."""
+    import io
+    from flume_og.node.logs import QUIET_LIBRARIES
+    try:
+        setup("DEBUG", stream=io.StringIO())
+        assert logging.getLogger("botocore").level == logging.INFO
+        assert logging.getLogger("botocore.endpoint").isEnabledFor(logging.DEBUG) is False
+    finally:
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.NOTSET)

@@ -84,6 +84,9 @@ def test_settings_by_longest_url_prefix_and_secrets_never_shown(tmp_path):
     assert cfg.options_for("s3://logs/eu/y")["endpoint_url"] == "http://eu"
     assert cfg.options_for("s3://logsother/y") == {}
     assert cfg.options_for("gs://arch/z") == {"token": "/etc/t.json"}
+    # a scheme is case-insensitive: S3:// must not fall back to boto3's defaults
+    assert cfg.options_for("S3://logs/eu/y")["endpoint_url"] == "http://eu"
+    assert cfg.options_for("s3://LOGS/y") == {}          # bucket and key: as written
     shown = repr(cfg.describe())
     assert "'K'" not in shown and "'S'" not in shown and "***" in shown
 
@@ -91,6 +94,7 @@ def test_settings_by_longest_url_prefix_and_secrets_never_shown(tmp_path):
 @pytest.mark.parametrize("text, words", [
     ('["s3://b"]\nendpoint = "x"\n', ["unknown key 'endpoint'", "endpoint_url"]),
     ('["s3://b"]\npart_size = 1024\n', ["part_size must be at least"]),
+    ('["s3://b"]\npart_size = 6442450944\n', ["part_size must be at most"]),
     ('["s3://b"]\nregion = 3\n', ["region has the wrong kind"]),
     ('bucket = "b"\n', ["must be a table named by a URL prefix"]),
     ('["s3://b"\n', ["not a TOML file"]),
@@ -133,6 +137,7 @@ def test_node_writes_to_s3_with_its_storage_config(tmp_path, s3):
     src.write_bytes(b"".join(ln + b"\n" for ln in lines))
     cfg = settings_file(tmp_path / "storage.toml", s3, bucket)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_EC2_METADATA_DISABLED"] = "true"   # no instance role to look for (a second)
     spec = f't1: text("{src}") | collectorSink("s3://{bucket}/logs", "f-", 60000)'
     r = flume("node", "--one-shot", "-n", "t1", "-c", spec, "--storage-config", cfg,
               data_dir=tmp_path / "data", env=env)
@@ -221,3 +226,104 @@ def test_a_part_that_failed_in_the_background_fails_the_close(s3, monkeypatch):
         w.close()
     w.abort()
     assert st.uploads() == [] and st.objects() == {}
+
+
+def test_a_failed_part_fails_every_later_write_and_the_close(s3, monkeypatch):
+    """A part that failed is gone from the upload: the writer must never go on as if the
+    upload were whole (completing it would make an object without that part's bytes --
+    events acknowledged but missing, a torn line where the part was)."""
+    bucket = s3.new_bucket()
+    st = ObjectStore(bucket, s3.options())
+    w = MultipartWriter(st, f"{bucket}/q", st.create_upload(f"{bucket}/q"))
+    part = 5 * 1024 * 1024
+    original = st.upload_part
+
+    def refused(*a, **kw):
+        raise StorageError("500 InternalError")
+    monkeypatch.setattr(st, "upload_part", refused)
+    w.write(b"a" * (part + 1))                    # part 1 fails in its thread
+    with pytest.raises(StorageError):
+        w.write(b"b" * part)                      # this write learns of it
+    monkeypatch.setattr(st, "upload_part", original)   # the store is back
+    with pytest.raises(StorageError):
+        w.write(b"c\n")
+    with pytest.raises(StorageError):
+        w.close()
+    w.abort()
+    assert st.uploads() == [] and st.objects() == {}
+
+
+def test_a_failed_part_makes_the_dfs_file_torn_never_final(s3, tmp_path, monkeypatch):
+    """dfs onto s3://: an append whose part upload failed is a SinkError (the caller
+    resends), and the file it broke is never completed as if it were whole."""
+    from flume_og.node import sinks as _  # noqa: F401  (registers the sinks)
+    from flume_og.node.checkpoint import CheckpointStore
+    from flume_og.node.component import NodeContext, NodeShared
+    from flume_og.node.event import events_from_lines
+    bucket = s3.new_bucket()
+    st = ObjectStore(bucket, s3.options())
+    storage = StorageConfig({f"s3://{bucket}": s3.options()})
+    sink = DfsSink(f"s3://{bucket}/d/f")
+    sink.open(NodeContext("n", tmp_path, CheckpointStore(tmp_path / "cp.json"),
+                          shared=NodeShared(storage=storage)))
+    line = b"x" * 1000
+    original = ObjectStore.upload_part
+
+    def refused(*a, **kw):
+        raise StorageError("500 InternalError")
+    monkeypatch.setattr(ObjectStore, "upload_part", refused)
+    sink.append(events_from_lines([line] * 5300))    # > 5 MiB: part 1 fails in its thread
+    with pytest.raises(SinkError):
+        sink.append(events_from_lines([line] * 5300))
+    monkeypatch.setattr(ObjectStore, "upload_part", original)
+    with pytest.raises(SinkError):
+        sink.close()
+    assert st.objects() == {}
+
+
+def test_a_missing_filesystem_fails_the_flow_when_it_opens(tmp_path):
+    """A node without the package of its sink's URL says so when the flow is configured
+    (the logical node's error), not only once events arrive and every batch fails."""
+    r = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, builtins\n"
+         "real = builtins.__import__\n"
+         "def imp(name, *a, **kw):\n"
+         "    if name.split('.')[0] in ('boto3', 'gcsfs'):\n"
+         "        raise ImportError(f'No module named {name!r}')\n"
+         "    return real(name, *a, **kw)\n"
+         "builtins.__import__ = imp\n"
+         "from flume_og.node import sinks\n"
+         "from flume_og.node.sinks.dfs import DfsSink\n"
+         "from flume_og.node.sinks.collector_sink import CollectorSink\n"
+         "from flume_og.node.checkpoint import CheckpointStore\n"
+         "from flume_og.node.component import NodeContext\n"
+         "from flume_og.node.errors import SinkError\n"
+         "from pathlib import Path\nd = Path(sys.argv[1])\n"
+         "for sink in (DfsSink('s3://b/x/%Y/f'), CollectorSink('gs://b/x', 'p-')):\n"
+         "    try:\n"
+         "        sink.open(NodeContext('n', d, CheckpointStore(d / 'cp.json')))\n"
+         "        print('opened')\n"
+         "    except SinkError as e:\n"
+         "        print(e)\n", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "pip install 'flume-og[s3]'" in lines[0], r.stdout
+    assert "pip install gcsfs" in lines[1], r.stdout
+
+
+def test_a_settings_file_with_secrets_that_others_can_read_is_warned_about(tmp_path, caplog):
+    p = tmp_path / "storage.toml"
+    p.write_text('["s3://logs"]\nkey = "K"\nsecret = "S3CR3T"\n')
+    p.chmod(0o644)
+    with caplog.at_level("WARNING", logger="flume_og.node.object_store"):
+        StorageConfig.load(p)
+    assert any("chmod 600" in r.getMessage() and "secret" in r.getMessage()
+               for r in caplog.records), caplog.text
+    assert "S3CR3T" not in caplog.text
+    caplog.clear()
+    p.chmod(0o600)
+    with caplog.at_level("WARNING", logger="flume_og.node.object_store"):
+        StorageConfig.load(p)
+    assert not [r for r in caplog.records if "chmod" in r.getMessage()]

@@ -115,7 +115,11 @@ class Reader:
             self.rounds += 1
 
     def finish(self) -> None:
-        wait_until(lambda: self.rounds >= 2, what="the reader's rounds")
+        """Two more rounds, with at least one object seen (objects may still be on their
+        way to visible when a test calls this), then the checks."""
+        start = self.rounds
+        wait_until(lambda: self.rounds >= start + 2 and self.seen,
+                   what="the reader's rounds over a visible object")
         self.stop()
         assert not self.problems, self.problems
         for key, data in self.seen.items():     # nothing seen ever changed afterwards

@@ -10,15 +10,22 @@ node, ``samples x len(FIELDS)`` 32-bit floats -- with the defaults (720 samples:
 5 s; 8 fields) 23,040 bytes per logical node, about 23 MB for 1,000 logical nodes -- plus
 at most ``MAX_ERRORS`` recent errors per node (each message cut to ``MAX_ERROR_TEXT``
 characters: at most about 10 KB per node). A node that no longer appears in the status
-listing is forgotten.
+listing is forgotten. At most ``max_nodes`` nodes are kept (``DEFAULT_MAX_NODES``, 5,000:
+about 115 MB): the names in a listing come partly from what physical nodes report, and a
+buggy or hostile node reporting a hundred thousand made-up logical nodes (a 1 MB status
+znode) must not cost the master gigabytes; configured nodes are taken first, the others
+beyond the bound are left out (counted in ``untracked``).
 
 Each sample holds per node, as floats (NaN: no reading):
 
 * ``events_in``, ``events_out``, ``bytes_in``, ``bytes_out``, ``errors``: rates per second,
   the counter's increase over the increase of the node's own report time (``last_seen``),
   so they do not depend on when the master samples; a counter that went down (the flow
-  restarted) gives no rate for that interval; a node whose report is older than
-  ``STALE_S`` (dead, unreachable) gives NaN;
+  restarted) gives no rate for that interval; a node whose report has not changed for
+  ``STALE_S`` of the master's own clock (dead, unreachable) gives NaN -- measured on the
+  master's clock, not by comparing it with the node's, so a node whose clock is off by
+  minutes still gets its rates, and a dead one loses them after ``STALE_S`` whatever its
+  clock said;
 * ``backlog_bytes`` (WAL plus spool bytes), ``acks_pending``: gauges as last reported;
 * ``failovers``: failovers per second.
 
@@ -42,6 +49,7 @@ DEFAULT_SAMPLES = 720          # 1 hour at 5 s
 MAX_ERRORS = 20
 MAX_ERROR_TEXT = 500
 STALE_S = 15.0                 # a report older than this gives no rate (nodes report every 2 s)
+DEFAULT_MAX_NODES = 5000       # logical nodes kept at most (23 KB each with the defaults)
 
 RATES = ("events_in", "events_out", "bytes_in", "bytes_out", "errors", "failovers")
 GAUGES = ("backlog_bytes", "acks_pending")
@@ -85,11 +93,13 @@ def component_of(message: str) -> str:
 
 
 class _Node:
-    __slots__ = ("values", "t", "counters", "rates", "errors", "last_error", "state")
+    __slots__ = ("values", "t", "changed_at", "counters", "rates", "errors", "last_error",
+                 "state")
 
     def __init__(self, samples: int):
         self.values = array("f", [NAN]) * (samples * len(FIELDS))
         self.t: int | None = None          # last_seen of the last reading used for rates
+        self.changed_at: float | None = None  # the master's clock (ms) when t last changed
         self.counters: dict[str, float] = {}
         self.rates: dict[str, float] = {}
         self.errors: deque = deque(maxlen=MAX_ERRORS)
@@ -104,8 +114,10 @@ class History:
 
     def __init__(self, read: Callable[[], dict] | None = None,
                  interval: float = DEFAULT_INTERVAL, samples: int = DEFAULT_SAMPLES,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, max_nodes: int = DEFAULT_MAX_NODES):
         self.read = read
+        self.max_nodes = int(max_nodes)
+        self.untracked = 0          # nodes of the last listing left out (beyond max_nodes)
         self.interval = float(interval)
         self.samples = int(samples)
         self.clock = clock
@@ -144,12 +156,18 @@ class History:
             slot = self.tick % self.samples
             self.times[slot] = now_ms
             base = slot * len(FIELDS)
-            seen = set()
-            for row in rows:
+            # configured nodes first: they are the ones kept when the bound is reached
+            keep: dict[str, dict] = {}
+            for row in sorted(rows, key=lambda r: r.get("config_version") is None):
                 name = row.get("name")
-                if not isinstance(name, str):
-                    continue
-                seen.add(name)
+                if isinstance(name, str) and name not in keep:
+                    keep[name] = row
+            names = list(keep)
+            self.untracked = max(0, len(names) - self.max_nodes)
+            keep = {n: keep[n] for n in names[:self.max_nodes]}
+            for name in [n for n in self.nodes if n not in keep]:
+                del self.nodes[name]
+            for name, row in keep.items():
                 node = self.nodes.get(name)
                 if node is None:
                     node = self.nodes[name] = _Node(self.samples)
@@ -160,17 +178,20 @@ class History:
                     vals[base + _IDX[f]] = node.rates.get(f, NAN)
                 vals[base + _IDX["backlog_bytes"]] = _gauge(row, "wal_bytes", "spool_bytes")
                 vals[base + _IDX["acks_pending"]] = _gauge(row, "acks_pending")
-            for name in [n for n in self.nodes if n not in seen]:
-                del self.nodes[name]
             self.tick += 1
 
     @staticmethod
     def _rates(node: _Node, row: dict, now_ms: float) -> None:
         t = row.get("last_seen")
-        if not isinstance(t, (int, float)) or now_ms - t > STALE_S * 1000:
-            node.rates = {}                       # dead or never reported: no rate
-            node.t = t if isinstance(t, (int, float)) else None
+        if not isinstance(t, (int, float)):
+            node.rates, node.t, node.changed_at = {}, None, None   # never reported: no rate
             return
+        if t == node.t and node.changed_at is not None \
+                and now_ms - node.changed_at > STALE_S * 1000:
+            node.rates = {}          # no new report for STALE_S (master's clock): dead
+            return
+        if t != node.t:
+            node.changed_at = now_ms
         counters = {f: _counter(row, f) for f in RATES}
         if node.t is not None and t > node.t:
             dt = (t - node.t) / 1000
@@ -237,7 +258,7 @@ class History:
         (what the topology labels show)."""
         with self._lock:
             if self.tick == 0:
-                return {"t": None, "interval": self.interval, "nodes": {}}
+                return {"t": None, "interval": self.interval, "nodes": {}, "untracked": 0}
             slot = (self.tick - 1) % self.samples
             k = len(FIELDS)
             nodes = {}
@@ -245,7 +266,8 @@ class History:
                 vals = node.values
                 nodes[name] = {f: self._num(vals[slot * k + i]) for i, f in enumerate(FIELDS)}
                 nodes[name]["error_count"] = len(node.errors)
-            return {"t": int(self.times[slot]), "interval": self.interval, "nodes": nodes}
+            return {"t": int(self.times[slot]), "interval": self.interval, "nodes": nodes,
+                    "untracked": self.untracked}
 
     def errors(self, names: list[str] | None = None) -> dict[str, list[dict]]:
         """``{name: [{t, component, message, state}...]}``, newest first."""

@@ -59,6 +59,42 @@ def test_ring_is_bounded_and_forgets_nodes_gone():
     assert bytes_per_node() == 720 * 8 * 4 == 23_040   # what the docs state
 
 
+def test_rates_do_not_depend_on_the_node_clock():
+    """Staleness is measured on the master's clock (how long a node's report has not
+    changed), not by comparing the node's clock with the master's."""
+    hour = 3_600_000
+    h = History(samples=10)
+    # a node whose clock is an hour late, reporting every 2 s, alive
+    for i, now in enumerate((100_000, 102_000, 104_000, 106_000)):
+        h.sample({"logical": [row("behind", now - hour, ein=10 * i),
+                              row("other", now, ein=0)]},
+                 now_ms=now)
+    s = h.series(["behind"])["nodes"]["behind"]
+    assert s["events_in"][1:] == [5.0, 5.0, 5.0]       # the old check said: stale, no rate
+    h2 = History(samples=10)
+    h2.sample({"logical": [row("ahead", 100_000 + hour, ein=0)]}, now_ms=100_000)
+    h2.sample({"logical": [row("ahead", 102_000 + hour, ein=20)]}, now_ms=102_000)
+    h2.sample({"logical": [row("ahead", 102_000 + hour, ein=20)]}, now_ms=110_000)
+    h2.sample({"logical": [row("ahead", 102_000 + hour, ein=20)]}, now_ms=130_000)  # dead
+    # a node whose clock is an hour early dies after its second report: the old check
+    # kept its last rate for as long as its clock was ahead
+    assert h2.series(["ahead"])["nodes"]["ahead"]["events_in"] == [None, 10.0, 10.0, None]
+
+
+def test_history_keeps_a_bounded_number_of_nodes_configured_first():
+    """A physical node can report any number of made-up logical nodes (rows of the
+    listing nobody configured): the rings stay within max_nodes, configured nodes first."""
+    h = History(samples=4, max_nodes=10)
+    configured = [dict(row(f"c{i}", 1000), config_version=1) for i in range(5)]
+    junk = [dict(row(f"junk{i}", 1000), config_version=None) for i in range(10_000)]
+    h.sample({"logical": junk + configured}, now_ms=1000)
+    assert len(h.nodes) == 10
+    assert {f"c{i}" for i in range(5)} <= set(h.nodes)
+    assert h.latest()["untracked"] == 10_005 - 10
+    h.sample({"logical": configured}, now_ms=2000)          # the junk went away
+    assert set(h.nodes) == {f"c{i}" for i in range(5)} and h.latest()["untracked"] == 0
+
+
 def test_recent_errors_with_time_and_component():
     h = History(samples=10)
     h.sample({"logical": [row("c", 1000, err="collectorSource: cannot bind 1.2.3.4:5")]},

@@ -116,6 +116,26 @@ def test_topology_shows_a_collector_failover_within_10_s(page, cluster):
     ex(page.locator("#node-chart-events svg.chart path.line").first).to_be_visible()
 
 
+def test_a_browser_whose_clock_is_off_does_not_see_live_nodes_dead(browser, cluster):
+    """Silence is judged against the master's clock (its Date header), not the browser's:
+    a laptop 20 s ahead used to show every node dead ("no report for 20 s")."""
+    m, _ = cluster
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.add_init_script("""(() => { const real = Date.now;
+        Date.now = () => real() + 20000; })();""")
+    page = context.new_page()
+    try:
+        page.goto(m.url + "/#topology")
+        ex = expect()
+        for name in ("c2", "a2"):
+            box = page.locator(f'#topo-graph .tnode[data-name="{name}"]')
+            ex(box).to_contain_text("ev/s in")
+            assert "dead" not in (box.get_attribute("class") or "")
+            assert "no report" not in (box.text_content() or "")
+    finally:
+        context.close()
+
+
 def test_history_charts_axes_hover_and_the_flow_end_to_end(page, cluster):
     m, _ = cluster
     ex = expect()

@@ -12,7 +12,7 @@
 
 import { api } from "../api.js";
 import { drawChart, fmtUnit } from "../chart.js";
-import { esc } from "../util.js";
+import { esc, nowMs } from "../util.js";
 
 export const GROUP_AT = 60;
 const STALE_MS = 6000;          // nodes report every 2 s: three reports missed
@@ -109,7 +109,7 @@ function targetOf(rep) {
   return null;
 }
 
-export function isDead(r, now = Date.now()) {
+export function isDead(r, now = nowMs()) {
   if (!r) return true;
   if (DEAD.has(r.state)) return true;
   return r.state !== "UNMAPPED" && r.last_seen && now - r.last_seen > STALE_MS;
@@ -159,7 +159,7 @@ function rateLine(m) {
 }
 
 /** The graph of one flow: {nodes: [...], edges: [...]} before layout. */
-export function buildGraph(flow, info, rows, now = Date.now()) {
+export function buildGraph(flow, info, rows, now = nowMs()) {
   const byName = new Map(rows.map((r) => [r.name, r]));
   const addr = addresses(rows);
   const agents = info.agents || [], collectors = info.collectors || [];

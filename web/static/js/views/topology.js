@@ -109,6 +109,14 @@ function targetOf(rep) {
   return null;
 }
 
+/** The collectors ("host:port") an agent's sink finds down (its last attempt failed). */
+function downOf(rep, out = []) {
+  if (!rep || typeof rep !== "object") return out;
+  if (Array.isArray(rep.down)) out.push(...rep.down.filter((d) => typeof d === "string"));
+  for (const c of rep.children || []) downOf(c, out);
+  return out;
+}
+
 export function isDead(r, now = nowMs()) {
   if (!r) return true;
   if (DEAD.has(r.state)) return true;
@@ -189,9 +197,33 @@ export function buildGraph(flow, info, rows, now = nowMs()) {
     const t = r && r.components ? targetOf(r.components.sink) : null;
     return t ? (addr.get(t) || t) : null;
   };
+  // a collector that the agents trying it find down, and that none of them reaches, is
+  // shown dead at once (its own silence takes STALE_MS to show)
+  const downBy = new Map(), reachedBy = new Set();
+  for (const a of agents) {
+    const r = byName.get(a);
+    const sink = r && r.components ? r.components.sink : null;
+    if (!sink || isDead(r, now)) continue;
+    const to = reached(a);
+    if (to) reachedBy.add(to);
+    for (const d of downOf(sink)) {
+      const c = addr.get(d) || d;
+      downBy.set(c, (downBy.get(c) || 0) + 1);
+    }
+  }
+  const unreachable = (c) => downBy.has(c) && !reachedBy.has(c);
   const cols = [[], [], []];
   const edges = [];
-  for (const c of collectors) cols[both.has(c) ? 1 : 2].push(node(c, "collector"));
+  for (const c of collectors) {
+    const n = node(c, "collector");
+    if (unreachable(c) && !DEAD.has(n.state)) {
+      n.dead = true;
+      n.state = "unreachable";
+      const k = downBy.get(c);
+      n.lines = [`down for ${k} agent${k === 1 ? "" : "s"}, reached by none`, n.lines[0]];
+    }
+    cols[both.has(c) ? 1 : 2].push(n);
+  }
   const plain = agents.filter((a) => !both.has(a));
   for (const a of both) {
     const n = node(a, "collector agent");

@@ -267,6 +267,20 @@ def test_a_flow_of_many_agents_is_grouped(page, cluster):
     screenshot(page, "topology-grouped")
 
 
+def test_a_flow_of_neither_agents_nor_collectors_says_so(page, cluster):
+    """A flow whose nodes are all "others" (no auto chain, no collector source) used to
+    draw an svg of negative width."""
+    m, _ = cluster
+    assert m.command("config", "o1", "lonely", "asciisynth(1)", "null").json()["state"] == "SUCCEEDED"
+    messages = []
+    page.on("console", lambda msg: messages.append(msg.text) if msg.type == "error" else None)
+    page.goto(m.url + "/#topology")
+    page.select_option("#topo-flow", "lonely")
+    expect()(page.locator("#topo-graph")).to_contain_text("no agent nor collector")
+    assert page.locator("#topo-graph svg").count() == 0
+    assert not [t for t in messages if "negative" in t], messages
+
+
 def test_drag_a_node_onto_another_flow_previews_then_moves_it(page, cluster):
     m, _ = cluster
     ex = expect()

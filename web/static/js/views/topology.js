@@ -281,6 +281,14 @@ function render() {
   const { cols, edges } = buildGraph(flow, info, st.logical);
   const pos = new Map();
   const used = cols.filter((c) => c.length);
+  if (!used.length) {
+    el.graph.innerHTML = `<p class="muted">no agent nor collector in ${esc(flow)}: its ` +
+      `${(info.others || []).length} node(s) neither use an auto chain nor run a collector source</p>`;
+    el.info.textContent = "";
+    window.__flume.topologyMs = performance.now() - t0;
+    window.__flume.topologyBoxes = 0;
+    return;
+  }
   const rowsMax = Math.max(1, ...cols.map((c) => c.length));
   const H = rowsMax * (NODE_H + GAP) + 20;
   const W = (used.length - 1) * (NODE_W + COL_GAP) + NODE_W + 20;

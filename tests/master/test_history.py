@@ -3,6 +3,8 @@ recent errors, a flow end to end, and the REST API serving them (and the chain p
 over a real MasterService on a real ZooKeeper."""
 from __future__ import annotations
 
+import math
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -93,6 +95,28 @@ def test_history_keeps_a_bounded_number_of_nodes_configured_first():
     assert h.latest()["untracked"] == 10_005 - 10
     h.sample({"logical": configured}, now_ms=2000)          # the junk went away
     assert set(h.nodes) == {f"c{i}" for i in range(5)} and h.latest()["untracked"] == 0
+
+
+def test_answers_are_built_outside_the_lock_sampling_takes(monkeypatch):
+    """Series and flow answers of many nodes take about a second to build; an open
+    endpoint asked for them repeatedly held the lock that sampling needs all along."""
+    h = History(samples=4)
+    h.sample({"logical": [row("a", 1000, ein=1), row("b", 1000)]}, now_ms=1000)
+    held = []
+    num = History._num
+
+    def watching(v):
+        held.append(h._lock.locked())
+        return num(v)
+    monkeypatch.setattr(History, "_num", staticmethod(watching))
+    h.series(["a", "b", "a"])
+    assert held and not any(held)
+    assert list(h.series(["a", "b", "a"])["nodes"]) == ["a", "b"]
+    locked_in_flow = []
+    isnan = math.isnan
+    monkeypatch.setattr(math, "isnan", lambda v: locked_in_flow.append(h._lock.locked()) or isnan(v))
+    h.flow(["a"], ["b"])
+    assert locked_in_flow and not any(locked_in_flow)
 
 
 def test_recent_errors_with_time_and_component():

@@ -10,15 +10,22 @@ node, ``samples x len(FIELDS)`` 32-bit floats -- with the defaults (720 samples:
 5 s; 8 fields) 23,040 bytes per logical node, about 23 MB for 1,000 logical nodes -- plus
 at most ``MAX_ERRORS`` recent errors per node (each message cut to ``MAX_ERROR_TEXT``
 characters: at most about 10 KB per node). A node that no longer appears in the status
-listing is forgotten.
+listing is forgotten. At most ``max_nodes`` nodes are kept (``DEFAULT_MAX_NODES``, 5,000:
+about 115 MB): the names in a listing come partly from what physical nodes report, and a
+buggy or hostile node reporting a hundred thousand made-up logical nodes (a 1 MB status
+znode) must not cost the master gigabytes; configured nodes are taken first, the others
+beyond the bound are left out (counted in ``untracked``).
 
 Each sample holds per node, as floats (NaN: no reading):
 
 * ``events_in``, ``events_out``, ``bytes_in``, ``bytes_out``, ``errors``: rates per second,
   the counter's increase over the increase of the node's own report time (``last_seen``),
   so they do not depend on when the master samples; a counter that went down (the flow
-  restarted) gives no rate for that interval; a node whose report is older than
-  ``STALE_S`` (dead, unreachable) gives NaN;
+  restarted) gives no rate for that interval; a node whose report has not changed for
+  ``STALE_S`` of the master's own clock (dead, unreachable) gives NaN -- measured on the
+  master's clock, not by comparing it with the node's, so a node whose clock is off by
+  minutes still gets its rates, and a dead one loses them after ``STALE_S`` whatever its
+  clock said;
 * ``backlog_bytes`` (WAL plus spool bytes), ``acks_pending``: gauges as last reported;
 * ``failovers``: failovers per second.
 
@@ -42,6 +49,7 @@ DEFAULT_SAMPLES = 720          # 1 hour at 5 s
 MAX_ERRORS = 20
 MAX_ERROR_TEXT = 500
 STALE_S = 15.0                 # a report older than this gives no rate (nodes report every 2 s)
+DEFAULT_MAX_NODES = 5000       # logical nodes kept at most (23 KB each with the defaults)
 
 RATES = ("events_in", "events_out", "bytes_in", "bytes_out", "errors", "failovers")
 GAUGES = ("backlog_bytes", "acks_pending")
@@ -85,11 +93,13 @@ def component_of(message: str) -> str:
 
 
 class _Node:
-    __slots__ = ("values", "t", "counters", "rates", "errors", "last_error", "state")
+    __slots__ = ("values", "t", "changed_at", "counters", "rates", "errors", "last_error",
+                 "state")
 
     def __init__(self, samples: int):
         self.values = array("f", [NAN]) * (samples * len(FIELDS))
         self.t: int | None = None          # last_seen of the last reading used for rates
+        self.changed_at: float | None = None  # the master's clock (ms) when t last changed
         self.counters: dict[str, float] = {}
         self.rates: dict[str, float] = {}
         self.errors: deque = deque(maxlen=MAX_ERRORS)
@@ -104,8 +114,10 @@ class History:
 
     def __init__(self, read: Callable[[], dict] | None = None,
                  interval: float = DEFAULT_INTERVAL, samples: int = DEFAULT_SAMPLES,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, max_nodes: int = DEFAULT_MAX_NODES):
         self.read = read
+        self.max_nodes = int(max_nodes)
+        self.untracked = 0          # nodes of the last listing left out (beyond max_nodes)
         self.interval = float(interval)
         self.samples = int(samples)
         self.clock = clock
@@ -144,12 +156,18 @@ class History:
             slot = self.tick % self.samples
             self.times[slot] = now_ms
             base = slot * len(FIELDS)
-            seen = set()
-            for row in rows:
+            # configured nodes first: they are the ones kept when the bound is reached
+            keep: dict[str, dict] = {}
+            for row in sorted(rows, key=lambda r: r.get("config_version") is None):
                 name = row.get("name")
-                if not isinstance(name, str):
-                    continue
-                seen.add(name)
+                if isinstance(name, str) and name not in keep:
+                    keep[name] = row
+            names = list(keep)
+            self.untracked = max(0, len(names) - self.max_nodes)
+            keep = {n: keep[n] for n in names[:self.max_nodes]}
+            for name in [n for n in self.nodes if n not in keep]:
+                del self.nodes[name]
+            for name, row in keep.items():
                 node = self.nodes.get(name)
                 if node is None:
                     node = self.nodes[name] = _Node(self.samples)
@@ -160,17 +178,20 @@ class History:
                     vals[base + _IDX[f]] = node.rates.get(f, NAN)
                 vals[base + _IDX["backlog_bytes"]] = _gauge(row, "wal_bytes", "spool_bytes")
                 vals[base + _IDX["acks_pending"]] = _gauge(row, "acks_pending")
-            for name in [n for n in self.nodes if n not in seen]:
-                del self.nodes[name]
             self.tick += 1
 
     @staticmethod
     def _rates(node: _Node, row: dict, now_ms: float) -> None:
         t = row.get("last_seen")
-        if not isinstance(t, (int, float)) or now_ms - t > STALE_S * 1000:
-            node.rates = {}                       # dead or never reported: no rate
-            node.t = t if isinstance(t, (int, float)) else None
+        if not isinstance(t, (int, float)):
+            node.rates, node.t, node.changed_at = {}, None, None   # never reported: no rate
             return
+        if t == node.t and node.changed_at is not None \
+                and now_ms - node.changed_at > STALE_S * 1000:
+            node.rates = {}          # no new report for STALE_S (master's clock): dead
+            return
+        if t != node.t:
+            node.changed_at = now_ms
         counters = {f: _counter(row, f) for f in RATES}
         if node.t is not None and t > node.t:
             dt = (t - node.t) / 1000
@@ -216,28 +237,30 @@ class History:
     def series(self, names: list[str]) -> dict:
         """``{interval, samples, fields, t: [epoch ms...], nodes: {name: {field: [...],
         errors: [...]}}}`` (oldest first; null where there was no reading). Unknown names
-        are left out."""
+        are left out. The rings are copied under the lock (a memcpy each) and the answer
+        built outside it: 200 nodes of an hour take about a second to build, and
+        sampling must not wait for that."""
         with self._lock:
             order = self._order()
-            out = {"interval": self.interval, "samples": self.samples, "fields": list(FIELDS),
-                   "t": [int(self.times[s]) for s in order], "nodes": {}}
-            for name in names:
-                node = self.nodes.get(name)
-                if node is None:
-                    continue
-                vals, k = node.values, len(FIELDS)
-                entry = {f: [self._num(vals[s * k + i]) for s in order]
-                         for i, f in enumerate(FIELDS)}
-                entry["recent_errors"] = list(node.errors)[::-1]
-                out["nodes"][name] = entry
-            return out
+            times = [int(self.times[s]) for s in order]
+            rings = [(name, array("f", self.nodes[name].values), list(self.nodes[name].errors))
+                     for name in dict.fromkeys(names) if name in self.nodes]
+        out = {"interval": self.interval, "samples": self.samples, "fields": list(FIELDS),
+               "t": times, "nodes": {}}
+        k = len(FIELDS)
+        for name, vals, errors in rings:
+            entry = {f: [self._num(vals[s * k + i]) for s in order]
+                     for i, f in enumerate(FIELDS)}
+            entry["recent_errors"] = errors[::-1]
+            out["nodes"][name] = entry
+        return out
 
     def latest(self) -> dict:
         """The last sample of every node: ``{t, interval, nodes: {name: {field: value}}}``
         (what the topology labels show)."""
         with self._lock:
             if self.tick == 0:
-                return {"t": None, "interval": self.interval, "nodes": {}}
+                return {"t": None, "interval": self.interval, "nodes": {}, "untracked": 0}
             slot = (self.tick - 1) % self.samples
             k = len(FIELDS)
             nodes = {}
@@ -245,7 +268,8 @@ class History:
                 vals = node.values
                 nodes[name] = {f: self._num(vals[slot * k + i]) for i, f in enumerate(FIELDS)}
                 nodes[name]["error_count"] = len(node.errors)
-            return {"t": int(self.times[slot]), "interval": self.interval, "nodes": nodes}
+            return {"t": int(self.times[slot]), "interval": self.interval, "nodes": nodes,
+                    "untracked": self.untracked}
 
     def errors(self, names: list[str] | None = None) -> dict[str, list[dict]]:
         """``{name: [{t, component, message, state}...]}``, newest first."""
@@ -258,34 +282,36 @@ class History:
         """A flow end to end: ``in`` (events/s in at its agents), ``committed`` (events/s
         written by its collectors), ``gap`` (in - committed), ``backlog_bytes`` and
         ``acks_pending`` (summed over the agents), per sample; null where no member had a
-        reading."""
+        reading. Built outside the lock from copies of the rings, as :meth:`series`."""
         with self._lock:
             order = self._order()
-            k = len(FIELDS)
+            times = [int(self.times[s]) for s in order]
+            a_rings = [array("f", self.nodes[n].values) for n in agents if n in self.nodes]
+            c_rings = [array("f", self.nodes[n].values) for n in collectors if n in self.nodes]
+        k = len(FIELDS)
 
-            def total(names, field):
-                i = _IDX[field]
-                out = []
-                rings = [self.nodes[n].values for n in names if n in self.nodes]
-                for s in order:
-                    acc, seen = 0.0, False
-                    for vals in rings:
-                        v = vals[s * k + i]
-                        if not math.isnan(v):
-                            acc += v
-                            seen = True
-                    out.append(round(acc, 3) if seen else None)
-                return out
-            ins = total(agents, "events_in")
-            committed = total(collectors, "events_out")
-            gap = [None if a is None or b is None else round(a - b, 3)
-                   for a, b in zip(ins, committed)]
-            return {"interval": self.interval, "t": [int(self.times[s]) for s in order],
-                    "agents": list(agents), "collectors": list(collectors),
-                    "in": ins, "committed": committed, "gap": gap,
-                    "backlog_bytes": total(agents, "backlog_bytes"),
-                    "acks_pending": total(agents, "acks_pending"),
-                    "failovers": total(agents, "failovers")}
+        def total(rings, field):
+            i = _IDX[field]
+            out = []
+            for s in order:
+                acc, seen = 0.0, False
+                for vals in rings:
+                    v = vals[s * k + i]
+                    if not math.isnan(v):
+                        acc += v
+                        seen = True
+                out.append(round(acc, 3) if seen else None)
+            return out
+        ins = total(a_rings, "events_in")
+        committed = total(c_rings, "events_out")
+        gap = [None if a is None or b is None else round(a - b, 3)
+               for a, b in zip(ins, committed)]
+        return {"interval": self.interval, "t": times,
+                "agents": list(agents), "collectors": list(collectors),
+                "in": ins, "committed": committed, "gap": gap,
+                "backlog_bytes": total(a_rings, "backlog_bytes"),
+                "acks_pending": total(a_rings, "acks_pending"),
+                "failovers": total(a_rings, "failovers")}
 
 
 __all__ = ["History", "FIELDS", "bytes_per_node", "component_of", "DEFAULT_INTERVAL",

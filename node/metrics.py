@@ -183,6 +183,10 @@ def hollow(report: dict) -> dict:
     :func:`carry` to fill with its carried counters."""
     out = {**report, "metrics": {}}
     out.pop("histograms", None)
+    # what a running chain sees now (the collector it reaches, those it finds down): a
+    # retired one reaches nothing, and the console must not draw it
+    out.pop("target", None)
+    out.pop("down", None)
     if report.get("children"):
         out["children"] = [hollow(c) for c in report["children"] if isinstance(c, dict)]
     return out

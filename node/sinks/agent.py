@@ -684,6 +684,10 @@ class _AgentSink(Sink):
         # the collector ("host:port") the last batch reached: the master's console draws
         # the edge it takes now (None before the first batch)
         out["target"] = self.chain.current
+        # the collectors ("host:port") whose last attempt failed and that have not taken a
+        # batch since: the console shows a collector every agent finds down at once,
+        # without waiting for its own reports to go silent
+        out["down"] = sorted(c.address for c in list(self.chain.collectors) if c.retry_at)
         return out
 
     def when_durable(self, cp: Checkpoint) -> None:

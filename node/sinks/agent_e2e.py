@@ -72,6 +72,18 @@ class GroupChain(Sink):
     def append(self, events: list[Event]) -> None:
         raise SinkError("the E2E collector chain only sends write-ahead-log groups")
 
+    def report(self) -> dict:
+        """Its counters, ``target`` (the collector, "host:port", that took the last group;
+        None before the first or after it failed) and ``down`` (the collectors whose last
+        attempt failed and that have taken nothing since): what the master's console
+        draws, as for the BE and DFO chains."""
+        out = super().report()
+        endpoints, cur = list(self.endpoints), self.current
+        out["target"] = endpoints[cur].address if cur is not None and cur < len(endpoints) \
+            else None
+        out["down"] = sorted(e.address for e in endpoints if e.retry_at)
+        return out
+
     def send_group(self, agent: str, seq: int, crc: int, payload: bytes, count: int,
                    lane: int = 0):
         """``(status, message, index)`` from the first collector that answers; a FAILED

@@ -3,6 +3,8 @@ recent errors, a flow end to end, and the REST API serving them (and the chain p
 over a real MasterService on a real ZooKeeper."""
 from __future__ import annotations
 
+import math
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -57,6 +59,64 @@ def test_ring_is_bounded_and_forgets_nodes_gone():
     assert set(h.latest()["nodes"]) == {"a"}
     assert len(h.nodes["a"].values) == 4 * len(FIELDS)
     assert bytes_per_node() == 720 * 8 * 4 == 23_040   # what the docs state
+
+
+def test_rates_do_not_depend_on_the_node_clock():
+    """Staleness is measured on the master's clock (how long a node's report has not
+    changed), not by comparing the node's clock with the master's."""
+    hour = 3_600_000
+    h = History(samples=10)
+    # a node whose clock is an hour late, reporting every 2 s, alive
+    for i, now in enumerate((100_000, 102_000, 104_000, 106_000)):
+        h.sample({"logical": [row("behind", now - hour, ein=10 * i),
+                              row("other", now, ein=0)]},
+                 now_ms=now)
+    s = h.series(["behind"])["nodes"]["behind"]
+    assert s["events_in"][1:] == [5.0, 5.0, 5.0]       # the old check said: stale, no rate
+    h2 = History(samples=10)
+    h2.sample({"logical": [row("ahead", 100_000 + hour, ein=0)]}, now_ms=100_000)
+    h2.sample({"logical": [row("ahead", 102_000 + hour, ein=20)]}, now_ms=102_000)
+    h2.sample({"logical": [row("ahead", 102_000 + hour, ein=20)]}, now_ms=110_000)
+    h2.sample({"logical": [row("ahead", 102_000 + hour, ein=20)]}, now_ms=130_000)  # dead
+    # a node whose clock is an hour early dies after its second report: the old check
+    # kept its last rate for as long as its clock was ahead
+    assert h2.series(["ahead"])["nodes"]["ahead"]["events_in"] == [None, 10.0, 10.0, None]
+
+
+def test_history_keeps_a_bounded_number_of_nodes_configured_first():
+    """A physical node can report any number of made-up logical nodes (rows of the
+    listing nobody configured): the rings stay within max_nodes, configured nodes first."""
+    h = History(samples=4, max_nodes=10)
+    configured = [dict(row(f"c{i}", 1000), config_version=1) for i in range(5)]
+    junk = [dict(row(f"junk{i}", 1000), config_version=None) for i in range(10_000)]
+    h.sample({"logical": junk + configured}, now_ms=1000)
+    assert len(h.nodes) == 10
+    assert {f"c{i}" for i in range(5)} <= set(h.nodes)
+    assert h.latest()["untracked"] == 10_005 - 10
+    h.sample({"logical": configured}, now_ms=2000)          # the junk went away
+    assert set(h.nodes) == {f"c{i}" for i in range(5)} and h.latest()["untracked"] == 0
+
+
+def test_answers_are_built_outside_the_lock_sampling_takes(monkeypatch):
+    """Series and flow answers of many nodes take about a second to build; an open
+    endpoint asked for them repeatedly held the lock that sampling needs all along."""
+    h = History(samples=4)
+    h.sample({"logical": [row("a", 1000, ein=1), row("b", 1000)]}, now_ms=1000)
+    held = []
+    num = History._num
+
+    def watching(v):
+        held.append(h._lock.locked())
+        return num(v)
+    monkeypatch.setattr(History, "_num", staticmethod(watching))
+    h.series(["a", "b", "a"])
+    assert held and not any(held)
+    assert list(h.series(["a", "b", "a"])["nodes"]) == ["a", "b"]
+    locked_in_flow = []
+    isnan = math.isnan
+    monkeypatch.setattr(math, "isnan", lambda v: locked_in_flow.append(h._lock.locked()) or isnan(v))
+    h.flow(["a"], ["b"])
+    assert locked_in_flow and not any(locked_in_flow)
 
 
 def test_recent_errors_with_time_and_component():

@@ -156,6 +156,37 @@ def test_be_chain_fails_over_without_loss_and_returns_to_the_primary(make_ctx):
     c2.stop()
 
 
+def test_the_report_names_the_collectors_found_down_until_one_takes_a_batch(make_ctx):
+    """``down`` in the chain's report: what the master's console uses to show a dead
+    collector at once, before its own reports go silent."""
+    c1, c2, agent = chain_over_two_collectors(make_ctx, "agentBEChain")
+    a1, a2 = f"127.0.0.1:{c1.port}", f"127.0.0.1:{c2.port}"
+    agent.append(numbered(0, 5))
+    assert agent.wait_sent()
+    assert agent.report()["down"] == [] and agent.report()["target"] == a1
+    c1.stop()
+    agent.append(numbered(5, 5))
+    assert agent.wait_sent()
+    rep = agent.report()
+    assert rep["down"] == [a1] and rep["target"] == a2
+    c1.start()
+    sent = 10
+
+    def back_at_primary() -> bool:
+        nonlocal sent
+        if c1.drain.events:
+            return True
+        agent.append(numbered(sent, 1))
+        sent += 1
+        return False
+    wait_for(back_at_primary, 10, "the chain back at the primary", interval=0.02)
+    assert agent.wait_sent()
+    assert agent.report()["down"] == []
+    agent.close()
+    c1.stop()
+    c2.stop()
+
+
 def test_batching_and_compression_options(make_ctx):
     ctx = make_ctx("agent")
     col = RunningCollector(make_ctx("collector"))

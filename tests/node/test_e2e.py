@@ -307,6 +307,31 @@ def test_collector_crash_mid_stream_then_new_collector(cluster, channel, store):
     assert sink_metrics(col_b).get("late_commits", 0) == 0
 
 
+def chain_report(ln: LogicalNode) -> dict:
+    """The report of an E2E agent's collector chain (the "collectors" component)."""
+    rep = ln.status()["components"]["sink"]
+    while rep["name"] != "collectors":
+        rep = rep["children"][0]
+    return rep
+
+
+def test_the_chain_reports_its_target_and_the_collectors_found_down(cluster, channel):
+    """What the master's console draws: the collector reached and those found down."""
+    col_a = cluster.collector("colA", roll_ms=200)
+    a = f"127.0.0.1:{port_of(col_a)}"
+    b = f"127.0.0.1:{free_port()}"           # nothing listens there
+    agent = cluster.agent("agentR", channel, f'agentE2EChain("{a}", "{b}")')
+    memory.push(channel, bodies("rep", 0, 10))
+    wait_until(lambda: all_acked(agent, 10), what="acknowledged")
+    rep = chain_report(agent)
+    assert rep["target"] == a and rep["down"] == []
+    col_a.stop(10)
+    memory.push(channel, bodies("rep", 10, 10))
+    wait_until(lambda: chain_report(agent)["down"] == sorted([a, b]),
+               what="both collectors found down")
+    assert chain_report(agent)["target"] is None
+
+
 def test_crash_between_commit_and_rename_is_rolled_forward(cluster, channel, store,
                                                             monkeypatch):
     """The transaction is recorded, then the collector dies before renaming: the group is

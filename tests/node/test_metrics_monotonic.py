@@ -105,3 +105,18 @@ def test_durations_are_histograms_kept_across_rolls_and_exported(tmp_path):
     assert next(s.value for s in acks.samples if s.name.endswith("_count")) >= 3
     assert next(s.value for s in fams["flume_component_roll_seconds"].samples
                 if s.name.endswith("_count")) == 3
+
+
+def test_a_retired_chain_shows_no_target_nor_collectors_down(tmp_path):
+    """Once a flow stops, its reports keep their shape (for the carried counters) but not
+    what only a running chain sees: the console would draw edges to a collector the node
+    no longer reaches, or a collector as down."""
+    from flume_og.node.metrics import hollow
+    rep = {"name": "agentBEChain", "kind": "sink", "metrics": {"events_out": 5},
+           "target": "h:1", "down": ["h:2"],
+           "children": [{"name": "collectors", "kind": "sink", "metrics": {},
+                         "target": "h:1", "down": ["h:2"]}]}
+    out = hollow(rep)
+    assert "target" not in out and "down" not in out
+    assert "target" not in out["children"][0] and "down" not in out["children"][0]
+    assert out["metrics"] == {} and out["name"] == "agentBEChain"

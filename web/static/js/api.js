@@ -94,7 +94,7 @@ export async function request(method, path, body) {
 export async function getRaw(path) {
   const { r, data, text } = await sendAuthorized("GET", path);
   if (!r.ok) throw new ApiError(r.status, data);
-  return { data, text };
+  return { data, text, date: r.headers.get("Date") };
 }
 
 export const api = {

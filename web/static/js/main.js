@@ -6,7 +6,7 @@
 
 import { api, setupTokenDialog, askToken, token } from "./api.js";
 import { Rates } from "./rates.js";
-import { fillDatalist } from "./util.js";
+import { fillDatalist, setServerDate } from "./util.js";
 import * as nodes from "./views/nodes.js";
 import * as specs from "./views/specs.js";
 import * as configure from "./views/configure.js";
@@ -106,7 +106,8 @@ async function pollOnce() {
   // the tab's own listings are asked for at the same time as the status
   const extras = (EXTRA[state.tab] || []).map((what) => [what, api[what]().catch((err) => ({ err }))]);
   try {
-    const { data, text } = await api.status();
+    const { data, text, date } = await api.status();
+    setServerDate(date);
     state.rates.update(data.logical);
     const changed = text !== state.statusText;
     state.status = data;

@@ -10,6 +10,23 @@ export function esc(value) {
 
 export const $ = (sel, root = document) => root.querySelector(sel);
 
+// The master's clock less the browser's, when they differ by more than the Date header's
+// one-second resolution can tell: nodes stamp their reports with their own clocks, kept
+// near the master's; an operator's laptop may be off by many seconds, and would then
+// see live nodes as silent (or dead ones as live).
+let clockOffset = 0;
+
+/** Takes the Date header of a master's answer. */
+export function setServerDate(header, at = Date.now()) {
+  const server = Date.parse(header || "");
+  if (!Number.isFinite(server)) return;
+  const off = server - at;           // the header is cut to the second: off is in (-1 s, 0]
+  clockOffset = Math.abs(off) > 2000 ? off : 0;
+}
+
+/** Now on the master's clock (epoch ms), to compare with the nodes' report times. */
+export function nowMs() { return Date.now() + clockOffset; }
+
 /** A rate such as 1234.5 -> "1.23k"; null -> "–". */
 export function fmtRate(r) {
   if (r === null || r === undefined || !Number.isFinite(r)) return "–";

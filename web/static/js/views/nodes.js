@@ -7,7 +7,7 @@
 
 import { api } from "../api.js";
 import { sparkline } from "../rates.js";
-import { esc, fmtRate, fmtCount, ago, clock, debounce } from "../util.js";
+import { esc, fmtRate, fmtCount, ago, clock, debounce, nowMs } from "../util.js";
 import { fill as fillConfigForm } from "./configure.js";
 import { drawChart } from "../chart.js";
 
@@ -137,7 +137,7 @@ function render() {
   const st = ctx.state.status;
   if (!st) return;
   const t0 = performance.now();
-  const now = Date.now();
+  const now = nowMs();     // the master's clock: the nodes' report times are near it
   const q = el.filter.value.trim().toLowerCase();
   const rows = st.logical;
   const parts = [];

@@ -12,7 +12,7 @@
 
 import { api } from "../api.js";
 import { drawChart, fmtUnit } from "../chart.js";
-import { esc } from "../util.js";
+import { esc, nowMs } from "../util.js";
 
 export const GROUP_AT = 60;
 const STALE_MS = 6000;          // nodes report every 2 s: three reports missed
@@ -109,7 +109,15 @@ function targetOf(rep) {
   return null;
 }
 
-export function isDead(r, now = Date.now()) {
+/** The collectors ("host:port") an agent's sink finds down (its last attempt failed). */
+function downOf(rep, out = []) {
+  if (!rep || typeof rep !== "object") return out;
+  if (Array.isArray(rep.down)) out.push(...rep.down.filter((d) => typeof d === "string"));
+  for (const c of rep.children || []) downOf(c, out);
+  return out;
+}
+
+export function isDead(r, now = nowMs()) {
   if (!r) return true;
   if (DEAD.has(r.state)) return true;
   return r.state !== "UNMAPPED" && r.last_seen && now - r.last_seen > STALE_MS;
@@ -159,7 +167,7 @@ function rateLine(m) {
 }
 
 /** The graph of one flow: {nodes: [...], edges: [...]} before layout. */
-export function buildGraph(flow, info, rows, now = Date.now()) {
+export function buildGraph(flow, info, rows, now = nowMs()) {
   const byName = new Map(rows.map((r) => [r.name, r]));
   const addr = addresses(rows);
   const agents = info.agents || [], collectors = info.collectors || [];
@@ -189,9 +197,33 @@ export function buildGraph(flow, info, rows, now = Date.now()) {
     const t = r && r.components ? targetOf(r.components.sink) : null;
     return t ? (addr.get(t) || t) : null;
   };
+  // a collector that the agents trying it find down, and that none of them reaches, is
+  // shown dead at once (its own silence takes STALE_MS to show)
+  const downBy = new Map(), reachedBy = new Set();
+  for (const a of agents) {
+    const r = byName.get(a);
+    const sink = r && r.components ? r.components.sink : null;
+    if (!sink || isDead(r, now)) continue;
+    const to = reached(a);
+    if (to) reachedBy.add(to);
+    for (const d of downOf(sink)) {
+      const c = addr.get(d) || d;
+      downBy.set(c, (downBy.get(c) || 0) + 1);
+    }
+  }
+  const unreachable = (c) => downBy.has(c) && !reachedBy.has(c);
   const cols = [[], [], []];
   const edges = [];
-  for (const c of collectors) cols[both.has(c) ? 1 : 2].push(node(c, "collector"));
+  for (const c of collectors) {
+    const n = node(c, "collector");
+    if (unreachable(c) && !DEAD.has(n.state)) {
+      n.dead = true;
+      n.state = "unreachable";
+      const k = downBy.get(c);
+      n.lines = [`down for ${k} agent${k === 1 ? "" : "s"}, reached by none`, n.lines[0]];
+    }
+    cols[both.has(c) ? 1 : 2].push(n);
+  }
   const plain = agents.filter((a) => !both.has(a));
   for (const a of both) {
     const n = node(a, "collector agent");
@@ -249,6 +281,14 @@ function render() {
   const { cols, edges } = buildGraph(flow, info, st.logical);
   const pos = new Map();
   const used = cols.filter((c) => c.length);
+  if (!used.length) {
+    el.graph.innerHTML = `<p class="muted">no agent nor collector in ${esc(flow)}: its ` +
+      `${(info.others || []).length} node(s) neither use an auto chain nor run a collector source</p>`;
+    el.info.textContent = "";
+    window.__flume.topologyMs = performance.now() - t0;
+    window.__flume.topologyBoxes = 0;
+    return;
+  }
   const rowsMax = Math.max(1, ...cols.map((c) => c.length));
   const H = rowsMax * (NODE_H + GAP) + 20;
   const W = (used.length - 1) * (NODE_W + COL_GAP) + NODE_W + 20;

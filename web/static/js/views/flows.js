@@ -157,14 +157,14 @@ async function preview() {
     const changed = p.changed || {};
     const rows = Object.keys(chains).sort().map((a) =>
       `<tr data-agent="${esc(a)}"${changed[a] ? ' class="changed"' : ""}><td>${esc(a)}</td>` +
-      `<td class="chain">${chains[a].length ? chains[a].map(esc).join(" ? ") : '<span class="muted">no collector running</span>'}</td>` +
+      `<td class="chain">${chains[a].length ? chains[a].map(esc).join(" › ") : '<span class="muted">no collector running</span>'}</td>` +
       `<td class="muted">${!changed[a] ? "same" : changed[a].before === null ? "not an agent of a flow yet"
-        : "was " + (changed[a].before.map(esc).join(" ? ") || "no collector")}</td></tr>`).join("");
+        : "was " + (changed[a].before.map(esc).join(" › ") || "no collector")}</td></tr>`).join("");
     const elsewhere = Object.keys(changed).filter((a) => !(a in chains)).sort();
     el.bulkOut.innerHTML = `<h3>Chains in ${esc(flow)} after the move <span class="muted">(${p.pool.length} collector${p.pool.length === 1 ? "" : "s"} running)</span></h3>` +
       (rows ? `<table class="grid preview"><thead><tr><th>agent</th><th>collectors, primary first</th><th>now</th></tr></thead><tbody>${rows}</tbody></table>`
         : `<p class="muted">no auto-chain agent in ${esc(flow)}</p>`) +
-      (elsewhere.length ? `<p>also changes: ${elsewhere.map((a) => `<b>${esc(a)}</b> → ${(changed[a].after || []).map(esc).join(" ? ") || "no collector"}`).join("; ")}</p>` : "") +
+      (elsewhere.length ? `<p>also changes: ${elsewhere.map((a) => `<b>${esc(a)}</b> → ${(changed[a].after || []).map(esc).join(" › ") || "no collector"}`).join("; ")}</p>` : "") +
       (p.unknown.length ? `<p class="bad">not configured: ${p.unknown.map(esc).join(", ")}</p>` : "");
     previewed = `${flow}|${names.join(",")}`;
     el.bulkSubmit.disabled = false;

@@ -62,6 +62,14 @@ def cluster(zk_server, tmp_path_factory):
         m.stop()
 
 
+def test_the_module_runs_on_one_worker(request):
+    """Its tests share one cluster and follow each other (the failover test kills c1):
+    under --dist loadgroup the whole module must go to one worker, which xdist marks in
+    the node id (a pytest that keeps xdist from doing so spread it over three clusters)."""
+    if getattr(request.config.option, "loadgroup", False):
+        assert request.node.nodeid.endswith("@web-topology"), request.node.nodeid
+
+
 def expect():
     from playwright.sync_api import expect as pw_expect
     return pw_expect

@@ -64,9 +64,16 @@ def test_configure_through_the_form_reaches_active_with_live_rates(page, cluster
     ex(r.locator(".st")).to_have_text("ACTIVE")
     # rates come from two successive counter readings (nodes write them every 2 s)
     rate_in, rate_out = r.locator("[role=cell]").nth(6), r.locator("[role=cell]").nth(7)
-    wait_until(lambda: rate_in.inner_text() not in ("–", "0")
-               and rate_out.inner_text() not in ("–", "0"), 20, "live rates shown")
-    assert 5 < float(rate_in.inner_text().rstrip("k")) < 1000
+
+
+    def rates() -> float | None:
+        """The rate in, once both rates show a reading (one read of each cell: the row is
+        drawn again between two reads)."""
+        got_in, got_out = rate_in.inner_text(), rate_out.inner_text()
+        if got_in in ("–", "0", "") or got_out in ("–", "0", ""):
+            return None
+        return float(got_in.rstrip("k"))
+    assert 5 < wait_until(rates, 20, "live rates shown") < 1000
     wait_until(lambda: (r.locator("svg.spark polyline").first.get_attribute("points") or "")
                .count(",") >= 2, 20, "a sparkline with two samples")
     r.click()

@@ -820,7 +820,11 @@ class _Cursor:
         if (q.dev, q.ino) in self.open_inodes():
             os.close(fd)
             return st
-        self._queue_missed((q.dev, q.ino))
+        try:
+            self._queue_missed((q.dev, q.ino))
+        except OSError:
+            os.close(fd)                # looked at again at the next check, not leaked
+            raise
         self.queue.append(q)
         self.metrics.add("rotations")
         log.info("tailed file was rotated; finishing the old file first",

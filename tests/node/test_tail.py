@@ -925,6 +925,35 @@ def test_files_rotated_in_the_same_clock_tick_as_a_deleted_one_are_read(ctx, tmp
     assert read_n(src, 4) == bodies(10, 14)
 
 
+def test_a_rotated_file_that_cannot_be_opened_holds_the_tail_back_without_leaking(
+        ctx, tmp_path, opened, monkeypatch):
+    """A file rotated twice between two checks cannot be opened (permission denied):
+    the tail counts the error, keeps no descriptor of each look, reads nothing past it,
+    and reads everything in order once it can be opened."""
+    f = tmp_path / "a.log"
+    f.write_bytes(lines(0, 10))
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 10) == bodies(0, 10)
+    os.rename(f, tmp_path / "a.log.1")
+    f.write_bytes(lines(10, 12))
+    os.rename(tmp_path / "a.log.1", tmp_path / "a.log.2")
+    os.rename(f, tmp_path / "a.log.1")
+    f.write_bytes(lines(12, 14))
+    real_open = tail_mod._open
+
+    def denied(path):
+        if path.endswith("a.log.1"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path)
+    monkeypatch.setattr(tail_mod, "_open", denied)
+    fds = len(os.listdir("/proc/self/fd"))
+    assert read_quiet(src, 0.5) == []
+    assert src.metrics.get("errors", 0) > 0
+    assert len(os.listdir("/proc/self/fd")) <= fds + 1
+    monkeypatch.undo()
+    assert read_n(src, 4) == bodies(10, 14)
+
+
 def test_a_fifo_under_a_rotated_name_is_passed_over(make_ctx, tmp_path, opened):
     """A FIFO named like a rotated file (or put at the followed path) while the node was
     stopped: opening it would wait for a writer for ever; it is not a file to read."""

@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import struct
 
-from .event import Event, Priority
+from .event import Event, Priority, one_value
 
 MAGIC = b"FLB"
 VERSION = 2
@@ -103,18 +103,18 @@ def encode_events(events: list[Event]) -> bytes:
     """The version-2 binary encoding of ``events`` (see the module docstring)."""
     n = len(events)
     # The usual batch (one source, one host, one set of attributes) is recognised with
-    # C-level list scans (list.count compares by identity first, then ==); the per-event
-    # dict and tuple work below is for mixed batches only.
+    # C-level list scans (one_value); the per-event dict and tuple work below is for
+    # mixed batches only.
     host_list = [e.host for e in events]
     hosts: dict[str, int] = {}
-    if n and host_list.count(host_list[0]) == n:
+    if n and one_value(host_list):
         hosts[host_list[0]] = 0
         index: "list[int] | itertools.repeat" = itertools.repeat(0)
     else:
         index = [hosts.setdefault(h, len(hosts)) for h in host_list]
     attr_list = [e.attrs for e in events]
     sets: dict[tuple, int] = {}
-    if n and attr_list.count(attr_list[0]) == n:
+    if n and one_value(attr_list):
         key = tuple(attr_list[0].items())
         if key:
             sets[key] = 1
@@ -125,7 +125,7 @@ def encode_events(events: list[Event]) -> bytes:
     # struct packs an IntEnum through its Python-level __index__: plain ints are packed
     # several times faster, and a batch rarely holds more than one priority.
     prio_list = [e.priority for e in events]
-    if n and prio_list.count(prio_list[0]) == n:
+    if n and one_value(prio_list):
         prios: "list[int] | itertools.repeat" = itertools.repeat(int(prio_list[0]))
     else:
         prios = [int(p) for p in prio_list]

@@ -55,7 +55,7 @@ import time
 from typing import Callable
 
 from .errors import FlumeError
-from .event import Event
+from .event import Event, one_value
 
 _TAG = re.compile(r"%(?:\{([\w.\-]+)\}|(\w|%))")
 
@@ -240,15 +240,11 @@ class Escaper:
         if inputs is None:
             return False
         names, host, sec = inputs
-        n = len(events)
         for name in names:
-            vals = [e.attrs.get(name) for e in events]
-            if vals.count(vals[0]) != n:
+            if not one_value([e.attrs.get(name) for e in events]):
                 return False
-        if host:
-            hosts = [e.host for e in events]
-            if hosts.count(hosts[0]) != n:
-                return False
+        if host and not one_value([e.host for e in events]):
+            return False
         if sec:
             ts = [e.timestamp for e in events]
             if min(ts) // 1000 != max(ts) // 1000:

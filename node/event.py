@@ -66,6 +66,13 @@ class Event:
                 f"priority={self.priority.name}, host={self.host!r}, attrs={self.attrs!r})")
 
 
+def one_value(values: list) -> bool:
+    """True if ``values`` (not empty) holds one value throughout: a C-level scan
+    (``list.count`` compares by identity first, then ``==``). What the per-batch paths
+    ask of a batch's hosts, attributes, priorities before doing the work once."""
+    return values.count(values[0]) == len(values)
+
+
 def events_from_lines(lines: list[bytes], host: str = LOCAL_HOST,
                       priority: Priority = Priority.INFO) -> list[Event]:
     """Fast path for line sources: one timestamp per call, nanos strictly increasing."""

@@ -32,7 +32,7 @@ from collections import deque
 from typing import Callable
 
 from ..component import Source
-from ..event import Event
+from ..event import Event, one_value
 
 DEFAULT_MAX_BYTES = 64 << 20
 EVENT_OVERHEAD = 100   # bytes of Python objects around each event's body, roughly
@@ -47,8 +47,8 @@ def batch_bytes(events: list[Event]) -> int:
     n = EVENT_OVERHEAD * count + sum(map(len, [e.body for e in events]))
     attrs = [e.attrs for e in events]
     # Usually every event of a batch carries the same attributes (one source, one file):
-    # weighed once, with a C-level scan to make sure (list.count compares with ==).
-    if count and attrs.count(attrs[0]) == count:
+    # weighed once, with a C-level scan to make sure.
+    if count and one_value(attrs):
         return n + count * _attrs_bytes(attrs[0])
     for a in attrs:
         if a:

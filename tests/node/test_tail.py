@@ -872,6 +872,8 @@ def test_a_rotation_in_the_middle_of_the_walk_leaves_none_out(tmp_path, monkeypa
 
 
 def _rotating_writer(f: Path, backups: int):
+    """``(logger, handler)``: Python's RotatingFileHandler on ``f``, rotating every 2,000
+    bytes and keeping ``backups`` rotated files, writing bare messages."""
     import logging.handlers
     handler = logging.handlers.RotatingFileHandler(f, maxBytes=2000, backupCount=backups)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -904,12 +906,10 @@ def test_rotation_storm_in_a_directory_of_many_other_files(ctx, tmp_path, opened
     assert got == [b"counter %07d" % i for i in range(n)]
 
 
-def test_files_rotated_in_the_same_clock_tick_as_a_deleted_one_are_read(ctx, tmp_path,
-                                                                       opened):
-    """The file being read is rotated twice and then deleted (it left the rotated names)
-    while the file after it was written in the same tick of the file system's clock
-    (modification times are coarse: a few milliseconds): the file after it is still
-    read, by modification time, before the live one."""
+def rotated_twice_after_reading(ctx, opened, tmp_path) -> TailSource:
+    """A tail that read lines 0-9 of ``a.log``, which was then rotated twice before the
+    tail looked again: ``a.log.2`` (the file read), ``a.log.1`` (lines 10-11, never seen
+    at the path), ``a.log`` (lines 12-13)."""
     f = tmp_path / "a.log"
     f.write_bytes(lines(0, 10))
     src = opened(TailSource(str(f)), ctx)
@@ -919,6 +919,16 @@ def test_files_rotated_in_the_same_clock_tick_as_a_deleted_one_are_read(ctx, tmp
     os.rename(tmp_path / "a.log.1", tmp_path / "a.log.2")
     os.rename(f, tmp_path / "a.log.1")
     f.write_bytes(lines(12, 14))
+    return src
+
+
+def test_files_rotated_in_the_same_clock_tick_as_a_deleted_one_are_read(ctx, tmp_path,
+                                                                       opened):
+    """The file being read is rotated twice and then deleted (it left the rotated names)
+    while the file after it was written in the same tick of the file system's clock
+    (modification times are coarse: a few milliseconds): the file after it is still
+    read, by modification time, before the live one."""
+    src = rotated_twice_after_reading(ctx, opened, tmp_path)
     tick = (tmp_path / "a.log.2").stat().st_mtime_ns
     os.utime(tmp_path / "a.log.1", ns=(tick, tick))
     os.unlink(tmp_path / "a.log.2")       # still open: read to its end
@@ -930,15 +940,7 @@ def test_a_rotated_file_that_cannot_be_opened_holds_the_tail_back_without_leakin
     """A file rotated twice between two checks cannot be opened (permission denied):
     the tail counts the error, keeps no descriptor of each look, reads nothing past it,
     and reads everything in order once it can be opened."""
-    f = tmp_path / "a.log"
-    f.write_bytes(lines(0, 10))
-    src = opened(TailSource(str(f)), ctx)
-    assert read_n(src, 10) == bodies(0, 10)
-    os.rename(f, tmp_path / "a.log.1")
-    f.write_bytes(lines(10, 12))
-    os.rename(tmp_path / "a.log.1", tmp_path / "a.log.2")
-    os.rename(f, tmp_path / "a.log.1")
-    f.write_bytes(lines(12, 14))
+    src = rotated_twice_after_reading(ctx, opened, tmp_path)
     real_open = tail_mod._open
 
     def denied(path):
@@ -974,15 +976,9 @@ def test_busy_writer_rotating_faster_than_the_checks(ctx, tmp_path, opened):
     """Python's RotatingFileHandler rotating every 2,000 bytes (about 100 rotations, many
     between two looks at the path, renames racing the directory listings): every line
     once, in order."""
-    import logging.handlers
     n = 12_000
     f = tmp_path / "app.log"
-    handler = logging.handlers.RotatingFileHandler(f, maxBytes=2000, backupCount=1000)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    writer = logging.getLogger(f"rotating-writer-{id(tmp_path)}")
-    writer.addHandler(handler)
-    writer.propagate = False
-    writer.setLevel(logging.INFO)
+    writer, handler = _rotating_writer(f, 1000)
     writer.info("counter %07d", 0)
     src = opened(TailSource(str(f)), ctx)
 
@@ -1004,17 +1000,11 @@ def test_rotation_storm_with_hundreds_of_rotated_files(ctx, tmp_path, opened):
     every one of them at each of its ~200 rotations while the tail lists them: every line
     once, in order, and a checkpoint (which waits for the source's lock) never waits
     behind the listings for long."""
-    import logging.handlers
     n = int(os.environ.get("STORM_N", 25_000))
     f = tmp_path / "app.log"
     for i in range(1, 301):
         (tmp_path / f"app.log.{i}").write_bytes(b"old %07d\n" % i * 125)
-    handler = logging.handlers.RotatingFileHandler(f, maxBytes=2000, backupCount=300)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    writer = logging.getLogger(f"storm-writer-{id(tmp_path)}")
-    writer.addHandler(handler)
-    writer.propagate = False
-    writer.setLevel(logging.INFO)
+    writer, handler = _rotating_writer(f, 300)
     writer.info("counter %07d", 0)
     src = opened(TailSource(str(f)), ctx)
     # without a saved position the tail starts at the live file: the backups are not read

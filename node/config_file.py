@@ -78,19 +78,27 @@ def _one(action: argparse.Action, key: str, value):
     return value
 
 
+def read_toml(path: Path, error: type[Exception]) -> dict:
+    """The TOML table of the file ``path``, read up to ``MAX_FILE_BYTES`` (a device or a
+    huge file named by mistake is refused, not read whole); ``error`` naming the file
+    when it cannot be read, is larger, or is not TOML."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise error(f"{path}: larger than {MAX_FILE_BYTES} bytes")
+        return tomllib.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise error(f"{path}: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise error(f"{path}: not a TOML file: {exc}") from exc
+
+
 def load(path: Path, command: argparse.ArgumentParser,
          top: argparse.ArgumentParser) -> None:
     """Make the settings in ``path`` the defaults of ``command`` (a subcommand's parser)
     and, for the global options, of ``top``; SettingsError naming the file and the key."""
-    try:
-        raw = path.read_bytes()[:MAX_FILE_BYTES + 1]
-        if len(raw) > MAX_FILE_BYTES:
-            raise SettingsError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
-        data = tomllib.loads(raw.decode("utf-8"))
-    except OSError as exc:
-        raise SettingsError(f"{path}: {exc.strerror or exc}") from exc
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise SettingsError(f"{path}: not a TOML file: {exc}") from exc
+    data = read_toml(path, SettingsError)
     mine, globals_ = _actions(command), _actions(top)
     for key, value in data.items():
         parser, action = ((command, mine[key]) if key in mine else

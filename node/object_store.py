@@ -40,10 +40,11 @@ import io
 import logging
 import os
 import threading
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .config_file import read_toml
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,6 @@ MIN_PART = 5 * 1024 * 1024           # S3: every part but the last at least this
 DEFAULT_PART = 8 * 1024 * 1024
 MAX_PART = 5 * 1024 ** 3             # S3: no part larger (and each is held in memory)
 MAX_PARTS = 10_000                   # S3's bound on the parts of one upload
-MAX_FILE_BYTES = 1 << 20
 # settings that are credentials (s3's and other fsspec filesystems' storage_options)
 SECRET_KEYS = {"key", "secret", "token", "password", "account_key", "sas_token",
                "client_secret", "credentials"}
@@ -438,15 +438,7 @@ class StorageConfig:
         if not path:
             return cls()
         p = Path(path)
-        try:
-            raw = p.read_bytes()[:MAX_FILE_BYTES + 1]
-            if len(raw) > MAX_FILE_BYTES:
-                raise StorageSettingsError(f"{p}: larger than {MAX_FILE_BYTES} bytes")
-            data = tomllib.loads(raw.decode("utf-8"))
-        except OSError as exc:
-            raise StorageSettingsError(f"{p}: {exc.strerror or exc}") from exc
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise StorageSettingsError(f"{p}: not a TOML file: {exc}") from exc
+        data = read_toml(p, StorageSettingsError)
         for prefix, table in data.items():
             if not isinstance(table, dict) or "://" not in prefix:
                 raise StorageSettingsError(

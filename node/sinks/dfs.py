@@ -119,9 +119,6 @@ class DfsTarget(NamedTuple):
     base: str                     # the directory before the first escape ("" for none)
 
 
-OBJECT_STORE_SCHEMES = ("s3", "s3a", "s3n")
-
-
 def dfs_target(path: str, file: str | OutputFormat | None, format: OutputFormat | None,
                utc: bool, format_second: bool = False) -> DfsTarget:
     """What a dfs sink's path arguments name (``format_second``: a string second argument
@@ -135,8 +132,7 @@ def dfs_target(path: str, file: str | OutputFormat | None, format: OutputFormat 
         file, format = None, file
     if not path:
         raise ValueError("the path is empty")
-    scheme, _, rest = path.partition("://")
-    if rest and scheme.lower() in OBJECT_STORE_SCHEMES and "@" in rest.split("/", 1)[0]:
+    if is_object_url(path) and "@" in path.split("://", 1)[1].split("/", 1)[0]:
         # an object store's keys belong in the node's storage settings, never in a spec
         # (stored in ZooKeeper, shown by every master; other URLs' passwords are hidden in
         # listings, but an S3 key has a settings file made for it)

@@ -61,3 +61,14 @@ def test_a_node_process_runs_the_flow_its_file_gives(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert len(out.read_text().splitlines()) == 3
+
+
+def test_a_settings_file_is_read_up_to_its_bound_not_whole(tmp_path):
+    """A settings path naming a device or a huge file by mistake is refused after
+    MAX_FILE_BYTES, not read whole (/dev/zero would never end)."""
+    from flume_og.node.config_file import MAX_FILE_BYTES, read_toml
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"# x\n" * (MAX_FILE_BYTES // 4 + 1))
+    for path in (Path("/dev/zero"), big):
+        with pytest.raises(ValueError, match="larger than"):
+            read_toml(path, ValueError)

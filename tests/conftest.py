@@ -114,3 +114,14 @@ def acl_tree(zk_server, zk_root):
     tree = AclTree(zk_server, zk_root)
     yield tree
     tree.close()
+
+
+# ---------------------------------------------------------------- S3-protocol server
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A real S3-protocol server process (moto's), one per test module."""
+    from tests.s3server import S3Server
+    server = S3Server(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.stop()

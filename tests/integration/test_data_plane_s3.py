@@ -23,13 +23,6 @@ pytestmark = pytest.mark.timeout(240)
 EXPECTED = [b"counter %07d" % i for i in range(N)]
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    server = S3Server(tmp_path_factory.mktemp("moto"))
-    yield server
-    server.stop()
-
-
 class S3Cluster(Cluster):
     """Nodes started with ``--storage-config`` naming the test's bucket; the bucket as
     :attr:`objects`."""

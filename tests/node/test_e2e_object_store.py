@@ -16,17 +16,10 @@ from flume_og.node.sources import memory
 from flume_og.node.spec import parse_sink, parse_source
 from tests.node.test_e2e import (Cluster, all_acked, bodies, free_port, port_of,
                                  sink_metrics, wal_metrics)
-from tests.s3server import S3Server
+from tests.node.test_e2e import channel  # noqa: F401 (a fixture)
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    server = S3Server(tmp_path_factory.mktemp("moto"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -41,14 +34,6 @@ def cluster(zk_server, zk_root, store, tmp_path, s3, bucket):
     c.s3 = ObjectStore(bucket, s3.options())
     yield c
     c.close()
-
-
-@pytest.fixture
-def channel(request):
-    name = f"s3-{request.node.name}"
-    memory.reset(name)
-    yield name
-    memory.reset(name)
 
 
 def visible_lines(objs: ObjectStore, prefix: str = "") -> collections.Counter:

@@ -13,16 +13,8 @@ from flume_og.node.object_store import (MultipartWriter, ObjectStore, StorageCon
                                         StorageError, StorageSettingsError, multipart_etag)
 from flume_og.node.sinks.dfs import DfsSink
 from tests.node.test_cli import ROOT
-from tests.s3server import S3Server
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    server = S3Server(tmp_path_factory.mktemp("moto"))
-    yield server
-    server.stop()
 
 
 def settings_file(path, s3, bucket, **extra) -> str:

@@ -3,13 +3,14 @@
 
 The job (the shape of ``bench/peer/peer_rsyslog.sh``): an agent tails a complete input file
 of N lines (``%012d`` counter, a space, 80 ``x``: 94 bytes with the newline), forwards them
-over 127.0.0.1 to a collector, which writes them to files. Four runs per round, interleaved
+over 127.0.0.1 to a collector, which writes them to files. Five runs per round, interleaved
 (the box is shared: only figures of the same invocation compare):
 
   project BE   tail -> agentBESink  -> collectorSource -> collectorSink (rollMs 1000)
   rsyslog TCP  imfile -> omfwd TCP  -> imptcp -> omfile          (peer_rsyslog.sh N tcp)
   project E2E  tail -> agentE2ESink -> collectorSource -> collectorSink (fsync, exactly once)
   rsyslog RELP imfile -> omrelp     -> imrelp -> omfile (acks, no fsync) (peer_rsyslog.sh N relp)
+  project local  tail -> collectorSink in one node (no network; no rsyslog counterpart)
 
 K rounds; the best of K of each is reported. Timing, the same for both: T0 just before the
 agent gets its job (collector listening, input complete; the project's agent process is
@@ -65,6 +66,7 @@ import benchlib  # noqa: E402  (the peer's own input generator and line format)
 
 LINE_LEN = benchlib.LINE_LEN
 SINKS = {"be": "agentBESink", "e2e": "agentE2ESink"}
+MODES = {"be": "tcp", "e2e": "relp", "local": None}    # each project mode and its peer run
 TCK = os.sysconf("SC_CLK_TCK")
 RELP_MODULES = ("/usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so",
                 "/usr/lib/x86_64-linux-gnu/rsyslog/omrelp.so")
@@ -194,13 +196,17 @@ class Project:
         collector = self.node(cname, root)
         agent = None
         spies: list[subprocess.Popen] = []
+        sink = f'collectorSink("file://{out}", "data-", 1000)'
         try:
-            self.config(cname, f"collectorSource({cport})",
-                        f'collectorSink("file://{out}", "data-", 1000)')
-            self.wait_active(cname, [collector])
-            agent = self.node(aname, root)
-            # the agent's process up (its own logical node idle) before the clock starts
-            self.wait_active(aname, [agent, collector], physical=True)
+            if mode == "local":     # one process: tail | collectorSink, no network
+                self.wait_active(cname, [collector], physical=True)
+                agent = collector
+            else:
+                self.config(cname, f"collectorSource({cport})", sink)
+                self.wait_active(cname, [collector])
+                agent = self.node(aname, root)
+                # the agent's process up (its own logical node idle) before the clock starts
+                self.wait_active(aname, [agent, collector], physical=True)
             if spy_dir is not None and mode == "be":
                 exe = py_spy()
                 if exe is None:
@@ -214,7 +220,10 @@ class Project:
                 time.sleep(1.0)     # py-spy attached before the clock starts
             cpu0 = {p.pid: cpu_s(p.pid) for p in (agent, collector)}
             t0 = time.perf_counter()
-            self.config(aname, f'tail("{src}")', f'{SINKS[mode]}("127.0.0.1", {cport})')
+            if mode == "local":
+                self.config(cname, f'tail("{src}")', sink)
+            else:
+                self.config(aname, f'tail("{src}")', f'{SINKS[mode]}("127.0.0.1", {cport})')
             target = n * LINE_LEN
             t1 = t_final = None
             deadline = t0 + 300
@@ -262,6 +271,9 @@ class Project:
         stop(self.master)
 
 
+RATIOS = (("be", "tcp"), ("e2e", "tcp"), ("e2e", "relp"), ("local", "tcp"), ("be-base", "tcp"),
+          ("e2e-base", "tcp"), ("e2e-base", "relp"), ("local-base", "tcp"), ("be", "be-base"),
+          ("e2e", "e2e-base"), ("local", "local-base"))
 RESULT = re.compile(r"^\S+ (\S+) (\d+) lines in ([\d.]+) s = (\d+) ev/s \(lost (\d+), dup (\d+)\)")
 CPU = re.compile(r"cpu .* agent ([\d.]+) s, collector ([\d.]+) s")
 
@@ -295,10 +307,13 @@ def fmt_run(name: str, r: dict, n: int) -> str:
     s = f"  {name:13s} {n / r['t']:>10,.0f} ev/s ({r['t']:.2f} s)"
     if r.get("t_final"):
         s += f", final {n / r['t_final']:>9,.0f} ev/s"
-    if r.get("cpu_agent") is not None:
+    if r.get("mode") == "local":
+        s += (f"; cpu s per 1M ev: {r['cpu_coll'] * 1e6 / n:.2f}; "
+              f"peak RSS {r['rss_coll']:.0f} MB")
+    elif r.get("cpu_agent") is not None:
         s += (f"; cpu s per 1M ev: agent {r['cpu_agent'] * 1e6 / n:.2f}, "
               f"collector {r['cpu_coll'] * 1e6 / n:.2f}")
-    if "rss_agent" in r:
+    if "rss_agent" in r and r.get("mode") != "local":
         s += f"; peak RSS agent {r['rss_agent']:.0f} MB, collector {r['rss_coll']:.0f} MB"
     if "lost" in r:
         s += f"; lost {r['lost']}, dup {r['dup']}"
@@ -313,7 +328,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("n", type=int, nargs="?", default=1_000_000)
     ap.add_argument("-k", type=int, default=2, help="rounds (best of K)")
-    ap.add_argument("--only", choices=["be", "e2e"], help="only this pair (BE+TCP or E2E+RELP)")
+    ap.add_argument("--only", choices=list(MODES),
+                    help="only this run (be: BE and rsyslog TCP; e2e: E2E and rsyslog RELP; "
+                         "local: tail | collectorSink in one node)")
     ap.add_argument("--peer", type=Path, default=PEER, help="peer_rsyslog.sh to run")
     ap.add_argument("--py-spy", dest="spy", type=Path, help="profile project BE runs into DIR")
     ap.add_argument("--base", type=Path,
@@ -324,7 +341,7 @@ def main() -> int:
         print(f"rsyslog is missing: install it with `apt-get install -y {' '.join(missing)}` "
               f"(Debian; the daemon need not run as a service)", file=sys.stderr)
         return 2
-    pairs = [("be", "tcp"), ("e2e", "relp")]
+    pairs = list(MODES.items())
     if args.only:
         pairs = [p for p in pairs if p[0] == args.only]
     tmp = Path(tempfile.mkdtemp(prefix="flume-compare-"))
@@ -350,6 +367,8 @@ def main() -> int:
                     results.setdefault(key, []).append(r)
                     print(f"round {rnd}: " + fmt_run(f"{label} {mode.upper()}", r,
                                                      args.n).strip(), flush=True)
+                if peer_mode is None:
+                    continue
                 r = run_rsyslog(args.peer, peer_mode, args.n)
                 results.setdefault(peer_mode, []).append(r)
                 print(f"round {rnd}: " + fmt_run(f"rsyslog {peer_mode.upper()}", r, args.n).strip(),
@@ -367,8 +386,9 @@ def main() -> int:
         best[k] = min(ok, key=lambda r: r["t"]) if ok else None
     print(f"\nbest of {args.k} (load average at the end {' '.join(load1)}):")
     names = {"be": "project BE", "tcp": "rsyslog TCP", "e2e": "project E2E",
-             "relp": "rsyslog RELP", "be-base": "base BE", "e2e-base": "base E2E"}
-    for k in ("be-base", "be", "tcp", "e2e-base", "e2e", "relp"):
+             "relp": "rsyslog RELP", "be-base": "base BE", "e2e-base": "base E2E",
+             "local": "project local", "local-base": "base local"}
+    for k in ("be-base", "be", "tcp", "e2e-base", "e2e", "relp", "local-base", "local"):
         if k in best:
             print(fmt_run(names[k], best[k], args.n) if best[k] else f"  {names[k]:13s} no good run")
 
@@ -380,9 +400,7 @@ def main() -> int:
         return args.n / t if t else None
 
     print("ratios (events/s over events/s):")
-    for a, b in (("be", "tcp"), ("e2e", "tcp"), ("e2e", "relp"), ("be-base", "tcp"),
-                 ("e2e-base", "tcp"), ("e2e-base", "relp"), ("be", "be-base"),
-                 ("e2e", "e2e-base")):
+    for a, b in RATIOS:
         ra, rb, raf, rbf = rate(a), rate(b), rate(a, True), rate(b, True)
         if ra and rb:
             final = f"final files: {raf / (rbf or rb):.2f}" if raf else "final: -"
@@ -390,9 +408,7 @@ def main() -> int:
     # The same pairs within each round (runs minutes apart at most): less exposed to the
     # box's load drifting between rounds than the best-of-K figures above.
     print(f"ratios within each round (median of {args.k}; each round's in brackets):")
-    for a, b in (("be", "tcp"), ("e2e", "tcp"), ("e2e", "relp"), ("be-base", "tcp"),
-                 ("e2e-base", "tcp"), ("e2e-base", "relp"), ("be", "be-base"),
-                 ("e2e", "e2e-base")):
+    for a, b in RATIOS:
         if a not in results or b not in results:
             continue
         rs = [ra["t"] and rb["t"] and rb["t"] / ra["t"]

@@ -55,7 +55,7 @@ import time
 from typing import Callable
 
 from .errors import FlumeError
-from .event import Event, one_value
+from .event import Event, columns, one_value
 
 _TAG = re.compile(r"%(?:\{([\w.\-]+)\}|(\w|%))")
 
@@ -240,6 +240,9 @@ class Escaper:
         if inputs is None:
             return False
         names, host, sec = inputs
+        b = columns(events)
+        if b is not None:     # one host and one set of attributes by construction
+            return not sec or min(b.timestamps) // 1000 == max(b.timestamps) // 1000
         for name in names:
             if not one_value([e.attrs.get(name) for e in events]):
                 return False
@@ -348,7 +351,8 @@ class Escaper:
             return {self.literal: events} if events else {}
         fn = self._fn
         if events and self._one_key(events):
-            return {fn(events[0]): events}
+            b = columns(events)
+            return {fn(events[0] if b is None else b.first()): events}
         keys = [fn(e) for e in events]
         first = keys[0] if keys else None
         if first is not None and keys.count(first) == len(keys):

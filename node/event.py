@@ -74,8 +74,151 @@ def one_value(values: list) -> bool:
 
 
 def events_from_lines(lines: list[bytes], host: str = LOCAL_HOST,
-                      priority: Priority = Priority.INFO) -> list[Event]:
-    """Fast path for line sources: one timestamp per call, nanos strictly increasing."""
-    ts = time.time_ns() // 1_000_000
+                      priority: Priority = Priority.INFO) -> "Batch":
+    """What line sources give: a fast :class:`Batch` of ``lines``, no attributes, one
+    timestamp per call, nanos strictly increasing."""
+    return lines_batch(lines, {}, host=host, priority=priority)
+
+
+class Batch:
+    """Events that share their host, priority and attributes, kept as columns: the batch
+    representation of the data path (one buffer's worth of bodies, one set of attributes).
+
+    It is a read-only sequence of :class:`Event`: ``len``, iteration, indexing, slicing,
+    ``==`` and ``+`` behave as on a list of the same events. The events are made the first
+    time something reads them that way and kept (:attr:`events`); from then on the batch is
+    that list, and its columns are gone (``fast`` is False), since a decorator may change
+    the events it was given. Components on the hot path read the columns instead while
+    ``fast`` (:func:`columns`): the bodies, one host, one priority, one attribute dict,
+    timestamps and nanos, and so never make per-event objects.
+
+    The batch owns ``attrs`` (callers hand over a dict no one else holds): a sink that stamps
+    one attribute on every event of a fast batch sets it there (:func:`set_attr`).
+    """
+
+    __slots__ = ("bodies", "timestamps", "nanos", "priority", "host", "attrs", "_events")
+
+    def __init__(self, bodies: list[bytes], timestamps, nanos, priority: Priority,
+                 host: str, attrs: dict[str, bytes]):
+        self.bodies = bodies            # list[bytes]
+        self.timestamps = timestamps    # sequence of int, one per event
+        self.nanos = nanos              # sequence of int, one per event (a range will do)
+        self.priority = priority
+        self.host = host
+        self.attrs = attrs
+        self._events: list[Event] | None = None
+
+    @property
+    def fast(self) -> bool:
+        """Still columns: no one has read the events one by one yet."""
+        return self._events is None
+
+    @property
+    def events(self) -> list[Event]:
+        """The batch as a list of events (made once; the columns are then dropped)."""
+        ev = self._events
+        if ev is None:
+            prio, host, attrs = self.priority, self.host, self.attrs
+            ev = self._events = [Event(b, t, n, prio, host, attrs.copy()) for b, t, n
+                                 in zip(self.bodies, self.timestamps, self.nanos)]
+            self.bodies = self.timestamps = self.nanos = None   # type: ignore[assignment]
+        return ev
+
+    def first(self) -> Event:
+        """The first event, to read only (a fast batch stays fast; a change to it is not
+        kept)."""
+        if self._events is not None:
+            return self._events[0]
+        return Event(self.bodies[0], self.timestamps[0], self.nanos[0], self.priority,
+                     self.host, dict(self.attrs))
+
+    def piece(self, start: int, stop: int) -> "Batch | list[Event]":
+        """Events ``start`` to ``stop``: a fast batch of their own (attributes copied),
+        or a list slice once the events are made."""
+        if self._events is not None:
+            return self._events[start:stop]
+        return Batch(self.bodies[start:stop], self.timestamps[start:stop],
+                     self.nanos[start:stop], self.priority, self.host, dict(self.attrs))
+
+    def joins(self, other: object) -> bool:
+        """True if ``other`` is a fast batch that :meth:`concat` can join to this one."""
+        return (type(other) is Batch and other._events is None and self._events is None
+                and other.host == self.host and other.priority == self.priority
+                and other.attrs == self.attrs)
+
+    @staticmethod
+    def concat(batches: "list[Batch]") -> "Batch":
+        """One fast batch of the events of ``batches`` (fast, and joinable: :meth:`joins`)."""
+        first = batches[0]
+        bodies: list[bytes] = []
+        ts: list[int] = []
+        nanos: list[int] = []
+        for b in batches:
+            bodies += b.bodies
+            ts += b.timestamps
+            nanos += b.nanos
+        return Batch(bodies, ts, nanos, first.priority, first.host, dict(first.attrs))
+
+    def __len__(self) -> int:
+        ev = self._events
+        return len(self.bodies) if ev is None else len(ev)
+
+    def __iter__(self):
+        return iter(self.events)
+
+    def __getitem__(self, index):
+        return self.events[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Batch):
+            return self.events == other.events
+        if isinstance(other, list):
+            return self.events == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __add__(self, other):
+        return self.events + list(other)
+
+    def __radd__(self, other):
+        return list(other) + self.events
+
+    def __repr__(self) -> str:
+        state = f"{len(self)} events" + (", columns" if self._events is None else "")
+        return f"Batch({state})"
+
+
+def columns(events) -> "Batch | None":
+    """``events`` itself when it is a :class:`Batch` still in columns, else None: the test a
+    hot-path component makes before reading columns instead of events."""
+    return events if type(events) is Batch and events._events is None else None
+
+
+def set_attr(events, name: str, value: bytes) -> None:
+    """Set attribute ``name`` to ``value`` on every event of ``events`` (once, on a fast
+    batch)."""
+    b = columns(events)
+    if b is not None:
+        b.attrs[name] = value
+    else:
+        for e in events:
+            e.attrs[name] = value
+
+
+def body_bytes(events) -> int:
+    """The bytes of the bodies of ``events``."""
+    b = columns(events)
+    return sum(map(len, b.bodies if b is not None else [e.body for e in events]))
+
+
+def lines_batch(lines: list[bytes], attrs: dict[str, bytes], ts: int | None = None,
+                host: str = LOCAL_HOST, priority: Priority = Priority.INFO) -> Batch:
+    """A fast batch of lines read now: one timestamp, nanos strictly increasing (what
+    :func:`events_from_lines` gives, without the per-event objects). ``attrs`` is handed
+    over."""
+    n = len(lines)
+    if ts is None:
+        ts = time.time_ns() // 1_000_000
     base = time.monotonic_ns()
-    return [Event(line, ts, base + i, priority, host, {}) for i, line in enumerate(lines)]
+    return Batch(lines, [ts] * n, range(base, base + n), priority, host, attrs)

@@ -49,7 +49,7 @@ import time
 from typing import BinaryIO, Callable
 
 from .escapes import to_struct, zone_offset
-from .event import Event, Priority
+from .event import Event, Priority, columns
 from .spec import Func, Lit
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -258,7 +258,8 @@ class RawFormat(OutputFormat):
     def encode(self, events: list[Event]) -> bytes:
         if not events:
             return b"\n"
-        bodies = [e.body for e in events]
+        b = columns(events)
+        bodies = [e.body for e in events] if b is None else list(b.bodies)
         bodies.append(b"")      # the last newline, without copying the batch once more
         return b"\n".join(bodies)
 

@@ -30,6 +30,7 @@ from .checkpoint import Checkpoint, CheckpointStore
 from .clock import SYSTEM_CLOCK, Clock
 from .component import Conditions, NodeContext, NodeShared, Sink, Source
 from .errors import FlumeError, Interrupted
+from .event import body_bytes
 from .metrics import carry, fold, hollow
 from .builder import build_sink, build_source
 from .spec import Call, SinkNode, format_sink, format_source
@@ -78,7 +79,7 @@ class _Flow:
                     continue
                 n = len(batch)
                 node.events_in += n
-                node.bytes_in += sum([len(e.body) for e in batch])
+                node.bytes_in += body_bytes(batch)
                 sink.append(batch)
                 position = source.checkpoint()
                 if position:

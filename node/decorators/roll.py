@@ -44,6 +44,7 @@ import time
 from ..checkpoint import Checkpoint
 from ..component import Component, NodeContext, Sink, SinkFactory
 from ..errors import SinkError
+from ..event import body_bytes, set_attr
 from ..metrics import carry, fold, hollow, own_report
 from ..registry import Positive, decorator
 from ..spec import Func, Lit
@@ -247,16 +248,14 @@ class RollSink(Sink):
                     self.metrics.add("errors")
                     raise SinkError("roll: no open instance of the inner sink "
                                     "(opening it failed)")
-            tag = self._tag
-            for e in events:
-                e.attrs[ROLLTAG] = tag
+            set_attr(events, ROLLTAG, self._tag)
             n = len(events)
             # counted first: an append that fails half way still leaves data to finish
             self._cur_events += n
             self._current.append(events)
             self.metrics.add("events_in", n)
             if self._size_limit is not None:
-                self._cur_bytes += sum([len(e.body) for e in events])
+                self._cur_bytes += body_bytes(events)
                 if self._cur_bytes >= self._size_limit:
                     self._roll()
 

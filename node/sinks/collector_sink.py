@@ -57,6 +57,7 @@ from ..component import NodeContext
 from ..e2e import (KEY_PREFIX, Committer, HeldState, collector_state, file_url,
                    parse_group_key, take_groups)
 from ..errors import SinkError
+from ..event import set_attr
 from ..formats import Compression, OutputFormat
 from ..limits import Refusals
 from ..registry import AtLeast1, NonEmpty, Positive, sink
@@ -306,9 +307,7 @@ class CollectorSink(CollectorRoll):
                     raise SinkError(f"collectorSink: cannot open a file: {exc}") from exc
                 self._plain = plain
                 self._plain_tag = self._tagger.new_tag(self.ctx.clock.now_ms())
-            tag = self._plain_tag
-            for e in events:
-                e.attrs[ROLLTAG] = tag
+            set_attr(events, ROLLTAG, self._plain_tag)
             plain.append(events)
             self.metrics.add("events_in", len(events))
             self.metrics.add("plain_events", len(events))

@@ -32,7 +32,7 @@ from collections import deque
 from typing import Callable
 
 from ..component import Source
-from ..event import Event, one_value
+from ..event import Batch, Event, columns, one_value
 
 DEFAULT_MAX_BYTES = 64 << 20
 EVENT_OVERHEAD = 100   # bytes of Python objects around each event's body, roughly
@@ -44,6 +44,9 @@ def batch_bytes(events: list[Event]) -> int:
     ``EVENT_OVERHEAD`` per event and ``ATTR_OVERHEAD`` per attribute (a message of 3,000
     tiny attributes weighs what it costs in memory, not its 29 KB of text)."""
     count = len(events)
+    b = columns(events)
+    if b is not None:
+        return EVENT_OVERHEAD * count + sum(map(len, b.bodies)) + count * _attrs_bytes(b.attrs)
     n = EVENT_OVERHEAD * count + sum(map(len, [e.body for e in events]))
     attrs = [e.attrs for e in events]
     # Usually every event of a batch carries the same attributes (one source, one file):
@@ -171,12 +174,23 @@ class BatchQueue:
             seq, out, nbytes = self._items.popleft()
             first = seq
             if len(out) < self.max_batch and self._items:
-                out = list(out)
-                while (self._items and len(out) + len(self._items[0][1]) <= self.max_batch
-                       and self._joinable(first, self._items[0][0])):
+                # Fast batches (node.event.Batch) are merged only with batches they join,
+                # so they stay fast; other batches are merged into a list of events.
+                fast = columns(out)
+                merged = [out] if fast is not None else list(out)
+                size = len(out)
+                while (self._items and size + len(self._items[0][1]) <= self.max_batch
+                       and self._joinable(first, self._items[0][0])
+                       and (fast is None or fast.joins(self._items[0][1]))):
                     seq, more, more_bytes = self._items.popleft()
-                    out.extend(more)
+                    if fast is not None:
+                        merged.append(more)
+                    else:
+                        merged.extend(more)
+                    size += len(more)
                     nbytes += more_bytes
+                out = merged if fast is None else (out if len(merged) == 1
+                                                   else Batch.concat(merged))
             self._size -= len(out)
             self._bytes -= nbytes
             self._taken = seq

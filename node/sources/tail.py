@@ -86,7 +86,7 @@ from annotated_types import Ge
 
 from ..component import NodeContext
 from ..errors import SourceError
-from ..event import LOCAL_HOST, Event, Priority
+from ..event import LOCAL_HOST, Batch, Event, Priority
 from ..limits import Refusals
 from ..regexes import compile_bytes
 from ..registry import LiteralPath, source
@@ -1085,7 +1085,7 @@ class _TailBase(PollingSource):
             return []
         ts = self.ctx.clock.now_ms()
         base = time.monotonic_ns()
-        out: list[Event] = []
+        pieces: list[tuple[bytes, list[bytes]]] = []    # (file name, records) in order
         room = MAX_BATCH
         info, host = Priority.INFO, LOCAL_HOST
         start = self._rr = (self._rr + 1) % n
@@ -1120,14 +1120,24 @@ class _TailBase(PollingSource):
             if not c.has_ready():
                 continue
             recs = c.take(room)
-            name, i0 = c.name, len(out)
-            out.extend([Event(r, ts, base + i, info, host, {"tailSrcFile": name})
-                        for i, r in enumerate(recs, i0)])
+            pieces.append((c.name, recs))
             room -= len(recs)
             if room <= 0:
                 break
         if starts:
             self._record_starts(starts)     # before their records are given
+        if len(pieces) == 1:
+            # The usual call (one busy file): a fast batch, no per-event object.
+            name, recs = pieces[0]
+            out: "Batch | list[Event]" = Batch(recs, [ts] * len(recs),
+                                               range(base, base + len(recs)), info, host,
+                                               {"tailSrcFile": name})
+        else:
+            out = []
+            for name, recs in pieces:
+                i0 = len(out)
+                out.extend([Event(r, ts, base + i, info, host, {"tailSrcFile": name})
+                            for i, r in enumerate(recs, i0)])
         if out:
             self.metrics.add("events_in", len(out))
         return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import socket
+import threading
 import time
 
 DEFAULT_MAX_BODY = 32 * 1024
@@ -86,11 +87,14 @@ class Batch:
 
     It is a read-only sequence of :class:`Event`: ``len``, iteration, indexing, slicing,
     ``==`` and ``+`` behave as on a list of the same events. The events are made the first
-    time something reads them that way and kept (:attr:`events`); from then on the batch is
-    that list, and its columns are gone (``fast`` is False), since a decorator may change
-    the events it was given. Components on the hot path read the columns instead while
-    ``fast`` (:func:`columns`): the bodies, one host, one priority, one attribute dict,
-    timestamps and nanos, and so never make per-event objects.
+    time something reads them that way, once (under a lock: two threads get the same
+    list), and kept (:attr:`events`); from then on the batch is that list and ``fast`` is
+    False, since a decorator may change the events it was given. Components on the hot
+    path read the columns instead while ``fast`` (:func:`columns`): the bodies, one host,
+    one priority, one attribute dict, timestamps and nanos, and so never make per-event
+    objects. The columns stay as they were when the events are made, so a reader that
+    found the batch fast reads consistent columns even if another thread (a fanout's
+    sibling sink, an agent's sender thread) makes the events meanwhile.
 
     The batch owns ``attrs`` (callers hand over a dict no one else holds): a sink that stamps
     one attribute on every event of a fast batch sets it there (:func:`set_attr`).
@@ -115,13 +119,16 @@ class Batch:
 
     @property
     def events(self) -> list[Event]:
-        """The batch as a list of events (made once; the columns are then dropped)."""
+        """The batch as a list of events (made once, then kept)."""
         ev = self._events
         if ev is None:
-            prio, host, attrs = self.priority, self.host, self.attrs
-            ev = self._events = [Event(b, t, n, prio, host, attrs.copy()) for b, t, n
-                                 in zip(self.bodies, self.timestamps, self.nanos)]
-            self.bodies = self.timestamps = self.nanos = None   # type: ignore[assignment]
+            with _MAKING:
+                ev = self._events
+                if ev is None:
+                    prio, host, attrs = self.priority, self.host, self.attrs
+                    ev = self._events = [Event(b, t, n, prio, host, attrs.copy())
+                                         for b, t, n in zip(self.bodies, self.timestamps,
+                                                            self.nanos)]
         return ev
 
     def first(self) -> Event:
@@ -160,8 +167,7 @@ class Batch:
         return Batch(bodies, ts, nanos, first.priority, first.host, dict(first.attrs))
 
     def __len__(self) -> int:
-        ev = self._events
-        return len(self.bodies) if ev is None else len(ev)
+        return len(self.bodies)
 
     def __iter__(self):
         return iter(self.events)
@@ -187,6 +193,9 @@ class Batch:
     def __repr__(self) -> str:
         state = f"{len(self)} events" + (", columns" if self._events is None else "")
         return f"Batch({state})"
+
+
+_MAKING = threading.Lock()     # one batch's events are made once, whichever thread asks
 
 
 def columns(events) -> "Batch | None":

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..checkpoint import Checkpoint, split_checkpoint
 from ..component import Component, NodeContext, Sink
 from ..errors import SinkError
-from ..event import Event
+from ..event import Event, columns
 
 
 def _mark_under_fanout(c: Component) -> None:
@@ -50,7 +50,8 @@ class FanOutSink(Sink):
             # Each branch gets its own events (the last one the originals): decorators
             # change events in place (attributes, rolltag, body), and a branch may keep a
             # batch it was given, so branches must not see each other's changes.
-            batch = events if i == last else [
+            fast = columns(events)
+            batch = events if i == last else fast.piece(0, len(fast)) if fast else [
                 Event(e.body, e.timestamp, e.nanos, e.priority, e.host, dict(e.attrs))
                 for e in events]
             try:

@@ -7,6 +7,7 @@ events, and the batch still in columns after the path ran.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -40,7 +41,18 @@ def test_a_batch_reads_as_the_list_of_its_events():
     assert b + [events[0]] == events + [events[0]]
     assert [events[0]] + b == [events[0]] + events
     assert [e.body for e in b] == [e.body for e in events]
-    assert not b.fast and columns(b) is None and b.bodies is None
+    assert not b.fast and columns(b) is None and b.events is b.events
+
+
+def test_two_threads_reading_a_batch_get_the_same_events():
+    b = fast(20_000)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(b.events)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4 and all(g is got[0] for g in got)
 
 
 def test_a_change_to_a_read_event_is_kept_and_encoded():

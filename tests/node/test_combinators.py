@@ -10,7 +10,7 @@ from flume_og.node.checkpoint import Checkpoint
 from flume_og.node.clock import ManualClock
 from flume_og.node.component import Sink
 from flume_og.node.errors import SinkError
-from flume_og.node.event import Event
+from flume_og.node.event import Event, lines_batch, set_attr
 from flume_og.node.builder import build_sink
 from flume_og.node.sinks.failover import FailoverSink
 from flume_og.node.sinks.fanout import FanOutSink
@@ -124,6 +124,28 @@ def test_fanout_branches_do_not_see_each_others_changes(ctx):
     assert a.batches[0][0].attrs == {"seen": b"a"}
     assert b.batches[0][0].attrs == {} and b.bodies == [b"x"]
     assert a.batches[0][0] is not b.batches[0][0]
+
+
+@pytest.mark.parametrize("first", ["columns", "events"])
+def test_fanout_branches_of_a_fast_batch_do_not_see_each_others_changes(ctx, first):
+    """A fast batch (node.event.Batch) is copied for each branch but the last, whether a
+    branch stamps it as columns (set_attr) or as events."""
+    class Stamp(Rec):
+        def append(self, events):
+            if first == "columns":
+                set_attr(events, "seen", self.name.encode())
+            else:
+                for e in events:
+                    e.attrs["seen"] = self.name.encode()
+            super().append(events)
+
+    a, b, c = Stamp("a"), Stamp("b"), Rec("c")
+    f = FanOutSink([a, b, c])
+    f.open(ctx)
+    f.append(lines_batch([b"x", b"y"], {"k": b"v"}))
+    assert [e.attrs for e in a.batches[0]] == [{"k": b"v", "seen": b"a"}] * 2
+    assert [e.attrs for e in b.batches[0]] == [{"k": b"v", "seen": b"b"}] * 2
+    assert [e.attrs for e in c.batches[0]] == [{"k": b"v"}] * 2 and c.bodies == [b"x", b"y"]
 
 
 def test_fanout_failure_names_the_failed_branches(ctx):

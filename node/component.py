@@ -1,8 +1,13 @@
 """Base classes and contracts of every source, sink and decorator.
 
-Events move in batches (``list[Event]``): a source returns a batch, the driver appends it
-to the sink tree, and the sink tree passes batches down. Per-event Python calls are what
-make a Python data path slow; batches keep the per-event work to the component logic.
+Events move in batches: a source returns a batch, the driver appends it to the sink tree,
+and the sink tree passes batches down. A batch is a ``list[Event]`` or a
+:class:`node.event.Batch` -- the usual batch (one host, priority and set of attributes)
+kept as columns, which reads as the list of its events wherever a component iterates or
+indexes it. Per-event Python objects are what make a Python data path slow: components
+on the hot path read a fast batch's columns (``node.event.columns``, ``set_attr``,
+``body_bytes``) and make no event; any other component just reads events, which are then
+made once, lazily.
 
 Contracts, which every component keeps:
 

@@ -474,7 +474,13 @@ class _LockedCounters:
 class _Lanes(Sink):
     """BE's pipelining (see the module docstring): ``append`` hands each batch to one of
     ``lanes`` sender threads and returns; checkpoints are committed in order, each once
-    every batch appended before it was sent or dropped. Never raises (BE)."""
+    every batch appended before it was sent or dropped. Never raises (BE).
+
+    The commits (a file write each) are made outside the lock ``append`` takes: ready
+    checkpoints join ``_ready`` in order under the lock, and whoever holds ``_committing``
+    commits everything ready at that moment in one store commit, so a later commit never
+    overwrites a newer position with an older one, and neither the flow nor the other
+    senders wait for a slow write."""
 
     spec_name = "lanes"
 
@@ -488,6 +494,8 @@ class _Lanes(Sink):
         self._done_upto = 0         # every batch up to this one was sent or dropped
         self._done: set[int] = set()
         self._held: list[tuple[int, Checkpoint]] = []
+        self._ready: list[Checkpoint] = []      # to commit, in order
+        self._committing = threading.Lock()
 
     def children(self) -> list[Component]:
         return [self.chain]
@@ -520,7 +528,11 @@ class _Lanes(Sink):
             except Exception as exc:     # BE drops; a bug must not stop the lane
                 self.chain._count("dropped", len(events))
                 log.error("agent (best effort): batch dropped: %s", exc)
-            self._finished(seq)
+            try:
+                self._finished(seq)
+            except Exception as exc:    # a position not written: read again after a restart
+                self.chain._count("errors")
+                log.error("agent (best effort): cannot record a position: %s", exc)
 
     def _finished(self, seq: int) -> None:
         with self._cond:
@@ -531,22 +543,43 @@ class _Lanes(Sink):
             n = 0
             while n < len(self._held) and self._held[n][0] <= self._done_upto:
                 n += 1
-            ready, self._held = self._held[:n], self._held[n:]
-            if ready:       # under the lock: checkpoints are committed in order
-                self.ctx.store.commit([cp for _, cp in ready])
+            self._ready += [cp for _, cp in self._held[:n]]
+            del self._held[:n]
             self._cond.notify_all()
+        self._commit_ready()
+
+    def _commit_ready(self) -> None:
+        """Commit, in order, every checkpoint ready now (see the class docstring). A
+        thread finding another one committing leaves its checkpoints to it: that one looks
+        again once it is done, so no sender waits for another's file write."""
+        while self._ready:
+            if not self._committing.acquire(blocking=False):
+                return
+            try:
+                with self._cond:
+                    ready, self._ready = self._ready, []
+                if ready:
+                    self.ctx.store.commit(ready)
+            finally:
+                self._committing.release()
+            with self._cond:
+                self._cond.notify_all()     # wait_sent: the commits are done
 
     def when_durable(self, cp: Checkpoint) -> None:
         with self._cond:
             if self._done_upto >= self._last and not self._held:
-                self.ctx.store.commit([cp])
+                self._ready.append(cp)
             else:
                 self._held.append((self._last, cp))
+        self._commit_ready()
 
     def wait_sent(self, timeout: float = 30.0) -> bool:
-        """Wait until every batch appended so far was sent or dropped."""
+        """Wait until every batch appended so far was sent or dropped, and the checkpoints
+        that were waiting for them are committed."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._done_upto >= self._last, timeout)
+            return self._cond.wait_for(lambda: self._done_upto >= self._last
+                                       and not self._ready and not self._committing.locked(),
+                                       timeout)
 
     def interrupt(self) -> None:
         self.chain.interrupt()

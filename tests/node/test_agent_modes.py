@@ -187,6 +187,40 @@ def test_the_report_names_the_collectors_found_down_until_one_takes_a_batch(make
     c2.stop()
 
 
+def test_be_commits_positions_in_order_without_holding_up_the_next_append(make_ctx):
+    """A slow checkpoint write (a busy disk) in a sender lane must not stall the flow's
+    next append, and positions are committed in order (never an older over a newer)."""
+    import threading
+    ctx = make_ctx("agent")
+    store, gate, committed = ctx.store, threading.Event(), []
+    real_commit = store.commit
+
+    def slow_commit(cps, *a, **kw):
+        gate.wait(10)
+        committed.extend(cp.updates["pos"] for cp in cps)
+        real_commit(cps, *a, **kw)
+
+    store.commit = slow_commit
+    col = RunningCollector(make_ctx("collector"))
+    agent = opened(f'agentBESink("127.0.0.1", {col.port}, {FAST}, lanes=3)', ctx)
+    agent.append(numbered(0, 10))
+    agent.when_durable(Checkpoint({"pos": 10}))
+    wait_for(lambda: len(col.events()) == 10, 5, "the first batch")
+    # a lane is now writing the first checkpoint (held at the gate)
+    t0 = time.monotonic()
+    for i in range(1, 20):
+        agent.append(numbered(10 * i, 10))
+        agent.when_durable(Checkpoint({"pos": 10 * (i + 1)}))
+    assert time.monotonic() - t0 < 5, "appends waited for the checkpoint write"
+    wait_for(lambda: len(col.events()) == 200, 10, "every batch")
+    gate.set()
+    assert agent.wait_sent(10)
+    assert committed == sorted(committed) and committed[-1] == 200
+    assert store.get("pos") == 200
+    agent.close()
+    col.stop()
+
+
 def test_batching_and_compression_options(make_ctx):
     ctx = make_ctx("agent")
     col = RunningCollector(make_ctx("collector"))

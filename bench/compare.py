@@ -37,7 +37,7 @@ DIR <commit>`` then ``scripts/setup.sh`` there) next to each project run, the tw
 turns at going first: before and after in one invocation ("base BE", "base E2E", ratios).
 
 ``--py-spy DIR`` records py-spy profiles (raw collapsed stacks) of the agent and the
-collector during each project BE run into DIR (py-spy must be on PATH or in the venv).
+collector (the node, for local) during each project run into DIR (py-spy must be on PATH or in the venv).
 """
 from __future__ import annotations
 
@@ -207,7 +207,7 @@ class Project:
                 agent = self.node(aname, root)
                 # the agent's process up (its own logical node idle) before the clock starts
                 self.wait_active(aname, [agent, collector], physical=True)
-            if spy_dir is not None and mode == "be":
+            if spy_dir is not None:
                 exe = py_spy()
                 if exe is None:
                     raise SystemExit("--py-spy: py-spy not found (.venv/bin/pip install py-spy)")
@@ -332,7 +332,8 @@ def main() -> int:
                     help="only this run (be: BE and rsyslog TCP; e2e: E2E and rsyslog RELP; "
                          "local: tail | collectorSink in one node)")
     ap.add_argument("--peer", type=Path, default=PEER, help="peer_rsyslog.sh to run")
-    ap.add_argument("--py-spy", dest="spy", type=Path, help="profile project BE runs into DIR")
+    ap.add_argument("--py-spy", dest="spy", type=Path, help="profile the project's runs (agent and collector "
+                         "processes; with --only, that mode's) into DIR")
     ap.add_argument("--base", type=Path,
                     help="another checkout (with its .venv, e.g. a git worktree of an older "
                          "commit) whose nodes run too, interleaved: before/after in one run")

@@ -209,10 +209,15 @@ def set_attr(events, name: str, value: bytes) -> None:
     batch)."""
     b = columns(events)
     if b is not None:
-        b.attrs[name] = value
-    else:
-        for e in events:
-            e.attrs[name] = value
+        # Under the lock that makes events: another thread may have made them since
+        # columns() found the batch fast (then they are stamped too), or makes them after
+        # (then they copy the attribute), never in between.
+        with _MAKING:
+            b.attrs[name] = value
+            if b._events is None:
+                return
+    for e in events:
+        e.attrs[name] = value
 
 
 def body_bytes(events) -> int:

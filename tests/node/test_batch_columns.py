@@ -210,3 +210,35 @@ def test_tail_of_several_files_in_one_call_gives_events(make_ctx, tmp_path):
         src.close()
     assert sorted((e.attrs["tailSrcFile"], e.body) for e in got) == sorted(
         (p.name.encode(), b) for p in paths for b in (b"x", b"y"))
+
+
+def test_set_attr_reaches_events_another_thread_made_after_it_found_the_batch_fast():
+    """set_attr finds a batch fast, then (before it writes the attribute) another thread
+    makes the events (a sender lane, a fanout sibling): the events must carry the
+    attribute all the same. The interleaving is forced with a trace hook on set_attr."""
+    import sys
+
+    from flume_og.node import event as event_mod
+
+    b = fast(6)
+    fired = []
+
+    def local(frame, what, arg):
+        if what == "line" and "b" in frame.f_locals and not fired:
+            fired.append(True)
+            t = threading.Thread(target=lambda: list(b))   # the other thread reads events
+            t.start()
+            t.join()
+        return local
+
+    def tracer(frame, what, arg):
+        return local if frame.f_code is event_mod.set_attr.__code__ else None
+
+    sys.settrace(tracer)
+    try:
+        set_attr(b, "rolltag", b"t1")
+    finally:
+        sys.settrace(None)
+    assert fired and not b.fast
+    assert [e.attrs.get("rolltag") for e in b] == [b"t1"] * 6
+    assert codec.decode_events(codec.encode_events(b))[0].attrs["rolltag"] == b"t1"

@@ -86,7 +86,10 @@ class Batch:
     representation of the data path (one buffer's worth of bodies, one set of attributes).
 
     It is a read-only sequence of :class:`Event`: ``len``, iteration, indexing, slicing,
-    ``==`` and ``+`` behave as on a list of the same events. The events are made the first
+    ``==``, ``+``, ``*``, ``in`` and ``copy``/``count``/``index`` behave as on a list of the
+    same events. It is not a ``list``: no ``append``/``extend``/``sort`` (take
+    ``list(batch)`` or ``batch.copy()`` to have a list of your own), ``isinstance(b,
+    list)`` is False and ``json`` needs ``list(b)``. The events are made the first
     time something reads them that way, once (under a lock: two threads get the same
     list), and kept (:attr:`events`); from then on the batch is that list and ``fast`` is
     False, since a decorator may change the events it was given. Components on the hot
@@ -97,7 +100,10 @@ class Batch:
     sibling sink, an agent's sender thread) makes the events meanwhile.
 
     The batch owns ``attrs`` (callers hand over a dict no one else holds): a sink that stamps
-    one attribute on every event of a fast batch sets it there (:func:`set_attr`).
+    one attribute on every event of a fast batch sets it there (:func:`set_attr`). The
+    other columns are read-only: a component that changes bodies or times makes new events
+    (or a new batch) and never writes into ``bodies``/``timestamps``/``nanos``: a reader
+    that found the batch fast (another thread, a later component) reads them as they are.
     """
 
     __slots__ = ("bodies", "timestamps", "nanos", "priority", "host", "attrs", "_events")
@@ -183,6 +189,21 @@ class Batch:
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
+
+    def copy(self) -> list[Event]:
+        """A list of the events (the caller's own list, as ``list.copy``)."""
+        return list(self.events)
+
+    def count(self, event: Event) -> int:
+        return self.events.count(event)
+
+    def index(self, event: Event, *args) -> int:
+        return self.events.index(event, *args)
+
+    def __mul__(self, n: int) -> list[Event]:
+        return self.events * n
+
+    __rmul__ = __mul__
 
     def __add__(self, other):
         return self.events + list(other)

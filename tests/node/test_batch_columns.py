@@ -242,3 +242,18 @@ def test_set_attr_reaches_events_another_thread_made_after_it_found_the_batch_fa
     assert fired and not b.fast
     assert [e.attrs.get("rolltag") for e in b] == [b"t1"] * 6
     assert codec.decode_events(codec.encode_events(b))[0].attrs["rolltag"] == b"t1"
+
+
+def test_a_batch_has_the_read_only_list_methods():
+    """What a component may call on the list it was given works on a fast batch too
+    (a component author writing events.copy() or events.index(e) gets what a list
+    gives, not an AttributeError in production only, where batches come fast)."""
+    events, b = uniform(4), fast(4)
+    assert b.copy() == events.copy() and type(b.copy()) is list
+    assert b.count(events[1]) == events.count(events[1]) == 1
+    assert b.index(events[2]) == 2
+    assert b * 2 == events * 2 and 2 * b == 2 * events
+    assert events[3] in b and list(reversed(b)) == events[::-1]
+    mine = b.copy()
+    mine.append(events[0])          # a copy is the caller's own list
+    assert len(b) == 4

@@ -99,9 +99,9 @@ class Batch:
     found the batch fast reads consistent columns even if another thread (a fanout's
     sibling sink, an agent's sender thread) makes the events meanwhile.
 
-    The batch owns ``attrs`` (callers hand over a dict no one else holds): a sink that stamps
-    one attribute on every event of a fast batch sets it there (:func:`set_attr`). The
-    other columns are read-only: a component that changes bodies or times makes new events
+    ``attrs`` is read-only too: a sink that stamps one attribute on every event of a fast
+    batch calls :func:`set_attr`, which gives the batch a new dict (one the caller handed
+    over, maybe to several batches, is never changed). The other columns are read-only: a component that changes bodies or times makes new events
     (or a new batch) and never writes into ``bodies``/``timestamps``/``nanos``: a reader
     that found the batch fast (another thread, a later component) reads them as they are.
     """
@@ -233,8 +233,10 @@ def set_attr(events, name: str, value: bytes) -> None:
         # Under the lock that makes events: another thread may have made them since
         # columns() found the batch fast (then they are stamped too), or makes them after
         # (then they copy the attribute), never in between.
+        # A new dict, not a write into the old one: a dict a source handed to several
+        # batches, or that a reader is iterating, is never changed.
         with _MAKING:
-            b.attrs[name] = value
+            b.attrs = {**b.attrs, name: value}
             if b._events is None:
                 return
     for e in events:
@@ -250,8 +252,9 @@ def body_bytes(events) -> int:
 def lines_batch(lines: list[bytes], attrs: dict[str, bytes], ts: int | None = None,
                 host: str = LOCAL_HOST, priority: Priority = Priority.INFO) -> Batch:
     """A fast batch of lines read now: one timestamp, nanos strictly increasing (what
-    :func:`events_from_lines` gives, without the per-event objects). ``attrs`` is handed
-    over."""
+    :func:`events_from_lines` gives, without the per-event objects). ``lines`` becomes the
+    bodies, not copied: do not change it afterwards. ``attrs`` may be shared between
+    batches (nothing writes into it: :func:`set_attr` replaces it)."""
     n = len(lines)
     if ts is None:
         ts = time.time_ns() // 1_000_000

@@ -257,3 +257,17 @@ def test_a_batch_has_the_read_only_list_methods():
     mine = b.copy()
     mine.append(events[0])          # a copy is the caller's own list
     assert len(b) == 4
+
+
+def test_set_attr_never_writes_into_a_dict_a_batch_was_given():
+    """A source that gives its batches one dict of its own (a newcomer's natural
+    ``lines_batch(lines, self.attrs)``) must not see a roll tag stamped on one batch
+    appear in its later batches, nor a reader of the old dict see it change."""
+    shared = {"src": b"a"}
+    first = lines_batch([b"1", b"2"], shared, ts=TS_FIXED)
+    second = lines_batch([b"3"], shared, ts=TS_FIXED)
+    seen = first.attrs
+    set_attr(first, "rolltag", b"t1")
+    assert shared == {"src": b"a"} and seen == {"src": b"a"}
+    assert second.attrs == {"src": b"a"} and [e.attrs for e in second] == [{"src": b"a"}]
+    assert first.fast and [e.attrs for e in first] == [{"src": b"a", "rolltag": b"t1"}] * 2

@@ -282,10 +282,10 @@ def decode_events(data: bytes, max_events: int | None = None,
             if end != len(data):
                 raise ValueError("trailing bytes after batch")
             return []
-        # Columns, unpacked and transposed in C (a zip of the records). A batch with one
-        # host, priority and set of attributes (the usual one) becomes a fast Batch, with
-        # no per-event object; the others become events.
-        ts, nanos, prio_col, host_col, lens, set_col = zip(*record.iter_unpack(data[off:end]))
+        # Columns, unpacked and transposed in C (_columns). A batch with one host, priority
+        # and set of attributes (the usual one) becomes a fast Batch, with no per-event
+        # object; the others become events.
+        ts, nanos, prio_col, host_col, lens, set_col = _columns(record, data, off, end)
         if len(sets) > 1:
             _check_attr_entries(sets, set_col, count, max_bytes if max_bytes is not None
                                 else max(MAX_BATCH_BYTES, len(data)))
@@ -307,6 +307,22 @@ def decode_events(data: bytes, max_events: int | None = None,
     if off != len(data):
         raise ValueError("trailing bytes after batch")
     return out
+
+
+_CHUNK_RECORDS = 4096
+
+
+def _columns(record: struct.Struct, data: bytes, off: int, end: int) -> list[list]:
+    """The fields of the records in ``data[off:end]`` as one list per field, transposed
+    (a zip of the unpacked records) a few thousand records at a time: a zip of them all
+    at once held every record's tuple as well as the columns (9 times the bytes of a batch
+    of records, 4 this way) and was slower (a call with 20,000 arguments)."""
+    cols: list[list] = [[], [], [], [], [], []]     # the six fields of a record
+    step = _CHUNK_RECORDS * record.size
+    for start in range(off, end, step):
+        for col, part in zip(cols, zip(*record.iter_unpack(data[start:min(end, start + step)]))):
+            col += part
+    return cols
 
 
 def _check_attr_entries(sets: list[dict], set_col, count: int, budget: int) -> None:

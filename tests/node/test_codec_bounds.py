@@ -275,3 +275,22 @@ def test_gzip_bomb_and_shared_attribute_set_cost_a_receiver_its_bounds(flow_vict
     assert after["hwm"] - before["hwm"] < 80 * 1024, (before["hwm"], after["hwm"])
     assert client.append_packed([Event(b"still served")]) == (Status.OK, "")
     client.close()
+
+
+def test_decoding_a_batch_of_records_stays_within_seven_times_its_bytes():
+    """The records are transposed into columns a few thousand at a time: all at once
+    (zip(*records)) held every record's tuple next to the columns, 9 times the bytes of a
+    batch of empty events (a node reading its own spool has no event bound)."""
+    import tracemalloc
+    n = (4 * MB) // _RECORD.size
+    data = (_HEAD.pack(b"FLB", 2, n, 1) + struct.pack(">H", 1) + b"h" + struct.pack(">I", 0)
+            + b"".join(_RECORD.pack(1_700_000_000_000 + i, 10**12 + i, 3, 0, 0, 0)
+                       for i in range(n)))
+    tracemalloc.start()
+    try:
+        events = decode_events(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(events) == n and events[-1].nanos == 10**12 + n - 1
+    assert peak < 7 * len(data), f"peak {peak / len(data):.1f} times the batch"

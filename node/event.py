@@ -110,6 +110,9 @@ class Batch:
 
     def __init__(self, bodies: list[bytes], timestamps, nanos, priority: Priority,
                  host: str, attrs: dict[str, bytes]):
+        if not len(bodies) == len(timestamps) == len(nanos):
+            raise ValueError(f"a batch's columns differ in length: {len(bodies)} bodies, "
+                             f"{len(timestamps)} timestamps, {len(nanos)} nanos")
         self.bodies = bodies            # list[bytes]
         self.timestamps = timestamps    # sequence of int, one per event
         self.nanos = nanos              # sequence of int, one per event (a range will do)

@@ -271,3 +271,15 @@ def test_set_attr_never_writes_into_a_dict_a_batch_was_given():
     assert shared == {"src": b"a"} and seen == {"src": b"a"}
     assert second.attrs == {"src": b"a"} and [e.attrs for e in second] == [{"src": b"a"}]
     assert first.fast and [e.attrs for e in first] == [{"src": b"a", "rolltag": b"t1"}] * 2
+
+
+def test_a_batch_of_columns_of_different_lengths_is_refused_when_made():
+    """zip() would make as many events as the shortest column while len() and the
+    encoding's header count the bodies: a source author's off-by-one became a corrupt
+    batch at the collector (refused whole) instead of an error at the source."""
+    from flume_og.node.event import Batch
+    with pytest.raises(ValueError, match="columns"):
+        Batch([b"a", b"b"], [1], range(0, 2), Priority.INFO, "h", {})
+    with pytest.raises(ValueError, match="columns"):
+        Batch([b"a"], [1], range(0, 2), Priority.INFO, "h", {})
+    assert len(Batch([b"a"], (1,), range(5, 6), Priority.INFO, "h", {})) == 1

@@ -283,3 +283,40 @@ def test_a_batch_of_columns_of_different_lengths_is_refused_when_made():
     with pytest.raises(ValueError, match="columns"):
         Batch([b"a"], [1], range(0, 2), Priority.INFO, "h", {})
     assert len(Batch([b"a"], (1,), range(5, 6), Priority.INFO, "h", {})) == 1
+
+
+def test_the_queue_joins_neither_other_roll_tags_nor_e2e_tagged_with_untagged():
+    from flume_og.node.sources import rpc as rpc_source
+    a, b = fast(3), fast(2)
+    set_attr(a, "rolltag", b"t1")
+    set_attr(b, "rolltag", b"t2")
+    q = BatchQueue(capacity=1000, max_batch=1000)
+    q.put(a)
+    q.put(b)
+    assert [len(q.get(1.0)), len(q.get(1.0))] == [3, 2]
+    tq = rpc_source._TaggedQueue(1000, 1000)
+    tq.put(fast(3))
+    rpc_source._local.tag = {"e2e:a:1": 2}
+    try:
+        tq.put(fast(2))
+        tq.put(fast(4))
+    finally:
+        rpc_source._local.tag = None
+    tq.put(fast(5))
+    got = []
+    for _ in range(3):
+        g = tq.get(1.0)
+        got.append((len(g), columns(g) is g, tq.last_tagged))
+    assert got == [(3, True, False), (6, True, True), (5, True, False)]
+
+
+def test_an_empty_fast_batch_is_the_empty_list_everywhere():
+    from flume_og.node.escapes import Escaper
+    from flume_og.node.event import Batch
+    from flume_og.node.formats import RawFormat
+    empty = Batch([], [], range(0), Priority.INFO, "h", {"a": b"1"})
+    assert codec.encode_events(empty) == codec.encode_events([])
+    assert codec.decode_events(codec.encode_events(empty)) == [] == empty
+    assert [list(p) for p in codec.split_events(empty, 10, 1000)] == [[]]
+    assert Escaper("%{host}-%Y").group(empty) == {} and RawFormat().encode(empty) == b"\n"
+    assert batch_bytes(empty) == 0 == body_bytes(empty) and not empty and list(empty) == []

@@ -99,11 +99,13 @@ class Batch:
     found the batch fast reads consistent columns even if another thread (a fanout's
     sibling sink, an agent's sender thread) makes the events meanwhile.
 
-    ``attrs`` is read-only too: a sink that stamps one attribute on every event of a fast
-    batch calls :func:`set_attr`, which gives the batch a new dict (one the caller handed
-    over, maybe to several batches, is never changed). The other columns are read-only: a component that changes bodies or times makes new events
-    (or a new batch) and never writes into ``bodies``/``timestamps``/``nanos``: a reader
-    that found the batch fast (another thread, a later component) reads them as they are.
+    The columns are read-only. A sink that stamps one attribute on every event of a fast
+    batch calls :func:`set_attr`, which gives the batch a new ``attrs`` dict (one the
+    maker handed over, maybe to several batches, is never changed); a component that
+    changes bodies or times makes new events (or a new batch) and never writes into
+    ``bodies``/``timestamps``/``nanos``: a reader that found the batch fast (another
+    thread, a later component) reads them as they are. The columns must have one length
+    (ValueError when made otherwise).
     """
 
     __slots__ = ("bodies", "timestamps", "nanos", "priority", "host", "attrs", "_events")
@@ -235,9 +237,9 @@ def set_attr(events, name: str, value: bytes) -> None:
     if b is not None:
         # Under the lock that makes events: another thread may have made them since
         # columns() found the batch fast (then they are stamped too), or makes them after
-        # (then they copy the attribute), never in between.
-        # A new dict, not a write into the old one: a dict a source handed to several
-        # batches, or that a reader is iterating, is never changed.
+        # (then they copy the attribute), never in between. A new dict, not a write into
+        # the old one: a dict a source handed to several batches, or that a reader is
+        # iterating, is never changed.
         with _MAKING:
             b.attrs = {**b.attrs, name: value}
             if b._events is None:

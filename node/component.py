@@ -7,7 +7,11 @@ kept as columns, which reads as the list of its events wherever a component iter
 indexes it. Per-event Python objects are what make a Python data path slow: components
 on the hot path read a fast batch's columns (``node.event.columns``, ``set_attr``,
 ``body_bytes``) and make no event; any other component just reads events, which are then
-made once, lazily.
+made once, lazily. What a component may rely on: a batch is a read-only sequence (treat
+it as given: ``list(batch)`` for a list of your own; never ``isinstance(batch, list)``);
+changing an event you read is kept; a fast batch's columns are only read, and one
+attribute for every event is set with ``set_attr``. tests/node/test_batch_contract.py
+runs every registered decorator and sink over both forms: a new one needs a case there.
 
 Contracts, which every component keeps:
 

@@ -86,7 +86,10 @@ class Batch:
     representation of the data path (one buffer's worth of bodies, one set of attributes).
 
     It is a read-only sequence of :class:`Event`: ``len``, iteration, indexing, slicing,
-    ``==`` and ``+`` behave as on a list of the same events. The events are made the first
+    ``==``, ``+``, ``*``, ``in`` and ``copy``/``count``/``index`` behave as on a list of the
+    same events. It is not a ``list``: no ``append``/``extend``/``sort`` (take
+    ``list(batch)`` or ``batch.copy()`` to have a list of your own), ``isinstance(b,
+    list)`` is False and ``json`` needs ``list(b)``. The events are made the first
     time something reads them that way, once (under a lock: two threads get the same
     list), and kept (:attr:`events`); from then on the batch is that list and ``fast`` is
     False, since a decorator may change the events it was given. Components on the hot
@@ -96,14 +99,22 @@ class Batch:
     found the batch fast reads consistent columns even if another thread (a fanout's
     sibling sink, an agent's sender thread) makes the events meanwhile.
 
-    The batch owns ``attrs`` (callers hand over a dict no one else holds): a sink that stamps
-    one attribute on every event of a fast batch sets it there (:func:`set_attr`).
+    The columns are read-only. A sink that stamps one attribute on every event of a fast
+    batch calls :func:`set_attr`, which gives the batch a new ``attrs`` dict (one the
+    maker handed over, maybe to several batches, is never changed); a component that
+    changes bodies or times makes new events (or a new batch) and never writes into
+    ``bodies``/``timestamps``/``nanos``: a reader that found the batch fast (another
+    thread, a later component) reads them as they are. The columns must have one length
+    (ValueError when made otherwise).
     """
 
     __slots__ = ("bodies", "timestamps", "nanos", "priority", "host", "attrs", "_events")
 
     def __init__(self, bodies: list[bytes], timestamps, nanos, priority: Priority,
                  host: str, attrs: dict[str, bytes]):
+        if not len(bodies) == len(timestamps) == len(nanos):
+            raise ValueError(f"a batch's columns differ in length: {len(bodies)} bodies, "
+                             f"{len(timestamps)} timestamps, {len(nanos)} nanos")
         self.bodies = bodies            # list[bytes]
         self.timestamps = timestamps    # sequence of int, one per event
         self.nanos = nanos              # sequence of int, one per event (a range will do)
@@ -184,6 +195,21 @@ class Batch:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def copy(self) -> list[Event]:
+        """A list of the events (the caller's own list, as ``list.copy``)."""
+        return list(self.events)
+
+    def count(self, event: Event) -> int:
+        return self.events.count(event)
+
+    def index(self, event: Event, *args) -> int:
+        return self.events.index(event, *args)
+
+    def __mul__(self, n: int) -> list[Event]:
+        return self.events * n
+
+    __rmul__ = __mul__
+
     def __add__(self, other):
         return self.events + list(other)
 
@@ -209,10 +235,17 @@ def set_attr(events, name: str, value: bytes) -> None:
     batch)."""
     b = columns(events)
     if b is not None:
-        b.attrs[name] = value
-    else:
-        for e in events:
-            e.attrs[name] = value
+        # Under the lock that makes events: another thread may have made them since
+        # columns() found the batch fast (then they are stamped too), or makes them after
+        # (then they copy the attribute), never in between. A new dict, not a write into
+        # the old one: a dict a source handed to several batches, or that a reader is
+        # iterating, is never changed.
+        with _MAKING:
+            b.attrs = {**b.attrs, name: value}
+            if b._events is None:
+                return
+    for e in events:
+        e.attrs[name] = value
 
 
 def body_bytes(events) -> int:
@@ -224,8 +257,9 @@ def body_bytes(events) -> int:
 def lines_batch(lines: list[bytes], attrs: dict[str, bytes], ts: int | None = None,
                 host: str = LOCAL_HOST, priority: Priority = Priority.INFO) -> Batch:
     """A fast batch of lines read now: one timestamp, nanos strictly increasing (what
-    :func:`events_from_lines` gives, without the per-event objects). ``attrs`` is handed
-    over."""
+    :func:`events_from_lines` gives, without the per-event objects). ``lines`` becomes the
+    bodies, not copied: do not change it afterwards. ``attrs`` may be shared between
+    batches (nothing writes into it: :func:`set_attr` replaces it)."""
     n = len(lines)
     if ts is None:
         ts = time.time_ns() // 1_000_000

@@ -210,3 +210,113 @@ def test_tail_of_several_files_in_one_call_gives_events(make_ctx, tmp_path):
         src.close()
     assert sorted((e.attrs["tailSrcFile"], e.body) for e in got) == sorted(
         (p.name.encode(), b) for p in paths for b in (b"x", b"y"))
+
+
+def test_set_attr_reaches_events_another_thread_made_after_it_found_the_batch_fast():
+    """set_attr finds a batch fast, then (before it writes the attribute) another thread
+    makes the events (a sender lane, a fanout sibling): the events must carry the
+    attribute all the same. The interleaving is forced with a trace hook on set_attr."""
+    import sys
+
+    from flume_og.node import event as event_mod
+
+    b = fast(6)
+    fired = []
+
+    def local(frame, what, arg):
+        if what == "line" and "b" in frame.f_locals and not fired:
+            fired.append(True)
+            t = threading.Thread(target=lambda: list(b))   # the other thread reads events
+            t.start()
+            t.join()
+        return local
+
+    def tracer(frame, what, arg):
+        return local if frame.f_code is event_mod.set_attr.__code__ else None
+
+    sys.settrace(tracer)
+    try:
+        set_attr(b, "rolltag", b"t1")
+    finally:
+        sys.settrace(None)
+    assert fired and not b.fast
+    assert [e.attrs.get("rolltag") for e in b] == [b"t1"] * 6
+    assert codec.decode_events(codec.encode_events(b))[0].attrs["rolltag"] == b"t1"
+
+
+def test_a_batch_has_the_read_only_list_methods():
+    """What a component may call on the list it was given works on a fast batch too
+    (a component author writing events.copy() or events.index(e) gets what a list
+    gives, not an AttributeError in production only, where batches come fast)."""
+    events, b = uniform(4), fast(4)
+    assert b.copy() == events.copy() and type(b.copy()) is list
+    assert b.count(events[1]) == events.count(events[1]) == 1
+    assert b.index(events[2]) == 2
+    assert b * 2 == events * 2 and 2 * b == 2 * events
+    assert events[3] in b and list(reversed(b)) == events[::-1]
+    mine = b.copy()
+    mine.append(events[0])          # a copy is the caller's own list
+    assert len(b) == 4
+
+
+def test_set_attr_never_writes_into_a_dict_a_batch_was_given():
+    """A source that gives its batches one dict of its own (a newcomer's natural
+    ``lines_batch(lines, self.attrs)``) must not see a roll tag stamped on one batch
+    appear in its later batches, nor a reader of the old dict see it change."""
+    shared = {"src": b"a"}
+    first = lines_batch([b"1", b"2"], shared, ts=TS_FIXED)
+    second = lines_batch([b"3"], shared, ts=TS_FIXED)
+    seen = first.attrs
+    set_attr(first, "rolltag", b"t1")
+    assert shared == {"src": b"a"} and seen == {"src": b"a"}
+    assert second.attrs == {"src": b"a"} and [e.attrs for e in second] == [{"src": b"a"}]
+    assert first.fast and [e.attrs for e in first] == [{"src": b"a", "rolltag": b"t1"}] * 2
+
+
+def test_a_batch_of_columns_of_different_lengths_is_refused_when_made():
+    """zip() would make as many events as the shortest column while len() and the
+    encoding's header count the bodies: a source author's off-by-one became a corrupt
+    batch at the collector (refused whole) instead of an error at the source."""
+    from flume_og.node.event import Batch
+    with pytest.raises(ValueError, match="columns"):
+        Batch([b"a", b"b"], [1], range(0, 2), Priority.INFO, "h", {})
+    with pytest.raises(ValueError, match="columns"):
+        Batch([b"a"], [1], range(0, 2), Priority.INFO, "h", {})
+    assert len(Batch([b"a"], (1,), range(5, 6), Priority.INFO, "h", {})) == 1
+
+
+def test_the_queue_joins_neither_other_roll_tags_nor_e2e_tagged_with_untagged():
+    from flume_og.node.sources import rpc as rpc_source
+    a, b = fast(3), fast(2)
+    set_attr(a, "rolltag", b"t1")
+    set_attr(b, "rolltag", b"t2")
+    q = BatchQueue(capacity=1000, max_batch=1000)
+    q.put(a)
+    q.put(b)
+    assert [len(q.get(1.0)), len(q.get(1.0))] == [3, 2]
+    tq = rpc_source._TaggedQueue(1000, 1000)
+    tq.put(fast(3))
+    rpc_source._local.tag = {"e2e:a:1": 2}
+    try:
+        tq.put(fast(2))
+        tq.put(fast(4))
+    finally:
+        rpc_source._local.tag = None
+    tq.put(fast(5))
+    got = []
+    for _ in range(3):
+        g = tq.get(1.0)
+        got.append((len(g), columns(g) is g, tq.last_tagged))
+    assert got == [(3, True, False), (6, True, True), (5, True, False)]
+
+
+def test_an_empty_fast_batch_is_the_empty_list_everywhere():
+    from flume_og.node.escapes import Escaper
+    from flume_og.node.event import Batch
+    from flume_og.node.formats import RawFormat
+    empty = Batch([], [], range(0), Priority.INFO, "h", {"a": b"1"})
+    assert codec.encode_events(empty) == codec.encode_events([])
+    assert codec.decode_events(codec.encode_events(empty)) == [] == empty
+    assert [list(p) for p in codec.split_events(empty, 10, 1000)] == [[]]
+    assert Escaper("%{host}-%Y").group(empty) == {} and RawFormat().encode(empty) == b"\n"
+    assert batch_bytes(empty) == 0 == body_bytes(empty) and not empty and list(empty) == []

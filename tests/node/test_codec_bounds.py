@@ -107,6 +107,51 @@ def test_decode_events_refuses_a_batch_longer_than_max_bytes():
     assert len(decode_events(data, max_bytes=len(data))) == 1
 
 
+# ------------------------------------------------------------------ host and set tables
+
+def one_event_tail() -> bytes:
+    return _RECORD.pack(1, 0, 3, 0, 0, 0)
+
+
+def table_batch(nhosts: int, nsets: int, count: int = 1) -> bytes:
+    """A version-2 batch of ``count`` empty events of host 0 and no attributes, whose
+    header announces ``nhosts`` empty hosts and ``nsets`` empty attribute sets (what no
+    encoder writes: each distinct host and set of the events once)."""
+    return (_HEAD.pack(b"FLB", 2, count, nhosts) + b"\0\0" * nhosts
+            + struct.pack(">I", nsets) + b"\0\0\0\0" * nsets + one_event_tail() * count)
+
+
+@pytest.mark.parametrize("nhosts,nsets", [(50_000, 1), (1, 50_000), (2, 1), (1, 2)],
+                         ids=["hosts", "sets", "2 hosts, 1 event", "2 sets, 1 event"])
+def test_a_batch_announcing_more_hosts_or_sets_than_events_is_refused(nhosts, nsets):
+    """A 16 MiB message of empty attribute sets (4 bytes each) cost a receiver 8 s of CPU
+    and 20 times its size in memory (a dict per set) before any check; empty hosts (2
+    bytes each) 4 s. An encoder writes at most one host and one set per event, so a
+    table longer than the batch is refused before it is read."""
+    data = table_batch(nhosts, nsets)
+    with pytest.raises(ValueError, match="more .* than events"):
+        decode_events(data, 20_000, MAX_BATCH_BYTES)
+    with pytest.raises(ValueError, match="more .* than events"):
+        decode_events(data)
+
+
+def test_tables_as_long_as_the_batch_are_read():
+    events = [Event(b"", i, i, Priority.INFO, f"h{i}", {"k": b"%d" % i}) for i in range(5)]
+    assert decode_events(encode_events(events), 20_000, MAX_BATCH_BYTES) == events
+    assert decode_events(table_batch(3, 3, count=3)) == [
+        Event(b"", 1, 0, Priority.INFO, "", {})] * 3
+    assert decode_events(table_batch(0, 0, count=0)) == []
+
+
+def test_a_version_1_batch_announcing_more_hosts_than_events_is_refused():
+    from flume_og.node.codec import _RECORD_V1
+    data = (_HEAD.pack(b"FLB", 1, 1, 3) + b"\0\0" * 3 + _RECORD_V1.pack(1, 0, 3, 0, 0, 0))
+    with pytest.raises(ValueError, match="more hosts than events"):
+        decode_events(data)
+    ok = _HEAD.pack(b"FLB", 1, 1, 1) + b"\0\0" + _RECORD_V1.pack(1, 0, 3, 0, 0, 0)
+    assert decode_events(ok) == [Event(b"", 1, 0, Priority.INFO, "", {})]
+
+
 # ------------------------------------------------------------------ gunzip
 
 def test_gunzip_passes_a_bomb_on_as_it_is_and_counts_it(ctx):
@@ -230,3 +275,22 @@ def test_gzip_bomb_and_shared_attribute_set_cost_a_receiver_its_bounds(flow_vict
     assert after["hwm"] - before["hwm"] < 80 * 1024, (before["hwm"], after["hwm"])
     assert client.append_packed([Event(b"still served")]) == (Status.OK, "")
     client.close()
+
+
+def test_decoding_a_batch_of_records_stays_within_seven_times_its_bytes():
+    """The records are transposed into columns a few thousand at a time: all at once
+    (zip(*records)) held every record's tuple next to the columns, 9 times the bytes of a
+    batch of empty events (a node reading its own spool has no event bound)."""
+    import tracemalloc
+    n = (4 * MB) // _RECORD.size
+    data = (_HEAD.pack(b"FLB", 2, n, 1) + struct.pack(">H", 1) + b"h" + struct.pack(">I", 0)
+            + b"".join(_RECORD.pack(1_700_000_000_000 + i, 10**12 + i, 3, 0, 0, 0)
+                       for i in range(n)))
+    tracemalloc.start()
+    try:
+        events = decode_events(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(events) == n and events[-1].nanos == 10**12 + n - 1
+    assert peak < 7 * len(data), f"peak {peak / len(data):.1f} times the batch"

@@ -26,8 +26,9 @@ entries in all (one set named by every event is copied into every event: without
 bound a few kB of shared set would cost gigabytes). Every other length is checked against
 the bytes actually present, so decoding never allocates more than a small multiple of
 its byte bound: the host and attribute-set tables are no longer than the batch (an
-encoder writes each distinct one of its events once). Senders keep their batches under the receivers' bounds with
-:func:`split_events` (a count and an estimated encoded size per piece).
+encoder writes each distinct one of its events once). Senders keep their batches under
+the receivers' bounds with :func:`split_events` (a count and an estimated encoded size
+per piece).
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@
 ``bench/instructions.py [--events N] [--python PY]`` runs each case under ``valgrind
 --tool=cachegrind --cache-sim=no`` twice, making 0 and then 10 calls on the same batch, and
 prints (instructions of the 10 calls - those of none) / (10 x N): start-up, imports and the
-batch's construction cancel out. Unlike a rate, the figure does not move with the load of
+batch's construction cancel out; the garbage collector is off during the calls (its
+cost follows the size of the heap, not the call). Unlike a rate, the figure does not move with the load of
 a shared machine. ``--python`` runs another checkout's interpreter (its ``.venv``), for a
 before/after comparison; cases that checkout cannot run (no ``node.event.Batch``) say so.
 
@@ -17,6 +18,7 @@ now). Needs valgrind (``apt-get install -y valgrind``).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import shutil
@@ -93,6 +95,8 @@ def inner(case: str, calls: int, made: int, n: int) -> None:
         fn = {"encode": codec.encode_events, "weigh": batch_bytes, "group": esc.group,
               "raw": RawFormat().encode}[kind]
         work = [lambda b=b: fn(b) for b in items]
+    gc.collect()
+    gc.disable()    # a collection's cost follows the heap, not the call: left out
     for k in range(calls):
         work[k % len(work)]()
 

@@ -7,7 +7,19 @@ collector writes raw files. Prints events/s from the agent's configuration (firs
 read) to the last line durable in a final output file, the agent's and the collector's
 peak RSS, and checks for loss and duplicates.
 
---backlog  also measures the agent's RSS while a backlog grows on disk (collector down).
+--backlog  then kills the collector and appends N more lines (``backlog COUNTER``) to the
+           input at full rate; samples the agent's RSS, its write-ahead log (E2E) or spool
+           (DFO) -- events and bytes, from its /status.json -- and its tail position until
+           the whole input is read and all N events are on the agent's disk, then for
+           --hold seconds more (default 30) with the collector still down. Then restarts
+           the collector (same port, same output directory) and times the drain to every
+           one of the 2N lines in a final file, sampling RSS meanwhile. Every line is
+           checked: exactly once for E2E, at least once for DFO (duplicates reported). A
+           lost line (or an E2E duplicate) makes the script exit non-zero. RSS: VmRSS
+           min / max / last per phase, and the phase's peak (VmHWM, reset at the phase's
+           start through /proc/PID/clear_refs).
+--tmp DIR  where the run's directory goes (default /var/tmp; at N = 10,000,000 --backlog
+           needs about 5 GB); it is removed after a run that passed unless --keep.
 --failover also measures the failover time to a second collector (E2E chain): from the
            SIGKILL of the first collector to the second receiving events, and to every
            line written so far being final (including the groups the first collector
@@ -18,6 +30,8 @@ loss and no duplicate, agent RSS <= 100 MB and flat while a backlog grows, failo
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,9 +57,11 @@ def rss_peak_mb(pid: int) -> float:
     return float("nan")
 
 
-def rss_now_mb(pid: int) -> float:
+def rss_now_mb(pid: int, field: str = "VmRSS") -> float:
+    """``field`` of /proc/PID/status in MB: VmRSS (all resident), RssAnon (anonymous
+    memory: heaps and stacks, without the mapped files)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -71,11 +87,54 @@ def final_lines(out: Path) -> int:
     return len(all_lines(out))
 
 
-def make_input(path: Path, n: int) -> None:
-    pad = b"x" * (LINE - 17)     # "counter %07d " is 16 bytes, then the newline
+def lines_of(n: int, word: bytes = b"counter", start: int = 0, chunk: int = 100_000):
+    """Chunks of the lines ``WORD COUNTER xxx...`` for COUNTER in ``start``..``n - 1``,
+    each LINE bytes (the counter %07d, or wider when ``n`` needs it)."""
+    width = max(7, len(str(n - 1)))
+    pad = b"x" * (LINE - 1 - len(word) - 1 - width - 1)
+    fmt = word + b" %0" + str(width).encode() + b"d " + pad + b"\n"
+    for s in range(start, n, chunk):
+        yield b"".join(fmt % i for i in range(s, min(n, s + chunk)))
+
+
+def make_input(path: Path, n: int, word: bytes = b"counter") -> None:
     with open(path, "wb") as f:
-        for s in range(0, n, 100_000):
-            f.write(b"".join(b"counter %07d %s\n" % (i, pad) for i in range(s, min(n, s + 100_000))))
+        for block in lines_of(n, word):
+            f.write(block)
+
+
+def final_files(out: Path) -> list[Path]:
+    return [f for f in sorted(out.rglob("*")) if f.is_file() and not f.name.startswith(".")] \
+        if out.exists() else []
+
+
+def verify(out: Path, n: int, words=(b"counter",)) -> dict:
+    """Counts each ``WORD COUNTER`` line of the final files in ``out`` (``n`` counters per
+    word) without holding the lines: lost (never seen), dup (seen more than once, by how
+    many extra copies), malformed lines, and the total."""
+    index = {w: k for k, w in enumerate(words)}
+    seen = bytearray(n * len(words))
+    total = malformed = 0
+    for f in final_files(out):
+        with open(f, "rb") as fh:
+            for line in fh:
+                total += 1
+                parts = line.split(b" ", 2)
+                k = index.get(parts[0])
+                try:
+                    i = int(parts[1]) if k is not None else -1
+                except (IndexError, ValueError):
+                    i = -1
+                if not 0 <= i < n:
+                    malformed += 1
+                    continue
+                j = k * n + i
+                if seen[j] < 255:
+                    seen[j] += 1
+    lost = seen.count(0)
+    good = total - malformed
+    return {"lines": total, "lost": lost, "dup": good - (len(seen) - lost),
+            "malformed": malformed}
 
 
 class Bench:
@@ -130,24 +189,233 @@ def node_events_in(port: int) -> int:
     return sum((r.get("events_in") or 0) for r in st.get("logical", {}).values())
 
 
+def report_loss(what: str, v: dict, exact: bool) -> bool:
+    """Print what is wrong with a verification; True if it failed (a lost or malformed
+    line, or, when ``exact``, a duplicate)."""
+    bad = v["lost"] or v["malformed"] or (exact and v["dup"])
+    if bad:
+        print(f"{what}: LOST {v['lost']:,}, duplicates {v['dup']:,}, malformed "
+              f"{v['malformed']:,} of {v['lines']:,} lines read", flush=True)
+    return bool(bad)
+
+
+def node_status(port: int) -> dict | None:
+    """The one logical node's ``counters`` from a node's /status.json, and its source's
+    ``bytes_in`` as ``tail_bytes``; None if the node does not answer."""
+    try:
+        st = httpx.get(f"http://127.0.0.1:{port}/status.json", timeout=5).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    for row in st.get("logical", {}).values():
+        c = dict(row.get("counters") or {})
+        src = (row.get("components") or {}).get("source") or {}
+        c["tail_bytes"] = (src.get("metrics") or {}).get("bytes_in", 0)
+        return c
+    return None
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def reset_peak(pid: int) -> bool:
+    """Reset the process's VmHWM to its current RSS (Linux >= 4.0), so that the next
+    reading is the peak of what follows."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class Sampler:
+    """Samples, every ``every`` seconds in a thread: the agent's VmRSS, its metrics (how
+    many events and bytes its write-ahead log or spool holds, how far its tail has read)
+    and the size of its data directory."""
+
+    def __init__(self, mode: str, pid: int, port: int, data_dir: Path, every: float = 0.2):
+        self.mode, self.pid, self.port, self.data_dir, self.every = mode, pid, port, data_dir, every
+        self.rows: list[dict] = []
+        self.last: dict = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.t0 = time.perf_counter()
+
+    def start(self) -> "Sampler":
+        self._thread.start()
+        return self
+
+    def sample(self) -> dict:
+        st = node_status(self.port) or {}
+        if self.mode == "e2e":
+            events, nbytes = st.get("wal_events", 0), st.get("wal_bytes", 0)
+        else:
+            events = st.get("spooled", 0) - st.get("replayed", 0)
+            nbytes = st.get("spool_bytes", 0)
+        row = {"t": time.perf_counter() - self.t0, "rss": rss_now_mb(self.pid),
+               "anon": rss_now_mb(self.pid, "RssAnon"),
+               "disk_events": events, "disk_bytes": nbytes,
+               "dir_bytes": dir_bytes(self.data_dir), "tail_bytes": st.get("tail_bytes", 0),
+               "status": st}
+        self.rows.append({k: v for k, v in row.items() if k != "status"})
+        self.last = row
+        return row
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.sample()
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return self.sample()
+
+    def rss(self) -> str:
+        xs = [r["rss"] for r in self.rows]
+        return (f"RSS min {min(xs):.0f} MB, max {max(xs):.0f} MB, last {xs[-1]:.0f} MB "
+                f"(anonymous {self.rows[-1]['anon']:.0f} MB), peak (VmHWM) "
+                f"{rss_peak_mb(self.pid):.0f} MB")
+
+    def grew(self) -> str:
+        """RSS (anonymous) at a quarter, half and the end of the phase: does it grow with
+        the backlog?"""
+        rows = self.rows
+        at = [rows[len(rows) // 4], rows[len(rows) // 2], rows[-1]]
+        return "RSS (anonymous) at 25 % / 50 % / 100 % of the phase " + " / ".join(
+            f"{r['rss']:.0f} ({r['anon']:.0f})" for r in at) + " MB"
+
+
+def backlog(b: Bench, mode: str, n: int, agent, aport: int, collector, src: Path,
+            out: Path, hold: float = 30, timeout: float = 3600) -> bool:
+    """Kill the collector; append ``n`` lines ``backlog COUNTER`` to the agent's input as
+    fast as the disk takes them; sample the agent until its tail has read the whole file
+    and its write-ahead log (E2E) or spool (DFO) holds the ``n`` events, and ``hold``
+    seconds more (RSS while the agent keeps retrying; the figures of the whole phase
+    include them). Then start the
+    collector again (same port, same output directory) and time the drain to every one of
+    the 2n lines in a final file, checking each exactly once (E2E) or at least once (DFO).
+    True if a line was lost (or duplicated, for E2E)."""
+    collector.kill()
+    collector.wait()
+    data_dir = b.tmp / "nodes" / "node" / "agent"
+    before = node_status(aport) or {}
+    base_disk = before.get("wal_events", 0) if mode == "e2e" else \
+        before.get("spooled", 0) - before.get("replayed", 0)
+    reset_peak(agent.pid)
+    smp = Sampler(mode, agent.pid, aport, data_dir).start()
+    t0 = time.perf_counter()
+    with open(src, "ab") as f:
+        for block in lines_of(n, b"backlog"):
+            f.write(block)
+    appended = time.perf_counter() - t0
+    size = src.stat().st_size
+    print(f"backlog: {n:,} lines appended in {appended:.1f} s with the collector down",
+          flush=True)
+    last_print = time.perf_counter()
+    while True:
+        row = smp.last or smp.sample()
+        if row["tail_bytes"] >= size and row["disk_events"] - base_disk >= n:
+            break
+        if time.perf_counter() - last_print > 15:
+            last_print = time.perf_counter()
+            print(f"  ... tail at {row['tail_bytes'] / size:.0%} of the input, "
+                  f"{row['disk_events']:,} events ({row['disk_bytes'] / 1e6:,.0f} MB) on "
+                  f"disk, RSS {row['rss']:.0f} MB", flush=True)
+        if time.perf_counter() - t0 > timeout:
+            smp.stop()
+            print(f"backlog: GAVE UP after {timeout:.0f} s: {row}", flush=True)
+            return True
+        time.sleep(0.2)
+    took = time.perf_counter() - t0
+    if hold > 0:
+        # the collector stays down a while longer: the agent retries all along
+        at = len(smp.rows)
+        time.sleep(hold)
+        kept = smp.rows[at:]
+        print(f"backlog: held {hold:.0f} s more with the collector down: agent RSS "
+              f"(anonymous) {kept[0]['rss']:.0f} ({kept[0]['anon']:.0f}) -> "
+              f"{kept[-1]['rss']:.0f} ({kept[-1]['anon']:.0f}) MB, max "
+              f"{max(r['rss'] for r in kept):.0f} MB", flush=True)
+    row = smp.stop()
+    print(f"backlog: agent had all {n:,} events on disk {took:.1f} s after the first append "
+          f"({n / took:,.0f} events/s): {row['disk_events']:,} events, "
+          f"{row['disk_bytes']:,} bytes in its {'write-ahead log' if mode == 'e2e' else 'spool'}"
+          f" ({row['dir_bytes']:,} bytes in its data directory); agent {smp.rss()}; "
+          f"{smp.grew()}", flush=True)
+
+    reset_peak(agent.pid)
+    drain = Sampler(mode, agent.pid, aport, data_dir).start()
+    t1 = time.perf_counter()
+    collector, _ = b.node("collector")
+    target = 2 * n * LINE
+    last_print = time.perf_counter()
+    while output_bytes(out) < target:
+        time.sleep(0.1)
+        if time.perf_counter() - last_print > 15:
+            last_print = time.perf_counter()
+            row = drain.last
+            print(f"  ... {output_bytes(out) // LINE:,} of {2 * n:,} lines final, "
+                  f"{row.get('disk_events', 0):,} events on the agent's disk, RSS "
+                  f"{row.get('rss', 0):.0f} MB", flush=True)
+        if time.perf_counter() - t1 > timeout:
+            break
+    drained = time.perf_counter() - t1
+    v = verify(out, n, (b"counter", b"backlog"))
+    if v["lost"]:
+        # DFO may have written a duplicate in place of a line still on its way: wait for
+        # the agent's disk to empty and the last roll, then count again
+        settle = time.perf_counter()
+        while (drain.last.get("disk_events", 1) > 0 and time.perf_counter() - settle < 120):
+            time.sleep(0.5)
+        time.sleep(2.5)
+        v = verify(out, n, (b"counter", b"backlog"))
+        drained = time.perf_counter() - t1
+    row = drain.stop()
+    print(f"drain: collector restarted; all {2 * n:,} lines final {drained:.1f} s later "
+          f"({n / drained:,.0f} backlog events/s); lines {v['lines']:,}, duplicates "
+          f"{v['dup']:,}, lost {v['lost']:,}, malformed {v['malformed']}; agent "
+          f"{drain.rss()}; {row['disk_events']:,} events left on the agent's disk; "
+          f"{drain.grew()}; collector peak RSS {rss_peak_mb(collector.pid):.0f} MB", flush=True)
+    return report_loss("drain", v, exact=mode == "e2e")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("mode", choices=sorted(SINKS))
     ap.add_argument("n", type=int, nargs="?", default=1_000_000)
     ap.add_argument("--failover", action="store_true")
     ap.add_argument("--backlog", action="store_true")
+    ap.add_argument("--hold", type=float, default=30,
+                    help="--backlog: seconds the collector stays down after the agent has "
+                         "the whole backlog on disk (default 30)")
+    ap.add_argument("--tmp", default="/var/tmp",
+                    help="where the run's directory goes (--backlog at 10,000,000 needs "
+                         "about 5 GB: input, output and the agent's log)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the run's directory (it is removed after a run that passed)")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="flume-pipeline-"))
+    if args.backlog and args.mode == "be":
+        ap.error("--backlog needs a mode that keeps events on disk (e2e or dfo)")
+    tmp = Path(tempfile.mkdtemp(prefix="flume-pipeline-", dir=args.tmp))
+    print(f"run directory {tmp}", flush=True)
     src, out = tmp / "in.log", tmp / "out"
     make_input(src, args.n)
     b = Bench(tmp)
+    failed = False
     try:
         cport = free_port()
         collector, _ = b.node("collector")
         b.config("collector", f"collectorSource({cport})",
                  f'collectorSink("file://{out}", "data-", 1000)')
         b.wait_active("collector")
-        agent, _ = b.node("agent")
+        agent, aport = b.node("agent")
         t0 = time.perf_counter()
         b.config("agent", f'tail("{src}")', f'{SINKS[args.mode]}("127.0.0.1", {cport})')
         target = args.n * LINE
@@ -161,33 +429,16 @@ def main() -> None:
             if time.perf_counter() - t0 > 900:
                 raise SystemExit("gave up after 900 s")
         dt = time.perf_counter() - t0
-        lines = all_lines(out)
-        dups = len(lines) - len(set(lines))
-        if len(set(lines)) != args.n:
-            print(f"LOSS: {args.n - len(set(lines)):,} of {args.n:,} lines are missing",
-                  flush=True)
+        v = verify(out, args.n)
+        failed = report_loss("first pass", v, exact=args.mode == "e2e")
         print(f"{args.mode}: {args.n:,} events durable in {dt:.2f} s = {args.n / dt:,.0f} "
-              f"events/s; lines {len(lines):,}, duplicates {dups}; peak RSS agent "
-              f"{rss_peak_mb(agent.pid):.0f} MB, collector {rss_peak_mb(collector.pid):.0f} MB",
-              flush=True)
+              f"events/s; lines {v['lines']:,}, duplicates {v['dup']}, lost {v['lost']}; "
+              f"peak RSS agent {rss_peak_mb(agent.pid):.0f} MB, collector "
+              f"{rss_peak_mb(collector.pid):.0f} MB", flush=True)
 
         if args.backlog:
-            collector.kill()
-            collector.wait()
-            more = tmp / "more.log"
-            make_input(more, args.n)
-            samples = []
-            with open(src, "ab") as f_out, open(more, "rb") as f_in:
-                while chunk := f_in.read(4 << 20):
-                    f_out.write(chunk)
-                    f_out.flush()
-                    samples.append(rss_now_mb(agent.pid))
-                    time.sleep(0.2)
-            for _ in range(20):
-                time.sleep(0.5)
-                samples.append(rss_now_mb(agent.pid))
-            print(f"backlog of {args.n:,} more events with the collector down: agent RSS "
-                  f"min {min(samples):.0f} MB, max {max(samples):.0f} MB", flush=True)
+            failed |= backlog(b, args.mode, args.n, agent, aport, collector, src, out,
+                              hold=args.hold)
 
         if args.failover:
             c1port, c2port = free_port(), free_port()
@@ -241,6 +492,10 @@ def main() -> None:
                   f"(rollMs 1000), {dups} duplicates", flush=True)
     finally:
         b.close()
+    if failed:
+        raise SystemExit(f"lines lost or duplicated (the files are kept in {tmp})")
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -120,11 +120,20 @@ class GroupChain(Sink):
         if failed is not None:
             return failed
         self.metrics.add("errors")
+        # raised without a local name: an exception held in this frame's locals would
+        # make a cycle (exception -> traceback -> this frame -> exception) keeping the
+        # payload alive until the cyclic GC, which the node runs rarely (node/cli.py): a
+        # sender retrying while no collector answers piled up one payload per attempt
+        raise self._unreachable(errors, now)
+
+    def _unreachable(self, errors: list[str], now: float) -> SinkError:
+        """The SinkError saying no collector took the group, with ``retry_in``: the
+        seconds until the first collector's backoff ends."""
         exc = SinkError("no collector can be reached: " + ("; ".join(errors) if errors
                                                             else "all are backing off"))
         waits = [e.retry_at - now for e in self.endpoints]
         exc.retry_in = max(0.05, min(waits)) if waits else 1.0
-        raise exc
+        return exc
 
     def _failed(self, i: int, lane: int) -> None:
         e = self.endpoints[i]

@@ -15,6 +15,12 @@ Contract:
 * ``put`` blocks while the queue is full (a batch larger than a whole bound is still
   accepted once the queue is empty, so it cannot wait forever) and returns a sequence
   number, or ``None`` if it timed out or the queue was closed. ``offer`` never blocks.
+* Blocked producers are served in the order they came to wait, and a ``put`` finding
+  others waiting waits behind them even if its batch would fit: many senders into one
+  flow (a collector's connection threads) each get their turn. Without the line, every
+  waiter was woken and the first to run won, and a sender back from its last call took
+  the room before those waiting: over seconds some senders got half their share, others
+  one and a half. A waiter that gives up (timeout) leaves the line.
 * ``get`` returns what is queued, several batches merged up to ``max_batch`` events, ``[]``
   after ``timeout`` with nothing, and ``None`` once the queue is closed, or finished and
   drained.
@@ -82,6 +88,7 @@ class BatchQueue:
         self._taken = 0     # sequence number of the last batch handed to get()
         self._finished = False
         self._closed = False
+        self._waiters: deque[object] = deque()   # blocked puts, first come first served
 
     # ------------------------------------------------------------ producer side
 
@@ -101,18 +108,33 @@ class BatchQueue:
         """Queue ``events``; blocks while full. The batch's sequence number, or None."""
         deadline = None if timeout is None else time.monotonic() + timeout
         nbytes = batch_bytes(events)    # weighed outside the lock the consumer waits on
+        n = len(events)
         with self._cond:
-            while not self._closed and not self._room(len(events)):
-                if deadline is None:
-                    self._cond.wait()
-                else:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return None
-                    self._cond.wait(left)
-            if self._closed or self._finished:
-                return None
-            return self._append(events, nbytes)
+            if not self._waiters or self._closed:
+                if self._closed or self._finished:
+                    return None
+                if self._room(n):
+                    return self._append(events, nbytes)
+            ticket = object()       # in line, behind every put already waiting
+            self._waiters.append(ticket)
+            try:
+                while not self._closed and not (self._waiters[0] is ticket
+                                                and self._room(n)):
+                    if deadline is None:
+                        self._cond.wait()
+                    else:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            return None
+                        self._cond.wait(left)
+                if self._closed or self._finished:
+                    return None
+                return self._append(events, nbytes)
+            finally:
+                head = self._waiters[0] is ticket
+                self._waiters.remove(ticket)
+                if head:
+                    self._cond.notify_all()     # the next in line may have room
 
     def offer(self, events: list[Event]) -> bool:
         """Queue ``events`` if there is room now; False if full, closed or finished."""

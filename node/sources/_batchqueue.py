@@ -80,7 +80,8 @@ class BatchQueue:
         self.capacity = capacity
         self.max_batch = max_batch
         self.max_bytes = max_bytes
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)    # consumers and wait_taken
         self._items: deque[tuple[int, list[Event], int]] = deque()
         self._size = 0
         self._bytes = 0
@@ -88,7 +89,9 @@ class BatchQueue:
         self._taken = 0     # sequence number of the last batch handed to get()
         self._finished = False
         self._closed = False
-        self._waiters: deque[object] = deque()   # blocked puts, first come first served
+        # blocked puts, first come first served: each waits on its own condition (on the
+        # same lock), and only the first is woken when room is made
+        self._waiters: deque[threading.Condition] = deque()
 
     # ------------------------------------------------------------ producer side
 
@@ -115,18 +118,18 @@ class BatchQueue:
                     return None
                 if self._room(n):
                     return self._append(events, nbytes)
-            ticket = object()       # in line, behind every put already waiting
+            ticket = threading.Condition(self._lock)    # in line, behind the others
             self._waiters.append(ticket)
             try:
                 while not self._closed and not (self._waiters[0] is ticket
                                                 and self._room(n)):
                     if deadline is None:
-                        self._cond.wait()
+                        ticket.wait()
                     else:
                         left = deadline - time.monotonic()
                         if left <= 0:
                             return None
-                        self._cond.wait(left)
+                        ticket.wait(left)
                 if self._closed or self._finished:
                     return None
                 return self._append(events, nbytes)
@@ -134,7 +137,12 @@ class BatchQueue:
                 head = self._waiters[0] is ticket
                 self._waiters.remove(ticket)
                 if head:
-                    self._cond.notify_all()     # the next in line may have room
+                    self._next_producer()   # the next in line may have room
+
+    def _next_producer(self) -> None:
+        """Wake the first blocked put (room was made, or it became the first)."""
+        if self._waiters:
+            self._waiters[0].notify()
 
     def offer(self, events: list[Event]) -> bool:
         """Queue ``events`` if there is room now; False if full, closed or finished."""
@@ -150,6 +158,8 @@ class BatchQueue:
         with self._cond:
             self._finished = True
             self._cond.notify_all()
+            for w in self._waiters:
+                w.notify()
 
     def wait_taken(self, seq: int, timeout: float) -> bool:
         """True once batch ``seq`` was handed to a consumer; False on timeout or close."""
@@ -174,6 +184,7 @@ class BatchQueue:
                     self._size -= len(events)
                     self._bytes -= nbytes
                     self._cond.notify_all()
+                    self._next_producer()
                     break
             return True
 
@@ -217,6 +228,7 @@ class BatchQueue:
             self._bytes -= nbytes
             self._taken = seq
             self._cond.notify_all()
+            self._next_producer()
             return out
 
     def _joinable(self, first: int, seq: int) -> bool:
@@ -236,6 +248,8 @@ class BatchQueue:
             self._size = 0
             self._bytes = 0
             self._cond.notify_all()
+            for w in self._waiters:
+                w.notify()
 
     @property
     def closed(self) -> bool:

@@ -136,7 +136,7 @@ class BatchQueue:
             finally:
                 head = self._waiters[0] is ticket
                 self._waiters.remove(ticket)
-                if head:
+                if head and self._room(1):
                     self._next_producer()   # the next in line may have room
 
     def _next_producer(self) -> None:

@@ -203,7 +203,12 @@ def run_part(proj: Project, part: str, tmp: Path, m: int, agents: int, colls: in
                 ports.append(free_port())
                 proj.config(c, f"collectorSource({ports[-1]})", sink)
         for c in cnames:
-            proj.wait_active(c, procs)
+            try:
+                proj.wait_active(c, procs, timeout=120)
+            except SystemExit as exc:
+                rows = [r for r in proj.http.get("/api/status").json()["logical"]
+                        if r["name"] == c]
+                raise SystemExit(f"{exc}: {rows[0] if rows else 'no status'}") from None
         agent_procs = [proj.node(a, root) for a in anames]
         procs += agent_procs
         for a in anames:
@@ -240,7 +245,8 @@ def run_part(proj: Project, part: str, tmp: Path, m: int, agents: int, colls: in
             reader.scan(now - t0)
             if now >= next_sample:
                 samples.append((now - t0, list(reader.per_agent)))
-                next_sample += interval
+                # never a window shorter than the interval (this script short of CPU)
+                next_sample = max(next_sample + interval, now + interval * 0.9)
             if t1 is None and sum(reader.per_agent) + reader.odd >= total:
                 t1 = now
                 cpu1 = [cpu_s(p.pid) for p in collectors]
@@ -289,6 +295,9 @@ def pad_ports(proj: Project, tag: str, cnames: list[str]) -> None:
     are no collectors of the benchmark's flow) that take the ports below its own; they
     are unmapped again once the ports are allocated (a port stays allocated)."""
     for i, c in enumerate(cnames):
+        # a node maps its own name just after it registers: map it here first, or the
+        # placeholder's mapping made in between would be its only one
+        command(proj, "map", c, c)
         for j in range(i):
             pad = f"pad-{tag}-{i}-{j}"
             command(proj, "config", pad, f"fanin-pad-{tag}", "autoCollectorSource", "null")

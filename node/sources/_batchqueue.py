@@ -15,6 +15,12 @@ Contract:
 * ``put`` blocks while the queue is full (a batch larger than a whole bound is still
   accepted once the queue is empty, so it cannot wait forever) and returns a sequence
   number, or ``None`` if it timed out or the queue was closed. ``offer`` never blocks.
+* Blocked producers are served in the order they came to wait, and a ``put`` finding
+  others waiting waits behind them even if its batch would fit: many senders into one
+  flow (a collector's connection threads) each get their turn. Without the line, every
+  waiter was woken and the first to run won, and a sender back from its last call took
+  the room before those waiting: over seconds some senders got half their share, others
+  one and a half. A waiter that gives up (timeout) leaves the line.
 * ``get`` returns what is queued, several batches merged up to ``max_batch`` events, ``[]``
   after ``timeout`` with nothing, and ``None`` once the queue is closed, or finished and
   drained.
@@ -74,7 +80,8 @@ class BatchQueue:
         self.capacity = capacity
         self.max_batch = max_batch
         self.max_bytes = max_bytes
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)    # consumers and wait_taken
         self._items: deque[tuple[int, list[Event], int]] = deque()
         self._size = 0
         self._bytes = 0
@@ -82,6 +89,9 @@ class BatchQueue:
         self._taken = 0     # sequence number of the last batch handed to get()
         self._finished = False
         self._closed = False
+        # blocked puts, first come first served: each waits on its own condition (on the
+        # same lock), and only the first is woken when room is made
+        self._waiters: deque[threading.Condition] = deque()
 
     # ------------------------------------------------------------ producer side
 
@@ -101,18 +111,38 @@ class BatchQueue:
         """Queue ``events``; blocks while full. The batch's sequence number, or None."""
         deadline = None if timeout is None else time.monotonic() + timeout
         nbytes = batch_bytes(events)    # weighed outside the lock the consumer waits on
+        n = len(events)
         with self._cond:
-            while not self._closed and not self._room(len(events)):
-                if deadline is None:
-                    self._cond.wait()
-                else:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return None
-                    self._cond.wait(left)
-            if self._closed or self._finished:
-                return None
-            return self._append(events, nbytes)
+            if not self._waiters or self._closed:
+                if self._closed or self._finished:
+                    return None
+                if self._room(n):
+                    return self._append(events, nbytes)
+            ticket = threading.Condition(self._lock)    # in line, behind the others
+            self._waiters.append(ticket)
+            try:
+                while not self._closed and not (self._waiters[0] is ticket
+                                                and self._room(n)):
+                    if deadline is None:
+                        ticket.wait()
+                    else:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            return None
+                        ticket.wait(left)
+                if self._closed or self._finished:
+                    return None
+                return self._append(events, nbytes)
+            finally:
+                head = self._waiters[0] is ticket
+                self._waiters.remove(ticket)
+                if head and self._room(1):
+                    self._next_producer()   # the next in line may have room
+
+    def _next_producer(self) -> None:
+        """Wake the first blocked put (room was made, or it became the first)."""
+        if self._waiters:
+            self._waiters[0].notify()
 
     def offer(self, events: list[Event]) -> bool:
         """Queue ``events`` if there is room now; False if full, closed or finished."""
@@ -128,6 +158,8 @@ class BatchQueue:
         with self._cond:
             self._finished = True
             self._cond.notify_all()
+            for w in self._waiters:
+                w.notify()
 
     def wait_taken(self, seq: int, timeout: float) -> bool:
         """True once batch ``seq`` was handed to a consumer; False on timeout or close."""
@@ -152,6 +184,7 @@ class BatchQueue:
                     self._size -= len(events)
                     self._bytes -= nbytes
                     self._cond.notify_all()
+                    self._next_producer()
                     break
             return True
 
@@ -195,6 +228,7 @@ class BatchQueue:
             self._bytes -= nbytes
             self._taken = seq
             self._cond.notify_all()
+            self._next_producer()
             return out
 
     def _joinable(self, first: int, seq: int) -> bool:
@@ -214,6 +248,8 @@ class BatchQueue:
             self._size = 0
             self._bytes = 0
             self._cond.notify_all()
+            for w in self._waiters:
+                w.notify()
 
     @property
     def closed(self) -> bool:

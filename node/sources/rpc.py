@@ -8,7 +8,9 @@ through the flow: taken by ``next_batch`` and appended to the sink (the driver c
 a collector killed at any moment has written (to the OS) everything it answered OK for. If
 the events are not taken within ``timeoutMs`` (the queue stays full: the flow is slower
 than the senders) they are withdrawn and the answer is ``RETRY``: the sender pauses and
-sends the same batch again -- backpressure; nothing is dropped silently. If the source
+sends the same batch again -- backpressure; nothing is dropped silently. Calls waiting
+for room in the queue are served in the order they came (node/sources/_batchqueue.py),
+so many agents into one collector each get their turn. If the source
 closes while the flow holds the events (and their append does not finish within 2 s) the
 answer is ``RETRY`` too: a resend may then duplicate them, never lose them. A payload that does not decode, or
 whose event count is wrong, is answered ``FAILED``. The original oneway one-event

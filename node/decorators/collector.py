@@ -20,11 +20,14 @@ transaction and is effectively once; use it where duplicates matter.
 from __future__ import annotations
 
 import logging
+import time
 
 from ..checkpoint import Checkpoint
 from ..component import NodeContext, SinkFactory
 from ..registry import Positive, decorator
 from .roll import RollSink
+
+ROLL_NOW_WAIT = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +85,25 @@ class CollectorRoll(RollSink):
 
     def _check(self) -> None:
         with self._lock:
-            if self._awaiting and self.state is not None and self.state.any_queued():
+            if self._group_on_its_way():
                 return      # the checkpoint of a group may be on its way: no roll now
             super()._check()
+
+    def _group_on_its_way(self) -> bool:
+        return self._awaiting and self.state is not None and self.state.any_queued()
+
+    def roll_now(self) -> None:
+        """Roll at once (tests, administrative flush) -- but, like the trigger thread, not
+        between an append and the checkpoint that follows it while a group may be on its
+        way: that waits for the checkpoint, up to ``ROLL_NOW_WAIT`` seconds (then rolls
+        anyway; the group's file is closed without it, and the agent sends it again)."""
+        deadline = time.monotonic() + ROLL_NOW_WAIT
+        while True:
+            with self._lock:
+                if not self._group_on_its_way() or time.monotonic() >= deadline:
+                    super().roll_now()
+                    return
+            time.sleep(0.002)
 
 
 @decorator("collector")

@@ -484,3 +484,31 @@ def test_roll_over_the_real_dfs_sink(make_ctx, clock, tmp_path):
     assert (out / f"part-{tag2.decode()}").read_bytes() == b"c\n"
     assert ctx.store.get("pos") == 3
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_roll_now_waits_for_the_checkpoint_of_a_group_on_its_way(make_ctx, clock, fac):
+    """An administrative roll (``roll_now``) does not close the file between an append and
+    the checkpoint that follows it while an E2E group is on its way, as the trigger thread
+    does not: the group's checkpoint reaches the instance holding its events."""
+    from flume_og.node.e2e import HeldState
+    from flume_og.node.e2e.collector import CollectorState
+
+    r = CollectorRollSink(fac, rollmillis=60_000)
+    r.open(make_ctx(clock=clock))
+    r.state = CollectorState(None, "c1")      # as under ZooKeeper: a group in the flow
+    r.state.held[("agentA", 1)] = HeldState.QUEUED
+    try:
+        r.append(evs(b"a", b"b"))
+        rolled = threading.Event()
+        t = threading.Thread(target=lambda: (r.roll_now(), rolled.set()))
+        t.start()
+        assert not rolled.wait(0.3), "rolled before the group's checkpoint arrived"
+        r.state.held[("agentA", 1)] = HeldState.WRITTEN
+        r.when_durable(Checkpoint({"pos": 2}))
+        assert rolled.wait(10)
+        t.join(10)
+        assert [cp.updates for cp in fac.made[0].cps] == [{"pos": 2}]
+        assert fac.count("close") == 1
+    finally:
+        r.state = None
+        r.close()

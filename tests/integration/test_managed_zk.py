@@ -107,8 +107,11 @@ def test_hostile_registration_repaired_by_the_master(master, clients):
     nc.create("/flume/physical/evil", b'{"host": "x"}', acl=OPEN_ACL_UNSAFE, ephemeral=True)
     nc.create("/flume/physical/empty", b"{}", acl=OPEN_ACL_UNSAFE)  # the review's data
     nc.create("/flume/physical/" + "y" * 500, b"{}", acl=OPEN_ACL_UNSAFE, ephemeral=True)
-    nc.create("/flume/status/evil", b"{}", acl=OPEN_ACL_UNSAFE)
-    nc.create("/flume/status/evil/sub", MB, acl=OPEN_ACL_UNSAFE)
+    # in one transaction: the leader may repair status/evil before a second create came
+    t = nc.transaction()
+    t.create("/flume/status/evil", b"{}", acl=OPEN_ACL_UNSAFE)
+    t.create("/flume/status/evil/sub", MB, acl=OPEN_ACL_UNSAFE)
+    assert t.commit() == ["/flume/status/evil", "/flume/status/evil/sub"]
 
     def repaired():
         try:

@@ -84,10 +84,9 @@ def rss_peak_mb(pid: int) -> float:
     return float("nan")
 
 
-def output_state(out: Path) -> tuple[int, int]:
-    """(bytes in all output files, hidden ones included; bytes in final files). Files are
-    counted once per inode: a rename between two directory entries cannot count twice."""
-    seen, total, final = set(), 0, 0
+def output_files(out: Path):
+    """(entry, inode, size) of every file under ``out`` now, hidden ones included; a file
+    renamed or removed while walking is left out (found again under its new name)."""
     stack = [out]
     while stack:
         d = stack.pop()
@@ -100,16 +99,22 @@ def output_state(out: Path) -> tuple[int, int]:
                 if e.is_dir(follow_symlinks=False):
                     stack.append(Path(e.path))
                     continue
-                ino = e.inode()
-                if ino in seen:
-                    continue
-                seen.add(ino)
-                size = e.stat(follow_symlinks=False).st_size
+                yield e, e.inode(), e.stat(follow_symlinks=False).st_size
             except FileNotFoundError:
                 continue
-            total += size
-            if not e.name.startswith("."):
-                final += size
+
+
+def output_state(out: Path) -> tuple[int, int]:
+    """(bytes in all output files, hidden ones included; bytes in final files). Files are
+    counted once per inode: a rename between two directory entries cannot count twice."""
+    seen, total, final = set(), 0, 0
+    for e, ino, size in output_files(out):
+        if ino in seen:
+            continue
+        seen.add(ino)
+        total += size
+        if not e.name.startswith("."):
+            final += size
     return total, final
 
 

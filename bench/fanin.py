@@ -64,7 +64,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import check_succeeded, free_port, stop  # noqa: E402
-from bench.compare import (LINE_LEN, Project, cpu_s, output_state, rss_peak_mb,  # noqa: E402
+from bench.compare import (LINE_LEN, Project, cpu_s, output_files, output_state, rss_peak_mb,  # noqa: E402
                            verify)
 
 PAD = "x" * 80
@@ -100,33 +100,21 @@ class Reader:
 
     def scan(self, now: float) -> None:
         for ci, out in enumerate(self.outs):
-            stack = [out]
-            while stack:
-                d = stack.pop()
-                try:
-                    entries = list(os.scandir(d))
-                except FileNotFoundError:
+            for e, ino, size in output_files(out):
+                pos = self.pos.get(ino, 0)
+                if size <= pos:
                     continue
-                for e in entries:
-                    try:
-                        if e.is_dir(follow_symlinks=False):
-                            stack.append(Path(e.path))
-                            continue
-                        ino = e.inode()
-                        size = e.stat(follow_symlinks=False).st_size
-                        pos = self.pos.get(ino, 0)
-                        if size <= pos:
-                            continue
-                        with open(e.path, "rb") as fh:
-                            fh.seek(pos)
-                            data = fh.read(size - pos)
-                    except FileNotFoundError:
-                        continue    # renamed meanwhile: found again under its new name
-                    end = data.rfind(b"\n") + 1
-                    if end == 0:
-                        continue
-                    self.pos[ino] = pos + end
-                    self._count(ci, data[:end], now)
+                try:
+                    with open(e.path, "rb") as fh:
+                        fh.seek(pos)
+                        data = fh.read(size - pos)
+                except FileNotFoundError:
+                    continue    # renamed meanwhile: found again under its new name
+                end = data.rfind(b"\n") + 1
+                if end == 0:
+                    continue
+                self.pos[ino] = pos + end
+                self._count(ci, data[:end], now)
 
     def _count(self, ci: int, data: bytes, now: float) -> None:
         m = self.m

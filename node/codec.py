@@ -73,8 +73,13 @@ class BatchTooLarge(ValueError):
 def encoded_size(event: Event) -> int:
     """An upper bound of the bytes ``event`` adds to an encoded batch (its host and
     attributes counted as if no other event shared them)."""
-    size = _RECORD.size + len(event.body) + _HOST.size + len(event.host) * 4
-    for k, v in event.attrs.items():
+    return _RECORD.size + len(event.body) + _shared_size(event.host, event.attrs)
+
+
+def _shared_size(host: str, attrs: dict[str, bytes]) -> int:
+    """What :func:`encoded_size` counts for an event's host and attributes."""
+    size = _HOST.size + len(host) * 4
+    for k, v in attrs.items():
         size += _ATTR.size + len(k) * 4 + len(v) + _COUNT.size
     return size
 
@@ -82,47 +87,30 @@ def encoded_size(event: Event) -> int:
 def split_events(events: list[Event], max_events: int, max_bytes: int) -> list[list[Event]]:
     """``events`` cut, in order, into pieces of at most ``max_events`` events and at most
     ``max_bytes`` estimated encoded bytes each (:func:`encoded_size`; an event larger than
-    ``max_bytes`` alone is a piece of its own). One piece, ``events`` itself, when it fits.
-    """
+    ``max_bytes`` alone is a piece of its own). One piece, ``events`` itself, when it fits;
+    the pieces of a fast :class:`~node.event.Batch` are fast batches."""
     b = columns(events)
     if b is not None:
-        return _split_batch(b, max_events, max_bytes)
-    sizes = [encoded_size(e) for e in events]
-    if len(events) <= max_events and sum(sizes) + _HEAD.size <= max_bytes:
+        shared = _RECORD.size + _shared_size(b.host, b.attrs)
+        sizes = [shared + k for k in map(len, b.bodies)]
+    else:
+        sizes = [encoded_size(e) for e in events]
+    if len(sizes) <= max_events and sum(sizes) + _HEAD.size <= max_bytes:
         return [events]
-    pieces: list[list[Event]] = []
-    piece: list[Event] = []
-    size = _HEAD.size
-    for e, n in zip(events, sizes):
-        if piece and (len(piece) >= max_events or size + n > max_bytes):
-            pieces.append(piece)
-            piece, size = [], _HEAD.size
-        piece.append(e)
+    cut = b.piece if b is not None else (lambda i, j: events[i:j])
+    return [cut(i, j) for i, j in _cuts(sizes, max_events, max_bytes)]
+
+
+def _cuts(sizes: list[int], max_events: int, max_bytes: int):
+    """(start, stop) of each piece of :func:`split_events`, given each event's size."""
+    start, size = 0, _HEAD.size
+    for i, n in enumerate(sizes):
+        if i > start and (i - start >= max_events or size + n > max_bytes):
+            yield start, i
+            start, size = i, _HEAD.size
         size += n
-    if piece:
-        pieces.append(piece)
-    return pieces
-
-
-def _split_batch(b: Batch, max_events: int, max_bytes: int) -> list:
-    """:func:`split_events` of a fast batch: the same pieces, as fast batches."""
-    n = len(b)
-    shared = encoded_size(Event(b"", 0, 0, b.priority, b.host, b.attrs))
-    lens = list(map(len, b.bodies))
-    if n <= max_events and sum(lens) + n * shared + _HEAD.size <= max_bytes:
-        return [b]
-    pieces = []
-    start, count, size = 0, 0, _HEAD.size
-    for i, k in enumerate(lens):
-        k += shared
-        if count and (count >= max_events or size + k > max_bytes):
-            pieces.append(b.piece(start, i))
-            start, count, size = i, 0, _HEAD.size
-        count += 1
-        size += k
-    if count:
-        pieces.append(b.piece(start, n))
-    return pieces
+    if start < len(sizes):
+        yield start, len(sizes)
 
 
 def _encode_batch(b: Batch) -> bytes:

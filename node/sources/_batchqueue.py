@@ -32,6 +32,7 @@ Contract:
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -210,20 +211,17 @@ class BatchQueue:
                 # Fast batches (node.event.Batch) are merged only with batches they join,
                 # so they stay fast; other batches are merged into a list of events.
                 fast = columns(out)
-                merged = [out] if fast is not None else list(out)
-                size = len(out)
+                parts, size = [out], len(out)
                 while (self._items and size + len(self._items[0][1]) <= self.max_batch
                        and self._joinable(first, self._items[0][0])
                        and (fast is None or fast.joins(self._items[0][1]))):
                     seq, more, more_bytes = self._items.popleft()
-                    if fast is not None:
-                        merged.append(more)
-                    else:
-                        merged.extend(more)
+                    parts.append(more)
                     size += len(more)
                     nbytes += more_bytes
-                out = merged if fast is None else (out if len(merged) == 1
-                                                   else Batch.concat(merged))
+                if len(parts) > 1:
+                    out = (Batch.concat(parts) if fast is not None
+                           else list(itertools.chain.from_iterable(parts)))
             self._size -= len(out)
             self._bytes -= nbytes
             self._taken = seq

@@ -38,12 +38,17 @@ def writer(path: Path, done: threading.Event) -> None:
 
 
 def read_output(out: Path) -> list[bytes]:
-    if out.is_file():
-        return out.read_bytes().splitlines()
-    if not out.exists():      # the sink has not opened its first file yet
+    """The lines of a sink's output, a file or a directory of files; none before it exists.
+
+    The sink may create the output between two looks, so the kind is found by trying."""
+    try:
+        names = sorted(out.iterdir())
+    except FileNotFoundError:       # the sink has not opened its first file yet
         return []
+    except NotADirectoryError:
+        return out.read_bytes().splitlines()
     lines = []
-    for f in sorted(out.iterdir()):
+    for f in names:
         if not f.name.startswith("."):
             lines.extend(f.read_bytes().splitlines())
     return lines

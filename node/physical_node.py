@@ -150,12 +150,14 @@ class PhysicalNode:
         # end-to-end mode (node/e2e/) commits through ZooKeeper under this node's name
         self.shared.commit_log = CommitLogPort(self.store.commits)
         self.shared.physical_name = self.name
-        self._register()
+        # mapped before it is announced: a `map` made once the node is seen adds to its
+        # default mapping instead of racing it (the default is only made where none is)
         try:
             with zk_errors(f"cannot map {self.name}"):
                 self.store.ensure_mapping(self.name, [self.name])
         except AccessDenied:
             pass   # under ACLs the leading master maps a new node (zk/acl.py)
+        self._register()
         for target, tname in ((self._reconcile_loop, "reconciler"),
                               (self._status_loop, "status")):
             t = threading.Thread(target=target, name=f"{tname}-{self.name}", daemon=True)

@@ -8,7 +8,7 @@ import pytest
 from flume_og.node.physical_node import PhysicalNode
 from flume_og.node.sinks import collect
 from flume_og.node.sources import memory
-from flume_og.zk.store import LogicalConfig
+from flume_og.zk.store import ConfigStore, LogicalConfig
 from tests.waiting import wait_until
 
 
@@ -36,6 +36,21 @@ def test_registers_and_maps_itself(pnode, store):
     pnode("p1")
     assert "p1" in store.list_physical()
     assert store.get_mapping("p1") == ["p1"]
+
+
+def test_a_map_made_as_soon_as_the_node_is_seen_adds_to_its_default_mapping(pnode, store,
+                                                                           monkeypatch):
+    """An operator (or script) mapping a logical node onto a physical node the moment it
+    registers gets both: the default mapping exists before the registration does. The map
+    is made right after the registration, in the node's own call, the narrowest gap."""
+    register = ConfigStore.register_physical
+
+    def register_then_map(self, physical, info):
+        register(self, physical, info)
+        store.map(physical, "extra")
+    monkeypatch.setattr(ConfigStore, "register_physical", register_then_map)
+    pnode("p1")
+    assert sorted(store.get_mapping("p1")) == ["extra", "p1"]
 
 
 def test_registers_the_advertised_address_as_its_host(pnode, store):

@@ -16,9 +16,7 @@ agent), so every output line tells which agent sent it. Parts, in this order:
   chain  2A agents -> 2 collectors: collectors 'autoCollectorSource' | collectorSink(...),
          agents tail(...) | autoBEChain (the master expands it to agentBEChain over the
          flow's running collectors, spread by its consistent-hash ring). The master
-         gives an autoCollectorSource a port per physical node from 35853 up, so two
-         collector processes on one host would both get 35853: the second collector's
-         node first gets a placeholder logical node (another flow) that takes 35853.
+         gives the two collectors, both on this host, different ports.
 
 T0: every node process is up (interpreter start-up left out), collectors and agents are
 ACTIVE, each agent tailing a path that does not exist yet; at T0 every complete input is
@@ -63,7 +61,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import check_succeeded, free_port, stop  # noqa: E402
+from bench._common import free_port, stop  # noqa: E402
 from bench.compare import (LINE_LEN, Project, cpu_s, output_files, output_state, rss_peak_mb,  # noqa: E402
                            verify)
 
@@ -182,7 +180,6 @@ def run_part(proj: Project, part: str, tmp: Path, m: int, agents: int, colls: in
         if part == "chain":
             for c in cnames:
                 proj.wait_active(c, procs, physical=True)
-            pad_ports(proj, tag, cnames)
         for c, out in zip(cnames, outs):
             sink = f'collectorSink("file://{out}", "data-", 1000)'
             if part == "chain":
@@ -269,33 +266,6 @@ def run_part(proj: Project, part: str, tmp: Path, m: int, agents: int, colls: in
         stop(*procs)
         shutil.rmtree(out_root, ignore_errors=True)
         shutil.rmtree(tmp / f"live-{tag}", ignore_errors=True)
-
-
-def command(proj: Project, *args: str) -> None:
-    r = proj.http.post("/api/commands", json={"command": args[0], "args": list(args[1:])})
-    check_succeeded(r, " ".join(args))
-
-
-def pad_ports(proj: Project, tag: str, cnames: list[str]) -> None:
-    """The master allocates an ``autoCollectorSource``'s port per physical node, from 35853
-    up, so two collector processes on one host would both get 35853. Collector i's
-    physical node first gets i placeholder logical nodes (in a flow of their own, so they
-    are no collectors of the benchmark's flow) that take the ports below its own; they
-    are unmapped again once the ports are allocated (a port stays allocated)."""
-    for i, c in enumerate(cnames):
-        # a node maps its own name just after it registers: map it here first, or the
-        # placeholder's mapping made in between would be its only one
-        command(proj, "map", c, c)
-        for j in range(i):
-            pad = f"pad-{tag}-{i}-{j}"
-            command(proj, "config", pad, f"fanin-pad-{tag}", "autoCollectorSource", "null")
-            command(proj, "map", c, pad)
-            deadline = time.monotonic() + 30
-            while not proj.http.get(f"/api/configs/{pad}").json().get("tsource"):
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{pad}: no port allocated")
-                time.sleep(0.05)
-            command(proj, "unmap", c, pad)
 
 
 def primaries(proj: Project, anames: list[str], cnames: list[str]) -> list[int]:

@@ -213,13 +213,28 @@ class World:
         physical = self.placement.get(logical)
         if physical is None:
             return None
+        port = self._ports_on(store, physical).get(logical)
+        if port is None:
+            port = store.allocate_port(physical, logical,
+                                       avoid=self._ports_beside(store, physical))
+            self._ports[physical][logical] = port
+        return port
+
+    def _ports_on(self, store: ConfigStore, physical: str) -> dict[str, int]:
         ports = self._ports.get(physical)
         if ports is None:
             ports = self._ports[physical] = store.ports_of(physical)
-        port = ports.get(logical)
-        if port is None:
-            port = ports[logical] = store.allocate_port(physical, logical)
-        return port
+        return ports
+
+    def _ports_beside(self, store: ConfigStore, physical: str) -> set[int]:
+        """The ports handed out to the other live physical nodes on ``physical``'s host:
+        two node processes on one host cannot both listen on one port."""
+        host = (self.physicals.get(physical) or {}).get("host")
+        if not host:
+            return set()
+        return {port for other, info in self.physicals.items()
+                if other != physical and info.get("host") == host
+                for port in self._ports_on(store, other).values()}
 
     # ------------------------------------------------------------ flows
     def flow_members(self) -> dict[str, list[str]]:

@@ -528,14 +528,16 @@ class ConfigStore:
             out.setdefault(raw.decode(), int(c))
         return out
 
-    def allocate_port(self, physical: str, logical: str, first: int = 35853) -> int:
-        """The port of ``logical``'s logicalSource on ``physical`` (allocated once)."""
+    def allocate_port(self, physical: str, logical: str, first: int = 35853,
+                      avoid: set[int] = frozenset()) -> int:
+        """The port of ``logical``'s logicalSource on ``physical`` (allocated once): the
+        lowest from ``first`` not handed out on ``physical`` nor in ``avoid``."""
         port = self.port_of(physical, logical)
         if port is not None:
             return port
         base = self.path("ports", physical)
         self.zk.ensure_path(base)
-        taken = {int(c) for c in self.zk.get_children(base)}
+        taken = {int(c) for c in self.zk.get_children(base)} | set(avoid)
         port = first
         while True:
             while port in taken:

@@ -86,6 +86,20 @@ def test_logical_source_gets_an_rpc_source_on_an_allocated_port(store):
     assert translated(store, "a") == before
 
 
+def test_two_physical_nodes_on_one_host_get_different_ports(store):
+    """Two collector processes on one host (two physical nodes with the same registered
+    host) cannot both listen on the first port; nodes on other hosts may reuse it."""
+    for name in ("c1", "c2", "c3"):
+        config(store, name, "autoCollectorSource", 'collectorSink("/d", "p")')
+    run_on(store, "p1", "c1", host="10.0.0.7")
+    run_on(store, "p2", "c2", host="10.0.0.7")
+    run_on(store, "p3", "c3", host="10.0.0.8")
+    retranslate(store)
+    assert {translated(store, "c1")[0], translated(store, "c2")[0]} == {
+        f"collectorSource({FIRST_PORT})", f"collectorSource({FIRST_PORT + 1})"}
+    assert translated(store, "c3")[0] == f"collectorSource({FIRST_PORT})"
+
+
 def test_auto_collector_source_gets_a_collector_source(store):
     config(store, "c", "autoCollectorSource", 'collectorSink("/d", "p")')
     run_on(store, "p1", "c")

@@ -64,6 +64,67 @@ def test_an_aborted_upload_leaves_nothing(s3):
     st.abort(f"{bucket}/x", w.upload_id)                  # twice: no error
 
 
+# ---------------------------------------------------------------------- bounds
+
+@pytest.fixture
+def broken():
+    from tests.s3server import BrokenS3
+    servers = []
+
+    def make(mode, **kw):
+        servers.append(BrokenS3(mode, **kw))
+        return servers[-1]
+    yield make
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.mark.parametrize("listing", ["uploads", "objects"])
+def test_a_listing_that_never_moves_on_is_refused(broken, listing):
+    """A truncated answer naming the same place to go on from, every time: refused on the
+    second page, not asked for again and again."""
+    srv = broken("same-page")
+    st = ObjectStore("b", srv.options(max_attempts=1))
+    with pytest.raises(StorageError, match="the same place to go on from"):
+        getattr(st, listing)("k")
+    assert srv.requests == 2
+
+
+@pytest.mark.parametrize("listing", ["uploads", "objects"])
+def test_a_listing_past_its_bound_is_refused(broken, listing):
+    """A store answering new pages for ever: the listing stops at its bound."""
+    srv = broken("endless", per_page=10)
+    st = ObjectStore("b", srv.options(max_attempts=1))
+    with pytest.raises(StorageError, match=f"more than 55 {listing}"):
+        getattr(st, listing)("k", limit=55)
+    assert srv.requests == 6
+
+
+def test_a_hung_store_costs_the_stated_timeouts_and_says_so(broken):
+    """A store that accepts connections and never answers: one request waits at most
+    max_attempts x read_timeout and raises StorageUnreachable (a store that answers
+    with an error raises a plain StorageError)."""
+    import time
+    from flume_og.node.object_store import StorageUnreachable
+    srv = broken("hang")
+    st = ObjectStore("b", srv.options(read_timeout=0.5, connect_timeout=0.5, max_attempts=2))
+    t0 = time.monotonic()
+    with pytest.raises(StorageUnreachable, match="cannot list uploads"):
+        st.uploads("k")
+    assert time.monotonic() - t0 < 10
+    assert srv.connections == 2
+
+
+def test_read_refuses_an_object_larger_than_its_limit(s3):
+    bucket = s3.new_bucket()
+    st = ObjectStore(bucket, s3.options())
+    st.client.put_object(Bucket=bucket, Key="big", Body=b"x" * 2000)
+    assert st.read(f"{bucket}/big") == b"x" * 2000
+    assert st.read(f"{bucket}/big", limit=2000) == b"x" * 2000
+    with pytest.raises(StorageError, match="more than the 1999 a read takes"):
+        st.read(f"{bucket}/big", limit=1999)
+
+
 # ---------------------------------------------------------------------- settings
 
 def test_settings_by_longest_url_prefix_and_secrets_never_shown(tmp_path):
@@ -88,6 +149,9 @@ def test_settings_by_longest_url_prefix_and_secrets_never_shown(tmp_path):
     ('["s3://b"]\npart_size = 1024\n', ["part_size must be at least"]),
     ('["s3://b"]\npart_size = 6442450944\n', ["part_size must be at most"]),
     ('["s3://b"]\nregion = 3\n', ["region has the wrong kind"]),
+    ('["s3://b"]\nread_timeout = 0\n', ["read_timeout must be above 0"]),
+    ('["s3://b"]\nmax_attempts = true\n', ["max_attempts has the wrong kind"]),
+    ('["s3://b"]\nconnect_timeout = "5"\n', ["connect_timeout has the wrong kind"]),
     ('bucket = "b"\n', ["must be a table named by a URL prefix"]),
     ('["s3://b"\n', ["not a TOML file"]),
 ])

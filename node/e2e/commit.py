@@ -24,7 +24,8 @@ from pathlib import Path
 from ..checkpoint import Checkpoint, fsync_dir
 from ..component import Metrics, NodeContext
 from ..errors import SinkError
-from ..object_store import StorageError, config_of, is_object_url, split_url
+from ..object_store import (StorageError, StorageUnreachable, config_of, is_object_url,
+                            split_url)
 from .collector import CollectorState
 
 log = logging.getLogger(__name__)
@@ -203,14 +204,47 @@ class Committer:
         # completions are still to do (a store that failed them: tried again at each
         # roll), None once only the record's deletion is left
         self.records_left: dict[str, tuple | None] = {}
+        # object stores that gave no answer in this pass (recover, or one roll's resolve
+        # and commit): not asked again until the next pass, so a hung store costs one
+        # request's timeouts per pass instead of one per file
+        self._no_answer: set = set()
+
+    def _on_store(self, url: str, what: str, fn):
+        """``fn(store)`` for the object store of ``url``; StorageUnreachable without
+        asking when that store gave no answer earlier in this pass (logged once, counted
+        in ``store_unreachable``)."""
+        store = self.storage.store_for(url)
+        if store in self._no_answer:
+            raise StorageUnreachable(f"{url}: not tried to {what}: "
+                                     f"{store.unstrip_protocol(store.bucket)} gave no "
+                                     f"answer earlier; tried again at the next roll or start")
+        try:
+            return fn(store)
+        except StorageUnreachable as exc:
+            self._no_answer.add(store)
+            self.metrics.add("store_unreachable")
+            log.error("collectorSink: the object store gives no answer; its other files "
+                      "wait for the next roll or start: %s", exc)
+            raise
 
     # -------------------------------------------------------------- start
 
     def recover(self) -> None:
         """Roll forward this collector's recorded commits, then delete the hidden files of
-        crashed runs that no record names."""
+        crashed runs that no record names. Shown in the node's status while it lasts (a
+        slow store or disk: the node stays CONFIGURING, saying why); an object store that
+        gives no answer is asked once, its files wait for the next roll or start."""
+        report = self.ctx.conditions.reporter("collectorSink recovery")
+        report("collectorSink: finishing the files of a crashed run before opening")
+        try:
+            self._recover()
+        finally:
+            report(None)
+
+    def _recover(self) -> None:
         protected: set[str] = set()
         kept_uploads: set[str] = set()
+        self._no_answer = set()
         if self.state is not None:
             st = self.state
             try:
@@ -267,23 +301,25 @@ class Committer:
         """Abort the uploads in progress to the object ``url`` (a key a crashed run of this
         collector was writing, from the journal) that no recorded commit names: nothing of
         them was ever visible. The number aborted."""
-        store = self.storage.store_for(url)
         _, key = split_url(url)
-        n = 0
-        for up in store.uploads(key):
-            if up.key == key and up.upload_id not in keep:
-                store.abort(f"{store.bucket}/{key}", up.upload_id)
-                n += 1
-                log.info("collectorSink aborted the upload of a crashed run",
-                         extra={"key": url, "upload": up.upload_id})
-        return n
+
+        def abort(store) -> int:
+            n = 0
+            for up in store.uploads(key):
+                if up.key == key and up.upload_id not in keep:
+                    store.abort(f"{store.bucket}/{key}", up.upload_id)
+                    n += 1
+                    log.info("collectorSink aborted the upload of a crashed run",
+                             extra={"key": url, "upload": up.upload_id})
+            return n
+        return self._on_store(url, "abort its uploads", abort)
 
     def _complete_upload(self, final: str, up: dict) -> bool:
         """Complete a recorded upload (idempotent: True also when it was completed
         before and the object is the one its parts make)."""
-        store = self.storage.store_for(final)
         bucket, key = split_url(final)
-        store.complete(f"{bucket}/{key}", up["id"], [tuple(p) for p in up["parts"]])
+        self._on_store(final, "complete its upload", lambda store: store.complete(
+            f"{bucket}/{key}", up["id"], [tuple(p) for p in up["parts"]]))
         return True
 
     def _finish_renames(self, pairs: list[tuple[str, str]], fid: str,
@@ -383,9 +419,9 @@ class Committer:
             try:
                 up = (uploads or {}).get(hidden)
                 if up is not None:
-                    store = self.storage.store_for(hidden)
                     bucket, key = split_url(hidden)
-                    store.abort(f"{bucket}/{key}", up["id"])
+                    self._on_store(hidden, "abort its upload", lambda store: store.abort(
+                        f"{bucket}/{key}", up["id"]))
                 else:
                     _remove(hidden)
             except Exception as exc:
@@ -406,6 +442,7 @@ class Committer:
         st = self.state
         if st is None:
             return
+        self._no_answer = set()
         for fid in list(self.unresolved):
             pairs, groups, pending, uploads = self.unresolved[fid]
             try:

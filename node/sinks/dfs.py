@@ -432,29 +432,40 @@ class DfsSink(Sink):
                 hidden = join(d, f".{final_name}.{n}.tmp")
             _ACTIVE_HIDDEN.add(hidden)
         f = _File(fs, local, d, final_name, hidden)
-        self._will_create(f)
-        try:
+
+        def create():
             if local:
                 os.makedirs(d, exist_ok=True)
-                f.raw = open(hidden, "wb")
-            else:
-                fs.makedirs(d, exist_ok=True)
-                f.raw = fs.open(hidden, "wb")
+                return open(hidden, "wb")
+            fs.makedirs(d, exist_ok=True)
+            return fs.open(hidden, "wb")
+        return self._start(f, target, create, f"cannot create {hidden}")
+
+    def _start(self, f: _File, target: str, create, failure: str) -> _File:
+        """Make ``f`` (its hidden name, or its key on an object store, reserved) the open
+        file of ``target``: ``create()`` gives its raw stream, wrapped in the compression and
+        the format. On any failure the name is released, what was made is closed (an
+        upload aborted: nothing of it was visible) and SinkError says ``failure``."""
+        self._will_create(f)
+        try:
+            f.raw = create()
             f.stream = open_compressed(f.raw, self.compression)
             f.writer = self.format.open_writer(f.stream)
-        except Exception as exc:  # fsspec backends raise their own types
+        except Exception as exc:  # fsspec backends and boto3 raise their own types
             with _NAMES_LOCK:
-                _ACTIVE_HIDDEN.discard(hidden)
-            if f.raw is not None:
-                try:
+                _ACTIVE_HIDDEN.discard(f.hidden)
+            try:
+                if f.upload is not None:
+                    f.upload.abort()
+                elif f.raw is not None:
                     f.raw.close()
-                except Exception:
-                    pass
+            except Exception:
+                pass
             self.metrics.add("errors")
-            raise SinkError(f"dfs: cannot create {hidden}: {exc}") from exc
+            raise SinkError(f"dfs: {failure}: {exc}") from exc
         self.files[target] = f
         self.metrics.add("files_opened")
-        log.debug("dfs sink opened a file", extra={"hidden": hidden})
+        log.debug("dfs sink opened a file", extra={"hidden": f.hidden})
         return f
 
     def _will_create(self, f: _File) -> None:
@@ -483,20 +494,9 @@ class DfsSink(Sink):
             raise SinkError(f"dfs: cannot open {target}: {exc}") from exc
         f = _File(store, False, d, posixpath.basename(key), key)
         f.final = key
-        self._will_create(f)
-        try:
-            f.raw = MultipartWriter(store, key, store.create_upload(key))
-            f.stream = open_compressed(f.raw, self.compression)
-            f.writer = self.format.open_writer(f.stream)
-        except (StorageError, OSError, ValueError) as exc:
-            with _NAMES_LOCK:
-                _ACTIVE_HIDDEN.discard(key)
-            self.metrics.add("errors")
-            raise SinkError(f"dfs: cannot start an upload to {target}: {exc}") from exc
-        self.files[target] = f
-        self.metrics.add("files_opened")
-        log.debug("dfs sink started an upload", extra={"key": key})
-        return f
+        return self._start(f, target,
+                           lambda: MultipartWriter(store, key, store.create_upload(key)),
+                           f"cannot start an upload to {target}")
 
     def _complete_early(self) -> None:
         """Complete the least recently written open file (``maxOpen`` reached): it stays

@@ -269,6 +269,35 @@ def test_a_dfs_sink_to_s3_reserves_and_releases_only_its_keys(s3, tmp_path):
     assert st.read(f"{bucket}/d/f.1") == st.read(f"{bucket}/d/f.2") == b"one\ntwo\n"
 
 
+def test_a_dfs_file_that_cannot_start_writing_aborts_its_upload(s3, tmp_path, monkeypatch):
+    """The upload is made, then the format cannot start its writer: the upload is
+    aborted (no upload left in progress), the key released, SinkError says why."""
+    from flume_og.node import sinks as _  # noqa: F401  (registers the sinks)
+    from flume_og.node.checkpoint import CheckpointStore
+    from flume_og.node.component import NodeContext, NodeShared
+    from flume_og.node.event import events_from_lines
+    from flume_og.node.formats import OutputFormat
+    from flume_og.node.sinks import dfs as dfs_mod
+    bucket = s3.new_bucket()
+    st = ObjectStore(bucket, s3.options())
+    before = set(dfs_mod._ACTIVE_HIDDEN)
+    sink = DfsSink(f"s3://{bucket}/d/f")
+    sink.open(NodeContext("n", tmp_path, CheckpointStore(tmp_path / "cp.json"),
+                          shared=NodeShared(storage=StorageConfig(
+                              {f"s3://{bucket}": s3.options()}))))
+
+    def broken(self, stream):
+        raise ValueError("the writer cannot start")
+    monkeypatch.setattr(OutputFormat, "open_writer", broken)
+    with pytest.raises(SinkError, match="cannot start an upload to .*the writer cannot"):
+        sink.append(events_from_lines([b"one"]))
+    monkeypatch.undo()
+    assert st.uploads() == [] and st.objects() == {}
+    assert set(dfs_mod._ACTIVE_HIDDEN) == before
+    assert sink.metrics["errors"] >= 1
+    sink.close()
+
+
 def test_a_part_that_failed_in_the_background_fails_the_close(s3, monkeypatch):
     bucket = s3.new_bucket()
     st = ObjectStore(bucket, s3.options())

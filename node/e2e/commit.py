@@ -189,6 +189,31 @@ def salvage(hidden: str) -> str:
     return final
 
 
+def record_parts(rec) -> tuple[list[tuple[str, str]], dict]:
+    """(pairs, uploads) of a file record read from ZooKeeper: ``files``, a list of
+    [hidden, final] URL pairs, and ``uploads``, hidden URL -> {"id": upload id, "parts":
+    [[number, ETag]...]}. ValueError for anything else (an unreadable record, one of
+    another version, or a hand-made one): the caller must neither act on it nor delete it."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("files"), list):
+        raise ValueError("no list of files")
+    pairs = []
+    for p in rec["files"]:
+        if not (isinstance(p, list) and len(p) == 2 and all(isinstance(u, str) and u
+                                                            for u in p)):
+            raise ValueError(f"a file entry is not a [hidden, final] pair: {str(p)[:200]}")
+        pairs.append((p[0], p[1]))
+    uploads = rec.get("uploads", {})
+    if not isinstance(uploads, dict):
+        raise ValueError("uploads is not a table")
+    for hidden, up in uploads.items():
+        if not (isinstance(up, dict) and isinstance(up.get("id"), str)
+                and isinstance(up.get("parts"), list)
+                and all(isinstance(q, list) and len(q) == 2 and isinstance(q[0], int)
+                        and isinstance(q[1], str) for q in up["parts"])):
+            raise ValueError(f"the upload of {hidden[:200]!r} is not an id and parts")
+    return pairs, uploads
+
+
 class Committer:
     """A collectorSink's commit protocol (docs/e2e.md, collector steps 2-4). With
     ``state`` None (no ZooKeeper) only the hidden-file journal is kept."""
@@ -244,6 +269,7 @@ class Committer:
     def _recover(self) -> None:
         protected: set[str] = set()
         kept_uploads: set[str] = set()
+        unreadable = 0
         self._no_answer = set()
         if self.state is not None:
             st = self.state
@@ -253,8 +279,16 @@ class Committer:
                 raise SinkError(f"collectorSink: cannot read the commit records of "
                                 f"{st.collector_id} from ZooKeeper: {exc}") from exc
             for fid, rec in records.items():
-                pairs = [tuple(p) for p in rec.get("files", [])]
-                uploads = rec.get("uploads", {})
+                try:
+                    pairs, uploads = record_parts(rec)
+                except ValueError as exc:
+                    # it may name any hidden file of the journal: none is deleted
+                    unreadable += 1
+                    self.metrics.add("errors")
+                    log.error("collectorSink: commit record %s of %s cannot be read (%s): "
+                              "left in ZooKeeper, and no hidden file of a crashed run is "
+                              "deleted while it is there", fid, st.collector_id, exc)
+                    continue
                 if self._finish_renames(pairs, fid, recovering=True, uploads=uploads):
                     try:
                         st.commits.delete_file_record(st.collector_id, fid)
@@ -268,6 +302,9 @@ class Committer:
                     self.records_left[fid] = (pairs, uploads)
                     protected.update(h for h, _ in pairs)
                     kept_uploads.update(u["id"] for u in uploads.values())
+        if unreadable:
+            protected.update(self.journal.entries())
+            self.metrics.add("records_unreadable", unreadable)
         orphans = {u: m for u, m in self.journal.entries().items() if u not in protected}
         removed = salvaged = 0
         for u, mark in orphans.items():

@@ -912,6 +912,33 @@ def test_plain_batches_survive_a_crash_that_loses_the_group_file(cluster, store,
     assert not hidden_files(cluster.out)
 
 
+@pytest.mark.parametrize("data", [b"not json", b'{"groups": 3}', b'{"files": [["only-one"]]}',
+                                  b'[1, 2]', b'{"files": [], "uploads": {"h": {"id": 1}}}'])
+def test_an_unreadable_commit_record_is_kept_and_deletes_no_hidden_file(store, make_ctx,
+                                                                        tmp_path, data):
+    """A file record in ZooKeeper this collector cannot read (junk, another shape): the
+    start neither acts on it nor deletes it (before: read as 'no files' and deleted, or
+    the start failed on it), and no hidden file of the crashed run is deleted while it is
+    there, since it may name any of them. Counted in records_unreadable."""
+    import types
+    from flume_og.node.component import Metrics
+    from flume_og.node.e2e import Committer
+    collector = "cphys-colU"
+    fpath = store.commits.path("files", collector, "1-bad")
+    store.commits.zk.create(fpath, data, makepath=True)
+    state = types.SimpleNamespace(commits=store.commits, collector_id=collector)
+    metrics = Metrics()
+    committer = Committer(make_ctx("colU"), state, metrics)
+    hidden = tmp_path / ".f-1.tmp"
+    hidden.write_bytes(b"acknowledged events\n")
+    committer.journal.add(str(hidden))
+    committer.recover()
+    assert hidden.read_bytes() == b"acknowledged events\n"
+    assert store.commits.zk.exists(fpath) is not None
+    assert metrics.get("records_unreadable") == 1
+    assert str(hidden) in committer.journal.entries()
+
+
 @pytest.mark.parametrize("ext", ["", ".gz", ".zst"])
 def test_salvage_cuts_after_the_last_complete_line(tmp_path, ext):
     import gzip as gz

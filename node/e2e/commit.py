@@ -133,59 +133,109 @@ def _final_of(hidden: str) -> tuple[str, str, str]:
     return d, base, ext
 
 
+SALVAGE_CHUNK = 1024 * 1024     # bytes read, decoded or written at a time by salvage
+
+
+def _open(url: str, mode: str):
+    if "://" not in url:
+        return open(url, mode)
+    fs, p = _fs_of(url)
+    return fs.open(p, mode)
+
+
+def _decoded(f, ext: str):
+    """The bytes the hidden file ``f`` holds, decoded (gzip, zstd: as far as the stream
+    goes), ``SALVAGE_CHUNK`` at most at a time whatever the compression ratio."""
+    if ext == ".zst":
+        import zstandard
+        reader = zstandard.ZstdDecompressor().stream_reader(f, read_size=SALVAGE_CHUNK)
+        while chunk := reader.read(SALVAGE_CHUNK):
+            yield chunk
+        return
+    if ext != ".gz":
+        while chunk := f.read(SALVAGE_CHUNK):
+            yield chunk
+        return
+    d = zlib.decompressobj(31)
+    while not d.eof and (raw := f.read(SALVAGE_CHUNK)):
+        while raw and not d.eof:
+            out = d.decompress(raw, SALVAGE_CHUNK)
+            raw = d.unconsumed_tail
+            if out:
+                yield out
+
+
+def _complete_lines(chunks):
+    """The bytes of ``chunks`` up to the last complete line, in pieces (a partial line
+    at the end is left out)."""
+    tail = bytearray()
+    for chunk in chunks:
+        cut = chunk.rfind(b"\n") + 1
+        if not cut:
+            tail += chunk
+            continue
+        yield bytes(tail) + chunk[:cut]
+        tail = bytearray(chunk[cut:])
+
+
+def _last_line_end(path: str) -> tuple[int, int]:
+    """(size, offset after the last newline) of a local plain file, read backwards a
+    chunk at a time."""
+    with open(path, "rb") as f:
+        size = end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - SALVAGE_CHUNK)
+            f.seek(start)
+            at = f.read(end - start).rfind(b"\n")
+            if at >= 0:
+                return size, start + at + 1
+            end = start
+    return size, 0
+
+
 def salvage(hidden: str) -> str:
     """Make the hidden file of a crashed run final, cut after its last complete line
     (line formats; gzip and zstd streams are decoded as far as they go and written
-    again). Returns the final path."""
+    again). Returns the final path. Memory stays within a few ``SALVAGE_CHUNK`` whatever
+    the file's size (and a line's length: a partial line at the end is read through)."""
     d, base, ext = _final_of(hidden)
     sep = "/" if "://" in hidden else os.sep
     final, n = f"{d}{sep}{base}{ext}", 0
     while _exists(final):
         n += 1
         final = f"{d}{sep}{base}.{n}{ext}"
-    if "://" in hidden:
-        fs, hp = _fs_of(hidden)
-        data = fs.cat_file(hp)
-    else:
-        with open(hidden, "rb") as f:
-            data = f.read()
-    if ext == ".gz":
-        plain = zlib.decompressobj(31).decompress(data)
-    elif ext == ".zst":
-        import zstandard
-        plain = zstandard.ZstdDecompressor().decompressobj().decompress(data)
-    else:
-        plain = data
-    plain = plain[:plain.rfind(b"\n") + 1]
-    if ext == ".gz":
-        c = zlib.compressobj(6, zlib.DEFLATED, 31)
-        out = c.compress(plain) + c.flush()
-    elif ext == ".zst":
-        import zstandard
-        out = zstandard.ZstdCompressor(level=3).compress(plain)
-    else:
-        out = plain
     # Each step leaves the hidden file with the same events, so a crash here and a second
     # salvage at the next start give the same final file.
-    if "://" in hidden:
-        if out is not data:
-            fs.pipe_file(hp, out)
-        _rename(hidden, final)
-        return final
-    if out is not data:
-        if ext:
-            tmp = hidden + ".salvage"
-            with open(tmp, "wb") as f:
-                f.write(out)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, hidden)
-        else:
+    if ext or "://" in hidden:
+        tmp = hidden + ".salvage"
+        with _open(hidden, "rb") as src, _open(tmp, "wb") as out:
+            if ext == ".gz":
+                c = zlib.compressobj(6, zlib.DEFLATED, 31)
+                for piece in _complete_lines(_decoded(src, ext)):
+                    out.write(c.compress(piece))
+                out.write(c.flush())
+            elif ext == ".zst":
+                import zstandard
+                with zstandard.ZstdCompressor(level=3).stream_writer(out,
+                                                                     closefd=False) as z:
+                    for piece in _complete_lines(_decoded(src, ext)):
+                        z.write(piece)
+            else:
+                for piece in _complete_lines(_decoded(src, ext)):
+                    out.write(piece)
+            if "://" not in hidden:
+                out.flush()
+                os.fsync(out.fileno())
+        _rename(tmp, hidden)
+    else:
+        size, cut = _last_line_end(hidden)
+        if cut < size:
             with open(hidden, "r+b") as f:
-                f.truncate(len(out))
+                f.truncate(cut)
                 os.fsync(f.fileno())
-    os.replace(hidden, final)
-    fsync_dir(Path(d or "."))
+    _rename(hidden, final)
+    if "://" not in hidden:
+        fsync_dir(Path(d or "."))
     return final
 
 

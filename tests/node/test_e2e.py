@@ -972,6 +972,37 @@ def test_salvage_cuts_after_the_last_complete_line(tmp_path, ext):
     assert out == lines and not hidden.exists()
 
 
+@pytest.mark.parametrize("ext", ["", ".gz", ".zst"])
+def test_salvage_reads_a_large_file_in_bounded_memory(tmp_path, ext):
+    """A hidden file of 24 MB of lines (compressed: far smaller on disk) is salvaged with
+    a few MB of memory at most: before, it was read whole, decoded whole and encoded
+    whole (three copies of the file in memory; a long roll's file could take GBs)."""
+    import gzip as gz
+    import tracemalloc
+    import zstandard
+    from flume_og.node.e2e import salvage
+    line = b"x" * 99 + b"\n"
+    plain = line * (24 * 1024 * 1024 // len(line)) + b"partial"
+    hidden = tmp_path / f".big{ext}.tmp"
+    data = (gz.compress(plain, 1) if ext == ".gz" else
+            zstandard.ZstdCompressor(level=1).compress(plain) if ext == ".zst" else plain)
+    hidden.write_bytes(data)
+    del data
+    tracemalloc.start()
+    try:
+        final = salvage(str(hidden))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, f"salvage took {peak} bytes"
+    out = Path(final).read_bytes()
+    if ext == ".gz":
+        out = gz.decompress(out)
+    elif ext == ".zst":
+        out = zstandard.ZstdDecompressor().decompressobj().decompress(out)
+    assert out == plain[:-len(b"partial")]
+
+
 def test_e2e_to_an_fsspec_url(cluster, channel, store):
     """collectorSink on a non-local filesystem (fsspec's in-memory one): the same commit
     protocol, renames through fsspec."""

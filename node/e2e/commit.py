@@ -43,15 +43,30 @@ def _fs_of(url: str):
     return url_to_fs(url)
 
 
+JOURNAL_COMPACT_BYTES = 1024 * 1024   # the journal is rewritten with only its live lines past this
+
+
+def _apply(live: dict[str, str], line: str) -> None:
+    mark, url = line[:1], line[1:]
+    if mark in "+~!" and mark and url:
+        live[url] = "!" if live.get(url) == "!" else mark
+    elif mark == "-":
+        live.pop(url, None)
+
+
 class HiddenJournal:
     """A local list of the hidden files a collector has open, so the hidden files of a
     crashed run are found at start. Append-only lines: ``+path`` (opened), ``~path``
     (opened, salvageable), ``!path`` (holds E2E groups: never salvage), ``-path`` (done).
-    Each line is written before the data it describes."""
+    Each line is written before the data it describes. Bounded: once the file passes
+    ``JOURNAL_COMPACT_BYTES`` it is rewritten with the files still open only (a collector
+    that runs for weeks writes two lines per file it makes; read whole at the next start
+    they were gigabytes)."""
 
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.Lock()
+        self._live: dict[str, str] | None = None   # what the file says, once read
 
     def add(self, url: str, mark: str = "+") -> None:
         self._write(f"{mark}{url}\n")
@@ -66,29 +81,40 @@ class HiddenJournal:
         if not text:
             return
         with self._lock:
+            if self._live is None:
+                self._live = self._read()
+            for line in text.splitlines():
+                _apply(self._live, line)
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(text)
+                size = f.tell()
+            if size > JOURNAL_COMPACT_BYTES:
+                self._rewrite("".join(f"{m}{u}\n" for u, m in self._live.items()))
+
+    def _read(self) -> dict[str, str]:
+        live: dict[str, str] = {}
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:            # a line at a time: memory is the live files
+                    _apply(live, line.rstrip("\n"))
+        except FileNotFoundError:
+            pass
+        return live
+
+    def _rewrite(self, text: str) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.path)
 
     def entries(self) -> dict[str, str]:
         """Hidden files not done: path -> mark (``+``, ``~`` or ``!``; ``!`` sticks)."""
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return {}
-        live: dict[str, str] = {}
-        for line in lines:
-            mark, url = line[:1], line[1:]
-            if mark in "+~!" and mark and url:
-                live[url] = "!" if live.get(url) == "!" else mark
-            elif mark == "-":
-                live.pop(url, None)
-        return live
+        with self._lock:
+            return self._read()
 
     def reset(self, keep=()) -> None:
         with self._lock:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(f"!{u}\n" for u in keep), encoding="utf-8")
-            os.replace(tmp, self.path)
+            self._live = {u: "!" for u in keep}
+            self._rewrite("".join(f"!{u}\n" for u in keep))
 
 
 def _exists(url: str) -> bool:

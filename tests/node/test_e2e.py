@@ -939,6 +939,28 @@ def test_an_unreadable_commit_record_is_kept_and_deletes_no_hidden_file(store, m
     assert str(hidden) in committer.journal.entries()
 
 
+def test_the_hidden_file_journal_stays_bounded(tmp_path, monkeypatch):
+    """A collector running for long writes two journal lines per file it makes: the
+    journal is rewritten with the files still open once it passes its bound, instead of
+    growing until the next start reads it whole."""
+    from flume_og.node.e2e import HiddenJournal
+    from flume_og.node.e2e import commit as commit_mod
+    monkeypatch.setattr(commit_mod, "JOURNAL_COMPACT_BYTES", 4096, raising=False)
+    path = tmp_path / "hidden-files"
+    j = HiddenJournal(path)
+    j.add("/out/.kept.tmp", "~")
+    j.mark(["/out/.kept.tmp"], "!")
+    for i in range(5000):
+        j.add(f"/out/.file-{i:05d}.tmp")
+        if i % 100 != 7:
+            j.remove([f"/out/.file-{i:05d}.tmp"])
+        assert path.stat().st_size <= 4096 + 100
+    want = {"/out/.kept.tmp": "!", **{f"/out/.file-{i:05d}.tmp": "+"
+                                      for i in range(5000) if i % 100 == 7}}
+    assert j.entries() == want
+    assert HiddenJournal(path).entries() == want        # as the next start reads it
+
+
 @pytest.mark.parametrize("ext", ["", ".gz", ".zst"])
 def test_salvage_cuts_after_the_last_complete_line(tmp_path, ext):
     import gzip as gz

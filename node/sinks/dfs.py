@@ -44,7 +44,8 @@ Files on any filesystem URL fsspec knows (plain paths and ``file://`` here; ``hd
   plants inside the base are followed by the check but not guarded against
   (time-of-check to time-of-use): the base belongs to the collector's user. A pattern
   whose own text has an empty, ``.`` or ``..`` segment after its first escape, or a
-  control character, is refused when the spec is checked.
+  control character, is refused when the spec is checked, as is an escape in the bucket
+  of an ``s3://`` URL.
 * **Open files.** At most ``maxOpen`` files (one per distinct expansion) are open at
   once: opening one more first completes the least recently written (flushed, fsynced,
   still hidden; it becomes final with the others at close, and a later event for it starts
@@ -138,6 +139,11 @@ def dfs_target(path: str, file: str | OutputFormat | None, format: OutputFormat 
         # listings, but an S3 key has a settings file made for it)
         raise ValueError("the URL carries credentials (key:secret@): give them to the "
                          "node in its --storage-config file instead")
+    if is_object_url(path) and "%" in path.split("://", 1)[1].split("/", 1)[0]:
+        # the bucket comes from the settings of a fixed URL prefix; one made from events
+        # would make a client per value (kept by the node) and never be below the base
+        raise ValueError("the bucket of an object-store URL must be written out: escapes "
+                         "may come only after it (s3://bucket/%{host}/...)")
     if file is not None and ("/" in file or not file):
         raise ValueError(f"the file name {file!r} must be a plain name; put directories "
                          f"in the path")

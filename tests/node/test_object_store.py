@@ -241,6 +241,19 @@ def test_a_spec_with_credentials_in_its_url_is_refused(tmp_path):
     assert r.returncode == 0, r.stderr             # an @ after the bucket is a key's
 
 
+def test_a_spec_with_an_escape_in_the_bucket_is_refused(tmp_path):
+    """s3://%{host}/f made an S3 client per host value, kept by the node for good, and
+    failed every batch (the base, s3://, names no bucket): refused when checked."""
+    for spec in ('a: null | dfs("s3://%{host}/f")', 'a: null | dfs("s3://logs-%Y/f")',
+                 'a: null | collectorSink("s3://b-%{host}/logs", "f-")'):
+        r = flume("check", "-c", spec, data_dir=tmp_path / "data")
+        assert r.returncode == 2, r.stdout
+        assert "the bucket of an object-store URL must be written out" in r.stderr
+    r = flume("check", "-c", 'a: null | dfs("s3://logs/%{host}/f")',
+              data_dir=tmp_path / "data")
+    assert r.returncode == 0, r.stderr
+
+
 def test_a_dfs_sink_to_s3_reserves_and_releases_only_its_keys(s3, tmp_path):
     """dfs to s3:// (no ZooKeeper): each file an upload to its final key, completed at
     close; a key that exists already is never overwritten (name.1); nothing stays

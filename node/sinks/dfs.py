@@ -484,12 +484,15 @@ class DfsSink(Sink):
         ext = self.compression.extension
         base = final_name[:len(final_name) - len(ext)] if ext else final_name
         try:
-            with _FINAL_LOCK:
+            with _FINAL_LOCK:     # uploads of this process complete under it too
+                # one listing of the names taken, not a request per name tried: a target
+                # written again at every roll has name.1 ... name.N behind it after N rolls
+                taken = store.paths(posixpath.join(d, base))
                 key, n = posixpath.join(d, final_name), 0
                 while True:
                     with _NAMES_LOCK:
                         free = key not in _ACTIVE_HIDDEN
-                    if free and not store.exists(key):
+                    if free and key not in taken:
                         with _NAMES_LOCK:
                             _ACTIVE_HIDDEN.add(key)
                         break

@@ -2,6 +2,7 @@
 settings (``flume node --storage-config``), against a real S3-protocol server process."""
 from __future__ import annotations
 
+import collections
 import os
 import subprocess
 import sys
@@ -252,6 +253,31 @@ def test_a_spec_with_an_escape_in_the_bucket_is_refused(tmp_path):
     r = flume("check", "-c", 'a: null | dfs("s3://logs/%{host}/f")',
               data_dir=tmp_path / "data")
     assert r.returncode == 0, r.stderr
+
+
+def test_a_dfs_file_on_s3_finds_its_free_name_with_one_listing(s3, tmp_path):
+    """A target written again at every roll has name.1 ... name.N behind it: the free
+    name is found with one listing, not a HEAD request per name tried (N requests per
+    roll, growing with every roll)."""
+    from flume_og.node import sinks as _  # noqa: F401  (registers the sinks)
+    from flume_og.node.checkpoint import CheckpointStore
+    from flume_og.node.component import NodeContext, NodeShared
+    from flume_og.node.event import events_from_lines
+    bucket = s3.new_bucket()
+    storage = StorageConfig({f"s3://{bucket}": s3.options()})
+    st = storage.store_for(f"s3://{bucket}/d/f")
+    for name in ["d/f", "d/other"] + [f"d/f.{i}" for i in range(1, 31)]:
+        st.client.put_object(Bucket=bucket, Key=name, Body=b"old\n")
+    calls = collections.Counter()
+    st.client.meta.events.register("before-call.s3.*",
+                                   lambda model, **kw: calls.update([model.name]))
+    sink = DfsSink(f"s3://{bucket}/d/f")
+    sink.open(NodeContext("n", tmp_path, CheckpointStore(tmp_path / "cp.json"),
+                          shared=NodeShared(storage=storage)))
+    sink.append(events_from_lines([b"new"]))
+    assert calls["HeadObject"] == 0 and calls["ListObjectsV2"] == 1   # (completing HEADs)
+    sink.close()
+    assert st.read(f"{bucket}/d/f.31") == b"new\n"
 
 
 def test_a_dfs_sink_to_s3_reserves_and_releases_only_its_keys(s3, tmp_path):

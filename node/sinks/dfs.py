@@ -485,14 +485,21 @@ class DfsSink(Sink):
         base = final_name[:len(final_name) - len(ext)] if ext else final_name
         try:
             with _FINAL_LOCK:     # uploads of this process complete under it too
-                # one listing of the names taken, not a request per name tried: a target
-                # written again at every roll has name.1 ... name.N behind it after N rolls
-                taken = store.paths(posixpath.join(d, base))
+                # the name itself: one HEAD; taken, one listing of the name.N taken, not
+                # a request per name tried (a target written again at every roll has
+                # name.1 ... name.N behind it after N rolls)
                 key, n = posixpath.join(d, final_name), 0
+                taken = None
                 while True:
                     with _NAMES_LOCK:
                         free = key not in _ACTIVE_HIDDEN
-                    if free and key not in taken:
+                    if free and n == 0:
+                        free = not store.exists(key)
+                    elif free:
+                        if taken is None:
+                            taken = store.paths(posixpath.join(d, base + "."))
+                        free = key not in taken
+                    if free:
                         with _NAMES_LOCK:
                             _ACTIVE_HIDDEN.add(key)
                         break

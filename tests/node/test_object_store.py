@@ -257,8 +257,8 @@ def test_a_spec_with_an_escape_in_the_bucket_is_refused(tmp_path):
 
 def test_a_dfs_file_on_s3_finds_its_free_name_with_one_listing(s3, tmp_path):
     """A target written again at every roll has name.1 ... name.N behind it: the free
-    name is found with one listing, not a HEAD request per name tried (N requests per
-    roll, growing with every roll)."""
+    name is found with a HEAD of the name and one listing of the name.N, not a HEAD
+    request per name tried (N requests per roll, growing with every roll)."""
     from flume_og.node import sinks as _  # noqa: F401  (registers the sinks)
     from flume_og.node.checkpoint import CheckpointStore
     from flume_og.node.component import NodeContext, NodeShared
@@ -275,7 +275,7 @@ def test_a_dfs_file_on_s3_finds_its_free_name_with_one_listing(s3, tmp_path):
     sink.open(NodeContext("n", tmp_path, CheckpointStore(tmp_path / "cp.json"),
                           shared=NodeShared(storage=storage)))
     sink.append(events_from_lines([b"new"]))
-    assert calls["HeadObject"] == 0 and calls["ListObjectsV2"] == 1   # (completing HEADs)
+    assert calls["HeadObject"] == 1 and calls["ListObjectsV2"] == 1   # (completing HEADs)
     sink.close()
     assert st.read(f"{bucket}/d/f.31") == b"new\n"
 

@@ -427,13 +427,12 @@ class Committer:
             return n
         return self._on_store(url, "abort its uploads", abort)
 
-    def _complete_upload(self, final: str, up: dict) -> bool:
-        """Complete a recorded upload (idempotent: True also when it was completed
-        before and the object is the one its parts make)."""
+    def _complete_upload(self, final: str, up: dict) -> None:
+        """Complete a recorded upload; idempotent (an upload completed before, whose
+        object is the one its parts make, is done); StorageError otherwise."""
         bucket, key = split_url(final)
         self._on_store(final, "complete its upload", lambda store: store.complete(
             f"{bucket}/{key}", up["id"], [tuple(p) for p in up["parts"]]))
-        return True
 
     def _finish_renames(self, pairs: list[tuple[str, str]], fid: str,
                         recovering: bool = False, uploads: dict | None = None) -> bool:

@@ -37,7 +37,9 @@ Bounds: a request that gets no answer costs at most ``max_attempts`` x (``connec
 StorageError past ``MAX_LISTED`` entries or when a truncated answer gives no new place to
 go on from (a server that would keep it listing forever); :meth:`ObjectStore.read` refuses
 an object larger than its ``limit``. (botocore reads each answer's body whole before
-parsing it: the XML answers themselves are bounded only by the endpoint the settings name.) Without a file, or for a URL no table names, boto3's environment applies
+parsing it: the XML answers themselves are bounded only by the endpoint the settings name.)
+
+Without a file, or for a URL no table names, boto3's environment applies
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``...).
 ``$FLUME_STORAGE_CONFIG`` names the file when the flag does not.
 """

@@ -14,7 +14,8 @@ listing is forgotten. At most ``max_nodes`` nodes are kept (``DEFAULT_MAX_NODES`
 about 115 MB): the names in a listing come partly from what physical nodes report, and a
 buggy or hostile node reporting a hundred thousand made-up logical nodes (a 1 MB status
 znode) must not cost the master gigabytes; configured nodes are taken first, the others
-beyond the bound are left out (counted in ``untracked``).
+beyond the bound are left out (counted in ``untracked``), as is a name longer than a node
+name may be (``MAX_NAME``); a state is kept cut to ``MAX_STATE_TEXT`` characters.
 
 Each sample holds per node, as floats (NaN: no reading):
 
@@ -42,12 +43,15 @@ from array import array
 from collections import deque
 from typing import Callable
 
+from .validation import MAX_NAME
+
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 5.0
 DEFAULT_SAMPLES = 720          # 1 hour at 5 s
 MAX_ERRORS = 20
 MAX_ERROR_TEXT = 500
+MAX_STATE_TEXT = 40            # node states are short words (ACTIVE, DECOMMISSIONED)
 STALE_S = 15.0                 # a report older than this gives no rate (nodes report every 2 s)
 DEFAULT_MAX_NODES = 5000       # logical nodes kept at most (23 KB each with the defaults)
 
@@ -158,12 +162,15 @@ class History:
             base = slot * len(FIELDS)
             # configured nodes first: they are the ones kept when the bound is reached
             keep: dict[str, dict] = {}
+            refused = 0
             for row in sorted(rows, key=lambda r: r.get("config_version") is None):
                 name = row.get("name")
-                if isinstance(name, str) and name not in keep:
+                if not isinstance(name, str) or len(name) > MAX_NAME:
+                    refused += 1          # no node has such a name: a report's junk
+                elif name not in keep:
                     keep[name] = row
             names = list(keep)
-            self.untracked = max(0, len(names) - self.max_nodes)
+            self.untracked = refused + max(0, len(names) - self.max_nodes)
             keep = {n: keep[n] for n in names[:self.max_nodes]}
             for name in [n for n in self.nodes if n not in keep]:
                 del self.nodes[name]
@@ -212,6 +219,7 @@ class History:
     def _errors(node: _Node, row: dict, now_ms: float) -> None:
         err = row.get("last_error")
         state = row.get("state")
+        state = state[:MAX_STATE_TEXT] if isinstance(state, str) else None
         if isinstance(err, str) and err and err != node.last_error:
             text = err[:MAX_ERROR_TEXT]
             node.errors.append({"t": int(now_ms), "component": component_of(text),

@@ -28,8 +28,18 @@ of tables named by URL prefix (the longest prefix that matches a URL wins)::
 
 For ``s3://`` the keys are ``endpoint_url``, ``key``, ``secret``, ``token``, ``region``,
 ``verify`` (true, false or a CA bundle), ``addressing_style`` (``path``, ``virtual``,
-``auto``) and ``part_size`` (bytes, 5 MiB to 5 GiB); anything else is refused with the file
-and the key. Without a file, or for a URL no table names, boto3's environment applies
+``auto``), ``part_size`` (bytes, 5 MiB to 5 GiB), ``connect_timeout`` and ``read_timeout``
+(seconds, 10 and 60 by default) and ``max_attempts`` (tries of one request, 6 by default);
+anything else is refused with the file and the key.
+
+Bounds: a request that gets no answer costs at most ``max_attempts`` x (``connect_timeout``
++ ``read_timeout``) and raises :class:`StorageUnreachable`; a listing stops with
+StorageError past ``MAX_LISTED`` entries or when a truncated answer gives no new place to
+go on from (a server that would keep it listing forever); :meth:`ObjectStore.read` refuses
+an object larger than its ``limit``. (botocore reads each answer's body whole before
+parsing it: the XML answers themselves are bounded only by the endpoint the settings name.)
+
+Without a file, or for a URL no table names, boto3's environment applies
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``...).
 ``$FLUME_STORAGE_CONFIG`` names the file when the flag does not.
 """
@@ -53,11 +63,17 @@ MIN_PART = 5 * 1024 * 1024           # S3: every part but the last at least this
 DEFAULT_PART = 8 * 1024 * 1024
 MAX_PART = 5 * 1024 ** 3             # S3: no part larger (and each is held in memory)
 MAX_PARTS = 10_000                   # S3's bound on the parts of one upload
+MAX_LISTED = 100_000                 # entries one listing may gather
+MAX_READ = 64 * 1024 * 1024          # bytes ObjectStore.read returns at most by default
+CONNECT_TIMEOUT, READ_TIMEOUT = 10, 60   # seconds
+MAX_ATTEMPTS = 6                     # tries of one request (botocore's 5 retries and the first)
 # settings that are credentials (s3's and other fsspec filesystems' storage_options)
 SECRET_KEYS = {"key", "secret", "token", "password", "account_key", "sas_token",
                "client_secret", "credentials"}
 S3_KEYS = {"endpoint_url": str, "key": str, "secret": str, "token": str, "region": str,
-           "verify": (bool, str), "addressing_style": str, "part_size": int}
+           "verify": (bool, str), "addressing_style": str, "part_size": int,
+           "connect_timeout": (int, float), "read_timeout": (int, float),
+           "max_attempts": int}
 
 # What to install for a URL scheme fsspec knows but whose package is missing.
 INSTALL_HINTS = {
@@ -78,6 +94,11 @@ class StorageError(Exception):
 
 class StorageSettingsError(StorageError):
     """The storage settings file cannot be used; the message names the file and the key."""
+
+
+class StorageUnreachable(StorageError):
+    """The store gave no answer (no connection, or none within the timeouts, after every
+    attempt): other requests to it now would most likely wait as long."""
 
 
 def scheme_of(url: str) -> str:
@@ -169,8 +190,11 @@ class ObjectStore:
         self.part_size = max(MIN_PART, int(opts.pop("part_size", DEFAULT_PART)))
         style = opts.pop("addressing_style", None)
         cfg = Config(s3={"addressing_style": style} if style else {},
-                     retries={"max_attempts": 5, "mode": "standard"},
-                     connect_timeout=10, read_timeout=60)
+                     retries={"total_max_attempts": int(opts.pop("max_attempts",
+                                                                 MAX_ATTEMPTS)),
+                              "mode": "standard"},
+                     connect_timeout=opts.pop("connect_timeout", CONNECT_TIMEOUT),
+                     read_timeout=opts.pop("read_timeout", READ_TIMEOUT))
         kwargs: dict[str, Any] = {"config": cfg}
         if opts.get("endpoint_url"):
             kwargs["endpoint_url"] = opts["endpoint_url"]
@@ -186,8 +210,10 @@ class ObjectStore:
         self.client = boto3.session.Session().client("s3", **kwargs)
         self._pool = None
         self._pool_lock = threading.Lock()
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import (BotoCoreError, ClientError, HTTPClientError)
+        from botocore.exceptions import ConnectionError as NoConnection
         self._errors = (BotoCoreError, ClientError)
+        self._no_answer = (NoConnection, HTTPClientError)
 
     # -- helpers
 
@@ -215,8 +241,8 @@ class ObjectStore:
         try:
             return fn(Bucket=self.bucket, **kw)
         except self._errors as exc:
-            raise StorageError(f"{self.scheme}://{self.bucket}: cannot {what}: {exc}") \
-                from exc
+            kind = StorageUnreachable if isinstance(exc, self._no_answer) else StorageError
+            raise kind(f"{self.scheme}://{self.bucket}: cannot {what}: {exc}") from exc
 
     @staticmethod
     def _code(exc: BaseException) -> str:
@@ -239,24 +265,66 @@ class ObjectStore:
     def exists(self, path: str) -> bool:
         return self.head(path) is not None
 
-    def objects(self, prefix: str = "") -> dict[str, tuple[str, int]]:
-        """key -> (ETag, size) of every visible object whose key starts with ``prefix``."""
+    def objects(self, prefix: str = "", limit: int = MAX_LISTED) -> dict[str, tuple[str, int]]:
+        """key -> (ETag, size) of every visible object whose key starts with ``prefix``;
+        StorageError past ``limit`` entries (see :meth:`_pages`)."""
         out = {}
-        token = None
-        while True:
-            kw = {"Prefix": prefix}
-            if token:
-                kw["ContinuationToken"] = token
-            r = self._call("list objects", self.client.list_objects_v2, **kw)
+        for r in self._pages("list objects", self.client.list_objects_v2, {"Prefix": prefix},
+                             ("NextContinuationToken",), ("ContinuationToken",)):
             for o in r.get("Contents", []):
                 out[o["Key"]] = (o["ETag"], o["Size"])
-            if not r.get("IsTruncated"):
-                return out
-            token = r["NextContinuationToken"]
+            self._check_listed(len(out), limit, "objects", prefix)
+        return out
 
-    def read(self, path: str) -> bytes:
+    def paths(self, prefix: str) -> set[str]:
+        """The paths (``bucket/key``) of the visible objects whose path starts with
+        ``prefix`` (a path in this bucket); bounded as :meth:`objects`."""
+        return {f"{self.bucket}/{k}" for k in self.objects(self._key(prefix))}
+
+    def read(self, path: str, limit: int = MAX_READ) -> bytes:
+        """The object at ``path``; StorageError if it holds more than ``limit`` bytes
+        (nothing beyond ``limit`` + 1 bytes is read)."""
         r = self._call(f"read {path}", self.client.get_object, Key=self._key(path))
-        return r["Body"].read()
+        body = r["Body"]
+        try:
+            if r.get("ContentLength", 0) > limit:
+                raise StorageError(f"{self.unstrip_protocol(path)}: {r['ContentLength']} "
+                                   f"bytes, more than the {limit} a read takes")
+            data = body.read(limit + 1)
+        except self._errors as exc:
+            raise StorageError(f"{self.unstrip_protocol(path)}: cannot read: {exc}") from exc
+        finally:
+            body.close()
+        if len(data) > limit:
+            raise StorageError(f"{self.unstrip_protocol(path)}: more than the {limit} bytes "
+                               f"a read takes")
+        return data
+
+    def _pages(self, what: str, fn, kw: dict, next_keys: tuple, marker_keys: tuple):
+        """The answers of a listing, page after page. A truncated answer must name where
+        the next page starts (``next_keys``, sent back as ``marker_keys``), and a place
+        not given before: StorageError otherwise, rather than asking for the same page
+        for ever (a broken or hostile server)."""
+        seen: set[tuple] = set()
+        while True:
+            r = self._call(what, fn, **kw)
+            yield r
+            if not r.get("IsTruncated"):
+                return
+            place = tuple(r.get(k) for k in next_keys)
+            if not any(place) or place in seen:
+                which = "the same" if any(place) else "no"
+                raise StorageError(f"{self.scheme}://{self.bucket}: cannot {what}: a "
+                                   f"truncated answer gives {which} place to go on from "
+                                   f"({', '.join(next_keys)})")
+            seen.add(place)
+            kw.update({m: v for m, v in zip(marker_keys, place) if v})
+
+    def _check_listed(self, n: int, limit: int, what: str, prefix: str) -> None:
+        if n > limit:
+            raise StorageError(f"{self.scheme}://{self.bucket}: more than {limit} {what} "
+                               f"under {prefix!r}: refused (a listing gathers at most "
+                               f"{limit})")
 
     # -- multipart uploads
 
@@ -303,19 +371,17 @@ class ObjectStore:
             if self._code(exc) not in ("NoSuchUpload", "404"):
                 raise
 
-    def uploads(self, prefix: str = "") -> list[Upload]:
+    def uploads(self, prefix: str = "", limit: int = MAX_LISTED) -> list[Upload]:
         """The uploads in progress whose key starts with ``prefix`` (a key inside the
-        bucket)."""
+        bucket); StorageError past ``limit`` entries (see :meth:`_pages`)."""
         out: list[Upload] = []
-        kw: dict[str, Any] = {"Prefix": prefix}
-        while True:
-            r = self._call("list uploads", self.client.list_multipart_uploads, **kw)
+        for r in self._pages("list uploads", self.client.list_multipart_uploads,
+                             {"Prefix": prefix}, ("NextKeyMarker", "NextUploadIdMarker"),
+                             ("KeyMarker", "UploadIdMarker")):
             for u in r.get("Uploads", []):
                 out.append(Upload(u["Key"], u["UploadId"], u.get("Initiated")))
-            if not r.get("IsTruncated"):
-                return out
-            kw["KeyMarker"] = r.get("NextKeyMarker")
-            kw["UploadIdMarker"] = r.get("NextUploadIdMarker")
+            self._check_listed(len(out), limit, "uploads", prefix)
+        return out
 
 
 class MultipartWriter(io.RawIOBase):
@@ -451,9 +517,12 @@ class StorageConfig:
                         raise StorageSettingsError(
                             f"{p}: [{prefix!r}] unknown key {k!r} (keys: "
                             f"{', '.join(sorted(S3_KEYS))})")
-                    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+                    if not isinstance(v, kind) or (isinstance(v, bool) and kind != (bool, str)):
                         raise StorageSettingsError(f"{p}: [{prefix!r}] {k} has the wrong "
                                                    f"kind of value: {type(v).__name__}")
+                for k in ("connect_timeout", "read_timeout", "max_attempts"):
+                    if k in table and not table[k] > 0:
+                        raise StorageSettingsError(f"{p}: [{prefix!r}] {k} must be above 0")
                 if table.get("part_size", MIN_PART) < MIN_PART:
                     raise StorageSettingsError(f"{p}: [{prefix!r}] part_size must be at "
                                                f"least {MIN_PART} bytes")

@@ -24,7 +24,8 @@ from pathlib import Path
 from ..checkpoint import Checkpoint, fsync_dir
 from ..component import Metrics, NodeContext
 from ..errors import SinkError
-from ..object_store import StorageError, config_of, is_object_url, split_url
+from ..object_store import (StorageError, StorageUnreachable, config_of, is_object_url,
+                            split_url)
 from .collector import CollectorState
 
 log = logging.getLogger(__name__)
@@ -42,15 +43,30 @@ def _fs_of(url: str):
     return url_to_fs(url)
 
 
+JOURNAL_COMPACT_BYTES = 1024 * 1024   # the journal is rewritten with only its live lines past this
+
+
+def _apply(live: dict[str, str], line: str) -> None:
+    mark, url = line[:1], line[1:]
+    if mark in "+~!" and mark and url:
+        live[url] = "!" if live.get(url) == "!" else mark
+    elif mark == "-":
+        live.pop(url, None)
+
+
 class HiddenJournal:
     """A local list of the hidden files a collector has open, so the hidden files of a
     crashed run are found at start. Append-only lines: ``+path`` (opened), ``~path``
     (opened, salvageable), ``!path`` (holds E2E groups: never salvage), ``-path`` (done).
-    Each line is written before the data it describes."""
+    Each line is written before the data it describes. Bounded: once the file passes
+    ``JOURNAL_COMPACT_BYTES`` it is rewritten with the files still open only (a collector
+    that runs for weeks writes two lines per file it makes; read whole at the next start
+    they were gigabytes)."""
 
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.Lock()
+        self._live: dict[str, str] | None = None   # what the file says, once read
 
     def add(self, url: str, mark: str = "+") -> None:
         self._write(f"{mark}{url}\n")
@@ -65,29 +81,40 @@ class HiddenJournal:
         if not text:
             return
         with self._lock:
+            if self._live is None:
+                self._live = self._read()
+            for line in text.splitlines():
+                _apply(self._live, line)
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(text)
+                size = f.tell()
+            if size > JOURNAL_COMPACT_BYTES:
+                self._rewrite("".join(f"{m}{u}\n" for u, m in self._live.items()))
+
+    def _read(self) -> dict[str, str]:
+        live: dict[str, str] = {}
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:            # a line at a time: memory is the live files
+                    _apply(live, line.rstrip("\n"))
+        except FileNotFoundError:
+            pass
+        return live
+
+    def _rewrite(self, text: str) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.path)
 
     def entries(self) -> dict[str, str]:
         """Hidden files not done: path -> mark (``+``, ``~`` or ``!``; ``!`` sticks)."""
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return {}
-        live: dict[str, str] = {}
-        for line in lines:
-            mark, url = line[:1], line[1:]
-            if mark in "+~!" and mark and url:
-                live[url] = "!" if live.get(url) == "!" else mark
-            elif mark == "-":
-                live.pop(url, None)
-        return live
+        with self._lock:
+            return self._read()
 
     def reset(self, keep=()) -> None:
         with self._lock:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(f"!{u}\n" for u in keep), encoding="utf-8")
-            os.replace(tmp, self.path)
+            self._live = {u: "!" for u in keep}
+            self._rewrite("".join(f"!{u}\n" for u in keep))
 
 
 def _exists(url: str) -> bool:
@@ -132,60 +159,135 @@ def _final_of(hidden: str) -> tuple[str, str, str]:
     return d, base, ext
 
 
+SALVAGE_CHUNK = 1024 * 1024     # bytes read, decoded or written at a time by salvage
+
+
+def _open(url: str, mode: str):
+    if "://" not in url:
+        return open(url, mode)
+    fs, p = _fs_of(url)
+    return fs.open(p, mode)
+
+
+def _decoded(f, ext: str):
+    """The bytes the hidden file ``f`` holds, decoded (gzip, zstd: as far as the stream
+    goes), ``SALVAGE_CHUNK`` at most at a time whatever the compression ratio."""
+    if ext == ".zst":
+        import zstandard
+        reader = zstandard.ZstdDecompressor().stream_reader(f, read_size=SALVAGE_CHUNK)
+        while chunk := reader.read(SALVAGE_CHUNK):
+            yield chunk
+        return
+    if ext != ".gz":
+        while chunk := f.read(SALVAGE_CHUNK):
+            yield chunk
+        return
+    d = zlib.decompressobj(31)
+    while not d.eof and (raw := f.read(SALVAGE_CHUNK)):
+        while raw and not d.eof:
+            out = d.decompress(raw, SALVAGE_CHUNK)
+            raw = d.unconsumed_tail
+            if out:
+                yield out
+
+
+def _complete_lines(chunks):
+    """The bytes of ``chunks`` up to the last complete line, in pieces (a partial line
+    at the end is left out)."""
+    tail = bytearray()
+    for chunk in chunks:
+        cut = chunk.rfind(b"\n") + 1
+        if not cut:
+            tail += chunk
+            continue
+        yield bytes(tail) + chunk[:cut]
+        tail = bytearray(chunk[cut:])
+
+
+def _last_line_end(path: str) -> tuple[int, int]:
+    """(size, offset after the last newline) of a local plain file, read backwards a
+    chunk at a time."""
+    with open(path, "rb") as f:
+        size = end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - SALVAGE_CHUNK)
+            f.seek(start)
+            at = f.read(end - start).rfind(b"\n")
+            if at >= 0:
+                return size, start + at + 1
+            end = start
+    return size, 0
+
+
 def salvage(hidden: str) -> str:
     """Make the hidden file of a crashed run final, cut after its last complete line
     (line formats; gzip and zstd streams are decoded as far as they go and written
-    again). Returns the final path."""
+    again). Returns the final path. Memory stays within a few ``SALVAGE_CHUNK`` whatever
+    the file's size (and a line's length: a partial line at the end is read through)."""
     d, base, ext = _final_of(hidden)
     sep = "/" if "://" in hidden else os.sep
     final, n = f"{d}{sep}{base}{ext}", 0
     while _exists(final):
         n += 1
         final = f"{d}{sep}{base}.{n}{ext}"
-    if "://" in hidden:
-        fs, hp = _fs_of(hidden)
-        data = fs.cat_file(hp)
-    else:
-        with open(hidden, "rb") as f:
-            data = f.read()
-    if ext == ".gz":
-        plain = zlib.decompressobj(31).decompress(data)
-    elif ext == ".zst":
-        import zstandard
-        plain = zstandard.ZstdDecompressor().decompressobj().decompress(data)
-    else:
-        plain = data
-    plain = plain[:plain.rfind(b"\n") + 1]
-    if ext == ".gz":
-        c = zlib.compressobj(6, zlib.DEFLATED, 31)
-        out = c.compress(plain) + c.flush()
-    elif ext == ".zst":
-        import zstandard
-        out = zstandard.ZstdCompressor(level=3).compress(plain)
-    else:
-        out = plain
     # Each step leaves the hidden file with the same events, so a crash here and a second
     # salvage at the next start give the same final file.
-    if "://" in hidden:
-        if out is not data:
-            fs.pipe_file(hp, out)
-        _rename(hidden, final)
-        return final
-    if out is not data:
-        if ext:
-            tmp = hidden + ".salvage"
-            with open(tmp, "wb") as f:
-                f.write(out)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, hidden)
-        else:
+    if ext or "://" in hidden:
+        tmp = hidden + ".salvage"
+        with _open(hidden, "rb") as src, _open(tmp, "wb") as out:
+            if ext == ".gz":
+                c = zlib.compressobj(6, zlib.DEFLATED, 31)
+                for piece in _complete_lines(_decoded(src, ext)):
+                    out.write(c.compress(piece))
+                out.write(c.flush())
+            elif ext == ".zst":
+                import zstandard
+                with zstandard.ZstdCompressor(level=3).stream_writer(out,
+                                                                     closefd=False) as z:
+                    for piece in _complete_lines(_decoded(src, ext)):
+                        z.write(piece)
+            else:
+                for piece in _complete_lines(_decoded(src, ext)):
+                    out.write(piece)
+            if "://" not in hidden:
+                out.flush()
+                os.fsync(out.fileno())
+        _rename(tmp, hidden)
+    else:
+        size, cut = _last_line_end(hidden)
+        if cut < size:
             with open(hidden, "r+b") as f:
-                f.truncate(len(out))
+                f.truncate(cut)
                 os.fsync(f.fileno())
-    os.replace(hidden, final)
-    fsync_dir(Path(d or "."))
+    _rename(hidden, final)
+    if "://" not in hidden:
+        fsync_dir(Path(d or "."))
     return final
+
+
+def record_parts(rec) -> tuple[list[tuple[str, str]], dict]:
+    """(pairs, uploads) of a file record read from ZooKeeper: ``files``, a list of
+    [hidden, final] URL pairs, and ``uploads``, hidden URL -> {"id": upload id, "parts":
+    [[number, ETag]...]}. ValueError for anything else (an unreadable record, one of
+    another version, or a hand-made one): the caller must neither act on it nor delete it."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("files"), list):
+        raise ValueError("no list of files")
+    pairs = []
+    for p in rec["files"]:
+        if not (isinstance(p, list) and len(p) == 2 and all(isinstance(u, str) and u
+                                                            for u in p)):
+            raise ValueError(f"a file entry is not a [hidden, final] pair: {str(p)[:200]}")
+        pairs.append((p[0], p[1]))
+    uploads = rec.get("uploads", {})
+    if not isinstance(uploads, dict):
+        raise ValueError("uploads is not a table")
+    for hidden, up in uploads.items():
+        if not (isinstance(up, dict) and isinstance(up.get("id"), str)
+                and isinstance(up.get("parts"), list)
+                and all(isinstance(q, list) and len(q) == 2 and isinstance(q[0], int)
+                        and isinstance(q[1], str) for q in up["parts"])):
+            raise ValueError(f"the upload of {hidden[:200]!r} is not an id and parts")
+    return pairs, uploads
 
 
 class Committer:
@@ -203,14 +305,48 @@ class Committer:
         # completions are still to do (a store that failed them: tried again at each
         # roll), None once only the record's deletion is left
         self.records_left: dict[str, tuple | None] = {}
+        # object stores that gave no answer in this pass (recover, or one roll's resolve
+        # and commit): not asked again until the next pass, so a hung store costs one
+        # request's timeouts per pass instead of one per file
+        self._no_answer: set = set()
+
+    def _on_store(self, url: str, what: str, fn):
+        """``fn(store)`` for the object store of ``url``; StorageUnreachable without
+        asking when that store gave no answer earlier in this pass (logged once, counted
+        in ``store_unreachable``)."""
+        store = self.storage.store_for(url)
+        if store in self._no_answer:
+            raise StorageUnreachable(f"{url}: not tried to {what}: "
+                                     f"{store.unstrip_protocol(store.bucket)} gave no "
+                                     f"answer earlier; tried again at the next roll or start")
+        try:
+            return fn(store)
+        except StorageUnreachable as exc:
+            self._no_answer.add(store)
+            self.metrics.add("store_unreachable")
+            log.error("collectorSink: the object store gives no answer; its other files "
+                      "wait for the next roll or start: %s", exc)
+            raise
 
     # -------------------------------------------------------------- start
 
     def recover(self) -> None:
         """Roll forward this collector's recorded commits, then delete the hidden files of
-        crashed runs that no record names."""
+        crashed runs that no record names. Shown in the node's status while it lasts (a
+        slow store or disk: the node stays CONFIGURING, saying why); an object store that
+        gives no answer is asked once, its files wait for the next roll or start."""
+        report = self.ctx.conditions.reporter("collectorSink recovery")
+        report("collectorSink: finishing the files of a crashed run before opening")
+        try:
+            self._recover()
+        finally:
+            report(None)
+
+    def _recover(self) -> None:
         protected: set[str] = set()
         kept_uploads: set[str] = set()
+        unreadable = 0
+        self._no_answer = set()
         if self.state is not None:
             st = self.state
             try:
@@ -219,8 +355,16 @@ class Committer:
                 raise SinkError(f"collectorSink: cannot read the commit records of "
                                 f"{st.collector_id} from ZooKeeper: {exc}") from exc
             for fid, rec in records.items():
-                pairs = [tuple(p) for p in rec.get("files", [])]
-                uploads = rec.get("uploads", {})
+                try:
+                    pairs, uploads = record_parts(rec)
+                except ValueError as exc:
+                    # it may name any hidden file of the journal: none is deleted
+                    unreadable += 1
+                    self.metrics.add("errors")
+                    log.error("collectorSink: commit record %s of %s cannot be read (%s): "
+                              "left in ZooKeeper, and no hidden file of a crashed run is "
+                              "deleted while it is there", fid, st.collector_id, exc)
+                    continue
                 if self._finish_renames(pairs, fid, recovering=True, uploads=uploads):
                     try:
                         st.commits.delete_file_record(st.collector_id, fid)
@@ -234,6 +378,9 @@ class Committer:
                     self.records_left[fid] = (pairs, uploads)
                     protected.update(h for h, _ in pairs)
                     kept_uploads.update(u["id"] for u in uploads.values())
+        if unreadable:
+            protected.update(self.journal.entries())
+            self.metrics.add("records_unreadable", unreadable)
         orphans = {u: m for u, m in self.journal.entries().items() if u not in protected}
         removed = salvaged = 0
         for u, mark in orphans.items():
@@ -267,24 +414,25 @@ class Committer:
         """Abort the uploads in progress to the object ``url`` (a key a crashed run of this
         collector was writing, from the journal) that no recorded commit names: nothing of
         them was ever visible. The number aborted."""
-        store = self.storage.store_for(url)
         _, key = split_url(url)
-        n = 0
-        for up in store.uploads(key):
-            if up.key == key and up.upload_id not in keep:
-                store.abort(f"{store.bucket}/{key}", up.upload_id)
-                n += 1
-                log.info("collectorSink aborted the upload of a crashed run",
-                         extra={"key": url, "upload": up.upload_id})
-        return n
 
-    def _complete_upload(self, final: str, up: dict) -> bool:
-        """Complete a recorded upload (idempotent: True also when it was completed
-        before and the object is the one its parts make)."""
-        store = self.storage.store_for(final)
+        def abort(store) -> int:
+            n = 0
+            for up in store.uploads(key):
+                if up.key == key and up.upload_id not in keep:
+                    store.abort(f"{store.bucket}/{key}", up.upload_id)
+                    n += 1
+                    log.info("collectorSink aborted the upload of a crashed run",
+                             extra={"key": url, "upload": up.upload_id})
+            return n
+        return self._on_store(url, "abort its uploads", abort)
+
+    def _complete_upload(self, final: str, up: dict) -> None:
+        """Complete a recorded upload; idempotent (an upload completed before, whose
+        object is the one its parts make, is done); StorageError otherwise."""
         bucket, key = split_url(final)
-        store.complete(f"{bucket}/{key}", up["id"], [tuple(p) for p in up["parts"]])
-        return True
+        self._on_store(final, "complete its upload", lambda store: store.complete(
+            f"{bucket}/{key}", up["id"], [tuple(p) for p in up["parts"]]))
 
     def _finish_renames(self, pairs: list[tuple[str, str]], fid: str,
                         recovering: bool = False, uploads: dict | None = None) -> bool:
@@ -383,9 +531,9 @@ class Committer:
             try:
                 up = (uploads or {}).get(hidden)
                 if up is not None:
-                    store = self.storage.store_for(hidden)
                     bucket, key = split_url(hidden)
-                    store.abort(f"{bucket}/{key}", up["id"])
+                    self._on_store(hidden, "abort its upload", lambda store: store.abort(
+                        f"{bucket}/{key}", up["id"]))
                 else:
                     _remove(hidden)
             except Exception as exc:
@@ -406,6 +554,7 @@ class Committer:
         st = self.state
         if st is None:
             return
+        self._no_answer = set()
         for fid in list(self.unresolved):
             pairs, groups, pending, uploads = self.unresolved[fid]
             try:

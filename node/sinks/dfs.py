@@ -44,7 +44,8 @@ Files on any filesystem URL fsspec knows (plain paths and ``file://`` here; ``hd
   plants inside the base are followed by the check but not guarded against
   (time-of-check to time-of-use): the base belongs to the collector's user. A pattern
   whose own text has an empty, ``.`` or ``..`` segment after its first escape, or a
-  control character, is refused when the spec is checked.
+  control character, is refused when the spec is checked, as is an escape in the bucket
+  of an ``s3://`` URL.
 * **Open files.** At most ``maxOpen`` files (one per distinct expansion) are open at
   once: opening one more first completes the least recently written (flushed, fsynced,
   still hidden; it becomes final with the others at close, and a later event for it starts
@@ -138,6 +139,11 @@ def dfs_target(path: str, file: str | OutputFormat | None, format: OutputFormat 
         # listings, but an S3 key has a settings file made for it)
         raise ValueError("the URL carries credentials (key:secret@): give them to the "
                          "node in its --storage-config file instead")
+    if is_object_url(path) and "%" in path.split("://", 1)[1].split("/", 1)[0]:
+        # the bucket comes from the settings of a fixed URL prefix; one made from events
+        # would make a client per value (kept by the node) and never be below the base
+        raise ValueError("the bucket of an object-store URL must be written out: escapes "
+                         "may come only after it (s3://bucket/%{host}/...)")
     if file is not None and ("/" in file or not file):
         raise ValueError(f"the file name {file!r} must be a plain name; put directories "
                          f"in the path")
@@ -432,29 +438,40 @@ class DfsSink(Sink):
                 hidden = join(d, f".{final_name}.{n}.tmp")
             _ACTIVE_HIDDEN.add(hidden)
         f = _File(fs, local, d, final_name, hidden)
-        self._will_create(f)
-        try:
+
+        def create():
             if local:
                 os.makedirs(d, exist_ok=True)
-                f.raw = open(hidden, "wb")
-            else:
-                fs.makedirs(d, exist_ok=True)
-                f.raw = fs.open(hidden, "wb")
+                return open(hidden, "wb")
+            fs.makedirs(d, exist_ok=True)
+            return fs.open(hidden, "wb")
+        return self._start(f, target, create, f"cannot create {hidden}")
+
+    def _start(self, f: _File, target: str, create, failure: str) -> _File:
+        """Make ``f`` (its hidden name, or its key on an object store, reserved) the open
+        file of ``target``: ``create()`` gives its raw stream, wrapped in the compression and
+        the format. On any failure the name is released, what was made is closed (an
+        upload aborted: nothing of it was visible) and SinkError says ``failure``."""
+        self._will_create(f)
+        try:
+            f.raw = create()
             f.stream = open_compressed(f.raw, self.compression)
             f.writer = self.format.open_writer(f.stream)
-        except Exception as exc:  # fsspec backends raise their own types
+        except Exception as exc:  # fsspec backends and boto3 raise their own types
             with _NAMES_LOCK:
-                _ACTIVE_HIDDEN.discard(hidden)
-            if f.raw is not None:
-                try:
+                _ACTIVE_HIDDEN.discard(f.hidden)
+            try:
+                if f.upload is not None:
+                    f.upload.abort()
+                elif f.raw is not None:
                     f.raw.close()
-                except Exception:
-                    pass
+            except Exception:
+                pass
             self.metrics.add("errors")
-            raise SinkError(f"dfs: cannot create {hidden}: {exc}") from exc
+            raise SinkError(f"dfs: {failure}: {exc}") from exc
         self.files[target] = f
         self.metrics.add("files_opened")
-        log.debug("dfs sink opened a file", extra={"hidden": hidden})
+        log.debug("dfs sink opened a file", extra={"hidden": f.hidden})
         return f
 
     def _will_create(self, f: _File) -> None:
@@ -467,12 +484,22 @@ class DfsSink(Sink):
         ext = self.compression.extension
         base = final_name[:len(final_name) - len(ext)] if ext else final_name
         try:
-            with _FINAL_LOCK:
+            with _FINAL_LOCK:     # uploads of this process complete under it too
+                # the name itself: one HEAD; taken, one listing of the name.N taken, not
+                # a request per name tried (a target written again at every roll has
+                # name.1 ... name.N behind it after N rolls)
                 key, n = posixpath.join(d, final_name), 0
+                taken = None
                 while True:
                     with _NAMES_LOCK:
                         free = key not in _ACTIVE_HIDDEN
-                    if free and not store.exists(key):
+                    if free and n == 0:
+                        free = not store.exists(key)
+                    elif free:
+                        if taken is None:
+                            taken = store.paths(posixpath.join(d, base + "."))
+                        free = key not in taken
+                    if free:
                         with _NAMES_LOCK:
                             _ACTIVE_HIDDEN.add(key)
                         break
@@ -483,20 +510,9 @@ class DfsSink(Sink):
             raise SinkError(f"dfs: cannot open {target}: {exc}") from exc
         f = _File(store, False, d, posixpath.basename(key), key)
         f.final = key
-        self._will_create(f)
-        try:
-            f.raw = MultipartWriter(store, key, store.create_upload(key))
-            f.stream = open_compressed(f.raw, self.compression)
-            f.writer = self.format.open_writer(f.stream)
-        except (StorageError, OSError, ValueError) as exc:
-            with _NAMES_LOCK:
-                _ACTIVE_HIDDEN.discard(key)
-            self.metrics.add("errors")
-            raise SinkError(f"dfs: cannot start an upload to {target}: {exc}") from exc
-        self.files[target] = f
-        self.metrics.add("files_opened")
-        log.debug("dfs sink started an upload", extra={"key": key})
-        return f
+        return self._start(f, target,
+                           lambda: MultipartWriter(store, key, store.create_upload(key)),
+                           f"cannot start an upload to {target}")
 
     def _complete_early(self) -> None:
         """Complete the least recently written open file (``maxOpen`` reached): it stays

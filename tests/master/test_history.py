@@ -97,6 +97,22 @@ def test_history_keeps_a_bounded_number_of_nodes_configured_first():
     assert set(h.nodes) == {f"c{i}" for i in range(5)} and h.latest()["untracked"] == 0
 
 
+def test_names_no_node_can_have_are_not_kept_and_states_are_cut():
+    """A report's junk: a 'name' of a megabyte (or not a string) is left out (counted in
+    untracked), and a state of a megabyte is kept cut, not whole in each recent error."""
+    from flume_og.master.validation import MAX_NAME
+    h = History(samples=4)
+    huge = "n" * 1_000_000
+    rows = [row(huge, 1000), row("n" * (MAX_NAME + 1), 1000), dict(row("x", 1000), name=7),
+            row("ok", 1000, state="S" * 1_000_000, err="boom")]
+    h.sample({"logical": rows}, now_ms=1000)
+    assert set(h.nodes) == {"ok"} and h.latest()["untracked"] == 3
+    err = h.errors()["ok"][0]
+    assert err["state"] == "S" * 40 and h.nodes["ok"].state == err["state"]
+    h.sample({"logical": [row("n" * MAX_NAME, 2000)]}, now_ms=2000)   # the longest name
+    assert set(h.nodes) == {"n" * MAX_NAME}
+
+
 def test_answers_are_built_outside_the_lock_sampling_takes(monkeypatch):
     """Series and flow answers of many nodes take about a second to build; an open
     endpoint asked for them repeatedly held the lock that sampling needs all along."""

@@ -362,3 +362,36 @@ def test_a_roll_forward_the_store_refused_at_start_is_tried_again(cluster, chann
     assert_exactly_once(cluster.s3, evs)
     assert store.commits.file_records("cphys-colS") == {}
     assert uploads_in_progress(cluster) == []
+
+
+def test_a_hung_store_at_start_is_asked_once_and_shown_meanwhile(make_ctx):
+    """A collector starts after a crash with three uploads of the crashed run to abort,
+    and the store accepts connections but never answers: the first request costs its
+    timeouts, the two others are not asked (they wait in the journal for the next start),
+    and the node's status says what it is doing while it waits."""
+    from flume_og.node.component import Metrics, NodeShared
+    from flume_og.node.e2e import Committer
+    from tests.s3server import BrokenS3
+    srv = BrokenS3("hang")
+    try:
+        storage = StorageConfig({"s3://b": srv.options(read_timeout=1, connect_timeout=1,
+                                                        max_attempts=1)})
+        ctx = make_ctx("colH", shared=NodeShared(storage=storage))
+        metrics = Metrics()
+        committer = Committer(ctx, None, metrics)
+        urls = [f"s3://b/logs/f-{i}" for i in range(3)]
+        for u in urls:
+            committer.journal.add(u)
+        t = threading.Thread(target=committer.recover)
+        t.start()
+        wait_until(lambda: any("finishing the files of a crashed run" in text
+                               for text in ctx.conditions.texts()),
+                   what="the recovery shown in the status")
+        t.join(30)
+        assert not t.is_alive()
+        assert srv.connections == 1
+        assert metrics.get("store_unreachable") == 1
+        assert set(committer.journal.entries()) == set(urls)     # for the next start
+        assert ctx.conditions.texts() == []
+    finally:
+        srv.stop()

@@ -2,6 +2,7 @@
 settings (``flume node --storage-config``), against a real S3-protocol server process."""
 from __future__ import annotations
 
+import collections
 import os
 import subprocess
 import sys
@@ -64,6 +65,67 @@ def test_an_aborted_upload_leaves_nothing(s3):
     st.abort(f"{bucket}/x", w.upload_id)                  # twice: no error
 
 
+# ---------------------------------------------------------------------- bounds
+
+@pytest.fixture
+def broken():
+    from tests.s3server import BrokenS3
+    servers = []
+
+    def make(mode, **kw):
+        servers.append(BrokenS3(mode, **kw))
+        return servers[-1]
+    yield make
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.mark.parametrize("listing", ["uploads", "objects"])
+def test_a_listing_that_never_moves_on_is_refused(broken, listing):
+    """A truncated answer naming the same place to go on from, every time: refused on the
+    second page, not asked for again and again."""
+    srv = broken("same-page")
+    st = ObjectStore("b", srv.options(max_attempts=1))
+    with pytest.raises(StorageError, match="the same place to go on from"):
+        getattr(st, listing)("k")
+    assert srv.requests == 2
+
+
+@pytest.mark.parametrize("listing", ["uploads", "objects"])
+def test_a_listing_past_its_bound_is_refused(broken, listing):
+    """A store answering new pages for ever: the listing stops at its bound."""
+    srv = broken("endless", per_page=10)
+    st = ObjectStore("b", srv.options(max_attempts=1))
+    with pytest.raises(StorageError, match=f"more than 55 {listing}"):
+        getattr(st, listing)("k", limit=55)
+    assert srv.requests == 6
+
+
+def test_a_hung_store_costs_the_stated_timeouts_and_says_so(broken):
+    """A store that accepts connections and never answers: one request waits at most
+    max_attempts x read_timeout and raises StorageUnreachable (a store that answers
+    with an error raises a plain StorageError)."""
+    import time
+    from flume_og.node.object_store import StorageUnreachable
+    srv = broken("hang")
+    st = ObjectStore("b", srv.options(read_timeout=0.5, connect_timeout=0.5, max_attempts=2))
+    t0 = time.monotonic()
+    with pytest.raises(StorageUnreachable, match="cannot list uploads"):
+        st.uploads("k")
+    assert time.monotonic() - t0 < 10
+    assert srv.connections == 2
+
+
+def test_read_refuses_an_object_larger_than_its_limit(s3):
+    bucket = s3.new_bucket()
+    st = ObjectStore(bucket, s3.options())
+    st.client.put_object(Bucket=bucket, Key="big", Body=b"x" * 2000)
+    assert st.read(f"{bucket}/big") == b"x" * 2000
+    assert st.read(f"{bucket}/big", limit=2000) == b"x" * 2000
+    with pytest.raises(StorageError, match="more than the 1999 a read takes"):
+        st.read(f"{bucket}/big", limit=1999)
+
+
 # ---------------------------------------------------------------------- settings
 
 def test_settings_by_longest_url_prefix_and_secrets_never_shown(tmp_path):
@@ -88,6 +150,9 @@ def test_settings_by_longest_url_prefix_and_secrets_never_shown(tmp_path):
     ('["s3://b"]\npart_size = 1024\n', ["part_size must be at least"]),
     ('["s3://b"]\npart_size = 6442450944\n', ["part_size must be at most"]),
     ('["s3://b"]\nregion = 3\n', ["region has the wrong kind"]),
+    ('["s3://b"]\nread_timeout = 0\n', ["read_timeout must be above 0"]),
+    ('["s3://b"]\nmax_attempts = true\n', ["max_attempts has the wrong kind"]),
+    ('["s3://b"]\nconnect_timeout = "5"\n', ["connect_timeout has the wrong kind"]),
     ('bucket = "b"\n', ["must be a table named by a URL prefix"]),
     ('["s3://b"\n', ["not a TOML file"]),
 ])
@@ -177,6 +242,44 @@ def test_a_spec_with_credentials_in_its_url_is_refused(tmp_path):
     assert r.returncode == 0, r.stderr             # an @ after the bucket is a key's
 
 
+def test_a_spec_with_an_escape_in_the_bucket_is_refused(tmp_path):
+    """s3://%{host}/f made an S3 client per host value, kept by the node for good, and
+    failed every batch (the base, s3://, names no bucket): refused when checked."""
+    for spec in ('a: null | dfs("s3://%{host}/f")', 'a: null | dfs("s3://logs-%Y/f")',
+                 'a: null | collectorSink("s3://b-%{host}/logs", "f-")'):
+        r = flume("check", "-c", spec, data_dir=tmp_path / "data")
+        assert r.returncode == 2, r.stdout
+        assert "the bucket of an object-store URL must be written out" in r.stderr
+    r = flume("check", "-c", 'a: null | dfs("s3://logs/%{host}/f")',
+              data_dir=tmp_path / "data")
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_dfs_file_on_s3_finds_its_free_name_with_one_listing(s3, tmp_path):
+    """A target written again at every roll has name.1 ... name.N behind it: the free
+    name is found with a HEAD of the name and one listing of the name.N, not a HEAD
+    request per name tried (N requests per roll, growing with every roll)."""
+    from flume_og.node import sinks as _  # noqa: F401  (registers the sinks)
+    from flume_og.node.checkpoint import CheckpointStore
+    from flume_og.node.component import NodeContext, NodeShared
+    from flume_og.node.event import events_from_lines
+    bucket = s3.new_bucket()
+    storage = StorageConfig({f"s3://{bucket}": s3.options()})
+    st = storage.store_for(f"s3://{bucket}/d/f")
+    for name in ["d/f", "d/other"] + [f"d/f.{i}" for i in range(1, 31)]:
+        st.client.put_object(Bucket=bucket, Key=name, Body=b"old\n")
+    calls = collections.Counter()
+    st.client.meta.events.register("before-call.s3.*",
+                                   lambda model, **kw: calls.update([model.name]))
+    sink = DfsSink(f"s3://{bucket}/d/f")
+    sink.open(NodeContext("n", tmp_path, CheckpointStore(tmp_path / "cp.json"),
+                          shared=NodeShared(storage=storage)))
+    sink.append(events_from_lines([b"new"]))
+    assert calls["HeadObject"] == 1 and calls["ListObjectsV2"] == 1   # (completing HEADs)
+    sink.close()
+    assert st.read(f"{bucket}/d/f.31") == b"new\n"
+
+
 def test_a_dfs_sink_to_s3_reserves_and_releases_only_its_keys(s3, tmp_path):
     """dfs to s3:// (no ZooKeeper): each file an upload to its final key, completed at
     close; a key that exists already is never overwritten (name.1); nothing stays
@@ -203,6 +306,35 @@ def test_a_dfs_sink_to_s3_reserves_and_releases_only_its_keys(s3, tmp_path):
     assert sorted(objs) == ["d/f", "d/f.1", "d/f.2"] and st.uploads() == []
     assert st.read(f"{bucket}/d/f") == b"already here\n"
     assert st.read(f"{bucket}/d/f.1") == st.read(f"{bucket}/d/f.2") == b"one\ntwo\n"
+
+
+def test_a_dfs_file_that_cannot_start_writing_aborts_its_upload(s3, tmp_path, monkeypatch):
+    """The upload is made, then the format cannot start its writer: the upload is
+    aborted (no upload left in progress), the key released, SinkError says why."""
+    from flume_og.node import sinks as _  # noqa: F401  (registers the sinks)
+    from flume_og.node.checkpoint import CheckpointStore
+    from flume_og.node.component import NodeContext, NodeShared
+    from flume_og.node.event import events_from_lines
+    from flume_og.node.formats import OutputFormat
+    from flume_og.node.sinks import dfs as dfs_mod
+    bucket = s3.new_bucket()
+    st = ObjectStore(bucket, s3.options())
+    before = set(dfs_mod._ACTIVE_HIDDEN)
+    sink = DfsSink(f"s3://{bucket}/d/f")
+    sink.open(NodeContext("n", tmp_path, CheckpointStore(tmp_path / "cp.json"),
+                          shared=NodeShared(storage=StorageConfig(
+                              {f"s3://{bucket}": s3.options()}))))
+
+    def broken(self, stream):
+        raise ValueError("the writer cannot start")
+    monkeypatch.setattr(OutputFormat, "open_writer", broken)
+    with pytest.raises(SinkError, match="cannot start an upload to .*the writer cannot"):
+        sink.append(events_from_lines([b"one"]))
+    monkeypatch.undo()
+    assert st.uploads() == [] and st.objects() == {}
+    assert set(dfs_mod._ACTIVE_HIDDEN) == before
+    assert sink.metrics["errors"] >= 1
+    sink.close()
 
 
 def test_a_part_that_failed_in_the_background_fails_the_close(s3, monkeypatch):

@@ -81,6 +81,18 @@ def reached(page) -> dict[str, str]:
         '#topo-graph .tedge.reached')].map(e => [e.dataset.from, e.dataset.to]))""")
 
 
+def test_the_flows_tab_shows_each_chain_joined_by_arrows(page, cluster):
+    """Each agent's collector chain on the Flows tab, primary first, joined by the same
+    arrow as the preview's (it showed a '?' between the collectors)."""
+    m, _ = cluster
+    page.goto(m.url + "/#flows")
+    chain = page.locator('.flow [data-agent="a1"] .chain')
+    expect()(chain).to_contain_text("c1")
+    expect()(chain).to_contain_text("c2")
+    text = chain.inner_text()
+    assert "?" not in text and text.count("\u203a") == 1, text
+
+
 def test_topology_shows_a_collector_failover_within_10_s(page, cluster):
     m, nodes = cluster
     ex = expect()

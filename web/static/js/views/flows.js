@@ -216,7 +216,7 @@ function render() {
     const agents = (info.agents || []).map((a) => {
       const chain = chains[a] || [];
       return `<div class="agent" data-agent="${esc(a)}">${chip(a)} <span class="chain">` +
-        `<span class="arrow">→</span> ${chain.length ? chain.map(esc).join(' <span class="arrow">?</span> ')
+        `<span class="arrow">→</span> ${chain.length ? chain.map(esc).join(' <span class="arrow">&rsaquo;</span> ')
           : '<span class="muted">no collector running</span>'}</span></div>`;
     }).join("");
     const total = new Set([...(info.agents || []), ...(info.collectors || []), ...(info.others || [])]).size;

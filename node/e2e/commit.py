@@ -67,6 +67,7 @@ class HiddenJournal:
         self.path = path
         self._lock = threading.Lock()
         self._live: dict[str, str] | None = None   # what the file says, once read
+        self._compacted = 0       # bytes of the journal as last rewritten
 
     def add(self, url: str, mark: str = "+") -> None:
         self._write(f"{mark}{url}\n")
@@ -83,18 +84,20 @@ class HiddenJournal:
         with self._lock:
             if self._live is None:
                 self._live = self._read()
-            for line in text.splitlines():
-                _apply(self._live, line)
+            for line in text.split("\n"):   # as _read splits: on \n only (a path may
+                _apply(self._live, line)      # hold U+2028 or U+0085, which splitlines cuts)
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(text)
                 size = f.tell()
-            if size > JOURNAL_COMPACT_BYTES:
+            # past twice what the last rewrite left too: with many files open at once (their
+            # lines alone past the bound) it is not rewritten at every line
+            if size > max(JOURNAL_COMPACT_BYTES, 2 * self._compacted):
                 self._rewrite("".join(f"{m}{u}\n" for u, m in self._live.items()))
 
     def _read(self) -> dict[str, str]:
         live: dict[str, str] = {}
         try:
-            with open(self.path, encoding="utf-8") as f:
+            with open(self.path, encoding="utf-8", newline="\n") as f:
                 for line in f:            # a line at a time: memory is the live files
                     _apply(live, line.rstrip("\n"))
         except FileNotFoundError:
@@ -102,9 +105,17 @@ class HiddenJournal:
         return live
 
     def _rewrite(self, text: str) -> None:
+        # written whole and synced before it replaces the journal, and the replacement
+        # synced: a crash of the machine leaves the old journal or the new, never an
+        # empty or partial one (which would forget hidden files of the run)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            self._compacted = f.tell()
+            os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)
 
     def entries(self) -> dict[str, str]:
         """Hidden files not done: path -> mark (``+``, ``~`` or ``!``; ``!`` sticks)."""
@@ -112,9 +123,12 @@ class HiddenJournal:
             return self._read()
 
     def reset(self, keep=()) -> None:
+        """The journal holds ``keep`` only: a mapping path -> mark keeps each mark (a
+        salvageable ``~`` file stays salvageable), other iterables are marked ``!``."""
+        marks = dict(keep) if isinstance(keep, dict) else {u: "!" for u in keep}
         with self._lock:
-            self._live = {u: "!" for u in keep}
-            self._rewrite("".join(f"!{u}\n" for u in keep))
+            self._live = marks
+            self._rewrite("".join(f"{m}{u}\n" for u, m in marks.items()))
 
 
 def _exists(url: str) -> bool:
@@ -378,10 +392,12 @@ class Committer:
                     self.records_left[fid] = (pairs, uploads)
                     protected.update(h for h, _ in pairs)
                     kept_uploads.update(u["id"] for u in uploads.values())
+        named = set(protected)          # hidden files of recorded commits: never salvaged
+        marks = self.journal.entries()
         if unreadable:
-            protected.update(self.journal.entries())
+            protected.update(marks)
             self.metrics.add("records_unreadable", unreadable)
-        orphans = {u: m for u, m in self.journal.entries().items() if u not in protected}
+        orphans = {u: m for u, m in marks.items() if u not in protected}
         removed = salvaged = 0
         for u, mark in orphans.items():
             try:
@@ -408,7 +424,11 @@ class Committer:
                      removed)
         if salvaged:
             self.metrics.add("files_salvaged", salvaged)
-        self.journal.reset(keep=[u for u in protected])
+        # a file kept only because it could not be cleaned up now (an unreadable record,
+        # a store that gave no answer, a failed salvage) keeps its mark: a '~' file is
+        # salvaged at a later start, not deleted as one holding E2E groups
+        self.journal.reset(keep={u: "!" if u in named else marks.get(u, "!")
+                                 for u in protected})
 
     def _abort_orphans(self, url: str, keep: set[str]) -> int:
         """Abort the uploads in progress to the object ``url`` (a key a crashed run of this

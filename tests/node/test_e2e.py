@@ -961,6 +961,109 @@ def test_the_hidden_file_journal_stays_bounded(tmp_path, monkeypatch):
     assert HiddenJournal(path).entries() == want        # as the next start reads it
 
 
+def test_a_salvageable_file_kept_by_an_unreadable_record_is_salvaged_later(store, make_ctx,
+                                                                          tmp_path):
+    """A start that keeps every hidden file because a commit record cannot be read keeps
+    each file's mark: once the record is gone, the next start salvages a '~' file (events
+    with no E2E group) instead of deleting it as one holding groups."""
+    import types
+    from flume_og.node.component import Metrics
+    from flume_og.node.e2e import Committer
+    collector = "cphys-colS"
+    fpath = store.commits.path("files", collector, "1-bad")
+    store.commits.zk.create(fpath, b"not json", makepath=True)
+    state = types.SimpleNamespace(commits=store.commits, collector_id=collector)
+    ctx = make_ctx("colS")
+    hidden = tmp_path / ".plain-1.tmp"
+    hidden.write_bytes(b"event one\nevent two\npart")
+    first = Committer(ctx, state, Metrics())
+    first.journal.add(str(hidden), "~")
+    first.recover()
+    assert hidden.exists()
+    assert first.journal.entries() == {str(hidden): "~"}
+    store.commits.zk.delete(fpath)                 # the operator removes the bad record
+    metrics = Metrics()
+    Committer(ctx, state, metrics).recover()
+    assert metrics.get("files_salvaged") == 1
+    assert (tmp_path / "plain-1").read_bytes() == b"event one\nevent two\n"
+    assert not hidden.exists()
+
+
+@pytest.mark.parametrize("sep", ["\u2028", "\x85", "\u2029"])
+def test_the_journal_keeps_a_path_with_a_unicode_line_separator(tmp_path, monkeypatch, sep):
+    """A path escape keeps letters of any script, so an event's host can put U+2028 or
+    U+0085 into a hidden file's name: the journal's rewrite (and its reading) must split
+    on newlines only, or the rewritten journal names a path cut at that character and the
+    file is forgotten at the next start."""
+    from flume_og.node.e2e import HiddenJournal
+    from flume_og.node.e2e import commit as commit_mod
+    from flume_og.node.escapes import path_value
+    monkeypatch.setattr(commit_mod, "JOURNAL_COMPACT_BYTES", 512)
+    path = tmp_path / "hidden-files"
+    j = HiddenJournal(path)
+    odd = f"/out/.{path_value('web' + sep + '01')}.log.tmp"
+    assert sep in odd
+    j.add(odd, "~")
+    for i in range(100):                           # several rewrites
+        j.add(f"/out/.file-{i}.tmp")
+        j.remove([f"/out/.file-{i}.tmp"])
+    assert HiddenJournal(path).entries() == {odd: "~"}
+    j.remove([odd])
+    assert HiddenJournal(path).entries() == {}
+
+
+def test_the_journal_rewrite_is_synced_before_it_replaces_the_journal(tmp_path, monkeypatch):
+    """The compacted journal is written to a temporary file, fsynced, renamed over the
+    journal and the directory fsynced: a machine crash during a rewrite leaves the old
+    journal or the new one, never an empty one that forgets the open hidden files."""
+    from flume_og.node.e2e import HiddenJournal
+    from flume_og.node.e2e import commit as commit_mod
+    monkeypatch.setattr(commit_mod, "JOURNAL_COMPACT_BYTES", 512)
+    path = tmp_path / "hidden-files"
+    events: list[tuple] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src), str(dst)))
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    j = HiddenJournal(path)
+    j.add("/out/.open.tmp")
+    while not any(e[0] == "replace" for e in events):
+        j.add("/out/.f.tmp")
+        j.remove(["/out/.f.tmp"])
+    tmp = str(path) + ".tmp"
+    at = events.index(("replace", tmp, str(path)))
+    assert ("fsync", tmp) in events[:at]                 # the new journal's data first
+    assert ("fsync", str(tmp_path)) in events[at + 1:]   # then the rename itself
+    assert HiddenJournal(path).entries() == {"/out/.open.tmp": "+"}
+
+
+def test_the_journal_is_not_rewritten_at_every_line_with_many_files_open(tmp_path,
+                                                                         monkeypatch):
+    """With more files open at once than fit in the bound, a rewrite leaves a journal
+    already past it: the next rewrite waits until the journal has doubled, instead of
+    rewriting every open file at each line written."""
+    from flume_og.node.e2e import HiddenJournal
+    from flume_og.node.e2e import commit as commit_mod
+    monkeypatch.setattr(commit_mod, "JOURNAL_COMPACT_BYTES", 4096)
+    rewrites = []
+    real = HiddenJournal._rewrite
+    monkeypatch.setattr(HiddenJournal, "_rewrite",
+                        lambda self, text: (rewrites.append(len(text)), real(self, text)))
+    path = tmp_path / "hidden-files"
+    j = HiddenJournal(path)
+    for i in range(1000):                          # 1,000 open files: ~25 KB of lines
+        j.add(f"/out/.file-{i:06d}.log.tmp")
+    assert len(rewrites) <= 10
+    assert len(HiddenJournal(path).entries()) == 1000
+
+
 @pytest.mark.parametrize("ext", ["", ".gz", ".zst"])
 def test_salvage_cuts_after_the_last_complete_line(tmp_path, ext):
     import gzip as gz

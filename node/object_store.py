@@ -270,7 +270,7 @@ class ObjectStore:
         StorageError past ``limit`` entries (see :meth:`_pages`)."""
         out = {}
         for r in self._pages("list objects", self.client.list_objects_v2, {"Prefix": prefix},
-                             ("NextContinuationToken",), ("ContinuationToken",)):
+                             ("NextContinuationToken",), ("ContinuationToken",), limit):
             for o in r.get("Contents", []):
                 out[o["Key"]] = (o["ETag"], o["Size"])
             self._check_listed(len(out), limit, "objects", prefix)
@@ -300,13 +300,20 @@ class ObjectStore:
                                f"a read takes")
         return data
 
-    def _pages(self, what: str, fn, kw: dict, next_keys: tuple, marker_keys: tuple):
+    def _pages(self, what: str, fn, kw: dict, next_keys: tuple, marker_keys: tuple,
+               limit: int):
         """The answers of a listing, page after page. A truncated answer must name where
         the next page starts (``next_keys``, sent back as ``marker_keys``), and a place
         not given before: StorageError otherwise, rather than asking for the same page
-        for ever (a broken or hostile server)."""
+        for ever (a broken or hostile server). At most ``limit`` pages (every page holds
+        an entry, but a server answering empty pages with new places would otherwise
+        never let the listing reach its bound on entries)."""
         seen: set[tuple] = set()
         while True:
+            if len(seen) >= limit:
+                raise StorageError(f"{self.scheme}://{self.bucket}: cannot {what}: more "
+                                   f"than {limit} pages: refused (a listing gathers at "
+                                   f"most {limit} entries)")
             r = self._call(what, fn, **kw)
             yield r
             if not r.get("IsTruncated"):
@@ -377,7 +384,7 @@ class ObjectStore:
         out: list[Upload] = []
         for r in self._pages("list uploads", self.client.list_multipart_uploads,
                              {"Prefix": prefix}, ("NextKeyMarker", "NextUploadIdMarker"),
-                             ("KeyMarker", "UploadIdMarker")):
+                             ("KeyMarker", "UploadIdMarker"), limit):
             for u in r.get("Uploads", []):
                 out.append(Upload(u["Key"], u["UploadId"], u.get("Initiated")))
             self._check_listed(len(out), limit, "uploads", prefix)

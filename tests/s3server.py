@@ -73,7 +73,7 @@ class BrokenS3:
     * ``"same-page"``: every listing answers a truncated page that names the same place
       to go on from, every time;
     * ``"endless"``: every listing answers a truncated page of ``per_page`` new entries
-      with a new place to go on from, for ever.
+      with a new place to go on from, for ever (``per_page`` 0: empty pages).
 
     ``connections`` counts the connections accepted, ``requests`` the requests read."""
 
@@ -150,14 +150,15 @@ class BrokenS3:
             page = self._page
         n = page if self.mode == "endless" else 1
         keys = [f"k{n:08d}-{i:04d}" for i in range(self.per_page)]
+        last = keys[-1] if keys else f"k{n:08d}"      # per_page 0: empty pages, new places
         ns = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
         if "uploads" in request_line:
             items = "".join(f"<Upload><Key>{k}</Key><UploadId>u-{k}</UploadId>"
                             f"<Initiated>2026-01-01T00:00:00.000Z</Initiated></Upload>"
                             for k in keys)
             return (f'<?xml version="1.0" encoding="UTF-8"?><ListMultipartUploadsResult {ns}>'
-                    f"<Bucket>b</Bucket><NextKeyMarker>{keys[-1]}</NextKeyMarker>"
-                    f"<NextUploadIdMarker>u-{keys[-1]}</NextUploadIdMarker>"
+                    f"<Bucket>b</Bucket><NextKeyMarker>{last}</NextKeyMarker>"
+                    f"<NextUploadIdMarker>u-{last}</NextUploadIdMarker>"
                     f"<IsTruncated>true</IsTruncated>{items}</ListMultipartUploadsResult>")
         items = "".join(f"<Contents><Key>{k}</Key><ETag>&quot;e&quot;</ETag><Size>1</Size>"
                         f"</Contents>" for k in keys)

@@ -101,6 +101,17 @@ def test_a_listing_past_its_bound_is_refused(broken, listing):
     assert srv.requests == 6
 
 
+@pytest.mark.parametrize("listing", ["uploads", "objects"])
+def test_a_listing_of_empty_pages_for_ever_is_refused(broken, listing):
+    """A store answering truncated empty pages, each naming a new place to go on from:
+    no entry ever counts toward the bound, so the pages themselves are bounded."""
+    srv = broken("endless", per_page=0)
+    st = ObjectStore("b", srv.options(max_attempts=1))
+    with pytest.raises(StorageError, match="more than 55 pages"):
+        getattr(st, listing)("k", limit=55)
+    assert srv.requests == 55
+
+
 def test_a_hung_store_costs_the_stated_timeouts_and_says_so(broken):
     """A store that accepts connections and never answers: one request waits at most
     max_attempts x read_timeout and raises StorageUnreachable (a store that answers

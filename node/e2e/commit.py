@@ -376,8 +376,10 @@ class Committer:
                     unreadable += 1
                     self.metrics.add("errors")
                     log.error("collectorSink: commit record %s of %s cannot be read (%s): "
-                              "left in ZooKeeper, and no hidden file of a crashed run is "
-                              "deleted while it is there", fid, st.collector_id, exc)
+                              "left in ZooKeeper at %s, and no hidden file of a crashed run "
+                              "is deleted while it is there (check the files it names, "
+                              "then delete it and restart the node)", fid, st.collector_id,
+                              exc, st.commits.path("files", st.collector_id, fid))
                     continue
                 if self._finish_renames(pairs, fid, recovering=True, uploads=uploads):
                     try:

@@ -915,7 +915,8 @@ def test_plain_batches_survive_a_crash_that_loses_the_group_file(cluster, store,
 @pytest.mark.parametrize("data", [b"not json", b'{"groups": 3}', b'{"files": [["only-one"]]}',
                                   b'[1, 2]', b'{"files": [], "uploads": {"h": {"id": 1}}}'])
 def test_an_unreadable_commit_record_is_kept_and_deletes_no_hidden_file(store, make_ctx,
-                                                                        tmp_path, data):
+                                                                        tmp_path, data,
+                                                                        caplog):
     """A file record in ZooKeeper this collector cannot read (junk, another shape): the
     start neither acts on it nor deletes it (before: read as 'no files' and deleted, or
     the start failed on it), and no hidden file of the crashed run is deleted while it is
@@ -937,6 +938,7 @@ def test_an_unreadable_commit_record_is_kept_and_deletes_no_hidden_file(store, m
     assert store.commits.zk.exists(fpath) is not None
     assert metrics.get("records_unreadable") == 1
     assert str(hidden) in committer.journal.entries()
+    assert fpath in caplog.text          # the operator is told which znode to look at
 
 
 def test_the_hidden_file_journal_stays_bounded(tmp_path, monkeypatch):

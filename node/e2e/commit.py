@@ -549,6 +549,7 @@ class Committer:
 
     def _discard(self, pairs, groups, why: str, uploads=None) -> None:
         st = self.state
+        left = set()          # not deleted (aborted) now: left in the journal for the next start
         for hidden, _ in pairs:
             try:
                 up = (uploads or {}).get(hidden)
@@ -559,8 +560,10 @@ class Committer:
                 else:
                     _remove(hidden)
             except Exception as exc:
-                log.warning("collectorSink: cannot delete discarded file %s: %s", hidden, exc)
-        self.journal.remove([h for h, _ in pairs])
+                left.add(hidden)
+                log.warning("collectorSink: cannot delete discarded file %s (the next start "
+                            "tries again): %s", hidden, exc)
+        self.journal.remove([h for h, _ in pairs if h not in left])
         st.forget(groups)
         try:
             st.commits.release_claims(groups)

@@ -991,6 +991,29 @@ def test_a_salvageable_file_kept_by_an_unreadable_record_is_salvaged_later(store
     assert not hidden.exists()
 
 
+def test_a_discarded_file_that_cannot_be_deleted_stays_in_the_journal(store, make_ctx,
+                                                                      tmp_path):
+    """A refused commit deletes its hidden files (aborts its uploads); one that cannot be
+    deleted now (a store that gives no answer, a disk error) stays in the journal, so the
+    next start deletes it, instead of being forgotten for good (a local file left behind,
+    an upload in progress kept by the store)."""
+    from flume_og.node.component import Metrics
+    from flume_og.node.e2e import Committer
+    from flume_og.node.e2e.collector import CollectorState
+    state = CollectorState(store.commits, "cphys-colD")
+    committer = Committer(make_ctx("colD"), state, Metrics())
+    stuck, gone = tmp_path / ".stuck-1.tmp", tmp_path / ".gone-1.tmp"
+    stuck.mkdir()                          # unlink() fails on it
+    (stuck / "x").write_bytes(b"")
+    gone.write_bytes(b"events\n")
+    committer.journal.add(str(stuck), "!")
+    committer.journal.add(str(gone), "!")
+    committer._discard([(str(stuck), str(tmp_path / "stuck-1")),
+                        (str(gone), str(tmp_path / "gone-1"))], [], "refused")
+    assert not gone.exists()
+    assert committer.journal.entries() == {str(stuck): "!"}
+
+
 @pytest.mark.parametrize("sep", ["\u2028", "\x85", "\u2029"])
 def test_the_journal_keeps_a_path_with_a_unicode_line_separator(tmp_path, monkeypatch, sep):
     """A path escape keeps letters of any script, so an event's host can put U+2028 or

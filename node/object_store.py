@@ -276,11 +276,6 @@ class ObjectStore:
             self._check_listed(len(out), limit, "objects", prefix)
         return out
 
-    def paths(self, prefix: str) -> set[str]:
-        """The paths (``bucket/key``) of the visible objects whose path starts with
-        ``prefix`` (a path in this bucket); bounded as :meth:`objects`."""
-        return {f"{self.bucket}/{k}" for k in self.objects(self._key(prefix))}
-
     def read(self, path: str, limit: int = MAX_READ) -> bytes:
         """The object at ``path``; StorageError if it holds more than ``limit`` bytes
         (nothing beyond ``limit`` + 1 bytes is read)."""

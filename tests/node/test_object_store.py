@@ -3,6 +3,7 @@ settings (``flume node --storage-config``), against a real S3-protocol server pr
 from __future__ import annotations
 
 import collections
+import posixpath
 import os
 import subprocess
 import sys
@@ -266,9 +267,10 @@ def test_a_spec_with_an_escape_in_the_bucket_is_refused(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
-def test_a_dfs_file_on_s3_finds_its_free_name_with_one_listing(s3, tmp_path):
+def test_a_dfs_file_on_s3_finds_its_free_name_in_a_few_requests(s3, tmp_path):
     """A target written again at every roll has name.1 ... name.N behind it: the free
-    name is found with a HEAD of the name and one listing of the name.N, not a HEAD
+    name is found with about 2 log2(N) HEAD requests and no listing (a listing of every
+    name.N is bounded in entries, so it would fail once N passes that bound), not one
     request per name tried (N requests per roll, growing with every roll)."""
     from flume_og.node import sinks as _  # noqa: F401  (registers the sinks)
     from flume_og.node.checkpoint import CheckpointStore
@@ -286,7 +288,8 @@ def test_a_dfs_file_on_s3_finds_its_free_name_with_one_listing(s3, tmp_path):
     sink.open(NodeContext("n", tmp_path, CheckpointStore(tmp_path / "cp.json"),
                           shared=NodeShared(storage=storage)))
     sink.append(events_from_lines([b"new"]))
-    assert calls["HeadObject"] == 1 and calls["ListObjectsV2"] == 1   # (completing HEADs)
+    # the name, then 1 2 4 8 16 32 (free), then 24 28 30 31: eleven, at open
+    assert calls["HeadObject"] == 11 and calls["ListObjectsV2"] == 0
     sink.close()
     assert st.read(f"{bucket}/d/f.31") == b"new\n"
 
@@ -462,3 +465,21 @@ def test_a_settings_file_with_secrets_that_others_can_read_is_warned_about(tmp_p
     with caplog.at_level("WARNING", logger="flume_og.node.object_store"):
         StorageConfig.load(p)
     assert not [r for r in caplog.records if "chmod" in r.getMessage()]
+
+
+def test_free_name_costs_a_logarithm_of_the_rolls_and_is_always_free():
+    from flume_og.node.sinks.dfs import free_name
+    for n_taken in (0, 1, 2, 5, 100, 100_000):
+        taken = {"d/f.gz"} | {f"d/f.{i}.gz" for i in range(1, n_taken + 1)} if n_taken else set()
+        looks = []
+
+        def is_taken(p, taken=taken, looks=looks):
+            looks.append(p)
+            return p in taken
+        name = free_name(posixpath.join, "d", "f", ".gz", is_taken)
+        assert name == ("d/f.gz" if not n_taken else f"d/f.{n_taken + 1}.gz")
+        assert len(looks) <= 2 * max(1, n_taken).bit_length() + 2
+    # holes (deleted files): a free name, never a taken one
+    taken = {"d/f"} | {f"d/f.{i}" for i in range(1, 1000) if i % 7}
+    name = free_name(posixpath.join, "d", "f", "", taken.__contains__)
+    assert name not in taken and name.startswith("d/f.")

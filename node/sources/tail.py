@@ -821,7 +821,7 @@ class _Cursor:
             os.close(fd)
             return st
         try:
-            self._queue_missed((q.dev, q.ino))
+            self._queue_missed(q)
         except OSError:
             os.close(fd)                # looked at again at the next check, not leaked
             raise
@@ -831,27 +831,38 @@ class _Cursor:
                  extra={"path": self.path})
         return st
 
-    def _queue_missed(self, new: tuple) -> None:
-        """Before the file ``new`` now at the path: queue the rotated files that took the
-        path's name and were rotated again between two checks (never seen at the path):
+    def _queue_missed(self, new_file: "_Next") -> None:
+        """Before the file ``new_file`` now at the path: queue the rotated files that took
+        the path's name and were rotated again between two checks (never seen at the path):
         those after the last known file in rotation order (or, if it is no longer under a
         rotated name, written after it or in the same tick of the file system's clock: a
-        file written in the same few milliseconds is read again rather than lost)."""
+        file written in the same few milliseconds is read again rather than lost).
+
+        The listing's order holds for the files rotated before it began, which the missed
+        ones are (the new file was at the path before it). If the new file was rotated
+        too by the end of the listing, it and the files after it may have been met out of
+        order (met at .1, then two rotations, then a newer one met at .2): those after it
+        are then told by their modification time, later than the new file's last write
+        (a file written in the same tick as that write is read before it, not lost)."""
+        new = (new_file.dev, new_file.ino)
         last = self.queue[-1] if self.queue else None
         ident = (last.dev, last.ino) if last else (self.dev, self.ino)
         window = [r for r in self._rotated()
                   if not r.compressed][-MAX_ROTATED:]
         at = next((k for k, r in enumerate(window) if (r.dev, r.ino) == ident), None)
-        # the new file may have been rotated too by now: only the files before it
-        upto = next((k for k, r in enumerate(window) if (r.dev, r.ino) == new), len(window))
         try:
             ref = os.fstat(last.fd if last else self.fd).st_mtime_ns
+            newest = os.fstat(new_file.fd).st_mtime_ns      # read after the listing
         except OSError:
             return
         if at is not None:
-            later = window[at + 1:upto]
+            later = window[at + 1:]
         else:
-            later = [r for r in window[:upto] if r.mtime_ns >= ref]
+            later = [r for r in window if r.mtime_ns >= ref]
+        st = _stat(self.path)
+        if st is None or (st.st_dev, st.st_ino) != new:
+            # rotated during the listing: the files after it may be listed before it
+            later = [r for r in later if r.mtime_ns <= newest]
         known = set(self.open_inodes()) | {new}
         missed = [r for r in later if (r.dev, r.ino) not in known]
         # Compressed files are not counted here: while running, a compressed rotated file

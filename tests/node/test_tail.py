@@ -906,6 +906,51 @@ def test_rotation_storm_in_a_directory_of_many_other_files(ctx, tmp_path, opened
     assert got == [b"counter %07d" % i for i in range(n)]
 
 
+@pytest.mark.parametrize("before", [0, 1])
+def test_rotations_during_the_listing_neither_lose_nor_reorder_a_file(ctx, tmp_path, opened,
+                                                                    monkeypatch, before):
+    """The tail, at the end of a.log (L), finds a new file at the path (N) with one it never
+    saw (M, at .1) in between. ``before`` rotations come between opening N and the first
+    look of the walk over the numbered names, and two more right after that look. So a
+    file is met at .1, then the next one two places up, as if it were older:
+    before=0: M is met at .1, N at .2 after it (M was lost: it looked newer than N);
+    before=1: N is met at .1, the file after it at .2 (that file was read before N).
+    Every file is read, in writing order."""
+    from flume_og.node.sources import _rotation
+    f = tmp_path / "app.log"
+    f.write_bytes(lines(0, 10))
+    stamp = [time.time_ns() - 100 * 10**9]
+
+    def written(data=None):
+        if data is not None:
+            rotate_numbered(f, data)
+        stamp[0] += 10**9             # distinct modification times, in writing order
+        os.utime(f, ns=(stamp[0], stamp[0]))
+    written()
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 10) == bodies(0, 10)
+    written(lines(10, 20))            # M
+    written(lines(20, 30))            # N
+    lstat, looks, end = _rotation._lstat, [], [30]
+
+    def rotations(k):
+        for _ in range(k):
+            written(lines(end[0], end[0] + 10))
+            end[0] += 10
+
+    def rotations_around_the_first_look(path):
+        if not looks:
+            rotations(before)
+        got = lstat(path)
+        looks.append(path)
+        if len(looks) == 1:
+            rotations(2)
+        return got
+    monkeypatch.setattr(_rotation, "_lstat", rotations_around_the_first_look)
+    assert read_n(src, 40 + 10 * before) == bodies(10, 50 + 10 * before)
+    assert looks[0].endswith("app.log.1")
+
+
 def rotated_twice_after_reading(ctx, opened, tmp_path) -> TailSource:
     """A tail that read lines 0-9 of ``a.log``, which was then rotated twice before the
     tail looked again: ``a.log.2`` (the file read), ``a.log.1`` (lines 10-11, never seen

@@ -83,8 +83,10 @@ def rotated_files(directory: str, name: str) -> list[Rotated]:
     down), and a listing of a large directory is not atomic against renames. So the
     listing only says which names exist; the numbered names (``name.1``, ``name-2``, ...)
     are then examined in increasing order, one ``stat`` each: a file only moves up, and
-    the walk up meets each file moving up at least once, whatever the rate of rotations
-    (a file met twice keeps its first, lower, number: the order holds). Named by a date,
+    the walk up meets each file that had a number when it began at least once, whatever
+    the rate of rotations (a file met twice keeps its first, lower, number: the order of
+    those files holds). A file rotated from the live name during the walk may be met out
+    of order, or not at all (``tail`` allows for it). Named by a date,
     a file does not move; each is examined once, and a name that holds another file by
     then is described by its listed inode. No retries, no pauses."""
     try:

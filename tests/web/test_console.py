@@ -65,7 +65,6 @@ def test_configure_through_the_form_reaches_active_with_live_rates(page, cluster
     # rates come from two successive counter readings (nodes write them every 2 s)
     rate_in, rate_out = r.locator("[role=cell]").nth(6), r.locator("[role=cell]").nth(7)
 
-
     def rates() -> float | None:
         """The rate in, once both rates show a reading (one read of each cell: the row is
         drawn again between two reads)."""
@@ -73,7 +72,8 @@ def test_configure_through_the_form_reaches_active_with_live_rates(page, cluster
         if got_in in ("–", "0", "") or got_out in ("–", "0", ""):
             return None
         return float(got_in.rstrip("k"))
-    assert 5 < wait_until(rates, 20, "live rates shown") < 1000
+    # a reading, not a speed: about 50/s on an idle box, a few per second on a loaded one
+    assert 0 < wait_until(rates, 20, "live rates shown") < 1000
     wait_until(lambda: (r.locator("svg.spark polyline").first.get_attribute("points") or "")
                .count(",") >= 2, 20, "a sparkline with two samples")
     r.click()

@@ -377,6 +377,9 @@ def _forget_wrong_record(store, key: str, path: str, metrics) -> None:
         pass        # dropped in memory; the file is rewritten by the next commit
 
 
+QUIET_LISTINGS = 3       # listings of the rotated files tried for one without a rotation
+
+
 class _Cursor:
     """Follows one path: the file open now (``fd``), then the files after it (``queue``:
     files that took the path's name since, opened as soon as seen) or whatever the path
@@ -847,21 +850,34 @@ class _Cursor:
         new = (new_file.dev, new_file.ino)
         last = self.queue[-1] if self.queue else None
         ident = (last.dev, last.ino) if last else (self.dev, self.ino)
-        window = [r for r in self._rotated()
-                  if not r.compressed][-MAX_ROTATED:]
+        for _ in range(QUIET_LISTINGS):
+            before = _stat(self.path)
+            window = [r for r in self._rotated()
+                      if not r.compressed][-MAX_ROTATED:]
+            st = _stat(self.path)
+            quiet = before is not None and st is not None and \
+                (before.st_dev, before.st_ino) == (st.st_dev, st.st_ino)
+            if quiet:
+                break
         at = next((k for k, r in enumerate(window) if (r.dev, r.ino) == ident), None)
         try:
             ref = os.fstat(last.fd if last else self.fd).st_mtime_ns
             newest = os.fstat(new_file.fd).st_mtime_ns      # read after the listing
         except OSError:
             return
+        # No rotation from the live name during the listing: every file listed had its
+        # number when the walk began, so the order holds for all, the new file's too.
+        upto = len(window)
+        if quiet:
+            upto = next((k for k, r in enumerate(window) if (r.dev, r.ino) == new), upto)
         if at is not None:
-            later = window[at + 1:]
+            later = window[at + 1:upto]
         else:
-            later = [r for r in window if r.mtime_ns >= ref]
-        st = _stat(self.path)
-        if st is None or (st.st_dev, st.st_ino) != new:
-            # rotated during the listing: the files after it may be listed before it
+            later = [r for r in window[:upto] if r.mtime_ns >= ref]
+        if not quiet and (st is None or (st.st_dev, st.st_ino) != new):
+            # rotated during every listing: the files after it may be listed before it.
+            # Told by modification time, a file rotated before it but written after its
+            # last write (a writer that reopens late, the new file still empty) is missed.
             later = [r for r in later if r.mtime_ns <= newest]
         known = set(self.open_inodes()) | {new}
         missed = [r for r in later if (r.dev, r.ino) not in known]

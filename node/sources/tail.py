@@ -855,8 +855,11 @@ class _Cursor:
             window = [r for r in self._rotated()
                       if not r.compressed][-MAX_ROTATED:]
             st = _stat(self.path)
-            quiet = before is not None and st is not None and \
-                (before.st_dev, before.st_ino) == (st.st_dev, st.st_ino)
+            # nothing at the path before and after (a writer that creates it late): the
+            # new file was rotated before the listing began, nothing from the path since
+            quiet = (before is None and st is None) or (
+                before is not None and st is not None
+                and (before.st_dev, before.st_ino) == (st.st_dev, st.st_ino))
             if quiet:
                 break
         at = next((k for k, r in enumerate(window) if (r.dev, r.ino) == ident), None)

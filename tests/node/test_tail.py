@@ -998,6 +998,44 @@ def test_a_missed_file_written_after_the_new_one_is_not_lost_to_a_rotation_durin
     assert looks[0].endswith("app.log.1")
 
 
+def test_a_missed_file_is_not_lost_when_the_path_stays_missing_after_a_rotation_during_the_listing(
+        ctx, tmp_path, opened, monkeypatch):
+    """As above, but the rotation during the listing creates no new file (logrotate
+    ``nocreate``: the writer creates it when it reopens): the path names nothing at the
+    end of that listing and of the next. Nothing was rotated from the live name during
+    the next one, so its order holds: M is read, then the file created later."""
+    from flume_og.node.sources import _rotation
+    f = tmp_path / "app.log"
+    f.write_bytes(lines(0, 10))
+    stamp = [time.time_ns() - 100 * 10**9]
+
+    def written(path=f):
+        stamp[0] += 10**9
+        os.utime(path, ns=(stamp[0], stamp[0]))
+    written()
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 10) == bodies(0, 10)
+    rotate_numbered(f, lines(10, 20))  # M
+    written()
+    rotate_numbered(f, b"")           # N, created empty
+    written()
+    append(tmp_path / "app.log.1", lines(20, 25))   # M, written late
+    written(tmp_path / "app.log.1")
+    lstat, looks = _rotation._lstat, []
+
+    def rotation_after_the_first_look(path):
+        got = lstat(path)
+        looks.append(path)
+        if len(looks) == 1:
+            rotate_numbered(f, b"")
+            f.unlink()                # nocreate: nothing at the path for now
+        return got
+    monkeypatch.setattr(_rotation, "_lstat", rotation_after_the_first_look)
+    assert read_n(src, 15) == bodies(10, 25)
+    f.write_bytes(lines(25, 35))
+    assert read_n(src, 10) == bodies(25, 35)
+
+
 def rotated_twice_after_reading(ctx, opened, tmp_path) -> TailSource:
     """A tail that read lines 0-9 of ``a.log``, which was then rotated twice before the
     tail looked again: ``a.log.2`` (the file read), ``a.log.1`` (lines 10-11, never seen

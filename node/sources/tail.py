@@ -842,11 +842,14 @@ class _Cursor:
         file written in the same few milliseconds is read again rather than lost).
 
         The listing's order holds for the files rotated before it began, which the missed
-        ones are (the new file was at the path before it). If the new file was rotated
-        too by the end of the listing, it and the files after it may have been met out of
-        order (met at .1, then two rotations, then a newer one met at .2): those after it
-        are then told by their modification time, later than the new file's last write
-        (a file written in the same tick as that write is read before it, not lost)."""
+        ones are (the new file was at the path before it). A file rotated from the path
+        during it may be met out of order (met at .1, then two rotations, then a newer one
+        met at .2), so it is listed again, up to ``QUIET_LISTINGS`` times, until one sees
+        no rotation from the path: then the order holds for every file, and the new file's
+        place ends the missed ones. If every listing saw one, the files after the new one
+        are told by their modification time, later than its last write (a file written in
+        the same tick is read before it, not lost; one rotated before it but written after
+        its last write, by a writer that reopens late, is missed then)."""
         new = (new_file.dev, new_file.ino)
         last = self.queue[-1] if self.queue else None
         ident = (last.dev, last.ino) if last else (self.dev, self.ino)

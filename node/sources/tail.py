@@ -377,6 +377,9 @@ def _forget_wrong_record(store, key: str, path: str, metrics) -> None:
         pass        # dropped in memory; the file is rewritten by the next commit
 
 
+QUIET_LISTINGS = 3       # listings of the rotated files tried for one without a rotation
+
+
 class _Cursor:
     """Follows one path: the file open now (``fd``), then the files after it (``queue``:
     files that took the path's name since, opened as soon as seen) or whatever the path
@@ -839,29 +842,48 @@ class _Cursor:
         file written in the same few milliseconds is read again rather than lost).
 
         The listing's order holds for the files rotated before it began, which the missed
-        ones are (the new file was at the path before it). If the new file was rotated
-        too by the end of the listing, it and the files after it may have been met out of
-        order (met at .1, then two rotations, then a newer one met at .2): those after it
-        are then told by their modification time, later than the new file's last write
-        (a file written in the same tick as that write is read before it, not lost)."""
+        ones are (the new file was at the path before it). A file rotated from the path
+        during it may be met out of order (met at .1, then two rotations, then a newer one
+        met at .2), so it is listed again, up to ``QUIET_LISTINGS`` times, until one sees
+        no rotation from the path: then the order holds for every file, and the new file's
+        place ends the missed ones. If every listing saw one, the files after the new one
+        are told by their modification time, later than its last write (a file written in
+        the same tick is read before it, not lost; one rotated before it but written after
+        its last write, by a writer that reopens late, is missed then)."""
         new = (new_file.dev, new_file.ino)
         last = self.queue[-1] if self.queue else None
         ident = (last.dev, last.ino) if last else (self.dev, self.ino)
-        window = [r for r in self._rotated()
-                  if not r.compressed][-MAX_ROTATED:]
+        for _ in range(QUIET_LISTINGS):
+            before = _stat(self.path)
+            window = [r for r in self._rotated()
+                      if not r.compressed][-MAX_ROTATED:]
+            st = _stat(self.path)
+            # nothing at the path before and after (a writer that creates it late): the
+            # new file was rotated before the listing began, nothing from the path since
+            quiet = (before is None and st is None) or (
+                before is not None and st is not None
+                and (before.st_dev, before.st_ino) == (st.st_dev, st.st_ino))
+            if quiet:
+                break
         at = next((k for k, r in enumerate(window) if (r.dev, r.ino) == ident), None)
         try:
             ref = os.fstat(last.fd if last else self.fd).st_mtime_ns
             newest = os.fstat(new_file.fd).st_mtime_ns      # read after the listing
         except OSError:
             return
+        # No rotation from the live name during the listing: every file listed had its
+        # number when the walk began, so the order holds for all, the new file's too.
+        upto = len(window)
+        if quiet:
+            upto = next((k for k, r in enumerate(window) if (r.dev, r.ino) == new), upto)
         if at is not None:
-            later = window[at + 1:]
+            later = window[at + 1:upto]
         else:
-            later = [r for r in window if r.mtime_ns >= ref]
-        st = _stat(self.path)
-        if st is None or (st.st_dev, st.st_ino) != new:
-            # rotated during the listing: the files after it may be listed before it
+            later = [r for r in window[:upto] if r.mtime_ns >= ref]
+        if not quiet and (st is None or (st.st_dev, st.st_ino) != new):
+            # rotated during every listing: the files after it may be listed before it.
+            # Told by modification time, a file rotated before it but written after its
+            # last write (a writer that reopens late, the new file still empty) is missed.
             later = [r for r in later if r.mtime_ns <= newest]
         known = set(self.open_inodes()) | {new}
         missed = [r for r in later if (r.dev, r.ino) not in known]

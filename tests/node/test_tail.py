@@ -906,15 +906,19 @@ def test_rotation_storm_in_a_directory_of_many_other_files(ctx, tmp_path, opened
     assert got == [b"counter %07d" % i for i in range(n)]
 
 
+@pytest.mark.parametrize("listings", [1, 3])
 @pytest.mark.parametrize("before", [0, 1])
 def test_rotations_during_the_listing_neither_lose_nor_reorder_a_file(ctx, tmp_path, opened,
-                                                                    monkeypatch, before):
+                                                                    monkeypatch, before,
+                                                                    listings):
     """The tail, at the end of a.log (L), finds a new file at the path (N) with one it never
     saw (M, at .1) in between. ``before`` rotations come between opening N and the first
     look of the walk over the numbered names, and two more right after that look. So a
     file is met at .1, then the next one two places up, as if it were older:
     before=0: M is met at .1, N at .2 after it (M was lost: it looked newer than N);
     before=1: N is met at .1, the file after it at .2 (that file was read before N).
+    So it goes for the first ``listings`` listings: one is listed again, and when every
+    listing saw a rotation (3), the files after N are told by modification time.
     Every file is read, in writing order."""
     from flume_og.node.sources import _rotation
     f = tmp_path / "app.log"
@@ -938,17 +942,98 @@ def test_rotations_during_the_listing_neither_lose_nor_reorder_a_file(ctx, tmp_p
             written(lines(end[0], end[0] + 10))
             end[0] += 10
 
+    disturbed = [0]
+
     def rotations_around_the_first_look(path):
-        if not looks:
+        first = path.endswith("app.log.1") and disturbed[0] < listings
+        if first:
             rotations(before)
         got = lstat(path)
         looks.append(path)
-        if len(looks) == 1:
+        if first:
+            disturbed[0] += 1
             rotations(2)
         return got
     monkeypatch.setattr(_rotation, "_lstat", rotations_around_the_first_look)
-    assert read_n(src, 40 + 10 * before) == bodies(10, 50 + 10 * before)
+    n = 20 + 10 * (before + 2) * listings
+    assert read_n(src, n) == bodies(10, 10 + n)
+    assert looks[0].endswith("app.log.1") and disturbed[0] == listings
+
+
+def test_a_missed_file_written_after_the_new_one_is_not_lost_to_a_rotation_during_the_listing(
+        ctx, tmp_path, opened, monkeypatch):
+    """logrotate ``create`` with a writer that reopens late (nginx before USR1): M, rotated
+    to .1, is still written after the new file N was created at the path, so N (still
+    empty) is older by modification time than M's last write. The tail, at the end of L,
+    finds N at the path with M never seen in between, and N is rotated again during the
+    listing. M comes before N in rotation order: it must be read, then what follows."""
+    from flume_og.node.sources import _rotation
+    f = tmp_path / "app.log"
+    f.write_bytes(lines(0, 10))
+    stamp = [time.time_ns() - 100 * 10**9]
+
+    def written(path=f):
+        stamp[0] += 10**9             # distinct modification times, in writing order
+        os.utime(path, ns=(stamp[0], stamp[0]))
+    written()
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 10) == bodies(0, 10)
+    rotate_numbered(f, lines(10, 20))  # M
+    written()
+    rotate_numbered(f, b"")           # N, created empty
+    written()
+    append(tmp_path / "app.log.1", lines(20, 25))   # M, written late
+    written(tmp_path / "app.log.1")
+    lstat, looks = _rotation._lstat, []
+
+    def rotation_after_the_first_look(path):
+        got = lstat(path)
+        looks.append(path)
+        if len(looks) == 1:
+            rotate_numbered(f, lines(25, 35))
+            written()
+        return got
+    monkeypatch.setattr(_rotation, "_lstat", rotation_after_the_first_look)
+    assert read_n(src, 25) == bodies(10, 35)
     assert looks[0].endswith("app.log.1")
+
+
+def test_a_missed_file_is_not_lost_when_the_path_stays_missing_after_a_rotation_during_the_listing(
+        ctx, tmp_path, opened, monkeypatch):
+    """As above, but the rotation during the listing creates no new file (logrotate
+    ``nocreate``: the writer creates it when it reopens): the path names nothing at the
+    end of that listing and of the next. Nothing was rotated from the live name during
+    the next one, so its order holds: M is read, then the file created later."""
+    from flume_og.node.sources import _rotation
+    f = tmp_path / "app.log"
+    f.write_bytes(lines(0, 10))
+    stamp = [time.time_ns() - 100 * 10**9]
+
+    def written(path=f):
+        stamp[0] += 10**9
+        os.utime(path, ns=(stamp[0], stamp[0]))
+    written()
+    src = opened(TailSource(str(f)), ctx)
+    assert read_n(src, 10) == bodies(0, 10)
+    rotate_numbered(f, lines(10, 20))  # M
+    written()
+    rotate_numbered(f, b"")           # N, created empty
+    written()
+    append(tmp_path / "app.log.1", lines(20, 25))   # M, written late
+    written(tmp_path / "app.log.1")
+    lstat, looks = _rotation._lstat, []
+
+    def rotation_after_the_first_look(path):
+        got = lstat(path)
+        looks.append(path)
+        if len(looks) == 1:
+            rotate_numbered(f, b"")
+            f.unlink()                # nocreate: nothing at the path for now
+        return got
+    monkeypatch.setattr(_rotation, "_lstat", rotation_after_the_first_look)
+    assert read_n(src, 15) == bodies(10, 25)
+    f.write_bytes(lines(25, 35))
+    assert read_n(src, 10) == bodies(25, 35)
 
 
 def rotated_twice_after_reading(ctx, opened, tmp_path) -> TailSource:

@@ -960,13 +960,18 @@ def test_rotations_during_the_listing_neither_lose_nor_reorder_a_file(ctx, tmp_p
     assert looks[0].endswith("app.log.1") and disturbed[0] == listings
 
 
+@pytest.mark.parametrize("create", [True, False])
 def test_a_missed_file_written_after_the_new_one_is_not_lost_to_a_rotation_during_the_listing(
-        ctx, tmp_path, opened, monkeypatch):
-    """logrotate ``create`` with a writer that reopens late (nginx before USR1): M, rotated
-    to .1, is still written after the new file N was created at the path, so N (still
-    empty) is older by modification time than M's last write. The tail, at the end of L,
-    finds N at the path with M never seen in between, and N is rotated again during the
-    listing. M comes before N in rotation order: it must be read, then what follows."""
+        ctx, tmp_path, opened, monkeypatch, create):
+    """logrotate with a writer that reopens late (nginx before USR1): M, rotated to .1, is
+    still written after the new file N was created at the path, so N (still empty) is
+    older by modification time than M's last write. The tail, at the end of L, finds N at
+    the path with M never seen in between, and N is rotated again during the listing.
+    create=True (logrotate ``create``): a new file is at the path after that rotation.
+    create=False (``nocreate``): nothing is, at the end of that listing and of the next,
+    until the writer makes it; nothing left the path during the next listing, so its
+    order holds. Either way M comes before N in rotation order: it is read, then what
+    follows."""
     from flume_og.node.sources import _rotation
     f = tmp_path / "app.log"
     f.write_bytes(lines(0, 10))
@@ -990,50 +995,20 @@ def test_a_missed_file_written_after_the_new_one_is_not_lost_to_a_rotation_durin
         got = lstat(path)
         looks.append(path)
         if len(looks) == 1:
-            rotate_numbered(f, lines(25, 35))
-            written()
+            rotate_numbered(f, lines(25, 35) if create else b"")
+            if create:
+                written()
+            else:
+                f.unlink()            # nocreate: nothing at the path for now
         return got
     monkeypatch.setattr(_rotation, "_lstat", rotation_after_the_first_look)
-    assert read_n(src, 25) == bodies(10, 35)
+    if create:
+        assert read_n(src, 25) == bodies(10, 35)
+    else:
+        assert read_n(src, 15) == bodies(10, 25)
+        f.write_bytes(lines(25, 35))
+        assert read_n(src, 10) == bodies(25, 35)
     assert looks[0].endswith("app.log.1")
-
-
-def test_a_missed_file_is_not_lost_when_the_path_stays_missing_after_a_rotation_during_the_listing(
-        ctx, tmp_path, opened, monkeypatch):
-    """As above, but the rotation during the listing creates no new file (logrotate
-    ``nocreate``: the writer creates it when it reopens): the path names nothing at the
-    end of that listing and of the next. Nothing was rotated from the live name during
-    the next one, so its order holds: M is read, then the file created later."""
-    from flume_og.node.sources import _rotation
-    f = tmp_path / "app.log"
-    f.write_bytes(lines(0, 10))
-    stamp = [time.time_ns() - 100 * 10**9]
-
-    def written(path=f):
-        stamp[0] += 10**9
-        os.utime(path, ns=(stamp[0], stamp[0]))
-    written()
-    src = opened(TailSource(str(f)), ctx)
-    assert read_n(src, 10) == bodies(0, 10)
-    rotate_numbered(f, lines(10, 20))  # M
-    written()
-    rotate_numbered(f, b"")           # N, created empty
-    written()
-    append(tmp_path / "app.log.1", lines(20, 25))   # M, written late
-    written(tmp_path / "app.log.1")
-    lstat, looks = _rotation._lstat, []
-
-    def rotation_after_the_first_look(path):
-        got = lstat(path)
-        looks.append(path)
-        if len(looks) == 1:
-            rotate_numbered(f, b"")
-            f.unlink()                # nocreate: nothing at the path for now
-        return got
-    monkeypatch.setattr(_rotation, "_lstat", rotation_after_the_first_look)
-    assert read_n(src, 15) == bodies(10, 25)
-    f.write_bytes(lines(25, 35))
-    assert read_n(src, 10) == bodies(25, 35)
 
 
 def rotated_twice_after_reading(ctx, opened, tmp_path) -> TailSource:
